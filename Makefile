@@ -1,0 +1,32 @@
+# The two commands that matter: `make run` and `make test`. Both work on a fresh machine with only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench install clean-data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole backend (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) with demo data.
+run: $(STAMP)
+	$(BIN)/tzt serve
+
+## Run the whole test suite against real PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL are set).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app_backend code_service payments mini_programs
+
+## Remove the local data folder (embedded databases, dev keys).
+clean-data:
+	rm -rf .data

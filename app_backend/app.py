@@ -1,0 +1,63 @@
+"""The app factory: composes the domain packages into one Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from app_backend.dependencies import DEPENDENCIES
+from app_backend.enterprises.controllers import EnterpriseController
+from app_backend.identity.controllers import AuthController, DevController, MeController
+from app_backend.infra.errors import EXCEPTION_HANDLERS
+from app_backend.infra.logging import configure_logging, request_id_middleware
+from app_backend.ops.controllers import HealthController, MetricsController
+from app_backend.organisations.controllers import AdminController, MachineController
+from app_backend.services import Services
+from app_backend.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.services = await Services.create(settings)
+        try:
+            yield
+        finally:
+            await app.state.services.close()
+
+    handlers: list[type] = [HealthController, MetricsController, AuthController, MeController,
+                            EnterpriseController, AdminController, MachineController]
+    if settings.is_dev:
+        handlers.append(DevController)
+    prometheus = PrometheusConfig(app_name="taizhou_tong", group_path=True, exclude=["/metrics"])
+    return Litestar(
+        route_handlers=handlers,
+        dependencies=DEPENDENCIES,
+        signature_namespace={"Services": Services},
+        lifespan=[lifespan],
+        middleware=[request_id_middleware, prometheus.middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        response_cache_config=ResponseCacheConfig(),
+        openapi_config=OpenAPIConfig(
+            title="Taizhou Tong API", version="1", path="/schema",
+            description="One code per person and per enterprise, and the city services around it.",
+            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                "machine": SecurityScheme(type="apiKey", name="X-Tzt-Signature", security_scheme_in="header",
+                                          description="HMAC-SHA256 request signature; see docs/api.md"),
+            }),
+        ),
+        debug=False,
+    )

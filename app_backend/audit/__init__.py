@@ -1,0 +1,1 @@
+"""The audit trail: who did what to whom, when, and how it ended."""

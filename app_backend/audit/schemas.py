@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who acts: a resident, a staff member, an organisation's credential, or the CLI. Carries request context."""
+
+    type: str
+    id: str
+    request_id: str = ""
+    ip: str = ""
+
+
+class AuditEvent(msgspec.Struct):
+    id: int
+    at: dt.datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target_type: str
+    target_id: str
+    outcome: str
+    request_id: str
+    ip: str
+    detail: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct):
+    events: list[AuditEvent]

@@ -1,0 +1,252 @@
+"""`tzt`: serve, migrate, seed, worker, and small operator tools (signed calls, staff roles)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from app_backend.settings import Settings, load_settings
+
+
+@contextlib.contextmanager
+def backing_services(settings: Settings, *, persistent_redis: bool = True) -> Iterator[Settings]:
+    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder."""
+    from app_backend.infra.embedded import EmbeddedServices
+
+    embedded = EmbeddedServices(settings.data_dir)
+    try:
+        embedded.start(want_postgres=not settings.database_url, want_redis=not settings.redis_url,
+                       persistent_redis=persistent_redis)
+        import msgspec
+
+        yield msgspec.structs.replace(settings, database_url=settings.database_url or embedded.database_url,
+                                      redis_url=settings.redis_url or embedded.redis_url)
+    finally:
+        embedded.stop()
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    from app_backend.infra.migrations import apply_migrations
+
+    return await apply_migrations(settings.database_url)
+
+
+async def _seed(settings: Settings) -> dict[str, Any]:
+    from app_backend.seed import seed_demo
+    from app_backend.services import Services
+
+    services = await Services.create(settings)
+    try:
+        return await seed_demo(services, settings.data_dir / "demo-credentials.json")
+    finally:
+        await services.close()
+
+
+def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        "Taizhou Tong is running.",
+        f"  API docs (Swagger):  {base}/schema/swagger",
+        f"  API docs (Scalar):   {base}/schema/scalar",
+        f"  OpenAPI JSON:        {base}/schema/openapi.json",
+        f"  Health:              {base}/healthz   Readiness: {base}/readyz   Metrics: {base}/metrics",
+        f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}",
+        f"  Redis:               {settings.redis_url}",
+        "",
+        "Demo: POST /api/v1/auth/otp {\"phone\": \"13800000001\"}, read the code at "
+        f"{base}/api/v1/dev/outbox?phone=13800000001,",
+        "      then POST /api/v1/auth/login {\"phone\": ..., \"otp\": ...}. Staff (ops_admin): phone 13900000000.",
+        f"      Machine credentials for signed requests: {settings.data_dir / 'demo-credentials.json'}",
+        "      (try: .venv/bin/tzt call GET /api/v1/machine/whoami --org 泰州地铁运营有限公司)",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    host, port = args.host or settings.host, args.port or settings.port
+    workers = args.workers or settings.workers
+    import msgspec
+
+    settings = msgspec.structs.replace(settings, host=host, port=port, workers=workers)
+    with backing_services(settings) as live:
+        asyncio.run(_migrate(live))
+        creds = asyncio.run(_seed(live)) if live.is_dev and not args.no_seed else {}
+        prom_dir = live.data_dir / "prometheus"
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        prom_dir.mkdir(parents=True)
+        env = {**os.environ, "DATABASE_URL": live.database_url, "REDIS_URL": live.redis_url,
+               "TZT_DATA_DIR": str(live.data_dir), "TZT_ENV": live.env, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+        children: list[subprocess.Popen[bytes]] = []
+        if not args.no_worker:
+            children.append(subprocess.Popen([sys.executable, "-m", "app_backend.cli", "worker"], env=env))  # noqa: S603
+        server = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
+             "--workers", str(workers), "--no-access-log", "--log-level", "warning", "app_backend.asgi:app"],
+            env=env)
+        children.append(server)
+        _print_banner(live, creds)
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping and all(c.poll() is None for c in children):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.wait(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            for child in children:
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        print("stopped.", flush=True)
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    with backing_services(load_settings()) as live:
+        applied = asyncio.run(_migrate(live))
+    print("\n".join(applied) if applied else "up to date")
+    return 0
+
+
+def cmd_seed(_: argparse.Namespace) -> int:
+    with backing_services(load_settings()) as live:
+        asyncio.run(_migrate(live))
+        creds = asyncio.run(_seed(live))
+    print(f"seeded; {len(creds)} demo credentials in {live.data_dir / 'demo-credentials.json'}")
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from app_backend.infra.logging import configure_logging
+    from app_backend.worker import build_worker
+
+    settings = load_settings()
+    if not settings.redis_url or not settings.database_url:
+        print("worker needs DATABASE_URL and REDIS_URL (tzt serve sets them)", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    worker = build_worker(settings)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        await worker.start()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """A signed machine request, the way a department's or gate's client sends one."""
+    import httpx
+
+    from app_backend.organisations.signing import sign_request
+
+    key_id, secret = args.key_id, args.secret or os.environ.get("TZT_CLIENT_SECRET", "")
+    if args.org:
+        creds = json.loads((load_settings().data_dir / "demo-credentials.json").read_text())
+        key_id, secret = creds[args.org]["key_id"], creds[args.org]["secret"]
+    if not key_id or not secret:
+        print("give --org NAME (demo credentials) or --key-id and --secret / TZT_CLIENT_SECRET", file=sys.stderr)
+        return 2
+    body = args.data.encode() if args.data else b""
+    url = httpx.URL(args.base.rstrip("/") + args.path)
+    path = url.raw_path.decode()
+    headers = sign_request(key_id, secret, args.method, path, body)
+    if body:
+        headers["Content-Type"] = "application/json"
+    response = httpx.request(args.method, url, content=body, headers=headers, timeout=30)
+    print(response.status_code, file=sys.stderr)
+    print(response.text)
+    return 0 if response.is_success else 1
+
+
+def cmd_staff(args: argparse.Namespace) -> int:
+    async def grant(live: Settings) -> str:
+        from app_backend.audit.schemas import Actor
+        from app_backend.identity.repository import ResidentRepository
+        from app_backend.identity.validators import normalise_phone
+        from app_backend.services import Services
+
+        services = await Services.create(live)
+        try:
+            phone = normalise_phone(args.phone)
+            repo = ResidentRepository()
+            async with services.pool.acquire() as conn, conn.transaction():
+                row = await repo.find_by_phone_hash(conn, services.cipher.lookup_hash("resident.phone", phone))
+                if row is None:
+                    return "no resident with this phone; they must log in once first"
+                await repo.grant_role(conn, row["id"], args.role, "cli")
+                await services.audit.record(conn, Actor("cli", os.environ.get("USER", "cli")), "admin.staff_grant",
+                                            target_type="resident", target_id=str(row["id"]),
+                                            detail={"role": args.role})
+            return f"granted {args.role} to resident {row['id']}"
+        finally:
+            await services.close()
+
+    with backing_services(load_settings()) as live:
+        print(asyncio.run(grant(live)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the whole backend (embedded databases unless URLs are set)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--no-worker", action="store_true", help="do not start the background job worker")
+    serve.add_argument("--no-seed", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed", help="load demo data (dev)").set_defaults(func=cmd_seed)
+    sub.add_parser("worker", help="run background jobs (SAQ)").set_defaults(func=cmd_worker)
+    call = sub.add_parser("call", help="send a signed machine request")
+    call.add_argument("method", type=str.upper)
+    call.add_argument("path")
+    call.add_argument("--data", help="JSON body")
+    call.add_argument("--org", help="use this organisation's demo credential")
+    call.add_argument("--key-id")
+    call.add_argument("--secret")
+    call.add_argument("--base", default="http://127.0.0.1:8000")
+    call.set_defaults(func=cmd_call)
+    staff = sub.add_parser("staff", help="grant a staff role to a resident by phone")
+    staff.add_argument("--phone", required=True)
+    staff.add_argument("--role", required=True, choices=["ops_admin", "ops_reviewer", "auditor"])
+    staff.set_defaults(func=cmd_staff)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

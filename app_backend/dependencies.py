@@ -1,0 +1,56 @@
+"""Litestar dependencies shared by the controllers: services, the request transaction, principals, actors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from app_backend.audit.schemas import Actor
+from app_backend.identity.schemas import ResidentPrincipal
+from app_backend.infra.db import transaction_connection
+
+if TYPE_CHECKING:
+    from app_backend.services import Services
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def provide_db(services: Services) -> AsyncIterator[Any]:
+    async for conn in transaction_connection(services.pool):
+        yield conn
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else ""
+
+
+def request_id(request: Request[Any, Any, Any]) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def provide_resident(request: Request[Any, Any, Any], services: Services) -> ResidentPrincipal:
+    return await services.auth.authenticate(request.headers.get("authorization"))
+
+
+def provide_resident_actor(request: Request[Any, Any, Any], resident: ResidentPrincipal) -> Actor:
+    return Actor("resident", str(resident.resident_id), request_id(request), client_ip(request))
+
+
+def provide_anonymous_actor(request: Request[Any, Any, Any]) -> Actor:
+    return Actor("anonymous", "", request_id(request), client_ip(request))
+
+
+DEPENDENCIES = {
+    "services": Provide(provide_services, sync_to_thread=False),
+    "db": Provide(provide_db),
+    "resident": Provide(provide_resident),
+}
+RESIDENT_ACTOR = {"actor": Provide(provide_resident_actor, sync_to_thread=False)}
+ANONYMOUS_ACTOR = {"actor": Provide(provide_anonymous_actor, sync_to_thread=False)}

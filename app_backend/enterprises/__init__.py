@@ -1,0 +1,1 @@
+"""Enterprises: created by their legal representative, administered by their members."""

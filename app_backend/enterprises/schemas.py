@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+MemberRole = Literal["admin", "member"]
+
+
+class EnterpriseCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    uscc: Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="unified social credit code")]
+
+
+class Enterprise(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    uscc: str
+    standing: str
+    checksum_override: bool
+    created_at: dt.datetime
+    my_role: str
+
+
+class MemberAdd(msgspec.Struct, forbid_unknown_fields=True):
+    phone: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    role: MemberRole = "member"
+
+
+class Member(msgspec.Struct):
+    resident_id: uuid.UUID
+    name: str | None
+    phone: str
+    role: str
+    added_at: dt.datetime
+
+
+class Members(msgspec.Struct):
+    members: list[Member]
+
+
+class LegalEntity(msgspec.Struct, frozen=True):
+    uscc: str
+    name: str
+    status: str

@@ -1,0 +1,141 @@
+"""Rules for enterprises: who may create one, who administers it, and the audited credit-code override."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app_backend.audit.schemas import Actor
+from app_backend.audit.service import AuditTrail
+from app_backend.enterprises.registry import LegalEntityRegistry
+from app_backend.enterprises.repository import EnterpriseRepository
+from app_backend.enterprises.schemas import Enterprise, Member
+from app_backend.identity.repository import ResidentRepository
+from app_backend.identity.schemas import LinkedEnterprise
+from app_backend.identity.validators import InvalidIdentifier, normalise_uscc, uscc_checksum_ok
+from app_backend.infra.crypto import FieldCipher, mask
+from app_backend.infra.errors import Problem, field_error
+from app_backend.settings import Settings
+
+_REGISTRY_PROBLEMS = {
+    "unknown": ("uscc", "not found in the legal-entity registry", 422),
+    "inactive": ("uscc", "the registry lists this entity as deregistered or revoked", 422),
+    "name-mismatch": ("name", "does not match the registered name of this credit code", 422),
+    "not-representative": ("uscc", "you are not the registered legal representative of this entity", 403),
+}
+
+
+class EnterpriseService:
+    def __init__(self, settings: Settings, cipher: FieldCipher, audit: AuditTrail,
+                 registry: LegalEntityRegistry) -> None:
+        self._settings = settings
+        self._cipher = cipher
+        self._audit = audit
+        self._registry = registry
+        self._repo = EnterpriseRepository()
+        self._residents = ResidentRepository()
+
+    async def _checked_uscc(self, conn: Any, raw: str) -> tuple[str, bool]:
+        try:
+            uscc = normalise_uscc(raw)
+        except InvalidIdentifier as exc:
+            raise field_error("uscc", str(exc)) from None
+        if uscc_checksum_ok(uscc):
+            return uscc, False
+        if await self._repo.has_override(conn, uscc):
+            return uscc, True
+        raise field_error("uscc", "check character does not match")
+
+    async def create(self, conn: Any, resident_id: uuid.UUID, raw_name: str, raw_uscc: str,
+                     actor: Actor) -> Enterprise:
+        name = " ".join(raw_name.split())
+        if not name:
+            raise field_error("name", "must not be blank")
+        uscc, override = await self._checked_uscc(conn, raw_uscc)
+        row = await self._residents.get(conn, resident_id)
+        if row is None or row["level"] < 2 or row["id_number_enc"] is None:
+            raise Problem(403, "level-required", "creating an enterprise needs real-name verification (L2)")
+        id_number = self._cipher.decrypt("resident.id_number", row["id_number_enc"])
+        verdict = await self._registry.verify_representative(conn, uscc, name, id_number)
+        if verdict != "ok":
+            field, message, status = _REGISTRY_PROBLEMS[verdict]
+            await self._audit.record_detached(actor, "enterprise.create", target_type="uscc", target_id=uscc,
+                                              outcome=verdict)
+            raise field_error(field, message, status)
+        created = await self._repo.create(conn, uscc, name, override, resident_id)
+        if created is None:
+            raise Problem(409, "enterprise-exists", "uscc: an enterprise with this credit code is already registered",
+                          extra={"errors": [{"field": "uscc", "message": "already registered"}]})
+        await self._repo.add_member(conn, created["id"], resident_id, "admin", None)
+        await self._audit.record(conn, actor, "enterprise.create", target_type="enterprise",
+                                 target_id=str(created["id"]), detail={"uscc": uscc, "checksum_override": override})
+        return Enterprise(**dict(created), my_role="admin")
+
+    async def _role_or_404(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str:
+        role = await self._repo.member_role(conn, enterprise_id, resident_id)
+        if role is None:  # outsiders learn nothing, not even that it exists
+            raise Problem(404, "not-found", "enterprise not found")
+        return role
+
+    async def _require_admin(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> None:
+        if await self._role_or_404(conn, enterprise_id, resident_id) != "admin":
+            raise Problem(403, "forbidden", "only an administrator of this enterprise may change its members")
+
+    async def get(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> Enterprise:
+        role = await self._role_or_404(conn, enterprise_id, resident_id)
+        row = await self._repo.get(conn, enterprise_id)
+        return Enterprise(**dict(row), my_role=role)
+
+    async def members(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> list[Member]:
+        await self._role_or_404(conn, enterprise_id, resident_id)
+        s = self._settings
+        return [
+            Member(resident_id=r["resident_id"], role=r["role"], added_at=r["added_at"],
+                   name=(mask(self._cipher.decrypt("resident.name", r["name_enc"]), s.mask_name.head, s.mask_name.tail)
+                         if r["name_enc"] else None),
+                   phone=mask(self._cipher.decrypt("resident.phone", r["phone_enc"]), s.mask_phone.head,
+                              s.mask_phone.tail))
+            for r in await self._repo.members(conn, enterprise_id)
+        ]
+
+    async def add_member(self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, phone: str, role: str,
+                         actor: Actor) -> Member:
+        await self._require_admin(conn, enterprise_id, admin_id)
+        found = await self._residents.find_by_phone_hash(conn, self._cipher.lookup_hash("resident.phone", phone))
+        if found is None:
+            raise field_error("phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404)
+        if not await self._repo.add_member(conn, enterprise_id, found["id"], role, admin_id):
+            raise Problem(409, "already-member", "phone: this resident is already a member",
+                          extra={"errors": [{"field": "phone", "message": "already a member"}]})
+        await self._audit.record(conn, actor, "enterprise.member_add", target_type="enterprise",
+                                 target_id=str(enterprise_id), detail={"member": str(found["id"]), "role": role})
+        members = {m.resident_id: m for m in await self.members(conn, enterprise_id, admin_id)}
+        return members[found["id"]]
+
+    async def remove_member(self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID,
+                            member_id: uuid.UUID, actor: Actor) -> None:
+        await self._require_admin(conn, enterprise_id, admin_id)
+        outcome = await self._repo.remove_member(conn, enterprise_id, member_id)
+        if outcome is None:
+            raise Problem(404, "not-found", "member_id: not a member of this enterprise")
+        if outcome == "last-admin":
+            raise Problem(409, "last-admin", "member_id: the last administrator cannot be removed; appoint another first")
+        await self._audit.record(conn, actor, "enterprise.member_remove", target_type="enterprise",
+                                 target_id=str(enterprise_id), detail={"member": str(member_id), "role": outcome})
+
+    async def linked(self, conn: Any, resident_id: uuid.UUID) -> list[LinkedEnterprise]:
+        return [LinkedEnterprise(id=r["id"], name=r["name"], uscc=r["uscc"], role=r["role"])
+                for r in await self._repo.linked(conn, resident_id)]
+
+    async def grant_override(self, conn: Any, raw_uscc: str, reason: str, actor: Actor) -> str:
+        try:
+            uscc = normalise_uscc(raw_uscc)
+        except InvalidIdentifier as exc:
+            raise field_error("uscc", str(exc)) from None
+        if uscc_checksum_ok(uscc):
+            raise field_error("uscc", "passes the checksum; no override is needed", 409)
+        if not await self._repo.add_override(conn, uscc, reason, f"{actor.type}:{actor.id}"):
+            raise field_error("uscc", "an override for this code exists already", 409)
+        await self._audit.record(conn, actor, "admin.uscc_override", target_type="uscc", target_id=uscc,
+                                 detail={"reason": reason})
+        return uscc

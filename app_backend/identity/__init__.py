@@ -1,0 +1,1 @@
+"""Real-name residents: OTP login, tokens, sessions, real-name and face verification."""

@@ -1,0 +1,75 @@
+"""Connectors to the authorities: the population registry (name + ID number) and a face-liveness provider.
+
+Production connectors (the provincial authentication platform, a licensed liveness vendor) implement the same
+protocols; the dev ones below keep their ground truth in seeded tables or sign their own results."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from app_backend.identity.repository import DevRegistryRepository
+from app_backend.infra.crypto import FieldCipher
+
+
+class PopulationRegistry(Protocol):
+    async def matches(self, conn: Any, name: str, id_number: str) -> bool: ...
+
+
+class DevPopulationRegistry:
+    def __init__(self, cipher: FieldCipher, repository: DevRegistryRepository | None = None) -> None:
+        self._cipher = cipher
+        self._repo = repository or DevRegistryRepository()
+
+    async def matches(self, conn: Any, name: str, id_number: str) -> bool:
+        stored = await self._repo.person_name_hash(conn, self._cipher.lookup_hash("registry.id_number", id_number))
+        return stored is not None and hmac.compare_digest(stored, self._cipher.lookup_hash("registry.name", name))
+
+    async def enrol(self, conn: Any, name: str, id_number: str) -> None:
+        await self._repo.upsert_person(conn, self._cipher.lookup_hash("registry.id_number", id_number),
+                                       self._cipher.lookup_hash("registry.name", name))
+
+
+class LivenessProvider(Protocol):
+    name: str
+
+    async def start(self, resident_id: str) -> tuple[str, int]: ...
+
+    async def confirm(self, resident_id: str, session_id: str, result_token: str) -> bool: ...
+
+
+class DevLivenessProvider:
+    """Plays the vendor: a session is opened for one resident, and the vendor's signed result closes it."""
+
+    name = "dev"
+    ttl = 600
+
+    def __init__(self, redis: Redis, secret: bytes) -> None:
+        self._redis = redis
+        self._secret = secret
+
+    async def start(self, resident_id: str) -> tuple[str, int]:
+        session_id = "lv_" + secrets.token_urlsafe(16)
+        await self._redis.set(f"liveness:{session_id}", resident_id, ex=self.ttl)
+        return session_id, self.ttl
+
+    def _sign(self, session_id: str, outcome: str) -> str:
+        mac = hmac.new(self._secret, f"{session_id}:{outcome}".encode(), hashlib.sha256).digest()
+        return f"{outcome}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+    async def complete(self, session_id: str, outcome: str) -> str | None:
+        """What the vendor's SDK hands back to the app after the face check."""
+        if not await self._redis.exists(f"liveness:{session_id}"):
+            return None
+        return self._sign(session_id, outcome)
+
+    async def confirm(self, resident_id: str, session_id: str, result_token: str) -> bool:
+        owner = await self._redis.getdel(f"liveness:{session_id}")
+        if owner is None or owner.decode() != resident_id:
+            return False
+        return hmac.compare_digest(result_token, self._sign(session_id, "pass"))

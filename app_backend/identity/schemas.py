@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+import msgspec
+
+Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="mainland mobile number")]
+Otp = Annotated[str, msgspec.Meta(min_length=1, max_length=16, description="the 6-digit code sent by SMS")]
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class OtpRequest(msgspec.Struct, forbid_unknown_fields=True):
+    phone: Phone
+
+
+class OtpSent(msgspec.Struct):
+    expires_in: int
+    resend_after: int
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    phone: Phone
+    otp: Otp
+
+
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: OpaqueToken
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    resident_id: uuid.UUID
+    level: str
+    new_resident: bool = False
+
+
+class LinkedEnterprise(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    uscc: str
+    role: str
+
+
+class Profile(msgspec.Struct):
+    id: uuid.UUID
+    phone: str
+    name: str | None
+    id_number: str | None
+    level: str
+    status: str
+    created_at: dt.datetime
+    real_name_verified_at: dt.datetime | None
+    face_verified_at: dt.datetime | None
+    enterprises: list[LinkedEnterprise]
+
+
+class RealNameRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class LivenessSession(msgspec.Struct):
+    session_id: str
+    provider: str
+    expires_in: int
+
+
+class FaceVerificationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    result_token: OpaqueToken
+
+
+class DevLivenessOutcome(msgspec.Struct, forbid_unknown_fields=True):
+    outcome: Annotated[str, msgspec.Meta(pattern="^(pass|fail)$")]
+
+
+class DevLivenessResult(msgspec.Struct):
+    result_token: str
+
+
+class OutboxMessage(msgspec.Struct):
+    to: str
+    text: str
+    sent_at: float
+
+
+class Outbox(msgspec.Struct):
+    messages: list[OutboxMessage]
+
+
+class ResidentPrincipal(msgspec.Struct, frozen=True):
+    """Who the access token says is calling; levels in the token can lag, rules that need them re-read the row."""
+
+    resident_id: uuid.UUID
+    session_id: uuid.UUID
+    level: int
+
+
+def level_name(level: int) -> str:
+    return f"L{level}"

@@ -1,0 +1,1 @@
+"""Infrastructure shared by the whole server: database, Redis, crypto, errors, logging, metrics."""

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from litestar import Controller, Response, get
+from litestar.plugins.prometheus import PrometheusController
+
+if TYPE_CHECKING:
+    from app_backend.services import Services
+
+
+class HealthController(Controller):
+    tags = ["ops"]
+    include_in_schema = True
+
+    @get("/healthz", summary="The process is alive")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="PostgreSQL and Redis are reachable")
+    async def readyz(self, services: Services) -> Response[dict[str, Any]]:
+        checks: dict[str, str] = {}
+
+        async def postgres() -> None:
+            async with services.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+
+        for name, probe in (("postgres", postgres), ("redis", services.redis.ping)):
+            try:
+                await asyncio.wait_for(probe(), timeout=2)
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                checks[name] = f"unavailable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return Response({"status": "ready" if ready else "not-ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+    @get("/api/v1/ping", summary="A trivial JSON endpoint (the benchmark baseline)")
+    async def ping(self) -> dict[str, str]:
+        return {"pong": "ok"}
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"

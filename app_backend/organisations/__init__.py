@@ -1,0 +1,1 @@
+"""Organisations (departments, verifier operators, merchants, operations), their machine credentials, admin."""

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+OrganisationKind = Literal["department", "verifier_operator", "merchant", "operations"]
+StaffRole = Literal["ops_admin", "ops_reviewer", "auditor"]
+Reason = Annotated[str, msgspec.Meta(min_length=4, max_length=500, description="why; kept in the audit trail")]
+
+# What a machine credential may do. Later issues check these on their endpoints.
+KNOWN_SCOPES = frozenset({
+    "feeds:health", "feeds:insurance", "verify:transit", "verify:health", "verify:medical", "verify:enterprise",
+    "gates:sync", "gates:taps", "tiles:manage", "licences:issue", "settlements:read",
+})
+
+
+class OrganisationCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    kind: OrganisationKind
+    location: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class Organisation(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    kind: str
+    location: str | None
+    status: str
+    created_at: dt.datetime
+
+
+class Organisations(msgspec.Struct):
+    organisations: list[Organisation]
+
+
+class CredentialCreate(msgspec.Struct, forbid_unknown_fields=True):
+    scopes: Annotated[list[str], msgspec.Meta(min_length=1, max_length=32)]
+    label: Annotated[str, msgspec.Meta(max_length=128)] = ""
+
+
+class CredentialIssued(msgspec.Struct):
+    key_id: str
+    secret: str
+    scopes: list[str]
+    organisation_id: uuid.UUID
+    note: str = "the secret is shown once; store it in the client's secret store"
+
+
+class Credential(msgspec.Struct):
+    key_id: str
+    scopes: list[str]
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class Credentials(msgspec.Struct):
+    credentials: list[Credential]
+
+
+class MachinePrincipal(msgspec.Struct, frozen=True):
+    key_id: str
+    organisation_id: uuid.UUID
+    organisation_name: str
+    organisation_kind: str
+    scopes: frozenset[str]
+
+
+class WhoAmI(msgspec.Struct):
+    key_id: str
+    organisation_id: uuid.UUID
+    organisation_name: str
+    organisation_kind: str
+    scopes: list[str]
+
+
+class StaffGrant(msgspec.Struct, forbid_unknown_fields=True):
+    resident_id: uuid.UUID
+    role: StaffRole
+
+
+class ResidentStatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["active", "blocked"]
+    reason: Reason
+
+
+class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason
+
+
+class UsccOverride(msgspec.Struct, forbid_unknown_fields=True):
+    uscc: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    reason: Reason

@@ -1,0 +1,1 @@
+"""Organisations have no background work yet; credential expiry reminders will live here."""

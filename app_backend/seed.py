@@ -1,0 +1,97 @@
+"""Demo data for `make run`: residents, registries, organisations with credentials. Idempotent."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from app_backend.audit.schemas import Actor
+from app_backend.enterprises.repository import EnterpriseRepository
+from app_backend.identity.repository import ResidentRepository
+from app_backend.identity.validators import id_number_check_char, uscc_check_char
+from app_backend.organisations.repository import OrganisationRepository
+from app_backend.services import Services
+
+SEED_ACTOR = Actor("cli", "seed")
+
+
+def _id(first17: str) -> str:
+    return first17 + id_number_check_char(first17)
+
+
+def _uscc(first17: str) -> str:
+    return first17 + uscc_check_char(first17)
+
+
+# Registry people (dev population registry). Residents log in with any phone and real-name as one of them.
+DEMO_PEOPLE = [
+    ("张三", "11010519491231002X"),
+    ("王芳", _id("32120219900101234")),
+    ("李强", _id("32120419850715331")),
+    ("陈静", _id("32128319920303402")),
+    ("刘洋", _id("32120219881111121")),
+]
+DEMO_ENTERPRISES = [  # name, credit code, legal representative's ID number
+    ("泰州示范科技有限公司", _uscc("91321200MA1XK3T7Q"), DEMO_PEOPLE[1][1]),
+    ("泰州凤城河文旅有限公司", _uscc("91321202MA20B8L4P"), DEMO_PEOPLE[2][1]),
+]
+# A registry code that fails the checksum, as real registries have: admitted only through an audited override.
+DEMO_BAD_CHECKSUM_USCC = "91321291MA1YY9N6C" + ("0" if uscc_check_char("91321291MA1YY9N6C") != "0" else "1")
+DEMO_RESIDENT_PHONE = "13800000001"
+DEMO_STAFF_PHONE = "13900000000"
+DEMO_ORGANISATIONS = [  # name, kind, location, scopes
+    ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health"]),
+    ("泰州市医疗保障局", "department", "泰州市海陵区", ["feeds:insurance"]),
+    ("泰州地铁运营有限公司", "verifier_operator", "泰州地铁1号线", ["verify:transit", "gates:sync", "gates:taps"]),
+    ("泰州市人民医院", "verifier_operator", "泰州市海陵区", ["verify:medical", "verify:health"]),
+    ("泰州示范超市", "merchant", "泰州市海陵区坡子街", ["verify:health"]),
+    ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
+]
+
+
+async def _resident(services: Services, conn: Any, phone: str, person: tuple[str, str] | None) -> Any:
+    cipher = services.cipher
+    repo = ResidentRepository()
+    row, _ = await repo.get_or_create_by_phone(conn, cipher.lookup_hash("resident.phone", phone),
+                                               cipher.encrypt("resident.phone", phone))
+    if person and row["level"] < 2:
+        name, id_number = person
+        await repo.set_real_name(conn, row["id"], cipher.encrypt("resident.name", name),
+                                 cipher.encrypt("resident.id_number", id_number),
+                                 cipher.lookup_hash("resident.id_number", id_number))
+    return row["id"]
+
+
+async def seed_demo(services: Services, credentials_file: Path) -> dict[str, Any]:
+    stored: dict[str, Any] = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+    orgs = OrganisationRepository()
+    async with services.pool.acquire() as conn, conn.transaction():
+        for name, id_number in DEMO_PEOPLE:
+            await services.population_registry.enrol(conn, name, id_number)  # type: ignore[attr-defined]
+        for name, uscc, rep in DEMO_ENTERPRISES:
+            await services.legal_entities.enrol(conn, uscc, name, rep)  # type: ignore[attr-defined]
+        await services.legal_entities.enrol(conn, DEMO_BAD_CHECKSUM_USCC, "泰州老字号茶社", DEMO_PEOPLE[3][1])  # type: ignore[attr-defined]
+
+        resident_id = await _resident(services, conn, DEMO_RESIDENT_PHONE, DEMO_PEOPLE[1])
+        staff_id = await _resident(services, conn, DEMO_STAFF_PHONE, None)
+        await ResidentRepository().grant_role(conn, staff_id, "ops_admin", "cli:seed")
+        enterprises = EnterpriseRepository()
+        created = await enterprises.create(conn, DEMO_ENTERPRISES[0][1], DEMO_ENTERPRISES[0][0], False, resident_id)
+        if created is not None:
+            await enterprises.add_member(conn, created["id"], resident_id, "admin", None)
+
+        for name, kind, location, scopes in DEMO_ORGANISATIONS:
+            org = await orgs.get_by_name(conn, name) or await orgs.create(conn, name, kind, location)
+            known = stored.get(name)
+            if known and await orgs.credential_for_auth(conn, known["key_id"]) is not None:
+                continue
+            issued = await services.organisations.issue_credential(conn, org["id"], scopes, "demo", SEED_ACTOR)
+            stored[name] = {"organisation_id": str(org["id"]), "kind": kind, "key_id": issued.key_id,
+                            "secret": issued.secret, "scopes": issued.scopes}
+        await services.audit.record(conn, SEED_ACTOR, "seed.demo")
+    fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(stored, fh, ensure_ascii=False, indent=1)
+    return stored

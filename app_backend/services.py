@@ -1,0 +1,78 @@
+"""The composition root's object graph: one of each service, built once per process from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from app_backend.audit.service import AuditTrail
+from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
+from app_backend.enterprises.service import EnterpriseService
+from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegistry, PopulationRegistry
+from app_backend.identity.service import AuthService, OtpService, ResidentService
+from app_backend.identity.sms import DevOutboxSender
+from app_backend.identity.tokens import AccessTokens, RefreshTokens
+from app_backend.infra.crypto import FieldCipher
+from app_backend.infra.db import create_pool
+from app_backend.organisations.service import MachineAuth, OrganisationService
+from app_backend.settings import Settings
+
+
+def create_redis(url: str, max_connections: int = 64) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return Redis(connection_pool=pool)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    cipher: FieldCipher
+    audit: AuditTrail
+    otp: OtpService
+    auth: AuthService
+    residents: ResidentService
+    population_registry: PopulationRegistry
+    legal_entities: LegalEntityRegistry
+    enterprises: EnterpriseService
+    organisations: OrganisationService
+    machine_auth: MachineAuth
+    dev_outbox: DevOutboxSender
+    dev_liveness: DevLivenessProvider
+
+    @property
+    def liveness(self) -> DevLivenessProvider:
+        return self.dev_liveness
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Services:
+        if not settings.is_dev and (settings.sms_backend == "dev" or settings.registry_backend == "dev"):
+            raise RuntimeError("production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
+                               "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only")
+        pool = await create_pool(settings.database_url)
+        redis = create_redis(settings.redis_url)
+        cipher = FieldCipher(settings.data_key, settings.index_key)
+        audit = AuditTrail(pool)
+        outbox = DevOutboxSender(redis)
+        liveness = DevLivenessProvider(redis, settings.liveness_secret)
+        population = DevPopulationRegistry(cipher)
+        otp = OtpService(redis, settings, outbox, cipher)
+        access = AccessTokens({settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl)
+        auth = AuthService(redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp)
+        legal = DevLegalEntityRegistry(cipher)
+        return cls(
+            settings=settings, pool=pool, redis=redis, cipher=cipher, audit=audit, otp=otp, auth=auth,
+            residents=ResidentService(redis, settings, cipher, audit, population, liveness),
+            population_registry=population, legal_entities=legal,
+            enterprises=EnterpriseService(settings, cipher, audit, legal),
+            organisations=OrganisationService(cipher, audit),
+            machine_auth=MachineAuth(redis, cipher, settings.signature_window),
+            dev_outbox=outbox, dev_liveness=liveness,
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.close()

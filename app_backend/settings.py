@@ -1,0 +1,111 @@
+"""Settings come from the environment only; a dev data key may be generated into the local data folder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+DEV_SECRET_NAMES = ("data_key", "index_key", "jwt_secret", "liveness_secret", "token_pepper")
+
+
+class MaskingRule(msgspec.Struct, frozen=True):
+    head: int
+    tail: int
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    env: str = "dev"
+    data_dir: Path = Path(".data")
+    database_url: str = ""
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "INFO"
+    # 32-byte keys, base64. AES-GCM for personal data at rest; HMAC for blind indexes; HMAC for access tokens.
+    data_key: bytes = b""
+    index_key: bytes = b""
+    jwt_secret: bytes = b""
+    jwt_kid: str = "k1"
+    liveness_secret: bytes = b""
+    token_pepper: bytes = b""
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 7 * 24 * 3600
+    session_max_age: int = 30 * 24 * 3600
+    otp_ttl: int = 300
+    otp_max_attempts: int = 5
+    otp_cooldown: int = 60
+    otp_daily_per_phone: int = 10
+    otp_daily_per_ip: int = 50
+    signature_window: int = 300
+    max_body_bytes: int = 64 * 1024
+    audit_retention_days: int = 185
+    mask_id_number: MaskingRule = MaskingRule(3, 4)
+    mask_phone: MaskingRule = MaskingRule(3, 4)
+    mask_name: MaskingRule = MaskingRule(1, 0)
+    sms_backend: str = "dev"
+    registry_backend: str = "dev"
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env in {"dev", "test"}
+
+
+def _b64(value: str) -> bytes:
+    raw = base64.b64decode(value)
+    if len(raw) < 32:
+        raise ValueError("keys must be at least 32 bytes (base64-encoded)")
+    return raw
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, bytes]:
+    """Dev keys live in the data folder (never committed); production must pass them in the environment."""
+    path = data_dir / "dev-secrets.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    for name in DEV_SECRET_NAMES:
+        if name not in stored:
+            stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
+            changed = True
+    if changed:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh, indent=1)
+    return {name: base64.b64decode(stored[name]) for name in DEV_SECRET_NAMES}
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    mode = env.get("TZT_ENV", "dev")
+    data_dir = Path(env.get("TZT_DATA_DIR", ".data")).resolve()
+    keys: dict[str, bytes] = {}
+    for name in DEV_SECRET_NAMES:
+        value = env.get(f"TZT_{name.upper()}")
+        if value:
+            keys[name] = _b64(value)
+    missing = [n for n in DEV_SECRET_NAMES if n not in keys]
+    if missing:
+        if mode not in {"dev", "test"}:
+            raise RuntimeError(f"missing secrets in the environment: {', '.join('TZT_' + m.upper() for m in missing)}")
+        generated = _dev_secrets(data_dir)
+        keys.update({n: generated[n] for n in missing})
+    return Settings(
+        env=mode,
+        data_dir=data_dir,
+        database_url=env.get("DATABASE_URL", ""),
+        redis_url=env.get("REDIS_URL", ""),
+        host=env.get("TZT_HOST", "127.0.0.1"),
+        port=int(env.get("TZT_PORT", "8000")),
+        workers=int(env.get("TZT_WORKERS", "1")),
+        log_level=env.get("TZT_LOG_LEVEL", "INFO"),
+        jwt_kid=env.get("TZT_JWT_KID", "k1"),
+        sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
+        registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
+        **keys,
+    )
