@@ -28,7 +28,16 @@ async def provide_db(services: Services) -> AsyncIterator[Any]:
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else ""
+    """The peer address, or the nearest X-Forwarded-For entry when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else ""
+    trusted = request.app.state.services.settings.trusted_proxies
+    if peer in trusted:
+        forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",") if p.strip()]
+        while forwarded and forwarded[-1] in trusted:
+            forwarded.pop()
+        if forwarded:
+            return forwarded[-1][:64]
+    return peer
 
 
 def request_id(request: Request[Any, Any, Any]) -> str:

@@ -29,6 +29,9 @@ def create_redis(url: str, max_connections: int = 64) -> Redis:
 class Services:
     settings: Settings
     pool: asyncpg.Pool
+    # Short autonomous statements (failure audits, credential lookups) run here, never on the request pool, so a
+    # request that holds a connection never waits for a second one from the same pool.
+    side_pool: asyncpg.Pool
     redis: Redis
     cipher: FieldCipher
     audit: AuditTrail
@@ -53,9 +56,10 @@ class Services:
             raise RuntimeError("production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
                                "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only")
         pool = await create_pool(settings.database_url)
+        side_pool = await create_pool(settings.database_url, min_size=1, max_size=4)
         redis = create_redis(settings.redis_url)
         cipher = FieldCipher(settings.data_key, settings.index_key)
-        audit = AuditTrail(pool)
+        audit = AuditTrail(side_pool)
         outbox = DevOutboxSender(redis)
         liveness = DevLivenessProvider(redis, settings.liveness_secret)
         population = DevPopulationRegistry(cipher)
@@ -64,7 +68,7 @@ class Services:
         auth = AuthService(redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp)
         legal = DevLegalEntityRegistry(cipher)
         return cls(
-            settings=settings, pool=pool, redis=redis, cipher=cipher, audit=audit, otp=otp, auth=auth,
+            settings=settings, pool=pool, side_pool=side_pool, redis=redis, cipher=cipher, audit=audit, otp=otp, auth=auth,
             residents=ResidentService(redis, settings, cipher, audit, population, liveness),
             population_registry=population, legal_entities=legal,
             enterprises=EnterpriseService(settings, cipher, audit, legal),
@@ -76,3 +80,4 @@ class Services:
     async def close(self) -> None:
         await self.redis.aclose()
         await self.pool.close()
+        await self.side_pool.close()

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mask_id_number: MaskingRule = MaskingRule(3, 4)
     mask_phone: MaskingRule = MaskingRule(3, 4)
     mask_name: MaskingRule = MaskingRule(1, 0)
+    trusted_proxies: frozenset[str] = frozenset()
     sms_backend: str = "dev"
     registry_backend: str = "dev"
 
@@ -105,6 +106,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         workers=int(env.get("TZT_WORKERS", "1")),
         log_level=env.get("TZT_LOG_LEVEL", "INFO"),
         jwt_kid=env.get("TZT_JWT_KID", "k1"),
+        otp_daily_per_phone=int(env.get("TZT_OTP_DAILY_PER_PHONE", "10")),
+        otp_daily_per_ip=int(env.get("TZT_OTP_DAILY_PER_IP", "50")),
+        trusted_proxies=frozenset(p for p in env.get("TZT_TRUSTED_PROXIES", "").split(",") if p),
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
         **keys,

@@ -21,9 +21,17 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 16) -> asy
     )
 
 
-async def transaction_connection(db_pool: asyncpg.Pool) -> AsyncIterator[Any]:
+class PoolExhausted(Exception):
+    """Every connection is busy for longer than a request should wait: shed the request instead of queueing."""
+
+
+async def transaction_connection(db_pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[Any]:
     """Litestar dependency: one connection in one transaction per request; rolled back when the handler raises."""
-    async with db_pool.acquire() as conn:
+    try:
+        conn = await db_pool.acquire(timeout=timeout)
+    except TimeoutError:
+        raise PoolExhausted from None
+    try:
         tx = conn.transaction()
         await tx.start()
         try:
@@ -33,3 +41,5 @@ async def transaction_connection(db_pool: asyncpg.Pool) -> AsyncIterator[Any]:
             raise
         else:
             await tx.commit()
+    finally:
+        await db_pool.release(conn)

@@ -10,6 +10,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from app_backend.infra.db import PoolExhausted
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://taizhoutong.cn/problems/"
 _log = structlog.get_logger("errors")
@@ -97,4 +99,11 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
                             instance=request.url.path)
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: handle_http_exception, Exception: handle_unexpected}
+def handle_overload(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return problem_response(503, "overloaded", "the service is busy; retry shortly", headers={"Retry-After": "1"},
+                            instance=request.url.path)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HTTPException: handle_http_exception, PoolExhausted: handle_overload, Exception: handle_unexpected,
+}

@@ -162,7 +162,7 @@ async def provide_machine(request: Request[Any, Any, Any], services: Services) -
     """A Litestar dependency for machine endpoints: the request must carry a valid, fresh, unused signature."""
     query = request.scope.get("query_string", b"").decode("latin-1")
     path = request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
-    return await services.machine_auth.authenticate(services.pool, request.method, path, request.headers,
+    return await services.machine_auth.authenticate(services.side_pool, request.method, path, request.headers,
                                                     await request.body())
 
 

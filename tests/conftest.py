@@ -1,0 +1,113 @@
+"""Real PostgreSQL and Redis for every test: embedded by default, the given servers when DATABASE_URL / REDIS_URL
+are set. Each run gets a database of its own, dropped at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis
+from litestar import Litestar
+
+from app_backend.app import create_app
+from app_backend.infra.embedded import EmbeddedServices
+from app_backend.infra.migrations import apply_migrations
+from app_backend.services import Services
+from app_backend.settings import Settings, load_settings
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tzt-data")
+
+
+@pytest.fixture(scope="session")
+def backing(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(database_url, redis_url) of a fresh database and an empty Redis database."""
+    given_db, given_redis = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
+    embedded = EmbeddedServices(data_dir)
+    embedded.start(want_postgres=not given_db, want_redis=not given_redis, persistent_redis=False)
+    try:
+        admin_dsn = given_db or embedded.database_url
+        name = f"tzt_test_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_create_database(admin_dsn, name))
+        database_url = _with_path(admin_dsn, "/" + name)
+        redis_url = _with_path(given_redis, "/15") if given_redis else embedded.redis_url
+        redis.Redis.from_url(redis_url).flushdb()
+        asyncio.run(apply_migrations(database_url))
+        yield database_url, redis_url
+        asyncio.run(_drop_database(admin_dsn, name))
+        if given_redis:
+            redis.Redis.from_url(redis_url).flushdb()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(backing: tuple[str, str], data_dir: Path) -> Settings:
+    database_url, redis_url = backing
+    return load_settings({
+        "TZT_ENV": "test", "TZT_DATA_DIR": str(data_dir), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        "TZT_TRUSTED_PROXIES": "testclient", "TZT_LOG_LEVEL": "WARNING",
+    })
+
+
+class ApiClient(httpx.AsyncClient):
+    """httpx on the app's own ASGI interface, in the tests' event loop, so tests and app share one loop."""
+
+    app: Litestar
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[ApiClient]:
+    app = create_app(settings)
+    # What the lifespan hook does, done here because httpx's ASGI transport sends no lifespan events (the
+    # end-to-end test of `tzt serve` covers the real start-up).
+    app.state.services = await Services.create(settings)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("testclient", 50000))
+        async with ApiClient(transport=transport, base_url="http://testserver.local") as api:
+            api.app = app
+            yield api
+    finally:
+        await app.state.services.close()
+
+
+@pytest.fixture(scope="session")
+def services(client: ApiClient) -> Services:
+    return client.app.state.services  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def db(services: Services) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for reading what the API stored (never for writing around it)."""
+    async with services.pool.acquire() as conn:
+        yield conn

@@ -1,0 +1,94 @@
+"""What a phone, a department's client and an operator do, as small functions the tests share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+import uuid
+from typing import Any
+
+from httpx import AsyncClient as AsyncTestClient
+
+from app_backend.identity.repository import ResidentRepository
+from app_backend.identity.validators import id_number_check_char, uscc_check_char
+from app_backend.organisations.signing import sign_request
+from app_backend.services import Services
+
+_rng = random.SystemRandom()
+
+
+def random_phone() -> str:
+    return "1" + _rng.choice("3456789") + "".join(_rng.choice("0123456789") for _ in range(9))
+
+
+def random_ip() -> str:
+    return f"10.{_rng.randrange(256)}.{_rng.randrange(256)}.{_rng.randrange(1, 255)}"
+
+
+def random_id_number(region: str = "321202") -> str:
+    born = dt.date(1950, 1, 1) + dt.timedelta(days=_rng.randrange(18000))
+    first17 = f"{region}{born:%Y%m%d}{_rng.randrange(1000):03d}"
+    return first17 + id_number_check_char(first17)
+
+
+def random_uscc() -> str:
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    first17 = "91321200" + "".join(_rng.choice(alphabet) for _ in range(9))
+    return first17 + uscc_check_char(first17)
+
+
+async def otp_from_outbox(client: AsyncTestClient, phone: str) -> str:
+    response = await client.get("/api/v1/dev/outbox", params={"phone": phone})
+    assert response.status_code == 200, response.text
+    return re.search(r"\d{6}", response.json()["messages"][0]["text"]).group(0)  # type: ignore[union-attr]
+
+
+async def login(client: AsyncTestClient, phone: str | None = None) -> dict[str, Any]:
+    phone = phone or random_phone()
+    ip = {"X-Forwarded-For": random_ip()}
+    services = client.app.state.services
+    await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")  # as if the minute had passed
+    sent = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers=ip)
+    assert sent.status_code == 202, sent.text
+    code = await otp_from_outbox(client, phone)
+    response = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    assert response.status_code == 200, response.text
+    return {**response.json(), "phone": phone}
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def enrol_person(services: Services, name: str, id_number: str) -> None:
+    async with services.pool.acquire() as conn:
+        await services.population_registry.enrol(conn, name, id_number)  # type: ignore[attr-defined]
+
+
+async def real_named(client: AsyncTestClient, services: Services, name: str = "周瑜") -> dict[str, Any]:
+    """A resident at L2: logged in, enrolled in the dev registry, verified."""
+    tokens = await login(client)
+    id_number = random_id_number()
+    await enrol_person(services, name, id_number)
+    response = await client.post("/api/v1/me/real-name", json={"name": name, "id_number": id_number},
+                                 headers=bearer(tokens))
+    assert response.status_code == 200, response.text
+    return {**tokens, "name": name, "id_number": id_number}
+
+
+async def staff(client: AsyncTestClient, services: Services, role: str = "ops_admin") -> dict[str, Any]:
+    tokens = await login(client)
+    async with services.pool.acquire() as conn:
+        await ResidentRepository().grant_role(conn, uuid.UUID(tokens["resident_id"]), role, "test")
+    return tokens
+
+
+async def signed(client: AsyncTestClient, credential: dict[str, Any], method: str, path: str,
+                 body: Any = None, **overrides: Any) -> Any:
+    raw = b"" if body is None else json.dumps(body).encode()
+    headers = sign_request(credential["key_id"], credential["secret"], method, path, raw, **overrides)
+    if raw:
+        headers["Content-Type"] = "application/json"
+    return await client.request(method, path, content=raw, headers=headers)

@@ -1,0 +1,166 @@
+"""Residents log in with a one-time code; sessions rotate, end, and die when a refresh token is stolen."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.helpers import bearer, login, otp_from_outbox, random_ip, random_phone
+
+
+async def test_first_login_creates_an_l1_resident_and_me_is_masked(client):
+    tokens = await login(client)
+    assert tokens["new_resident"] is True and tokens["level"] == "L1"
+    assert tokens["expires_in"] <= 900
+    me = await client.get("/api/v1/me", headers=bearer(tokens))
+    assert me.status_code == 200
+    body = me.json()
+    phone = tokens["phone"]
+    assert body["phone"] == f"{phone[:3]}****{phone[-4:]}"
+    assert body["level"] == "L1" and body["name"] is None and body["enterprises"] == []
+    again = await login(client, phone)
+    assert again["new_resident"] is False and again["resident_id"] == tokens["resident_id"]
+
+
+async def test_access_token_carries_kid_and_is_short_lived(client):
+    import jwt
+
+    tokens = await login(client)
+    header = jwt.get_unverified_header(tokens["access_token"])
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert header["kid"] and claims["exp"] - claims["iat"] <= 900
+
+
+async def test_otp_is_single_use(client):
+    phone = random_phone()
+    await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    code = await otp_from_outbox(client, phone)
+    first = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    second = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    assert first.status_code == 200
+    assert second.status_code == 401 and second.json()["errors"][0]["field"] == "otp"
+
+
+async def test_otp_dies_after_five_wrong_tries_even_when_guessed_concurrently(client):
+    phone = random_phone()
+    await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    code = await otp_from_outbox(client, phone)
+    wrong = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 21)]
+    answers = await asyncio.gather(*(client.post("/api/v1/auth/login", json={"phone": phone, "otp": guess})
+                                     for guess in wrong))
+    assert all(a.status_code == 401 for a in answers)
+    assert sum("void" in a.json()["detail"] for a in answers) == 1  # exactly the fifth wrong try kills it
+    late = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    assert late.status_code == 401, "the right code no longer works once the code is dead"
+
+
+async def test_otp_resend_cooldown_answers_429_with_retry_after(client):
+    phone = random_phone()
+    ip = {"X-Forwarded-For": random_ip()}
+    assert (await client.post("/api/v1/auth/otp", json={"phone": phone}, headers=ip)).status_code == 202
+    again = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers=ip)
+    assert again.status_code == 429
+    assert 1 <= int(again.headers["retry-after"]) <= 60
+    assert again.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_otp_daily_cap_per_client_address(client, services):
+    ip = {"X-Forwarded-For": random_ip()}
+    cap = services.settings.otp_daily_per_ip
+    for _ in range(cap):
+        assert (await client.post("/api/v1/auth/otp", json={"phone": random_phone()}, headers=ip)).status_code == 202
+    over = await client.post("/api/v1/auth/otp", json={"phone": random_phone()}, headers=ip)
+    assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
+    assert "daily" in over.json()["detail"]
+
+
+async def test_otp_daily_cap_per_phone(client, services):
+    phone = random_phone()
+    for _ in range(services.settings.otp_daily_per_phone):
+        await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")  # skip the 60 s wait
+        sent = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+        assert sent.status_code == 202
+    await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")
+    over = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    assert over.status_code == 429 and "daily" in over.json()["detail"]
+
+
+async def test_otp_expires_after_five_minutes(client, services):
+    phone = random_phone()
+    await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    ttl = await services.redis.ttl(f"otp:code:{services.otp._phone_key(phone)}")
+    assert 290 <= ttl <= 300
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_whole_family(client):
+    tokens = await login(client)
+    first = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != tokens["refresh_token"]
+    assert (await client.get("/api/v1/me", headers=bearer(rotated))).status_code == 200
+
+    # The old token comes back (a thief replays it): the family is revoked, new tokens included.
+    reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert reuse.status_code == 401 and reuse.json()["type"].endswith("refresh-reuse")
+    assert (await client.get("/api/v1/me", headers=bearer(rotated))).status_code == 401
+    assert (await client.get("/api/v1/me", headers=bearer(tokens))).status_code == 401
+    dead = await client.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert dead.status_code == 401
+
+    # Another session of the same resident is untouched.
+    other = await login(client, tokens["phone"])
+    assert (await client.get("/api/v1/me", headers=bearer(other))).status_code == 200
+
+
+async def test_concurrent_refresh_with_one_token_yields_one_winner(client):
+    tokens = await login(client)
+    answers = await asyncio.gather(*(client.post("/api/v1/auth/refresh",
+                                                 json={"refresh_token": tokens["refresh_token"]}) for _ in range(8)))
+    assert sum(a.status_code == 200 for a in answers) <= 1
+    winner = [a for a in answers if a.status_code == 200]
+    if winner:  # the racing copies count as reuse: the family is dead, winner included
+        assert (await client.get("/api/v1/me", headers=bearer(winner[0].json()))).status_code == 401
+
+
+async def test_logout_revokes_access_and_refresh(client):
+    tokens = await login(client)
+    out = await client.post("/api/v1/auth/logout", headers=bearer(tokens))
+    assert out.status_code == 200
+    assert (await client.get("/api/v1/me", headers=bearer(tokens))).status_code == 401
+    refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+
+
+async def test_bad_tokens_are_401_with_problem_json(client):
+    for header in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic abc"}):
+        response = await client.get("/api/v1/me", headers=header)
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "authorization" in response.json()["detail"]
+
+
+async def test_forged_token_with_other_key_is_refused(client):
+    import time
+
+    import jwt
+
+    forged = jwt.encode({"sub": "00000000-0000-0000-0000-000000000000", "sid": "00000000-0000-0000-0000-000000000000",
+                         "lvl": 3, "iat": int(time.time()), "exp": int(time.time()) + 600, "typ": "access",
+                         "iss": "taizhou-tong", "aud": "taizhou-tong-api"}, "x" * 32, algorithm="HS256",
+                        headers={"kid": "k1"})
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+
+
+async def test_login_audit_trail_records_success_and_failure(client, db):
+    phone = random_phone()
+    await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    await client.post("/api/v1/auth/login", json={"phone": phone, "otp": "000000"})
+    code = await otp_from_outbox(client, phone)
+    ok = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    resident = ok.json()["resident_id"]
+    rows = await db.fetch("SELECT outcome FROM audit.events WHERE action = 'auth.login' AND actor_id = $1", resident)
+    assert [r["outcome"] for r in rows] == ["success"]
+    failures = await db.fetchval(
+        "SELECT count(*) FROM audit.events WHERE action = 'auth.login' AND outcome = 'failure' AND at > now() - "
+        "interval '1 minute'")
+    assert failures >= 1
