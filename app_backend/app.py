@@ -35,8 +35,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await app.state.services.close()
 
-    handlers: list[type] = [HealthController, MetricsController, AuthController, MeController,
-                            EnterpriseController, AdminController, MachineController]
+    handlers: list[type] = [
+        HealthController,
+        MetricsController,
+        AuthController,
+        MeController,
+        EnterpriseController,
+        AdminController,
+        MachineController,
+    ]
     if settings.is_dev:
         handlers.append(DevController)
     prometheus = PrometheusConfig(app_name="taizhou_tong", group_path=True, exclude=["/metrics"])
@@ -50,14 +57,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(),
         openapi_config=OpenAPIConfig(
-            title="Taizhou Tong API", version="1", path="/schema",
+            title="Taizhou Tong API",
+            version="1",
+            path="/schema",
             description="One code per person and per enterprise, and the city services around it.",
             render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
-            components=Components(security_schemes={
-                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
-                "machine": SecurityScheme(type="apiKey", name="X-Tzt-Signature", security_scheme_in="header",
-                                          description="HMAC-SHA256 request signature; see docs/api.md"),
-            }),
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                    "machine": SecurityScheme(
+                        type="apiKey",
+                        name="X-Tzt-Signature",
+                        security_scheme_in="header",
+                        description="HMAC-SHA256 request signature; see docs/api.md",
+                    ),
+                }
+            ),
         ),
         debug=False,
     )

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from app_backend.settings import Settings, load_settings
@@ -25,12 +24,18 @@ def backing_services(settings: Settings, *, persistent_redis: bool = True) -> It
 
     embedded = EmbeddedServices(settings.data_dir)
     try:
-        embedded.start(want_postgres=not settings.database_url, want_redis=not settings.redis_url,
-                       persistent_redis=persistent_redis)
+        embedded.start(
+            want_postgres=not settings.database_url,
+            want_redis=not settings.redis_url,
+            persistent_redis=persistent_redis,
+        )
         import msgspec
 
-        yield msgspec.structs.replace(settings, database_url=settings.database_url or embedded.database_url,
-                                      redis_url=settings.redis_url or embedded.redis_url)
+        yield msgspec.structs.replace(
+            settings,
+            database_url=settings.database_url or embedded.database_url,
+            redis_url=settings.redis_url or embedded.redis_url,
+        )
     finally:
         embedded.stop()
 
@@ -45,11 +50,17 @@ async def _seed(settings: Settings) -> dict[str, Any]:
     from app_backend.seed import seed_demo
     from app_backend.services import Services
 
+    path = settings.data_dir / "demo-credentials.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
     services = await Services.create(settings)
     try:
-        return await seed_demo(services, settings.data_dir / "demo-credentials.json")
+        stored = await seed_demo(services, known)
     finally:
         await services.close()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(stored, fh, ensure_ascii=False, indent=1)
+    return stored
 
 
 def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
@@ -64,9 +75,9 @@ def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
         f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}",
         f"  Redis:               {settings.redis_url}",
         "",
-        "Demo: POST /api/v1/auth/otp {\"phone\": \"13800000001\"}, read the code at "
+        'Demo: POST /api/v1/auth/otp {"phone": "13800000001"}, read the code at '
         f"{base}/api/v1/dev/outbox?phone=13800000001,",
-        "      then POST /api/v1/auth/login {\"phone\": ..., \"otp\": ...}. Staff (ops_admin): phone 13900000000.",
+        '      then POST /api/v1/auth/login {"phone": ..., "otp": ...}. Staff (ops_admin): phone 13900000000.',
         f"      Machine credentials for signed requests: {settings.data_dir / 'demo-credentials.json'}",
         "      (try: .venv/bin/tzt call GET /api/v1/machine/whoami --org 泰州地铁运营有限公司)",
         "Ctrl-C stops everything.",
@@ -88,15 +99,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prom_dir = live.data_dir / "prometheus"
         shutil.rmtree(prom_dir, ignore_errors=True)
         prom_dir.mkdir(parents=True)
-        env = {**os.environ, "DATABASE_URL": live.database_url, "REDIS_URL": live.redis_url,
-               "TZT_DATA_DIR": str(live.data_dir), "TZT_ENV": live.env, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+        env = {
+            **os.environ,
+            "DATABASE_URL": live.database_url,
+            "REDIS_URL": live.redis_url,
+            "TZT_DATA_DIR": str(live.data_dir),
+            "TZT_ENV": live.env,
+            "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+        }
         children: list[subprocess.Popen[bytes]] = []
         if not args.no_worker:
-            children.append(subprocess.Popen([sys.executable, "-m", "app_backend.cli", "worker"], env=env))  # noqa: S603
+            children.append(subprocess.Popen([sys.executable, "-m", "app_backend.cli", "worker"], env=env))
         server = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-             "--workers", str(workers), "--no-access-log", "--log-level", "warning", "app_backend.asgi:app"],
-            env=env)
+            [
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "app_backend.asgi:app",
+            ],
+            env=env,
+        )
         children.append(server)
         _print_banner(live, creds)
         stopping = False
@@ -172,7 +205,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         creds = json.loads((load_settings().data_dir / "demo-credentials.json").read_text())
         key_id, secret = creds[args.org]["key_id"], creds[args.org]["secret"]
     if not key_id or not secret:
-        print("give --org NAME (demo credentials) or --key-id and --secret / TZT_CLIENT_SECRET", file=sys.stderr)
+        print(
+            "give --org NAME (demo credentials) or --key-id and --secret / TZT_CLIENT_SECRET", file=sys.stderr
+        )
         return 2
     body = args.data.encode() if args.data else b""
     url = httpx.URL(args.base.rstrip("/") + args.path)
@@ -198,13 +233,20 @@ def cmd_staff(args: argparse.Namespace) -> int:
             phone = normalise_phone(args.phone)
             repo = ResidentRepository()
             async with services.pool.acquire() as conn, conn.transaction():
-                row = await repo.find_by_phone_hash(conn, services.cipher.lookup_hash("resident.phone", phone))
+                row = await repo.find_by_phone_hash(
+                    conn, services.cipher.lookup_hash("resident.phone", phone)
+                )
                 if row is None:
                     return "no resident with this phone; they must log in once first"
                 await repo.grant_role(conn, row["id"], args.role, "cli")
-                await services.audit.record(conn, Actor("cli", os.environ.get("USER", "cli")), "admin.staff_grant",
-                                            target_type="resident", target_id=str(row["id"]),
-                                            detail={"role": args.role})
+                await services.audit.record(
+                    conn,
+                    Actor("cli", os.environ.get("USER", "cli")),
+                    "admin.staff_grant",
+                    target_type="resident",
+                    target_id=str(row["id"]),
+                    detail={"role": args.role},
+                )
             return f"granted {args.role} to resident {row['id']}"
         finally:
             await services.close()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from app_backend.audit.schemas import Actor
@@ -44,7 +41,12 @@ DEMO_STAFF_PHONE = "13900000000"
 DEMO_ORGANISATIONS = [  # name, kind, location, scopes
     ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health"]),
     ("泰州市医疗保障局", "department", "泰州市海陵区", ["feeds:insurance"]),
-    ("泰州地铁运营有限公司", "verifier_operator", "泰州地铁1号线", ["verify:transit", "gates:sync", "gates:taps"]),
+    (
+        "泰州地铁运营有限公司",
+        "verifier_operator",
+        "泰州地铁1号线",
+        ["verify:transit", "gates:sync", "gates:taps"],
+    ),
     ("泰州市人民医院", "verifier_operator", "泰州市海陵区", ["verify:medical", "verify:health"]),
     ("泰州示范超市", "merchant", "泰州市海陵区坡子街", ["verify:health"]),
     ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
@@ -54,18 +56,24 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
 async def _resident(services: Services, conn: Any, phone: str, person: tuple[str, str] | None) -> Any:
     cipher = services.cipher
     repo = ResidentRepository()
-    row, _ = await repo.get_or_create_by_phone(conn, cipher.lookup_hash("resident.phone", phone),
-                                               cipher.encrypt("resident.phone", phone))
+    row, _ = await repo.get_or_create_by_phone(
+        conn, cipher.lookup_hash("resident.phone", phone), cipher.encrypt("resident.phone", phone)
+    )
     if person and row["level"] < 2:
         name, id_number = person
-        await repo.set_real_name(conn, row["id"], cipher.encrypt("resident.name", name),
-                                 cipher.encrypt("resident.id_number", id_number),
-                                 cipher.lookup_hash("resident.id_number", id_number))
+        await repo.set_real_name(
+            conn,
+            row["id"],
+            cipher.encrypt("resident.name", name),
+            cipher.encrypt("resident.id_number", id_number),
+            cipher.lookup_hash("resident.id_number", id_number),
+        )
     return row["id"]
 
 
-async def seed_demo(services: Services, credentials_file: Path) -> dict[str, Any]:
-    stored: dict[str, Any] = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
+    """Returns the demo credentials by organisation name, reusing `known_credentials` still valid."""
+    stored = dict(known_credentials)
     orgs = OrganisationRepository()
     async with services.pool.acquire() as conn, conn.transaction():
         for name, id_number in DEMO_PEOPLE:
@@ -78,7 +86,9 @@ async def seed_demo(services: Services, credentials_file: Path) -> dict[str, Any
         staff_id = await _resident(services, conn, DEMO_STAFF_PHONE, None)
         await ResidentRepository().grant_role(conn, staff_id, "ops_admin", "cli:seed")
         enterprises = EnterpriseRepository()
-        created = await enterprises.create(conn, DEMO_ENTERPRISES[0][1], DEMO_ENTERPRISES[0][0], False, resident_id)
+        created = await enterprises.create(
+            conn, DEMO_ENTERPRISES[0][1], DEMO_ENTERPRISES[0][0], False, resident_id
+        )
         if created is not None:
             await enterprises.add_member(conn, created["id"], resident_id, "admin", None)
 
@@ -87,11 +97,15 @@ async def seed_demo(services: Services, credentials_file: Path) -> dict[str, Any
             known = stored.get(name)
             if known and await orgs.credential_for_auth(conn, known["key_id"]) is not None:
                 continue
-            issued = await services.organisations.issue_credential(conn, org["id"], scopes, "demo", SEED_ACTOR)
-            stored[name] = {"organisation_id": str(org["id"]), "kind": kind, "key_id": issued.key_id,
-                            "secret": issued.secret, "scopes": issued.scopes}
+            issued = await services.organisations.issue_credential(
+                conn, org["id"], scopes, "demo", SEED_ACTOR
+            )
+            stored[name] = {
+                "organisation_id": str(org["id"]),
+                "kind": kind,
+                "key_id": issued.key_id,
+                "secret": issued.secret,
+                "scopes": issued.scopes,
+            }
         await services.audit.record(conn, SEED_ACTOR, "seed.demo")
-    fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(stored, fh, ensure_ascii=False, indent=1)
     return stored

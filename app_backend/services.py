@@ -53,8 +53,10 @@ class Services:
     @classmethod
     async def create(cls, settings: Settings) -> Services:
         if not settings.is_dev and (settings.sms_backend == "dev" or settings.registry_backend == "dev"):
-            raise RuntimeError("production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
-                               "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only")
+            raise RuntimeError(
+                "production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
+                "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only"
+            )
         pool = await create_pool(settings.database_url)
         side_pool = await create_pool(settings.database_url, min_size=1, max_size=4)
         redis = create_redis(settings.redis_url)
@@ -64,17 +66,28 @@ class Services:
         liveness = DevLivenessProvider(redis, settings.liveness_secret)
         population = DevPopulationRegistry(cipher)
         otp = OtpService(redis, settings, outbox, cipher)
-        access = AccessTokens({settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl)
+        access = AccessTokens(
+            {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
+        )
         auth = AuthService(redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp)
         legal = DevLegalEntityRegistry(cipher)
         return cls(
-            settings=settings, pool=pool, side_pool=side_pool, redis=redis, cipher=cipher, audit=audit, otp=otp, auth=auth,
+            settings=settings,
+            pool=pool,
+            side_pool=side_pool,
+            redis=redis,
+            cipher=cipher,
+            audit=audit,
+            otp=otp,
+            auth=auth,
             residents=ResidentService(redis, settings, cipher, audit, population, liveness),
-            population_registry=population, legal_entities=legal,
+            population_registry=population,
+            legal_entities=legal,
             enterprises=EnterpriseService(settings, cipher, audit, legal),
             organisations=OrganisationService(cipher, audit),
             machine_auth=MachineAuth(redis, cipher, settings.signature_window),
-            dev_outbox=outbox, dev_liveness=liveness,
+            dev_outbox=outbox,
+            dev_liveness=liveness,
         )
 
     async def close(self) -> None:

@@ -93,7 +93,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     missing = [n for n in DEV_SECRET_NAMES if n not in keys]
     if missing:
         if mode not in {"dev", "test"}:
-            raise RuntimeError(f"missing secrets in the environment: {', '.join('TZT_' + m.upper() for m in missing)}")
+            raise RuntimeError(
+                f"missing secrets in the environment: {', '.join('TZT_' + m.upper() for m in missing)}"
+            )
         generated = _dev_secrets(data_dir)
         keys.update({n: generated[n] for n in missing})
     return Settings(
@@ -111,5 +113,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         trusted_proxies=frozenset(p for p in env.get("TZT_TRUSTED_PROXIES", "").split(",") if p),
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
-        **keys,
+        data_key=keys["data_key"],
+        index_key=keys["index_key"],
+        jwt_secret=keys["jwt_secret"],
+        liveness_secret=keys["liveness_secret"],
+        token_pepper=keys["token_pepper"],
     )

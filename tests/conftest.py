@@ -74,10 +74,16 @@ def backing(data_dir: Path) -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def settings(backing: tuple[str, str], data_dir: Path) -> Settings:
     database_url, redis_url = backing
-    return load_settings({
-        "TZT_ENV": "test", "TZT_DATA_DIR": str(data_dir), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-        "TZT_TRUSTED_PROXIES": "testclient", "TZT_LOG_LEVEL": "WARNING",
-    })
+    return load_settings(
+        {
+            "TZT_ENV": "test",
+            "TZT_DATA_DIR": str(data_dir),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "TZT_TRUSTED_PROXIES": "testclient",
+            "TZT_LOG_LEVEL": "WARNING",
+        }
+    )
 
 
 class ApiClient(httpx.AsyncClient):

@@ -72,8 +72,9 @@ async def real_named(client: AsyncTestClient, services: Services, name: str = "å
     tokens = await login(client)
     id_number = random_id_number()
     await enrol_person(services, name, id_number)
-    response = await client.post("/api/v1/me/real-name", json={"name": name, "id_number": id_number},
-                                 headers=bearer(tokens))
+    response = await client.post(
+        "/api/v1/me/real-name", json={"name": name, "id_number": id_number}, headers=bearer(tokens)
+    )
     assert response.status_code == 200, response.text
     return {**tokens, "name": name, "id_number": id_number}
 
@@ -85,8 +86,14 @@ async def staff(client: AsyncTestClient, services: Services, role: str = "ops_ad
     return tokens
 
 
-async def signed(client: AsyncTestClient, credential: dict[str, Any], method: str, path: str,
-                 body: Any = None, **overrides: Any) -> Any:
+async def signed(
+    client: AsyncTestClient,
+    credential: dict[str, Any],
+    method: str,
+    path: str,
+    body: Any = None,
+    **overrides: Any,
+) -> Any:
     raw = b"" if body is None else json.dumps(body).encode()
     headers = sign_request(credential["key_id"], credential["secret"], method, path, raw, **overrides)
     if raw:

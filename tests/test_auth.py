@@ -45,8 +45,9 @@ async def test_otp_dies_after_five_wrong_tries_even_when_guessed_concurrently(cl
     await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
     code = await otp_from_outbox(client, phone)
     wrong = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 21)]
-    answers = await asyncio.gather(*(client.post("/api/v1/auth/login", json={"phone": phone, "otp": guess})
-                                     for guess in wrong))
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/auth/login", json={"phone": phone, "otp": guess}) for guess in wrong)
+    )
     assert all(a.status_code == 401 for a in answers)
     assert sum("void" in a.json()["detail"] for a in answers) == 1  # exactly the fifth wrong try kills it
     late = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
@@ -67,7 +68,9 @@ async def test_otp_daily_cap_per_client_address(client, services):
     ip = {"X-Forwarded-For": random_ip()}
     cap = services.settings.otp_daily_per_ip
     for _ in range(cap):
-        assert (await client.post("/api/v1/auth/otp", json={"phone": random_phone()}, headers=ip)).status_code == 202
+        assert (
+            await client.post("/api/v1/auth/otp", json={"phone": random_phone()}, headers=ip)
+        ).status_code == 202
     over = await client.post("/api/v1/auth/otp", json={"phone": random_phone()}, headers=ip)
     assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
     assert "daily" in over.json()["detail"]
@@ -77,10 +80,14 @@ async def test_otp_daily_cap_per_phone(client, services):
     phone = random_phone()
     for _ in range(services.settings.otp_daily_per_phone):
         await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")  # skip the 60 s wait
-        sent = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+        sent = await client.post(
+            "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
+        )
         assert sent.status_code == 202
     await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")
-    over = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    over = await client.post(
+        "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
+    )
     assert over.status_code == 429 and "daily" in over.json()["detail"]
 
 
@@ -114,8 +121,12 @@ async def test_refresh_rotates_and_reuse_revokes_the_whole_family(client):
 
 async def test_concurrent_refresh_with_one_token_yields_one_winner(client):
     tokens = await login(client)
-    answers = await asyncio.gather(*(client.post("/api/v1/auth/refresh",
-                                                 json={"refresh_token": tokens["refresh_token"]}) for _ in range(8)))
+    answers = await asyncio.gather(
+        *(
+            client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+            for _ in range(8)
+        )
+    )
     assert sum(a.status_code == 200 for a in answers) <= 1
     winner = [a for a in answers if a.status_code == 200]
     if winner:  # the racing copies count as reuse: the family is dead, winner included
@@ -144,10 +155,21 @@ async def test_forged_token_with_other_key_is_refused(client):
 
     import jwt
 
-    forged = jwt.encode({"sub": "00000000-0000-0000-0000-000000000000", "sid": "00000000-0000-0000-0000-000000000000",
-                         "lvl": 3, "iat": int(time.time()), "exp": int(time.time()) + 600, "typ": "access",
-                         "iss": "taizhou-tong", "aud": "taizhou-tong-api"}, "x" * 32, algorithm="HS256",
-                        headers={"kid": "k1"})
+    forged = jwt.encode(
+        {
+            "sub": "00000000-0000-0000-0000-000000000000",
+            "sid": "00000000-0000-0000-0000-000000000000",
+            "lvl": 3,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 600,
+            "typ": "access",
+            "iss": "taizhou-tong",
+            "aud": "taizhou-tong-api",
+        },
+        "x" * 32,
+        algorithm="HS256",
+        headers={"kid": "k1"},
+    )
     assert (await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
 
 
@@ -158,9 +180,12 @@ async def test_login_audit_trail_records_success_and_failure(client, db):
     code = await otp_from_outbox(client, phone)
     ok = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
     resident = ok.json()["resident_id"]
-    rows = await db.fetch("SELECT outcome FROM audit.events WHERE action = 'auth.login' AND actor_id = $1", resident)
+    rows = await db.fetch(
+        "SELECT outcome FROM audit.events WHERE action = 'auth.login' AND actor_id = $1", resident
+    )
     assert [r["outcome"] for r in rows] == ["success"]
     failures = await db.fetchval(
         "SELECT count(*) FROM audit.events WHERE action = 'auth.login' AND outcome = 'failure' AND at > now() - "
-        "interval '1 minute'")
+        "interval '1 minute'"
+    )
     assert failures >= 1

@@ -9,23 +9,51 @@ _COLUMNS = "id, at, actor_type, actor_id, action, target_type, target_id, outcom
 
 
 class AuditRepository:
-    async def insert(self, conn: Any, actor: Actor, action: str, target_type: str, target_id: str,
-                     outcome: str, detail: dict[str, Any]) -> None:
+    async def insert(
+        self,
+        conn: Any,
+        actor: Actor,
+        action: str,
+        target_type: str,
+        target_id: str,
+        outcome: str,
+        detail: dict[str, Any],
+    ) -> None:
         await conn.execute(
             """INSERT INTO audit.events (actor_type, actor_id, action, target_type, target_id, outcome,
                                          request_id, ip, detail)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-            actor.type, actor.id, action, target_type, target_id, outcome, actor.request_id, actor.ip, detail,
+            actor.type,
+            actor.id,
+            action,
+            target_type,
+            target_id,
+            outcome,
+            actor.request_id,
+            actor.ip,
+            detail,
         )
 
-    async def search(self, conn: Any, *, actor_id: str | None, target_id: str | None, action: str | None,
-                     before_id: int | None, limit: int) -> list[AuditEvent]:
+    async def search(
+        self,
+        conn: Any,
+        *,
+        actor_id: str | None,
+        target_id: str | None,
+        action: str | None,
+        before_id: int | None,
+        limit: int,
+    ) -> list[AuditEvent]:
         rows = await conn.fetch(
             f"""SELECT {_COLUMNS} FROM audit.events
                 WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR target_id = $2)
                   AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4)
                 ORDER BY id DESC LIMIT $5""",
-            actor_id, target_id, action, before_id, limit,
+            actor_id,
+            target_id,
+            action,
+            before_id,
+            limit,
         )
         return [AuditEvent(**dict(r)) for r in rows]
 

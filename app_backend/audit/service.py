@@ -17,19 +17,45 @@ class AuditTrail:
         self._pool = pool
         self._repo = repository or AuditRepository()
 
-    async def record(self, conn: Any, actor: Actor, action: str, *, target_type: str = "", target_id: str = "",
-                     outcome: str = "success", detail: dict[str, Any] | None = None) -> None:
+    async def record(
+        self,
+        conn: Any,
+        actor: Actor,
+        action: str,
+        *,
+        target_type: str = "",
+        target_id: str = "",
+        outcome: str = "success",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         await self._repo.insert(conn, actor, action, target_type, target_id, outcome, detail or {})
 
-    async def record_detached(self, actor: Actor, action: str, *, target_type: str = "", target_id: str = "",
-                              outcome: str = "failure", detail: dict[str, Any] | None = None) -> None:
+    async def record_detached(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        target_type: str = "",
+        target_id: str = "",
+        outcome: str = "failure",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         async with self._pool.acquire() as conn:
             await self._repo.insert(conn, actor, action, target_type, target_id, outcome, detail or {})
 
-    async def search(self, conn: Any, *, actor_id: str | None = None, target_id: str | None = None,
-                     action: str | None = None, before_id: int | None = None, limit: int = 100) -> list[AuditEvent]:
-        return await self._repo.search(conn, actor_id=actor_id, target_id=target_id, action=action,
-                                       before_id=before_id, limit=limit)
+    async def search(
+        self,
+        conn: Any,
+        *,
+        actor_id: str | None = None,
+        target_id: str | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        return await self._repo.search(
+            conn, actor_id=actor_id, target_id=target_id, action=action, before_id=before_id, limit=limit
+        )
 
     async def purge(self, conn: Any, retention_days: int) -> int:
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days)

@@ -24,28 +24,51 @@ class EnterpriseController(Controller):
     dependencies = RESIDENT_ACTOR
 
     @post("", status_code=HTTP_201_CREATED, summary="Register an enterprise as its legal representative")
-    async def create(self, data: EnterpriseCreate, services: Services, db: Any, resident: ResidentPrincipal,
-                     actor: Actor) -> Enterprise:
+    async def create(
+        self, data: EnterpriseCreate, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+    ) -> Enterprise:
         return await services.enterprises.create(db, resident.resident_id, data.name, data.uscc, actor)
 
     @get("/{enterprise_id:uuid}", summary="An enterprise I belong to")
-    async def get_one(self, enterprise_id: uuid.UUID, services: Services, db: Any,
-                      resident: ResidentPrincipal) -> Enterprise:
+    async def get_one(
+        self, enterprise_id: uuid.UUID, services: Services, db: Any, resident: ResidentPrincipal
+    ) -> Enterprise:
         return await services.enterprises.get(db, enterprise_id, resident.resident_id)
 
     @get("/{enterprise_id:uuid}/members", summary="Members, masked")
-    async def members(self, enterprise_id: uuid.UUID, services: Services, db: Any,
-                      resident: ResidentPrincipal) -> Members:
+    async def members(
+        self, enterprise_id: uuid.UUID, services: Services, db: Any, resident: ResidentPrincipal
+    ) -> Members:
         return Members(members=await services.enterprises.members(db, enterprise_id, resident.resident_id))
 
-    @post("/{enterprise_id:uuid}/members", status_code=HTTP_201_CREATED, summary="Add a member (administrators)")
-    async def add_member(self, enterprise_id: uuid.UUID, data: MemberAdd, services: Services, db: Any,
-                         resident: ResidentPrincipal, actor: Actor) -> Member:
-        return await services.enterprises.add_member(db, enterprise_id, resident.resident_id, _phone(data.phone),
-                                                     data.role, actor)
+    @post(
+        "/{enterprise_id:uuid}/members", status_code=HTTP_201_CREATED, summary="Add a member (administrators)"
+    )
+    async def add_member(
+        self,
+        enterprise_id: uuid.UUID,
+        data: MemberAdd,
+        services: Services,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> Member:
+        return await services.enterprises.add_member(
+            db, enterprise_id, resident.resident_id, _phone(data.phone), data.role, actor
+        )
 
-    @delete("/{enterprise_id:uuid}/members/{member_id:uuid}", status_code=HTTP_204_NO_CONTENT,
-            summary="Remove a member (administrators)")
-    async def remove_member(self, enterprise_id: uuid.UUID, member_id: uuid.UUID, services: Services, db: Any,
-                            resident: ResidentPrincipal, actor: Actor) -> None:
+    @delete(
+        "/{enterprise_id:uuid}/members/{member_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Remove a member (administrators)",
+    )
+    async def remove_member(
+        self,
+        enterprise_id: uuid.UUID,
+        member_id: uuid.UUID,
+        services: Services,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> None:
         await services.enterprises.remove_member(db, enterprise_id, resident.resident_id, member_id, actor)

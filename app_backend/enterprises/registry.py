@@ -18,7 +18,8 @@ class LegalEntityRegistry(Protocol):
 
 def _same_name(a: str, b: str) -> bool:
     return " ".join(a.split()).replace("（", "(").replace("）", ")") == " ".join(b.split()).replace(
-        "（", "(").replace("）", ")")
+        "（", "("
+    ).replace("）", ")")
 
 
 class DevLegalEntityRegistry:
@@ -41,5 +42,7 @@ class DevLegalEntityRegistry:
             return "not-representative"
         return "ok"
 
-    async def enrol(self, conn: Any, uscc: str, name: str, legal_rep_id_number: str, status: str = "active") -> None:
+    async def enrol(
+        self, conn: Any, uscc: str, name: str, legal_rep_id_number: str, status: str = "active"
+    ) -> None:
         await self._repo.upsert(conn, uscc, name, self._rep_hash(legal_rep_id_number), status)

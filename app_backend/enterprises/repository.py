@@ -12,54 +12,78 @@ class EnterpriseRepository:
             """INSERT INTO identity.enterprises (uscc, name, checksum_override, created_by)
                VALUES ($1, $2, $3, $4) ON CONFLICT (uscc) DO NOTHING
                RETURNING id, uscc, name, standing, checksum_override, created_at""",
-            uscc, name, override, creator)
+            uscc,
+            name,
+            override,
+            creator,
+        )
 
     async def get(self, conn: Any, enterprise_id: uuid.UUID) -> Any:
         return await conn.fetchrow(
             """SELECT id, uscc, name, standing, checksum_override, created_at FROM identity.enterprises
-               WHERE id = $1""", enterprise_id)
+               WHERE id = $1""",
+            enterprise_id,
+        )
 
     async def member_role(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str | None:
         role: str | None = await conn.fetchval(
             "SELECT role FROM identity.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
-            enterprise_id, resident_id)
+            enterprise_id,
+            resident_id,
+        )
         return role
 
-    async def add_member(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID, role: str,
-                         added_by: uuid.UUID | None) -> bool:
+    async def add_member(
+        self,
+        conn: Any,
+        enterprise_id: uuid.UUID,
+        resident_id: uuid.UUID,
+        role: str,
+        added_by: uuid.UUID | None,
+    ) -> bool:
         result: str = await conn.execute(
             """INSERT INTO identity.enterprise_members (enterprise_id, resident_id, role, added_by)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""", enterprise_id, resident_id, role, added_by)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+            enterprise_id,
+            resident_id,
+            role,
+            added_by,
+        )
         return result.endswith(" 1")
 
-    async def remove_member(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str | None:
-        """Removes unless it would leave the enterprise without an administrator; returns the removed role,
-        'last-admin' when refused, None when not a member. Locks the members so two removals cannot race."""
+    async def lock_members(self, conn: Any, enterprise_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        """Every membership change takes all of the enterprise's member rows in one order first, so changes
+        serialise (no lost last admin, no acting on a role just removed) and cannot deadlock each other."""
         rows = await conn.fetch(
-            "SELECT resident_id, role FROM identity.enterprise_members WHERE enterprise_id = $1 FOR UPDATE",
-            enterprise_id)
-        roles = {r["resident_id"]: r["role"] for r in rows}
-        role = roles.get(resident_id)
-        if role is None:
-            return None
-        if role == "admin" and sum(1 for r in roles.values() if r == "admin") == 1:
-            return "last-admin"
-        await conn.execute("DELETE FROM identity.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
-                           enterprise_id, resident_id)
-        return str(role)
+            """SELECT resident_id, role FROM identity.enterprise_members WHERE enterprise_id = $1
+               ORDER BY resident_id FOR UPDATE""",
+            enterprise_id,
+        )
+        return {r["resident_id"]: r["role"] for r in rows}
+
+    async def remove_member(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> None:
+        await conn.execute(
+            "DELETE FROM identity.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
+            enterprise_id,
+            resident_id,
+        )
 
     async def members(self, conn: Any, enterprise_id: uuid.UUID) -> list[Any]:
         rows: list[Any] = await conn.fetch(
             """SELECT m.resident_id, m.role, m.added_at, r.name_enc, r.phone_enc
                FROM identity.enterprise_members m JOIN identity.residents r ON r.id = m.resident_id
-               WHERE m.enterprise_id = $1 ORDER BY m.added_at""", enterprise_id)
+               WHERE m.enterprise_id = $1 ORDER BY m.added_at""",
+            enterprise_id,
+        )
         return rows
 
     async def linked(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
         rows: list[Any] = await conn.fetch(
             """SELECT e.id, e.name, e.uscc, m.role FROM identity.enterprise_members m
                JOIN identity.enterprises e ON e.id = m.enterprise_id
-               WHERE m.resident_id = $1 ORDER BY e.name""", resident_id)
+               WHERE m.resident_id = $1 ORDER BY e.name""",
+            resident_id,
+        )
         return rows
 
     async def has_override(self, conn: Any, uscc: str) -> bool:
@@ -68,7 +92,11 @@ class EnterpriseRepository:
     async def add_override(self, conn: Any, uscc: str, reason: str, granted_by: str) -> bool:
         result: str = await conn.execute(
             """INSERT INTO identity.uscc_overrides (uscc, reason, granted_by) VALUES ($1, $2, $3)
-               ON CONFLICT DO NOTHING""", uscc, reason, granted_by)
+               ON CONFLICT DO NOTHING""",
+            uscc,
+            reason,
+            granted_by,
+        )
         return result.endswith(" 1")
 
 
@@ -76,11 +104,17 @@ class DevLegalEntityRepository:
     async def get(self, conn: Any, uscc: str) -> Any:
         return await conn.fetchrow(
             "SELECT uscc, name, legal_rep_id_hash, status FROM identity.dev_legal_entity_registry WHERE uscc = $1",
-            uscc)
+            uscc,
+        )
 
     async def upsert(self, conn: Any, uscc: str, name: str, rep_hash: bytes, status: str) -> None:
         await conn.execute(
             """INSERT INTO identity.dev_legal_entity_registry (uscc, name, legal_rep_id_hash, status)
                VALUES ($1, $2, $3, $4) ON CONFLICT (uscc) DO UPDATE
                SET name = EXCLUDED.name, legal_rep_id_hash = EXCLUDED.legal_rep_id_hash,
-                   status = EXCLUDED.status""", uscc, name, rep_hash, status)
+                   status = EXCLUDED.status""",
+            uscc,
+            name,
+            rep_hash,
+            status,
+        )

@@ -26,8 +26,9 @@ _REGISTRY_PROBLEMS = {
 
 
 class EnterpriseService:
-    def __init__(self, settings: Settings, cipher: FieldCipher, audit: AuditTrail,
-                 registry: LegalEntityRegistry) -> None:
+    def __init__(
+        self, settings: Settings, cipher: FieldCipher, audit: AuditTrail, registry: LegalEntityRegistry
+    ) -> None:
         self._settings = settings
         self._cipher = cipher
         self._audit = audit
@@ -46,8 +47,9 @@ class EnterpriseService:
             return uscc, True
         raise field_error("uscc", "check character does not match")
 
-    async def create(self, conn: Any, resident_id: uuid.UUID, raw_name: str, raw_uscc: str,
-                     actor: Actor) -> Enterprise:
+    async def create(
+        self, conn: Any, resident_id: uuid.UUID, raw_name: str, raw_uscc: str, actor: Actor
+    ) -> Enterprise:
         name = " ".join(raw_name.split())
         if not name:
             raise field_error("name", "must not be blank")
@@ -59,16 +61,27 @@ class EnterpriseService:
         verdict = await self._registry.verify_representative(conn, uscc, name, id_number)
         if verdict != "ok":
             field, message, status = _REGISTRY_PROBLEMS[verdict]
-            await self._audit.record_detached(actor, "enterprise.create", target_type="uscc", target_id=uscc,
-                                              outcome=verdict)
+            await self._audit.record_detached(
+                actor, "enterprise.create", target_type="uscc", target_id=uscc, outcome=verdict
+            )
             raise field_error(field, message, status)
         created = await self._repo.create(conn, uscc, name, override, resident_id)
         if created is None:
-            raise Problem(409, "enterprise-exists", "uscc: an enterprise with this credit code is already registered",
-                          extra={"errors": [{"field": "uscc", "message": "already registered"}]})
+            raise Problem(
+                409,
+                "enterprise-exists",
+                "uscc: an enterprise with this credit code is already registered",
+                extra={"errors": [{"field": "uscc", "message": "already registered"}]},
+            )
         await self._repo.add_member(conn, created["id"], resident_id, "admin", None)
-        await self._audit.record(conn, actor, "enterprise.create", target_type="enterprise",
-                                 target_id=str(created["id"]), detail={"uscc": uscc, "checksum_override": override})
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.create",
+            target_type="enterprise",
+            target_id=str(created["id"]),
+            detail={"uscc": uscc, "checksum_override": override},
+        )
         return Enterprise(**dict(created), my_role="admin")
 
     async def _role_or_404(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str:
@@ -77,9 +90,18 @@ class EnterpriseService:
             raise Problem(404, "not-found", "enterprise not found")
         return role
 
-    async def _require_admin(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> None:
-        if await self._role_or_404(conn, enterprise_id, resident_id) != "admin":
+    async def _locked_as_admin(
+        self,
+        conn: Any,
+        enterprise_id: uuid.UUID,
+        resident_id: uuid.UUID,
+    ) -> dict[uuid.UUID, str]:
+        roles = await self._repo.lock_members(conn, enterprise_id)
+        if resident_id not in roles:  # outsiders learn nothing, not even that it exists
+            raise Problem(404, "not-found", "enterprise not found")
+        if roles[resident_id] != "admin":
             raise Problem(403, "forbidden", "only an administrator of this enterprise may change its members")
+        return roles
 
     async def get(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> Enterprise:
         role = await self._role_or_404(conn, enterprise_id, resident_id)
@@ -90,42 +112,85 @@ class EnterpriseService:
         await self._role_or_404(conn, enterprise_id, resident_id)
         s = self._settings
         return [
-            Member(resident_id=r["resident_id"], role=r["role"], added_at=r["added_at"],
-                   name=(mask(self._cipher.decrypt("resident.name", r["name_enc"]), s.mask_name.head, s.mask_name.tail)
-                         if r["name_enc"] else None),
-                   phone=mask(self._cipher.decrypt("resident.phone", r["phone_enc"]), s.mask_phone.head,
-                              s.mask_phone.tail))
+            Member(
+                resident_id=r["resident_id"],
+                role=r["role"],
+                added_at=r["added_at"],
+                name=(
+                    mask(
+                        self._cipher.decrypt("resident.name", r["name_enc"]),
+                        s.mask_name.head,
+                        s.mask_name.tail,
+                    )
+                    if r["name_enc"]
+                    else None
+                ),
+                phone=mask(
+                    self._cipher.decrypt("resident.phone", r["phone_enc"]),
+                    s.mask_phone.head,
+                    s.mask_phone.tail,
+                ),
+            )
             for r in await self._repo.members(conn, enterprise_id)
         ]
 
-    async def add_member(self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, phone: str, role: str,
-                         actor: Actor) -> Member:
-        await self._require_admin(conn, enterprise_id, admin_id)
-        found = await self._residents.find_by_phone_hash(conn, self._cipher.lookup_hash("resident.phone", phone))
+    async def add_member(
+        self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, phone: str, role: str, actor: Actor
+    ) -> Member:
+        await self._locked_as_admin(conn, enterprise_id, admin_id)
+        found = await self._residents.find_by_phone_hash(
+            conn, self._cipher.lookup_hash("resident.phone", phone)
+        )
         if found is None:
-            raise field_error("phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404)
+            raise field_error(
+                "phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404
+            )
         if not await self._repo.add_member(conn, enterprise_id, found["id"], role, admin_id):
-            raise Problem(409, "already-member", "phone: this resident is already a member",
-                          extra={"errors": [{"field": "phone", "message": "already a member"}]})
-        await self._audit.record(conn, actor, "enterprise.member_add", target_type="enterprise",
-                                 target_id=str(enterprise_id), detail={"member": str(found["id"]), "role": role})
+            raise Problem(
+                409,
+                "already-member",
+                "phone: this resident is already a member",
+                extra={"errors": [{"field": "phone", "message": "already a member"}]},
+            )
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.member_add",
+            target_type="enterprise",
+            target_id=str(enterprise_id),
+            detail={"member": str(found["id"]), "role": role},
+        )
         members = {m.resident_id: m for m in await self.members(conn, enterprise_id, admin_id)}
         return members[found["id"]]
 
-    async def remove_member(self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID,
-                            member_id: uuid.UUID, actor: Actor) -> None:
-        await self._require_admin(conn, enterprise_id, admin_id)
-        outcome = await self._repo.remove_member(conn, enterprise_id, member_id)
+    async def remove_member(
+        self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, member_id: uuid.UUID, actor: Actor
+    ) -> None:
+        roles = await self._locked_as_admin(conn, enterprise_id, admin_id)
+        outcome = roles.get(member_id)
         if outcome is None:
             raise Problem(404, "not-found", "member_id: not a member of this enterprise")
-        if outcome == "last-admin":
-            raise Problem(409, "last-admin", "member_id: the last administrator cannot be removed; appoint another first")
-        await self._audit.record(conn, actor, "enterprise.member_remove", target_type="enterprise",
-                                 target_id=str(enterprise_id), detail={"member": str(member_id), "role": outcome})
+        if outcome == "admin" and sum(1 for r in roles.values() if r == "admin") == 1:
+            raise Problem(
+                409,
+                "last-admin",
+                "member_id: the last administrator cannot be removed; appoint another first",
+            )
+        await self._repo.remove_member(conn, enterprise_id, member_id)
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.member_remove",
+            target_type="enterprise",
+            target_id=str(enterprise_id),
+            detail={"member": str(member_id), "role": outcome},
+        )
 
     async def linked(self, conn: Any, resident_id: uuid.UUID) -> list[LinkedEnterprise]:
-        return [LinkedEnterprise(id=r["id"], name=r["name"], uscc=r["uscc"], role=r["role"])
-                for r in await self._repo.linked(conn, resident_id)]
+        return [
+            LinkedEnterprise(id=r["id"], name=r["name"], uscc=r["uscc"], role=r["role"])
+            for r in await self._repo.linked(conn, resident_id)
+        ]
 
     async def grant_override(self, conn: Any, raw_uscc: str, reason: str, actor: Actor) -> str:
         try:
@@ -136,6 +201,7 @@ class EnterpriseService:
             raise field_error("uscc", "passes the checksum; no override is needed", 409)
         if not await self._repo.add_override(conn, uscc, reason, f"{actor.type}:{actor.id}"):
             raise field_error("uscc", "an override for this code exists already", 409)
-        await self._audit.record(conn, actor, "admin.uscc_override", target_type="uscc", target_id=uscc,
-                                 detail={"reason": reason})
+        await self._audit.record(
+            conn, actor, "admin.uscc_override", target_type="uscc", target_id=uscc, detail={"reason": reason}
+        )
         return uscc

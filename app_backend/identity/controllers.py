@@ -46,7 +46,9 @@ class AuthController(Controller):
     dependencies = ANONYMOUS_ACTOR
 
     @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a one-time login code by SMS")
-    async def send_otp(self, request: Request[Any, Any, Any], data: OtpRequest, services: Services) -> OtpSent:
+    async def send_otp(
+        self, request: Request[Any, Any, Any], data: OtpRequest, services: Services
+    ) -> OtpSent:
         await services.otp.send(_phone(data.phone), client_ip(request))
         return OtpSent(expires_in=services.settings.otp_ttl, resend_after=services.settings.otp_cooldown)
 
@@ -64,18 +66,29 @@ class AuthController(Controller):
         async with services.pool.acquire() as conn, conn.transaction():
             outcome = await services.auth.refresh(conn, data.refresh_token, actor)
         if isinstance(outcome, ReuseDetected):
-            raise Problem(401, "refresh-reuse", "refresh_token: already used; the session is revoked, log in again",
-                          extra={"errors": [{"field": "refresh_token", "message": "reused"}]})
+            raise Problem(
+                401,
+                "refresh-reuse",
+                "refresh_token: already used; the session is revoked, log in again",
+                extra={"errors": [{"field": "refresh_token", "message": "reused"}]},
+            )
         if outcome is None:
-            raise Problem(401, "refresh-invalid", "refresh_token: unknown, expired or revoked",
-                          extra={"errors": [{"field": "refresh_token", "message": "invalid"}]})
+            raise Problem(
+                401,
+                "refresh-invalid",
+                "refresh_token: unknown, expired or revoked",
+                extra={"errors": [{"field": "refresh_token", "message": "invalid"}]},
+            )
         return outcome
 
     @post("/logout", status_code=HTTP_200_OK, summary="End this session", dependencies=RESIDENT_ACTOR)
-    async def logout(self, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor) -> dict[str, str]:
+    async def logout(
+        self, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str]:
         await services.auth.revoke_session(db, resident.session_id, "logout")
-        await services.audit.record(db, actor, "auth.logout", target_type="session",
-                                    target_id=str(resident.session_id))
+        await services.audit.record(
+            db, actor, "auth.logout", target_type="session", target_id=str(resident.session_id)
+        )
         return {"status": "logged-out"}
 
 
@@ -89,22 +102,34 @@ class MeController(Controller):
         enterprises = await services.enterprises.linked(db, resident.resident_id)
         return await services.residents.profile(db, resident.resident_id, enterprises)
 
-    @post("/real-name", status_code=HTTP_200_OK, summary="Verify name and ID number against the registry (L2)")
-    async def real_name(self, data: RealNameRequest, services: Services, db: Any, resident: ResidentPrincipal,
-                        actor: Actor) -> dict[str, str]:
+    @post(
+        "/real-name", status_code=HTTP_200_OK, summary="Verify name and ID number against the registry (L2)"
+    )
+    async def real_name(
+        self, data: RealNameRequest, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str]:
         level = await services.residents.verify_real_name(db, resident, data.name, data.id_number, actor)
         return {"level": level}
 
-    @post("/face-verification/sessions", status_code=HTTP_200_OK, summary="Start a liveness check (towards L3)")
+    @post(
+        "/face-verification/sessions", status_code=HTTP_200_OK, summary="Start a liveness check (towards L3)"
+    )
     async def start_face(self, services: Services, db: Any, resident: ResidentPrincipal) -> LivenessSession:
         session_id, ttl = await services.residents.start_face_verification(db, resident)
         return LivenessSession(session_id=session_id, provider=services.liveness.name, expires_in=ttl)
 
     @post("/face-verification", status_code=HTTP_200_OK, summary="Confirm the liveness result (L3)")
-    async def confirm_face(self, data: FaceVerificationRequest, services: Services, db: Any,
-                           resident: ResidentPrincipal, actor: Actor) -> dict[str, str]:
-        level = await services.residents.confirm_face_verification(db, resident, data.session_id,
-                                                                   data.result_token, actor)
+    async def confirm_face(
+        self,
+        data: FaceVerificationRequest,
+        services: Services,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> dict[str, str]:
+        level = await services.residents.confirm_face_verification(
+            db, resident, data.session_id, data.result_token, actor
+        )
         return {"level": level}
 
 
@@ -115,11 +140,15 @@ class DevController(Controller):
     tags = ["dev"]
 
     @get("/outbox", summary="SMS messages sent to a phone (dev only)")
-    async def outbox(self, services: Services, phone: str = Parameter(query="phone", max_length=32)) -> Outbox:
+    async def outbox(
+        self, services: Services, phone: str = Parameter(query="phone", max_length=32)
+    ) -> Outbox:
         return Outbox(messages=await services.dev_outbox.read(_phone(phone)))
 
     @post("/liveness/{session_id:str}", status_code=HTTP_200_OK, summary="Finish a liveness check (dev only)")
-    async def liveness(self, session_id: str, data: DevLivenessOutcome, services: Services) -> DevLivenessResult:
+    async def liveness(
+        self, session_id: str, data: DevLivenessOutcome, services: Services
+    ) -> DevLivenessResult:
         token = await services.dev_liveness.complete(session_id, data.outcome)
         if token is None:
             raise Problem(404, "not-found", "session_id: no open liveness session")

@@ -27,12 +27,19 @@ class DevPopulationRegistry:
         self._repo = repository or DevRegistryRepository()
 
     async def matches(self, conn: Any, name: str, id_number: str) -> bool:
-        stored = await self._repo.person_name_hash(conn, self._cipher.lookup_hash("registry.id_number", id_number))
-        return stored is not None and hmac.compare_digest(stored, self._cipher.lookup_hash("registry.name", name))
+        stored = await self._repo.person_name_hash(
+            conn, self._cipher.lookup_hash("registry.id_number", id_number)
+        )
+        return stored is not None and hmac.compare_digest(
+            stored, self._cipher.lookup_hash("registry.name", name)
+        )
 
     async def enrol(self, conn: Any, name: str, id_number: str) -> None:
-        await self._repo.upsert_person(conn, self._cipher.lookup_hash("registry.id_number", id_number),
-                                       self._cipher.lookup_hash("registry.name", name))
+        await self._repo.upsert_person(
+            conn,
+            self._cipher.lookup_hash("registry.id_number", id_number),
+            self._cipher.lookup_hash("registry.name", name),
+        )
 
 
 class LivenessProvider(Protocol):
@@ -69,7 +76,11 @@ class DevLivenessProvider:
         return self._sign(session_id, outcome)
 
     async def confirm(self, resident_id: str, session_id: str, result_token: str) -> bool:
-        owner = await self._redis.getdel(f"liveness:{session_id}")
-        if owner is None or owner.decode() != resident_id:
+        key = f"liveness:{session_id}"
+        owner = await self._redis.get(key)
+        if owner is None or (owner.decode() if isinstance(owner, bytes) else owner) != resident_id:
+            return False  # someone else's session: leave it alone
+        if not hmac.compare_digest(result_token, self._sign(session_id, "pass")):
+            await self._redis.delete(key)
             return False
-        return hmac.compare_digest(result_token, self._sign(session_id, "pass"))
+        return bool(await self._redis.delete(key))  # one confirmation per session, even when raced

@@ -10,16 +10,20 @@ import asyncpg
 
 
 class ResidentRepository:
-    async def get_or_create_by_phone(self, conn: Any, phone_hash: bytes, phone_enc: bytes) -> tuple[Any, bool]:
+    async def get_or_create_by_phone(
+        self, conn: Any, phone_hash: bytes, phone_enc: bytes
+    ) -> tuple[Any, bool]:
         row = await conn.fetchrow(
             """INSERT INTO identity.residents (phone_hash, phone_enc) VALUES ($1, $2)
                ON CONFLICT (phone_hash) DO NOTHING RETURNING id, level, status""",
-            phone_hash, phone_enc,
+            phone_hash,
+            phone_enc,
         )
         if row is not None:
             return row, True
-        row = await conn.fetchrow("SELECT id, level, status FROM identity.residents WHERE phone_hash = $1",
-                                  phone_hash)
+        row = await conn.fetchrow(
+            "SELECT id, level, status FROM identity.residents WHERE phone_hash = $1", phone_hash
+        )
         return row, False
 
     async def get(self, conn: Any, resident_id: uuid.UUID) -> Any:
@@ -31,35 +35,44 @@ class ResidentRepository:
         )
 
     async def find_by_phone_hash(self, conn: Any, phone_hash: bytes) -> Any:
-        return await conn.fetchrow("SELECT id, level, status FROM identity.residents WHERE phone_hash = $1",
-                                   phone_hash)
+        return await conn.fetchrow(
+            "SELECT id, level, status FROM identity.residents WHERE phone_hash = $1", phone_hash
+        )
 
     async def id_number_hash(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
         value: bytes | None = await conn.fetchval(
-            "SELECT id_number_hash FROM identity.residents WHERE id = $1", resident_id)
+            "SELECT id_number_hash FROM identity.residents WHERE id = $1", resident_id
+        )
         return value
 
-    async def set_real_name(self, conn: Any, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes,
-                            id_hash: bytes) -> bool:
+    async def set_real_name(
+        self, conn: Any, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes
+    ) -> bool:
         """False when this resident is already real-named; raises UniqueViolationError when the number is taken."""
         result: str = await conn.execute(
             """UPDATE identity.residents
                SET name_enc = $2, id_number_enc = $3, id_number_hash = $4, level = GREATEST(level, 2),
                    real_name_verified_at = now()
                WHERE id = $1 AND id_number_hash IS NULL""",
-            resident_id, name_enc, id_enc, id_hash,
+            resident_id,
+            name_enc,
+            id_enc,
+            id_hash,
         )
         return result.endswith(" 1")
 
     async def set_face_verified(self, conn: Any, resident_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             """UPDATE identity.residents SET level = 3, face_verified_at = now()
-               WHERE id = $1 AND level >= 2""", resident_id)
+               WHERE id = $1 AND level >= 2""",
+            resident_id,
+        )
         return result.endswith(" 1")
 
     async def set_status(self, conn: Any, resident_id: uuid.UUID, status: str) -> bool:
-        result: str = await conn.execute("UPDATE identity.residents SET status = $2 WHERE id = $1",
-                                         resident_id, status)
+        result: str = await conn.execute(
+            "UPDATE identity.residents SET status = $2 WHERE id = $1", resident_id, status
+        )
         return result.endswith(" 1")
 
     async def staff_roles(self, conn: Any, resident_id: uuid.UUID) -> set[str]:
@@ -69,11 +82,16 @@ class ResidentRepository:
     async def grant_role(self, conn: Any, resident_id: uuid.UUID, role: str, granted_by: str) -> None:
         await conn.execute(
             """INSERT INTO identity.staff_roles (resident_id, role, granted_by) VALUES ($1, $2, $3)
-               ON CONFLICT DO NOTHING""", resident_id, role, granted_by)
+               ON CONFLICT DO NOTHING""",
+            resident_id,
+            role,
+            granted_by,
+        )
 
     async def revoke_role(self, conn: Any, resident_id: uuid.UUID, role: str) -> bool:
         result: str = await conn.execute(
-            "DELETE FROM identity.staff_roles WHERE resident_id = $1 AND role = $2", resident_id, role)
+            "DELETE FROM identity.staff_roles WHERE resident_id = $1 AND role = $2", resident_id, role
+        )
         return result.endswith(" 1")
 
 
@@ -81,13 +99,20 @@ class SessionRepository:
     async def create(self, conn: Any, resident_id: uuid.UUID, max_age: int) -> uuid.UUID:
         session_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO identity.sessions (resident_id, expires_at)
-               VALUES ($1, now() + make_interval(secs => $2)) RETURNING id""", resident_id, max_age)
+               VALUES ($1, now() + make_interval(secs => $2)) RETURNING id""",
+            resident_id,
+            max_age,
+        )
         return session_id
 
     async def add_refresh_token(self, conn: Any, session_id: uuid.UUID, token_hash: bytes, ttl: int) -> None:
         await conn.execute(
             """INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
-               VALUES ($1, $2, now() + make_interval(secs => $3))""", token_hash, session_id, ttl)
+               VALUES ($1, $2, now() + make_interval(secs => $3))""",
+            token_hash,
+            session_id,
+            ttl,
+        )
 
     async def use_refresh_token(self, conn: Any, token_hash: bytes) -> Any:
         """Compare-and-set: exactly one caller can spend a refresh token."""
@@ -97,42 +122,56 @@ class SessionRepository:
                WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
                  AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at > now()
                  AND r.status = 'active'
-               RETURNING rt.session_id, s.resident_id, r.level""", token_hash)
+               RETURNING rt.session_id, s.resident_id, r.level""",
+            token_hash,
+        )
 
     async def find_refresh_token(self, conn: Any, token_hash: bytes) -> Any:
         return await conn.fetchrow(
             """SELECT rt.session_id, rt.used_at, s.resident_id, s.revoked_at
                FROM identity.refresh_tokens rt JOIN identity.sessions s ON s.id = rt.session_id
-               WHERE rt.token_hash = $1""", token_hash)
+               WHERE rt.token_hash = $1""",
+            token_hash,
+        )
 
     async def revoke(self, conn: Any, session_id: uuid.UUID, reason: str) -> None:
         await conn.execute(
             """UPDATE identity.sessions SET revoked_at = now(), revoked_reason = $2
-               WHERE id = $1 AND revoked_at IS NULL""", session_id, reason)
+               WHERE id = $1 AND revoked_at IS NULL""",
+            session_id,
+            reason,
+        )
 
-    async def revoke_all_for_resident(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[uuid.UUID]:
+    async def revoke_all_for_resident(
+        self, conn: Any, resident_id: uuid.UUID, reason: str
+    ) -> list[uuid.UUID]:
         rows = await conn.fetch(
             """UPDATE identity.sessions SET revoked_at = now(), revoked_reason = $2
                WHERE resident_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING id""",
-            resident_id, reason)
+            resident_id,
+            reason,
+        )
         return [r["id"] for r in rows]
 
     async def delete_expired(self, conn: Any, before: dt.datetime) -> int:
-        result: str = await conn.execute(
-            "DELETE FROM identity.refresh_tokens WHERE expires_at < $1", before)
+        result: str = await conn.execute("DELETE FROM identity.refresh_tokens WHERE expires_at < $1", before)
         return int(result.split()[-1])
 
 
 class DevRegistryRepository:
     async def person_name_hash(self, conn: Any, id_hash: bytes) -> bytes | None:
         value: bytes | None = await conn.fetchval(
-            "SELECT name_hash FROM identity.dev_population_registry WHERE id_number_hash = $1", id_hash)
+            "SELECT name_hash FROM identity.dev_population_registry WHERE id_number_hash = $1", id_hash
+        )
         return value
 
     async def upsert_person(self, conn: Any, id_hash: bytes, name_hash: bytes) -> None:
         await conn.execute(
             """INSERT INTO identity.dev_population_registry (id_number_hash, name_hash) VALUES ($1, $2)
-               ON CONFLICT (id_number_hash) DO UPDATE SET name_hash = EXCLUDED.name_hash""", id_hash, name_hash)
+               ON CONFLICT (id_number_hash) DO UPDATE SET name_hash = EXCLUDED.name_hash""",
+            id_hash,
+            name_hash,
+        )
 
 
 UniqueViolation = asyncpg.UniqueViolationError

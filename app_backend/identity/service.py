@@ -59,18 +59,24 @@ class OtpService:
         return self._cipher.lookup_hash("otp.phone", phone).hex()[:32]
 
     def _code_hash(self, phone_key: str, code: str) -> str:
-        return hmac.new(self._settings.token_pepper, f"{phone_key}:{code}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(
+            self._settings.token_pepper, f"{phone_key}:{code}".encode(), hashlib.sha256
+        ).hexdigest()
 
     async def send(self, phone: str, client_ip: str) -> None:
         s = self._settings
         pk = self._phone_key(phone)
         if not await self._redis.set(f"otp:cool:{pk}", 1, nx=True, ex=s.otp_cooldown):
             wait = max(1, int(await self._redis.ttl(f"otp:cool:{pk}")))
-            raise Problem(429, "otp-cooldown", f"phone: wait {wait} s before asking for another code",
-                          headers={"Retry-After": str(wait)}, extra={"errors": [{"field": "phone",
-                                                                                  "message": "too soon"}]})
+            raise Problem(
+                429,
+                "otp-cooldown",
+                f"phone: wait {wait} s before asking for another code",
+                headers={"Retry-After": str(wait)},
+                extra={"errors": [{"field": "phone", "message": "too soon"}]},
+            )
         day = dt.datetime.now(_CHINA).strftime("%Y%m%d")
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(f"otp:day:phone:{pk}:{day}")
             pipe.expire(f"otp:day:phone:{pk}:{day}", 2 * 86400)
             pipe.incr(f"otp:day:ip:{client_ip}:{day}")
@@ -79,9 +85,13 @@ class OtpService:
         if per_phone > s.otp_daily_per_phone or per_ip > s.otp_daily_per_ip:
             wait = _seconds_to_midnight()
             which = "phone" if per_phone > s.otp_daily_per_phone else "client address"
-            raise Problem(429, "otp-daily-cap", f"phone: the daily limit of codes for this {which} is reached",
-                          headers={"Retry-After": str(wait)},
-                          extra={"errors": [{"field": "phone", "message": "daily limit reached"}]})
+            raise Problem(
+                429,
+                "otp-daily-cap",
+                f"phone: the daily limit of codes for this {which} is reached",
+                headers={"Retry-After": str(wait)},
+                extra={"errors": [{"field": "phone", "message": "daily limit reached"}]},
+            )
         code = f"{secrets.randbelow(1_000_000):06d}"
         key = f"otp:code:{pk}"
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -93,19 +103,26 @@ class OtpService:
 
     async def check(self, phone: str, code: str) -> None:
         pk = self._phone_key(phone)
-        verdict = (await self._check(keys=[f"otp:code:{pk}"],
-                                     args=[self._code_hash(pk, code), self._settings.otp_max_attempts])).decode()
+        verdict = (
+            await self._check(
+                keys=[f"otp:code:{pk}"], args=[self._code_hash(pk, code), self._settings.otp_max_attempts]
+            )
+        ).decode()
         if verdict == "ok":
             return
         if verdict == "missing":
-            raise _otp_problem("no valid code for this phone: it expired, was used, or was locked; request a new one")
+            raise _otp_problem(
+                "no valid code for this phone: it expired, was used, or was locked; request a new one"
+            )
         if verdict == "locked":
             raise _otp_problem("wrong code; too many wrong tries, this code is now void; request a new one")
         raise _otp_problem(f"wrong code; {verdict} tries left")
 
 
 def _otp_problem(message: str) -> Problem:
-    return Problem(401, "otp-invalid", f"otp: {message}", extra={"errors": [{"field": "otp", "message": message}]})
+    return Problem(
+        401, "otp-invalid", f"otp: {message}", extra={"errors": [{"field": "otp", "message": message}]}
+    )
 
 
 class ReuseDetected(msgspec.Struct):
@@ -113,8 +130,16 @@ class ReuseDetected(msgspec.Struct):
 
 
 class AuthService:
-    def __init__(self, redis: Redis, settings: Settings, cipher: FieldCipher, access: AccessTokens,
-                 refresh: RefreshTokens, audit: AuditTrail, otp: OtpService) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        cipher: FieldCipher,
+        access: AccessTokens,
+        refresh: RefreshTokens,
+        audit: AuditTrail,
+        otp: OtpService,
+    ) -> None:
         self._redis = redis
         self._settings = settings
         self._cipher = cipher
@@ -130,30 +155,56 @@ class AuthService:
             await self._otp.check(phone, code)
         except Problem:
             await self._audit.record_detached(
-                actor, "auth.login", target_type="phone",
-                target_id=self._cipher.lookup_hash("resident.phone", phone).hex()[:16], outcome="failure")
+                actor,
+                "auth.login",
+                target_type="phone",
+                target_id=self._cipher.lookup_hash("resident.phone", phone).hex()[:16],
+                outcome="failure",
+            )
             raise
         row, created = await self._residents.get_or_create_by_phone(
-            conn, self._cipher.lookup_hash("resident.phone", phone), self._cipher.encrypt("resident.phone", phone))
+            conn,
+            self._cipher.lookup_hash("resident.phone", phone),
+            self._cipher.encrypt("resident.phone", phone),
+        )
         if row["status"] != "active":
-            await self._audit.record_detached(actor, "auth.login", target_type="resident", target_id=str(row["id"]),
-                                              outcome="denied", detail={"reason": "blocked"})
+            await self._audit.record_detached(
+                actor,
+                "auth.login",
+                target_type="resident",
+                target_id=str(row["id"]),
+                outcome="denied",
+                detail={"reason": "blocked"},
+            )
             raise Problem(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
         session_id = await self._sessions.create(conn, row["id"], self._settings.session_max_age)
         pair = await self._issue(conn, row["id"], session_id, row["level"], created)
-        await self._audit.record(conn, Actor("resident", str(row["id"]), actor.request_id, actor.ip), "auth.login",
-                                 target_type="resident", target_id=str(row["id"]),
-                                 detail={"new_resident": created, "session": str(session_id)})
+        await self._audit.record(
+            conn,
+            Actor("resident", str(row["id"]), actor.request_id, actor.ip),
+            "auth.login",
+            target_type="resident",
+            target_id=str(row["id"]),
+            detail={"new_resident": created, "session": str(session_id)},
+        )
         return pair
 
-    async def _issue(self, conn: Any, resident_id: uuid.UUID, session_id: uuid.UUID, level: int,
-                     created: bool = False) -> TokenPair:
+    async def _issue(
+        self, conn: Any, resident_id: uuid.UUID, session_id: uuid.UUID, level: int, created: bool = False
+    ) -> TokenPair:
         refresh_token = self._refresh.new()
-        await self._sessions.add_refresh_token(conn, session_id, self._refresh.digest(refresh_token),
-                                               self._settings.refresh_token_ttl)
-        return TokenPair(access_token=self._access.issue(resident_id, session_id, level),
-                         refresh_token=refresh_token, token_type="Bearer", expires_in=self._access.ttl,
-                         resident_id=resident_id, level=level_name(level), new_resident=created)
+        await self._sessions.add_refresh_token(
+            conn, session_id, self._refresh.digest(refresh_token), self._settings.refresh_token_ttl
+        )
+        return TokenPair(
+            access_token=self._access.issue(resident_id, session_id, level),
+            refresh_token=refresh_token,
+            token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
+            expires_in=self._access.ttl,
+            resident_id=resident_id,
+            level=level_name(level),
+            new_resident=created,
+        )
 
     async def refresh(self, conn: Any, token: str, actor: Actor) -> TokenPair | ReuseDetected | None:
         digest = self._refresh.digest(token)
@@ -165,9 +216,15 @@ class AuthService:
             return None
         # A spent token came back: someone holds a copy. End the whole family, thief and owner alike.
         await self.revoke_session(conn, known["session_id"], "refresh token reuse")
-        await self._audit.record(conn, actor, "auth.refresh_reuse", target_type="session",
-                                 target_id=str(known["session_id"]), outcome="revoked",
-                                 detail={"resident": str(known["resident_id"])})
+        await self._audit.record(
+            conn,
+            actor,
+            "auth.refresh_reuse",
+            target_type="session",
+            target_id=str(known["session_id"]),
+            outcome="revoked",
+            detail={"resident": str(known["resident_id"])},
+        )
         return ReuseDetected(session_id=known["session_id"])
 
     async def revoke_session(self, conn: Any, session_id: uuid.UUID, reason: str) -> None:
@@ -180,24 +237,45 @@ class AuthService:
 
     async def authenticate(self, authorization: str | None) -> ResidentPrincipal:
         if not authorization or not authorization[:7].lower() == "bearer ":
-            raise Problem(401, "unauthenticated", "authorization: a bearer access token is required",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "unauthenticated",
+                "authorization: a bearer access token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         try:
             claims = self._access.decode(authorization[7:].strip())
-            principal = ResidentPrincipal(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["lvl"]))
+            principal = ResidentPrincipal(
+                uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["lvl"])
+            )
         except (InvalidToken, ValueError, KeyError, TypeError) as exc:
-            raise Problem(401, "unauthenticated", f"authorization: {exc or 'token invalid'}",
-                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+            raise Problem(
+                401,
+                "unauthenticated",
+                f"authorization: {exc or 'token invalid'}",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from None
         # One Redis lookup, no database: revocations are pushed to Redis when a session ends.
         if await self._redis.exists(revoked_key(principal.session_id)):
-            raise Problem(401, "unauthenticated", "authorization: this session has ended",
-                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise Problem(
+                401,
+                "unauthenticated",
+                "authorization: this session has ended",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         return principal
 
 
 class ResidentService:
-    def __init__(self, redis: Redis, settings: Settings, cipher: FieldCipher, audit: AuditTrail,
-                 registry: PopulationRegistry, liveness: LivenessProvider) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        cipher: FieldCipher,
+        audit: AuditTrail,
+        registry: PopulationRegistry,
+        liveness: LivenessProvider,
+    ) -> None:
         self._redis = redis
         self._settings = settings
         self._cipher = cipher
@@ -209,20 +287,29 @@ class ResidentService:
     def _masked(self, field: str, blob: bytes | None) -> str | None:
         if blob is None:
             return None
-        rule = {"resident.phone": self._settings.mask_phone, "resident.name": self._settings.mask_name,
-                "resident.id_number": self._settings.mask_id_number}[field]
+        rule = {
+            "resident.phone": self._settings.mask_phone,
+            "resident.name": self._settings.mask_name,
+            "resident.id_number": self._settings.mask_id_number,
+        }[field]
         return mask(self._cipher.decrypt(field, blob), rule.head, rule.tail)
 
-    async def profile(self, conn: Any, resident_id: uuid.UUID, enterprises: list[LinkedEnterprise]) -> Profile:
+    async def profile(
+        self, conn: Any, resident_id: uuid.UUID, enterprises: list[LinkedEnterprise]
+    ) -> Profile:
         row = await self._residents.get(conn, resident_id)
         if row is None:
             raise Problem(404, "not-found", "resident not found")
         return Profile(
-            id=row["id"], phone=self._masked("resident.phone", row["phone_enc"]) or "",
+            id=row["id"],
+            phone=self._masked("resident.phone", row["phone_enc"]) or "",
             name=self._masked("resident.name", row["name_enc"]),
             id_number=self._masked("resident.id_number", row["id_number_enc"]),
-            level=level_name(row["level"]), status=row["status"], created_at=row["created_at"],
-            real_name_verified_at=row["real_name_verified_at"], face_verified_at=row["face_verified_at"],
+            level=level_name(row["level"]),
+            status=row["status"],
+            created_at=row["created_at"],
+            real_name_verified_at=row["real_name_verified_at"],
+            face_verified_at=row["face_verified_at"],
             enterprises=enterprises,
         )
 
@@ -234,12 +321,16 @@ class ResidentService:
         return {
             "phone": self._cipher.decrypt("resident.phone", row["phone_enc"]),
             "name": self._cipher.decrypt("resident.name", row["name_enc"]) if row["name_enc"] else None,
-            "id_number": (self._cipher.decrypt("resident.id_number", row["id_number_enc"])
-                          if row["id_number_enc"] else None),
+            "id_number": (
+                self._cipher.decrypt("resident.id_number", row["id_number_enc"])
+                if row["id_number_enc"]
+                else None
+            ),
         }
 
-    async def verify_real_name(self, conn: Any, principal: ResidentPrincipal, raw_name: str, raw_id: str,
-                               actor: Actor) -> str:
+    async def verify_real_name(
+        self, conn: Any, principal: ResidentPrincipal, raw_name: str, raw_id: str, actor: Actor
+    ) -> str:
         try:
             name = normalise_name(raw_name)
         except InvalidIdentifier as exc:
@@ -249,40 +340,71 @@ class ResidentService:
         except InvalidIdentifier as exc:
             raise field_error("id_number", str(exc)) from None
         attempts_key = f"realname:tries:{principal.resident_id}"
-        attempts = await self._redis.incr(attempts_key)
-        if attempts == 1:
-            await self._redis.expire(attempts_key, 86400)
+        async with self._redis.pipeline(
+            transaction=True
+        ) as pipe:  # the counter never exists without its expiry
+            pipe.set(attempts_key, 0, ex=86400, nx=True)
+            pipe.incr(attempts_key)
+            _, attempts = await pipe.execute()
         if attempts > 5:
-            raise Problem(429, "real-name-attempts", "too many real-name attempts today; try again tomorrow",
-                          headers={"Retry-After": str(max(1, await self._redis.ttl(attempts_key)))})
+            raise Problem(
+                429,
+                "real-name-attempts",
+                "too many real-name attempts today; try again tomorrow",
+                headers={"Retry-After": str(max(1, await self._redis.ttl(attempts_key)))},
+            )
         row = await self._residents.get(conn, principal.resident_id)
         if row is None:
             raise Problem(404, "not-found", "resident not found")
         if row["id_number_enc"] is not None:
             raise Problem(409, "already-verified", "this account is already real-name verified")
         if not await self._registry.matches(conn, name, id_number):
-            await self._audit.record_detached(actor, "resident.real_name", target_type="resident",
-                                              target_id=str(principal.resident_id), outcome="no-match")
-            raise Problem(422, "real-name-mismatch",
-                          "name, id_number: the name and ID number do not match the population registry",
-                          extra={"errors": [{"field": "name", "message": "does not match the registry"},
-                                            {"field": "id_number", "message": "does not match the registry"}]})
+            await self._audit.record_detached(
+                actor,
+                "resident.real_name",
+                target_type="resident",
+                target_id=str(principal.resident_id),
+                outcome="no-match",
+            )
+            raise Problem(
+                422,
+                "real-name-mismatch",
+                "name, id_number: the name and ID number do not match the population registry",
+                extra={
+                    "errors": [
+                        {"field": "name", "message": "does not match the registry"},
+                        {"field": "id_number", "message": "does not match the registry"},
+                    ]
+                },
+            )
         try:
             async with conn.transaction():  # a savepoint, so the unique check fails cleanly
                 updated = await self._residents.set_real_name(
-                    conn, principal.resident_id, self._cipher.encrypt("resident.name", name),
+                    conn,
+                    principal.resident_id,
+                    self._cipher.encrypt("resident.name", name),
                     self._cipher.encrypt("resident.id_number", id_number),
-                    self._cipher.lookup_hash("resident.id_number", id_number))
+                    self._cipher.lookup_hash("resident.id_number", id_number),
+                )
         except UniqueViolation:
-            await self._audit.record_detached(actor, "resident.real_name", target_type="resident",
-                                              target_id=str(principal.resident_id), outcome="duplicate")
-            raise Problem(409, "id-number-taken", "id_number: this ID number already backs another account",
-                          extra={"errors": [{"field": "id_number", "message": "already backs another account"}]},
-                          ) from None
+            await self._audit.record_detached(
+                actor,
+                "resident.real_name",
+                target_type="resident",
+                target_id=str(principal.resident_id),
+                outcome="duplicate",
+            )
+            raise Problem(
+                409,
+                "id-number-taken",
+                "id_number: this ID number already backs another account",
+                extra={"errors": [{"field": "id_number", "message": "already backs another account"}]},
+            ) from None
         if not updated:
             raise Problem(409, "already-verified", "this account is already real-name verified")
-        await self._audit.record(conn, actor, "resident.real_name", target_type="resident",
-                                 target_id=str(principal.resident_id))
+        await self._audit.record(
+            conn, actor, "resident.real_name", target_type="resident", target_id=str(principal.resident_id)
+        )
         return level_name(max(2, row["level"]))
 
     async def start_face_verification(self, conn: Any, principal: ResidentPrincipal) -> tuple[str, int]:
@@ -291,15 +413,30 @@ class ResidentService:
             raise Problem(403, "level-required", "face verification needs real-name verification (L2) first")
         return await self._liveness.start(str(principal.resident_id))
 
-    async def confirm_face_verification(self, conn: Any, principal: ResidentPrincipal, session_id: str,
-                                        result_token: str, actor: Actor) -> str:
+    async def confirm_face_verification(
+        self, conn: Any, principal: ResidentPrincipal, session_id: str, result_token: str, actor: Actor
+    ) -> str:
         if not await self._liveness.confirm(str(principal.resident_id), session_id, result_token):
-            await self._audit.record_detached(actor, "resident.face_verification", target_type="resident",
-                                              target_id=str(principal.resident_id), outcome="failure")
-            raise Problem(422, "liveness-failed", "result_token: the liveness check did not pass for this session",
-                          extra={"errors": [{"field": "result_token", "message": "liveness not confirmed"}]})
+            await self._audit.record_detached(
+                actor,
+                "resident.face_verification",
+                target_type="resident",
+                target_id=str(principal.resident_id),
+                outcome="failure",
+            )
+            raise Problem(
+                422,
+                "liveness-failed",
+                "result_token: the liveness check did not pass for this session",
+                extra={"errors": [{"field": "result_token", "message": "liveness not confirmed"}]},
+            )
         if not await self._residents.set_face_verified(conn, principal.resident_id):
             raise Problem(403, "level-required", "face verification needs real-name verification (L2) first")
-        await self._audit.record(conn, actor, "resident.face_verification", target_type="resident",
-                                 target_id=str(principal.resident_id))
+        await self._audit.record(
+            conn,
+            actor,
+            "resident.face_verification",
+            target_type="resident",
+            target_id=str(principal.resident_id),
+        )
         return "L3"

@@ -37,4 +37,6 @@ class DevOutboxSender:
 
 
 def otp_text(code: str, ttl_minutes: int) -> str:
-    return f"【泰州通】验证码 {code}，{ttl_minutes} 分钟内有效，请勿告诉他人。Your Taizhou Tong code is {code}."
+    return (
+        f"【泰州通】验证码 {code}，{ttl_minutes} 分钟内有效，请勿告诉他人。Your Taizhou Tong code is {code}."
+    )

@@ -29,8 +29,16 @@ class AccessTokens:
 
     def issue(self, resident_id: uuid.UUID, session_id: uuid.UUID, level: int) -> str:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": str(resident_id), "sid": str(session_id),
-                  "lvl": level, "iat": now, "exp": now + self.ttl, "typ": "access"}
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": str(resident_id),
+            "sid": str(session_id),
+            "lvl": level,
+            "iat": now,
+            "exp": now + self.ttl,
+            "typ": "access",
+        }
         return jwt.encode(claims, self._keys[self._kid], algorithm="HS256", headers={"kid": self._kid})
 
     def decode(self, token: str) -> dict[str, Any]:
@@ -40,7 +48,11 @@ class AccessTokens:
             if key is None:
                 raise InvalidToken("unknown key id")
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
+                token,
+                key,
+                algorithms=["HS256"],
+                audience=AUDIENCE,
+                issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "sid"]},
             )
         except jwt.ExpiredSignatureError:

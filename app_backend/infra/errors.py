@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app_backend.infra.db import PoolExhausted
@@ -17,9 +17,18 @@ PROBLEM_BASE = "https://taizhoutong.cn/problems/"
 _log = structlog.get_logger("errors")
 
 _TITLES = {
-    400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Request body too large", 415: "Unsupported media type", 422: "Unprocessable content",
-    429: "Too many requests", 500: "Internal server error", 503: "Service unavailable",
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
 }
 
 
@@ -27,7 +36,12 @@ class Problem(HTTPException):
     """A problem with a stable `type` slug clients can switch on."""
 
     def __init__(
-        self, status: int, slug: str, detail: str, *, headers: dict[str, str] | None = None,
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers, extra=dict(extra or {}))
@@ -35,14 +49,25 @@ class Problem(HTTPException):
 
 
 def field_error(field: str, message: str, status: int = 400) -> Problem:
-    return Problem(status, "validation", f"{field}: {message}",
-                   extra={"errors": [{"field": field, "message": message}]})
+    return Problem(
+        status, "validation", f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
+    )
 
 
-def problem_response(status: int, slug: str, detail: str, *, headers: dict[str, str] | None = None,
-                     extra: Mapping[str, Any] | None = None, instance: str = "") -> Response[dict[str, Any]]:
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    instance: str = "",
+) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
-        "type": PROBLEM_BASE + slug, "title": _TITLES.get(status, "Error"), "status": status, "detail": detail,
+        "type": PROBLEM_BASE + slug,
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
     }
     if instance:
         body["instance"] = instance
@@ -58,7 +83,10 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
             continue
         message = str(item.get("message", "invalid value"))
         key = str(item.get("key") or "")
-        field = (_field_from_message(message) if key in ("", "data") else key) or key or "body"
+        # "data" is Litestar's name for the whole body, not a field the client sent.
+        field = (_field_from_message(message) if key in ("", "data") else key) or "body"
+        if field == "body" and message == "'data'":  # no body at all
+            message = "a JSON object is required"
         errors.append({"field": field, "message": message, "source": str(item.get("source", "body"))})
     if not errors:
         errors.append({"field": "body", "message": exc.detail, "source": "body"})
@@ -69,8 +97,9 @@ def _field_from_message(message: str) -> str:
     # msgspec says "... - at `$.phone`" or "Object missing required field `phone`"
     if "`$." in message:
         return message.rsplit("`$.", 1)[1].split("`", 1)[0]
-    if "required field `" in message:
-        return message.split("required field `", 1)[1].split("`", 1)[0]
+    for marker in ("required field `", "unknown field `"):
+        if marker in message:
+            return message.split(marker, 1)[1].split("`", 1)[0]
     return ""
 
 
@@ -78,32 +107,66 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     status = exc.status_code
     instance = request.url.path
     if isinstance(exc, Problem):
-        return problem_response(status, exc.slug, exc.detail, headers=exc.headers,
-                                extra=exc.extra if isinstance(exc.extra, Mapping) else None, instance=instance)
-    if isinstance(exc, ValidationException) or (status == 400 and "JSON" in (exc.detail or "")):
-        errors = _validation_errors(exc) if isinstance(exc, ValidationException) else [
-            {"field": "body", "message": exc.detail, "source": "body"}]
+        return problem_response(
+            status,
+            exc.slug,
+            exc.detail,
+            headers=exc.headers,
+            extra=exc.extra if isinstance(exc.extra, Mapping) else None,
+            instance=instance,
+        )
+    # A body that does not decode (malformed, truncated) comes as a 400 caused by a SerializationException.
+    undecodable = status == 400 and (
+        "JSON" in (exc.detail or "") or isinstance(exc.__cause__, SerializationException)
+    )
+    if isinstance(exc, ValidationException) or undecodable:
+        errors = (
+            _validation_errors(exc)
+            if isinstance(exc, ValidationException)
+            else [{"field": "body", "message": exc.detail, "source": "body"}]
+        )
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(400, "validation", detail, extra={"errors": errors}, instance=instance)
     detail = exc.detail or _TITLES.get(status, "Error")
     if status == 413:
-        return problem_response(413, "body-too-large", "body: the request body is larger than allowed",
-                                extra={"errors": [{"field": "body", "message": "too large"}]}, instance=instance)
-    return problem_response(status, _TITLES.get(status, "error").lower().replace(" ", "-"), detail,
-                            headers=exc.headers, instance=instance)
+        return problem_response(
+            413,
+            "body-too-large",
+            "body: the request body is larger than allowed",
+            extra={"errors": [{"field": "body", "message": "too large"}]},
+            instance=instance,
+        )
+    return problem_response(
+        status,
+        _TITLES.get(status, "error").lower().replace(" ", "-"),
+        detail,
+        headers=exc.headers,
+        instance=instance,
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     _log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
-    return problem_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred; it is logged",
-                            instance=request.url.path)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal",
+        "an unexpected error occurred; it is logged",
+        instance=request.url.path,
+    )
 
 
 def handle_overload(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    return problem_response(503, "overloaded", "the service is busy; retry shortly", headers={"Retry-After": "1"},
-                            instance=request.url.path)
+    return problem_response(
+        503,
+        "overloaded",
+        "the service is busy; retry shortly",
+        headers={"Retry-After": "1"},
+        instance=request.url.path,
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    HTTPException: handle_http_exception, PoolExhausted: handle_overload, Exception: handle_unexpected,
+    HTTPException: handle_http_exception,
+    PoolExhausted: handle_overload,
+    Exception: handle_unexpected,
 }

@@ -11,10 +11,22 @@ from typing import Any
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-REDACTED_KEYS = frozenset({
-    "phone", "name", "id_number", "otp", "code", "secret", "token", "access_token", "refresh_token",
-    "authorization", "password", "body",
-})
+REDACTED_KEYS = frozenset(
+    {
+        "phone",
+        "name",
+        "id_number",
+        "otp",
+        "code",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "authorization",
+        "password",
+        "body",
+    }
+)
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -24,13 +36,30 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    # Lines from libraries (stdlib logging) get the same JSON shape and request id as ours.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
@@ -69,7 +98,12 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_with_id)
         finally:
             # The path only: query strings may carry personal data.
-            _access.info("request", method=scope["method"], path=scope["path"], status=status,
-                         ms=round((time.perf_counter() - started) * 1000, 2))
+            _access.info(
+                "request",
+                method=scope.get("method", ""),
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
 
     return middleware

@@ -30,15 +30,20 @@ async def apply_migrations(dsn: str, packages: tuple[str, ...] = MIGRATION_PACKA
                    PRIMARY KEY (package, name))"""
         )
         for package in packages:
-            done = {r["name"] for r in await conn.fetch(
-                "SELECT name FROM public.schema_migrations WHERE package = $1", package)}
+            done = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT name FROM public.schema_migrations WHERE package = $1", package
+                )
+            }
             for name, sql in _scripts(package):
                 if name in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
-                        "INSERT INTO public.schema_migrations (package, name) VALUES ($1, $2)", package, name)
+                        "INSERT INTO public.schema_migrations (package, name) VALUES ($1, $2)", package, name
+                    )
                 applied.append(f"{package}/{name}")
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

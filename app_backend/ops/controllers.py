@@ -30,11 +30,12 @@ class HealthController(Controller):
             try:
                 await asyncio.wait_for(probe(), timeout=2)
                 checks[name] = "ok"
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            except Exception as exc:
                 checks[name] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
-        return Response({"status": "ready" if ready else "not-ready", "checks": checks},
-                        status_code=200 if ready else 503)
+        return Response(
+            {"status": "ready" if ready else "not-ready", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @get("/api/v1/ping", summary="A trivial JSON endpoint (the benchmark baseline)")
     async def ping(self) -> dict[str, str]:

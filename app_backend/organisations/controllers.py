@@ -40,21 +40,29 @@ class Staff(msgspec.Struct, frozen=True):
     roles: frozenset[str]
 
 
-async def provide_staff(request: Request[Any, Any, Any], services: Services, db: Any,
-                        resident: ResidentPrincipal) -> Staff:
+async def provide_staff(
+    request: Request[Any, Any, Any], services: Services, db: Any, resident: ResidentPrincipal
+) -> Staff:
     actor = Actor("staff", str(resident.resident_id), request_id(request), client_ip(request))
     roles = frozenset(await ResidentRepository().staff_roles(db, resident.resident_id))
     if not roles:
-        await services.audit.record_detached(actor, "admin.access", target_type="path",
-                                             target_id=request.url.path, outcome="denied")
+        await services.audit.record_detached(
+            actor, "admin.access", target_type="path", target_id=request.url.path, outcome="denied"
+        )
         raise Problem(403, "forbidden", "this endpoint is for operations staff")
     return Staff(actor=actor, roles=roles)
 
 
 async def _require(services: Services, staff: Staff, path: str, *allowed: str) -> None:
     if staff.roles.isdisjoint(allowed):
-        await services.audit.record_detached(staff.actor, "admin.access", target_type="path", target_id=path,
-                                             outcome="denied", detail={"needs": list(allowed)})
+        await services.audit.record_detached(
+            staff.actor,
+            "admin.access",
+            target_type="path",
+            target_id=path,
+            outcome="denied",
+            detail={"needs": list(allowed)},
+        )
         raise Problem(403, "forbidden", f"this action needs one of the roles: {', '.join(allowed)}")
 
 
@@ -64,97 +72,188 @@ class AdminController(Controller):
     dependencies = {"staff": Provide(provide_staff)}
 
     @get("/organisations", summary="All organisations")
-    async def list_organisations(self, request: Request[Any, Any, Any], services: Services, db: Any,
-                                 staff: Staff) -> Organisations:
+    async def list_organisations(
+        self, request: Request[Any, Any, Any], services: Services, db: Any, staff: Staff
+    ) -> Organisations:
         await _require(services, staff, request.url.path, "ops_admin", "ops_reviewer", "auditor")
         await services.audit.record(db, staff.actor, "admin.organisation_list")
-        return Organisations(organisations=await services.organisations.list(db))
+        return Organisations(organisations=await services.organisations.list_all(db))
 
     @post("/organisations", status_code=HTTP_201_CREATED, summary="Register an organisation")
-    async def create_organisation(self, request: Request[Any, Any, Any], data: OrganisationCreate,
-                                  services: Services, db: Any, staff: Staff) -> Organisation:
+    async def create_organisation(
+        self,
+        request: Request[Any, Any, Any],
+        data: OrganisationCreate,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> Organisation:
         await _require(services, staff, request.url.path, "ops_admin")
         return await services.organisations.create(db, data.name, data.kind, data.location, staff.actor)
 
     @get("/organisations/{organisation_id:uuid}/credentials", summary="An organisation's credentials")
-    async def list_credentials(self, request: Request[Any, Any, Any], organisation_id: uuid.UUID,
-                               services: Services, db: Any, staff: Staff) -> Credentials:
+    async def list_credentials(
+        self,
+        request: Request[Any, Any, Any],
+        organisation_id: uuid.UUID,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> Credentials:
         await _require(services, staff, request.url.path, "ops_admin", "auditor")
-        await services.audit.record(db, staff.actor, "admin.credential_list", target_type="organisation",
-                                    target_id=str(organisation_id))
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.credential_list",
+            target_type="organisation",
+            target_id=str(organisation_id),
+        )
         return Credentials(credentials=await services.organisations.credentials(db, organisation_id))
 
-    @post("/organisations/{organisation_id:uuid}/credentials", status_code=HTTP_201_CREATED,
-          summary="Issue an API credential (the secret is shown once)")
-    async def issue_credential(self, request: Request[Any, Any, Any], organisation_id: uuid.UUID,
-                               data: CredentialCreate, services: Services, db: Any, staff: Staff) -> CredentialIssued:
+    @post(
+        "/organisations/{organisation_id:uuid}/credentials",
+        status_code=HTTP_201_CREATED,
+        summary="Issue an API credential (the secret is shown once)",
+    )
+    async def issue_credential(
+        self,
+        request: Request[Any, Any, Any],
+        organisation_id: uuid.UUID,
+        data: CredentialCreate,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> CredentialIssued:
         await _require(services, staff, request.url.path, "ops_admin")
-        return await services.organisations.issue_credential(db, organisation_id, data.scopes, data.label,
-                                                             staff.actor)
+        return await services.organisations.issue_credential(
+            db, organisation_id, data.scopes, data.label, staff.actor
+        )
 
-    @delete("/organisations/{organisation_id:uuid}/credentials/{key_id:str}", status_code=HTTP_204_NO_CONTENT,
-            summary="Revoke an API credential")
-    async def revoke_credential(self, request: Request[Any, Any, Any], organisation_id: uuid.UUID, key_id: str,
-                                services: Services, db: Any, staff: Staff) -> None:
+    @delete(
+        "/organisations/{organisation_id:uuid}/credentials/{key_id:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Revoke an API credential",
+    )
+    async def revoke_credential(
+        self,
+        request: Request[Any, Any, Any],
+        organisation_id: uuid.UUID,
+        key_id: str,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> None:
         await _require(services, staff, request.url.path, "ops_admin")
         await services.organisations.revoke_credential(db, organisation_id, key_id, staff.actor)
-        services.machine_auth.forget(key_id)
+        await services.machine_auth.revoke(key_id)
 
     @post("/staff", status_code=HTTP_201_CREATED, summary="Grant a staff role")
-    async def grant_role(self, request: Request[Any, Any, Any], data: StaffGrant, services: Services, db: Any,
-                         staff: Staff) -> dict[str, str]:
+    async def grant_role(
+        self, request: Request[Any, Any, Any], data: StaffGrant, services: Services, db: Any, staff: Staff
+    ) -> dict[str, str]:
         await _require(services, staff, request.url.path, "ops_admin")
         repo = ResidentRepository()
         if await repo.get(db, data.resident_id) is None:
             raise Problem(404, "not-found", "resident_id: no such resident")
         await repo.grant_role(db, data.resident_id, data.role, f"staff:{staff.actor.id}")
-        await services.audit.record(db, staff.actor, "admin.staff_grant", target_type="resident",
-                                    target_id=str(data.resident_id), detail={"role": data.role})
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.staff_grant",
+            target_type="resident",
+            target_id=str(data.resident_id),
+            detail={"role": data.role},
+        )
         return {"resident_id": str(data.resident_id), "role": data.role}
 
-    @post("/residents/{resident_id:uuid}/status", status_code=HTTP_200_OK, summary="Block or unblock a resident")
-    async def set_status(self, request: Request[Any, Any, Any], resident_id: uuid.UUID,
-                         data: ResidentStatusChange, services: Services, db: Any, staff: Staff) -> dict[str, str]:
+    @post(
+        "/residents/{resident_id:uuid}/status", status_code=HTTP_200_OK, summary="Block or unblock a resident"
+    )
+    async def set_status(
+        self,
+        request: Request[Any, Any, Any],
+        resident_id: uuid.UUID,
+        data: ResidentStatusChange,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> dict[str, str]:
         await _require(services, staff, request.url.path, "ops_admin")
         if not await ResidentRepository().set_status(db, resident_id, data.status):
             raise Problem(404, "not-found", "resident_id: no such resident")
         if data.status == "blocked":
             await services.auth.revoke_all(db, resident_id, "blocked by operations")
-        await services.audit.record(db, staff.actor, "admin.resident_status", target_type="resident",
-                                    target_id=str(resident_id), detail={"status": data.status,
-                                                                        "reason": data.reason})
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.resident_status",
+            target_type="resident",
+            target_id=str(resident_id),
+            detail={"status": data.status, "reason": data.reason},
+        )
         return {"resident_id": str(resident_id), "status": data.status}
 
-    @post("/residents/{resident_id:uuid}/reveal", status_code=HTTP_200_OK,
-          summary="Unmasked personal data of a resident (audited, needs a reason)")
-    async def reveal(self, request: Request[Any, Any, Any], resident_id: uuid.UUID, data: RevealRequest,
-                     services: Services, db: Any, staff: Staff) -> dict[str, str | None]:
+    @post(
+        "/residents/{resident_id:uuid}/reveal",
+        status_code=HTTP_200_OK,
+        summary="Unmasked personal data of a resident (audited, needs a reason)",
+    )
+    async def reveal(
+        self,
+        request: Request[Any, Any, Any],
+        resident_id: uuid.UUID,
+        data: RevealRequest,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> dict[str, str | None]:
         await _require(services, staff, request.url.path, "ops_admin")
         revealed = await services.residents.reveal(db, resident_id)
-        await services.audit.record(db, staff.actor, "admin.resident_reveal", target_type="resident",
-                                    target_id=str(resident_id), detail={"reason": data.reason})
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.resident_reveal",
+            target_type="resident",
+            target_id=str(resident_id),
+            detail={"reason": data.reason},
+        )
         return revealed
 
-    @post("/uscc-overrides", status_code=HTTP_201_CREATED,
-          summary="Admit a registry credit code that fails the checksum (audited)")
-    async def uscc_override(self, request: Request[Any, Any, Any], data: UsccOverride, services: Services,
-                            db: Any, staff: Staff) -> dict[str, str]:
+    @post(
+        "/uscc-overrides",
+        status_code=HTTP_201_CREATED,
+        summary="Admit a registry credit code that fails the checksum (audited)",
+    )
+    async def uscc_override(
+        self, request: Request[Any, Any, Any], data: UsccOverride, services: Services, db: Any, staff: Staff
+    ) -> dict[str, str]:
         await _require(services, staff, request.url.path, "ops_admin")
         uscc = await services.enterprises.grant_override(db, data.uscc, data.reason, staff.actor)
         return {"uscc": uscc, "status": "admitted"}
 
     @get("/audit", summary="Search the audit trail")
-    async def audit(self, request: Request[Any, Any, Any], services: Services, db: Any, staff: Staff,
-                    actor_id: str | None = Parameter(query="actor_id", default=None, max_length=64),
-                    target_id: str | None = Parameter(query="target_id", default=None, max_length=64),
-                    action: str | None = Parameter(query="action", default=None, max_length=64),
-                    before_id: int | None = Parameter(query="before_id", default=None, ge=1),
-                    limit: int = Parameter(query="limit", default=100, ge=1, le=500)) -> AuditPage:
+    async def audit(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        db: Any,
+        staff: Staff,
+        actor_id: str | None = Parameter(query="actor_id", default=None, max_length=64),
+        target_id: str | None = Parameter(query="target_id", default=None, max_length=64),
+        action: str | None = Parameter(query="action", default=None, max_length=64),
+        before_id: int | None = Parameter(query="before_id", default=None, ge=1),
+        limit: int = Parameter(query="limit", default=100, ge=1, le=500),
+    ) -> AuditPage:
         await _require(services, staff, request.url.path, "auditor", "ops_admin")
-        events = await services.audit.search(db, actor_id=actor_id, target_id=target_id, action=action,
-                                             before_id=before_id, limit=limit)
-        await services.audit.record(db, staff.actor, "admin.audit_search",
-                                    detail={"actor_id": actor_id, "target_id": target_id, "action": action})
+        events = await services.audit.search(
+            db, actor_id=actor_id, target_id=target_id, action=action, before_id=before_id, limit=limit
+        )
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.audit_search",
+            detail={"actor_id": actor_id, "target_id": target_id, "action": action},
+        )
         return AuditPage(events=events)
 
 
@@ -162,8 +261,9 @@ async def provide_machine(request: Request[Any, Any, Any], services: Services) -
     """A Litestar dependency for machine endpoints: the request must carry a valid, fresh, unused signature."""
     query = request.scope.get("query_string", b"").decode("latin-1")
     path = request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
-    return await services.machine_auth.authenticate(services.side_pool, request.method, path, request.headers,
-                                                    await request.body())
+    return await services.machine_auth.authenticate(
+        services.side_pool, request.method, path, request.headers, await request.body()
+    )
 
 
 MACHINE = {"machine": Provide(provide_machine)}
@@ -176,9 +276,13 @@ class MachineController(Controller):
 
     @get("/whoami", summary="Which organisation and scopes this signed request speaks for")
     async def whoami(self, machine: MachinePrincipal) -> WhoAmI:
-        return WhoAmI(key_id=machine.key_id, organisation_id=machine.organisation_id,
-                      organisation_name=machine.organisation_name, organisation_kind=machine.organisation_kind,
-                      scopes=sorted(machine.scopes))
+        return WhoAmI(
+            key_id=machine.key_id,
+            organisation_id=machine.organisation_id,
+            organisation_name=machine.organisation_name,
+            organisation_kind=machine.organisation_kind,
+            scopes=sorted(machine.scopes),
+        )
 
     @post("/echo", status_code=HTTP_200_OK, summary="Echo a signed JSON body (integration check for clients)")
     async def echo(self, machine: MachinePrincipal, data: dict[str, Any]) -> dict[str, Any]:

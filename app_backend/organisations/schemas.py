@@ -8,13 +8,26 @@ import msgspec
 
 OrganisationKind = Literal["department", "verifier_operator", "merchant", "operations"]
 StaffRole = Literal["ops_admin", "ops_reviewer", "auditor"]
-Reason = Annotated[str, msgspec.Meta(min_length=4, max_length=500, description="why; kept in the audit trail")]
+Reason = Annotated[
+    str, msgspec.Meta(min_length=4, max_length=500, description="why; kept in the audit trail")
+]
 
 # What a machine credential may do. Later issues check these on their endpoints.
-KNOWN_SCOPES = frozenset({
-    "feeds:health", "feeds:insurance", "verify:transit", "verify:health", "verify:medical", "verify:enterprise",
-    "gates:sync", "gates:taps", "tiles:manage", "licences:issue", "settlements:read",
-})
+KNOWN_SCOPES = frozenset(
+    {
+        "feeds:health",
+        "feeds:insurance",
+        "verify:transit",
+        "verify:health",
+        "verify:medical",
+        "verify:enterprise",
+        "gates:sync",
+        "gates:taps",
+        "tiles:manage",
+        "licences:issue",
+        "settlements:read",
+    }
+)
 
 
 class OrganisationCreate(msgspec.Struct, forbid_unknown_fields=True):

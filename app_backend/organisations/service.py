@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -25,7 +26,14 @@ from app_backend.organisations.schemas import (
     Organisation,
 )
 
-_SECRET_FIELD = "credential.secret"
+_SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
+_KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
+# Long enough for every process's credential cache to have expired and the revoking transaction to commit.
+_REVOKED_MARK_TTL = 3600
+
+
+def _revoked_key(key_id: str) -> str:
+    return f"credential:revoked:{key_id}"
 
 
 class OrganisationService:
@@ -34,17 +42,29 @@ class OrganisationService:
         self._audit = audit
         self._repo = OrganisationRepository()
 
-    async def create(self, conn: Any, name: str, kind: str, location: str | None, actor: Actor) -> Organisation:
+    async def create(
+        self, conn: Any, name: str, kind: str, location: str | None, actor: Actor
+    ) -> Organisation:
         row = await self._repo.create(conn, " ".join(name.split()), kind, location)
         if row is None:
-            raise Problem(409, "organisation-exists", "name: an organisation with this name exists",
-                          extra={"errors": [{"field": "name", "message": "already exists"}]})
-        await self._audit.record(conn, actor, "admin.organisation_create", target_type="organisation",
-                                 target_id=str(row["id"]), detail={"kind": kind})
+            raise Problem(
+                409,
+                "organisation-exists",
+                "name: an organisation with this name exists",
+                extra={"errors": [{"field": "name", "message": "already exists"}]},
+            )
+        await self._audit.record(
+            conn,
+            actor,
+            "admin.organisation_create",
+            target_type="organisation",
+            target_id=str(row["id"]),
+            detail={"kind": kind},
+        )
         return Organisation(**dict(row))
 
-    async def list(self, conn: Any) -> list[Organisation]:
-        return [Organisation(**dict(r)) for r in await self._repo.list(conn)]
+    async def list_all(self, conn: Any) -> list[Organisation]:
+        return [Organisation(**dict(r)) for r in await self._repo.list_all(conn)]
 
     async def _existing(self, conn: Any, organisation_id: uuid.UUID) -> Any:
         row = await self._repo.get(conn, organisation_id)
@@ -52,32 +72,55 @@ class OrganisationService:
             raise Problem(404, "not-found", "organisation not found")
         return row
 
-    async def issue_credential(self, conn: Any, organisation_id: uuid.UUID, scopes: list[str], label: str,
-                               actor: Actor) -> CredentialIssued:
-        unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    async def issue_credential(
+        self, conn: Any, organisation_id: uuid.UUID, scopes: list[str], label: str, actor: Actor
+    ) -> CredentialIssued:
+        unknown: list[str] = sorted(set(scopes) - KNOWN_SCOPES)
         if unknown:
             raise field_error("scopes", f"unknown scopes: {', '.join(unknown)}")
         await self._existing(conn, organisation_id)
         key_id = "tzk_" + secrets.token_hex(8)
         secret = "tzs_" + secrets.token_urlsafe(32)
-        clean = sorted(set(scopes))
-        await self._repo.add_credential(conn, key_id, organisation_id, self._cipher.encrypt(_SECRET_FIELD, secret),
-                                        clean, label)
-        await self._audit.record(conn, actor, "admin.credential_issue", target_type="organisation",
-                                 target_id=str(organisation_id), detail={"key_id": key_id, "scopes": clean})
+        clean: list[str] = sorted(set(scopes))
+        await self._repo.add_credential(
+            conn, key_id, organisation_id, self._cipher.encrypt(_SECRET_FIELD, secret), clean, label
+        )
+        await self._audit.record(
+            conn,
+            actor,
+            "admin.credential_issue",
+            target_type="organisation",
+            target_id=str(organisation_id),
+            detail={"key_id": key_id, "scopes": clean},
+        )
         return CredentialIssued(key_id=key_id, secret=secret, scopes=clean, organisation_id=organisation_id)
 
     async def credentials(self, conn: Any, organisation_id: uuid.UUID) -> list[Credential]:
         await self._existing(conn, organisation_id)
-        return [Credential(key_id=r["key_id"], scopes=list(r["scopes"]), label=r["label"],
-                           created_at=r["created_at"], revoked_at=r["revoked_at"])
-                for r in await self._repo.credentials(conn, organisation_id)]
+        return [
+            Credential(
+                key_id=r["key_id"],
+                scopes=list(r["scopes"]),
+                label=r["label"],
+                created_at=r["created_at"],
+                revoked_at=r["revoked_at"],
+            )
+            for r in await self._repo.credentials(conn, organisation_id)
+        ]
 
-    async def revoke_credential(self, conn: Any, organisation_id: uuid.UUID, key_id: str, actor: Actor) -> None:
+    async def revoke_credential(
+        self, conn: Any, organisation_id: uuid.UUID, key_id: str, actor: Actor
+    ) -> None:
         if not await self._repo.revoke_credential(conn, organisation_id, key_id):
             raise Problem(404, "not-found", "key_id: no active credential with this id in this organisation")
-        await self._audit.record(conn, actor, "admin.credential_revoke", target_type="organisation",
-                                 target_id=str(organisation_id), detail={"key_id": key_id})
+        await self._audit.record(
+            conn,
+            actor,
+            "admin.credential_revoke",
+            target_type="organisation",
+            target_id=str(organisation_id),
+            detail={"key_id": key_id},
+        )
 
 
 class MachineAuth:
@@ -93,7 +136,9 @@ class MachineAuth:
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}
 
-    def forget(self, key_id: str) -> None:
+    async def revoke(self, key_id: str) -> None:
+        """Marks the key revoked in Redis, which every process checks with the nonce; outlives all caches."""
+        await self._redis.set(_revoked_key(key_id), 1, ex=_REVOKED_MARK_TTL)
         self._cache.pop(key_id, None)
 
     async def _credential(self, pool: asyncpg.Pool, key_id: str) -> tuple[str, MachinePrincipal] | None:
@@ -105,19 +150,31 @@ class MachineAuth:
             row = await self._repo.credential_for_auth(conn, key_id)
         value = None
         if row is not None and row["revoked_at"] is None and row["organisation_status"] == "active":
-            value = (self._cipher.decrypt(_SECRET_FIELD, row["secret_enc"]),
-                     MachinePrincipal(key_id=key_id, organisation_id=row["organisation_id"],
-                                      organisation_name=row["organisation_name"],
-                                      organisation_kind=row["organisation_kind"], scopes=frozenset(row["scopes"])))
-        if len(self._cache) > 10_000:
-            self._cache.clear()
+            value = (
+                self._cipher.decrypt(_SECRET_FIELD, row["secret_enc"]),
+                MachinePrincipal(
+                    key_id=key_id,
+                    organisation_id=row["organisation_id"],
+                    organisation_name=row["organisation_name"],
+                    organisation_kind=row["organisation_kind"],
+                    scopes=frozenset(row["scopes"]),
+                ),
+            )
+        while len(self._cache) >= 10_000:  # drop the oldest entries, not the whole cache
+            self._cache.pop(next(iter(self._cache)))
         self._cache[key_id] = (now + self.cache_ttl, value)
         return value
 
-    async def authenticate(self, pool: asyncpg.Pool, method: str, path_with_query: str,
-                           headers: Any, body: bytes) -> MachinePrincipal:
+    async def authenticate(
+        self, pool: asyncpg.Pool, method: str, path_with_query: str, headers: Any, body: bytes
+    ) -> MachinePrincipal:
         values = {}
-        for name in (signing.HEADER_KEY, signing.HEADER_TIMESTAMP, signing.HEADER_NONCE, signing.HEADER_SIGNATURE):
+        for name in (
+            signing.HEADER_KEY,
+            signing.HEADER_TIMESTAMP,
+            signing.HEADER_NONCE,
+            signing.HEADER_SIGNATURE,
+        ):
             value = headers.get(name)
             if not value or len(value) > 256:
                 raise _unsigned(f"{name}: header missing; machine requests must be signed ({signing.SCHEME})")
@@ -125,6 +182,8 @@ class MachineAuth:
         ts = values[signing.HEADER_TIMESTAMP]
         if not ts.isdigit() or abs(int(ts) - time.time()) > self._window:
             raise _unsigned(f"{signing.HEADER_TIMESTAMP}: outside the allowed window of ±{self._window} s")
+        if not _KEY_ID.fullmatch(values[signing.HEADER_KEY]):
+            raise _unsigned(f"{signing.HEADER_KEY}: unknown or revoked credential")
         found = await self._credential(pool, values[signing.HEADER_KEY])
         if found is None:
             raise _unsigned(f"{signing.HEADER_KEY}: unknown or revoked credential")
@@ -134,7 +193,14 @@ class MachineAuth:
             raise _unsigned(f"{signing.HEADER_SIGNATURE}: signature does not match the request")
         # Checked after the signature so nobody can burn another client's nonces.
         nonce_key = f"nonce:{principal.key_id}:{values[signing.HEADER_NONCE]}"
-        if not await self._redis.set(nonce_key, 1, nx=True, ex=2 * self._window + 5):
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip for both checks
+            pipe.set(nonce_key, 1, nx=True, ex=2 * self._window + 5)
+            pipe.exists(_revoked_key(principal.key_id))
+            fresh, revoked = await pipe.execute()
+        if revoked:
+            self._cache.pop(principal.key_id, None)
+            raise _unsigned(f"{signing.HEADER_KEY}: unknown or revoked credential")
+        if not fresh:
             raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
         return principal
 

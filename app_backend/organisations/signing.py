@@ -24,15 +24,26 @@ def canonical_string(method: str, path_with_query: str, timestamp: str, nonce: s
 
 
 def signature(secret: str, method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), canonical_string(method, path_with_query, timestamp, nonce, body),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), canonical_string(method, path_with_query, timestamp, nonce, body), hashlib.sha256
+    ).hexdigest()
 
 
-def sign_request(key_id: str, secret: str, method: str, path_with_query: str, body: bytes = b"",
-                 *, timestamp: int | None = None, nonce: str | None = None) -> dict[str, str]:
+def sign_request(
+    key_id: str,
+    secret: str,
+    method: str,
+    path_with_query: str,
+    body: bytes = b"",
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or secrets.token_hex(16)
     return {
-        HEADER_KEY: key_id, HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce,
+        HEADER_KEY: key_id,
+        HEADER_TIMESTAMP: ts,
+        HEADER_NONCE: nonce,
         HEADER_SIGNATURE: signature(secret, method, path_with_query, ts, nonce, body),
     }

@@ -1,0 +1,126 @@
+"""`tzt serve` as an operator runs it: Granian with two workers, the job worker, demo data, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app_backend.organisations.signing import sign_request
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": backing[0],
+        "REDIS_URL": backing[1],
+        "TZT_DATA_DIR": str(data_dir),
+        "TZT_ENV": "dev",
+        "TZT_PORT": str(port),
+        "TZT_WORKERS": "2",
+    }
+    log = data_dir / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app_backend.cli", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"tzt serve did not become ready:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield base, proc, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_banner_prints_the_urls(server):
+    base, _, log = server
+    text = log.read_text()
+    assert f"{base}/schema/swagger" in text and f"{base}/healthz" in text and f"{base}/readyz" in text
+
+
+def test_demo_resident_logs_in_over_real_http(server):
+    base, _, _ = server
+    phone = "13800000001"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        sent = http.post("/api/v1/auth/otp", json={"phone": phone})
+        assert sent.status_code in (202, 429)  # a rerun inside the cooldown minute still has a code
+        code = re.search(
+            r"\d{6}", http.get("/api/v1/dev/outbox", params={"phone": phone}).json()["messages"][0]["text"]
+        ).group(0)
+        tokens = http.post("/api/v1/auth/login", json={"phone": phone, "otp": code}).json()
+        me = http.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert me.status_code == 200 and me.headers["x-request-id"]
+        assert me.json()["level"] == "L2" and me.json()["enterprises"], "the demo resident has an enterprise"
+        assert me.json()["phone"] == "138****0001"
+
+
+def test_demo_gate_credential_signs_requests(server, data_dir):
+    base, _, _ = server
+    creds = json.loads((data_dir / "demo-credentials.json").read_text())["泰州地铁运营有限公司"]
+    headers = sign_request(creds["key_id"], creds["secret"], "GET", "/api/v1/machine/whoami")
+    answer = httpx.get(f"{base}/api/v1/machine/whoami", headers=headers, timeout=10)
+    assert answer.status_code == 200 and "verify:transit" in answer.json()["scopes"]
+    replay = httpx.get(f"{base}/api/v1/machine/whoami", headers=headers, timeout=10)
+    assert replay.status_code == 401, "the second worker must refuse the nonce the first one saw"
+
+
+def test_openapi_and_metrics_are_served(server):
+    base, _, _ = server
+    spec = httpx.get(f"{base}/schema/openapi.json", timeout=10).json()
+    assert "/api/v1/auth/login" in spec["paths"] and "/api/v1/enterprises" in spec["paths"]
+    assert httpx.get(f"{base}/schema/swagger", timeout=10).status_code == 200
+    metrics = httpx.get(f"{base}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
+
+
+def test_ctrl_c_stops_everything(server):
+    base, proc, _ = server
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/healthz", timeout=2)
+
+
+def test_migrate_is_idempotent(backing, data_dir):
+    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+    out = subprocess.run(
+        [sys.executable, "-m", "app_backend.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "up to date" in out.stdout
