@@ -21,6 +21,8 @@ from app_backend.ops.controllers import HealthController, MetricsController
 from app_backend.organisations.controllers import AdminController, MachineController
 from app_backend.services import Services
 from app_backend.settings import Settings, load_settings
+from code_service.container import ROUTES as CODE_ROUTES
+from code_service.container import CodeServices
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         EnterpriseController,
         AdminController,
         MachineController,
+        *CODE_ROUTES,
     ]
     if settings.is_dev:
         handlers.append(DevController)
@@ -50,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=handlers,
         dependencies=DEPENDENCIES,
-        signature_namespace={"Services": Services},
+        signature_namespace={"Services": Services, "CodeServices": CodeServices},
         lifespan=[lifespan],
         middleware=[request_id_middleware, prometheus.middleware],
         exception_handlers=EXCEPTION_HANDLERS,

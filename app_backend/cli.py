@@ -256,6 +256,43 @@ def cmd_staff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Rotate the code-signing key. Codes and credentials signed by the old key verify until they expire; the
+    old key leaves the JWKS 24 h after rotation. Every server process picks up the new key within 30 s."""
+
+    async def run(live: Settings) -> list[str]:
+        from app_backend.audit.schemas import Actor
+        from app_backend.services import Services
+        from code_service.keys.repository import KeyRepository
+
+        services = await Services.create(live)
+        try:
+            async with services.pool.acquire() as conn, conn.transaction():
+                if args.action == "rotate":
+                    kid = await services.codes.keys.rotate(conn)
+                    await services.audit.record(
+                        conn,
+                        Actor("cli", os.environ.get("USER", "cli")),
+                        "admin.key_rotate",
+                        target_type="signing_key",
+                        target_id=kid,
+                    )
+                    return [f"new signing key {kid}"]
+                rows = await KeyRepository().published(conn, 24 * 3600 + 60)
+                return [
+                    f"{r['kid']}  created {r['created_at']:%Y-%m-%d %H:%M}  "
+                    f"{'signing' if r['rotated_out_at'] is None else 'rotated out ' + str(r['rotated_out_at'])}"
+                    for r in rows
+                ]
+        finally:
+            await services.close()
+
+    with backing_services(load_settings()) as live:
+        asyncio.run(_migrate(live))
+        print("\n".join(asyncio.run(run(live))) or "no keys yet")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_argument("--phone", required=True)
     staff.add_argument("--role", required=True, choices=["ops_admin", "ops_reviewer", "auditor"])
     staff.set_defaults(func=cmd_staff)
+    keys = sub.add_parser("keys", help="code-signing keys: list the published ones, or rotate")
+    keys.add_argument("action", choices=["list", "rotate"])
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

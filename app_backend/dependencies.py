@@ -12,9 +12,11 @@ from litestar.di import Provide
 from app_backend.audit.schemas import Actor
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.infra.db import transaction_connection
+from code_service.ports import Holder, Scanner
 
 if TYPE_CHECKING:
     from app_backend.services import Services
+    from code_service.container import CodeServices
 
 
 def provide_services(state: State) -> Services:
@@ -56,7 +58,32 @@ def provide_anonymous_actor(request: Request[Any, Any, Any]) -> Actor:
     return Actor("anonymous", "", request_id(request), client_ip(request))
 
 
+def provide_codes(services: Services) -> CodeServices:
+    return services.codes
+
+
+def provide_holder(resident: ResidentPrincipal) -> Holder:
+    return Holder(resident_id=resident.resident_id)
+
+
+async def provide_scanner(request: Request[Any, Any, Any], services: Services) -> Scanner:
+    """code_service's view of a signed machine request."""
+    from app_backend.organisations.controllers import provide_machine
+
+    machine = await provide_machine(request, services)
+    return Scanner(
+        organisation_id=machine.organisation_id,
+        organisation_name=machine.organisation_name,
+        organisation_kind=machine.organisation_kind,
+        key_id=machine.key_id,
+        scopes=machine.scopes,
+    )
+
+
 DEPENDENCIES = {
+    "codes": Provide(provide_codes, sync_to_thread=False),
+    "holder": Provide(provide_holder, sync_to_thread=False),
+    "scanner": Provide(provide_scanner),
     "services": Provide(provide_services, sync_to_thread=False),
     "db": Provide(provide_db),
     "resident": Provide(provide_resident),

@@ -71,6 +71,20 @@ async def _resident(services: Services, conn: Any, phone: str, person: tuple[str
     return row["id"]
 
 
+async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> None:
+    """The demo resident rides (a withholding agreement), is green and insured; a signing key exists."""
+    from code_service.codes.repository import DevTransitRepository
+    from code_service.feeds.repository import FeedRepository
+
+    await services.codes.keys.ensure(conn)
+    await DevTransitRepository().set(conn, resident_id, has_agreement=True, in_debt=False, blocked=False)
+    health_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
+    insurance_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[1][0])
+    person = services.cipher.lookup_hash("resident.id_number", DEMO_PEOPLE[1][1])
+    await FeedRepository().upsert_health(conn, person, "green", health_dept["id"])
+    await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept["id"])
+
+
 async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
     """Returns the demo credentials by organisation name, reusing `known_credentials` still valid."""
     stored = dict(known_credentials)
@@ -107,5 +121,6 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
                 "secret": issued.secret,
                 "scopes": issued.scopes,
             }
+        await _seed_code_facts(services, conn, resident_id)
         await services.audit.record(conn, SEED_ACTOR, "seed.demo")
     return stored

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app_backend.audit.service import AuditTrail
+from app_backend.directory import IdentityDirectory
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
 from app_backend.enterprises.service import EnterpriseService
 from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegistry, PopulationRegistry
@@ -18,6 +21,8 @@ from app_backend.infra.crypto import FieldCipher
 from app_backend.infra.db import create_pool
 from app_backend.organisations.service import MachineAuth, OrganisationService
 from app_backend.settings import Settings
+from code_service.codes.service import DevTransitEligibility
+from code_service.container import CodeServices
 
 
 def create_redis(url: str, max_connections: int = 64) -> Redis:
@@ -45,6 +50,7 @@ class Services:
     machine_auth: MachineAuth
     dev_outbox: DevOutboxSender
     dev_liveness: DevLivenessProvider
+    codes: CodeServices
 
     @property
     def liveness(self) -> DevLivenessProvider:
@@ -88,9 +94,18 @@ class Services:
             machine_auth=MachineAuth(redis, cipher, settings.signature_window),
             dev_outbox=outbox,
             dev_liveness=liveness,
+            codes=CodeServices.create(
+                pool,
+                redis,
+                cipher,
+                IdentityDirectory(cipher, settings),
+                DevTransitEligibility(),
+                rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
+            ),
         )
 
     async def close(self) -> None:
+        await self.codes.close()
         await self.redis.aclose()
         await self.pool.close()
         await self.side_pool.close()

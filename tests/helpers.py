@@ -99,3 +99,36 @@ async def signed(
     if raw:
         headers["Content-Type"] = "application/json"
     return await client.request(method, path, content=raw, headers=headers)
+
+
+async def machine_credential(
+    client: AsyncTestClient, services: Services, scopes: list[str], kind: str = "verifier_operator"
+) -> dict[str, Any]:
+    """A fresh organisation with one credential holding `scopes` (issued through the admin API)."""
+    admin = await staff(client, services)
+    org = await client.post(
+        "/api/v1/admin/organisations",
+        headers=bearer(admin),
+        json={"name": f"测试机构-{uuid.uuid4().hex[:10]}", "kind": kind, "location": "泰州"},
+    )
+    assert org.status_code == 201, org.text
+    issued = await client.post(
+        f"/api/v1/admin/organisations/{org.json()['id']}/credentials",
+        headers=bearer(admin),
+        json={"scopes": scopes},
+    )
+    assert issued.status_code == 201, issued.text
+    return {**issued.json(), "organisation": org.json(), "admin": admin}
+
+
+async def rider(client: AsyncTestClient, services: Services, *, agreement: bool = True) -> dict[str, Any]:
+    """A real-named resident with a withholding agreement (dev transit source)."""
+    from code_service.codes.repository import DevTransitRepository
+
+    person = await real_named(client, services)
+    async with services.pool.acquire() as conn:
+        await DevTransitRepository().set(
+            conn, uuid.UUID(person["resident_id"]), has_agreement=agreement, in_debt=False, blocked=False
+        )
+        await services.codes.facts.invalidate_resident(conn, uuid.UUID(person["resident_id"]))
+    return person

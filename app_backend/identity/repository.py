@@ -45,6 +45,12 @@ class ResidentRepository:
         )
         return value
 
+    async def find_by_id_number_hash(self, conn: Any, id_hash: bytes) -> uuid.UUID | None:
+        value: uuid.UUID | None = await conn.fetchval(
+            "SELECT id FROM identity.residents WHERE id_number_hash = $1", id_hash
+        )
+        return value
+
     async def set_real_name(
         self, conn: Any, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes
     ) -> bool:

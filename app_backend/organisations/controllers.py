@@ -183,6 +183,7 @@ class AdminController(Controller):
             raise Problem(404, "not-found", "resident_id: no such resident")
         if data.status == "blocked":
             await services.auth.revoke_all(db, resident_id, "blocked by operations")
+        await services.codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
         await services.audit.record(
             db,
             staff.actor,

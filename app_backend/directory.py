@@ -1,0 +1,59 @@
+"""The identity side's answers to code_service's questions (the `Directory` port)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app_backend.enterprises.repository import EnterpriseRepository
+from app_backend.identity.repository import ResidentRepository
+from app_backend.identity.validators import InvalidIdentifier, validate_id_number
+from app_backend.infra.crypto import FieldCipher, mask
+from app_backend.settings import Settings
+from code_service.ports import EnterpriseFacts
+
+
+class IdentityDirectory:
+    def __init__(self, cipher: FieldCipher, settings: Settings) -> None:
+        self._cipher = cipher
+        self._settings = settings
+        self._residents = ResidentRepository()
+        self._enterprises = EnterpriseRepository()
+
+    async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None:
+        row = await self._residents.get(conn, resident_id)
+        if row is None or row["name_enc"] is None:
+            return None
+        rule = self._settings.mask_name
+        return mask(self._cipher.decrypt("resident.name", row["name_enc"]), rule.head, rule.tail)
+
+    async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool:
+        row = await self._residents.get(conn, resident_id)
+        return row is not None and row["status"] == "active"
+
+    async def person_key_of(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+        value = await self._residents.id_number_hash(conn, resident_id)
+        return bytes(value) if value is not None else None
+
+    async def resident_of_person(self, conn: Any, person_key: bytes) -> uuid.UUID | None:
+        return await self._residents.find_by_id_number_hash(conn, person_key)
+
+    def person_key(self, id_number: str) -> bytes:
+        try:
+            normalised = validate_id_number(id_number)
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from None
+        return self._cipher.lookup_hash("resident.id_number", normalised)
+
+    async def enterprise_of_member(
+        self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID
+    ) -> EnterpriseFacts | None:
+        if await self._enterprises.member_role(conn, enterprise_id, resident_id) is None:
+            return None
+        return await self.enterprise(conn, enterprise_id)
+
+    async def enterprise(self, conn: Any, enterprise_id: uuid.UUID) -> EnterpriseFacts | None:
+        row = await self._enterprises.get(conn, enterprise_id)
+        if row is None:
+            return None
+        return EnterpriseFacts(id=row["id"], name=row["name"], uscc=row["uscc"], standing=row["standing"])

@@ -1,0 +1,95 @@
+"""HTTP for holders: server codes (JSON, SVG, PNG), enterprise codes, device credentials."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import segno
+from litestar import Controller, Response, delete, get, post
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from code_service.codes.schemas import (
+    DeviceCredential,
+    DeviceCredentialRequest,
+    DeviceCredentials,
+    IssuedCode,
+)
+from code_service.ports import Holder
+
+if TYPE_CHECKING:
+    from code_service.container import CodeServices
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def render(text: str, kind: str) -> bytes:
+    qr = segno.make(text, error="m", micro=False)
+    out = io.BytesIO()
+    qr.save(out, kind=kind, scale=6, border=2)
+    return out.getvalue()
+
+
+class CodeController(Controller):
+    path = "/api/v1/codes"
+    tags = ["codes"]
+
+    @post("/personal", status_code=HTTP_200_OK, summary="A server-signed personal code (valid at most 60 s)")
+    async def personal(self, codes: CodeServices, holder: Holder) -> Response[IssuedCode]:
+        return Response(await codes.issuing.personal_code(holder), headers=_NO_STORE)
+
+    @get("/personal.svg", summary="A fresh personal code as an SVG QR image", media_type="image/svg+xml")
+    async def personal_svg(self, codes: CodeServices, holder: Holder) -> Response[bytes]:
+        issued = await codes.issuing.personal_code(holder)
+        return Response(
+            render(issued.code, "svg"),
+            media_type="image/svg+xml",
+            headers={**_NO_STORE, "X-Code-Expires-At": str(issued.expires_at)},
+        )
+
+    @get("/personal.png", summary="A fresh personal code as a PNG QR image", media_type="image/png")
+    async def personal_png(self, codes: CodeServices, holder: Holder) -> Response[bytes]:
+        issued = await codes.issuing.personal_code(holder)
+        return Response(
+            render(issued.code, "png"),
+            media_type="image/png",
+            headers={**_NO_STORE, "X-Code-Expires-At": str(issued.expires_at)},
+        )
+
+    @post(
+        "/device-credentials",
+        status_code=HTTP_201_CREATED,
+        summary="Register this phone's P-256 key; returns a credential (at most 24 h) to sign codes offline",
+    )
+    async def register_device(
+        self, data: DeviceCredentialRequest, codes: CodeServices, holder: Holder, db: Any
+    ) -> DeviceCredential:
+        return await codes.issuing.device_credential(db, holder, data.public_key)
+
+    @get("/device-credentials", summary="My device credentials of the last day")
+    async def list_devices(self, codes: CodeServices, holder: Holder, db: Any) -> DeviceCredentials:
+        return DeviceCredentials(credentials=await codes.issuing.credentials(db, holder))
+
+    @delete(
+        "/device-credentials/{credential_id:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Revoke a lost phone's credential (online at once, gates at their next deny-list sync)",
+    )
+    async def revoke_device(self, credential_id: str, codes: CodeServices, holder: Holder, db: Any) -> None:
+        await codes.issuing.revoke_device(db, holder, credential_id)
+
+
+class EnterpriseCodeController(Controller):
+    path = "/api/v1/enterprises"
+    tags = ["codes"]
+
+    @post(
+        "/{enterprise_id:uuid}/code",
+        status_code=HTTP_200_OK,
+        summary="The enterprise's code, for its members (valid at most 60 s)",
+    )
+    async def enterprise_code(
+        self, enterprise_id: uuid.UUID, codes: CodeServices, holder: Holder, db: Any
+    ) -> Response[IssuedCode]:
+        return Response(await codes.issuing.enterprise_code(db, holder, enterprise_id), headers=_NO_STORE)

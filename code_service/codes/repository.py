@@ -1,0 +1,120 @@
+"""All SQL for subjects, device credentials, statuses and the dev transit source."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any
+
+
+class SubjectRepository:
+    async def get_or_create(self, conn: Any, kind: str, ref: uuid.UUID) -> bytes:
+        subject: bytes | None = await conn.fetchval(
+            """INSERT INTO codes.subjects (subject, kind, ref) VALUES ($1, $2, $3)
+               ON CONFLICT (kind, ref) DO NOTHING RETURNING subject""",
+            secrets.token_bytes(8),
+            kind,
+            ref,
+        )
+        if subject is None:
+            subject = await conn.fetchval(
+                "SELECT subject FROM codes.subjects WHERE kind = $1 AND ref = $2", kind, ref
+            )
+        assert subject is not None
+        return bytes(subject)
+
+    async def get(self, conn: Any, subject: bytes) -> Any:
+        return await conn.fetchrow(
+            "SELECT subject, kind, ref FROM codes.subjects WHERE subject = $1", subject
+        )
+
+    async def of_resident(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+        value = await conn.fetchval(
+            "SELECT subject FROM codes.subjects WHERE kind = 'resident' AND ref = $1", resident_id
+        )
+        return bytes(value) if value is not None else None
+
+
+class CredentialRepository:
+    async def insert(
+        self,
+        conn: Any,
+        credential_id: bytes,
+        resident_id: uuid.UUID,
+        subject: bytes,
+        device_key: bytes,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        flags: int,
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO codes.device_credentials (id, resident_id, subject, device_key, not_before, not_after,
+                                                      flags)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            credential_id,
+            resident_id,
+            subject,
+            device_key,
+            not_before,
+            not_after,
+            flags,
+        )
+
+    async def revoke(self, conn: Any, credential_id: bytes, resident_id: uuid.UUID, reason: str) -> bool:
+        result: str = await conn.execute(
+            """UPDATE codes.device_credentials SET revoked_at = now(), revoked_reason = $3
+               WHERE id = $1 AND resident_id = $2 AND revoked_at IS NULL""",
+            credential_id,
+            resident_id,
+            reason,
+        )
+        return result.endswith(" 1")
+
+    async def revoke_live_of(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+        rows = await conn.fetch(
+            """UPDATE codes.device_credentials SET revoked_at = now(), revoked_reason = $2
+               WHERE resident_id = $1 AND revoked_at IS NULL AND not_after > now() RETURNING id""",
+            resident_id,
+            reason,
+        )
+        return [bytes(r["id"]) for r in rows]
+
+    async def list_for(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            """SELECT id, not_before, not_after, created_at, revoked_at FROM codes.device_credentials
+               WHERE resident_id = $1 AND not_after > now() - interval '1 day' ORDER BY created_at DESC""",
+            resident_id,
+        )
+        return rows
+
+
+class StatusRepository:
+    async def statuses(self, conn: Any, person_key: bytes) -> tuple[str, bool]:
+        row = await conn.fetchrow(
+            """SELECT (SELECT colour FROM codes.health_status WHERE person_key = $1) AS colour,
+                      (SELECT insured FROM codes.insurance_status WHERE person_key = $1) AS insured""",
+            person_key,
+        )
+        return (row["colour"] or "unknown"), bool(row["insured"])
+
+
+class DevTransitRepository:
+    async def get(self, conn: Any, resident_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            "SELECT has_agreement, in_debt, blocked FROM codes.dev_transit_eligibility WHERE resident_id = $1",
+            resident_id,
+        )
+
+    async def set(
+        self, conn: Any, resident_id: uuid.UUID, *, has_agreement: bool, in_debt: bool, blocked: bool
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO codes.dev_transit_eligibility (resident_id, has_agreement, in_debt, blocked)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (resident_id) DO UPDATE
+               SET has_agreement = EXCLUDED.has_agreement, in_debt = EXCLUDED.in_debt, blocked = EXCLUDED.blocked""",
+            resident_id,
+            has_agreement,
+            in_debt,
+            blocked,
+        )

@@ -1,0 +1,327 @@
+"""Facts about a code's holder (cached for the verify path) and issuing server codes and device credentials."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import secrets
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from redis.asyncio import Redis
+
+from code_service.codes.repository import (
+    CredentialRepository,
+    DevTransitRepository,
+    StatusRepository,
+    SubjectRepository,
+)
+from code_service.codes.schemas import (
+    DeviceCredential,
+    DeviceCredentialInfo,
+    Entitlements,
+    IssuedCode,
+    SubjectFacts,
+)
+from code_service.gates.service import DenyListService
+from code_service.keys.service import KeyService
+from code_service.ports import Directory, Holder, TransitEligibility
+from code_service.verifier.format import (
+    MAX_SERVER_LIFETIME,
+    TYPE_ENTERPRISE,
+    TYPE_PERSONAL,
+    Flags,
+    Health,
+    Standing,
+    compressed_point,
+    encode_credential,
+    encode_server_code,
+)
+
+FACTS_TTL = 300
+CREDENTIAL_LIFETIME = 24 * 3600
+SERVER_CODE_LIFETIME = MAX_SERVER_LIFETIME
+_FACTS = msgspec.json.Decoder(SubjectFacts)
+_ENCODE = msgspec.json.Encoder()
+
+
+def facts_key(subject: bytes) -> str:
+    return f"facts:{subject.hex()}"
+
+
+def flags_of(facts: SubjectFacts) -> Flags:
+    return Flags(
+        health=Health[facts.health.upper()],
+        may_ride=facts.may_ride,
+        insured=facts.insured,
+        standing=Standing[facts.standing.upper()],
+    )
+
+
+def entitlements_of(facts: SubjectFacts) -> Entitlements:
+    return Entitlements(
+        health=facts.health, may_ride=facts.may_ride, ride_reason=facts.ride_reason, insured=facts.insured
+    )
+
+
+class DevTransitEligibility:
+    """Until the payments issue: a seeded table says who has a withholding agreement, is in debt or blocked."""
+
+    def __init__(self) -> None:
+        self._repo = DevTransitRepository()
+
+    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
+        row = await self._repo.get(conn, resident_id)
+        if row is None or not row["has_agreement"]:
+            return False, "no-agreement"
+        if row["blocked"]:
+            return False, "blocked"
+        if row["in_debt"]:
+            return False, "in-debt"
+        return True, ""
+
+
+class FactsService:
+    def __init__(
+        self, pool: asyncpg.Pool, redis: Redis, directory: Directory, transit: TransitEligibility
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._directory = directory
+        self._transit = transit
+        self._subjects = SubjectRepository()
+        self._statuses = StatusRepository()
+
+    async def load(self, conn: Any, subject: bytes) -> SubjectFacts | None:
+        """Reads the holder's facts from PostgreSQL and refreshes the cache."""
+        row = await self._subjects.get(conn, subject)
+        if row is None:
+            return None
+        facts = await (
+            self._resident(conn, subject, row["ref"])
+            if row["kind"] == "resident"
+            else self._enterprise(conn, subject, row["ref"])
+        )
+        await self._redis.set(facts_key(subject), _ENCODE.encode(facts), ex=FACTS_TTL)
+        return facts
+
+    async def _resident(self, conn: Any, subject: bytes, resident_id: uuid.UUID) -> SubjectFacts:
+        active = await self._directory.resident_active(conn, resident_id)
+        person_key = await self._directory.person_key_of(conn, resident_id)
+        health, insured = (
+            await self._statuses.statuses(conn, person_key) if person_key else ("unknown", False)
+        )
+        may_ride, reason = await self._transit.may_ride(conn, resident_id)
+        return SubjectFacts(
+            subject=subject.hex(),
+            kind="resident",
+            ref=str(resident_id),
+            active=active,
+            masked_name=await self._directory.masked_name(conn, resident_id) or "",
+            health=health,
+            insured=insured,
+            may_ride=may_ride and active,
+            ride_reason=reason if active else "account-blocked",
+        )
+
+    async def _enterprise(self, conn: Any, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
+        facts = await self._directory.enterprise(conn, enterprise_id)
+        if facts is None:
+            return SubjectFacts(
+                subject=subject.hex(), kind="enterprise", ref=str(enterprise_id), active=False
+            )
+        return SubjectFacts(
+            subject=subject.hex(),
+            kind="enterprise",
+            ref=str(enterprise_id),
+            name=facts.name,
+            uscc=facts.uscc,
+            standing=facts.standing,
+        )
+
+    def decode_cached(self, raw: bytes | str | None) -> SubjectFacts | None:
+        return _FACTS.decode(raw) if raw else None
+
+    async def cached_or_load(self, subject: bytes) -> SubjectFacts | None:
+        cached = self.decode_cached(await self._redis.get(facts_key(subject)))
+        if cached is not None:
+            return cached
+        async with self._pool.acquire() as conn:
+            return await self.load(conn, subject)
+
+    async def invalidate_resident(self, conn: Any, resident_id: uuid.UUID) -> None:
+        subject = await self._subjects.of_resident(conn, resident_id)
+        if subject is not None:
+            await self._redis.delete(facts_key(subject))
+
+
+def subject_key(resident_id: uuid.UUID) -> str:
+    return f"subject-of:{resident_id}"
+
+
+class IssuingService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        keys: KeyService,
+        facts: FactsService,
+        deny: DenyListService,
+        directory: Directory,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._facts = facts
+        self._deny = deny
+        self._directory = directory
+        self._subjects = SubjectRepository()
+        self._credentials = CredentialRepository()
+
+    async def _resident_facts(self, conn: Any, holder: Holder) -> tuple[bytes, SubjectFacts]:
+        subject = await self._subjects.get_or_create(conn, "resident", holder.resident_id)
+        facts = await self._facts.load(conn, subject)
+        assert facts is not None
+        if not facts.active:
+            raise PermissionDeniedException("this account is blocked; no code can be issued")
+        return subject, facts
+
+    async def _cached_resident_facts(self, holder: Holder) -> tuple[bytes, SubjectFacts]:
+        """The display path: two Redis reads when warm, one PostgreSQL transaction when cold."""
+        cached_subject = await self._redis.get(subject_key(holder.resident_id))
+        subject = bytes(cached_subject) if isinstance(cached_subject, bytes) else None
+        facts = self._facts.decode_cached(await self._redis.get(facts_key(subject))) if subject else None
+        if subject is None or facts is None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                subject, facts = await self._resident_facts(conn, holder)
+            await self._redis.set(subject_key(holder.resident_id), subject, ex=86400)
+        elif not facts.active:
+            raise PermissionDeniedException("this account is blocked; no code can be issued")
+        return bytes(subject), facts
+
+    async def personal_code(self, holder: Holder) -> IssuedCode:
+        subject, facts = await self._cached_resident_facts(holder)
+        return await self._server_code(TYPE_PERSONAL, subject, facts, entitlements_of(facts))
+
+    async def enterprise_code(self, conn: Any, holder: Holder, enterprise_id: uuid.UUID) -> IssuedCode:
+        if await self._directory.enterprise_of_member(conn, enterprise_id, holder.resident_id) is None:
+            raise NotFoundException("enterprise not found")
+        subject = await self._subjects.get_or_create(conn, "enterprise", enterprise_id)
+        facts = await self._facts.load(conn, subject)
+        assert facts is not None
+        return await self._server_code(TYPE_ENTERPRISE, subject, facts, None)
+
+    async def _server_code(
+        self, code_type: int, subject: bytes, facts: SubjectFacts, entitlements: Entitlements | None
+    ) -> IssuedCode:
+        signer = await self._keys.signer()
+        now = int(time.time())
+        text = encode_server_code(
+            signer.private_key,
+            signer.kid_bytes,
+            code_type,
+            subject,
+            secrets.token_bytes(8),
+            now,
+            SERVER_CODE_LIFETIME,
+            flags_of(facts),
+        )
+        return IssuedCode(
+            code=text,
+            kind="enterprise" if code_type == TYPE_ENTERPRISE else "personal",
+            issued_at=now,
+            expires_at=now + SERVER_CODE_LIFETIME,
+            entitlements=entitlements,
+        )
+
+    async def device_credential(self, conn: Any, holder: Holder, public_key_b64: str) -> DeviceCredential:
+        device_key = _device_point(public_key_b64)
+        subject, facts = await self._resident_facts(conn, holder)
+        signer = await self._keys.signer()
+        credential_id = secrets.token_bytes(8)
+        not_before = int(time.time())
+        not_after = not_before + CREDENTIAL_LIFETIME
+        flags = flags_of(facts)
+        raw = encode_credential(
+            signer.private_key,
+            signer.kid_bytes,
+            credential_id,
+            subject,
+            not_before,
+            not_after,
+            flags,
+            device_key,
+        )
+        await self._credentials.insert(
+            conn,
+            credential_id,
+            holder.resident_id,
+            subject,
+            device_key,
+            dt.datetime.fromtimestamp(not_before, dt.UTC),
+            dt.datetime.fromtimestamp(not_after, dt.UTC),
+            flags.to_byte(),
+        )
+        return DeviceCredential(
+            id=credential_id.hex(),
+            credential=base64.b64encode(raw).decode(),
+            kid=signer.kid,
+            not_before=not_before,
+            not_after=not_after,
+            entitlements=entitlements_of(facts),
+        )
+
+    async def credentials(self, conn: Any, holder: Holder) -> list[DeviceCredentialInfo]:
+        return [
+            DeviceCredentialInfo(
+                id=bytes(r["id"]).hex(),
+                not_before=r["not_before"],
+                not_after=r["not_after"],
+                created_at=r["created_at"],
+                revoked_at=r["revoked_at"],
+            )
+            for r in await self._credentials.list_for(conn, holder.resident_id)
+        ]
+
+    async def revoke_device(self, conn: Any, holder: Holder, credential_hex: str) -> None:
+        try:
+            credential_id = bytes.fromhex(credential_hex)
+        except ValueError:
+            credential_id = b""
+        if len(credential_id) != 8 or not await self._credentials.revoke(
+            conn, credential_id, holder.resident_id, "revoked by holder"
+        ):
+            raise NotFoundException("no live device credential with this id")
+        await self._deny.deny(conn, "credential", [credential_id], "revoked by holder")
+
+    async def supersede_devices(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+        """A worse status, a block: live credentials would carry stale entitlements offline, so they end."""
+        ended = await self._credentials.revoke_live_of(conn, resident_id, reason)
+        await self._deny.deny(conn, "credential", ended, reason)
+        return ended
+
+
+def _device_point(public_key_b64: str) -> bytes:
+    try:
+        raw = base64.b64decode(public_key_b64, validate=True)
+        point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except (binascii.Error, ValueError):
+        raise ValidationException(
+            "public_key: must be a base64 P-256 public point (33 or 65 bytes)",
+            extra=[{"key": "public_key", "message": "not a P-256 public point"}],
+        ) from None
+    return compressed_point(point)
+
+
+__all__ = ["DevTransitEligibility", "FactsService", "HTTPException", "IssuingService"]

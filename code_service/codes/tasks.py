@@ -1,0 +1,1 @@
+"""Codes need no background work: credentials expire by their own dates."""

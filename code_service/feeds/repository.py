@@ -1,0 +1,41 @@
+"""All SQL for department status feeds."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+class FeedRepository:
+    async def upsert_health(self, conn: Any, person_key: bytes, colour: str, source: uuid.UUID) -> str | None:
+        """Returns the previous colour ('' when new); None when nothing changed."""
+        row = await conn.fetchrow(
+            """WITH old AS (SELECT colour FROM codes.health_status WHERE person_key = $1 FOR UPDATE)
+               INSERT INTO codes.health_status (person_key, colour, source) VALUES ($1, $2, $3)
+               ON CONFLICT (person_key) DO UPDATE SET colour = EXCLUDED.colour, source = EXCLUDED.source,
+                   updated_at = now() WHERE codes.health_status.colour <> EXCLUDED.colour
+               RETURNING (SELECT colour FROM old) AS previous""",
+            person_key,
+            colour,
+            source,
+        )
+        return None if row is None else (row["previous"] or "")
+
+    async def upsert_insurance(
+        self, conn: Any, person_key: bytes, insured: bool, scheme: str, source: uuid.UUID
+    ) -> bool | None:
+        """Returns the previous insured flag (False when new); None when nothing changed."""
+        row = await conn.fetchrow(
+            """WITH old AS (SELECT insured FROM codes.insurance_status WHERE person_key = $1 FOR UPDATE)
+               INSERT INTO codes.insurance_status (person_key, insured, scheme, source) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (person_key) DO UPDATE SET insured = EXCLUDED.insured, scheme = EXCLUDED.scheme,
+                   source = EXCLUDED.source, updated_at = now()
+               WHERE (codes.insurance_status.insured, codes.insurance_status.scheme)
+                     IS DISTINCT FROM (EXCLUDED.insured, EXCLUDED.scheme)
+               RETURNING (SELECT insured FROM old) AS previous""",
+            person_key,
+            insured,
+            scheme,
+            source,
+        )
+        return None if row is None else bool(row["previous"])

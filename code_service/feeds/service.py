@@ -1,0 +1,76 @@
+"""Department status feeds: health colour and medical insurance, stored in PostgreSQL, reaching online
+verification at once (the holder's cached facts are dropped after commit) and offline gates at their next
+deny-list sync (a worse status ends the holder's device credentials, which carry the old one)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from litestar.exceptions import ValidationException
+
+from code_service.codes.service import FactsService, IssuingService
+from code_service.feeds.repository import FeedRepository
+from code_service.feeds.schemas import FeedReceipt, HealthStatus, InsuranceStatus
+from code_service.ports import Directory, Scanner
+
+_SEVERITY = {"": 0, "green": 0, "yellow": 1, "red": 2}
+
+
+class FeedService:
+    def __init__(self, directory: Directory, facts: FactsService, issuing: IssuingService) -> None:
+        self._directory = directory
+        self._facts = facts
+        self._issuing = issuing
+        self._repo = FeedRepository()
+
+    def _keys(self, items: Sequence[HealthStatus | InsuranceStatus], many: bool) -> list[bytes]:
+        keys = []
+        for i, item in enumerate(items):
+            try:
+                keys.append(self._directory.person_key(item.id_number))
+            except ValueError as exc:
+                field = f"items[{i}].id_number" if many else "id_number"
+                raise ValidationException(
+                    f"{field}: {exc}", extra=[{"key": field, "message": str(exc)}]
+                ) from None
+        return keys
+
+    async def put_health(
+        self, conn: Any, scanner: Scanner, items: Sequence[HealthStatus], many: bool
+    ) -> tuple[FeedReceipt, list[uuid.UUID]]:
+        changed, touched = 0, []
+        for key, item in zip(self._keys(items, many), items, strict=True):
+            previous = await self._repo.upsert_health(conn, key, item.colour, scanner.organisation_id)
+            if previous is None:
+                continue
+            changed += 1
+            resident = await self._directory.resident_of_person(conn, key)
+            if resident is not None:
+                touched.append(resident)
+                if _SEVERITY[item.colour] > _SEVERITY[previous]:
+                    await self._issuing.supersede_devices(conn, resident, f"health status now {item.colour}")
+        return FeedReceipt(accepted=len(items), changed=changed, holders_with_accounts=len(touched)), touched
+
+    async def put_insurance(
+        self, conn: Any, scanner: Scanner, items: Sequence[InsuranceStatus], many: bool
+    ) -> tuple[FeedReceipt, list[uuid.UUID]]:
+        changed, touched = 0, []
+        for key, item in zip(self._keys(items, many), items, strict=True):
+            previous = await self._repo.upsert_insurance(
+                conn, key, item.insured, item.scheme, scanner.organisation_id
+            )
+            if previous is None:
+                continue
+            changed += 1
+            resident = await self._directory.resident_of_person(conn, key)
+            if resident is not None:
+                touched.append(resident)
+                if previous and not item.insured:
+                    await self._issuing.supersede_devices(conn, resident, "insurance ended")
+        return FeedReceipt(accepted=len(items), changed=changed, holders_with_accounts=len(touched)), touched
+
+    async def after_commit(self, conn: Any, residents: list[uuid.UUID]) -> None:
+        for resident in residents:
+            await self._facts.invalidate_resident(conn, resident)

@@ -1,0 +1,1 @@
+"""Feeds arrive by push; nothing runs in the background yet."""

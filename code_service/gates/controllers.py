@@ -1,0 +1,46 @@
+"""HTTP for gates: the signed deny list and tap uploads."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar import Controller, get, post
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
+
+from code_service.gates.schemas import DenyListDocument, TapBatch, TapReceipt
+from code_service.ports import Scanner
+
+if TYPE_CHECKING:
+    from code_service.container import CodeServices
+
+
+def _require(scanner: Scanner, scope: str) -> None:
+    if scope not in scanner.scopes:
+        raise PermissionDeniedException(f"this credential lacks the scope {scope}")
+
+
+class GateController(Controller):
+    path = "/api/v1/gates"
+    tags = ["gates"]
+
+    @get(
+        "/deny-list",
+        summary="Deny-list changes after `since` (a full snapshot for since=0), signed ES256 JWS",
+    )
+    async def deny_list(
+        self,
+        codes: CodeServices,
+        scanner: Scanner,
+        db: Any,
+        since: int = Parameter(query="since", default=0, ge=0),
+    ) -> DenyListDocument:
+        _require(scanner, "gates:sync")
+        version, full, jws = await codes.deny.document(db, since)
+        return DenyListDocument(version=version, full=full, jws=jws)
+
+    @post("/taps", status_code=HTTP_200_OK, summary="Upload a batch of taps (idempotent per tap_id)")
+    async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Any) -> TapReceipt:
+        _require(scanner, "gates:taps")
+        return await codes.taps.upload(db, scanner, data.taps)

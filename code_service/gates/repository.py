@@ -1,0 +1,81 @@
+"""All SQL for the deny list's change log and for gate taps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Writers take this lock until commit, so versions become visible in order and a reader's highest version
+# never hides a lower one still in flight.
+_DENY_LOCK = 0x7A7464  # "tzd"
+# Device credentials live at most 24 h; after that their deny entries carry no meaning.
+CREDENTIAL_ENTRY_LIFE = "25 hours"
+
+
+class DenyRepository:
+    async def record(self, conn: Any, kind: str, entries: list[bytes], op: str, reason: str) -> None:
+        if not entries:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _DENY_LOCK)
+        await conn.executemany(
+            "INSERT INTO codes.deny_changes (kind, entry, op, reason) VALUES ($1, $2, $3, $4)",
+            [(kind, e, op, reason) for e in entries],
+        )
+
+    async def head(self, conn: Any) -> int:
+        return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM codes.deny_changes"))
+
+    async def changes_since(self, conn: Any, since: int, upto: int) -> list[Any]:
+        """The last operation per entry among changes in (since, upto]."""
+        rows: list[Any] = await conn.fetch(
+            """SELECT DISTINCT ON (kind, entry) kind, entry, op FROM codes.deny_changes
+               WHERE version > $1 AND version <= $2 ORDER BY kind, entry, version DESC""",
+            since,
+            upto,
+        )
+        return rows
+
+    async def current(self, conn: Any, upto: int) -> list[Any]:
+        """Every entry denied as of `upto`, sorted by entry (bytea order is big-endian order)."""
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT kind, entry FROM (
+                    SELECT DISTINCT ON (kind, entry) kind, entry, op, at FROM codes.deny_changes
+                    WHERE version <= $1 ORDER BY kind, entry, version DESC) last
+                WHERE op = 'add' AND (kind <> 'credential' OR at > now() - interval '{CREDENTIAL_ENTRY_LIFE}')
+                ORDER BY kind, entry""",
+            upto,
+        )
+        return rows
+
+    async def is_denied(self, conn: Any, kind: str, entry: bytes) -> bool:
+        op = await conn.fetchval(
+            """SELECT op FROM codes.deny_changes WHERE kind = $1 AND entry = $2 ORDER BY version DESC LIMIT 1""",
+            kind,
+            entry,
+        )
+        return op == "add"
+
+
+class TapRepository:
+    async def insert_many(self, conn: Any, organisation_id: Any, taps: list[tuple[Any, ...]]) -> list[str]:
+        rows = await conn.fetch(
+            """INSERT INTO codes.taps (tap_id, organisation_id, gate_id, line, station, direction, tapped_at,
+                                       rider_token, code_id, subject, credential_id)
+               SELECT t.tap_id, $1, t.gate_id, t.line, t.station, t.direction, t.tapped_at, t.rider_token,
+                      t.code_id, t.subject, t.credential_id
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                           $8::text[], $9::bytea[], $10::bytea[], $11::bytea[])
+                    AS t(tap_id, gate_id, line, station, direction, tapped_at, rider_token, code_id, subject,
+                         credential_id)
+               ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id""",
+            organisation_id,
+            *[list(column) for column in zip(*taps, strict=True)],
+        )
+        return [r["tap_id"] for r in rows]
+
+    async def for_subject(self, conn: Any, subject: bytes) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            "SELECT tap_id, gate_id, station, direction, tapped_at FROM codes.taps WHERE subject = $1 "
+            "ORDER BY tapped_at",
+            subject,
+        )
+        return rows

@@ -1,0 +1,93 @@
+"""The deny list gates sync (revoked or superseded devices, revoked accounts, riders in debt) and tap uploads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from code_service.gates.repository import DenyRepository, TapRepository
+from code_service.gates.schemas import Tap, TapReceipt
+from code_service.keys.service import KeyService
+from code_service.ports import Scanner
+from code_service.verifier.denylist import KINDS
+from code_service.verifier.format import sign_raw
+
+# Online verification sees a revoked credential at once through this Redis mark (credentials live <= 24 h).
+_MARK_TTL = 25 * 3600
+
+
+def deny_mark(kind: str, entry: bytes) -> str:
+    return f"deny:{kind}:{entry.hex()}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+class DenyListService:
+    def __init__(self, redis: Redis, keys: KeyService) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._repo = DenyRepository()
+
+    async def deny(self, conn: Any, kind: str, entries: list[bytes], reason: str) -> None:
+        """Online verification checks these marks in Redis, so a denial is seen at once by every process."""
+        await self._repo.record(conn, kind, entries, "add", reason)
+        if kind in ("credential", "account") and entries:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    pipe.set(deny_mark(kind, entry), reason, ex=_MARK_TTL if kind == "credential" else None)
+                await pipe.execute()
+
+    async def allow(self, conn: Any, kind: str, entries: list[bytes], reason: str) -> None:
+        await self._repo.record(conn, kind, entries, "remove", reason)
+        if kind in ("credential", "account") and entries:
+            await self._redis.delete(*(deny_mark(kind, e) for e in entries))
+
+    async def document(self, conn: Any, since: int) -> tuple[int, bool, str]:
+        """A signed full snapshot (since = 0, or a version from the future) or the changes after `since`."""
+        head = await self._repo.head(conn)
+        full = since <= 0 or since > head
+        packed: dict[str, dict[str, list[bytes]]] = {k: {"add": [], "remove": []} for k in KINDS}
+        if full:
+            for row in await self._repo.current(conn, head):
+                packed[row["kind"]]["add"].append(bytes(row["entry"]))
+        else:
+            for row in await self._repo.changes_since(conn, since, head):
+                packed[row["kind"]][row["op"]].append(bytes(row["entry"]))
+        body: dict[str, Any] = {"version": head, "since": 0 if full else since, "full": full, "issued_at": int(time.time())}
+        for kind in KINDS:
+            body[kind] = {op: base64.b64encode(b"".join(ids)).decode() for op, ids in packed[kind].items()}
+        signer = await self._keys.signer()
+        header = _b64url(json.dumps({"alg": "ES256", "kid": signer.kid, "typ": "tzt-deny+json"}).encode())
+        payload = _b64url(json.dumps(body, separators=(",", ":")).encode())
+        signature = _b64url(sign_raw(signer.private_key, f"{header}.{payload}".encode()))
+        return head, full, f"{header}.{payload}.{signature}"
+
+
+class TapService:
+    def __init__(self) -> None:
+        self._repo = TapRepository()
+
+    async def upload(self, conn: Any, scanner: Scanner, taps: list[Tap]) -> TapReceipt:
+        rows = [
+            (
+                t.tap_id,
+                t.gate_id,
+                t.line,
+                t.station,
+                t.direction,
+                t.tapped_at,
+                t.rider_token,
+                bytes.fromhex(t.code_id),
+                bytes.fromhex(t.subject),
+                bytes.fromhex(t.credential_id) if t.credential_id else None,
+            )
+            for t in {t.tap_id: t for t in taps}.values()
+        ]
+        accepted = await self._repo.insert_many(conn, scanner.organisation_id, rows)
+        return TapReceipt(accepted=len(accepted), duplicates=len(taps) - len(accepted))

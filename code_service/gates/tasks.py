@@ -1,0 +1,1 @@
+"""Nothing yet: the payments issue's fare job reads codes.taps."""

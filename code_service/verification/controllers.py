@@ -1,0 +1,46 @@
+"""HTTP for verifiers (signed) and for holders (their scan history)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from litestar import Controller, get, post
+from litestar.status_codes import HTTP_200_OK
+
+from code_service.ports import Holder, Scanner
+from code_service.verification.schemas import (
+    ScanHistory,
+    VerifyAnswer,
+    VerifyRequest,
+    VoucherRedeem,
+    VoucherRedeemed,
+)
+
+if TYPE_CHECKING:
+    from code_service.container import CodeServices
+
+
+class VerifyController(Controller):
+    path = "/api/v1/verify"
+    tags = ["verification"]
+
+    @post("", status_code=HTTP_200_OK, summary="Verify a scanned code for one scene (signed, verify:<scene>)")
+    async def verify(self, data: VerifyRequest, codes: CodeServices, scanner: Scanner) -> VerifyAnswer:
+        return await codes.verification.verify(scanner, data.code, data.scene)
+
+    @post(
+        "/vouchers/redeem",
+        status_code=HTTP_200_OK,
+        summary="Settle a medical-insurance voucher once (the hospital that scanned it)",
+    )
+    async def redeem(self, data: VoucherRedeem, codes: CodeServices, scanner: Scanner) -> VoucherRedeemed:
+        return await codes.verification.redeem_voucher(scanner, data.voucher)
+
+
+class ScanHistoryController(Controller):
+    path = "/api/v1/me/scans"
+    tags = ["verification"]
+
+    @get("", summary="Who scanned my code, when, and for what")
+    async def history(self, codes: CodeServices, holder: Holder) -> ScanHistory:
+        return ScanHistory(scans=await codes.recorder.history(holder.resident_id))

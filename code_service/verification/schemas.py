@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+
+Scene = Literal["transit", "health", "medical", "enterprise"]
+
+
+class VerifyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    scene: Scene
+
+
+class VerifyAnswer(msgspec.Struct, omit_defaults=True):
+    """Only the scene's fields are ever set: a gate learns may-ride and a rider token, a checkpoint the colour and
+    a masked name, a hospital insured and a voucher, an inspector the enterprise's public facts."""
+
+    allowed: bool
+    reason: str
+    scene: str
+    code_type: str = ""
+    degraded: bool = False
+    rider_token: str | None = None
+    colour: str | None = None
+    masked_name: str | None = None
+    insured: bool | None = None
+    voucher: str | None = None
+    voucher_expires_in: int | None = None
+    enterprise_name: str | None = None
+    uscc: str | None = None
+    standing: str | None = None
+
+
+class VoucherRedeem(msgspec.Struct, forbid_unknown_fields=True):
+    voucher: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class VoucherRedeemed(msgspec.Struct):
+    insured: bool
+    masked_name: str
+    settlement_ref: str
+
+
+class ScanRecord(msgspec.Struct):
+    at: dt.datetime
+    scene: str
+    verdict: str
+    reason: str
+    organisation: str
+
+
+class ScanHistory(msgspec.Struct):
+    scans: list[ScanRecord]
