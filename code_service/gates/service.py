@@ -59,7 +59,12 @@ class DenyListService:
         else:
             for row in await self._repo.changes_since(conn, since, head):
                 packed[row["kind"]][row["op"]].append(bytes(row["entry"]))
-        body: dict[str, Any] = {"version": head, "since": 0 if full else since, "full": full, "issued_at": int(time.time())}
+        body: dict[str, Any] = {
+            "version": head,
+            "since": 0 if full else since,
+            "full": full,
+            "issued_at": int(time.time()),
+        }
         for kind in KINDS:
             body[kind] = {op: base64.b64encode(b"".join(ids)).decode() for op, ids in packed[kind].items()}
         signer = await self._keys.signer()

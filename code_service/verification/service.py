@@ -169,7 +169,7 @@ class VerificationService:
         try:
             device_key = load_point(code.device_key)
         except FormatError:
-            return "bad-signature"
+            return "malformed"
         if not verify_raw(device_key, code.device_signature, code.signed):
             return "bad-device-signature"
         if now < code.not_before - skew or code.shown_at > now + skew:

@@ -149,6 +149,8 @@ def sign_raw(private_key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 
 
 def verify_raw(public_key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> bool:
+    if len(signature) != 64:
+        return False
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
         public_key.verify(der, data, _ECDSA)
@@ -255,6 +257,8 @@ def _decode_server(payload: bytes) -> ServerCode:
     if len(payload) != SERVER_CODE_LEN:
         raise FormatError("server code has the wrong length")
     header, kid, subject, code_id, issued_at, lifetime, flags = _SERVER.unpack(payload[:28])
+    if not 1 <= lifetime <= MAX_SERVER_LIFETIME:
+        raise FormatError("lifetime out of range")
     return ServerCode(
         header & 0x0F,
         kid,
@@ -272,6 +276,8 @@ def _decode_device(payload: bytes) -> DeviceCode:
     if len(payload) != DEVICE_CODE_LEN:
         raise FormatError("device code has the wrong length")
     _, kid, credential_id, subject, not_before, not_after, flags, device_key = _CRED.unpack(payload[:63])
+    if not 0 < not_after - not_before <= MAX_CREDENTIAL_LIFETIME:
+        raise FormatError("credential window out of range")
     shown_at, counter = _DEVICE_TAIL.unpack(payload[127:133])
     return DeviceCode(
         kid,

@@ -24,6 +24,7 @@ from code_service.verifier.format import (
     ServerCode,
     Standing,
     decode,
+    kid_for,
     load_point,
     verify_raw,
 )
@@ -53,14 +54,23 @@ def _b64url(text: str) -> bytes:
 
 
 def keys_from_jwks(jwks: dict[str, Any]) -> dict[bytes, ec.EllipticCurvePublicKey]:
+    """P-256 keys by kid; entries that are malformed or whose kid does not match their point are ignored."""
     keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
     for jwk in jwks.get("keys", []):
-        if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        try:
+            if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+                continue
+            numbers = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(_b64url(jwk["x"]), "big"),
+                int.from_bytes(_b64url(jwk["y"]), "big"),
+                ec.SECP256R1(),
+            )
+            key = numbers.public_key()
+            if kid_for(key).hex() != jwk["kid"]:
+                continue
+        except (KeyError, TypeError, ValueError):
             continue
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(_b64url(jwk["x"]), "big"), int.from_bytes(_b64url(jwk["y"]), "big"), ec.SECP256R1()
-        )
-        keys[bytes.fromhex(jwk["kid"])] = numbers.public_key()
+        keys[kid_for(key)] = key
     return keys
 
 
@@ -110,7 +120,11 @@ class OfflineVerifier:
     def update_keys(self, jwks: dict[str, Any]) -> None:
         self.keys = keys_from_jwks(jwks)
 
-    def verify(self, text: str, scene: str = "transit", *, consume: bool = True) -> Verdict:
+    def verify(self, text: str, scene: str | None = "transit", *, consume: bool = True) -> Verdict:
+        """`scene=None` checks only that the code is genuine, in date and not denied (docs/code-format.md)."""
+        return self._verify(text, scene or "", consume)
+
+    def _verify(self, text: str, scene: str, consume: bool) -> Verdict:
         now = self.clock()
         try:
             code = decode(text)
@@ -134,6 +148,8 @@ class OfflineVerifier:
                 verdict.code_id,
                 code.flags,
             )
+        if not scene:
+            return verdict
         if not _entitled(code, scene):
             return Verdict(
                 True,
@@ -183,7 +199,7 @@ class OfflineVerifier:
         try:
             device_key = load_point(code.device_key)
         except FormatError:
-            return Verdict(False, "bad-signature", scene, TYPE_DEVICE)
+            return Verdict(False, "malformed", scene, TYPE_DEVICE)
         if not verify_raw(device_key, code.device_signature, code.signed):
             return Verdict(False, "bad-device-signature", scene, TYPE_DEVICE)
         if now < code.not_before - self.skew or code.shown_at > now + self.skew:

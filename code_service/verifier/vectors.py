@@ -1,0 +1,872 @@
+"""Test vectors for docs/code-format.md: `python -m code_service.verifier.vectors docs/test-vectors`.
+
+Writes `keys.json` (test keys only, private scalars included) and `vectors.json` (a list of cases). Every key,
+subject, id and time is derived from fixed seeds and one fixed instant, so a re-run yields the same cases; ECDSA
+signatures are randomised, so the signature bytes (and therefore the code texts) differ between runs. The files in
+docs/test-vectors are generated once and committed; tests read the committed files.
+
+Codes that the platform would never issue (lifetime 0, reserved flag bits, a device key that is not a point, a
+credential longer than a day) are packed by hand here and signed with the real test keys, so that only the rule
+under test fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from code_service.verifier.base45 import b45encode
+from code_service.verifier.format import (
+    DEVICE_CODE_LEN,
+    PREFIX,
+    SERVER_CODE_LEN,
+    TYPE_DEVICE,
+    TYPE_ENTERPRISE,
+    TYPE_PERSONAL,
+    VERSION,
+    DeviceCode,
+    Flags,
+    Health,
+    ServerCode,
+    Standing,
+    compressed_point,
+    decode,
+    encode_credential,
+    encode_device_code,
+    encode_server_code,
+    kid_for,
+    sign_raw,
+)
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z, the verifier's clock in every case
+SKEW = 5  # seconds of clock tolerance every case assumes
+DEVICE_WINDOW = 30
+# Reasons a genuine, in-date code can get (`valid` true); only "ok" lets the holder through.
+GENUINE = ("ok", "no-entitlement", "replayed", "denied-credential", "denied-account", "denied-debt")
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+KEY_SEEDS = {
+    "platform-1": b"tzt-test-platform-1",
+    "platform-2": b"tzt-test-platform-2",
+    "untrusted-1": b"tzt-test-untrusted-1",
+    "device-1": b"tzt-test-device-1",
+    "device-2": b"tzt-test-device-2",
+}
+
+
+def derive_key(seed: bytes) -> ec.EllipticCurvePrivateKey:
+    scalar = int.from_bytes(hashlib.sha256(seed).digest(), "big") % P256_ORDER
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+def ident(label: str) -> bytes:
+    """A fixed 8-byte id (subject, code id, credential id) from a label."""
+    return hashlib.sha256(b"tzt-test-id:" + label.encode()).digest()[:8]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwk(key: ec.EllipticCurvePrivateKey, *, private: bool) -> dict[str, str]:
+    numbers = key.public_key().public_numbers()
+    out = {
+        "kty": "EC",
+        "crv": "P-256",
+        "kid": kid_for(key.public_key()).hex(),
+        "alg": "ES256",
+        "use": "sig",
+        "x": _b64url(numbers.x.to_bytes(32, "big")),
+        "y": _b64url(numbers.y.to_bytes(32, "big")),
+    }
+    if private:
+        out["d"] = _b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+    return out
+
+
+# -- hand packing (lets a case break exactly one rule) -------------------------------------------------------
+
+
+def server_payload(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    header: int = (VERSION << 4) | TYPE_PERSONAL,
+    kid: bytes | None = None,
+    subject: bytes,
+    code_id: bytes,
+    issued_at: int,
+    lifetime: int = 60,
+    flags: int,
+) -> bytes:
+    signed = struct.pack(
+        ">B4s8s8sIHB",
+        header,
+        kid if kid is not None else kid_for(key.public_key()),
+        subject,
+        code_id,
+        issued_at,
+        lifetime,
+        flags,
+    )
+    return signed + sign_raw(key, signed)
+
+
+def credential(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    kid: bytes | None = None,
+    credential_id: bytes,
+    subject: bytes,
+    not_before: int,
+    not_after: int,
+    flags: int,
+    device_key: bytes,
+) -> bytes:
+    signed = struct.pack(
+        ">B4s8s8sIIB33s",
+        (VERSION << 4) | TYPE_DEVICE,
+        kid if kid is not None else kid_for(key.public_key()),
+        credential_id,
+        subject,
+        not_before,
+        not_after,
+        flags,
+        device_key,
+    )
+    return signed + sign_raw(key, signed)
+
+
+def device_payload(device_key: ec.EllipticCurvePrivateKey, cred: bytes, shown_at: int, counter: int) -> bytes:
+    signed = cred + struct.pack(">IH", shown_at, counter)
+    return signed + sign_raw(device_key, signed)
+
+
+def text(payload: bytes) -> str:
+    return PREFIX + b45encode(payload)
+
+
+def flip(payload: bytes, index: int, mask: int = 0x01) -> bytes:
+    out = bytearray(payload)
+    out[index] ^= mask
+    return bytes(out)
+
+
+def high_s(payload: bytes) -> bytes:
+    """The same signature with s replaced by n - s: equally valid ECDSA, a different byte string."""
+    r, s = payload[-64:-32], int.from_bytes(payload[-32:], "big")
+    return payload[:-64] + r + (P256_ORDER - s).to_bytes(32, "big")
+
+
+def not_a_point() -> bytes:
+    """A compressed encoding (prefix 02) whose x has no y on P-256."""
+    p = 2**256 - 2**224 + 2**192 + 2**96 - 1
+    b = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+    x = 1
+    while pow((x**3 - 3 * x + b) % p, (p - 1) // 2, p) == 1:
+        x += 1
+    return b"\x02" + x.to_bytes(32, "big")
+
+
+# -- the description of a valid code, for implementers to compare their parsing with ---------------------------
+
+
+def _flags(value: Flags) -> dict[str, Any]:
+    return {
+        "byte": value.to_byte(),
+        "health": value.health.name.lower(),
+        "may_ride": value.may_ride,
+        "insured": value.insured,
+        "standing": value.standing.name.lower(),
+    }
+
+
+def describe(code: str) -> dict[str, Any]:
+    parsed = decode(code)
+    if isinstance(parsed, ServerCode):
+        return {
+            "type": parsed.type,
+            "kid": parsed.kid.hex(),
+            "subject": parsed.subject.hex(),
+            "code_id": parsed.code_id.hex(),
+            "issued_at": parsed.issued_at,
+            "lifetime": parsed.lifetime,
+            "flags": _flags(parsed.flags),
+            "replay_id": parsed.code_id.hex(),
+        }
+    assert isinstance(parsed, DeviceCode)
+    return {
+        "type": parsed.type,
+        "kid": parsed.kid.hex(),
+        "credential_id": parsed.credential_id.hex(),
+        "subject": parsed.subject.hex(),
+        "not_before": parsed.not_before,
+        "not_after": parsed.not_after,
+        "flags": _flags(parsed.flags),
+        "device_key": parsed.device_key.hex(),
+        "shown_at": parsed.shown_at,
+        "counter": parsed.counter,
+        "replay_id": parsed.code_id.hex(),
+    }
+
+
+# -- the cases ----------------------------------------------------------------------------------------------
+
+
+def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    keys = {name: derive_key(seed) for name, seed in KEY_SEEDS.items()}
+    p1, p2, rogue, d1, d2 = (
+        keys[n] for n in ("platform-1", "platform-2", "untrusted-1", "device-1", "device-2")
+    )
+    d1_point = compressed_point(d1.public_key())
+
+    devices: list[dict[str, str]] = []
+    for name in ("device-1", "device-2"):
+        device_jwk = {"name": name, **jwk(keys[name], private=True)}
+        del device_jwk["alg"], device_jwk["use"]
+        device_jwk["compressed"] = compressed_point(keys[name].public_key()).hex()
+        devices.append(device_jwk)
+    keys_doc: dict[str, Any] = {
+        "description": "TEST KEYS ONLY, published so that anyone can regenerate and check the vectors. A real "
+        "JWKS never carries `d`. `jwks` is the trusted key set a verifier loads (as from GET "
+        "/.well-known/jwks.json); `untrusted` signs the unknown-key cases and must NOT be loaded; "
+        "`devices` are phone keys (compressed = the 33-byte SEC1 point bound in credentials).",
+        "seeds": {name: seed.decode() for name, seed in KEY_SEEDS.items()},
+        "derivation": "d = int.from_bytes(SHA-256(seed), 'big') mod n (P-256 group order)",
+        "jwks": {"keys": [jwk(p1, private=True), jwk(p2, private=True)]},
+        "untrusted": {"keys": [jwk(rogue, private=True)]},
+        "devices": devices,
+    }
+
+    cases: list[dict[str, Any]] = []
+
+    def case(
+        name: str,
+        code: str,
+        reason: str,
+        notes: str,
+        *,
+        scene: str | None = None,
+        seen: Sequence[bytes] = (),
+        now: int = NOW,
+    ) -> None:
+        entry: dict[str, Any] = {"name": name, "code": code, "now": now, "skew": SKEW}
+        if scene is not None:
+            entry["scene"] = scene
+        if seen:
+            entry["seen"] = [s.hex() for s in seen]
+        valid = reason in GENUINE
+        entry["expected"] = {"valid": valid, "reason": reason}
+        entry["notes"] = notes
+        if valid:
+            entry["decoded"] = describe(code)
+        cases.append(entry)
+
+    rider = Flags(Health.GREEN, may_ride=True, insured=True)
+    no_ride = Flags(Health.GREEN, may_ride=False, insured=True)
+    uninsured = Flags(Health.YELLOW, may_ride=True, insured=False)
+    red = Flags(Health.RED, may_ride=False, insured=True)
+    colourless = Flags(Health.UNKNOWN, may_ride=True, insured=True)
+    firm = Flags(standing=Standing.GOOD)
+    abnormal_firm = Flags(standing=Standing.ABNORMAL)
+    s1, e1 = ident("subject-1"), ident("enterprise-1")
+    c1 = ident("code-1")
+
+    def server(
+        issued_at: int = NOW - 10,
+        lifetime: int = 60,
+        flags: Flags = rider,
+        *,
+        key: Any = p1,
+        code_type: int = TYPE_PERSONAL,
+        subject: bytes = s1,
+        code_id: bytes = c1,
+    ) -> str:
+        return encode_server_code(
+            key, kid_for(key.public_key()), code_type, subject, code_id, issued_at, lifetime, flags
+        )
+
+    valid_server = server()
+    valid_payload = server_payload(p1, subject=s1, code_id=c1, issued_at=NOW - 10, flags=rider.to_byte())
+
+    # server codes: valid ones
+    case(
+        "server-personal-valid",
+        valid_server,
+        "ok",
+        "Personal server code (type 1) signed by platform-1, issued 10 s ago for 60 s.",
+    )
+    case(
+        "server-personal-second-key",
+        server(key=p2, code_id=ident("code-2")),
+        "ok",
+        "Signed by platform-2: a verifier must pick the key by kid from all keys in the JWKS (rotation).",
+    )
+    case(
+        "server-enterprise-valid",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-3")),
+        "ok",
+        "Enterprise server code (type 2), standing good.",
+    )
+    case(
+        "server-personal-high-s",
+        text(high_s(valid_payload)),
+        "ok",
+        "Signature with s > n/2. ECDSA accepts both s and n - s; verifiers must not demand low-s.",
+    )
+    case(
+        "server-late-boundary",
+        server(issued_at=NOW - 64, code_id=ident("code-4")),
+        "ok",
+        "issued_at + lifetime + skew = now + 1 > now: still valid.",
+    )
+    case(
+        "server-early-boundary",
+        server(issued_at=NOW + 5, code_id=ident("code-5")),
+        "ok",
+        "issued_at - skew = now: valid (the issuer's clock is ahead by the whole skew).",
+    )
+    case(
+        "server-lifetime-1",
+        server(issued_at=NOW, lifetime=1, code_id=ident("code-6")),
+        "ok",
+        "The shortest lifetime (1 s).",
+    )
+
+    # server codes: time
+    case(
+        "server-expired",
+        server(issued_at=NOW - 70, code_id=ident("code-7")),
+        "expired",
+        "Issued 70 s ago for 60 s; 60 + skew 5 < 70.",
+    )
+    case(
+        "server-expired-boundary",
+        server(issued_at=NOW - 65, code_id=ident("code-8")),
+        "expired",
+        "now = issued_at + lifetime + skew exactly: the end of the window is exclusive.",
+    )
+    case(
+        "server-not-yet-valid",
+        server(issued_at=NOW + 6, code_id=ident("code-9")),
+        "not-yet-valid",
+        "issued_at - skew = now + 1 > now.",
+    )
+
+    # server codes: signatures and keys
+    case(
+        "server-tampered-subject",
+        text(flip(valid_payload, 6)),
+        "bad-signature",
+        "One bit of the subject (byte 6) flipped after signing.",
+    )
+    case(
+        "server-tampered-flags",
+        text(flip(valid_payload, 27, 0x04)),
+        "bad-signature",
+        "The may-ride bit cleared after signing (flags stay well-formed).",
+    )
+    case(
+        "server-tampered-signature",
+        text(flip(valid_payload, 60)),
+        "bad-signature",
+        "One bit of the signature's s half flipped.",
+    )
+    case(
+        "server-zero-signature",
+        text(valid_payload[:28] + bytes(64)),
+        "bad-signature",
+        "r = s = 0, which no valid signature has.",
+    )
+    case(
+        "server-kid-swapped",
+        text(valid_payload[:1] + kid_for(p2.public_key()) + valid_payload[5:]),
+        "bad-signature",
+        "Signed by platform-1 with its kid replaced by platform-2's (also trusted): the kid is signed, and "
+        "platform-2's key does not verify it.",
+    )
+    case(
+        "server-unknown-key",
+        server(key=rogue, code_id=ident("code-10")),
+        "unknown-key",
+        "Correctly signed by untrusted-1, whose kid is not in the JWKS.",
+    )
+    case(
+        "server-kid-zero",
+        text(
+            server_payload(
+                p1,
+                kid=bytes(4),
+                subject=s1,
+                code_id=ident("code-11"),
+                issued_at=NOW - 10,
+                flags=rider.to_byte(),
+            )
+        ),
+        "unknown-key",
+        "kid 00000000 (signed by platform-1 over that kid): no key has it.",
+    )
+
+    # server codes: malformed
+    def server_packed(**kw: Any) -> str:
+        base: dict[str, Any] = {
+            "subject": s1,
+            "code_id": ident("code-12"),
+            "issued_at": NOW - 10,
+            "flags": rider.to_byte(),
+        }
+        base.update(kw)
+        return text(server_payload(p1, **base))
+
+    case("server-lifetime-0", server_packed(lifetime=0), "malformed", "lifetime 0 is outside 1..60 (signed).")
+    case(
+        "server-lifetime-61",
+        server_packed(lifetime=61),
+        "malformed",
+        "lifetime 61 is outside 1..60 (signed).",
+    )
+    case(
+        "server-reserved-flag-6",
+        server_packed(flags=0x40 | rider.to_byte()),
+        "malformed",
+        "Flags bit 6 is reserved (signed).",
+    )
+    case(
+        "server-reserved-flag-7", server_packed(flags=0x80), "malformed", "Flags bit 7 is reserved (signed)."
+    )
+    case("server-version-2", server_packed(header=0x21), "malformed", "Header 0x21: version 2 (signed).")
+    case("server-type-0", server_packed(header=0x10), "malformed", "Header 0x10: type 0 does not exist.")
+    case("server-type-4", server_packed(header=0x14), "malformed", "Header 0x14: type 4 does not exist.")
+    case("server-short", text(valid_payload[: SERVER_CODE_LEN - 1]), "malformed", "91 bytes: one short.")
+    case("server-long", text(valid_payload + b"\x00"), "malformed", "93 bytes: one too many.")
+    case(
+        "server-header-device-length",
+        text(b"\x13" + valid_payload[1:]),
+        "malformed",
+        "Header says device code (0x13) but the payload is 92 bytes.",
+    )
+
+    # text form: malformed
+    body = valid_server[len(PREFIX) :]
+    case("prefix-missing", body, "malformed", "No `TZ1:` prefix.")
+    case("prefix-lowercase", "tz1:" + body, "malformed", "Prefix in lower case: the prefix is exact.")
+    case("prefix-other", "HC1:" + body, "malformed", "Another format's prefix.")
+    case(
+        "prefix-version-2", "TZ2:" + body, "malformed", "Text prefix of a version this spec does not define."
+    )
+    case("empty", PREFIX, "malformed", "Prefix and nothing else.")
+    case(
+        "base45-bad-character",
+        PREFIX + "a" + body[1:],
+        "malformed",
+        "Lower-case `a` is not in the Base45 alphabet.",
+    )
+    case(
+        "base45-bad-length",
+        valid_server + "0",
+        "malformed",
+        "139 characters after the prefix: a length of 3k + 1 is never Base45.",
+    )
+    case(
+        "base45-out-of-range",
+        PREFIX + "GGW" + body[3:],
+        "malformed",
+        "`GGW` decodes to 16 + 16*45 + 32*2025 = 65536 > 65535.",
+    )
+    case(
+        "base45-trailing-newline",
+        valid_server + "\n",
+        "malformed",
+        "A scanner's line ending left on the text: not Base45. Configure scanners without a suffix.",
+    )
+
+    # device codes
+    cred_id = ident("credential-1")
+
+    def cred(
+        not_before: int = NOW - 3600,
+        not_after: int = NOW + 82_800,
+        flags: Flags = rider,
+        key: Any = p1,
+        cid: bytes = cred_id,
+        device: bytes = d1_point,
+    ) -> bytes:
+        return encode_credential(
+            key, kid_for(key.public_key()), cid, s1, not_before, not_after, flags, device
+        )
+
+    good_cred = cred()
+
+    def device(
+        shown_at: int = NOW - 2, counter: int = 7, credential_bytes: bytes = good_cred, key: Any = d1
+    ) -> str:
+        return encode_device_code(key, credential_bytes, shown_at, counter)
+
+    valid_device = device()
+    valid_device_payload = device_payload(d1, good_cred, NOW - 2, 7)
+
+    case(
+        "device-valid",
+        valid_device,
+        "ok",
+        "Device code: credential from platform-1 valid for 24 h, made by device-1 2 s ago, counter 7.",
+    )
+    case(
+        "device-credential-second-key",
+        device(credential_bytes=cred(key=p2, cid=ident("credential-2"))),
+        "ok",
+        "Credential signed by platform-2.",
+    )
+    case(
+        "device-high-s",
+        text(high_s(valid_device_payload)),
+        "ok",
+        "Device signature with s replaced by n - s: valid.",
+    )
+    case(
+        "device-shown-old-boundary",
+        device(shown_at=NOW - 35),
+        "ok",
+        "shown_at = now - 30 - skew exactly: valid.",
+    )
+    case(
+        "device-shown-future-boundary",
+        device(shown_at=NOW + 5),
+        "ok",
+        "shown_at = now + skew exactly (the phone's clock is ahead): valid.",
+    )
+    case(
+        "device-credential-end-boundary",
+        device(credential_bytes=cred(NOW - 80_000, NOW - 5)),
+        "ok",
+        "not_after + skew = now: the credential's end is inclusive.",
+    )
+    case(
+        "device-credential-start-boundary",
+        device(shown_at=NOW, credential_bytes=cred(NOW + 5, NOW + 3600)),
+        "ok",
+        "not_before - skew = now: valid.",
+    )
+    case("device-counter-wrapped", device(counter=0), "ok", "Counter 0 (it wraps at 65536).")
+
+    case(
+        "device-shown-too-old",
+        device(shown_at=NOW - 36),
+        "expired",
+        "shown_at = now - 36 < now - 30 - skew: a screenshot replayed after the window.",
+    )
+    case(
+        "device-shown-in-future",
+        device(shown_at=NOW + 6),
+        "not-yet-valid",
+        "shown_at = now + 6 > now + skew.",
+    )
+    case(
+        "device-credential-expired",
+        device(credential_bytes=cred(NOW - 80_000, NOW - 6)),
+        "expired",
+        "Credential not_after = now - 6: not_after + skew < now. shown_at itself is fresh.",
+    )
+    case(
+        "device-credential-not-yet-valid",
+        device(credential_bytes=cred(NOW + 6, NOW + 3600)),
+        "not-yet-valid",
+        "Credential not_before = now + 6. shown_at itself is fresh.",
+    )
+
+    case(
+        "device-tampered-credential",
+        text(flip(valid_device_payload, 14)),
+        "bad-signature",
+        "A subject bit (byte 14) flipped: the platform's credential signature fails.",
+    )
+    case(
+        "device-tampered-credential-signature",
+        text(flip(valid_device_payload, 100)),
+        "bad-signature",
+        "A bit of cred_sig flipped.",
+    )
+    case(
+        "device-tampered-counter",
+        text(flip(valid_device_payload, 132)),
+        "bad-device-signature",
+        "The counter's low bit flipped: the credential is intact, the device signature fails.",
+    )
+    case(
+        "device-tampered-shown-at",
+        text(flip(valid_device_payload, 130)),
+        "bad-device-signature",
+        "shown_at moved by 1 s after signing.",
+    )
+    case(
+        "device-tampered-device-signature",
+        text(flip(valid_device_payload, 180)),
+        "bad-device-signature",
+        "A bit of device_sig flipped.",
+    )
+    case(
+        "device-wrong-device",
+        device(key=d2),
+        "bad-device-signature",
+        "The credential binds device-1 but device-2 signed: a credential copied to another phone.",
+    )
+    case(
+        "device-unknown-key",
+        device(credential_bytes=cred(key=rogue, cid=ident("credential-3"))),
+        "unknown-key",
+        "Credential signed by untrusted-1.",
+    )
+
+    def cred_packed(**kw: Any) -> bytes:
+        base: dict[str, Any] = {
+            "credential_id": ident("credential-4"),
+            "subject": s1,
+            "not_before": NOW - 3600,
+            "not_after": NOW + 3600,
+            "flags": rider.to_byte(),
+            "device_key": d1_point,
+        }
+        base.update(kw)
+        return credential(p1, **base)
+
+    case(
+        "device-credential-too-long",
+        text(device_payload(d1, cred_packed(not_after=NOW - 3600 + 86_401), NOW - 2, 7)),
+        "malformed",
+        "not_after - not_before = 86401 > 86400 (both signatures valid).",
+    )
+    case(
+        "device-credential-inverted",
+        text(device_payload(d1, cred_packed(not_after=NOW - 3601), NOW - 2, 7)),
+        "malformed",
+        "not_after < not_before (both signatures valid).",
+    )
+    case(
+        "device-credential-empty-window",
+        text(device_payload(d1, cred_packed(not_after=NOW - 3600), NOW - 2, 7)),
+        "malformed",
+        "not_after = not_before: the window must be at least 1 s (both signatures valid).",
+    )
+    case(
+        "device-reserved-flag-7",
+        text(device_payload(d1, cred_packed(flags=0x80 | rider.to_byte()), NOW - 2, 7)),
+        "malformed",
+        "Flags bit 7 is reserved (signed).",
+    )
+    case(
+        "device-key-not-a-point",
+        text(device_payload(d1, cred_packed(device_key=not_a_point()), NOW - 2, 7)),
+        "malformed",
+        "device_key has prefix 02 but its x is not on P-256 (credential signed).",
+    )
+    case(
+        "device-key-uncompressed-prefix",
+        text(device_payload(d1, cred_packed(device_key=b"\x04" + d1_point[1:]), NOW - 2, 7)),
+        "malformed",
+        "device_key starts with 04 (the uncompressed marker) in a 33-byte field.",
+    )
+    case("device-short", text(valid_device_payload[: DEVICE_CODE_LEN - 1]), "malformed", "196 bytes.")
+    case("device-long", text(valid_device_payload + b"\x00"), "malformed", "198 bytes.")
+    case(
+        "device-header-server-type",
+        text(b"\x11" + valid_device_payload[1:]),
+        "malformed",
+        "Header says personal server code (0x11) but the payload is 197 bytes.",
+    )
+
+    # scenes: what each scene requires
+    case(
+        "scene-transit-server",
+        valid_server,
+        "ok",
+        "Transit accepts a personal server code with may-ride.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-device",
+        valid_device,
+        "ok",
+        "Transit accepts a device code with may-ride.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-no-ride",
+        server(flags=no_ride, code_id=ident("code-13")),
+        "no-entitlement",
+        "Valid personal code without may-ride at a gate.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-device-no-ride",
+        device(credential_bytes=cred(flags=no_ride, cid=ident("credential-5"))),
+        "no-entitlement",
+        "Valid device code without may-ride at a gate.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-enterprise",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-14")),
+        "no-entitlement",
+        "An enterprise code does not ride.",
+        scene="transit",
+    )
+    case("scene-medical-insured", valid_server, "ok", "Insured personal code at a hospital.", scene="medical")
+    case(
+        "scene-medical-uninsured",
+        server(flags=uninsured, code_id=ident("code-15")),
+        "no-entitlement",
+        "Personal code without the insured bit at a hospital.",
+        scene="medical",
+    )
+    case(
+        "scene-health-red",
+        server(flags=red, code_id=ident("code-16")),
+        "ok",
+        "A checkpoint gets an ok verdict and the colour (red); acting on the colour is the checkpoint's job.",
+        scene="health",
+    )
+    case("scene-health-device", valid_device, "ok", "A device code at a checkpoint (green).", scene="health")
+    case(
+        "scene-health-unknown",
+        server(flags=colourless, code_id=ident("code-19")),
+        "no-entitlement",
+        "Health colour 0 (unknown): nothing for a checkpoint to read.",
+        scene="health",
+    )
+    case(
+        "scene-health-enterprise",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-17")),
+        "no-entitlement",
+        "An enterprise code carries no health colour.",
+        scene="health",
+    )
+    case(
+        "scene-enterprise-ok",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-18")),
+        "ok",
+        "An inspector reads an enterprise code (standing good).",
+        scene="enterprise",
+    )
+    case(
+        "scene-enterprise-abnormal",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=abnormal_firm, code_id=ident("code-20")),
+        "ok",
+        "Standing abnormal is reported, not refused: the inspector acts on it.",
+        scene="enterprise",
+    )
+    case(
+        "scene-enterprise-unknown-standing",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=Flags(), code_id=ident("code-21")),
+        "no-entitlement",
+        "Enterprise code with standing 0 (unknown).",
+        scene="enterprise",
+    )
+    case(
+        "scene-enterprise-personal",
+        valid_server,
+        "no-entitlement",
+        "A personal code is not an enterprise identity.",
+        scene="enterprise",
+    )
+    case(
+        "scene-enterprise-device",
+        valid_device,
+        "no-entitlement",
+        "A device code is personal, never an enterprise identity.",
+        scene="enterprise",
+    )
+
+    # replay
+    valid_device_id = cred_id + struct.pack(">IH", NOW - 2, 7)
+    case(
+        "replay-server",
+        valid_server,
+        "replayed",
+        "This code's code_id was already accepted at this gate.",
+        scene="transit",
+        seen=[c1],
+    )
+    case(
+        "replay-server-other-id",
+        valid_server,
+        "ok",
+        "Another code id was accepted; this one was not.",
+        scene="transit",
+        seen=[ident("code-99")],
+    )
+    case(
+        "replay-device",
+        valid_device,
+        "replayed",
+        "Replay id = credential_id || shown_at (4 bytes) || counter (2 bytes), already accepted.",
+        scene="transit",
+        seen=[valid_device_id],
+    )
+    case(
+        "replay-device-other-counter",
+        valid_device,
+        "ok",
+        "Same credential and second, counter 6 seen, this code has counter 7: a different code.",
+        scene="transit",
+        seen=[cred_id + struct.pack(">IH", NOW - 2, 6)],
+    )
+    case(
+        "replay-device-credential-only",
+        valid_device,
+        "ok",
+        "Only the bare credential_id was seen: replay ids are 14 bytes for device codes, never 8.",
+        scene="transit",
+        seen=[cred_id],
+    )
+    case(
+        "replay-medical",
+        valid_server,
+        "replayed",
+        "Medical codes are single use: the hospital's verifier refuses a code id it has accepted (and the "
+        "platform refuses it online).",
+        scene="medical",
+        seen=[c1],
+    )
+    case(
+        "replay-health-repeat",
+        valid_server,
+        "ok",
+        "A checkpoint may read the same code twice: replay is enforced for transit and medical only.",
+        scene="health",
+        seen=[c1],
+    )
+
+    return keys_doc, cases
+
+
+def write(directory: Path) -> tuple[Path, Path]:
+    keys_doc, cases = build()
+    names = [c["name"] for c in cases]
+    if len(names) != len(set(names)):
+        raise RuntimeError("duplicate case names")
+    directory.mkdir(parents=True, exist_ok=True)
+    keys_path, vectors_path = directory / "keys.json", directory / "vectors.json"
+    keys_path.write_text(json.dumps(keys_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    vectors_path.write_text(json.dumps(cases, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return keys_path, vectors_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m code_service.verifier.vectors OUTPUT_DIRECTORY", file=sys.stderr)
+        return 2
+    keys_path, vectors_path = write(Path(args[0]))
+    print(f"wrote {keys_path} and {vectors_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
