@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 from collections.abc import MutableSet
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ def verify(
     skew: int = 5,
     scene: str | None = None,
     seen: MutableSet[bytes] | None = None,
+    deny: dict[str, set[bytes]] | None = None,
 ) -> Verdict:
     # step 1
     try:
@@ -269,7 +271,15 @@ def verify(
         if now >= code.issued_at + code.lifetime + skew:
             return _refuse("expired", code)
 
-    # step 6, the deny list, is not exercised by the vectors.
+    # step 6 (section 8); the vectors carry no deny list, live tests do
+    if deny is not None:
+        if code.type == 3 and code.platform_signed[5:13] in deny["credential"]:
+            return Verdict(True, "denied-credential", code)
+        subject = code.platform_signed[5:13] if code.type != 3 else code.platform_signed[13:21]
+        if subject in deny["account"]:
+            return Verdict(True, "denied-account", code)
+        if scene == "transit" and subject in deny["debtor"]:
+            return Verdict(True, "denied-debt", code)
 
     # steps 7 and 8: the code is genuine from here on
     if scene is not None:
@@ -287,3 +297,28 @@ def verify_case(case: dict[str, Any], keys: dict[str, ec.EllipticCurvePublicKey]
     """Runs one entry of docs/test-vectors/vectors.json."""
     seen: set[bytes] = {bytes.fromhex(h) for h in case.get("seen", ())}
     return verify(case["code"], case["now"], keys, skew=case["skew"], scene=case.get("scene"), seen=seen)
+
+
+def apply_deny_document(
+    deny: dict[str, set[bytes]], held_version: int, jws: str, keys: dict[str, ec.EllipticCurvePublicKey]
+) -> int:
+    """Section 8.1: verify the compact JWS with a JWKS key, then replace (full) or apply (delta) the entries."""
+    header_b64, payload_b64, sig_b64 = jws.split(".")
+    header = json.loads(_b64url_decode(header_b64))
+    key = keys.get(header["kid"]) if header.get("alg") == "ES256" else None
+    if key is None or not es256_verify(key, _b64url_decode(sig_b64), f"{header_b64}.{payload_b64}".encode()):
+        raise ValueError("deny list not signed by a platform key")
+    body = json.loads(_b64url_decode(payload_b64))
+
+    def ids(text: str) -> set[bytes]:
+        raw = base64.b64decode(text)
+        return {raw[i : i + 8] for i in range(0, len(raw), 8)}
+
+    for kind in ("credential", "account", "debtor"):
+        if body["full"]:
+            deny[kind] = ids(body[kind]["add"])
+        else:
+            if body["since"] != held_version:
+                raise ValueError("delta does not follow the held version")
+            deny[kind] = (deny[kind] - ids(body[kind]["remove"])) | ids(body[kind]["add"])
+    return int(body["version"])

@@ -263,6 +263,7 @@ def test_cleanroom_imports_nothing_from_the_project() -> None:
     assert imported <= {
         "__future__",
         "base64",
+        "json",
         "hashlib",
         "struct",
         "collections",
