@@ -62,5 +62,5 @@ def test_the_gate_verifier_needs_no_server_dependencies():
         "heavy = {'litestar', 'asyncpg', 'redis', 'msgspec', 'app_backend', 'structlog'} & "
         "{m.split('.')[0] for m in sys.modules}; print(sorted(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)  # noqa: S603
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

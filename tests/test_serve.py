@@ -124,3 +124,24 @@ def test_migrate_is_idempotent(backing, data_dir):
         check=True,
     )
     assert "up to date" in out.stdout
+
+
+def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
+    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+
+    def tzt(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "app_backend.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
+    before = tzt("keys", "list").splitlines()
+    made = tzt("keys", "rotate")
+    kid = made.split()[-1]
+    after = tzt("keys", "list").splitlines()
+    assert len(kid) == 8 and any(line.startswith(kid) and "signing" in line for line in after)
+    assert len(after) == len(before) + 1 and sum("signing" in line for line in after) == 1
