@@ -12,7 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
-from app_backend.dependencies import DEPENDENCIES
+from app_backend.dependencies import DEPENDENCIES, run_after_commit
 from app_backend.enterprises.controllers import EnterpriseController
 from app_backend.identity.controllers import AuthController, DevController, MeController
 from app_backend.infra.errors import EXCEPTION_HANDLERS
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[request_id_middleware, prometheus.middleware],
         exception_handlers=EXCEPTION_HANDLERS,
+        after_response=run_after_commit,
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(),
         openapi_config=OpenAPIConfig(

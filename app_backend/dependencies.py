@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request
@@ -56,6 +56,17 @@ def provide_resident_actor(request: Request[Any, Any, Any], resident: ResidentPr
 
 def provide_anonymous_actor(request: Request[Any, Any, Any]) -> Actor:
     return Actor("anonymous", "", request_id(request), client_ip(request))
+
+
+def after_commit(request: Request[Any, Any, Any], action: Callable[[], Awaitable[None]]) -> None:
+    """Runs `action` once the request's transaction has committed (Litestar closes dependencies, committing,
+    before it sends the response; `run_after_commit` runs as the app's after-response hook)."""
+    request.scope.setdefault("state", {}).setdefault("after_commit", []).append(action)
+
+
+async def run_after_commit(request: Request[Any, Any, Any]) -> None:
+    for action in request.scope.get("state", {}).pop("after_commit", []):
+        await action()
 
 
 def provide_codes(services: Services) -> CodeServices:

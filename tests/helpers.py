@@ -132,3 +132,71 @@ async def rider(client: AsyncTestClient, services: Services, *, agreement: bool 
         )
         await services.codes.facts.invalidate_resident(conn, uuid.UUID(person["resident_id"]))
     return person
+
+
+# --- the one code: shared by tests/test_codes_issue.py, tests/test_codes_verify.py and tests/test_gates.py ------
+
+
+async def set_resident_status(
+    client: AsyncTestClient, services: Services, resident_id: str, status: str
+) -> dict[str, Any]:
+    """Operations block or unblock a resident through the admin API."""
+    admin = await staff(client, services)
+    response = await client.post(
+        f"/api/v1/admin/residents/{resident_id}/status",
+        headers=bearer(admin),
+        json={"status": status, "reason": "test: account review"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def enterprise_of(client: AsyncTestClient, services: Services) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(its legal representative's tokens, the enterprise), created through the API by the representative."""
+    rep = await real_named(client, services)
+    uscc, name = random_uscc(), f"泰州一码{uuid.uuid4().hex[:8]}有限公司"
+    async with services.pool.acquire() as conn:
+        await services.legal_entities.enrol(conn, uscc, name, rep["id_number"])  # type: ignore[attr-defined]
+    created = await client.post("/api/v1/enterprises", json={"name": name, "uscc": uscc}, headers=bearer(rep))
+    assert created.status_code == 201, created.text
+    return rep, created.json()
+
+
+async def personal_code(client: AsyncTestClient, person: dict[str, Any]) -> str:
+    issued = await client.post("/api/v1/codes/personal", headers=bearer(person))
+    assert issued.status_code == 200, issued.text
+    return issued.json()["code"]  # type: ignore[no-any-return]
+
+
+async def register_device(client: AsyncTestClient, person: dict[str, Any], wallet: Any) -> dict[str, Any]:
+    """Registers the wallet's key and loads the credential into it; returns the API's answer."""
+    made = await client.post(
+        "/api/v1/codes/device-credentials", headers=bearer(person), json={"public_key": wallet.public_key_b64}
+    )
+    assert made.status_code == 201, made.text
+    wallet.load_credential(made.json()["credential"])
+    return made.json()  # type: ignore[no-any-return]
+
+
+async def verify(client: AsyncTestClient, verifier: dict[str, Any], code: str, scene: str) -> Any:
+    return await signed(client, verifier, "POST", "/api/v1/verify", {"code": code, "scene": scene})
+
+
+async def feed_health(
+    client: AsyncTestClient, department: dict[str, Any], id_number: str, colour: str
+) -> Any:
+    fed = await signed(
+        client, department, "PUT", "/api/v1/feeds/health", {"id_number": id_number, "colour": colour}
+    )
+    assert fed.status_code == 200, fed.text
+    return fed.json()
+
+
+async def feed_insurance(
+    client: AsyncTestClient, department: dict[str, Any], id_number: str, insured: bool
+) -> Any:
+    fed = await signed(
+        client, department, "PUT", "/api/v1/feeds/insurance", {"id_number": id_number, "insured": insured}
+    )
+    assert fed.status_code == 200, fed.text
+    return fed.json()

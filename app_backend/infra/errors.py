@@ -84,7 +84,7 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
         message = str(item.get("message", "invalid value"))
         key = str(item.get("key") or "")
         # "data" is Litestar's name for the whole body, not a field the client sent.
-        field = (_field_from_message(message) if key in ("", "data") else key) or "body"
+        field = _field_from_message(message, "" if key in ("", "data") else key) or "body"
         if field == "body" and message == "'data'":  # no body at all
             message = "a JSON object is required"
         errors.append({"field": field, "message": message, "source": str(item.get("source", "body"))})
@@ -93,14 +93,17 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     return errors
 
 
-def _field_from_message(message: str) -> str:
-    # msgspec says "... - at `$.phone`" or "Object missing required field `phone`"
-    if "`$." in message:
-        return message.rsplit("`$.", 1)[1].split("`", 1)[0]
+def _field_from_message(message: str, path: str = "") -> str:
+    # msgspec says "... - at `$.phone`", "Object missing required field `phone`", or, inside a nested object,
+    # "Object missing required field `gate_id` - at `$.taps[0]`" (the field is taps[0].gate_id); Litestar may
+    # hand over that path as the error's key instead.
+    if not path and "`$." in message:
+        path = message.rsplit("`$.", 1)[1].split("`", 1)[0]
     for marker in ("required field `", "unknown field `"):
         if marker in message:
-            return message.split(marker, 1)[1].split("`", 1)[0]
-    return ""
+            name = message.split(marker, 1)[1].split("`", 1)[0]
+            return f"{path}.{name}" if path else name
+    return path
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

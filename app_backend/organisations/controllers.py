@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.audit.schemas import Actor, AuditPage
-from app_backend.dependencies import client_ip, request_id
+from app_backend.dependencies import after_commit, client_ip, request_id
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.infra.errors import Problem
@@ -184,6 +184,8 @@ class AdminController(Controller):
         if data.status == "blocked":
             await services.auth.revoke_all(db, resident_id, "blocked by operations")
         await services.codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
+        # Cached facts are dropped again once committed: a verify racing this transaction may have re-cached them.
+        after_commit(request, lambda: services.codes.facts.drop_resident(resident_id))
         await services.audit.record(
             db,
             staff.actor,

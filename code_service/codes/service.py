@@ -160,6 +160,11 @@ class FactsService:
         async with self._pool.acquire() as conn:
             return await self.load(conn, subject)
 
+    async def drop_resident(self, resident_id: uuid.UUID) -> None:
+        """Drops the cached facts on a connection of its own (for use after the caller's commit)."""
+        async with self._pool.acquire() as conn:
+            await self.invalidate_resident(conn, resident_id)
+
     async def invalidate_resident(self, conn: Any, resident_id: uuid.UUID) -> None:
         subject = await self._subjects.of_resident(conn, resident_id)
         if subject is not None:

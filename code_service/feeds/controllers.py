@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from code_service.container import CodeServices
 
 
+# Up to 1000 items (an insurance item with a scheme name runs to a few hundred bytes): more than the app's
+# default body limit.
+BULK_MAX_BODY = 512 * 1024
+
+
 async def _apply(
     codes: CodeServices,
     scanner: Scanner,
@@ -46,7 +51,12 @@ class FeedController(Controller):
             lambda conn: codes.feeds.put_health(conn, scanner, [data], many=False),
         )
 
-    @put("/health/bulk", status_code=HTTP_200_OK, summary="Set up to 1000 health colours in one transaction")
+    @put(
+        "/health/bulk",
+        status_code=HTTP_200_OK,
+        summary="Set up to 1000 health colours in one transaction",
+        request_max_body_size=BULK_MAX_BODY,
+    )
     async def health_bulk(self, data: HealthBatch, codes: CodeServices, scanner: Scanner) -> FeedReceipt:
         return await _apply(
             codes,
@@ -70,6 +80,7 @@ class FeedController(Controller):
         "/insurance/bulk",
         status_code=HTTP_200_OK,
         summary="Set up to 1000 insurance records in one transaction",
+        request_max_body_size=BULK_MAX_BODY,
     )
     async def insurance_bulk(
         self, data: InsuranceBatch, codes: CodeServices, scanner: Scanner

@@ -7,11 +7,16 @@ from typing import Any
 
 
 class FeedRepository:
+    """The upserts read the previous value (`old`, its row locked) in the INSERT's own source, so it is taken
+    before the upsert changes the row. Read only from RETURNING, the FOR UPDATE scan would run after the update,
+    skip the row this very command changed, and report no previous value."""
+
     async def upsert_health(self, conn: Any, person_key: bytes, colour: str, source: uuid.UUID) -> str | None:
         """Returns the previous colour ('' when new); None when nothing changed."""
         row = await conn.fetchrow(
             """WITH old AS (SELECT colour FROM codes.health_status WHERE person_key = $1 FOR UPDATE)
-               INSERT INTO codes.health_status (person_key, colour, source) VALUES ($1, $2, $3)
+               INSERT INTO codes.health_status (person_key, colour, source)
+               SELECT $1, $2::text, $3::uuid FROM (SELECT count(*) FROM old) AS locked_first
                ON CONFLICT (person_key) DO UPDATE SET colour = EXCLUDED.colour, source = EXCLUDED.source,
                    updated_at = now() WHERE codes.health_status.colour <> EXCLUDED.colour
                RETURNING (SELECT colour FROM old) AS previous""",
@@ -27,7 +32,8 @@ class FeedRepository:
         """Returns the previous insured flag (False when new); None when nothing changed."""
         row = await conn.fetchrow(
             """WITH old AS (SELECT insured FROM codes.insurance_status WHERE person_key = $1 FOR UPDATE)
-               INSERT INTO codes.insurance_status (person_key, insured, scheme, source) VALUES ($1, $2, $3, $4)
+               INSERT INTO codes.insurance_status (person_key, insured, scheme, source)
+               SELECT $1, $2::boolean, $3::text, $4::uuid FROM (SELECT count(*) FROM old) AS locked_first
                ON CONFLICT (person_key) DO UPDATE SET insured = EXCLUDED.insured, scheme = EXCLUDED.scheme,
                    source = EXCLUDED.source, updated_at = now()
                WHERE (codes.insurance_status.insured, codes.insurance_status.scheme)

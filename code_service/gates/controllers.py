@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from code_service.container import CodeServices
 
 
+TAPS_MAX_BODY = 4 * 1024 * 1024
+
+
 def _require(scanner: Scanner, scope: str) -> None:
     if scope not in scanner.scopes:
         raise PermissionDeniedException(f"this credential lacks the scope {scope}")
@@ -40,7 +43,13 @@ class GateController(Controller):
         version, full, jws = await codes.deny.document(db, since)
         return DenyListDocument(version=version, full=full, jws=jws)
 
-    @post("/taps", status_code=HTTP_200_OK, summary="Upload a batch of taps (idempotent per tap_id)")
+    @post(
+        "/taps",
+        status_code=HTTP_200_OK,
+        summary="Upload a batch of taps (idempotent per tap_id)",
+        # Up to 5000 taps of a few hundred bytes each: more than the app's default body limit.
+        request_max_body_size=TAPS_MAX_BODY,
+    )
     async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Any) -> TapReceipt:
         _require(scanner, "gates:taps")
         return await codes.taps.upload(db, scanner, data.taps)

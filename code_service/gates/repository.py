@@ -66,7 +66,7 @@ class TapRepository:
                            $8::text[], $9::bytea[], $10::bytea[], $11::bytea[])
                     AS t(tap_id, gate_id, line, station, direction, tapped_at, rider_token, code_id, subject,
                          credential_id)
-               ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id""",
+               ON CONFLICT (organisation_id, tap_id) DO NOTHING RETURNING tap_id""",
             organisation_id,
             *[list(column) for column in zip(*taps, strict=True)],
         )

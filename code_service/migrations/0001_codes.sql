@@ -86,7 +86,7 @@ CREATE INDEX deny_changes_entry_idx ON codes.deny_changes (kind, entry, version 
 
 -- Taps uploaded by gates, idempotent per tap id; the payments issue turns them into trips and fares.
 CREATE TABLE codes.taps (
-    tap_id           text PRIMARY KEY,
+    tap_id           text NOT NULL,
     organisation_id  uuid NOT NULL,
     gate_id          text NOT NULL,
     line             text NOT NULL,
@@ -97,6 +97,8 @@ CREATE TABLE codes.taps (
     code_id          bytea,
     subject          bytea,
     credential_id    bytea,
-    received_at      timestamptz NOT NULL DEFAULT now()
+    received_at      timestamptz NOT NULL DEFAULT now(),
+    -- tap ids are the operator's: two operators may use the same one
+    PRIMARY KEY (organisation_id, tap_id)
 );
 CREATE INDEX taps_subject_idx ON codes.taps (subject, tapped_at);

@@ -48,6 +48,10 @@ _TYPE_NAMES = {1: "personal", 2: "enterprise", 3: "device"}
 _SINGLE_USE = frozenset({"transit", "medical"})
 
 
+def voucher_key(organisation_id: uuid.UUID, voucher: str) -> str:
+    return f"voucher:{organisation_id}:{voucher}"
+
+
 class ScanRecorder:
     """Buffers scan records and writes them with COPY every `interval` seconds or `batch` records. A failed
     write keeps the records for the next attempt (up to `limit`), so a database hiccup loses nothing."""
@@ -181,13 +185,14 @@ class VerificationService:
     async def _decide(
         self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
     ) -> VerifyAnswer:
+        used = f"used:{code.code_id.hex()}"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(facts_key(code.subject))
             pipe.exists(deny_mark("account", code.subject))
             pipe.exists(deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-")
             if scene in _SINGLE_USE:
                 pipe.set(
-                    f"used:{code.code_id.hex()}",
+                    used,
                     1,
                     nx=True,
                     ex=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew,
@@ -199,12 +204,18 @@ class VerificationService:
             return VerifyAnswer(allowed=False, reason=reason, scene=scene, code_type=code_type)
 
         if facts is None or account_denied or not facts.active:
-            return deny("denied-account")
-        if credential_denied:
-            return deny("denied-credential")
-        if claim and not claim[0]:
+            answer = deny("denied-account")
+        elif credential_denied:
+            answer = deny("denied-credential")
+        elif claim and not claim[0]:
             return deny("replayed")
-        return await self._scene_answer(scanner, code, facts, scene, code_type)
+        else:
+            answer = await self._scene_answer(scanner, code, facts, scene, code_type)
+        if claim and claim[0] and not answer.allowed:
+            # Only an accepted code uses up its replay id (docs/code-format.md, section 6, step 8): a rider
+            # refused for a debt they then pay can show the same code again.
+            await self._redis.delete(used)
+        return answer
 
     async def _scene_answer(
         self, scanner: Scanner, code: ServerCode | DeviceCode, facts: SubjectFacts, scene: str, code_type: str
@@ -245,7 +256,7 @@ class VerificationService:
                 )
             voucher = "mv_" + secrets.token_urlsafe(18)
             await self._redis.set(
-                f"voucher:{voucher}",
+                voucher_key(scanner.organisation_id, voucher),
                 msgspec.json.encode(
                     {
                         "org": str(scanner.organisation_id),
@@ -299,7 +310,8 @@ class VerificationService:
     async def redeem_voucher(self, scanner: Scanner, voucher: str) -> VoucherRedeemed:
         if "verify:medical" not in scanner.scopes:
             raise PermissionDeniedException("this credential lacks the scope verify:medical")
-        raw = await self._redis.getdel(f"voucher:{voucher}")
+        # Keyed by the hospital, so another organisation's attempt cannot consume (and so destroy) the voucher.
+        raw = await self._redis.getdel(voucher_key(scanner.organisation_id, voucher))
         data = msgspec.json.decode(raw) if raw else None
         if data is None or data["org"] != str(scanner.organisation_id):
             raise NotFoundException(
