@@ -23,6 +23,8 @@ from app_backend.services import Services
 from app_backend.settings import Settings, load_settings
 from code_service.container import ROUTES as CODE_ROUTES
 from code_service.container import CodeServices
+from payments.container import ROUTES as PAYMENT_ROUTES
+from payments.container import PaymentServices
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         AdminController,
         MachineController,
         *CODE_ROUTES,
+        *PAYMENT_ROUTES,
     ]
     if settings.is_dev:
         handlers.append(DevController)
@@ -53,7 +56,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=handlers,
         dependencies=DEPENDENCIES,
-        signature_namespace={"Services": Services, "CodeServices": CodeServices},
+        signature_namespace={
+            "Services": Services,
+            "CodeServices": CodeServices,
+            "PaymentServices": PaymentServices,
+        },
         lifespan=[lifespan],
         middleware=[request_id_middleware, prometheus.middleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -293,6 +293,35 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(_: argparse.Namespace) -> int:
+    """Checks the ledger's invariants: every entry balances, every stored balance equals the sum of its
+    postings, and no payee payable is below zero. Exits 1 when one fails."""
+
+    async def run(live: Settings) -> Any:
+        from app_backend.services import Services
+
+        services = await Services.create(live)
+        try:
+            async with services.pool.acquire() as conn:
+                return await services.payments.ledger.check(conn)
+        finally:
+            await services.close()
+
+    with backing_services(load_settings()) as live:
+        asyncio.run(_migrate(live))
+        result = asyncio.run(run(live))
+    for label, problems in (
+        ("unbalanced entries", result.unbalanced_entries),
+        ("balances that drifted from their postings", result.drifted_balances),
+        ("payee payables below zero", result.negative_payables),
+    ):
+        print(f"{label}: {len(problems)}")
+        for problem in problems:
+            print(f"  {problem}")
+    print("ledger OK" if result.ok else "ledger NOT OK")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="code-signing keys: list the published ones, or rotate")
     keys.add_argument("action", choices=["list", "rotate"])
     keys.set_defaults(func=cmd_keys)
+    ledger = sub.add_parser("ledger", help="check the ledger's invariants")
+    ledger.add_argument("action", choices=["check"])
+    ledger.set_defaults(func=cmd_ledger)
     return parser
 
 

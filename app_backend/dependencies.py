@@ -13,10 +13,12 @@ from app_backend.audit.schemas import Actor
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.infra.db import transaction_connection
 from code_service.ports import Holder, Scanner
+from payments.ports import ClientOrganisation, Payer
 
 if TYPE_CHECKING:
     from app_backend.services import Services
     from code_service.container import CodeServices
+    from payments.container import PaymentServices
 
 
 def provide_services(state: State) -> Services:
@@ -91,7 +93,29 @@ async def provide_scanner(request: Request[Any, Any, Any], services: Services) -
     )
 
 
+def provide_payments(services: Services) -> PaymentServices:
+    return services.payments
+
+
+def provide_payer(resident: ResidentPrincipal) -> Payer:
+    return Payer(resident_id=resident.resident_id)
+
+
+async def provide_payee_client(request: Request[Any, Any, Any], services: Services) -> ClientOrganisation:
+    from app_backend.organisations.controllers import provide_machine
+
+    machine = await provide_machine(request, services)
+    return ClientOrganisation(
+        organisation_id=machine.organisation_id,
+        organisation_name=machine.organisation_name,
+        scopes=machine.scopes,
+    )
+
+
 DEPENDENCIES = {
+    "payments": Provide(provide_payments, sync_to_thread=False),
+    "payer": Provide(provide_payer, sync_to_thread=False),
+    "payee_client": Provide(provide_payee_client),
     "codes": Provide(provide_codes, sync_to_thread=False),
     "holder": Provide(provide_holder, sync_to_thread=False),
     "scanner": Provide(provide_scanner),

@@ -9,8 +9,27 @@ from app_backend.enterprises.repository import EnterpriseRepository
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import InvalidIdentifier, validate_id_number
 from app_backend.infra.crypto import FieldCipher, mask
+from app_backend.organisations.repository import OrganisationRepository
 from app_backend.settings import Settings
 from code_service.ports import EnterpriseFacts
+from payments.ports import Payee
+
+
+class OrganisationPayees:
+    """Who can receive money: departments and merchants registered as organisations."""
+
+    def __init__(self) -> None:
+        self._repo = OrganisationRepository()
+
+    async def payee(self, conn: Any, payee_id: uuid.UUID) -> Payee | None:
+        row = await self._repo.get(conn, payee_id)
+        if (
+            row is None
+            or row["status"] != "active"
+            or row["kind"] not in ("department", "merchant", "verifier_operator")
+        ):
+            return None
+        return Payee(id=row["id"], name=row["name"], kind=row["kind"])
 
 
 class IdentityDirectory:

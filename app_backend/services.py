@@ -10,7 +10,7 @@ import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app_backend.audit.service import AuditTrail
-from app_backend.directory import IdentityDirectory
+from app_backend.directory import IdentityDirectory, OrganisationPayees
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
 from app_backend.enterprises.service import EnterpriseService
 from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegistry, PopulationRegistry
@@ -23,6 +23,17 @@ from app_backend.organisations.service import MachineAuth, OrganisationService
 from app_backend.settings import Settings
 from code_service.codes.service import DevTransitEligibility
 from code_service.container import CodeServices
+from payments.channels.base import PaymentChannel
+from payments.container import PaymentServices
+from payments.ports import PaymentSettings
+
+
+def payment_channels(settings: Settings) -> dict[str, PaymentChannel]:
+    """The configured channels: the local sandboxes in dev (started by `tzt serve`), the real gateways in
+    production. A channel without configuration is simply absent (orders for it get a 400)."""
+    from app_backend.payment_channels import build_channels
+
+    return build_channels(settings)
 
 
 def create_redis(url: str, max_connections: int = 64) -> Redis:
@@ -51,6 +62,7 @@ class Services:
     dev_outbox: DevOutboxSender
     dev_liveness: DevLivenessProvider
     codes: CodeServices
+    payments: PaymentServices
 
     @property
     def liveness(self) -> DevLivenessProvider:
@@ -101,6 +113,12 @@ class Services:
                 IdentityDirectory(cipher, settings),
                 DevTransitEligibility(),
                 rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
+            ),
+            payments=PaymentServices.create(
+                pool,
+                payment_channels(settings),
+                OrganisationPayees(),
+                PaymentSettings(notify_base_url=settings.public_base_url),
             ),
         )
 

@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mask_phone: MaskingRule = MaskingRule(3, 4)
     mask_name: MaskingRule = MaskingRule(1, 0)
     trusted_proxies: frozenset[str] = frozenset()
+    public_base_url: str = "http://127.0.0.1:8000"
+    payment_config: Path | None = None
     sms_backend: str = "dev"
     registry_backend: str = "dev"
 
@@ -111,6 +113,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         otp_daily_per_phone=int(env.get("TZT_OTP_DAILY_PER_PHONE", "10")),
         otp_daily_per_ip=int(env.get("TZT_OTP_DAILY_PER_IP", "50")),
         trusted_proxies=frozenset(p for p in env.get("TZT_TRUSTED_PROXIES", "").split(",") if p),
+        public_base_url=env.get("TZT_PUBLIC_BASE_URL", f"http://127.0.0.1:{env.get('TZT_PORT', '8000')}"),
+        payment_config=Path(env["TZT_PAYMENT_CONFIG"]) if env.get("TZT_PAYMENT_CONFIG") else None,
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
         data_key=keys["data_key"],

@@ -10,6 +10,7 @@ from app_backend.audit.tasks import purge_expired_audit_events
 from app_backend.identity.tasks import purge_expired_refresh_tokens
 from app_backend.services import Services
 from app_backend.settings import Settings
+from payments.orders.tasks import settle_payments
 
 QUEUE_NAME = "taizhou-tong"
 
@@ -26,10 +27,11 @@ def build_worker(settings: Settings) -> Worker:
 
     return Worker(
         queue,
-        functions=[purge_expired_audit_events, purge_expired_refresh_tokens],
+        functions=[purge_expired_audit_events, purge_expired_refresh_tokens, settle_payments],
         cron_jobs=[
             CronJob(purge_expired_audit_events, cron="17 3 * * *"),
             CronJob(purge_expired_refresh_tokens, cron="37 3 * * *"),
+            CronJob(settle_payments, cron="* * * * *"),
         ],
         startup=startup,
         shutdown=shutdown,

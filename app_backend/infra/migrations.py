@@ -7,7 +7,7 @@ from importlib import resources
 import asyncpg
 
 # Order matters: later packages may reference earlier schemas.
-MIGRATION_PACKAGES = ("app_backend", "code_service")
+MIGRATION_PACKAGES = ("app_backend", "code_service", "payments")
 _LOCK_ID = 0x7A7470  # "tzt"
 
 

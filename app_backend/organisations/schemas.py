@@ -24,6 +24,7 @@ KNOWN_SCOPES = frozenset(
         "gates:sync",
         "gates:taps",
         "tiles:manage",
+        "payments:refund",
         "licences:issue",
         "settlements:read",
     }

@@ -1,0 +1,157 @@
+"""The one interface every payment channel implements, with provider-neutral results.
+
+Adapters live one folder per channel (alipay/, wechat/); a WeChat Pay v3 adapter can be added beside them
+without touching the rest. Amounts are integer fen everywhere; adapters convert to the channel's units."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class TradeStatus(StrEnum):
+    WAITING = "waiting"  # created, not paid yet
+    PAID = "paid"  # money received (Alipay TRADE_SUCCESS, WeChat SUCCESS)
+    CLOSED = "closed"  # closed unpaid, or fully refunded and closed by the channel
+    FINISHED = "finished"  # paid and no longer refundable (Alipay TRADE_FINISHED)
+    FAILED = "failed"  # a withholding deduction the channel refused
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class AgreementStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class ChannelOrder:
+    out_trade_no: str
+    amount_fen: int
+    subject: str
+    method: str  # app | mini | jsapi | native
+    notify_url: str
+    expires_at: dt.datetime
+    client_ip: str = "127.0.0.1"
+    payer_id: str | None = None  # Alipay buyer open id / WeChat openid (mini programs, JSAPI)
+
+
+@dataclass(frozen=True)
+class PayParams:
+    """What the client needs to pay: an Alipay order string, a mini-program trade number, the arguments of
+    wx.requestPayment, or a QR code URL (native)."""
+
+    channel: str
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChannelTrade:
+    out_trade_no: str
+    status: TradeStatus
+    amount_fen: int
+    channel_trade_no: str | None = None
+    paid_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChannelRefund:
+    out_refund_no: str
+    status: RefundStatus
+    amount_fen: int
+    channel_refund_no: str | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A verified asynchronous notification. `kind` is payment, refund, agreement or deduction."""
+
+    kind: str
+    app_id: str
+    out_trade_no: str
+    status: TradeStatus | RefundStatus | AgreementStatus
+    amount_fen: int
+    channel_trade_no: str | None = None
+    out_refund_no: str | None = None
+    agreement_no: str | None = None
+    paid_at: dt.datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BillLine:
+    """One line of a channel's daily bill, in fen."""
+
+    day: dt.date
+    kind: str  # payment | refund
+    out_trade_no: str
+    channel_trade_no: str
+    amount_fen: int
+    fee_fen: int
+    status: str
+    out_refund_no: str | None = None
+    at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    external_agreement_no: str
+    status: AgreementStatus
+    agreement_no: str | None = None  # the channel's id, once signed
+    sign_params: dict[str, Any] = field(default_factory=dict)
+
+
+class InvalidNotification(Exception):
+    """The notification's signature, sign type or app id is wrong; it is refused and not acknowledged."""
+
+
+class ChannelUnavailable(Exception):
+    """The channel did not answer (timeout, connection refused, 5xx): the outcome is unknown, query later."""
+
+
+class PaymentChannel(Protocol):
+    name: str
+
+    async def create(self, order: ChannelOrder) -> PayParams: ...
+
+    async def query(self, out_trade_no: str) -> ChannelTrade | None:
+        """None when the channel has no such trade."""
+        ...
+
+    async def close(self, out_trade_no: str) -> None: ...
+
+    async def refund(
+        self, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> ChannelRefund: ...
+
+    async def query_refund(self, out_trade_no: str, out_refund_no: str) -> ChannelRefund | None: ...
+
+    def parse_notification(self, body: bytes, content_type: str) -> Notification:
+        """Verifies and parses; raises InvalidNotification."""
+        ...
+
+    def acknowledge(self, accepted: bool) -> tuple[bytes, str]:
+        """The body and media type the channel expects in answer (Alipay: 'success'; WeChat: XML)."""
+        ...
+
+    async def download_bill(self, day: dt.date) -> list[BillLine]: ...
+
+    async def agreement_sign(
+        self, external_agreement_no: str, payer_id: str, notify_url: str
+    ) -> Agreement: ...
+
+    async def agreement_query(self, external_agreement_no: str) -> Agreement: ...
+
+    async def deduct(
+        self, agreement_no: str, out_trade_no: str, amount_fen: int, subject: str, notify_url: str
+    ) -> ChannelTrade:
+        """A withholding deduction. WAITING means accepted, not paid: query until PAID or FAILED."""
+        ...

@@ -1,0 +1,47 @@
+"""payments' object graph, built by the composition root from what it is handed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from payments.channels.base import PaymentChannel
+from payments.ledger.service import Ledger
+from payments.notifications.controllers import NotifyController
+from payments.notifications.service import NotificationService
+from payments.orders.controllers import OrderController
+from payments.orders.service import OrderService
+from payments.ports import PayeeDirectory, PaymentSettings
+from payments.refunds.service import RefundService
+
+ROUTES: list[type] = [OrderController, NotifyController]
+
+
+@dataclass
+class PaymentServices:
+    pool: asyncpg.Pool
+    channels: dict[str, PaymentChannel]
+    ledger: Ledger
+    orders: OrderService
+    refunds: RefundService
+    notifications: NotificationService
+
+    @classmethod
+    def create(
+        cls,
+        pool: asyncpg.Pool,
+        channels: dict[str, PaymentChannel],
+        payees: PayeeDirectory,
+        settings: PaymentSettings,
+    ) -> PaymentServices:
+        ledger = Ledger()
+        orders = OrderService(channels, payees, ledger, settings)
+        return cls(
+            pool=pool,
+            channels=channels,
+            ledger=ledger,
+            orders=orders,
+            refunds=RefundService(orders, ledger),
+            notifications=NotificationService(orders),
+        )

@@ -1,0 +1,1 @@
+"""The ledger has no public HTTP surface; operations use `tzt ledger check`."""

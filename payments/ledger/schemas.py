@@ -1,0 +1,1 @@
+"""Ledger shapes live in service.py (LedgerCheck); postings are (account, fen) pairs."""

@@ -1,0 +1,70 @@
+"""HTTP for payers (orders) and payees (refunds)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.params import Parameter
+
+from payments.orders.schemas import OrderCreate, OrderView
+from payments.ports import ClientOrganisation, Payer
+from payments.refunds.schemas import RefundCreate
+
+if TYPE_CHECKING:
+    from payments.container import PaymentServices
+
+
+def _key(raw: str | None) -> str:
+    if not raw or not 8 <= len(raw) <= 64 or not raw.isascii() or not raw.isprintable():
+        raise ValidationException(
+            "Idempotency-Key: a header of 8 to 64 printable ASCII characters is required",
+            extra=[{"key": "Idempotency-Key", "message": "missing or malformed"}],
+        )
+    return raw
+
+
+class OrderController(Controller):
+    path = "/api/v1/payments/orders"
+    tags = ["payments"]
+
+    @post("", summary="Create an order (Idempotency-Key header required); returns what the client pays with")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: OrderCreate,
+        payments: PaymentServices,
+        payer: Payer,
+        db: Any,
+        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
+    ) -> Response[Any]:
+        client = request.client.host if request.client else "127.0.0.1"
+        status, body = await payments.orders.create(
+            db, payer.resident_id, _key(idempotency_key), data, client
+        )
+        return Response(body, status_code=status)
+
+    @get("/{order_id:uuid}", summary="One of my orders")
+    async def get_one(
+        self, order_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any
+    ) -> OrderView:
+        return await payments.orders.get_for_payer(db, order_id, payer.resident_id)
+
+    @post("/{order_id:uuid}/refunds", summary="Refund part or all of a paid order (the payee, signed)")
+    async def refund(
+        self,
+        order_id: uuid.UUID,
+        data: RefundCreate,
+        payments: PaymentServices,
+        payee_client: ClientOrganisation,
+        db: Any,
+        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
+    ) -> Response[Any]:
+        if "payments:refund" not in payee_client.scopes:
+            raise PermissionDeniedException("this credential lacks the scope payments:refund")
+        status, body = await payments.refunds.refund(
+            db, payee_client.organisation_id, order_id, _key(idempotency_key), data
+        )
+        return Response(body, status_code=status)

@@ -1,0 +1,140 @@
+"""All SQL for orders and idempotency keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+ORDER_COLUMNS = """id, out_trade_no, payer_id, payee_id, purpose, subject, amount_fen, fee_fen, channel, method,
+                   status, refunded_fen, channel_trade_no, pay_params, paid_at, expires_at, created_at"""
+
+
+class IdempotencyRepository:
+    async def claim(self, conn: Any, scope: str, key: str, request_hash: bytes) -> bool:
+        """The unique index decides: a concurrent claim of the same key waits for ours to commit or roll back."""
+        claimed = await conn.fetchval(
+            """INSERT INTO payments.idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING RETURNING true""",
+            scope,
+            key,
+            request_hash,
+        )
+        return bool(claimed)
+
+    async def get(self, conn: Any, scope: str, key: str) -> Any:
+        return await conn.fetchrow(
+            """SELECT request_hash, status_code, response FROM payments.idempotency_keys
+               WHERE scope = $1 AND key = $2""",
+            scope,
+            key,
+        )
+
+    async def store(self, conn: Any, scope: str, key: str, status_code: int, response: Any) -> None:
+        await conn.execute(
+            """UPDATE payments.idempotency_keys SET status_code = $3, response = $4
+               WHERE scope = $1 AND key = $2""",
+            scope,
+            key,
+            status_code,
+            response,
+        )
+
+
+class OrderRepository:
+    async def insert(
+        self,
+        conn: Any,
+        *,
+        out_trade_no: str,
+        payer_id: uuid.UUID | None,
+        payee_id: uuid.UUID,
+        purpose: str,
+        subject: str,
+        amount_fen: int,
+        fee_fen: int,
+        channel: str,
+        method: str,
+        expires_at: dt.datetime,
+    ) -> Any:
+        return await conn.fetchrow(
+            f"""INSERT INTO payments.orders (out_trade_no, payer_id, payee_id, purpose, subject, amount_fen, fee_fen,
+                                             channel, method, expires_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ORDER_COLUMNS}""",
+            out_trade_no,
+            payer_id,
+            payee_id,
+            purpose,
+            subject,
+            amount_fen,
+            fee_fen,
+            channel,
+            method,
+            expires_at,
+        )
+
+    async def set_pay_params(self, conn: Any, order_id: uuid.UUID, params: Any) -> None:
+        await conn.execute(
+            "UPDATE payments.orders SET pay_params = $2, updated_at = now() WHERE id = $1", order_id, params
+        )
+
+    async def get(self, conn: Any, order_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE id = $1", order_id)
+
+    async def by_out_trade_no(self, conn: Any, out_trade_no: str) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE out_trade_no = $1", out_trade_no
+        )
+
+    async def mark_paid(
+        self, conn: Any, order_id: uuid.UUID, channel_trade_no: str | None, paid_at: dt.datetime | None
+    ) -> Any:
+        """Compare-and-set: only a waiting (or already closed: the money came anyway) order becomes paid."""
+        return await conn.fetchrow(
+            f"""UPDATE payments.orders SET status = 'paid', channel_trade_no = coalesce($2, channel_trade_no),
+                       paid_at = coalesce($3, now()), updated_at = now()
+                WHERE id = $1 AND status IN ('waiting', 'closed') RETURNING {ORDER_COLUMNS}""",
+            order_id,
+            channel_trade_no,
+            paid_at,
+        )
+
+    async def mark_closed(self, conn: Any, order_id: uuid.UUID) -> bool:
+        result: str = await conn.execute(
+            "UPDATE payments.orders SET status = 'closed', updated_at = now() WHERE id = $1 AND status = 'waiting'",
+            order_id,
+        )
+        return result.endswith(" 1")
+
+    async def mark_finished(self, conn: Any, order_id: uuid.UUID) -> bool:
+        result: str = await conn.execute(
+            "UPDATE payments.orders SET status = 'finished', updated_at = now() WHERE id = $1 AND status = 'paid'",
+            order_id,
+        )
+        return result.endswith(" 1")
+
+    async def stale_waiting(self, conn: Any, now: dt.datetime, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {ORDER_COLUMNS} FROM payments.orders WHERE status = 'waiting' AND expires_at < $1
+                ORDER BY expires_at LIMIT $2""",
+            now,
+            limit,
+        )
+        return rows
+
+    async def reserve_refund(self, conn: Any, order_id: uuid.UUID, amount_fen: int) -> Any:
+        """The refund cap in one conditional update: concurrent refunds can never sum past the amount paid."""
+        return await conn.fetchrow(
+            f"""UPDATE payments.orders SET refunded_fen = refunded_fen + $2, updated_at = now()
+                WHERE id = $1 AND status IN ('paid', 'finished') AND refunded_fen + $2 <= amount_fen
+                RETURNING {ORDER_COLUMNS}""",
+            order_id,
+            amount_fen,
+        )
+
+    async def release_refund(self, conn: Any, order_id: uuid.UUID, amount_fen: int) -> None:
+        await conn.execute(
+            "UPDATE payments.orders SET refunded_fen = refunded_fen - $2, updated_at = now() WHERE id = $1",
+            order_id,
+            amount_fen,
+        )

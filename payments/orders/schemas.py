@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Purpose = Literal["utility_bill", "non_tax_fee", "ticket", "other"]
+
+
+class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
+    purpose: Purpose
+    amount_fen: Annotated[
+        int, msgspec.Meta(gt=0, le=100_000_000, description="integer fen, at most 1,000,000 yuan")
+    ]
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    payee_id: uuid.UUID
+    channel: Literal["alipay", "wechat"]
+    method: Literal["app", "mini", "jsapi", "native"]
+    payer_channel_id: (
+        Annotated[str, msgspec.Meta(max_length=128, description="Alipay buyer open id or WeChat openid")]
+        | None
+    ) = None
+
+
+class PayInstructions(msgspec.Struct):
+    channel: str
+    method: str
+    params: dict[str, Any]
+
+
+class OrderView(msgspec.Struct):
+    id: uuid.UUID
+    out_trade_no: str
+    status: str
+    purpose: str
+    subject: str
+    amount_fen: int
+    refunded_fen: int
+    payee_id: uuid.UUID
+    channel: str
+    method: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    paid_at: dt.datetime | None
+    pay: PayInstructions | None = None

@@ -1,0 +1,217 @@
+"""Orders: idempotent creation, the monotonic state machine, ledger postings when money arrives, and settling
+orders whose outcome is unknown by asking the channel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.exceptions import ClientException, HTTPException, NotFoundException, ValidationException
+
+from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChannel, TradeStatus
+from payments.ledger.service import Ledger
+from payments.orders.repository import IdempotencyRepository, OrderRepository
+from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
+from payments.ports import PayeeDirectory, PaymentSettings
+
+_log = structlog.get_logger("payments")
+_SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+
+
+class ChannelDown(HTTPException):
+    status_code = 503
+
+
+def request_hash(*parts: Any) -> bytes:
+    return hashlib.sha256(msgspec.json.encode(parts)).digest()
+
+
+def order_view(row: Any) -> OrderView:
+    pay = row["pay_params"]
+    return OrderView(
+        id=row["id"],
+        out_trade_no=row["out_trade_no"],
+        status=row["status"],
+        purpose=row["purpose"],
+        subject=row["subject"],
+        amount_fen=row["amount_fen"],
+        refunded_fen=row["refunded_fen"],
+        payee_id=row["payee_id"],
+        channel=row["channel"],
+        method=row["method"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        paid_at=row["paid_at"],
+        pay=PayInstructions(**pay) if pay else None,
+    )
+
+
+def new_out_trade_no() -> str:
+    """32 characters at most (WeChat's limit), date first so bills and logs sort by day."""
+    return "TZT" + dt.datetime.now(_SHANGHAI).strftime("%Y%m%d") + secrets.token_hex(8).upper()
+
+
+class OrderService:
+    def __init__(
+        self,
+        channels: dict[str, PaymentChannel],
+        payees: PayeeDirectory,
+        ledger: Ledger,
+        settings: PaymentSettings,
+    ) -> None:
+        self._channels = channels
+        self._payees = payees
+        self._ledger = ledger
+        self._settings = settings
+        self._orders = OrderRepository()
+        self._keys = IdempotencyRepository()
+
+    def channel(self, name: str) -> PaymentChannel:
+        channel = self._channels.get(name)
+        if channel is None:
+            raise ValidationException(
+                f"channel: {name} is not configured", extra=[{"key": "channel", "message": "not configured"}]
+            )
+        return channel
+
+    async def create(
+        self, conn: Any, payer_id: uuid.UUID, key: str, data: OrderCreate, client_ip: str
+    ) -> tuple[int, Any]:
+        """Returns (status, body). The same key and body return the first answer; another body is a 422."""
+        scope = f"resident:{payer_id}"
+        digest = request_hash("orders.create", msgspec.to_builtins(data))
+        if not await self._keys.claim(conn, scope, key, digest):
+            stored = await self._keys.get(conn, scope, key)
+            if bytes(stored["request_hash"]) != digest:
+                raise ClientException(
+                    "Idempotency-Key: this key was used with a different request",
+                    status_code=422,
+                    extra=[{"key": "Idempotency-Key", "message": "reused with a different body"}],
+                )
+            return int(stored["status_code"]), stored["response"]
+        if await self._payees.payee(conn, data.payee_id) is None:
+            raise ValidationException(
+                "payee_id: no such payee", extra=[{"key": "payee_id", "message": "no such payee"}]
+            )
+        channel = self.channel(data.channel)
+        if data.method in ("mini", "jsapi") and not data.payer_channel_id:
+            raise ValidationException(
+                "payer_channel_id: required for mini-program and JSAPI payments",
+                extra=[{"key": "payer_channel_id", "message": "required for this method"}],
+            )
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds)
+        row = await self._orders.insert(
+            conn,
+            out_trade_no=new_out_trade_no(),
+            payer_id=payer_id,
+            payee_id=data.payee_id,
+            purpose=data.purpose,
+            subject=data.subject,
+            amount_fen=data.amount_fen,
+            fee_fen=data.amount_fen * self._settings.fee_bp.get(data.purpose, 0) // 10_000,
+            channel=data.channel,
+            method=data.method,
+            expires_at=expires_at,
+        )
+        try:
+            pay = await channel.create(
+                ChannelOrder(
+                    out_trade_no=row["out_trade_no"],
+                    amount_fen=data.amount_fen,
+                    subject=data.subject,
+                    method=data.method,
+                    notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{data.channel}",
+                    expires_at=expires_at,
+                    client_ip=client_ip,
+                    payer_id=data.payer_channel_id,
+                )
+            )
+        except ChannelUnavailable:
+            # Rolled back with the request: nothing is stored, and a retry with the same key starts afresh.
+            raise ChannelDown(
+                f"the {data.channel} gateway did not answer; retry with the same Idempotency-Key",
+                headers={"Retry-After": "2"},
+            ) from None
+        params = {"channel": pay.channel, "method": pay.method, "params": pay.params}
+        await self._orders.set_pay_params(conn, row["id"], params)
+        body = msgspec.to_builtins(order_view({**dict(row), "pay_params": params}))
+        await self._keys.store(conn, scope, key, 201, body)
+        return 201, body
+
+    async def get_for_payer(self, conn: Any, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
+        row = await self._orders.get(conn, order_id)
+        if row is None or row["payer_id"] != payer_id:
+            raise NotFoundException("order not found")
+        return order_view(row)
+
+    async def mark_paid(
+        self, conn: Any, row: Any, channel_trade_no: str | None, paid_at: dt.datetime | None
+    ) -> bool:
+        """The one place money arrives: a compare-and-set transition and its ledger entry, exactly once."""
+        paid = await self._orders.mark_paid(conn, row["id"], channel_trade_no, paid_at)
+        if paid is None:
+            return False
+        amount, fee = paid["amount_fen"], paid["fee_fen"]
+        await self._ledger.post(
+            conn,
+            f"payment:{paid['id']}",
+            "payment",
+            [
+                (f"channel_clearing:{paid['channel']}", amount),
+                (f"payee_payable:{paid['payee_id']}", -(amount - fee)),
+                ("platform_fees", -fee),
+            ],
+            memo=paid["out_trade_no"],
+        )
+        _log.info("order paid", order=str(paid["id"]), amount_fen=amount, channel=paid["channel"])
+        return True
+
+    async def apply_channel_state(
+        self,
+        conn: Any,
+        row: Any,
+        status: TradeStatus,
+        channel_trade_no: str | None,
+        paid_at: dt.datetime | None,
+    ) -> str:
+        """Moves the order forward only: a late 'waiting' never undoes 'paid'."""
+        if status in (TradeStatus.PAID, TradeStatus.FINISHED):
+            moved = await self.mark_paid(conn, row, channel_trade_no, paid_at)
+            if status == TradeStatus.FINISHED:
+                await self._orders.mark_finished(conn, row["id"])
+            return "paid" if moved else "already"
+        if status == TradeStatus.CLOSED:
+            return "closed" if await self._orders.mark_closed(conn, row["id"]) else "already"
+        return "ignored"
+
+    async def settle_stale(self, conn: Any, limit: int = 100) -> dict[str, int]:
+        """For orders past their expiry whose outcome we never heard: ask the channel, then pay or close."""
+        counts = {"paid": 0, "closed": 0, "unknown": 0}
+        for row in await self._orders.stale_waiting(conn, dt.datetime.now(dt.UTC), limit):
+            channel = self._channels.get(row["channel"])
+            if channel is None:
+                continue
+            try:
+                trade = await channel.query(row["out_trade_no"])
+                if trade is not None and trade.status in (TradeStatus.PAID, TradeStatus.FINISHED):
+                    if trade.amount_fen != row["amount_fen"]:
+                        _log.error("channel amount differs", order=str(row["id"]))
+                        counts["unknown"] += 1
+                        continue
+                    await self.apply_channel_state(
+                        conn, row, trade.status, trade.channel_trade_no, trade.paid_at
+                    )
+                    counts["paid"] += 1
+                    continue
+                await channel.close(row["out_trade_no"])
+            except ChannelUnavailable:
+                counts["unknown"] += 1
+                continue
+            if await self._orders.mark_closed(conn, row["id"]):
+                counts["closed"] += 1
+        return counts

@@ -1,0 +1,14 @@
+"""Settling what the channels never told us: stale orders and pending refunds, by asking the channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def settle_payments(ctx: dict[str, Any]) -> dict[str, int]:
+    payments = ctx["services"].payments
+    async with payments.pool.acquire() as conn, conn.transaction():
+        counts = await payments.orders.settle_stale(conn)
+    async with payments.pool.acquire() as conn, conn.transaction():
+        counts["refunds"] = await payments.refunds.settle_pending(conn)
+    return counts

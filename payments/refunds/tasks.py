@@ -1,0 +1,1 @@
+"""Pending refunds are settled by payments.orders.tasks.settle_payments, which asks the channels."""
