@@ -139,10 +139,17 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
             extra={"errors": [{"field": "body", "message": "too large"}]},
             instance=instance,
         )
+    # Domain packages raise Litestar's exceptions with field errors in `extra`; name the fields here too.
+    fields = [
+        {"field": str(item["key"]), "message": str(item.get("message", ""))}
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, Mapping) and item.get("key")
+    ]
     return problem_response(
         status,
         _TITLES.get(status, "error").lower().replace(" ", "-"),
         detail,
+        extra={"errors": fields} if fields else None,
         headers=exc.headers,
         instance=instance,
     )
