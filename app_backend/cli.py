@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from app_backend.settings import Settings, load_settings
@@ -108,6 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
         }
         children: list[subprocess.Popen[bytes]] = []
+        if live.is_dev and not os.environ.get("TZT_PAYMENT_CONFIG") and not args.no_sandboxes:
+            from app_backend.sandboxes import start_sandboxes
+
+            payment_config, sandboxes = start_sandboxes(live.data_dir)
+            children += sandboxes
+            env["TZT_PAYMENT_CONFIG"] = str(payment_config)
         if not args.no_worker:
             children.append(subprocess.Popen([sys.executable, "-m", "app_backend.cli", "worker"], env=env))
         server = subprocess.Popen(  # noqa: S603
@@ -132,6 +139,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         children.append(server)
         _print_banner(live, creds)
+        if "TZT_PAYMENT_CONFIG" in env:
+            channels = json.loads(Path(env["TZT_PAYMENT_CONFIG"]).read_text())
+            for name, section in channels.items():
+                base = section.get("api_base_url") or section.get("gateway_url", "")
+                print(f"  Payment sandbox ({name}): {base}  (test controls under /_sandbox/)", flush=True)
         stopping = False
 
         def stop(*_: Any) -> None:
@@ -331,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     serve.add_argument("--no-worker", action="store_true", help="do not start the background job worker")
     serve.add_argument("--no-seed", action="store_true")
+    serve.add_argument("--no-sandboxes", action="store_true", help="do not start the payment sandboxes (dev)")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("seed", help="load demo data (dev)").set_defaults(func=cmd_seed)

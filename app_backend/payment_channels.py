@@ -4,15 +4,31 @@ dev for the local sandboxes and operations provide in production (keys by file p
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 from app_backend.settings import Settings
 from payments.channels.base import PaymentChannel
 
 
+def _resolve_files(section: dict[str, Any]) -> dict[str, Any]:
+    """`<name>_file: path` becomes `<name>: the file's text`, so secrets stay in files (or mounted secrets)."""
+    resolved = {}
+    for key, value in section.items():
+        if key.endswith("_file"):
+            resolved[key[: -len("_file")]] = Path(value).read_text(encoding="utf-8").strip()
+        else:
+            resolved[key] = value
+    return resolved
+
+
 def build_channels(settings: Settings) -> dict[str, PaymentChannel]:
     if settings.payment_config is None or not settings.payment_config.exists():
         return {}
-    config = json.loads(settings.payment_config.read_text())
+    config = {
+        name: _resolve_files(section)
+        for name, section in json.loads(settings.payment_config.read_text()).items()
+    }
     channels: dict[str, PaymentChannel] = {}
     if "alipay" in config:
         from payments.channels.alipay.adapter import AlipayChannel, AlipayConfig

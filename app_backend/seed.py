@@ -48,7 +48,7 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
         ["verify:transit", "gates:sync", "gates:taps"],
     ),
     ("泰州市人民医院", "verifier_operator", "泰州市海陵区", ["verify:medical", "verify:health"]),
-    ("泰州示范超市", "merchant", "泰州市海陵区坡子街", ["verify:health"]),
+    ("泰州示范超市", "merchant", "泰州市海陵区坡子街", ["verify:health", "payments:refund"]),
     ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
 ]
 

@@ -105,6 +105,43 @@ def test_openapi_and_metrics_are_served(server):
     assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
 
 
+def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_dir):
+    """`make run` pays end to end: the sandbox delivers its signed notification to the running app."""
+    base, _, _ = server
+    creds = json.loads((data_dir / "demo-credentials.json").read_text())
+    payee = creds["泰州示范超市"]["organisation_id"]
+    config = json.loads((data_dir / "payment-channels.json").read_text())
+    sandbox = config["wechat"]["api_base_url"].rstrip("/")
+    with httpx.Client(base_url=base, timeout=10) as http:
+        phone = "1380000" + str(int(time.time() * 1000))[-4:]  # any phone: a new resident
+        http.post("/api/v1/auth/otp", json={"phone": phone})
+        code = re.search(
+            r"\d{6}", http.get("/api/v1/dev/outbox", params={"phone": phone}).json()["messages"][0]["text"]
+        ).group(0)
+        token = http.post("/api/v1/auth/login", json={"phone": phone, "otp": code}).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        order = http.post(
+            "/api/v1/payments/orders",
+            headers={**auth, "Idempotency-Key": os.urandom(8).hex()},
+            json={
+                "purpose": "utility_bill",
+                "amount_fen": 8650,
+                "subject": "泰州自来水 11月",
+                "payee_id": payee,
+                "channel": "wechat",
+                "method": "native",
+            },
+        ).json()
+        assert order["pay"]["params"]["code_url"].startswith("weixin://")
+        httpx.post(
+            f"{sandbox}/_sandbox/trades/{order['out_trade_no']}/pay", json={"deliver": True}, timeout=10
+        )
+        deadline = time.monotonic() + 20
+        while http.get(f"/api/v1/payments/orders/{order['id']}", headers=auth).json()["status"] != "paid":
+            assert time.monotonic() < deadline, "the sandbox's notification never reached the app"
+            time.sleep(0.1)
+
+
 def test_ctrl_c_stops_everything(server):
     base, proc, _ = server
     proc.send_signal(signal.SIGINT)

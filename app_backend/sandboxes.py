@@ -1,0 +1,94 @@
+"""`tzt serve` in dev starts the payment sandboxes (local servers speaking Alipay's and WeChat Pay's protocols)
+and writes the channel config the app reads, so `make run` pays end to end without the internet."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(channel: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "sandbox.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - our own module
+        [
+            sys.executable,
+            "-m",
+            "payments.sandbox",
+            channel,
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the {channel} sandbox did not start; see {state_dir / 'sandbox.log'}")
+
+
+def start_sandboxes(data_dir: Path) -> tuple[Path, list[subprocess.Popen[bytes]]]:
+    root = data_dir / "sandbox"
+    procs: list[subprocess.Popen[bytes]] = []
+    config: dict[str, dict[str, str]] = {}
+    wechat_proc, _ = _start("wechat", root / "wechat")
+    procs.append(wechat_proc)
+    merchant = json.loads((root / "wechat" / "wechat.json").read_text())
+    key_file = root / "wechat" / "api_key.txt"
+    key_file.write_text(merchant["api_key"])
+    key_file.chmod(0o600)
+    config["wechat"] = {
+        "appid": merchant["appid"],
+        "mch_id": merchant["mch_id"],
+        "api_key_file": str(key_file),
+        "api_base_url": merchant["base_url"],
+        "papay_plan_id": str(merchant.get("plan_id", "")),
+    }
+    try:
+        alipay_proc, alipay_base = _start("alipay", root / "alipay")
+    except RuntimeError:
+        pass  # the Alipay sandbox is optional until its adapter lands
+    else:
+        procs.append(alipay_proc)
+        config["alipay"] = alipay_config(root / "alipay", alipay_base)
+    path = data_dir / "payment-channels.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path, procs
+
+
+def alipay_config(state_dir: Path, base: str) -> dict[str, str]:
+    from payments.sandbox.alipay import DEMO_APP_ID
+
+    return {
+        "app_id": DEMO_APP_ID,
+        "app_private_key_file": str(state_dir / "app_private_key.pem"),
+        "alipay_public_key_file": str(state_dir / "alipay_public_key.pem"),
+        "gateway_url": f"{base}/gateway.do",
+    }
