@@ -1,0 +1,106 @@
+"""Alipay notifications through the app: verified (RSA2 only, our app id), matched to the order and its amount,
+credited once however many copies arrive at once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from payments.channels.alipay import AlipayChannel
+from tests.helpers import bearer, login, machine_credential
+from tests.payments.test_alipay_channel import Sandbox, alipay_sandbox  # noqa: F401 - the session fixture
+
+FORM = "application/x-www-form-urlencoded; charset=utf-8"
+
+
+@pytest.fixture
+async def alipay(services: Any, alipay_sandbox: Sandbox) -> Sandbox:  # noqa: F811
+    services.payments.channels["alipay"] = AlipayChannel(alipay_sandbox.config())
+    return alipay_sandbox
+
+
+async def _paid_notification(
+    client: Any, services: Any, sandbox: Sandbox, amount: int = 4200, **fields: Any
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    person = await login(client)
+    payee = await machine_credential(client, services, ["payments:refund"], kind="department")
+    order = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": uuid.uuid4().hex},
+        json={
+            "purpose": "non_tax_fee",
+            "amount_fen": amount,
+            "subject": "泰州市不动产登记费",
+            "payee_id": payee["organisation"]["id"],
+            "channel": "alipay",
+            "method": "native",
+        },
+    )
+    assert order.status_code == 201, order.text
+    assert order.json()["pay"]["params"]["qr_code"]
+    out_trade_no = order.json()["out_trade_no"]
+    await sandbox.control("POST", f"/_sandbox/trades/{out_trade_no}/pay", {"deliver": False})
+    note = await sandbox.control(
+        "POST",
+        f"/_sandbox/trades/{out_trade_no}/notification",
+        {"deliver": False, **({"fields": fields} if fields else {})},
+    )
+    return person, order.json(), note["notification"]["body"]
+
+
+async def _notify(client: Any, body: str) -> Any:
+    return await client.post("/api/v1/payments/notify/alipay", content=body, headers={"Content-Type": FORM})
+
+
+async def _status(client: Any, person: dict[str, Any], order: dict[str, Any]) -> str:
+    return (await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))).json()[
+        "status"
+    ]
+
+
+async def test_fifty_copies_at_once_credit_once(client, services, alipay):
+    person, order, body = await _paid_notification(client, services, alipay)
+    async with services.pool.acquire() as conn:
+        before = await services.payments.ledger.balance(conn, "channel_clearing:alipay")
+    acks = await asyncio.gather(*(_notify(client, body) for _ in range(50)))
+    assert {(a.status_code, a.content) for a in acks} == {(200, b"success")}
+    async with services.pool.acquire() as conn:
+        assert await services.payments.ledger.balance(conn, "channel_clearing:alipay") - before == 4200
+        assert (await services.payments.ledger.check(conn)).ok
+    assert await _status(client, person, order) == "paid"
+
+
+async def test_a_validly_signed_notification_with_the_wrong_amount_is_refused(client, services, alipay):
+    person, order, body = await _paid_notification(client, services, alipay, total_amount="0.01")
+    refused = await _notify(client, body)
+    assert (refused.status_code, refused.content) == (400, b"failure")
+    assert await _status(client, person, order) == "waiting"
+
+
+async def test_another_apps_notification_is_refused(client, services, alipay):
+    person, order, body = await _paid_notification(client, services, alipay, app_id="2021000000009999")
+    assert (await _notify(client, body)).status_code == 400
+    assert await _status(client, person, order) == "waiting"
+
+
+async def test_rsa_instead_of_rsa2_and_a_bad_signature_are_refused(client, services, alipay):
+    person, order, body = await _paid_notification(client, services, alipay)
+    params = dict(parse_qsl(body))
+    private = serialization.load_pem_private_key(alipay.keys.alipay_private_key.encode(), password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    content = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("sign", "sign_type"))
+    rsa_sha1 = base64.b64encode(private.sign(content.encode(), padding.PKCS1v15(), hashes.SHA1())).decode()  # noqa: S303
+    for forged in (
+        {**params, "sign": rsa_sha1, "sign_type": "RSA"},
+        {**params, "sign": params["sign"][:-4] + "AAA="},
+    ):
+        assert (await _notify(client, urlencode(forged))).status_code == 400
+    assert await _status(client, person, order) == "waiting"
+    assert (await _notify(client, body)).status_code == 200 and await _status(client, person, order) == "paid"
