@@ -1,0 +1,75 @@
+"""Daily settlement per payee: due after fees and refunds, a CSV statement, paid once, the ledger intact."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from typing import Any
+
+import pytest
+
+from payments.settlement.service import BUSINESS_TZ
+from tests.helpers import machine_credential, signed
+from tests.payments.conftest import Sandbox
+from tests.payments.test_payments_flow import _paid_order, _signed_with_key
+
+
+@pytest.fixture
+async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
+    services.payments.channels["wechat"] = sandbox.channel()
+    return sandbox
+
+
+async def test_a_payees_day_is_settled_after_fees_and_refunds_and_paid_once(client, services, wechat):
+    payee = await machine_credential(
+        client, services, ["payments:refund", "settlements:read"], kind="merchant"
+    )
+    await _paid_order(client, services, wechat, payee, amount=10_000)
+    _, second = await _paid_order(client, services, wechat, payee, amount=5_000)
+    refund = await _signed_with_key(
+        client, payee, f"/api/v1/payments/orders/{second['id']}/refunds", {"amount_fen": 2_000}
+    )
+    assert refund.status_code == 201
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.payments.refunds.settle_pending(conn)
+    today = dt.datetime.now(BUSINESS_TZ).date()
+    async with services.pool.acquire() as conn, conn.transaction():
+        settled = await services.payments.settlement.settle_day(conn, today)
+        again = await services.payments.settlement.settle_day(conn, today)
+    mine = [s for s in settled if str(s.payee_id) == payee["organisation"]["id"]]
+    assert len(mine) == 1 and [s for s in again if s.id == mine[0].id] == mine, (
+        "settling twice changes nothing"
+    )
+    fees = 10_000 * 60 // 10_000 + 5_000 * 60 // 10_000
+    fee_back = 30 * 2_000 // 5_000
+    settlement = mine[0]
+    assert (settlement.gross_fen, settlement.fees_fen, settlement.refunds_fen) == (15_000, fees, 2_000)
+    assert settlement.net_fen == 15_000 - fees - (2_000 - fee_back) and settlement.status == "due"
+
+    listed = await signed(client, payee, "GET", f"/api/v1/payments/settlements?date={today.isoformat()}")
+    assert listed.status_code == 200 and listed.json()["settlements"][0]["net_fen"] == settlement.net_fen
+    statement = await signed(
+        client, payee, "GET", f"/api/v1/payments/settlements/{settlement.id}/statement.csv"
+    )
+    rows = list(csv.reader(io.StringIO(statement.text)))
+    assert rows[0][:3] == ["time", "kind", "out_trade_no"] and len(rows) == 1 + 3 + 1
+    assert sum(int(r[8]) for r in rows[1:-1]) == settlement.net_fen == int(rows[-1][8])
+    stranger = await machine_credential(client, services, ["settlements:read"], kind="merchant")
+    assert (
+        await signed(client, stranger, "GET", f"/api/v1/payments/settlements/{settlement.id}/statement.csv")
+    ).status_code == 404
+
+    async with services.pool.acquire() as conn, conn.transaction():
+        paid = await services.payments.settlement.mark_paid(conn, settlement.id, "ICBC-20261121-0001")
+        assert paid.status == "paid"
+        assert (
+            await services.payments.ledger.balance(conn, f"payee_payable:{payee['organisation']['id']}") == 0
+        )
+        assert (await services.payments.ledger.check(conn)).ok
+    async with services.pool.acquire() as conn:
+        with pytest.raises(Exception, match="not due"):
+            async with conn.transaction():
+                await services.payments.settlement.mark_paid(conn, settlement.id, "again")
+    assert uuid.UUID(str(settlement.id))
