@@ -14,8 +14,10 @@ from payments.orders.controllers import OrderController
 from payments.orders.service import OrderService
 from payments.ports import PayeeDirectory, PaymentSettings
 from payments.refunds.service import RefundService
+from payments.settlement.controllers import SettlementController
+from payments.settlement.service import SettlementService
 
-ROUTES: list[type] = [OrderController, NotifyController]
+ROUTES: list[type] = [OrderController, NotifyController, SettlementController]
 
 
 @dataclass
@@ -26,6 +28,7 @@ class PaymentServices:
     orders: OrderService
     refunds: RefundService
     notifications: NotificationService
+    settlement: SettlementService
 
     @classmethod
     def create(
@@ -44,4 +47,5 @@ class PaymentServices:
             orders=orders,
             refunds=RefundService(orders, ledger),
             notifications=NotificationService(orders),
+            settlement=SettlementService(ledger),
         )
