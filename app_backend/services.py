@@ -119,6 +119,7 @@ class Services:
                 payment_channels(settings),
                 OrganisationPayees(),
                 PaymentSettings(notify_base_url=settings.public_base_url),
+                cipher,
             ),
         )
 

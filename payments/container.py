@@ -16,8 +16,10 @@ from payments.ports import PayeeDirectory, PaymentSettings
 from payments.refunds.service import RefundService
 from payments.settlement.controllers import SettlementController
 from payments.settlement.service import SettlementService
+from payments.webhooks.controllers import WebhookController
+from payments.webhooks.service import SecretBox, WebhookService
 
-ROUTES: list[type] = [OrderController, NotifyController, SettlementController]
+ROUTES: list[type] = [OrderController, NotifyController, SettlementController, WebhookController]
 
 
 @dataclass
@@ -29,6 +31,7 @@ class PaymentServices:
     refunds: RefundService
     notifications: NotificationService
     settlement: SettlementService
+    webhooks: WebhookService
 
     @classmethod
     def create(
@@ -37,9 +40,11 @@ class PaymentServices:
         channels: dict[str, PaymentChannel],
         payees: PayeeDirectory,
         settings: PaymentSettings,
+        box: SecretBox,
     ) -> PaymentServices:
         ledger = Ledger()
-        orders = OrderService(channels, payees, ledger, settings)
+        webhooks = WebhookService(box)
+        orders = OrderService(channels, payees, ledger, settings, webhooks)
         return cls(
             pool=pool,
             channels=channels,
@@ -48,4 +53,5 @@ class PaymentServices:
             refunds=RefundService(orders, ledger),
             notifications=NotificationService(orders),
             settlement=SettlementService(ledger),
+            webhooks=webhooks,
         )

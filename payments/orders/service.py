@@ -18,6 +18,7 @@ from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository
 from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
 from payments.ports import PayeeDirectory, PaymentSettings
+from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")
 _SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -63,7 +64,9 @@ class OrderService:
         payees: PayeeDirectory,
         ledger: Ledger,
         settings: PaymentSettings,
+        events: WebhookService,
     ) -> None:
+        self.events = events
         self._channels = channels
         self._payees = payees
         self._ledger = ledger
@@ -168,6 +171,9 @@ class OrderService:
             ],
             memo=paid["out_trade_no"],
         )
+        await self.events.enqueue(conn, paid["payee_id"], "order.paid", {
+            "order_id": str(paid["id"]), "out_trade_no": paid["out_trade_no"], "amount_fen": amount,
+            "fee_fen": fee, "subject": paid["subject"], "channel": paid["channel"]})
         _log.info("order paid", order=str(paid["id"]), amount_fen=amount, channel=paid["channel"])
         return True
 

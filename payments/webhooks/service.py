@@ -1,0 +1,81 @@
+"""Telling a payee's own system about its money: events are written to an outbox in the same transaction as the
+payment or refund, then POSTed, signed, with bounded retries (1 min, 5 min, 30 min, 2 h, 6 h, then failed)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+import structlog
+
+from payments.webhooks.repository import WebhookRepository
+from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
+
+RETRY_SCHEDULE = (60, 300, 1800, 7200, 21600)
+_FIELD = "payments.webhook_secret"
+_log = structlog.get_logger("payments.webhooks")
+
+
+class SecretBox(Protocol):
+    def encrypt(self, field: str, plaintext: str) -> bytes: ...
+
+    def decrypt(self, field: str, blob: bytes) -> str: ...
+
+
+def signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookService:
+    def __init__(self, box: SecretBox, timeout: float = 5.0) -> None:
+        self._box = box
+        self._timeout = timeout
+        self._repo = WebhookRepository()
+
+    async def register(self, conn: Any, payee_id: uuid.UUID, url: str) -> WebhookRegistered:
+        secret = "whs_" + secrets.token_urlsafe(24)
+        await self._repo.upsert(conn, payee_id, url, self._box.encrypt(_FIELD, secret))
+        return WebhookRegistered(url=url, secret=secret)
+
+    async def enqueue(self, conn: Any, payee_id: uuid.UUID, event: str, body: dict[str, Any]) -> None:
+        await self._repo.enqueue(conn, payee_id, event, {"event": event, **body})
+
+    async def deliver_due(self, conn: Any, limit: int = 100) -> dict[str, int]:
+        counts = {"delivered": 0, "retry": 0, "failed": 0}
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            for row in await self._repo.claim_due(conn, limit):
+                raw = msgspec.json.encode({"id": str(row["id"]), **row["body"]})
+                secret = self._box.decrypt(_FIELD, row["secret_enc"])
+                try:
+                    answer = await http.post(
+                        row["url"],
+                        content=raw,
+                        headers={
+                            "Content-Type": "application/json",
+                            "X-Tzt-Event-Id": str(row["id"]),
+                            "X-Tzt-Event-Signature": signature(secret, raw),
+                        },
+                    )
+                    error = "" if answer.is_success else f"HTTP {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                if not error:
+                    await self._repo.delivered(conn, row["id"])
+                    counts["delivered"] += 1
+                    continue
+                attempt = row["attempts"]
+                retry_in = RETRY_SCHEDULE[attempt] if attempt < len(RETRY_SCHEDULE) else None
+                await self._repo.failed_attempt(conn, row["id"], error, retry_in)
+                counts["retry" if retry_in else "failed"] += 1
+                _log.warning(
+                    "payee event not delivered", event_id=str(row["id"]), error=error, retry_in=retry_in
+                )
+        return counts
+
+    async def events(self, conn: Any, payee_id: uuid.UUID, limit: int = 100) -> list[PayeeEvent]:
+        return [PayeeEvent(**dict(r)) for r in await self._repo.events_for(conn, payee_id, limit)]

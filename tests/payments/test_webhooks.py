@@ -1,0 +1,100 @@
+"""The payee's own system hears about its money: signed events, delivered after commit, retried, then given up."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from payments.webhooks.service import RETRY_SCHEDULE
+from tests.helpers import machine_credential, signed
+from tests.payments.conftest import Sandbox
+from tests.payments.test_payments_flow import _paid_order
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tzt-events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
+@pytest.fixture
+async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
+    services.payments.channels["wechat"] = sandbox.channel()
+    return sandbox
+
+
+async def _deliver(services: Any) -> dict[str, int]:
+    async with services.pool.acquire() as conn, conn.transaction():
+        return await services.payments.webhooks.deliver_due(conn)
+
+
+async def test_a_paid_order_reaches_the_payees_system_signed(client, services, wechat, receiver):
+    payee = await machine_credential(client, services, ["payments:refund"], kind="merchant")
+    registered = await signed(client, payee, "PUT", "/api/v1/payments/webhook", {"url": receiver.url})
+    assert registered.status_code == 200, registered.text
+    secret = registered.json()["secret"]
+    _, order = await _paid_order(client, services, wechat, payee, amount=1234)
+    await _deliver(services)
+    mine = [(h, b) for h, b in receiver.received if json.loads(b).get("order_id") == order["id"]]
+    assert len(mine) == 1
+    headers, body = mine[0]
+    assert headers["X-Tzt-Event-Signature"] == hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert json.loads(body)["event"] == "order.paid" and json.loads(body)["amount_fen"] == 1234
+    await _deliver(services)
+    assert len([b for _, b in receiver.received if json.loads(b).get("order_id") == order["id"]]) == 1
+
+
+async def test_failed_deliveries_are_retried_on_schedule_then_given_up(
+    client, services, wechat, receiver, db
+):
+    payee = await machine_credential(client, services, ["payments:refund"], kind="merchant")
+    await signed(client, payee, "PUT", "/api/v1/payments/webhook", {"url": receiver.url})
+    receiver.status = 503
+    await _paid_order(client, services, wechat, payee)
+    payee_id = payee["organisation"]["id"]
+    for attempt in range(len(RETRY_SCHEDULE) + 1):
+        # the clock moves on: make the event due now
+        await db.execute(
+            "UPDATE payments.payee_events SET next_attempt_at = now() WHERE payee_id = $1::uuid "
+            "AND status = 'pending'",
+            payee_id,
+        )
+        await _deliver(services)
+        row = await db.fetchrow(
+            "SELECT status, attempts, last_error, next_attempt_at > now() AS later "
+            "FROM payments.payee_events WHERE payee_id = $1::uuid",
+            payee_id,
+        )
+        assert row["attempts"] == attempt + 1 and row["last_error"] == "HTTP 503"
+        assert row["status"] == ("failed" if attempt == len(RETRY_SCHEDULE) else "pending")
+    events = await signed(client, payee, "GET", "/api/v1/payments/webhook/events")
+    assert events.json()["events"][0]["status"] == "failed"
