@@ -334,6 +334,44 @@ def cmd_ledger(_: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _iso_date(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Matches each configured channel's bill for the business day (Asia/Shanghai) against our orders and
+    refunds, stores the report (replacing an earlier one for the day) and prints it. Exits 1 only when a
+    channel's bill could not be had; differences are the report, not a failure."""
+    import datetime as dt
+
+    import structlog
+
+    from payments.reconciliation.service import BUSINESS_TZ, render_text
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the report alone
+    day = args.date or dt.datetime.now(BUSINESS_TZ).date() - dt.timedelta(days=1)
+
+    async def run(live: Settings) -> Any:
+        from app_backend.services import Services
+
+        services = await Services.create(live)
+        try:
+            return await services.payments.reconciliation.run(day)
+        finally:
+            await services.close()
+
+    with backing_services(load_settings()) as live:
+        asyncio.run(_migrate(live))
+        report = asyncio.run(run(live))
+    print(render_text(report))
+    return 1 if any(c.status == "failed" for c in report.channels) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="check the ledger's invariants")
     ledger.add_argument("action", choices=["check"])
     ledger.set_defaults(func=cmd_ledger)
+    reconcile = sub.add_parser("reconcile", help="match the channels' bills of a day against our records")
+    reconcile.add_argument(
+        "--date",
+        type=_iso_date,
+        help="business day YYYY-MM-DD (Asia/Shanghai); yesterday when omitted",
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
     return parser
 
 

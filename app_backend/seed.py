@@ -72,12 +72,12 @@ async def _resident(services: Services, conn: Any, phone: str, person: tuple[str
 
 
 async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> None:
-    """The demo resident rides (a withholding agreement), is green and insured; a signing key exists."""
-    from code_service.codes.repository import DevTransitRepository
+    """The demo resident rides (an active withholding agreement), is green and insured; a signing key exists."""
     from code_service.feeds.repository import FeedRepository
 
     await services.codes.keys.ensure(conn)
-    await DevTransitRepository().set(conn, resident_id, has_agreement=True, in_debt=False, blocked=False)
+    if await services.payments.transit.may_ride(conn, resident_id) == (False, "no-agreement"):
+        await services.payments.transit.grant_agreement(conn, resident_id, "wechat")
     health_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
     insurance_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[1][0])
     person = services.cipher.lookup_hash("resident.id_number", DEMO_PEOPLE[1][1])

@@ -21,11 +21,12 @@ from app_backend.infra.crypto import FieldCipher
 from app_backend.infra.db import create_pool
 from app_backend.organisations.service import MachineAuth, OrganisationService
 from app_backend.settings import Settings
-from code_service.codes.service import DevTransitEligibility
+from app_backend.transit_ports import GateDebtors, GateTaps
 from code_service.container import CodeServices
 from payments.channels.base import PaymentChannel
 from payments.container import PaymentServices
-from payments.ports import PaymentSettings
+from payments.ports import PaymentSettings, TransitPorts
+from payments.transit.service import RideEligibility
 
 
 def payment_channels(settings: Settings) -> dict[str, PaymentChannel]:
@@ -89,6 +90,15 @@ class Services:
         )
         auth = AuthService(redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp)
         legal = DevLegalEntityRegistry(cipher)
+        codes = CodeServices.create(
+            pool,
+            redis,
+            cipher,
+            IdentityDirectory(cipher, settings),
+            RideEligibility(),
+            rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
+        )
+        gate_taps = GateTaps()
         return cls(
             settings=settings,
             pool=pool,
@@ -106,20 +116,19 @@ class Services:
             machine_auth=MachineAuth(redis, cipher, settings.signature_window),
             dev_outbox=outbox,
             dev_liveness=liveness,
-            codes=CodeServices.create(
-                pool,
-                redis,
-                cipher,
-                IdentityDirectory(cipher, settings),
-                DevTransitEligibility(),
-                rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
-            ),
+            codes=codes,
             payments=PaymentServices.create(
                 pool,
                 payment_channels(settings),
                 OrganisationPayees(),
                 PaymentSettings(notify_base_url=settings.public_base_url),
                 cipher,
+                TransitPorts(
+                    taps=gate_taps,
+                    riders=gate_taps,
+                    debtors=GateDebtors(codes.deny),
+                    eligibility_changed=codes.facts.invalidate_resident,
+                ),
             ),
         )
 

@@ -11,6 +11,13 @@ from app_backend.identity.tasks import purge_expired_refresh_tokens
 from app_backend.services import Services
 from app_backend.settings import Settings
 from payments.orders.tasks import settle_payments
+from payments.reconciliation.tasks import reconcile_yesterday
+from payments.transit.tasks import (
+    build_transit_trips,
+    check_transit_deductions,
+    deduct_transit_fares,
+    poll_transit_agreements,
+)
 
 QUEUE_NAME = "taizhou-tong"
 
@@ -27,11 +34,28 @@ def build_worker(settings: Settings) -> Worker:
 
     return Worker(
         queue,
-        functions=[purge_expired_audit_events, purge_expired_refresh_tokens, settle_payments],
+        functions=[
+            purge_expired_audit_events,
+            purge_expired_refresh_tokens,
+            settle_payments,
+            reconcile_yesterday,
+            build_transit_trips,
+            deduct_transit_fares,
+            check_transit_deductions,
+            poll_transit_agreements,
+        ],
         cron_jobs=[
             CronJob(purge_expired_audit_events, cron="17 3 * * *"),
             CronJob(purge_expired_refresh_tokens, cron="37 3 * * *"),
             CronJob(settle_payments, cron="* * * * *"),
+            # 10:00 Asia/Shanghai (UTC+8, no DST) is 02:00 UTC, the cron timezone of SAQ.
+            CronJob(reconcile_yesterday, cron="0 2 * * *", timeout=1800),
+            # Transit: taps into trips every 5 minutes, fares deducted hourly, pending deductions and agreements
+            # asked of the channel every few minutes (their notifications may never come).
+            CronJob(build_transit_trips, cron="*/5 * * * *", timeout=600),
+            CronJob(deduct_transit_fares, cron="17 * * * *", timeout=1800),
+            CronJob(check_transit_deductions, cron="*/5 * * * *", timeout=600),
+            CronJob(poll_transit_agreements, cron="*/2 * * * *", timeout=300),
         ],
         startup=startup,
         shutdown=shutdown,

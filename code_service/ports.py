@@ -65,6 +65,6 @@ class Directory(Protocol):
 
 
 class TransitEligibility(Protocol):
-    """Withholding agreements, debts and blocks (the payments issue supplies the real source)."""
+    """Withholding agreements, debts and blocks: payments answers (its RideEligibility, wired by app_backend)."""
 
     async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]: ...

@@ -12,14 +12,23 @@ from payments.notifications.controllers import NotifyController
 from payments.notifications.service import NotificationService
 from payments.orders.controllers import OrderController
 from payments.orders.service import OrderService
-from payments.ports import PayeeDirectory, PaymentSettings
+from payments.ports import PayeeDirectory, PaymentSettings, TransitPorts
+from payments.reconciliation.service import ReconciliationService
 from payments.refunds.service import RefundService
 from payments.settlement.controllers import SettlementController
 from payments.settlement.service import SettlementService
+from payments.transit.controllers import TransitController
+from payments.transit.service import TransitService
 from payments.webhooks.controllers import WebhookController
 from payments.webhooks.service import SecretBox, WebhookService
 
-ROUTES: list[type] = [OrderController, NotifyController, SettlementController, WebhookController]
+ROUTES: list[type] = [
+    OrderController,
+    NotifyController,
+    SettlementController,
+    WebhookController,
+    TransitController,
+]
 
 
 @dataclass
@@ -32,6 +41,8 @@ class PaymentServices:
     notifications: NotificationService
     settlement: SettlementService
     webhooks: WebhookService
+    reconciliation: ReconciliationService
+    transit: TransitService
 
     @classmethod
     def create(
@@ -41,17 +52,21 @@ class PaymentServices:
         payees: PayeeDirectory,
         settings: PaymentSettings,
         box: SecretBox,
+        transit_ports: TransitPorts | None = None,
     ) -> PaymentServices:
         ledger = Ledger()
         webhooks = WebhookService(box)
         orders = OrderService(channels, payees, ledger, settings, webhooks)
+        transit = TransitService(channels, orders, ledger, settings, transit_ports or TransitPorts())
         return cls(
             pool=pool,
             channels=channels,
             ledger=ledger,
             orders=orders,
             refunds=RefundService(orders, ledger),
-            notifications=NotificationService(orders),
+            notifications=NotificationService(orders, transit),
             settlement=SettlementService(ledger),
             webhooks=webhooks,
+            reconciliation=ReconciliationService(pool, channels, settings),
+            transit=transit,
         )

@@ -122,16 +122,51 @@ async def machine_credential(
 
 
 async def rider(client: AsyncTestClient, services: Services, *, agreement: bool = True) -> dict[str, Any]:
-    """A real-named resident with a withholding agreement (dev transit source)."""
-    from code_service.codes.repository import DevTransitRepository
-
+    """A real-named resident with an active withholding agreement (recorded as active: no channel is asked)."""
     person = await real_named(client, services)
     async with services.pool.acquire() as conn:
-        await DevTransitRepository().set(
-            conn, uuid.UUID(person["resident_id"]), has_agreement=agreement, in_debt=False, blocked=False
-        )
+        if agreement:
+            await services.payments.transit.grant_agreement(conn, uuid.UUID(person["resident_id"]))
         await services.codes.facts.invalidate_resident(conn, uuid.UUID(person["resident_id"]))
     return person
+
+
+async def set_transit(
+    services: Services, resident_id: uuid.UUID, *, has_agreement: bool, in_debt: bool, blocked: bool
+) -> None:
+    """Puts a rider in a transit state directly (tests of the code side; payments' own tests go through the
+    channels): agreements granted or ended, a synthetic debt recorded or cleared, a block set or lifted."""
+    from payments.transit.repository import TransitRepository
+
+    transit, repo = services.payments.transit, TransitRepository()
+    async with services.pool.acquire() as conn, conn.transaction():
+        agreements = await repo.agreements_of(conn, resident_id)
+        active = [a for a in agreements if a["status"] == "active"]
+        if has_agreement and not active:
+            await transit.grant_agreement(conn, resident_id)
+        if not has_agreement:
+            for row in active:
+                await repo.end_agreement(conn, row["id"], "test")
+        debts = await repo.debts_of(conn, resident_id)
+        if in_debt and not debts:
+            debt = await repo.insert_deduction(
+                conn,
+                resident_id=resident_id,
+                payee_id=uuid.uuid4(),
+                agreement_id=None,
+                order_id=None,
+                out_trade_no=None,
+                channel="",
+                amount_fen=200,
+            )
+            await repo.deduction_failed(conn, debt["id"], "refused")
+        if not in_debt and debts:
+            await repo.clear_debts(conn, [d["id"] for d in debts], "test")
+        if blocked:
+            await transit.block(conn, resident_id, "test")
+        else:
+            await transit.unblock(conn, resident_id)
+        await services.codes.facts.invalidate_resident(conn, resident_id)
 
 
 # --- the one code: shared by tests/test_codes_issue.py, tests/test_codes_verify.py and tests/test_gates.py ------

@@ -125,5 +125,7 @@ async def test_svg_and_png(client, services):
     person = await rider(client, services)
     svg = await client.get("/api/v1/codes/personal.svg", headers=bearer(person))
     png = await client.get("/api/v1/codes/personal.png", headers=bearer(person))
-    assert svg.status_code == 200 and "<svg" in svg.text and svg.headers["content-type"].startswith("image/svg")
+    assert (
+        svg.status_code == 200 and "<svg" in svg.text and svg.headers["content-type"].startswith("image/svg")
+    )
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"

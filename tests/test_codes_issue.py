@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app_backend.identity.repository import SessionRepository
-from code_service.codes.repository import DevTransitRepository
 from code_service.holder import DeviceWallet
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.denylist import DenyListError
@@ -44,6 +43,7 @@ from tests.helpers import (
     register_device,
     rider,
     set_resident_status,
+    set_transit,
     signed,
     verify,
 )
@@ -67,10 +67,7 @@ async def _department(client: Any, services: Any) -> dict[str, Any]:
 
 
 async def _set_transit(services: Any, person: dict[str, Any], **state: bool) -> None:
-    resident_id = uuid.UUID(person["resident_id"])
-    async with services.pool.acquire() as conn:
-        await DevTransitRepository().set(conn, resident_id, **state)
-        await services.codes.facts.invalidate_resident(conn, resident_id)
+    await set_transit(services, uuid.UUID(person["resident_id"]), **state)
 
 
 # --- server codes -------------------------------------------------------------------------------------------

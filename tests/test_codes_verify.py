@@ -9,7 +9,6 @@ import time
 import uuid
 from typing import Any
 
-from code_service.codes.repository import DevTransitRepository
 from code_service.holder import DeviceWallet
 from code_service.verifier.base45 import ALPHABET
 from code_service.verifier.format import TYPE_PERSONAL, Flags, Health, decode, encode_server_code
@@ -24,6 +23,7 @@ from tests.helpers import (
     register_device,
     rider,
     set_resident_status,
+    set_transit,
     signed,
     verify,
 )
@@ -241,13 +241,10 @@ async def test_a_refused_presentation_does_not_use_up_the_code(client, services)
     resident_id = uuid.UUID(person["resident_id"])
     gate = await machine_credential(client, services, ["verify:transit"])
     code = await personal_code(client, person)
-    async with services.pool.acquire() as conn:
-        await DevTransitRepository().set(conn, resident_id, has_agreement=True, in_debt=True, blocked=False)
-        await services.codes.facts.invalidate_resident(conn, resident_id)
+    await set_transit(services, resident_id, has_agreement=True, in_debt=True, blocked=False)
     assert (await _verified(client, gate, code, "transit"))["reason"] == "in-debt"
-    async with services.pool.acquire() as conn:  # the rider pays at the machine next to the gate
-        await DevTransitRepository().set(conn, resident_id, has_agreement=True, in_debt=False, blocked=False)
-        await services.codes.facts.invalidate_resident(conn, resident_id)
+    # the rider pays at the machine next to the gate
+    await set_transit(services, resident_id, has_agreement=True, in_debt=False, blocked=False)
     assert (await _verified(client, gate, code, "transit"))["allowed"] is True
     assert (await _verified(client, gate, code, "transit"))["reason"] == "replayed"
 
@@ -470,9 +467,7 @@ async def test_rider_in_debt_is_refused_at_the_gate(client, services):
     gate = await machine_credential(client, services, ["verify:transit"])
     code = await personal_code(client, person)  # issued while in good standing
     resident_id = uuid.UUID(person["resident_id"])
-    async with services.pool.acquire() as conn:
-        await DevTransitRepository().set(conn, resident_id, has_agreement=True, in_debt=True, blocked=False)
-        await services.codes.facts.invalidate_resident(conn, resident_id)
+    await set_transit(services, resident_id, has_agreement=True, in_debt=True, blocked=False)
     answer = await _verified(client, gate, code, "transit")
     assert answer == {"allowed": False, "reason": "in-debt", "scene": "transit", "code_type": "personal"}
     assert (await _verified(client, gate, await _device_code(client, person), "transit"))[

@@ -315,6 +315,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         ("POST", f"{ADMIN}/residents/{{resident_id:uuid}}/reveal"): reason,
         ("POST", f"{ADMIN}/uscc-overrides"): {"uscc": "91321200MA1XK3T7Q0", **reason},
         ("GET", f"{ADMIN}/audit"): None,
+        ("GET", f"{ADMIN}/reconciliation"): None,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from app_backend.organisations.schemas import (
     UsccOverride,
     WhoAmI,
 )
+from payments.reconciliation.schemas import ReconciliationReport
 
 if TYPE_CHECKING:
     from app_backend.services import Services
@@ -258,6 +260,36 @@ class AdminController(Controller):
             detail={"actor_id": actor_id, "target_id": target_id, "action": action},
         )
         return AuditPage(events=events)
+
+    @get("/reconciliation", summary="The stored reconciliation report of a business day (Asia/Shanghai)")
+    async def reconciliation(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        db: Any,
+        staff: Staff,
+        day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
+    ) -> ReconciliationReport:
+        await _require(services, staff, request.url.path, "ops_admin", "auditor")
+        if day is None:
+            raise Problem(400, "bad-request", "date is required (YYYY-MM-DD)")
+        report = await services.payments.reconciliation.report(db, day)
+        if not report.channels:
+            await services.audit.record_detached(
+                staff.actor,
+                "admin.reconciliation_view",
+                target_type="reconciliation",
+                target_id=day.isoformat(),
+            )
+            raise Problem(404, "not-found", f"no reconciliation has run for {day.isoformat()}")
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.reconciliation_view",
+            target_type="reconciliation",
+            target_id=day.isoformat(),
+        )
+        return report
 
 
 async def provide_machine(request: Request[Any, Any, Any], services: Services) -> MachinePrincipal:

@@ -1,4 +1,4 @@
-"""All SQL for subjects, device credentials, statuses and the dev transit source."""
+"""All SQL for subjects, device credentials and statuses."""
 
 from __future__ import annotations
 
@@ -97,24 +97,3 @@ class StatusRepository:
             person_key,
         )
         return (row["colour"] or "unknown"), bool(row["insured"])
-
-
-class DevTransitRepository:
-    async def get(self, conn: Any, resident_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
-            "SELECT has_agreement, in_debt, blocked FROM codes.dev_transit_eligibility WHERE resident_id = $1",
-            resident_id,
-        )
-
-    async def set(
-        self, conn: Any, resident_id: uuid.UUID, *, has_agreement: bool, in_debt: bool, blocked: bool
-    ) -> None:
-        await conn.execute(
-            """INSERT INTO codes.dev_transit_eligibility (resident_id, has_agreement, in_debt, blocked)
-               VALUES ($1, $2, $3, $4) ON CONFLICT (resident_id) DO UPDATE
-               SET has_agreement = EXCLUDED.has_agreement, in_debt = EXCLUDED.in_debt, blocked = EXCLUDED.blocked""",
-            resident_id,
-            has_agreement,
-            in_debt,
-            blocked,
-        )

@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 
 from code_service.codes.repository import (
     CredentialRepository,
-    DevTransitRepository,
     StatusRepository,
     SubjectRepository,
 )
@@ -73,23 +72,6 @@ def entitlements_of(facts: SubjectFacts) -> Entitlements:
     return Entitlements(
         health=facts.health, may_ride=facts.may_ride, ride_reason=facts.ride_reason, insured=facts.insured
     )
-
-
-class DevTransitEligibility:
-    """Until the payments issue: a seeded table says who has a withholding agreement, is in debt or blocked."""
-
-    def __init__(self) -> None:
-        self._repo = DevTransitRepository()
-
-    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
-        row = await self._repo.get(conn, resident_id)
-        if row is None or not row["has_agreement"]:
-            return False, "no-agreement"
-        if row["blocked"]:
-            return False, "blocked"
-        if row["in_debt"]:
-            return False, "in-debt"
-        return True, ""
 
 
 class FactsService:
@@ -329,4 +311,4 @@ def _device_point(public_key_b64: str) -> bytes:
     return compressed_point(point)
 
 
-__all__ = ["DevTransitEligibility", "FactsService", "HTTPException", "IssuingService"]
+__all__ = ["FactsService", "HTTPException", "IssuingService"]

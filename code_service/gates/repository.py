@@ -79,3 +79,24 @@ class TapRepository:
             subject,
         )
         return rows
+
+    async def untaken(self, conn: Any, limit: int) -> list[Any]:
+        """Taps the fare side has not taken yet, oldest upload first; rows locked so two runs never share one."""
+        rows: list[Any] = await conn.fetch(
+            """SELECT organisation_id, tap_id, gate_id, line, station, direction, tapped_at, subject
+               FROM codes.taps WHERE fare_taken_at IS NULL ORDER BY received_at LIMIT $1
+               FOR UPDATE SKIP LOCKED""",
+            limit,
+        )
+        return rows
+
+    async def mark_taken(self, conn: Any, keys: list[tuple[Any, str]]) -> None:
+        if not keys:
+            return
+        await conn.execute(
+            """UPDATE codes.taps t SET fare_taken_at = now()
+               FROM unnest($1::uuid[], $2::text[]) AS k(organisation_id, tap_id)
+               WHERE t.organisation_id = k.organisation_id AND t.tap_id = k.tap_id""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -18,9 +18,14 @@ class NotificationRefused(Exception):
     """Not acknowledged: the channel will retry, and operations see the reason in the log."""
 
 
+class TransitNotifications(Protocol):
+    async def apply_notification(self, conn: Any, channel_name: str, note: Notification) -> str: ...
+
+
 class NotificationService:
-    def __init__(self, orders: OrderService) -> None:
+    def __init__(self, orders: OrderService, transit: TransitNotifications | None = None) -> None:
         self._orders = orders
+        self._transit = transit
         self._repo = OrderRepository()
 
     def verify(self, channel_name: str, body: bytes, content_type: str) -> Notification:
@@ -31,6 +36,8 @@ class NotificationService:
             raise NotificationRefused(str(exc)) from None
 
     async def apply(self, conn: Any, channel_name: str, note: Notification) -> str:
+        if note.kind in ("agreement", "deduction") and self._transit is not None:
+            return await self._transit.apply_notification(conn, channel_name, note)
         if note.kind != "payment":
             return "ignored"
         row = await self._repo.by_out_trade_no(conn, note.out_trade_no)

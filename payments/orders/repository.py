@@ -114,9 +114,10 @@ class OrderRepository:
         return result.endswith(" 1")
 
     async def stale_waiting(self, conn: Any, now: dt.datetime, limit: int) -> list[Any]:
+        """Withholding orders (transit deductions) are not closed here: the transit check job settles them."""
         rows: list[Any] = await conn.fetch(
             f"""SELECT {ORDER_COLUMNS} FROM payments.orders WHERE status = 'waiting' AND expires_at < $1
-                ORDER BY expires_at LIMIT $2""",
+                AND method <> 'withhold' ORDER BY expires_at LIMIT $2""",
             now,
             limit,
         )

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -73,6 +74,11 @@ class OrderService:
         self._settings = settings
         self._orders = OrderRepository()
         self._keys = IdempotencyRepository()
+        self._paid_listeners: list[Callable[[Any, Any], Awaitable[None]]] = []
+
+    def on_paid(self, listener: Callable[[Any, Any], Awaitable[None]]) -> None:
+        """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
+        self._paid_listeners.append(listener)
 
     def channel(self, name: str) -> PaymentChannel:
         channel = self._channels.get(name)
@@ -83,11 +89,20 @@ class OrderService:
         return channel
 
     async def create(
-        self, conn: Any, payer_id: uuid.UUID, key: str, data: OrderCreate, client_ip: str
+        self,
+        conn: Any,
+        payer_id: uuid.UUID,
+        key: str,
+        data: OrderCreate,
+        client_ip: str,
+        *,
+        purpose: str | None = None,
     ) -> tuple[int, Any]:
-        """Returns (status, body). The same key and body return the first answer; another body is a 422."""
+        """Returns (status, body). The same key and body return the first answer; another body is a 422.
+        `purpose` replaces data.purpose for orders other parts of payments open (a transit repayment)."""
         scope = f"resident:{payer_id}"
-        digest = request_hash("orders.create", msgspec.to_builtins(data))
+        purpose = purpose or data.purpose
+        digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
         if not await self._keys.claim(conn, scope, key, digest):
             stored = await self._keys.get(conn, scope, key)
             if bytes(stored["request_hash"]) != digest:
@@ -113,10 +128,10 @@ class OrderService:
             out_trade_no=new_out_trade_no(),
             payer_id=payer_id,
             payee_id=data.payee_id,
-            purpose=data.purpose,
+            purpose=purpose,
             subject=data.subject,
             amount_fen=data.amount_fen,
-            fee_fen=data.amount_fen * self._settings.fee_bp.get(data.purpose, 0) // 10_000,
+            fee_fen=data.amount_fen * self._settings.fee_bp.get(purpose, 0) // 10_000,
             channel=data.channel,
             method=data.method,
             expires_at=expires_at,
@@ -171,9 +186,21 @@ class OrderService:
             ],
             memo=paid["out_trade_no"],
         )
-        await self.events.enqueue(conn, paid["payee_id"], "order.paid", {
-            "order_id": str(paid["id"]), "out_trade_no": paid["out_trade_no"], "amount_fen": amount,
-            "fee_fen": fee, "subject": paid["subject"], "channel": paid["channel"]})
+        await self.events.enqueue(
+            conn,
+            paid["payee_id"],
+            "order.paid",
+            {
+                "order_id": str(paid["id"]),
+                "out_trade_no": paid["out_trade_no"],
+                "amount_fen": amount,
+                "fee_fen": fee,
+                "subject": paid["subject"],
+                "channel": paid["channel"],
+            },
+        )
+        for listener in self._paid_listeners:
+            await listener(conn, paid)
         _log.info("order paid", order=str(paid["id"]), amount_fen=amount, channel=paid["channel"])
         return True
 

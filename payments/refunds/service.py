@@ -100,9 +100,17 @@ class RefundService:
             ],
             memo=refund["out_refund_no"],
         )
-        await self._orders.events.enqueue(conn, order["payee_id"], "refund.succeeded", {
-            "order_id": str(order["id"]), "out_trade_no": order["out_trade_no"],
-            "out_refund_no": refund["out_refund_no"], "amount_fen": refund["amount_fen"]})
+        await self._orders.events.enqueue(
+            conn,
+            order["payee_id"],
+            "refund.succeeded",
+            {
+                "order_id": str(order["id"]),
+                "out_trade_no": order["out_trade_no"],
+                "out_refund_no": refund["out_refund_no"],
+                "amount_fen": refund["amount_fen"],
+            },
+        )
         return settled
 
     async def settle_pending(self, conn: Any, limit: int = 100) -> int:

@@ -1,0 +1,1 @@
+"""Daily reconciliation of the channels' bills against our orders and refunds."""

@@ -1,0 +1,71 @@
+"""HTTP for riders: withholding agreements, trips, debts and their repayment."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+
+from payments.orders.controllers import _key
+from payments.ports import Payer
+from payments.transit.schemas import AgreementCreate, AgreementView, DebtSummary, RepayCreate, TripView
+
+if TYPE_CHECKING:
+    from payments.container import PaymentServices
+
+
+class TransitController(Controller):
+    path = "/api/v1/payments/transit"
+    tags = ["transit"]
+
+    @post(
+        "/agreements",
+        summary="Sign a withholding agreement (Alipay agreement / WeChat papay): returns what the client opens",
+    )
+    async def sign(
+        self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Any
+    ) -> AgreementView:
+        return await payments.transit.sign(db, payer.resident_id, data)
+
+    @get("/agreements", summary="My withholding agreements; only an active one lets me ride")
+    async def mine(self, payments: PaymentServices, payer: Payer, db: Any) -> list[AgreementView]:
+        return await payments.transit.agreements(db, payer.resident_id)
+
+    @delete("/agreements/{agreement_id:uuid}", summary="End one of my agreements", status_code=204)
+    async def end(self, agreement_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any) -> None:
+        await payments.transit.end(db, payer.resident_id, agreement_id)
+
+    @get("/trips", summary="My recent trips and their fares")
+    async def trips(
+        self,
+        payments: PaymentServices,
+        payer: Payer,
+        db: Any,
+        limit: int = Parameter(query="limit", default=50, ge=1, le=200),
+    ) -> list[TripView]:
+        return await payments.transit.trips(db, payer.resident_id, limit)
+
+    @get("/debts", summary="What I owe for trips whose fare could not be deducted")
+    async def debts(self, payments: PaymentServices, payer: Payer, db: Any) -> DebtSummary:
+        return await payments.transit.debts(db, payer.resident_id)
+
+    @post(
+        "/debts/repay",
+        summary="Repay transit debts (Idempotency-Key header required): an order to pay like any other",
+    )
+    async def repay(
+        self,
+        request: Request[Any, Any, Any],
+        data: RepayCreate,
+        payments: PaymentServices,
+        payer: Payer,
+        db: Any,
+        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
+    ) -> Response[Any]:
+        client = request.client.host if request.client else "127.0.0.1"
+        status, body = await payments.transit.repay(
+            db, payer.resident_id, _key(idempotency_key), data, client
+        )
+        return Response(body, status_code=status)

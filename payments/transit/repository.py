@@ -1,0 +1,466 @@
+"""All SQL for transit: agreements, blocks, the fare table, taps, trips, deductions (debts) and repayments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+AGREEMENT_COLUMNS = """id, resident_id, channel, payer_channel_id, external_agreement_no, agreement_no, status,
+                       sign_params, end_reason, created_at, activated_at, ended_at"""
+DEDUCTION_COLUMNS = """id, resident_id, payee_id, agreement_id, order_id, out_trade_no, channel, amount_fen, status,
+                       failure, overpaid, created_at, sent_at, resolved_at, cleared_at, cleared_by"""
+TRIP_COLUMNS = """id, resident_id, operator_id, kind, line_in, station_in, started_at, line_out, station_out, ended_at,
+                  day, fare_fen, charged_fen, status, deduction_id"""
+
+# Advisory locks: one trip builder and one deduction planner at a time; one debt change per rider at a time.
+_JOB_LOCKS = {"build": 0x7472_0001, "deduct": 0x7472_0002}
+_RIDER_LOCK_SPACE = 0x7472
+
+
+def _rider_key(resident_id: uuid.UUID) -> int:
+    return int.from_bytes(resident_id.bytes[:4], "big", signed=True)
+
+
+class TransitRepository:
+    # -- locks -------------------------------------------------------------------------------------------------
+
+    async def try_job_lock(self, conn: Any, job: str) -> bool:
+        return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _JOB_LOCKS[job]))
+
+    async def lock_rider(self, conn: Any, resident_id: uuid.UUID) -> None:
+        """Serialises changes of one rider's debts until the transaction ends (debt added vs. debt cleared)."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RIDER_LOCK_SPACE, _rider_key(resident_id))
+
+    # -- eligibility and blocks ----------------------------------------------------------------------------------
+
+    async def eligibility(self, conn: Any, resident_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            """SELECT EXISTS (SELECT 1 FROM payments.transit_agreements
+                              WHERE resident_id = $1 AND status = 'active') AS agreement,
+                      EXISTS (SELECT 1 FROM payments.transit_blocks WHERE resident_id = $1) AS blocked,
+                      EXISTS (SELECT 1 FROM payments.transit_deductions
+                              WHERE resident_id = $1 AND status = 'failed' AND cleared_at IS NULL) AS in_debt""",
+            resident_id,
+        )
+
+    async def block(self, conn: Any, resident_id: uuid.UUID, reason: str) -> bool:
+        done = await conn.fetchval(
+            """INSERT INTO payments.transit_blocks (resident_id, reason) VALUES ($1, $2)
+               ON CONFLICT (resident_id) DO NOTHING RETURNING true""",
+            resident_id,
+            reason,
+        )
+        return bool(done)
+
+    async def unblock(self, conn: Any, resident_id: uuid.UUID) -> bool:
+        result: str = await conn.execute(
+            "DELETE FROM payments.transit_blocks WHERE resident_id = $1", resident_id
+        )
+        return result.endswith(" 1")
+
+    # -- agreements ------------------------------------------------------------------------------------------
+
+    async def insert_agreement(
+        self,
+        conn: Any,
+        resident_id: uuid.UUID,
+        channel: str,
+        payer_channel_id: str,
+        external_agreement_no: str,
+        sign_params: dict[str, Any],
+    ) -> Any:
+        return await conn.fetchrow(
+            f"""INSERT INTO payments.transit_agreements (resident_id, channel, payer_channel_id,
+                                                         external_agreement_no, sign_params)
+                VALUES ($1, $2, $3, $4, $5) RETURNING {AGREEMENT_COLUMNS}""",
+            resident_id,
+            channel,
+            payer_channel_id,
+            external_agreement_no,
+            sign_params,
+        )
+
+    async def insert_active_agreement(
+        self, conn: Any, resident_id: uuid.UUID, channel: str, external_agreement_no: str, agreement_no: str
+    ) -> Any:
+        return await conn.fetchrow(
+            f"""INSERT INTO payments.transit_agreements (resident_id, channel, external_agreement_no, agreement_no,
+                                                         status, activated_at)
+                VALUES ($1, $2, $3, $4, 'active', now()) RETURNING {AGREEMENT_COLUMNS}""",
+            resident_id,
+            channel,
+            external_agreement_no,
+            agreement_no,
+        )
+
+    async def agreement(self, conn: Any, agreement_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE id = $1", agreement_id
+        )
+
+    async def agreement_by_external(self, conn: Any, external_agreement_no: str) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE external_agreement_no = $1",
+            external_agreement_no,
+        )
+
+    async def agreements_of(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE resident_id = $1
+                ORDER BY created_at DESC LIMIT 50""",
+            resident_id,
+        )
+        return rows
+
+    async def active_agreement(self, conn: Any, resident_id: uuid.UUID) -> Any:
+        """The one deductions go under: the most recently activated."""
+        return await conn.fetchrow(
+            f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
+                WHERE resident_id = $1 AND status = 'active' ORDER BY activated_at DESC LIMIT 1""",
+            resident_id,
+        )
+
+    async def active_agreements(self, conn: Any, resident_id: uuid.UUID) -> int:
+        return int(
+            await conn.fetchval(
+                """SELECT count(*) FROM payments.transit_agreements WHERE resident_id = $1 AND status = 'active'""",
+                resident_id,
+            )
+        )
+
+    async def has_active_on(self, conn: Any, resident_id: uuid.UUID, channel: str) -> bool:
+        return bool(
+            await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM payments.transit_agreements
+                                  WHERE resident_id = $1 AND channel = $2 AND status = 'active')""",
+                resident_id,
+                channel,
+            )
+        )
+
+    async def activate_agreement(self, conn: Any, agreement_id: uuid.UUID, agreement_no: str) -> Any:
+        """Compare-and-set: only a pending agreement becomes active."""
+        return await conn.fetchrow(
+            f"""UPDATE payments.transit_agreements
+                SET status = 'active', agreement_no = $2, activated_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'pending' RETURNING {AGREEMENT_COLUMNS}""",
+            agreement_id,
+            agreement_no,
+        )
+
+    async def end_agreement(self, conn: Any, agreement_id: uuid.UUID, reason: str) -> Any:
+        return await conn.fetchrow(
+            f"""UPDATE payments.transit_agreements
+                SET status = 'ended', end_reason = $2, ended_at = now(), updated_at = now()
+                WHERE id = $1 AND status IN ('pending', 'active') RETURNING {AGREEMENT_COLUMNS}""",
+            agreement_id,
+            reason,
+        )
+
+    async def pending_agreements(self, conn: Any, since: dt.datetime, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
+                WHERE status = 'pending' AND created_at >= $1 ORDER BY created_at LIMIT $2""",
+            since,
+            limit,
+        )
+        return rows
+
+    async def stale_pending_agreements(self, conn: Any, before: dt.datetime, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
+                WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2""",
+            before,
+            limit,
+        )
+        return rows
+
+    # -- the fare table --------------------------------------------------------------------------------------
+
+    async def fare_policy(self, conn: Any) -> Any:
+        return await conn.fetchrow(
+            "SELECT daily_cap_fen, open_tap_hours FROM payments.transit_fare_policy WHERE id"
+        )
+
+    async def fare_lines(self, conn: Any) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            """SELECT line, kind, flat_fen, base_fen, base_m, step_m, step_fen, max_fen
+               FROM payments.transit_fare_lines"""
+        )
+        return rows
+
+    async def fare_stations(self, conn: Any) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            "SELECT line, station, position_m FROM payments.transit_fare_stations"
+        )
+        return rows
+
+    # -- taps ------------------------------------------------------------------------------------------------
+
+    async def insert_taps(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
+        if not rows:
+            return 0
+        inserted = await conn.fetch(
+            """INSERT INTO payments.transit_taps (organisation_id, tap_id, resident_id, subject, gate_id, line,
+                                                  station, direction, tapped_at, state)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::text[],
+                                    $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+               ON CONFLICT (organisation_id, tap_id) DO NOTHING RETURNING tap_id""",
+            *[list(column) for column in zip(*rows, strict=True)],
+        )
+        return len(inserted)
+
+    async def open_taps(self, conn: Any, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            """SELECT organisation_id, tap_id, resident_id, line, station, direction, tapped_at
+               FROM payments.transit_taps WHERE state = 'open'
+               ORDER BY resident_id, organisation_id, tapped_at, tap_id LIMIT $1""",
+            limit,
+        )
+        return rows
+
+    async def use_taps(self, conn: Any, uses: list[tuple[uuid.UUID, str, uuid.UUID]]) -> None:
+        """(organisation_id, tap_id, trip_id) of taps now part of a trip."""
+        if not uses:
+            return
+        await conn.execute(
+            """UPDATE payments.transit_taps t SET state = 'used', trip_id = u.trip_id
+               FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS u(organisation_id, tap_id, trip_id)
+               WHERE t.organisation_id = u.organisation_id AND t.tap_id = u.tap_id AND t.state = 'open'""",
+            [u[0] for u in uses],
+            [u[1] for u in uses],
+            [u[2] for u in uses],
+        )
+
+    # -- trips -----------------------------------------------------------------------------------------------
+
+    async def charged_on(self, conn: Any, resident_id: uuid.UUID, day: dt.date) -> int:
+        return int(
+            await conn.fetchval(
+                """SELECT coalesce(sum(charged_fen), 0) FROM payments.transit_trips
+                   WHERE resident_id = $1 AND day = $2""",
+                resident_id,
+                day,
+            )
+        )
+
+    async def insert_trips(self, conn: Any, trips: list[tuple[Any, ...]]) -> None:
+        if not trips:
+            return
+        await conn.executemany(
+            """INSERT INTO payments.transit_trips (id, resident_id, operator_id, kind, line_in, station_in,
+                                                   started_at, line_out, station_out, ended_at, day, fare_fen,
+                                                   charged_fen, status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+            trips,
+        )
+
+    async def unbilled_groups(self, conn: Any, limit: int) -> list[Any]:
+        """A rider's unbilled trips per operator: one deduction each."""
+        rows: list[Any] = await conn.fetch(
+            """SELECT resident_id, operator_id, array_agg(id ORDER BY started_at) AS trip_ids,
+                      sum(charged_fen) AS amount_fen, min(day) AS first_day, max(day) AS last_day
+               FROM payments.transit_trips WHERE status = 'unbilled'
+               GROUP BY resident_id, operator_id ORDER BY min(started_at) LIMIT $1""",
+            limit,
+        )
+        return rows
+
+    async def bill_trips(self, conn: Any, trip_ids: list[uuid.UUID], deduction_id: uuid.UUID) -> int:
+        result: str = await conn.execute(
+            """UPDATE payments.transit_trips SET status = 'billing', deduction_id = $2
+               WHERE id = ANY($1::uuid[]) AND status = 'unbilled'""",
+            trip_ids,
+            deduction_id,
+        )
+        return int(result.split()[-1])
+
+    async def move_trips(self, conn: Any, deduction_id: uuid.UUID, from_status: str, to_status: str) -> int:
+        result: str = await conn.execute(
+            """UPDATE payments.transit_trips SET status = $3 WHERE deduction_id = $1 AND status = $2""",
+            deduction_id,
+            from_status,
+            to_status,
+        )
+        return int(result.split()[-1])
+
+    async def trips_of(self, conn: Any, resident_id: uuid.UUID, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {TRIP_COLUMNS} FROM payments.transit_trips WHERE resident_id = $1
+                ORDER BY started_at DESC LIMIT $2""",
+            resident_id,
+            limit,
+        )
+        return rows
+
+    async def trips_of_deductions(self, conn: Any, deduction_ids: list[uuid.UUID]) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {TRIP_COLUMNS} FROM payments.transit_trips WHERE deduction_id = ANY($1::uuid[])
+                ORDER BY started_at""",
+            deduction_ids,
+        )
+        return rows
+
+    async def outstanding_trips(self, conn: Any, resident_id: uuid.UUID) -> int:
+        """Trips not yet settled by a deduction (nor a debt yet)."""
+        return int(
+            await conn.fetchval(
+                """SELECT count(*) FROM payments.transit_trips
+                   WHERE resident_id = $1 AND status IN ('unbilled', 'billing')""",
+                resident_id,
+            )
+        )
+
+    # -- deductions and debts --------------------------------------------------------------------------------
+
+    async def insert_deduction(
+        self,
+        conn: Any,
+        *,
+        resident_id: uuid.UUID,
+        payee_id: uuid.UUID,
+        agreement_id: uuid.UUID | None,
+        order_id: uuid.UUID | None,
+        out_trade_no: str | None,
+        channel: str,
+        amount_fen: int,
+    ) -> Any:
+        return await conn.fetchrow(
+            f"""INSERT INTO payments.transit_deductions (resident_id, payee_id, agreement_id, order_id,
+                                                         out_trade_no, channel, amount_fen)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {DEDUCTION_COLUMNS}""",
+            resident_id,
+            payee_id,
+            agreement_id,
+            order_id,
+            out_trade_no,
+            channel,
+            amount_fen,
+        )
+
+    async def deduction(self, conn: Any, deduction_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE id = $1", deduction_id
+        )
+
+    async def deduction_by_order(self, conn: Any, order_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE order_id = $1", order_id
+        )
+
+    async def deduction_by_out_trade_no(self, conn: Any, out_trade_no: str) -> Any:
+        return await conn.fetchrow(
+            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE out_trade_no = $1",
+            out_trade_no,
+        )
+
+    async def pending_deductions(self, conn: Any, limit: int) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            """SELECT d.id, d.resident_id, d.channel, d.out_trade_no, d.amount_fen, d.created_at, d.sent_at,
+                      a.agreement_no
+               FROM payments.transit_deductions d
+               LEFT JOIN payments.transit_agreements a ON a.id = d.agreement_id
+               WHERE d.status = 'pending' ORDER BY d.created_at LIMIT $1""",
+            limit,
+        )
+        return rows
+
+    async def mark_sent(self, conn: Any, deduction_id: uuid.UUID) -> None:
+        await conn.execute(
+            "UPDATE payments.transit_deductions SET sent_at = now() WHERE id = $1 AND status = 'pending'",
+            deduction_id,
+        )
+
+    async def deduction_paid(self, conn: Any, deduction_id: uuid.UUID) -> bool:
+        result: str = await conn.execute(
+            """UPDATE payments.transit_deductions SET status = 'paid', resolved_at = now()
+               WHERE id = $1 AND status = 'pending'""",
+            deduction_id,
+        )
+        return result.endswith(" 1")
+
+    async def deduction_failed(self, conn: Any, deduction_id: uuid.UUID, failure: str) -> Any:
+        """Compare-and-set: only a pending deduction becomes a debt."""
+        return await conn.fetchrow(
+            f"""UPDATE payments.transit_deductions SET status = 'failed', failure = $2, resolved_at = now()
+                WHERE id = $1 AND status = 'pending' RETURNING {DEDUCTION_COLUMNS}""",
+            deduction_id,
+            failure,
+        )
+
+    async def clear_debts(self, conn: Any, deduction_ids: list[uuid.UUID], cleared_by: str) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""UPDATE payments.transit_deductions SET cleared_at = now(), cleared_by = $2
+                WHERE id = ANY($1::uuid[]) AND status = 'failed' AND cleared_at IS NULL
+                RETURNING {DEDUCTION_COLUMNS}""",
+            deduction_ids,
+            cleared_by,
+        )
+        return rows
+
+    async def mark_overpaid(self, conn: Any, deduction_id: uuid.UUID) -> None:
+        await conn.execute(
+            "UPDATE payments.transit_deductions SET overpaid = true WHERE id = $1", deduction_id
+        )
+
+    async def debts_of(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
+        rows: list[Any] = await conn.fetch(
+            f"""SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions
+                WHERE resident_id = $1 AND status = 'failed' AND cleared_at IS NULL ORDER BY created_at""",
+            resident_id,
+        )
+        return rows
+
+    async def in_debt(self, conn: Any, resident_id: uuid.UUID) -> bool:
+        return bool(
+            await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM payments.transit_deductions
+                                  WHERE resident_id = $1 AND status = 'failed' AND cleared_at IS NULL)""",
+                resident_id,
+            )
+        )
+
+    # -- repayments ------------------------------------------------------------------------------------------
+
+    async def insert_repayment(
+        self,
+        conn: Any,
+        order_id: uuid.UUID,
+        resident_id: uuid.UUID,
+        payee_id: uuid.UUID,
+        amount_fen: int,
+        deduction_ids: list[uuid.UUID],
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO payments.transit_repayments (order_id, resident_id, payee_id, amount_fen, deduction_ids)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING""",
+            order_id,
+            resident_id,
+            payee_id,
+            amount_fen,
+            deduction_ids,
+        )
+
+    async def repayment_by_order(self, conn: Any, order_id: uuid.UUID) -> Any:
+        return await conn.fetchrow(
+            """SELECT order_id, resident_id, payee_id, amount_fen, deduction_ids, applied_at, overpaid_fen
+               FROM payments.transit_repayments WHERE order_id = $1""",
+            order_id,
+        )
+
+    async def apply_repayment(self, conn: Any, order_id: uuid.UUID) -> bool:
+        """Compare-and-set: a repayment clears its debts once."""
+        result: str = await conn.execute(
+            """UPDATE payments.transit_repayments SET applied_at = now()
+               WHERE order_id = $1 AND applied_at IS NULL""",
+            order_id,
+        )
+        return result.endswith(" 1")
+
+    async def repayment_overpaid(self, conn: Any, order_id: uuid.UUID, overpaid_fen: int) -> None:
+        await conn.execute(
+            "UPDATE payments.transit_repayments SET overpaid_fen = $2 WHERE order_id = $1",
+            order_id,
+            overpaid_fen,
+        )

@@ -1,0 +1,912 @@
+"""Transit, ride first and pay later: withholding agreements, taps into trips, trips into fares, fares deducted in
+batches, failed deductions as debts that put the rider on the gates' deny list until repaid.
+
+Eligibility (code_service's TransitEligibility port, `RideEligibility.may_ride`): a rider may ride when they hold an
+ACTIVE withholding agreement (else "no-agreement"), are not blocked by operations (else "blocked") and owe nothing
+(else "in-debt"). Every change of that answer calls the `eligibility_changed` port inside the transaction (the code
+side drops its cached facts, so online verification sees it at once); the jobs call it again after their commit.
+
+Taps into trips (the trip job, one run at a time). Gates upload taps; each run takes the new ones over (the
+TapSource port) with the resident behind each code subject (the RiderDirectory port). Per rider and operator, in
+time order: an entry followed by an exit within N hours (the fare policy's `open_tap_hours`) is one trip; a
+single tap (buses) is a trip of its own. An entry with no exit after N hours is an `open_entry` trip and an exit
+with no entry before it, once N hours old, an `open_exit` trip: both cost the line's maximum fare. Taps younger
+than N hours wait for their pair (late uploads from offline gates still pair up). An exit that turns up more than
+N hours after its entry was charged cannot pair any more and is charged as an open exit too.
+
+Fares (payments.transit_fare_lines, seeded by the migration; '*' for any other line): a flat line costs its flat
+fare; on a distance line an entry and exit on the same line cost base_fen up to base_m metres, then step_fen per
+started step_m, never above max_fen; a transfer between lines, an unknown station, a single tap on a distance line,
+an open entry or exit cost max_fen. The daily cap (transit_fare_policy.daily_cap_fen) bounds what one rider is
+charged per Beijing calendar day (the day a trip began), over all operators: trips are charged in time order, the
+one that reaches the cap pays the remainder and later ones are `waived` (charged 0).
+
+Deductions (the deduction job): one per rider and operator per run, covering all their unbilled trips, as a
+`transit_fare` order (payee: the operator, method `withhold`) deducted under the rider's most recently activated
+agreement. The order and the deduction are committed before the channel is asked, so a crash can never leave a
+deduction we do not know of. Accepted (WAITING) is not paid: the check job queries until PAID or FAILED. Money
+arriving, by notification or query, goes through OrderService.mark_paid like any payment.
+
+Debts: a deduction the channel refuses (FAILED or CLOSED), one still unanswered `deduction_window` after it was
+made, or trips of a rider with no agreement left to deduct under, are a debt. The rider goes onto the gates' deny
+list as a debtor (the DebtorList port, same transaction) and `may_ride` answers "in-debt". A repayment is a normal
+order for the debts owed to one operator (POST .../debts/repay); once paid, every linked trip is cleared at once and,
+when nothing is owed any more, the rider comes off the deny list (gates see it at their next sync).
+
+Accounting (double entry, debits positive; settlement pays each payee what `payment` entries credit it):
+  deduction paid     payment:<order>            Dr channel_clearing:<ch>           Cr payee_payable:<operator>
+  debt               transit_debt:<deduction>   Dr rider_receivable:<resident>     Cr transit_uncollected:<operator>
+  debt collected     payment:<order>            Dr channel_clearing:<ch>           Cr payee_payable:<operator>
+  (repayment or      transit_collected:<order>  Dr transit_uncollected:<operator>  Cr rider_receivable:<resident>
+   late money)
+`transit_uncollected:<operator>` is the operator's share of fares not collected yet: the operator is owed it only
+once the rider pays (the operator carries the credit risk, as every other payee does), so nothing reaches the
+operator's payable, and settlement, before the money does. After collection both the receivable and the
+uncollected balance are back to zero and the operator's payable holds the fare. Money that arrives for a debt
+already repaid (a late deduction after a repayment) stays a payment to the operator and is flagged (`overpaid`)
+for a refund to the rider through the refund path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import secrets
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import structlog
+from litestar.exceptions import ClientException, NotFoundException
+
+from payments.channels.base import (
+    Agreement,
+    AgreementStatus,
+    ChannelTrade,
+    ChannelUnavailable,
+    Notification,
+    PaymentChannel,
+    TradeStatus,
+)
+from payments.ledger.service import Ledger
+from payments.notifications.service import NotificationRefused
+from payments.orders.repository import OrderRepository
+from payments.orders.schemas import OrderCreate
+from payments.orders.service import ChannelDown, OrderService, new_out_trade_no
+from payments.ports import PaymentSettings, TransitPorts
+from payments.transit.repository import TransitRepository
+from payments.transit.schemas import (
+    AgreementCreate,
+    AgreementView,
+    DebtSummary,
+    DebtView,
+    RepayCreate,
+    Repayment,
+    TripView,
+)
+
+_log = structlog.get_logger("payments.transit")
+BEIJING = ZoneInfo("Asia/Shanghai")
+PAID_STATES = (TradeStatus.PAID, TradeStatus.FINISHED)
+REFUSED_STATES = (TradeStatus.FAILED, TradeStatus.CLOSED)
+
+
+@dataclass(frozen=True)
+class TransitPolicy:
+    # A deduction neither paid nor refused this long after it was made is a debt ("unanswered").
+    deduction_window: dt.timedelta = dt.timedelta(hours=6)
+    # A withholding order stays open past the window so the stale-order job never closes one we still watch.
+    order_grace: dt.timedelta = dt.timedelta(days=1)
+    # A pending agreement nobody signed within this is ended ("expired").
+    agreement_ttl: dt.timedelta = dt.timedelta(days=2)
+    tap_batch: int = 5000
+    open_tap_batch: int = 50_000
+    deduction_batch: int = 500
+    agreement_batch: int = 200
+
+
+@dataclass(frozen=True)
+class FareLine:
+    line: str
+    kind: str
+    flat_fen: int
+    base_fen: int
+    base_m: int
+    step_m: int
+    step_fen: int
+    max_fen: int
+
+
+@dataclass(frozen=True)
+class FareTable:
+    lines: dict[str, FareLine]
+    positions: dict[tuple[str, str], int]
+    daily_cap_fen: int
+    open_tap_hours: int
+
+    def line(self, code: str | None) -> FareLine:
+        found = self.lines.get(code or "") or self.lines.get("*")
+        if found is None:
+            raise LookupError(f"no fare for line {code!r} and no default ('*') line in the fare table")
+        return found
+
+    def paired(self, line_in: str, station_in: str, line_out: str, station_out: str) -> int:
+        line = self.line(line_in)
+        if line.kind == "flat":
+            return line.flat_fen
+        start = self.positions.get((line.line, station_in))
+        end = self.positions.get((line.line, station_out))
+        if line_out != line_in or start is None or end is None:
+            return line.max_fen  # a transfer, or a station the table does not place
+        distance = abs(end - start)
+        if distance <= line.base_m:
+            return min(line.base_fen, line.max_fen)
+        steps = math.ceil((distance - line.base_m) / line.step_m)
+        return min(line.base_fen + steps * line.step_fen, line.max_fen)
+
+    def single(self, code: str) -> int:
+        line = self.line(code)
+        return line.flat_fen if line.kind == "flat" else line.max_fen
+
+    def maximum(self, code: str) -> int:
+        return self.line(code).max_fen
+
+
+@dataclass
+class _Trip:
+    resident_id: uuid.UUID
+    operator_id: uuid.UUID
+    kind: str
+    taps: list[Any]
+    started_at: dt.datetime
+    fare_fen: int
+    line_in: str | None = None
+    station_in: str | None = None
+    line_out: str | None = None
+    station_out: str | None = None
+    ended_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeductionRequest:
+    deduction_id: uuid.UUID
+    channel: str
+    agreement_no: str
+    out_trade_no: str
+    amount_fen: int
+    subject: str
+
+
+def beijing_day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(BEIJING).date()
+
+
+def new_agreement_no() -> str:
+    """32 characters at most (WeChat's contract_code), date first."""
+    return "TZTA" + dt.datetime.now(BEIJING).strftime("%Y%m%d") + secrets.token_hex(8).upper()
+
+
+def _pair(
+    resident_id: uuid.UUID,
+    operator_id: uuid.UUID,
+    taps: list[Any],
+    fares: FareTable,
+    open_before: dt.datetime,
+    window: dt.timedelta,
+) -> list[_Trip]:
+    """One rider's open taps at one operator, in time order, into trips (the rules in the module docstring).
+    Taps that may still find their pair are left open."""
+    trips: list[_Trip] = []
+    i = 0
+    while i < len(taps):
+        tap = taps[i]
+        line, station, at = tap["line"], tap["station"], tap["tapped_at"]
+        if tap["direction"] == "single":
+            trips.append(
+                _Trip(resident_id, operator_id, "single", [tap], at, fares.single(line), line, station)
+            )
+            i += 1
+            continue
+        if tap["direction"] == "in":
+            following = taps[i + 1] if i + 1 < len(taps) else None
+            if (
+                following is not None
+                and following["direction"] == "out"
+                and following["tapped_at"] - at <= window
+            ):
+                fare = fares.paired(line, station, following["line"], following["station"])
+                trips.append(
+                    _Trip(
+                        resident_id,
+                        operator_id,
+                        "paired",
+                        [tap, following],
+                        at,
+                        fare,
+                        line,
+                        station,
+                        following["line"],
+                        following["station"],
+                        following["tapped_at"],
+                    )
+                )
+                i += 2
+                continue
+            if at < open_before:  # no exit came in time
+                trips.append(
+                    _Trip(
+                        resident_id, operator_id, "open_entry", [tap], at, fares.maximum(line), line, station
+                    )
+                )
+            i += 1
+            continue
+        if at < open_before:  # an exit no entry came before
+            trips.append(
+                _Trip(
+                    resident_id,
+                    operator_id,
+                    "open_exit",
+                    [tap],
+                    at,
+                    fares.maximum(line),
+                    line_out=line,
+                    station_out=station,
+                    ended_at=at,
+                )
+            )
+        i += 1
+    return trips
+
+
+def _agreement_view(row: Any) -> AgreementView:
+    return AgreementView(
+        id=row["id"],
+        channel=row["channel"],
+        status=row["status"],
+        external_agreement_no=row["external_agreement_no"],
+        created_at=row["created_at"],
+        activated_at=row["activated_at"],
+        ended_at=row["ended_at"],
+        end_reason=row["end_reason"],
+        sign_params=dict(row["sign_params"]) if row["status"] == "pending" and row["sign_params"] else None,
+    )
+
+
+def _trip_view(row: Any) -> TripView:
+    return TripView(
+        id=row["id"],
+        operator_id=row["operator_id"],
+        kind=row["kind"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        line_in=row["line_in"],
+        station_in=row["station_in"],
+        line_out=row["line_out"],
+        station_out=row["station_out"],
+        day=row["day"],
+        fare_fen=row["fare_fen"],
+        charged_fen=row["charged_fen"],
+        status=row["status"],
+    )
+
+
+class RideEligibility:
+    """code_service's TransitEligibility port: one query, on the cold path of the code side's facts cache."""
+
+    def __init__(self) -> None:
+        self._repo = TransitRepository()
+
+    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
+        row = await self._repo.eligibility(conn, resident_id)
+        if not row["agreement"]:
+            return False, "no-agreement"
+        if row["blocked"]:
+            return False, "blocked"
+        if row["in_debt"]:
+            return False, "in-debt"
+        return True, ""
+
+
+class TransitService:
+    def __init__(
+        self,
+        channels: dict[str, PaymentChannel],
+        orders: OrderService,
+        ledger: Ledger,
+        settings: PaymentSettings,
+        ports: TransitPorts,
+        policy: TransitPolicy | None = None,
+    ) -> None:
+        self._channels = channels
+        self._orders = orders
+        self._ledger = ledger
+        self._settings = settings
+        self.ports = ports
+        self.policy = policy or TransitPolicy()
+        self.eligibility = RideEligibility()
+        self._repo = TransitRepository()
+        self._order_rows = OrderRepository()
+        orders.on_paid(self.on_order_paid)
+
+    def _notify_url(self, channel: str) -> str:
+        return f"{self._settings.notify_base_url}/api/v1/payments/notify/{channel}"
+
+    async def _changed(self, conn: Any, resident_id: uuid.UUID, changed: set[uuid.UUID] | None) -> None:
+        await self.ports.eligibility_changed(conn, resident_id)
+        if changed is not None:
+            changed.add(resident_id)
+
+    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
+        return await self.eligibility.may_ride(conn, resident_id)
+
+    # -- agreements ------------------------------------------------------------------------------------------
+
+    async def sign(self, conn: Any, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+        channel = self._orders.channel(data.channel)
+        if await self._repo.has_active_on(conn, resident_id, data.channel):
+            raise ClientException(
+                f"channel: an active {data.channel} agreement exists; end it before signing another",
+                status_code=409,
+                extra=[{"key": "channel", "message": "an active agreement exists"}],
+            )
+        external = new_agreement_no()
+        try:
+            signed = await channel.agreement_sign(
+                external, data.payer_channel_id, self._notify_url(data.channel)
+            )
+        except ChannelUnavailable:
+            raise ChannelDown(
+                f"the {data.channel} gateway did not answer; try again", headers={"Retry-After": "2"}
+            ) from None
+        row = await self._repo.insert_agreement(
+            conn, resident_id, data.channel, data.payer_channel_id, external, dict(signed.sign_params)
+        )
+        return _agreement_view(row)
+
+    async def agreements(self, conn: Any, resident_id: uuid.UUID) -> list[AgreementView]:
+        return [_agreement_view(r) for r in await self._repo.agreements_of(conn, resident_id)]
+
+    async def end(self, conn: Any, resident_id: uuid.UUID, agreement_id: uuid.UUID) -> None:
+        """Ends one of the rider's agreements here (no deduction goes under it any more). The last active one
+        cannot end while fares are still being settled. The channel's contract is left for the rider to end in
+        Alipay / WeChat: the channel interface has no unsign call."""
+        row = await self._repo.agreement(conn, agreement_id)
+        if row is None or row["resident_id"] != resident_id:
+            raise NotFoundException("agreement not found")
+        if row["status"] == "ended":
+            return
+        if (
+            row["status"] == "active"
+            and await self._repo.active_agreements(conn, resident_id) == 1
+            and await self._repo.outstanding_trips(conn, resident_id) > 0
+        ):
+            raise ClientException(
+                "fares for recent trips are still being deducted under this agreement; try again later",
+                status_code=409,
+            )
+        if await self._repo.end_agreement(conn, agreement_id, "ended by the rider") is not None:
+            await self._changed(conn, resident_id, None)
+
+    async def grant_agreement(
+        self, conn: Any, resident_id: uuid.UUID, channel: str = "wechat", agreement_no: str | None = None
+    ) -> AgreementView:
+        """An agreement recorded as already active (demo seed, tests of the code side, migrations from another
+        system): no channel is asked."""
+        row = await self._repo.insert_active_agreement(
+            conn, resident_id, channel, new_agreement_no(), agreement_no or "DEV" + secrets.token_hex(12)
+        )
+        await self._changed(conn, resident_id, None)
+        return _agreement_view(row)
+
+    async def apply_agreement_state(
+        self, conn: Any, row: Any, found: Agreement, changed: set[uuid.UUID] | None = None
+    ) -> str:
+        """Moves an agreement to what the channel says (notification or query); forward only."""
+        if found.status == AgreementStatus.ACTIVE:
+            if not found.agreement_no:
+                _log.error("an active agreement without the channel's number", agreement=str(row["id"]))
+                return "incomplete"
+            if await self._repo.activate_agreement(conn, row["id"], found.agreement_no) is None:
+                return "already"
+            _log.info("transit agreement active", agreement=str(row["id"]), channel=row["channel"])
+        elif found.status == AgreementStatus.ENDED:
+            if await self._repo.end_agreement(conn, row["id"], "ended at the channel") is None:
+                return "already"
+        else:
+            return "ignored"
+        await self._changed(conn, row["resident_id"], changed)
+        return found.status.value
+
+    async def pending_agreements(self, conn: Any, now: dt.datetime) -> list[Any]:
+        return await self._repo.pending_agreements(
+            conn, now - self.policy.agreement_ttl, self.policy.agreement_batch
+        )
+
+    async def expire_agreements(self, conn: Any, now: dt.datetime) -> int:
+        expired = 0
+        for row in await self._repo.stale_pending_agreements(
+            conn, now - self.policy.agreement_ttl, self.policy.agreement_batch
+        ):
+            if await self._repo.end_agreement(conn, row["id"], "never signed") is not None:
+                expired += 1
+        return expired
+
+    async def query_agreement(self, row: Any) -> Agreement | None:
+        """The channel's view of a pending agreement (outside any transaction); None when it did not answer."""
+        channel = self._channels.get(row["channel"])
+        if channel is None:
+            return None
+        try:
+            return await channel.agreement_query(row["external_agreement_no"])
+        except ChannelUnavailable:
+            return None
+        except Exception:
+            _log.exception("agreement query failed", agreement=str(row["id"]))
+            return None
+
+    # -- blocks ----------------------------------------------------------------------------------------------
+
+    async def block(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+        if await self._repo.block(conn, resident_id, reason):
+            await self._changed(conn, resident_id, None)
+
+    async def unblock(self, conn: Any, resident_id: uuid.UUID) -> None:
+        if await self._repo.unblock(conn, resident_id):
+            await self._changed(conn, resident_id, None)
+
+    # -- taps into trips -------------------------------------------------------------------------------------
+
+    async def take_taps(self, conn: Any) -> dict[str, int]:
+        """Takes newly uploaded taps over, with the resident behind each subject."""
+        taps = await self.ports.taps.untaken(conn, self.policy.tap_batch)
+        residents: dict[bytes, uuid.UUID | None] = {}
+        rows = []
+        for tap in taps:
+            resident = None
+            if tap.subject:
+                if tap.subject not in residents:
+                    residents[tap.subject] = await self.ports.riders.resident_of_subject(conn, tap.subject)
+                resident = residents[tap.subject]
+            rows.append(
+                (
+                    tap.organisation_id,
+                    tap.tap_id,
+                    resident,
+                    tap.subject,
+                    tap.gate_id,
+                    tap.line,
+                    tap.station,
+                    tap.direction,
+                    tap.tapped_at,
+                    "open" if resident is not None else "unknown_rider",
+                )
+            )
+        taken = await self._repo.insert_taps(conn, rows)
+        await self.ports.taps.mark_taken(conn, [(t.organisation_id, t.tap_id) for t in taps])
+        unknown = sum(1 for r in rows if r[2] is None)
+        if unknown:
+            _log.warning("taps of no known rider", count=unknown)
+        return {"taken": taken, "unknown_rider": unknown}
+
+    async def fare_table(self, conn: Any) -> FareTable:
+        policy = await self._repo.fare_policy(conn)
+        lines = {
+            r["line"]: FareLine(**{k: r[k] for k in FareLine.__dataclass_fields__})
+            for r in await self._repo.fare_lines(conn)
+        }
+        positions = {(r["line"], r["station"]): r["position_m"] for r in await self._repo.fare_stations(conn)}
+        return FareTable(lines, positions, policy["daily_cap_fen"], policy["open_tap_hours"])
+
+    async def build_trips(self, conn: Any, now: dt.datetime) -> dict[str, int]:
+        """Pairs open taps into trips and prices them (one run at a time; a concurrent run skips)."""
+        if not await self._repo.try_job_lock(conn, "build"):
+            return {"skipped": 1}
+        fares = await self.fare_table(conn)
+        window = dt.timedelta(hours=fares.open_tap_hours)
+        groups: dict[uuid.UUID, dict[uuid.UUID, list[Any]]] = defaultdict(lambda: defaultdict(list))
+        for tap in await self._repo.open_taps(conn, self.policy.open_tap_batch):
+            groups[tap["resident_id"]][tap["organisation_id"]].append(tap)
+        counts = {"trips": 0, "charged_fen": 0, "waived": 0}
+        for resident_id, by_operator in groups.items():
+            trips: list[_Trip] = []
+            for operator_id, taps in by_operator.items():
+                trips += _pair(resident_id, operator_id, taps, fares, now - window, window)
+            if not trips:
+                continue
+            trips.sort(key=lambda t: t.started_at)
+            spent: dict[dt.date, int] = {}
+            rows, uses = [], []
+            for trip in trips:
+                day = beijing_day(trip.started_at)
+                if day not in spent:
+                    spent[day] = await self._repo.charged_on(conn, resident_id, day)
+                charged = max(0, min(trip.fare_fen, fares.daily_cap_fen - spent[day]))
+                spent[day] += charged
+                trip_id = uuid.uuid4()
+                rows.append(
+                    (
+                        trip_id,
+                        resident_id,
+                        trip.operator_id,
+                        trip.kind,
+                        trip.line_in,
+                        trip.station_in,
+                        trip.started_at,
+                        trip.line_out,
+                        trip.station_out,
+                        trip.ended_at,
+                        day,
+                        trip.fare_fen,
+                        charged,
+                        "unbilled" if charged else "waived",
+                    )
+                )
+                uses += [(t["organisation_id"], t["tap_id"], trip_id) for t in trip.taps]
+                counts["trips"] += 1
+                counts["charged_fen"] += charged
+                counts["waived"] += 0 if charged else 1
+            await self._repo.insert_trips(conn, rows)
+            await self._repo.use_taps(conn, uses)
+        return counts
+
+    async def trips(self, conn: Any, resident_id: uuid.UUID, limit: int = 100) -> list[TripView]:
+        return [_trip_view(r) for r in await self._repo.trips_of(conn, resident_id, limit)]
+
+    # -- deductions ------------------------------------------------------------------------------------------
+
+    async def plan_deductions(
+        self, conn: Any, now: dt.datetime, changed: set[uuid.UUID] | None = None
+    ) -> list[DeductionRequest]:
+        """Opens one withholding order and deduction per rider and operator with unbilled trips; the caller
+        commits, then sends each request (send_deduction) and records the answer (record_answer)."""
+        if not await self._repo.try_job_lock(conn, "deduct"):
+            return []
+        requests = []
+        for group in await self._repo.unbilled_groups(conn, self.policy.deduction_batch):
+            resident_id, operator_id = group["resident_id"], group["operator_id"]
+            amount = int(group["amount_fen"])
+            agreement = await self._repo.active_agreement(conn, resident_id)
+            if agreement is not None and agreement["channel"] not in self._channels:
+                _log.error("transit agreement on an unconfigured channel", channel=agreement["channel"])
+                continue
+            first, last = group["first_day"], group["last_day"]
+            days = f"{first:%Y-%m-%d}" + (f"~{last:%m-%d}" if last != first else "")
+            subject = f"泰州通乘车 {days} {len(group['trip_ids'])}次"
+            order = None
+            if agreement is not None:
+                order = await self._order_rows.insert(
+                    conn,
+                    out_trade_no=new_out_trade_no(),
+                    payer_id=resident_id,
+                    payee_id=operator_id,
+                    purpose="transit_fare",
+                    subject=subject,
+                    amount_fen=amount,
+                    fee_fen=amount * self._settings.fee_bp.get("transit_fare", 0) // 10_000,
+                    channel=agreement["channel"],
+                    method="withhold",
+                    expires_at=now + self.policy.deduction_window + self.policy.order_grace,
+                )
+            deduction = await self._repo.insert_deduction(
+                conn,
+                resident_id=resident_id,
+                payee_id=operator_id,
+                agreement_id=agreement["id"] if agreement is not None else None,
+                order_id=order["id"] if order is not None else None,
+                out_trade_no=order["out_trade_no"] if order is not None else None,
+                channel=agreement["channel"] if agreement is not None else "",
+                amount_fen=amount,
+            )
+            await self._repo.bill_trips(conn, list(group["trip_ids"]), deduction["id"])
+            if agreement is None or order is None:
+                await self._fail(conn, deduction, "no-agreement", changed)
+                continue
+            requests.append(
+                DeductionRequest(
+                    deduction["id"],
+                    agreement["channel"],
+                    agreement["agreement_no"],
+                    order["out_trade_no"],
+                    amount,
+                    subject,
+                )
+            )
+        return requests
+
+    async def send_deduction(self, request: DeductionRequest) -> ChannelTrade | None:
+        """Asks the channel (outside any transaction). None: no answer, or an error on our side; the check job
+        settles it by query."""
+        channel = self._channels.get(request.channel)
+        if channel is None:
+            return None
+        try:
+            return await channel.deduct(
+                request.agreement_no,
+                request.out_trade_no,
+                request.amount_fen,
+                request.subject,
+                self._notify_url(request.channel),
+            )
+        except ChannelUnavailable:
+            return None
+        except Exception:
+            _log.exception("deduction request failed", out_trade_no=request.out_trade_no)
+            return None
+
+    async def record_answer(
+        self,
+        conn: Any,
+        deduction_id: uuid.UUID,
+        trade: ChannelTrade | None,
+        now: dt.datetime,
+        changed: set[uuid.UUID] | None = None,
+    ) -> str:
+        await self._repo.mark_sent(conn, deduction_id)
+        return await self.resolve(conn, deduction_id, trade, now, changed)
+
+    async def pending_deductions(self, conn: Any) -> list[Any]:
+        return await self._repo.pending_deductions(conn, self.policy.deduction_batch)
+
+    async def query_deduction(self, row: Any) -> tuple[bool, ChannelTrade | None]:
+        """(answered, the channel's trade or None when it has no such trade), outside any transaction."""
+        channel = self._channels.get(row["channel"])
+        if channel is None:
+            return False, None
+        try:
+            return True, await channel.query(row["out_trade_no"])
+        except ChannelUnavailable:
+            return False, None
+        except Exception:
+            _log.exception("deduction query failed", out_trade_no=row["out_trade_no"])
+            return False, None
+
+    def request_of(self, row: Any) -> DeductionRequest:
+        return DeductionRequest(
+            row["id"],
+            row["channel"],
+            row["agreement_no"] or "",
+            row["out_trade_no"],
+            row["amount_fen"],
+            "泰州通乘车",
+        )
+
+    def past_window(self, row: Any, now: dt.datetime) -> bool:
+        return bool(now - row["created_at"] >= self.policy.deduction_window)
+
+    async def resolve(
+        self,
+        conn: Any,
+        deduction_id: uuid.UUID,
+        trade: ChannelTrade | None,
+        now: dt.datetime,
+        changed: set[uuid.UUID] | None = None,
+    ) -> str:
+        """What the channel said (None: nothing useful) decides a pending deduction: paid, a debt (refused, or
+        unanswered past the window), or still pending. WAITING is not paid."""
+        deduction = await self._repo.deduction(conn, deduction_id)
+        if deduction is None or deduction["status"] != "pending":
+            return "already"
+        if trade is not None and trade.status in PAID_STATES:
+            if trade.amount_fen != deduction["amount_fen"]:
+                _log.error(
+                    "deduction amount differs",
+                    out_trade_no=deduction["out_trade_no"],
+                    channel_fen=trade.amount_fen,
+                    ours=deduction["amount_fen"],
+                )
+                return "mismatch"
+            order = await self._order_rows.get(conn, deduction["order_id"])
+            await self._orders.apply_channel_state(
+                conn, order, trade.status, trade.channel_trade_no, trade.paid_at
+            )
+            return "paid"
+        if trade is not None and trade.status in REFUSED_STATES:
+            await self._fail(conn, deduction, "refused", changed)
+            return "failed"
+        if now - deduction["created_at"] >= self.policy.deduction_window:
+            await self._fail(conn, deduction, "unanswered", changed)
+            return "failed"
+        return "pending"
+
+    async def _fail(self, conn: Any, deduction: Any, failure: str, changed: set[uuid.UUID] | None) -> None:
+        """A debt: the trips stay owed, the rider goes onto the deny list (once) and may not ride.
+
+        Locks in the order money arriving takes them (the order row, then the rider), so a payment racing this
+        never deadlocks with it: if the order turns out paid, there is no debt; if the money comes just after,
+        mark_paid takes the closed order and clears the debt again."""
+        resident_id = deduction["resident_id"]
+        if deduction["order_id"] is not None:
+            order = await self._order_rows.get(conn, deduction["order_id"])
+            if (
+                await self._orders.apply_channel_state(conn, order, TradeStatus.CLOSED, None, None)
+                != "closed"
+            ):
+                current = await self._order_rows.get(conn, deduction["order_id"])
+                if current["status"] in ("paid", "finished"):
+                    return
+        await self._repo.lock_rider(conn, resident_id)
+        was_in_debt = await self._repo.in_debt(conn, resident_id)
+        failed = await self._repo.deduction_failed(conn, deduction["id"], failure)
+        if failed is None:
+            return
+        await self._repo.move_trips(conn, failed["id"], "billing", "debt")
+        amount = int(failed["amount_fen"])
+        await self._ledger.post(
+            conn,
+            f"transit_debt:{failed['id']}",
+            "transit_debt",
+            [
+                (f"rider_receivable:{resident_id}", amount),
+                (f"transit_uncollected:{failed['payee_id']}", -amount),
+            ],
+            memo=failed["out_trade_no"] or failure,
+        )
+        _log.info("transit debt", deduction=str(failed["id"]), amount_fen=amount, failure=failure)
+        if not was_in_debt:
+            await self.ports.debtors.deny(conn, resident_id, f"transit fare deduction {failure}")
+            await self._changed(conn, resident_id, changed)
+
+    # -- money arriving --------------------------------------------------------------------------------------
+
+    async def on_order_paid(self, conn: Any, paid: Any) -> None:
+        """OrderService.mark_paid's listener: a deduction or a repayment has been paid."""
+        if paid["purpose"] != "transit_fare":
+            return
+        deduction = await self._repo.deduction_by_order(conn, paid["id"])
+        if deduction is not None:
+            await self._deduction_paid(conn, deduction, paid)
+            return
+        repayment = await self._repo.repayment_by_order(conn, paid["id"])
+        if repayment is not None:
+            await self._repayment_paid(conn, repayment, paid)
+
+    async def _deduction_paid(self, conn: Any, deduction: Any, paid: Any) -> None:
+        resident_id = deduction["resident_id"]
+        await self._repo.lock_rider(conn, resident_id)
+        if await self._repo.deduction_paid(conn, deduction["id"]):
+            await self._repo.move_trips(conn, deduction["id"], "billing", "paid")
+            return
+        # Already a debt: the money came after all.
+        cleared = await self._repo.clear_debts(
+            conn, [deduction["id"]], f"late payment {paid['out_trade_no']}"
+        )
+        if not cleared:
+            await self._repo.mark_overpaid(conn, deduction["id"])
+            _log.error("deduction paid for a debt already repaid: refund it", order=str(paid["id"]))
+            return
+        await self._repo.move_trips(conn, deduction["id"], "debt", "paid")
+        await self._collected(conn, paid, resident_id, cleared)
+
+    async def _repayment_paid(self, conn: Any, repayment: Any, paid: Any) -> None:
+        resident_id = repayment["resident_id"]
+        await self._repo.lock_rider(conn, resident_id)
+        if not await self._repo.apply_repayment(conn, paid["id"]):
+            return
+        cleared = await self._repo.clear_debts(
+            conn, list(repayment["deduction_ids"]), f"repayment {paid['out_trade_no']}"
+        )
+        for debt in cleared:
+            await self._repo.move_trips(conn, debt["id"], "debt", "repaid")
+        over = int(paid["amount_fen"]) - sum(int(d["amount_fen"]) for d in cleared)
+        if over:
+            await self._repo.repayment_overpaid(conn, paid["id"], over)
+            _log.error(
+                "repayment covers debts already cleared: refund the rest", order=str(paid["id"]), fen=over
+            )
+        await self._collected(conn, paid, resident_id, cleared)
+
+    async def _collected(self, conn: Any, paid: Any, resident_id: uuid.UUID, cleared: list[Any]) -> None:
+        """Debts cleared by `paid`: receivable and uncollected back down; off the deny list when nothing is owed."""
+        if cleared:
+            postings: list[tuple[str, int]] = []
+            for debt in cleared:
+                amount = int(debt["amount_fen"])
+                postings += [
+                    (f"transit_uncollected:{debt['payee_id']}", amount),
+                    (f"rider_receivable:{resident_id}", -amount),
+                ]
+            await self._ledger.post(
+                conn,
+                f"transit_collected:{paid['id']}",
+                "transit_collected",
+                postings,
+                memo=paid["out_trade_no"],
+            )
+        if cleared and not await self._repo.in_debt(conn, resident_id):
+            await self.ports.debtors.allow(conn, resident_id, "transit debt repaid")
+            await self._changed(conn, resident_id, None)
+
+    # -- notifications ---------------------------------------------------------------------------------------
+
+    async def apply_notification(self, conn: Any, channel_name: str, note: Notification) -> str:
+        """Agreement and deduction notifications (NotificationService dispatches them here)."""
+        if note.kind == "agreement":
+            row = await self._repo.agreement_by_external(conn, note.out_trade_no)
+            if row is None or row["channel"] != channel_name:
+                raise NotificationRefused(f"no {channel_name} agreement {note.out_trade_no}")
+            if not isinstance(note.status, AgreementStatus):
+                raise NotificationRefused("not an agreement status")
+            if note.status == AgreementStatus.ACTIVE and not note.agreement_no:
+                raise NotificationRefused("an active agreement without the channel's agreement number")
+            return await self.apply_agreement_state(
+                conn, row, Agreement(note.out_trade_no, note.status, note.agreement_no)
+            )
+        if note.kind == "deduction":
+            deduction = await self._repo.deduction_by_out_trade_no(conn, note.out_trade_no)
+            if deduction is None or deduction["channel"] != channel_name:
+                raise NotificationRefused(f"no {channel_name} deduction {note.out_trade_no}")
+            if not isinstance(note.status, TradeStatus):
+                raise NotificationRefused("not a trade status")
+            if note.status in PAID_STATES and note.amount_fen != deduction["amount_fen"]:
+                _log.error("deduction notification amount differs", out_trade_no=note.out_trade_no)
+                raise NotificationRefused("amount differs from the deduction")
+            if note.status in PAID_STATES:
+                # Paid also after it became a debt: the money is there, mark_paid takes a closed order too.
+                order = await self._order_rows.get(conn, deduction["order_id"])
+                return await self._orders.apply_channel_state(
+                    conn, order, note.status, note.channel_trade_no, note.paid_at
+                )
+            if note.status in REFUSED_STATES and deduction["status"] == "pending":
+                await self._fail(conn, deduction, "refused", None)
+                return "failed"
+            return "ignored"
+        return "ignored"
+
+    # -- debts and repayment ---------------------------------------------------------------------------------
+
+    async def debts(self, conn: Any, resident_id: uuid.UUID) -> DebtSummary:
+        rows = await self._repo.debts_of(conn, resident_id)
+        trips: dict[uuid.UUID, list[TripView]] = defaultdict(list)
+        for trip in await self._repo.trips_of_deductions(conn, [r["id"] for r in rows]):
+            trips[trip["deduction_id"]].append(_trip_view(trip))
+        return DebtSummary(
+            total_fen=sum(int(r["amount_fen"]) for r in rows),
+            debts=[
+                DebtView(
+                    id=r["id"],
+                    operator_id=r["payee_id"],
+                    amount_fen=int(r["amount_fen"]),
+                    failure=r["failure"],
+                    created_at=r["created_at"],
+                    trips=trips[r["id"]],
+                )
+                for r in rows
+            ],
+        )
+
+    async def repay(
+        self, conn: Any, resident_id: uuid.UUID, key: str, data: RepayCreate, client_ip: str
+    ) -> tuple[int, Repayment]:
+        """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
+        debts to other operators are repaid with further orders. Idempotent per key like any order."""
+        debts = await self._repo.debts_of(conn, resident_id)
+        if not debts:
+            raise ClientException("there is no transit debt to repay", status_code=409)
+        payee_id = debts[0]["payee_id"]
+        covered = [d for d in debts if d["payee_id"] == payee_id]
+        amount = sum(int(d["amount_fen"]) for d in covered)
+        status, body = await self._orders.create(
+            conn,
+            resident_id,
+            key,
+            OrderCreate(
+                purpose="other",  # replaced: transit_fare is not a purpose clients may choose
+                amount_fen=amount,
+                subject="泰州通乘车欠款补缴",
+                payee_id=payee_id,
+                channel=data.channel,
+                method=data.method,
+                payer_channel_id=data.payer_channel_id,
+            ),
+            client_ip,
+            purpose="transit_fare",
+        )
+        order_id = uuid.UUID(str(body["id"]))
+        await self._repo.insert_repayment(
+            conn, order_id, resident_id, payee_id, amount, [d["id"] for d in covered]
+        )
+        remaining = sum(int(d["amount_fen"]) for d in debts) - amount
+        return status, Repayment(order=msgspec.to_builtins(body), debt_fen=amount, remaining_fen=remaining)
