@@ -372,6 +372,38 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if any(c.status == "failed" for c in report.channels) else 0
 
 
+def cmd_settle(args: argparse.Namespace) -> int:
+    """Settles a business day per payee (idempotent) and prints the settlements; with --pay records a payout."""
+    import datetime as dt
+    import uuid
+
+    async def run(live: Settings) -> list[str]:
+        from app_backend.services import Services
+
+        services = await Services.create(live)
+        try:
+            async with services.pool.acquire() as conn, conn.transaction():
+                if args.pay:
+                    paid = await services.payments.settlement.mark_paid(conn, uuid.UUID(args.pay), args.ref)
+                    return [f"settlement {paid.id} paid: {paid.net_fen} fen, ref {paid.payout_ref}"]
+                found = await services.payments.settlement.settle_day(conn, dt.date.fromisoformat(args.date))
+            return [
+                f"{s.id}  payee {s.payee_id}  gross {s.gross_fen}  fees {s.fees_fen}  refunds {s.refunds_fen}"
+                f"  net {s.net_fen}  {s.status}"
+                for s in found
+            ] or ["nothing to settle"]
+        finally:
+            await services.close()
+
+    if args.pay and not args.ref:
+        print("--pay needs --ref (the bank transfer reference)", file=sys.stderr)
+        return 2
+    with backing_services(load_settings()) as live:
+        asyncio.run(_migrate(live))
+        print("\n".join(asyncio.run(run(live))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -405,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="check the ledger's invariants")
     ledger.add_argument("action", choices=["check"])
     ledger.set_defaults(func=cmd_ledger)
+    settle = sub.add_parser("settle", help="settle a business day per payee, or record a payout")
+    settle.add_argument("--date", help="YYYY-MM-DD (Asia/Shanghai business day)")
+    settle.add_argument("--pay", help="settlement id to mark paid")
+    settle.add_argument("--ref", help="bank transfer reference for --pay")
+    settle.set_defaults(func=cmd_settle)
     reconcile = sub.add_parser("reconcile", help="match the channels' bills of a day against our records")
     reconcile.add_argument(
         "--date",

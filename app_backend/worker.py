@@ -12,12 +12,14 @@ from app_backend.services import Services
 from app_backend.settings import Settings
 from payments.orders.tasks import settle_payments
 from payments.reconciliation.tasks import reconcile_yesterday
+from payments.settlement.tasks import settle_yesterday
 from payments.transit.tasks import (
     build_transit_trips,
     check_transit_deductions,
     deduct_transit_fares,
     poll_transit_agreements,
 )
+from payments.webhooks.tasks import deliver_payee_events
 
 QUEUE_NAME = "taizhou-tong"
 
@@ -43,6 +45,8 @@ def build_worker(settings: Settings) -> Worker:
             deduct_transit_fares,
             check_transit_deductions,
             poll_transit_agreements,
+            settle_yesterday,
+            deliver_payee_events,
         ],
         cron_jobs=[
             CronJob(purge_expired_audit_events, cron="17 3 * * *"),
@@ -50,6 +54,9 @@ def build_worker(settings: Settings) -> Worker:
             CronJob(settle_payments, cron="* * * * *"),
             # 10:00 Asia/Shanghai (UTC+8, no DST) is 02:00 UTC, the cron timezone of SAQ.
             CronJob(reconcile_yesterday, cron="0 2 * * *", timeout=1800),
+            # Yesterday's settlement at 02:30 Asia/Shanghai; payee events every minute.
+            CronJob(settle_yesterday, cron="30 18 * * *", timeout=1800),
+            CronJob(deliver_payee_events, cron="* * * * *", timeout=300),
             # Transit: taps into trips every 5 minutes, fares deducted hourly, pending deductions and agreements
             # asked of the channel every few minutes (their notifications may never come).
             CronJob(build_transit_trips, cron="*/5 * * * *", timeout=600),

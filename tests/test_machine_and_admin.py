@@ -316,6 +316,8 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         ("POST", f"{ADMIN}/uscc-overrides"): {"uscc": "91321200MA1XK3T7Q0", **reason},
         ("GET", f"{ADMIN}/audit"): None,
         ("GET", f"{ADMIN}/reconciliation"): None,
+        ("GET", f"{ADMIN}/settlements"): None,
+        ("POST", f"{ADMIN}/settlements/{{settlement_id:uuid}}/paid"): {"payout_ref": "ICBC-1"},
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():
@@ -323,6 +325,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             template.replace("{organisation_id:uuid}", org["id"])
             .replace("{key_id:str}", key_id)
             .replace("{resident_id:uuid}", victim["resident_id"])
+            .replace("{settlement_id:uuid}", str(uuid.uuid4()))
         )
         response = await client.request(method, path, json=body, headers=bearer(resident))
         assert response.status_code == 403, (method, path, response.text)

@@ -32,6 +32,7 @@ from app_backend.organisations.schemas import (
     WhoAmI,
 )
 from payments.reconciliation.schemas import ReconciliationReport
+from payments.settlement.schemas import PayoutRecord, Settlements, SettlementView
 
 if TYPE_CHECKING:
     from app_backend.services import Services
@@ -290,6 +291,55 @@ class AdminController(Controller):
             target_id=day.isoformat(),
         )
         return report
+
+    @get("/settlements", summary="Settlements of a business day (settled on first view if not yet)")
+    async def settlements(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        db: Any,
+        staff: Staff,
+        day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
+    ) -> Settlements:
+        await _require(services, staff, request.url.path, "ops_admin", "auditor")
+        if day is None:
+            raise Problem(
+                400,
+                "bad-request",
+                "date: required (YYYY-MM-DD)",
+                extra={"errors": [{"field": "date", "message": "required"}]},
+            )
+        found = await services.payments.settlement.for_day(db, day)
+        await services.audit.record(
+            db, staff.actor, "admin.settlement_view", target_type="settlement_day", target_id=day.isoformat()
+        )
+        return Settlements(settlements=found)
+
+    @post(
+        "/settlements/{settlement_id:uuid}/paid",
+        status_code=HTTP_200_OK,
+        summary="Record the bank transfer that paid a settlement (posts the payout to the ledger once)",
+    )
+    async def settlement_paid(
+        self,
+        request: Request[Any, Any, Any],
+        settlement_id: uuid.UUID,
+        data: PayoutRecord,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> SettlementView:
+        await _require(services, staff, request.url.path, "ops_admin")
+        paid = await services.payments.settlement.mark_paid(db, settlement_id, data.payout_ref)
+        await services.audit.record(
+            db,
+            staff.actor,
+            "admin.settlement_paid",
+            target_type="settlement",
+            target_id=str(settlement_id),
+            detail={"payout_ref": data.payout_ref, "net_fen": paid.net_fen},
+        )
+        return paid
 
 
 async def provide_machine(request: Request[Any, Any, Any], services: Services) -> MachinePrincipal:

@@ -73,3 +73,36 @@ async def test_a_payees_day_is_settled_after_fees_and_refunds_and_paid_once(clie
             async with conn.transaction():
                 await services.payments.settlement.mark_paid(conn, settlement.id, "again")
     assert uuid.UUID(str(settlement.id))
+
+
+async def test_operations_list_a_day_and_record_the_payout(client, services, wechat, db):
+    from tests.helpers import bearer, staff
+
+    payee = await machine_credential(client, services, ["payments:refund"], kind="department")
+    await _paid_order(client, services, wechat, payee, amount=3_000)
+    today = dt.datetime.now(BUSINESS_TZ).date()
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.payments.settlement.settle_day(conn, today)
+    admin = await staff(client, services)
+    listed = await client.get(f"/api/v1/admin/settlements?date={today.isoformat()}", headers=bearer(admin))
+    mine = [s for s in listed.json()["settlements"] if s["payee_id"] == payee["organisation"]["id"]]
+    assert mine and mine[0]["status"] == "due"
+    paid = await client.post(
+        f"/api/v1/admin/settlements/{mine[0]['id']}/paid",
+        headers=bearer(admin),
+        json={"payout_ref": "BOC-0001"},
+    )
+    assert paid.status_code == 200 and paid.json()["status"] == "paid"
+    again = await client.post(
+        f"/api/v1/admin/settlements/{mine[0]['id']}/paid",
+        headers=bearer(admin),
+        json={"payout_ref": "BOC-0002"},
+    )
+    assert again.status_code == 409
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit.events WHERE action = 'admin.settlement_paid' AND target_id = $1",
+            mine[0]["id"],
+        )
+        == 1
+    )
