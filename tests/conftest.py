@@ -117,3 +117,12 @@ async def db(services: Services) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection for reading what the API stored (never for writing around it)."""
     async with services.pool.acquire() as conn:
         yield conn
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def ledger_stays_consistent(services: Services) -> AsyncIterator[None]:
+    """After every scenario of the session, the ledger's invariants hold (what `tzt ledger check` checks)."""
+    yield
+    async with services.pool.acquire() as conn:
+        check = await services.payments.ledger.check(conn)
+    assert check.ok, f"the ledger is inconsistent after the test session: {check}"
