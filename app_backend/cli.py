@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from app_backend.infra.processes import die_with_parent
 from app_backend.settings import Settings, load_settings
 
 
@@ -109,65 +110,94 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
         }
         children: list[subprocess.Popen[bytes]] = []
-        if live.is_dev and not os.environ.get("TZT_PAYMENT_CONFIG") and not args.no_sandboxes:
-            from app_backend.sandboxes import start_sandboxes
-
-            payment_config, sandboxes = start_sandboxes(live.data_dir)
-            children += sandboxes
-            env["TZT_PAYMENT_CONFIG"] = str(payment_config)
-        if not args.no_worker:
-            children.append(subprocess.Popen([sys.executable, "-m", "app_backend.cli", "worker"], env=env))
-        server = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "granian",
-                "--interface",
-                "asgi",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "app_backend.asgi:app",
-            ],
-            env=env,
-        )
-        children.append(server)
-        _print_banner(live, creds)
-        if "TZT_PAYMENT_CONFIG" in env:
-            channels = json.loads(Path(env["TZT_PAYMENT_CONFIG"]).read_text())
-            for name, section in channels.items():
-                base = section.get("api_base_url") or section.get("gateway_url", "")
-                print(f"  Payment sandbox ({name}): {base}  (test controls under /_sandbox/)", flush=True)
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
         try:
-            while not stopping and all(c.poll() is None for c in children):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    server.wait(0.5)
+            server = _start_children(args, live, env, children, host, port, workers)
+            _print_banner(live, creds)
+            if "TZT_PAYMENT_CONFIG" in env:
+                channels = json.loads(Path(env["TZT_PAYMENT_CONFIG"]).read_text())
+                for name, section in channels.items():
+                    base = section.get("api_base_url") or section.get("gateway_url", "")
+                    print(f"  Payment sandbox ({name}): {base}  (test controls under /_sandbox/)", flush=True)
+            _supervise(server, children)
         except KeyboardInterrupt:
             pass
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            for child in children:
-                try:
-                    child.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            # Whatever happened above, nothing we started outlives us.
+            _stop_children(children)
         print("stopped.", flush=True)
     return 0
+
+
+def _start_children(
+    args: argparse.Namespace,
+    live: Settings,
+    env: dict[str, str],
+    children: list[subprocess.Popen[bytes]],
+    host: str,
+    port: int,
+    workers: int,
+) -> subprocess.Popen[bytes]:
+    if live.is_dev and not os.environ.get("TZT_PAYMENT_CONFIG") and not args.no_sandboxes:
+        from app_backend.sandboxes import start_sandboxes
+
+        payment_config = start_sandboxes(live.data_dir, children)
+        env["TZT_PAYMENT_CONFIG"] = str(payment_config)
+    if not args.no_worker:
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "app_backend.cli", "worker"],
+                env=env,
+                preexec_fn=die_with_parent,
+            )
+        )
+    server = subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "app_backend.asgi:app",
+        ],
+        env=env,
+        preexec_fn=die_with_parent,
+    )
+    children.append(server)
+    return server
+
+
+def _supervise(server: subprocess.Popen[bytes], children: list[subprocess.Popen[bytes]]) -> None:
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(c.poll() is None for c in children):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(0.5)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:

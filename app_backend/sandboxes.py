@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from app_backend.infra.processes import die_with_parent as _die_with_parent
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -20,7 +22,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(channel: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(channel: str, state_dir: Path, children: list[subprocess.Popen[bytes]]) -> str:
     port = _free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log = (state_dir / "sandbox.log").open("ab")
@@ -38,13 +40,15 @@ def _start(channel: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], str]
         stdout=log,
         stderr=subprocess.STDOUT,
         env=os.environ.copy(),
+        preexec_fn=_die_with_parent,
     )
+    children.append(proc)  # registered at once: the caller stops it whatever happens next
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
-                return proc, base
+                return base
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
@@ -54,12 +58,11 @@ def _start(channel: str, state_dir: Path) -> tuple[subprocess.Popen[bytes], str]
     raise RuntimeError(f"the {channel} sandbox did not start; see {state_dir / 'sandbox.log'}")
 
 
-def start_sandboxes(data_dir: Path) -> tuple[Path, list[subprocess.Popen[bytes]]]:
+def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> Path:
+    """Starts both sandboxes (appending them to `children` at once) and returns the channel config path."""
     root = data_dir / "sandbox"
-    procs: list[subprocess.Popen[bytes]] = []
     config: dict[str, dict[str, str]] = {}
-    wechat_proc, _ = _start("wechat", root / "wechat")
-    procs.append(wechat_proc)
+    _start("wechat", root / "wechat", children)
     merchant = json.loads((root / "wechat" / "wechat.json").read_text())
     key_file = root / "wechat" / "api_key.txt"
     key_file.write_text(merchant["api_key"])
@@ -71,16 +74,11 @@ def start_sandboxes(data_dir: Path) -> tuple[Path, list[subprocess.Popen[bytes]]
         "api_base_url": merchant["base_url"],
         "papay_plan_id": str(merchant.get("plan_id", "")),
     }
-    try:
-        alipay_proc, alipay_base = _start("alipay", root / "alipay")
-    except RuntimeError:
-        pass  # the Alipay sandbox is optional until its adapter lands
-    else:
-        procs.append(alipay_proc)
-        config["alipay"] = alipay_config(root / "alipay", alipay_base)
+    alipay_base = _start("alipay", root / "alipay", children)
+    config["alipay"] = alipay_config(root / "alipay", alipay_base)
     path = data_dir / "payment-channels.json"
     path.write_text(json.dumps(config, indent=1))
-    return path, procs
+    return path
 
 
 def alipay_config(state_dir: Path, base: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,6 +42,7 @@ def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subp
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app_backend.cli", "serve"],
+            start_new_session=True,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -54,13 +56,18 @@ def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subp
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            _kill_group(proc)
             pytest.fail(f"tzt serve did not become ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     yield base, proc, log
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Whatever state a test left it in, the server and everything it started are gone afterwards."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def test_banner_prints_the_urls(server):
@@ -143,11 +150,17 @@ def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_
 
 
 def test_ctrl_c_stops_everything(server):
+    import psutil
+
     base, proc, _ = server
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert len(started) >= 4, "granian, its workers, the job worker and the payment sandboxes"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/healthz", timeout=2)
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running after Ctrl-C: {[p.cmdline() for p in alive]}"
 
 
 def test_migrate_is_idempotent(backing, data_dir):
