@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 
@@ -19,22 +21,31 @@ def b45encode(data: bytes) -> str:
     return "".join(out)
 
 
+# Every character maps to its value as one byte (255 marks characters outside the alphabet), so the text
+# becomes a bytes object in C and the arithmetic runs over slices, not character by character.
+_VALUE_TABLE = bytes(_INDEX.get(chr(i), 255) for i in range(256))
+
+
 def b45decode(text: str) -> bytes:
-    try:
-        values = [_INDEX[c] for c in text]
-    except KeyError:
-        raise ValueError("not base45") from None
-    if len(values) % 3 == 1:
+    if not text.isascii():
+        raise ValueError("not base45")
+    values = text.encode("ascii").translate(_VALUE_TABLE)
+    if 255 in values:
+        raise ValueError("not base45")
+    size = len(values)
+    if size % 3 == 1:
         raise ValueError("not base45: bad length")
-    out = bytearray()
-    for i in range(0, len(values) - 2, 3):
-        n = values[i] + values[i + 1] * 45 + values[i + 2] * 2025
-        if n > 0xFFFF:
+    whole = size - size % 3
+    pairs = [
+        a + b * 45 + c * 2025
+        for a, b, c in zip(values[0:whole:3], values[1:whole:3], values[2:whole:3], strict=True)
+    ]
+    if pairs and max(pairs) > 0xFFFF:
+        raise ValueError("not base45: value out of range")
+    out = struct.pack(f">{len(pairs)}H", *pairs)
+    if size % 3 == 2:
+        last = values[-2] + values[-1] * 45
+        if last > 0xFF:
             raise ValueError("not base45: value out of range")
-        out += n.to_bytes(2, "big")
-    if len(values) % 3 == 2:
-        n = values[-2] + values[-1] * 45
-        if n > 0xFF:
-            raise ValueError("not base45: value out of range")
-        out.append(n)
-    return bytes(out)
+        out += bytes((last,))
+    return out
