@@ -175,6 +175,7 @@ class IssuingService:
         self._directory = directory
         self._subjects = SubjectRepository()
         self._credentials = CredentialRepository()
+        self._subject_of: dict[uuid.UUID, bytes] = {}
 
     async def _resident_facts(self, conn: Any, holder: Holder) -> tuple[bytes, SubjectFacts]:
         subject = await self._subjects.get_or_create(conn, "resident", holder.resident_id)
@@ -186,8 +187,13 @@ class IssuingService:
 
     async def _cached_resident_facts(self, holder: Holder) -> tuple[bytes, SubjectFacts]:
         """The display path: two Redis reads when warm, one PostgreSQL transaction when cold."""
-        cached_subject = await self._redis.get(subject_key(holder.resident_id))
-        subject = bytes(cached_subject) if isinstance(cached_subject, bytes) else None
+        # A resident's subject never changes, so once known it is kept in the process.
+        subject = self._subject_of.get(holder.resident_id)
+        if subject is None:
+            cached_subject = await self._redis.get(subject_key(holder.resident_id))
+            subject = bytes(cached_subject) if isinstance(cached_subject, bytes) else None
+            if subject is not None:
+                self._remember_subject(holder.resident_id, subject)
         facts = self._facts.decode_cached(await self._redis.get(facts_key(subject))) if subject else None
         if subject is None or facts is None:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -196,6 +202,11 @@ class IssuingService:
         elif not facts.active:
             raise PermissionDeniedException("this account is blocked; no code can be issued")
         return bytes(subject), facts
+
+    def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
+        if len(self._subject_of) >= 100_000:
+            self._subject_of.pop(next(iter(self._subject_of)))
+        self._subject_of[resident_id] = subject
 
     async def personal_code(self, holder: Holder) -> IssuedCode:
         subject, facts = await self._cached_resident_facts(holder)
