@@ -4,6 +4,7 @@ out-of-order notifications, capped concurrent refunds, and the ledger's invarian
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -221,3 +222,51 @@ async def _balance(services: Any, account: str) -> int:
 
 
 __all__ = ["signed"]
+
+
+async def _expire(db: Any, order_id: str) -> None:
+    # The clock moves past the order's expiry (15 minutes).
+    await db.execute(
+        "UPDATE payments.orders SET expires_at = now() - interval '1 second' WHERE id = $1::uuid", order_id
+    )
+
+
+async def test_orders_never_notified_are_settled_by_asking_the_channel(client, services, wechat, payee, db):
+    person = await login(client)
+    unpaid = (await _order(client, person, payee, 500)).json()
+    paid_silently = (await _order(client, person, payee, 700)).json()
+    # The user pays, but the notification never arrives.
+    await wechat.control("POST", f"_sandbox/trades/{paid_silently['out_trade_no']}/pay", {"deliver": False})
+    for order in (unpaid, paid_silently):
+        await _expire(db, order["id"])
+    async with services.pool.acquire() as conn, conn.transaction():
+        counts = await services.payments.orders.settle_stale(conn)
+    assert counts["paid"] >= 1 and counts["closed"] >= 1
+    statuses = {
+        o["id"]: (await client.get(f"/api/v1/payments/orders/{o['id']}", headers=bearer(person))).json()[
+            "status"
+        ]
+        for o in (unpaid, paid_silently)
+    }
+    assert statuses == {unpaid["id"]: "closed", paid_silently["id"]: "paid"}
+    trade = await wechat.control("GET", f"_sandbox/trades/{unpaid['out_trade_no']}")
+    assert "CLOSED" in json.dumps(trade), "the unpaid order is closed at the channel too"
+    await _ledger_ok(services)
+
+
+async def test_a_channel_that_does_not_answer_leaves_the_order_for_the_next_run(
+    client, services, wechat, payee, db
+):
+    person = await login(client)
+    order = (await _order(client, person, payee, 600)).json()
+    await _expire(db, order["id"])
+    await wechat.fault("pay/orderquery", "error")
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.payments.orders.settle_stale(conn)
+    seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
+    assert seen.json()["status"] == "waiting", "unknown stays unknown; the next run asks again"
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.payments.orders.settle_stale(conn)
+    assert (await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))).json()[
+        "status"
+    ] == "closed"
