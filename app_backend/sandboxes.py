@@ -67,6 +67,14 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
     key_file = root / "wechat" / "api_key.txt"
     key_file.write_text(merchant["api_key"])
     key_file.chmod(0o600)
+    # The demo rider's contract, "signed" before this sandbox started: the demo can ride and pay at once.
+    from app_backend.seed import DEMO_CONTRACT_CODE, DEMO_CONTRACT_ID
+
+    httpx.post(
+        f"{merchant['base_url'].rstrip('/')}/_sandbox/contracts/{DEMO_CONTRACT_CODE}",
+        json={"contract_id": DEMO_CONTRACT_ID},
+        timeout=10,
+    ).raise_for_status()
     config["wechat"] = {
         "appid": merchant["appid"],
         "mch_id": merchant["mch_id"],

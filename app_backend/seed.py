@@ -37,6 +37,9 @@ DEMO_ENTERPRISES = [  # name, credit code, legal representative's ID number
 # A registry code that fails the checksum, as real registries have: admitted only through an audited override.
 DEMO_BAD_CHECKSUM_USCC = "91321291MA1YY9N6C" + ("0" if uscc_check_char("91321291MA1YY9N6C") != "0" else "1")
 DEMO_RESIDENT_PHONE = "13800000001"
+# The demo rider's WeChat papay contract: `tzt serve` registers it with the sandbox at every start.
+DEMO_CONTRACT_CODE = "TZTDEMOCONTRACT0001"
+DEMO_CONTRACT_ID = "200000000000000000000000DEMO1"
 DEMO_STAFF_PHONE = "13900000000"
 DEMO_ORGANISATIONS = [  # name, kind, location, scopes
     ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health"]),
@@ -77,7 +80,13 @@ async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> N
 
     await services.codes.keys.ensure(conn)
     if await services.payments.transit.may_ride(conn, resident_id) == (False, "no-agreement"):
-        await services.payments.transit.grant_agreement(conn, resident_id, "wechat")
+        await services.payments.transit.grant_agreement(
+            conn,
+            resident_id,
+            "wechat",
+            agreement_no=DEMO_CONTRACT_ID,
+            external_agreement_no=DEMO_CONTRACT_CODE,
+        )
     health_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
     insurance_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[1][0])
     person = services.cipher.lookup_hash("resident.id_number", DEMO_PEOPLE[1][1])

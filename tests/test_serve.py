@@ -149,6 +149,29 @@ def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_
             time.sleep(0.1)
 
 
+def test_the_demo_riders_contract_exists_at_the_sandbox(server, data_dir):
+    """The seeded agreement is real where it is used: a deduction under it is not refused."""
+    import asyncio
+
+    from app_backend.payment_channels import _resolve_files
+    from app_backend.seed import DEMO_CONTRACT_ID
+    from payments.channels.base import TradeStatus
+    from payments.channels.wechat import WechatChannel, WechatConfig
+
+    config = _resolve_files(json.loads((data_dir / "payment-channels.json").read_text())["wechat"])
+    channel = WechatChannel(WechatConfig(**config))
+    trade = asyncio.run(
+        channel.deduct(
+            DEMO_CONTRACT_ID,
+            "TZTDEMO" + os.urandom(6).hex().upper(),
+            200,
+            "泰州地铁 1号线",
+            "http://127.0.0.1:9/notify",
+        )
+    )
+    assert trade.status in (TradeStatus.WAITING, TradeStatus.PAID)
+
+
 def test_ctrl_c_stops_everything(server):
     import psutil
 

@@ -28,6 +28,7 @@ Test controls live under /_sandbox/ (JSON in and out):
                                                         (refund line), "value": ...}]} (appended to the day's)
     POST /_sandbox/refunds/{out_refund_no}/status      {"refund_status": "CHANGE", "deliver": true}
     GET  /_sandbox/contracts/{contract_code}
+    POST /_sandbox/contracts/{contract_code}          {"contract_id"}: a contract signed before the sandbox started
     POST /_sandbox/contracts/{contract_code}/terminate {"deliver": true}
     POST /_sandbox/contracts/{contract_code}/deductions {"outcome": "success"|"fail"|"accept", "delay": 0.2}
     GET  /_sandbox/notifications?out_trade_no=...      what was sent where, attempts, delivered
@@ -1281,6 +1282,31 @@ def create_wechat_sandbox(
     async def show_contract(contract_code: str) -> Response[Any]:
         return await control(lambda: _async(asdict(box.contract(contract_code))))()
 
+    @post("/_sandbox/contracts/{contract_code:str}", status_code=200)
+    async def register_contract(contract_code: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        """A contract the user signed before this sandbox started (its memory does not survive a restart):
+        {"contract_id", "openid"?, "notify_url"?}. No notification is sent."""
+
+        async def run() -> dict[str, Any]:
+            opts = await _body(request)
+            if not opts.get("contract_id"):
+                raise ControlError(400, "contract_id is required")
+            box.contracts[contract_code] = Contract(
+                contract_code=contract_code,
+                contract_id=str(opts["contract_id"]),
+                plan_id=box.plan_id,
+                openid=str(opts.get("openid") or "o-demo-rider"),
+                appid=next(iter(box.appids)),
+                notify_url=str(opts.get("notify_url", "")),
+                display_account="泰州通",
+                request_serial="0",
+                sign_type="HMAC-SHA256",
+                signed_time=_stamp(_now()),
+            )
+            return {"contract_code": contract_code, "contract_id": opts["contract_id"]}
+
+        return await control(run)()
+
     @post("/_sandbox/contracts/{contract_code:str}/terminate", status_code=200)
     async def terminate(contract_code: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
@@ -1327,6 +1353,7 @@ def create_wechat_sandbox(
             bill_edits,
             refund_status,
             show_contract,
+            register_contract,
             terminate,
             deductions,
             notifications,

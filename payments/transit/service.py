@@ -391,12 +391,21 @@ class TransitService:
             await self._changed(conn, resident_id, None)
 
     async def grant_agreement(
-        self, conn: Any, resident_id: uuid.UUID, channel: str = "wechat", agreement_no: str | None = None
+        self,
+        conn: Any,
+        resident_id: uuid.UUID,
+        channel: str = "wechat",
+        agreement_no: str | None = None,
+        external_agreement_no: str | None = None,
     ) -> AgreementView:
         """An agreement recorded as already active (demo seed, tests of the code side, migrations from another
         system): no channel is asked."""
         row = await self._repo.insert_active_agreement(
-            conn, resident_id, channel, new_agreement_no(), agreement_no or "DEV" + secrets.token_hex(12)
+            conn,
+            resident_id,
+            channel,
+            external_agreement_no or new_agreement_no(),
+            agreement_no or "DEV" + secrets.token_hex(12),
         )
         await self._changed(conn, resident_id, None)
         return _agreement_view(row)
