@@ -33,6 +33,23 @@ def request_hash(*parts: Any) -> bytes:
     return hashlib.sha256(msgspec.json.encode(parts)).digest()
 
 
+async def claim_or_replay(
+    keys: IdempotencyRepository, conn: Any, scope: str, key: str, digest: bytes
+) -> tuple[int, Any] | None:
+    """None when the key is now ours (the caller does the work and stores its answer); otherwise the first
+    answer given for this key. The same key with another request is a 422."""
+    if await keys.claim(conn, scope, key, digest):
+        return None
+    stored = await keys.get(conn, scope, key)
+    if bytes(stored["request_hash"]) != digest:
+        raise ClientException(
+            "Idempotency-Key: this key was used with a different request",
+            status_code=422,
+            extra=[{"key": "Idempotency-Key", "message": "reused with a different body"}],
+        )
+    return int(stored["status_code"]), stored["response"]
+
+
 def order_view(row: Any) -> OrderView:
     pay = row["pay_params"]
     return OrderView(
@@ -103,15 +120,9 @@ class OrderService:
         scope = f"resident:{payer_id}"
         purpose = purpose or data.purpose
         digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
-        if not await self._keys.claim(conn, scope, key, digest):
-            stored = await self._keys.get(conn, scope, key)
-            if bytes(stored["request_hash"]) != digest:
-                raise ClientException(
-                    "Idempotency-Key: this key was used with a different request",
-                    status_code=422,
-                    extra=[{"key": "Idempotency-Key", "message": "reused with a different body"}],
-                )
-            return int(stored["status_code"]), stored["response"]
+        replay = await claim_or_replay(self._keys, conn, scope, key, digest)
+        if replay is not None:
+            return replay
         if await self._payees.payee(conn, data.payee_id) is None:
             raise ValidationException(
                 "payee_id: no such payee", extra=[{"key": "payee_id", "message": "no such payee"}]

@@ -13,7 +13,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from payments.channels.base import ChannelUnavailable, RefundStatus
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository
-from payments.orders.service import ChannelDown, OrderService, request_hash
+from payments.orders.service import ChannelDown, OrderService, claim_or_replay, request_hash
 from payments.refunds.repository import RefundRepository
 from payments.refunds.schemas import RefundCreate, RefundView
 
@@ -31,15 +31,9 @@ class RefundService:
     ) -> tuple[int, Any]:
         scope = f"payee:{payee_id}"
         digest = request_hash("refunds.create", str(order_id), msgspec.to_builtins(data))
-        if not await self._keys.claim(conn, scope, key, digest):
-            stored = await self._keys.get(conn, scope, key)
-            if bytes(stored["request_hash"]) != digest:
-                raise ClientException(
-                    "Idempotency-Key: this key was used with a different request",
-                    status_code=422,
-                    extra=[{"key": "Idempotency-Key", "message": "reused with a different body"}],
-                )
-            return int(stored["status_code"]), stored["response"]
+        replay = await claim_or_replay(self._keys, conn, scope, key, digest)
+        if replay is not None:
+            return replay
         order = await self._order_rows.get(conn, order_id)
         if order is None or order["payee_id"] != payee_id:
             raise NotFoundException("order not found")
