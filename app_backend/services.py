@@ -121,7 +121,9 @@ class Services:
                 pool,
                 payment_channels(settings),
                 OrganisationPayees(),
-                PaymentSettings(notify_base_url=settings.public_base_url),
+                PaymentSettings(
+                    notify_base_url=settings.public_base_url, allow_local_webhooks=settings.is_dev
+                ),
                 cipher,
                 TransitPorts(
                     taps=gate_taps,

@@ -55,7 +55,7 @@ class PaymentServices:
         transit_ports: TransitPorts | None = None,
     ) -> PaymentServices:
         ledger = Ledger()
-        webhooks = WebhookService(box)
+        webhooks = WebhookService(box, allow_local=settings.allow_local_webhooks)
         orders = OrderService(channels, payees, ledger, settings, webhooks)
         transit = TransitService(channels, orders, ledger, settings, transit_ports or TransitPorts())
         return cls(

@@ -37,6 +37,8 @@ class PayeeDirectory(Protocol):
 class PaymentSettings:
     notify_base_url: str = "http://127.0.0.1:8000"
     order_ttl_seconds: int = 15 * 60
+    # Dev and tests deliver payee events to local receivers; production only to https on public addresses.
+    allow_local_webhooks: bool = False
     # Platform fee per purpose, in basis points of the amount. Government fees and utility bills carry none.
     fee_bp: dict[str, int] = field(
         default_factory=lambda: {

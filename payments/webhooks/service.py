@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
+import socket
 import uuid
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import structlog
+from litestar.exceptions import ValidationException
 
 from payments.webhooks.repository import WebhookRepository
 from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
@@ -31,13 +35,42 @@ def signature(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def check_webhook_url(url: str, allow_local: bool) -> None:
+    """Outside dev, events go only to https URLs on public addresses: a payee must not make our worker call
+    an internal service (our Redis, a metadata endpoint). Names are checked again when delivering."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValidationException(
+            "url: must be an http(s) URL", extra=[{"key": "url", "message": "not a URL"}]
+        )
+    if allow_local:
+        return
+    if parts.scheme != "https":
+        raise ValidationException("url: must use https", extra=[{"key": "url", "message": "https required"}])
+    if not _public(parts.hostname):
+        raise ValidationException(
+            "url: must not point at a private, loopback or link-local address",
+            extra=[{"key": "url", "message": "not a public address"}],
+        )
+
+
+def _public(host: str) -> bool:
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses)
+
+
 class WebhookService:
-    def __init__(self, box: SecretBox, timeout: float = 5.0) -> None:
+    def __init__(self, box: SecretBox, timeout: float = 5.0, allow_local: bool = False) -> None:
+        self._allow_local = allow_local
         self._box = box
         self._timeout = timeout
         self._repo = WebhookRepository()
 
     async def register(self, conn: Any, payee_id: uuid.UUID, url: str) -> WebhookRegistered:
+        check_webhook_url(url, self._allow_local)
         secret = "whs_" + secrets.token_urlsafe(24)
         await self._repo.upsert(conn, payee_id, url, self._box.encrypt(_FIELD, secret))
         return WebhookRegistered(url=url, secret=secret)
@@ -52,6 +85,8 @@ class WebhookService:
                 raw = msgspec.json.encode({"id": str(row["id"]), **row["body"]})
                 secret = self._box.decrypt(_FIELD, row["secret_enc"])
                 try:
+                    # A name may resolve elsewhere than when it was registered (DNS rebinding).
+                    check_webhook_url(row["url"], self._allow_local)
                     answer = await http.post(
                         row["url"],
                         content=raw,
@@ -64,6 +99,8 @@ class WebhookService:
                     error = "" if answer.is_success else f"HTTP {answer.status_code}"
                 except httpx.HTTPError as exc:
                     error = type(exc).__name__
+                except ValidationException:
+                    error = "url no longer points at a public address"
                 if not error:
                     await self._repo.delivered(conn, row["id"])
                     counts["delivered"] += 1

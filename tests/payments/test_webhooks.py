@@ -98,3 +98,22 @@ async def test_failed_deliveries_are_retried_on_schedule_then_given_up(
         assert row["status"] == ("failed" if attempt == len(RETRY_SCHEDULE) else "pending")
     events = await signed(client, payee, "GET", "/api/v1/payments/webhook/events")
     assert events.json()["events"][0]["status"] == "failed"
+
+
+def test_outside_dev_webhooks_must_be_https_to_public_addresses():
+    from litestar.exceptions import ValidationException
+
+    from payments.webhooks.service import check_webhook_url
+
+    for url in (
+        "http://example.com/hook",
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://[::1]/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost/hook",
+        "ftp://example.com/x",
+    ):
+        with pytest.raises(ValidationException):
+            check_webhook_url(url, allow_local=False)
+    check_webhook_url("http://127.0.0.1:9000/hook", allow_local=True)  # dev and tests
