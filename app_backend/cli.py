@@ -434,6 +434,16 @@ def cmd_settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Sizes a load test from an event's numbers (see loadtests/sizing.py for the model)."""
+    from loadtests.sizing import Event, plan, render
+
+    fields = {k: v for k, v in vars(args).items() if k in Event.__dataclass_fields__ and v is not None}
+    event = Event(**fields)
+    print(render(event, plan(event)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tzt", description="Taizhou Tong backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--pay", help="settlement id to mark paid")
     settle.add_argument("--ref", help="bank transfer reference for --pay")
     settle.set_defaults(func=cmd_settle)
+    from loadtests.sizing import add_arguments
+
+    event_plan = sub.add_parser("plan", help="size a load test from an event's numbers")
+    add_arguments(event_plan)
+    event_plan.set_defaults(func=cmd_plan)
     reconcile = sub.add_parser("reconcile", help="match the channels' bills of a day against our records")
     reconcile.add_argument(
         "--date",
