@@ -189,3 +189,8 @@ async def test_login_audit_trail_records_success_and_failure(client, db):
         "interval '1 minute'"
     )
     assert failures >= 1
+
+
+async def test_a_code_in_full_width_digits_is_refused_naming_the_field(client):
+    answer = await client.post("/api/v1/auth/login", json={"phone": random_phone(), "otp": "１２３４５６"})
+    assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "otp"

@@ -593,3 +593,16 @@ async def test_revocation_reaches_another_process_with_a_warm_cache(client, serv
     path, headers = request()
     with pytest.raises(Exception, match="revoked"):
         await other.authenticate(services.side_pool, "GET", path, headers, b"")
+
+
+async def test_a_non_ascii_digit_timestamp_is_401_not_500(client, services):
+    credential = await _credential(client, services)
+    headers: dict[str, Any] = sign_request(credential["key_id"], credential["secret"], "GET", WHOAMI)
+    headers["X-Tzt-Timestamp"] = "²".encode("latin-1")  # str.isdigit() says yes; int() says no
+    _assert_unsigned(await client.get(WHOAMI, headers=headers), "X-Tzt-Timestamp")
+
+
+async def test_an_audit_cursor_past_bigint_is_400_naming_it(client, services):
+    auditor = await staff(client, services, role="auditor")
+    answer = await client.get(f"{ADMIN}/audit", params={"before_id": str(2**64)}, headers=bearer(auditor))
+    assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "before_id"

@@ -39,9 +39,3 @@ class Member(msgspec.Struct):
 
 class Members(msgspec.Struct):
     members: list[Member]
-
-
-class LegalEntity(msgspec.Struct, frozen=True):
-    uscc: str
-    name: str
-    status: str

@@ -55,7 +55,7 @@ class AuthController(Controller):
     @post("/login", status_code=HTTP_200_OK, summary="Log in with phone and one-time code")
     async def login(self, data: LoginRequest, services: Services, db: Any, actor: Actor) -> TokenPair:
         phone = _phone(data.phone)
-        if not (len(data.otp) == 6 and data.otp.isdigit()):
+        if not (len(data.otp) == 6 and data.otp.isascii() and data.otp.isdigit()):
             raise field_error("otp", "must be 6 digits")
         return await services.auth.login(db, phone, data.otp, actor)
 

@@ -247,7 +247,7 @@ class AdminController(Controller):
         actor_id: str | None = Parameter(query="actor_id", default=None, max_length=64),
         target_id: str | None = Parameter(query="target_id", default=None, max_length=64),
         action: str | None = Parameter(query="action", default=None, max_length=64),
-        before_id: int | None = Parameter(query="before_id", default=None, ge=1),
+        before_id: int | None = Parameter(query="before_id", default=None, ge=1, le=2**63 - 1),
         limit: int = Parameter(query="limit", default=100, ge=1, le=500),
     ) -> AuditPage:
         await _require(services, staff, request.url.path, "auditor", "ops_admin")

@@ -180,7 +180,7 @@ class MachineAuth:
                 raise _unsigned(f"{name}: header missing; machine requests must be signed ({signing.SCHEME})")
             values[name] = value
         ts = values[signing.HEADER_TIMESTAMP]
-        if not ts.isdigit() or abs(int(ts) - time.time()) > self._window:
+        if not (ts.isascii() and ts.isdigit()) or abs(int(ts) - time.time()) > self._window:
             raise _unsigned(f"{signing.HEADER_TIMESTAMP}: outside the allowed window of ±{self._window} s")
         if not _KEY_ID.fullmatch(values[signing.HEADER_KEY]):
             raise _unsigned(f"{signing.HEADER_KEY}: unknown or revoked credential")
@@ -207,8 +207,3 @@ class MachineAuth:
 
 def _unsigned(detail: str) -> Problem:
     return Problem(401, "signature-invalid", detail, headers={"WWW-Authenticate": signing.SCHEME})
-
-
-def require_scope(principal: MachinePrincipal, scope: str) -> None:
-    if scope not in principal.scopes:
-        raise Problem(403, "scope-missing", f"this credential lacks the scope {scope}")

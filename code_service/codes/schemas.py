@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Annotated
 
 import msgspec
@@ -69,7 +68,3 @@ class DeviceCredentialInfo(msgspec.Struct):
 
 class DeviceCredentials(msgspec.Struct):
     credentials: list[DeviceCredentialInfo]
-
-
-class EnterpriseRef(msgspec.Struct):
-    enterprise_id: uuid.UUID

@@ -14,7 +14,6 @@ import asyncpg
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar.exceptions import (
-    HTTPException,
     NotFoundException,
     PermissionDeniedException,
     ValidationException,
@@ -320,6 +319,3 @@ def _device_point(public_key_b64: str) -> bytes:
             extra=[{"key": "public_key", "message": "not a P-256 public point"}],
         ) from None
     return compressed_point(point)
-
-
-__all__ = ["FactsService", "HTTPException", "IssuingService"]

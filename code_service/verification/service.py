@@ -31,7 +31,6 @@ from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherR
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
-    TYPE_DEVICE,
     TYPE_ENTERPRISE,
     DeviceCode,
     FormatError,
@@ -320,6 +319,3 @@ class VerificationService:
         return VoucherRedeemed(
             insured=True, masked_name=data["name"], settlement_ref="ms_" + secrets.token_hex(8)
         )
-
-
-__all__ = ["TYPE_DEVICE", "ScanRecorder", "VerificationService"]

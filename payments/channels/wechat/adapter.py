@@ -69,7 +69,7 @@ _ACK = "<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{
 
 
 def _fen(value: str | None, what: str) -> int:
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit()):
         raise InvalidResponse(f"{what} is not a whole number of fen: {value!r}")
     return int(value)
 
@@ -438,7 +438,7 @@ class WechatChannel:
 
     def _payment_notification(self, data: dict[str, str]) -> Notification:
         out_trade_no, total_fee = data.get("out_trade_no"), data.get("total_fee")
-        if not out_trade_no or not total_fee or not total_fee.isdigit():
+        if not out_trade_no or not total_fee or not (total_fee.isascii() and total_fee.isdigit()):
             raise InvalidNotification("no out_trade_no or total_fee")
         papay = data.get("trade_type") == "PAP"
         if data.get("result_code") == "SUCCESS":
@@ -494,7 +494,12 @@ class WechatChannel:
             info.get("out_refund_no"),
             info.get("refund_fee"),
         )
-        if not out_trade_no or not out_refund_no or not refund_fee or not refund_fee.isdigit():
+        if (
+            not out_trade_no
+            or not out_refund_no
+            or not refund_fee
+            or not (refund_fee.isascii() and refund_fee.isdigit())
+        ):
             raise InvalidNotification("a refund notification without trade, refund number or amount")
         return Notification(
             kind="refund",
