@@ -15,8 +15,10 @@ from litestar.plugins.prometheus import PrometheusConfig
 from app_backend.dependencies import DEPENDENCIES, run_after_commit
 from app_backend.enterprises.controllers import EnterpriseController
 from app_backend.identity.controllers import AuthController, DevController, MeController
+from app_backend.infra.db import release_abandoned_transactions
 from app_backend.infra.errors import EXCEPTION_HANDLERS
 from app_backend.infra.logging import configure_logging, request_id_middleware
+from app_backend.infra.shedding import LoadShedder
 from app_backend.ops.controllers import HealthController, MetricsController
 from app_backend.organisations.controllers import AdminController, MachineController
 from app_backend.services import Services
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     ]
     if settings.is_dev:
         handlers.append(DevController)
+    shedder = LoadShedder(settings.max_in_flight)
     prometheus = PrometheusConfig(app_name="taizhou_tong", group_path=True, exclude=["/metrics"])
     return Litestar(
         route_handlers=handlers,
@@ -62,7 +65,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "PaymentServices": PaymentServices,
         },
         lifespan=[lifespan],
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[
+            shedder.middleware,
+            request_id_middleware,
+            prometheus.middleware,
+            release_abandoned_transactions,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         after_response=run_after_commit,
         request_max_body_size=settings.max_body_bytes,

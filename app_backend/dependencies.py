@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
 from app_backend.audit.schemas import Actor
 from app_backend.identity.schemas import ResidentPrincipal
-from app_backend.infra.db import transaction_connection
+from app_backend.infra.db import OPEN_TRANSACTION, transaction_connection
 from code_service.ports import Holder, Scanner
 from payments.ports import ClientOrganisation, Payer
 
@@ -26,9 +28,19 @@ def provide_services(state: State) -> Services:
     return services
 
 
-async def provide_db(services: Services) -> AsyncIterator[Any]:
-    async for conn in transaction_connection(services.pool):
-        yield conn
+async def provide_db(request: Request[Any, Any, Any], services: Services) -> AsyncIterator[Any]:
+    """The request's transaction. Its exit stack is registered in the scope state while it is open, so that
+    `release_abandoned_transactions` can close it if Litestar abandons this dependency."""
+    state = request.scope.setdefault("state", {})
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(
+            transaction_connection(services.pool, services.settings.db_acquire_timeout)
+        )
+        state[OPEN_TRANSACTION] = stack
+        try:
+            yield conn
+        finally:
+            state.pop(OPEN_TRANSACTION, None)
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str:
@@ -80,16 +92,27 @@ def provide_holder(resident: ResidentPrincipal) -> Holder:
 
 
 async def provide_scanner(request: Request[Any, Any, Any], services: Services) -> Scanner:
-    """code_service's view of a signed machine request."""
-    from app_backend.organisations.controllers import provide_machine
+    """code_service's view of a signed machine request, fully checked."""
+    scanner = await provide_verifier(request, services)
+    await scanner.checks.run()
+    return msgspec.structs.replace(scanner, checks=None)
 
-    machine = await provide_machine(request, services)
+
+async def provide_verifier(request: Request[Any, Any, Any], services: Services) -> Scanner:
+    """A signed machine request whose Redis checks (nonce, revoked mark, rate limit) are left to the verify
+    pipeline, so that verification costs one Redis round trip; verification settles them before it answers."""
+    from app_backend.organisations.controllers import signed_path
+
+    machine, checks = await services.machine_auth.check_signature(
+        services.side_pool, request.method, signed_path(request), request.headers, await request.body()
+    )
     return Scanner(
         organisation_id=machine.organisation_id,
         organisation_name=machine.organisation_name,
         organisation_kind=machine.organisation_kind,
         key_id=machine.key_id,
         scopes=machine.scopes,
+        checks=checks,
     )
 
 
@@ -119,6 +142,7 @@ DEPENDENCIES = {
     "codes": Provide(provide_codes, sync_to_thread=False),
     "holder": Provide(provide_holder, sync_to_thread=False),
     "scanner": Provide(provide_scanner),
+    "verifier": Provide(provide_verifier),
     "services": Provide(provide_services, sync_to_thread=False),
     "db": Provide(provide_db),
     "resident": Provide(provide_resident),

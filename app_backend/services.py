@@ -17,6 +17,7 @@ from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegi
 from app_backend.identity.service import AuthService, OtpService, ResidentService
 from app_backend.identity.sms import DevOutboxSender
 from app_backend.identity.tokens import AccessTokens, RefreshTokens
+from app_backend.infra.breaker import RedisBreaker
 from app_backend.infra.crypto import FieldCipher
 from app_backend.infra.db import create_pool
 from app_backend.organisations.service import MachineAuth, OrganisationService
@@ -37,8 +38,16 @@ def payment_channels(settings: Settings) -> dict[str, PaymentChannel]:
     return build_channels(settings)
 
 
-def create_redis(url: str, max_connections: int = 64) -> Redis:
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+def create_redis(url: str, max_connections: int = 64, timeout: float = 1.0) -> Redis:
+    """Short timeouts everywhere: a Redis that stops answering must cost a request a second at most, after which
+    the breaker keeps the hot paths away from it (app_backend/infra/breaker.py)."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
     return Redis(connection_pool=pool)
 
 
@@ -50,6 +59,7 @@ class Services:
     # request that holds a connection never waits for a second one from the same pool.
     side_pool: asyncpg.Pool
     redis: Redis
+    redis_health: RedisBreaker
     cipher: FieldCipher
     audit: AuditTrail
     otp: OtpService
@@ -78,7 +88,8 @@ class Services:
             )
         pool = await create_pool(settings.database_url)
         side_pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, timeout=settings.redis_timeout)
+        breaker = RedisBreaker()
         cipher = FieldCipher(settings.data_key, settings.index_key)
         audit = AuditTrail(side_pool)
         outbox = DevOutboxSender(redis)
@@ -88,7 +99,9 @@ class Services:
         access = AccessTokens(
             {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
         )
-        auth = AuthService(redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp)
+        auth = AuthService(
+            redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp, breaker
+        )
         legal = DevLegalEntityRegistry(cipher)
         codes = CodeServices.create(
             pool,
@@ -96,6 +109,7 @@ class Services:
             cipher,
             IdentityDirectory(cipher, settings),
             RideEligibility(),
+            breaker,
             rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
         )
         gate_taps = GateTaps()
@@ -104,6 +118,7 @@ class Services:
             pool=pool,
             side_pool=side_pool,
             redis=redis,
+            redis_health=breaker,
             cipher=cipher,
             audit=audit,
             otp=otp,
@@ -113,7 +128,9 @@ class Services:
             legal_entities=legal,
             enterprises=EnterpriseService(settings, cipher, audit, legal),
             organisations=OrganisationService(cipher, audit),
-            machine_auth=MachineAuth(redis, cipher, settings.signature_window),
+            machine_auth=MachineAuth(
+                redis, cipher, settings.signature_window, breaker, settings.rate_organisation_per_second
+            ),
             dev_outbox=outbox,
             dev_liveness=liveness,
             codes=codes,

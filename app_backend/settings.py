@@ -25,7 +25,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    workers: int = 2
     log_level: str = "INFO"
     # 32-byte keys, base64. AES-GCM for personal data at rest; HMAC for blind indexes; HMAC for access tokens.
     data_key: bytes = b""
@@ -53,6 +53,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     payment_config: Path | None = None
     sms_backend: str = "dev"
     registry_backend: str = "dev"
+    # Protection under surges (docs/operations.md, "Protection").
+    rate_resident_per_minute: int = 120
+    rate_organisation_per_second: int = 3000
+    max_in_flight: int = 256
+    redis_timeout: float = 1.0
+    db_acquire_timeout: float = 1.5
 
     @property
     def is_dev(self) -> bool:
@@ -83,6 +89,18 @@ def _dev_secrets(data_dir: Path) -> dict[str, bytes]:
     return {name: base64.b64decode(stored[name]) for name in DEV_SECRET_NAMES}
 
 
+def default_workers() -> int:
+    """Several Granian workers per node: one per core, at least two (one busy worker must not stall a node)."""
+    return max(2, os.cpu_count() or 2)
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = int(env.get(name, str(default)))
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer")
+    return value
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("TZT_ENV", "dev")
@@ -107,7 +125,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL", ""),
         host=env.get("TZT_HOST", "127.0.0.1"),
         port=int(env.get("TZT_PORT", "8000")),
-        workers=int(env.get("TZT_WORKERS", "1")),
+        workers=int(env.get("TZT_WORKERS", "0")) or default_workers(),
         log_level=env.get("TZT_LOG_LEVEL", "INFO"),
         jwt_kid=env.get("TZT_JWT_KID", "k1"),
         otp_daily_per_phone=int(env.get("TZT_OTP_DAILY_PER_PHONE", "10")),
@@ -117,6 +135,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         payment_config=Path(env["TZT_PAYMENT_CONFIG"]) if env.get("TZT_PAYMENT_CONFIG") else None,
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
+        rate_resident_per_minute=_positive(env, "TZT_RATE_RESIDENT_PER_MINUTE", 120),
+        rate_organisation_per_second=_positive(env, "TZT_RATE_ORGANISATION_PER_SECOND", 3000),
+        max_in_flight=_positive(env, "TZT_MAX_IN_FLIGHT", 256),
+        redis_timeout=float(env.get("TZT_REDIS_TIMEOUT", "1.0")),
+        db_acquire_timeout=float(env.get("TZT_DB_ACQUIRE_TIMEOUT", "1.5")),
         data_key=keys["data_key"],
         index_key=keys["index_key"],
         jwt_secret=keys["jwt_secret"],

@@ -18,7 +18,7 @@ from code_service.gates.controllers import GateController
 from code_service.gates.service import DenyListService, TapService
 from code_service.keys.controllers import JwksController
 from code_service.keys.service import KeyService
-from code_service.ports import Directory, SecretBox, TransitEligibility
+from code_service.ports import Directory, RedisHealth, SecretBox, TransitEligibility
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 from code_service.verification.service import ScanRecorder, VerificationService
 
@@ -54,6 +54,7 @@ class CodeServices:
         box: SecretBox,
         directory: Directory,
         transit: TransitEligibility,
+        health: RedisHealth,
         rider_secret: bytes,
         skew: int = 30,
     ) -> CodeServices:
@@ -72,7 +73,7 @@ class CodeServices:
             taps=TapService(),
             feeds=FeedService(directory, facts, issuing),
             recorder=recorder,
-            verification=VerificationService(redis, keys, facts, recorder, rider_secret, skew),
+            verification=VerificationService(redis, health, keys, facts, recorder, rider_secret, skew),
         )
 
     async def account_status_changed(self, conn: Any, resident_id: uuid.UUID, blocked: bool) -> None:

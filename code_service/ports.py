@@ -23,6 +23,9 @@ class Scanner(msgspec.Struct, frozen=True):
     organisation_kind: str
     key_id: str
     scopes: frozenset[str]
+    # The request's Redis checks (a CallerChecks), still to be settled when the scanner came from the deferring
+    # `verifier` dependency; already settled (and to be ignored) otherwise.
+    checks: Any = None
 
 
 class EnterpriseFacts(msgspec.Struct, frozen=True):
@@ -44,6 +47,10 @@ class Directory(Protocol):
     """Facts about residents and enterprises owned by the identity side."""
 
     async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None: ...
+
+    def mask_name(self, name_enc: bytes | None) -> str | None:
+        """What `masked_name` answers, from the stored (encrypted) name as RESIDENT_FACTS returns it: no query."""
+        ...
 
     async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool: ...
 
@@ -68,3 +75,49 @@ class TransitEligibility(Protocol):
     """Withholding agreements, debts and blocks: payments answers (its RideEligibility, wired by app_backend)."""
 
     async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]: ...
+
+
+class RedisHealth(Protocol):
+    """Whether Redis is answering (a circuit breaker the composition root shares between all hot paths).
+
+    Verification asks before each round trip and reports how it went; while Redis is unavailable it answers from
+    the code alone (signature, validity, signed entitlements) and flags the answer as degraded."""
+
+    unavailable: tuple[type[BaseException], ...]
+
+    def allow(self) -> bool: ...
+
+    def failed(self, error: BaseException | None = None) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+class CallerChecks(Protocol):
+    """The Redis checks of a signed caller (nonce, revocation, rate limit), handed to the handler so that it can
+    fold them into its own pipeline: one round trip per request instead of two. `settle` raises the caller's
+    401 or 429; `run` does the checks alone (one round trip, or the local fallback while Redis is unavailable)."""
+
+    def queue(self, pipe: Any) -> int: ...
+
+    def settle(self, results: list[Any]) -> None: ...
+
+    def settle_locally(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+RESIDENT_FACTS = "code_ports.resident_facts"
+"""The Directory's and TransitEligibility's answers about one resident as ONE SQL set-returning function, so that
+code_service reads a holder's facts in one statement (one round trip) while its SQL never names identity's or
+payments' tables. The composition root creates it (app_backend/composition/migrations, after every package's
+tables); code_service's repository calls it by this name inside its own statement:
+
+    code_ports.resident_facts(resident uuid) RETURNS TABLE (
+        active       boolean,  -- Directory.resident_active
+        name_enc     bytea,    -- the stored name, NULL before real-name: Directory.mask_name gives masked_name
+        person_key   bytea,    -- Directory.person_key_of (the key of codes.health_status / insurance_status)
+        may_ride     boolean,  -- TransitEligibility.may_ride, both parts ('' when may_ride)
+        ride_reason  text
+    )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
+
+The async ports above stay the reference answers (tests/test_display_round_trips.py checks both agree)."""

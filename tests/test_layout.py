@@ -64,3 +64,25 @@ def test_the_gate_verifier_needs_no_server_dependencies():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_pooled_connections_keep_no_session_state():
+    """The pool skips asyncpg's reset query on release (app_backend/infra/db.py): nothing may leave session state
+    on a pooled connection. Session-level locks, LISTEN and SET are for dedicated connections (migrations)."""
+    session_sql = re.compile(
+        r"pg_advisory_lock|pg_try_advisory_lock\(|\bLISTEN\b|(\A|;)\s*SET\s+(SESSION\s+)?\w+\s*(=|TO)\s"
+    )
+    offenders = []
+    for path in _python_files("app_backend", *DOMAINS):
+        if path.name == "migrations.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.relative_to(ROOT)}: add_listener"] if "add_listener" in text else []
+        for node in ast.walk(ast.parse(text)):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and session_sql.search(node.value)
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

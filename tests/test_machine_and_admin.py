@@ -307,6 +307,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
     calls: dict[tuple[str, str], dict[str, Any] | None] = {
         ("GET", f"{ADMIN}/organisations"): None,
         ("POST", f"{ADMIN}/organisations"): {"name": f"冒名-{uuid.uuid4().hex[:6]}", "kind": "department"},
+        ("PUT", f"{ADMIN}/organisations/{{organisation_id:uuid}}/rate-limit"): {"rate_limit_per_second": 1},
         ("GET", f"{ADMIN}/organisations/{{organisation_id:uuid}}/credentials"): None,
         ("POST", f"{ADMIN}/organisations/{{organisation_id:uuid}}/credentials"): {"scopes": ["feeds:health"]},
         ("DELETE", f"{ADMIN}/organisations/{{organisation_id:uuid}}/credentials/{{key_id:str}}"): None,
@@ -574,10 +575,13 @@ async def test_audit_events_cannot_be_truncated(db):
 
 async def test_revocation_reaches_another_process_with_a_warm_cache(client, services):
     """Another server process (its own MachineAuth and cache, same Redis) refuses the key at once."""
+    from app_backend.infra.breaker import RedisBreaker
     from app_backend.organisations.service import MachineAuth
 
     credential = await _credential(client, services)
-    other = MachineAuth(services.redis, services.cipher, services.settings.signature_window)
+    other = MachineAuth(
+        services.redis, services.cipher, services.settings.signature_window, RedisBreaker(), 3000
+    )
 
     def request() -> tuple[str, dict[str, str]]:
         return WHOAMI, sign_request(credential["key_id"], credential["secret"], "GET", WHOAMI)

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,8 +22,9 @@ from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrin
 from app_backend.identity.sms import SmsSender, otp_text
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app_backend.identity.validators import InvalidIdentifier, normalise_name, validate_id_number
+from app_backend.infra.breaker import RedisBreaker
 from app_backend.infra.crypto import FieldCipher, mask
-from app_backend.infra.errors import Problem, field_error
+from app_backend.infra.errors import RATE_LIMITED, SHED, Problem, field_error
 from app_backend.settings import Settings
 
 _CHINA = ZoneInfo("Asia/Shanghai")
@@ -41,6 +43,10 @@ def _seconds_to_midnight() -> int:
     now = dt.datetime.now(_CHINA)
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((midnight - now).total_seconds()))
+
+
+# The rate limit's fixed windows are read from this clock (tests pin it to one window).
+rate_clock = time.time
 
 
 def revoked_key(session_id: uuid.UUID | str) -> str:
@@ -139,8 +145,10 @@ class AuthService:
         refresh: RefreshTokens,
         audit: AuditTrail,
         otp: OtpService,
+        breaker: RedisBreaker,
     ) -> None:
         self._redis = redis
+        self._breaker = breaker
         self._settings = settings
         self._cipher = cipher
         self._access = access
@@ -236,6 +244,13 @@ class AuthService:
             await self._redis.set(revoked_key(session_id), reason, ex=self._access.ttl + 60)
 
     async def authenticate(self, authorization: str | None) -> ResidentPrincipal:
+        principal, checks = self.check_token(authorization)
+        await checks.run()
+        return principal
+
+    def check_token(self, authorization: str | None) -> tuple[ResidentPrincipal, ResidentChecks]:
+        """The in-process part (the token's signature and expiry). The caller must run or settle the returned
+        checks (session revoked? rate limit) before it acts on the request."""
         if not authorization or not authorization[:7].lower() == "bearer ":
             raise Problem(
                 401,
@@ -255,15 +270,73 @@ class AuthService:
                 f"authorization: {exc or 'token invalid'}",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from None
-        # One Redis lookup, no database: revocations are pushed to Redis when a session ends.
-        if await self._redis.exists(revoked_key(principal.session_id)):
+        return principal, ResidentChecks(self._redis, self._breaker, principal, self._settings)
+
+
+class ResidentChecks:
+    """Session revoked? Rate limit reached? Three commands in the caller's Redis pipeline, no database: revocations
+    are pushed to Redis when a session ends. Without Redis a revoked session cannot be told apart, so resident
+    requests are refused with 503 (codes keep showing offline from the phone's device credential)."""
+
+    __slots__ = ("_breaker", "_limit", "_principal", "_rate_key", "_redis", "_window")
+
+    def __init__(
+        self, redis: Redis, breaker: RedisBreaker, principal: ResidentPrincipal, settings: Settings
+    ) -> None:
+        self._redis = redis
+        self._breaker = breaker
+        self._principal = principal
+        self._limit = settings.rate_resident_per_minute
+        self._window = int(rate_clock()) // 60
+        self._rate_key = f"rate:resident:{principal.resident_id}:{self._window}"
+
+    def queue(self, pipe: Any) -> int:
+        pipe.exists(revoked_key(self._principal.session_id))
+        pipe.incr(self._rate_key)
+        pipe.expire(self._rate_key, 61)
+        return 3
+
+    def settle(self, results: list[Any]) -> None:
+        revoked, count = results[0], results[1]
+        if revoked:
             raise Problem(
                 401,
                 "unauthenticated",
                 "authorization: this session has ended",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        return principal
+        if count > self._limit:
+            RATE_LIMITED.labels("resident").inc()
+            retry = max(1, (self._window + 1) * 60 - int(rate_clock()))
+            raise Problem(
+                429,
+                "rate-limited",
+                f"authorization: more than {self._limit} requests a minute from this account; retry later",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def settle_locally(self) -> None:
+        SHED.labels("redis-unavailable").inc()
+        raise Problem(
+            503,
+            "dependency-unavailable",
+            "sessions cannot be checked right now; retry shortly (your code still shows offline)",
+            headers={"Retry-After": "2"},
+        )
+
+    async def run(self) -> None:
+        if self._breaker.allow():
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self.queue(pipe)
+                    results = await pipe.execute()
+            except self._breaker.unavailable as exc:
+                self._breaker.failed(exc)
+            else:
+                self._breaker.succeeded()
+                self.settle(results)
+                return
+        self.settle_locally()
 
 
 class ResidentService:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import msgspec
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -18,9 +20,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on release: our code keeps no session state on pooled connections (only
+    transaction-scoped advisory locks and settings; tests/test_layout.py checks), and asyncpg still rolls back
+    an open transaction. The default reset costs every request one more round trip to PostgreSQL."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 16) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_no_session_state,
+        command_timeout=30,
     )
 
 
@@ -28,8 +41,12 @@ class PoolExhausted(Exception):
     """Every connection is busy for longer than a request should wait: shed the request instead of queueing."""
 
 
+OPEN_TRANSACTION = "open_transaction"
+
+
+@contextlib.asynccontextmanager
 async def transaction_connection(db_pool: asyncpg.Pool, wait: float = 5.0) -> AsyncIterator[Any]:
-    """Litestar dependency: one connection in one transaction per request; rolled back when the handler raises."""
+    """One connection in one transaction for a request; rolled back when the handler raises."""
     try:
         conn = await db_pool.acquire(timeout=wait)
     except TimeoutError:
@@ -46,3 +63,22 @@ async def transaction_connection(db_pool: asyncpg.Pool, wait: float = 5.0) -> As
             await tx.commit()
     finally:
         await db_pool.release(conn)
+
+
+def release_abandoned_transactions(app: ASGIApp) -> ASGIApp:
+    """Litestar resolves sibling dependencies concurrently; when one of them fails (a 401, a 403, a 429) after
+    the request's transaction was opened, Litestar never resumes the transaction's dependency, which would keep
+    its connection inside an open transaction until the garbage collector got to it. The dependency registers
+    its exit stack in the scope state; this closes what is left there (rollback, release) once the response
+    has gone."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            state = scope.get("state")
+            left: contextlib.AsyncExitStack | None = state.pop(OPEN_TRANSACTION, None) if state else None
+            if left is not None:
+                await left.aclose()
+
+    return middleware

@@ -9,12 +9,18 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from prometheus_client import Counter
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app_backend.infra.db import PoolExhausted
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://taizhoutong.cn/problems/"
 _log = structlog.get_logger("errors")
+RATE_LIMITED = Counter("tzt_rate_limited_total", "Requests refused with 429 by a rate limit", ["principal"])
+SHED = Counter("tzt_shed_total", "Requests answered 503 at once instead of queueing", ["reason"])
 
 _TITLES = {
     400: "Bad request",
@@ -166,6 +172,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 def handle_overload(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    SHED.labels("database-pool").inc()
     return problem_response(
         503,
         "overloaded",
@@ -175,8 +182,24 @@ def handle_overload(request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
+def handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Paths without a degraded mode (log-in, sessions, payments' idempotency) refuse cleanly, never 500."""
+    SHED.labels("redis-unavailable").inc()
+    _log.warning("redis unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        503,
+        "dependency-unavailable",
+        "a backing service is briefly unavailable; retry shortly",
+        headers={"Retry-After": "2"},
+        instance=request.url.path,
+    )
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http_exception,
     PoolExhausted: handle_overload,
+    RedisConnectionError: handle_redis_down,
+    RedisTimeoutError: handle_redis_down,
+    BusyLoadingError: handle_redis_down,
     Exception: handle_unexpected,
 }

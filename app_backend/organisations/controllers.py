@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -25,6 +25,7 @@ from app_backend.organisations.schemas import (
     Organisation,
     OrganisationCreate,
     Organisations,
+    RateLimitChange,
     ResidentStatusChange,
     RevealRequest,
     StaffGrant,
@@ -92,7 +93,27 @@ class AdminController(Controller):
         staff: Staff,
     ) -> Organisation:
         await _require(services, staff, request.url.path, "ops_admin")
-        return await services.organisations.create(db, data.name, data.kind, data.location, staff.actor)
+        return await services.organisations.create(
+            db, data.name, data.kind, data.location, staff.actor, data.rate_limit_per_second
+        )
+
+    @put(
+        "/organisations/{organisation_id:uuid}/rate-limit",
+        summary="Set an organisation's requests per second (null: the platform default), e.g. before an event",
+    )
+    async def set_rate_limit(
+        self,
+        request: Request[Any, Any, Any],
+        organisation_id: uuid.UUID,
+        data: RateLimitChange,
+        services: Services,
+        db: Any,
+        staff: Staff,
+    ) -> Organisation:
+        await _require(services, staff, request.url.path, "ops_admin")
+        return await services.organisations.set_rate_limit(
+            db, organisation_id, data.rate_limit_per_second, staff.actor
+        )
 
     @get("/organisations/{organisation_id:uuid}/credentials", summary="An organisation's credentials")
     async def list_credentials(
@@ -342,12 +363,16 @@ class AdminController(Controller):
         return paid
 
 
+def signed_path(request: Request[Any, Any, Any]) -> str:
+    """The path and query exactly as sent: what the client signed."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+
+
 async def provide_machine(request: Request[Any, Any, Any], services: Services) -> MachinePrincipal:
     """A Litestar dependency for machine endpoints: the request must carry a valid, fresh, unused signature."""
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    path = request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
     return await services.machine_auth.authenticate(
-        services.side_pool, request.method, path, request.headers, await request.body()
+        services.side_pool, request.method, signed_path(request), request.headers, await request.body()
     )
 
 

@@ -5,32 +5,45 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+_ORGANISATION = "id, name, kind, location, status, created_at, rate_limit_per_second"
+
 
 class OrganisationRepository:
-    async def create(self, conn: Any, name: str, kind: str, location: str | None) -> Any:
+    async def create(
+        self, conn: Any, name: str, kind: str, location: str | None, rate_limit: int | None = None
+    ) -> Any:
         return await conn.fetchrow(
-            """INSERT INTO identity.organisations (name, kind, location) VALUES ($1, $2, $3)
-               ON CONFLICT (name) DO NOTHING RETURNING id, name, kind, location, status, created_at""",
+            f"""INSERT INTO identity.organisations (name, kind, location, rate_limit_per_second)
+                VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING {_ORGANISATION}""",
             name,
             kind,
             location,
+            rate_limit,
+        )
+
+    async def set_rate_limit(self, conn: Any, organisation_id: uuid.UUID, rate_limit: int | None) -> Any:
+        return await conn.fetchrow(
+            f"""UPDATE identity.organisations SET rate_limit_per_second = $2 WHERE id = $1
+                RETURNING {_ORGANISATION}""",
+            organisation_id,
+            rate_limit,
         )
 
     async def get(self, conn: Any, organisation_id: uuid.UUID) -> Any:
         return await conn.fetchrow(
-            "SELECT id, name, kind, location, status, created_at FROM identity.organisations WHERE id = $1",
+            f"SELECT {_ORGANISATION} FROM identity.organisations WHERE id = $1",
             organisation_id,
         )
 
     async def get_by_name(self, conn: Any, name: str) -> Any:
         return await conn.fetchrow(
-            "SELECT id, name, kind, location, status, created_at FROM identity.organisations WHERE name = $1",
+            f"SELECT {_ORGANISATION} FROM identity.organisations WHERE name = $1",
             name,
         )
 
     async def list_all(self, conn: Any) -> list[Any]:
         rows: list[Any] = await conn.fetch(
-            "SELECT id, name, kind, location, status, created_at FROM identity.organisations ORDER BY name"
+            f"SELECT {_ORGANISATION} FROM identity.organisations ORDER BY name"
         )
         return rows
 
@@ -73,7 +86,8 @@ class OrganisationRepository:
     async def credential_for_auth(self, conn: Any, key_id: str) -> Any:
         return await conn.fetchrow(
             """SELECT c.key_id, c.secret_enc, c.scopes, c.revoked_at, o.id AS organisation_id,
-                      o.name AS organisation_name, o.kind AS organisation_kind, o.status AS organisation_status
+                      o.name AS organisation_name, o.kind AS organisation_kind, o.status AS organisation_status,
+                      o.rate_limit_per_second
                FROM identity.api_credentials c JOIN identity.organisations o ON o.id = c.organisation_id
                WHERE c.key_id = $1""",
             key_id,

@@ -31,10 +31,19 @@ KNOWN_SCOPES = frozenset(
 )
 
 
+RateLimit = Annotated[int, msgspec.Meta(gt=0, le=1_000_000)]
+
+
 class OrganisationCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     kind: OrganisationKind
     location: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    # Requests per second for all the organisation's credentials together; absent: the platform default.
+    rate_limit_per_second: RateLimit | None = None
+
+
+class RateLimitChange(msgspec.Struct, forbid_unknown_fields=True):
+    rate_limit_per_second: RateLimit | None
 
 
 class Organisation(msgspec.Struct):
@@ -44,6 +53,7 @@ class Organisation(msgspec.Struct):
     location: str | None
     status: str
     created_at: dt.datetime
+    rate_limit_per_second: int | None = None
 
 
 class Organisations(msgspec.Struct):
@@ -81,6 +91,7 @@ class MachinePrincipal(msgspec.Struct, frozen=True):
     organisation_name: str
     organisation_kind: str
     scopes: frozenset[str]
+    rate_limit: int = 0  # requests per second for the whole organisation, across all workers
 
 
 class WhoAmI(msgspec.Struct):

@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 
 from app_backend.audit.schemas import Actor
 from app_backend.audit.service import AuditTrail
+from app_backend.infra.breaker import RedisBreaker
 from app_backend.infra.crypto import FieldCipher
-from app_backend.infra.errors import Problem, field_error
+from app_backend.infra.errors import RATE_LIMITED, Problem, field_error
 from app_backend.organisations import signing
 from app_backend.organisations.repository import OrganisationRepository
 from app_backend.organisations.schemas import (
@@ -32,6 +33,10 @@ _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
 _REVOKED_MARK_TTL = 3600
 
 
+# The rate limit's fixed windows are read from this clock (tests pin it to one window).
+rate_clock = time.time
+
+
 def _revoked_key(key_id: str) -> str:
     return f"credential:revoked:{key_id}"
 
@@ -43,9 +48,15 @@ class OrganisationService:
         self._repo = OrganisationRepository()
 
     async def create(
-        self, conn: Any, name: str, kind: str, location: str | None, actor: Actor
+        self,
+        conn: Any,
+        name: str,
+        kind: str,
+        location: str | None,
+        actor: Actor,
+        rate_limit: int | None = None,
     ) -> Organisation:
-        row = await self._repo.create(conn, " ".join(name.split()), kind, location)
+        row = await self._repo.create(conn, " ".join(name.split()), kind, location, rate_limit)
         if row is None:
             raise Problem(
                 409,
@@ -59,7 +70,26 @@ class OrganisationService:
             "admin.organisation_create",
             target_type="organisation",
             target_id=str(row["id"]),
-            detail={"kind": kind},
+            detail={"kind": kind}
+            if rate_limit is None
+            else {"kind": kind, "rate_limit_per_second": rate_limit},
+        )
+        return Organisation(**dict(row))
+
+    async def set_rate_limit(
+        self, conn: Any, organisation_id: uuid.UUID, rate_limit: int | None, actor: Actor
+    ) -> Organisation:
+        """Takes effect within the credential cache's few seconds in every worker."""
+        row = await self._repo.set_rate_limit(conn, organisation_id, rate_limit)
+        if row is None:
+            raise Problem(404, "not-found", "organisation not found")
+        await self._audit.record(
+            conn,
+            actor,
+            "admin.organisation_rate_limit",
+            target_type="organisation",
+            target_id=str(organisation_id),
+            detail={"rate_limit_per_second": rate_limit},
         )
         return Organisation(**dict(row))
 
@@ -125,16 +155,28 @@ class OrganisationService:
 
 class MachineAuth:
     """Checks a signed machine request. Credentials are cached in-process for a few seconds so the verify path
-    does not query PostgreSQL per request; a revocation therefore takes effect within `cache_ttl` seconds."""
+    does not query PostgreSQL per request; a revocation therefore takes effect within `cache_ttl` seconds, or at
+    once through the revoked mark in Redis.
+
+    The Redis part of the check (single-use nonce, revoked mark, the organisation's rate limit) is a
+    `MachineChecks` that a hot handler can fold into its own pipeline. While Redis is unavailable nonces are
+    remembered in this process only, the revoked mark is not seen (the credential cache still reloads from
+    PostgreSQL every `cache_ttl` seconds) and the rate limit is not counted: the request keeps working."""
 
     cache_ttl = 5.0
+    local_nonce_limit = 200_000
 
-    def __init__(self, redis: Redis, cipher: FieldCipher, window: int) -> None:
+    def __init__(
+        self, redis: Redis, cipher: FieldCipher, window: int, breaker: RedisBreaker, rate_per_second: int
+    ) -> None:
         self._redis = redis
         self._cipher = cipher
         self._window = window
+        self._breaker = breaker
+        self._rate = rate_per_second
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}
+        self._local_nonces: dict[str, float] = {}
 
     async def revoke(self, key_id: str) -> None:
         """Marks the key revoked in Redis, which every process checks with the nonce; outlives all caches."""
@@ -158,6 +200,7 @@ class MachineAuth:
                     organisation_name=row["organisation_name"],
                     organisation_kind=row["organisation_kind"],
                     scopes=frozenset(row["scopes"]),
+                    rate_limit=row["rate_limit_per_second"] or self._rate,
                 ),
             )
         while len(self._cache) >= 10_000:  # drop the oldest entries, not the whole cache
@@ -168,6 +211,15 @@ class MachineAuth:
     async def authenticate(
         self, pool: asyncpg.Pool, method: str, path_with_query: str, headers: Any, body: bytes
     ) -> MachinePrincipal:
+        principal, checks = await self.check_signature(pool, method, path_with_query, headers, body)
+        await checks.run()
+        return principal
+
+    async def check_signature(
+        self, pool: asyncpg.Pool, method: str, path_with_query: str, headers: Any, body: bytes
+    ) -> tuple[MachinePrincipal, MachineChecks]:
+        """The in-process part: headers, time window, credential and HMAC. The caller must run or settle the
+        returned checks before it acts on the request."""
         values = {}
         for name in (
             signing.HEADER_KEY,
@@ -191,18 +243,75 @@ class MachineAuth:
         expected = signing.signature(secret, method, path_with_query, ts, values[signing.HEADER_NONCE], body)
         if not hmac.compare_digest(expected, values[signing.HEADER_SIGNATURE].lower()):
             raise _unsigned(f"{signing.HEADER_SIGNATURE}: signature does not match the request")
-        # Checked after the signature so nobody can burn another client's nonces.
-        nonce_key = f"nonce:{principal.key_id}:{values[signing.HEADER_NONCE]}"
-        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip for both checks
-            pipe.set(nonce_key, 1, nx=True, ex=2 * self._window + 5)
-            pipe.exists(_revoked_key(principal.key_id))
-            fresh, revoked = await pipe.execute()
+        # Checked after the signature so nobody can burn another client's nonces or spend its rate.
+        return principal, MachineChecks(self, principal, values[signing.HEADER_NONCE])
+
+    def claim_local_nonce(self, key: str) -> bool:
+        now = time.monotonic()
+        if self._local_nonces.get(key, 0.0) > now:
+            return False
+        if len(self._local_nonces) >= self.local_nonce_limit:
+            self._local_nonces = {k: t for k, t in self._local_nonces.items() if t > now}
+            while len(self._local_nonces) >= self.local_nonce_limit:
+                self._local_nonces.pop(next(iter(self._local_nonces)))
+        self._local_nonces[key] = now + 2 * self._window + 5
+        return True
+
+
+class MachineChecks:
+    """Nonce, revoked mark and rate limit of one signed request: four commands in the caller's pipeline."""
+
+    __slots__ = ("_auth", "_nonce_key", "_principal", "_rate_key")
+
+    def __init__(self, auth: MachineAuth, principal: MachinePrincipal, nonce: str) -> None:
+        self._auth = auth
+        self._principal = principal
+        self._nonce_key = f"nonce:{principal.key_id}:{nonce}"
+        # A fixed one-second window per organisation, shared by every worker through Redis.
+        self._rate_key = f"rate:org:{principal.organisation_id}:{int(rate_clock())}"
+
+    def queue(self, pipe: Any) -> int:
+        pipe.set(self._nonce_key, 1, nx=True, ex=2 * self._auth._window + 5)
+        pipe.exists(_revoked_key(self._principal.key_id))
+        pipe.incr(self._rate_key)
+        pipe.expire(self._rate_key, 2)
+        return 4
+
+    def settle(self, results: list[Any]) -> None:
+        fresh, revoked, count = results[0], results[1], results[2]
         if revoked:
-            self._cache.pop(principal.key_id, None)
+            self._auth._cache.pop(self._principal.key_id, None)
             raise _unsigned(f"{signing.HEADER_KEY}: unknown or revoked credential")
         if not fresh:
             raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
-        return principal
+        if count > self._principal.rate_limit:
+            RATE_LIMITED.labels("organisation").inc()
+            raise Problem(
+                429,
+                "rate-limited",
+                f"{signing.HEADER_KEY}: this organisation's limit of {self._principal.rate_limit} requests per "
+                "second is reached; retry after the second",
+                headers={"Retry-After": "1"},
+            )
+
+    def settle_locally(self) -> None:
+        if not self._auth.claim_local_nonce(self._nonce_key):
+            raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
+
+    async def run(self) -> None:
+        breaker = self._auth._breaker
+        if breaker.allow():
+            try:
+                async with self._auth._redis.pipeline(transaction=False) as pipe:
+                    self.queue(pipe)
+                    results = await pipe.execute()
+            except breaker.unavailable as exc:
+                breaker.failed(exc)
+            else:
+                breaker.succeeded()
+                self.settle(results)
+                return
+        self.settle_locally()
 
 
 def _unsigned(detail: str) -> Problem:

@@ -25,8 +25,10 @@ class VerifyController(Controller):
     tags = ["verification"]
 
     @post("", status_code=HTTP_200_OK, summary="Verify a scanned code for one scene (signed, verify:<scene>)")
-    async def verify(self, data: VerifyRequest, codes: CodeServices, scanner: Scanner) -> VerifyAnswer:
-        return await codes.verification.verify(scanner, data.code, data.scene)
+    async def verify(self, data: VerifyRequest, codes: CodeServices, verifier: Scanner) -> VerifyAnswer:
+        # `verifier`: the signed caller whose nonce, revoked mark and rate limit the verification's own Redis
+        # pipeline settles (one round trip per verification).
+        return await codes.verification.verify(verifier, data.code, data.scene)
 
     @post(
         "/vouchers/redeem",

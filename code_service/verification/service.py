@@ -19,13 +19,14 @@ import asyncpg
 import msgspec
 import structlog
 from litestar.exceptions import NotFoundException, PermissionDeniedException
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import FactsService, facts_key
 from code_service.gates.service import deny_mark
 from code_service.keys.service import KeyService
-from code_service.ports import Scanner
+from code_service.ports import RedisHealth, Scanner
 from code_service.verification.repository import ScanRepository
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
@@ -34,7 +35,9 @@ from code_service.verifier.format import (
     TYPE_ENTERPRISE,
     DeviceCode,
     FormatError,
+    Health,
     ServerCode,
+    Standing,
     decode,
     load_point,
     verify_raw,
@@ -45,6 +48,22 @@ _log = structlog.get_logger("scans")
 VOUCHER_TTL = 600
 _TYPE_NAMES = {1: "personal", 2: "enterprise", 3: "device"}
 _SINGLE_USE = frozenset({"transit", "medical"})
+
+
+DEGRADED_VERIFICATIONS = Counter(
+    "tzt_degraded_verifications_total",
+    "Online verifications answered from the code alone because Redis was unavailable",
+    ["scene"],
+)
+
+
+def _used_key(code_id: bytes) -> str:
+    return f"used:{code_id.hex()}"
+
+
+async def _settle_alone(scanner: Scanner) -> None:
+    if scanner.checks is not None:
+        await scanner.checks.run()
 
 
 def voucher_key(organisation_id: uuid.UUID, voucher: str) -> str:
@@ -121,6 +140,7 @@ class VerificationService:
     def __init__(
         self,
         redis: Redis,
+        health: RedisHealth,
         keys: KeyService,
         facts: FactsService,
         recorder: ScanRecorder,
@@ -128,24 +148,32 @@ class VerificationService:
         skew: int = 30,
     ) -> None:
         self._redis = redis
+        self._health = health
         self._keys = keys
         self._facts = facts
         self._recorder = recorder
         self._rider_secret = rider_secret
         self._skew = skew
+        self._local_claims: dict[bytes, float] = {}
 
     async def verify(self, scanner: Scanner, text: str, scene: str) -> VerifyAnswer:
+        """`scanner.checks`, when present, are the caller's unsettled Redis checks: every path settles them
+        before it answers (in the decision's pipeline, or alone when the code is refused before that)."""
         if f"verify:{scene}" not in scanner.scopes:
+            await _settle_alone(scanner)
             raise PermissionDeniedException(f"scene: this verifier is not allowed the {scene} scene")
         try:
             code = decode(text)
         except FormatError:
+            await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason="malformed", scene=scene)
         problem = await self._check(code, time.time())
         code_type = _TYPE_NAMES[code.type]
         if problem:
+            await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason=problem, scene=scene, code_type=code_type)
         if (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
+            await _settle_alone(scanner)
             answer = VerifyAnswer(allowed=False, reason="wrong-code-type", scene=scene, code_type=code_type)
         else:
             answer = await self._decide(scanner, code, scene, code_type)
@@ -184,19 +212,54 @@ class VerificationService:
     async def _decide(
         self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
     ) -> VerifyAnswer:
-        used = f"used:{code.code_id.hex()}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(facts_key(code.subject))
-            pipe.exists(deny_mark("account", code.subject))
-            pipe.exists(deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-")
-            if scene in _SINGLE_USE:
-                pipe.set(
-                    used,
-                    1,
-                    nx=True,
-                    ex=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew,
-                )
-            raw, account_denied, credential_denied, *claim = await pipe.execute()
+        """One Redis round trip: the caller's checks, the holder's live facts, the deny marks and the
+        single-use claim. Without Redis: the code alone, flagged as degraded."""
+        if self._health.allow():
+            checks = scanner.checks
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    settled = checks.queue(pipe) if checks is not None else 0
+                    pipe.get(facts_key(code.subject))
+                    pipe.exists(deny_mark("account", code.subject))
+                    pipe.exists(
+                        deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
+                    )
+                    if scene in _SINGLE_USE:
+                        pipe.set(
+                            _used_key(code.code_id),
+                            1,
+                            nx=True,
+                            ex=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew,
+                        )
+                    results = await pipe.execute()
+            except self._health.unavailable as exc:
+                self._health.failed(exc)
+            else:
+                self._health.succeeded()
+                return await self._decide_online(scanner, code, scene, code_type, results, settled)
+        if scanner.checks is not None:
+            scanner.checks.settle_locally()
+        return self._decide_degraded(scanner, code, scene, code_type)
+
+    async def _decide_online(
+        self,
+        scanner: Scanner,
+        code: ServerCode | DeviceCode,
+        scene: str,
+        code_type: str,
+        results: list[Any],
+        settled: int,
+    ) -> VerifyAnswer:
+        raw, account_denied, credential_denied, *claim = results[settled:]
+        claimed = bool(claim and claim[0])
+        if scanner.checks is not None:
+            try:
+                scanner.checks.settle(results[:settled])
+            except Exception:
+                # A refused request (replayed nonce, revoked key, rate limit) must not use up the code.
+                if claimed:
+                    await self._redis.delete(_used_key(code.code_id))
+                raise
         facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(code.subject)
 
         def deny(reason: str) -> VerifyAnswer:
@@ -206,15 +269,83 @@ class VerificationService:
             answer = deny("denied-account")
         elif credential_denied:
             answer = deny("denied-credential")
-        elif claim and not claim[0]:
+        elif claim and not claimed:
             return deny("replayed")
         else:
             answer = await self._scene_answer(scanner, code, facts, scene, code_type)
-        if claim and claim[0] and not answer.allowed:
+        if claimed and not answer.allowed:
             # Only an accepted code uses up its replay id (docs/code-format.md, section 6, step 8): a rider
             # refused for a debt they then pay can show the same code again.
-            await self._redis.delete(used)
+            await self._redis.delete(_used_key(code.code_id))
         return answer
+
+    def _decide_degraded(
+        self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
+    ) -> VerifyAnswer:
+        """Redis is unavailable: what a gate would decide offline, from the signature (already checked), the
+        validity window and the entitlements signed into the code. No live facts and no deny marks; single use
+        is held in this process only. The answer says so (`degraded`), and it is recorded like any other."""
+        DEGRADED_VERIFICATIONS.labels(scene).inc()
+        flags = code.flags
+        if scene in _SINGLE_USE and not self._claim_locally(code.code_id):
+            return VerifyAnswer(
+                allowed=False, reason="replayed", scene=scene, code_type=code_type, degraded=True
+            )
+        if scene == "transit":
+            if not flags.may_ride:
+                return VerifyAnswer(
+                    allowed=False, reason="no-entitlement", scene=scene, code_type=code_type, degraded=True
+                )
+            return VerifyAnswer(
+                allowed=True,
+                reason="ok",
+                scene=scene,
+                code_type=code_type,
+                degraded=True,
+                rider_token=self.rider_token(scanner.organisation_id, code.subject),
+            )
+        if scene == "health":
+            colour = flags.health.name.lower()
+            good = flags.health == Health.GREEN
+            return VerifyAnswer(
+                allowed=good,
+                reason="ok" if good else f"health-{colour}",
+                scene=scene,
+                code_type=code_type,
+                degraded=True,
+                colour=colour,
+            )
+        if scene == "medical":
+            # A voucher lives in Redis, so none can be handed out now: the hospital scans again to settle.
+            return VerifyAnswer(
+                allowed=flags.insured,
+                reason="ok-no-voucher" if flags.insured else "not-insured",
+                scene=scene,
+                code_type=code_type,
+                degraded=True,
+                insured=flags.insured,
+            )
+        standing = flags.standing.name.lower()
+        good = flags.standing == Standing.GOOD
+        return VerifyAnswer(
+            allowed=good,
+            reason="ok" if good else f"standing-{standing}",
+            scene=scene,
+            code_type=code_type,
+            degraded=True,
+            standing=standing,
+        )
+
+    def _claim_locally(self, code_id: bytes) -> bool:
+        now = time.monotonic()
+        if self._local_claims.get(code_id, 0.0) > now:
+            return False
+        if len(self._local_claims) >= 200_000:
+            self._local_claims = {k: t for k, t in self._local_claims.items() if t > now}
+            while len(self._local_claims) >= 200_000:
+                self._local_claims.pop(next(iter(self._local_claims)))
+        self._local_claims[code_id] = now + MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew
+        return True
 
     async def _scene_answer(
         self, scanner: Scanner, code: ServerCode | DeviceCode, facts: SubjectFacts, scene: str, code_type: str

@@ -1,0 +1,190 @@
+"""Redis briefly unavailable: online verification keeps answering from the code alone (signature, validity,
+signed entitlements), flagged as degraded; scans and taps are all stored; the rest refuses cleanly with 503 and
+Retry-After; everything is back to normal once Redis answers again.
+
+The app here has a Redis of its own (a real server process the test stops and kills) and the suite's
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from app_backend.app import create_app
+from app_backend.infra.embedded import EmbeddedServices
+from app_backend.services import Services
+from app_backend.settings import Settings
+from code_service.holder import DeviceWallet
+from tests.conftest import ApiClient
+from tests.helpers import (
+    bearer,
+    feed_health,
+    feed_insurance,
+    machine_credential,
+    personal_code,
+    register_device,
+    rider,
+    signed,
+    verify,
+)
+
+TAPS = "/api/v1/gates/taps"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
+    redis_server = EmbeddedServices(tmp_path)
+    redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
+    try:
+        yield redis_server
+    finally:
+        process = redis_server._redis
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+        redis_server.stop()
+
+
+@pytest.fixture
+async def app_client(settings: Settings, own_redis: EmbeddedServices) -> AsyncIterator[ApiClient]:
+    mine = msgspec.structs.replace(settings, redis_url=own_redis.redis_url, redis_timeout=0.5)
+    app = create_app(mine)
+    app.state.services = await Services.create(mine)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("testclient", 50002))
+        async with ApiClient(transport=transport, base_url="http://testserver.local") as api:
+            api.app = app
+            yield api
+    finally:
+        await app.state.services.close()
+
+
+def _tap(prefix: str, i: int, subject: str) -> dict[str, Any]:
+    return {
+        "tap_id": f"{prefix}-{i}",
+        "gate_id": "g-outage",
+        "line": "2",
+        "station": "鼓楼路",
+        "direction": "in",
+        "tapped_at": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=i)).isoformat(),
+        "subject": subject,
+        "code_id": f"{i + 1:016x}",
+        "rider_token": "rt_outage",
+    }
+
+
+async def _ready(client: ApiClient) -> tuple[dict[str, Any], dict[str, Any], DeviceWallet]:
+    services: Services = client.app.state.services
+    person = await rider(client, services)
+    department = await machine_credential(
+        client, services, ["feeds:health", "feeds:insurance"], kind="department"
+    )
+    await feed_health(client, department, person["id_number"], "green")
+    await feed_insurance(client, department, person["id_number"], True)
+    gate = await machine_credential(
+        client, services, ["verify:transit", "verify:health", "verify:medical", "gates:taps"]
+    )
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    return person, gate, wallet
+
+
+async def test_verification_answers_from_the_code_while_redis_is_stopped(app_client, own_redis, db):
+    client = app_client
+    services: Services = client.app.state.services
+    person, gate, wallet = await _ready(client)
+    codes = [await personal_code(client, person) for _ in range(3)]
+    online = (await verify(client, gate, codes[0], "health")).json()
+    assert online["allowed"] and "degraded" not in online
+
+    os.kill(own_redis._redis.pid, signal.SIGSTOP)  # hung, not gone: the worst case for a client
+    try:
+        answers = [
+            (await verify(client, gate, codes[1], "transit")).json(),
+            (await verify(client, gate, codes[1], "transit")).json(),
+            (await verify(client, gate, wallet.code(), "health")).json(),
+            (await verify(client, gate, codes[2], "medical")).json(),
+            (await verify(client, gate, "TZ1:garbage", "health")).json(),
+        ]
+        ride, replay, device, medical, malformed = answers
+        assert ride["allowed"] and ride["degraded"] and ride["rider_token"].startswith("rt_"), ride
+        assert not replay["allowed"] and replay["reason"] == "replayed" and replay["degraded"], replay
+        assert device["allowed"] and device["colour"] == "green" and device["degraded"], device
+        assert "masked_name" not in device  # live facts are not available; nothing is made up
+        # Insured, but a voucher lives in Redis: none now, the hospital scans again to settle.
+        assert medical["allowed"] and medical["reason"] == "ok-no-voucher" and "voucher" not in medical, (
+            medical
+        )
+        assert malformed == {"allowed": False, "reason": "malformed", "scene": "health"}
+
+        # Taps uploaded now are stored now: they never needed Redis.
+        subject = uuid.uuid4().hex[:16]
+        taps = [_tap(f"outage-{subject}", i, subject) for i in range(50)]
+        uploaded = await signed(client, gate, "POST", TAPS, {"taps": taps})
+        assert uploaded.status_code == 200 and uploaded.json()["accepted"] == 50, uploaded.text
+
+        # Paths without a degraded mode refuse at once and say when to come back.
+        shown = await client.post("/api/v1/codes/personal", headers=bearer(person))
+        assert shown.status_code == 503 and shown.headers["retry-after"] == "2", shown.text
+        assert shown.json()["type"].endswith("/dependency-unavailable")
+    finally:
+        os.kill(own_redis._redis.pid, signal.SIGCONT)
+
+    stored = await db.fetchval("SELECT count(*) FROM codes.taps WHERE tap_id LIKE $1", f"outage-{subject}-%")
+    assert stored == 50
+    # Back to normal as soon as Redis answers again (the breaker lets a probe through after its cooldown).
+    for _ in range(100):
+        again = (await verify(client, gate, codes[0], "health")).json()
+        if "degraded" not in again:
+            break
+        await asyncio.sleep(0.1)
+    assert again["allowed"] and again["masked_name"] and "degraded" not in again
+
+    # Every scan made during the outage is in the holder's history (scans never needed Redis either).
+    await services.codes.recorder.flush()
+    history = (await client.get("/api/v1/me/scans", headers=bearer(person))).json()["scans"]
+    seen = [
+        (s["scene"], s["verdict"], s["reason"])
+        for s in history
+        if s["organisation"] == gate["organisation"]["name"]
+    ]
+    for made_during_the_outage in (
+        ("transit", "allowed", "ok"),
+        ("transit", "denied", "replayed"),
+        ("medical", "allowed", "ok-no-voucher"),
+    ):
+        assert made_during_the_outage in seen
+    assert seen.count(("health", "allowed", "ok")) >= 3  # before, during (device code) and after
+
+
+async def test_verification_answers_when_redis_is_gone(app_client, own_redis):
+    client = app_client
+    person, gate, _ = await _ready(client)
+    code = await personal_code(client, person)
+    own_redis._redis.kill()  # connection refused from now on
+    own_redis._redis.wait()
+    answer = await verify(client, gate, code, "transit")
+    assert answer.status_code == 200 and answer.json()["allowed"] and answer.json()["degraded"]
+    # Nonces are still single use within this worker while Redis is away.
+    body = {"code": code, "scene": "health"}
+    from app_backend.organisations.signing import sign_request
+
+    raw = msgspec.json.encode(body)
+    headers = {
+        **sign_request(gate["key_id"], gate["secret"], "POST", "/api/v1/verify", raw),
+        "Content-Type": "application/json",
+    }
+    assert (await client.post("/api/v1/verify", content=raw, headers=headers)).status_code == 200
+    assert (await client.post("/api/v1/verify", content=raw, headers=headers)).status_code == 401
+    # Log-in needs Redis (OTPs live there): a clean 503, never a 500.
+    otp = await client.post("/api/v1/auth/otp", json={"phone": "13912345678"})
+    assert otp.status_code == 503 and "retry-after" in otp.headers
