@@ -41,10 +41,13 @@ class IdentityDirectory:
 
     async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None:
         row = await self._residents.get(conn, resident_id)
-        if row is None or row["name_enc"] is None:
+        return None if row is None else self.mask_name(row["name_enc"])
+
+    def mask_name(self, name_enc: bytes | None) -> str | None:
+        if name_enc is None:
             return None
         rule = self._settings.mask_name
-        return mask(self._cipher.decrypt("resident.name", row["name_enc"]), rule.head, rule.tail)
+        return mask(self._cipher.decrypt("resident.name", name_enc), rule.head, rule.tail)
 
     async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool:
         row = await self._residents.get(conn, resident_id)

@@ -6,8 +6,9 @@ from importlib import resources
 
 import asyncpg
 
-# Order matters: later packages may reference earlier schemas.
-MIGRATION_PACKAGES = ("app_backend", "code_service", "payments")
+# Order matters: later packages may reference earlier schemas. app_backend.composition holds the objects that read
+# several packages' tables (code_service's ports answered in SQL), so it comes after all of them.
+MIGRATION_PACKAGES = ("app_backend", "code_service", "payments", "app_backend.composition")
 _LOCK_ID = 0x7A7470  # "tzt"
 
 

@@ -7,6 +7,8 @@ import secrets
 import uuid
 from typing import Any
 
+from code_service.ports import RESIDENT_FACTS
+
 
 class SubjectRepository:
     async def get_or_create(self, conn: Any, kind: str, ref: uuid.UUID) -> bytes:
@@ -90,6 +92,9 @@ class CredentialRepository:
 
 
 class StatusRepository:
+    """A person's department statuses alone: the multi-query reference FactsRepository's one statement is checked
+    against (tests/test_display_round_trips.py)."""
+
     async def statuses(self, conn: Any, person_key: bytes) -> tuple[str, bool]:
         row = await conn.fetchrow(
             """SELECT (SELECT colour FROM codes.health_status WHERE person_key = $1) AS colour,
@@ -97,3 +102,48 @@ class StatusRepository:
             person_key,
         )
         return (row["colour"] or "unknown"), bool(row["insured"])
+
+
+def _resident_facts(ref: str) -> str:
+    """Select list and FROM clause of the facts of the resident whose id is the SQL expression `ref`: the
+    composition root's answer (RESIDENT_FACTS: active, name, transit) and the department statuses held here, keyed
+    by the person key it returns (no status: 'unknown', not insured)."""
+    return f"""f.active, f.name_enc, f.may_ride, f.ride_reason,
+                      coalesce(h.colour, 'unknown') AS health, coalesce(i.insured, false) AS insured
+               FROM {RESIDENT_FACTS}({ref}) f
+               LEFT JOIN codes.health_status h ON h.person_key = f.person_key
+               LEFT JOIN codes.insurance_status i ON i.person_key = f.person_key"""
+
+
+class FactsRepository:
+    """A holder's facts in ONE statement each (issue 5: a code display costs at most one round trip)."""
+
+    async def resident(self, conn: Any, resident_id: uuid.UUID, new_subject: bytes) -> Any:
+        """The resident's subject, created with `new_subject` on first use, and their facts. A single statement is
+        atomic on its own: no transaction needed. An existing subject is only read (no write on the usual path);
+        when a concurrent first use inserted one our snapshot cannot see, the conflict's DO UPDATE hands its
+        subject back (DO NOTHING would return no row), so there is always exactly one row."""
+        return await conn.fetchrow(
+            f"""WITH known AS (
+                   SELECT subject FROM codes.subjects WHERE kind = 'resident' AND ref = $1
+               ), created AS (
+                   INSERT INTO codes.subjects (subject, kind, ref)
+                   SELECT $2, 'resident', $1 WHERE NOT EXISTS (SELECT FROM known)
+                   ON CONFLICT (kind, ref) DO UPDATE SET kind = EXCLUDED.kind
+                   RETURNING subject
+               )
+               SELECT (SELECT subject FROM known UNION ALL SELECT subject FROM created) AS subject,
+                      {_resident_facts("$1")}""",
+            resident_id,
+            new_subject,
+        )
+
+    async def of_subject(self, conn: Any, subject: bytes) -> Any:
+        """The subject's kind and ref and, for a resident, their facts (NULL facts for an enterprise)."""
+        return await conn.fetchrow(
+            f"""SELECT s.kind, s.ref, r.active, r.name_enc, r.may_ride, r.ride_reason, r.health, r.insured
+               FROM codes.subjects s
+               LEFT JOIN LATERAL (SELECT {_resident_facts("s.ref")}) r ON s.kind = 'resident'
+               WHERE s.subject = $1""",
+            subject,
+        )

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from code_service.codes.repository import (
     CredentialRepository,
-    StatusRepository,
+    FactsRepository,
     SubjectRepository,
 )
 from code_service.codes.schemas import (
@@ -74,6 +74,13 @@ def entitlements_of(facts: SubjectFacts) -> Entitlements:
 
 
 class FactsService:
+    """A holder's facts: read from PostgreSQL in ONE statement (a resident's: subject, identity, statuses and
+    transit through the RESIDENT_FACTS port function, see code_service/ports.py) and cached in Redis.
+
+    `directory.resident_active / person_key_of / masked_name` and `transit.may_ride` are the reference answers
+    that statement reproduces (tests/test_display_round_trips.py); only `directory.mask_name` and
+    `directory.enterprise` are called here."""
+
     def __init__(
         self, pool: asyncpg.Pool, redis: Redis, directory: Directory, transit: TransitEligibility
     ) -> None:
@@ -81,39 +88,45 @@ class FactsService:
         self._redis = redis
         self._directory = directory
         self._transit = transit
+        self._facts = FactsRepository()
         self._subjects = SubjectRepository()
-        self._statuses = StatusRepository()
 
     async def load(self, conn: Any, subject: bytes) -> SubjectFacts | None:
-        """Reads the holder's facts from PostgreSQL and refreshes the cache."""
-        row = await self._subjects.get(conn, subject)
+        """Reads the holder's facts from PostgreSQL (one statement for a resident, two for an enterprise) and
+        refreshes the cache."""
+        row = await self._facts.of_subject(conn, subject)
         if row is None:
             return None
-        facts = await (
-            self._resident(conn, subject, row["ref"])
+        facts = (
+            self._resident(subject, row["ref"], row)
             if row["kind"] == "resident"
-            else self._enterprise(conn, subject, row["ref"])
+            else await self._enterprise(conn, subject, row["ref"])
         )
         await self._redis.set(facts_key(subject), _ENCODE.encode(facts), ex=FACTS_TTL)
         return facts
 
-    async def _resident(self, conn: Any, subject: bytes, resident_id: uuid.UUID) -> SubjectFacts:
-        active = await self._directory.resident_active(conn, resident_id)
-        person_key = await self._directory.person_key_of(conn, resident_id)
-        health, insured = (
-            await self._statuses.statuses(conn, person_key) if person_key else ("unknown", False)
-        )
-        may_ride, reason = await self._transit.may_ride(conn, resident_id)
+    async def load_resident(self, conn: Any, resident_id: uuid.UUID) -> tuple[bytes, SubjectFacts]:
+        """The resident's subject (created on first use) and facts in ONE statement, with no transaction of its
+        own (a single statement is atomic; in the caller's transaction when there is one); refreshes the cache."""
+        row = await self._facts.resident(conn, resident_id, secrets.token_bytes(8))
+        assert row["subject"] is not None
+        subject = bytes(row["subject"])
+        facts = self._resident(subject, resident_id, row)
+        await self._redis.set(facts_key(subject), _ENCODE.encode(facts), ex=FACTS_TTL)
+        return subject, facts
+
+    def _resident(self, subject: bytes, resident_id: uuid.UUID, row: Any) -> SubjectFacts:
+        active = bool(row["active"])
         return SubjectFacts(
             subject=subject.hex(),
             kind="resident",
             ref=str(resident_id),
             active=active,
-            masked_name=await self._directory.masked_name(conn, resident_id) or "",
-            health=health,
-            insured=insured,
-            may_ride=may_ride and active,
-            ride_reason=reason if active else "account-blocked",
+            masked_name=self._directory.mask_name(row["name_enc"]) or "",
+            health=row["health"],
+            insured=bool(row["insured"]),
+            may_ride=bool(row["may_ride"]) and active,
+            ride_reason=row["ride_reason"] if active else "account-blocked",
         )
 
     async def _enterprise(self, conn: Any, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
@@ -177,15 +190,13 @@ class IssuingService:
         self._subject_of: dict[uuid.UUID, bytes] = {}
 
     async def _resident_facts(self, conn: Any, holder: Holder) -> tuple[bytes, SubjectFacts]:
-        subject = await self._subjects.get_or_create(conn, "resident", holder.resident_id)
-        facts = await self._facts.load(conn, subject)
-        assert facts is not None
+        subject, facts = await self._facts.load_resident(conn, holder.resident_id)
         if not facts.active:
             raise PermissionDeniedException("this account is blocked; no code can be issued")
         return subject, facts
 
     async def _cached_resident_facts(self, holder: Holder) -> tuple[bytes, SubjectFacts]:
-        """The display path: two Redis reads when warm, one PostgreSQL transaction when cold."""
+        """The display path: two Redis reads when warm, one PostgreSQL statement when cold."""
         # A resident's subject never changes, so once known it is kept in the process.
         subject = self._subject_of.get(holder.resident_id)
         if subject is None:
@@ -195,7 +206,8 @@ class IssuingService:
                 self._remember_subject(holder.resident_id, subject)
         facts = self._facts.decode_cached(await self._redis.get(facts_key(subject))) if subject else None
         if subject is None or facts is None:
-            async with self._pool.acquire() as conn, conn.transaction():
+            # One statement and no transaction of its own (BEGIN and COMMIT would be two more round trips).
+            async with self._pool.acquire() as conn:
                 subject, facts = await self._resident_facts(conn, holder)
             await self._redis.set(subject_key(holder.resident_id), subject, ex=86400)
         elif not facts.active:

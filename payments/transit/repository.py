@@ -34,6 +34,8 @@ class TransitRepository:
 
     # -- eligibility and blocks ----------------------------------------------------------------------------------
 
+    # Mirrored, with RideEligibility's order of reasons, by code_ports.resident_facts (the code display's one
+    # statement, app_backend/composition/migrations): change both; tests/test_display_round_trips.py compares them.
     async def eligibility(self, conn: Any, resident_id: uuid.UUID) -> Any:
         return await conn.fetchrow(
             """SELECT EXISTS (SELECT 1 FROM payments.transit_agreements
