@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.services = await Services.create(settings)
+        (await Services.create(settings)).install(app.state)
         try:
             yield
         finally:

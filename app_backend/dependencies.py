@@ -91,6 +91,13 @@ def provide_holder(resident: ResidentPrincipal) -> Holder:
     return Holder(resident_id=resident.resident_id)
 
 
+def provide_display_holder(request: Request[Any, Any, Any], services: Services) -> Holder:
+    """The resident showing their code: the token is checked here, its Redis checks (session revoked, rate
+    limit) are left to the display's own pipeline, which settles them before it answers."""
+    principal, checks = services.auth.check_token(request.headers.get("authorization"))
+    return Holder(resident_id=principal.resident_id, checks=checks)
+
+
 async def provide_scanner(request: Request[Any, Any, Any], services: Services) -> Scanner:
     """code_service's view of a signed machine request, fully checked."""
     scanner = await provide_verifier(request, services)
@@ -141,6 +148,7 @@ DEPENDENCIES = {
     "payee_client": Provide(provide_payee_client),
     "codes": Provide(provide_codes, sync_to_thread=False),
     "holder": Provide(provide_holder, sync_to_thread=False),
+    "display_holder": Provide(provide_display_holder, sync_to_thread=False),
     "scanner": Provide(provide_scanner),
     "verifier": Provide(provide_verifier),
     "services": Provide(provide_services, sync_to_thread=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -150,6 +151,12 @@ class Services:
                 ),
             ),
         )
+
+    def install(self, state: Any) -> None:
+        """Puts the services in the app state: all of them for the dependencies, and code_service's for its hot
+        handlers (code_service.container.codes_from)."""
+        state.services = self
+        state.codes = self.codes
 
     async def close(self) -> None:
         await self.codes.close()

@@ -61,7 +61,7 @@ class CodeServices:
         keys = KeyService(pool, box)
         facts = FactsService(pool, redis, directory, transit)
         deny = DenyListService(redis, keys)
-        issuing = IssuingService(pool, redis, keys, facts, deny, directory)
+        issuing = IssuingService(pool, redis, keys, facts, deny, directory, health)
         recorder = ScanRecorder(pool)
         return cls(
             pool=pool,

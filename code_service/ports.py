@@ -4,15 +4,23 @@ principals it receives through dependency injection."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+    from code_service.container import CodeServices
 
 
 class Holder(msgspec.Struct, frozen=True):
     """The resident calling (from their access token)."""
 
     resident_id: uuid.UUID
+    # The session and rate checks (a CallerChecks) still to be settled when the holder came from the deferring
+    # `display_holder` dependency (the code display folds them into its own Redis round trip); None otherwise.
+    checks: Any = None
 
 
 class Scanner(msgspec.Struct, frozen=True):
@@ -121,3 +129,11 @@ tables); code_service's repository calls it by this name inside its own statemen
     )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
 
 The async ports above stay the reference answers (tests/test_display_round_trips.py checks both agree)."""
+
+
+def codes_from(state: State) -> CodeServices:
+    """The hot handlers (code display, verification) take their services from the app state rather than as a
+    dependency: Litestar resolves sibling dependencies in an anyio task group, about a tenth of a verification's
+    cost (docs/performance.md). The composition root puts them there (`state.codes`)."""
+    codes: CodeServices = state.codes
+    return codes

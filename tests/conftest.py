@@ -97,7 +97,7 @@ async def client(settings: Settings) -> AsyncIterator[ApiClient]:
     app = create_app(settings)
     # What the lifespan hook does, done here because httpx's ASGI transport sends no lifespan events (the
     # end-to-end test of `tzt serve` covers the real start-up).
-    app.state.services = await Services.create(settings)
+    (await Services.create(settings)).install(app.state)
     try:
         transport = httpx.ASGITransport(app=app, client=("testclient", 50000))
         async with ApiClient(transport=transport, base_url="http://testserver.local") as api:

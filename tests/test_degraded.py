@@ -58,7 +58,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
 async def app_client(settings: Settings, own_redis: EmbeddedServices) -> AsyncIterator[ApiClient]:
     mine = msgspec.structs.replace(settings, redis_url=own_redis.redis_url, redis_timeout=0.5)
     app = create_app(mine)
-    app.state.services = await Services.create(mine)
+    (await Services.create(mine)).install(app.state)
     try:
         transport = httpx.ASGITransport(app=app, client=("testclient", 50002))
         async with ApiClient(transport=transport, base_url="http://testserver.local") as api:

@@ -170,7 +170,7 @@ async def wired(settings: Settings) -> AsyncIterator[tuple[Wire, ApiClient, Serv
     proxied = msgspec.structs.replace(settings, database_url=await wire.start())
     app = create_app(proxied)
     services = await Services.create(proxied)
-    app.state.services = services
+    services.install(app.state)
     try:
         transport = httpx.ASGITransport(app=app, client=("testclient", 50001))
         async with ApiClient(transport=transport, base_url="http://testserver.local") as api:

@@ -247,3 +247,20 @@ async def test_the_scanner_dependency_still_settles_its_checks(client, services)
     }
     assert (await client.put("/api/v1/feeds/health", content=body, headers=headers)).status_code == 200
     assert (await client.put("/api/v1/feeds/health", content=body, headers=headers)).status_code == 401
+
+
+async def test_the_code_display_settles_session_and_rate_checks_in_its_own_round_trip(
+    client, services, monkeypatch, one_window
+):
+    limited = msgspec.structs.replace(services.auth._settings, rate_resident_per_minute=3)
+    monkeypatch.setattr(services.auth, "_settings", limited)
+    person = await rider(client, services)  # its set-up requests fall in the same pinned window
+    monkeypatch.setattr(identity_service, "rate_clock", lambda: 1_900_000_080.0)  # a fresh window
+    shown = [await client.post("/api/v1/codes/personal", headers=bearer(person)) for _ in range(4)]
+    assert [s.status_code for s in shown] == [200, 200, 200, 429]
+    _assert_rate_limited(shown[3], "authorization")
+
+    monkeypatch.setattr(identity_service, "rate_clock", lambda: 1_900_000_140.0)
+    assert (await client.post("/api/v1/auth/logout", headers=bearer(person))).status_code in (200, 204)
+    ended = await client.post("/api/v1/codes/personal", headers=bearer(person))
+    assert ended.status_code == 401 and "session has ended" in ended.json()["detail"]

@@ -34,7 +34,7 @@ from code_service.codes.schemas import (
 )
 from code_service.gates.service import DenyListService
 from code_service.keys.service import KeyService
-from code_service.ports import Directory, Holder, TransitEligibility
+from code_service.ports import Directory, Holder, RedisHealth, TransitEligibility
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -178,9 +178,11 @@ class IssuingService:
         facts: FactsService,
         deny: DenyListService,
         directory: Directory,
+        health: RedisHealth,
     ) -> None:
         self._pool = pool
         self._redis = redis
+        self._health = health
         self._keys = keys
         self._facts = facts
         self._deny = deny
@@ -196,15 +198,18 @@ class IssuingService:
         return subject, facts
 
     async def _cached_resident_facts(self, holder: Holder) -> tuple[bytes, SubjectFacts]:
-        """The display path: two Redis reads when warm, one PostgreSQL statement when cold."""
+        """The display path: one Redis round trip when warm (the caller's session and rate checks ride along),
+        one PostgreSQL statement when cold."""
         # A resident's subject never changes, so once known it is kept in the process.
         subject = self._subject_of.get(holder.resident_id)
+        raw_facts = await self._first_round_trip(holder, subject)
         if subject is None:
-            cached_subject = await self._redis.get(subject_key(holder.resident_id))
+            cached_subject = raw_facts  # the first round trip asked for the subject instead
             subject = bytes(cached_subject) if isinstance(cached_subject, bytes) else None
+            raw_facts = await self._redis.get(facts_key(subject)) if subject is not None else None
             if subject is not None:
                 self._remember_subject(holder.resident_id, subject)
-        facts = self._facts.decode_cached(await self._redis.get(facts_key(subject))) if subject else None
+        facts = self._facts.decode_cached(raw_facts) if subject else None
         if subject is None or facts is None:
             # One statement and no transaction of its own (BEGIN and COMMIT would be two more round trips).
             async with self._pool.acquire() as conn:
@@ -213,6 +218,27 @@ class IssuingService:
         elif not facts.active:
             raise PermissionDeniedException("this account is blocked; no code can be issued")
         return bytes(subject), facts
+
+    async def _first_round_trip(self, holder: Holder, subject: bytes | None) -> Any:
+        """The holder's unsettled checks (session revoked? rate limit?) and the cached facts, or the cached
+        subject when this process does not know it yet, in one pipeline. Without Redis the checks refuse."""
+        checks = holder.checks
+        if checks is not None and not self._health.allow():
+            checks.settle_locally()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                settled = checks.queue(pipe) if checks is not None else 0
+                pipe.get(facts_key(subject) if subject is not None else subject_key(holder.resident_id))
+                results = await pipe.execute()
+        except self._health.unavailable as exc:
+            self._health.failed(exc)
+            if checks is not None:
+                checks.settle_locally()
+            raise
+        self._health.succeeded()
+        if checks is not None:
+            checks.settle(results[:settled])
+        return results[settled]
 
     def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
         if len(self._subject_of) >= 100_000:

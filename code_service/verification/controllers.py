@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK
 
-from code_service.ports import Holder, Scanner
+from code_service.ports import Holder, Scanner, codes_from
 from code_service.verification.schemas import (
     ScanHistory,
     VerifyAnswer,
@@ -25,10 +26,10 @@ class VerifyController(Controller):
     tags = ["verification"]
 
     @post("", status_code=HTTP_200_OK, summary="Verify a scanned code for one scene (signed, verify:<scene>)")
-    async def verify(self, data: VerifyRequest, codes: CodeServices, verifier: Scanner) -> VerifyAnswer:
+    async def verify(self, data: VerifyRequest, state: State, verifier: Scanner) -> VerifyAnswer:
         # `verifier`: the signed caller whose nonce, revoked mark and rate limit the verification's own Redis
-        # pipeline settles (one round trip per verification).
-        return await codes.verification.verify(verifier, data.code, data.scene)
+        # pipeline settles (one round trip per verification); the services come from the state (codes_from).
+        return await codes_from(state).verification.verify(verifier, data.code, data.scene)
 
     @post(
         "/vouchers/redeem",
