@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+from functools import lru_cache
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
@@ -22,30 +22,51 @@ def b45encode(data: bytes) -> str:
 
 
 # Every character maps to its value as one byte (255 marks characters outside the alphabet), so the text
-# becomes a bytes object in C and the arithmetic runs over slices, not character by character.
+# becomes a bytes object in C.
 _VALUE_TABLE = bytes(_INDEX.get(chr(i), 255) for i in range(256))
 
 
+def _lane_masks(triples: int) -> tuple[int, int]:
+    """For `triples` 24-bit lanes: the low byte of every lane, and the high byte of every lane."""
+    return int.from_bytes(b"\0\0\xff" * triples, "big"), int.from_bytes(b"\xff\0\0" * triples, "big")
+
+
+# A QR code holds at most 4,296 alphanumeric characters (1,432 triples): only sizes up to that are remembered,
+# so odd input cannot make the cache large.
+_QR_TRIPLES = 1432
+_cached_lane_masks = lru_cache(maxsize=16)(_lane_masks)
+
+
 def b45decode(text: str) -> bytes:
-    if not text.isascii():
-        raise ValueError("not base45")
-    values = text.encode("ascii").translate(_VALUE_TABLE)
+    """Decodes all triples at once with big-integer arithmetic (SIMD within a register): about fifteen C-level
+    steps whatever the length, instead of a Python loop over the triples.
+
+    The values of the characters, read as one big-endian integer, hold each triple `c d e` in a 24-bit lane as
+    `c·2¹⁶ + d·2⁸ + e`. Masking and shifting give three integers holding c, d and e in every lane, and
+    `c + 45·d + 2025·e` is at most 91,124 < 2²⁴, so the sum never carries into the next lane. A lane above 65,535
+    has a non-zero high byte; otherwise its two low bytes are the decoded pair, and dropping every third byte
+    of the lanes leaves the output."""
+    try:
+        values = text.encode("ascii").translate(_VALUE_TABLE)
+    except UnicodeEncodeError:
+        raise ValueError("not base45") from None
     if 255 in values:
         raise ValueError("not base45")
     size = len(values)
-    if size % 3 == 1:
+    rest = size % 3
+    if rest == 1:
         raise ValueError("not base45: bad length")
-    whole = size - size % 3
-    pairs = [
-        a + b * 45 + c * 2025
-        for a, b, c in zip(values[0:whole:3], values[1:whole:3], values[2:whole:3], strict=True)
-    ]
-    if pairs and max(pairs) > 0xFFFF:
+    triples = size // 3
+    low, high = _cached_lane_masks(triples) if triples <= _QR_TRIPLES else _lane_masks(triples)
+    lanes = int.from_bytes(values[: size - rest], "big")
+    sums = (lanes >> 16 & low) + 45 * (lanes >> 8 & low) + 2025 * (lanes & low)
+    if sums & high:
         raise ValueError("not base45: value out of range")
-    out = struct.pack(f">{len(pairs)}H", *pairs)
-    if size % 3 == 2:
+    out = bytearray(sums.to_bytes(3 * triples, "big"))
+    del out[::3]
+    if rest:
         last = values[-2] + values[-1] * 45
         if last > 0xFF:
             raise ValueError("not base45: value out of range")
-        out += bytes((last,))
-    return out
+        out.append(last)
+    return bytes(out)

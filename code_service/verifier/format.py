@@ -34,11 +34,12 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from code_service.verifier.base45 import b45decode, b45encode
@@ -54,7 +55,10 @@ MAX_CREDENTIAL_LIFETIME = 24 * 3600
 _SERVER = struct.Struct(">B4s8s8sIHB")  # 28 bytes signed
 _CRED = struct.Struct(">B4s8s8sIIB33s")  # 63 bytes signed
 _DEVICE_TAIL = struct.Struct(">IH")  # 6 bytes
-_ECDSA = ec.ECDSA(hashes.SHA256())
+# Whole payloads in one call: the signed fields as above, then the signatures as r and s (32 bytes each).
+SERVER_FIELDS = struct.Struct(">B4s8s8sIHB32s32s")  # 92 bytes
+DEVICE_FIELDS = struct.Struct(">B4s8s8sIIB33s32s32sIH32s32s")  # 197 bytes
+ES256 = ec.ECDSA(hashes.SHA256())  # ECDSA P-256 with SHA-256; the curve comes with the key
 
 
 class Health(IntEnum):
@@ -87,7 +91,16 @@ class Flags:
     def from_byte(cls, value: int) -> Flags:
         if value & 0xC0:
             raise ValueError("reserved flag bits set")
+        if cls is Flags:
+            return FLAGS[value & 0x3F]  # the fields depend on bits 0-5 only
         return cls(Health(value & 3), bool(value & 4), bool(value & 8), Standing((value >> 4) & 3))
+
+
+# Flags are immutable: one shared instance per valid byte, instead of two IntEnum lookups and a new object per code.
+FLAGS: tuple[Flags, ...] = tuple(
+    Flags(Health(value & 3), bool(value & 4), bool(value & 8), Standing((value >> 4) & 3))
+    for value in range(64)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +158,42 @@ def raw_signature(der: bytes) -> bytes:
 
 
 def sign_raw(private_key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    return raw_signature(private_key.sign(data, _ECDSA))
+    return raw_signature(private_key.sign(data, ES256))
+
+
+def _der_integer(value: bytes) -> bytes:
+    value = value.lstrip(b"\0")
+    if not value or value[0] & 0x80:
+        value = b"\0" + value
+    return b"\x02" + bytes((len(value),)) + value
+
+
+def _der_frame(r_high: bool, s_high: bool) -> tuple[bytes, bytes]:
+    r_len, s_len = 32 + r_high, 32 + s_high
+    head = bytes((0x30, 4 + r_len + s_len, 0x02, r_len)) + b"\0" * r_high
+    return head, bytes((0x02, s_len)) + b"\0" * s_high
+
+
+# DER of SEQUENCE { INTEGER r, INTEGER s } for 32-byte r and s without a leading zero byte (255 signatures in
+# 256 each): header ‖ r ‖ middle ‖ s, the header and middle chosen by the top bits of r and s.
+_DER_FRAMES = tuple(_der_frame(r_high, s_high) for r_high in (False, True) for s_high in (False, True))
+
+
+def der_signature(r: bytes, s: bytes) -> bytes:
+    """The DER form `cryptography` verifies, of 32-byte big-endian r and s: the same bytes as
+    `encode_dss_signature(int(r), int(s))`, without the detour through Python integers."""
+    if r[0] and s[0]:
+        head, middle = _DER_FRAMES[(r[0] >> 6 & 2) | s[0] >> 7]
+        return head + r + middle + s
+    body = _der_integer(r) + _der_integer(s)
+    return b"\x30" + bytes((len(body),)) + body
 
 
 def verify_raw(public_key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> bool:
     if len(signature) != 64:
         return False
-    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
-        public_key.verify(der, data, _ECDSA)
+        public_key.verify(der_signature(signature[:32], signature[32:]), data, ES256)
     except InvalidSignature:
         return False
     return True
@@ -163,9 +203,12 @@ def compressed_point(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return public_key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
 
 
+_P256 = ec.SECP256R1()
+
+
 def load_point(data: bytes) -> ec.EllipticCurvePublicKey:
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data)
+        return ec.EllipticCurvePublicKey.from_encoded_point(_P256, data)
     except ValueError:
         raise FormatError("device key is not a P-256 point") from None
 
@@ -232,6 +275,36 @@ def encode_device_code(
 
 def decode(text: str) -> ServerCode | DeviceCode:
     """Parses without checking signatures or times; raises FormatError for anything malformed."""
+    payload, fields = decode_fields(text)
+    if len(payload) == SERVER_CODE_LEN:
+        header, kid, subject, code_id, issued_at, lifetime, flags, r, s = fields
+        return ServerCode(
+            header & 0x0F, kid, subject, code_id, issued_at, lifetime, FLAGS[flags], payload[:28], r + s
+        )
+    _, kid, credential_id, subject, not_before, not_after, flags, device_key = fields[:8]
+    cred_r, cred_s, shown_at, counter, device_r, device_s = fields[8:]
+    return DeviceCode(
+        kid,
+        credential_id,
+        subject,
+        not_before,
+        not_after,
+        FLAGS[flags],
+        device_key,
+        payload[:63],
+        cred_r + cred_s,
+        shown_at,
+        counter,
+        payload[:133],
+        device_r + device_s,
+    )
+
+
+def decode_fields(text: str) -> tuple[bytes, tuple[Any, ...]]:
+    """Step 1 of docs/code-format.md section 6 but for the device point (which needs a curve operation): the
+    payload, and its fields as SERVER_FIELDS or DEVICE_FIELDS unpack them (the payload's length tells which; the
+    flags byte is 0-63). Raises FormatError for anything malformed. This is what `decode` builds its objects
+    from, and what the offline verifier reads directly."""
     if not text.startswith(PREFIX):
         raise FormatError("not a Taizhou Tong version-1 code")
     try:
@@ -243,54 +316,21 @@ def decode(text: str) -> ServerCode | DeviceCode:
     header = payload[0]
     if header >> 4 != VERSION:
         raise FormatError("unsupported version")
-    try:
-        if header & 0x0F in (TYPE_PERSONAL, TYPE_ENTERPRISE):
-            return _decode_server(payload)
-        if header & 0x0F == TYPE_DEVICE:
-            return _decode_device(payload)
-    except (struct.error, ValueError) as exc:
-        raise FormatError(f"malformed code: {exc}") from None
-    raise FormatError("unknown code type")
-
-
-def _decode_server(payload: bytes) -> ServerCode:
-    if len(payload) != SERVER_CODE_LEN:
-        raise FormatError("server code has the wrong length")
-    header, kid, subject, code_id, issued_at, lifetime, flags = _SERVER.unpack(payload[:28])
-    if not 1 <= lifetime <= MAX_SERVER_LIFETIME:
-        raise FormatError("lifetime out of range")
-    return ServerCode(
-        header & 0x0F,
-        kid,
-        subject,
-        code_id,
-        issued_at,
-        lifetime,
-        Flags.from_byte(flags),
-        payload[:28],
-        payload[28:],
-    )
-
-
-def _decode_device(payload: bytes) -> DeviceCode:
-    if len(payload) != DEVICE_CODE_LEN:
-        raise FormatError("device code has the wrong length")
-    _, kid, credential_id, subject, not_before, not_after, flags, device_key = _CRED.unpack(payload[:63])
-    if not 0 < not_after - not_before <= MAX_CREDENTIAL_LIFETIME:
-        raise FormatError("credential window out of range")
-    shown_at, counter = _DEVICE_TAIL.unpack(payload[127:133])
-    return DeviceCode(
-        kid,
-        credential_id,
-        subject,
-        not_before,
-        not_after,
-        Flags.from_byte(flags),
-        device_key,
-        payload[:63],
-        payload[63:127],
-        shown_at,
-        counter,
-        payload[:133],
-        payload[133:],
-    )
+    code_type = header & 0x0F
+    if code_type == TYPE_PERSONAL or code_type == TYPE_ENTERPRISE:
+        if len(payload) != SERVER_CODE_LEN:
+            raise FormatError("server code has the wrong length")
+        fields = SERVER_FIELDS.unpack(payload)
+        if not 1 <= fields[5] <= MAX_SERVER_LIFETIME:
+            raise FormatError("lifetime out of range")
+    elif code_type == TYPE_DEVICE:
+        if len(payload) != DEVICE_CODE_LEN:
+            raise FormatError("device code has the wrong length")
+        fields = DEVICE_FIELDS.unpack(payload)
+        if not 0 < fields[5] - fields[4] <= MAX_CREDENTIAL_LIFETIME:
+            raise FormatError("credential window out of range")
+    else:
+        raise FormatError("unknown code type")
+    if fields[6] & 0xC0:
+        raise FormatError("malformed code: reserved flag bits set")
+    return payload, fields
