@@ -26,6 +26,7 @@ from app_backend.infra.breaker import RedisBreaker
 from app_backend.infra.crypto import FieldCipher, mask
 from app_backend.infra.errors import RATE_LIMITED, SHED, Problem, field_error
 from app_backend.settings import Settings
+from code_service.redis_batch import BatchRunner, RedisBatch
 
 _CHINA = ZoneInfo("Asia/Shanghai")
 # Atomic check of a one-time code: a match deletes it; the Nth wrong try deletes it too.
@@ -148,6 +149,7 @@ class AuthService:
         breaker: RedisBreaker,
     ) -> None:
         self._redis = redis
+        self._batches = BatchRunner(redis)
         self._breaker = breaker
         self._settings = settings
         self._cipher = cipher
@@ -270,7 +272,7 @@ class AuthService:
                 f"authorization: {exc or 'token invalid'}",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from None
-        return principal, ResidentChecks(self._redis, self._breaker, principal, self._settings)
+        return principal, ResidentChecks(self._batches, self._breaker, principal, self._settings)
 
 
 class ResidentChecks:
@@ -278,22 +280,22 @@ class ResidentChecks:
     are pushed to Redis when a session ends. Without Redis a revoked session cannot be told apart, so resident
     requests are refused with 503 (codes keep showing offline from the phone's device credential)."""
 
-    __slots__ = ("_breaker", "_limit", "_principal", "_rate_key", "_redis", "_window")
+    __slots__ = ("_batches", "_breaker", "_limit", "_principal", "_rate_key", "_window")
 
     def __init__(
-        self, redis: Redis, breaker: RedisBreaker, principal: ResidentPrincipal, settings: Settings
+        self, batches: BatchRunner, breaker: RedisBreaker, principal: ResidentPrincipal, settings: Settings
     ) -> None:
-        self._redis = redis
+        self._batches = batches
         self._breaker = breaker
         self._principal = principal
         self._limit = settings.rate_resident_per_minute
         self._window = int(rate_clock()) // 60
         self._rate_key = f"rate:resident:{principal.resident_id}:{self._window}"
 
-    def queue(self, pipe: Any) -> int:
-        pipe.exists(revoked_key(self._principal.session_id))
-        pipe.incr(self._rate_key)
-        pipe.expire(self._rate_key, 61)
+    def queue(self, batch: RedisBatch) -> int:
+        batch.exists(revoked_key(self._principal.session_id))
+        batch.incr(self._rate_key)
+        batch.expire(self._rate_key, 61)
         return 3
 
     def settle(self, results: list[Any]) -> None:
@@ -327,9 +329,9 @@ class ResidentChecks:
     async def run(self) -> None:
         if self._breaker.allow():
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    self.queue(pipe)
-                    results = await pipe.execute()
+                batch = self._batches.batch()
+                self.queue(batch)
+                results = await batch.execute()
             except self._breaker.unavailable as exc:
                 self._breaker.failed(exc)
             else:

@@ -26,6 +26,7 @@ from app_backend.organisations.schemas import (
     MachinePrincipal,
     Organisation,
 )
+from code_service.redis_batch import BatchRunner, RedisBatch
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
 _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
@@ -173,6 +174,7 @@ class MachineAuth:
         self._cipher = cipher
         self._window = window
         self._breaker = breaker
+        self._batches = BatchRunner(redis)
         self._rate = rate_per_second
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}
@@ -270,11 +272,11 @@ class MachineChecks:
         # A fixed one-second window per organisation, shared by every worker through Redis.
         self._rate_key = f"rate:org:{principal.organisation_id}:{int(rate_clock())}"
 
-    def queue(self, pipe: Any) -> int:
-        pipe.set(self._nonce_key, 1, nx=True, ex=2 * self._auth._window + 5)
-        pipe.exists(_revoked_key(self._principal.key_id))
-        pipe.incr(self._rate_key)
-        pipe.expire(self._rate_key, 2)
+    def queue(self, batch: RedisBatch) -> int:
+        batch.set(self._nonce_key, 1, nx=True, ex=2 * self._auth._window + 5)
+        batch.exists(_revoked_key(self._principal.key_id))
+        batch.incr(self._rate_key)
+        batch.expire(self._rate_key, 2)
         return 4
 
     def settle(self, results: list[Any]) -> None:
@@ -302,9 +304,9 @@ class MachineChecks:
         breaker = self._auth._breaker
         if breaker.allow():
             try:
-                async with self._auth._redis.pipeline(transaction=False) as pipe:
-                    self.queue(pipe)
-                    results = await pipe.execute()
+                batch = self._auth._batches.batch()
+                self.queue(batch)
+                results = await batch.execute()
             except breaker.unavailable as exc:
                 breaker.failed(exc)
             else:

@@ -35,6 +35,7 @@ from code_service.codes.schemas import (
 from code_service.gates.service import DenyListService
 from code_service.keys.service import KeyService
 from code_service.ports import Directory, Holder, RedisHealth, TransitEligibility
+from code_service.redis_batch import BatchRunner
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -182,6 +183,7 @@ class IssuingService:
     ) -> None:
         self._pool = pool
         self._redis = redis
+        self._batches = BatchRunner(redis)
         self._health = health
         self._keys = keys
         self._facts = facts
@@ -226,10 +228,10 @@ class IssuingService:
         if checks is not None and not self._health.allow():
             checks.settle_locally()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                settled = checks.queue(pipe) if checks is not None else 0
-                pipe.get(facts_key(subject) if subject is not None else subject_key(holder.resident_id))
-                results = await pipe.execute()
+            batch = self._batches.batch()
+            settled = checks.queue(batch) if checks is not None else 0
+            batch.get(facts_key(subject) if subject is not None else subject_key(holder.resident_id))
+            results = await batch.execute()
         except self._health.unavailable as exc:
             self._health.failed(exc)
             if checks is not None:

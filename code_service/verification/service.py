@@ -27,6 +27,7 @@ from code_service.codes.service import FactsService, facts_key
 from code_service.gates.service import deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import RedisHealth, Scanner
+from code_service.redis_batch import BatchRunner
 from code_service.verification.repository import ScanRepository
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
@@ -148,6 +149,7 @@ class VerificationService:
         skew: int = 30,
     ) -> None:
         self._redis = redis
+        self._batches = BatchRunner(redis)
         self._health = health
         self._keys = keys
         self._facts = facts
@@ -217,21 +219,21 @@ class VerificationService:
         if self._health.allow():
             checks = scanner.checks
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    settled = checks.queue(pipe) if checks is not None else 0
-                    pipe.get(facts_key(code.subject))
-                    pipe.exists(deny_mark("account", code.subject))
-                    pipe.exists(
-                        deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
+                batch = self._batches.batch()
+                settled = checks.queue(batch) if checks is not None else 0
+                batch.get(facts_key(code.subject))
+                batch.exists(deny_mark("account", code.subject))
+                batch.exists(
+                    deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
+                )
+                if scene in _SINGLE_USE:
+                    batch.set(
+                        _used_key(code.code_id),
+                        1,
+                        nx=True,
+                        ex=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew,
                     )
-                    if scene in _SINGLE_USE:
-                        pipe.set(
-                            _used_key(code.code_id),
-                            1,
-                            nx=True,
-                            ex=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew,
-                        )
-                    results = await pipe.execute()
+                results = await batch.execute()
             except self._health.unavailable as exc:
                 self._health.failed(exc)
             else:
