@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean-data
+.PHONY: run test lint bench loadtest install clean-data
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test: $(STAMP)
 ## the deny list's memory and lookup time for ten million entries. Ratios below their goals are reported, not failures.
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench
+
+## Locust load test of one scenario, sized from the event's numbers and judged by its objectives (docs/load-testing.md):
+## make loadtest SCENARIO=morning_rush|event_entry|health_surge|payment_burst|city_day [TARGET=URL CREDENTIALS=FILE]
+## [WORKERS=N] [ATTENDEES=N WINDOW=MIN GATES=N] [MINUTES=3] [ARGS="--redis-outage 20"]. Reports go to reports/.
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(TARGET),--target $(TARGET)) \
+		$(if $(CREDENTIALS),--credentials $(CREDENTIALS)) $(if $(WORKERS),--distributed $(WORKERS)) \
+		$(if $(ATTENDEES),--attendees $(ATTENDEES)) $(if $(WINDOW),--window-minutes $(WINDOW)) \
+		$(if $(GATES),--gates $(GATES)) $(if $(MINUTES),--test-minutes $(MINUTES)) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

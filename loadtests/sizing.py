@@ -4,13 +4,19 @@ request rates each endpoint must hold at the peak, and the stages of the load sh
 The model, so operations can argue with it:
 - Arrivals are not uniform: they rise to a peak and fall (a triangle over the window), so the peak arrival rate
   is twice the mean. A surge multiplies the peak (the Xi'an case is ten times).
-- Every attendee shows their code `displays_per_person` times (code issuing), is scanned `scans_per_person`
-  times (online verification, one scan per gate or checkpoint), and `payment_share` of them pay once (an order
-  and its notification).
+- Every attendee shows their code `displays_per_person` times, is scanned `scans_per_person` times (online
+  verification, one scan per gate or checkpoint), and `payment_share` of them pay once (an order and its
+  notification). A `device_share` of the displays are device codes, signed offline by the phone: they cost the
+  server nothing until scanned; the rest are server codes (code issuing).
+- Gates keep their taps (`taps_per_person` per person) and upload what they hold every `tap_batch_seconds`.
 - Simulated users follow Little's law: users in the system = arrival rate x time each spends in it.
 - A gate lets one person through every `gate_seconds`; when the peak needs more gates than there are, the queue
   grows and the plan says so.
-- The test compresses the event's window into `test_minutes` with the same shape: ramp, plateau, surge, decay."""
+- The test compresses the event's window into `test_minutes` with the same shape: ramp, plateau, surge, decay.
+  Each user arrives once when started and then once every `seconds_in_system` (Locust's constant pacing), so a
+  stage starts or stops its change in users over one `seconds_in_system` (never slower than the normal arrival
+  rate): the arrival rate moves to the stage's rate at once, without a wave of first arrivals (and the same wave
+  again one `seconds_in_system` later)."""
 
 from __future__ import annotations
 
@@ -31,12 +37,17 @@ class Event:
     seconds_in_system: float = 60.0
     gate_seconds: float = 1.5
     test_minutes: float = 10.0
+    device_share: float = 0.0
+    taps_per_person: float = 0.0
+    tap_batch_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.attendees <= 0 or self.window_minutes <= 0 or self.gates <= 0:
             raise ValueError("attendees, window and gates must be positive")
         if not 0 <= self.payment_share <= 1 or self.surge_factor < 1 or self.test_minutes <= 0:
             raise ValueError("payment share in [0, 1], surge factor >= 1, test minutes > 0")
+        if not 0 <= self.device_share <= 1 or self.seconds_in_system <= 0 or self.tap_batch_seconds <= 0:
+            raise ValueError("device share in [0, 1], seconds in system and tap batch seconds > 0")
 
 
 @dataclass(frozen=True)
@@ -66,20 +77,30 @@ def plan(event: Event) -> Plan:
     peak = 2 * mean * event.surge_factor
     users = max(1, math.ceil(peak * event.seconds_in_system))
     rps = {
-        "POST /api/v1/codes/personal": peak * event.displays_per_person,
+        "POST /api/v1/codes/personal": peak * event.displays_per_person * (1 - event.device_share),
         "POST /api/v1/verify": peak * event.scans_per_person,
         "POST /api/v1/payments/orders": peak * event.payment_share,
         "POST /api/v1/payments/notify": peak * event.payment_share,
     }
+    if event.taps_per_person > 0:
+        # Every gate uploads once per interval when it holds taps: with Poisson arrivals spread over the gates,
+        # a gate holds at least one with probability 1 - exp(-taps in an interval per gate).
+        per_gate = peak * event.taps_per_person * event.tap_batch_seconds / event.gates
+        rps["POST /api/v1/gates/taps"] = event.gates / event.tap_batch_seconds * (1 - math.exp(-per_gate))
     capacity = event.gates / event.gate_seconds
     needed = math.ceil(peak * event.scans_per_person * event.gate_seconds)
     total = int(event.test_minutes * 60)
     base_users = max(1, math.ceil(users / event.surge_factor))
+    last_users = max(1, base_users // 4)
+    # Each user arrives once when started, then once per seconds_in_system: starting (or stopping) a stage's
+    # change in users over one seconds_in_system moves the arrival rate straight to the stage's rate.
+    per_s = 1 / event.seconds_in_system
+    base_rate = round(base_users * per_s, 2)
     stages = [
-        Stage("ramp", total // 4, base_users, round(peak / event.surge_factor, 2)),
-        Stage("plateau", total // 2, base_users, round(peak / event.surge_factor, 2)),
-        Stage("surge", total * 3 // 4, users, round(peak, 2)),
-        Stage("decay", total, max(1, base_users // 4), round(peak / event.surge_factor, 2)),
+        Stage("ramp", total // 4, base_users, base_rate),
+        Stage("plateau", total // 2, base_users, base_rate),
+        Stage("surge", total * 3 // 4, users, round(max(base_users, users - base_users) * per_s, 2)),
+        Stage("decay", total, last_users, round(max(base_users, users - last_users) * per_s, 2)),
     ]
     return Plan(
         mean_arrivals_per_s=mean,
@@ -99,10 +120,11 @@ def render(event: Event, made: Plan) -> str:
     lines = [
         f"Event: {event.attendees:,} attendees in {event.window_minutes:g} min through {event.gates} gates "
         f"(surge x{event.surge_factor:g}, {event.scans_per_person:g} scans and {event.displays_per_person:g} "
-        f"code displays per person, {event.payment_share:.0%} pay)",
+        f"code displays per person, {event.device_share:.0%} of them device codes, {event.payment_share:.0%} pay)",
         f"Arrivals: mean {made.mean_arrivals_per_s:,.1f}/s, peak {made.peak_arrivals_per_s:,.1f}/s",
         f"Locust: {made.users:,} users at the peak, spawn rate {made.spawn_rate:,.1f}/s, "
-        f"{made.duration_s // 60} min test",
+        f"{made.duration_s // 60} min {made.duration_s % 60} s test, each user one arrival every "
+        f"{event.seconds_in_system:g} s",
         "Target requests per second at the peak:",
         *[f"  {endpoint:<36} {rate:>10,.1f}" for endpoint, rate in made.rps.items()],
         f"Gates: {made.gate_capacity_per_s:,.1f} people/s capacity; the peak needs {made.gates_needed} gates"
@@ -127,6 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("payment_share", float, "share of people who pay once (0..1)"),
         ("surge_factor", float, "peak multiplier (10 for a Xi'an-style surge)"),
         ("test_minutes", float, "length of the compressed load test"),
+        ("seconds_in_system", float, "seconds each person spends from arrival to leaving (Little's law)"),
+        ("device_share", float, "share of code displays that are offline device codes (0..1)"),
+        ("taps_per_person", float, "gate taps per person, uploaded in batches"),
+        ("tap_batch_seconds", float, "seconds between a gate's tap uploads"),
     ):
         default = getattr(defaults, name)
         required = name in ("attendees", "window_minutes", "gates")

@@ -1,0 +1,448 @@
+"""Locust users of the Taizhou Tong load test. Run through the runner, which sizes the plan, prepares the fixtures
+and writes the run spec this file reads (`TZT_LOADTEST_RUN`):
+
+    python -m loadtests.run --scenario event_entry [--attendees 40000 --window-minutes 45 --gates 60]
+
+Users (FastHttpUser; each is one person "slot": one arrival every `seconds_in_system` seconds):
+- RiderUser: shows a code at an entry gate (a device code made offline when the phone has a device key, else a
+  server code, POST /api/v1/codes/personal), the gate verifies it online (signed POST /api/v1/verify, transit)
+  and keeps a tap; the ride; the same at the exit gate.
+- CheckpointUser: opens the code on the way and shows it at a venue gate or checkpoint, which verifies it online
+  (signed, health: the checkpoint scene).
+- PayerUser: creates an order with an Idempotency-Key (some are retried with the same key and must get the same
+  order), pays it in the channel's sandbox, relays the channel's signed notification to our notify endpoint and
+  checks the order is paid.
+- GateUser (fixed count, one per gate): uploads the taps it holds every `tap_batch_seconds` (signed
+  POST /api/v1/gates/taps); a batch not acknowledged with a 2xx answer is kept and sent again.
+
+Every answer is ok, shed (429/503 with Retry-After; reported under the name + " [shed]") or a failure."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+from geventhttpclient.client import HTTPClientPool
+from locust import FastHttpUser, LoadTestShape, constant_pacing, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from app_backend.organisations.signing import sign_request
+from code_service.holder import DeviceWallet
+from code_service.verifier.format import DeviceCode, decode
+from loadtests.fixtures import Org, ResidentPool, TokenBook
+from loadtests.shapes import target_at
+from loadtests.sizing import Stage
+from loadtests.slo import SHED_SUFFIX, classify
+from loadtests.tally import Tally
+
+
+def _spec() -> dict[str, Any]:
+    path = os.environ.get("TZT_LOADTEST_RUN")
+    if not path:
+        raise SystemExit("TZT_LOADTEST_RUN is not set: start load tests with `python -m loadtests.run`")
+    return dict(json.loads(Path(path).read_text()))
+
+
+SPEC = _spec()
+FIXTURES = json.loads(Path(SPEC["fixtures"]).read_text())
+TOKENS = TokenBook(Path(SPEC["tokens"]))
+POOL = ResidentPool(FIXTURES["residents"])
+TALLY = Tally(Path(SPEC["out_dir"]))
+ORGS = {role: Org(**org) for role, org in FIXTURES["orgs"].items()}
+VISITS = {visit["user_class"]: visit for visit in SPEC["visits"]}
+STATIONS = ["泰州站", "鼓楼路", "坡子街", "稻河古街区", "海陵北路", "凤城河", "医药城", "高港"]
+VERIFY = "/api/v1/verify"
+TIMEOUT_S = float(SPEC["timeout_s"])
+rng = random.Random()  # noqa: S311 - simulated behaviour, not security
+
+
+class PlanShape(LoadTestShape):
+    """The plan's stages (ramp, plateau, surge, decay), the gates on top."""
+
+    stages = tuple(Stage(**stage) for stage in SPEC["stages"])
+    fixed_users = int(SPEC["gates"])
+
+    def tick(self) -> tuple[int, float] | None:
+        return target_at(self.stages, self.get_run_time(), self.fixed_users)
+
+
+@events.test_start.add_listener
+def _started(environment: Any, **_: Any) -> None:
+    """The master (or the only process) notes when the shape's clock started: the runner's windows count from it."""
+    if not isinstance(environment.runner, WorkerRunner):
+        (Path(SPEC["out_dir"]) / "started.json").write_text(json.dumps({"started_at": time.time()}))
+
+
+@events.test_stop.add_listener
+def _stopped(**_: Any) -> None:
+    TALLY.dump()
+
+
+@events.quitting.add_listener
+def _quitting(environment: Any, **_: Any) -> None:
+    if not isinstance(environment.runner, MasterRunner):
+        TALLY.dump()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Phones and gates of this process
+# ------------------------------------------------------------------------------------------------------------
+
+_wallets: dict[str, DeviceWallet] = {}
+
+
+def wallet_of(resident: dict[str, Any]) -> DeviceWallet | None:
+    """The phone's device key and credential (loaded once per process, counters from a random start so that
+    two processes showing the same phone's codes in the same second do not make the same code id)."""
+    if not resident.get("wallet"):
+        return None
+    wallet = _wallets.get(resident["id"])
+    if wallet is None:
+        key = load_der_private_key(base64.b64decode(resident["wallet"]["key"]), None)
+        wallet = DeviceWallet(key)  # type: ignore[arg-type]
+        wallet.load_credential(resident["wallet"]["credential"])
+        wallet.counter = rng.randrange(0x10000)
+        _wallets[resident["id"]] = wallet
+    return wallet
+
+
+def times(mean: float) -> int:
+    """A whole number of actions with the given mean (1.5 -> 1 or 2)."""
+    whole = int(mean)
+    return whole + (1 if rng.random() < mean - whole else 0)
+
+
+class GateHub:
+    """The taps of this process's gates, until uploaded. A tap goes to a running gate at random; taps made
+    while no gate runs here wait for the next gate's upload."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, list[dict[str, Any]]] = {}
+        self.waiting: list[dict[str, Any]] = []
+
+    def open(self, gate_id: str) -> None:
+        self.held[gate_id] = []
+
+    def close(self, gate_id: str) -> list[dict[str, Any]]:
+        return self.held.pop(gate_id, [])
+
+    def keep(self, tap: dict[str, Any]) -> None:
+        gates = list(self.held)
+        (self.held[rng.choice(gates)] if gates else self.waiting).append(tap)
+
+    def take(self, gate_id: str, limit: int = 5000) -> list[dict[str, Any]]:
+        mine = self.held.get(gate_id, [])
+        batch = (mine + self.waiting)[:limit]
+        taken = len(batch)
+        from_mine = min(taken, len(mine))
+        del mine[:from_mine]
+        del self.waiting[: taken - from_mine]
+        return batch
+
+    def give_back(self, gate_id: str, taps: list[dict[str, Any]]) -> None:
+        (self.held[gate_id] if gate_id in self.held else self.waiting)[:0] = taps
+
+
+HUB = GateHub()
+
+
+def _tap(code: str, answer: dict[str, Any], direction: str, station: str, gate_id: str) -> dict[str, Any]:
+    decoded = decode(code)
+    return {
+        "tap_id": "lt-" + uuid.uuid4().hex,
+        "gate_id": gate_id,
+        "line": "1",
+        "station": station,
+        "direction": direction,
+        "tapped_at": dt.datetime.now(dt.UTC).isoformat(),
+        "subject": decoded.subject.hex(),
+        "code_id": decoded.code_id.hex(),
+        "credential_id": decoded.credential_id.hex() if isinstance(decoded, DeviceCode) else None,
+        "rider_token": str(answer.get("rider_token", "")),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Users
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    outcome: str
+    status: int
+    body: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+def _no_answer(error: BaseException | None) -> str:
+    """What kind of "no answer": geventhttpclient wraps the cause (`original`) in RetriesExceeded."""
+    cause = getattr(error, "original", None) or error
+    if isinstance(cause, TimeoutError | gevent.Timeout):
+        return "no answer: timeout"
+    if isinstance(cause, ConnectionRefusedError):
+        return "no answer: connection refused"
+    if isinstance(cause, ConnectionError):
+        return "no answer: connection reset or closed"
+    return f"no answer: {type(cause).__name__}"
+
+
+def _failure_text(status: int, error: BaseException | None) -> str:
+    if not status:
+        return _no_answer(error)
+    if status in (429, 503):
+        return f"HTTP {status} without Retry-After"
+    return f"HTTP {status}"
+
+
+def _body(response: Any) -> Any:
+    """JSON answers parsed; others (the channels' notify acknowledgements) as text."""
+    if not response.content:
+        return None
+    if "json" in (response.headers.get("Content-Type") or ""):
+        return response.json()
+    return response.text
+
+
+def shared_connections() -> HTTPClientPool | None:
+    """One connection pool for every user of a class in this process, as a load balancer's upstream pool would
+    be; with `--connections 0` every user (phone, gate) holds its own connections to the server instead."""
+    if not SPEC["connections"]:
+        return None
+    return HTTPClientPool(
+        concurrency=int(SPEC["connections"]), network_timeout=TIMEOUT_S, connection_timeout=TIMEOUT_S
+    )
+
+
+class TztUser(FastHttpUser):
+    abstract = True
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+    wait_time = constant_pacing(float(SPEC["seconds_in_system"]))
+
+    def call(self, method: str, url: str, name: str = "", check: Any = None, **kwargs: Any) -> Answer:
+        """One request, classified ok / shed / failure, with a deadline for the whole of it (waiting for a
+        pooled connection included): a hung server shows as timeouts. `check(body)` may turn a 2xx answer into
+        a failure by returning why."""
+        name = name or url
+        started = time.time()
+        try:
+            with gevent.Timeout(TIMEOUT_S):
+                answer = self._send(method, url, name, check, **kwargs)
+        except gevent.Timeout:
+            answer = Answer("failure", 0)
+            self.environment.events.request.fire(
+                request_type=method,
+                name=name,
+                response_time=(time.time() - started) * 1000,
+                response_length=0,
+                response=None,
+                context={},
+                exception=TimeoutError(f"no answer: timeout (whole request over {TIMEOUT_S:g} s)"),
+            )
+        TALLY.request(f"{method} {name}", started, time.time(), answer.outcome)  # type: ignore[arg-type]
+        return answer
+
+    def _send(self, method: str, url: str, name: str, check: Any, **kwargs: Any) -> Answer:
+        body: Any = None
+        with self.client.request(method, url, name=name, catch_response=True, **kwargs) as response:
+            status = response.status_code or 0
+            error = getattr(response, "error", None)
+            outcome = classify(
+                status, response.headers.get("Retry-After") if response.headers else None, error
+            )
+            if outcome == "ok":
+                body = _body(response)
+                problem = check(body) if check else None
+                if problem:
+                    outcome = "failure"
+                    response.failure(problem)
+                else:
+                    response.success()
+            elif outcome == "shed":
+                response.request_meta["name"] = name + SHED_SUFFIX
+                response.success()
+            else:
+                response.failure(_failure_text(status, error))
+        return Answer(outcome, status, body)
+
+    def as_resident(self, resident: dict[str, Any]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKENS.get(resident['id'])}"}
+
+    def signed(self, org: Org, method: str, path: str, payload: Any, name: str = "") -> Answer:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = sign_request(org.key_id, org.secret, method, path, body)
+        return self.call(
+            method, path, name, data=body, headers={**headers, "Content-Type": "application/json"}
+        )
+
+    def show_code(self, resident: dict[str, Any]) -> str | None:
+        wallet = wallet_of(resident)
+        if wallet is not None:
+            TALLY.count("device codes shown (made on the phone, no request)")
+            return wallet.code()
+        answer = self.call("POST", "/api/v1/codes/personal", headers=self.as_resident(resident))
+        return str(answer.body["code"]) if answer.ok else None
+
+    def verify(self, role: str, code: str, scene: str) -> dict[str, Any] | None:
+        answer = self.signed(
+            ORGS[role], "POST", VERIFY, {"code": code, "scene": scene}, f"{VERIFY} [{scene}]"
+        )
+        if not answer.ok:
+            return None
+        TALLY.verdict(scene, answer.body)
+        return dict(answer.body)
+
+
+class RiderUser(TztUser):
+    weight = int(VISITS.get("RiderUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+
+    def pass_gate(self, rider: dict[str, Any], direction: str, station: str) -> bool:
+        code = self.show_code(rider)
+        if code is None:
+            return False
+        answer = self.verify("transit", code, "transit")
+        if not answer or not answer.get("allowed"):
+            return False  # the gate stays shut
+        HUB.keep(_tap(code, answer, direction, station, gate_id=""))
+        return True
+
+    @task
+    def ride(self) -> None:
+        rider = POOL.take(riders_only=True)
+        entry, exit_ = rng.sample(STATIONS, 2)
+        if self.pass_gate(rider, "in", entry):
+            gevent.sleep(float(SPEC["ride_seconds"]))
+            self.pass_gate(rider, "out", exit_)
+
+
+class CheckpointUser(TztUser):
+    weight = int(VISITS.get("CheckpointUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+
+    @task
+    def enter(self) -> None:
+        visit = VISITS["CheckpointUser"]
+        person = POOL.take()
+        code = None
+        for _ in range(times(float(visit["displays"])) or 1):
+            code = self.show_code(person)
+        for _ in range(times(float(visit["scans"]))):
+            if code is not None:
+                self.verify("checkpoint", code, "health")
+
+
+class PayerUser(TztUser):
+    weight = int(VISITS.get("PayerUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+    retry_share = 0.1  # orders sent again with the same key, as an app that did not see the answer does
+
+    def create_order(self, payer: dict[str, Any], channel: str) -> dict[str, Any] | None:
+        key = uuid.uuid4().hex
+        order = {
+            "purpose": "ticket",
+            "amount_fen": rng.randrange(100, 50_000),
+            "subject": "泰州体育中心 门票",
+            "payee_id": FIXTURES["payee_id"],
+            "channel": channel,
+            "method": "native",
+        }
+        headers = {**self.as_resident(payer), "Idempotency-Key": key}
+        first = self.call("POST", "/api/v1/payments/orders", json=order, headers=headers)
+        if not first.ok:
+            return None
+        if rng.random() < self.retry_share:
+            made = first.body["id"]
+            self.call(
+                "POST",
+                "/api/v1/payments/orders",
+                "/api/v1/payments/orders [retry, same key]",
+                check=lambda body: None if body["id"] == made else "a second order for one Idempotency-Key",
+                json=order,
+                headers=headers,
+            )
+            TALLY.count("orders sent twice with one Idempotency-Key")
+        return dict(first.body)
+
+    def pay_and_notify(self, channel: str, order: dict[str, Any]) -> bool:
+        """The buyer pays in the channel's sandbox; the channel's signed notification reaches our endpoint."""
+        paid = self.call(
+            "POST",
+            f"{FIXTURES['sandboxes'][channel]}/_sandbox/trades/{order['out_trade_no']}/pay",
+            f"/_sandbox/trades/{{no}}/pay [{channel}]",
+            json={"deliver": False},
+        )
+        if not paid.ok:
+            return False
+        note = paid.body["notification"]
+        notify = f"/api/v1/payments/notify/{channel}"
+        content = {"data": note["body"].encode(), "headers": {"Content-Type": note["content_type"]}}
+        return self.call("POST", notify, **content).ok
+
+    @task
+    def pay(self) -> None:
+        payer = POOL.take()
+        channel = rng.choice(sorted(FIXTURES["sandboxes"]))
+        order = self.create_order(payer, channel)
+        if order is None:
+            return
+        TALLY.count("orders created")
+        if not self.pay_and_notify(channel, order):
+            return
+        checked = self.call(
+            "GET",
+            f"/api/v1/payments/orders/{order['id']}",
+            "/api/v1/payments/orders/{id}",
+            check=lambda body: (
+                None if body["status"] == "paid" else f"order {body['status']} after notification"
+            ),
+            headers=self.as_resident(payer),
+        )
+        if checked.ok:
+            TALLY.count("orders paid")
+
+
+class GateUser(TztUser):
+    fixed_count = int(SPEC["gates"])
+    client_pool = shared_connections()
+    wait_time = constant_pacing(float(SPEC["tap_batch_seconds"]))
+    gate_number = 0
+
+    def on_start(self) -> None:
+        GateUser.gate_number += 1
+        self.gate_id = f"L1-G{GateUser.gate_number:03d}-{os.getpid()}"
+        HUB.open(self.gate_id)
+
+    def on_stop(self) -> None:
+        left = HUB.close(self.gate_id)
+        if left:
+            self.upload(left)
+
+    def upload(self, taps: list[dict[str, Any]]) -> None:
+        for tap in taps:
+            tap["gate_id"] = tap["gate_id"] or self.gate_id
+        answer = self.signed(ORGS["transit"], "POST", "/api/v1/gates/taps", {"taps": taps})
+        if answer.ok:
+            TALLY.taps_accepted([tap["tap_id"] for tap in taps])
+        else:
+            HUB.give_back(self.gate_id, taps)  # the gate keeps them and tries again
+
+    @task
+    def send(self) -> None:
+        taps = HUB.take(self.gate_id)
+        if taps:
+            self.upload(taps)

@@ -1,0 +1,179 @@
+"""The five scenarios: who arrives, what each person does per visit, the default event numbers, the objectives.
+
+A scenario is a mix of visits (Locust user classes with weights). Every user is one "slot" of Little's law: it makes
+one arrival every `seconds_in_system` seconds (constant pacing), so users / seconds_in_system is the arrival rate
+and the sizing model holds. The per-person numbers of the plan (displays, scans, taps, payment share) are the
+weighted mean of the visits, so the plan's target rates are exactly what the users are meant to send."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from loadtests.sizing import Event, Plan
+from loadtests.slo import Latency, Slo
+
+
+@dataclass(frozen=True)
+class Visit:
+    user_class: str
+    weight: int
+    displays: float = 0.0  # code displays per visit (server codes, or device codes made offline)
+    scans: float = 0.0  # online verifications per visit
+    taps: float = 0.0  # gate taps per visit (uploaded later by the gates, in batches)
+    pays: float = 0.0  # orders paid per visit
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    event: Mapping[str, Any]  # default Event fields; the per-person numbers come from the visits
+    visits: tuple[Visit, ...]
+    slo: Slo
+
+    @property
+    def classes(self) -> list[str]:
+        return [v.user_class for v in self.visits]
+
+    @property
+    def has_riders(self) -> bool:
+        return "RiderUser" in self.classes
+
+    @property
+    def has_payments(self) -> bool:
+        return "PayerUser" in self.classes
+
+    def rider_share(self) -> float:
+        return sum(v.weight for v in self.visits if v.user_class == "RiderUser") / sum(
+            v.weight for v in self.visits
+        )
+
+    def per_person(self) -> dict[str, float]:
+        total = sum(v.weight for v in self.visits)
+        mean = {
+            k: sum(getattr(v, k) * v.weight for v in self.visits) / total
+            for k in ("displays", "scans", "taps", "pays")
+        }
+        return {
+            "displays_per_person": mean["displays"],
+            "scans_per_person": mean["scans"],
+            "taps_per_person": mean["taps"],
+            "payment_share": min(1.0, mean["pays"]),
+        }
+
+    def make_event(self, overrides: Mapping[str, Any] | None = None) -> Event:
+        known = {f.name for f in fields(Event)}
+        values = {
+            **self.event,
+            **self.per_person(),
+            **{k: v for k, v in (overrides or {}).items() if v is not None},
+        }
+        return Event(**{k: v for k, v in values.items() if k in known})
+
+    def gate_users(self, event: Event) -> int:
+        """Gates are users of their own (fixed count): they keep taps and upload batches."""
+        return event.gates if event.taps_per_person > 0 else 0
+
+
+NORMAL = {
+    "codes": Latency(300, 800),
+    "verify": Latency(300, 800),
+    "taps": Latency(1000, 2500),
+    "orders": Latency(800, 2000),
+    "notify": Latency(500, 1500),
+}
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "morning_rush",
+            "Metro line 1 at 7-9 am: riders show device or server codes at the entry and exit gates, gates verify "
+            "online (transit) and upload tap batches; the job worker turns taps into trips and fares",
+            {
+                "attendees": 24_000,
+                "window_minutes": 60,
+                "gates": 40,
+                "device_share": 0.5,
+                "seconds_in_system": 60,
+            },
+            (Visit("RiderUser", 1, displays=2, scans=2, taps=2),),
+            Slo(NORMAL),
+        ),
+        Scenario(
+            "event_entry",
+            "A stadium event: attendees open their code on the way and show it at one of the venue gates, which "
+            "verify it online (health, the checkpoint scene)",
+            {
+                "attendees": 20_000,
+                "window_minutes": 30,
+                "gates": 40,
+                "device_share": 0.3,
+                "seconds_in_system": 60,
+            },
+            (Visit("CheckpointUser", 1, displays=2, scans=1),),
+            Slo(NORMAL),
+        ),
+        Scenario(
+            "health_surge",
+            "The Xi'an case: code displays and checkpoint verifications at ten times the normal peak",
+            {
+                "attendees": 12_000,
+                "window_minutes": 30,
+                "gates": 200,
+                "surge_factor": 10,
+                "device_share": 0.3,
+                "seconds_in_system": 20,
+            },
+            (Visit("CheckpointUser", 1, displays=1, scans=1),),
+            Slo(
+                {"codes": Latency(500, 1500), "verify": Latency(300, 1000)},
+                max_failure_ratio=0.01,
+                min_throughput_share=0.8,
+            ),
+        ),
+        Scenario(
+            "payment_burst",
+            "Ticket sales open: orders created with an Idempotency-Key (some retried), paid by the buyer in the "
+            "Alipay / WeChat sandbox, the channel's signed notification relayed to our notify endpoint, the "
+            "order checked paid",
+            {
+                "attendees": 3_000,
+                "window_minutes": 10,
+                "gates": 1,
+                "surge_factor": 2,
+                "seconds_in_system": 60,
+            },
+            (Visit("PayerUser", 1, pays=1),),
+            Slo(NORMAL),
+        ),
+        Scenario(
+            "city_day",
+            "A city day: metro riders, checkpoint and venue entries, and payments together",
+            {
+                "attendees": 60_000,
+                "window_minutes": 120,
+                "gates": 40,
+                "device_share": 0.4,
+                "seconds_in_system": 60,
+            },
+            (
+                Visit("RiderUser", 4, displays=2, scans=2, taps=2),
+                Visit("CheckpointUser", 4, displays=2, scans=1),
+                Visit("PayerUser", 2, pays=1),
+            ),
+            Slo(NORMAL),
+        ),
+    )
+}
+
+
+def resident_pool_size(made: Plan, riders: float = 0, minimum: int = 200, maximum: int = 2000) -> int:
+    """Residents shared by the users: enough that none comes near the per-resident rate limit (120 requests a
+    minute), at most one authenticated request every two seconds each at the peak; and a rider for every rider
+    user at the peak, since nobody rides two trains at once."""
+    per_second = made.rps["POST /api/v1/codes/personal"] + 3 * made.rps["POST /api/v1/payments/orders"]
+    return max(minimum, min(maximum, math.ceil(max(2 * per_second, 1.1 * riders))))
