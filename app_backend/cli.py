@@ -94,7 +94,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.workers
     import msgspec
 
-    settings = msgspec.structs.replace(settings, host=host, port=port, workers=workers)
+    # Callbacks (payment notifications) must reach the port actually served, not the default one.
+    base_url = os.environ.get("TZT_PUBLIC_BASE_URL") or f"http://127.0.0.1:{port}"
+    settings = msgspec.structs.replace(
+        settings, host=host, port=port, workers=workers, public_base_url=base_url
+    )
     with backing_services(settings) as live:
         asyncio.run(_migrate(live))
         creds = asyncio.run(_seed(live)) if live.is_dev and not args.no_seed else {}
@@ -108,6 +112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "TZT_DATA_DIR": str(live.data_dir),
             "TZT_ENV": live.env,
             "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+            "TZT_HOST": host,
+            "TZT_PORT": str(port),
+            "TZT_PUBLIC_BASE_URL": live.public_base_url,
         }
         children: list[subprocess.Popen[bytes]] = []
         try:
@@ -163,6 +170,13 @@ def _start_children(
             str(port),
             "--workers",
             str(workers),
+            # Granian's defaults (backlog 1024, backpressure = backlog / workers) leave a node silent, neither
+            # serving nor shedding, past about 1,250 open keep-alive connections. Granian may hold many; the
+            # app bounds the requests it works on (TZT_MAX_IN_FLIGHT) and sheds the rest with 503.
+            "--backlog",
+            str(live.backlog),
+            "--backpressure",
+            str(live.backpressure),
             "--no-access-log",
             "--log-level",
             "warning",

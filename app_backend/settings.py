@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_resident_per_minute: int = 120
     rate_organisation_per_second: int = 3000
     max_in_flight: int = 256
+    backlog: int = 4096
+    backpressure: int = 4096
     redis_timeout: float = 1.0
     db_acquire_timeout: float = 1.5
 
@@ -138,6 +140,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         rate_resident_per_minute=_positive(env, "TZT_RATE_RESIDENT_PER_MINUTE", 120),
         rate_organisation_per_second=_positive(env, "TZT_RATE_ORGANISATION_PER_SECOND", 3000),
         max_in_flight=_positive(env, "TZT_MAX_IN_FLIGHT", 256),
+        backlog=_positive(env, "TZT_BACKLOG", 4096),
+        backpressure=_positive(env, "TZT_BACKPRESSURE", 4096),
         redis_timeout=float(env.get("TZT_REDIS_TIMEOUT", "1.0")),
         db_acquire_timeout=float(env.get("TZT_DB_ACQUIRE_TIMEOUT", "1.5")),
         data_key=keys["data_key"],
