@@ -9,9 +9,13 @@ it is also atomic, which nothing here relies on."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from code_service.ports import CallerChecks, RedisHealth
 
 # KEYS[i] is the key of the i-th command; ARGV holds, per command, its name and then its own arguments.
 _RUN = """
@@ -91,3 +95,40 @@ class BatchRunner:
 
     def batch(self) -> RedisBatch:
         return RedisBatch(self._script)
+
+
+async def run_checks(checks: CallerChecks, batches: BatchRunner, health: RedisHealth) -> None:
+    """A caller's checks on their own: one round trip, or the local fallback while Redis is unavailable."""
+    if health.allow():
+        try:
+            batch = batches.batch()
+            checks.queue(batch)
+            results = await batch.execute()
+        except health.unavailable as exc:
+            health.failed(exc)
+        else:
+            health.succeeded()
+            checks.settle(results)
+            return
+    checks.settle_locally()
+
+
+class LocalClaims:
+    """What stands in for a Redis `SET NX EX` while Redis is unavailable: single use within this process, for
+    `ttl` seconds, in bounded memory (expired claims are dropped first, then the oldest)."""
+
+    def __init__(self, ttl: float, limit: int = 200_000) -> None:
+        self._ttl = ttl
+        self._limit = limit
+        self._until: dict[Any, float] = {}
+
+    def claim(self, key: Any) -> bool:
+        now = time.monotonic()
+        if self._until.get(key, 0.0) > now:
+            return False
+        if len(self._until) >= self._limit:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            while len(self._until) >= self._limit:
+                self._until.pop(next(iter(self._until)))
+        self._until[key] = now + self._ttl
+        return True

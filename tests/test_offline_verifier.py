@@ -22,24 +22,10 @@ from code_service.verifier.base45 import ALPHABET, b45decode, b45encode
 from code_service.verifier.denylist import IdSet
 from code_service.verifier.format import PREFIX, DeviceCode, decode, der_signature
 from tests import cleanroom_verifier as cleanroom
+from tests.test_code_format import GENUINE, REASONS
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "docs" / "test-vectors"
 SCENES = ("transit", "health", "medical", "enterprise")
-REASONS = {
-    "ok",
-    "malformed",
-    "unknown-key",
-    "bad-signature",
-    "bad-device-signature",
-    "not-yet-valid",
-    "expired",
-    "replayed",
-    "denied-credential",
-    "denied-account",
-    "denied-debt",
-    "no-entitlement",
-}
-GENUINE = {"ok", "replayed", "denied-credential", "denied-account", "denied-debt", "no-entitlement"}
 
 
 @cache

@@ -26,7 +26,7 @@ from app_backend.infra.breaker import RedisBreaker
 from app_backend.infra.crypto import FieldCipher, mask
 from app_backend.infra.errors import RATE_LIMITED, SHED, Problem, field_error
 from app_backend.settings import Settings
-from code_service.redis_batch import BatchRunner, RedisBatch
+from code_service.redis_batch import BatchRunner, RedisBatch, run_checks
 
 _CHINA = ZoneInfo("Asia/Shanghai")
 # Atomic check of a one-time code: a match deletes it; the Nth wrong try deletes it too.
@@ -327,18 +327,7 @@ class ResidentChecks:
         )
 
     async def run(self) -> None:
-        if self._breaker.allow():
-            try:
-                batch = self._batches.batch()
-                self.queue(batch)
-                results = await batch.execute()
-            except self._breaker.unavailable as exc:
-                self._breaker.failed(exc)
-            else:
-                self._breaker.succeeded()
-                self.settle(results)
-                return
-        self.settle_locally()
+        await run_checks(self, self._batches, self._breaker)
 
 
 class ResidentService:

@@ -26,7 +26,7 @@ from app_backend.organisations.schemas import (
     MachinePrincipal,
     Organisation,
 )
-from code_service.redis_batch import BatchRunner, RedisBatch
+from code_service.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
 _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
@@ -165,7 +165,6 @@ class MachineAuth:
     PostgreSQL every `cache_ttl` seconds) and the rate limit is not counted: the request keeps working."""
 
     cache_ttl = 5.0
-    local_nonce_limit = 200_000
 
     def __init__(
         self, redis: Redis, cipher: FieldCipher, window: int, breaker: RedisBreaker, rate_per_second: int
@@ -178,7 +177,7 @@ class MachineAuth:
         self._rate = rate_per_second
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}
-        self._local_nonces: dict[str, float] = {}
+        self._local_nonces = LocalClaims(ttl=2 * window + 5)
 
     async def revoke(self, key_id: str) -> None:
         """Marks the key revoked in Redis, which every process checks with the nonce; outlives all caches."""
@@ -248,17 +247,6 @@ class MachineAuth:
         # Checked after the signature so nobody can burn another client's nonces or spend its rate.
         return principal, MachineChecks(self, principal, values[signing.HEADER_NONCE])
 
-    def claim_local_nonce(self, key: str) -> bool:
-        now = time.monotonic()
-        if self._local_nonces.get(key, 0.0) > now:
-            return False
-        if len(self._local_nonces) >= self.local_nonce_limit:
-            self._local_nonces = {k: t for k, t in self._local_nonces.items() if t > now}
-            while len(self._local_nonces) >= self.local_nonce_limit:
-                self._local_nonces.pop(next(iter(self._local_nonces)))
-        self._local_nonces[key] = now + 2 * self._window + 5
-        return True
-
 
 class MachineChecks:
     """Nonce, revoked mark and rate limit of one signed request: four commands in the caller's pipeline."""
@@ -297,23 +285,11 @@ class MachineChecks:
             )
 
     def settle_locally(self) -> None:
-        if not self._auth.claim_local_nonce(self._nonce_key):
+        if not self._auth._local_nonces.claim(self._nonce_key):
             raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
 
     async def run(self) -> None:
-        breaker = self._auth._breaker
-        if breaker.allow():
-            try:
-                batch = self._auth._batches.batch()
-                self.queue(batch)
-                results = await batch.execute()
-            except breaker.unavailable as exc:
-                breaker.failed(exc)
-            else:
-                breaker.succeeded()
-                self.settle(results)
-                return
-        self.settle_locally()
+        await run_checks(self, self._auth._batches, self._auth._breaker)
 
 
 def _unsigned(detail: str) -> Problem:

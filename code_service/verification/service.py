@@ -27,7 +27,7 @@ from code_service.codes.service import FactsService, facts_key
 from code_service.gates.service import deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import RedisHealth, Scanner
-from code_service.redis_batch import BatchRunner
+from code_service.redis_batch import BatchRunner, LocalClaims
 from code_service.verification.repository import ScanRepository
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
@@ -156,7 +156,7 @@ class VerificationService:
         self._recorder = recorder
         self._rider_secret = rider_secret
         self._skew = skew
-        self._local_claims: dict[bytes, float] = {}
+        self._local_claims = LocalClaims(ttl=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * skew)
 
     async def verify(self, scanner: Scanner, text: str, scene: str) -> VerifyAnswer:
         """`scanner.checks`, when present, are the caller's unsettled Redis checks: every path settles them
@@ -289,7 +289,7 @@ class VerificationService:
         is held in this process only. The answer says so (`degraded`), and it is recorded like any other."""
         DEGRADED_VERIFICATIONS.labels(scene).inc()
         flags = code.flags
-        if scene in _SINGLE_USE and not self._claim_locally(code.code_id):
+        if scene in _SINGLE_USE and not self._local_claims.claim(code.code_id):
             return VerifyAnswer(
                 allowed=False, reason="replayed", scene=scene, code_type=code_type, degraded=True
             )
@@ -337,17 +337,6 @@ class VerificationService:
             degraded=True,
             standing=standing,
         )
-
-    def _claim_locally(self, code_id: bytes) -> bool:
-        now = time.monotonic()
-        if self._local_claims.get(code_id, 0.0) > now:
-            return False
-        if len(self._local_claims) >= 200_000:
-            self._local_claims = {k: t for k, t in self._local_claims.items() if t > now}
-            while len(self._local_claims) >= 200_000:
-                self._local_claims.pop(next(iter(self._local_claims)))
-        self._local_claims[code_id] = now + MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew
-        return True
 
     async def _scene_answer(
         self, scanner: Scanner, code: ServerCode | DeviceCode, facts: SubjectFacts, scene: str, code_type: str
