@@ -25,6 +25,7 @@ from app_backend.organisations.service import MachineAuth, OrganisationService
 from app_backend.settings import Settings
 from app_backend.transit_ports import GateDebtors, GateTaps
 from code_service.container import CodeServices
+from code_service.redis_batch import BatchRunner
 from payments.channels.base import PaymentChannel
 from payments.container import PaymentServices
 from payments.ports import PaymentSettings, TransitPorts
@@ -63,6 +64,8 @@ class Services:
     # request that holds a connection never waits for a second one from the same pool.
     side_pool: asyncpg.Pool
     redis: Redis
+    # The hot paths' Redis commands (checks, facts, claims): one shared connection per process.
+    redis_batches: BatchRunner
     redis_health: RedisBreaker
     cipher: FieldCipher
     audit: AuditTrail
@@ -96,6 +99,7 @@ class Services:
             settings.redis_url, max_connections=settings.max_in_flight + 64, timeout=settings.redis_timeout
         )
         breaker = RedisBreaker()
+        batches = BatchRunner(redis)
         cipher = FieldCipher(settings.data_key, settings.index_key)
         audit = AuditTrail(side_pool)
         outbox = DevOutboxSender(redis)
@@ -106,7 +110,15 @@ class Services:
             {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
         )
         auth = AuthService(
-            redis, settings, cipher, access, RefreshTokens(settings.token_pepper), audit, otp, breaker
+            redis,
+            settings,
+            cipher,
+            access,
+            RefreshTokens(settings.token_pepper),
+            audit,
+            otp,
+            breaker,
+            batches,
         )
         legal = DevLegalEntityRegistry(cipher)
         codes = CodeServices.create(
@@ -117,6 +129,7 @@ class Services:
             RideEligibility(),
             breaker,
             rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
+            batches=batches,
         )
         gate_taps = GateTaps()
         return cls(
@@ -124,6 +137,7 @@ class Services:
             pool=pool,
             side_pool=side_pool,
             redis=redis,
+            redis_batches=batches,
             redis_health=breaker,
             cipher=cipher,
             audit=audit,
@@ -135,7 +149,12 @@ class Services:
             enterprises=EnterpriseService(settings, cipher, audit, legal),
             organisations=OrganisationService(cipher, audit),
             machine_auth=MachineAuth(
-                redis, cipher, settings.signature_window, breaker, settings.rate_organisation_per_second
+                redis,
+                cipher,
+                settings.signature_window,
+                breaker,
+                settings.rate_organisation_per_second,
+                batches,
             ),
             dev_outbox=outbox,
             dev_liveness=liveness,
@@ -165,6 +184,7 @@ class Services:
 
     async def close(self) -> None:
         await self.codes.close()
+        await self.redis_batches.close()
         await self.redis.aclose()
         await self.pool.close()
         await self.side_pool.close()

@@ -19,6 +19,7 @@ from code_service.gates.service import DenyListService, TapService
 from code_service.keys.controllers import JwksController
 from code_service.keys.service import KeyService
 from code_service.ports import Directory, RedisHealth, SecretBox, TransitEligibility
+from code_service.redis_batch import BatchRunner
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 from code_service.verification.service import ScanRecorder, VerificationService
 
@@ -56,12 +57,13 @@ class CodeServices:
         transit: TransitEligibility,
         health: RedisHealth,
         rider_secret: bytes,
+        batches: BatchRunner,
         skew: int = 30,
     ) -> CodeServices:
         keys = KeyService(pool, box)
         facts = FactsService(pool, redis, directory, transit)
         deny = DenyListService(redis, keys)
-        issuing = IssuingService(pool, redis, keys, facts, deny, directory, health)
+        issuing = IssuingService(pool, redis, keys, facts, deny, directory, health, batches)
         recorder = ScanRecorder(pool)
         return cls(
             pool=pool,
@@ -73,7 +75,9 @@ class CodeServices:
             taps=TapService(),
             feeds=FeedService(directory, facts, issuing),
             recorder=recorder,
-            verification=VerificationService(redis, health, keys, facts, recorder, rider_secret, skew),
+            verification=VerificationService(
+                redis, health, keys, facts, recorder, rider_secret, batches, skew
+            ),
         )
 
     async def account_status_changed(self, conn: Any, resident_id: uuid.UUID, blocked: bool) -> None:

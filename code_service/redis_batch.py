@@ -5,14 +5,24 @@ caller's checks (session or nonce, revocation, rate limit) and the path's own re
 pipeline that costs about 140 us of client CPU on this machine, most of it per command and per reply (packing,
 reading each reply under its own timer); as one EVALSHA it costs about 65 us (`docs/performance.md`). The batch
 offers the few pipeline methods those paths use, so `CallerChecks.queue` works with either; unlike a pipeline
-it is also atomic, which nothing here relies on."""
+it is also atomic, which nothing here relies on.
+
+The batches of a process travel on one shared connection (`SharedConnection`): redis-py's client spends about
+200 us of CPU per command on the pool, its retry and observability layers and a timer per read and write, five
+times what the same command costs on one of its connections used by many requests at once (measured side by
+side, `docs/performance.md`)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 if TYPE_CHECKING:
     from code_service.ports import CallerChecks, RedisHealth
@@ -49,14 +59,140 @@ return out
 """
 
 
+class SharedConnection:
+    """One redis-py connection that every request of the process uses at once: each command is written as it
+    comes (they pipeline on the socket), one reader hands the replies back in order, so many requests share one
+    write and one read. redis-py packs the commands, parses the replies (hiredis) and makes the connection.
+
+    No timer per command: a watchdog looks at the oldest command waiting and, once it has waited `timeout`
+    seconds, fails every command waiting with redis-py's TimeoutError and drops the connection (a Redis that
+    stopped answering answers none of them). The next command connects again."""
+
+    def __init__(self, redis: Redis) -> None:
+        pool = redis.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        self._timeout: float = kwargs.get("socket_timeout") or 1.0
+        kwargs["socket_timeout"] = None  # the watchdog times every command instead
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._connection: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def execute(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._reader is None or self._loop is not loop:
+            await self._open(loop)
+        connection = self._connection
+        assert connection is not None
+        answer = loop.create_future()
+        # Queued and written with no await between: replies come back in the order of this queue.
+        self._waiting.append((answer, loop.time() + self._timeout))
+        try:
+            await connection.send_packed_command(connection.pack_command(*args), check_health=False)
+        except asyncio.CancelledError:
+            answer.cancel()  # written already (only the drain was cancelled): its reply is skipped
+            raise
+        except BaseException as exc:
+            answer.cancel()
+            self._drop(ConnectionError(f"Redis write failed: {exc}"))
+            raise
+        return await answer
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            # First use, or a new event loop (a test's): what belonged to the old loop cannot be used here.
+            self._loop, self._lock = loop, asyncio.Lock()
+            self._connection, self._reader, self._waiting = None, None, deque()
+        assert self._lock is not None
+        async with self._lock:
+            if self._reader is not None:
+                return
+            connection = self._connection_class(**self._connection_kwargs)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await connection.connect()
+            except BaseException as exc:
+                await connection.disconnect(nowait=True)
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise TimeoutError("Redis did not answer the connection in time") from exc
+                raise
+            self._connection = connection
+            self._reader = loop.create_task(self._read_replies(connection))
+            self._watchdog = loop.call_later(self._watch_interval, self._watch)
+
+    @property
+    def _watch_interval(self) -> float:
+        return min(0.1, self._timeout / 4)
+
+    async def _read_replies(self, connection: AbstractConnection) -> None:
+        waiting = self._waiting
+        while True:
+            failed = False
+            try:
+                reply = await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+            except ResponseError as exc:  # an error reply to one command; the connection is fine
+                reply, failed = exc, True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._drop(ConnectionError(f"Redis connection lost: {exc}"))
+                return
+            if not waiting:
+                self._drop(ConnectionError("Redis sent a reply nobody asked for"))
+                return
+            answer = waiting.popleft()[0]
+            if answer.done():
+                continue  # its caller gave up (cancelled)
+            if failed:
+                answer.set_exception(reply)
+            else:
+                answer.set_result(reply)
+
+    def _watch(self) -> None:
+        assert self._loop is not None
+        if self._waiting and self._waiting[0][1] < self._loop.time():
+            self._drop(TimeoutError(f"Redis did not answer within {self._timeout} s"))
+            return
+        self._watchdog = self._loop.call_later(self._watch_interval, self._watch)
+
+    def _drop(self, error: Exception) -> None:
+        """Fails every command waiting and lets the connection go; the next command connects again."""
+        connection, self._connection = self._connection, None
+        reader, self._reader = self._reader, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        waiting, self._waiting = self._waiting, deque()
+        for answer, _ in waiting:
+            if not answer.done():
+                answer.set_exception(type(error)(*error.args))
+        if connection is not None and self._loop is not None:
+            closing = self._loop.create_task(connection.disconnect(nowait=True))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        if self._loop is asyncio.get_running_loop():
+            self._drop(ConnectionError("closed"))
+            if self._closing:
+                await asyncio.gather(*self._closing, return_exceptions=True)
+
+
 class RedisBatch:
     """Queue commands with the pipeline's method names, then `execute` them in one round trip. Replies come back
     as a pipeline's would, except that SET answers 1 or 0 (True or None from a pipeline)."""
 
-    __slots__ = ("_args", "_keys", "_script")
+    __slots__ = ("_args", "_keys", "_runner")
 
-    def __init__(self, script: Any) -> None:
-        self._script = script
+    def __init__(self, runner: BatchRunner) -> None:
+        self._runner = runner
         self._keys: list[str] = []
         self._args: list[Any] = []
 
@@ -83,18 +219,33 @@ class RedisBatch:
     async def execute(self) -> list[Any]:
         if not self._keys:
             return []
-        replies: list[Any] = await self._script(keys=self._keys, args=self._args)
-        return replies
+        return await self._runner.run(self._keys, self._args)
 
 
 class BatchRunner:
-    """Makes batches for one Redis client (the script is registered once and sent by its SHA afterwards)."""
+    """Makes batches for one Redis client and runs them on its shared connection (the script is sent by its SHA,
+    and loaded again when Redis does not know it: after a restart or a SCRIPT FLUSH)."""
 
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(_RUN)
+        self._connection = SharedConnection(redis)
 
     def batch(self) -> RedisBatch:
-        return RedisBatch(self._script)
+        return RedisBatch(self)
+
+    async def run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        script = self._script
+        try:
+            replies: list[Any] = await self._connection.execute(
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except NoScriptError:
+            await self._connection.execute("SCRIPT", "LOAD", script.script)
+            replies = await self._connection.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return replies
+
+    async def close(self) -> None:
+        await self._connection.close()
 
 
 async def run_checks(checks: CallerChecks, batches: BatchRunner, health: RedisHealth) -> None:

