@@ -60,9 +60,10 @@ return out
 
 
 class SharedConnection:
-    """One redis-py connection that every request of the process uses at once: each command is written as it
-    comes (they pipeline on the socket), one reader hands the replies back in order, so many requests share one
-    write and one read. redis-py packs the commands, parses the replies (hiredis) and makes the connection.
+    """One redis-py connection that every request of the process uses at once: the commands queued in one turn
+    of the event loop go out in one write (they pipeline on the socket), one reader hands the replies back in
+    order, so many requests share one write and one read. redis-py packs the commands, parses the replies
+    (hiredis) and makes the connection.
 
     No timer per command: a watchdog looks at the oldest command waiting and, once it has waited `timeout`
     seconds, fails every command waiting with redis-py's TimeoutError and drops the connection (a Redis that
@@ -81,6 +82,7 @@ class SharedConnection:
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._outgoing: list[bytes] = []
         self._closing: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
@@ -90,24 +92,29 @@ class SharedConnection:
         connection = self._connection
         assert connection is not None
         answer = loop.create_future()
-        # Queued and written with no await between: replies come back in the order of this queue.
+        # Queued with no await between: replies come back in the order of `_waiting`, which is the order of
+        # `_outgoing`. What the requests of one turn of the event loop queue goes out in one write at its end.
         self._waiting.append((answer, loop.time() + self._timeout))
-        try:
-            await connection.send_packed_command(connection.pack_command(*args), check_health=False)
-        except asyncio.CancelledError:
-            answer.cancel()  # written already (only the drain was cancelled): its reply is skipped
-            raise
-        except BaseException as exc:
-            answer.cancel()
-            self._drop(ConnectionError(f"Redis write failed: {exc}"))
-            raise
-        return await answer
+        outgoing = self._outgoing
+        if not outgoing:
+            loop.call_soon(self._write, connection, outgoing)
+        outgoing += connection.pack_command(*args)
+        return await answer  # a cancelled caller cancels `answer`; the reader then skips its reply
+
+    def _write(self, connection: AbstractConnection, outgoing: list[bytes]) -> None:
+        if self._outgoing is outgoing:
+            self._outgoing = []
+        writer = connection._writer
+        if connection is self._connection and writer is not None:
+            # redis-py's own stream writer (send_packed_command adds a drain, a timer and a write per command); a
+            # failed write shows as a lost connection to the reader, which fails the commands waiting.
+            writer.writelines(outgoing)
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
             # First use, or a new event loop (a test's): what belonged to the old loop cannot be used here.
             self._loop, self._lock = loop, asyncio.Lock()
-            self._connection, self._reader, self._waiting = None, None, deque()
+            self._connection, self._reader, self._waiting, self._outgoing = None, None, deque(), []
         assert self._lock is not None
         async with self._lock:
             if self._reader is not None:
@@ -170,6 +177,7 @@ class SharedConnection:
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
         waiting, self._waiting = self._waiting, deque()
+        self._outgoing = []
         for answer, _ in waiting:
             if not answer.done():
                 answer.set_exception(type(error)(*error.args))
