@@ -761,7 +761,7 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpResult], dict[st
         )
         load("GET /api/v1/ping (again)", [{**common, "kind": "get", "path": PING_PATH, "cycle": True}] * gens)
         if args.profile:
-            info["profile"] = profile_server(server, args, residents, hospital, planned, work)
+            info["profile"] = profile_server(server, args, residents, hospital, planned, work, wallets)
     return results, info
 
 
@@ -867,6 +867,7 @@ def profile_server(
     hospital: dict[str, str],
     planned: int,
     work: Path,
+    wallets: Sequence[Any],
 ) -> dict[str, Any]:
     spy = _py_spy()
     if spy is None:
@@ -893,6 +894,18 @@ def profile_server(
             }
         ]
         * gens,
+        "verify-device": [
+            {
+                "connections": per_gen,
+                "kind": "verify-device",
+                "scene": "health",
+                **hospital,
+                "wallets": shard,
+                "count": planned,
+                "cycle": False,
+            }
+            for shard in _split(list(wallets), gens)
+        ],
     }
     for name, specs in runs.items():
         raw = out_dir / f"{name}.txt"
