@@ -1,7 +1,7 @@
 """`make bench`: the speed goals of the one code, measured in one run on this machine.
 
     python -m loadtests.bench [--duration 10] [--warmup 2] [--generators 1] [--connections 32] [--profile DIR]
-    python -m loadtests.bench --only offline        (or --only http, --only denylist; repeatable)
+    python -m loadtests.bench --only offline        (or --only http, --only denylist, --only redis; repeatable)
 
 1. HTTP. Starts the whole backend the way `tzt serve` does (`python -m app_backend.cli serve --no-worker`) with a
    temporary data folder (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) and ONE Granian
@@ -18,6 +18,7 @@
    for the same codes (device code: load the compressed device point + 2 ECDSA P-256 verifies; server code:
    1 verify), one core (CPU time of the thread), medians over many short alternating rounds.
 3. Deny list. IdSet.from_sorted over ten million sorted random ids: bytes held, lookup time present and absent.
+4. Redis client. CPU per hot-path batch: redis-py's client against the shared connection (loadtests/redis_client.py).
 
 Ratios below their goals are reported, not failures: the command exits 0 unless the server cannot be started.
 With `--profile DIR`, issue and verify are loaded once more AFTER the measured runs while py-spy samples the
@@ -56,7 +57,7 @@ from typing import Any
 GOAL_ISSUE = 0.40
 GOAL_VERIFY = 0.25
 GOAL_OFFLINE = 0.90
-PARTS = ("http", "offline", "denylist")  # --only
+PARTS = ("http", "offline", "denylist", "redis")  # --only
 WORKERS = 1
 VERIFY_PATH = "/api/v1/verify"
 ISSUE_PATH = "/api/v1/codes/personal"
@@ -1398,6 +1399,15 @@ def print_report(
             f" from_sorted check {deny['from_sorted_s']:.2f} s, full-snapshot apply {deny['snapshot_apply_s']:.2f} s"
         )
         print()
+    redis_client = info.get("redis_client")
+    if redis_client:
+        print(
+            "Redis client: CPU per hot-path batch (one EVALSHA, 3 commands), 32 concurrent tasks, median of 7 rounds"
+        )
+        slowest = max(redis_client.values())
+        for name, us in redis_client.items():
+            print(f"  {name:<40} {us:7.1f} us  ({_pct(us / slowest)} of the slowest)")
+        print()
     print("Summary")
     if http:
         issue = next(r for r in http if r.name == "POST /api/v1/codes/personal")
@@ -1501,6 +1511,12 @@ def main(argv: list[str] | None = None) -> int:
     if "denylist" in parts:
         print(f"Deny list ({args.deny_entries:,} entries) ...", flush=True)
         deny = denylist_benchmark(args.deny_entries)
+    if "redis" in parts:
+        from loadtests.redis_client import redis_client_benchmarks
+
+        print("Redis client ...", flush=True)
+        wait_for_quiet([], "the Redis client benchmark")
+        info["redis_client"] = redis_client_benchmarks(os.environ.get("REDIS_URL"))
     print_report(args, http, info, offline, decode_us, deny)
     return 0
 
