@@ -15,7 +15,6 @@ side, `docs/performance.md`)."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -141,7 +140,8 @@ class SharedConnection:
         while True:
             failed = False
             try:
-                reply = await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+                # No timeout of its own (the connection has none): the watchdog times the commands waiting.
+                reply = await connection.read_response(disconnect_on_error=False)
             except ResponseError as exc:  # an error reply to one command; the connection is fine
                 reply, failed = exc, True
             except asyncio.CancelledError:
