@@ -90,6 +90,7 @@ class SharedConnection:
             await self._open(loop)
         connection = self._connection
         assert connection is not None
+        packed = connection.pack_command(*args)  # first: an argument it cannot encode must not leave a waiter
         answer = loop.create_future()
         # Queued with no await between: replies come back in the order of `_waiting`, which is the order of
         # `_outgoing`. What the requests of one turn of the event loop queue goes out in one write at its end.
@@ -97,7 +98,7 @@ class SharedConnection:
         outgoing = self._outgoing
         if not outgoing:
             loop.call_soon(self._write, connection, outgoing)
-        outgoing += connection.pack_command(*args)
+        outgoing += packed
         return await answer  # a cancelled caller cancels `answer`; the reader then skips its reply
 
     def _write(self, connection: AbstractConnection, outgoing: list[bytes]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from app_backend.services import create_redis
 from code_service.redis_batch import BatchRunner
@@ -81,7 +81,11 @@ async def test_concurrent_batches_each_get_their_own_replies(services):
         with pytest.raises(ResponseError, match="unknown batch command"):
             await runner.run([f"{prefix}:{i}"], ["no-such-command"])
 
-    work = [one(i) if i % 7 else refused(i) for i in range(400)]
+    async def unsendable(i: int) -> None:
+        with pytest.raises(DataError):  # redis-py cannot encode the argument: nothing is sent
+            await runner.run([f"{prefix}:{i}"], ["get", object()])
+
+    work = [one(i) if i % 7 else refused(i) if i % 2 else unsendable(i) for i in range(400)]
     answers = await asyncio.gather(*work)
     for i, answer in enumerate(answers):
         if i % 7:
