@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 from redis.exceptions import DataError, ResponseError
 
 from app_backend.infra.embedded import EmbeddedServices
@@ -135,6 +137,17 @@ def _redis_server(folder: Path, port: int) -> EmbeddedServices:
     return server
 
 
+async def _connected(
+    port: int, server: EmbeddedServices, redis_timeout: float
+) -> tuple[subprocess.Popen[bytes], redis.asyncio.Redis, BatchRunner]:
+    """The server's process, a client with that timeout, and a runner whose shared connection is open."""
+    assert server._redis is not None
+    client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=redis_timeout)
+    runner = BatchRunner(client)
+    assert await _exists(runner) == [0]
+    return server._redis, client, runner
+
+
 async def _exists(runner: BatchRunner) -> list[object]:
     batch = runner.batch()
     batch.exists("batch-test:none")
@@ -145,11 +158,7 @@ async def test_a_hung_redis_fails_every_waiting_command_after_the_timeout_then_s
     lone_redis, tmp_path
 ):
     port, servers = lone_redis
-    process = servers[0]._redis
-    assert process is not None
-    client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.3)
-    runner = BatchRunner(client)
-    assert await _exists(runner) == [0]
+    process, client, runner = await _connected(port, servers[0], redis_timeout=0.3)
 
     os.kill(process.pid, signal.SIGSTOP)  # hung, not gone: the commands are written, no reply comes
     started = time.monotonic()
@@ -166,11 +175,7 @@ async def test_a_hung_redis_fails_every_waiting_command_after_the_timeout_then_s
 
 async def test_a_restarted_redis_is_connected_again_and_taught_the_script_again(lone_redis, tmp_path):
     port, servers = lone_redis
-    process = servers[0]._redis
-    assert process is not None
-    client = create_redis(f"redis://127.0.0.1:{port}/0", max_connections=8, timeout=0.5)
-    runner = BatchRunner(client)
-    assert await _exists(runner) == [0]
+    process, client, runner = await _connected(port, servers[0], redis_timeout=0.5)
 
     process.kill()
     process.wait()
