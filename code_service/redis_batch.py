@@ -7,10 +7,10 @@ reading each reply under its own timer); as one EVALSHA it costs about 65 us (`d
 offers the few pipeline methods those paths use, so `CallerChecks.queue` works with either; unlike a pipeline
 it is also atomic, which nothing here relies on.
 
-The batches of a process travel on one shared connection (`SharedConnection`): redis-py's client spends about
-200 us of CPU per command on the pool, its retry and observability layers and a timer per read and write, five
-times what the same command costs on one of its connections used by many requests at once (measured side by
-side, `docs/performance.md`)."""
+The batches of a process travel on one shared connection (`SharedConnection`): redis-py's client spends
+130-200 us of CPU per command on the pool, its retry and observability layers and a timer per read and write,
+about five times what the same command costs on one of its connections used by many requests at once
+(`make bench --only redis`, `docs/performance.md`)."""
 
 from __future__ import annotations
 
