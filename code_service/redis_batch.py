@@ -19,12 +19,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 if TYPE_CHECKING:
     from code_service.ports import CallerChecks, RedisHealth
+
+_log = structlog.get_logger("redis")
 
 # KEYS[i] is the key of the i-th command; ARGV holds, per command, its name and then its own arguments.
 _RUN = """
@@ -168,8 +171,10 @@ class SharedConnection:
             return
         self._watchdog = self._loop.call_later(self._watch_interval, self._watch)
 
-    def _drop(self, error: Exception) -> None:
+    def _drop(self, error: Exception, *, closing: bool = False) -> None:
         """Fails every command waiting and lets the connection go; the next command connects again."""
+        if not closing and self._connection is not None:
+            _log.warning("shared redis connection dropped", error=str(error), waiting=len(self._waiting))
         connection, self._connection = self._connection, None
         reader, self._reader = self._reader, None
         if self._watchdog is not None:
@@ -183,13 +188,13 @@ class SharedConnection:
             if not answer.done():
                 answer.set_exception(type(error)(*error.args))
         if connection is not None and self._loop is not None:
-            closing = self._loop.create_task(connection.disconnect(nowait=True))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            disconnecting = self._loop.create_task(connection.disconnect(nowait=True))
+            self._closing.add(disconnecting)
+            disconnecting.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         if self._loop is asyncio.get_running_loop():
-            self._drop(ConnectionError("closed"))
+            self._drop(ConnectionError("closed"), closing=True)
             if self._closing:
                 await asyncio.gather(*self._closing, return_exceptions=True)
 
