@@ -76,7 +76,7 @@ class CodeServices:
             feeds=FeedService(directory, facts, issuing),
             recorder=recorder,
             verification=VerificationService(
-                redis, health, keys, facts, recorder, rider_secret, batches, skew
+                redis, health, keys, facts, recorder, rider_secret, batches, skew, pool=pool, deny=deny
             ),
         )
 

@@ -1,6 +1,6 @@
-"""Redis briefly unavailable: online verification keeps answering from the code alone (signature, validity,
-signed entitlements), flagged as degraded; scans and taps are all stored; the rest refuses cleanly with 503 and
-Retry-After; everything is back to normal once Redis answers again.
+"""Redis briefly unavailable: online verification keeps answering from the code (signature, validity, signed
+entitlements) and the deny list read from PostgreSQL, flagged as degraded; scans and taps are all stored; the
+rest refuses cleanly with 503 and Retry-After; everything is back to normal once Redis answers again.
 
 The app here has a Redis of its own (a real server process the test stops and kills) and the suite's
 PostgreSQL."""
@@ -24,6 +24,7 @@ from app_backend.app import create_app
 from app_backend.infra.embedded import EmbeddedServices
 from app_backend.services import Services
 from app_backend.settings import Settings
+from code_service.codes.repository import SubjectRepository
 from code_service.holder import DeviceWallet
 from tests.conftest import ApiClient
 from tests.helpers import (
@@ -34,6 +35,7 @@ from tests.helpers import (
     personal_code,
     register_device,
     rider,
+    set_resident_status,
     signed,
     verify,
 )
@@ -164,6 +166,72 @@ async def test_verification_answers_from_the_code_while_redis_is_stopped(app_cli
     ):
         assert made_during_the_outage in seen
     assert seen.count(("health", "allowed", "ok")) >= 3  # before, during (device code) and after
+
+
+async def test_a_lost_phone_a_blocked_account_and_a_debtor_stay_refused_while_redis_is_stopped(
+    app_client, own_redis
+):
+    """The marks online verification reads live in Redis; without it, the deny list is read from PostgreSQL
+    (what gates get), so degraded answers still refuse what the deny list refuses."""
+    client = app_client
+    services: Services = client.app.state.services
+    owner, gate, wallet = await _ready(client)
+    blocked, debtor = await rider(client, services), await rider(client, services)
+    fine, of_blocked, of_debtor = [await personal_code(client, p) for p in (owner, blocked, debtor)]
+    lost_phone = wallet.code()
+
+    listed = await client.get("/api/v1/codes/device-credentials", headers=bearer(owner))
+    credential_id = listed.json()["credentials"][0]["id"]
+    revoked = await client.delete(f"/api/v1/codes/device-credentials/{credential_id}", headers=bearer(owner))
+    assert revoked.status_code == 204, revoked.text
+    await set_resident_status(client, services, blocked["resident_id"], "blocked")
+    async with services.pool.acquire() as conn, conn.transaction():
+        subject = await SubjectRepository().of_resident(conn, uuid.UUID(debtor["resident_id"]))
+        assert subject is not None
+        await services.codes.deny.deny(conn, "debtor", [subject], "test: a fare deduction was refused")
+
+    os.kill(own_redis._redis.pid, signal.SIGSTOP)
+    try:
+        answers = {
+            name: (await verify(client, gate, code, "transit")).json()
+            for name, code in (
+                ("lost phone", lost_phone),
+                ("blocked", of_blocked),
+                ("debtor", of_debtor),
+                ("fine", fine),
+            )
+        }
+    finally:
+        os.kill(own_redis._redis.pid, signal.SIGCONT)
+    assert all(answer["degraded"] for answer in answers.values()), answers
+    assert (answers["lost phone"]["allowed"], answers["lost phone"]["reason"]) == (False, "denied-credential")
+    assert (answers["blocked"]["allowed"], answers["blocked"]["reason"]) == (False, "denied-account")
+    assert (answers["debtor"]["allowed"], answers["debtor"]["reason"]) == (False, "in-debt")
+    assert (answers["fine"]["allowed"], answers["fine"]["reason"]) == (True, "ok")
+
+
+async def test_without_redis_and_a_free_database_connection_the_code_alone_answers(
+    app_client, own_redis, settings
+):
+    """The deny list is read from PostgreSQL only briefly: a verification that cannot get a connection at once
+    still answers from the code (flagged degraded), it does not wait the request pool's timeout."""
+    import asyncpg
+
+    client = app_client
+    verification = client.app.state.services.codes.verification
+    person, gate, _ = await _ready(client)
+    code = await personal_code(client, person)
+    busy = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    request_pool, verification._pool = verification._pool, busy
+    os.kill(own_redis._redis.pid, signal.SIGSTOP)
+    try:
+        async with busy.acquire():  # its only connection is taken
+            answer = (await verify(client, gate, code, "transit")).json()
+    finally:
+        os.kill(own_redis._redis.pid, signal.SIGCONT)
+        verification._pool = request_pool
+        await busy.close()
+    assert answer["allowed"] and answer["reason"] == "ok" and answer["degraded"], answer
 
 
 async def test_verification_answers_when_redis_is_gone(app_client, own_redis):

@@ -46,6 +46,17 @@ class DenyRepository:
         )
         return rows
 
+    async def denied_kinds(self, conn: Any, entries: list[tuple[str, bytes]]) -> set[str]:
+        """Which of these (kind, entry) pairs are denied now (their last change is an add), in one statement."""
+        rows = await conn.fetch(
+            """SELECT k.kind FROM unnest($1::text[], $2::bytea[]) AS k(kind, entry)
+               WHERE (SELECT d.op FROM codes.deny_changes d WHERE d.kind = k.kind AND d.entry = k.entry
+                      ORDER BY d.version DESC LIMIT 1) = 'add'""",
+            [kind for kind, _ in entries],
+            [entry for _, entry in entries],
+        )
+        return {row["kind"] for row in rows}
+
     async def is_denied(self, conn: Any, kind: str, entry: bytes) -> bool:
         op = await conn.fetchval(
             """SELECT op FROM codes.deny_changes WHERE kind = $1 AND entry = $2 ORDER BY version DESC LIMIT 1""",

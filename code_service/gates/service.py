@@ -48,6 +48,11 @@ class DenyListService:
         if kind in ("credential", "account") and entries:
             await self._redis.delete(*(deny_mark(kind, e) for e in entries))
 
+    async def denied_now(self, conn: Any, entries: list[tuple[str, bytes]]) -> set[str]:
+        """The kinds among these (kind, entry) pairs that are denied now, read from the change log (what gates
+        get), not from the Redis marks: for answering while Redis is unavailable."""
+        return await self._repo.denied_kinds(conn, entries)
+
     async def document(self, conn: Any, since: int) -> tuple[int, bool, str]:
         """A signed full snapshot (since = 0, or a version from the future) or the changes after `since`."""
         head = await self._repo.head(conn)

@@ -1,6 +1,6 @@
 """Online verification: signatures and times in process, then one Redis round trip for the holder's live facts,
-the deny marks and the single-use claim; the answer carries only what the scene needs; the scan is buffered and
-written in batches off the verify path."""
+the deny marks and the single-use claim (without Redis: the code, and the deny list read from PostgreSQL); the
+answer carries only what the scene needs; the scan is buffered and written in batches off the verify path."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import FactsService, facts_key
-from code_service.gates.service import deny_mark
+from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import RedisHealth, Scanner
 from code_service.redis_batch import BatchRunner, LocalClaims
@@ -49,6 +49,20 @@ _log = structlog.get_logger("scans")
 VOUCHER_TTL = 600
 _TYPE_NAMES = {1: "personal", 2: "enterprise", 3: "device"}
 _SINGLE_USE = frozenset({"transit", "medical"})
+# How long a verification waits for PostgreSQL's deny list while Redis is unavailable, before answering from the
+# code alone: short, since the point of the degraded answer is that it comes at once.
+DEGRADED_DENY_WAIT = 0.25
+
+
+def _deny_reason(denied: set[str], scene: str) -> str:
+    """The online reasons, in the online order: the account, then the phone's credential, then (transit) debt."""
+    if "account" in denied:
+        return "denied-account"
+    if "credential" in denied:
+        return "denied-credential"
+    if scene == "transit" and "debtor" in denied:
+        return "in-debt"
+    return ""
 
 
 DEGRADED_VERIFICATIONS = Counter(
@@ -148,9 +162,14 @@ class VerificationService:
         rider_secret: bytes,
         batches: BatchRunner,
         skew: int = 30,
+        *,
+        pool: asyncpg.Pool,
+        deny: DenyListService,
     ) -> None:
         self._redis = redis
         self._batches = batches
+        self._pool = pool
+        self._deny = deny
         self._health = health
         self._keys = keys
         self._facts = facts
@@ -216,7 +235,7 @@ class VerificationService:
         self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
     ) -> VerifyAnswer:
         """One Redis round trip: the caller's checks, the holder's live facts, the deny marks and the
-        single-use claim. Without Redis: the code alone, flagged as degraded."""
+        single-use claim. Without Redis: the code and the deny list in PostgreSQL, flagged as degraded."""
         if self._health.allow():
             checks = scanner.checks
             try:
@@ -242,7 +261,24 @@ class VerificationService:
                 return await self._decide_online(scanner, code, scene, code_type, results, settled)
         if scanner.checks is not None:
             scanner.checks.settle_locally()
-        return self._decide_degraded(scanner, code, scene, code_type)
+        denied = await self._denied_in_database(code, scene)
+        return self._decide_degraded(scanner, code, scene, code_type, denied)
+
+    async def _denied_in_database(self, code: ServerCode | DeviceCode, scene: str) -> set[str] | None:
+        """Without Redis, the deny marks are read from the deny list's change log in PostgreSQL instead (one
+        indexed statement), so a blocked account, a revoked phone or a debtor is still refused. Briefly: if
+        PostgreSQL cannot answer within DEGRADED_DENY_WAIT either, the answer comes from the code alone (None)."""
+        entries = [("account", code.subject)]
+        if isinstance(code, DeviceCode):
+            entries.append(("credential", code.credential_id))
+        if scene == "transit":
+            entries.append(("debtor", code.subject))
+        try:
+            async with asyncio.timeout(DEGRADED_DENY_WAIT), self._pool.acquire() as conn:
+                return await self._deny.denied_now(conn, entries)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _log.warning("deny list not readable while redis is unavailable", error=type(exc).__name__)
+            return None
 
     async def _decide_online(
         self,
@@ -283,13 +319,24 @@ class VerificationService:
         return answer
 
     def _decide_degraded(
-        self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
+        self,
+        scanner: Scanner,
+        code: ServerCode | DeviceCode,
+        scene: str,
+        code_type: str,
+        denied: set[str] | None,
     ) -> VerifyAnswer:
         """Redis is unavailable: what a gate would decide offline, from the signature (already checked), the
-        validity window and the entitlements signed into the code. No live facts and no deny marks; single use
-        is held in this process only. The answer says so (`degraded`), and it is recorded like any other."""
+        validity window, the entitlements signed into the code and the deny list (`denied`, from PostgreSQL;
+        None when that could not be read either). No live facts; single use is held in this process only. The
+        answer says so (`degraded`), and it is recorded like any other."""
         DEGRADED_VERIFICATIONS.labels(scene).inc()
         flags = code.flags
+        refusal = _deny_reason(denied or set(), scene)
+        if refusal:
+            return VerifyAnswer(
+                allowed=False, reason=refusal, scene=scene, code_type=code_type, degraded=True
+            )
         if scene in _SINGLE_USE and not self._local_claims.claim(code.code_id):
             return VerifyAnswer(
                 allowed=False, reason="replayed", scene=scene, code_type=code_type, degraded=True
