@@ -21,8 +21,9 @@
 4. Redis client. CPU per hot-path batch: redis-py's client against the shared connection (loadtests/redis_client.py).
 
 Ratios below their goals are reported, not failures: the command exits 0 unless the server cannot be started.
-With `--profile DIR`, issue and verify are loaded once more AFTER the measured runs while py-spy samples the
-Granian worker; the top frames are printed and the flame graphs are written to DIR."""
+With `--profile DIR`, ping, issue and verify are loaded once more AFTER the measured runs while py-spy samples the
+Granian worker (`--profile-rate` samples a second); the top frames are printed and the flame graphs are written
+to DIR: comparing a hot path's profile with ping's shows what it pays beyond the trivial endpoint."""
 
 from __future__ import annotations
 
@@ -846,13 +847,13 @@ def _top_frames(raw: Path, limit: int = 14) -> dict[str, Any]:
 
 
 def _start_spies(
-    spy: str, pid: int, seconds: int, raw: Path, svg: Path, into: list[subprocess.Popen[bytes]]
+    spy: str, pid: int, seconds: int, rate: int, raw: Path, svg: Path, into: list[subprocess.Popen[bytes]]
 ) -> None:
     for fmt, path in (("raw", raw), ("flamegraph", svg)):
         into.append(
             subprocess.Popen(  # noqa: S603
                 [
-                    *(spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100"),
+                    *(spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(rate)),
                     *("--threads", "--format", fmt, "-o", str(path)),
                 ],
                 stdout=subprocess.DEVNULL,
@@ -879,6 +880,7 @@ def profile_server(
     profiles: dict[str, Any] = {}
     codes = asyncio.run(_issue_codes(server.base, residents))
     runs = {
+        "ping": [{"connections": per_gen, "kind": "get", "path": PING_PATH, "cycle": True}] * gens,
         "issue": [
             {"connections": per_gen, "kind": "issue", "tokens": [r.token for r in residents], "cycle": True}
         ]
@@ -913,7 +915,9 @@ def profile_server(
         svg = out_dir / f"{name}.svg"
         seconds = max(3, int(args.duration) - 1)
         spies: list[subprocess.Popen[bytes]] = []
-        start_spies = functools.partial(_start_spies, spy, server.worker, seconds, raw, svg, spies)
+        start_spies = functools.partial(
+            _start_spies, spy, server.worker, seconds, args.profile_rate, raw, svg, spies
+        )
         run_load(server, f"profile {name}", specs, 1.0, float(seconds + 1), work, start_spies)
         for spy_proc in spies:
             spy_proc.wait(60)
@@ -1475,7 +1479,10 @@ def main(argv: list[str] | None = None) -> int:
         help="%% of a core other processes may use before a row starts",
     )
     parser.add_argument("--quiet-wait", type=float, default=30.0, help="longest wait for other load to pass")
-    parser.add_argument("--profile", metavar="DIR", help="after the measured runs, profile issue and verify")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="after the measured runs, profile ping, issue and verify"
+    )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--generator", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generator:
