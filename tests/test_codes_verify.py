@@ -9,9 +9,17 @@ import time
 import uuid
 from typing import Any
 
+from code_service.codes.service import CREDENTIAL_RECORD_LEN, credential_key, credential_record
 from code_service.holder import DeviceWallet
 from code_service.verifier.base45 import ALPHABET
-from code_service.verifier.format import TYPE_PERSONAL, Flags, Health, decode, encode_server_code
+from code_service.verifier.format import (
+    TYPE_PERSONAL,
+    Flags,
+    Health,
+    decode,
+    encode_device_code,
+    encode_server_code,
+)
 from tests.helpers import (
     bearer,
     enterprise_of,
@@ -394,6 +402,81 @@ async def test_tampered_device_code_is_refused(client, services):
     thief.credential = wallet.credential
     stolen = await _verified(client, gate, thief.code(), "transit")
     assert stolen["allowed"] is False and stolen["reason"] == "bad-device-signature"
+
+
+# --- device credentials: the platform's record stands in for its signature online ----------------------------
+
+
+def _record_key(wallet: DeviceWallet) -> str:
+    return credential_key(wallet.credential[5:13])
+
+
+async def test_a_registered_credential_has_its_record(client, services):
+    person = await rider(client, services)
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    record = await services.redis.get(_record_key(wallet))
+    assert record == credential_record(wallet.credential, wallet.private_key.public_key())
+    assert len(record) == CREDENTIAL_RECORD_LEN
+    assert 24 * 3600 < await services.redis.ttl(_record_key(wallet)) <= 24 * 3600 + 120
+
+
+async def test_device_codes_verify_with_the_record_missing_or_wrong_and_it_is_written_again(client, services):
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, ["verify:transit"])
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    key = _record_key(wallet)
+    good = await services.redis.get(key)
+    assert (await _verified(client, gate, wallet.code(), "transit"))["allowed"] is True
+
+    await services.redis.delete(key)  # evicted, or Redis restarted empty
+    assert (await _verified(client, gate, wallet.code(), "transit"))["allowed"] is True
+    assert await services.redis.get(key) == good
+    assert await services.redis.ttl(key) > 23 * 3600
+
+    other = DeviceWallet.create()
+    wrong = credential_record(wallet.credential[:-1] + b"\0", other.private_key.public_key())
+    for bad in (b"garbage", b"\x01" * CREDENTIAL_RECORD_LEN, wrong):
+        await services.redis.set(key, bad)
+        assert (await _verified(client, gate, wallet.code(), "transit"))["allowed"] is True, bad
+        assert await services.redis.get(key) == good
+
+
+async def test_a_credential_edited_by_its_holder_is_refused_and_uses_up_nothing(client, services):
+    """The phone holds its device key, so it can sign codes under a credential it edited (here: the flags, to
+    claim green health and insurance). The platform's signature no longer covers those bytes, and the record of
+    the genuine credential does not match them either."""
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, ["verify:transit", "verify:health"])
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    edited = bytearray(wallet.credential)
+    edited[29] = Flags(Health.GREEN, may_ride=True, insured=True).to_byte()
+    shown_at = int(time.time())
+    forged = encode_device_code(wallet.private_key, bytes(edited), shown_at, 7)
+    genuine = encode_device_code(wallet.private_key, wallet.credential, shown_at, 7)
+    assert decode(forged).code_id == decode(genuine).code_id
+    for scene in ("transit", "health"):
+        answer = await _verified(client, gate, forged, scene)
+        assert answer == {"allowed": False, "reason": "bad-signature", "scene": scene, "code_type": "device"}
+    # The forged code claimed nothing: the genuine one with the same replay id still rides, once.
+    assert (await _verified(client, gate, genuine, "transit"))["allowed"] is True
+    assert (await _verified(client, gate, genuine, "transit"))["reason"] == "replayed"
+
+
+async def test_a_device_key_that_is_no_point_is_malformed_whatever_else_is_wrong(client, services):
+    """docs/code-format.md section 6: the device key is checked in step 1, before the key id and signatures."""
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, ["verify:transit"])
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    for kid in (wallet.credential[1:5], b"\xee\xee\xee\xee"):  # a known key id, and an unknown one
+        broken = bytearray(wallet.credential)
+        broken[1:5] = kid
+        broken[30] = 0x05  # neither 02 nor 03: no compressed point
+        code = encode_device_code(wallet.private_key, bytes(broken), int(time.time()), 1)
+        assert (await _verified(client, gate, code, "transit"))["reason"] == "malformed", kid
 
 
 async def test_expired_server_code(client, services):

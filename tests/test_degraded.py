@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from app_backend.services import Services
 from app_backend.settings import Settings
 from code_service.codes.repository import SubjectRepository
 from code_service.holder import DeviceWallet
+from code_service.verifier.format import encode_device_code
 from tests.conftest import ApiClient
 from tests.helpers import (
     bearer,
@@ -166,6 +168,35 @@ async def test_verification_answers_from_the_code_while_redis_is_stopped(app_cli
     ):
         assert made_during_the_outage in seen
     assert seen.count(("health", "allowed", "ok")) >= 3  # before, during (device code) and after
+
+
+async def test_a_device_code_whose_round_trip_fails_is_checked_by_its_signatures(app_client, own_redis):
+    """A device code's credential is checked against the platform's record in the decision's Redis round trip.
+    When that very round trip fails, the signatures decide: an edited credential is refused, a genuine one
+    answered in degraded mode."""
+    client = app_client
+    _, gate, wallet = await _ready(client)
+    edited = bytearray(wallet.credential)
+    edited[29] ^= 0x10  # the flags: an enterprise standing a personal credential never has
+    forged = encode_device_code(wallet.private_key, bytes(edited), int(time.time()), 1)
+    for code, expected in ((forged, "bad-signature"), (wallet.code(), "ok")):
+        await _until_online(client, gate, wallet)
+        os.kill(own_redis._redis.pid, signal.SIGSTOP)
+        try:
+            answer = (await verify(client, gate, code, "transit")).json()  # the first request to meet it
+        finally:
+            os.kill(own_redis._redis.pid, signal.SIGCONT)
+        assert answer["reason"] == expected, answer
+        assert answer.get("degraded") is (True if expected == "ok" else None), answer
+
+
+async def _until_online(client: ApiClient, gate: dict[str, Any], wallet: DeviceWallet) -> None:
+    for _ in range(100):
+        seen = (await verify(client, gate, wallet.code(), "health")).json()
+        if "degraded" not in seen:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("verification did not come back online")
 
 
 async def test_a_lost_phone_a_blocked_account_and_a_debtor_stay_refused_while_redis_is_stopped(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import secrets
 import time
 import uuid
@@ -12,7 +13,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from litestar.exceptions import (
     NotFoundException,
     PermissionDeniedException,
@@ -48,6 +51,7 @@ from code_service.verifier.format import (
     encode_server_code,
 )
 
+_log = structlog.get_logger("codes")
 FACTS_TTL = 300
 CREDENTIAL_LIFETIME = 24 * 3600
 SERVER_CODE_LIFETIME = MAX_SERVER_LIFETIME
@@ -57,6 +61,28 @@ _ENCODE = msgspec.json.Encoder()
 
 def facts_key(subject: bytes) -> str:
     return f"facts:{subject.hex()}"
+
+
+def credential_key(credential_id: bytes) -> str:
+    return f"cred:{credential_id.hex()}"
+
+
+CREDENTIAL_RECORD_LEN = 80
+# A credential is accepted until not_after plus the verifier's clock skew (at most 30 s, docs/code-format.md).
+RECORD_GRACE = 120
+
+
+def credential_record(credential: bytes, device_public: ec.EllipticCurvePublicKey) -> bytes:
+    """What online verification keeps of a device credential the platform signed: the digest of its 127 bytes,
+    then the device key as an uncompressed point (x ‖ y). A code whose credential bytes have this digest carries
+    the platform's signature without checking it again, and its device key loads without a square root: one
+    ECDSA verify and a point decompression fewer per online verification of a device code (docs/performance.md)."""
+    point = device_public.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return credential_digest(credential) + point[1:]
+
+
+def credential_digest(credential: bytes) -> bytes:
+    return hashlib.sha256(credential).digest()[:16]
 
 
 def flags_of(facts: SubjectFacts) -> Flags:
@@ -284,7 +310,8 @@ class IssuingService:
         )
 
     async def device_credential(self, conn: Any, holder: Holder, public_key_b64: str) -> DeviceCredential:
-        device_key = _device_point(public_key_b64)
+        device_public = _device_point(public_key_b64)
+        device_key = compressed_point(device_public)
         subject, facts = await self._resident_facts(conn, holder)
         signer = await self._keys.signer()
         credential_id = secrets.token_bytes(8)
@@ -311,6 +338,7 @@ class IssuingService:
             dt.datetime.fromtimestamp(not_after, dt.UTC),
             flags.to_byte(),
         )
+        await self._remember_credential(credential_id, credential_record(raw, device_public))
         return DeviceCredential(
             id=credential_id.hex(),
             credential=base64.b64encode(raw).decode(),
@@ -319,6 +347,18 @@ class IssuingService:
             not_after=not_after,
             entitlements=entitlements_of(facts),
         )
+
+    async def _remember_credential(self, credential_id: bytes, record: bytes) -> None:
+        """Written before the transaction commits, which is harmless: the record only says that the platform
+        signed these bytes, and it did. Without Redis the credential is still issued; online verification then
+        checks its signature instead, and writes the record itself."""
+        try:
+            await self._redis.set(
+                credential_key(credential_id), record, ex=CREDENTIAL_LIFETIME + RECORD_GRACE
+            )
+        except self._health.unavailable as exc:
+            self._health.failed(exc)
+            _log.warning("device credential record not written", error=type(exc).__name__)
 
     async def credentials(self, conn: Any, holder: Holder) -> list[DeviceCredentialInfo]:
         return [
@@ -350,13 +390,12 @@ class IssuingService:
         return ended
 
 
-def _device_point(public_key_b64: str) -> bytes:
+def _device_point(public_key_b64: str) -> ec.EllipticCurvePublicKey:
     try:
         raw = base64.b64decode(public_key_b64, validate=True)
-        point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except (binascii.Error, ValueError):
         raise ValidationException(
             "public_key: must be a base64 P-256 public point (33 or 65 bytes)",
             extra=[{"key": "public_key", "message": "not a P-256 public point"}],
         ) from None
-    return compressed_point(point)

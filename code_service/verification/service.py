@@ -1,6 +1,8 @@
 """Online verification: signatures and times in process, then one Redis round trip for the holder's live facts,
-the deny marks and the single-use claim (without Redis: the code, and the deny list read from PostgreSQL); the
-answer carries only what the scene needs; the scan is buffered and written in batches off the verify path."""
+the deny marks and the single-use claim (without Redis: the code, and the deny list read from PostgreSQL); a device
+code's credential is compared with the platform's record of it in that same round trip rather than by its
+signature; the answer carries only what the scene needs; the scan is buffered and written in batches off the
+verify path."""
 
 from __future__ import annotations
 
@@ -18,12 +20,20 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from code_service.codes.schemas import SubjectFacts
-from code_service.codes.service import FactsService, facts_key
+from code_service.codes.service import (
+    CREDENTIAL_RECORD_LEN,
+    FactsService,
+    credential_digest,
+    credential_key,
+    credential_record,
+    facts_key,
+)
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import RedisHealth, Scanner
@@ -44,6 +54,8 @@ from code_service.verifier.format import (
     verify_raw,
 )
 from code_service.verifier.offline import DEVICE_CODE_WINDOW
+
+_P256 = ec.SECP256R1()
 
 _log = structlog.get_logger("scans")
 VOUCHER_TTL = 600
@@ -70,6 +82,29 @@ DEGRADED_VERIFICATIONS = Counter(
     "Online verifications answered from the code alone because Redis was unavailable",
     ["scene"],
 )
+
+
+class _NotGenuine(Exception):
+    """A code found not genuine after the decision's round trip (`_genuine_by_record`): refused, not recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _recorded_device_key(record: Any, credential: bytes) -> ec.EllipticCurvePublicKey | None:
+    """The device key of `credential` (its 127 bytes) when `record` is the platform's record of exactly these
+    bytes (codes.service.credential_record), else None."""
+    if not (
+        isinstance(record, bytes)
+        and len(record) == CREDENTIAL_RECORD_LEN
+        and hmac.compare_digest(record[:16], credential_digest(credential))
+    ):
+        return None
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(_P256, b"\x04" + record[16:])
+    except ValueError:
+        return None
 
 
 def _used_key(code_id: bytes) -> str:
@@ -189,54 +224,115 @@ class VerificationService:
         except FormatError:
             await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason="malformed", scene=scene)
-        problem = await self._check(code, time.time())
+        now = time.time()
         code_type = _TYPE_NAMES[code.type]
-        if problem:
-            await _settle_alone(scanner)
-            return VerifyAnswer(allowed=False, reason=problem, scene=scene, code_type=code_type)
+        # A device code whose credential the platform has a record of is checked against the record in the
+        # decision's own round trip (`_genuine_by_record`) instead of by its platform signature; any other code,
+        # or one that may be refused, is checked here, in the order of docs/code-format.md section 6.
+        by_record = (
+            isinstance(code, DeviceCode)
+            and scene != "enterprise"
+            and await self._may_check_by_record(code, now)
+            and self._health.allow()
+        )
+        if not by_record:
+            problem = await self._check(code, now)
+            if problem:
+                await _settle_alone(scanner)
+                return VerifyAnswer(allowed=False, reason=problem, scene=scene, code_type=code_type)
         if (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
             await _settle_alone(scanner)
             answer = VerifyAnswer(allowed=False, reason="wrong-code-type", scene=scene, code_type=code_type)
         else:
-            answer = await self._decide(scanner, code, scene, code_type)
+            # The breaker is asked once per round trip: while it is open, it lets one probe through.
+            online = by_record or self._health.allow()
+            try:
+                answer = await self._decide(scanner, code, scene, code_type, now, online, by_record)
+            except _NotGenuine as refused:
+                return VerifyAnswer(allowed=False, reason=refused.reason, scene=scene, code_type=code_type)
         self._record(scanner, code.subject, scene, answer)
         return answer
 
     async def _check(self, code: ServerCode | DeviceCode, now: float) -> str:
+        """Steps 1.5 (the device key) to 5 of docs/code-format.md section 6, with the platform's signature."""
+        device_key = None
+        if isinstance(code, DeviceCode):
+            try:
+                device_key = load_point(code.device_key)
+            except FormatError:
+                return "malformed"
         key = await self._keys.public_key(code.kid)
         if key is None:
             return "unknown-key"
-        skew = self._skew
         if isinstance(code, ServerCode):
             if not 1 <= code.lifetime <= MAX_SERVER_LIFETIME or not verify_raw(
                 key, code.signature, code.signed
             ):
                 return "bad-signature"
-            if now < code.issued_at - skew:
+            if now < code.issued_at - self._skew:
                 return "not-yet-valid"
-            return "expired" if now >= code.expires_at + skew else ""
+            return "expired" if now >= code.expires_at + self._skew else ""
+        assert device_key is not None
         if not 0 < code.not_after - code.not_before <= MAX_CREDENTIAL_LIFETIME or not verify_raw(
             key, code.credential_signature, code.credential
         ):
             return "bad-signature"
-        try:
-            device_key = load_point(code.device_key)
-        except FormatError:
-            return "malformed"
         if not verify_raw(device_key, code.device_signature, code.signed):
             return "bad-device-signature"
+        return self._device_times(code, now)
+
+    def _device_times(self, code: DeviceCode, now: float) -> str:
+        skew = self._skew
         if now < code.not_before - skew or code.shown_at > now + skew:
             return "not-yet-valid"
         if now > code.not_after + skew or code.shown_at < now - DEVICE_CODE_WINDOW - skew:
             return "expired"
         return ""
 
+    async def _may_check_by_record(self, code: DeviceCode, now: float) -> bool:
+        """Whether nothing but the signatures is left to check: the kid is known and both windows hold. A code
+        that fails here is refused for the reason `_check` finds first, as the format requires."""
+        return await self._keys.public_key(code.kid) is not None and not self._device_times(code, now)
+
+    async def _genuine_by_record(self, code: DeviceCode, record: Any, now: float) -> str:
+        """The signatures of a device code whose windows and kid were checked (`_may_check_by_record`): its
+        credential's bytes against the platform's record of them (credential_record), then the device's own
+        signature. Without a matching record, the platform's signature is checked after all, and a genuine
+        credential's record is written (again) for the next time. Returns the refusal reason, or ""."""
+        credential = code.credential + code.credential_signature
+        device_key = _recorded_device_key(record, credential)
+        if device_key is not None and verify_raw(device_key, code.device_signature, code.signed):
+            return ""
+        problem = await self._check(code, now)
+        if not problem:  # the record was missing (evicted, Redis restarted empty) or wrong
+            await self._write_record(code, credential, now)
+        return problem
+
+    async def _write_record(self, code: DeviceCode, credential: bytes, now: float) -> None:
+        record = credential_record(credential, load_point(code.device_key))
+        try:
+            batch = self._batches.batch()
+            batch.set(
+                credential_key(code.credential_id), record, ex=int(code.not_after - now) + 2 * self._skew
+            )
+            await batch.execute()
+        except self._health.unavailable as exc:
+            self._health.failed(exc)
+
     async def _decide(
-        self, scanner: Scanner, code: ServerCode | DeviceCode, scene: str, code_type: str
+        self,
+        scanner: Scanner,
+        code: ServerCode | DeviceCode,
+        scene: str,
+        code_type: str,
+        now: float,
+        online: bool,
+        by_record: bool,
     ) -> VerifyAnswer:
-        """One Redis round trip: the caller's checks, the holder's live facts, the deny marks and the
-        single-use claim. Without Redis: the code and the deny list in PostgreSQL, flagged as degraded."""
-        if self._health.allow():
+        """One Redis round trip: the caller's checks, the holder's live facts, the deny marks, the single-use
+        claim and (`by_record`) the credential's record. Without Redis: the code and the deny list in PostgreSQL,
+        flagged as degraded."""
+        if online:
             checks = scanner.checks
             try:
                 batch = self._batches.batch()
@@ -246,6 +342,9 @@ class VerificationService:
                 batch.exists(
                     deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
                 )
+                if by_record:
+                    assert isinstance(code, DeviceCode)
+                    batch.get(credential_key(code.credential_id))
                 if scene in _SINGLE_USE:
                     batch.set(
                         _used_key(code.code_id),
@@ -258,9 +357,15 @@ class VerificationService:
                 self._health.failed(exc)
             else:
                 self._health.succeeded()
-                return await self._decide_online(scanner, code, scene, code_type, results, settled)
+                return await self._decide_online(
+                    scanner, code, scene, code_type, results, settled, now, by_record
+                )
         if scanner.checks is not None:
             scanner.checks.settle_locally()
+        if by_record:
+            problem = await self._check(code, now)
+            if problem:
+                raise _NotGenuine(problem)
         denied = await self._denied_in_database(code, scene)
         return self._decide_degraded(scanner, code, scene, code_type, denied)
 
@@ -288,17 +393,25 @@ class VerificationService:
         code_type: str,
         results: list[Any],
         settled: int,
+        now: float,
+        by_record: bool,
     ) -> VerifyAnswer:
-        raw, account_denied, credential_denied, *claim = results[settled:]
-        claimed = bool(claim and claim[0])
-        if scanner.checks is not None:
-            try:
-                scanner.checks.settle(results[:settled])
-            except Exception:
+        raw, account_denied, credential_denied, *rest = results[settled:]
+        record = rest.pop(0) if by_record else None
+        claimed = bool(rest and rest[0])
+        try:
+            if scanner.checks is not None:
                 # A refused request (replayed nonce, revoked key, rate limit) must not use up the code.
-                if claimed:
-                    await self._redis.delete(_used_key(code.code_id))
-                raise
+                scanner.checks.settle(results[:settled])
+            if by_record:
+                assert isinstance(code, DeviceCode)
+                problem = await self._genuine_by_record(code, record, now)
+                if problem:
+                    raise _NotGenuine(problem)
+        except Exception:
+            if claimed:
+                await self._redis.delete(_used_key(code.code_id))
+            raise
         facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(code.subject)
 
         def deny(reason: str) -> VerifyAnswer:
@@ -308,7 +421,7 @@ class VerificationService:
             answer = deny("denied-account")
         elif credential_denied:
             answer = deny("denied-credential")
-        elif claim and not claimed:
+        elif rest and not claimed:
             return deny("replayed")
         else:
             answer = await self._scene_answer(scanner, code, facts, scene, code_type)
