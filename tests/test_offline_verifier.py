@@ -75,14 +75,23 @@ def test_agrees_with_the_cleanroom_verifier(
     now = case["now"] + shift
     ours = _gate(now, case["skew"]).verify(text, scene)
     theirs = cleanroom.verify(text, now, _cleanroom_keys(), skew=case["skew"], scene=scene, seen=set())
-    if theirs.reason == "malformed" and ours.reason in ("unknown-key", "bad-signature"):
-        # The one known difference, for codes that fail two checks: the gate looks up the key and checks the
-        # credential signature before it loads the device key (a curve operation), where section 6 puts the
-        # device key in step 1. A code with an invalid device key and a good credential signature is malformed.
-        with pytest.raises(cleanroom.Malformed, match="device key"):
-            cleanroom.parse(text)
-        return
     assert (ours.valid, ours.reason) == (theirs.valid, theirs.reason)
+
+
+@pytest.mark.parametrize("kid", [None, b"\xee\xee\xee\xee"], ids=["known-kid", "unknown-kid"])
+def test_a_device_key_that_is_no_point_is_malformed_before_anything_else(kid: bytes | None) -> None:
+    """docs/code-format.md section 6, step 1.5: checked before the key id (step 2) and the signatures."""
+    case = next(c for c in _genuine() if decode(c["code"]).type == 3)
+    payload = bytearray(b45decode(case["code"][len(PREFIX) :]))
+    if kid is not None:
+        payload[1:5] = kid
+    payload[30] = 0x05  # neither 02 nor 03
+    text = PREFIX + b45encode(bytes(payload))
+    assert _gate(case["now"], case["skew"]).verify(text, "transit").reason == "malformed"
+    theirs = cleanroom.verify(
+        text, case["now"], _cleanroom_keys(), skew=case["skew"], scene="transit", seen=set()
+    )
+    assert theirs.reason == "malformed"
 
 
 @settings(max_examples=300, deadline=None)

@@ -154,6 +154,10 @@ class OfflineVerifier:
             _, kid, credential_id, subject, not_before, not_after, flags, device_key = fields[:8]
             cred_r, cred_s, shown_at, _, device_r, device_s = fields[8:]
             code_type = TYPE_DEVICE
+            try:
+                device_public = load_point(device_key)  # step 1.5: a device key that is no point is malformed
+            except FormatError:
+                return Verdict(False, "malformed", scene)
             key = self.keys.get(kid)
             if key is None:
                 return Verdict(False, "unknown-key", scene, TYPE_DEVICE)
@@ -161,10 +165,6 @@ class OfflineVerifier:
                 key.verify(der_signature(cred_r, cred_s), payload[:63], ES256)
             except InvalidSignature:
                 return Verdict(False, "bad-signature", scene, TYPE_DEVICE)
-            try:
-                device_public = load_point(device_key)
-            except FormatError:
-                return Verdict(False, "malformed", scene, TYPE_DEVICE)
             try:
                 device_public.verify(der_signature(device_r, device_s), payload[:133], ES256)
             except InvalidSignature:
