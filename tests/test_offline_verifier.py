@@ -220,6 +220,16 @@ def test_base45_every_triple_and_pair() -> None:
         assert _ours(bad) is None, bad
 
 
+def test_base45_encode_every_pair_in_one_go() -> None:
+    """All 65,536 pairs in one input, so every 64-bit lane of the encoder's big integer holds a different value
+    (its multiply-and-shift division is exact only below 2^16), then odd lengths around them."""
+    every_pair = b"".join(n.to_bytes(2, "big") for n in range(65536))
+    assert b45encode(every_pair) == cleanroom.base45_encode(every_pair)
+    for tail in (b"", b"\x00", b"\xff", b"\x00\xff\xfe"):
+        data = b"\xff\xff\x00\x00" + tail
+        assert b45encode(data) == cleanroom.base45_encode(data)
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.one_of(

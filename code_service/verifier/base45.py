@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
-import struct
 from functools import lru_cache
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 
 
-_PAIRS: tuple[str, ...] = ()
+# n // 2025 == n * _BY_2025 >> 32 and n // 45 == n * _BY_45 >> 32 for every n < 65,536 (checked by the tests):
+# a multiplication and a shift divide every lane of a big integer at once, where `//` would not.
+_BY_2025 = -(-(1 << 32) // 2025)
+_BY_45 = -(-(1 << 32) // 45)
+_QR_PAIRS = 2864  # what a QR code can hold (4,296 characters); larger inputs are not remembered
+_CHARACTERS = bytes(ALPHABET.encode("ascii")[i] if i < 45 else 0 for i in range(256))
 
 
-def _pair_table() -> tuple[str, ...]:
-    """The three characters of every 16-bit pair (65,536 strings, about 4 MB), made on first use: the issuing
-    server encodes one code per display, and a table lookup per pair is ten times the Python loop's speed."""
-    global _PAIRS
-    if not _PAIRS:
-        _PAIRS = tuple(ALPHABET[n % 45] + ALPHABET[n // 45 % 45] + ALPHABET[n // 2025] for n in range(65536))
-    return _PAIRS
+def _low_16_bits(pairs: int) -> int:
+    return int.from_bytes(b"\0\0\0\0\0\0\xff\xff" * pairs, "big")
+
+
+_cached_low_16_bits = lru_cache(maxsize=16)(_low_16_bits)
 
 
 def b45encode(data: bytes) -> str:
+    """All pairs at once (the decoder's SIMD-within-a-register, run backwards): each 16-bit pair n goes into a
+    64-bit lane of one big integer, and n % 45, n // 45 % 45 and n // 2025 come out of a few whole-integer
+    multiplications and shifts (a product is at most 2^37, so no lane spills into the next). About twenty C-level
+    steps for a code, and no table: the 65,536-entry table this replaced was fast in a loop but missed the cache
+    in a server busy with other work, costing several times its benchmark figure per code."""
     pairs = len(data) // 2
-    out = "".join(map(_pair_table().__getitem__, struct.unpack(f">{pairs}H", data[: 2 * pairs])))
+    lanes = bytearray(8 * pairs)
+    lanes[6::8] = data[0 : 2 * pairs : 2]
+    lanes[7::8] = data[1 : 2 * pairs : 2]
+    n = int.from_bytes(lanes, "big")
+    low = _cached_low_16_bits(pairs) if pairs <= _QR_PAIRS else _low_16_bits(pairs)
+    e = n * _BY_2025 >> 32 & low
+    rest = n - 2025 * e
+    d = rest * _BY_45 >> 32 & low
+    digits = ((rest - 45 * d) << 16 | d << 8 | e).to_bytes(8 * pairs, "big")
+    out = bytearray(3 * pairs)
+    out[0::3] = digits[5::8]
+    out[1::3] = digits[6::8]
+    out[2::3] = digits[7::8]
+    text = out.translate(_CHARACTERS).decode("ascii")
     if len(data) % 2:
         d, c = divmod(data[-1], 45)
-        out += ALPHABET[c] + ALPHABET[d]
-    return out
+        text += ALPHABET[c] + ALPHABET[d]
+    return text
 
 
 # Every character maps to its value as one byte (255 marks characters outside the alphabet), so the text
