@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import asyncpg
 from redis.asyncio import ConnectionPool, Redis
 
 from app_backend.audit.service import AuditTrail
+from app_backend.dependencies import provide_display_holder, provide_verifier
 from app_backend.directory import IdentityDirectory, OrganisationPayees
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
 from app_backend.enterprises.service import EnterpriseService
@@ -177,10 +179,13 @@ class Services:
         )
 
     def install(self, state: Any) -> None:
-        """Puts the services in the app state: all of them for the dependencies, and code_service's for its hot
-        handlers (code_service.container.codes_from)."""
+        """Puts the services in the app state: all of them for the dependencies, and code_service's, with how
+        to resolve their callers, for its hot handlers (code_service.ports: codes_from, display_holder_of,
+        signed_verifier_of)."""
         state.services = self
         state.codes = self.codes
+        state.display_holder_of = functools.partial(provide_display_holder, services=self)
+        state.signed_verifier_of = functools.partial(provide_verifier, services=self)
 
     async def close(self) -> None:
         await self.codes.close()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 if TYPE_CHECKING:
+    from litestar import Request
     from litestar.datastructures import State
 
     from code_service.container import CodeServices
@@ -140,3 +141,20 @@ def codes_from(state: State) -> CodeServices:
     cost (docs/performance.md). The composition root puts them there (`state.codes`)."""
     codes: CodeServices = state.codes
     return codes
+
+
+def display_holder_of(request: Request[Any, Any, Any]) -> Holder:
+    """The resident showing their code, with the session and rate checks (`Holder.checks`) that the display's
+    own Redis round trip settles. Like `codes_from`, the hot handlers resolve their caller through what the
+    composition root puts in the app state (`state.display_holder_of`), not as a dependency: resolving a
+    dependency costs Litestar about a tenth of a display or a verification (docs/performance.md)."""
+    holder: Holder = request.app.state.display_holder_of(request)
+    return holder
+
+
+async def signed_verifier_of(request: Request[Any, Any, Any]) -> Scanner:
+    """The signed caller of a verification (signature, time window and credential checked), with the Redis
+    checks (nonce, revoked mark, rate limit) that the verification's own round trip settles; from
+    `state.signed_verifier_of`, as `display_holder_of`."""
+    scanner: Scanner = await request.app.state.signed_verifier_of(request)
+    return scanner

@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import segno
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -17,7 +17,7 @@ from code_service.codes.schemas import (
     DeviceCredentials,
     IssuedCode,
 )
-from code_service.ports import Holder, codes_from
+from code_service.ports import Holder, codes_from, display_holder_of
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices
@@ -37,14 +37,14 @@ class CodeController(Controller):
     tags = ["codes"]
 
     @post("/personal", status_code=HTTP_200_OK, summary="A server-signed personal code (valid at most 60 s)")
-    async def personal(self, state: State, display_holder: Holder) -> Response[IssuedCode]:
-        # `display_holder`: the resident, whose session and rate checks the display's own Redis round trip
-        # settles; the services come from the state (see codes_from).
-        return Response(await codes_from(state).issuing.personal_code(display_holder), headers=_NO_STORE)
+    async def personal(self, request: Request[Any, Any, Any], state: State) -> Response[IssuedCode]:
+        # The caller and the services come from the state, not as dependencies (display_holder_of, codes_from).
+        holder = display_holder_of(request)
+        return Response(await codes_from(state).issuing.personal_code(holder), headers=_NO_STORE)
 
     @get("/personal.svg", summary="A fresh personal code as an SVG QR image", media_type="image/svg+xml")
-    async def personal_svg(self, state: State, display_holder: Holder) -> Response[bytes]:
-        issued = await codes_from(state).issuing.personal_code(display_holder)
+    async def personal_svg(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+        issued = await codes_from(state).issuing.personal_code(display_holder_of(request))
         return Response(
             render(issued.code, "svg"),
             media_type="image/svg+xml",
@@ -52,8 +52,8 @@ class CodeController(Controller):
         )
 
     @get("/personal.png", summary="A fresh personal code as a PNG QR image", media_type="image/png")
-    async def personal_png(self, state: State, display_holder: Holder) -> Response[bytes]:
-        issued = await codes_from(state).issuing.personal_code(display_holder)
+    async def personal_png(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+        issued = await codes_from(state).issuing.personal_code(display_holder_of(request))
         return Response(
             render(issued.code, "png"),
             media_type="image/png",

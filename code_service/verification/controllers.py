@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK
 
-from code_service.ports import Holder, Scanner, codes_from
+from code_service.ports import Holder, Scanner, codes_from, signed_verifier_of
 from code_service.verification.schemas import (
     ScanHistory,
     VerifyAnswer,
@@ -26,9 +26,12 @@ class VerifyController(Controller):
     tags = ["verification"]
 
     @post("", status_code=HTTP_200_OK, summary="Verify a scanned code for one scene (signed, verify:<scene>)")
-    async def verify(self, data: VerifyRequest, state: State, verifier: Scanner) -> VerifyAnswer:
-        # `verifier`: the signed caller whose nonce, revoked mark and rate limit the verification's own Redis
-        # pipeline settles (one round trip per verification); the services come from the state (codes_from).
+    async def verify(
+        self, data: VerifyRequest, request: Request[Any, Any, Any], state: State
+    ) -> VerifyAnswer:
+        # The signed caller, whose nonce, revoked mark and rate limit the verification's own Redis round trip
+        # settles, and the services come from the state, not as dependencies (signed_verifier_of, codes_from).
+        verifier = await signed_verifier_of(request)
         return await codes_from(state).verification.verify(verifier, data.code, data.scene)
 
     @post(
