@@ -312,9 +312,9 @@ class VerificationService:
         record = credential_record(credential, load_point(code.device_key))
         try:
             batch = self._batches.batch()
-            batch.set(
-                credential_key(code.credential_id), record, ex=int(code.not_after - now) + 2 * self._skew
-            )
+            # Until the credential's end as this verifier counts it (skew included); at least a second.
+            ttl = max(1, int(code.not_after - now) + 2 * self._skew)
+            batch.set(credential_key(code.credential_id), record, ex=ttl)
             await batch.execute()
         except self._health.unavailable as exc:
             self._health.failed(exc)
