@@ -9,16 +9,24 @@ import time
 import uuid
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from code_service.codes.service import CREDENTIAL_RECORD_LEN, credential_key, credential_record
 from code_service.holder import DeviceWallet
-from code_service.verifier.base45 import ALPHABET
+from code_service.verifier.base45 import ALPHABET, b45encode
 from code_service.verifier.format import (
+    ES256,
+    PREFIX,
     TYPE_PERSONAL,
     Flags,
     Health,
     decode,
     encode_device_code,
     encode_server_code,
+    raw_signature,
+    sign_raw,
+    signs_again,
+    verify_raw,
 )
 from tests.helpers import (
     bearer,
@@ -505,6 +513,79 @@ async def test_expired_server_code(client, services):
     assert future["allowed"] is False and future["reason"] == "not-yet-valid"
     # Within the 30 s tolerance a code that expired a moment ago still passes.
     assert (await _verified(client, gate, crafted(now - 70), "transit"))["allowed"] is True
+
+
+# --- the platform checks its own signatures by signing again ---------------------------------------------------
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _with_signature(code: str, signature: bytes) -> str:
+    signed = decode(code).signed
+    return PREFIX + b45encode(signed + signature)
+
+
+def _other_s(signature: bytes) -> bytes:
+    """The same signature with n − s for s: it verifies just as well, and signing never makes it."""
+    s = int.from_bytes(signature[32:], "big")
+    return signature[:32] + (_P256_ORDER - s).to_bytes(32, "big")
+
+
+def test_platform_signatures_are_reproducible_and_only_a_reproduction_counts():
+    key = ec.generate_private_key(ec.SECP256R1())
+    data = secrets.token_bytes(28)
+    signature = sign_raw(key, data)
+    assert sign_raw(key, data) == signature and verify_raw(key.public_key(), signature, data)
+    assert signs_again(key, signature, data)
+    # Valid signatures signing does not make, and invalid ones, are not reproduced: they must be verified.
+    random_nonce = raw_signature(key.sign(data, ES256))
+    assert verify_raw(key.public_key(), random_nonce, data) and not signs_again(key, random_nonce, data)
+    assert verify_raw(key.public_key(), _other_s(signature), data)
+    assert not signs_again(key, _other_s(signature), data)
+    assert not signs_again(key, signature, data + b"\0")
+    assert not signs_again(key, signature[:-1], data)
+
+
+async def test_server_codes_signed_any_valid_way_verify_and_forgeries_do_not(client, services):
+    """Online, the signing key's own codes are checked by signing them again (KeyService.signed); a valid
+    signature it does not reproduce (a random nonce, or n − s) is verified instead, and is as good."""
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, ["verify:transit"])
+    signer = await services.codes.keys.signer()
+
+    async def presented(make_signature: Any) -> dict[str, Any]:
+        code = await personal_code(client, person)  # a fresh code id each time: transit is single use
+        signed = decode(code).signed
+        return await _verified(client, gate, _with_signature(code, make_signature(signed)), "transit")
+
+    assert (await presented(lambda signed: sign_raw(signer.private_key, signed)))["allowed"] is True
+    random_nonce = await presented(lambda signed: raw_signature(signer.private_key.sign(signed, ES256)))
+    assert random_nonce["allowed"] is True, random_nonce
+    other_s = await presented(lambda signed: _other_s(sign_raw(signer.private_key, signed)))
+    assert other_s["allowed"] is True, other_s
+    impostor = ec.generate_private_key(ec.SECP256R1())
+    forged = await presented(lambda signed: sign_raw(impostor, signed))
+    assert forged["allowed"] is False and forged["reason"] == "bad-signature", forged
+    garbage = await presented(lambda signed: secrets.token_bytes(64))
+    assert garbage["allowed"] is False and garbage["reason"] == "bad-signature", garbage
+
+
+async def test_a_credential_signed_with_a_random_nonce_verifies_though_its_record_differs(client, services):
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, ["verify:transit"])
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    signer = await services.codes.keys.signer()
+    credential = wallet.credential[:-64]
+    resigned = DeviceWallet(
+        wallet.private_key, credential + raw_signature(signer.private_key.sign(credential, ES256))
+    )
+    assert resigned.credential != wallet.credential
+    answer = await _verified(client, gate, resigned.code(), "transit")
+    assert answer["allowed"] is True, answer
+    forged = DeviceWallet(wallet.private_key, credential + _other_s(wallet.credential[-64:])[:32] + bytes(32))
+    refused = await _verified(client, gate, forged.code(), "transit")
+    assert refused["allowed"] is False and refused["reason"] == "bad-signature", refused
 
 
 async def test_device_code_from_a_phone_five_minutes_slow_is_expired(client, services):

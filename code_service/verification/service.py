@@ -265,16 +265,16 @@ class VerificationService:
         if key is None:
             return "unknown-key"
         if isinstance(code, ServerCode):
-            if not 1 <= code.lifetime <= MAX_SERVER_LIFETIME or not verify_raw(
-                key, code.signature, code.signed
+            if not 1 <= code.lifetime <= MAX_SERVER_LIFETIME or not self._keys.signed(
+                code.kid, key, code.signature, code.signed
             ):
                 return "bad-signature"
             if now < code.issued_at - self._skew:
                 return "not-yet-valid"
             return "expired" if now >= code.expires_at + self._skew else ""
         assert device_key is not None
-        if not 0 < code.not_after - code.not_before <= MAX_CREDENTIAL_LIFETIME or not verify_raw(
-            key, code.credential_signature, code.credential
+        if not 0 < code.not_after - code.not_before <= MAX_CREDENTIAL_LIFETIME or not self._keys.signed(
+            code.kid, key, code.credential_signature, code.credential
         ):
             return "bad-signature"
         if not verify_raw(device_key, code.device_signature, code.signed):

@@ -31,12 +31,13 @@ Device code (type 3): a platform-signed credential binding the phone's key, plus
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -59,6 +60,13 @@ _DEVICE_TAIL = struct.Struct(">IH")  # 6 bytes
 SERVER_FIELDS = struct.Struct(">B4s8s8sIHB32s32s")  # 92 bytes
 DEVICE_FIELDS = struct.Struct(">B4s8s8sIIB33s32s32sIH32s32s")  # 197 bytes
 ES256 = ec.ECDSA(hashes.SHA256())  # ECDSA P-256 with SHA-256; the curve comes with the key
+# Signing takes its nonce from the key and the message (RFC 6979): the same bytes signed with the same key give the
+# same signature, so the platform can check its own signatures by signing again (signs_again), a third of the
+# cost of verifying them. Verifiers cannot tell the difference and need not (docs/code-format.md, 5.3).
+try:
+    _ES256_SIGNING = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+except (TypeError, UnsupportedAlgorithm):  # cryptography before 43 or OpenSSL before 3.2: random nonces, and
+    _ES256_SIGNING = ES256  # signs_again then never reproduces a signature, so each one is verified
 
 
 class Health(IntEnum):
@@ -158,7 +166,14 @@ def raw_signature(der: bytes) -> bytes:
 
 
 def sign_raw(private_key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    return raw_signature(private_key.sign(data, ES256))
+    return raw_signature(private_key.sign(data, _ES256_SIGNING))
+
+
+def signs_again(private_key: ec.EllipticCurvePrivateKey, signature: bytes, data: bytes) -> bool:
+    """Whether `signature` is what sign_raw makes of `data` with `private_key`: then it verifies under the key's
+    public half. False proves nothing: a signature made another way (with a random nonce, or with n − s for s)
+    may still verify. The comparison takes the same time wherever the bytes differ."""
+    return hmac.compare_digest(sign_raw(private_key, data), signature)
 
 
 def _der_integer(value: bytes) -> bytes:
