@@ -253,10 +253,12 @@ class VerificationService:
         self._record(scanner, code.subject, scene, answer)
         return answer
 
-    async def _check(self, code: ServerCode | DeviceCode, now: float) -> str:
-        """Steps 1.5 (the device key) to 5 of docs/code-format.md section 6, with the platform's signature."""
-        device_key = None
-        if isinstance(code, DeviceCode):
+    async def _check(
+        self, code: ServerCode | DeviceCode, now: float, device_key: ec.EllipticCurvePublicKey | None = None
+    ) -> str:
+        """Steps 1.5 (the device key, unless given already loaded) to 5 of docs/code-format.md section 6, with
+        the platform's signature."""
+        if isinstance(code, DeviceCode) and device_key is None:
             try:
                 device_key = load_point(code.device_key)
             except FormatError:
@@ -303,13 +305,19 @@ class VerificationService:
         device_key = _recorded_device_key(record, credential)
         if device_key is not None and verify_raw(device_key, code.device_signature, code.signed):
             return ""
-        problem = await self._check(code, now)
+        try:
+            device_public = load_point(code.device_key)  # once, for the check and the record
+        except FormatError:
+            return "malformed"
+        problem = await self._check(code, now, device_public)
         if not problem:  # the record was missing (evicted, Redis restarted empty) or wrong
-            await self._write_record(code, credential, now)
+            await self._write_record(code, credential, now, device_public)
         return problem
 
-    async def _write_record(self, code: DeviceCode, credential: bytes, now: float) -> None:
-        record = credential_record(credential, load_point(code.device_key))
+    async def _write_record(
+        self, code: DeviceCode, credential: bytes, now: float, device_public: ec.EllipticCurvePublicKey
+    ) -> None:
+        record = credential_record(credential, device_public)
         try:
             batch = self._batches.batch()
             # Until the credential's end as this verifier counts it (skew included); at least a second.
