@@ -8,9 +8,9 @@ from typing import Any
 from app_backend.enterprises.repository import EnterpriseRepository
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import InvalidIdentifier, validate_id_number
-from app_backend.infra.crypto import FieldCipher, mask
+from app_backend.kernel.crypto import FieldCipher, mask
+from app_backend.kernel.settings import Settings
 from app_backend.organisations.repository import OrganisationRepository
-from app_backend.settings import Settings
 from code_service.ports import EnterpriseFacts
 from payments.ports import Payee
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from app_backend.kernel.redis_batch import BatchRunner
 from code_service.codes.controllers import CodeController, EnterpriseCodeController
 from code_service.codes.repository import SubjectRepository
 from code_service.codes.service import FactsService, IssuingService
@@ -19,7 +20,6 @@ from code_service.gates.service import DenyListService, TapService
 from code_service.keys.controllers import JwksController
 from code_service.keys.service import KeyService
 from code_service.ports import Directory, RedisHealth, SecretBox, TransitEligibility
-from code_service.redis_batch import BatchRunner
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 from code_service.verification.service import ScanRecorder, VerificationService
 

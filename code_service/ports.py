@@ -104,7 +104,7 @@ class RedisHealth(Protocol):
 class CallerChecks(Protocol):
     """The Redis checks of a caller (a signed machine's nonce, revoked mark and rate limit; a resident's session
     and rate limit), handed to the handler so that it can fold them into its own batch of commands
-    (code_service.redis_batch): one round trip per request instead of two. `settle` raises the caller's 401 or
+    (app_backend.kernel.redis_batch): one round trip per request instead of two. `settle` raises the caller's 401 or
     429; `run` does the checks alone (one round trip, or the local fallback while Redis is unavailable)."""
 
     def queue(self, batch: Any) -> int:

@@ -124,7 +124,7 @@ def embedded_backend(workers: int = 2, log_dir: Path | None = None) -> Iterator[
     log = (log_dir or data_dir) / "backend.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "app_backend.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "app_backend.composition.cli", "serve", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

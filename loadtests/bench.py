@@ -4,8 +4,9 @@
                               [--profile DIR]
     python -m loadtests.bench --only offline        (or --only http, --only denylist, --only redis; repeatable)
 
-1. HTTP. Starts the whole backend the way `tzt serve` does (`python -m app_backend.cli serve --no-worker`) with a
-   temporary data folder (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) and ONE Granian
+1. HTTP. Starts the whole backend the way `tzt serve` does
+   (`python -m app_backend.composition.cli serve --no-worker`) with a temporary
+   data folder (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) and ONE Granian
    worker, creates residents through the API (OTP, dev outbox, login) and registers device keys, then runs
    `--http-rounds` short rounds, each loading one after the other: GET /api/v1/ping (the trivial baseline),
    POST /api/v1/codes/personal (residents' tokens round-robin), and POST /api/v1/verify as signed machine
@@ -414,7 +415,15 @@ def running_server() -> Iterator[Server]:
     log = data_dir / "bench-server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "app_backend.cli", "serve", "--port", str(port), "--no-worker"],
+            [
+                sys.executable,
+                "-m",
+                "app_backend.composition.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--no-worker",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

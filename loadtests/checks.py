@@ -85,7 +85,7 @@ async def build_trips_now(redis_url: str, within_s: float = 120.0) -> str:
     """Runs the worker's `build_transit_trips` job now (as its cron would) and waits for it."""
     from saq import Queue
 
-    from app_backend.worker import QUEUE_NAME
+    from app_backend.composition.worker import QUEUE_NAME
 
     queue = Queue.from_url(redis_url, name=QUEUE_NAME)
     try:

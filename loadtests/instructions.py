@@ -150,7 +150,7 @@ def _print_table(rows: list[str], counts: dict[str, tuple[int, int]], requests: 
 
 
 async def _count(rows: list[str], requests: int, work: Path) -> None:
-    from app_backend.infra.embedded import EmbeddedServices
+    from app_backend.composition.embedded import EmbeddedServices
 
     embedded = EmbeddedServices(work / "data")
     embedded.start(
@@ -174,10 +174,10 @@ async def _count_with(rows: list[str], requests: int, work: Path, admin_dsn: str
     import asyncpg
     import httpx
 
-    from app_backend.app import create_app
-    from app_backend.infra.migrations import apply_migrations
-    from app_backend.services import Services
-    from app_backend.settings import load_settings
+    from app_backend.composition.app import create_app
+    from app_backend.composition.migrator import apply_migrations
+    from app_backend.composition.wiring import Services
+    from app_backend.kernel.settings import load_settings
 
     name = f"tzt_instructions_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_dsn)
@@ -222,8 +222,8 @@ Scope = tuple[dict[str, Any], bytes]
 async def _requests(client: Any, services: Any, count: int) -> dict[str, Callable[[], list[Scope]]]:
     """Residents with agreements, a few device credentials and the demo verifiers; then, per row, `count`
     requests ready to be sent (the first 20 warm up, uncounted)."""
+    from app_backend.composition.seed import seed_demo
     from app_backend.organisations.signing import sign_request
-    from app_backend.seed import seed_demo
     from code_service.holder import DeviceWallet
     from loadtests.bench import HOSPITAL, ISSUE_PATH, METRO, PING_PATH, VERIFY_PATH
     from loadtests.fixtures import create_residents

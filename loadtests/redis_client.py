@@ -1,5 +1,5 @@
 """`make bench` part "redis": what one hot-path Redis batch costs the client, redis-py's client against the shared
-connection the hot paths use (`code_service/redis_batch.py`), measured side by side in one run.
+connection the hot paths use (`app_backend/kernel/redis_batch.py`), measured side by side in one run.
 
 Both send the same thing: one EVALSHA of the batch script with a display's three commands (session-revoked
 EXISTS, rate-limit INCR, cached facts GET), from 32 concurrent tasks as a busy worker would. Counted: the client
@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from code_service.redis_batch import _RUN, BatchRunner
+from app_backend.kernel.redis_batch import _RUN, BatchRunner
 
 TASKS = 32
 
@@ -36,7 +36,7 @@ async def _per_batch_us(send: Callable[[int], Awaitable[Any]], batches: int) -> 
 
 
 async def _measure(url: str, rounds: int, batches: int) -> dict[str, list[float]]:
-    from app_backend.services import create_redis
+    from app_backend.composition.wiring import create_redis
 
     client: Redis = create_redis(url, max_connections=TASKS + 8, timeout=1.0)
     script = client.register_script(_RUN)
@@ -74,7 +74,7 @@ def redis_client_benchmarks(redis_url: str | None, rounds: int = 7, batches: int
     if redis_url:
         costs = asyncio.run(_measure(redis_url, rounds, batches))
     else:
-        from app_backend.infra.embedded import EmbeddedServices
+        from app_backend.composition.embedded import EmbeddedServices
 
         with tempfile.TemporaryDirectory(prefix="tzt-bench-redis-") as folder:
             server = EmbeddedServices(Path(folder))

@@ -16,11 +16,11 @@ import pytest
 import redis
 from litestar import Litestar
 
-from app_backend.app import create_app
-from app_backend.infra.embedded import EmbeddedServices
-from app_backend.infra.migrations import apply_migrations
-from app_backend.services import Services
-from app_backend.settings import Settings, load_settings
+from app_backend.composition.app import create_app
+from app_backend.composition.embedded import EmbeddedServices
+from app_backend.composition.migrator import apply_migrations
+from app_backend.composition.wiring import Services
+from app_backend.kernel.settings import Settings, load_settings
 
 
 def _with_path(url: str, path: str) -> str:

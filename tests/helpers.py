@@ -11,10 +11,10 @@ from typing import Any
 
 from httpx import AsyncClient as AsyncTestClient
 
+from app_backend.composition.wiring import Services
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import id_number_check_char, uscc_check_char
 from app_backend.organisations.signing import sign_request
-from app_backend.services import Services
 
 _rng = random.SystemRandom()
 

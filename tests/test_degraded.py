@@ -21,10 +21,10 @@ import httpx
 import msgspec
 import pytest
 
-from app_backend.app import create_app
-from app_backend.infra.embedded import EmbeddedServices
-from app_backend.services import Services
-from app_backend.settings import Settings
+from app_backend.composition.app import create_app
+from app_backend.composition.embedded import EmbeddedServices
+from app_backend.composition.wiring import Services
+from app_backend.kernel.settings import Settings
 from code_service.codes.repository import SubjectRepository
 from code_service.holder import DeviceWallet
 from code_service.verifier.format import encode_device_code

@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 import pytest
-from litestar.exceptions import PermissionDeniedException
 
-from app_backend.app import create_app
+from app_backend.composition.app import create_app
+from app_backend.composition.migrator import MIGRATION_PACKAGES
+from app_backend.composition.wiring import Services
 from app_backend.directory import IdentityDirectory
-from app_backend.infra.migrations import MIGRATION_PACKAGES
-from app_backend.services import Services
-from app_backend.settings import Settings
+from app_backend.kernel.errors import DomainError
+from app_backend.kernel.settings import Settings
 from code_service.codes.repository import StatusRepository, SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import facts_key, subject_key
@@ -58,7 +58,7 @@ class RoundTrip:
     executes: int = 0
 
     def is_pool_reset(self) -> bool:
-        # asyncpg's default reset on release (one simple query); our pool skips it (app_backend/infra/db.py).
+        # asyncpg's default reset on release (one simple query); our pool skips it (app_backend/kernel/db.py).
         return self.kind == "query" and self.sql[0].startswith("SELECT pg_advisory_unlock_all()")
 
 
@@ -215,7 +215,7 @@ async def test_a_cold_display_is_one_statement_and_a_warm_one_none(
     (only,) = statements
     assert only.kind == "extended" and only.executes == 1 and only.prepares == 0, only
     assert "INSERT INTO codes.subjects" in only.sql[0] and RESIDENT_FACTS in only.sql[0]
-    # Nothing else crosses the wire: the pool skips asyncpg's reset query on release (app_backend/infra/db.py).
+    # Nothing else crosses the wire: the pool skips asyncpg's reset query on release (app_backend/kernel/db.py).
     resets = [t for t in trips if t.is_pool_reset()]
     assert trips == [only], trips
 
@@ -309,7 +309,7 @@ async def test_the_one_statement_gives_the_facts_the_ports_gave(
     await set_resident_status(client, services, blocked_person["resident_id"], "blocked")
     facts = await _same_facts(services, uuid.UUID(blocked_person["resident_id"]))
     assert (facts.active, facts.may_ride, facts.ride_reason) == (False, False, "account-blocked")
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(DomainError):
         await services.codes.issuing.personal_code(Holder(uuid.UUID(blocked_person["resident_id"])))
 
     # No such resident: inactive, like the ports answered.

@@ -575,9 +575,9 @@ async def test_audit_events_cannot_be_truncated(db):
 
 async def test_revocation_reaches_another_process_with_a_warm_cache(client, services):
     """Another server process (its own MachineAuth and cache, same Redis) refuses the key at once."""
-    from app_backend.infra.breaker import RedisBreaker
+    from app_backend.kernel.breaker import RedisBreaker
+    from app_backend.kernel.redis_batch import BatchRunner
     from app_backend.organisations.service import MachineAuth
-    from code_service.redis_batch import BatchRunner
 
     credential = await _credential(client, services)
     batches = BatchRunner(services.redis)

@@ -13,8 +13,8 @@ import httpx
 import msgspec
 import pytest
 
+from app_backend.composition.shedding import LoadShedder
 from app_backend.identity import service as identity_service
-from app_backend.infra.shedding import LoadShedder
 from app_backend.organisations import service as organisation_service
 from app_backend.organisations.signing import sign_request
 from tests.helpers import (

@@ -17,9 +17,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import DataError, ResponseError
 
-from app_backend.infra.embedded import EmbeddedServices
-from app_backend.services import create_redis
-from code_service.redis_batch import BatchRunner
+from app_backend.composition.embedded import EmbeddedServices
+from app_backend.composition.wiring import create_redis
+from app_backend.kernel.redis_batch import BatchRunner
 
 
 async def test_a_batch_answers_like_a_pipeline(services):

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import structlog
 
+from app_backend.composition.logging import configure_logging
 from app_backend.identity.validators import id_number_check_char
-from app_backend.infra.logging import configure_logging
 from tests.helpers import (
     bearer,
     enrol_person,

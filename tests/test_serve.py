@@ -41,7 +41,7 @@ def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subp
     log = data_dir / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app_backend.cli", "serve"],
+            [sys.executable, "-m", "app_backend.composition.cli", "serve"],
             start_new_session=True,
             env=env,
             stdout=out,
@@ -153,8 +153,8 @@ def test_the_demo_riders_contract_exists_at_the_sandbox(server, data_dir):
     """The seeded agreement is real where it is used: a deduction under it is not refused."""
     import asyncio
 
-    from app_backend.payment_channels import _resolve_files
-    from app_backend.seed import DEMO_CONTRACT_ID
+    from app_backend.composition.payment_channels import _resolve_files
+    from app_backend.composition.seed import DEMO_CONTRACT_ID
     from payments.channels.base import TradeStatus
     from payments.channels.wechat import WechatChannel, WechatConfig
 
@@ -189,7 +189,7 @@ def test_ctrl_c_stops_everything(server):
 def test_migrate_is_idempotent(backing, data_dir):
     env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
     out = subprocess.run(
-        [sys.executable, "-m", "app_backend.cli", "migrate"],
+        [sys.executable, "-m", "app_backend.composition.cli", "migrate"],
         env=env,
         capture_output=True,
         text=True,
@@ -204,7 +204,7 @@ def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
 
     def tzt(*args: str) -> str:
         return subprocess.run(
-            [sys.executable, "-m", "app_backend.cli", *args],
+            [sys.executable, "-m", "app_backend.composition.cli", *args],
             env=env,
             capture_output=True,
             text=True,

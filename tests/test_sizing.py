@@ -42,7 +42,7 @@ def test_tzt_plan_prints_the_plan():
         [
             sys.executable,
             "-m",
-            "app_backend.cli",
+            "app_backend.composition.cli",
             "plan",
             "--attendees",
             "40000",

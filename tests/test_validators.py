@@ -23,7 +23,7 @@ from app_backend.identity.validators import (
     validate_id_number,
     validate_uscc,
 )
-from app_backend.infra.crypto import FieldCipher, mask
+from app_backend.kernel.crypto import FieldCipher, mask
 
 TODAY = dt.date(2025, 6, 15)
 GB11643_EXAMPLE = "11010519491231002X"  # the example printed in GB 11643-1999

@@ -9,13 +9,13 @@ from litestar import Controller, delete, get, post
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.audit.schemas import Actor
-from app_backend.dependencies import RESIDENT_ACTOR
+from app_backend.composition.dependencies import RESIDENT_ACTOR
 from app_backend.enterprises.schemas import Enterprise, EnterpriseCreate, Member, MemberAdd, Members
 from app_backend.identity.controllers import _phone
 from app_backend.identity.schemas import ResidentPrincipal
 
 if TYPE_CHECKING:
-    from app_backend.services import Services
+    from app_backend.composition.wiring import Services
 
 
 class EnterpriseController(Controller):

@@ -7,7 +7,7 @@ import hmac
 from typing import Any, Literal, Protocol
 
 from app_backend.enterprises.repository import DevLegalEntityRepository
-from app_backend.infra.crypto import FieldCipher
+from app_backend.kernel.crypto import FieldCipher
 
 Verdict = Literal["ok", "unknown", "name-mismatch", "not-representative", "inactive"]
 

@@ -13,9 +13,9 @@ from app_backend.enterprises.schemas import Enterprise, Member
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.schemas import LinkedEnterprise
 from app_backend.identity.validators import InvalidIdentifier, normalise_uscc, uscc_checksum_ok
-from app_backend.infra.crypto import FieldCipher, mask
-from app_backend.infra.errors import Problem, field_error
-from app_backend.settings import Settings
+from app_backend.kernel.crypto import FieldCipher, mask
+from app_backend.kernel.errors import DomainError, invalid_field
+from app_backend.kernel.settings import Settings
 
 _REGISTRY_PROBLEMS = {
     "unknown": ("uscc", "not found in the legal-entity registry", 422),
@@ -40,23 +40,25 @@ class EnterpriseService:
         try:
             uscc = normalise_uscc(raw)
         except InvalidIdentifier as exc:
-            raise field_error("uscc", str(exc)) from None
+            raise invalid_field("uscc", str(exc)) from None
         if uscc_checksum_ok(uscc):
             return uscc, False
         if await self._repo.has_override(conn, uscc):
             return uscc, True
-        raise field_error("uscc", "check character does not match")
+        raise invalid_field("uscc", "check character does not match")
 
     async def create(
         self, conn: Any, resident_id: uuid.UUID, raw_name: str, raw_uscc: str, actor: Actor
     ) -> Enterprise:
         name = " ".join(raw_name.split())
         if not name:
-            raise field_error("name", "must not be blank")
+            raise invalid_field("name", "must not be blank")
         uscc, override = await self._checked_uscc(conn, raw_uscc)
         row = await self._residents.get(conn, resident_id)
         if row is None or row["level"] < 2 or row["id_number_enc"] is None:
-            raise Problem(403, "level-required", "creating an enterprise needs real-name verification (L2)")
+            raise DomainError(
+                403, "level-required", "creating an enterprise needs real-name verification (L2)"
+            )
         id_number = self._cipher.decrypt("resident.id_number", row["id_number_enc"])
         verdict = await self._registry.verify_representative(conn, uscc, name, id_number)
         if verdict != "ok":
@@ -64,10 +66,10 @@ class EnterpriseService:
             await self._audit.record_detached(
                 actor, "enterprise.create", target_type="uscc", target_id=uscc, outcome=verdict
             )
-            raise field_error(field, message, status)
+            raise invalid_field(field, message, status)
         created = await self._repo.create(conn, uscc, name, override, resident_id)
         if created is None:
-            raise Problem(
+            raise DomainError(
                 409,
                 "enterprise-exists",
                 "uscc: an enterprise with this credit code is already registered",
@@ -87,7 +89,7 @@ class EnterpriseService:
     async def _role_or_404(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str:
         role = await self._repo.member_role(conn, enterprise_id, resident_id)
         if role is None:  # outsiders learn nothing, not even that it exists
-            raise Problem(404, "not-found", "enterprise not found")
+            raise DomainError(404, "not-found", "enterprise not found")
         return role
 
     async def _locked_as_admin(
@@ -98,9 +100,11 @@ class EnterpriseService:
     ) -> dict[uuid.UUID, str]:
         roles = await self._repo.lock_members(conn, enterprise_id)
         if resident_id not in roles:  # outsiders learn nothing, not even that it exists
-            raise Problem(404, "not-found", "enterprise not found")
+            raise DomainError(404, "not-found", "enterprise not found")
         if roles[resident_id] != "admin":
-            raise Problem(403, "forbidden", "only an administrator of this enterprise may change its members")
+            raise DomainError(
+                403, "forbidden", "only an administrator of this enterprise may change its members"
+            )
         return roles
 
     async def get(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> Enterprise:
@@ -142,11 +146,11 @@ class EnterpriseService:
             conn, self._cipher.lookup_hash("resident.phone", phone)
         )
         if found is None:
-            raise field_error(
+            raise invalid_field(
                 "phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404
             )
         if not await self._repo.add_member(conn, enterprise_id, found["id"], role, admin_id):
-            raise Problem(
+            raise DomainError(
                 409,
                 "already-member",
                 "phone: this resident is already a member",
@@ -169,9 +173,9 @@ class EnterpriseService:
         roles = await self._locked_as_admin(conn, enterprise_id, admin_id)
         outcome = roles.get(member_id)
         if outcome is None:
-            raise Problem(404, "not-found", "member_id: not a member of this enterprise")
+            raise DomainError(404, "not-found", "member_id: not a member of this enterprise")
         if outcome == "admin" and sum(1 for r in roles.values() if r == "admin") == 1:
-            raise Problem(
+            raise DomainError(
                 409,
                 "last-admin",
                 "member_id: the last administrator cannot be removed; appoint another first",
@@ -196,11 +200,11 @@ class EnterpriseService:
         try:
             uscc = normalise_uscc(raw_uscc)
         except InvalidIdentifier as exc:
-            raise field_error("uscc", str(exc)) from None
+            raise invalid_field("uscc", str(exc)) from None
         if uscc_checksum_ok(uscc):
-            raise field_error("uscc", "passes the checksum; no override is needed", 409)
+            raise invalid_field("uscc", "passes the checksum; no override is needed", 409)
         if not await self._repo.add_override(conn, uscc, reason, f"{actor.type}:{actor.id}"):
-            raise field_error("uscc", "an override for this code exists already", 409)
+            raise invalid_field("uscc", "an override for this code exists already", 409)
         await self._audit.record(
             conn, actor, "admin.uscc_override", target_type="uscc", target_id=uscc, detail={"reason": reason}
         )

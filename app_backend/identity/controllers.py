@@ -9,7 +9,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from app_backend.audit.schemas import Actor
-from app_backend.dependencies import ANONYMOUS_ACTOR, RESIDENT_ACTOR, client_ip
+from app_backend.composition.dependencies import ANONYMOUS_ACTOR, RESIDENT_ACTOR
 from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
@@ -27,17 +27,18 @@ from app_backend.identity.schemas import (
 )
 from app_backend.identity.service import ReuseDetected
 from app_backend.identity.validators import InvalidIdentifier, normalise_phone
-from app_backend.infra.errors import Problem, field_error
+from app_backend.kernel.errors import DomainError, invalid_field
+from app_backend.kernel.http import client_ip
 
 if TYPE_CHECKING:
-    from app_backend.services import Services
+    from app_backend.composition.wiring import Services
 
 
 def _phone(raw: str) -> str:
     try:
         return normalise_phone(raw)
     except InvalidIdentifier as exc:
-        raise field_error("phone", str(exc)) from None
+        raise invalid_field("phone", str(exc)) from None
 
 
 class AuthController(Controller):
@@ -56,7 +57,7 @@ class AuthController(Controller):
     async def login(self, data: LoginRequest, services: Services, db: Any, actor: Actor) -> TokenPair:
         phone = _phone(data.phone)
         if not (len(data.otp) == 6 and data.otp.isascii() and data.otp.isdigit()):
-            raise field_error("otp", "must be 6 digits")
+            raise invalid_field("otp", "must be 6 digits")
         return await services.auth.login(db, phone, data.otp, actor)
 
     @post("/refresh", status_code=HTTP_200_OK, summary="Rotate the refresh token")
@@ -66,14 +67,14 @@ class AuthController(Controller):
         async with services.pool.acquire() as conn, conn.transaction():
             outcome = await services.auth.refresh(conn, data.refresh_token, actor)
         if isinstance(outcome, ReuseDetected):
-            raise Problem(
+            raise DomainError(
                 401,
                 "refresh-reuse",
                 "refresh_token: already used; the session is revoked, log in again",
                 extra={"errors": [{"field": "refresh_token", "message": "reused"}]},
             )
         if outcome is None:
-            raise Problem(
+            raise DomainError(
                 401,
                 "refresh-invalid",
                 "refresh_token: unknown, expired or revoked",
@@ -151,5 +152,5 @@ class DevController(Controller):
     ) -> DevLivenessResult:
         token = await services.dev_liveness.complete(session_id, data.outcome)
         if token is None:
-            raise Problem(404, "not-found", "session_id: no open liveness session")
+            raise DomainError(404, "not-found", "session_id: no open liveness session")
         return DevLivenessResult(result_token=token)

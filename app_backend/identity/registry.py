@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from app_backend.identity.repository import DevRegistryRepository
-from app_backend.infra.crypto import FieldCipher
+from app_backend.kernel.crypto import FieldCipher
 
 
 class PopulationRegistry(Protocol):

@@ -22,11 +22,12 @@ from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrin
 from app_backend.identity.sms import SmsSender, otp_text
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app_backend.identity.validators import InvalidIdentifier, normalise_name, validate_id_number
-from app_backend.infra.breaker import RedisBreaker
-from app_backend.infra.crypto import FieldCipher, mask
-from app_backend.infra.errors import RATE_LIMITED, SHED, Problem, field_error
-from app_backend.settings import Settings
-from code_service.redis_batch import BatchRunner, RedisBatch, run_checks
+from app_backend.kernel.breaker import RedisBreaker
+from app_backend.kernel.crypto import FieldCipher, mask
+from app_backend.kernel.errors import DomainError, invalid_field
+from app_backend.kernel.metrics import RATE_LIMITED, SHED
+from app_backend.kernel.redis_batch import BatchRunner, RedisBatch, run_checks
+from app_backend.kernel.settings import Settings
 
 _CHINA = ZoneInfo("Asia/Shanghai")
 # Atomic check of a one-time code: a match deletes it; the Nth wrong try deletes it too.
@@ -75,7 +76,7 @@ class OtpService:
         pk = self._phone_key(phone)
         if not await self._redis.set(f"otp:cool:{pk}", 1, nx=True, ex=s.otp_cooldown):
             wait = max(1, int(await self._redis.ttl(f"otp:cool:{pk}")))
-            raise Problem(
+            raise DomainError(
                 429,
                 "otp-cooldown",
                 f"phone: wait {wait} s before asking for another code",
@@ -92,7 +93,7 @@ class OtpService:
         if per_phone > s.otp_daily_per_phone or per_ip > s.otp_daily_per_ip:
             wait = _seconds_to_midnight()
             which = "phone" if per_phone > s.otp_daily_per_phone else "client address"
-            raise Problem(
+            raise DomainError(
                 429,
                 "otp-daily-cap",
                 f"phone: the daily limit of codes for this {which} is reached",
@@ -126,8 +127,8 @@ class OtpService:
         raise _otp_problem(f"wrong code; {verdict} tries left")
 
 
-def _otp_problem(message: str) -> Problem:
-    return Problem(
+def _otp_problem(message: str) -> DomainError:
+    return DomainError(
         401, "otp-invalid", f"otp: {message}", extra={"errors": [{"field": "otp", "message": message}]}
     )
 
@@ -164,7 +165,7 @@ class AuthService:
     async def login(self, conn: Any, phone: str, code: str, actor: Actor) -> TokenPair:
         try:
             await self._otp.check(phone, code)
-        except Problem:
+        except DomainError:
             await self._audit.record_detached(
                 actor,
                 "auth.login",
@@ -187,7 +188,7 @@ class AuthService:
                 outcome="denied",
                 detail={"reason": "blocked"},
             )
-            raise Problem(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
+            raise DomainError(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
         session_id = await self._sessions.create(conn, row["id"], self._settings.session_max_age)
         pair = await self._issue(conn, row["id"], session_id, row["level"], created)
         await self._audit.record(
@@ -255,7 +256,7 @@ class AuthService:
         """The in-process part (the token's signature and expiry). The caller must run or settle the returned
         checks (session revoked? rate limit) before it acts on the request."""
         if not authorization or not authorization[:7].lower() == "bearer ":
-            raise Problem(
+            raise DomainError(
                 401,
                 "unauthenticated",
                 "authorization: a bearer access token is required",
@@ -267,7 +268,7 @@ class AuthService:
                 uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["lvl"])
             )
         except (InvalidToken, ValueError, KeyError, TypeError) as exc:
-            raise Problem(
+            raise DomainError(
                 401,
                 "unauthenticated",
                 f"authorization: {exc or 'token invalid'}",
@@ -302,7 +303,7 @@ class ResidentChecks:
     def settle(self, results: list[Any]) -> None:
         revoked, count = results[0], results[1]
         if revoked:
-            raise Problem(
+            raise DomainError(
                 401,
                 "unauthenticated",
                 "authorization: this session has ended",
@@ -311,7 +312,7 @@ class ResidentChecks:
         if count > self._limit:
             RATE_LIMITED.labels("resident").inc()
             retry = max(1, (self._window + 1) * 60 - int(rate_clock()))
-            raise Problem(
+            raise DomainError(
                 429,
                 "rate-limited",
                 f"authorization: more than {self._limit} requests a minute from this account; retry later",
@@ -320,7 +321,7 @@ class ResidentChecks:
 
     def settle_locally(self) -> None:
         SHED.labels("redis-unavailable").inc()
-        raise Problem(
+        raise DomainError(
             503,
             "dependency-unavailable",
             "sessions cannot be checked right now; retry shortly (your code still shows offline)",
@@ -364,7 +365,7 @@ class ResidentService:
     ) -> Profile:
         row = await self._residents.get(conn, resident_id)
         if row is None:
-            raise Problem(404, "not-found", "resident not found")
+            raise DomainError(404, "not-found", "resident not found")
         return Profile(
             id=row["id"],
             phone=self._masked("resident.phone", row["phone_enc"]) or "",
@@ -382,7 +383,7 @@ class ResidentService:
         """Unmasked personal data, for staff with a reason; the caller audits it."""
         row = await self._residents.get(conn, resident_id)
         if row is None:
-            raise Problem(404, "not-found", "resident not found")
+            raise DomainError(404, "not-found", "resident not found")
         return {
             "phone": self._cipher.decrypt("resident.phone", row["phone_enc"]),
             "name": self._cipher.decrypt("resident.name", row["name_enc"]) if row["name_enc"] else None,
@@ -399,11 +400,11 @@ class ResidentService:
         try:
             name = normalise_name(raw_name)
         except InvalidIdentifier as exc:
-            raise field_error("name", str(exc)) from None
+            raise invalid_field("name", str(exc)) from None
         try:
             id_number = validate_id_number(raw_id)
         except InvalidIdentifier as exc:
-            raise field_error("id_number", str(exc)) from None
+            raise invalid_field("id_number", str(exc)) from None
         attempts_key = f"realname:tries:{principal.resident_id}"
         async with self._redis.pipeline(
             transaction=True
@@ -412,7 +413,7 @@ class ResidentService:
             pipe.incr(attempts_key)
             _, attempts = await pipe.execute()
         if attempts > 5:
-            raise Problem(
+            raise DomainError(
                 429,
                 "real-name-attempts",
                 "too many real-name attempts today; try again tomorrow",
@@ -420,9 +421,9 @@ class ResidentService:
             )
         row = await self._residents.get(conn, principal.resident_id)
         if row is None:
-            raise Problem(404, "not-found", "resident not found")
+            raise DomainError(404, "not-found", "resident not found")
         if row["id_number_enc"] is not None:
-            raise Problem(409, "already-verified", "this account is already real-name verified")
+            raise DomainError(409, "already-verified", "this account is already real-name verified")
         if not await self._registry.matches(conn, name, id_number):
             await self._audit.record_detached(
                 actor,
@@ -431,7 +432,7 @@ class ResidentService:
                 target_id=str(principal.resident_id),
                 outcome="no-match",
             )
-            raise Problem(
+            raise DomainError(
                 422,
                 "real-name-mismatch",
                 "name, id_number: the name and ID number do not match the population registry",
@@ -459,14 +460,14 @@ class ResidentService:
                 target_id=str(principal.resident_id),
                 outcome="duplicate",
             )
-            raise Problem(
+            raise DomainError(
                 409,
                 "id-number-taken",
                 "id_number: this ID number already backs another account",
                 extra={"errors": [{"field": "id_number", "message": "already backs another account"}]},
             ) from None
         if not updated:
-            raise Problem(409, "already-verified", "this account is already real-name verified")
+            raise DomainError(409, "already-verified", "this account is already real-name verified")
         await self._audit.record(
             conn, actor, "resident.real_name", target_type="resident", target_id=str(principal.resident_id)
         )
@@ -475,7 +476,9 @@ class ResidentService:
     async def start_face_verification(self, conn: Any, principal: ResidentPrincipal) -> tuple[str, int]:
         row = await self._residents.get(conn, principal.resident_id)
         if row is None or row["level"] < 2:
-            raise Problem(403, "level-required", "face verification needs real-name verification (L2) first")
+            raise DomainError(
+                403, "level-required", "face verification needs real-name verification (L2) first"
+            )
         return await self._liveness.start(str(principal.resident_id))
 
     async def confirm_face_verification(
@@ -489,14 +492,16 @@ class ResidentService:
                 target_id=str(principal.resident_id),
                 outcome="failure",
             )
-            raise Problem(
+            raise DomainError(
                 422,
                 "liveness-failed",
                 "result_token: the liveness check did not pass for this session",
                 extra={"errors": [{"field": "result_token", "message": "liveness not confirmed"}]},
             )
         if not await self._residents.set_face_verified(conn, principal.resident_id):
-            raise Problem(403, "level-required", "face verification needs real-name verification (L2) first")
+            raise DomainError(
+                403, "level-required", "face verification needs real-name verification (L2) first"
+            )
         await self._audit.record(
             conn,
             actor,

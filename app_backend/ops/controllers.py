@@ -7,7 +7,7 @@ from litestar import Controller, Response, get
 from litestar.plugins.prometheus import PrometheusController
 
 if TYPE_CHECKING:
-    from app_backend.services import Services
+    from app_backend.composition.wiring import Services
 
 
 class HealthController(Controller):

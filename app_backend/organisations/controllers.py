@@ -13,10 +13,10 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.audit.schemas import Actor, AuditPage
-from app_backend.dependencies import after_commit, client_ip, request_id
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.schemas import ResidentPrincipal
-from app_backend.infra.errors import Problem
+from app_backend.kernel.errors import DomainError
+from app_backend.kernel.http import after_commit, client_ip, request_id, signed_path
 from app_backend.organisations.schemas import (
     CredentialCreate,
     CredentialIssued,
@@ -36,7 +36,7 @@ from payments.reconciliation.schemas import ReconciliationReport
 from payments.settlement.schemas import PayoutRecord, Settlements, SettlementView
 
 if TYPE_CHECKING:
-    from app_backend.services import Services
+    from app_backend.composition.wiring import Services
 
 
 class Staff(msgspec.Struct, frozen=True):
@@ -53,7 +53,7 @@ async def provide_staff(
         await services.audit.record_detached(
             actor, "admin.access", target_type="path", target_id=request.url.path, outcome="denied"
         )
-        raise Problem(403, "forbidden", "this endpoint is for operations staff")
+        raise DomainError(403, "forbidden", "this endpoint is for operations staff")
     return Staff(actor=actor, roles=roles)
 
 
@@ -67,7 +67,7 @@ async def _require(services: Services, staff: Staff, path: str, *allowed: str) -
             outcome="denied",
             detail={"needs": list(allowed)},
         )
-        raise Problem(403, "forbidden", f"this action needs one of the roles: {', '.join(allowed)}")
+        raise DomainError(403, "forbidden", f"this action needs one of the roles: {', '.join(allowed)}")
 
 
 class AdminController(Controller):
@@ -178,7 +178,7 @@ class AdminController(Controller):
         await _require(services, staff, request.url.path, "ops_admin")
         repo = ResidentRepository()
         if await repo.get(db, data.resident_id) is None:
-            raise Problem(404, "not-found", "resident_id: no such resident")
+            raise DomainError(404, "not-found", "resident_id: no such resident")
         await repo.grant_role(db, data.resident_id, data.role, f"staff:{staff.actor.id}")
         await services.audit.record(
             db,
@@ -204,7 +204,7 @@ class AdminController(Controller):
     ) -> dict[str, str]:
         await _require(services, staff, request.url.path, "ops_admin")
         if not await ResidentRepository().set_status(db, resident_id, data.status):
-            raise Problem(404, "not-found", "resident_id: no such resident")
+            raise DomainError(404, "not-found", "resident_id: no such resident")
         if data.status == "blocked":
             await services.auth.revoke_all(db, resident_id, "blocked by operations")
         await services.codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
@@ -294,7 +294,7 @@ class AdminController(Controller):
     ) -> ReconciliationReport:
         await _require(services, staff, request.url.path, "ops_admin", "auditor")
         if day is None:
-            raise Problem(400, "bad-request", "date is required (YYYY-MM-DD)")
+            raise DomainError(400, "bad-request", "date is required (YYYY-MM-DD)")
         report = await services.payments.reconciliation.report(db, day)
         if not report.channels:
             await services.audit.record_detached(
@@ -303,7 +303,7 @@ class AdminController(Controller):
                 target_type="reconciliation",
                 target_id=day.isoformat(),
             )
-            raise Problem(404, "not-found", f"no reconciliation has run for {day.isoformat()}")
+            raise DomainError(404, "not-found", f"no reconciliation has run for {day.isoformat()}")
         await services.audit.record(
             db,
             staff.actor,
@@ -324,7 +324,7 @@ class AdminController(Controller):
     ) -> Settlements:
         await _require(services, staff, request.url.path, "ops_admin", "auditor")
         if day is None:
-            raise Problem(
+            raise DomainError(
                 400,
                 "bad-request",
                 "date: required (YYYY-MM-DD)",
@@ -361,12 +361,6 @@ class AdminController(Controller):
             detail={"payout_ref": data.payout_ref, "net_fen": paid.net_fen},
         )
         return paid
-
-
-def signed_path(request: Request[Any, Any, Any]) -> str:
-    """The path and query exactly as sent: what the client signed."""
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    return request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
 
 
 async def provide_machine(request: Request[Any, Any, Any], services: Services) -> MachinePrincipal:

@@ -14,9 +14,11 @@ from redis.asyncio import Redis
 
 from app_backend.audit.schemas import Actor
 from app_backend.audit.service import AuditTrail
-from app_backend.infra.breaker import RedisBreaker
-from app_backend.infra.crypto import FieldCipher
-from app_backend.infra.errors import RATE_LIMITED, Problem, field_error
+from app_backend.kernel.breaker import RedisBreaker
+from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.errors import DomainError, invalid_field
+from app_backend.kernel.metrics import RATE_LIMITED
+from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
 from app_backend.organisations import signing
 from app_backend.organisations.repository import OrganisationRepository
 from app_backend.organisations.schemas import (
@@ -26,7 +28,6 @@ from app_backend.organisations.schemas import (
     MachinePrincipal,
     Organisation,
 )
-from code_service.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
 _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
@@ -59,7 +60,7 @@ class OrganisationService:
     ) -> Organisation:
         row = await self._repo.create(conn, " ".join(name.split()), kind, location, rate_limit)
         if row is None:
-            raise Problem(
+            raise DomainError(
                 409,
                 "organisation-exists",
                 "name: an organisation with this name exists",
@@ -83,7 +84,7 @@ class OrganisationService:
         """Takes effect within the credential cache's few seconds in every worker."""
         row = await self._repo.set_rate_limit(conn, organisation_id, rate_limit)
         if row is None:
-            raise Problem(404, "not-found", "organisation not found")
+            raise DomainError(404, "not-found", "organisation not found")
         await self._audit.record(
             conn,
             actor,
@@ -100,7 +101,7 @@ class OrganisationService:
     async def _existing(self, conn: Any, organisation_id: uuid.UUID) -> Any:
         row = await self._repo.get(conn, organisation_id)
         if row is None:
-            raise Problem(404, "not-found", "organisation not found")
+            raise DomainError(404, "not-found", "organisation not found")
         return row
 
     async def issue_credential(
@@ -108,7 +109,7 @@ class OrganisationService:
     ) -> CredentialIssued:
         unknown: list[str] = sorted(set(scopes) - KNOWN_SCOPES)
         if unknown:
-            raise field_error("scopes", f"unknown scopes: {', '.join(unknown)}")
+            raise invalid_field("scopes", f"unknown scopes: {', '.join(unknown)}")
         await self._existing(conn, organisation_id)
         key_id = "tzk_" + secrets.token_hex(8)
         secret = "tzs_" + secrets.token_urlsafe(32)
@@ -143,7 +144,9 @@ class OrganisationService:
         self, conn: Any, organisation_id: uuid.UUID, key_id: str, actor: Actor
     ) -> None:
         if not await self._repo.revoke_credential(conn, organisation_id, key_id):
-            raise Problem(404, "not-found", "key_id: no active credential with this id in this organisation")
+            raise DomainError(
+                404, "not-found", "key_id: no active credential with this id in this organisation"
+            )
         await self._audit.record(
             conn,
             actor,
@@ -282,7 +285,7 @@ class MachineChecks:
             raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
         if count > self._principal.rate_limit:
             RATE_LIMITED.labels("organisation").inc()
-            raise Problem(
+            raise DomainError(
                 429,
                 "rate-limited",
                 f"{signing.HEADER_KEY}: this organisation's limit of {self._principal.rate_limit} requests per "
@@ -298,5 +301,5 @@ class MachineChecks:
         await run_checks(self, self._auth._batches, self._auth._breaker)
 
 
-def _unsigned(detail: str) -> Problem:
-    return Problem(401, "signature-invalid", detail, headers={"WWW-Authenticate": signing.SCHEME})
+def _unsigned(detail: str) -> DomainError:
+    return DomainError(401, "signature-invalid", detail, headers={"WWW-Authenticate": signing.SCHEME})

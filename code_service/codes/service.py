@@ -16,13 +16,10 @@ import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from litestar.exceptions import (
-    NotFoundException,
-    PermissionDeniedException,
-    ValidationException,
-)
 from redis.asyncio import Redis
 
+from app_backend.kernel.errors import forbidden, invalid_field, not_found
+from app_backend.kernel.redis_batch import BatchRunner
 from code_service.codes.repository import (
     CredentialRepository,
     FactsRepository,
@@ -38,7 +35,6 @@ from code_service.codes.schemas import (
 from code_service.gates.service import DenyListService
 from code_service.keys.service import KeyService
 from code_service.ports import Directory, Holder, RedisHealth, TransitEligibility
-from code_service.redis_batch import BatchRunner
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -223,7 +219,7 @@ class IssuingService:
     async def _resident_facts(self, conn: Any, holder: Holder) -> tuple[bytes, SubjectFacts]:
         subject, facts = await self._facts.load_resident(conn, holder.resident_id)
         if not facts.active:
-            raise PermissionDeniedException("this account is blocked; no code can be issued")
+            raise forbidden("this account is blocked; no code can be issued")
         return subject, facts
 
     async def _cached_resident_facts(self, holder: Holder) -> tuple[bytes, SubjectFacts]:
@@ -245,7 +241,7 @@ class IssuingService:
                 subject, facts = await self._resident_facts(conn, holder)
             await self._redis.set(subject_key(holder.resident_id), subject, ex=86400)
         elif not facts.active:
-            raise PermissionDeniedException("this account is blocked; no code can be issued")
+            raise forbidden("this account is blocked; no code can be issued")
         return bytes(subject), facts
 
     async def _first_round_trip(self, holder: Holder, subject: bytes | None) -> Any:
@@ -280,7 +276,7 @@ class IssuingService:
 
     async def enterprise_code(self, conn: Any, holder: Holder, enterprise_id: uuid.UUID) -> IssuedCode:
         if await self._directory.enterprise_of_member(conn, enterprise_id, holder.resident_id) is None:
-            raise NotFoundException("enterprise not found")
+            raise not_found("enterprise not found")
         subject = await self._subjects.get_or_create(conn, "enterprise", enterprise_id)
         facts = await self._facts.load(conn, subject)
         assert facts is not None
@@ -380,7 +376,7 @@ class IssuingService:
         if len(credential_id) != 8 or not await self._credentials.revoke(
             conn, credential_id, holder.resident_id, "revoked by holder"
         ):
-            raise NotFoundException("no live device credential with this id")
+            raise not_found("no live device credential with this id")
         await self._deny.deny(conn, "credential", [credential_id], "revoked by holder")
 
     async def supersede_devices(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[bytes]:
@@ -395,7 +391,4 @@ def _device_point(public_key_b64: str) -> ec.EllipticCurvePublicKey:
         raw = base64.b64decode(public_key_b64, validate=True)
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except (binascii.Error, ValueError):
-        raise ValidationException(
-            "public_key: must be a base64 P-256 public point (33 or 65 bytes)",
-            extra=[{"key": "public_key", "message": "not a P-256 public point"}],
-        ) from None
+        raise invalid_field("public_key", "not a P-256 public point") from None

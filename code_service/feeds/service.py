@@ -8,8 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from litestar.exceptions import ValidationException
-
+from app_backend.kernel.errors import invalid_field
 from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.repository import FeedRepository
 from code_service.feeds.schemas import FeedReceipt, HealthStatus, InsuranceStatus
@@ -32,9 +31,7 @@ class FeedService:
                 keys.append(self._directory.person_key(item.id_number))
             except ValueError as exc:
                 field = f"items[{i}].id_number" if many else "id_number"
-                raise ValidationException(
-                    f"{field}: {exc}", extra=[{"key": field, "message": str(exc)}]
-                ) from None
+                raise invalid_field(field, str(exc)) from None
         return keys
 
     async def put_health(

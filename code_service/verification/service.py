@@ -21,10 +21,11 @@ import asyncpg
 import msgspec
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from app_backend.kernel.errors import forbidden, not_found
+from app_backend.kernel.redis_batch import BatchRunner, LocalClaims
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
@@ -37,7 +38,6 @@ from code_service.codes.service import (
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import RedisHealth, Scanner
-from code_service.redis_batch import BatchRunner, LocalClaims
 from code_service.verification.repository import ScanRepository
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
@@ -218,7 +218,7 @@ class VerificationService:
         before it answers (in the decision's pipeline, or alone when the code is refused before that)."""
         if f"verify:{scene}" not in scanner.scopes:
             await _settle_alone(scanner)
-            raise PermissionDeniedException(f"scene: this verifier is not allowed the {scene} scene")
+            raise forbidden(f"scene: this verifier is not allowed the {scene} scene")
         try:
             code = decode(text)
         except FormatError:
@@ -599,14 +599,12 @@ class VerificationService:
 
     async def redeem_voucher(self, scanner: Scanner, voucher: str) -> VoucherRedeemed:
         if "verify:medical" not in scanner.scopes:
-            raise PermissionDeniedException("this credential lacks the scope verify:medical")
+            raise forbidden("this credential lacks the scope verify:medical")
         # Keyed by the hospital, so another organisation's attempt cannot consume (and so destroy) the voucher.
         raw = await self._redis.getdel(voucher_key(scanner.organisation_id, voucher))
         data = msgspec.json.decode(raw) if raw else None
         if data is None or data["org"] != str(scanner.organisation_id):
-            raise NotFoundException(
-                "voucher: unknown, expired, already settled, or issued to another hospital"
-            )
+            raise not_found("voucher: unknown, expired, already settled, or issued to another hospital")
         return VoucherRedeemed(
             insured=True, masked_name=data["name"], settlement_ref="ms_" + secrets.token_hex(8)
         )

@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import Parameter
 
+from app_backend.kernel.http import client_ip
 from payments.orders.schemas import OrderCreate, OrderView
 from payments.ports import ClientOrganisation, Payer
 from payments.refunds.schemas import RefundCreate
@@ -40,7 +41,7 @@ class OrderController(Controller):
         db: Any,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[Any]:
-        client = request.client.host if request.client else "127.0.0.1"
+        client = client_ip(request) or "127.0.0.1"
         status, body = await payments.orders.create(
             db, payer.resident_id, _key(idempotency_key), data, client
         )

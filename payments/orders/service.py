@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 import structlog
-from litestar.exceptions import ClientException, HTTPException, NotFoundException, ValidationException
 
+from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChannel, TradeStatus
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository
@@ -25,8 +25,11 @@ _log = structlog.get_logger("payments")
 _SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
-class ChannelDown(HTTPException):
-    status_code = 503
+class ChannelDown(DomainError):
+    """The channel's gateway did not answer: the client retries (with the same idempotency key)."""
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(503, "service-unavailable", detail, headers=headers)
 
 
 def request_hash(*parts: Any) -> bytes:
@@ -42,10 +45,11 @@ async def claim_or_replay(
         return None
     stored = await keys.get(conn, scope, key)
     if bytes(stored["request_hash"]) != digest:
-        raise ClientException(
+        raise DomainError(
+            422,
+            "unprocessable-content",
             "Idempotency-Key: this key was used with a different request",
-            status_code=422,
-            extra=[{"key": "Idempotency-Key", "message": "reused with a different body"}],
+            extra={"errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]},
         )
     return int(stored["status_code"]), stored["response"]
 
@@ -100,9 +104,7 @@ class OrderService:
     def channel(self, name: str) -> PaymentChannel:
         channel = self._channels.get(name)
         if channel is None:
-            raise ValidationException(
-                f"channel: {name} is not configured", extra=[{"key": "channel", "message": "not configured"}]
-            )
+            raise invalid_field("channel", "not configured")
         return channel
 
     async def create(
@@ -124,15 +126,10 @@ class OrderService:
         if replay is not None:
             return replay
         if await self._payees.payee(conn, data.payee_id) is None:
-            raise ValidationException(
-                "payee_id: no such payee", extra=[{"key": "payee_id", "message": "no such payee"}]
-            )
+            raise invalid_field("payee_id", "no such payee")
         channel = self.channel(data.channel)
         if data.method in ("mini", "jsapi") and not data.payer_channel_id:
-            raise ValidationException(
-                "payer_channel_id: required for mini-program and JSAPI payments",
-                extra=[{"key": "payer_channel_id", "message": "required for this method"}],
-            )
+            raise invalid_field("payer_channel_id", "required for this method")
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds)
         row = await self._orders.insert(
             conn,
@@ -175,7 +172,7 @@ class OrderService:
     async def get_for_payer(self, conn: Any, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
         row = await self._orders.get(conn, order_id)
         if row is None or row["payer_id"] != payer_id:
-            raise NotFoundException("order not found")
+            raise not_found("order not found")
         return order_view(row)
 
     async def mark_paid(

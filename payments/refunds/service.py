@@ -8,8 +8,8 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar.exceptions import ClientException, NotFoundException
 
+from app_backend.kernel.errors import DomainError, not_found
 from payments.channels.base import ChannelUnavailable, RefundStatus
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository
@@ -36,7 +36,7 @@ class RefundService:
             return replay
         order = await self._order_rows.get(conn, order_id)
         if order is None or order["payee_id"] != payee_id:
-            raise NotFoundException("order not found")
+            raise not_found("order not found")
         reserved = await self._order_rows.reserve_refund(conn, order_id, data.amount_fen)
         if reserved is None:
             refundable = (
@@ -44,10 +44,11 @@ class RefundService:
                 if order["status"] in ("paid", "finished")
                 else 0
             )
-            raise ClientException(
+            raise DomainError(
+                409,
+                "conflict",
                 f"amount_fen: at most {refundable} fen can still be refunded on this order",
-                status_code=409,
-                extra=[{"key": "amount_fen", "message": "exceeds refundable"}],
+                extra={"errors": [{"field": "amount_fen", "message": "exceeds refundable"}]},
             )
         row = await self._refunds.insert(
             conn,

@@ -10,8 +10,7 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar.exceptions import ClientException, NotFoundException
-
+from app_backend.kernel.errors import DomainError, not_found
 from payments.ledger.service import Ledger
 from payments.settlement.repository import SettlementRepository
 from payments.settlement.schemas import SettlementView
@@ -49,7 +48,7 @@ class SettlementService:
     ) -> str:
         row = await self._repo.get(conn, settlement_id)
         if row is None or (payee_id is not None and row["payee_id"] != payee_id):
-            raise NotFoundException("settlement not found")
+            raise not_found("settlement not found")
         start, end = day_bounds(row["day"])
         out = io.StringIO()
         writer = csv.writer(out)
@@ -100,8 +99,8 @@ class SettlementService:
         if paid is None:
             existing = await self._repo.get(conn, settlement_id)
             if existing is None:
-                raise NotFoundException("settlement not found")
-            raise ClientException(f"settlement is {existing['status']}, not due", status_code=409)
+                raise not_found("settlement not found")
+            raise DomainError(409, "conflict", f"settlement is {existing['status']}, not due")
         await self._ledger.post(
             conn,
             f"settlement:{settlement_id}",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
+from app_backend.kernel.http import client_ip
 from payments.orders.controllers import _key
 from payments.ports import Payer
 from payments.transit.schemas import AgreementCreate, AgreementView, DebtSummary, RepayCreate, TripView
@@ -64,7 +65,7 @@ class TransitController(Controller):
         db: Any,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[Any]:
-        client = request.client.host if request.client else "127.0.0.1"
+        client = client_ip(request) or "127.0.0.1"
         status, body = await payments.transit.repay(
             db, payer.resident_id, _key(idempotency_key), data, client
         )

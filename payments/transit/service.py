@@ -60,8 +60,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import structlog
-from litestar.exceptions import ClientException, NotFoundException
 
+from app_backend.kernel.errors import DomainError, not_found
 from payments.channels.base import (
     Agreement,
     AgreementStatus,
@@ -347,10 +347,11 @@ class TransitService:
     async def sign(self, conn: Any, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
         channel = self._orders.channel(data.channel)
         if await self._repo.has_active_on(conn, resident_id, data.channel):
-            raise ClientException(
+            raise DomainError(
+                409,
+                "conflict",
                 f"channel: an active {data.channel} agreement exists; end it before signing another",
-                status_code=409,
-                extra=[{"key": "channel", "message": "an active agreement exists"}],
+                extra={"errors": [{"field": "channel", "message": "an active agreement exists"}]},
             )
         external = new_agreement_no()
         try:
@@ -375,7 +376,7 @@ class TransitService:
         Alipay / WeChat: the channel interface has no unsign call."""
         row = await self._repo.agreement(conn, agreement_id)
         if row is None or row["resident_id"] != resident_id:
-            raise NotFoundException("agreement not found")
+            raise not_found("agreement not found")
         if row["status"] == "ended":
             return
         if (
@@ -383,9 +384,10 @@ class TransitService:
             and await self._repo.active_agreements(conn, resident_id) == 1
             and await self._repo.outstanding_trips(conn, resident_id) > 0
         ):
-            raise ClientException(
+            raise DomainError(
+                409,
+                "conflict",
                 "fares for recent trips are still being deducted under this agreement; try again later",
-                status_code=409,
             )
         if await self._repo.end_agreement(conn, agreement_id, "ended by the rider") is not None:
             await self._changed(conn, resident_id, None)
@@ -893,7 +895,7 @@ class TransitService:
         debts to other operators are repaid with further orders. Idempotent per key like any order."""
         debts = await self._repo.debts_of(conn, resident_id)
         if not debts:
-            raise ClientException("there is no transit debt to repay", status_code=409)
+            raise DomainError(409, "conflict", "there is no transit debt to repay")
         payee_id = debts[0]["payee_id"]
         covered = [d for d in debts if d["payee_id"] == payee_id]
         amount = sum(int(d["amount_fen"]) for d in covered)

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 import structlog
-from litestar.exceptions import ValidationException
 
+from app_backend.kernel.errors import DomainError, invalid_field
 from payments.webhooks.repository import WebhookRepository
 from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
 
@@ -40,18 +40,13 @@ def check_webhook_url(url: str, allow_local: bool) -> None:
     an internal service (our Redis, a metadata endpoint). Names are checked again when delivering."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValidationException(
-            "url: must be an http(s) URL", extra=[{"key": "url", "message": "not a URL"}]
-        )
+        raise invalid_field("url", "not a URL")
     if allow_local:
         return
     if parts.scheme != "https":
-        raise ValidationException("url: must use https", extra=[{"key": "url", "message": "https required"}])
+        raise invalid_field("url", "https required")
     if not _public(parts.hostname):
-        raise ValidationException(
-            "url: must not point at a private, loopback or link-local address",
-            extra=[{"key": "url", "message": "not a public address"}],
-        )
+        raise invalid_field("url", "not a public address")
 
 
 def _public(host: str) -> bool:
@@ -99,7 +94,7 @@ class WebhookService:
                     error = "" if answer.is_success else f"HTTP {answer.status_code}"
                 except httpx.HTTPError as exc:
                     error = type(exc).__name__
-                except ValidationException:
+                except DomainError:
                     error = "url no longer points at a public address"
                 if not error:
                     await self._repo.delivered(conn, row["id"])

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from app_backend.sandboxes import alipay_config
+from app_backend.composition.sandboxes import alipay_config
 from payments.channels.alipay import AlipayChannel
 from payments.reconciliation.schemas import ChannelReport, ReconciliationReport
 from payments.reconciliation.service import BUSINESS_TZ
@@ -506,7 +506,7 @@ async def _tzt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     """The CLI as an operator runs it, in a thread so the tests' event loop (and the app in it) keeps going."""
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "app_backend.cli", *args],
+        [sys.executable, "-m", "app_backend.composition.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

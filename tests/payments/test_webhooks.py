@@ -101,8 +101,7 @@ async def test_failed_deliveries_are_retried_on_schedule_then_given_up(
 
 
 def test_outside_dev_webhooks_must_be_https_to_public_addresses():
-    from litestar.exceptions import ValidationException
-
+    from app_backend.kernel.errors import DomainError
     from payments.webhooks.service import check_webhook_url
 
     for url in (
@@ -114,6 +113,6 @@ def test_outside_dev_webhooks_must_be_https_to_public_addresses():
         "https://localhost/hook",
         "ftp://example.com/x",
     ):
-        with pytest.raises(ValidationException):
+        with pytest.raises(DomainError):
             check_webhook_url(url, allow_local=False)
     check_webhook_url("http://127.0.0.1:9000/hook", allow_local=True)  # dev and tests

@@ -12,7 +12,7 @@ import asyncpg
 from redis.asyncio import ConnectionPool, Redis
 
 from app_backend.audit.service import AuditTrail
-from app_backend.dependencies import provide_display_holder, provide_verifier
+from app_backend.composition.dependencies import provide_display_holder, provide_verifier
 from app_backend.directory import IdentityDirectory, OrganisationPayees
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
 from app_backend.enterprises.service import EnterpriseService
@@ -20,14 +20,14 @@ from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegi
 from app_backend.identity.service import AuthService, OtpService, ResidentService
 from app_backend.identity.sms import DevOutboxSender
 from app_backend.identity.tokens import AccessTokens, RefreshTokens
-from app_backend.infra.breaker import RedisBreaker
-from app_backend.infra.crypto import FieldCipher
-from app_backend.infra.db import create_pool
+from app_backend.kernel.breaker import RedisBreaker
+from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import create_pool
+from app_backend.kernel.redis_batch import BatchRunner
+from app_backend.kernel.settings import Settings
 from app_backend.organisations.service import MachineAuth, OrganisationService
-from app_backend.settings import Settings
 from app_backend.transit_ports import GateDebtors, GateTaps
 from code_service.container import CodeServices
-from code_service.redis_batch import BatchRunner
 from payments.channels.base import PaymentChannel
 from payments.container import PaymentServices
 from payments.ports import PaymentSettings, TransitPorts
@@ -37,14 +37,14 @@ from payments.transit.service import RideEligibility
 def payment_channels(settings: Settings) -> dict[str, PaymentChannel]:
     """The configured channels: the local sandboxes in dev (started by `tzt serve`), the real gateways in
     production. A channel without configuration is simply absent (orders for it get a 400)."""
-    from app_backend.payment_channels import build_channels
+    from app_backend.composition.payment_channels import build_channels
 
     return build_channels(settings)
 
 
 def create_redis(url: str, max_connections: int, timeout: float = 1.0) -> Redis:
     """Short timeouts everywhere: a Redis that stops answering must cost a request a second at most, after which
-    the breaker keeps the hot paths away from it (app_backend/infra/breaker.py).
+    the breaker keeps the hot paths away from it (app_backend/kernel/breaker.py).
 
     A plain pool, not a blocking one: waiting for a free connection costs every command a lock and a timer (a
     tenth of redis-py's time on the hot paths, profiled). `max_connections` is set above the requests a worker
@@ -183,6 +183,8 @@ class Services:
         to resolve their callers, for its hot handlers (code_service.ports: codes_from, display_holder_of,
         signed_verifier_of)."""
         state.services = self
+        state.settings = self.settings
+        state.pool = self.pool
         state.codes = self.codes
         state.display_holder_of = functools.partial(provide_display_holder, services=self)
         state.signed_verifier_of = functools.partial(provide_verifier, services=self)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import msgspec
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
-from app_backend.infra.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, SHED
+from app_backend.kernel.errors import PROBLEM_BASE
+from app_backend.kernel.metrics import SHED
+from app_backend.kernel.problems import PROBLEM_MEDIA_TYPE
 
 _EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 _RETRY_AFTER = b"1"

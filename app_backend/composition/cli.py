@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app_backend.infra.processes import die_with_parent
-from app_backend.settings import Settings, load_settings
+from app_backend.composition.processes import die_with_parent
+from app_backend.kernel.settings import Settings, load_settings
 
 
 @contextlib.contextmanager
 def backing_services(settings: Settings, *, persistent_redis: bool = True) -> Iterator[Settings]:
     """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder."""
-    from app_backend.infra.embedded import EmbeddedServices
+    from app_backend.composition.embedded import EmbeddedServices
 
     embedded = EmbeddedServices(settings.data_dir)
     try:
@@ -43,14 +43,14 @@ def backing_services(settings: Settings, *, persistent_redis: bool = True) -> It
 
 
 async def _migrate(settings: Settings) -> list[str]:
-    from app_backend.infra.migrations import apply_migrations
+    from app_backend.composition.migrator import apply_migrations
 
     return await apply_migrations(settings.database_url)
 
 
 async def _seed(settings: Settings) -> dict[str, Any]:
-    from app_backend.seed import seed_demo
-    from app_backend.services import Services
+    from app_backend.composition.seed import seed_demo
+    from app_backend.composition.wiring import Services
 
     path = settings.data_dir / "demo-credentials.json"
     known = json.loads(path.read_text()) if path.exists() else {}
@@ -145,14 +145,14 @@ def _start_children(
     workers: int,
 ) -> subprocess.Popen[bytes]:
     if live.is_dev and not os.environ.get("TZT_PAYMENT_CONFIG") and not args.no_sandboxes:
-        from app_backend.sandboxes import start_sandboxes
+        from app_backend.composition.sandboxes import start_sandboxes
 
         payment_config = start_sandboxes(live.data_dir, children)
         env["TZT_PAYMENT_CONFIG"] = str(payment_config)
     if not args.no_worker:
         children.append(
             subprocess.Popen(
-                [sys.executable, "-m", "app_backend.cli", "worker"],
+                [sys.executable, "-m", "app_backend.composition.cli", "worker"],
                 env=env,
                 preexec_fn=die_with_parent,
             )
@@ -180,7 +180,7 @@ def _start_children(
             "--no-access-log",
             "--log-level",
             "warning",
-            "app_backend.asgi:app",
+            "app_backend.composition.asgi:app",
         ],
         env=env,
         preexec_fn=die_with_parent,
@@ -230,8 +230,8 @@ def cmd_seed(_: argparse.Namespace) -> int:
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
-    from app_backend.infra.logging import configure_logging
-    from app_backend.worker import build_worker
+    from app_backend.composition.logging import configure_logging
+    from app_backend.composition.worker import build_worker
 
     settings = load_settings()
     if not settings.redis_url or not settings.database_url:
@@ -280,9 +280,9 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_staff(args: argparse.Namespace) -> int:
     async def grant(live: Settings) -> str:
         from app_backend.audit.schemas import Actor
+        from app_backend.composition.wiring import Services
         from app_backend.identity.repository import ResidentRepository
         from app_backend.identity.validators import normalise_phone
-        from app_backend.services import Services
 
         services = await Services.create(live)
         try:
@@ -318,7 +318,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     async def run(live: Settings) -> list[str]:
         from app_backend.audit.schemas import Actor
-        from app_backend.services import Services
+        from app_backend.composition.wiring import Services
         from code_service.keys.repository import KeyRepository
 
         services = await Services.create(live)
@@ -354,7 +354,7 @@ def cmd_ledger(_: argparse.Namespace) -> int:
     postings, and no payee payable is below zero. Exits 1 when one fails."""
 
     async def run(live: Settings) -> Any:
-        from app_backend.services import Services
+        from app_backend.composition.wiring import Services
 
         services = await Services.create(live)
         try:
@@ -401,7 +401,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     day = args.date or dt.datetime.now(BUSINESS_TZ).date() - dt.timedelta(days=1)
 
     async def run(live: Settings) -> Any:
-        from app_backend.services import Services
+        from app_backend.composition.wiring import Services
 
         services = await Services.create(live)
         try:
@@ -422,7 +422,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     import uuid
 
     async def run(live: Settings) -> list[str]:
-        from app_backend.services import Services
+        from app_backend.composition.wiring import Services
 
         services = await Services.create(live)
         try:

@@ -9,18 +9,16 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from prometheus_client import Counter
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app_backend.infra.db import PoolExhausted
+from app_backend.kernel.db import PoolExhausted
+from app_backend.kernel.errors import PROBLEM_BASE, DomainError
+from app_backend.kernel.metrics import SHED
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://taizhoutong.cn/problems/"
 _log = structlog.get_logger("errors")
-RATE_LIMITED = Counter("tzt_rate_limited_total", "Requests refused with 429 by a rate limit", ["principal"])
-SHED = Counter("tzt_shed_total", "Requests answered 503 at once instead of queueing", ["reason"])
 
 _TITLES = {
     400: "Bad request",
@@ -36,28 +34,6 @@ _TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
-
-
-class Problem(HTTPException):
-    """A problem with a stable `type` slug clients can switch on."""
-
-    def __init__(
-        self,
-        status: int,
-        slug: str,
-        detail: str,
-        *,
-        headers: dict[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail=detail, status_code=status, headers=headers, extra=dict(extra or {}))
-        self.slug = slug
-
-
-def field_error(field: str, message: str, status: int = 400) -> Problem:
-    return Problem(
-        status, "validation", f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
-    )
 
 
 def problem_response(
@@ -115,15 +91,6 @@ def _field_from_message(message: str, path: str = "") -> str:
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     instance = request.url.path
-    if isinstance(exc, Problem):
-        return problem_response(
-            status,
-            exc.slug,
-            exc.detail,
-            headers=exc.headers,
-            extra=exc.extra if isinstance(exc.extra, Mapping) else None,
-            instance=instance,
-        )
     # A body that does not decode (malformed, truncated) comes as a 400 caused by a SerializationException.
     undecodable = status == 400 and (
         "JSON" in (exc.detail or "") or isinstance(exc.__cause__, SerializationException)
@@ -158,6 +125,15 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         extra={"errors": fields} if fields else None,
         headers=exc.headers,
         instance=instance,
+    )
+
+
+def handle_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    extra = dict(exc.extra)
+    if exc.field is not None and "errors" not in extra:
+        extra["errors"] = [{"field": exc.field, "message": exc.detail}]
+    return problem_response(
+        exc.status, exc.type, exc.detail, headers=exc.headers or None, extra=extra, instance=request.url.path
     )
 
 
@@ -196,6 +172,7 @@ def handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DomainError: handle_domain_error,
     HTTPException: handle_http_exception,
     PoolExhausted: handle_overload,
     RedisConnectionError: handle_redis_down,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app_backend.settings import Settings
+from app_backend.kernel.settings import Settings
 from payments.channels.base import PaymentChannel
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from app_backend.infra.processes import die_with_parent as _die_with_parent
+from app_backend.composition.processes import die_with_parent as _die_with_parent
 
 
 def _free_port() -> int:
@@ -68,7 +68,7 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
     key_file.write_text(merchant["api_key"])
     key_file.chmod(0o600)
     # The demo rider's contract, "signed" before this sandbox started: the demo can ride and pay at once.
-    from app_backend.seed import DEMO_CONTRACT_CODE, DEMO_CONTRACT_ID
+    from app_backend.composition.seed import DEMO_CONTRACT_CODE, DEMO_CONTRACT_ID
 
     httpx.post(
         f"{merchant['base_url'].rstrip('/')}/_sandbox/contracts/{DEMO_CONTRACT_CODE}",

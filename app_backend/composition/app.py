@@ -12,17 +12,17 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
-from app_backend.dependencies import DEPENDENCIES, run_after_commit
+from app_backend.composition.dependencies import DEPENDENCIES
+from app_backend.composition.logging import configure_logging, request_id_middleware
+from app_backend.composition.shedding import LoadShedder
+from app_backend.composition.wiring import Services
 from app_backend.enterprises.controllers import EnterpriseController
 from app_backend.identity.controllers import AuthController, DevController, MeController
-from app_backend.infra.db import release_abandoned_transactions
-from app_backend.infra.errors import EXCEPTION_HANDLERS
-from app_backend.infra.logging import configure_logging, request_id_middleware
-from app_backend.infra.shedding import LoadShedder
+from app_backend.kernel.http import release_abandoned_transactions, run_after_commit
+from app_backend.kernel.problems import EXCEPTION_HANDLERS
+from app_backend.kernel.settings import Settings, load_settings
 from app_backend.ops.controllers import HealthController, MetricsController
 from app_backend.organisations.controllers import AdminController, MachineController
-from app_backend.services import Services
-from app_backend.settings import Settings, load_settings
 from code_service.container import ROUTES as CODE_ROUTES
 from code_service.container import CodeServices
 from payments.container import ROUTES as PAYMENT_ROUTES

@@ -7,9 +7,9 @@ from typing import Any
 from saq import CronJob, Queue, Worker
 
 from app_backend.audit.tasks import purge_expired_audit_events
+from app_backend.composition.wiring import Services
 from app_backend.identity.tasks import purge_expired_refresh_tokens
-from app_backend.services import Services
-from app_backend.settings import Settings
+from app_backend.kernel.settings import Settings
 from payments.orders.tasks import settle_payments
 from payments.reconciliation.tasks import reconcile_yesterday
 from payments.settlement.tasks import settle_yesterday

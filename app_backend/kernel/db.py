@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -63,22 +62,3 @@ async def transaction_connection(db_pool: asyncpg.Pool, wait: float = 5.0) -> As
             await tx.commit()
     finally:
         await db_pool.release(conn)
-
-
-def release_abandoned_transactions(app: ASGIApp) -> ASGIApp:
-    """Litestar resolves sibling dependencies concurrently; when one of them fails (a 401, a 403, a 429) after
-    the request's transaction was opened, Litestar never resumes the transaction's dependency, which would keep
-    its connection inside an open transaction until the garbage collector got to it. The dependency registers
-    its exit stack in the scope state; this closes what is left there (rollback, release) once the response
-    has gone."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await app(scope, receive, send)
-        finally:
-            state = scope.get("state")
-            left: contextlib.AsyncExitStack | None = state.pop(OPEN_TRANSACTION, None) if state else None
-            if left is not None:
-                await left.aclose()
-
-    return middleware

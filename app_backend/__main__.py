@@ -1,5 +1,0 @@
-import sys
-
-from app_backend.cli import main
-
-sys.exit(main())

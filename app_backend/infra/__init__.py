@@ -1,1 +1,0 @@
-"""Infrastructure shared by the whole server: database, Redis, crypto, errors, logging, metrics."""
