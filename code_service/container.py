@@ -1,4 +1,4 @@
-"""code_service's object graph, built by the composition root from what it is handed."""
+"""code_service's public services: one object per process, started by its module (code_service/module.py)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,16 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from app_backend.kernel.redis_batch import BatchRunner
-from code_service.codes.controllers import CodeController, EnterpriseCodeController
+from app_backend.enterprises.service import EnterpriseDirectory
+from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import SubjectRepository
 from code_service.codes.service import FactsService, IssuingService
-from code_service.feeds.controllers import FeedController
 from code_service.feeds.service import FeedService
-from code_service.gates.controllers import GateController
-from code_service.gates.service import DenyListService, TapService
-from code_service.keys.controllers import JwksController
+from code_service.gates.service import DenyListService, TapService, TransitGates
 from code_service.keys.service import KeyService
-from code_service.ports import Directory, RedisHealth, SecretBox, TransitEligibility
-from code_service.verification.controllers import ScanHistoryController, VerifyController
 from code_service.verification.service import ScanRecorder, VerificationService
-
-ROUTES: list[type] = [
-    JwksController,
-    CodeController,
-    EnterpriseCodeController,
-    FeedController,
-    VerifyController,
-    ScanHistoryController,
-    GateController,
-]
 
 
 @dataclass
@@ -43,6 +30,8 @@ class CodeServices:
     issuing: IssuingService
     deny: DenyListService
     taps: TapService
+    # What payments' transit fares ask of the gates: uploaded taps, the rider behind a subject, debtors.
+    transit_gates: TransitGates
     feeds: FeedService
     recorder: ScanRecorder
     verification: VerificationService
@@ -52,18 +41,18 @@ class CodeServices:
         cls,
         pool: asyncpg.Pool,
         redis: Redis,
-        box: SecretBox,
-        directory: Directory,
-        transit: TransitEligibility,
+        box: FieldCipher,
+        residents: ResidentDirectory,
+        enterprises: EnterpriseDirectory,
         health: RedisHealth,
         rider_secret: bytes,
         batches: BatchRunner,
         skew: int = 30,
     ) -> CodeServices:
         keys = KeyService(pool, box)
-        facts = FactsService(pool, redis, directory, transit)
+        facts = FactsService(pool, redis, residents, enterprises)
         deny = DenyListService(redis, keys)
-        issuing = IssuingService(pool, redis, keys, facts, deny, directory, health, batches)
+        issuing = IssuingService(pool, redis, keys, facts, deny, enterprises, health, batches)
         recorder = ScanRecorder(pool)
         return cls(
             pool=pool,
@@ -73,7 +62,8 @@ class CodeServices:
             issuing=issuing,
             deny=deny,
             taps=TapService(),
-            feeds=FeedService(directory, facts, issuing),
+            feeds=FeedService(residents, facts, issuing),
+            transit_gates=TransitGates(deny),
             recorder=recorder,
             verification=VerificationService(
                 redis, health, keys, facts, recorder, rider_secret, batches, skew, pool=pool, deny=deny

@@ -1,12 +1,15 @@
-"""What code_service needs from the rest of the system, as protocols the composition root implements, and the
-principals it receives through dependency injection."""
+"""The callers code_service receives (the resident showing a code, the organisation scanning one), the protocols
+its hot paths are written against, and how its hot handlers reach their services from the app state."""
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from app_backend.identity.schemas import ResidentPrincipal
+from app_backend.kernel.http import signed_path
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -37,124 +40,64 @@ class Scanner(msgspec.Struct, frozen=True):
     checks: Any = None
 
 
-class EnterpriseFacts(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    name: str
-    uscc: str
-    standing: str
-
-
-class SecretBox(Protocol):
-    """Authenticated encryption for secrets at rest (the platform's AES-GCM field cipher)."""
-
-    def encrypt(self, field: str, plaintext: str) -> bytes: ...
-
-    def decrypt(self, field: str, blob: bytes) -> str: ...
-
-
-class Directory(Protocol):
-    """Facts about residents and enterprises owned by the identity side."""
-
-    async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None: ...
-
-    def mask_name(self, name_enc: bytes | None) -> str | None:
-        """What `masked_name` answers, from the stored (encrypted) name as RESIDENT_FACTS returns it: no query."""
-        ...
-
-    async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool: ...
-
-    async def person_key_of(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
-        """The keyed hash of the resident's ID number (None before real-name): the key of department feeds."""
-        ...
-
-    async def resident_of_person(self, conn: Any, person_key: bytes) -> uuid.UUID | None: ...
-
-    def person_key(self, id_number: str) -> bytes:
-        """Validates an ID number (GB 11643) and returns its keyed hash; raises ValueError with a reason."""
-        ...
-
-    async def enterprise_of_member(
-        self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID
-    ) -> EnterpriseFacts | None: ...
-
-    async def enterprise(self, conn: Any, enterprise_id: uuid.UUID) -> EnterpriseFacts | None: ...
-
-
-class TransitEligibility(Protocol):
-    """Withholding agreements, debts and blocks: payments answers (its RideEligibility, wired by app_backend)."""
-
-    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]: ...
-
-
-class RedisHealth(Protocol):
-    """Whether Redis is answering (a circuit breaker the composition root shares between all hot paths).
-
-    Verification asks before each round trip and reports how it went; while Redis is unavailable it answers from
-    the code alone (signature, validity, signed entitlements) and flags the answer as degraded."""
-
-    unavailable: tuple[type[BaseException], ...]
-
-    def allow(self) -> bool: ...
-
-    def failed(self, error: BaseException | None = None) -> None: ...
-
-    def succeeded(self) -> None: ...
-
-
-class CallerChecks(Protocol):
-    """The Redis checks of a caller (a signed machine's nonce, revoked mark and rate limit; a resident's session
-    and rate limit), handed to the handler so that it can fold them into its own batch of commands
-    (app_backend.kernel.redis_batch): one round trip per request instead of two. `settle` raises the caller's 401 or
-    429; `run` does the checks alone (one round trip, or the local fallback while Redis is unavailable)."""
-
-    def queue(self, batch: Any) -> int:
-        """Adds the checks' commands to `batch` (a RedisBatch) and returns how many; their replies come first."""
-        ...
-
-    def settle(self, results: list[Any]) -> None: ...
-
-    def settle_locally(self) -> None: ...
-
-    async def run(self) -> None: ...
-
-
 RESIDENT_FACTS = "code_ports.resident_facts"
-"""The Directory's and TransitEligibility's answers about one resident as ONE SQL set-returning function, so that
-code_service reads a holder's facts in one statement (one round trip) while its SQL never names identity's or
-payments' tables. The composition root creates it (app_backend/composition/migrations, after every package's
-tables); code_service's repository calls it by this name inside its own statement:
+"""Identity's and payments' answers about one resident as ONE SQL set-returning function, so that code_service
+reads a holder's facts in one statement (one round trip) while its SQL never names identity's or payments'
+tables (docs/decisions/0002-one-statement-code-display.md). code_service's migrations create it, after identity's
+and payments' (code_service comes after them in the module list); its repository calls it by this name inside its
+own statement:
 
     code_ports.resident_facts(resident uuid) RETURNS TABLE (
-        active       boolean,  -- Directory.resident_active
-        name_enc     bytea,    -- the stored name, NULL before real-name: Directory.mask_name gives masked_name
-        person_key   bytea,    -- Directory.person_key_of (the key of codes.health_status / insurance_status)
-        may_ride     boolean,  -- TransitEligibility.may_ride, both parts ('' when may_ride)
+        active       boolean,  -- ResidentDirectory.resident_active (identity)
+        name_enc     bytea,    -- the stored name, NULL before real-name: ResidentDirectory.mask_name masks it
+        person_key   bytea,    -- ResidentDirectory.person_key_of (the key of codes.health_status / insurance_status)
+        may_ride     boolean,  -- TransitService.may_ride (payments), both parts ('' when may_ride)
         ride_reason  text
     )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
 
-The async ports above stay the reference answers (tests/test_display_round_trips.py checks both agree)."""
+Those services stay the reference answers (tests/test_display_round_trips.py checks both agree)."""
 
 
 def codes_from(state: State) -> CodeServices:
     """The hot handlers (code display, verification) take their services from the app state rather than as a
     dependency: Litestar resolves sibling dependencies in an anyio task group, about a tenth of a verification's
-    cost (docs/performance.md). The composition root puts them there (`state.codes`)."""
+    cost (docs/decisions/0001-hot-handlers-read-app-state.md). The composition puts every module's services there
+    under the module's name."""
     codes: CodeServices = state.codes
     return codes
 
 
 def display_holder_of(request: Request[Any, Any, Any]) -> Holder:
     """The resident showing their code, with the session and rate checks (`Holder.checks`) that the display's
-    own Redis round trip settles. Like `codes_from`, the hot handlers resolve their caller through what the
-    composition root puts in the app state (`state.display_holder_of`), not as a dependency: resolving a
-    dependency costs Litestar about a tenth of a display or a verification (docs/performance.md)."""
-    holder: Holder = request.app.state.display_holder_of(request)
-    return holder
+    own Redis round trip settles; resolved here rather than as a dependency, like `codes_from`."""
+    principal, checks = request.app.state.identity.auth.check_token(request.headers.get("authorization"))
+    return Holder(resident_id=principal.resident_id, checks=checks)
 
 
 async def signed_verifier_of(request: Request[Any, Any, Any]) -> Scanner:
     """The signed caller of a verification (signature, time window and credential checked), with the Redis
-    checks (nonce, revoked mark, rate limit) that the verification's own round trip settles; from
-    `state.signed_verifier_of`, as `display_holder_of`."""
-    scanner: Scanner = await request.app.state.signed_verifier_of(request)
-    return scanner
+    checks (nonce, revoked mark, rate limit) that the verification's own round trip settles; resolved here
+    rather than as a dependency, like `codes_from`."""
+    state = request.app.state
+    machine, checks = await state.organisations.machine_auth.check_signature(
+        state.platform.side_pool, request.method, signed_path(request), request.headers, await request.body()
+    )
+    return Scanner(
+        organisation_id=machine.organisation_id,
+        organisation_name=machine.organisation_name,
+        organisation_kind=machine.organisation_kind,
+        key_id=machine.key_id,
+        scopes=machine.scopes,
+        checks=checks,
+    )
+
+
+async def provide_scanner(request: Request[Any, Any, Any]) -> Scanner:
+    """code_service's view of a signed machine request, fully checked (the dependency of its cold handlers)."""
+    scanner = await signed_verifier_of(request)
+    await scanner.checks.run()
+    return msgspec.structs.replace(scanner, checks=None)
+
+
+def provide_holder(resident: ResidentPrincipal) -> Holder:
+    return Holder(resident_id=resident.resident_id)

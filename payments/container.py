@@ -1,34 +1,26 @@
-"""payments' object graph, built by the composition root from what it is handed."""
+"""payments' public services: one object per process, started by payments' module (payments/module.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
+from app_backend.kernel.crypto import FieldCipher
+from app_backend.organisations.service import OrganisationService
+from code_service.codes.service import FactsService
+from code_service.gates.service import TransitGates
 from payments.channels.base import PaymentChannel
 from payments.ledger.service import Ledger
-from payments.notifications.controllers import NotifyController
 from payments.notifications.service import NotificationService
-from payments.orders.controllers import OrderController
 from payments.orders.service import OrderService
-from payments.ports import PayeeDirectory, PaymentSettings, TransitPorts
+from payments.ports import PaymentSettings
 from payments.reconciliation.service import ReconciliationService
 from payments.refunds.service import RefundService
-from payments.settlement.controllers import SettlementController
 from payments.settlement.service import SettlementService
-from payments.transit.controllers import TransitController
 from payments.transit.service import TransitService
-from payments.webhooks.controllers import WebhookController
-from payments.webhooks.service import SecretBox, WebhookService
-
-ROUTES: list[type] = [
-    OrderController,
-    NotifyController,
-    SettlementController,
-    WebhookController,
-    TransitController,
-]
+from payments.webhooks.service import WebhookService
 
 
 @dataclass
@@ -49,15 +41,16 @@ class PaymentServices:
         cls,
         pool: asyncpg.Pool,
         channels: dict[str, PaymentChannel],
-        payees: PayeeDirectory,
+        payees: OrganisationService,
         settings: PaymentSettings,
-        box: SecretBox,
-        transit_ports: TransitPorts | None = None,
+        box: FieldCipher,
+        gates: TransitGates,
+        facts: FactsService,
     ) -> PaymentServices:
         ledger = Ledger()
         webhooks = WebhookService(box, allow_local=settings.allow_local_webhooks)
         orders = OrderService(channels, payees, ledger, settings, webhooks)
-        transit = TransitService(channels, orders, ledger, settings, transit_ports or TransitPorts())
+        transit = TransitService(channels, orders, ledger, settings, gates, facts)
         return cls(
             pool=pool,
             channels=channels,
@@ -70,3 +63,8 @@ class PaymentServices:
             reconciliation=ReconciliationService(pool, channels, settings),
             transit=transit,
         )
+
+
+def payments_of(ctx: dict[str, Any]) -> PaymentServices:
+    """payments' services in a job: the worker puts the started platform in every job's context."""
+    return ctx["platform"].get(PaymentServices)  # type: ignore[no-any-return]

@@ -1,14 +1,16 @@
-"""What payments needs from the rest of the system, and the principals it receives through DI."""
+"""The principals payments receives through DI, and its settings."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
+from litestar import Request
+
+from app_backend.identity.schemas import ResidentPrincipal
+from app_backend.organisations.auth import provide_machine
 
 
 class Payer(msgspec.Struct, frozen=True):
@@ -21,16 +23,6 @@ class ClientOrganisation(msgspec.Struct, frozen=True):
     organisation_id: uuid.UUID
     organisation_name: str
     scopes: frozenset[str]
-
-
-class Payee(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    name: str
-    kind: str
-
-
-class PayeeDirectory(Protocol):
-    async def payee(self, conn: Any, payee_id: uuid.UUID) -> Payee | None: ...
 
 
 @dataclass(frozen=True)
@@ -56,78 +48,14 @@ class PaymentSettings:
     reconcile_midnight_window_s: int = 300
 
 
-# --- transit: what the fare side needs from the gates' side (the composition root wires code_service in) -----
+def provide_payer(resident: ResidentPrincipal) -> Payer:
+    return Payer(resident_id=resident.resident_id)
 
 
-class GateTap(msgspec.Struct, frozen=True):
-    """A tap a gate uploaded: the operator is the organisation whose gate it was."""
-
-    organisation_id: uuid.UUID
-    tap_id: str
-    gate_id: str
-    line: str
-    station: str
-    direction: str  # in | out | single
-    tapped_at: dt.datetime
-    subject: bytes | None
-
-
-class TapSource(Protocol):
-    async def untaken(self, conn: Any, limit: int) -> list[GateTap]:
-        """Uploaded taps not yet taken over, oldest upload first (and locked for this transaction)."""
-        ...
-
-    async def mark_taken(self, conn: Any, keys: list[tuple[uuid.UUID, str]]) -> None:
-        """(organisation_id, tap_id) of taps now taken over; in the caller's transaction."""
-        ...
-
-
-class RiderDirectory(Protocol):
-    async def resident_of_subject(self, conn: Any, subject: bytes) -> uuid.UUID | None:
-        """The resident a code subject stands for (None: unknown, or an enterprise's)."""
-        ...
-
-
-class DebtorList(Protocol):
-    """The gates' deny list, kind debtor: gates refuse a rider in debt offline after their next sync."""
-
-    async def deny(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None: ...
-
-    async def allow(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None: ...
-
-
-# Told, inside the transaction, whenever a rider's eligibility to ride changes (the code side drops its cache).
-EligibilityChanged = Callable[[Any, uuid.UUID], Awaitable[None]]
-
-
-class _NoTaps:
-    async def untaken(self, conn: Any, limit: int) -> list[GateTap]:
-        return []
-
-    async def mark_taken(self, conn: Any, keys: list[tuple[uuid.UUID, str]]) -> None:
-        return None
-
-
-class _NoRiders:
-    async def resident_of_subject(self, conn: Any, subject: bytes) -> uuid.UUID | None:
-        return None
-
-
-class _NoDebtorList:
-    async def deny(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
-        return None
-
-    async def allow(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
-        return None
-
-
-async def _nothing(conn: Any, resident_id: uuid.UUID) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class TransitPorts:
-    taps: TapSource = field(default_factory=_NoTaps)
-    riders: RiderDirectory = field(default_factory=_NoRiders)
-    debtors: DebtorList = field(default_factory=_NoDebtorList)
-    eligibility_changed: EligibilityChanged = _nothing
+async def provide_payee_client(request: Request[Any, Any, Any]) -> ClientOrganisation:
+    machine = await provide_machine(request)
+    return ClientOrganisation(
+        organisation_id=machine.organisation_id,
+        organisation_name=machine.organisation_name,
+        scopes=machine.scopes,
+    )

@@ -22,9 +22,9 @@ import msgspec
 import pytest
 
 from app_backend.composition.app import create_app
-from app_backend.composition.migrator import MIGRATION_PACKAGES
+from app_backend.composition.modules import MODULES
 from app_backend.composition.wiring import Services
-from app_backend.directory import IdentityDirectory
+from app_backend.enterprises.service import EnterpriseServices
 from app_backend.kernel.errors import DomainError
 from app_backend.kernel.settings import Settings
 from code_service.codes.repository import StatusRepository, SubjectRepository
@@ -235,7 +235,7 @@ async def test_a_cold_display_is_one_statement_and_a_warm_one_none(
 
 async def _old_facts(services: Services, conn: Any, subject: bytes, resident_id: uuid.UUID) -> SubjectFacts:
     """FactsService._resident as it was before issue 5: the ports' answers, one query at a time."""
-    directory = IdentityDirectory(services.cipher, services.settings)
+    directory = services.identity.directory
     active = await directory.resident_active(conn, resident_id)
     person_key = await directory.person_key_of(conn, resident_id)
     health, insured = (
@@ -322,7 +322,7 @@ async def test_the_one_statement_gives_the_facts_the_ports_gave(
     async with services.pool.acquire() as conn:
         subject = await SubjectRepository().get_or_create(conn, "enterprise", enterprise_id)
         loaded = await services.codes.facts.load(conn, subject)
-        known = await IdentityDirectory(services.cipher, services.settings).enterprise(conn, enterprise_id)
+        known = await services.platform.get(EnterpriseServices).directory.enterprise(conn, enterprise_id)
     assert known is not None and loaded == SubjectFacts(
         subject=subject.hex(),
         kind="enterprise",
@@ -372,7 +372,8 @@ async def test_a_first_display_racing_another_gets_the_winners_subject(services:
 
 
 async def test_the_port_function_is_created_after_the_tables_it_reads(services: Services) -> None:
-    assert MIGRATION_PACKAGES.index("app_backend.composition") == len(MIGRATION_PACKAGES) - 1
+    order = [module.name for module in MODULES]
+    assert order.index("codes") > max(order.index("identity"), order.index("payments"))
     async with services.pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT * FROM {RESIDENT_FACTS}($1)", uuid.uuid4())
         # PostgreSQL knows what it reads: dropping a column it uses is refused.

@@ -36,6 +36,76 @@ def _server_files() -> list[Path]:
     return _python_files("app_backend", *TOP_DOMAINS)
 
 
+def test_nothing_imports_the_composition():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _server_files()
+        if not path.is_relative_to(ROOT / "app_backend" / "composition")
+        for name in _imports(path)
+        if name.startswith("app_backend.composition")
+    ]
+    assert offenders == []
+
+
+def _domain_of(path: Path) -> str:
+    """code_service, payments, mini_programs, or app_backend's domain (identity, audit, ...); kernel and
+    composition are not domains."""
+    parts = path.relative_to(ROOT).parts
+    return parts[1] if parts[0] == "app_backend" else parts[0]
+
+
+def _domain_of_module(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if parts[0] == "app_backend" and len(parts) > 1 else parts[0]
+
+
+def test_domains_use_each_other_only_through_public_services():
+    """A domain may import another's services and schemas, never its repositories or controllers."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _server_files()
+        if _domain_of(path) not in ("kernel", "composition")
+        for name in _imports(path)
+        if name.split(".")[-1] in ("repository", "controllers")
+        and _domain_of_module(name) not in (_domain_of(path), "kernel", "composition")
+        and name.split(".")[0] in ("app_backend", *TOP_DOMAINS)
+    ]
+    assert offenders == []
+
+
+def test_the_kernel_imports_no_domain():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files("app_backend/kernel")
+        for name in _imports(path)
+        if name.split(".")[0] in ("app_backend", *TOP_DOMAINS) and not name.startswith("app_backend.kernel")
+    ]
+    assert offenders == []
+
+
+def test_every_domain_is_in_the_module_list():
+    from app_backend.composition.modules import MODULES
+
+    listed = {module.start.__module__ for module in MODULES}
+    found = [*ROOT.glob("*/module.py"), *(ROOT / "app_backend").glob("*/module.py")]
+    modules = {p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".") for p in found}
+    modules.discard("app_backend.kernel.module")
+    assert modules == listed
+
+def test_domains_hold_no_placeholder_files():
+    """Only files with content: a file whose code is nothing but a docstring or a pass does not exist."""
+    offenders = []
+    for path in _server_files():
+        if path.name == "__init__.py":
+            continue
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        code = [n for n in code if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+        if not code:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
 def test_sql_lives_only_in_repositories():
     offenders = []
     for path in _server_files():

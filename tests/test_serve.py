@@ -153,9 +153,9 @@ def test_the_demo_riders_contract_exists_at_the_sandbox(server, data_dir):
     """The seeded agreement is real where it is used: a deduction under it is not refused."""
     import asyncio
 
-    from app_backend.composition.payment_channels import _resolve_files
     from app_backend.composition.seed import DEMO_CONTRACT_ID
     from payments.channels.base import TradeStatus
+    from payments.channels.configured import _resolve_files
     from payments.channels.wechat import WechatChannel, WechatConfig
 
     config = _resolve_files(json.loads((data_dir / "payment-channels.json").read_text())["wechat"])

@@ -3,7 +3,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from app_backend.audit.schemas import Actor, AuditEvent
+from app_backend.audit.schemas import AuditEvent
+from app_backend.kernel.actors import Actor
 
 _COLUMNS = "id, at, actor_type, actor_id, action, target_type, target_id, outcome, request_id, ip, detail"
 

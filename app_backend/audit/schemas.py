@@ -6,15 +6,6 @@ from typing import Any
 import msgspec
 
 
-class Actor(msgspec.Struct, frozen=True):
-    """Who acts: a resident, a staff member, an organisation's credential, or the CLI. Carries request context."""
-
-    type: str
-    id: str
-    request_id: str = ""
-    ip: str = ""
-
-
 class AuditEvent(msgspec.Struct):
     id: int
     at: dt.datetime

@@ -6,7 +6,8 @@ from typing import Any
 import asyncpg
 
 from app_backend.audit.repository import AuditRepository
-from app_backend.audit.schemas import Actor, AuditEvent
+from app_backend.audit.schemas import AuditEvent
+from app_backend.kernel.actors import Actor
 
 
 class AuditTrail:

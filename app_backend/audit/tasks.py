@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app_backend.audit.service import AuditTrail
+from app_backend.kernel.module import Platform
+
 
 async def purge_expired_audit_events(ctx: dict[str, Any]) -> int:
-    services = ctx["services"]
-    async with services.pool.acquire() as conn, conn.transaction():
-        return int(await services.audit.purge(conn, services.settings.audit_retention_days))
+    platform: Platform = ctx["platform"]
+    async with platform.pool.acquire() as conn, conn.transaction():
+        return await platform.get(AuditTrail).purge(conn, platform.settings.audit_retention_days)

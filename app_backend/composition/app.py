@@ -2,68 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
-from app_backend.composition.dependencies import DEPENDENCIES
+from app_backend.composition.health import HealthController, MetricsController
 from app_backend.composition.logging import configure_logging, request_id_middleware
+from app_backend.composition.modules import MODULES
 from app_backend.composition.shedding import LoadShedder
 from app_backend.composition.wiring import Services
-from app_backend.enterprises.controllers import EnterpriseController
-from app_backend.identity.controllers import AuthController, DevController, MeController
-from app_backend.kernel.http import release_abandoned_transactions, run_after_commit
+from app_backend.kernel.http import DB, release_abandoned_transactions, run_after_commit, settings_of
+from app_backend.kernel.module import DomainModule, Platform
 from app_backend.kernel.problems import EXCEPTION_HANDLERS
 from app_backend.kernel.settings import Settings, load_settings
-from app_backend.ops.controllers import HealthController, MetricsController
-from app_backend.organisations.controllers import AdminController, MachineController
-from code_service.container import ROUTES as CODE_ROUTES
-from code_service.container import CodeServices
-from payments.container import ROUTES as PAYMENT_ROUTES
-from payments.container import PaymentServices
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def _platform_of(state: State) -> Platform:
+    platform: Platform = state.platform
+    return platform
+
+
+def create_app(settings: Settings | None = None, modules: Sequence[DomainModule] = MODULES) -> Litestar:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        (await Services.create(settings)).install(app.state)
+        (await Services.create(settings, modules)).install(app.state)
         try:
             yield
         finally:
             await app.state.services.close()
 
-    handlers: list[type] = [
-        HealthController,
-        MetricsController,
-        AuthController,
-        MeController,
-        EnterpriseController,
-        AdminController,
-        MachineController,
-        *CODE_ROUTES,
-        *PAYMENT_ROUTES,
-    ]
-    if settings.is_dev:
-        handlers.append(DevController)
+    handlers: list[Any] = [HealthController, MetricsController]
+    dependencies: dict[str, Any] = {
+        **DB,
+        "settings": Provide(settings_of, sync_to_thread=False),
+        "platform": Provide(_platform_of, sync_to_thread=False),
+    }
+    namespace: dict[str, Any] = {"Settings": Settings, "Platform": Platform}
+    for module in modules:
+        handlers += [*module.routes, *(module.dev_routes if settings.is_dev else ())]
+        dependencies.update(module.dependencies)
+        namespace.update({kind.__name__: kind for kind in module.signature_types})
     shedder = LoadShedder(settings.max_in_flight)
     prometheus = PrometheusConfig(app_name="taizhou_tong", group_path=True, exclude=["/metrics"])
     return Litestar(
         route_handlers=handlers,
-        dependencies=DEPENDENCIES,
-        signature_namespace={
-            "Services": Services,
-            "CodeServices": CodeServices,
-            "PaymentServices": PaymentServices,
-        },
+        dependencies=dependencies,
+        signature_namespace=namespace,
         lifespan=[lifespan],
         middleware=[
             shedder.middleware,

@@ -279,10 +279,10 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_staff(args: argparse.Namespace) -> int:
     async def grant(live: Settings) -> str:
-        from app_backend.audit.schemas import Actor
         from app_backend.composition.wiring import Services
         from app_backend.identity.repository import ResidentRepository
         from app_backend.identity.validators import normalise_phone
+        from app_backend.kernel.actors import Actor
 
         services = await Services.create(live)
         try:
@@ -317,8 +317,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     old key leaves the JWKS 24 h after rotation. Every server process picks up the new key within 30 s."""
 
     async def run(live: Settings) -> list[str]:
-        from app_backend.audit.schemas import Actor
         from app_backend.composition.wiring import Services
+        from app_backend.kernel.actors import Actor
         from code_service.keys.repository import KeyRepository
 
         services = await Services.create(live)

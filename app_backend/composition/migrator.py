@@ -1,14 +1,14 @@
-"""Plain SQL migrations per package, applied in order under an advisory lock."""
+"""Plain SQL migrations per domain, applied in the module list's order under an advisory lock."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 
 import asyncpg
 
-# Order matters: later packages may reference earlier schemas. app_backend.composition holds the objects that read
-# several packages' tables (code_service's ports answered in SQL), so it comes after all of them.
-MIGRATION_PACKAGES = ("app_backend", "code_service", "payments", "app_backend.composition")
+from app_backend.kernel.module import DomainModule
+
 _LOCK_ID = 0x7A7470  # "tzt"
 
 
@@ -20,7 +20,26 @@ def _scripts(package: str) -> list[tuple[str, str]]:
     return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
 
 
-async def apply_migrations(dsn: str, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[str]:
+async def _adopt_earlier_names(conn: asyncpg.Connection, module: DomainModule, package: str) -> None:
+    """A migration that ran under another package's name before its domain had its own is recorded under its
+    new name too, so that it does not run again."""
+    for name, (old_package, old_name) in module.migrated_as.items():
+        await conn.execute(
+            """INSERT INTO public.schema_migrations (package, name, applied_at)
+               SELECT $1, $2, applied_at FROM public.schema_migrations WHERE package = $3 AND name = $4
+               ON CONFLICT DO NOTHING""",
+            package,
+            name,
+            old_package,
+            old_name,
+        )
+
+
+async def apply_migrations(dsn: str, modules: Sequence[DomainModule] | None = None) -> list[str]:
+    if modules is None:
+        from app_backend.composition.modules import MODULES
+
+        modules = MODULES
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
@@ -30,7 +49,11 @@ async def apply_migrations(dsn: str, packages: tuple[str, ...] = MIGRATION_PACKA
                    package text NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
                    PRIMARY KEY (package, name))"""
         )
-        for package in packages:
+        for module in modules:
+            package = module.migrations
+            if package is None:
+                continue
+            await _adopt_earlier_names(conn, module, package)
             done = {
                 r["name"]
                 for r in await conn.fetch(

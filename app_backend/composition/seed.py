@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app_backend.audit.schemas import Actor
 from app_backend.composition.wiring import Services
 from app_backend.enterprises.repository import EnterpriseRepository
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import id_number_check_char, uscc_check_char
+from app_backend.kernel.actors import Actor
 from app_backend.organisations.repository import OrganisationRepository
 
 SEED_ACTOR = Actor("cli", "seed")

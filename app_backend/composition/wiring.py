@@ -1,45 +1,31 @@
-"""The composition root's object graph: one of each service, built once per process from settings."""
+"""Starts the platform: the shared infrastructure once per process, then every domain's services in module order.
+
+`Services` is the started whole as the CLI, the demo seed and the tests see it (each domain's services by name);
+the server itself hands each domain's services to controllers through the module's dependencies."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from redis.asyncio import ConnectionPool, Redis
 
 from app_backend.audit.service import AuditTrail
-from app_backend.composition.dependencies import provide_display_holder, provide_verifier
-from app_backend.directory import IdentityDirectory, OrganisationPayees
-from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
-from app_backend.enterprises.service import EnterpriseService
-from app_backend.identity.registry import DevLivenessProvider, DevPopulationRegistry, PopulationRegistry
-from app_backend.identity.service import AuthService, OtpService, ResidentService
+from app_backend.enterprises.registry import LegalEntityRegistry
+from app_backend.enterprises.service import EnterpriseService, EnterpriseServices
+from app_backend.identity.registry import DevLivenessProvider, PopulationRegistry
+from app_backend.identity.service import AuthService, IdentityServices, OtpService, ResidentService
 from app_backend.identity.sms import DevOutboxSender
-from app_backend.identity.tokens import AccessTokens, RefreshTokens
 from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import create_pool
+from app_backend.kernel.module import DomainModule, Platform
 from app_backend.kernel.redis_batch import BatchRunner
 from app_backend.kernel.settings import Settings
-from app_backend.organisations.service import MachineAuth, OrganisationService
-from app_backend.transit_ports import GateDebtors, GateTaps
+from app_backend.organisations.service import MachineAuth, OrganisationService, OrganisationServices
 from code_service.container import CodeServices
-from payments.channels.base import PaymentChannel
 from payments.container import PaymentServices
-from payments.ports import PaymentSettings, TransitPorts
-from payments.transit.service import RideEligibility
-
-
-def payment_channels(settings: Settings) -> dict[str, PaymentChannel]:
-    """The configured channels: the local sandboxes in dev (started by `tzt serve`), the real gateways in
-    production. A channel without configuration is simply absent (orders for it get a 400)."""
-    from app_backend.composition.payment_channels import build_channels
-
-    return build_channels(settings)
 
 
 def create_redis(url: str, max_connections: int, timeout: float = 1.0) -> Redis:
@@ -58,140 +44,169 @@ def create_redis(url: str, max_connections: int, timeout: float = 1.0) -> Redis:
     return Redis(connection_pool=pool)
 
 
+def start_order(modules: Sequence[DomainModule]) -> list[DomainModule]:
+    """The list's order, except that a module starts after the modules it `requires`."""
+    by_name = {m.name: m for m in modules}
+    ordered: list[DomainModule] = []
+
+    def visit(module: DomainModule, path: tuple[str, ...]) -> None:
+        if module in ordered:
+            return
+        if module.name in path:
+            raise RuntimeError(f"modules require each other in a circle: {' -> '.join((*path, module.name))}")
+        for name in module.requires:
+            if name not in by_name:
+                raise RuntimeError(f"module {module.name} requires {name}, which is not in the module list")
+            visit(by_name[name], (*path, module.name))
+        ordered.append(module)
+
+    for module in modules:
+        visit(module, ())
+    return ordered
+
+
+async def start_platform(settings: Settings, modules: Sequence[DomainModule]) -> Platform:
+    redis = create_redis(
+        settings.redis_url, max_connections=settings.max_in_flight + 64, timeout=settings.redis_timeout
+    )
+    platform = Platform(
+        settings=settings,
+        pool=await create_pool(settings.database_url),
+        side_pool=await create_pool(settings.database_url, min_size=1, max_size=4),
+        redis=redis,
+        batches=BatchRunner(redis),
+        breaker=RedisBreaker(),
+        cipher=FieldCipher(settings.data_key, settings.index_key),
+    )
+    for module in start_order(modules):
+        platform.services[module.name] = await module.start(platform)
+    return platform
+
+
+async def stop_platform(platform: Platform, modules: Sequence[DomainModule]) -> None:
+    for module in reversed(start_order(modules)):
+        if module.name in platform.services:
+            await module.close(platform.services.pop(module.name))
+    await platform.batches.close()
+    await platform.redis.aclose()
+    await platform.pool.close()
+    await platform.side_pool.close()
+
+
 @dataclass
 class Services:
-    settings: Settings
-    pool: asyncpg.Pool
-    # Short autonomous statements (failure audits, credential lookups) run here, never on the request pool, so a
-    # request that holds a connection never waits for a second one from the same pool.
-    side_pool: asyncpg.Pool
-    redis: Redis
-    # The hot paths' Redis commands (checks, facts, claims): one shared connection per process.
-    redis_batches: BatchRunner
-    redis_health: RedisBreaker
-    cipher: FieldCipher
-    audit: AuditTrail
-    otp: OtpService
-    auth: AuthService
-    residents: ResidentService
-    population_registry: PopulationRegistry
-    legal_entities: LegalEntityRegistry
-    enterprises: EnterpriseService
-    organisations: OrganisationService
-    machine_auth: MachineAuth
-    dev_outbox: DevOutboxSender
-    dev_liveness: DevLivenessProvider
-    codes: CodeServices
-    payments: PaymentServices
+    """The started platform, each domain's services by name (for the CLI, the demo seed and the tests)."""
+
+    platform: Platform
+    modules: Sequence[DomainModule]
+
+    @classmethod
+    async def create(cls, settings: Settings, modules: Sequence[DomainModule] | None = None) -> Services:
+        if modules is None:
+            from app_backend.composition.modules import MODULES
+
+            modules = MODULES
+        return cls(await start_platform(settings, modules), modules)
+
+    def install(self, state: Any) -> None:
+        """Puts the platform and every module's services in the app state, each under its module's name: the
+        modules' dependencies and code_service's hot handlers read them there."""
+        state.platform = self.platform
+        state.settings = self.platform.settings
+        state.pool = self.platform.pool
+        state.services = self
+        for name, started in self.platform.services.items():
+            setattr(state, name, started)
+
+    async def close(self) -> None:
+        await stop_platform(self.platform, self.modules)
+
+    # -- the shared infrastructure ----------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.platform.settings
+
+    @property
+    def pool(self) -> Any:
+        return self.platform.pool
+
+    @property
+    def side_pool(self) -> Any:
+        return self.platform.side_pool
+
+    @property
+    def redis(self) -> Redis:
+        return self.platform.redis
+
+    @property
+    def redis_batches(self) -> BatchRunner:
+        return self.platform.batches
+
+    @property
+    def redis_health(self) -> RedisBreaker:
+        return self.platform.breaker
+
+    @property
+    def cipher(self) -> FieldCipher:
+        return self.platform.cipher
+
+    # -- the domains ------------------------------------------------------------------------------------------
+    @property
+    def audit(self) -> AuditTrail:
+        return self.platform.get(AuditTrail)
+
+    @property
+    def identity(self) -> IdentityServices:
+        return self.platform.get(IdentityServices)
+
+    @property
+    def otp(self) -> OtpService:
+        return self.identity.otp
+
+    @property
+    def auth(self) -> AuthService:
+        return self.identity.auth
+
+    @property
+    def residents(self) -> ResidentService:
+        return self.identity.residents
+
+    @property
+    def population_registry(self) -> PopulationRegistry:
+        return self.identity.population_registry
+
+    @property
+    def dev_outbox(self) -> DevOutboxSender:
+        return self.identity.dev_outbox
+
+    @property
+    def dev_liveness(self) -> DevLivenessProvider:
+        return self.identity.dev_liveness
 
     @property
     def liveness(self) -> DevLivenessProvider:
-        return self.dev_liveness
+        return self.identity.dev_liveness
 
-    @classmethod
-    async def create(cls, settings: Settings) -> Services:
-        if not settings.is_dev and (settings.sms_backend == "dev" or settings.registry_backend == "dev"):
-            raise RuntimeError(
-                "production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
-                "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only"
-            )
-        pool = await create_pool(settings.database_url)
-        side_pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-        redis = create_redis(
-            settings.redis_url, max_connections=settings.max_in_flight + 64, timeout=settings.redis_timeout
-        )
-        breaker = RedisBreaker()
-        batches = BatchRunner(redis)
-        cipher = FieldCipher(settings.data_key, settings.index_key)
-        audit = AuditTrail(side_pool)
-        outbox = DevOutboxSender(redis)
-        liveness = DevLivenessProvider(redis, settings.liveness_secret)
-        population = DevPopulationRegistry(cipher)
-        otp = OtpService(redis, settings, outbox, cipher)
-        access = AccessTokens(
-            {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
-        )
-        auth = AuthService(
-            redis,
-            settings,
-            cipher,
-            access,
-            RefreshTokens(settings.token_pepper),
-            audit,
-            otp,
-            breaker,
-            batches,
-        )
-        legal = DevLegalEntityRegistry(cipher)
-        codes = CodeServices.create(
-            pool,
-            redis,
-            cipher,
-            IdentityDirectory(cipher, settings),
-            RideEligibility(),
-            breaker,
-            rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
-            batches=batches,
-        )
-        gate_taps = GateTaps()
-        return cls(
-            settings=settings,
-            pool=pool,
-            side_pool=side_pool,
-            redis=redis,
-            redis_batches=batches,
-            redis_health=breaker,
-            cipher=cipher,
-            audit=audit,
-            otp=otp,
-            auth=auth,
-            residents=ResidentService(redis, settings, cipher, audit, population, liveness),
-            population_registry=population,
-            legal_entities=legal,
-            enterprises=EnterpriseService(settings, cipher, audit, legal),
-            organisations=OrganisationService(cipher, audit),
-            machine_auth=MachineAuth(
-                redis,
-                cipher,
-                settings.signature_window,
-                breaker,
-                settings.rate_organisation_per_second,
-                batches,
-            ),
-            dev_outbox=outbox,
-            dev_liveness=liveness,
-            codes=codes,
-            payments=PaymentServices.create(
-                pool,
-                payment_channels(settings),
-                OrganisationPayees(),
-                PaymentSettings(
-                    notify_base_url=settings.public_base_url, allow_local_webhooks=settings.is_dev
-                ),
-                cipher,
-                TransitPorts(
-                    taps=gate_taps,
-                    riders=gate_taps,
-                    debtors=GateDebtors(codes.deny),
-                    eligibility_changed=codes.facts.invalidate_resident,
-                ),
-            ),
-        )
+    @property
+    def enterprises(self) -> EnterpriseService:
+        return self.platform.get(EnterpriseServices).enterprises
 
-    def install(self, state: Any) -> None:
-        """Puts the services in the app state: all of them for the dependencies, and code_service's, with how
-        to resolve their callers, for its hot handlers (code_service.ports: codes_from, display_holder_of,
-        signed_verifier_of)."""
-        state.services = self
-        state.settings = self.settings
-        state.pool = self.pool
-        state.codes = self.codes
-        state.display_holder_of = functools.partial(provide_display_holder, services=self)
-        state.signed_verifier_of = functools.partial(provide_verifier, services=self)
+    @property
+    def legal_entities(self) -> LegalEntityRegistry:
+        return self.platform.get(EnterpriseServices).legal_entities
 
-    async def close(self) -> None:
-        await self.codes.close()
-        await self.redis_batches.close()
-        await self.redis.aclose()
-        await self.pool.close()
-        await self.side_pool.close()
+    @property
+    def organisations(self) -> OrganisationService:
+        return self.platform.get(OrganisationServices).organisations
+
+    @property
+    def machine_auth(self) -> MachineAuth:
+        return self.platform.get(OrganisationServices).machine_auth
+
+    @property
+    def codes(self) -> CodeServices:
+        return self.platform.get(CodeServices)
+
+    @property
+    def payments(self) -> PaymentServices:
+        return self.platform.get(PaymentServices)

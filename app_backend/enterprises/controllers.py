@@ -8,14 +8,21 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, delete, get, post
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app_backend.audit.schemas import Actor
-from app_backend.composition.dependencies import RESIDENT_ACTOR
-from app_backend.enterprises.schemas import Enterprise, EnterpriseCreate, Member, MemberAdd, Members
-from app_backend.identity.controllers import _phone
+from app_backend.enterprises.schemas import (
+    Enterprise,
+    EnterpriseCreate,
+    Member,
+    MemberAdd,
+    Members,
+    UsccOverride,
+)
+from app_backend.identity.auth import OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, staff_only
 from app_backend.identity.schemas import ResidentPrincipal
+from app_backend.identity.service import phone_field
+from app_backend.kernel.actors import Actor
 
 if TYPE_CHECKING:
-    from app_backend.composition.wiring import Services
+    from app_backend.enterprises.service import EnterpriseServices
 
 
 class EnterpriseController(Controller):
@@ -25,21 +32,26 @@ class EnterpriseController(Controller):
 
     @post("", status_code=HTTP_201_CREATED, summary="Register an enterprise as its legal representative")
     async def create(
-        self, data: EnterpriseCreate, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+        self,
+        data: EnterpriseCreate,
+        enterprises: EnterpriseServices,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
     ) -> Enterprise:
-        return await services.enterprises.create(db, resident.resident_id, data.name, data.uscc, actor)
+        return await enterprises.enterprises.create(db, resident.resident_id, data.name, data.uscc, actor)
 
     @get("/{enterprise_id:uuid}", summary="An enterprise I belong to")
     async def get_one(
-        self, enterprise_id: uuid.UUID, services: Services, db: Any, resident: ResidentPrincipal
+        self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
     ) -> Enterprise:
-        return await services.enterprises.get(db, enterprise_id, resident.resident_id)
+        return await enterprises.enterprises.get(db, enterprise_id, resident.resident_id)
 
     @get("/{enterprise_id:uuid}/members", summary="Members, masked")
     async def members(
-        self, enterprise_id: uuid.UUID, services: Services, db: Any, resident: ResidentPrincipal
+        self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
     ) -> Members:
-        return Members(members=await services.enterprises.members(db, enterprise_id, resident.resident_id))
+        return Members(members=await enterprises.enterprises.members(db, enterprise_id, resident.resident_id))
 
     @post(
         "/{enterprise_id:uuid}/members", status_code=HTTP_201_CREATED, summary="Add a member (administrators)"
@@ -48,13 +60,13 @@ class EnterpriseController(Controller):
         self,
         enterprise_id: uuid.UUID,
         data: MemberAdd,
-        services: Services,
+        enterprises: EnterpriseServices,
         db: Any,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> Member:
-        return await services.enterprises.add_member(
-            db, enterprise_id, resident.resident_id, _phone(data.phone), data.role, actor
+        return await enterprises.enterprises.add_member(
+            db, enterprise_id, resident.resident_id, phone_field(data.phone), data.role, actor
         )
 
     @delete(
@@ -66,9 +78,27 @@ class EnterpriseController(Controller):
         self,
         enterprise_id: uuid.UUID,
         member_id: uuid.UUID,
-        services: Services,
+        enterprises: EnterpriseServices,
         db: Any,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> None:
-        await services.enterprises.remove_member(db, enterprise_id, resident.resident_id, member_id, actor)
+        await enterprises.enterprises.remove_member(db, enterprise_id, resident.resident_id, member_id, actor)
+
+
+class EnterpriseAdminController(Controller):
+    path = "/api/v1/admin"
+    tags = ["admin"]
+    guards = [staff_only(OPS_ADMIN)]
+    dependencies = STAFF
+
+    @post(
+        "/uscc-overrides",
+        status_code=HTTP_201_CREATED,
+        summary="Admit a registry credit code that fails the checksum (audited)",
+    )
+    async def uscc_override(
+        self, data: UsccOverride, enterprises: EnterpriseServices, db: Any, staff: Staff
+    ) -> dict[str, str]:
+        uscc = await enterprises.enterprises.grant_override(db, data.uscc, data.reason, staff.actor)
+        return {"uscc": uscc, "status": "admitted"}

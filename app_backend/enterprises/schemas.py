@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app_backend.kernel.actors import Reason
+
 MemberRole = Literal["admin", "member"]
 
 
@@ -39,3 +41,17 @@ class Member(msgspec.Struct):
 
 class Members(msgspec.Struct):
     members: list[Member]
+
+
+class EnterpriseFacts(msgspec.Struct, frozen=True):
+    """What the code side shows of an enterprise (its code's standing at an inspector's scan)."""
+
+    id: uuid.UUID
+    name: str
+    uscc: str
+    standing: str
+
+
+class UsccOverride(msgspec.Struct, forbid_unknown_fields=True):
+    uscc: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    reason: Reason

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from app_backend.audit.schemas import Actor
 from app_backend.audit.service import AuditTrail
-from app_backend.enterprises.registry import LegalEntityRegistry
+from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
 from app_backend.enterprises.repository import EnterpriseRepository
-from app_backend.enterprises.schemas import Enterprise, Member
-from app_backend.identity.repository import ResidentRepository
+from app_backend.enterprises.schemas import Enterprise, EnterpriseFacts, Member
 from app_backend.identity.schemas import LinkedEnterprise
+from app_backend.identity.service import ResidentDirectory
 from app_backend.identity.validators import InvalidIdentifier, normalise_uscc, uscc_checksum_ok
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.settings import Settings
@@ -27,14 +28,19 @@ _REGISTRY_PROBLEMS = {
 
 class EnterpriseService:
     def __init__(
-        self, settings: Settings, cipher: FieldCipher, audit: AuditTrail, registry: LegalEntityRegistry
+        self,
+        settings: Settings,
+        cipher: FieldCipher,
+        audit: AuditTrail,
+        registry: LegalEntityRegistry,
+        residents: ResidentDirectory,
     ) -> None:
         self._settings = settings
         self._cipher = cipher
         self._audit = audit
         self._registry = registry
         self._repo = EnterpriseRepository()
-        self._residents = ResidentRepository()
+        self._residents = residents
 
     async def _checked_uscc(self, conn: Any, raw: str) -> tuple[str, bool]:
         try:
@@ -54,12 +60,11 @@ class EnterpriseService:
         if not name:
             raise invalid_field("name", "must not be blank")
         uscc, override = await self._checked_uscc(conn, raw_uscc)
-        row = await self._residents.get(conn, resident_id)
-        if row is None or row["level"] < 2 or row["id_number_enc"] is None:
+        id_number = await self._residents.verified_id_number(conn, resident_id)
+        if id_number is None:
             raise DomainError(
                 403, "level-required", "creating an enterprise needs real-name verification (L2)"
             )
-        id_number = self._cipher.decrypt("resident.id_number", row["id_number_enc"])
         verdict = await self._registry.verify_representative(conn, uscc, name, id_number)
         if verdict != "ok":
             field, message, status = _REGISTRY_PROBLEMS[verdict]
@@ -142,14 +147,12 @@ class EnterpriseService:
         self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, phone: str, role: str, actor: Actor
     ) -> Member:
         await self._locked_as_admin(conn, enterprise_id, admin_id)
-        found = await self._residents.find_by_phone_hash(
-            conn, self._cipher.lookup_hash("resident.phone", phone)
-        )
+        found = await self._residents.resident_by_phone(conn, phone)
         if found is None:
             raise invalid_field(
                 "phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404
             )
-        if not await self._repo.add_member(conn, enterprise_id, found["id"], role, admin_id):
+        if not await self._repo.add_member(conn, enterprise_id, found, role, admin_id):
             raise DomainError(
                 409,
                 "already-member",
@@ -162,10 +165,10 @@ class EnterpriseService:
             "enterprise.member_add",
             target_type="enterprise",
             target_id=str(enterprise_id),
-            detail={"member": str(found["id"]), "role": role},
+            detail={"member": str(found), "role": role},
         )
         members = {m.resident_id: m for m in await self.members(conn, enterprise_id, admin_id)}
-        return members[found["id"]]
+        return members[found]
 
     async def remove_member(
         self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, member_id: uuid.UUID, actor: Actor
@@ -209,3 +212,43 @@ class EnterpriseService:
             conn, actor, "admin.uscc_override", target_type="uscc", target_id=uscc, detail={"reason": reason}
         )
         return uscc
+
+
+class EnterpriseDirectory:
+    """Facts about enterprises other domains ask for (the code side: an enterprise's code and its members)."""
+
+    def __init__(self) -> None:
+        self._enterprises = EnterpriseRepository()
+
+    async def enterprise_of_member(
+        self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID
+    ) -> EnterpriseFacts | None:
+        if await self._enterprises.member_role(conn, enterprise_id, resident_id) is None:
+            return None
+        return await self.enterprise(conn, enterprise_id)
+
+    async def enterprise(self, conn: Any, enterprise_id: uuid.UUID) -> EnterpriseFacts | None:
+        row = await self._enterprises.get(conn, enterprise_id)
+        if row is None:
+            return None
+        return EnterpriseFacts(id=row["id"], name=row["name"], uscc=row["uscc"], standing=row["standing"])
+
+
+@dataclass
+class EnterpriseServices:
+    """The enterprises domain's public services."""
+
+    enterprises: EnterpriseService
+    directory: EnterpriseDirectory
+    legal_entities: LegalEntityRegistry
+
+    @classmethod
+    def create(
+        cls, settings: Settings, cipher: FieldCipher, audit: AuditTrail, residents: ResidentDirectory
+    ) -> EnterpriseServices:
+        legal = DevLegalEntityRegistry(cipher)
+        return cls(
+            enterprises=EnterpriseService(settings, cipher, audit, legal, residents),
+            directory=EnterpriseDirectory(),
+            legal_entities=legal,
+        )

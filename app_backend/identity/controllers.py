@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from app_backend.audit.schemas import Actor
-from app_backend.composition.dependencies import ANONYMOUS_ACTOR, RESIDENT_ACTOR
+from app_backend.identity.auth import ANONYMOUS_ACTOR, OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, staff_only
 from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
@@ -23,22 +23,25 @@ from app_backend.identity.schemas import (
     RealNameRequest,
     RefreshRequest,
     ResidentPrincipal,
+    ResidentStatusChange,
+    RevealRequest,
+    StaffGrant,
     TokenPair,
 )
-from app_backend.identity.service import ReuseDetected
-from app_backend.identity.validators import InvalidIdentifier, normalise_phone
+from app_backend.identity.service import ReuseDetected, phone_field
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.errors import DomainError, invalid_field
-from app_backend.kernel.http import client_ip
+from app_backend.kernel.http import after_commit, client_ip
 
 if TYPE_CHECKING:
-    from app_backend.composition.wiring import Services
+    from app_backend.audit.service import AuditTrail
+    from app_backend.enterprises.service import EnterpriseServices
+    from app_backend.identity.service import IdentityServices
+    from app_backend.kernel.settings import Settings
+    from code_service.container import CodeServices
 
 
-def _phone(raw: str) -> str:
-    try:
-        return normalise_phone(raw)
-    except InvalidIdentifier as exc:
-        raise invalid_field("phone", str(exc)) from None
+_phone = phone_field
 
 
 class AuthController(Controller):
@@ -48,24 +51,28 @@ class AuthController(Controller):
 
     @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a one-time login code by SMS")
     async def send_otp(
-        self, request: Request[Any, Any, Any], data: OtpRequest, services: Services
+        self,
+        request: Request[Any, Any, Any],
+        data: OtpRequest,
+        identity: IdentityServices,
+        settings: Settings,
     ) -> OtpSent:
-        await services.otp.send(_phone(data.phone), client_ip(request))
-        return OtpSent(expires_in=services.settings.otp_ttl, resend_after=services.settings.otp_cooldown)
+        await identity.otp.send(_phone(data.phone), client_ip(request))
+        return OtpSent(expires_in=settings.otp_ttl, resend_after=settings.otp_cooldown)
 
     @post("/login", status_code=HTTP_200_OK, summary="Log in with phone and one-time code")
-    async def login(self, data: LoginRequest, services: Services, db: Any, actor: Actor) -> TokenPair:
+    async def login(self, data: LoginRequest, identity: IdentityServices, db: Any, actor: Actor) -> TokenPair:
         phone = _phone(data.phone)
         if not (len(data.otp) == 6 and data.otp.isascii() and data.otp.isdigit()):
             raise invalid_field("otp", "must be 6 digits")
-        return await services.auth.login(db, phone, data.otp, actor)
+        return await identity.auth.login(db, phone, data.otp, actor)
 
     @post("/refresh", status_code=HTTP_200_OK, summary="Rotate the refresh token")
-    async def refresh(self, data: RefreshRequest, services: Services, actor: Actor) -> TokenPair:
+    async def refresh(self, data: RefreshRequest, identity: IdentityServices, actor: Actor) -> TokenPair:
         # This handler is its own transaction boundary: a detected reuse must commit its revocation and still
         # answer 401.
-        async with services.pool.acquire() as conn, conn.transaction():
-            outcome = await services.auth.refresh(conn, data.refresh_token, actor)
+        async with identity.pool.acquire() as conn, conn.transaction():
+            outcome = await identity.auth.refresh(conn, data.refresh_token, actor)
         if isinstance(outcome, ReuseDetected):
             raise DomainError(
                 401,
@@ -84,10 +91,15 @@ class AuthController(Controller):
 
     @post("/logout", status_code=HTTP_200_OK, summary="End this session", dependencies=RESIDENT_ACTOR)
     async def logout(
-        self, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+        self,
+        identity: IdentityServices,
+        audit: AuditTrail,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
     ) -> dict[str, str]:
-        await services.auth.revoke_session(db, resident.session_id, "logout")
-        await services.audit.record(
+        await identity.auth.revoke_session(db, resident.session_id, "logout")
+        await audit.record(
             db, actor, "auth.logout", target_type="session", target_id=str(resident.session_id)
         )
         return {"status": "logged-out"}
@@ -99,36 +111,49 @@ class MeController(Controller):
     dependencies = RESIDENT_ACTOR
 
     @get("", summary="My profile, masked")
-    async def me(self, services: Services, db: Any, resident: ResidentPrincipal) -> Profile:
-        enterprises = await services.enterprises.linked(db, resident.resident_id)
-        return await services.residents.profile(db, resident.resident_id, enterprises)
+    async def me(
+        self,
+        identity: IdentityServices,
+        enterprises: EnterpriseServices,
+        db: Any,
+        resident: ResidentPrincipal,
+    ) -> Profile:
+        linked = await enterprises.enterprises.linked(db, resident.resident_id)
+        return await identity.residents.profile(db, resident.resident_id, linked)
 
     @post(
         "/real-name", status_code=HTTP_200_OK, summary="Verify name and ID number against the registry (L2)"
     )
     async def real_name(
-        self, data: RealNameRequest, services: Services, db: Any, resident: ResidentPrincipal, actor: Actor
+        self,
+        data: RealNameRequest,
+        identity: IdentityServices,
+        db: Any,
+        resident: ResidentPrincipal,
+        actor: Actor,
     ) -> dict[str, str]:
-        level = await services.residents.verify_real_name(db, resident, data.name, data.id_number, actor)
+        level = await identity.residents.verify_real_name(db, resident, data.name, data.id_number, actor)
         return {"level": level}
 
     @post(
         "/face-verification/sessions", status_code=HTTP_200_OK, summary="Start a liveness check (towards L3)"
     )
-    async def start_face(self, services: Services, db: Any, resident: ResidentPrincipal) -> LivenessSession:
-        session_id, ttl = await services.residents.start_face_verification(db, resident)
-        return LivenessSession(session_id=session_id, provider=services.liveness.name, expires_in=ttl)
+    async def start_face(
+        self, identity: IdentityServices, db: Any, resident: ResidentPrincipal
+    ) -> LivenessSession:
+        session_id, ttl = await identity.residents.start_face_verification(db, resident)
+        return LivenessSession(session_id=session_id, provider=identity.liveness.name, expires_in=ttl)
 
     @post("/face-verification", status_code=HTTP_200_OK, summary="Confirm the liveness result (L3)")
     async def confirm_face(
         self,
         data: FaceVerificationRequest,
-        services: Services,
+        identity: IdentityServices,
         db: Any,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
-        level = await services.residents.confirm_face_verification(
+        level = await identity.residents.confirm_face_verification(
             db, resident, data.session_id, data.result_token, actor
         )
         return {"level": level}
@@ -142,15 +167,94 @@ class DevController(Controller):
 
     @get("/outbox", summary="SMS messages sent to a phone (dev only)")
     async def outbox(
-        self, services: Services, phone: str = Parameter(query="phone", max_length=32)
+        self, identity: IdentityServices, phone: str = Parameter(query="phone", max_length=32)
     ) -> Outbox:
-        return Outbox(messages=await services.dev_outbox.read(_phone(phone)))
+        return Outbox(messages=await identity.dev_outbox.read(_phone(phone)))
 
     @post("/liveness/{session_id:str}", status_code=HTTP_200_OK, summary="Finish a liveness check (dev only)")
     async def liveness(
-        self, session_id: str, data: DevLivenessOutcome, services: Services
+        self, session_id: str, data: DevLivenessOutcome, identity: IdentityServices
     ) -> DevLivenessResult:
-        token = await services.dev_liveness.complete(session_id, data.outcome)
+        token = await identity.dev_liveness.complete(session_id, data.outcome)
         if token is None:
             raise DomainError(404, "not-found", "session_id: no open liveness session")
         return DevLivenessResult(result_token=token)
+
+
+class ResidentAdminController(Controller):
+    """Operations staff on residents: staff roles, blocking, and the audited reveal of personal data."""
+
+    path = "/api/v1/admin"
+    tags = ["admin"]
+    guards = [staff_only(OPS_ADMIN)]
+    dependencies = STAFF
+
+    @post("/staff", status_code=HTTP_201_CREATED, summary="Grant a staff role")
+    async def grant_role(
+        self, data: StaffGrant, identity: IdentityServices, audit: AuditTrail, db: Any, staff: Staff
+    ) -> dict[str, str]:
+        await identity.residents.grant_role(db, data.resident_id, data.role, staff.actor)
+        await audit.record(
+            db,
+            staff.actor,
+            "admin.staff_grant",
+            target_type="resident",
+            target_id=str(data.resident_id),
+            detail={"role": data.role},
+        )
+        return {"resident_id": str(data.resident_id), "role": data.role}
+
+    @post(
+        "/residents/{resident_id:uuid}/status", status_code=HTTP_200_OK, summary="Block or unblock a resident"
+    )
+    async def set_status(
+        self,
+        request: Request[Any, Any, Any],
+        resident_id: uuid.UUID,
+        data: ResidentStatusChange,
+        identity: IdentityServices,
+        codes: CodeServices,
+        audit: AuditTrail,
+        db: Any,
+        staff: Staff,
+    ) -> dict[str, str]:
+        await identity.residents.set_status(db, resident_id, data.status)
+        if data.status == "blocked":
+            await identity.auth.revoke_all(db, resident_id, "blocked by operations")
+        await codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
+        # Cached facts are dropped again once committed: a verify racing this transaction may have re-cached them.
+        after_commit(request, lambda: codes.facts.drop_resident(resident_id))
+        await audit.record(
+            db,
+            staff.actor,
+            "admin.resident_status",
+            target_type="resident",
+            target_id=str(resident_id),
+            detail={"status": data.status, "reason": data.reason},
+        )
+        return {"resident_id": str(resident_id), "status": data.status}
+
+    @post(
+        "/residents/{resident_id:uuid}/reveal",
+        status_code=HTTP_200_OK,
+        summary="Unmasked personal data of a resident (audited, needs a reason)",
+    )
+    async def reveal(
+        self,
+        resident_id: uuid.UUID,
+        data: RevealRequest,
+        identity: IdentityServices,
+        audit: AuditTrail,
+        db: Any,
+        staff: Staff,
+    ) -> dict[str, str | None]:
+        revealed = await identity.residents.reveal(db, resident_id)
+        await audit.record(
+            db,
+            staff.actor,
+            "admin.resident_reveal",
+            target_type="resident",
+            target_id=str(resident_id),
+            detail={"reason": data.reason},
+        )
+        return revealed

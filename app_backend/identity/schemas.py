@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
+from app_backend.kernel.actors import Reason
+
+StaffRole = Literal["ops_admin", "ops_reviewer", "auditor"]
 Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="mainland mobile number")]
 Otp = Annotated[str, msgspec.Meta(min_length=1, max_length=16, description="the 6-digit code sent by SMS")]
 OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -103,3 +106,17 @@ class ResidentPrincipal(msgspec.Struct, frozen=True):
 
 def level_name(level: int) -> str:
     return f"L{level}"
+
+
+class StaffGrant(msgspec.Struct, forbid_unknown_fields=True):
+    resident_id: uuid.UUID
+    role: StaffRole
+
+
+class ResidentStatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["active", "blocked"]
+    reason: Reason
+
+
+class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason

@@ -8,20 +8,32 @@ import hmac
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from app_backend.audit.schemas import Actor
 from app_backend.audit.service import AuditTrail
-from app_backend.identity.registry import LivenessProvider, PopulationRegistry
+from app_backend.identity.registry import (
+    DevLivenessProvider,
+    DevPopulationRegistry,
+    LivenessProvider,
+    PopulationRegistry,
+)
 from app_backend.identity.repository import ResidentRepository, SessionRepository, UniqueViolation
 from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrincipal, TokenPair, level_name
-from app_backend.identity.sms import SmsSender, otp_text
+from app_backend.identity.sms import DevOutboxSender, SmsSender, otp_text
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
-from app_backend.identity.validators import InvalidIdentifier, normalise_name, validate_id_number
+from app_backend.identity.validators import (
+    InvalidIdentifier,
+    normalise_name,
+    normalise_phone,
+    validate_id_number,
+)
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.errors import DomainError, invalid_field
@@ -49,6 +61,14 @@ def _seconds_to_midnight() -> int:
 
 # The rate limit's fixed windows are read from this clock (tests pin it to one window).
 rate_clock = time.time
+
+
+def phone_field(raw: str, field: str = "phone") -> str:
+    """A mainland mobile number from a request, normalised; a 400 naming the field otherwise."""
+    try:
+        return normalise_phone(raw)
+    except InvalidIdentifier as exc:
+        raise invalid_field(field, str(exc)) from None
 
 
 def revoked_key(session_id: uuid.UUID | str) -> str:
@@ -379,6 +399,18 @@ class ResidentService:
             enterprises=enterprises,
         )
 
+    async def staff_roles(self, conn: Any, resident_id: uuid.UUID) -> frozenset[str]:
+        return frozenset(await self._residents.staff_roles(conn, resident_id))
+
+    async def grant_role(self, conn: Any, resident_id: uuid.UUID, role: str, granted_by: Actor) -> None:
+        if await self._residents.get(conn, resident_id) is None:
+            raise DomainError(404, "not-found", "resident_id: no such resident")
+        await self._residents.grant_role(conn, resident_id, role, f"{granted_by.type}:{granted_by.id}")
+
+    async def set_status(self, conn: Any, resident_id: uuid.UUID, status: str) -> None:
+        if not await self._residents.set_status(conn, resident_id, status):
+            raise DomainError(404, "not-found", "resident_id: no such resident")
+
     async def reveal(self, conn: Any, resident_id: uuid.UUID) -> dict[str, str | None]:
         """Unmasked personal data, for staff with a reason; the caller audits it."""
         row = await self._residents.get(conn, resident_id)
@@ -510,3 +542,131 @@ class ResidentService:
             target_id=str(principal.resident_id),
         )
         return "L3"
+
+
+class ResidentDirectory:
+    """Facts about residents other domains ask for (the code side's holders, department feeds): masked names,
+    whether an account is active, and the keyed hash of the ID number that departments' records are keyed by."""
+
+    def __init__(self, cipher: FieldCipher, settings: Settings) -> None:
+        self._cipher = cipher
+        self._settings = settings
+        self._residents = ResidentRepository()
+
+    async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None:
+        row = await self._residents.get(conn, resident_id)
+        return None if row is None else self.mask_name(row["name_enc"])
+
+    def mask_name(self, name_enc: bytes | None) -> str | None:
+        """What `masked_name` answers, from the stored (encrypted) name: no query."""
+        if name_enc is None:
+            return None
+        rule = self._settings.mask_name
+        return mask(self._cipher.decrypt("resident.name", name_enc), rule.head, rule.tail)
+
+    async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool:
+        row = await self._residents.get(conn, resident_id)
+        return row is not None and row["status"] == "active"
+
+    async def person_key_of(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+        """The keyed hash of the resident's ID number (None before real-name): the key of department feeds."""
+        value = await self._residents.id_number_hash(conn, resident_id)
+        return bytes(value) if value is not None else None
+
+    async def resident_of_person(self, conn: Any, person_key: bytes) -> uuid.UUID | None:
+        return await self._residents.find_by_id_number_hash(conn, person_key)
+
+    async def verified_id_number(self, conn: Any, resident_id: uuid.UUID) -> str | None:
+        """The ID number of a real-named (L2 or above) resident, None otherwise: for a registry check the
+        resident asked for (an enterprise's legal representative), never for display."""
+        row = await self._residents.get(conn, resident_id)
+        if row is None or row["level"] < 2 or row["id_number_enc"] is None:
+            return None
+        return self._cipher.decrypt("resident.id_number", row["id_number_enc"])
+
+    async def resident_by_phone(self, conn: Any, phone: str) -> uuid.UUID | None:
+        """The resident whose account uses this (normalised) phone."""
+        found = await self._residents.find_by_phone_hash(
+            conn, self._cipher.lookup_hash("resident.phone", phone)
+        )
+        return None if found is None else found["id"]  # type: ignore[no-any-return]
+
+    def person_key(self, id_number: str) -> bytes:
+        """Validates an ID number (GB 11643) and returns its keyed hash; raises ValueError with a reason."""
+        try:
+            normalised = validate_id_number(id_number)
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from None
+        return self._cipher.lookup_hash("resident.id_number", normalised)
+
+
+@dataclass
+class IdentityServices:
+    """The identity domain's public services: log-in, sessions, residents and their levels."""
+
+    pool: asyncpg.Pool
+    side_pool: asyncpg.Pool
+    otp: OtpService
+    auth: AuthService
+    residents: ResidentService
+    directory: ResidentDirectory
+    population_registry: PopulationRegistry
+    # Dev stand-ins (tzt serve in dev, the tests): the SMS outbox and the liveness vendor.
+    dev_outbox: DevOutboxSender
+    dev_liveness: DevLivenessProvider
+
+    @property
+    def liveness(self) -> DevLivenessProvider:
+        return self.dev_liveness
+
+    async def staff_roles(self, resident_id: uuid.UUID) -> frozenset[str]:
+        """Read on a connection of its own: the guards ask before the request's transaction exists."""
+        async with self.side_pool.acquire() as conn:
+            return await self.residents.staff_roles(conn, resident_id)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        side_pool: asyncpg.Pool,
+        cipher: FieldCipher,
+        audit: AuditTrail,
+        breaker: RedisBreaker,
+        batches: BatchRunner,
+    ) -> IdentityServices:
+        if not settings.is_dev and (settings.sms_backend == "dev" or settings.registry_backend == "dev"):
+            raise RuntimeError(
+                "production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
+                "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only"
+            )
+        outbox = DevOutboxSender(redis)
+        liveness = DevLivenessProvider(redis, settings.liveness_secret)
+        population = DevPopulationRegistry(cipher)
+        otp = OtpService(redis, settings, outbox, cipher)
+        access = AccessTokens(
+            {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
+        )
+        auth = AuthService(
+            redis,
+            settings,
+            cipher,
+            access,
+            RefreshTokens(settings.token_pepper),
+            audit,
+            otp,
+            breaker,
+            batches,
+        )
+        return cls(
+            pool=pool,
+            side_pool=side_pool,
+            otp=otp,
+            auth=auth,
+            residents=ResidentService(redis, settings, cipher, audit, population, liveness),
+            directory=ResidentDirectory(cipher, settings),
+            population_registry=population,
+            dev_outbox=outbox,
+            dev_liveness=liveness,
+        )

@@ -6,9 +6,10 @@ import datetime as dt
 from typing import Any
 
 from app_backend.identity.repository import SessionRepository
+from app_backend.kernel.module import Platform
 
 
 async def purge_expired_refresh_tokens(ctx: dict[str, Any]) -> int:
-    services = ctx["services"]
-    async with services.pool.acquire() as conn, conn.transaction():
+    platform: Platform = ctx["platform"]
+    async with platform.pool.acquire() as conn, conn.transaction():
         return await SessionRepository().delete_expired(conn, dt.datetime.now(dt.UTC))

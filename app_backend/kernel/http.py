@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -17,6 +18,7 @@ from app_backend.kernel.db import OPEN_TRANSACTION, transaction_connection
 from app_backend.kernel.settings import Settings
 
 AnyRequest = Request[Any, Any, Any]
+AnyConnection = ASGIConnection[Any, Any, Any, Any]
 
 
 def settings_of(state: State) -> Settings:
@@ -41,7 +43,7 @@ async def provide_db(request: AnyRequest) -> AsyncIterator[asyncpg.Connection]:
             state.pop(OPEN_TRANSACTION, None)
 
 
-def client_ip(request: AnyRequest) -> str:
+def client_ip(request: AnyConnection) -> str:
     """The peer address, or the nearest X-Forwarded-For entry when the peer is a trusted proxy."""
     peer = request.client.host if request.client else ""
     trusted = settings_of(request.app.state).trusted_proxies
@@ -54,7 +56,7 @@ def client_ip(request: AnyRequest) -> str:
     return peer
 
 
-def request_id(request: AnyRequest) -> str:
+def request_id(request: AnyConnection) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import hiredis
 import structlog
@@ -25,8 +25,38 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError, TimeoutError
 
-if TYPE_CHECKING:
-    from code_service.ports import CallerChecks, RedisHealth
+
+class RedisHealth(Protocol):
+    """Whether Redis is answering (a circuit breaker the composition root shares between all hot paths).
+
+    Verification asks before each round trip and reports how it went; while Redis is unavailable it answers from
+    the code alone (signature, validity, signed entitlements) and flags the answer as degraded."""
+
+    unavailable: tuple[type[BaseException], ...]
+
+    def allow(self) -> bool: ...
+
+    def failed(self, error: BaseException | None = None) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+class CallerChecks(Protocol):
+    """The Redis checks of a caller (a signed machine's nonce, revoked mark and rate limit; a resident's session
+    and rate limit), handed to the handler so that it can fold them into its own batch of commands
+    (app_backend.kernel.redis_batch): one round trip per request instead of two. `settle` raises the caller's 401 or
+    429; `run` does the checks alone (one round trip, or the local fallback while Redis is unavailable)."""
+
+    def queue(self, batch: Any) -> int:
+        """Adds the checks' commands to `batch` (a RedisBatch) and returns how many; their replies come first."""
+        ...
+
+    def settle(self, results: list[Any]) -> None: ...
+
+    def settle_locally(self) -> None: ...
+
+    async def run(self) -> None: ...
+
 
 _log = structlog.get_logger("redis")
 

@@ -7,10 +7,6 @@ from typing import Annotated, Literal
 import msgspec
 
 OrganisationKind = Literal["department", "verifier_operator", "merchant", "operations"]
-StaffRole = Literal["ops_admin", "ops_reviewer", "auditor"]
-Reason = Annotated[
-    str, msgspec.Meta(min_length=4, max_length=500, description="why; kept in the audit trail")
-]
 
 # What a machine credential may do. Later issues check these on their endpoints.
 KNOWN_SCOPES = frozenset(
@@ -102,20 +98,9 @@ class WhoAmI(msgspec.Struct):
     scopes: list[str]
 
 
-class StaffGrant(msgspec.Struct, forbid_unknown_fields=True):
-    resident_id: uuid.UUID
-    role: StaffRole
+class Payee(msgspec.Struct, frozen=True):
+    """An organisation that can receive money: a department, a merchant, a transit operator."""
 
-
-class ResidentStatusChange(msgspec.Struct, forbid_unknown_fields=True):
-    status: Literal["active", "blocked"]
-    reason: Reason
-
-
-class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Reason
-
-
-class UsccOverride(msgspec.Struct, forbid_unknown_fields=True):
-    uscc: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-    reason: Reason
+    id: uuid.UUID
+    name: str
+    kind: str

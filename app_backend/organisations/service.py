@@ -7,18 +7,20 @@ import re
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
-from app_backend.audit.schemas import Actor
 from app_backend.audit.service import AuditTrail
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.metrics import RATE_LIMITED
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
+from app_backend.kernel.settings import Settings
 from app_backend.organisations import signing
 from app_backend.organisations.repository import OrganisationRepository
 from app_backend.organisations.schemas import (
@@ -27,6 +29,7 @@ from app_backend.organisations.schemas import (
     CredentialIssued,
     MachinePrincipal,
     Organisation,
+    Payee,
 )
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
@@ -43,11 +46,21 @@ def _revoked_key(key_id: str) -> str:
     return f"credential:revoked:{key_id}"
 
 
+PAYEE_KINDS = frozenset({"department", "merchant", "verifier_operator"})
+
+
 class OrganisationService:
     def __init__(self, cipher: FieldCipher, audit: AuditTrail) -> None:
         self._cipher = cipher
         self._audit = audit
         self._repo = OrganisationRepository()
+
+    async def payee(self, conn: Any, payee_id: uuid.UUID) -> Payee | None:
+        """Who can receive money: active departments, merchants and transit operators."""
+        row = await self._repo.get(conn, payee_id)
+        if row is None or row["status"] != "active" or row["kind"] not in PAYEE_KINDS:
+            return None
+        return Payee(id=row["id"], name=row["name"], kind=row["kind"])
 
     async def create(
         self,
@@ -303,3 +316,34 @@ class MachineChecks:
 
 def _unsigned(detail: str) -> DomainError:
     return DomainError(401, "signature-invalid", detail, headers={"WWW-Authenticate": signing.SCHEME})
+
+
+@dataclass
+class OrganisationServices:
+    """The organisations domain's public services: the registry of organisations and their credentials, and the
+    authentication of their signed requests."""
+
+    organisations: OrganisationService
+    machine_auth: MachineAuth
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        redis: Redis,
+        cipher: FieldCipher,
+        audit: AuditTrail,
+        breaker: RedisBreaker,
+        batches: BatchRunner,
+    ) -> OrganisationServices:
+        return cls(
+            organisations=OrganisationService(cipher, audit),
+            machine_auth=MachineAuth(
+                redis,
+                cipher,
+                settings.signature_window,
+                breaker,
+                settings.rate_organisation_per_second,
+                batches,
+            ),
+        )

@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
+from app_backend.enterprises.service import EnterpriseDirectory
+from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.errors import forbidden, invalid_field, not_found
-from app_backend.kernel.redis_batch import BatchRunner
+from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import (
     CredentialRepository,
     FactsRepository,
@@ -34,7 +36,7 @@ from code_service.codes.schemas import (
 )
 from code_service.gates.service import DenyListService
 from code_service.keys.service import KeyService
-from code_service.ports import Directory, Holder, RedisHealth, TransitEligibility
+from code_service.ports import Holder
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -100,17 +102,17 @@ class FactsService:
     """A holder's facts: read from PostgreSQL in ONE statement (a resident's: subject, identity, statuses and
     transit through the RESIDENT_FACTS port function, see code_service/ports.py) and cached in Redis.
 
-    `directory.resident_active / person_key_of / masked_name` and `transit.may_ride` are the reference answers
-    that statement reproduces (tests/test_display_round_trips.py); only `directory.mask_name` and
-    `directory.enterprise` are called here."""
+    identity's `ResidentDirectory.resident_active / person_key_of / masked_name` and payments' `may_ride` are the
+    reference answers that statement reproduces (tests/test_display_round_trips.py); only `mask_name` and the
+    enterprises' `EnterpriseDirectory.enterprise` are called here."""
 
     def __init__(
-        self, pool: asyncpg.Pool, redis: Redis, directory: Directory, transit: TransitEligibility
+        self, pool: asyncpg.Pool, redis: Redis, residents: ResidentDirectory, enterprises: EnterpriseDirectory
     ) -> None:
         self._pool = pool
         self._redis = redis
-        self._directory = directory
-        self._transit = transit
+        self._residents = residents
+        self._enterprises = enterprises
         self._facts = FactsRepository()
         self._subjects = SubjectRepository()
 
@@ -145,7 +147,7 @@ class FactsService:
             kind="resident",
             ref=str(resident_id),
             active=active,
-            masked_name=self._directory.mask_name(row["name_enc"]) or "",
+            masked_name=self._residents.mask_name(row["name_enc"]) or "",
             health=row["health"],
             insured=bool(row["insured"]),
             may_ride=bool(row["may_ride"]) and active,
@@ -153,7 +155,7 @@ class FactsService:
         )
 
     async def _enterprise(self, conn: Any, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
-        facts = await self._directory.enterprise(conn, enterprise_id)
+        facts = await self._enterprises.enterprise(conn, enterprise_id)
         if facts is None:
             return SubjectFacts(
                 subject=subject.hex(), kind="enterprise", ref=str(enterprise_id), active=False
@@ -200,7 +202,7 @@ class IssuingService:
         keys: KeyService,
         facts: FactsService,
         deny: DenyListService,
-        directory: Directory,
+        enterprises: EnterpriseDirectory,
         health: RedisHealth,
         batches: BatchRunner,
     ) -> None:
@@ -211,7 +213,7 @@ class IssuingService:
         self._keys = keys
         self._facts = facts
         self._deny = deny
-        self._directory = directory
+        self._enterprises = enterprises
         self._subjects = SubjectRepository()
         self._credentials = CredentialRepository()
         self._subject_of: dict[uuid.UUID, bytes] = {}
@@ -275,7 +277,7 @@ class IssuingService:
         return await self._server_code(TYPE_PERSONAL, subject, facts, entitlements_of(facts))
 
     async def enterprise_code(self, conn: Any, holder: Holder, enterprise_id: uuid.UUID) -> IssuedCode:
-        if await self._directory.enterprise_of_member(conn, enterprise_id, holder.resident_id) is None:
+        if await self._enterprises.enterprise_of_member(conn, enterprise_id, holder.resident_id) is None:
             raise not_found("enterprise not found")
         subject = await self._subjects.get_or_create(conn, "enterprise", enterprise_id)
         facts = await self._facts.load(conn, subject)

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, put
-from litestar.exceptions import PermissionDeniedException
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.errors import forbidden
 from code_service.feeds.schemas import FeedReceipt, HealthBatch, HealthStatus, InsuranceBatch, InsuranceStatus
 from code_service.ports import Scanner
 
@@ -28,7 +28,7 @@ async def _apply(
     write: Callable[[Any], Awaitable[tuple[FeedReceipt, list[Any]]]],
 ) -> FeedReceipt:
     if scope not in scanner.scopes:
-        raise PermissionDeniedException(f"this credential lacks the scope {scope}")
+        raise forbidden(f"this credential lacks the scope {scope}")
     # The handler owns the transaction: cached facts may only be dropped once the new status is committed,
     # or a concurrent verify could cache the old one again.
     async with codes.pool.acquire() as conn:

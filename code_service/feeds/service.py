@@ -8,18 +8,19 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.errors import invalid_field
 from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.repository import FeedRepository
 from code_service.feeds.schemas import FeedReceipt, HealthStatus, InsuranceStatus
-from code_service.ports import Directory, Scanner
+from code_service.ports import Scanner
 
 _SEVERITY = {"": 0, "green": 0, "yellow": 1, "red": 2}
 
 
 class FeedService:
-    def __init__(self, directory: Directory, facts: FactsService, issuing: IssuingService) -> None:
-        self._directory = directory
+    def __init__(self, residents: ResidentDirectory, facts: FactsService, issuing: IssuingService) -> None:
+        self._residents = residents
         self._facts = facts
         self._issuing = issuing
         self._repo = FeedRepository()
@@ -28,7 +29,7 @@ class FeedService:
         keys = []
         for i, item in enumerate(items):
             try:
-                keys.append(self._directory.person_key(item.id_number))
+                keys.append(self._residents.person_key(item.id_number))
             except ValueError as exc:
                 field = f"items[{i}].id_number" if many else "id_number"
                 raise invalid_field(field, str(exc)) from None
@@ -43,7 +44,7 @@ class FeedService:
             if previous is None:
                 continue
             changed += 1
-            resident = await self._directory.resident_of_person(conn, key)
+            resident = await self._residents.resident_of_person(conn, key)
             if resident is not None:
                 touched.append(resident)
                 if _SEVERITY[item.colour] > _SEVERITY[previous]:
@@ -61,7 +62,7 @@ class FeedService:
             if previous is None:
                 continue
             changed += 1
-            resident = await self._directory.resident_of_person(conn, key)
+            resident = await self._residents.resident_of_person(conn, key)
             if resident is not None:
                 touched.append(resident)
                 if previous and not item.insured:

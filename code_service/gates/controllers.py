@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, get, post
-from litestar.exceptions import PermissionDeniedException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.errors import forbidden
 from code_service.gates.schemas import DenyListDocument, TapBatch, TapReceipt
 from code_service.ports import Scanner
 
@@ -21,7 +21,7 @@ TAPS_MAX_BODY = 4 * 1024 * 1024
 
 def _require(scanner: Scanner, scope: str) -> None:
     if scope not in scanner.scopes:
-        raise PermissionDeniedException(f"this credential lacks the scope {scope}")
+        raise forbidden(f"this credential lacks the scope {scope}")
 
 
 class GateController(Controller):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Annotated, Literal
 
 import msgspec
@@ -34,3 +35,16 @@ class DenyListDocument(msgspec.Struct):
     version: int
     full: bool
     jws: str
+
+
+class GateTap(msgspec.Struct, frozen=True):
+    """A tap a gate uploaded, as the fare side takes it over: the operator is the organisation whose gate it was."""
+
+    organisation_id: uuid.UUID
+    tap_id: str
+    gate_id: str
+    line: str
+    station: str
+    direction: str  # in | out | single
+    tapped_at: dt.datetime
+    subject: bytes | None

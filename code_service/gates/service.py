@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
+from code_service.codes.repository import SubjectRepository
 from code_service.gates.repository import DenyRepository, TapRepository
-from code_service.gates.schemas import Tap, TapReceipt
+from code_service.gates.schemas import GateTap, Tap, TapReceipt
 from code_service.keys.service import KeyService
 from code_service.ports import Scanner
 from code_service.verifier.denylist import KINDS
@@ -101,3 +103,51 @@ class TapService:
         ]
         accepted = await self._repo.insert_many(conn, scanner.organisation_id, rows)
         return TapReceipt(accepted=len(accepted), duplicates=len(taps) - len(accepted))
+
+
+class TransitGates:
+    """What the fare side (payments' transit) asks of the gates: uploaded taps to price, the resident behind a code
+    subject, and riders in debt on the gates' deny list (kind debtor, keyed by the code subject)."""
+
+    def __init__(self, deny: DenyListService) -> None:
+        self._deny = deny
+        self._taps = TapRepository()
+        self._subjects = SubjectRepository()
+
+    async def untaken(self, conn: Any, limit: int) -> list[GateTap]:
+        """Uploaded taps not yet taken over, oldest upload first (and locked for this transaction)."""
+        return [
+            GateTap(
+                organisation_id=r["organisation_id"],
+                tap_id=r["tap_id"],
+                gate_id=r["gate_id"],
+                line=r["line"],
+                station=r["station"],
+                direction=r["direction"],
+                tapped_at=r["tapped_at"],
+                subject=bytes(r["subject"]) if r["subject"] is not None else None,
+            )
+            for r in await self._taps.untaken(conn, limit)
+        ]
+
+    async def mark_taken(self, conn: Any, keys: list[tuple[uuid.UUID, str]]) -> None:
+        """(organisation_id, tap_id) of taps now taken over; in the caller's transaction."""
+        await self._taps.mark_taken(conn, keys)
+
+    async def resident_of_subject(self, conn: Any, subject: bytes) -> uuid.UUID | None:
+        """The resident a code subject stands for (None: unknown, or an enterprise's)."""
+        row = await self._subjects.get(conn, subject)
+        if row is None or row["kind"] != "resident":
+            return None
+        ref: uuid.UUID = row["ref"]
+        return ref
+
+    async def deny_debtor(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+        subject = await self._subjects.of_resident(conn, resident_id)
+        if subject is not None:  # no subject: no code was ever issued, so no gate can be shown one
+            await self._deny.deny(conn, "debtor", [subject], reason)
+
+    async def allow_debtor(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+        subject = await self._subjects.of_resident(conn, resident_id)
+        if subject is not None:
+            await self._deny.allow(conn, "debtor", [subject], reason)

@@ -10,8 +10,8 @@ import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from app_backend.kernel.crypto import FieldCipher
 from code_service.keys.repository import KeyRepository
-from code_service.ports import SecretBox
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
     compressed_point,
@@ -55,7 +55,7 @@ class KeyService:
     """Each process caches the signer and the public keys for `_REFRESH` seconds: a rotation made by the CLI
     reaches every worker within that time, and until then the previous key (still published) keeps signing."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
+    def __init__(self, pool: asyncpg.Pool, box: FieldCipher) -> None:
         self._pool = pool
         self._box = box
         self._repo = KeyRepository()

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from app_backend.kernel.errors import forbidden, not_found
-from app_backend.kernel.redis_batch import BatchRunner, LocalClaims
+from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
@@ -37,7 +37,7 @@ from code_service.codes.service import (
 )
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
-from code_service.ports import RedisHealth, Scanner
+from code_service.ports import Scanner
 from code_service.verification.repository import ScanRepository
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, Response, post
-from litestar.exceptions import NotFoundException
 
+from app_backend.kernel.errors import not_found
 from payments.notifications.service import NotificationRefused
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class NotifyController(Controller):
         self, channel_name: str, request: Request[Any, Any, Any], payments: PaymentServices
     ) -> Response[bytes]:
         if channel_name not in payments.channels:
-            raise NotFoundException("no such channel")
+            raise not_found("no such channel")
         service = payments.notifications
         try:
             note = service.verify(channel_name, await request.body(), request.headers.get("content-type", ""))

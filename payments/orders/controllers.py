@@ -6,9 +6,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import Parameter
 
+from app_backend.kernel.errors import forbidden, invalid_field
 from app_backend.kernel.http import client_ip
 from payments.orders.schemas import OrderCreate, OrderView
 from payments.ports import ClientOrganisation, Payer
@@ -20,10 +20,7 @@ if TYPE_CHECKING:
 
 def _key(raw: str | None) -> str:
     if not raw or not 8 <= len(raw) <= 64 or not raw.isascii() or not raw.isprintable():
-        raise ValidationException(
-            "Idempotency-Key: a header of 8 to 64 printable ASCII characters is required",
-            extra=[{"key": "Idempotency-Key", "message": "missing or malformed"}],
-        )
+        raise invalid_field("Idempotency-Key", "missing or malformed")
     return raw
 
 
@@ -64,7 +61,7 @@ class OrderController(Controller):
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[Any]:
         if "payments:refund" not in payee_client.scopes:
-            raise PermissionDeniedException("this credential lacks the scope payments:refund")
+            raise forbidden("this credential lacks the scope payments:refund")
         status, body = await payments.refunds.refund(
             db, payee_client.organisation_id, order_id, _key(idempotency_key), data
         )

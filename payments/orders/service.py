@@ -14,11 +14,12 @@ import msgspec
 import structlog
 
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
+from app_backend.organisations.service import OrganisationService
 from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChannel, TradeStatus
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository
 from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
-from payments.ports import PayeeDirectory, PaymentSettings
+from payments.ports import PaymentSettings
 from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")
@@ -83,7 +84,7 @@ class OrderService:
     def __init__(
         self,
         channels: dict[str, PaymentChannel],
-        payees: PayeeDirectory,
+        payees: OrganisationService,
         ledger: Ledger,
         settings: PaymentSettings,
         events: WebhookService,

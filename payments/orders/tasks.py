@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from payments.container import payments_of
+
 
 async def settle_payments(ctx: dict[str, Any]) -> dict[str, int]:
-    payments = ctx["services"].payments
+    payments = payments_of(ctx)
     async with payments.pool.acquire() as conn, conn.transaction():
         counts = await payments.orders.settle_stale(conn)
     async with payments.pool.acquire() as conn, conn.transaction():

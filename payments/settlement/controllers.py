@@ -1,4 +1,4 @@
-"""HTTP for payees: their settlements and statements (signed, scope settlements:read)."""
+"""HTTP for payees (their settlements and statements: signed, scope settlements:read) and for operations staff."""
 
 from __future__ import annotations
 
@@ -6,20 +6,23 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, Response, get
-from litestar.exceptions import PermissionDeniedException
+from litestar import Controller, Response, get, post
 from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
 
+from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, staff_only
+from app_backend.kernel.errors import DomainError, forbidden
 from payments.ports import ClientOrganisation
-from payments.settlement.schemas import Settlements
+from payments.settlement.schemas import PayoutRecord, Settlements, SettlementView
 
 if TYPE_CHECKING:
+    from app_backend.audit.service import AuditTrail
     from payments.container import PaymentServices
 
 
 def _require(client: ClientOrganisation) -> None:
     if "settlements:read" not in client.scopes:
-        raise PermissionDeniedException("this credential lacks the scope settlements:read")
+        raise forbidden("this credential lacks the scope settlements:read")
 
 
 class SettlementController(Controller):
@@ -50,3 +53,60 @@ class SettlementController(Controller):
         _require(payee_client)
         text = await payments.settlement.statement_csv(db, settlement_id, payee_client.organisation_id)
         return Response(text, media_type="text/csv; charset=utf-8")
+
+
+class SettlementAdminController(Controller):
+    """Operations staff on settlements: a day's settlements, and the payout that paid one."""
+
+    path = "/api/v1/admin/settlements"
+    tags = ["admin"]
+    guards = [staff_only(OPS_ADMIN, AUDITOR)]
+    dependencies = STAFF
+
+    @get("", summary="Settlements of a business day (settled on first view if not yet)")
+    async def for_day(
+        self,
+        payments: PaymentServices,
+        audit: AuditTrail,
+        db: Any,
+        staff: Staff,
+        day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
+    ) -> Settlements:
+        if day is None:
+            raise DomainError(
+                400,
+                "bad-request",
+                "date: required (YYYY-MM-DD)",
+                extra={"errors": [{"field": "date", "message": "required"}]},
+            )
+        found = await payments.settlement.for_day(db, day)
+        await audit.record(
+            db, staff.actor, "admin.settlement_view", target_type="settlement_day", target_id=day.isoformat()
+        )
+        return Settlements(settlements=found)
+
+    @post(
+        "/{settlement_id:uuid}/paid",
+        status_code=HTTP_200_OK,
+        summary="Record the bank transfer that paid a settlement (posts the payout to the ledger once)",
+        guards=[staff_only(OPS_ADMIN)],
+    )
+    async def paid(
+        self,
+        settlement_id: uuid.UUID,
+        data: PayoutRecord,
+        payments: PaymentServices,
+        audit: AuditTrail,
+        db: Any,
+        staff: Staff,
+    ) -> SettlementView:
+        paid = await payments.settlement.mark_paid(db, settlement_id, data.payout_ref)
+        await audit.record(
+            db,
+            staff.actor,
+            "admin.settlement_paid",
+            target_type="settlement",
+            target_id=str(settlement_id),
+            detail={"payout_ref": data.payout_ref, "net_fen": paid.net_fen},
+        )
+        return paid

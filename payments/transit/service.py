@@ -3,11 +3,11 @@ batches, failed deductions as debts that put the rider on the gates' deny list u
 
 Eligibility (code_service's TransitEligibility port, `RideEligibility.may_ride`): a rider may ride when they hold an
 ACTIVE withholding agreement (else "no-agreement"), are not blocked by operations (else "blocked") and owe nothing
-(else "in-debt"). Every change of that answer calls the `eligibility_changed` port inside the transaction (the code
+(else "in-debt"). Every change of that answer calls `eligibility_changed` inside the transaction (the code
 side drops its cached facts, so online verification sees it at once); the jobs call it again after their commit.
 
-Taps into trips (the trip job, one run at a time). Gates upload taps; each run takes the new ones over (the
-TapSource port) with the resident behind each code subject (the RiderDirectory port). Per rider and operator, in
+Taps into trips (the trip job, one run at a time). Gates upload taps; each run takes the new ones over
+(code_service's TransitGates) with the resident behind each code subject. Per rider and operator, in
 time order: an entry followed by an exit within N hours (the fare policy's `open_tap_hours`) is one trip; a
 single tap (buses) is a trip of its own. An entry with no exit after N hours is an `open_entry` trip and an exit
 with no entry before it, once N hours old, an `open_exit` trip: both cost the line's maximum fare. Taps younger
@@ -62,6 +62,8 @@ import msgspec
 import structlog
 
 from app_backend.kernel.errors import DomainError, not_found
+from code_service.codes.service import FactsService
+from code_service.gates.service import TransitGates
 from payments.channels.base import (
     Agreement,
     AgreementStatus,
@@ -76,7 +78,7 @@ from payments.notifications.service import NotificationRefused
 from payments.orders.repository import OrderRepository
 from payments.orders.schemas import OrderCreate
 from payments.orders.service import ChannelDown, OrderService, new_out_trade_no
-from payments.ports import PaymentSettings, TransitPorts
+from payments.ports import PaymentSettings
 from payments.transit.repository import TransitRepository
 from payments.transit.schemas import (
     AgreementCreate,
@@ -317,14 +319,16 @@ class TransitService:
         orders: OrderService,
         ledger: Ledger,
         settings: PaymentSettings,
-        ports: TransitPorts,
+        gates: TransitGates,
+        facts: FactsService,
         policy: TransitPolicy | None = None,
     ) -> None:
         self._channels = channels
         self._orders = orders
         self._ledger = ledger
         self._settings = settings
-        self.ports = ports
+        self._gates = gates
+        self._facts = facts
         self.policy = policy or TransitPolicy()
         self.eligibility = RideEligibility()
         self._repo = TransitRepository()
@@ -334,8 +338,12 @@ class TransitService:
     def _notify_url(self, channel: str) -> str:
         return f"{self._settings.notify_base_url}/api/v1/payments/notify/{channel}"
 
+    async def eligibility_changed(self, conn: Any, resident_id: uuid.UUID) -> None:
+        """The code side's cached facts of a rider whose eligibility changed are dropped (in the transaction)."""
+        await self._facts.invalidate_resident(conn, resident_id)
+
     async def _changed(self, conn: Any, resident_id: uuid.UUID, changed: set[uuid.UUID] | None) -> None:
-        await self.ports.eligibility_changed(conn, resident_id)
+        await self.eligibility_changed(conn, resident_id)
         if changed is not None:
             changed.add(resident_id)
 
@@ -472,14 +480,14 @@ class TransitService:
 
     async def take_taps(self, conn: Any) -> dict[str, int]:
         """Takes newly uploaded taps over, with the resident behind each subject."""
-        taps = await self.ports.taps.untaken(conn, self.policy.tap_batch)
+        taps = await self._gates.untaken(conn, self.policy.tap_batch)
         residents: dict[bytes, uuid.UUID | None] = {}
         rows = []
         for tap in taps:
             resident = None
             if tap.subject:
                 if tap.subject not in residents:
-                    residents[tap.subject] = await self.ports.riders.resident_of_subject(conn, tap.subject)
+                    residents[tap.subject] = await self._gates.resident_of_subject(conn, tap.subject)
                 resident = residents[tap.subject]
             rows.append(
                 (
@@ -496,7 +504,7 @@ class TransitService:
                 )
             )
         taken = await self._repo.insert_taps(conn, rows)
-        await self.ports.taps.mark_taken(conn, [(t.organisation_id, t.tap_id) for t in taps])
+        await self._gates.mark_taken(conn, [(t.organisation_id, t.tap_id) for t in taps])
         unknown = sum(1 for r in rows if r[2] is None)
         if unknown:
             _log.warning("taps of no known rider", count=unknown)
@@ -757,7 +765,7 @@ class TransitService:
         )
         _log.info("transit debt", deduction=str(failed["id"]), amount_fen=amount, failure=failure)
         if not was_in_debt:
-            await self.ports.debtors.deny(conn, resident_id, f"transit fare deduction {failure}")
+            await self._gates.deny_debtor(conn, resident_id, f"transit fare deduction {failure}")
             await self._changed(conn, resident_id, changed)
 
     # -- money arriving --------------------------------------------------------------------------------------
@@ -827,7 +835,7 @@ class TransitService:
                 memo=paid["out_trade_no"],
             )
         if cleared and not await self._repo.in_debt(conn, resident_id):
-            await self.ports.debtors.allow(conn, resident_id, "transit debt repaid")
+            await self._gates.allow_debtor(conn, resident_id, "transit debt repaid")
             await self._changed(conn, resident_id, None)
 
     # -- notifications ---------------------------------------------------------------------------------------

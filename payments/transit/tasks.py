@@ -8,6 +8,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from payments.container import payments_of
+
 
 def _now(now: dt.datetime | None) -> dt.datetime:
     return now or dt.datetime.now(dt.UTC)
@@ -18,12 +20,12 @@ async def _after_commit(payments: Any, changed: set[uuid.UUID]) -> None:
         return
     async with payments.pool.acquire() as conn:
         for resident_id in changed:
-            await payments.transit.ports.eligibility_changed(conn, resident_id)
+            await payments.transit.eligibility_changed(conn, resident_id)
 
 
 async def build_transit_trips(ctx: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, int]:
     """Takes uploaded taps over and turns them into priced trips."""
-    payments = ctx["services"].payments
+    payments = payments_of(ctx)
     async with payments.pool.acquire() as conn, conn.transaction():
         counts = await payments.transit.take_taps(conn)
     async with payments.pool.acquire() as conn, conn.transaction():
@@ -33,7 +35,7 @@ async def build_transit_trips(ctx: dict[str, Any], *, now: dt.datetime | None = 
 
 async def deduct_transit_fares(ctx: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, int]:
     """One deduction per rider and operator with unbilled trips; the answers settle them or make debts."""
-    payments = ctx["services"].payments
+    payments = payments_of(ctx)
     transit = payments.transit
     moment = _now(now)
     changed: set[uuid.UUID] = set()
@@ -51,7 +53,7 @@ async def deduct_transit_fares(ctx: dict[str, Any], *, now: dt.datetime | None =
 async def check_transit_deductions(ctx: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, int]:
     """Pending deductions are settled by asking the channel: paid, refused, or a debt once unanswered too long.
     One the channel never received (a crash before sending, a lost request) is sent again, same number."""
-    payments = ctx["services"].payments
+    payments = payments_of(ctx)
     transit = payments.transit
     moment = _now(now)
     changed: set[uuid.UUID] = set()
@@ -70,7 +72,7 @@ async def check_transit_deductions(ctx: dict[str, Any], *, now: dt.datetime | No
 
 async def poll_transit_agreements(ctx: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, int]:
     """Pending agreements whose notification has not come: asked of the channel; never-signed ones expire."""
-    payments = ctx["services"].payments
+    payments = payments_of(ctx)
     transit = payments.transit
     moment = _now(now)
     changed: set[uuid.UUID] = set()

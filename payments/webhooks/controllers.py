@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, get, put
-from litestar.exceptions import PermissionDeniedException
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.errors import forbidden
 from payments.ports import ClientOrganisation
 from payments.webhooks.schemas import PayeeEvents, WebhookRegistered, WebhookSet
 
@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 
 def _require(client: ClientOrganisation) -> None:
     if not client.scopes & {"payments:refund", "settlements:read"}:
-        raise PermissionDeniedException(
-            "this credential speaks for no payee (payments:refund or settlements:read)"
-        )
+        raise forbidden("this credential speaks for no payee (payments:refund or settlements:read)")
 
 
 class WebhookController(Controller):

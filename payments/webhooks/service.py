@@ -9,13 +9,14 @@ import ipaddress
 import secrets
 import socket
 import uuid
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import structlog
 
+from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.errors import DomainError, invalid_field
 from payments.webhooks.repository import WebhookRepository
 from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
@@ -23,12 +24,6 @@ from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
 RETRY_SCHEDULE = (60, 300, 1800, 7200, 21600)
 _FIELD = "payments.webhook_secret"
 _log = structlog.get_logger("payments.webhooks")
-
-
-class SecretBox(Protocol):
-    def encrypt(self, field: str, plaintext: str) -> bytes: ...
-
-    def decrypt(self, field: str, blob: bytes) -> str: ...
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -58,7 +53,7 @@ def _public(host: str) -> bool:
 
 
 class WebhookService:
-    def __init__(self, box: SecretBox, timeout: float = 5.0, allow_local: bool = False) -> None:
+    def __init__(self, box: FieldCipher, timeout: float = 5.0, allow_local: bool = False) -> None:
         self._allow_local = allow_local
         self._box = box
         self._timeout = timeout

@@ -74,7 +74,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0
 
 
 def _ctx(services: Any) -> dict[str, Any]:
-    return {"services": services}
+    return {"platform": services.platform}
 
 
 async def _ledger_ok(services: Any) -> None:

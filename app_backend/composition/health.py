@@ -1,3 +1,5 @@
+"""Liveness, readiness and metrics of the process (what a load balancer and Prometheus ask)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +9,7 @@ from litestar import Controller, Response, get
 from litestar.plugins.prometheus import PrometheusController
 
 if TYPE_CHECKING:
-    from app_backend.composition.wiring import Services
+    from app_backend.kernel.module import Platform
 
 
 class HealthController(Controller):
@@ -19,14 +21,14 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="PostgreSQL and Redis are reachable")
-    async def readyz(self, services: Services) -> Response[dict[str, Any]]:
+    async def readyz(self, platform: Platform) -> Response[dict[str, Any]]:
         checks: dict[str, str] = {}
 
         async def postgres() -> None:
-            async with services.pool.acquire(timeout=2) as conn:
+            async with platform.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
 
-        for name, probe in (("postgres", postgres), ("redis", services.redis.ping)):
+        for name, probe in (("postgres", postgres), ("redis", platform.redis.ping)):
             try:
                 await asyncio.wait_for(probe(), timeout=2)
                 checks[name] = "ok"

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app_backend.kernel.settings import Settings
 from payments.channels.base import PaymentChannel
 
 
@@ -22,13 +21,10 @@ def _resolve_files(section: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def build_channels(settings: Settings) -> dict[str, PaymentChannel]:
-    if settings.payment_config is None or not settings.payment_config.exists():
+def build_channels(config_path: Path | None) -> dict[str, PaymentChannel]:
+    if config_path is None or not config_path.exists():
         return {}
-    config = {
-        name: _resolve_files(section)
-        for name, section in json.loads(settings.payment_config.read_text()).items()
-    }
+    config = {name: _resolve_files(section) for name, section in json.loads(config_path.read_text()).items()}
     channels: dict[str, PaymentChannel] = {}
     if "alipay" in config:
         from payments.channels.alipay.adapter import AlipayChannel, AlipayConfig

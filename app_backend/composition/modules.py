@@ -1,0 +1,22 @@
+"""Every domain of the platform, in the order of their migrations. Adding a domain is a package with a module
+object (app_backend/kernel/module.py) and one line here; the app factory, the job worker and the migrator loop
+over this list."""
+
+from __future__ import annotations
+
+from app_backend.audit.module import module as audit
+from app_backend.enterprises.module import module as enterprises
+from app_backend.identity.module import module as identity
+from app_backend.kernel.module import DomainModule
+from app_backend.organisations.module import module as organisations
+from code_service.module import module as codes
+from payments.module import module as payments
+
+MODULES: list[DomainModule] = [
+    audit,
+    identity,
+    enterprises,
+    organisations,
+    payments,
+    codes,  # after payments: its one-statement display function reads payments' transit tables
+]

@@ -1,1 +1,0 @@
-"""Enterprises have no background work yet; standing updates from the market-regulation feed will live here."""

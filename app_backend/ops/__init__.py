@@ -1,1 +1,0 @@
-"""Operations: liveness, readiness and metrics."""

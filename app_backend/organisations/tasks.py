@@ -1,1 +1,0 @@
-"""Organisations have no background work yet; credential expiry reminders will live here."""

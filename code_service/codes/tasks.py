@@ -1,1 +1,0 @@
-"""Codes need no background work: credentials expire by their own dates."""

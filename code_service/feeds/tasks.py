@@ -1,1 +1,0 @@
-"""Feeds arrive by push; nothing runs in the background yet."""

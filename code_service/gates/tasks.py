@@ -1,1 +1,0 @@
-"""Nothing yet: the payments issue's fare job reads codes.taps."""

@@ -1,1 +1,0 @@
-"""Key rotation runs from the CLI (`tzt keys rotate`) or a scheduled job calling KeyService.rotate."""

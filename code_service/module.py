@@ -1,0 +1,68 @@
+"""code_service as the composition sees it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from app_backend.enterprises.service import EnterpriseServices
+from app_backend.identity.service import IdentityServices
+from app_backend.kernel.module import DomainModule, Platform
+from code_service.codes.controllers import CodeController, EnterpriseCodeController
+from code_service.container import CodeServices
+from code_service.feeds.controllers import FeedController
+from code_service.gates.controllers import GateController
+from code_service.keys.controllers import JwksController
+from code_service.ports import provide_holder, provide_scanner
+from code_service.verification.controllers import ScanHistoryController, VerifyController
+
+
+async def start(platform: Platform) -> CodeServices:
+    settings = platform.settings
+    return CodeServices.create(
+        platform.pool,
+        platform.redis,
+        platform.cipher,
+        platform.get(IdentityServices).directory,
+        platform.get(EnterpriseServices).directory,
+        platform.breaker,
+        rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
+        batches=platform.batches,
+    )
+
+
+async def close(codes: CodeServices) -> None:
+    await codes.close()
+
+
+def provide_codes(state: State) -> CodeServices:
+    codes: CodeServices = state.codes
+    return codes
+
+
+module = DomainModule(
+    name="codes",
+    start=start,
+    close=close,
+    requires=["identity", "enterprises"],
+    routes=[
+        JwksController,
+        CodeController,
+        EnterpriseCodeController,
+        FeedController,
+        VerifyController,
+        ScanHistoryController,
+        GateController,
+    ],
+    dependencies={
+        "codes": Provide(provide_codes, sync_to_thread=False),
+        "holder": Provide(provide_holder, sync_to_thread=False),
+        "scanner": Provide(provide_scanner),
+    },
+    signature_types=[CodeServices],
+    migrations="code_service",
+    migrated_as={"0003_resident_facts.sql": ("app_backend.composition", "0001_code_ports.sql")},
+)

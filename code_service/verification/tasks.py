@@ -1,1 +1,0 @@
-"""Scan records are flushed by ScanRecorder's own task in each server process."""

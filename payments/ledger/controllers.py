@@ -1,1 +1,0 @@
-"""The ledger has no public HTTP surface; operations use `tzt ledger check`."""

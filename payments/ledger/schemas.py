@@ -1,1 +1,0 @@
-"""Ledger shapes live in service.py (LedgerCheck); postings are (account, fen) pairs."""

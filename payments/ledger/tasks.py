@@ -1,1 +1,0 @@
-"""The nightly invariant check can run as `tzt ledger check` from a scheduler."""

@@ -1,0 +1,98 @@
+"""payments as the composition sees it."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+from litestar.di import Provide
+from saq import CronJob
+
+from app_backend.kernel.module import DomainModule, Platform
+from app_backend.organisations.service import OrganisationServices
+from code_service.container import CodeServices
+from payments.channels.configured import build_channels
+from payments.container import PaymentServices
+from payments.notifications.controllers import NotifyController
+from payments.orders.controllers import OrderController
+from payments.orders.tasks import settle_payments
+from payments.ports import PaymentSettings, provide_payee_client, provide_payer
+from payments.reconciliation.controllers import ReconciliationAdminController
+from payments.reconciliation.tasks import reconcile_yesterday
+from payments.settlement.controllers import SettlementAdminController, SettlementController
+from payments.settlement.tasks import settle_yesterday
+from payments.transit.controllers import TransitController
+from payments.transit.tasks import (
+    build_transit_trips,
+    check_transit_deductions,
+    deduct_transit_fares,
+    poll_transit_agreements,
+)
+from payments.webhooks.controllers import WebhookController
+from payments.webhooks.tasks import deliver_payee_events
+
+
+async def start(platform: Platform) -> PaymentServices:
+    """The configured channels: the local sandboxes in dev (started by `tzt serve`), the real gateways in
+    production. A channel without configuration is simply absent (orders for it get a 400)."""
+    settings = platform.settings
+    codes = platform.get(CodeServices)
+    return PaymentServices.create(
+        platform.pool,
+        build_channels(settings.payment_config),
+        platform.get(OrganisationServices).organisations,
+        PaymentSettings(notify_base_url=settings.public_base_url, allow_local_webhooks=settings.is_dev),
+        platform.cipher,
+        codes.transit_gates,
+        codes.facts,
+    )
+
+
+def provide_payments(state: State) -> PaymentServices:
+    payments: PaymentServices = state.payments
+    return payments
+
+
+module = DomainModule(
+    name="payments",
+    start=start,
+    requires=["organisations", "codes"],
+    routes=[
+        OrderController,
+        NotifyController,
+        SettlementController,
+        WebhookController,
+        TransitController,
+        SettlementAdminController,
+        ReconciliationAdminController,
+    ],
+    dependencies={
+        "payments": Provide(provide_payments, sync_to_thread=False),
+        "payer": Provide(provide_payer, sync_to_thread=False),
+        "payee_client": Provide(provide_payee_client),
+    },
+    signature_types=[PaymentServices],
+    jobs=[
+        settle_payments,
+        reconcile_yesterday,
+        settle_yesterday,
+        deliver_payee_events,
+        build_transit_trips,
+        deduct_transit_fares,
+        check_transit_deductions,
+        poll_transit_agreements,
+    ],
+    cron=[
+        CronJob(settle_payments, cron="* * * * *"),
+        # 10:00 Asia/Shanghai (UTC+8, no DST) is 02:00 UTC, the cron timezone of SAQ.
+        CronJob(reconcile_yesterday, cron="0 2 * * *", timeout=1800),
+        # Yesterday's settlement at 02:30 Asia/Shanghai; payee events every minute.
+        CronJob(settle_yesterday, cron="30 18 * * *", timeout=1800),
+        CronJob(deliver_payee_events, cron="* * * * *", timeout=300),
+        # Transit: taps into trips every 5 minutes, fares deducted hourly, pending deductions and agreements
+        # asked of the channel every few minutes (their notifications may never come).
+        CronJob(build_transit_trips, cron="*/5 * * * *", timeout=600),
+        CronJob(deduct_transit_fares, cron="17 * * * *", timeout=1800),
+        CronJob(check_transit_deductions, cron="*/5 * * * *", timeout=600),
+        CronJob(poll_transit_agreements, cron="*/2 * * * *", timeout=300),
+    ],
+    migrations="payments",
+)

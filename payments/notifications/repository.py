@@ -1,1 +1,0 @@
-"""Notifications change orders through payments.orders.repository; they store nothing of their own yet."""

@@ -1,1 +1,0 @@
-"""Notifications arrive in each channel's own format; the provider-neutral form is channels.base.Notification."""

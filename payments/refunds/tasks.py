@@ -1,1 +1,0 @@
-"""Pending refunds are settled by payments.orders.tasks.settle_payments, which asks the channels."""
