@@ -48,8 +48,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +59,16 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
+
+from loadtests.processes import (
+    Server,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    machine_split_seconds,
+    stop_server,
+    wait_ready,
+)
 
 GOAL_ISSUE = 0.40
 GOAL_VERIFY = 0.25
@@ -290,104 +298,6 @@ def _extract_code(body: bytes) -> str:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) for every process we may read."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        table[int(entry.name)] = (int(stat[stat.rfind(")") + 2 :].split()[1]), cmdline)
-    return table
-
-
-def _descendants(table: dict[int, tuple[int, str]], root: int) -> list[int]:
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, (ppid, _) in table.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
-
-
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_ticks() -> list[int]:
-    """The first line of /proc/stat: user nice system idle iowait irq softirq steal ..., summed over the cores."""
-    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-
-
-def _machine_busy_seconds() -> float:
-    fields = _machine_ticks()
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_split_seconds() -> dict[str, float]:
-    """Busy CPU seconds of the machine and steal apart. Steal is time the hypervisor gave this VM's cores to
-    someone else while they had work: no process here used it, so it must not be counted as 'other' load."""
-    fields = _machine_ticks()
-    tick = os.sysconf("SC_CLK_TCK")
-    return {"machine": (sum(fields[:7]) - fields[3] - fields[4]) / tick, "steal": fields[7] / tick}
-
-
-@dataclass
-class Server:
-    base: str
-    host: str
-    port: int
-    data_dir: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
-    worker: int = 0
-    groups: dict[str, list[int]] = field(default_factory=dict)
-
-    def find_processes(self) -> None:
-        """The Granian worker (the process doing the work), and Redis / PostgreSQL when embedded."""
-        table = _proc_table()
-        mine = _descendants(table, self.proc.pid)
-        granian = [pid for pid in mine if "granian" in table[pid][1]]
-        workers = [pid for pid in granian if table[pid][0] in granian]
-        self.worker = workers[0] if workers else (granian[0] if granian else 0)
-        self.groups = {"server": granian}
-        redis = [pid for pid in mine if "redis-server" in table[pid][1]]
-        if redis:
-            self.groups["redis"] = redis
-        postmaster = [
-            pid
-            for pid, (_, cmd) in table.items()
-            if f"-D {self.data_dir / 'pgdata'}" in cmd and "postgres" in cmd
-        ]
-        if postmaster:
-            self.groups["postgres"] = postmaster + _descendants(table, postmaster[0])
-
-    def cpu(self) -> dict[str, float]:
-        if "postgres" in self.groups:  # backends come and go with the pool
-            self.groups["postgres"] = self.groups["postgres"][:1] + _descendants(
-                _proc_table(), self.groups["postgres"][0]
-            )
-        return {name: _cpu_seconds(pids) for name, pids in self.groups.items()}
-
-
 @contextlib.contextmanager
 def running_server() -> Iterator[Server]:
     external = bool(os.environ.get("DATABASE_URL"))
@@ -395,7 +305,7 @@ def running_server() -> Iterator[Server]:
     # With an external database, its data key must match: keep the operator's data folder if one is given.
     data_dir = Path(given) if external and given else Path(tempfile.mkdtemp(prefix="tzt-bench-"))
     owned = not (external and given)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TZT_DATA_DIR": str(data_dir),
@@ -421,26 +331,11 @@ def running_server() -> Iterator[Server]:
         )
     server = Server(f"http://127.0.0.1:{port}", "127.0.0.1", port, data_dir, proc, log)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not become ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_ready(server.base, proc, log, 180.0, "the server")
         server.find_processes()
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # `tzt serve` stops its children and databases on SIGTERM
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         if owned:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -625,9 +520,9 @@ QUIET = {"limit": 25.0, "wait": 30.0}
 def other_load(pids: Sequence[int], seconds: float = 1.0) -> float:
     """CPU used by processes other than `pids` and this one over `seconds`, in % of one core."""
     ours = [*pids, os.getpid()]
-    mine0, box0 = _cpu_seconds(ours), _machine_busy_seconds()
+    mine0, box0 = cpu_seconds(ours), machine_busy_seconds()
     time.sleep(seconds)
-    return 100 * ((_machine_busy_seconds() - box0) - (_cpu_seconds(ours) - mine0)) / seconds
+    return 100 * ((machine_busy_seconds() - box0) - (cpu_seconds(ours) - mine0)) / seconds
 
 
 def wait_for_quiet(pids: Sequence[int], what: str) -> float:
@@ -653,9 +548,9 @@ def _server_pids(server: Server) -> list[int]:
 def _cpu_sample(server: Server, procs: Sequence[subprocess.Popen[str]]) -> dict[str, float]:
     return {
         **server.cpu(),
-        "generators": _cpu_seconds([p.pid for p in procs]),
-        "self": _cpu_seconds([os.getpid()]),
-        **_machine_split_seconds(),
+        "generators": cpu_seconds([p.pid for p in procs]),
+        "self": cpu_seconds([os.getpid()]),
+        **machine_split_seconds(),
         "wall": time.monotonic(),
     }
 
@@ -1706,11 +1601,11 @@ def main(argv: list[str] | None = None) -> int:
     if "offline" in parts:
         print("Offline verifier ...", flush=True)
         wait_for_quiet([], "the offline benchmarks")
-        box0, self0, wall0 = _machine_busy_seconds(), _cpu_seconds([os.getpid()]), time.monotonic()
+        box0, self0, wall0 = machine_busy_seconds(), cpu_seconds([os.getpid()]), time.monotonic()
         offline, decode_us = offline_benchmarks(args.rounds)
         info["offline_other"] = (
             100
-            * ((_machine_busy_seconds() - box0) - (_cpu_seconds([os.getpid()]) - self0))
+            * ((machine_busy_seconds() - box0) - (cpu_seconds([os.getpid()]) - self0))
             / (time.monotonic() - wall0)
         )
     deny: dict[str, float] = {}
