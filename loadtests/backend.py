@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,15 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench import Server, _cpu_seconds, _descendants, _free_port, _proc_table
+from loadtests.processes import (
+    Server,
+    cpu_seconds,
+    descendants,
+    free_port,
+    proc_table,
+    stop_server,
+    wait_ready,
+)
 
 READY_TIMEOUT_S = 180.0
 
@@ -56,10 +63,10 @@ class Backend:
         and of the embedded PostgreSQL; 0 for a target."""
         if self.server is None:
             return 0.0
-        table = _proc_table()
-        pids = _descendants(table, self.server.proc.pid)
+        table = proc_table()
+        pids = descendants(table, self.server.proc.pid)
         postgres = self.server.groups.get("postgres", [])[:1]
-        return _cpu_seconds(pids + postgres + (_descendants(table, postgres[0]) if postgres else []))
+        return cpu_seconds(pids + postgres + (descendants(table, postgres[0]) if postgres else []))
 
     def sandbox_urls(self) -> dict[str, str]:
         """The payment sandboxes' base URLs (their test controls live under /_sandbox/)."""
@@ -77,25 +84,8 @@ def _environment_of(pid: int) -> dict[str, str]:
     return {k.decode(): v.decode(errors="replace") for k, v in pairs}
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the backend did not become ready:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # `tzt serve` stops its children and databases on SIGTERM
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_server(proc)
     # Anything of its session still alive (a child that ignored the signal) goes too.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -108,7 +98,7 @@ def embedded_backend(workers: int = 2, log_dir: Path | None = None) -> Iterator[
     # With an external database its data key must match: keep the operator's data folder if one is given.
     data_dir = Path(given) if external and given else Path(tempfile.mkdtemp(prefix="tzt-loadtest-"))
     owned = not (external and given)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -131,7 +121,7 @@ def embedded_backend(workers: int = 2, log_dir: Path | None = None) -> Iterator[
             start_new_session=True,
         )
     try:
-        _wait_ready(base, proc, log)
+        wait_ready(base, proc, log, READY_TIMEOUT_S, "the backend")
         server = Server(base, "127.0.0.1", port, data_dir, proc, log)
         server.find_processes()
         child = _environment_of(server.groups["server"][0]) if server.groups.get("server") else {}

@@ -225,7 +225,7 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
     from app_backend.composition.seed import seed_demo
     from app_backend.organisations.signing import sign_request
     from code_service.holder import DeviceWallet
-    from loadtests.bench import HOSPITAL, ISSUE_PATH, METRO, PING_PATH, VERIFY_PATH
+    from loadtests.bench.endpoints import HOSPITAL, ISSUE_PATH, METRO, PING_PATH, VERIFY_PATH
     from loadtests.fixtures import create_residents
 
     residents = await create_residents(client, 12)

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench import _cpu_seconds, _free_port, _machine_busy_seconds
 from loadtests.checks import Outage
 from loadtests.fixtures import Resident, refresh_tokens, write_tokens
+from loadtests.processes import cpu_seconds, free_port, machine_busy_seconds
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ROOT = LOCUSTFILE.resolve().parent.parent
@@ -52,7 +52,7 @@ def commands(swarm: Swarm) -> tuple[list[str], list[list[str]]]:
         "--loglevel",
         "WARNING",
     ]
-    port = _free_port()
+    port = free_port()
     master = []
     if swarm.workers:
         master = ["--master", "--expect-workers", str(swarm.workers), "--expect-workers-max-wait", "120"]
@@ -107,7 +107,7 @@ class CpuMeter:
         if not all(Path(f"/proc/{pid}").exists() for pid in self.locust_pids):
             return  # Locust is ending: keep the last complete sample
         backend = self.backend_seconds() if self.backend_seconds else 0.0
-        now = (time.monotonic(), _machine_busy_seconds(), _cpu_seconds(self.locust_pids), backend)
+        now = (time.monotonic(), machine_busy_seconds(), cpu_seconds(self.locust_pids), backend)
         self.first = self.first or now
         self.last = now
 

@@ -92,6 +92,7 @@ def test_every_domain_is_in_the_module_list():
     modules.discard("app_backend.kernel.module")
     assert modules == listed
 
+
 def test_domains_hold_no_placeholder_files():
     """Only files with content: a file whose code is nothing but a docstring or a pass does not exist."""
     offenders = []

@@ -4,58 +4,19 @@ and writes the channel config the app reads, so `make run` pays end to end witho
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from app_backend.composition.processes import die_with_parent as _die_with_parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from payments.sandbox.launch import start_sandbox
 
 
 def _start(channel: str, state_dir: Path, children: list[subprocess.Popen[bytes]]) -> str:
-    port = _free_port()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "sandbox.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own module
-        [
-            sys.executable,
-            "-m",
-            "payments.sandbox",
-            channel,
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-        preexec_fn=_die_with_parent,
-    )
-    children.append(proc)  # registered at once: the caller stops it whatever happens next
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
-                return base
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the {channel} sandbox did not start; see {state_dir / 'sandbox.log'}")
+    base, proc = start_sandbox(channel, state_dir, preexec_fn=_die_with_parent)
+    children.append(proc)  # start_sandbox kills the child itself if it never gets healthy
+    return base
 
 
 def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> Path:

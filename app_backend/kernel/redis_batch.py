@@ -61,7 +61,7 @@ class CallerChecks(Protocol):
 _log = structlog.get_logger("redis")
 
 # KEYS[i] is the key of the i-th command; ARGV holds, per command, its name and then its own arguments.
-_RUN = """
+BATCH_SCRIPT = """
 local out = {}
 local a = 1
 for i, key in ipairs(KEYS) do
@@ -277,7 +277,7 @@ class BatchRunner:
     and loaded again when Redis does not know it: after a restart or a SCRIPT FLUSH)."""
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_RUN)
+        self._script = redis.register_script(BATCH_SCRIPT)
         self._connection = SharedConnection(redis)
 
     def batch(self) -> RedisBatch:

@@ -53,9 +53,7 @@ appends a line described by `value` {"kind", "amount_fen", "fee_fen", "channel_t
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -66,13 +64,11 @@ import uuid
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
-from zoneinfo import ZoneInfo
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -80,8 +76,23 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.logging.config import LoggingConfig
 
 from payments.sandbox.keys import AlipayKeys, load_or_create_alipay_keys
+from payments.sandbox.kit import (
+    SHANGHAI,
+    ControlError,
+    Delivery,
+    Fault,
+    Faults,
+    Notifier,
+    apply_bill_edits,
+    fee_fen,
+    json_body,
+    now,
+    read_bill_edits,
+    reply,
+    run_control,
+    yuan,
+)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 DEMO_APP_ID = "2021000000000001"
 DEMO_SELLER_ID = "2088000000000001"
 FORM = "application/x-www-form-urlencoded"
@@ -109,16 +120,8 @@ BILL_COLUMNS = (
 # -- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(SHANGHAI).replace(microsecond=0)
-
-
 def _fmt(when: dt.datetime | None) -> str:
     return when.astimezone(SHANGHAI).strftime(TIME_FORMAT) if when else ""
-
-
-def _yuan(fen: int) -> str:
-    return str((Decimal(fen) / 100).quantize(_CENT))
 
 
 def _fen(text: Any) -> int:
@@ -161,13 +164,6 @@ def _invalid(sub_code: str, sub_msg: str) -> _Failure:
     return _Failure("40002", sub_code, sub_msg)
 
 
-class _ControlError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 # -- state -------------------------------------------------------------------------------------------------------------
 
 
@@ -200,7 +196,7 @@ class _Trade:
     closed_at: dt.datetime | None = None
     fee_fen: int = 0
     refunds: dict[str, _Refund] = field(default_factory=dict)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
 
     @property
     def refunded_fen(self) -> int:
@@ -211,7 +207,7 @@ class _Trade:
             "out_trade_no": self.out_trade_no,
             "trade_no": self.trade_no,
             "trade_status": self.status,
-            "total_amount": _yuan(self.total_fen),
+            "total_amount": yuan(self.total_fen),
             "total_fen": self.total_fen,
             "subject": self.subject,
             "product_code": self.product_code,
@@ -235,7 +231,7 @@ class _Trade:
                 }
                 for r in self.refunds.values()
             ],
-            "deliveries": self.deliveries,
+            "deliveries": _deliveries(self.deliveries),
         }
 
 
@@ -253,7 +249,7 @@ class _Agreement:
     alipay_user_id: str | None = None
     sign_time: dt.datetime | None = None
     invalid_time: dt.datetime | None = None
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -268,18 +264,22 @@ class _Agreement:
             "notify_url": self.notify_url,
             "sign_time": _fmt(self.sign_time),
             "single_amount_fen": self.single_amount_fen,
-            "deliveries": self.deliveries,
+            "deliveries": _deliveries(self.deliveries),
         }
 
 
-@dataclass
-class _Fault:
-    mode: str
-    times: int
-    delay_s: float
-    apply: bool
-    sub_code: str | None
-    sub_msg: str | None
+def _deliveries(deliveries: list[Delivery]) -> list[dict[str, Any]]:
+    """A record's notifications as the trade and agreement controls show them."""
+    return [
+        {
+            "what": d.kind,
+            "url": d.url,
+            "attempts": d.attempts,
+            "delivered": d.delivered,
+            "last_error": d.last_error,
+        }
+        for d in deliveries
+    ]
 
 
 class _GbkZipInfo(zipfile.ZipInfo):
@@ -287,6 +287,49 @@ class _GbkZipInfo(zipfile.ZipInfo):
 
     def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # zipfile's own (private) hook
         return self.filename.encode("gbk"), self.flag_bits & ~0x800
+
+
+class _BillLines:
+    """Bill edits on the sandbox's lines before they are written (kit.BillEditor)."""
+
+    def matches(self, line: dict[str, Any], edit: dict[str, Any]) -> bool:
+        if line["out_trade_no"] != edit.get("out_trade_no"):
+            return False
+        if edit.get("out_refund_no"):
+            return bool(line["out_refund_no"] == edit["out_refund_no"])
+        return bool(line["kind"] == edit.get("kind", "payment"))
+
+    def with_amount(self, line: dict[str, Any], fen: int) -> dict[str, Any]:
+        return {**line, "amount_fen": fen}
+
+    def with_fee(self, line: dict[str, Any], fen: int) -> dict[str, Any]:
+        return {**line, "fee_fen": fen}
+
+    def with_status(self, line: dict[str, Any], status: str) -> dict[str, Any]:
+        return {**line, "type": status}
+
+    def added(self, edit: dict[str, Any], day: dt.date) -> dict[str, Any]:
+        spec = dict(edit.get("value") or {})
+        at = spec.get("at")
+        finished = (
+            dt.datetime.strptime(at, TIME_FORMAT).replace(tzinfo=SHANGHAI)
+            if at
+            else dt.datetime.combine(day, dt.time(12), SHANGHAI)
+        )
+        kind = spec.get("kind", "refund" if spec.get("out_refund_no") else "payment")
+        return {
+            "kind": kind,
+            "trade_no": spec.get("channel_trade_no") or day.strftime("%Y%m%d") + "2200" + _digits(16),
+            "out_trade_no": edit["out_trade_no"],
+            "type": "退款" if kind == "refund" else "交易",
+            "subject": spec.get("subject", "sandbox"),
+            "created": finished,
+            "finished": finished,
+            "amount_fen": int(spec.get("amount_fen", 0)),
+            "fee_fen": int(spec.get("fee_fen", 0)),
+            "out_refund_no": spec.get("out_refund_no") or "",
+            "buyer": "",
+        }
 
 
 # -- the sandbox -------------------------------------------------------------------------------------------------------
@@ -319,17 +362,23 @@ class AlipaySandbox:
             raise ValueError("the sandbox needs RSA keys")
         self._app_public = app_public
         self._alipay_private = alipay_private
-        self._http: httpx.AsyncClient | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.notifier = Notifier(
+            content_type=f"{FORM};charset=utf-8",
+            acknowledged=lambda answer: answer.strip() == b"success",
+            retry_delays=retry_delays,
+            timeout_s=notify_timeout_s,
+        )
+        self.faults = Faults()
         self.reset()
         self.app = self._build_app()
 
     def reset(self) -> None:
         self.trades: dict[str, _Trade] = {}
         self.agreements: dict[str, _Agreement] = {}
-        self.faults: dict[str, _Fault] = {}
+        self.faults.clear()
         self.bill_edits: dict[dt.date, list[dict[str, Any]]] = {}
         self.bills: dict[str, tuple[str, bytes]] = {}
+        self.notifier.deliveries.clear()
 
     # -- signatures ------------------------------------------------------------------------------------------
 
@@ -359,7 +408,7 @@ class AlipaySandbox:
             stamp = dt.datetime.strptime(params["timestamp"], TIME_FORMAT).replace(tzinfo=SHANGHAI)
         except ValueError:
             raise _invalid("isv.invalid-timestamp", "非法的时间戳参数") from None
-        if abs(stamp - _now()) > dt.timedelta(minutes=15):
+        if abs(stamp - now()) > dt.timedelta(minutes=15):
             raise _invalid("isv.invalid-timestamp", "时间戳与服务器时间(北京时间)相差超过15分钟")
         try:
             signature = base64.b64decode(params["sign"], validate=True)
@@ -374,7 +423,7 @@ class AlipaySandbox:
                 "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配"
             ) from None
 
-    def _response(self, method: str, body: dict[str, Any], *, fault: _Fault | None = None) -> Response[bytes]:
+    def _response(self, method: str, body: dict[str, Any], *, fault: Fault | None = None) -> Response[bytes]:
         key = method.replace(".", "_") + "_response" if method else "error_response"
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         signature = self.sign(content)
@@ -390,7 +439,7 @@ class AlipaySandbox:
 
     def _notification(self, params: dict[str, str], overrides: dict[str, str | None] | None = None) -> str:
         full = {
-            "notify_time": _fmt(_now()),
+            "notify_time": _fmt(now()),
             "notify_id": uuid.uuid4().hex,
             "app_id": self.app_id,
             "charset": "utf-8",
@@ -423,7 +472,7 @@ class AlipaySandbox:
             "buyer_id": trade.buyer_id or "",
             "buyer_open_id": trade.buyer_open_id or "",
             "trade_status": status,
-            "total_amount": _yuan(trade.total_fen),
+            "total_amount": yuan(trade.total_fen),
             "subject": trade.subject,
             "gmt_create": _fmt(trade.created_at),
             "gmt_payment": _fmt(trade.paid_at),
@@ -431,56 +480,18 @@ class AlipaySandbox:
             "passback_params": trade.passback_params or "",
         }
         if status in (SUCCESS, FINISHED) and trade.paid_at:
-            paid = _yuan(trade.total_fen)
+            paid = yuan(trade.total_fen)
             params.update({"receipt_amount": paid, "buyer_pay_amount": paid, "invoice_amount": paid})
         params.update(extra or {})
         return self._notification(params, overrides)
 
-    def _deliver(self, url: str | None, body: str, log: list[dict[str, Any]], what: str) -> None:
-        entry: dict[str, Any] = {
-            "what": what,
-            "url": url,
-            "attempts": 0,
-            "delivered": False,
-            "last_error": None,
-        }
-        log.append(entry)
-        if not url:
-            entry["last_error"] = "no notify_url"
-            return
-        task = asyncio.get_running_loop().create_task(self._post_with_retries(url, body, entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _post_with_retries(self, url: str, body: str, entry: dict[str, Any]) -> None:
-        client = self._http
-        if client is None:
-            entry["last_error"] = "sandbox not started"
-            return
-        for delay in self.retry_delays:
-            if delay:
-                await asyncio.sleep(delay)
-            entry["attempts"] += 1
-            try:
-                answer = await client.post(
-                    url,
-                    content=body.encode("ascii"),
-                    headers={"Content-Type": f"{FORM};charset=utf-8"},
-                    timeout=self.notify_timeout_s,
-                )
-            except httpx.HTTPError as exc:
-                entry["last_error"] = f"{type(exc).__name__}: {exc}"
-                continue
-            if answer.status_code == 200 and answer.content.strip() == b"success":
-                entry["delivered"] = True
-                entry["last_error"] = None
-                return
-            entry["last_error"] = f"HTTP {answer.status_code}: {answer.content[:100]!r}"
+    def _deliver(self, url: str | None, body: str, log: list[Delivery], what: str, key: str) -> None:
+        log.extend(self.notifier.deliver(url, body, kind=what, key=key))
 
     # -- trades ----------------------------------------------------------------------------------------------
 
     def _expire(self, trade: _Trade) -> None:
-        if trade.status == WAIT and trade.time_expire is not None and _now() > trade.time_expire:
+        if trade.status == WAIT and trade.time_expire is not None and now() > trade.time_expire:
             trade.status = CLOSED
             trade.closed_at = trade.time_expire
 
@@ -498,7 +509,7 @@ class AlipaySandbox:
         return trade
 
     def _fee(self, fen: int) -> int:
-        return int((Decimal(fen) * self.fee_per_mille / 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return fee_fen(fen, Decimal(self.fee_per_mille) / 1000)
 
     def _open_trade(self, biz: dict[str, Any], params: dict[str, str], api: str, product_code: str) -> _Trade:
         out_trade_no = str(biz.get("out_trade_no") or "")
@@ -531,17 +542,17 @@ class AlipaySandbox:
                 )
             except ValueError:
                 raise _invalid("isv.invalid-parameter", "time_expire 格式错误") from None
-            if time_expire <= _now():
+            if time_expire <= now():
                 raise _biz("ACQ.TRADE_HAS_CLOSE", "交易已经关闭 (time_expire is past)")
         trade = _Trade(
             out_trade_no=out_trade_no,
-            trade_no=_now().strftime("%Y%m%d") + "2200" + _digits(16),
+            trade_no=now().strftime("%Y%m%d") + "2200" + _digits(16),
             total_fen=total_fen,
             subject=subject,
             product_code=product_code,
             api=api,
             notify_url=params.get("notify_url") or None,
-            created_at=_now(),
+            created_at=now(),
             time_expire=time_expire,
             buyer_id=str(biz["buyer_id"]) if biz.get("buyer_id") else None,
             buyer_open_id=str(biz["buyer_open_id"]) if biz.get("buyer_open_id") else None,
@@ -552,7 +563,7 @@ class AlipaySandbox:
 
     def _mark_paid(self, trade: _Trade, buyer_id: str | None = None) -> None:
         trade.status = SUCCESS
-        trade.paid_at = _now()
+        trade.paid_at = now()
         trade.fee_fen = self._fee(trade.total_fen)
         if buyer_id:
             trade.buyer_id = buyer_id
@@ -560,7 +571,7 @@ class AlipaySandbox:
             trade.buyer_id = "2088" + _digits(12)
 
     def _m_trade_create(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         product_code = str(biz.get("product_code") or "JSAPI_PAY")
         if product_code != "JSAPI_PAY":
@@ -576,7 +587,7 @@ class AlipaySandbox:
         }
 
     def _m_trade_precreate(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         trade = self._open_trade(biz, params, "alipay.trade.precreate", "FACE_TO_FACE_PAYMENT")
         base = params.get("_base_url", "")
@@ -588,7 +599,7 @@ class AlipaySandbox:
         }
 
     def _m_trade_query(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         trade = self._find(biz)
         body: dict[str, Any] = {
@@ -597,7 +608,7 @@ class AlipaySandbox:
             "trade_no": trade.trade_no,
             "out_trade_no": trade.out_trade_no,
             "trade_status": trade.status,
-            "total_amount": _yuan(trade.total_fen),
+            "total_amount": yuan(trade.total_fen),
         }
         if trade.buyer_id:
             body["buyer_user_id"] = trade.buyer_id
@@ -605,18 +616,18 @@ class AlipaySandbox:
             body["buyer_open_id"] = trade.buyer_open_id
         if trade.paid_at:
             body["send_pay_date"] = _fmt(trade.paid_at)
-            body["buyer_pay_amount"] = body["receipt_amount"] = _yuan(trade.total_fen)
+            body["buyer_pay_amount"] = body["receipt_amount"] = yuan(trade.total_fen)
         return body
 
     def _m_trade_close(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         trade = self._find(biz)
         if trade.status in (SUCCESS, FINISHED):
             raise _biz("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
         if trade.status == WAIT:
             trade.status = CLOSED
-            trade.closed_at = _now()
+            trade.closed_at = now()
         return {
             "code": "10000",
             "msg": "Success",
@@ -625,7 +636,7 @@ class AlipaySandbox:
         }
 
     def _m_trade_refund(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         trade = self._find(biz)
         out_request_no = str(biz.get("out_request_no") or trade.out_trade_no)
@@ -651,8 +662,8 @@ class AlipaySandbox:
             return {
                 **answer,
                 "fund_change": "N",
-                "refund_fee": _yuan(trade.refunded_fen),
-                "send_back_fee": _yuan(previous.amount_fen),
+                "refund_fee": yuan(trade.refunded_fen),
+                "send_back_fee": yuan(previous.amount_fen),
                 "gmt_refund_pay": _fmt(previous.at),
             }
         if trade.status == WAIT or trade.status == CLOSED:
@@ -662,12 +673,12 @@ class AlipaySandbox:
         if trade.refunded_fen + amount > trade.total_fen:
             raise _biz("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
         refund = _Refund(
-            out_request_no, amount, self._fee(amount), str(biz.get("refund_reason") or ""), _now()
+            out_request_no, amount, self._fee(amount), str(biz.get("refund_reason") or ""), now()
         )
         trade.refunds[out_request_no] = refund
         extra = {
             "out_biz_no": out_request_no,
-            "refund_fee": _yuan(trade.refunded_fen),
+            "refund_fee": yuan(trade.refunded_fen),
             "gmt_refund": _fmt(refund.at),
         }
         if trade.refunded_fen == trade.total_fen:
@@ -678,17 +689,18 @@ class AlipaySandbox:
             self._trade_notification(trade, trade.status, extra),
             trade.deliveries,
             f"refund {out_request_no}",
+            trade.out_trade_no,
         )
         return {
             **answer,
             "fund_change": "Y",
-            "refund_fee": _yuan(trade.refunded_fen),
-            "send_back_fee": _yuan(amount),
+            "refund_fee": yuan(trade.refunded_fen),
+            "send_back_fee": yuan(amount),
             "gmt_refund_pay": _fmt(refund.at),
         }
 
     def _m_refund_query(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         trade = self._find(biz)
         out_request_no = str(biz.get("out_request_no") or "")
@@ -707,13 +719,13 @@ class AlipaySandbox:
             **answer,
             "out_request_no": out_request_no,
             "refund_status": "REFUND_SUCCESS",
-            "refund_amount": _yuan(refund.amount_fen),
-            "total_amount": _yuan(trade.total_fen),
+            "refund_amount": yuan(refund.amount_fen),
+            "total_amount": yuan(trade.total_fen),
             "gmt_refund_pay": _fmt(refund.at),
         }
 
     def _m_trade_pay(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         product_code = str(biz.get("product_code") or "")
         if product_code not in ("CYCLE_PAY_AUTH", "GENERAL_WITHHOLDING"):
@@ -733,14 +745,14 @@ class AlipaySandbox:
                 "msg": "order success pay inprocess",
                 "trade_no": trade.trade_no,
                 "out_trade_no": trade.out_trade_no,
-                "total_amount": _yuan(trade.total_fen),
+                "total_amount": yuan(trade.total_fen),
             }
         trade.agreement_no = agreement_no
         if agreement.single_amount_fen is not None and trade.total_fen > agreement.single_amount_fen:
-            trade.status, trade.closed_at = CLOSED, _now()
+            trade.status, trade.closed_at = CLOSED, now()
             raise _biz("ACQ.EXCEED_SINGLE_LIMIT", "超过协议单笔限额")
         if fault is not None and fault.mode == "refuse":
-            trade.status, trade.closed_at = CLOSED, _now()
+            trade.status, trade.closed_at = CLOSED, now()
             raise _biz(*self._refusal("alipay.trade.pay", fault))
         if fault is not None and fault.mode == "pending":
             return {
@@ -748,18 +760,24 @@ class AlipaySandbox:
                 "msg": "order success pay inprocess",
                 "trade_no": trade.trade_no,
                 "out_trade_no": trade.out_trade_no,
-                "total_amount": _yuan(trade.total_fen),
+                "total_amount": yuan(trade.total_fen),
             }
         self._mark_paid(trade, agreement.alipay_user_id)
-        self._deliver(trade.notify_url, self._trade_notification(trade, SUCCESS), trade.deliveries, SUCCESS)
+        self._deliver(
+            trade.notify_url,
+            self._trade_notification(trade, SUCCESS),
+            trade.deliveries,
+            SUCCESS,
+            trade.out_trade_no,
+        )
         return {
             "code": "10000",
             "msg": "Success",
             "trade_no": trade.trade_no,
             "out_trade_no": trade.out_trade_no,
             "buyer_user_id": trade.buyer_id,
-            "total_amount": _yuan(trade.total_fen),
-            "receipt_amount": _yuan(trade.total_fen),
+            "total_amount": yuan(trade.total_fen),
+            "receipt_amount": yuan(trade.total_fen),
             "gmt_payment": _fmt(trade.paid_at),
         }
 
@@ -812,7 +830,7 @@ class AlipaySandbox:
         )
 
     def _m_agreement_query(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
     ) -> dict[str, Any]:
         if not biz.get("personal_product_code"):
             raise _invalid("isv.missing-parameter", "personal_product_code 不能为空")
@@ -846,16 +864,14 @@ class AlipaySandbox:
 
     # -- bills -----------------------------------------------------------------------------------------------
 
-    def _m_bill_url(
-        self, biz: dict[str, Any], params: dict[str, str], fault: _Fault | None
-    ) -> dict[str, Any]:
+    def _m_bill_url(self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None) -> dict[str, Any]:
         if biz.get("bill_type") not in ("trade", "signcustomer"):
             raise _invalid("isv.invalid-parameter", "bill_type 应为 trade 或 signcustomer")
         try:
             day = dt.date.fromisoformat(str(biz.get("bill_date")))
         except ValueError:
             raise _invalid("isv.invalid-parameter", "bill_date 格式应为 yyyy-MM-dd (days only)") from None
-        if day > _now().date():
+        if day > now().date():
             raise _biz("isp.bill_not_exist", "账单不存在")
         token = secrets.token_hex(12)
         stamp = day.strftime("%Y%m%d")
@@ -904,60 +920,7 @@ class AlipaySandbox:
                         }
                     )
         lines.sort(key=lambda line: (line["finished"], line["out_trade_no"], line["kind"]))
-        for edit in self.bill_edits.get(day, []):
-            lines = self._apply_edit(lines, edit, day)
-        return lines
-
-    @staticmethod
-    def _matches(line: dict[str, Any], edit: dict[str, Any]) -> bool:
-        if line["out_trade_no"] != edit.get("out_trade_no"):
-            return False
-        if edit.get("out_refund_no"):
-            return bool(line["out_refund_no"] == edit["out_refund_no"])
-        return bool(line["kind"] == edit.get("kind", "payment"))
-
-    def _apply_edit(
-        self, lines: list[dict[str, Any]], edit: dict[str, Any], day: dt.date
-    ) -> list[dict[str, Any]]:
-        op, value = edit["op"], edit.get("value")
-        if op == "add":
-            spec = dict(value or {})
-            at = spec.get("at")
-            finished = (
-                dt.datetime.strptime(at, TIME_FORMAT).replace(tzinfo=SHANGHAI)
-                if at
-                else dt.datetime.combine(day, dt.time(12), SHANGHAI)
-            )
-            kind = spec.get("kind", "refund" if spec.get("out_refund_no") else "payment")
-            lines.append(
-                {
-                    "kind": kind,
-                    "trade_no": spec.get("channel_trade_no") or day.strftime("%Y%m%d") + "2200" + _digits(16),
-                    "out_trade_no": edit["out_trade_no"],
-                    "type": "退款" if kind == "refund" else "交易",
-                    "subject": spec.get("subject", "sandbox"),
-                    "created": finished,
-                    "finished": finished,
-                    "amount_fen": int(spec.get("amount_fen", 0)),
-                    "fee_fen": int(spec.get("fee_fen", 0)),
-                    "out_refund_no": spec.get("out_refund_no") or "",
-                    "buyer": "",
-                }
-            )
-            return lines
-        kept = []
-        for line in lines:
-            if not self._matches(line, edit):
-                kept.append(line)
-            elif op == "drop":
-                continue
-            elif op == "amount":
-                kept.append({**line, "amount_fen": int(value)})  # type: ignore[arg-type]
-            elif op == "fee":
-                kept.append({**line, "fee_fen": int(value)})  # type: ignore[arg-type]
-            elif op == "status":
-                kept.append({**line, "type": str(value)})
-        return kept
+        return apply_bill_edits(lines, self.bill_edits.get(day, []), day, _BillLines())
 
     def bill_zip(self, day: dt.date) -> bytes:
         lines = self.bill_lines(day)
@@ -965,8 +928,8 @@ class AlipaySandbox:
         start = f"{day.year}年{day.month:02d}月{day.day:02d}日 00:00:00"
         nxt = day + dt.timedelta(days=1)
         end = f"{nxt.year}年{nxt.month:02d}月{nxt.day:02d}日 00:00:00"
-        now = _now()
-        exported = f"#导出时间：[{now.year}年{now.month:02d}月{now.day:02d}日 {now:%H:%M:%S}]"
+        at = now()
+        exported = f"#导出时间：[{at.year}年{at.month:02d}月{at.day:02d}日 {at:%H:%M:%S}]"
         detail = io.StringIO()
         detail.write("#支付宝业务明细查询\r\n")
         detail.write(f"#账号：[{account}]\r\n")
@@ -994,8 +957,8 @@ class AlipaySandbox:
                 "",
                 "",
                 line["buyer"],
-                _yuan(amount),
-                _yuan(amount),
+                yuan(amount),
+                yuan(amount),
                 "0.00",
                 "0.00",
                 "0.00",
@@ -1005,7 +968,7 @@ class AlipaySandbox:
                 "0.00",
                 "0.00",
                 line["out_refund_no"],
-                _yuan(-line["fee_fen"]),
+                yuan(-line["fee_fen"]),
                 "0.00",
                 "",
             ]
@@ -1023,8 +986,8 @@ class AlipaySandbox:
             f"#账号：[{account}]\r\n"
             f"#起始日期：[{start}]   终止日期：[{end}]\r\n"
             "门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,服务费（元）\r\n"
-            f"合计,,{payments},{refunds},{_yuan(total_in - total_out)},{_yuan(total_in - total_out)},"
-            f"{_yuan(-fees)}\r\n"
+            f"合计,,{payments},{refunds},{yuan(total_in - total_out)},{yuan(total_in - total_out)},"
+            f"{yuan(-fees)}\r\n"
             "#-----------------------------------------业务汇总列表结束------------------------------------\r\n"
             f"{exported}\r\n"
         )
@@ -1035,7 +998,7 @@ class AlipaySandbox:
                 (f"{account}_{stamp}_业务明细.csv", detail.getvalue()),
                 (f"{account}_{stamp}_业务明细(汇总).csv", summary),
             ):
-                info = _GbkZipInfo(name, date_time=now.timetuple()[:6])
+                info = _GbkZipInfo(name, date_time=at.timetuple()[:6])
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, text.encode("gbk"))
         return buffer.getvalue()
@@ -1044,7 +1007,7 @@ class AlipaySandbox:
 
     def _methods(
         self,
-    ) -> dict[str, Callable[[dict[str, Any], dict[str, str], _Fault | None], dict[str, Any]]]:
+    ) -> dict[str, Callable[[dict[str, Any], dict[str, str], Fault | None], dict[str, Any]]]:
         return {
             "alipay.trade.create": self._m_trade_create,
             "alipay.trade.precreate": self._m_trade_precreate,
@@ -1057,18 +1020,9 @@ class AlipaySandbox:
             "alipay.data.dataservice.bill.downloadurl.query": self._m_bill_url,
         }
 
-    def _take_fault(self, method: str) -> _Fault | None:
-        fault = self.faults.get(method)
-        if fault is None:
-            return None
-        fault.times -= 1
-        if fault.times <= 0:
-            del self.faults[method]
-        return fault
-
-    def _refusal(self, method: str, fault: _Fault) -> tuple[str, str]:
+    def _refusal(self, method: str, fault: Fault) -> tuple[str, str]:
         default = REFUSALS.get(method, ("ACQ.ACCESS_FORBIDDEN", "无权限使用接口"))
-        return fault.sub_code or default[0], fault.sub_msg or default[1]
+        return fault.code or default[0], fault.message or default[1]
 
     @staticmethod
     def _parse_params(query: bytes, body: bytes) -> dict[str, str]:
@@ -1098,15 +1052,15 @@ class AlipaySandbox:
             self._check_request(params)
         except _Failure as failure:
             return self._response(method, failure.body)
-        fault = self._take_fault(method)
-        if fault is not None and fault.mode == "error":
+        fault = self.faults.take(method)
+        if fault is not None and fault.fails:
             return Response(
                 content=b"<html><body>500 Internal Server Error</body></html>",
                 status_code=500,
                 media_type="text/html",
             )
-        if fault is not None and fault.mode == "timeout" and not fault.apply:
-            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.drops:
+            await fault.hold()
             return self._response(method, _Failure("20000", "isp.unknow-error", "系统繁忙").body)
         try:
             biz = json.loads(params.get("biz_content") or "{}")
@@ -1121,8 +1075,8 @@ class AlipaySandbox:
             body = handler(biz, params, fault)
         except _Failure as failure:
             body = failure.body
-        if fault is not None and fault.mode == "timeout":
-            await asyncio.sleep(fault.delay_s)
+        if fault is not None:
+            await fault.hold()
         return self._response(method, body, fault=fault)
 
     def open_signed(self, params: dict[str, str]) -> dict[str, Any]:
@@ -1145,7 +1099,7 @@ class AlipaySandbox:
     def _trade_for_control(self, out_trade_no: str) -> _Trade:
         trade = self.trades.get(out_trade_no)
         if trade is None:
-            raise _ControlError(404, f"no trade {out_trade_no}")
+            raise ControlError(404, f"no trade {out_trade_no}")
         self._expire(trade)
         return trade
 
@@ -1156,113 +1110,106 @@ class AlipaySandbox:
     def control_pay(self, out_trade_no: str, data: dict[str, Any]) -> dict[str, Any]:
         trade = self._trade_for_control(out_trade_no)
         if trade.status != WAIT:
-            raise _ControlError(409, f"trade is {trade.status}")
+            raise ControlError(409, f"trade is {trade.status}")
         paid_at = None
         if data.get("paid_at"):
             try:
                 paid_at = dt.datetime.strptime(str(data["paid_at"]), TIME_FORMAT).replace(tzinfo=SHANGHAI)
             except ValueError:
-                raise _ControlError(400, "paid_at must be YYYY-MM-DD HH:MM:SS (Asia/Shanghai)") from None
+                raise ControlError(400, "paid_at must be YYYY-MM-DD HH:MM:SS (Asia/Shanghai)") from None
         self._mark_paid(trade, data.get("buyer_id"))
         if paid_at is not None:  # e.g. just before midnight: items that cross into the next day's bill
             trade.paid_at = paid_at
         body = self._trade_notification(trade, SUCCESS)
         if data.get("deliver", True):
-            self._deliver(trade.notify_url, body, trade.deliveries, SUCCESS)
+            self._deliver(trade.notify_url, body, trade.deliveries, SUCCESS, trade.out_trade_no)
         return {"trade": trade.record(), "notification": self._notice(body)}
 
     def control_status(self, out_trade_no: str, data: dict[str, Any], target: str) -> dict[str, Any]:
         trade = self._trade_for_control(out_trade_no)
         if target == CLOSED and trade.status != WAIT:
-            raise _ControlError(409, f"trade is {trade.status}")
+            raise ControlError(409, f"trade is {trade.status}")
         if target == FINISHED and trade.status != SUCCESS:
-            raise _ControlError(409, f"trade is {trade.status}")
+            raise ControlError(409, f"trade is {trade.status}")
         trade.status = target
         if target == CLOSED:
-            trade.closed_at = _now()
+            trade.closed_at = now()
         body = self._trade_notification(trade, target)
         if data.get("deliver", True):
-            self._deliver(trade.notify_url, body, trade.deliveries, target)
+            self._deliver(trade.notify_url, body, trade.deliveries, target, trade.out_trade_no)
         return {"trade": trade.record(), "notification": self._notice(body)}
 
     def control_notification(self, out_trade_no: str, data: dict[str, Any]) -> dict[str, Any]:
         trade = self._trade_for_control(out_trade_no)
         status = data.get("trade_status", trade.status)
         if status not in TRADE_STATUSES:
-            raise _ControlError(400, f"trade_status must be one of {TRADE_STATUSES}")
+            raise ControlError(400, f"trade_status must be one of {TRADE_STATUSES}")
         fields = data.get("fields") or {}
         if not isinstance(fields, dict):
-            raise _ControlError(400, "fields must be an object")
+            raise ControlError(400, "fields must be an object")
         body = self._trade_notification(trade, status, overrides=fields)
         if data.get("deliver", False):
-            self._deliver(trade.notify_url, body, trade.deliveries, f"{status} (control)")
+            self._deliver(trade.notify_url, body, trade.deliveries, f"{status} (control)", trade.out_trade_no)
         return {"trade": trade.record(), "notification": self._notice(body)}
 
     def control_sign(self, external: str, data: dict[str, Any], sign: bool) -> dict[str, Any]:
         agreement = self.agreements.get(external)
         if agreement is None:
-            raise _ControlError(404, f"no agreement {external} (open its sign URL or sign_params first)")
+            raise ControlError(404, f"no agreement {external} (open its sign URL or sign_params first)")
         if sign:
             if agreement.status != "TEMP":
-                raise _ControlError(409, f"agreement is {agreement.status}")
+                raise ControlError(409, f"agreement is {agreement.status}")
             agreement.status = "NORMAL"
-            agreement.agreement_no = _now().strftime("%Y%m%d") + _digits(12)
+            agreement.agreement_no = now().strftime("%Y%m%d") + _digits(12)
             agreement.alipay_user_id = data.get("alipay_user_id") or "2088" + _digits(12)
-            agreement.sign_time = _now()
+            agreement.sign_time = now()
             notify_type = "dut_user_sign"
         else:
             if agreement.status != "NORMAL":
-                raise _ControlError(409, f"agreement is {agreement.status}")
+                raise ControlError(409, f"agreement is {agreement.status}")
             agreement.status = "STOP"
-            agreement.invalid_time = _now()
+            agreement.invalid_time = now()
             notify_type = "dut_user_unsign"
         body = self._agreement_notification(agreement, notify_type)
         if data.get("deliver", True):
-            self._deliver(agreement.notify_url, body, agreement.deliveries, notify_type)
+            self._deliver(
+                agreement.notify_url, body, agreement.deliveries, notify_type, agreement.external_agreement_no
+            )
         return {"agreement": agreement.record(), "notification": self._notice(body)}
 
     def control_fault(self, data: dict[str, Any]) -> dict[str, Any]:
         method, mode = data.get("method"), data.get("mode")
         if method not in self._methods():
-            raise _ControlError(400, f"method must be one of {sorted(self._methods())}")
+            raise ControlError(400, f"method must be one of {sorted(self._methods())}")
         if mode not in FAULT_MODES:
-            raise _ControlError(400, f"mode must be one of {FAULT_MODES}")
+            raise ControlError(400, f"mode must be one of {FAULT_MODES}")
         if mode == "pending" and method != "alipay.trade.pay":
-            raise _ControlError(400, "pending is for alipay.trade.pay")
+            raise ControlError(400, "pending is for alipay.trade.pay")
         times = data.get("times", 1)
         delay = data.get("delay_s", 30)
         if not isinstance(times, int) or times < 1 or not isinstance(delay, int | float) or delay < 0:
-            raise _ControlError(400, "times must be a positive integer and delay_s a non-negative number")
-        self.faults[method] = _Fault(
-            mode,
-            times,
-            float(delay),
-            bool(data.get("apply", True)),
-            data.get("sub_code"),
-            data.get("sub_msg"),
+            raise ControlError(400, "times must be a positive integer and delay_s a non-negative number")
+        self.faults.set(
+            method,
+            Fault(
+                mode,
+                times,
+                float(delay),
+                apply=bool(data.get("apply", True)),
+                code=data.get("sub_code"),
+                message=data.get("sub_msg"),
+            ),
         )
         return {"method": method, "mode": mode, "times": times}
 
     def control_bill_edits(self, data: dict[str, Any]) -> dict[str, Any]:
-        try:
-            day = dt.date.fromisoformat(str(data.get("day")))
-        except ValueError:
-            raise _ControlError(400, "day must be YYYY-MM-DD") from None
-        edits = data.get("edits")
-        if not isinstance(edits, list):
-            raise _ControlError(400, "edits must be a list")
+        day, edits = read_bill_edits(data)
         for index, edit in enumerate(edits):
-            if not isinstance(edit, dict) or edit.get("op") not in BILL_OPS or not edit.get("out_trade_no"):
-                raise _ControlError(400, f"edits[{index}] needs op in {BILL_OPS} and out_trade_no")
-            if edit["op"] in ("amount", "fee") and (
-                isinstance(edit.get("value"), bool) or not isinstance(edit.get("value"), int)
-            ):
-                raise _ControlError(400, f"edits[{index}].value must be integer fen")
             if edit["op"] == "status" and not isinstance(edit.get("value"), str):
-                raise _ControlError(400, f"edits[{index}].value must be the 业务类型 text")
+                raise ControlError(400, f"edits[{index}].value must be the 业务类型 text")
             if edit["op"] == "add" and not isinstance(edit.get("value"), dict):
-                raise _ControlError(400, f"edits[{index}].value must describe the line")
-        self.bill_edits[day] = list(edits)
+                raise ControlError(400, f"edits[{index}].value must describe the line")
+        self.bill_edits[day] = edits
         return {"day": day.isoformat(), "edits": len(edits)}
 
     # -- the ASGI app ------------------------------------------------------------------------------------------------
@@ -1270,32 +1217,14 @@ class AlipaySandbox:
     def _build_app(self) -> Litestar:
         sandbox = self
 
-        async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-            raw = await request.body()
-            if not raw.strip():
-                return {}
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                raise _ControlError(400, "the body is not JSON") from None
-            if not isinstance(data, dict):
-                raise _ControlError(400, "the body must be a JSON object")
-            return data
-
-        def reply(data: Any, status: int = 200) -> Response[bytes]:
-            return Response(
-                content=json.dumps(data, ensure_ascii=False).encode("utf-8"),
-                status_code=status,
-                media_type="application/json",
-            )
-
         async def run(action: Callable[[], Awaitable[Any]]) -> Response[bytes]:
-            try:
-                return reply(await action())
-            except _ControlError as exc:
-                return reply({"error": exc.message}, exc.status)
-            except _Failure as failure:
-                return reply({"error": failure.body}, 400)
+            async def answered() -> Any:
+                try:
+                    return await action()
+                except _Failure as failure:
+                    raise ControlError(400, failure.body) from None
+
+            return await run_control(answered)
 
         @post("/gateway.do", status_code=200)
         async def gateway(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -1346,7 +1275,7 @@ class AlipaySandbox:
                 elif isinstance(data.get("url"), str):
                     raw = urlsplit(data["url"]).query.encode("utf-8")
                 else:
-                    raise _ControlError(400, "give order_string or url")
+                    raise ControlError(400, "give order_string or url")
                 return sandbox.open_signed(sandbox._parse_params(raw, b""))
 
             return await run(action)
@@ -1405,7 +1334,7 @@ class AlipaySandbox:
             async def action() -> Any:
                 found = sandbox.agreements.get(external)
                 if found is None:
-                    raise _ControlError(404, f"no agreement {external}")
+                    raise ControlError(404, f"no agreement {external}")
                 return found.record()
 
             return await run(action)
@@ -1440,18 +1369,6 @@ class AlipaySandbox:
                 {"ok": True, "channel": "alipay", "app_id": sandbox.app_id, "seller_id": sandbox.seller_id}
             )
 
-        async def startup() -> None:
-            sandbox._http = httpx.AsyncClient()
-
-        async def shutdown() -> None:
-            for task in list(sandbox._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*sandbox._tasks, return_exceptions=True)
-            if sandbox._http is not None:
-                await sandbox._http.aclose()
-                sandbox._http = None
-
         return Litestar(
             route_handlers=[
                 gateway,
@@ -1473,8 +1390,7 @@ class AlipaySandbox:
                 reset,
                 health,
             ],
-            on_startup=[startup],
-            on_shutdown=[shutdown],
+            on_shutdown=[sandbox.notifier.aclose],
             openapi_config=None,
             logging_config=LoggingConfig(log_exceptions="always"),
             debug=False,

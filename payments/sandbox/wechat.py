@@ -52,17 +52,32 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-import httpx
 import xmltodict
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from litestar import Litestar, Request, Response, delete, get, post
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac, dict_to_xml
+
+from payments.sandbox.kit import (
+    SHANGHAI,
+    ControlError,
+    Fault,
+    Faults,
+    Notifier,
+    apply_bill_edits,
+    fee_fen,
+    json_body,
+    now,
+    read_bill_edits,
+    reply,
+    run_control,
+    yuan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +87,6 @@ DEMO_MCH_ID = "10000100"
 DEMO_API_KEY = "192006250b4c09247ec02edce69f6a2d"
 DEMO_PLAN_ID = "12535"
 
-CST = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 SIGN_TYPES = ("MD5", "HMAC-SHA256")
 API_PATHS = (
     "pay/unifiedorder",
@@ -105,16 +119,8 @@ TRADE_STATE_DESC = {
 }
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(CST)
-
-
 def _stamp(moment: dt.datetime) -> str:
-    return moment.astimezone(CST).strftime("%Y%m%d%H%M%S")
-
-
-def _yuan(fen: int, places: int = 2) -> str:
-    return str((Decimal(fen) / 100).quantize(Decimal(1).scaleb(-places)))
+    return moment.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
 
 
 def _sign(params: dict[str, str], api_key: str, sign_type: str) -> str:
@@ -178,28 +184,6 @@ class Contract:
     deduction_delay: float = 0.2
 
 
-@dataclass
-class Fault:
-    mode: str
-    times: int
-    err_code: str | None = None
-    seconds: float = 5.0
-    process: bool = True
-
-
-@dataclass
-class Delivery:
-    id: int
-    url: str
-    kind: str
-    key: str
-    body: str
-    attempts: int = 0
-    delivered: bool = False
-    last_status: int | None = None
-    last_error: str | None = None
-
-
 class Refused(Exception):
     """result_code FAIL: a signed business refusal."""
 
@@ -211,13 +195,6 @@ class Refused(Exception):
 
 class Malformed(Exception):
     """return_code FAIL: an unsigned protocol-level refusal."""
-
-
-class ControlError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 class WechatSandbox:
@@ -242,33 +219,22 @@ class WechatSandbox:
         self.by_prepay: dict[str, str] = {}
         self.refunds: dict[str, Refund] = {}
         self.contracts: dict[str, Contract] = {}  # by contract_code
-        self.faults: dict[str, list[Fault]] = {}
-        self.bill_edits: dict[str, list[dict[str, Any]]] = {}
-        self.deliveries: list[Delivery] = []
+        self.faults = Faults()
+        self.bill_edits: dict[dt.date, list[dict[str, Any]]] = {}
+        self.notifier = Notifier(
+            content_type="text/xml", acknowledged=_acknowledged, retry_delays=notify_delays, timeout_s=5.0
+        )
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------------
 
     def _id(self, prefix: str, width: int) -> str:
         n = str(next(self._ids))
-        stem = prefix + _now().strftime("%Y%m%d")
+        stem = prefix + now().strftime("%Y%m%d")
         return stem + n.rjust(width - len(stem), "0")
 
     def _fee(self, fen: int) -> int:
-        return int((Decimal(fen) * self.fee_rate).to_integral_value(rounding=ROUND_HALF_UP))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._http is not None:
-            await self._http.aclose()
+        return fee_fen(fen, self.fee_rate)
 
     def signed_xml(self, fields: dict[str, str], sign_type: str) -> str:
         fields = {k: str(v) for k, v in fields.items() if v is not None and str(v) != ""}
@@ -278,17 +244,6 @@ class WechatSandbox:
     def _unsigned_fail(message: str) -> str:
         return str(dict_to_xml({"return_code": "FAIL", "return_msg": message}))
 
-    def _take_fault(self, path: str) -> Fault | None:
-        queue = self.faults.get(path)
-        while queue:
-            fault = queue[0]
-            if fault.times <= 0:
-                queue.pop(0)
-                continue
-            fault.times -= 1
-            return fault
-        return None
-
     # -- the API ---------------------------------------------------------------------------------------------
 
     async def handle_api(self, path: str, body: bytes) -> Response[Any]:
@@ -297,11 +252,11 @@ class WechatSandbox:
             data = {k: "" if v is None else str(v) for k, v in parsed["xml"].items()}
         except (ExpatError, ValueError, KeyError, TypeError, AttributeError):
             return _xml(self._unsigned_fail("XML格式错误"))
-        fault = self._take_fault(path)
-        if fault is not None and fault.mode == "error":
+        fault = self.faults.take(path)
+        if fault is not None and fault.fails:
             return Response(content=b"internal error", status_code=500, media_type="text/plain")
-        if fault is not None and fault.mode == "timeout" and not fault.process:
-            await asyncio.sleep(fault.seconds)
+        if fault is not None and fault.drops:
+            await fault.hold()
             return Response(content=b"too late", status_code=504, media_type="text/plain")
         sign_type = data.get("sign_type") or "MD5"
         if sign_type not in SIGN_TYPES:
@@ -321,7 +276,7 @@ class WechatSandbox:
         }
         try:
             if fault is not None and fault.mode == "refuse":
-                code = fault.err_code or REFUSE_DEFAULTS.get(path, "INVALID_REQUEST")
+                code = fault.code or REFUSE_DEFAULTS.get(path, "INVALID_REQUEST")
                 raise Refused(code, f"sandbox fault: {code}")
             handler: Callable[[dict[str, str]], dict[str, str] | str] = getattr(
                 self, "api_" + path.split("/")[-1]
@@ -344,8 +299,8 @@ class WechatSandbox:
             value = fields[target]
             fields[target] = str(int(value) + 1) if value.isdigit() else value + "x"
             xml = str(dict_to_xml(fields, sign))
-        if fault is not None and fault.mode == "timeout":
-            await asyncio.sleep(fault.seconds)
+        if fault is not None:
+            await fault.hold()
         return _xml(xml)
 
     @staticmethod
@@ -406,7 +361,7 @@ class WechatSandbox:
                 raise Refused("INVALID_REQUEST", "201 商户订单号重复")
             trade = existing
         else:
-            prepay_id = "wx" + _now().strftime("%d%H%M%S") + secrets.token_hex(12)
+            prepay_id = "wx" + now().strftime("%d%H%M%S") + secrets.token_hex(12)
             trade = Trade(
                 out_trade_no=data["out_trade_no"],
                 trade_type=trade_type,
@@ -421,7 +376,7 @@ class WechatSandbox:
                 if trade_type == "NATIVE"
                 else "",
                 attach=data.get("attach", ""),
-                time_start=data.get("time_start") or _stamp(_now()),
+                time_start=data.get("time_start") or _stamp(now()),
                 time_expire=data.get("time_expire", ""),
             )
             self.trades[trade.out_trade_no] = trade
@@ -511,7 +466,7 @@ class WechatSandbox:
             )
             if refunded + refund_fee > trade.total_fee:
                 raise Refused("INVALID_REQUEST", "累计退款金额大于支付金额")
-            now = _stamp(_now())
+            at = _stamp(now())
             refund = Refund(
                 out_refund_no=data["out_refund_no"],
                 out_trade_no=trade.out_trade_no,
@@ -520,8 +475,8 @@ class WechatSandbox:
                 total_fee=trade.total_fee,
                 status="SUCCESS",
                 notify_url=data.get("notify_url", ""),
-                created_at=now,
-                success_time=now,
+                created_at=at,
+                success_time=at,
                 fee_fen=-self._fee(refund_fee),
             )
             self.refunds[refund.out_refund_no] = refund
@@ -593,11 +548,11 @@ class WechatSandbox:
             contract_id=contract.contract_id,
             attach=data.get("attach", ""),
             state="ACCEPT",
-            time_start=_stamp(_now()),
+            time_start=_stamp(now()),
         )
         self.trades[trade.out_trade_no] = trade
         if contract.deduction_outcome != "accept":
-            self._spawn(
+            self.notifier.spawn(
                 self._settle_deduction(
                     trade.out_trade_no, contract.deduction_outcome, contract.deduction_delay
                 )
@@ -702,7 +657,7 @@ class WechatSandbox:
             display_account=params["contract_display_account"],
             request_serial=params["request_serial"],
             sign_type=sign_type,
-            signed_time=_stamp(_now()),
+            signed_time=_stamp(now()),
         )
         self.contracts[contract.contract_code] = contract
         body = self.contract_notification(contract, "ADD")
@@ -715,7 +670,7 @@ class WechatSandbox:
 
     def terminate(self, contract: Contract, *, deliver: bool) -> str:
         contract.state = "1"
-        contract.terminated_time = _stamp(_now())
+        contract.terminated_time = _stamp(now())
         body = self.contract_notification(contract, "DELETE")
         if deliver:
             self._deliver(contract.notify_url, "contract", contract.contract_code, body)
@@ -752,7 +707,7 @@ class WechatSandbox:
         if result_code == "SUCCESS":
             body.update(
                 transaction_id=trade.transaction_id or self._id("4200", 28),
-                time_end=trade.time_end or _stamp(_now()),
+                time_end=trade.time_end or _stamp(now()),
             )
         else:
             body.update(err_code="PAYERROR", err_code_des="支付失败")
@@ -820,28 +775,7 @@ class WechatSandbox:
     def _deliver(
         self, url: str, kind: str, key: str, body: str, *, delay: float = 0.0, copies: int = 1
     ) -> None:
-        for _ in range(max(1, copies)):
-            delivery = Delivery(id=len(self.deliveries) + 1, url=url, kind=kind, key=key, body=body)
-            self.deliveries.append(delivery)
-            self._spawn(self._send(delivery, delay))
-
-    async def _send(self, delivery: Delivery, delay: float) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=5.0)
-        await asyncio.sleep(delay)
-        for pause in self.notify_delays:
-            await asyncio.sleep(pause)
-            delivery.attempts += 1
-            try:
-                answer = await self._http.post(
-                    delivery.url, content=delivery.body.encode("utf-8"), headers={"Content-Type": "text/xml"}
-                )
-                delivery.last_status = answer.status_code
-                if answer.status_code == 200 and _acknowledged(answer.content):
-                    delivery.delivered = True
-                    return
-            except httpx.HTTPError as exc:
-                delivery.last_error = f"{type(exc).__name__}: {exc}"
+        self.notifier.deliver(url, body, kind=kind, key=key, delay=delay, copies=copies)
 
     # -- state changes the controls make ---------------------------------------------------------------------
 
@@ -849,11 +783,11 @@ class WechatSandbox:
         self, trade: Trade, *, deliver: bool, time_end: str | None = None, delay: float = 0.0, copies: int = 1
     ) -> str:
         if trade.state in ("NOTPAY", "ACCEPT"):
-            if trade.time_expire and trade.trade_type != "PAP" and _stamp(_now()) > trade.time_expire:
+            if trade.time_expire and trade.trade_type != "PAP" and _stamp(now()) > trade.time_expire:
                 raise ControlError(409, "the order has expired")
             trade.state = "SUCCESS"
             trade.transaction_id = self._id("4200", 28)
-            trade.time_end = time_end or _stamp(_now())
+            trade.time_end = time_end or _stamp(now())
             trade.fee_fen = self._fee(trade.total_fee)
         elif trade.state not in ("SUCCESS", "REFUND"):
             raise ControlError(409, f"the trade is {trade.state}")
@@ -866,7 +800,7 @@ class WechatSandbox:
 
     def _bill_lines(self, day: dt.date) -> list[dict[str, str]]:
         stamp = day.strftime("%Y%m%d")
-        rate = f"{(self.fee_rate * 100).quantize(Decimal('0.01'))}%"
+        rate = self._rate()
         lines: list[dict[str, str]] = []
         for trade in self.trades.values():
             if not trade.time_end.startswith(stamp):
@@ -884,11 +818,11 @@ class WechatSandbox:
                     "订单金额": "0.00",
                     "微信退款单号": refund.refund_id,
                     "商户退款单号": refund.out_refund_no,
-                    "退款金额": _yuan(refund.refund_fee),
-                    "申请退款金额": _yuan(refund.refund_fee),
+                    "退款金额": yuan(refund.refund_fee),
+                    "申请退款金额": yuan(refund.refund_fee),
                     "退款类型": "ORIGINAL",
                     "退款状态": "SUCCESS" if refund.status == "SUCCESS" else refund.status,
-                    "手续费": _yuan(refund.fee_fen, 5),
+                    "手续费": yuan(refund.fee_fen, 5),
                 }
             )
             lines.append(line)
@@ -909,7 +843,7 @@ class WechatSandbox:
                 "交易状态": "SUCCESS",
                 "付款银行": "OTHERS",
                 "货币种类": "CNY",
-                "应结订单金额": _yuan(trade.total_fee),
+                "应结订单金额": yuan(trade.total_fee),
                 "代金券金额": "0.00",
                 "微信退款单号": "0",
                 "商户退款单号": "0",
@@ -917,75 +851,55 @@ class WechatSandbox:
                 "充值券退款金额": "0.00",
                 "商品名称": trade.body,
                 "商户数据包": trade.attach,
-                "手续费": _yuan(trade.fee_fen, 5),
+                "手续费": yuan(trade.fee_fen, 5),
                 "费率": rate,
-                "订单金额": _yuan(trade.total_fee),
+                "订单金额": yuan(trade.total_fee),
                 "申请退款金额": "0.00",
             }
         )
         return line
 
-    def _apply_edits(self, day: dt.date, lines: list[dict[str, str]]) -> list[dict[str, str]]:
-        rate = f"{(self.fee_rate * 100).quantize(Decimal('0.01'))}%"
-        for edit in self.bill_edits.get(day.isoformat(), []):
-            op, out_trade_no = edit["op"], edit["out_trade_no"]
-            value: Any = edit.get("value")
-            refund_no = edit.get("out_refund_no")
-            if op == "add":
-                spec: dict[str, Any] = value if isinstance(value, dict) else {"amount_fen": value}
-                amount, fee = int(spec.get("amount_fen", 0)), int(spec.get("fee_fen", 0))
-                ghost = Trade(
-                    out_trade_no=out_trade_no,
-                    trade_type="JSAPI",
-                    total_fee=amount,
-                    body="sandbox",
-                    notify_url="",
-                    sign_type="MD5",
-                    appid=self.appid,
-                    openid="o-sandbox-ghost",
-                    transaction_id=spec.get("transaction_id") or _steady_id("4200", out_trade_no, 28),
-                    fee_fen=fee,
-                )
-                line = self._bill_line(ghost, rate, at=spec.get("at") or f"{day.isoformat()} 12:00:00")
-                if spec.get("out_refund_no"):
-                    line.update(
-                        {
-                            "交易状态": "REFUND",
-                            "应结订单金额": "0.00",
-                            "订单金额": "0.00",
-                            "微信退款单号": _steady_id("5000", spec["out_refund_no"], 29),
-                            "商户退款单号": spec["out_refund_no"],
-                            "退款金额": _yuan(amount),
-                            "申请退款金额": _yuan(amount),
-                            "退款类型": "ORIGINAL",
-                            "退款状态": spec.get("status", "SUCCESS"),
-                        }
-                    )
-                elif spec.get("status"):
-                    line["交易状态"] = spec["status"]
-                lines.append(line)
-                continue
-            targets = [
-                line
-                for line in lines
-                if line["商户订单号"] == out_trade_no
-                and (line["商户退款单号"] == refund_no if refund_no else line["交易状态"] != "REFUND")
-            ]
-            for line in targets:
-                refund_line = line["交易状态"] == "REFUND"
-                if op == "drop":
-                    lines.remove(line)
-                elif op == "amount":
-                    keys = ("退款金额", "申请退款金额") if refund_line else ("应结订单金额", "订单金额")
-                    line.update(dict.fromkeys(keys, _yuan(int(value))))
-                elif op == "fee":
-                    line["手续费"] = _yuan(int(value), 5)
-                elif op == "status":
-                    line["退款状态" if refund_line else "交易状态"] = str(value)
-        return lines
+    def _rate(self) -> str:
+        return f"{(self.fee_rate * 100).quantize(Decimal('0.01'))}%"
+
+    def added_bill_line(self, edit: dict[str, Any], day: dt.date) -> dict[str, str]:
+        """The line of an `add` bill edit: a payment, or a refund line when it names an out_refund_no."""
+        out_trade_no, value = edit["out_trade_no"], edit.get("value")
+        spec: dict[str, Any] = value if isinstance(value, dict) else {"amount_fen": value}
+        amount, fee = int(spec.get("amount_fen", 0)), int(spec.get("fee_fen", 0))
+        ghost = Trade(
+            out_trade_no=out_trade_no,
+            trade_type="JSAPI",
+            total_fee=amount,
+            body="sandbox",
+            notify_url="",
+            sign_type="MD5",
+            appid=self.appid,
+            openid="o-sandbox-ghost",
+            transaction_id=spec.get("transaction_id") or _steady_id("4200", out_trade_no, 28),
+            fee_fen=fee,
+        )
+        line = self._bill_line(ghost, self._rate(), at=spec.get("at") or f"{day.isoformat()} 12:00:00")
+        if spec.get("out_refund_no"):
+            line.update(
+                {
+                    "交易状态": "REFUND",
+                    "应结订单金额": "0.00",
+                    "订单金额": "0.00",
+                    "微信退款单号": _steady_id("5000", spec["out_refund_no"], 29),
+                    "商户退款单号": spec["out_refund_no"],
+                    "退款金额": yuan(amount),
+                    "申请退款金额": yuan(amount),
+                    "退款类型": "ORIGINAL",
+                    "退款状态": spec.get("status", "SUCCESS"),
+                }
+            )
+        elif spec.get("status"):
+            line["交易状态"] = spec["status"]
+        return line
 
     def bill(self, day: dt.date, bill_type: str = "ALL") -> str | None:
-        lines = self._apply_edits(day, self._bill_lines(day))
+        lines = apply_bill_edits(self._bill_lines(day), self.bill_edits.get(day, []), day, _BillLines(self))
         if bill_type == "SUCCESS":
             lines = [line for line in lines if line["交易状态"] != "REFUND"]
         elif bill_type == "REFUND":
@@ -1002,12 +916,12 @@ class WechatSandbox:
         out.append(SUMMARY_COLUMNS)
         summary = [
             str(len(lines)),
-            _yuan(total("应结订单金额")),
-            _yuan(total("退款金额")),
+            yuan(total("应结订单金额")),
+            yuan(total("退款金额")),
             "0.00",
-            _yuan(total("手续费"), 5),
-            _yuan(total("订单金额")),
-            _yuan(total("申请退款金额")),
+            yuan(total("手续费"), 5),
+            yuan(total("订单金额")),
+            yuan(total("申请退款金额")),
         ]
         out.append(",".join("`" + value for value in summary))
         return "\r\n".join(out) + "\r\n"
@@ -1059,6 +973,36 @@ class WechatSandbox:
         return self.pay(self.trades[out_trade_no], deliver=True)
 
 
+class _BillLines:
+    """Bill edits on WeChat's bill lines (kit.BillEditor): a refund line is one whose 交易状态 is REFUND."""
+
+    def __init__(self, box: WechatSandbox) -> None:
+        self.box = box
+
+    def matches(self, line: dict[str, str], edit: dict[str, Any]) -> bool:
+        refund_no = edit.get("out_refund_no")
+        return line["商户订单号"] == edit["out_trade_no"] and (
+            line["商户退款单号"] == refund_no if refund_no else line["交易状态"] != "REFUND"
+        )
+
+    def with_amount(self, line: dict[str, str], fen: int) -> dict[str, str]:
+        keys = ("退款金额", "申请退款金额") if _is_refund(line) else ("应结订单金额", "订单金额")
+        return {**line, **dict.fromkeys(keys, yuan(fen))}
+
+    def with_fee(self, line: dict[str, str], fen: int) -> dict[str, str]:
+        return {**line, "手续费": yuan(fen, 5)}
+
+    def with_status(self, line: dict[str, str], status: str) -> dict[str, str]:
+        return {**line, ("退款状态" if _is_refund(line) else "交易状态"): status}
+
+    def added(self, edit: dict[str, Any], day: dt.date) -> dict[str, str]:
+        return self.box.added_bill_line(edit, day)
+
+
+def _is_refund(line: dict[str, str]) -> bool:
+    return line["交易状态"] == "REFUND"
+
+
 def _steady_id(prefix: str, key: str, width: int) -> str:
     """The same made-up channel number for the same key, every time the bill is served."""
     digits = str(int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16))
@@ -1083,29 +1027,8 @@ def _xml(text: str) -> Response[Any]:
     return Response(content=text.encode("utf-8"), media_type="text/xml; charset=utf-8")
 
 
-def _json(payload: Any, status: int = 200) -> Response[Any]:
-    return Response(
-        content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
 def _notification(body: str) -> dict[str, str]:
     return {"body": body, "content_type": "application/xml"}
-
-
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise ControlError(400, "the body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise ControlError(400, "the body is not a JSON object")
-    return payload
 
 
 def create_wechat_sandbox(
@@ -1129,22 +1052,13 @@ def create_wechat_sandbox(
         notify_delays=notify_delays,
     )
 
-    def control(fn: Callable[..., Any]) -> Callable[..., Any]:
-        async def run(*args: Any, **kwargs: Any) -> Response[Any]:
-            try:
-                return _json(await fn(*args, **kwargs))
-            except ControlError as exc:
-                return _json({"error": exc.detail}, exc.status)
-
-        return run
-
     @post(["/" + path for path in API_PATHS], status_code=200)
     async def api(request: Request[Any, Any, Any]) -> Response[Any]:
         return await box.handle_api(request.url.path.strip("/"), await request.body())
 
     @get("/papay/entrustweb")
     async def entrustweb(request: Request[Any, Any, Any]) -> Response[Any]:
-        return await control(lambda: _async(box.entrust(dict(request.query_params.items()))))()
+        return await run_control(lambda: _async(box.entrust(dict(request.query_params.items()))))
 
     @get("/_sandbox/health")
     async def health() -> dict[str, Any]:
@@ -1152,12 +1066,12 @@ def create_wechat_sandbox(
 
     @get("/_sandbox/trades/{out_trade_no:str}")
     async def show_trade(out_trade_no: str) -> Response[Any]:
-        return await control(lambda: _async(box.describe(box.trade(out_trade_no))))()
+        return await run_control(lambda: _async(box.describe(box.trade(out_trade_no))))
 
     @post("/_sandbox/trades/{out_trade_no:str}/pay", status_code=200)
     async def pay(out_trade_no: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             body = box.pay(
                 box.trade(out_trade_no),
                 deliver=bool(opts.get("deliver", True)),
@@ -1167,7 +1081,7 @@ def create_wechat_sandbox(
             )
             return {"notification": _notification(body), "trade": box.describe(box.trade(out_trade_no))}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post(
         ["/_sandbox/trades/{out_trade_no:str}/cancel", "/_sandbox/trades/{out_trade_no:str}/fail"],
@@ -1184,12 +1098,12 @@ def create_wechat_sandbox(
                 raise ControlError(409, f"the trade is {trade.state}")
             return {"trade": box.describe(trade)}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/trades/{out_trade_no:str}/notification", status_code=200)
     async def notification(out_trade_no: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             trade = box.trade(out_trade_no)
             body = box.payment_notification(
                 trade,
@@ -1201,22 +1115,22 @@ def create_wechat_sandbox(
                 box._deliver(trade.notify_url, "payment", trade.out_trade_no, body)
             return {"notification": _notification(body)}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/request-payment", status_code=200)
     async def request_payment(request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            params = (await _body(request)).get("params")
+            params = (await json_body(request)).get("params")
             if not isinstance(params, dict):
                 raise ControlError(400, "params must be an object")
             return {"notification": _notification(box.request_payment(params))}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/faults", status_code=200)
     async def add_fault(request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             path = str(opts.get("path", "")).strip("/")
             mode = opts.get("mode")
             if path not in API_PATHS or mode not in ("timeout", "error", "refuse", "tamper"):
@@ -1224,46 +1138,33 @@ def create_wechat_sandbox(
             fault = Fault(
                 mode=str(mode),
                 times=int(opts.get("times", 1)),
-                err_code=opts.get("err_code"),
-                seconds=float(opts.get("seconds", 5.0)),
-                process=bool(opts.get("process", True)),
+                delay_s=float(opts.get("seconds", 5.0)),
+                apply=bool(opts.get("process", True)),
+                code=opts.get("err_code"),
             )
-            box.faults.setdefault(path, []).append(fault)
+            box.faults.add(path, fault)
             return {"ok": True}
 
-        return await control(run)()
+        return await run_control(run)
 
     @delete("/_sandbox/faults", status_code=200)
     async def clear_faults() -> Response[Any]:
         box.faults.clear()
-        return _json({"ok": True})
+        return reply({"ok": True})
 
     @post("/_sandbox/bill-edits", status_code=200)
     async def bill_edits(request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
-            try:
-                day = dt.date.fromisoformat(str(opts.get("day")))
-            except ValueError as exc:
-                raise ControlError(400, "day is YYYY-MM-DD") from exc
-            edits = opts.get("edits")
-            if not isinstance(edits, list):
-                raise ControlError(400, "edits must be a list")
-            for edit in edits:
-                ok = isinstance(edit, dict) and edit.get("op") in ("drop", "amount", "fee", "status", "add")
-                if not ok or not edit.get("out_trade_no"):
-                    raise ControlError(400, f"bad edit {edit!r}")
-                if edit["op"] in ("amount", "fee") and not isinstance(edit.get("value"), int):
-                    raise ControlError(400, f"{edit['op']} takes fen (an integer)")
-            box.bill_edits.setdefault(day.isoformat(), []).extend(edits)
-            return {"ok": True, "edits": len(box.bill_edits[day.isoformat()])}
+            day, edits = read_bill_edits(await json_body(request))
+            box.bill_edits.setdefault(day, []).extend(edits)
+            return {"ok": True, "edits": len(box.bill_edits[day])}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/refunds/{out_refund_no:str}/status", status_code=200)
     async def refund_status(out_refund_no: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             refund = box.refunds.get(out_refund_no)
             if refund is None:
                 raise ControlError(404, f"no refund {out_refund_no}")
@@ -1276,11 +1177,11 @@ def create_wechat_sandbox(
                 box._deliver(refund.notify_url, "refund", refund.out_refund_no, body)
             return {"notification": _notification(body), "refund": asdict(refund)}
 
-        return await control(run)()
+        return await run_control(run)
 
     @get("/_sandbox/contracts/{contract_code:str}")
     async def show_contract(contract_code: str) -> Response[Any]:
-        return await control(lambda: _async(asdict(box.contract(contract_code))))()
+        return await run_control(lambda: _async(asdict(box.contract(contract_code))))
 
     @post("/_sandbox/contracts/{contract_code:str}", status_code=200)
     async def register_contract(contract_code: str, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -1288,7 +1189,7 @@ def create_wechat_sandbox(
         {"contract_id", "openid"?, "notify_url"?}. No notification is sent."""
 
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             if not opts.get("contract_id"):
                 raise ControlError(400, "contract_id is required")
             box.contracts[contract_code] = Contract(
@@ -1301,28 +1202,28 @@ def create_wechat_sandbox(
                 display_account="泰州通",
                 request_serial="0",
                 sign_type="HMAC-SHA256",
-                signed_time=_stamp(_now()),
+                signed_time=_stamp(now()),
             )
             return {"contract_code": contract_code, "contract_id": opts["contract_id"]}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/contracts/{contract_code:str}/terminate", status_code=200)
     async def terminate(contract_code: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             contract = box.contract(contract_code)
             if contract.state != "0":
                 raise ControlError(409, "the contract has ended")
             body = box.terminate(contract, deliver=bool(opts.get("deliver", True)))
             return {"notification": _notification(body)}
 
-        return await control(run)()
+        return await run_control(run)
 
     @post("/_sandbox/contracts/{contract_code:str}/deductions", status_code=200)
     async def deductions(contract_code: str, request: Request[Any, Any, Any]) -> Response[Any]:
         async def run() -> dict[str, Any]:
-            opts = await _body(request)
+            opts = await json_body(request)
             contract = box.contract(contract_code)
             outcome = opts.get("outcome", "success")
             if outcome not in ("success", "fail", "accept"):
@@ -1331,12 +1232,12 @@ def create_wechat_sandbox(
             contract.deduction_delay = float(opts.get("delay", contract.deduction_delay))
             return {"ok": True}
 
-        return await control(run)()
+        return await run_control(run)
 
     @get("/_sandbox/notifications")
     async def notifications(out_trade_no: str | None = None) -> Response[Any]:
-        found = [asdict(d) for d in box.deliveries if out_trade_no is None or d.key == out_trade_no]
-        return _json({"notifications": found})
+        found = [asdict(d) for d in box.notifier.deliveries if out_trade_no is None or d.key == out_trade_no]
+        return reply({"notifications": found})
 
     app = Litestar(
         route_handlers=[
@@ -1358,7 +1259,7 @@ def create_wechat_sandbox(
             deductions,
             notifications,
         ],
-        on_shutdown=[box.aclose],
+        on_shutdown=[box.notifier.aclose],
         openapi_config=None,
     )
     app.state.wechat = box

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from payments.channels.wechat import WechatChannel, WechatConfig
+from payments.sandbox.launch import free_port, running_sandbox
 
-ROOT = Path(__file__).resolve().parents[2]
-SANDBOX_MODULE = ("payments.sandbox", "wechat")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = free_port  # test_wechat_channel.py's name for it (a port where nothing listens)
 
 
 class Sandbox:
@@ -55,39 +44,11 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    port = _free_port()
-    state = tmp_path_factory.mktemp("wechat-sandbox")
-    log = state / "sandbox.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *SANDBOX_MODULE, "--port", str(port), "--state-dir", str(state)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "_sandbox/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the WeChat sandbox did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    merchant = json.loads((state / "wechat.json").read_text())
-    assert merchant["base_url"] == base
-    try:
+    with running_sandbox("wechat", tmp_path_factory.mktemp("wechat-sandbox")) as started:
+        base = started.base_url + "/"
+        merchant = json.loads((started.state_dir / "wechat.json").read_text())
+        assert merchant["base_url"] == base
         yield Sandbox(base, merchant)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,6 @@ import dataclasses
 import datetime as dt
 import json
 import re
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -38,17 +35,12 @@ from payments.channels.base import (
     TradeStatus,
 )
 from payments.sandbox.keys import AlipayKeys, load_alipay_keys
+from payments.sandbox.launch import free_port, running_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 APP_ID = "2021000000000001"
 FORM = "application/x-www-form-urlencoded"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -75,55 +67,11 @@ class Sandbox:
         await self.control("POST", "/_sandbox/faults", {"method": method, "mode": mode, "times": 1, **extra})
 
 
-def _start(state: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the sandbox on a free port; retried on a fresh port if the port was taken meanwhile."""
-    last_error = ""
-    for _ in range(3):
-        port = _free_port()
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "payments.sandbox",
-                    "alipay",
-                    "--port",
-                    str(port),
-                    "--state-dir",
-                    str(state),
-                ],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/_sandbox/health", timeout=1).json().get("ok"):
-                    return process, url
-            except (httpx.HTTPError, ValueError):
-                time.sleep(0.05)
-        last_error = log.read_text(errors="replace")
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    raise RuntimeError(f"the Alipay sandbox did not start:\n{last_error}")
-
-
 @pytest.fixture(scope="session")
 def alipay_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     state = tmp_path_factory.mktemp("alipay-sandbox")
-    process, url = _start(state, state.parent / "alipay-sandbox.log")
-    try:
-        yield Sandbox(url, state, load_alipay_keys(state))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_sandbox("alipay", state, log=state.parent / "alipay-sandbox.log") as sandbox:
+        yield Sandbox(sandbox.base_url, state, load_alipay_keys(state))
 
 
 @pytest.fixture
@@ -445,7 +393,7 @@ async def test_requests_signed_with_another_key_or_app_id_are_refused(alipay_san
 
 async def test_timeouts_errors_and_refused_connections_are_unavailable(alipay_sandbox: Sandbox) -> None:
     quick = AlipayChannel(alipay_sandbox.config(timeout_s=1.0))
-    dead = AlipayChannel(alipay_sandbox.config(gateway_url=f"http://127.0.0.1:{_free_port()}/gateway.do"))
+    dead = AlipayChannel(alipay_sandbox.config(gateway_url=f"http://127.0.0.1:{free_port()}/gateway.do"))
     try:
         await alipay_sandbox.fault("alipay.trade.query", "timeout", delay_s=10)
         started = time.monotonic()

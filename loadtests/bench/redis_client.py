@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app_backend.kernel.redis_batch import _RUN, BatchRunner
+from app_backend.kernel.redis_batch import BATCH_SCRIPT, BatchRunner
 
 TASKS = 32
 
@@ -39,7 +39,7 @@ async def _measure(url: str, rounds: int, batches: int) -> dict[str, list[float]
     from app_backend.composition.wiring import create_redis
 
     client: Redis = create_redis(url, max_connections=TASKS + 8, timeout=1.0)
-    script = client.register_script(_RUN)
+    script = client.register_script(BATCH_SCRIPT)
     runner = BatchRunner(client)
     prefix = f"bench:{uuid.uuid4().hex}"
 

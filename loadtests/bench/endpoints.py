@@ -1,0 +1,32 @@
+"""What the bench loads and what it asks of the rows: endpoints, the organisations whose machine credentials
+sign the verify requests, the HTTP rows and their goals (ratios to the trivial endpoint)."""
+
+from __future__ import annotations
+
+GOAL_ISSUE = 0.40
+GOAL_VERIFY = 0.25
+GOAL_OFFLINE = 0.90
+
+VERIFY_PATH = "/api/v1/verify"
+ISSUE_PATH = "/api/v1/codes/personal"
+PING_PATH = "/api/v1/ping"
+HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
+METRO = "泰州地铁运营有限公司"  # verify:transit
+
+
+PING_ROW = "GET /api/v1/ping"
+ISSUE_ROW = "POST /api/v1/codes/personal"
+TRANSIT_ROW = "POST /api/v1/verify transit (fresh server codes)"
+HEALTH_ROW = "POST /api/v1/verify health (server codes)"
+DEVICE_ROW = "POST /api/v1/verify health (device codes)"
+ROWS = {
+    PING_ROW: "ping",
+    ISSUE_ROW: "issue",
+    TRANSIT_ROW: "transit",
+    HEALTH_ROW: "health",
+    DEVICE_ROW: "device",
+}
+
+
+def goal(name: str) -> float | None:
+    return GOAL_ISSUE if name == ISSUE_ROW else GOAL_VERIFY if "verify" in name else None

@@ -1,0 +1,105 @@
+"""Setup through the API, outside any measured window: residents logged in, their withholding agreements,
+device credentials, fresh server codes, and one sample answer of each verify row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loadtests.bench.endpoints import ISSUE_PATH, VERIFY_PATH
+
+
+@dataclass
+class Resident:
+    phone: str
+    token: str
+
+
+def _random_phone(rng: random.Random) -> str:
+    return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+
+
+async def create_residents(base: str, count: int) -> list[Resident]:
+    import httpx
+
+    rng = random.SystemRandom()
+    phones = list({_random_phone(rng) for _ in range(count * 2)})[:count]
+    gate = asyncio.Semaphore(16)
+
+    async def one(client: httpx.AsyncClient, phone: str) -> Resident:
+        async with gate:
+            sent = await client.post("/api/v1/auth/otp", json={"phone": phone})
+            if sent.status_code != 202:
+                raise RuntimeError(f"OTP for a bench resident: {sent.status_code} {sent.text}")
+            outbox = (await client.get("/api/v1/dev/outbox", params={"phone": phone})).json()
+            found = re.search(r"\d{6}", outbox["messages"][-1]["text"])
+            assert found is not None
+            login = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": found.group(0)})
+            if login.status_code != 200:
+                raise RuntimeError(f"login of a bench resident: {login.status_code} {login.text}")
+            return Resident(phone, login.json()["access_token"])
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        return list(await asyncio.gather(*(one(client, p) for p in phones)))
+
+
+async def give_agreements(base: str, residents: Sequence[Resident]) -> None:
+    """Withholding agreements through the WeChat sandbox, so that transit answers are the usual 'ok' (a refused
+    single-use code costs one more Redis command to give its claim back)."""
+    import httpx
+
+    from loadtests.fixtures import Resident as Rider
+    from loadtests.fixtures import sign_agreements
+
+    riders = [Rider("", r.phone, r.token, "") for r in residents]
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client, httpx.AsyncClient(timeout=30) as http:
+        await sign_agreements(client, http, riders)
+
+
+async def issue_codes(base: str, residents: Sequence[Resident]) -> list[str]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        answers = await asyncio.gather(
+            *(client.post(ISSUE_PATH, headers={"Authorization": f"Bearer {r.token}"}) for r in residents)
+        )
+    return [a.json()["code"] for a in answers if a.status_code == 200]
+
+
+async def device_wallets(base: str, residents: Sequence[Resident]) -> list[tuple[bytes, str]]:
+    import httpx
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from code_service.holder import DeviceWallet
+
+    out = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for resident in residents:
+            wallet = DeviceWallet.create()
+            answer = await client.post(
+                "/api/v1/codes/device-credentials",
+                json={"public_key": wallet.public_key_b64},
+                headers={"Authorization": f"Bearer {resident.token}"},
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"device credential: {answer.status_code} {answer.text}")
+            key_der = wallet.private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+            out.append((key_der, answer.json()["credential"]))
+    return out
+
+
+def sample_answer(base: str, creds: dict[str, str], code: str, scene: str) -> tuple[int, str]:
+    import httpx
+
+    from app_backend.organisations.signing import sign_request
+
+    body = json.dumps({"code": code, "scene": scene}).encode()
+    headers = sign_request(creds["key_id"], creds["secret"], "POST", VERIFY_PATH, body)
+    answer = httpx.post(
+        base + VERIFY_PATH, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=10
+    )
+    return answer.status_code, answer.text
