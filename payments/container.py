@@ -67,4 +67,4 @@ class PaymentServices:
 
 def payments_of(ctx: dict[str, Any]) -> PaymentServices:
     """payments' services in a job: the worker puts the started platform in every job's context."""
-    return ctx["platform"].get(PaymentServices)  # type: ignore[no-any-return]
+    return ctx["platform"].get(PaymentServices)

@@ -54,7 +54,7 @@ class Staff(msgspec.Struct, frozen=True):
 
 
 async def _staff_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Staff:
-    state = connection.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = connection.scope.setdefault("state", {})
     known: Staff | None = state.get(_STATE_KEY)
     if known is not None:
         return known
@@ -100,7 +100,7 @@ def staff_only(*roles: str) -> Guard:
 
 
 def provide_staff(request: ASGIConnection[Any, Any, Any, Any]) -> Staff:
-    staff: Staff = request.scope["state"][_STATE_KEY]  # type: ignore[typeddict-item]
+    staff: Staff = request.scope["state"][_STATE_KEY]
     return staff
 
 

@@ -589,7 +589,7 @@ class ResidentDirectory:
         found = await self._residents.find_by_phone_hash(
             conn, self._cipher.lookup_hash("resident.phone", phone)
         )
-        return None if found is None else found["id"]  # type: ignore[no-any-return]
+        return None if found is None else found["id"]
 
     def person_key(self, id_number: str) -> bytes:
         """Validates an ID number (GB 11643) and returns its keyed hash; raises ValueError with a reason."""
