@@ -23,7 +23,6 @@ from typing import TypeAlias, TypeVar
 import asyncpg
 import msgspec
 
-
 # asyncpg ships no type information: to mypy a connection is opaque, and these names say what is meant.
 Connection: TypeAlias = asyncpg.Connection
 Pool: TypeAlias = asyncpg.Pool
