@@ -36,12 +36,12 @@ from geventhttpclient.client import HTTPClientPool
 from locust import FastHttpUser, LoadTestShape, constant_pacing, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from app_backend.composition.sizing import Stage
 from app_backend.organisations.signing import sign_request
 from code_service.holder import DeviceWallet
 from code_service.verifier.format import DeviceCode, decode
 from loadtests.fixtures import Org, ResidentPool, TokenBook
 from loadtests.shapes import target_at
-from loadtests.sizing import Stage
 from loadtests.slo import SHED_SUFFIX, classify
 from loadtests.tally import Tally
 

@@ -4,7 +4,7 @@
                             [--distributed N] [--attendees N] [--window-minutes M] [--gates G]
                             [--surge-factor F] [--test-minutes M | --test-seconds S] [--redis-outage SECONDS]
 
-1. Prints the plan (loadtests/sizing.py) for the scenario's event numbers and the overrides given.
+1. Prints the plan (app_backend/composition/sizing.py) for the scenario's event numbers and the overrides given.
 2. Without --target, starts the whole backend (`tzt serve`: Granian with TZT_WORKERS=2, the SAQ job worker, the
    payment sandboxes; embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) in a temporary data
    folder on a free port, and stops all of it afterwards.
@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from app_backend.composition.sizing import Event, Plan, plan
+from app_backend.composition.sizing import render as render_plan
 from loadtests import swarm
 from loadtests.backend import Backend, embedded_backend, given_backend
 from loadtests.checks import Outage, check_fares, check_outage, check_taps
@@ -47,8 +49,6 @@ from loadtests.fixtures import (
 from loadtests.report import peak_throughputs, read_rows, render, task_errors
 from loadtests.scenarios import SCENARIOS, Scenario, resident_pool_size
 from loadtests.shapes import peak_window
-from loadtests.sizing import Event, Plan, plan
-from loadtests.sizing import render as render_plan
 from loadtests.slo import Verdict, evaluate
 from loadtests.tally import merge
 

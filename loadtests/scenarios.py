@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from loadtests.sizing import Event, Plan
+from app_backend.composition.sizing import Event, Plan
 from loadtests.slo import Latency, Slo
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loadtests.sizing import Stage
+from app_backend.composition.sizing import Stage
 
 MIN_SPAWN_RATE = 0.1
 

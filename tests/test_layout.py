@@ -73,6 +73,16 @@ def test_domains_use_each_other_only_through_public_services():
     assert offenders == []
 
 
+def test_production_code_never_imports_the_load_tests_or_the_tests():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _server_files()
+        for name in _imports(path)
+        if name.split(".")[0] in ("loadtests", "tests")
+    ]
+    assert offenders == []
+
+
 def test_the_kernel_imports_no_domain():
     offenders = [
         f"{path.relative_to(ROOT)}: {name}"

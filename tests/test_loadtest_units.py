@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from app_backend.composition.sizing import Event, Stage, plan
 from loadtests.report import peak_throughputs, read_rows
 from loadtests.scenarios import SCENARIOS, resident_pool_size
 from loadtests.shapes import MIN_SPAWN_RATE, peak_window, stage_at, target_at
-from loadtests.sizing import Event, Stage, plan
 from loadtests.slo import EndpointRow, Latency, Slo, Throughput, classify, evaluate, group_of, matches
 
 STAGES = [Stage("ramp", 45, 100, 5.0), Stage("plateau", 90, 100, 5.0), Stage("surge", 135, 1000, 50.0)]

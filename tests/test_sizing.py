@@ -1,4 +1,4 @@
-"""The load-test plan sized from an event's numbers (the model is in loadtests/sizing.py)."""
+"""The load-test plan sized from an event's numbers (the model is in app_backend/composition/sizing.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from loadtests.sizing import Event, plan
+from app_backend.composition.sizing import Event, plan
 
 
 def test_forty_thousand_attendees_in_45_minutes_through_60_gates():

@@ -449,8 +449,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Sizes a load test from an event's numbers (see loadtests/sizing.py for the model)."""
-    from loadtests.sizing import Event, plan, render
+    """Sizes a load test from an event's numbers (see app_backend/composition/sizing.py for the model)."""
+    from app_backend.composition.sizing import Event, plan, render
 
     fields = {k: v for k, v in vars(args).items() if k in Event.__dataclass_fields__ and v is not None}
     event = Event(**fields)
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--pay", help="settlement id to mark paid")
     settle.add_argument("--ref", help="bank transfer reference for --pay")
     settle.set_defaults(func=cmd_settle)
-    from loadtests.sizing import add_arguments
+    from app_backend.composition.sizing import add_arguments
 
     event_plan = sub.add_parser("plan", help="size a load test from an event's numbers")
     add_arguments(event_plan)

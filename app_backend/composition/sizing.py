@@ -167,7 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.sizing", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m app_backend.composition.sizing", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     args = vars(parser.parse_args(argv))
     event = Event(**{k: v for k, v in args.items() if v is not None})
