@@ -62,16 +62,16 @@ async def _resident(services: Services, conn: Any, phone: str, person: tuple[str
     row, _ = await repo.get_or_create_by_phone(
         conn, cipher.lookup_hash("resident.phone", phone), cipher.encrypt("resident.phone", phone)
     )
-    if person and row["level"] < 2:
+    if person and row.level < 2:
         name, id_number = person
         await repo.set_real_name(
             conn,
-            row["id"],
+            row.id,
             cipher.encrypt("resident.name", name),
             cipher.encrypt("resident.id_number", id_number),
             cipher.lookup_hash("resident.id_number", id_number),
         )
-    return row["id"]
+    return row.id
 
 
 async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> None:
