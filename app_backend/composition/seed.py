@@ -113,7 +113,7 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
             conn, DEMO_ENTERPRISES[0][1], DEMO_ENTERPRISES[0][0], False, resident_id
         )
         if created is not None:
-            await enterprises.add_member(conn, created["id"], resident_id, "admin", None)
+            await enterprises.add_member(conn, created.id, resident_id, "admin", None)
 
         for name, kind, location, scopes in DEMO_ORGANISATIONS:
             org = await orgs.get_by_name(conn, name) or await orgs.create(conn, name, kind, location)
