@@ -90,8 +90,9 @@ async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> N
     health_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
     insurance_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[1][0])
     person = services.cipher.lookup_hash("resident.id_number", DEMO_PEOPLE[1][1])
-    await FeedRepository().upsert_health(conn, person, "green", health_dept["id"])
-    await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept["id"])
+    assert health_dept is not None and insurance_dept is not None  # seeded before the code facts
+    await FeedRepository().upsert_health(conn, person, "green", health_dept.id)
+    await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept.id)
 
 
 async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
@@ -117,14 +118,13 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
 
         for name, kind, location, scopes in DEMO_ORGANISATIONS:
             org = await orgs.get_by_name(conn, name) or await orgs.create(conn, name, kind, location)
+            assert org is not None  # created unless it existed, inside this one transaction
             known = stored.get(name)
             if known and await orgs.credential_for_auth(conn, known["key_id"]) is not None:
                 continue
-            issued = await services.organisations.issue_credential(
-                conn, org["id"], scopes, "demo", SEED_ACTOR
-            )
+            issued = await services.organisations.issue_credential(conn, org.id, scopes, "demo", SEED_ACTOR)
             stored[name] = {
-                "organisation_id": str(org["id"]),
+                "organisation_id": str(org.id),
                 "kind": kind,
                 "key_id": issued.key_id,
                 "secret": issued.secret,
