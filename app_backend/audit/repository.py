@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Mapping
 
 from app_backend.audit.schemas import AuditEvent
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.db import Connection, fetch_rows
 
 _COLUMNS = "id, at, actor_type, actor_id, action, target_type, target_id, outcome, request_id, ip, detail"
 
@@ -12,13 +13,13 @@ _COLUMNS = "id, at, actor_type, actor_id, action, target_type, target_id, outcom
 class AuditRepository:
     async def insert(
         self,
-        conn: Any,
+        conn: Connection,
         actor: Actor,
         action: str,
         target_type: str,
         target_id: str,
         outcome: str,
-        detail: dict[str, Any],
+        detail: Mapping[str, object],
     ) -> None:
         await conn.execute(
             """INSERT INTO audit.events (actor_type, actor_id, action, target_type, target_id, outcome,
@@ -37,7 +38,7 @@ class AuditRepository:
 
     async def search(
         self,
-        conn: Any,
+        conn: Connection,
         *,
         actor_id: str | None,
         target_id: str | None,
@@ -45,7 +46,10 @@ class AuditRepository:
         before_id: int | None,
         limit: int,
     ) -> list[AuditEvent]:
-        rows = await conn.fetch(
+        # The event as auditors read it is the stored row, column for column.
+        return await fetch_rows(
+            conn,
+            AuditEvent,
             f"""SELECT {_COLUMNS} FROM audit.events
                 WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR target_id = $2)
                   AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4)
@@ -56,8 +60,7 @@ class AuditRepository:
             before_id,
             limit,
         )
-        return [AuditEvent(**dict(r)) for r in rows]
 
-    async def purge_older_than(self, conn: Any, cutoff: dt.datetime) -> int:
+    async def purge_older_than(self, conn: Connection, cutoff: dt.datetime) -> int:
         result: str = await conn.execute("DELETE FROM audit.events WHERE at < $1", cutoff)
         return int(result.split()[-1])

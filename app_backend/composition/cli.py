@@ -294,16 +294,16 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 )
                 if row is None:
                     return "no resident with this phone; they must log in once first"
-                await repo.grant_role(conn, row["id"], args.role, "cli")
+                await repo.grant_role(conn, row.id, args.role, "cli")
                 await services.audit.record(
                     conn,
                     Actor("cli", os.environ.get("USER", "cli")),
                     "admin.staff_grant",
                     target_type="resident",
-                    target_id=str(row["id"]),
+                    target_id=str(row.id),
                     detail={"role": args.role},
                 )
-            return f"granted {args.role} to resident {row['id']}"
+            return f"granted {args.role} to resident {row.id}"
         finally:
             await services.close()
 

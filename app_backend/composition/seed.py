@@ -62,16 +62,16 @@ async def _resident(services: Services, conn: Any, phone: str, person: tuple[str
     row, _ = await repo.get_or_create_by_phone(
         conn, cipher.lookup_hash("resident.phone", phone), cipher.encrypt("resident.phone", phone)
     )
-    if person and row["level"] < 2:
+    if person and row.level < 2:
         name, id_number = person
         await repo.set_real_name(
             conn,
-            row["id"],
+            row.id,
             cipher.encrypt("resident.name", name),
             cipher.encrypt("resident.id_number", id_number),
             cipher.lookup_hash("resident.id_number", id_number),
         )
-    return row["id"]
+    return row.id
 
 
 async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> None:
@@ -90,8 +90,9 @@ async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> N
     health_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
     insurance_dept = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[1][0])
     person = services.cipher.lookup_hash("resident.id_number", DEMO_PEOPLE[1][1])
-    await FeedRepository().upsert_health(conn, person, "green", health_dept["id"])
-    await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept["id"])
+    assert health_dept is not None and insurance_dept is not None  # seeded before the code facts
+    await FeedRepository().upsert_health(conn, person, "green", health_dept.id)
+    await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept.id)
 
 
 async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
@@ -113,18 +114,17 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
             conn, DEMO_ENTERPRISES[0][1], DEMO_ENTERPRISES[0][0], False, resident_id
         )
         if created is not None:
-            await enterprises.add_member(conn, created["id"], resident_id, "admin", None)
+            await enterprises.add_member(conn, created.id, resident_id, "admin", None)
 
         for name, kind, location, scopes in DEMO_ORGANISATIONS:
             org = await orgs.get_by_name(conn, name) or await orgs.create(conn, name, kind, location)
+            assert org is not None  # created unless it existed, inside this one transaction
             known = stored.get(name)
             if known and await orgs.credential_for_auth(conn, known["key_id"]) is not None:
                 continue
-            issued = await services.organisations.issue_credential(
-                conn, org["id"], scopes, "demo", SEED_ACTOR
-            )
+            issued = await services.organisations.issue_credential(conn, org.id, scopes, "demo", SEED_ACTOR)
             stored[name] = {
-                "organisation_id": str(org["id"]),
+                "organisation_id": str(org.id),
                 "kind": kind,
                 "key_id": issued.key_id,
                 "secret": issued.secret,

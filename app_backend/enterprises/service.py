@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from app_backend.audit.service import AuditTrail
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
-from app_backend.enterprises.repository import EnterpriseRepository
+from app_backend.enterprises.repository import EnterpriseRepository, EnterpriseRow, MemberRow
 from app_backend.enterprises.schemas import Enterprise, EnterpriseFacts, Member
 from app_backend.identity.schemas import LinkedEnterprise
 from app_backend.identity.service import ResidentDirectory
 from app_backend.identity.validators import InvalidIdentifier, normalise_uscc, uscc_checksum_ok
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.crypto import FieldCipher, mask
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.settings import Settings
 
@@ -24,6 +24,18 @@ _REGISTRY_PROBLEMS = {
     "name-mismatch": ("name", "does not match the registered name of this credit code", 422),
     "not-representative": ("uscc", "you are not the registered legal representative of this entity", 403),
 }
+
+
+def _enterprise(row: EnterpriseRow, my_role: str) -> Enterprise:
+    return Enterprise(
+        id=row.id,
+        name=row.name,
+        uscc=row.uscc,
+        standing=row.standing,
+        checksum_override=row.checksum_override,
+        created_at=row.created_at,
+        my_role=my_role,
+    )
 
 
 class EnterpriseService:
@@ -42,7 +54,7 @@ class EnterpriseService:
         self._repo = EnterpriseRepository()
         self._residents = residents
 
-    async def _checked_uscc(self, conn: Any, raw: str) -> tuple[str, bool]:
+    async def _checked_uscc(self, conn: Connection, raw: str) -> tuple[str, bool]:
         try:
             uscc = normalise_uscc(raw)
         except InvalidIdentifier as exc:
@@ -54,7 +66,7 @@ class EnterpriseService:
         raise invalid_field("uscc", "check character does not match")
 
     async def create(
-        self, conn: Any, resident_id: uuid.UUID, raw_name: str, raw_uscc: str, actor: Actor
+        self, conn: Connection, resident_id: uuid.UUID, raw_name: str, raw_uscc: str, actor: Actor
     ) -> Enterprise:
         name = " ".join(raw_name.split())
         if not name:
@@ -80,18 +92,18 @@ class EnterpriseService:
                 "uscc: an enterprise with this credit code is already registered",
                 extra={"errors": [{"field": "uscc", "message": "already registered"}]},
             )
-        await self._repo.add_member(conn, created["id"], resident_id, "admin", None)
+        await self._repo.add_member(conn, created.id, resident_id, "admin", None)
         await self._audit.record(
             conn,
             actor,
             "enterprise.create",
             target_type="enterprise",
-            target_id=str(created["id"]),
+            target_id=str(created.id),
             detail={"uscc": uscc, "checksum_override": override},
         )
-        return Enterprise(**dict(created), my_role="admin")
+        return _enterprise(created, "admin")
 
-    async def _role_or_404(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str:
+    async def _role_or_404(self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> str:
         role = await self._repo.member_role(conn, enterprise_id, resident_id)
         if role is None:  # outsiders learn nothing, not even that it exists
             raise DomainError(404, "not-found", "enterprise not found")
@@ -99,7 +111,7 @@ class EnterpriseService:
 
     async def _locked_as_admin(
         self,
-        conn: Any,
+        conn: Connection,
         enterprise_id: uuid.UUID,
         resident_id: uuid.UUID,
     ) -> dict[uuid.UUID, str]:
@@ -112,39 +124,44 @@ class EnterpriseService:
             )
         return roles
 
-    async def get(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> Enterprise:
+    async def get(self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> Enterprise:
         role = await self._role_or_404(conn, enterprise_id, resident_id)
         row = await self._repo.get(conn, enterprise_id)
-        return Enterprise(**dict(row), my_role=role)
+        if row is None:  # a member's enterprise exists (a foreign key); the type cannot say so
+            raise DomainError(404, "not-found", "enterprise not found")
+        return _enterprise(row, role)
 
-    async def members(self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> list[Member]:
+    async def members(
+        self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID
+    ) -> list[Member]:
         await self._role_or_404(conn, enterprise_id, resident_id)
+        return [self._member(r) for r in await self._repo.members(conn, enterprise_id)]
+
+    def _member(self, row: MemberRow) -> Member:
+        """A member as their enterprise's members see them: name and phone masked."""
         s = self._settings
-        return [
-            Member(
-                resident_id=r["resident_id"],
-                role=r["role"],
-                added_at=r["added_at"],
-                name=(
-                    mask(
-                        self._cipher.decrypt("resident.name", r["name_enc"]),
-                        s.mask_name.head,
-                        s.mask_name.tail,
-                    )
-                    if r["name_enc"]
-                    else None
-                ),
-                phone=mask(
-                    self._cipher.decrypt("resident.phone", r["phone_enc"]),
-                    s.mask_phone.head,
-                    s.mask_phone.tail,
-                ),
-            )
-            for r in await self._repo.members(conn, enterprise_id)
-        ]
+        return Member(
+            resident_id=row.resident_id,
+            role=row.role,
+            added_at=row.added_at,
+            name=(
+                mask(self._cipher.decrypt("resident.name", row.name_enc), s.mask_name.head, s.mask_name.tail)
+                if row.name_enc
+                else None
+            ),
+            phone=mask(
+                self._cipher.decrypt("resident.phone", row.phone_enc), s.mask_phone.head, s.mask_phone.tail
+            ),
+        )
 
     async def add_member(
-        self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, phone: str, role: str, actor: Actor
+        self,
+        conn: Connection,
+        enterprise_id: uuid.UUID,
+        admin_id: uuid.UUID,
+        phone: str,
+        role: str,
+        actor: Actor,
     ) -> Member:
         await self._locked_as_admin(conn, enterprise_id, admin_id)
         found = await self._residents.resident_by_phone(conn, phone)
@@ -171,7 +188,12 @@ class EnterpriseService:
         return members[found]
 
     async def remove_member(
-        self, conn: Any, enterprise_id: uuid.UUID, admin_id: uuid.UUID, member_id: uuid.UUID, actor: Actor
+        self,
+        conn: Connection,
+        enterprise_id: uuid.UUID,
+        admin_id: uuid.UUID,
+        member_id: uuid.UUID,
+        actor: Actor,
     ) -> None:
         roles = await self._locked_as_admin(conn, enterprise_id, admin_id)
         outcome = roles.get(member_id)
@@ -193,13 +215,13 @@ class EnterpriseService:
             detail={"member": str(member_id), "role": outcome},
         )
 
-    async def linked(self, conn: Any, resident_id: uuid.UUID) -> list[LinkedEnterprise]:
+    async def linked(self, conn: Connection, resident_id: uuid.UUID) -> list[LinkedEnterprise]:
         return [
-            LinkedEnterprise(id=r["id"], name=r["name"], uscc=r["uscc"], role=r["role"])
+            LinkedEnterprise(id=r.id, name=r.name, uscc=r.uscc, role=r.role)
             for r in await self._repo.linked(conn, resident_id)
         ]
 
-    async def grant_override(self, conn: Any, raw_uscc: str, reason: str, actor: Actor) -> str:
+    async def grant_override(self, conn: Connection, raw_uscc: str, reason: str, actor: Actor) -> str:
         try:
             uscc = normalise_uscc(raw_uscc)
         except InvalidIdentifier as exc:
@@ -221,17 +243,17 @@ class EnterpriseDirectory:
         self._enterprises = EnterpriseRepository()
 
     async def enterprise_of_member(
-        self, conn: Any, enterprise_id: uuid.UUID, resident_id: uuid.UUID
+        self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID
     ) -> EnterpriseFacts | None:
         if await self._enterprises.member_role(conn, enterprise_id, resident_id) is None:
             return None
         return await self.enterprise(conn, enterprise_id)
 
-    async def enterprise(self, conn: Any, enterprise_id: uuid.UUID) -> EnterpriseFacts | None:
+    async def enterprise(self, conn: Connection, enterprise_id: uuid.UUID) -> EnterpriseFacts | None:
         row = await self._enterprises.get(conn, enterprise_id)
         if row is None:
             return None
-        return EnterpriseFacts(id=row["id"], name=row["name"], uscc=row["uscc"], standing=row["standing"])
+        return EnterpriseFacts(id=row.id, name=row.name, uscc=row.uscc, standing=row.standing)
 
 
 @dataclass

@@ -9,16 +9,17 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from app_backend.identity.repository import DevRegistryRepository
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection
 
 
 class PopulationRegistry(Protocol):
-    async def matches(self, conn: Any, name: str, id_number: str) -> bool: ...
+    async def matches(self, conn: Connection, name: str, id_number: str) -> bool: ...
 
 
 class DevPopulationRegistry:
@@ -26,7 +27,7 @@ class DevPopulationRegistry:
         self._cipher = cipher
         self._repo = repository or DevRegistryRepository()
 
-    async def matches(self, conn: Any, name: str, id_number: str) -> bool:
+    async def matches(self, conn: Connection, name: str, id_number: str) -> bool:
         stored = await self._repo.person_name_hash(
             conn, self._cipher.lookup_hash("registry.id_number", id_number)
         )
@@ -34,7 +35,7 @@ class DevPopulationRegistry:
             stored, self._cipher.lookup_hash("registry.name", name)
         )
 
-    async def enrol(self, conn: Any, name: str, id_number: str) -> None:
+    async def enrol(self, conn: Connection, name: str, id_number: str) -> None:
         await self._repo.upsert_person(
             conn,
             self._cipher.lookup_hash("registry.id_number", id_number),

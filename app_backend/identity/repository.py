@@ -4,55 +4,103 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 import asyncpg
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row
+
+
+class AccountRow(msgspec.Struct, frozen=True):
+    """What logging in needs of a resident: who, how verified, whether they may log in."""
+
+    id: uuid.UUID
+    level: int
+    status: str
+
+
+class ResidentRow(msgspec.Struct, frozen=True):
+    """A resident's record; the personal fields stay encrypted (FieldCipher) until a rule decrypts them."""
+
+    id: uuid.UUID
+    phone_enc: bytes
+    name_enc: bytes | None
+    id_number_enc: bytes | None
+    level: int
+    status: str
+    created_at: dt.datetime
+    real_name_verified_at: dt.datetime | None
+    face_verified_at: dt.datetime | None
+
+
+class SpentRefreshRow(msgspec.Struct, frozen=True):
+    """A refresh token just spent: the session it renews and the resident's current level."""
+
+    session_id: uuid.UUID
+    resident_id: uuid.UUID
+    level: int
+
+
+class RefreshTokenRow(msgspec.Struct, frozen=True):
+    """A refresh token as stored, spent or not, with its session's revocation."""
+
+    session_id: uuid.UUID
+    used_at: dt.datetime | None
+    resident_id: uuid.UUID
+    revoked_at: dt.datetime | None
 
 
 class ResidentRepository:
     async def get_or_create_by_phone(
-        self, conn: Any, phone_hash: bytes, phone_enc: bytes
-    ) -> tuple[Any, bool]:
-        row = await conn.fetchrow(
+        self, conn: Connection, phone_hash: bytes, phone_enc: bytes
+    ) -> tuple[AccountRow, bool]:
+        created = await fetch_row(
+            conn,
+            AccountRow,
             """INSERT INTO identity.residents (phone_hash, phone_enc) VALUES ($1, $2)
                ON CONFLICT (phone_hash) DO NOTHING RETURNING id, level, status""",
             phone_hash,
             phone_enc,
         )
-        if row is not None:
-            return row, True
-        row = await conn.fetchrow(
-            "SELECT id, level, status FROM identity.residents WHERE phone_hash = $1", phone_hash
-        )
-        return row, False
+        if created is not None:
+            return created, True
+        existing = await self.find_by_phone_hash(conn, phone_hash)
+        # The conflict that skipped the insert is a row that exists: residents are never deleted.
+        assert existing is not None
+        return existing, False
 
-    async def get(self, conn: Any, resident_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
+    async def get(self, conn: Connection, resident_id: uuid.UUID) -> ResidentRow | None:
+        return await fetch_row(
+            conn,
+            ResidentRow,
             """SELECT id, phone_enc, name_enc, id_number_enc, level, status, created_at,
                       real_name_verified_at, face_verified_at
                FROM identity.residents WHERE id = $1""",
             resident_id,
         )
 
-    async def find_by_phone_hash(self, conn: Any, phone_hash: bytes) -> Any:
-        return await conn.fetchrow(
-            "SELECT id, level, status FROM identity.residents WHERE phone_hash = $1", phone_hash
+    async def find_by_phone_hash(self, conn: Connection, phone_hash: bytes) -> AccountRow | None:
+        return await fetch_row(
+            conn,
+            AccountRow,
+            "SELECT id, level, status FROM identity.residents WHERE phone_hash = $1",
+            phone_hash,
         )
 
-    async def id_number_hash(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+    async def id_number_hash(self, conn: Connection, resident_id: uuid.UUID) -> bytes | None:
         value: bytes | None = await conn.fetchval(
             "SELECT id_number_hash FROM identity.residents WHERE id = $1", resident_id
         )
         return value
 
-    async def find_by_id_number_hash(self, conn: Any, id_hash: bytes) -> uuid.UUID | None:
+    async def find_by_id_number_hash(self, conn: Connection, id_hash: bytes) -> uuid.UUID | None:
         value: uuid.UUID | None = await conn.fetchval(
             "SELECT id FROM identity.residents WHERE id_number_hash = $1", id_hash
         )
         return value
 
     async def set_real_name(
-        self, conn: Any, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes
+        self, conn: Connection, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes
     ) -> bool:
         """False when this resident is already real-named; raises UniqueViolationError when the number is taken."""
         result: str = await conn.execute(
@@ -67,7 +115,7 @@ class ResidentRepository:
         )
         return result.endswith(" 1")
 
-    async def set_face_verified(self, conn: Any, resident_id: uuid.UUID) -> bool:
+    async def set_face_verified(self, conn: Connection, resident_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             """UPDATE identity.residents SET level = 3, face_verified_at = now()
                WHERE id = $1 AND level >= 2""",
@@ -75,17 +123,17 @@ class ResidentRepository:
         )
         return result.endswith(" 1")
 
-    async def set_status(self, conn: Any, resident_id: uuid.UUID, status: str) -> bool:
+    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> bool:
         result: str = await conn.execute(
             "UPDATE identity.residents SET status = $2 WHERE id = $1", resident_id, status
         )
         return result.endswith(" 1")
 
-    async def staff_roles(self, conn: Any, resident_id: uuid.UUID) -> set[str]:
+    async def staff_roles(self, conn: Connection, resident_id: uuid.UUID) -> set[str]:
         rows = await conn.fetch("SELECT role FROM identity.staff_roles WHERE resident_id = $1", resident_id)
         return {r["role"] for r in rows}
 
-    async def grant_role(self, conn: Any, resident_id: uuid.UUID, role: str, granted_by: str) -> None:
+    async def grant_role(self, conn: Connection, resident_id: uuid.UUID, role: str, granted_by: str) -> None:
         await conn.execute(
             """INSERT INTO identity.staff_roles (resident_id, role, granted_by) VALUES ($1, $2, $3)
                ON CONFLICT DO NOTHING""",
@@ -94,7 +142,7 @@ class ResidentRepository:
             granted_by,
         )
 
-    async def revoke_role(self, conn: Any, resident_id: uuid.UUID, role: str) -> bool:
+    async def revoke_role(self, conn: Connection, resident_id: uuid.UUID, role: str) -> bool:
         result: str = await conn.execute(
             "DELETE FROM identity.staff_roles WHERE resident_id = $1 AND role = $2", resident_id, role
         )
@@ -102,7 +150,7 @@ class ResidentRepository:
 
 
 class SessionRepository:
-    async def create(self, conn: Any, resident_id: uuid.UUID, max_age: int) -> uuid.UUID:
+    async def create(self, conn: Connection, resident_id: uuid.UUID, max_age: int) -> uuid.UUID:
         session_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO identity.sessions (resident_id, expires_at)
                VALUES ($1, now() + make_interval(secs => $2)) RETURNING id""",
@@ -111,7 +159,9 @@ class SessionRepository:
         )
         return session_id
 
-    async def add_refresh_token(self, conn: Any, session_id: uuid.UUID, token_hash: bytes, ttl: int) -> None:
+    async def add_refresh_token(
+        self, conn: Connection, session_id: uuid.UUID, token_hash: bytes, ttl: int
+    ) -> None:
         await conn.execute(
             """INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
                VALUES ($1, $2, now() + make_interval(secs => $3))""",
@@ -120,9 +170,11 @@ class SessionRepository:
             ttl,
         )
 
-    async def use_refresh_token(self, conn: Any, token_hash: bytes) -> Any:
+    async def use_refresh_token(self, conn: Connection, token_hash: bytes) -> SpentRefreshRow | None:
         """Compare-and-set: exactly one caller can spend a refresh token."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            SpentRefreshRow,
             """UPDATE identity.refresh_tokens rt SET used_at = now()
                FROM identity.sessions s JOIN identity.residents r ON r.id = s.resident_id
                WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
@@ -132,15 +184,17 @@ class SessionRepository:
             token_hash,
         )
 
-    async def find_refresh_token(self, conn: Any, token_hash: bytes) -> Any:
-        return await conn.fetchrow(
+    async def find_refresh_token(self, conn: Connection, token_hash: bytes) -> RefreshTokenRow | None:
+        return await fetch_row(
+            conn,
+            RefreshTokenRow,
             """SELECT rt.session_id, rt.used_at, s.resident_id, s.revoked_at
                FROM identity.refresh_tokens rt JOIN identity.sessions s ON s.id = rt.session_id
                WHERE rt.token_hash = $1""",
             token_hash,
         )
 
-    async def revoke(self, conn: Any, session_id: uuid.UUID, reason: str) -> None:
+    async def revoke(self, conn: Connection, session_id: uuid.UUID, reason: str) -> None:
         await conn.execute(
             """UPDATE identity.sessions SET revoked_at = now(), revoked_reason = $2
                WHERE id = $1 AND revoked_at IS NULL""",
@@ -149,7 +203,7 @@ class SessionRepository:
         )
 
     async def revoke_all_for_resident(
-        self, conn: Any, resident_id: uuid.UUID, reason: str
+        self, conn: Connection, resident_id: uuid.UUID, reason: str
     ) -> list[uuid.UUID]:
         rows = await conn.fetch(
             """UPDATE identity.sessions SET revoked_at = now(), revoked_reason = $2
@@ -159,19 +213,19 @@ class SessionRepository:
         )
         return [r["id"] for r in rows]
 
-    async def delete_expired(self, conn: Any, before: dt.datetime) -> int:
+    async def delete_expired(self, conn: Connection, before: dt.datetime) -> int:
         result: str = await conn.execute("DELETE FROM identity.refresh_tokens WHERE expires_at < $1", before)
         return int(result.split()[-1])
 
 
 class DevRegistryRepository:
-    async def person_name_hash(self, conn: Any, id_hash: bytes) -> bytes | None:
+    async def person_name_hash(self, conn: Connection, id_hash: bytes) -> bytes | None:
         value: bytes | None = await conn.fetchval(
             "SELECT name_hash FROM identity.dev_population_registry WHERE id_number_hash = $1", id_hash
         )
         return value
 
-    async def upsert_person(self, conn: Any, id_hash: bytes, name_hash: bytes) -> None:
+    async def upsert_person(self, conn: Connection, id_hash: bytes, name_hash: bytes) -> None:
         await conn.execute(
             """INSERT INTO identity.dev_population_registry (id_number_hash, name_hash) VALUES ($1, $2)
                ON CONFLICT (id_number_hash) DO UPDATE SET name_hash = EXCLUDED.name_hash""",

@@ -9,10 +9,8 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
@@ -36,6 +34,7 @@ from app_backend.identity.validators import (
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.crypto import FieldCipher, mask
+from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.metrics import RATE_LIMITED, SHED
 from app_backend.kernel.redis_batch import BatchRunner, RedisBatch, run_checks
@@ -182,7 +181,7 @@ class AuthService:
         self._residents = ResidentRepository()
         self._sessions = SessionRepository()
 
-    async def login(self, conn: Any, phone: str, code: str, actor: Actor) -> TokenPair:
+    async def login(self, conn: Connection, phone: str, code: str, actor: Actor) -> TokenPair:
         try:
             await self._otp.check(phone, code)
         except DomainError:
@@ -199,30 +198,35 @@ class AuthService:
             self._cipher.lookup_hash("resident.phone", phone),
             self._cipher.encrypt("resident.phone", phone),
         )
-        if row["status"] != "active":
+        if row.status != "active":
             await self._audit.record_detached(
                 actor,
                 "auth.login",
                 target_type="resident",
-                target_id=str(row["id"]),
+                target_id=str(row.id),
                 outcome="denied",
                 detail={"reason": "blocked"},
             )
             raise DomainError(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
-        session_id = await self._sessions.create(conn, row["id"], self._settings.session_max_age)
-        pair = await self._issue(conn, row["id"], session_id, row["level"], created)
+        session_id = await self._sessions.create(conn, row.id, self._settings.session_max_age)
+        pair = await self._issue(conn, row.id, session_id, row.level, created)
         await self._audit.record(
             conn,
-            Actor("resident", str(row["id"]), actor.request_id, actor.ip),
+            Actor("resident", str(row.id), actor.request_id, actor.ip),
             "auth.login",
             target_type="resident",
-            target_id=str(row["id"]),
+            target_id=str(row.id),
             detail={"new_resident": created, "session": str(session_id)},
         )
         return pair
 
     async def _issue(
-        self, conn: Any, resident_id: uuid.UUID, session_id: uuid.UUID, level: int, created: bool = False
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        session_id: uuid.UUID,
+        level: int,
+        created: bool = False,
     ) -> TokenPair:
         refresh_token = self._refresh.new()
         await self._sessions.add_refresh_token(
@@ -238,32 +242,32 @@ class AuthService:
             new_resident=created,
         )
 
-    async def refresh(self, conn: Any, token: str, actor: Actor) -> TokenPair | ReuseDetected | None:
+    async def refresh(self, conn: Connection, token: str, actor: Actor) -> TokenPair | ReuseDetected | None:
         digest = self._refresh.digest(token)
         row = await self._sessions.use_refresh_token(conn, digest)
         if row is not None:
-            return await self._issue(conn, row["resident_id"], row["session_id"], row["level"])
+            return await self._issue(conn, row.resident_id, row.session_id, row.level)
         known = await self._sessions.find_refresh_token(conn, digest)
-        if known is None or known["used_at"] is None:
+        if known is None or known.used_at is None:
             return None
         # A spent token came back: someone holds a copy. End the whole family, thief and owner alike.
-        await self.revoke_session(conn, known["session_id"], "refresh token reuse")
+        await self.revoke_session(conn, known.session_id, "refresh token reuse")
         await self._audit.record(
             conn,
             actor,
             "auth.refresh_reuse",
             target_type="session",
-            target_id=str(known["session_id"]),
+            target_id=str(known.session_id),
             outcome="revoked",
-            detail={"resident": str(known["resident_id"])},
+            detail={"resident": str(known.resident_id)},
         )
-        return ReuseDetected(session_id=known["session_id"])
+        return ReuseDetected(session_id=known.session_id)
 
-    async def revoke_session(self, conn: Any, session_id: uuid.UUID, reason: str) -> None:
+    async def revoke_session(self, conn: Connection, session_id: uuid.UUID, reason: str) -> None:
         await self._sessions.revoke(conn, session_id, reason)
         await self._redis.set(revoked_key(session_id), reason, ex=self._access.ttl + 60)
 
-    async def revoke_all(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+    async def revoke_all(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         for session_id in await self._sessions.revoke_all_for_resident(conn, resident_id, reason):
             await self._redis.set(revoked_key(session_id), reason, ex=self._access.ttl + 60)
 
@@ -320,7 +324,8 @@ class ResidentChecks:
         batch.expire(self._rate_key, 61)
         return 3
 
-    def settle(self, results: list[Any]) -> None:
+    def settle(self, results: list[int]) -> None:
+        # The batch answers each of the three commands with an integer.
         revoked, count = results[0], results[1]
         if revoked:
             raise DomainError(
@@ -381,53 +386,53 @@ class ResidentService:
         return mask(self._cipher.decrypt(field, blob), rule.head, rule.tail)
 
     async def profile(
-        self, conn: Any, resident_id: uuid.UUID, enterprises: list[LinkedEnterprise]
+        self, conn: Connection, resident_id: uuid.UUID, enterprises: list[LinkedEnterprise]
     ) -> Profile:
         row = await self._residents.get(conn, resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
         return Profile(
-            id=row["id"],
-            phone=self._masked("resident.phone", row["phone_enc"]) or "",
-            name=self._masked("resident.name", row["name_enc"]),
-            id_number=self._masked("resident.id_number", row["id_number_enc"]),
-            level=level_name(row["level"]),
-            status=row["status"],
-            created_at=row["created_at"],
-            real_name_verified_at=row["real_name_verified_at"],
-            face_verified_at=row["face_verified_at"],
+            id=row.id,
+            phone=self._masked("resident.phone", row.phone_enc) or "",
+            name=self._masked("resident.name", row.name_enc),
+            id_number=self._masked("resident.id_number", row.id_number_enc),
+            level=level_name(row.level),
+            status=row.status,
+            created_at=row.created_at,
+            real_name_verified_at=row.real_name_verified_at,
+            face_verified_at=row.face_verified_at,
             enterprises=enterprises,
         )
 
-    async def staff_roles(self, conn: Any, resident_id: uuid.UUID) -> frozenset[str]:
+    async def staff_roles(self, conn: Connection, resident_id: uuid.UUID) -> frozenset[str]:
         return frozenset(await self._residents.staff_roles(conn, resident_id))
 
-    async def grant_role(self, conn: Any, resident_id: uuid.UUID, role: str, granted_by: Actor) -> None:
+    async def grant_role(
+        self, conn: Connection, resident_id: uuid.UUID, role: str, granted_by: Actor
+    ) -> None:
         if await self._residents.get(conn, resident_id) is None:
             raise DomainError(404, "not-found", "resident_id: no such resident")
         await self._residents.grant_role(conn, resident_id, role, f"{granted_by.type}:{granted_by.id}")
 
-    async def set_status(self, conn: Any, resident_id: uuid.UUID, status: str) -> None:
+    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> None:
         if not await self._residents.set_status(conn, resident_id, status):
             raise DomainError(404, "not-found", "resident_id: no such resident")
 
-    async def reveal(self, conn: Any, resident_id: uuid.UUID) -> dict[str, str | None]:
+    async def reveal(self, conn: Connection, resident_id: uuid.UUID) -> dict[str, str | None]:
         """Unmasked personal data, for staff with a reason; the caller audits it."""
         row = await self._residents.get(conn, resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
         return {
-            "phone": self._cipher.decrypt("resident.phone", row["phone_enc"]),
-            "name": self._cipher.decrypt("resident.name", row["name_enc"]) if row["name_enc"] else None,
+            "phone": self._cipher.decrypt("resident.phone", row.phone_enc),
+            "name": self._cipher.decrypt("resident.name", row.name_enc) if row.name_enc else None,
             "id_number": (
-                self._cipher.decrypt("resident.id_number", row["id_number_enc"])
-                if row["id_number_enc"]
-                else None
+                self._cipher.decrypt("resident.id_number", row.id_number_enc) if row.id_number_enc else None
             ),
         }
 
     async def verify_real_name(
-        self, conn: Any, principal: ResidentPrincipal, raw_name: str, raw_id: str, actor: Actor
+        self, conn: Connection, principal: ResidentPrincipal, raw_name: str, raw_id: str, actor: Actor
     ) -> str:
         try:
             name = normalise_name(raw_name)
@@ -454,7 +459,7 @@ class ResidentService:
         row = await self._residents.get(conn, principal.resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
-        if row["id_number_enc"] is not None:
+        if row.id_number_enc is not None:
             raise DomainError(409, "already-verified", "this account is already real-name verified")
         if not await self._registry.matches(conn, name, id_number):
             await self._audit.record_detached(
@@ -503,18 +508,20 @@ class ResidentService:
         await self._audit.record(
             conn, actor, "resident.real_name", target_type="resident", target_id=str(principal.resident_id)
         )
-        return level_name(max(2, row["level"]))
+        return level_name(max(2, row.level))
 
-    async def start_face_verification(self, conn: Any, principal: ResidentPrincipal) -> tuple[str, int]:
+    async def start_face_verification(
+        self, conn: Connection, principal: ResidentPrincipal
+    ) -> tuple[str, int]:
         row = await self._residents.get(conn, principal.resident_id)
-        if row is None or row["level"] < 2:
+        if row is None or row.level < 2:
             raise DomainError(
                 403, "level-required", "face verification needs real-name verification (L2) first"
             )
         return await self._liveness.start(str(principal.resident_id))
 
     async def confirm_face_verification(
-        self, conn: Any, principal: ResidentPrincipal, session_id: str, result_token: str, actor: Actor
+        self, conn: Connection, principal: ResidentPrincipal, session_id: str, result_token: str, actor: Actor
     ) -> str:
         if not await self._liveness.confirm(str(principal.resident_id), session_id, result_token):
             await self._audit.record_detached(
@@ -553,9 +560,9 @@ class ResidentDirectory:
         self._settings = settings
         self._residents = ResidentRepository()
 
-    async def masked_name(self, conn: Any, resident_id: uuid.UUID) -> str | None:
+    async def masked_name(self, conn: Connection, resident_id: uuid.UUID) -> str | None:
         row = await self._residents.get(conn, resident_id)
-        return None if row is None else self.mask_name(row["name_enc"])
+        return None if row is None else self.mask_name(row.name_enc)
 
     def mask_name(self, name_enc: bytes | None) -> str | None:
         """What `masked_name` answers, from the stored (encrypted) name: no query."""
@@ -564,32 +571,32 @@ class ResidentDirectory:
         rule = self._settings.mask_name
         return mask(self._cipher.decrypt("resident.name", name_enc), rule.head, rule.tail)
 
-    async def resident_active(self, conn: Any, resident_id: uuid.UUID) -> bool:
+    async def resident_active(self, conn: Connection, resident_id: uuid.UUID) -> bool:
         row = await self._residents.get(conn, resident_id)
-        return row is not None and row["status"] == "active"
+        return row is not None and row.status == "active"
 
-    async def person_key_of(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+    async def person_key_of(self, conn: Connection, resident_id: uuid.UUID) -> bytes | None:
         """The keyed hash of the resident's ID number (None before real-name): the key of department feeds."""
         value = await self._residents.id_number_hash(conn, resident_id)
         return bytes(value) if value is not None else None
 
-    async def resident_of_person(self, conn: Any, person_key: bytes) -> uuid.UUID | None:
+    async def resident_of_person(self, conn: Connection, person_key: bytes) -> uuid.UUID | None:
         return await self._residents.find_by_id_number_hash(conn, person_key)
 
-    async def verified_id_number(self, conn: Any, resident_id: uuid.UUID) -> str | None:
+    async def verified_id_number(self, conn: Connection, resident_id: uuid.UUID) -> str | None:
         """The ID number of a real-named (L2 or above) resident, None otherwise: for a registry check the
         resident asked for (an enterprise's legal representative), never for display."""
         row = await self._residents.get(conn, resident_id)
-        if row is None or row["level"] < 2 or row["id_number_enc"] is None:
+        if row is None or row.level < 2 or row.id_number_enc is None:
             return None
-        return self._cipher.decrypt("resident.id_number", row["id_number_enc"])
+        return self._cipher.decrypt("resident.id_number", row.id_number_enc)
 
-    async def resident_by_phone(self, conn: Any, phone: str) -> uuid.UUID | None:
+    async def resident_by_phone(self, conn: Connection, phone: str) -> uuid.UUID | None:
         """The resident whose account uses this (normalised) phone."""
         found = await self._residents.find_by_phone_hash(
             conn, self._cipher.lookup_hash("resident.phone", phone)
         )
-        return None if found is None else found["id"]
+        return None if found is None else found.id
 
     def person_key(self, id_number: str) -> bytes:
         """Validates an ID number (GB 11643) and returns its keyed hash; raises ValueError with a reason."""
@@ -604,8 +611,8 @@ class ResidentDirectory:
 class IdentityServices:
     """The identity domain's public services: log-in, sessions, residents and their levels."""
 
-    pool: asyncpg.Pool
-    side_pool: asyncpg.Pool
+    pool: Pool
+    side_pool: Pool
     otp: OtpService
     auth: AuthService
     residents: ResidentService
@@ -629,8 +636,8 @@ class IdentityServices:
         cls,
         settings: Settings,
         redis: Redis,
-        pool: asyncpg.Pool,
-        side_pool: asyncpg.Pool,
+        pool: Pool,
+        side_pool: Pool,
         cipher: FieldCipher,
         audit: AuditTrail,
         breaker: RedisBreaker,

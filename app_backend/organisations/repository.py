@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from typing import Any
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 _ORGANISATION = "id, name, kind, location, status, created_at, rate_limit_per_second"
 
 
+class OrganisationRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    name: str
+    kind: str
+    location: str | None
+    status: str
+    created_at: dt.datetime
+    rate_limit_per_second: int | None  # None: the platform's default
+
+
+class CredentialRow(msgspec.Struct, frozen=True):
+    """A credential as its organisation's staff see it: never its secret."""
+
+    key_id: str
+    scopes: list[str]
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class CredentialAuthRow(msgspec.Struct, frozen=True):
+    """What checking a signed request needs: the encrypted secret, and whether key and organisation may act."""
+
+    key_id: str
+    secret_enc: bytes
+    scopes: list[str]
+    revoked_at: dt.datetime | None
+    organisation_id: uuid.UUID
+    organisation_name: str
+    organisation_kind: str
+    organisation_status: str
+    rate_limit_per_second: int | None
+
+
 class OrganisationRepository:
     async def create(
-        self, conn: Any, name: str, kind: str, location: str | None, rate_limit: int | None = None
-    ) -> Any:
-        return await conn.fetchrow(
+        self, conn: Connection, name: str, kind: str, location: str | None, rate_limit: int | None = None
+    ) -> OrganisationRow | None:
+        """None when an organisation with this name exists."""
+        return await fetch_row(
+            conn,
+            OrganisationRow,
             f"""INSERT INTO identity.organisations (name, kind, location, rate_limit_per_second)
                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING {_ORGANISATION}""",
             name,
@@ -21,35 +62,42 @@ class OrganisationRepository:
             rate_limit,
         )
 
-    async def set_rate_limit(self, conn: Any, organisation_id: uuid.UUID, rate_limit: int | None) -> Any:
-        return await conn.fetchrow(
+    async def set_rate_limit(
+        self, conn: Connection, organisation_id: uuid.UUID, rate_limit: int | None
+    ) -> OrganisationRow | None:
+        return await fetch_row(
+            conn,
+            OrganisationRow,
             f"""UPDATE identity.organisations SET rate_limit_per_second = $2 WHERE id = $1
                 RETURNING {_ORGANISATION}""",
             organisation_id,
             rate_limit,
         )
 
-    async def get(self, conn: Any, organisation_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
+    async def get(self, conn: Connection, organisation_id: uuid.UUID) -> OrganisationRow | None:
+        return await fetch_row(
+            conn,
+            OrganisationRow,
             f"SELECT {_ORGANISATION} FROM identity.organisations WHERE id = $1",
             organisation_id,
         )
 
-    async def get_by_name(self, conn: Any, name: str) -> Any:
-        return await conn.fetchrow(
+    async def get_by_name(self, conn: Connection, name: str) -> OrganisationRow | None:
+        return await fetch_row(
+            conn,
+            OrganisationRow,
             f"SELECT {_ORGANISATION} FROM identity.organisations WHERE name = $1",
             name,
         )
 
-    async def list_all(self, conn: Any) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
-            f"SELECT {_ORGANISATION} FROM identity.organisations ORDER BY name"
+    async def list_all(self, conn: Connection) -> list[OrganisationRow]:
+        return await fetch_rows(
+            conn, OrganisationRow, f"SELECT {_ORGANISATION} FROM identity.organisations ORDER BY name"
         )
-        return rows
 
     async def add_credential(
         self,
-        conn: Any,
+        conn: Connection,
         key_id: str,
         organisation_id: uuid.UUID,
         secret_enc: bytes,
@@ -66,15 +114,16 @@ class OrganisationRepository:
             label,
         )
 
-    async def credentials(self, conn: Any, organisation_id: uuid.UUID) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def credentials(self, conn: Connection, organisation_id: uuid.UUID) -> list[CredentialRow]:
+        return await fetch_rows(
+            conn,
+            CredentialRow,
             """SELECT key_id, scopes, label, created_at, revoked_at FROM identity.api_credentials
                WHERE organisation_id = $1 ORDER BY created_at""",
             organisation_id,
         )
-        return rows
 
-    async def revoke_credential(self, conn: Any, organisation_id: uuid.UUID, key_id: str) -> bool:
+    async def revoke_credential(self, conn: Connection, organisation_id: uuid.UUID, key_id: str) -> bool:
         result: str = await conn.execute(
             """UPDATE identity.api_credentials SET revoked_at = now()
                WHERE key_id = $1 AND organisation_id = $2 AND revoked_at IS NULL""",
@@ -83,8 +132,11 @@ class OrganisationRepository:
         )
         return result.endswith(" 1")
 
-    async def credential_for_auth(self, conn: Any, key_id: str) -> Any:
-        return await conn.fetchrow(
+    async def credential_for_auth(self, conn: Connection, key_id: str) -> CredentialAuthRow | None:
+        """Read on a credential-cache miss only (MachineAuth keeps the answer a few seconds)."""
+        return await fetch_row(
+            conn,
+            CredentialAuthRow,
             """SELECT c.key_id, c.secret_enc, c.scopes, c.revoked_at, o.id AS organisation_id,
                       o.name AS organisation_name, o.kind AS organisation_kind, o.status AS organisation_status,
                       o.rate_limit_per_second

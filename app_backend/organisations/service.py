@@ -7,22 +7,22 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 
 from app_backend.audit.service import AuditTrail
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.metrics import RATE_LIMITED
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
 from app_backend.kernel.settings import Settings
 from app_backend.organisations import signing
-from app_backend.organisations.repository import OrganisationRepository
+from app_backend.organisations.repository import OrganisationRepository, OrganisationRow
 from app_backend.organisations.schemas import (
     KNOWN_SCOPES,
     Credential,
@@ -49,22 +49,34 @@ def _revoked_key(key_id: str) -> str:
 PAYEE_KINDS = frozenset({"department", "merchant", "verifier_operator"})
 
 
+def _organisation(row: OrganisationRow) -> Organisation:
+    return Organisation(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        location=row.location,
+        status=row.status,
+        created_at=row.created_at,
+        rate_limit_per_second=row.rate_limit_per_second,
+    )
+
+
 class OrganisationService:
     def __init__(self, cipher: FieldCipher, audit: AuditTrail) -> None:
         self._cipher = cipher
         self._audit = audit
         self._repo = OrganisationRepository()
 
-    async def payee(self, conn: Any, payee_id: uuid.UUID) -> Payee | None:
+    async def payee(self, conn: Connection, payee_id: uuid.UUID) -> Payee | None:
         """Who can receive money: active departments, merchants and transit operators."""
         row = await self._repo.get(conn, payee_id)
-        if row is None or row["status"] != "active" or row["kind"] not in PAYEE_KINDS:
+        if row is None or row.status != "active" or row.kind not in PAYEE_KINDS:
             return None
-        return Payee(id=row["id"], name=row["name"], kind=row["kind"])
+        return Payee(id=row.id, name=row.name, kind=row.kind)
 
     async def create(
         self,
-        conn: Any,
+        conn: Connection,
         name: str,
         kind: str,
         location: str | None,
@@ -84,15 +96,15 @@ class OrganisationService:
             actor,
             "admin.organisation_create",
             target_type="organisation",
-            target_id=str(row["id"]),
+            target_id=str(row.id),
             detail={"kind": kind}
             if rate_limit is None
             else {"kind": kind, "rate_limit_per_second": rate_limit},
         )
-        return Organisation(**dict(row))
+        return _organisation(row)
 
     async def set_rate_limit(
-        self, conn: Any, organisation_id: uuid.UUID, rate_limit: int | None, actor: Actor
+        self, conn: Connection, organisation_id: uuid.UUID, rate_limit: int | None, actor: Actor
     ) -> Organisation:
         """Takes effect within the credential cache's few seconds in every worker."""
         row = await self._repo.set_rate_limit(conn, organisation_id, rate_limit)
@@ -106,19 +118,19 @@ class OrganisationService:
             target_id=str(organisation_id),
             detail={"rate_limit_per_second": rate_limit},
         )
-        return Organisation(**dict(row))
+        return _organisation(row)
 
-    async def list_all(self, conn: Any) -> list[Organisation]:
-        return [Organisation(**dict(r)) for r in await self._repo.list_all(conn)]
+    async def list_all(self, conn: Connection) -> list[Organisation]:
+        return [_organisation(r) for r in await self._repo.list_all(conn)]
 
-    async def _existing(self, conn: Any, organisation_id: uuid.UUID) -> Any:
+    async def _existing(self, conn: Connection, organisation_id: uuid.UUID) -> OrganisationRow:
         row = await self._repo.get(conn, organisation_id)
         if row is None:
             raise DomainError(404, "not-found", "organisation not found")
         return row
 
     async def issue_credential(
-        self, conn: Any, organisation_id: uuid.UUID, scopes: list[str], label: str, actor: Actor
+        self, conn: Connection, organisation_id: uuid.UUID, scopes: list[str], label: str, actor: Actor
     ) -> CredentialIssued:
         unknown: list[str] = sorted(set(scopes) - KNOWN_SCOPES)
         if unknown:
@@ -140,21 +152,21 @@ class OrganisationService:
         )
         return CredentialIssued(key_id=key_id, secret=secret, scopes=clean, organisation_id=organisation_id)
 
-    async def credentials(self, conn: Any, organisation_id: uuid.UUID) -> list[Credential]:
+    async def credentials(self, conn: Connection, organisation_id: uuid.UUID) -> list[Credential]:
         await self._existing(conn, organisation_id)
         return [
             Credential(
-                key_id=r["key_id"],
-                scopes=list(r["scopes"]),
-                label=r["label"],
-                created_at=r["created_at"],
-                revoked_at=r["revoked_at"],
+                key_id=r.key_id,
+                scopes=list(r.scopes),
+                label=r.label,
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
             )
             for r in await self._repo.credentials(conn, organisation_id)
         ]
 
     async def revoke_credential(
-        self, conn: Any, organisation_id: uuid.UUID, key_id: str, actor: Actor
+        self, conn: Connection, organisation_id: uuid.UUID, key_id: str, actor: Actor
     ) -> None:
         if not await self._repo.revoke_credential(conn, organisation_id, key_id):
             raise DomainError(
@@ -206,7 +218,7 @@ class MachineAuth:
         await self._redis.set(_revoked_key(key_id), 1, ex=_REVOKED_MARK_TTL)
         self._cache.pop(key_id, None)
 
-    async def _credential(self, pool: asyncpg.Pool, key_id: str) -> tuple[str, MachinePrincipal] | None:
+    async def _credential(self, pool: Pool, key_id: str) -> tuple[str, MachinePrincipal] | None:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is not None and cached[0] > now:
@@ -214,16 +226,16 @@ class MachineAuth:
         async with pool.acquire() as conn:
             row = await self._repo.credential_for_auth(conn, key_id)
         value = None
-        if row is not None and row["revoked_at"] is None and row["organisation_status"] == "active":
+        if row is not None and row.revoked_at is None and row.organisation_status == "active":
             value = (
-                self._cipher.decrypt(_SECRET_FIELD, row["secret_enc"]),
+                self._cipher.decrypt(_SECRET_FIELD, row.secret_enc),
                 MachinePrincipal(
                     key_id=key_id,
-                    organisation_id=row["organisation_id"],
-                    organisation_name=row["organisation_name"],
-                    organisation_kind=row["organisation_kind"],
-                    scopes=frozenset(row["scopes"]),
-                    rate_limit=row["rate_limit_per_second"] or self._rate,
+                    organisation_id=row.organisation_id,
+                    organisation_name=row.organisation_name,
+                    organisation_kind=row.organisation_kind,
+                    scopes=frozenset(row.scopes),
+                    rate_limit=row.rate_limit_per_second or self._rate,
                 ),
             )
         while len(self._cache) >= 10_000:  # drop the oldest entries, not the whole cache
@@ -232,14 +244,14 @@ class MachineAuth:
         return value
 
     async def authenticate(
-        self, pool: asyncpg.Pool, method: str, path_with_query: str, headers: Any, body: bytes
+        self, pool: Pool, method: str, path_with_query: str, headers: Mapping[str, str], body: bytes
     ) -> MachinePrincipal:
         principal, checks = await self.check_signature(pool, method, path_with_query, headers, body)
         await checks.run()
         return principal
 
     async def check_signature(
-        self, pool: asyncpg.Pool, method: str, path_with_query: str, headers: Any, body: bytes
+        self, pool: Pool, method: str, path_with_query: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[MachinePrincipal, MachineChecks]:
         """The in-process part: headers, time window, credential and HMAC. The caller must run or settle the
         returned checks before it acts on the request."""
@@ -289,7 +301,8 @@ class MachineChecks:
         batch.expire(self._rate_key, 2)
         return 4
 
-    def settle(self, results: list[Any]) -> None:
+    def settle(self, results: list[int]) -> None:
+        # The batch answers each of the four commands with an integer (SET NX with 1 or 0).
         fresh, revoked, count = results[0], results[1], results[2]
         if revoked:
             self._auth._cache.pop(self._principal.key_id, None)
