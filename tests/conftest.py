@@ -4,6 +4,7 @@ are set. Each run gets a database of its own, dropped at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -92,19 +93,27 @@ class ApiClient(httpx.AsyncClient):
     app: Litestar
 
 
-@pytest.fixture(scope="session")
-async def client(settings: Settings) -> AsyncIterator[ApiClient]:
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, client_port: int = 50000) -> AsyncIterator[ApiClient]:
+    """An app of its own on these settings, started and stopped around the block: a test that needs other
+    settings builds its own app instead of changing the session's."""
     app = create_app(settings)
     # What the lifespan hook does, done here because httpx's ASGI transport sends no lifespan events (the
     # end-to-end test of `tzt serve` covers the real start-up).
     (await Services.create(settings)).install(app.state)
     try:
-        transport = httpx.ASGITransport(app=app, client=("testclient", 50000))
+        transport = httpx.ASGITransport(app=app, client=("testclient", client_port))
         async with ApiClient(transport=transport, base_url="http://testserver.local") as api:
             api.app = app
             yield api
     finally:
         await app.state.services.close()
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[ApiClient]:
+    async with serving(settings) as api:
+        yield api
 
 
 @pytest.fixture(scope="session")

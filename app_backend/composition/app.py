@@ -18,6 +18,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from app_backend.composition.health import HealthController, MetricsController
 from app_backend.composition.logging import configure_logging, request_id_middleware
 from app_backend.composition.modules import MODULES
+from app_backend.composition.openapi import document_problems
 from app_backend.composition.shedding import LoadShedder
 from app_backend.composition.wiring import Services
 from app_backend.kernel.http import DB, release_abandoned_transactions, run_after_commit, settings_of
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
         namespace.update({kind.__name__: kind for kind in module.signature_types})
     shedder = LoadShedder(settings.max_in_flight)
     prometheus = PrometheusConfig(app_name="taizhou_tong", group_path=True, exclude=["/metrics"])
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         dependencies=dependencies,
         signature_namespace=namespace,
@@ -91,3 +92,5 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
         ),
         debug=False,
     )
+    document_problems(app)
+    return app

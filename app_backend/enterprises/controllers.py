@@ -20,6 +20,7 @@ from app_backend.identity.auth import OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, s
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.identity.service import phone_field
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.http import problems
 
 if TYPE_CHECKING:
     from app_backend.enterprises.service import EnterpriseServices
@@ -30,7 +31,12 @@ class EnterpriseController(Controller):
     tags = ["enterprises"]
     dependencies = RESIDENT_ACTOR
 
-    @post("", status_code=HTTP_201_CREATED, summary="Register an enterprise as its legal representative")
+    @post(
+        "",
+        status_code=HTTP_201_CREATED,
+        summary="Register an enterprise as its legal representative",
+        opt=problems(403, 409, 422),
+    )
     async def create(
         self,
         data: EnterpriseCreate,
@@ -41,20 +47,23 @@ class EnterpriseController(Controller):
     ) -> Enterprise:
         return await enterprises.enterprises.create(db, resident.resident_id, data.name, data.uscc, actor)
 
-    @get("/{enterprise_id:uuid}", summary="An enterprise I belong to")
+    @get("/{enterprise_id:uuid}", summary="An enterprise I belong to", opt=problems(404))
     async def get_one(
         self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
     ) -> Enterprise:
         return await enterprises.enterprises.get(db, enterprise_id, resident.resident_id)
 
-    @get("/{enterprise_id:uuid}/members", summary="Members, masked")
+    @get("/{enterprise_id:uuid}/members", summary="Members, masked", opt=problems(404))
     async def members(
         self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
     ) -> Members:
         return Members(members=await enterprises.enterprises.members(db, enterprise_id, resident.resident_id))
 
     @post(
-        "/{enterprise_id:uuid}/members", status_code=HTTP_201_CREATED, summary="Add a member (administrators)"
+        "/{enterprise_id:uuid}/members",
+        status_code=HTTP_201_CREATED,
+        summary="Add a member (administrators)",
+        opt=problems(403, 404, 409),
     )
     async def add_member(
         self,
@@ -73,6 +82,7 @@ class EnterpriseController(Controller):
         "/{enterprise_id:uuid}/members/{member_id:uuid}",
         status_code=HTTP_204_NO_CONTENT,
         summary="Remove a member (administrators)",
+        opt=problems(403, 404, 409),
     )
     async def remove_member(
         self,
@@ -96,6 +106,7 @@ class EnterpriseAdminController(Controller):
         "/uscc-overrides",
         status_code=HTTP_201_CREATED,
         summary="Admit a registry credit code that fails the checksum (audited)",
+        opt=problems(409),
     )
     async def uscc_override(
         self, data: UsccOverride, enterprises: EnterpriseServices, db: Any, staff: Staff

@@ -31,7 +31,7 @@ from app_backend.identity.schemas import (
 from app_backend.identity.service import ReuseDetected, phone_field
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.errors import DomainError, invalid_field
-from app_backend.kernel.http import after_commit, client_ip
+from app_backend.kernel.http import after_commit, client_ip, problems
 
 if TYPE_CHECKING:
     from app_backend.audit.service import AuditTrail
@@ -49,7 +49,9 @@ class AuthController(Controller):
     tags = ["auth"]
     dependencies = ANONYMOUS_ACTOR
 
-    @post("/otp", status_code=HTTP_202_ACCEPTED, summary="Send a one-time login code by SMS")
+    @post(
+        "/otp", status_code=HTTP_202_ACCEPTED, summary="Send a one-time login code by SMS", opt=problems(429)
+    )
     async def send_otp(
         self,
         request: Request[Any, Any, Any],
@@ -60,14 +62,19 @@ class AuthController(Controller):
         await identity.otp.send(_phone(data.phone), client_ip(request))
         return OtpSent(expires_in=settings.otp_ttl, resend_after=settings.otp_cooldown)
 
-    @post("/login", status_code=HTTP_200_OK, summary="Log in with phone and one-time code")
+    @post(
+        "/login",
+        status_code=HTTP_200_OK,
+        summary="Log in with phone and one-time code",
+        opt=problems(401, 403),
+    )
     async def login(self, data: LoginRequest, identity: IdentityServices, db: Any, actor: Actor) -> TokenPair:
         phone = _phone(data.phone)
         if not (len(data.otp) == 6 and data.otp.isascii() and data.otp.isdigit()):
             raise invalid_field("otp", "must be 6 digits")
         return await identity.auth.login(db, phone, data.otp, actor)
 
-    @post("/refresh", status_code=HTTP_200_OK, summary="Rotate the refresh token")
+    @post("/refresh", status_code=HTTP_200_OK, summary="Rotate the refresh token", opt=problems(401))
     async def refresh(self, data: RefreshRequest, identity: IdentityServices, actor: Actor) -> TokenPair:
         # This handler is its own transaction boundary: a detected reuse must commit its revocation and still
         # answer 401.
@@ -110,7 +117,7 @@ class MeController(Controller):
     tags = ["residents"]
     dependencies = RESIDENT_ACTOR
 
-    @get("", summary="My profile, masked")
+    @get("", summary="My profile, masked", opt=problems(404))
     async def me(
         self,
         identity: IdentityServices,
@@ -122,7 +129,10 @@ class MeController(Controller):
         return await identity.residents.profile(db, resident.resident_id, linked)
 
     @post(
-        "/real-name", status_code=HTTP_200_OK, summary="Verify name and ID number against the registry (L2)"
+        "/real-name",
+        status_code=HTTP_200_OK,
+        summary="Verify name and ID number against the registry (L2)",
+        opt=problems(404, 409, 422, 429),
     )
     async def real_name(
         self,
@@ -136,7 +146,10 @@ class MeController(Controller):
         return {"level": level}
 
     @post(
-        "/face-verification/sessions", status_code=HTTP_200_OK, summary="Start a liveness check (towards L3)"
+        "/face-verification/sessions",
+        status_code=HTTP_200_OK,
+        summary="Start a liveness check (towards L3)",
+        opt=problems(403, 404),
     )
     async def start_face(
         self, identity: IdentityServices, db: Any, resident: ResidentPrincipal
@@ -144,7 +157,12 @@ class MeController(Controller):
         session_id, ttl = await identity.residents.start_face_verification(db, resident)
         return LivenessSession(session_id=session_id, provider=identity.liveness.name, expires_in=ttl)
 
-    @post("/face-verification", status_code=HTTP_200_OK, summary="Confirm the liveness result (L3)")
+    @post(
+        "/face-verification",
+        status_code=HTTP_200_OK,
+        summary="Confirm the liveness result (L3)",
+        opt=problems(403, 404, 422),
+    )
     async def confirm_face(
         self,
         data: FaceVerificationRequest,
@@ -171,7 +189,12 @@ class DevController(Controller):
     ) -> Outbox:
         return Outbox(messages=await identity.dev_outbox.read(_phone(phone)))
 
-    @post("/liveness/{session_id:str}", status_code=HTTP_200_OK, summary="Finish a liveness check (dev only)")
+    @post(
+        "/liveness/{session_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Finish a liveness check (dev only)",
+        opt=problems(404),
+    )
     async def liveness(
         self, session_id: str, data: DevLivenessOutcome, identity: IdentityServices
     ) -> DevLivenessResult:
@@ -189,7 +212,7 @@ class ResidentAdminController(Controller):
     guards = [staff_only(OPS_ADMIN)]
     dependencies = STAFF
 
-    @post("/staff", status_code=HTTP_201_CREATED, summary="Grant a staff role")
+    @post("/staff", status_code=HTTP_201_CREATED, summary="Grant a staff role", opt=problems(404))
     async def grant_role(
         self, data: StaffGrant, identity: IdentityServices, audit: AuditTrail, db: Any, staff: Staff
     ) -> dict[str, str]:
@@ -205,7 +228,10 @@ class ResidentAdminController(Controller):
         return {"resident_id": str(data.resident_id), "role": data.role}
 
     @post(
-        "/residents/{resident_id:uuid}/status", status_code=HTTP_200_OK, summary="Block or unblock a resident"
+        "/residents/{resident_id:uuid}/status",
+        status_code=HTTP_200_OK,
+        summary="Block or unblock a resident",
+        opt=problems(404),
     )
     async def set_status(
         self,
@@ -238,6 +264,7 @@ class ResidentAdminController(Controller):
         "/residents/{resident_id:uuid}/reveal",
         status_code=HTTP_200_OK,
         summary="Unmasked personal data of a resident (audited, needs a reason)",
+        opt=problems(404),
     )
     async def reveal(
         self,

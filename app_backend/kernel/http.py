@@ -97,3 +97,13 @@ def release_abandoned_transactions(app: ASGIApp) -> ASGIApp:
 
 
 DB = {"db": Provide(provide_db)}
+
+PROBLEMS_OPT = "problems"
+RESIDENT_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+MACHINE_SECURITY: list[dict[str, list[str]]] = [{"machine": []}]
+
+
+def problems(*statuses: int) -> dict[str, tuple[int, ...]]:
+    """A route `opt` declaring the problem statuses a handler (or every handler of a controller) answers beyond
+    those the platform implies (app_backend/composition/openapi.py): e.g. `opt=problems(404, 409)`."""
+    return {PROBLEMS_OPT: statuses}

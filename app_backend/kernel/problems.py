@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -171,7 +172,21 @@ def handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
+def handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """PostgreSQL stores no NUL character in text: a request carrying one is refused, not a 500. (Fields that
+    reach the database should refuse control characters themselves and name the field; this is the net.)"""
+    return problem_response(
+        400,
+        "validation",
+        "body: a text value holds a character that cannot be stored (NUL)",
+        extra={"errors": [{"field": "body", "message": "contains a NUL character"}]},
+        instance=request.url.path,
+    )
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    CharacterNotInRepertoireError: handle_unstorable_text,
+    UntranslatableCharacterError: handle_unstorable_text,
     DomainError: handle_domain_error,
     HTTPException: handle_http_exception,
     PoolExhausted: handle_overload,

@@ -9,6 +9,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER, STAFF, Staff, staff_only
+from app_backend.kernel.http import problems
 from app_backend.organisations.auth import MACHINE
 from app_backend.organisations.schemas import (
     CredentialCreate,
@@ -45,6 +46,7 @@ class OrganisationAdminController(Controller):
         status_code=HTTP_201_CREATED,
         summary="Register an organisation",
         guards=[staff_only(OPS_ADMIN)],
+        opt=problems(409),
     )
     async def create_organisation(
         self, data: OrganisationCreate, organisations: OrganisationServices, db: Any, staff: Staff
@@ -57,6 +59,7 @@ class OrganisationAdminController(Controller):
         "/{organisation_id:uuid}/rate-limit",
         summary="Set an organisation's requests per second (null: the platform default), e.g. before an event",
         guards=[staff_only(OPS_ADMIN)],
+        opt=problems(404),
     )
     async def set_rate_limit(
         self,
@@ -74,6 +77,7 @@ class OrganisationAdminController(Controller):
         "/{organisation_id:uuid}/credentials",
         summary="An organisation's credentials",
         guards=[staff_only(OPS_ADMIN, AUDITOR)],
+        opt=problems(404),
     )
     async def list_credentials(
         self,
@@ -97,6 +101,7 @@ class OrganisationAdminController(Controller):
         status_code=HTTP_201_CREATED,
         summary="Issue an API credential (the secret is shown once)",
         guards=[staff_only(OPS_ADMIN)],
+        opt=problems(404),
     )
     async def issue_credential(
         self,
@@ -115,6 +120,7 @@ class OrganisationAdminController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         summary="Revoke an API credential",
         guards=[staff_only(OPS_ADMIN)],
+        opt=problems(404),
     )
     async def revoke_credential(
         self,

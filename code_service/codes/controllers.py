@@ -11,6 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from app_backend.kernel.http import RESIDENT_SECURITY
 from code_service.codes.schemas import (
     DeviceCredential,
     DeviceCredentialRequest,
@@ -35,6 +36,8 @@ def render(text: str, kind: str) -> bytes:
 class CodeController(Controller):
     path = "/api/v1/codes"
     tags = ["codes"]
+    # Declared, not inferred: the display handlers take their caller from the state (docs/decisions/0001).
+    security = RESIDENT_SECURITY
 
     @post("/personal", status_code=HTTP_200_OK, summary="A server-signed personal code (valid at most 60 s)")
     async def personal(self, request: Request[Any, Any, Any], state: State) -> Response[IssuedCode]:

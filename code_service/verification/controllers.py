@@ -8,6 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.http import MACHINE_SECURITY
 from code_service.ports import Holder, Scanner, codes_from, signed_verifier_of
 from code_service.verification.schemas import (
     ScanHistory,
@@ -25,7 +26,12 @@ class VerifyController(Controller):
     path = "/api/v1/verify"
     tags = ["verification"]
 
-    @post("", status_code=HTTP_200_OK, summary="Verify a scanned code for one scene (signed, verify:<scene>)")
+    @post(
+        "",
+        status_code=HTTP_200_OK,
+        summary="Verify a scanned code for one scene (signed, verify:<scene>)",
+        security=MACHINE_SECURITY,  # the caller comes from the state (docs/decisions/0001)
+    )
     async def verify(
         self, data: VerifyRequest, request: Request[Any, Any, Any], state: State
     ) -> VerifyAnswer:
