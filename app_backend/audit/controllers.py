@@ -8,7 +8,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from app_backend.audit.schemas import AuditPage
-from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, staff_only
+from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
 
 if TYPE_CHECKING:
     from app_backend.audit.service import AuditTrail
@@ -20,7 +20,11 @@ class AuditAdminController(Controller):
     guards = [staff_only(AUDITOR, OPS_ADMIN)]
     dependencies = STAFF
 
-    @get("", summary="Search the audit trail")
+    @get(
+        "",
+        summary="Search the audit trail",
+        opt=audited("admin.audit_search", detail=("actor_id", "target_id", "action")),
+    )
     async def search(
         self,
         audit: AuditTrail,
@@ -34,11 +38,5 @@ class AuditAdminController(Controller):
     ) -> AuditPage:
         events = await audit.search(
             db, actor_id=actor_id, target_id=target_id, action=action, before_id=before_id, limit=limit
-        )
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.audit_search",
-            detail={"actor_id": actor_id, "target_id": target_id, "action": action},
         )
         return AuditPage(events=events)

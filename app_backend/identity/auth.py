@@ -3,7 +3,8 @@ staff, whose roles are Litestar guards.
 
 A guard authenticates the resident behind the bearer token, loads their staff roles, and refuses (403, audited on
 a connection of its own so the refusal is kept) anyone without one of the roles the route asks for. The `staff`
-dependency then hands the checked staff member to the handler."""
+dependency then hands the checked staff member to the handler and records the call in the audit trail when the
+route declares it (`opt=audited(...)`): every staff call is audited here, in one place."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from litestar.types import Guard
 
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import client_ip, request_id
 
@@ -99,9 +101,56 @@ def staff_only(*roles: str) -> Guard:
     return guard
 
 
-def provide_staff(request: ASGIConnection[Any, Any, Any, Any]) -> Staff:
-    staff: Staff = request.scope["state"][_STATE_KEY]
+class AuditedCall(msgspec.Struct, frozen=True):
+    """What the audit trail keeps of a staff call: the action, its target (a path parameter, a query parameter
+    or a body field holding the target's id) and the request fields kept as its detail."""
+
+    action: str
+    target_type: str = ""
+    target: str = ""
+    detail: tuple[str, ...] = ()
+
+
+_AUDIT_OPT = "audit"
+
+
+def audited(
+    action: str, *, target_type: str = "", target: str = "", detail: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A route `opt`: the `staff` dependency records this call in the audit trail, inside the request's
+    transaction, so the record commits with the action and goes with it when the action is refused."""
+    return {_AUDIT_OPT: AuditedCall(action, target_type, target, detail)}
+
+
+async def _request_fields(request: Request[Any, Any, Any]) -> dict[str, object]:
+    fields: dict[str, object] = dict(request.query_params)
+    if await request.body():
+        body = await request.json()
+        if isinstance(body, dict):
+            fields.update(body)
+    fields.update(request.path_params)
+    return fields
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+async def provide_staff(request: Request[Any, Any, Any], db: Connection) -> Staff:
+    """The staff member the guards let through; their call is audited here when the route asks (`audited`)."""
+    staff: Staff = request.scope["state"][_STATE_KEY]  # type: ignore[typeddict-item]
+    call: AuditedCall | None = request.route_handler.opt.get(_AUDIT_OPT)
+    if call is not None:
+        fields = await _request_fields(request)
+        await request.app.state.audit.record(
+            db,
+            staff.actor,
+            call.action,
+            target_type=call.target_type,
+            target_id=_text(fields.get(call.target)) if call.target else "",
+            detail={name: fields.get(name) for name in call.detail} or None,
+        )
     return staff
 
 
-STAFF = {"staff": Provide(provide_staff, sync_to_thread=False)}
+STAFF = {"staff": Provide(provide_staff)}

@@ -9,7 +9,15 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from app_backend.identity.auth import ANONYMOUS_ACTOR, OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, staff_only
+from app_backend.identity.auth import (
+    ANONYMOUS_ACTOR,
+    OPS_ADMIN,
+    RESIDENT_ACTOR,
+    STAFF,
+    Staff,
+    audited,
+    staff_only,
+)
 from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
@@ -212,26 +220,34 @@ class ResidentAdminController(Controller):
     guards = [staff_only(OPS_ADMIN)]
     dependencies = STAFF
 
-    @post("/staff", status_code=HTTP_201_CREATED, summary="Grant a staff role", opt=problems(404))
+    @post(
+        "/staff",
+        status_code=HTTP_201_CREATED,
+        summary="Grant a staff role",
+        opt={
+            **problems(404),
+            **audited("admin.staff_grant", target_type="resident", target="resident_id", detail=("role",)),
+        },
+    )
     async def grant_role(
-        self, data: StaffGrant, identity: IdentityServices, audit: AuditTrail, db: Any, staff: Staff
+        self, data: StaffGrant, identity: IdentityServices, db: Any, staff: Staff
     ) -> dict[str, str]:
         await identity.residents.grant_role(db, data.resident_id, data.role, staff.actor)
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.staff_grant",
-            target_type="resident",
-            target_id=str(data.resident_id),
-            detail={"role": data.role},
-        )
         return {"resident_id": str(data.resident_id), "role": data.role}
 
     @post(
         "/residents/{resident_id:uuid}/status",
         status_code=HTTP_200_OK,
         summary="Block or unblock a resident",
-        opt=problems(404),
+        opt={
+            **problems(404),
+            **audited(
+                "admin.resident_status",
+                target_type="resident",
+                target="resident_id",
+                detail=("status", "reason"),
+            ),
+        },
     )
     async def set_status(
         self,
@@ -240,7 +256,6 @@ class ResidentAdminController(Controller):
         data: ResidentStatusChange,
         identity: IdentityServices,
         codes: CodeServices,
-        audit: AuditTrail,
         db: Any,
         staff: Staff,
     ) -> dict[str, str]:
@@ -250,38 +265,26 @@ class ResidentAdminController(Controller):
         await codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
         # Cached facts are dropped again once committed: a verify racing this transaction may have re-cached them.
         after_commit(request, lambda: codes.facts.drop_resident(resident_id))
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.resident_status",
-            target_type="resident",
-            target_id=str(resident_id),
-            detail={"status": data.status, "reason": data.reason},
-        )
         return {"resident_id": str(resident_id), "status": data.status}
 
     @post(
         "/residents/{resident_id:uuid}/reveal",
         status_code=HTTP_200_OK,
         summary="Unmasked personal data of a resident (audited, needs a reason)",
-        opt=problems(404),
+        opt={
+            **problems(404),
+            **audited(
+                "admin.resident_reveal", target_type="resident", target="resident_id", detail=("reason",)
+            ),
+        },
     )
     async def reveal(
         self,
         resident_id: uuid.UUID,
         data: RevealRequest,
         identity: IdentityServices,
-        audit: AuditTrail,
         db: Any,
         staff: Staff,
     ) -> dict[str, str | None]:
         revealed = await identity.residents.reveal(db, resident_id)
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.resident_reveal",
-            target_type="resident",
-            target_id=str(resident_id),
-            detail={"reason": data.reason},
-        )
         return revealed

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, delete, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER, STAFF, Staff, staff_only
+from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER, STAFF, Staff, audited, staff_only
 from app_backend.kernel.http import problems
 from app_backend.organisations.auth import MACHINE
 from app_backend.organisations.schemas import (
@@ -24,7 +24,6 @@ from app_backend.organisations.schemas import (
 )
 
 if TYPE_CHECKING:
-    from app_backend.audit.service import AuditTrail
     from app_backend.organisations.service import OrganisationServices
 
 
@@ -34,11 +33,15 @@ class OrganisationAdminController(Controller):
     guards = [staff_only()]
     dependencies = STAFF
 
-    @get("", summary="All organisations", guards=[staff_only(OPS_ADMIN, OPS_REVIEWER, AUDITOR)])
+    @get(
+        "",
+        summary="All organisations",
+        guards=[staff_only(OPS_ADMIN, OPS_REVIEWER, AUDITOR)],
+        opt=audited("admin.organisation_list"),
+    )
     async def list_organisations(
-        self, organisations: OrganisationServices, audit: AuditTrail, db: Any, staff: Staff
+        self, organisations: OrganisationServices, db: Any, staff: Staff
     ) -> Organisations:
-        await audit.record(db, staff.actor, "admin.organisation_list")
         return Organisations(organisations=await organisations.organisations.list_all(db))
 
     @post(
@@ -77,23 +80,18 @@ class OrganisationAdminController(Controller):
         "/{organisation_id:uuid}/credentials",
         summary="An organisation's credentials",
         guards=[staff_only(OPS_ADMIN, AUDITOR)],
-        opt=problems(404),
+        opt={
+            **problems(404),
+            **audited("admin.credential_list", target_type="organisation", target="organisation_id"),
+        },
     )
     async def list_credentials(
         self,
         organisation_id: uuid.UUID,
         organisations: OrganisationServices,
-        audit: AuditTrail,
         db: Any,
         staff: Staff,
     ) -> Credentials:
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.credential_list",
-            target_type="organisation",
-            target_id=str(organisation_id),
-        )
         return Credentials(credentials=await organisations.organisations.credentials(db, organisation_id))
 
     @post(
