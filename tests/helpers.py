@@ -141,12 +141,12 @@ async def set_transit(
     transit, repo = services.payments.transit, TransitRepository()
     async with services.pool.acquire() as conn, conn.transaction():
         agreements = await repo.agreements_of(conn, resident_id)
-        active = [a for a in agreements if a["status"] == "active"]
+        active = [a for a in agreements if a.status == "active"]
         if has_agreement and not active:
             await transit.grant_agreement(conn, resident_id)
         if not has_agreement:
             for row in active:
-                await repo.end_agreement(conn, row["id"], "test")
+                await repo.end_agreement(conn, row.id, "test")
         debts = await repo.debts_of(conn, resident_id)
         if in_debt and not debts:
             debt = await repo.insert_deduction(
@@ -159,9 +159,9 @@ async def set_transit(
                 channel="",
                 amount_fen=200,
             )
-            await repo.deduction_failed(conn, debt["id"], "refused")
+            await repo.deduction_failed(conn, debt.id, "refused")
         if not in_debt and debts:
-            await repo.clear_debts(conn, [d["id"] for d in debts], "test")
+            await repo.clear_debts(conn, [d.id for d in debts], "test")
         if blocked:
             await transit.block(conn, resident_id, "test")
         else:

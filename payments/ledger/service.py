@@ -8,10 +8,9 @@ rider_receivable:<resident>  asset: fares a rider owes (transit debts)
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
+from app_backend.kernel.db import Connection
 from payments.ledger.repository import LedgerRepository
 
 
@@ -27,7 +26,7 @@ class Ledger:
         self._repo = LedgerRepository()
 
     async def post(
-        self, conn: Any, ref: str, kind: str, postings: list[tuple[str, int]], memo: str = ""
+        self, conn: Connection, ref: str, kind: str, postings: list[tuple[str, int]], memo: str = ""
     ) -> bool:
         """Posts once per `ref` (False when it was posted before). Postings must balance."""
         postings = [(account, amount) for account, amount in postings if amount != 0]
@@ -42,19 +41,19 @@ class Ledger:
         await self._repo.add_postings(conn, entry_id, [(a, v) for a, v in merged.items() if v != 0])
         return True
 
-    async def balance(self, conn: Any, account: str) -> int:
+    async def balance(self, conn: Connection, account: str) -> int:
         return await self._repo.balance(conn, account)
 
-    async def check(self, conn: Any) -> LedgerCheck:
+    async def check(self, conn: Connection) -> LedgerCheck:
         unbalanced = [
-            f"entry {r['id']} ({r['ref']}) sums to {r['total']} over {r['postings']} postings"
+            f"entry {r.id} ({r.ref}) sums to {r.total} over {r.postings} postings"
             for r in await self._repo.unbalanced_entries(conn)
         ]
         drifted = [
-            f"{r['account']}: stored {r['stored']}, postings {r['computed']}"
+            f"{r.account}: stored {r.stored}, postings {r.computed}"
             for r in await self._repo.drifted_balances(conn)
         ]
-        negative = [f"{r['account']}: {r['balance_fen']}" for r in await self._repo.negative_payables(conn)]
+        negative = [f"{r.account}: {r.balance_fen}" for r in await self._repo.negative_payables(conn)]
         return LedgerCheck(
             ok=not (unbalanced or drifted or negative),
             unbalanced_entries=unbalanced,

@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST
 
 from app_backend.kernel.errors import not_found
 from payments.notifications.service import NotificationRefused
 
 if TYPE_CHECKING:
     from payments.container import PaymentServices
+
+# Each channel reads the answer in its own format, set per answer: Alipay plain text, WeChat Pay XML.
+_ACKNOWLEDGED = (
+    "acknowledged: Alipay `success` (text/plain), WeChat Pay `<xml>` with SUCCESS (application/xml)"
+)
+_REFUSED = ResponseSpec(
+    data_container=bytes,
+    media_type="text/plain",
+    description="not acknowledged (Alipay `failure`, WeChat Pay FAIL in XML): the channel retries",
+    generate_examples=False,
+)
 
 
 class NotifyController(Controller):
@@ -21,6 +34,10 @@ class NotifyController(Controller):
         "/{channel_name:str}",
         summary="Channel payment notifications (Alipay form, WeChat XML)",
         request_max_body_size=64 * 1024,
+        status_code=HTTP_200_OK,
+        media_type="text/plain",
+        response_description=_ACKNOWLEDGED,
+        responses={HTTP_400_BAD_REQUEST: _REFUSED},
     )
     async def notify(
         self, channel_name: str, request: Request[Any, Any, Any], payments: PaymentServices
@@ -35,6 +52,6 @@ class NotifyController(Controller):
                 await service.apply(conn, channel_name, note)
         except NotificationRefused:
             body, media_type = service.acknowledge(channel_name, accepted=False)
-            return Response(body, media_type=media_type, status_code=400)
+            return Response(body, media_type=media_type, status_code=HTTP_400_BAD_REQUEST)
         body, media_type = service.acknowledge(channel_name, accepted=True)
-        return Response(body, media_type=media_type, status_code=200)
+        return Response(body, media_type=media_type, status_code=HTTP_200_OK)

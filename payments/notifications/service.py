@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
+from app_backend.kernel.db import Connection
 from payments.channels.base import InvalidNotification, Notification, TradeStatus
 from payments.orders.repository import OrderRepository
 from payments.orders.service import OrderService
@@ -19,7 +20,7 @@ class NotificationRefused(Exception):
 
 
 class TransitNotifications(Protocol):
-    async def apply_notification(self, conn: Any, channel_name: str, note: Notification) -> str: ...
+    async def apply_notification(self, conn: Connection, channel_name: str, note: Notification) -> str: ...
 
 
 class NotificationService:
@@ -35,20 +36,20 @@ class NotificationService:
             _log.warning("notification refused", channel=channel_name, reason=str(exc))
             raise NotificationRefused(str(exc)) from None
 
-    async def apply(self, conn: Any, channel_name: str, note: Notification) -> str:
+    async def apply(self, conn: Connection, channel_name: str, note: Notification) -> str:
         if note.kind in ("agreement", "deduction") and self._transit is not None:
             return await self._transit.apply_notification(conn, channel_name, note)
         if note.kind != "payment":
             return "ignored"
         row = await self._repo.by_out_trade_no(conn, note.out_trade_no)
-        if row is None or row["channel"] != channel_name:
+        if row is None or row.channel != channel_name:
             raise NotificationRefused(f"no {channel_name} order {note.out_trade_no}")
-        if note.amount_fen != row["amount_fen"]:
+        if note.amount_fen != row.amount_fen:
             _log.error(
                 "notification amount differs from the order",
-                order=str(row["id"]),
+                order=str(row.id),
                 notified=note.amount_fen,
-                expected=row["amount_fen"],
+                expected=row.amount_fen,
             )
             raise NotificationRefused("amount differs from the order")
         if not isinstance(note.status, TradeStatus):

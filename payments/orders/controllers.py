@@ -12,7 +12,7 @@ from app_backend.kernel.errors import forbidden, invalid_field
 from app_backend.kernel.http import client_ip
 from payments.orders.schemas import OrderCreate, OrderView
 from payments.ports import ClientOrganisation, Payer
-from payments.refunds.schemas import RefundCreate
+from payments.refunds.schemas import RefundCreate, RefundView
 
 if TYPE_CHECKING:
     from payments.container import PaymentServices
@@ -37,12 +37,10 @@ class OrderController(Controller):
         payer: Payer,
         db: Any,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
-    ) -> Response[Any]:
+    ) -> Response[OrderView]:
         client = client_ip(request) or "127.0.0.1"
-        status, body = await payments.orders.create(
-            db, payer.resident_id, _key(idempotency_key), data, client
-        )
-        return Response(body, status_code=status)
+        answer = await payments.orders.create(db, payer.resident_id, _key(idempotency_key), data, client)
+        return Response(answer.body, status_code=answer.status_code)
 
     @get("/{order_id:uuid}", summary="One of my orders")
     async def get_one(
@@ -59,10 +57,10 @@ class OrderController(Controller):
         payee_client: ClientOrganisation,
         db: Any,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
-    ) -> Response[Any]:
+    ) -> Response[RefundView]:
         if "payments:refund" not in payee_client.scopes:
             raise forbidden("this credential lacks the scope payments:refund")
-        status, body = await payments.refunds.refund(
+        answer = await payments.refunds.refund(
             db, payee_client.organisation_id, order_id, _key(idempotency_key), data
         )
-        return Response(body, status_code=status)
+        return Response(answer.body, status_code=answer.status_code)

@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 ORDER_COLUMNS = """id, out_trade_no, payer_id, payee_id, purpose, subject, amount_fen, fee_fen, channel, method,
                    status, refunded_fen, channel_trade_no, pay_params, paid_at, expires_at, created_at"""
 
 
+class OrderRow(msgspec.Struct, frozen=True):
+    """ORDER_COLUMNS. `pay_params` is the stored PayInstructions (None until the channel answered)."""
+
+    id: uuid.UUID
+    out_trade_no: str
+    payer_id: uuid.UUID | None
+    payee_id: uuid.UUID
+    purpose: str
+    subject: str
+    amount_fen: int
+    fee_fen: int
+    channel: str
+    method: str
+    status: str
+    refunded_fen: int
+    channel_trade_no: str | None
+    pay_params: dict[str, object] | None
+    paid_at: dt.datetime | None
+    expires_at: dt.datetime
+    created_at: dt.datetime
+
+
+class StoredAnswerRow(msgspec.Struct, frozen=True):
+    """The first answer given for an idempotency key (status and response are set in the claim's transaction)."""
+
+    request_hash: bytes
+    status_code: int | None
+    response: dict[str, object] | None
+
+
 class IdempotencyRepository:
-    async def claim(self, conn: Any, scope: str, key: str, request_hash: bytes) -> bool:
+    async def claim(self, conn: Connection, scope: str, key: str, request_hash: bytes) -> bool:
         """The unique index decides: a concurrent claim of the same key waits for ours to commit or roll back."""
         claimed = await conn.fetchval(
             """INSERT INTO payments.idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
@@ -22,15 +55,19 @@ class IdempotencyRepository:
         )
         return bool(claimed)
 
-    async def get(self, conn: Any, scope: str, key: str) -> Any:
-        return await conn.fetchrow(
+    async def get(self, conn: Connection, scope: str, key: str) -> StoredAnswerRow | None:
+        return await fetch_row(
+            conn,
+            StoredAnswerRow,
             """SELECT request_hash, status_code, response FROM payments.idempotency_keys
                WHERE scope = $1 AND key = $2""",
             scope,
             key,
         )
 
-    async def store(self, conn: Any, scope: str, key: str, status_code: int, response: Any) -> None:
+    async def store(
+        self, conn: Connection, scope: str, key: str, status_code: int, response: msgspec.Struct
+    ) -> None:
         await conn.execute(
             """UPDATE payments.idempotency_keys SET status_code = $3, response = $4
                WHERE scope = $1 AND key = $2""",
@@ -44,7 +81,7 @@ class IdempotencyRepository:
 class OrderRepository:
     async def insert(
         self,
-        conn: Any,
+        conn: Connection,
         *,
         out_trade_no: str,
         payer_id: uuid.UUID | None,
@@ -56,8 +93,10 @@ class OrderRepository:
         channel: str,
         method: str,
         expires_at: dt.datetime,
-    ) -> Any:
-        return await conn.fetchrow(
+    ) -> OrderRow:
+        row = await fetch_row(
+            conn,
+            OrderRow,
             f"""INSERT INTO payments.orders (out_trade_no, payer_id, payee_id, purpose, subject, amount_fen, fee_fen,
                                              channel, method, expires_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {ORDER_COLUMNS}""",
@@ -72,25 +111,34 @@ class OrderRepository:
             method,
             expires_at,
         )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
 
-    async def set_pay_params(self, conn: Any, order_id: uuid.UUID, params: Any) -> None:
+    async def set_pay_params(self, conn: Connection, order_id: uuid.UUID, params: msgspec.Struct) -> None:
         await conn.execute(
             "UPDATE payments.orders SET pay_params = $2, updated_at = now() WHERE id = $1", order_id, params
         )
 
-    async def get(self, conn: Any, order_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE id = $1", order_id)
+    async def get(self, conn: Connection, order_id: uuid.UUID) -> OrderRow | None:
+        return await fetch_row(
+            conn, OrderRow, f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE id = $1", order_id
+        )
 
-    async def by_out_trade_no(self, conn: Any, out_trade_no: str) -> Any:
-        return await conn.fetchrow(
-            f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE out_trade_no = $1", out_trade_no
+    async def by_out_trade_no(self, conn: Connection, out_trade_no: str) -> OrderRow | None:
+        return await fetch_row(
+            conn,
+            OrderRow,
+            f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE out_trade_no = $1",
+            out_trade_no,
         )
 
     async def mark_paid(
-        self, conn: Any, order_id: uuid.UUID, channel_trade_no: str | None, paid_at: dt.datetime | None
-    ) -> Any:
+        self, conn: Connection, order_id: uuid.UUID, channel_trade_no: str | None, paid_at: dt.datetime | None
+    ) -> OrderRow | None:
         """Compare-and-set: only a waiting (or already closed: the money came anyway) order becomes paid."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            OrderRow,
             f"""UPDATE payments.orders SET status = 'paid', channel_trade_no = coalesce($2, channel_trade_no),
                        paid_at = coalesce($3, now()), updated_at = now()
                 WHERE id = $1 AND status IN ('waiting', 'closed') RETURNING {ORDER_COLUMNS}""",
@@ -99,33 +147,36 @@ class OrderRepository:
             paid_at,
         )
 
-    async def mark_closed(self, conn: Any, order_id: uuid.UUID) -> bool:
+    async def mark_closed(self, conn: Connection, order_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             "UPDATE payments.orders SET status = 'closed', updated_at = now() WHERE id = $1 AND status = 'waiting'",
             order_id,
         )
         return result.endswith(" 1")
 
-    async def mark_finished(self, conn: Any, order_id: uuid.UUID) -> bool:
+    async def mark_finished(self, conn: Connection, order_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             "UPDATE payments.orders SET status = 'finished', updated_at = now() WHERE id = $1 AND status = 'paid'",
             order_id,
         )
         return result.endswith(" 1")
 
-    async def stale_waiting(self, conn: Any, now: dt.datetime, limit: int) -> list[Any]:
+    async def stale_waiting(self, conn: Connection, now: dt.datetime, limit: int) -> list[OrderRow]:
         """Withholding orders (transit deductions) are not closed here: the transit check job settles them."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            OrderRow,
             f"""SELECT {ORDER_COLUMNS} FROM payments.orders WHERE status = 'waiting' AND expires_at < $1
                 AND method <> 'withhold' ORDER BY expires_at LIMIT $2""",
             now,
             limit,
         )
-        return rows
 
-    async def reserve_refund(self, conn: Any, order_id: uuid.UUID, amount_fen: int) -> Any:
+    async def reserve_refund(self, conn: Connection, order_id: uuid.UUID, amount_fen: int) -> OrderRow | None:
         """The refund cap in one conditional update: concurrent refunds can never sum past the amount paid."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            OrderRow,
             f"""UPDATE payments.orders SET refunded_fen = refunded_fen + $2, updated_at = now()
                 WHERE id = $1 AND status IN ('paid', 'finished') AND refunded_fen + $2 <= amount_fen
                 RETURNING {ORDER_COLUMNS}""",
@@ -133,7 +184,7 @@ class OrderRepository:
             amount_fen,
         )
 
-    async def release_refund(self, conn: Any, order_id: uuid.UUID, amount_fen: int) -> None:
+    async def release_refund(self, conn: Connection, order_id: uuid.UUID, amount_fen: int) -> None:
         await conn.execute(
             "UPDATE payments.orders SET refunded_fen = refunded_fen - $2, updated_at = now() WHERE id = $1",
             order_id,

@@ -8,22 +8,24 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 import msgspec
 import structlog
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.organisations.service import OrganisationService
 from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChannel, TradeStatus
 from payments.ledger.service import Ledger
-from payments.orders.repository import IdempotencyRepository, OrderRepository
+from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
 from payments.ports import PaymentSettings
 from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")
 _SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+BodyT = TypeVar("BodyT", bound=msgspec.Struct)
 
 
 class ChannelDown(DomainError):
@@ -33,45 +35,60 @@ class ChannelDown(DomainError):
         super().__init__(503, "service-unavailable", detail, headers=headers)
 
 
-def request_hash(*parts: Any) -> bytes:
+class Answer(msgspec.Struct, Generic[BodyT], frozen=True):
+    """What an idempotent creation answers: its body and status, given again for every repeat of the key
+    (`replayed` then says so)."""
+
+    status_code: int
+    body: BodyT
+    replayed: bool = False
+
+
+def request_hash(*parts: object) -> bytes:
     return hashlib.sha256(msgspec.json.encode(parts)).digest()
 
 
 async def claim_or_replay(
-    keys: IdempotencyRepository, conn: Any, scope: str, key: str, digest: bytes
-) -> tuple[int, Any] | None:
+    keys: IdempotencyRepository, conn: Connection, scope: str, key: str, digest: bytes, body: type[BodyT]
+) -> Answer[BodyT] | None:
     """None when the key is now ours (the caller does the work and stores its answer); otherwise the first
-    answer given for this key. The same key with another request is a 422."""
+    answer given for this key, read back as `body`. The same key with another request is a 422."""
     if await keys.claim(conn, scope, key, digest):
         return None
     stored = await keys.get(conn, scope, key)
-    if bytes(stored["request_hash"]) != digest:
+    assert stored is not None  # claimed keys are never deleted
+    if stored.request_hash != digest:
         raise DomainError(
             422,
             "unprocessable-content",
             "Idempotency-Key: this key was used with a different request",
             extra={"errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]},
         )
-    return int(stored["status_code"]), stored["response"]
+    # The claim and its answer commit together, and a concurrent claim waits for that commit: a key someone
+    # else holds has its answer.
+    assert stored.status_code is not None and stored.response is not None
+    return Answer(stored.status_code, msgspec.convert(stored.response, body), replayed=True)
 
 
-def order_view(row: Any) -> OrderView:
-    pay = row["pay_params"]
+def order_view(row: OrderRow, pay: PayInstructions | None = None) -> OrderView:
+    """`pay`: the instructions just stored, when `row` was read before they were."""
+    if pay is None and row.pay_params:
+        pay = msgspec.convert(row.pay_params, PayInstructions)
     return OrderView(
-        id=row["id"],
-        out_trade_no=row["out_trade_no"],
-        status=row["status"],
-        purpose=row["purpose"],
-        subject=row["subject"],
-        amount_fen=row["amount_fen"],
-        refunded_fen=row["refunded_fen"],
-        payee_id=row["payee_id"],
-        channel=row["channel"],
-        method=row["method"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        paid_at=row["paid_at"],
-        pay=PayInstructions(**pay) if pay else None,
+        id=row.id,
+        out_trade_no=row.out_trade_no,
+        status=row.status,
+        purpose=row.purpose,
+        subject=row.subject,
+        amount_fen=row.amount_fen,
+        refunded_fen=row.refunded_fen,
+        payee_id=row.payee_id,
+        channel=row.channel,
+        method=row.method,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        paid_at=row.paid_at,
+        pay=pay,
     )
 
 
@@ -96,9 +113,9 @@ class OrderService:
         self._settings = settings
         self._orders = OrderRepository()
         self._keys = IdempotencyRepository()
-        self._paid_listeners: list[Callable[[Any, Any], Awaitable[None]]] = []
+        self._paid_listeners: list[Callable[[Connection, OrderRow], Awaitable[None]]] = []
 
-    def on_paid(self, listener: Callable[[Any, Any], Awaitable[None]]) -> None:
+    def on_paid(self, listener: Callable[[Connection, OrderRow], Awaitable[None]]) -> None:
         """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
         self._paid_listeners.append(listener)
 
@@ -110,20 +127,20 @@ class OrderService:
 
     async def create(
         self,
-        conn: Any,
+        conn: Connection,
         payer_id: uuid.UUID,
         key: str,
         data: OrderCreate,
         client_ip: str,
         *,
         purpose: str | None = None,
-    ) -> tuple[int, Any]:
-        """Returns (status, body). The same key and body return the first answer; another body is a 422.
+    ) -> Answer[OrderView]:
+        """A 201 with the order. The same key and body return the first answer; another body is a 422.
         `purpose` replaces data.purpose for orders other parts of payments open (a transit repayment)."""
         scope = f"resident:{payer_id}"
         purpose = purpose or data.purpose
         digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
-        replay = await claim_or_replay(self._keys, conn, scope, key, digest)
+        replay = await claim_or_replay(self._keys, conn, scope, key, digest, OrderView)
         if replay is not None:
             return replay
         if await self._payees.payee(conn, data.payee_id) is None:
@@ -148,7 +165,7 @@ class OrderService:
         try:
             pay = await channel.create(
                 ChannelOrder(
-                    out_trade_no=row["out_trade_no"],
+                    out_trade_no=row.out_trade_no,
                     amount_fen=data.amount_fen,
                     subject=data.subject,
                     method=data.method,
@@ -164,59 +181,59 @@ class OrderService:
                 f"the {data.channel} gateway did not answer; retry with the same Idempotency-Key",
                 headers={"Retry-After": "2"},
             ) from None
-        params = {"channel": pay.channel, "method": pay.method, "params": pay.params}
-        await self._orders.set_pay_params(conn, row["id"], params)
-        body = msgspec.to_builtins(order_view({**dict(row), "pay_params": params}))
-        await self._keys.store(conn, scope, key, 201, body)
-        return 201, body
+        instructions = PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
+        await self._orders.set_pay_params(conn, row.id, instructions)
+        answer = Answer(201, order_view(row, instructions))
+        await self._keys.store(conn, scope, key, answer.status_code, answer.body)
+        return answer
 
-    async def get_for_payer(self, conn: Any, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
+    async def get_for_payer(self, conn: Connection, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
         row = await self._orders.get(conn, order_id)
-        if row is None or row["payer_id"] != payer_id:
+        if row is None or row.payer_id != payer_id:
             raise not_found("order not found")
         return order_view(row)
 
     async def mark_paid(
-        self, conn: Any, row: Any, channel_trade_no: str | None, paid_at: dt.datetime | None
+        self, conn: Connection, row: OrderRow, channel_trade_no: str | None, paid_at: dt.datetime | None
     ) -> bool:
         """The one place money arrives: a compare-and-set transition and its ledger entry, exactly once."""
-        paid = await self._orders.mark_paid(conn, row["id"], channel_trade_no, paid_at)
+        paid = await self._orders.mark_paid(conn, row.id, channel_trade_no, paid_at)
         if paid is None:
             return False
-        amount, fee = paid["amount_fen"], paid["fee_fen"]
+        amount, fee = paid.amount_fen, paid.fee_fen
         await self._ledger.post(
             conn,
-            f"payment:{paid['id']}",
+            f"payment:{paid.id}",
             "payment",
             [
-                (f"channel_clearing:{paid['channel']}", amount),
-                (f"payee_payable:{paid['payee_id']}", -(amount - fee)),
+                (f"channel_clearing:{paid.channel}", amount),
+                (f"payee_payable:{paid.payee_id}", -(amount - fee)),
                 ("platform_fees", -fee),
             ],
-            memo=paid["out_trade_no"],
+            memo=paid.out_trade_no,
         )
         await self.events.enqueue(
             conn,
-            paid["payee_id"],
+            paid.payee_id,
             "order.paid",
             {
-                "order_id": str(paid["id"]),
-                "out_trade_no": paid["out_trade_no"],
+                "order_id": str(paid.id),
+                "out_trade_no": paid.out_trade_no,
                 "amount_fen": amount,
                 "fee_fen": fee,
-                "subject": paid["subject"],
-                "channel": paid["channel"],
+                "subject": paid.subject,
+                "channel": paid.channel,
             },
         )
         for listener in self._paid_listeners:
             await listener(conn, paid)
-        _log.info("order paid", order=str(paid["id"]), amount_fen=amount, channel=paid["channel"])
+        _log.info("order paid", order=str(paid.id), amount_fen=amount, channel=paid.channel)
         return True
 
     async def apply_channel_state(
         self,
-        conn: Any,
-        row: Any,
+        conn: Connection,
+        row: OrderRow,
         status: TradeStatus,
         channel_trade_no: str | None,
         paid_at: dt.datetime | None,
@@ -225,24 +242,24 @@ class OrderService:
         if status in (TradeStatus.PAID, TradeStatus.FINISHED):
             moved = await self.mark_paid(conn, row, channel_trade_no, paid_at)
             if status == TradeStatus.FINISHED:
-                await self._orders.mark_finished(conn, row["id"])
+                await self._orders.mark_finished(conn, row.id)
             return "paid" if moved else "already"
         if status == TradeStatus.CLOSED:
-            return "closed" if await self._orders.mark_closed(conn, row["id"]) else "already"
+            return "closed" if await self._orders.mark_closed(conn, row.id) else "already"
         return "ignored"
 
-    async def settle_stale(self, conn: Any, limit: int = 100) -> dict[str, int]:
+    async def settle_stale(self, conn: Connection, limit: int = 100) -> dict[str, int]:
         """For orders past their expiry whose outcome we never heard: ask the channel, then pay or close."""
         counts = {"paid": 0, "closed": 0, "unknown": 0}
         for row in await self._orders.stale_waiting(conn, dt.datetime.now(dt.UTC), limit):
-            channel = self._channels.get(row["channel"])
+            channel = self._channels.get(row.channel)
             if channel is None:
                 continue
             try:
-                trade = await channel.query(row["out_trade_no"])
+                trade = await channel.query(row.out_trade_no)
                 if trade is not None and trade.status in (TradeStatus.PAID, TradeStatus.FINISHED):
-                    if trade.amount_fen != row["amount_fen"]:
-                        _log.error("channel amount differs", order=str(row["id"]))
+                    if trade.amount_fen != row.amount_fen:
+                        _log.error("channel amount differs", order=str(row.id))
                         counts["unknown"] += 1
                         continue
                     await self.apply_channel_state(
@@ -250,10 +267,10 @@ class OrderService:
                     )
                     counts["paid"] += 1
                     continue
-                await channel.close(row["out_trade_no"])
+                await channel.close(row.out_trade_no)
             except ChannelUnavailable:
                 counts["unknown"] += 1
                 continue
-            if await self._orders.mark_closed(conn, row["id"]):
+            if await self._orders.mark_closed(conn, row.id):
                 counts["closed"] += 1
         return counts

@@ -4,19 +4,148 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_rows
+from payments.reconciliation.schemas import Difference, DifferenceClass
 
 RUN_COLUMNS = """id, day, channel, status, bill_lines, our_items, matched, differences, pooled, resolved, escalated,
                  fee_rule, error, started_at, finished_at"""
 DIFFERENCE_COLUMNS = """run_id, class, kind, out_trade_no, out_refund_no, ours_amount_fen, theirs_amount_fen,
                         ours_status, theirs_status, expected_fee_fen, theirs_fee_fen, note"""
+# The same columns as DifferenceRow reads them: `class` is a Python keyword.
+DIFFERENCE_FIELDS = """run_id, class AS klass, kind, out_trade_no, out_refund_no, ours_amount_fen, theirs_amount_fen,
+                       ours_status, theirs_status, expected_fee_fen, theirs_fee_fen, note"""
 POOL_COLUMNS = """channel, kind, item_key, origin_day, side, out_trade_no, out_refund_no, amount_fen, fee_fen, status,
                   at, state, settled_day"""
 _LOCK_CLASS = 0x7265636F  # "reco": a key space of its own (two-key advisory locks never meet one-key ones)
 
 
+class PaidOrderRow(msgspec.Struct, frozen=True):
+    out_trade_no: str
+    amount_fen: int
+    status: str  # paid | finished
+    paid_at: dt.datetime
+    channel_trade_no: str | None
+
+
+class SucceededRefundRow(msgspec.Struct, frozen=True):
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    at: dt.datetime  # when it left pending
+    out_trade_no: str
+
+
+class OrderStateRow(msgspec.Struct, frozen=True):
+    out_trade_no: str
+    channel: str
+    amount_fen: int
+    status: str
+    paid_at: dt.datetime | None
+
+
+class RefundStateRow(msgspec.Struct, frozen=True):
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    updated_at: dt.datetime
+    out_trade_no: str
+    channel: str
+
+
+class PoolRow(msgspec.Struct, frozen=True):
+    """POOL_COLUMNS."""
+
+    channel: str
+    kind: str
+    item_key: str
+    origin_day: dt.date
+    side: str
+    out_trade_no: str
+    out_refund_no: str | None
+    amount_fen: int
+    fee_fen: int | None
+    status: str
+    at: dt.datetime | None
+    state: str
+    settled_day: dt.date | None
+
+
+class NewPoolItem(msgspec.Struct, frozen=True):
+    """An item a run puts in the scratch pool (the columns of POOL_COLUMNS a run sets)."""
+
+    channel: str
+    kind: str
+    item_key: str
+    origin_day: dt.date
+    side: str
+    out_trade_no: str
+    out_refund_no: str | None
+    amount_fen: int
+    fee_fen: int | None
+    status: str
+    at: dt.datetime | None
+
+
+class NewRun(msgspec.Struct, frozen=True):
+    """A run as stored (RUN_COLUMNS without its id and finished_at)."""
+
+    day: dt.date
+    channel: str
+    status: str  # balanced | differences | failed
+    fee_rule: str
+    started_at: dt.datetime
+    error: str | None = None
+    bill_lines: int = 0
+    our_items: int = 0
+    matched: int = 0
+    differences: int = 0
+    pooled: int = 0
+    resolved: int = 0
+    escalated: int = 0
+
+
+class RunRow(msgspec.Struct, frozen=True):
+    """RUN_COLUMNS."""
+
+    id: uuid.UUID
+    day: dt.date
+    channel: str
+    status: str
+    bill_lines: int
+    our_items: int
+    matched: int
+    differences: int
+    pooled: int
+    resolved: int
+    escalated: int
+    fee_rule: str
+    error: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+
+class DifferenceRow(msgspec.Struct, frozen=True):
+    """DIFFERENCE_FIELDS."""
+
+    run_id: uuid.UUID
+    klass: DifferenceClass
+    kind: str
+    out_trade_no: str
+    out_refund_no: str | None
+    ours_amount_fen: int | None
+    theirs_amount_fen: int | None
+    ours_status: str | None
+    theirs_status: str | None
+    expected_fee_fen: int | None
+    theirs_fee_fen: int | None
+    note: str
+
+
 class ReconciliationRepository:
-    async def lock(self, conn: Any, day: dt.date, channel: str) -> None:
+    async def lock(self, conn: Connection, day: dt.date, channel: str) -> None:
         """One run per (day, channel) at a time; released at the end of the transaction."""
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, f"{channel}:{day.isoformat()}"
@@ -24,8 +153,12 @@ class ReconciliationRepository:
 
     # -- our side -------------------------------------------------------------------------------------------------
 
-    async def paid_orders(self, conn: Any, channel: str, start: dt.datetime, end: dt.datetime) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def paid_orders(
+        self, conn: Connection, channel: str, start: dt.datetime, end: dt.datetime
+    ) -> list[PaidOrderRow]:
+        return await fetch_rows(
+            conn,
+            PaidOrderRow,
             """SELECT out_trade_no, amount_fen, status, paid_at, channel_trade_no FROM payments.orders
                WHERE channel = $1 AND paid_at >= $2 AND paid_at < $3 AND status IN ('paid', 'finished')
                ORDER BY paid_at, out_trade_no""",
@@ -33,13 +166,14 @@ class ReconciliationRepository:
             start,
             end,
         )
-        return rows
 
     async def succeeded_refunds(
-        self, conn: Any, channel: str, start: dt.datetime, end: dt.datetime
-    ) -> list[Any]:
+        self, conn: Connection, channel: str, start: dt.datetime, end: dt.datetime
+    ) -> list[SucceededRefundRow]:
         """A refund's updated_at is when it left pending (settle is the only update of a refund row)."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            SucceededRefundRow,
             """SELECT r.out_refund_no, r.amount_fen, r.status, r.updated_at AS at, o.out_trade_no
                FROM payments.refunds r JOIN payments.orders o ON o.id = r.order_id
                WHERE o.channel = $1 AND r.status = 'succeeded' AND r.updated_at >= $2 AND r.updated_at < $3
@@ -48,28 +182,31 @@ class ReconciliationRepository:
             start,
             end,
         )
-        return rows
 
-    async def orders_by_out_trade_no(self, conn: Any, out_trade_nos: list[str]) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def orders_by_out_trade_no(self, conn: Connection, out_trade_nos: list[str]) -> list[OrderStateRow]:
+        return await fetch_rows(
+            conn,
+            OrderStateRow,
             """SELECT out_trade_no, channel, amount_fen, status, paid_at FROM payments.orders
                WHERE out_trade_no = ANY($1::text[])""",
             out_trade_nos,
         )
-        return rows
 
-    async def refunds_by_out_refund_no(self, conn: Any, out_refund_nos: list[str]) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def refunds_by_out_refund_no(
+        self, conn: Connection, out_refund_nos: list[str]
+    ) -> list[RefundStateRow]:
+        return await fetch_rows(
+            conn,
+            RefundStateRow,
             """SELECT r.out_refund_no, r.amount_fen, r.status, r.updated_at, o.out_trade_no, o.channel
                FROM payments.refunds r JOIN payments.orders o ON o.id = r.order_id
                WHERE r.out_refund_no = ANY($1::text[])""",
             out_refund_nos,
         )
-        return rows
 
     # -- the scratch pool -------------------------------------------------------------------------------------------
 
-    async def reopen_pool(self, conn: Any, channel: str, day: dt.date) -> None:
+    async def reopen_pool(self, conn: Connection, channel: str, day: dt.date) -> None:
         """Undoes what an earlier run of this day did to the pool, so a re-run starts from the same place:
         items it settled are pending again, items it pooled that nobody settled yet are gone."""
         await conn.execute(
@@ -85,28 +222,28 @@ class ReconciliationRepository:
             day,
         )
 
-    async def pool_pending(self, conn: Any, channel: str, origin_day: dt.date) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def pool_pending(self, conn: Connection, channel: str, origin_day: dt.date) -> list[PoolRow]:
+        return await fetch_rows(
+            conn,
+            PoolRow,
             f"""SELECT {POOL_COLUMNS} FROM payments.reconciliation_pool
                 WHERE channel = $1 AND origin_day = $2 AND state = 'pending' ORDER BY kind, item_key""",
             channel,
             origin_day,
         )
-        return rows
 
-    async def pool_add(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
-        """(channel, kind, item_key, origin_day, side, out_trade_no, out_refund_no, amount_fen, fee_fen, status,
-        at). An item a later day's run has already settled keeps its settlement."""
+    async def pool_add(self, conn: Connection, items: list[NewPoolItem]) -> None:
+        """An item a later day's run has already settled keeps its settlement."""
         await conn.executemany(
             """INSERT INTO payments.reconciliation_pool (channel, kind, item_key, origin_day, side, out_trade_no,
                                                           out_refund_no, amount_fen, fee_fen, status, at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING""",
-            rows,
+            [msgspec.structs.astuple(item) for item in items],
         )
 
     async def pool_settle(
         self,
-        conn: Any,
+        conn: Connection,
         channel: str,
         origin_day: dt.date,
         keys: list[tuple[str, str]],
@@ -119,64 +256,82 @@ class ReconciliationRepository:
             [(channel, origin_day, kind, key, state, day) for kind, key in keys],
         )
 
-    async def pool_for_day(self, conn: Any, day: dt.date) -> list[Any]:
+    async def pool_for_day(self, conn: Connection, day: dt.date) -> list[PoolRow]:
         """Items pooled by the day's runs and items the day's runs settled."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            PoolRow,
             f"""SELECT {POOL_COLUMNS} FROM payments.reconciliation_pool
                 WHERE origin_day = $1 OR settled_day = $1 ORDER BY channel, origin_day, kind, item_key""",
             day,
         )
-        return rows
 
     # -- runs and differences ------------------------------------------------------------------------------------
 
-    async def replace_run(
-        self, conn: Any, run: dict[str, Any], differences: list[tuple[Any, ...]]
-    ) -> uuid.UUID:
-        """The day's run for the channel, replacing an earlier one and its differences. `differences` are rows of
-        DIFFERENCE_COLUMNS without run_id."""
+    async def replace_run(self, conn: Connection, run: NewRun, differences: list[Difference]) -> uuid.UUID:
+        """The day's run for the channel, replacing an earlier one and its differences."""
         await conn.execute(
             "DELETE FROM payments.reconciliation_runs WHERE day = $1 AND channel = $2",
-            run["day"],
-            run["channel"],
+            run.day,
+            run.channel,
         )
         run_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO payments.reconciliation_runs (day, channel, status, bill_lines, our_items, matched,
                                                          differences, pooled, resolved, escalated, fee_rule, error,
                                                          started_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
-            run["day"],
-            run["channel"],
-            run["status"],
-            run["bill_lines"],
-            run["our_items"],
-            run["matched"],
-            run["differences"],
-            run["pooled"],
-            run["resolved"],
-            run["escalated"],
-            run["fee_rule"],
-            run["error"],
-            run["started_at"],
+            run.day,
+            run.channel,
+            run.status,
+            run.bill_lines,
+            run.our_items,
+            run.matched,
+            run.differences,
+            run.pooled,
+            run.resolved,
+            run.escalated,
+            run.fee_rule,
+            run.error,
+            run.started_at,
         )
         if differences:
             await conn.executemany(
                 f"""INSERT INTO payments.reconciliation_differences ({DIFFERENCE_COLUMNS})
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                [(run_id, *row) for row in differences],
+                [(run_id, *_difference_values(d)) for d in differences],
             )
         return run_id
 
-    async def runs_for_day(self, conn: Any, day: dt.date) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
-            f"SELECT {RUN_COLUMNS} FROM payments.reconciliation_runs WHERE day = $1 ORDER BY channel", day
+    async def runs_for_day(self, conn: Connection, day: dt.date) -> list[RunRow]:
+        return await fetch_rows(
+            conn,
+            RunRow,
+            f"SELECT {RUN_COLUMNS} FROM payments.reconciliation_runs WHERE day = $1 ORDER BY channel",
+            day,
         )
-        return rows
 
-    async def differences_of(self, conn: Any, run_ids: list[uuid.UUID]) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
-            f"""SELECT {DIFFERENCE_COLUMNS} FROM payments.reconciliation_differences
+    async def differences_of(self, conn: Connection, run_ids: list[uuid.UUID]) -> list[DifferenceRow]:
+        return await fetch_rows(
+            conn,
+            DifferenceRow,
+            f"""SELECT {DIFFERENCE_FIELDS} FROM payments.reconciliation_differences
                 WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, id""",
             run_ids,
         )
-        return rows
+
+
+def _difference_values(d: Difference) -> tuple[str | int | None, ...]:
+    """DIFFERENCE_COLUMNS without run_id."""
+    return (
+        d.klass,
+        d.kind,
+        d.out_trade_no,
+        d.out_refund_no,
+        d.ours_amount_fen,
+        d.theirs_amount_fen,
+        d.ours_status,
+        d.theirs_status,
+        d.expected_fee_fen,
+        d.theirs_fee_fen,
+        d.note,
+    )

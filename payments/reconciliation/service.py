@@ -21,14 +21,22 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
+from app_backend.kernel.db import Connection, Pool
 from payments.channels.base import BillLine, PaymentChannel
 from payments.ports import PaymentSettings
-from payments.reconciliation.repository import ReconciliationRepository
+from payments.reconciliation.repository import (
+    DifferenceRow,
+    NewPoolItem,
+    NewRun,
+    OrderStateRow,
+    PoolRow,
+    ReconciliationRepository,
+    RefundStateRow,
+)
 from payments.reconciliation.schemas import (
     ChannelReport,
     Difference,
@@ -227,7 +235,7 @@ def classify_unknown(
 
 class ReconciliationService:
     def __init__(
-        self, pool: Any, channels: dict[str, PaymentChannel], settings: PaymentSettings | None = None
+        self, pool: Pool, channels: dict[str, PaymentChannel], settings: PaymentSettings | None = None
     ) -> None:
         self._pool = pool
         self._channels = channels  # the same dict the other services use: whatever is configured at run time
@@ -260,13 +268,10 @@ class ReconciliationService:
             _log.warning("bill download failed", channel=name, day=str(day), error=repr(exc))
             async with self._pool.acquire() as conn, conn.transaction():
                 await self._repo.lock(conn, day, name)
-                await self._repo.replace_run(
-                    conn,
-                    _run_row(
-                        day, name, "failed", started, fee_rule(rate), error=f"{type(exc).__name__}: {exc}"
-                    ),
-                    [],
+                failed = NewRun(
+                    day, name, "failed", fee_rule(rate), started, error=f"{type(exc).__name__}: {exc}"
                 )
+                await self._repo.replace_run(conn, failed, [])
             return
         theirs = [_bill_item(line) for line in lines]
         start, end = day_bounds(day)
@@ -276,15 +281,15 @@ class ReconciliationService:
             ours = [
                 Item(
                     "payment",
-                    r["out_trade_no"],
+                    r.out_trade_no,
                     None,
-                    r["amount_fen"],
-                    _PAYMENT_STATUS[r["status"]],
-                    r["paid_at"],
+                    r.amount_fen,
+                    _PAYMENT_STATUS[r.status],
+                    r.paid_at,
                 )
                 for r in await self._repo.paid_orders(conn, name, start, end)
             ] + [
-                Item("refund", r["out_trade_no"], r["out_refund_no"], r["amount_fen"], r["status"], r["at"])
+                Item("refund", r.out_trade_no, r.out_refund_no, r.amount_fen, r.status, r.at)
                 for r in await self._repo.succeeded_refunds(conn, name, start, end)
             ]
             carried = [
@@ -300,26 +305,13 @@ class ReconciliationService:
             await self._repo.pool_settle(
                 conn, name, origin, [p.key for p in result.escalated], "escalated", day
             )
-            await self._repo.pool_add(
-                conn,
-                [
-                    (
-                        name,
-                        *item.key,
-                        day,
-                        side,
-                        item.out_trade_no,
-                        item.out_refund_no,
-                        item.amount_fen,
-                        item.fee_fen,
-                        item.status,
-                        item.at,
-                    )
-                    for side, item in result.pooled
-                ],
-            )
-            run = _run_row(day, name, "differences" if differences else "balanced", started, fee_rule(rate))
-            run.update(
+            await self._repo.pool_add(conn, [_pooled(name, day, side, item) for side, item in result.pooled])
+            run = NewRun(
+                day,
+                name,
+                "differences" if differences else "balanced",
+                fee_rule(rate),
+                started,
                 bill_lines=len(theirs),
                 our_items=len(ours),
                 matched=result.matched,
@@ -328,24 +320,24 @@ class ReconciliationService:
                 resolved=len(result.resolved),
                 escalated=len(result.escalated),
             )
-            await self._repo.replace_run(conn, run, [_difference_row(d) for d in differences])
+            await self._repo.replace_run(conn, run, differences)
         _log.info(
             "reconciled", channel=name, day=str(day), differences=len(differences), pooled=len(result.pooled)
         )
 
     async def _classify(
-        self, conn: Any, channel: str, unknown: list[tuple[Item, str]], rate: int | None
+        self, conn: Connection, channel: str, unknown: list[tuple[Item, str]], rate: int | None
     ) -> list[Difference]:
         if not unknown:
             return []
-        orders = {
-            r["out_trade_no"]: r
+        orders: dict[str, OrderStateRow] = {
+            r.out_trade_no: r
             for r in await self._repo.orders_by_out_trade_no(
                 conn, [line.out_trade_no for line, _ in unknown if line.kind == "payment"]
             )
         }
-        refunds = {
-            r["out_refund_no"]: r
+        refunds: dict[str, RefundStateRow] = {
+            r.out_refund_no: r
             for r in await self._repo.refunds_by_out_refund_no(
                 conn,
                 [line.out_refund_no for line, _ in unknown if line.kind == "refund" and line.out_refund_no],
@@ -356,124 +348,107 @@ class ReconciliationService:
             ours: Item | None = None
             at: dt.datetime | None = None
             if line.kind == "payment":
-                row = orders.get(line.out_trade_no)
-                if row is not None and row["channel"] == channel:
-                    at = row["paid_at"]
-                    status = _PAYMENT_STATUS.get(row["status"], row["status"])
-                    ours = Item("payment", row["out_trade_no"], None, row["amount_fen"], status, at)
+                order = orders.get(line.out_trade_no)
+                if order is not None and order.channel == channel:
+                    at = order.paid_at
+                    status = _PAYMENT_STATUS.get(order.status, order.status)
+                    ours = Item("payment", order.out_trade_no, None, order.amount_fen, status, at)
             else:
-                row = refunds.get(line.out_refund_no or "")
-                if row is not None and row["channel"] == channel:
-                    at = row["updated_at"] if row["status"] == "succeeded" else None
+                refund = refunds.get(line.out_refund_no or "")
+                if refund is not None and refund.channel == channel:
+                    at = refund.updated_at if refund.status == "succeeded" else None
                     ours = Item(
                         "refund",
-                        row["out_trade_no"],
-                        row["out_refund_no"],
-                        row["amount_fen"],
-                        row["status"],
+                        refund.out_trade_no,
+                        refund.out_refund_no,
+                        refund.amount_fen,
+                        refund.status,
                         at,
                     )
             day = at.astimezone(BUSINESS_TZ).date() if at else None
             found += classify_unknown(line, note, ours, day, rate)
         return found
 
-    async def report(self, conn: Any, day: dt.date) -> ReconciliationReport:
+    async def report(self, conn: Connection, day: dt.date) -> ReconciliationReport:
         runs = await self._repo.runs_for_day(conn, day)
-        differences: dict[uuid.UUID, list[Difference]] = {r["id"]: [] for r in runs}
+        differences: dict[uuid.UUID, list[Difference]] = {r.id: [] for r in runs}
         for row in await self._repo.differences_of(conn, list(differences)):
-            differences[row["run_id"]].append(
-                Difference(
-                    klass=row["class"],
-                    kind=row["kind"],
-                    out_trade_no=row["out_trade_no"],
-                    out_refund_no=row["out_refund_no"],
-                    ours_amount_fen=row["ours_amount_fen"],
-                    theirs_amount_fen=row["theirs_amount_fen"],
-                    ours_status=row["ours_status"],
-                    theirs_status=row["theirs_status"],
-                    expected_fee_fen=row["expected_fee_fen"],
-                    theirs_fee_fen=row["theirs_fee_fen"],
-                    note=row["note"],
-                )
-            )
+            differences[row.run_id].append(_stored_difference(row))
         pool_rows = await self._repo.pool_for_day(conn, day)
         channels = []
         for r in runs:
-            mine = [row for row in pool_rows if row["channel"] == r["channel"]]
+            mine = [row for row in pool_rows if row.channel == r.channel]
             channels.append(
                 ChannelReport(
-                    run_id=r["id"],
-                    day=r["day"],
-                    channel=r["channel"],
-                    status=r["status"],
-                    bill_lines=r["bill_lines"],
-                    our_items=r["our_items"],
-                    matched=r["matched"],
-                    difference_count=r["differences"],
-                    pooled=r["pooled"],
-                    resolved=r["resolved"],
-                    escalated=r["escalated"],
-                    fee_rule=r["fee_rule"],
-                    error=r["error"],
-                    started_at=r["started_at"],
-                    finished_at=r["finished_at"],
-                    differences=differences[r["id"]],
-                    pool=[_pool_item(row) for row in mine if row["origin_day"] == day],
-                    carried=[_pool_item(row) for row in mine if row["settled_day"] == day],
+                    run_id=r.id,
+                    day=r.day,
+                    channel=r.channel,
+                    status=r.status,
+                    bill_lines=r.bill_lines,
+                    our_items=r.our_items,
+                    matched=r.matched,
+                    difference_count=r.differences,
+                    pooled=r.pooled,
+                    resolved=r.resolved,
+                    escalated=r.escalated,
+                    fee_rule=r.fee_rule,
+                    error=r.error,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    differences=differences[r.id],
+                    pool=[_pool_item(row) for row in mine if row.origin_day == day],
+                    carried=[_pool_item(row) for row in mine if row.settled_day == day],
                 )
             )
         return ReconciliationReport(day=day, timezone=str(BUSINESS_TZ), channels=channels)
 
 
-def _pool_item(row: Any) -> PoolItem:
-    return PoolItem(
-        side=row["side"],
-        kind=row["kind"],
-        out_trade_no=row["out_trade_no"],
-        out_refund_no=row["out_refund_no"],
-        amount_fen=row["amount_fen"],
-        status=row["status"],
-        at=row["at"],
-        fee_fen=row["fee_fen"],
-        origin_day=row["origin_day"],
-        state=row["state"],
-        settled_day=row["settled_day"],
+def _stored_difference(row: DifferenceRow) -> Difference:
+    return Difference(
+        klass=row.klass,
+        kind=row.kind,
+        out_trade_no=row.out_trade_no,
+        out_refund_no=row.out_refund_no,
+        ours_amount_fen=row.ours_amount_fen,
+        theirs_amount_fen=row.theirs_amount_fen,
+        ours_status=row.ours_status,
+        theirs_status=row.theirs_status,
+        expected_fee_fen=row.expected_fee_fen,
+        theirs_fee_fen=row.theirs_fee_fen,
+        note=row.note,
     )
 
 
-def _run_row(
-    day: dt.date, channel: str, status: str, started: dt.datetime, rule: str, error: str | None = None
-) -> dict[str, Any]:
-    return {
-        "day": day,
-        "channel": channel,
-        "status": status,
-        "bill_lines": 0,
-        "our_items": 0,
-        "matched": 0,
-        "differences": 0,
-        "pooled": 0,
-        "resolved": 0,
-        "escalated": 0,
-        "fee_rule": rule,
-        "error": error,
-        "started_at": started,
-    }
+def _pooled(channel: str, day: dt.date, side: str, item: Item) -> NewPoolItem:
+    kind, key = item.key
+    return NewPoolItem(
+        channel=channel,
+        kind=kind,
+        item_key=key,
+        origin_day=day,
+        side=side,
+        out_trade_no=item.out_trade_no,
+        out_refund_no=item.out_refund_no,
+        amount_fen=item.amount_fen,
+        fee_fen=item.fee_fen,
+        status=item.status,
+        at=item.at,
+    )
 
 
-def _difference_row(d: Difference) -> tuple[Any, ...]:
-    return (
-        d.klass,
-        d.kind,
-        d.out_trade_no,
-        d.out_refund_no,
-        d.ours_amount_fen,
-        d.theirs_amount_fen,
-        d.ours_status,
-        d.theirs_status,
-        d.expected_fee_fen,
-        d.theirs_fee_fen,
-        d.note,
+def _pool_item(row: PoolRow) -> PoolItem:
+    return PoolItem(
+        side=row.side,
+        kind=row.kind,
+        out_trade_no=row.out_trade_no,
+        out_refund_no=row.out_refund_no,
+        amount_fen=row.amount_fen,
+        status=row.status,
+        at=row.at,
+        fee_fen=row.fee_fen,
+        origin_day=row.origin_day,
+        state=row.state,
+        settled_day=row.settled_day,
     )
 
 

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from typing import Any
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 REFUND_COLUMNS = "id, order_id, out_refund_no, amount_fen, status, reason, created_at"
 
 
+class RefundRow(msgspec.Struct, frozen=True):
+    """REFUND_COLUMNS."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    reason: str
+    created_at: dt.datetime
+
+
 class RefundRepository:
     async def insert(
-        self, conn: Any, order_id: uuid.UUID, out_refund_no: str, amount_fen: int, reason: str
-    ) -> Any:
-        return await conn.fetchrow(
+        self, conn: Connection, order_id: uuid.UUID, out_refund_no: str, amount_fen: int, reason: str
+    ) -> RefundRow:
+        row = await fetch_row(
+            conn,
+            RefundRow,
             f"""INSERT INTO payments.refunds (order_id, out_refund_no, amount_fen, reason) VALUES ($1, $2, $3, $4)
                 RETURNING {REFUND_COLUMNS}""",
             order_id,
@@ -20,24 +38,29 @@ class RefundRepository:
             amount_fen,
             reason,
         )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
 
-    async def settle(self, conn: Any, refund_id: uuid.UUID, status: str) -> Any:
+    async def settle(self, conn: Connection, refund_id: uuid.UUID, status: str) -> RefundRow | None:
         """Compare-and-set from pending, so a refund is settled (and posted) once."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            RefundRow,
             f"""UPDATE payments.refunds SET status = $2, updated_at = now() WHERE id = $1 AND status = 'pending'
                 RETURNING {REFUND_COLUMNS}""",
             refund_id,
             status,
         )
 
-    async def pending(self, conn: Any, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def pending(self, conn: Connection, limit: int) -> list[RefundRow]:
+        return await fetch_rows(
+            conn,
+            RefundRow,
             f"SELECT {REFUND_COLUMNS} FROM payments.refunds WHERE status = 'pending' ORDER BY created_at LIMIT $1",
             limit,
         )
-        return rows
 
-    async def refunded_before(self, conn: Any, order_id: uuid.UUID, refund_id: uuid.UUID) -> int:
+    async def refunded_before(self, conn: Connection, order_id: uuid.UUID, refund_id: uuid.UUID) -> int:
         """What had succeeded for the order before this refund (for the proportional fee reversal)."""
         return int(
             await conn.fetchval(

@@ -7,12 +7,12 @@ import csv
 import datetime as dt
 import io
 import uuid
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from payments.ledger.service import Ledger
-from payments.settlement.repository import SettlementRepository
+from payments.settlement.repository import SettlementRepository, SettlementRow
 from payments.settlement.schemas import SettlementView
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
@@ -23,33 +23,47 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
+def settlement_view(row: SettlementRow) -> SettlementView:
+    return SettlementView(
+        id=row.id,
+        payee_id=row.payee_id,
+        day=row.day,
+        gross_fen=row.gross_fen,
+        fees_fen=row.fees_fen,
+        refunds_fen=row.refunds_fen,
+        net_fen=row.net_fen,
+        status=row.status,
+        payout_ref=row.payout_ref,
+        created_at=row.created_at,
+        paid_at=row.paid_at,
+    )
+
+
 class SettlementService:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._repo = SettlementRepository()
 
-    async def settle_day(self, conn: Any, day: dt.date) -> list[SettlementView]:
+    async def settle_day(self, conn: Connection, day: dt.date) -> list[SettlementView]:
         """Idempotent: a payee's day is settled once; running again returns the stored settlements."""
         start, end = day_bounds(day)
         for row in await self._repo.day_figures(conn, start, end):
-            net = int(row["paid_net"]) - int(row["refunds_net"])
-            await self._repo.insert(
-                conn, row["payee_id"], day, int(row["gross"]), int(row["fees"]), int(row["refunds"]), net
-            )
-        return [SettlementView(**dict(r)) for r in await self._repo.for_day(conn, day)]
+            net = row.paid_net - row.refunds_net
+            await self._repo.insert(conn, row.payee_id, day, row.gross, row.fees, row.refunds, net)
+        return [settlement_view(r) for r in await self._repo.for_day(conn, day)]
 
     async def for_day(
-        self, conn: Any, day: dt.date, payee_id: uuid.UUID | None = None
+        self, conn: Connection, day: dt.date, payee_id: uuid.UUID | None = None
     ) -> list[SettlementView]:
-        return [SettlementView(**dict(r)) for r in await self._repo.for_day(conn, day, payee_id)]
+        return [settlement_view(r) for r in await self._repo.for_day(conn, day, payee_id)]
 
     async def statement_csv(
-        self, conn: Any, settlement_id: uuid.UUID, payee_id: uuid.UUID | None = None
+        self, conn: Connection, settlement_id: uuid.UUID, payee_id: uuid.UUID | None = None
     ) -> str:
         row = await self._repo.get(conn, settlement_id)
-        if row is None or (payee_id is not None and row["payee_id"] != payee_id):
+        if row is None or (payee_id is not None and row.payee_id != payee_id):
             raise not_found("settlement not found")
-        start, end = day_bounds(row["day"])
+        start, end = day_bounds(row.day)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(
@@ -65,18 +79,18 @@ class SettlementService:
                 "net_fen",
             ]
         )
-        for line in await self._repo.statement_lines(conn, row["payee_id"], start, end):
+        for line in await self._repo.statement_lines(conn, row.payee_id, start, end):
             writer.writerow(
                 [
-                    line["at"].astimezone(BUSINESS_TZ).isoformat(),
-                    line["kind"],
-                    line["out_trade_no"],
-                    line["out_refund_no"] or "",
-                    line["subject"],
-                    line["channel"],
-                    line["amount_fen"],
-                    line["fee_fen"],
-                    line["net_fen"],
+                    line.at.astimezone(BUSINESS_TZ).isoformat(),
+                    line.kind,
+                    line.out_trade_no,
+                    line.out_refund_no or "",
+                    line.subject,
+                    line.channel,
+                    line.amount_fen,
+                    line.fee_fen,
+                    line.net_fen,
                 ]
             )
         writer.writerow(
@@ -87,28 +101,28 @@ class SettlementService:
                 "",
                 "",
                 "",
-                row["gross_fen"] - row["refunds_fen"],
-                row["fees_fen"],
-                row["net_fen"],
+                row.gross_fen - row.refunds_fen,
+                row.fees_fen,
+                row.net_fen,
             ]
         )
         return out.getvalue()
 
-    async def mark_paid(self, conn: Any, settlement_id: uuid.UUID, payout_ref: str) -> SettlementView:
+    async def mark_paid(self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str) -> SettlementView:
         paid = await self._repo.mark_paid(conn, settlement_id, payout_ref)
         if paid is None:
             existing = await self._repo.get(conn, settlement_id)
             if existing is None:
                 raise not_found("settlement not found")
-            raise DomainError(409, "conflict", f"settlement is {existing['status']}, not due")
+            raise DomainError(409, "conflict", f"settlement is {existing.status}, not due")
         await self._ledger.post(
             conn,
             f"settlement:{settlement_id}",
             "settlement",
             [
-                (f"payee_payable:{paid['payee_id']}", paid["net_fen"]),
-                ("payout_bank", -paid["net_fen"]),
+                (f"payee_payable:{paid.payee_id}", paid.net_fen),
+                ("payout_bank", -paid.net_fen),
             ],
             memo=payout_ref,
         )
-        return SettlementView(**dict(paid))
+        return settlement_view(paid)

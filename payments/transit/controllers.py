@@ -11,7 +11,14 @@ from litestar.params import Parameter
 from app_backend.kernel.http import client_ip
 from payments.orders.controllers import _key
 from payments.ports import Payer
-from payments.transit.schemas import AgreementCreate, AgreementView, DebtSummary, RepayCreate, TripView
+from payments.transit.schemas import (
+    AgreementCreate,
+    AgreementView,
+    DebtSummary,
+    RepayCreate,
+    Repayment,
+    TripView,
+)
 
 if TYPE_CHECKING:
     from payments.container import PaymentServices
@@ -64,9 +71,7 @@ class TransitController(Controller):
         payer: Payer,
         db: Any,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
-    ) -> Response[Any]:
+    ) -> Response[Repayment]:
         client = client_ip(request) or "127.0.0.1"
-        status, body = await payments.transit.repay(
-            db, payer.resident_id, _key(idempotency_key), data, client
-        )
-        return Response(body, status_code=status)
+        answer = await payments.transit.repay(db, payer.resident_id, _key(idempotency_key), data, client)
+        return Response(answer.body, status_code=answer.status_code)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 AGREEMENT_COLUMNS = """id, resident_id, channel, payer_channel_id, external_agreement_no, agreement_no, status,
                        sign_params, end_reason, created_at, activated_at, ended_at"""
@@ -22,13 +25,173 @@ def _rider_key(resident_id: uuid.UUID) -> int:
     return int.from_bytes(resident_id.bytes[:4], "big", signed=True)
 
 
+class EligibilityRow(msgspec.Struct, frozen=True):
+    agreement: bool
+    blocked: bool
+    in_debt: bool
+
+
+class AgreementRow(msgspec.Struct, frozen=True):
+    """AGREEMENT_COLUMNS."""
+
+    id: uuid.UUID
+    resident_id: uuid.UUID
+    channel: str
+    payer_channel_id: str
+    external_agreement_no: str
+    agreement_no: str | None
+    status: str  # pending | active | ended
+    sign_params: dict[str, object]
+    end_reason: str
+    created_at: dt.datetime
+    activated_at: dt.datetime | None
+    ended_at: dt.datetime | None
+
+
+class FarePolicyRow(msgspec.Struct, frozen=True):
+    daily_cap_fen: int
+    open_tap_hours: int
+
+
+class FareLineRow(msgspec.Struct, frozen=True):
+    line: str
+    kind: str  # flat | distance
+    flat_fen: int
+    base_fen: int
+    base_m: int
+    step_m: int
+    step_fen: int
+    max_fen: int
+
+
+class FareStationRow(msgspec.Struct, frozen=True):
+    line: str
+    station: str
+    position_m: int
+
+
+class NewTap(msgspec.Struct, frozen=True):
+    """A tap taken over from the gates, with the rider behind its code subject (None: no known rider)."""
+
+    organisation_id: uuid.UUID
+    tap_id: str
+    resident_id: uuid.UUID | None
+    subject: bytes | None
+    gate_id: str
+    line: str
+    station: str
+    direction: str
+    tapped_at: dt.datetime
+    state: str  # open | unknown_rider
+
+
+class OpenTapRow(msgspec.Struct, frozen=True):
+    organisation_id: uuid.UUID
+    tap_id: str
+    resident_id: uuid.UUID  # an open tap always has its rider (the others are kept as unknown_rider)
+    line: str
+    station: str
+    direction: str  # in | out | single
+    tapped_at: dt.datetime
+
+
+class NewTrip(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    resident_id: uuid.UUID
+    operator_id: uuid.UUID
+    kind: str
+    line_in: str | None
+    station_in: str | None
+    started_at: dt.datetime
+    line_out: str | None
+    station_out: str | None
+    ended_at: dt.datetime | None
+    day: dt.date
+    fare_fen: int
+    charged_fen: int
+    status: str  # unbilled | waived
+
+
+class TripRow(msgspec.Struct, frozen=True):
+    """TRIP_COLUMNS."""
+
+    id: uuid.UUID
+    resident_id: uuid.UUID
+    operator_id: uuid.UUID
+    kind: str
+    line_in: str | None
+    station_in: str | None
+    started_at: dt.datetime
+    line_out: str | None
+    station_out: str | None
+    ended_at: dt.datetime | None
+    day: dt.date
+    fare_fen: int
+    charged_fen: int
+    status: str
+    deduction_id: uuid.UUID | None
+
+
+class UnbilledGroupRow(msgspec.Struct, frozen=True):
+    resident_id: uuid.UUID
+    operator_id: uuid.UUID
+    trip_ids: list[uuid.UUID]
+    amount_fen: int
+    first_day: dt.date
+    last_day: dt.date
+
+
+class DeductionRow(msgspec.Struct, frozen=True):
+    """DEDUCTION_COLUMNS."""
+
+    id: uuid.UUID
+    resident_id: uuid.UUID
+    payee_id: uuid.UUID
+    agreement_id: uuid.UUID | None
+    order_id: uuid.UUID | None
+    out_trade_no: str | None
+    channel: str
+    amount_fen: int
+    status: str  # pending | paid | failed
+    failure: str
+    overpaid: bool
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    resolved_at: dt.datetime | None
+    cleared_at: dt.datetime | None
+    cleared_by: str
+
+
+class PendingDeductionRow(msgspec.Struct, frozen=True):
+    """A deduction waiting for the channel's answer, with the agreement number it goes under."""
+
+    id: uuid.UUID
+    resident_id: uuid.UUID
+    channel: str
+    out_trade_no: str  # never null while pending: a deduction with no order to send fails as it is made
+    amount_fen: int
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    agreement_no: str | None
+
+
+class RepaymentRow(msgspec.Struct, frozen=True):
+    order_id: uuid.UUID
+    resident_id: uuid.UUID
+    payee_id: uuid.UUID
+    amount_fen: int
+    deduction_ids: list[uuid.UUID]
+    applied_at: dt.datetime | None
+    overpaid_fen: int
+
+
 class TransitRepository:
     # -- locks -------------------------------------------------------------------------------------------------
 
-    async def try_job_lock(self, conn: Any, job: str) -> bool:
+    async def try_job_lock(self, conn: Connection, job: str) -> bool:
         return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _JOB_LOCKS[job]))
 
-    async def lock_rider(self, conn: Any, resident_id: uuid.UUID) -> None:
+    async def lock_rider(self, conn: Connection, resident_id: uuid.UUID) -> None:
         """Serialises changes of one rider's debts until the transaction ends (debt added vs. debt cleared)."""
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _RIDER_LOCK_SPACE, _rider_key(resident_id))
 
@@ -36,8 +199,10 @@ class TransitRepository:
 
     # Mirrored, with RideEligibility's order of reasons, by code_ports.resident_facts (the code display's one
     # statement, app_backend/composition/migrations): change both; tests/test_display_round_trips.py compares them.
-    async def eligibility(self, conn: Any, resident_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
+    async def eligibility(self, conn: Connection, resident_id: uuid.UUID) -> EligibilityRow:
+        row = await fetch_row(
+            conn,
+            EligibilityRow,
             """SELECT EXISTS (SELECT 1 FROM payments.transit_agreements
                               WHERE resident_id = $1 AND status = 'active') AS agreement,
                       EXISTS (SELECT 1 FROM payments.transit_blocks WHERE resident_id = $1) AS blocked,
@@ -45,8 +210,10 @@ class TransitRepository:
                               WHERE resident_id = $1 AND status = 'failed' AND cleared_at IS NULL) AS in_debt""",
             resident_id,
         )
+        assert row is not None  # a SELECT of three EXISTS is one row
+        return row
 
-    async def block(self, conn: Any, resident_id: uuid.UUID, reason: str) -> bool:
+    async def block(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> bool:
         done = await conn.fetchval(
             """INSERT INTO payments.transit_blocks (resident_id, reason) VALUES ($1, $2)
                ON CONFLICT (resident_id) DO NOTHING RETURNING true""",
@@ -55,7 +222,7 @@ class TransitRepository:
         )
         return bool(done)
 
-    async def unblock(self, conn: Any, resident_id: uuid.UUID) -> bool:
+    async def unblock(self, conn: Connection, resident_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             "DELETE FROM payments.transit_blocks WHERE resident_id = $1", resident_id
         )
@@ -65,14 +232,16 @@ class TransitRepository:
 
     async def insert_agreement(
         self,
-        conn: Any,
+        conn: Connection,
         resident_id: uuid.UUID,
         channel: str,
         payer_channel_id: str,
         external_agreement_no: str,
-        sign_params: dict[str, Any],
-    ) -> Any:
-        return await conn.fetchrow(
+        sign_params: dict[str, object],
+    ) -> AgreementRow:
+        row = await fetch_row(
+            conn,
+            AgreementRow,
             f"""INSERT INTO payments.transit_agreements (resident_id, channel, payer_channel_id,
                                                          external_agreement_no, sign_params)
                 VALUES ($1, $2, $3, $4, $5) RETURNING {AGREEMENT_COLUMNS}""",
@@ -82,11 +251,20 @@ class TransitRepository:
             external_agreement_no,
             sign_params,
         )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
 
     async def insert_active_agreement(
-        self, conn: Any, resident_id: uuid.UUID, channel: str, external_agreement_no: str, agreement_no: str
-    ) -> Any:
-        return await conn.fetchrow(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        channel: str,
+        external_agreement_no: str,
+        agreement_no: str,
+    ) -> AgreementRow:
+        row = await fetch_row(
+            conn,
+            AgreementRow,
             f"""INSERT INTO payments.transit_agreements (resident_id, channel, external_agreement_no, agreement_no,
                                                          status, activated_at)
                 VALUES ($1, $2, $3, $4, 'active', now()) RETURNING {AGREEMENT_COLUMNS}""",
@@ -95,35 +273,47 @@ class TransitRepository:
             external_agreement_no,
             agreement_no,
         )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
 
-    async def agreement(self, conn: Any, agreement_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
-            f"SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE id = $1", agreement_id
+    async def agreement(self, conn: Connection, agreement_id: uuid.UUID) -> AgreementRow | None:
+        return await fetch_row(
+            conn,
+            AgreementRow,
+            f"SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE id = $1",
+            agreement_id,
         )
 
-    async def agreement_by_external(self, conn: Any, external_agreement_no: str) -> Any:
-        return await conn.fetchrow(
+    async def agreement_by_external(
+        self, conn: Connection, external_agreement_no: str
+    ) -> AgreementRow | None:
+        return await fetch_row(
+            conn,
+            AgreementRow,
             f"SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE external_agreement_no = $1",
             external_agreement_no,
         )
 
-    async def agreements_of(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def agreements_of(self, conn: Connection, resident_id: uuid.UUID) -> list[AgreementRow]:
+        return await fetch_rows(
+            conn,
+            AgreementRow,
             f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements WHERE resident_id = $1
                 ORDER BY created_at DESC LIMIT 50""",
             resident_id,
         )
-        return rows
 
-    async def active_agreement(self, conn: Any, resident_id: uuid.UUID) -> Any:
+    async def active_agreement(self, conn: Connection, resident_id: uuid.UUID) -> AgreementRow | None:
         """The one deductions go under: the most recently activated."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            AgreementRow,
             f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
                 WHERE resident_id = $1 AND status = 'active' ORDER BY activated_at DESC LIMIT 1""",
             resident_id,
         )
 
-    async def active_agreements(self, conn: Any, resident_id: uuid.UUID) -> int:
+    async def active_agreements(self, conn: Connection, resident_id: uuid.UUID) -> int:
         return int(
             await conn.fetchval(
                 """SELECT count(*) FROM payments.transit_agreements WHERE resident_id = $1 AND status = 'active'""",
@@ -131,7 +321,7 @@ class TransitRepository:
             )
         )
 
-    async def has_active_on(self, conn: Any, resident_id: uuid.UUID, channel: str) -> bool:
+    async def has_active_on(self, conn: Connection, resident_id: uuid.UUID, channel: str) -> bool:
         return bool(
             await conn.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM payments.transit_agreements
@@ -141,9 +331,13 @@ class TransitRepository:
             )
         )
 
-    async def activate_agreement(self, conn: Any, agreement_id: uuid.UUID, agreement_no: str) -> Any:
+    async def activate_agreement(
+        self, conn: Connection, agreement_id: uuid.UUID, agreement_no: str
+    ) -> AgreementRow | None:
         """Compare-and-set: only a pending agreement becomes active."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            AgreementRow,
             f"""UPDATE payments.transit_agreements
                 SET status = 'active', agreement_no = $2, activated_at = now(), updated_at = now()
                 WHERE id = $1 AND status = 'pending' RETURNING {AGREEMENT_COLUMNS}""",
@@ -151,8 +345,12 @@ class TransitRepository:
             agreement_no,
         )
 
-    async def end_agreement(self, conn: Any, agreement_id: uuid.UUID, reason: str) -> Any:
-        return await conn.fetchrow(
+    async def end_agreement(
+        self, conn: Connection, agreement_id: uuid.UUID, reason: str
+    ) -> AgreementRow | None:
+        return await fetch_row(
+            conn,
+            AgreementRow,
             f"""UPDATE payments.transit_agreements
                 SET status = 'ended', end_reason = $2, ended_at = now(), updated_at = now()
                 WHERE id = $1 AND status IN ('pending', 'active') RETURNING {AGREEMENT_COLUMNS}""",
@@ -160,48 +358,58 @@ class TransitRepository:
             reason,
         )
 
-    async def pending_agreements(self, conn: Any, since: dt.datetime, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def pending_agreements(
+        self, conn: Connection, since: dt.datetime, limit: int
+    ) -> list[AgreementRow]:
+        return await fetch_rows(
+            conn,
+            AgreementRow,
             f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
                 WHERE status = 'pending' AND created_at >= $1 ORDER BY created_at LIMIT $2""",
             since,
             limit,
         )
-        return rows
 
-    async def stale_pending_agreements(self, conn: Any, before: dt.datetime, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def stale_pending_agreements(
+        self, conn: Connection, before: dt.datetime, limit: int
+    ) -> list[AgreementRow]:
+        return await fetch_rows(
+            conn,
+            AgreementRow,
             f"""SELECT {AGREEMENT_COLUMNS} FROM payments.transit_agreements
                 WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2""",
             before,
             limit,
         )
-        return rows
 
     # -- the fare table --------------------------------------------------------------------------------------
 
-    async def fare_policy(self, conn: Any) -> Any:
-        return await conn.fetchrow(
-            "SELECT daily_cap_fen, open_tap_hours FROM payments.transit_fare_policy WHERE id"
+    async def fare_policy(self, conn: Connection) -> FarePolicyRow:
+        row = await fetch_row(
+            conn,
+            FarePolicyRow,
+            "SELECT daily_cap_fen, open_tap_hours FROM payments.transit_fare_policy WHERE id",
         )
+        assert row is not None  # the migration seeds the policy's one row
+        return row
 
-    async def fare_lines(self, conn: Any) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def fare_lines(self, conn: Connection) -> list[FareLineRow]:
+        return await fetch_rows(
+            conn,
+            FareLineRow,
             """SELECT line, kind, flat_fen, base_fen, base_m, step_m, step_fen, max_fen
-               FROM payments.transit_fare_lines"""
+               FROM payments.transit_fare_lines""",
         )
-        return rows
 
-    async def fare_stations(self, conn: Any) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
-            "SELECT line, station, position_m FROM payments.transit_fare_stations"
+    async def fare_stations(self, conn: Connection) -> list[FareStationRow]:
+        return await fetch_rows(
+            conn, FareStationRow, "SELECT line, station, position_m FROM payments.transit_fare_stations"
         )
-        return rows
 
     # -- taps ------------------------------------------------------------------------------------------------
 
-    async def insert_taps(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
-        if not rows:
+    async def insert_taps(self, conn: Connection, taps: list[NewTap]) -> int:
+        if not taps:
             return 0
         inserted = await conn.fetch(
             """INSERT INTO payments.transit_taps (organisation_id, tap_id, resident_id, subject, gate_id, line,
@@ -209,20 +417,21 @@ class TransitRepository:
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::text[],
                                     $7::text[], $8::text[], $9::timestamptz[], $10::text[])
                ON CONFLICT (organisation_id, tap_id) DO NOTHING RETURNING tap_id""",
-            *[list(column) for column in zip(*rows, strict=True)],
+            *[list(column) for column in zip(*(msgspec.structs.astuple(t) for t in taps), strict=True)],
         )
         return len(inserted)
 
-    async def open_taps(self, conn: Any, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def open_taps(self, conn: Connection, limit: int) -> list[OpenTapRow]:
+        return await fetch_rows(
+            conn,
+            OpenTapRow,
             """SELECT organisation_id, tap_id, resident_id, line, station, direction, tapped_at
                FROM payments.transit_taps WHERE state = 'open'
                ORDER BY resident_id, organisation_id, tapped_at, tap_id LIMIT $1""",
             limit,
         )
-        return rows
 
-    async def use_taps(self, conn: Any, uses: list[tuple[uuid.UUID, str, uuid.UUID]]) -> None:
+    async def use_taps(self, conn: Connection, uses: list[tuple[uuid.UUID, str, uuid.UUID]]) -> None:
         """(organisation_id, tap_id, trip_id) of taps now part of a trip."""
         if not uses:
             return
@@ -237,7 +446,7 @@ class TransitRepository:
 
     # -- trips -----------------------------------------------------------------------------------------------
 
-    async def charged_on(self, conn: Any, resident_id: uuid.UUID, day: dt.date) -> int:
+    async def charged_on(self, conn: Connection, resident_id: uuid.UUID, day: dt.date) -> int:
         return int(
             await conn.fetchval(
                 """SELECT coalesce(sum(charged_fen), 0) FROM payments.transit_trips
@@ -247,7 +456,7 @@ class TransitRepository:
             )
         )
 
-    async def insert_trips(self, conn: Any, trips: list[tuple[Any, ...]]) -> None:
+    async def insert_trips(self, conn: Connection, trips: list[NewTrip]) -> None:
         if not trips:
             return
         await conn.executemany(
@@ -255,21 +464,22 @@ class TransitRepository:
                                                    started_at, line_out, station_out, ended_at, day, fare_fen,
                                                    charged_fen, status)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
-            trips,
+            [msgspec.structs.astuple(trip) for trip in trips],
         )
 
-    async def unbilled_groups(self, conn: Any, limit: int) -> list[Any]:
+    async def unbilled_groups(self, conn: Connection, limit: int) -> list[UnbilledGroupRow]:
         """A rider's unbilled trips per operator: one deduction each."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            UnbilledGroupRow,
             """SELECT resident_id, operator_id, array_agg(id ORDER BY started_at) AS trip_ids,
                       sum(charged_fen) AS amount_fen, min(day) AS first_day, max(day) AS last_day
                FROM payments.transit_trips WHERE status = 'unbilled'
                GROUP BY resident_id, operator_id ORDER BY min(started_at) LIMIT $1""",
             limit,
         )
-        return rows
 
-    async def bill_trips(self, conn: Any, trip_ids: list[uuid.UUID], deduction_id: uuid.UUID) -> int:
+    async def bill_trips(self, conn: Connection, trip_ids: list[uuid.UUID], deduction_id: uuid.UUID) -> int:
         result: str = await conn.execute(
             """UPDATE payments.transit_trips SET status = 'billing', deduction_id = $2
                WHERE id = ANY($1::uuid[]) AND status = 'unbilled'""",
@@ -278,7 +488,9 @@ class TransitRepository:
         )
         return int(result.split()[-1])
 
-    async def move_trips(self, conn: Any, deduction_id: uuid.UUID, from_status: str, to_status: str) -> int:
+    async def move_trips(
+        self, conn: Connection, deduction_id: uuid.UUID, from_status: str, to_status: str
+    ) -> int:
         result: str = await conn.execute(
             """UPDATE payments.transit_trips SET status = $3 WHERE deduction_id = $1 AND status = $2""",
             deduction_id,
@@ -287,24 +499,26 @@ class TransitRepository:
         )
         return int(result.split()[-1])
 
-    async def trips_of(self, conn: Any, resident_id: uuid.UUID, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def trips_of(self, conn: Connection, resident_id: uuid.UUID, limit: int) -> list[TripRow]:
+        return await fetch_rows(
+            conn,
+            TripRow,
             f"""SELECT {TRIP_COLUMNS} FROM payments.transit_trips WHERE resident_id = $1
                 ORDER BY started_at DESC LIMIT $2""",
             resident_id,
             limit,
         )
-        return rows
 
-    async def trips_of_deductions(self, conn: Any, deduction_ids: list[uuid.UUID]) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def trips_of_deductions(self, conn: Connection, deduction_ids: list[uuid.UUID]) -> list[TripRow]:
+        return await fetch_rows(
+            conn,
+            TripRow,
             f"""SELECT {TRIP_COLUMNS} FROM payments.transit_trips WHERE deduction_id = ANY($1::uuid[])
                 ORDER BY started_at""",
             deduction_ids,
         )
-        return rows
 
-    async def outstanding_trips(self, conn: Any, resident_id: uuid.UUID) -> int:
+    async def outstanding_trips(self, conn: Connection, resident_id: uuid.UUID) -> int:
         """Trips not yet settled by a deduction (nor a debt yet)."""
         return int(
             await conn.fetchval(
@@ -318,7 +532,7 @@ class TransitRepository:
 
     async def insert_deduction(
         self,
-        conn: Any,
+        conn: Connection,
         *,
         resident_id: uuid.UUID,
         payee_id: uuid.UUID,
@@ -327,8 +541,10 @@ class TransitRepository:
         out_trade_no: str | None,
         channel: str,
         amount_fen: int,
-    ) -> Any:
-        return await conn.fetchrow(
+    ) -> DeductionRow:
+        row = await fetch_row(
+            conn,
+            DeductionRow,
             f"""INSERT INTO payments.transit_deductions (resident_id, payee_id, agreement_id, order_id,
                                                          out_trade_no, channel, amount_fen)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {DEDUCTION_COLUMNS}""",
@@ -340,25 +556,37 @@ class TransitRepository:
             channel,
             amount_fen,
         )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
 
-    async def deduction(self, conn: Any, deduction_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
-            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE id = $1", deduction_id
+    async def deduction(self, conn: Connection, deduction_id: uuid.UUID) -> DeductionRow | None:
+        return await fetch_row(
+            conn,
+            DeductionRow,
+            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE id = $1",
+            deduction_id,
         )
 
-    async def deduction_by_order(self, conn: Any, order_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
-            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE order_id = $1", order_id
+    async def deduction_by_order(self, conn: Connection, order_id: uuid.UUID) -> DeductionRow | None:
+        return await fetch_row(
+            conn,
+            DeductionRow,
+            f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE order_id = $1",
+            order_id,
         )
 
-    async def deduction_by_out_trade_no(self, conn: Any, out_trade_no: str) -> Any:
-        return await conn.fetchrow(
+    async def deduction_by_out_trade_no(self, conn: Connection, out_trade_no: str) -> DeductionRow | None:
+        return await fetch_row(
+            conn,
+            DeductionRow,
             f"SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions WHERE out_trade_no = $1",
             out_trade_no,
         )
 
-    async def pending_deductions(self, conn: Any, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def pending_deductions(self, conn: Connection, limit: int) -> list[PendingDeductionRow]:
+        return await fetch_rows(
+            conn,
+            PendingDeductionRow,
             """SELECT d.id, d.resident_id, d.channel, d.out_trade_no, d.amount_fen, d.created_at, d.sent_at,
                       a.agreement_no
                FROM payments.transit_deductions d
@@ -366,15 +594,14 @@ class TransitRepository:
                WHERE d.status = 'pending' ORDER BY d.created_at LIMIT $1""",
             limit,
         )
-        return rows
 
-    async def mark_sent(self, conn: Any, deduction_id: uuid.UUID) -> None:
+    async def mark_sent(self, conn: Connection, deduction_id: uuid.UUID) -> None:
         await conn.execute(
             "UPDATE payments.transit_deductions SET sent_at = now() WHERE id = $1 AND status = 'pending'",
             deduction_id,
         )
 
-    async def deduction_paid(self, conn: Any, deduction_id: uuid.UUID) -> bool:
+    async def deduction_paid(self, conn: Connection, deduction_id: uuid.UUID) -> bool:
         result: str = await conn.execute(
             """UPDATE payments.transit_deductions SET status = 'paid', resolved_at = now()
                WHERE id = $1 AND status = 'pending'""",
@@ -382,39 +609,47 @@ class TransitRepository:
         )
         return result.endswith(" 1")
 
-    async def deduction_failed(self, conn: Any, deduction_id: uuid.UUID, failure: str) -> Any:
+    async def deduction_failed(
+        self, conn: Connection, deduction_id: uuid.UUID, failure: str
+    ) -> DeductionRow | None:
         """Compare-and-set: only a pending deduction becomes a debt."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            DeductionRow,
             f"""UPDATE payments.transit_deductions SET status = 'failed', failure = $2, resolved_at = now()
                 WHERE id = $1 AND status = 'pending' RETURNING {DEDUCTION_COLUMNS}""",
             deduction_id,
             failure,
         )
 
-    async def clear_debts(self, conn: Any, deduction_ids: list[uuid.UUID], cleared_by: str) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def clear_debts(
+        self, conn: Connection, deduction_ids: list[uuid.UUID], cleared_by: str
+    ) -> list[DeductionRow]:
+        return await fetch_rows(
+            conn,
+            DeductionRow,
             f"""UPDATE payments.transit_deductions SET cleared_at = now(), cleared_by = $2
                 WHERE id = ANY($1::uuid[]) AND status = 'failed' AND cleared_at IS NULL
                 RETURNING {DEDUCTION_COLUMNS}""",
             deduction_ids,
             cleared_by,
         )
-        return rows
 
-    async def mark_overpaid(self, conn: Any, deduction_id: uuid.UUID) -> None:
+    async def mark_overpaid(self, conn: Connection, deduction_id: uuid.UUID) -> None:
         await conn.execute(
             "UPDATE payments.transit_deductions SET overpaid = true WHERE id = $1", deduction_id
         )
 
-    async def debts_of(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def debts_of(self, conn: Connection, resident_id: uuid.UUID) -> list[DeductionRow]:
+        return await fetch_rows(
+            conn,
+            DeductionRow,
             f"""SELECT {DEDUCTION_COLUMNS} FROM payments.transit_deductions
                 WHERE resident_id = $1 AND status = 'failed' AND cleared_at IS NULL ORDER BY created_at""",
             resident_id,
         )
-        return rows
 
-    async def in_debt(self, conn: Any, resident_id: uuid.UUID) -> bool:
+    async def in_debt(self, conn: Connection, resident_id: uuid.UUID) -> bool:
         return bool(
             await conn.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM payments.transit_deductions
@@ -427,7 +662,7 @@ class TransitRepository:
 
     async def insert_repayment(
         self,
-        conn: Any,
+        conn: Connection,
         order_id: uuid.UUID,
         resident_id: uuid.UUID,
         payee_id: uuid.UUID,
@@ -444,14 +679,16 @@ class TransitRepository:
             deduction_ids,
         )
 
-    async def repayment_by_order(self, conn: Any, order_id: uuid.UUID) -> Any:
-        return await conn.fetchrow(
+    async def repayment_by_order(self, conn: Connection, order_id: uuid.UUID) -> RepaymentRow | None:
+        return await fetch_row(
+            conn,
+            RepaymentRow,
             """SELECT order_id, resident_id, payee_id, amount_fen, deduction_ids, applied_at, overpaid_fen
                FROM payments.transit_repayments WHERE order_id = $1""",
             order_id,
         )
 
-    async def apply_repayment(self, conn: Any, order_id: uuid.UUID) -> bool:
+    async def apply_repayment(self, conn: Connection, order_id: uuid.UUID) -> bool:
         """Compare-and-set: a repayment clears its debts once."""
         result: str = await conn.execute(
             """UPDATE payments.transit_repayments SET applied_at = now()
@@ -460,7 +697,7 @@ class TransitRepository:
         )
         return result.endswith(" 1")
 
-    async def repayment_overpaid(self, conn: Any, order_id: uuid.UUID, overpaid_fen: int) -> None:
+    async def repayment_overpaid(self, conn: Connection, order_id: uuid.UUID, overpaid_fen: int) -> None:
         await conn.execute(
             "UPDATE payments.transit_repayments SET overpaid_fen = $2 WHERE order_id = $1",
             order_id,

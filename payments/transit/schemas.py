@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from payments.orders.schemas import OrderView
+
 
 class AgreementCreate(msgspec.Struct, forbid_unknown_fields=True):
     channel: Literal["alipay", "wechat"]
@@ -71,6 +73,6 @@ class RepayCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Repayment(msgspec.Struct):
-    order: dict[str, Any]  # the order to pay, as GET /api/v1/payments/orders/{id} shows it
+    order: OrderView  # the order to pay, as GET /api/v1/payments/orders/{id} shows it
     debt_fen: int  # what this order clears
     remaining_fen: int  # debts to other operators, repaid with further orders

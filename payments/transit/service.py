@@ -55,12 +55,11 @@ import secrets
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgspec
 import structlog
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from code_service.codes.service import FactsService
 from code_service.gates.service import TransitGates
@@ -75,11 +74,22 @@ from payments.channels.base import (
 )
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationRefused
-from payments.orders.repository import OrderRepository
+from payments.orders.repository import OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate
-from payments.orders.service import ChannelDown, OrderService, new_out_trade_no
+from payments.orders.service import Answer, ChannelDown, OrderService, new_out_trade_no
 from payments.ports import PaymentSettings
-from payments.transit.repository import TransitRepository
+from payments.transit.repository import (
+    AgreementRow,
+    DeductionRow,
+    FareLineRow,
+    NewTap,
+    NewTrip,
+    OpenTapRow,
+    PendingDeductionRow,
+    RepaymentRow,
+    TransitRepository,
+    TripRow,
+)
 from payments.transit.schemas import (
     AgreementCreate,
     AgreementView,
@@ -111,25 +121,13 @@ class TransitPolicy:
 
 
 @dataclass(frozen=True)
-class FareLine:
-    line: str
-    kind: str
-    flat_fen: int
-    base_fen: int
-    base_m: int
-    step_m: int
-    step_fen: int
-    max_fen: int
-
-
-@dataclass(frozen=True)
 class FareTable:
-    lines: dict[str, FareLine]
+    lines: dict[str, FareLineRow]
     positions: dict[tuple[str, str], int]
     daily_cap_fen: int
     open_tap_hours: int
 
-    def line(self, code: str | None) -> FareLine:
+    def line(self, code: str | None) -> FareLineRow:
         found = self.lines.get(code or "") or self.lines.get("*")
         if found is None:
             raise LookupError(f"no fare for line {code!r} and no default ('*') line in the fare table")
@@ -162,7 +160,7 @@ class _Trip:
     resident_id: uuid.UUID
     operator_id: uuid.UUID
     kind: str
-    taps: list[Any]
+    taps: list[OpenTapRow]
     started_at: dt.datetime
     fare_fen: int
     line_in: str | None = None
@@ -194,7 +192,7 @@ def new_agreement_no() -> str:
 def _pair(
     resident_id: uuid.UUID,
     operator_id: uuid.UUID,
-    taps: list[Any],
+    taps: list[OpenTapRow],
     fares: FareTable,
     open_before: dt.datetime,
     window: dt.timedelta,
@@ -205,21 +203,17 @@ def _pair(
     i = 0
     while i < len(taps):
         tap = taps[i]
-        line, station, at = tap["line"], tap["station"], tap["tapped_at"]
-        if tap["direction"] == "single":
+        line, station, at = tap.line, tap.station, tap.tapped_at
+        if tap.direction == "single":
             trips.append(
                 _Trip(resident_id, operator_id, "single", [tap], at, fares.single(line), line, station)
             )
             i += 1
             continue
-        if tap["direction"] == "in":
+        if tap.direction == "in":
             following = taps[i + 1] if i + 1 < len(taps) else None
-            if (
-                following is not None
-                and following["direction"] == "out"
-                and following["tapped_at"] - at <= window
-            ):
-                fare = fares.paired(line, station, following["line"], following["station"])
+            if following is not None and following.direction == "out" and following.tapped_at - at <= window:
+                fare = fares.paired(line, station, following.line, following.station)
                 trips.append(
                     _Trip(
                         resident_id,
@@ -230,9 +224,9 @@ def _pair(
                         fare,
                         line,
                         station,
-                        following["line"],
-                        following["station"],
-                        following["tapped_at"],
+                        following.line,
+                        following.station,
+                        following.tapped_at,
                     )
                 )
                 i += 2
@@ -263,35 +257,35 @@ def _pair(
     return trips
 
 
-def _agreement_view(row: Any) -> AgreementView:
+def _agreement_view(row: AgreementRow) -> AgreementView:
     return AgreementView(
-        id=row["id"],
-        channel=row["channel"],
-        status=row["status"],
-        external_agreement_no=row["external_agreement_no"],
-        created_at=row["created_at"],
-        activated_at=row["activated_at"],
-        ended_at=row["ended_at"],
-        end_reason=row["end_reason"],
-        sign_params=dict(row["sign_params"]) if row["status"] == "pending" and row["sign_params"] else None,
+        id=row.id,
+        channel=row.channel,
+        status=row.status,
+        external_agreement_no=row.external_agreement_no,
+        created_at=row.created_at,
+        activated_at=row.activated_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        sign_params=dict(row.sign_params) if row.status == "pending" and row.sign_params else None,
     )
 
 
-def _trip_view(row: Any) -> TripView:
+def _trip_view(row: TripRow) -> TripView:
     return TripView(
-        id=row["id"],
-        operator_id=row["operator_id"],
-        kind=row["kind"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        line_in=row["line_in"],
-        station_in=row["station_in"],
-        line_out=row["line_out"],
-        station_out=row["station_out"],
-        day=row["day"],
-        fare_fen=row["fare_fen"],
-        charged_fen=row["charged_fen"],
-        status=row["status"],
+        id=row.id,
+        operator_id=row.operator_id,
+        kind=row.kind,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        line_in=row.line_in,
+        station_in=row.station_in,
+        line_out=row.line_out,
+        station_out=row.station_out,
+        day=row.day,
+        fare_fen=row.fare_fen,
+        charged_fen=row.charged_fen,
+        status=row.status,
     )
 
 
@@ -301,13 +295,13 @@ class RideEligibility:
     def __init__(self) -> None:
         self._repo = TransitRepository()
 
-    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
+    async def may_ride(self, conn: Connection, resident_id: uuid.UUID) -> tuple[bool, str]:
         row = await self._repo.eligibility(conn, resident_id)
-        if not row["agreement"]:
+        if not row.agreement:
             return False, "no-agreement"
-        if row["blocked"]:
+        if row.blocked:
             return False, "blocked"
-        if row["in_debt"]:
+        if row.in_debt:
             return False, "in-debt"
         return True, ""
 
@@ -338,21 +332,23 @@ class TransitService:
     def _notify_url(self, channel: str) -> str:
         return f"{self._settings.notify_base_url}/api/v1/payments/notify/{channel}"
 
-    async def eligibility_changed(self, conn: Any, resident_id: uuid.UUID) -> None:
+    async def eligibility_changed(self, conn: Connection, resident_id: uuid.UUID) -> None:
         """The code side's cached facts of a rider whose eligibility changed are dropped (in the transaction)."""
         await self._facts.invalidate_resident(conn, resident_id)
 
-    async def _changed(self, conn: Any, resident_id: uuid.UUID, changed: set[uuid.UUID] | None) -> None:
+    async def _changed(
+        self, conn: Connection, resident_id: uuid.UUID, changed: set[uuid.UUID] | None
+    ) -> None:
         await self.eligibility_changed(conn, resident_id)
         if changed is not None:
             changed.add(resident_id)
 
-    async def may_ride(self, conn: Any, resident_id: uuid.UUID) -> tuple[bool, str]:
+    async def may_ride(self, conn: Connection, resident_id: uuid.UUID) -> tuple[bool, str]:
         return await self.eligibility.may_ride(conn, resident_id)
 
     # -- agreements ------------------------------------------------------------------------------------------
 
-    async def sign(self, conn: Any, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+    async def sign(self, conn: Connection, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
         channel = self._orders.channel(data.channel)
         if await self._repo.has_active_on(conn, resident_id, data.channel):
             raise DomainError(
@@ -375,20 +371,20 @@ class TransitService:
         )
         return _agreement_view(row)
 
-    async def agreements(self, conn: Any, resident_id: uuid.UUID) -> list[AgreementView]:
+    async def agreements(self, conn: Connection, resident_id: uuid.UUID) -> list[AgreementView]:
         return [_agreement_view(r) for r in await self._repo.agreements_of(conn, resident_id)]
 
-    async def end(self, conn: Any, resident_id: uuid.UUID, agreement_id: uuid.UUID) -> None:
+    async def end(self, conn: Connection, resident_id: uuid.UUID, agreement_id: uuid.UUID) -> None:
         """Ends one of the rider's agreements here (no deduction goes under it any more). The last active one
         cannot end while fares are still being settled. The channel's contract is left for the rider to end in
         Alipay / WeChat: the channel interface has no unsign call."""
         row = await self._repo.agreement(conn, agreement_id)
-        if row is None or row["resident_id"] != resident_id:
+        if row is None or row.resident_id != resident_id:
             raise not_found("agreement not found")
-        if row["status"] == "ended":
+        if row.status == "ended":
             return
         if (
-            row["status"] == "active"
+            row.status == "active"
             and await self._repo.active_agreements(conn, resident_id) == 1
             and await self._repo.outstanding_trips(conn, resident_id) > 0
         ):
@@ -402,7 +398,7 @@ class TransitService:
 
     async def grant_agreement(
         self,
-        conn: Any,
+        conn: Connection,
         resident_id: uuid.UUID,
         channel: str = "wechat",
         agreement_no: str | None = None,
@@ -421,68 +417,68 @@ class TransitService:
         return _agreement_view(row)
 
     async def apply_agreement_state(
-        self, conn: Any, row: Any, found: Agreement, changed: set[uuid.UUID] | None = None
+        self, conn: Connection, row: AgreementRow, found: Agreement, changed: set[uuid.UUID] | None = None
     ) -> str:
         """Moves an agreement to what the channel says (notification or query); forward only."""
         if found.status == AgreementStatus.ACTIVE:
             if not found.agreement_no:
-                _log.error("an active agreement without the channel's number", agreement=str(row["id"]))
+                _log.error("an active agreement without the channel's number", agreement=str(row.id))
                 return "incomplete"
-            if await self._repo.activate_agreement(conn, row["id"], found.agreement_no) is None:
+            if await self._repo.activate_agreement(conn, row.id, found.agreement_no) is None:
                 return "already"
-            _log.info("transit agreement active", agreement=str(row["id"]), channel=row["channel"])
+            _log.info("transit agreement active", agreement=str(row.id), channel=row.channel)
         elif found.status == AgreementStatus.ENDED:
-            if await self._repo.end_agreement(conn, row["id"], "ended at the channel") is None:
+            if await self._repo.end_agreement(conn, row.id, "ended at the channel") is None:
                 return "already"
         else:
             return "ignored"
-        await self._changed(conn, row["resident_id"], changed)
+        await self._changed(conn, row.resident_id, changed)
         return found.status.value
 
-    async def pending_agreements(self, conn: Any, now: dt.datetime) -> list[Any]:
+    async def pending_agreements(self, conn: Connection, now: dt.datetime) -> list[AgreementRow]:
         return await self._repo.pending_agreements(
             conn, now - self.policy.agreement_ttl, self.policy.agreement_batch
         )
 
-    async def expire_agreements(self, conn: Any, now: dt.datetime) -> int:
+    async def expire_agreements(self, conn: Connection, now: dt.datetime) -> int:
         expired = 0
         for row in await self._repo.stale_pending_agreements(
             conn, now - self.policy.agreement_ttl, self.policy.agreement_batch
         ):
-            if await self._repo.end_agreement(conn, row["id"], "never signed") is not None:
+            if await self._repo.end_agreement(conn, row.id, "never signed") is not None:
                 expired += 1
         return expired
 
-    async def query_agreement(self, row: Any) -> Agreement | None:
+    async def query_agreement(self, row: AgreementRow) -> Agreement | None:
         """The channel's view of a pending agreement (outside any transaction); None when it did not answer."""
-        channel = self._channels.get(row["channel"])
+        channel = self._channels.get(row.channel)
         if channel is None:
             return None
         try:
-            return await channel.agreement_query(row["external_agreement_no"])
+            return await channel.agreement_query(row.external_agreement_no)
         except ChannelUnavailable:
             return None
         except Exception:
-            _log.exception("agreement query failed", agreement=str(row["id"]))
+            _log.exception("agreement query failed", agreement=str(row.id))
             return None
 
     # -- blocks ----------------------------------------------------------------------------------------------
 
-    async def block(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+    async def block(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         if await self._repo.block(conn, resident_id, reason):
             await self._changed(conn, resident_id, None)
 
-    async def unblock(self, conn: Any, resident_id: uuid.UUID) -> None:
+    async def unblock(self, conn: Connection, resident_id: uuid.UUID) -> None:
         if await self._repo.unblock(conn, resident_id):
             await self._changed(conn, resident_id, None)
 
     # -- taps into trips -------------------------------------------------------------------------------------
 
-    async def take_taps(self, conn: Any) -> dict[str, int]:
+    async def take_taps(self, conn: Connection) -> dict[str, int]:
         """Takes newly uploaded taps over, with the resident behind each subject."""
         taps = await self._gates.untaken(conn, self.policy.tap_batch)
         residents: dict[bytes, uuid.UUID | None] = {}
-        rows = []
+        rows: list[NewTap] = []
         for tap in taps:
             resident = None
             if tap.subject:
@@ -490,44 +486,41 @@ class TransitService:
                     residents[tap.subject] = await self._gates.resident_of_subject(conn, tap.subject)
                 resident = residents[tap.subject]
             rows.append(
-                (
-                    tap.organisation_id,
-                    tap.tap_id,
-                    resident,
-                    tap.subject,
-                    tap.gate_id,
-                    tap.line,
-                    tap.station,
-                    tap.direction,
-                    tap.tapped_at,
-                    "open" if resident is not None else "unknown_rider",
+                NewTap(
+                    organisation_id=tap.organisation_id,
+                    tap_id=tap.tap_id,
+                    resident_id=resident,
+                    subject=tap.subject,
+                    gate_id=tap.gate_id,
+                    line=tap.line,
+                    station=tap.station,
+                    direction=tap.direction,
+                    tapped_at=tap.tapped_at,
+                    state="open" if resident is not None else "unknown_rider",
                 )
             )
         taken = await self._repo.insert_taps(conn, rows)
         await self._gates.mark_taken(conn, [(t.organisation_id, t.tap_id) for t in taps])
-        unknown = sum(1 for r in rows if r[2] is None)
+        unknown = sum(1 for r in rows if r.resident_id is None)
         if unknown:
             _log.warning("taps of no known rider", count=unknown)
         return {"taken": taken, "unknown_rider": unknown}
 
-    async def fare_table(self, conn: Any) -> FareTable:
+    async def fare_table(self, conn: Connection) -> FareTable:
         policy = await self._repo.fare_policy(conn)
-        lines = {
-            r["line"]: FareLine(**{k: r[k] for k in FareLine.__dataclass_fields__})
-            for r in await self._repo.fare_lines(conn)
-        }
-        positions = {(r["line"], r["station"]): r["position_m"] for r in await self._repo.fare_stations(conn)}
-        return FareTable(lines, positions, policy["daily_cap_fen"], policy["open_tap_hours"])
+        lines = {r.line: r for r in await self._repo.fare_lines(conn)}
+        positions = {(r.line, r.station): r.position_m for r in await self._repo.fare_stations(conn)}
+        return FareTable(lines, positions, policy.daily_cap_fen, policy.open_tap_hours)
 
-    async def build_trips(self, conn: Any, now: dt.datetime) -> dict[str, int]:
+    async def build_trips(self, conn: Connection, now: dt.datetime) -> dict[str, int]:
         """Pairs open taps into trips and prices them (one run at a time; a concurrent run skips)."""
         if not await self._repo.try_job_lock(conn, "build"):
             return {"skipped": 1}
         fares = await self.fare_table(conn)
         window = dt.timedelta(hours=fares.open_tap_hours)
-        groups: dict[uuid.UUID, dict[uuid.UUID, list[Any]]] = defaultdict(lambda: defaultdict(list))
+        groups: dict[uuid.UUID, dict[uuid.UUID, list[OpenTapRow]]] = defaultdict(lambda: defaultdict(list))
         for tap in await self._repo.open_taps(conn, self.policy.open_tap_batch):
-            groups[tap["resident_id"]][tap["organisation_id"]].append(tap)
+            groups[tap.resident_id][tap.organisation_id].append(tap)
         counts = {"trips": 0, "charged_fen": 0, "waived": 0}
         for resident_id, by_operator in groups.items():
             trips: list[_Trip] = []
@@ -537,7 +530,8 @@ class TransitService:
                 continue
             trips.sort(key=lambda t: t.started_at)
             spent: dict[dt.date, int] = {}
-            rows, uses = [], []
+            rows: list[NewTrip] = []
+            uses: list[tuple[uuid.UUID, str, uuid.UUID]] = []
             for trip in trips:
                 day = beijing_day(trip.started_at)
                 if day not in spent:
@@ -546,24 +540,24 @@ class TransitService:
                 spent[day] += charged
                 trip_id = uuid.uuid4()
                 rows.append(
-                    (
-                        trip_id,
-                        resident_id,
-                        trip.operator_id,
-                        trip.kind,
-                        trip.line_in,
-                        trip.station_in,
-                        trip.started_at,
-                        trip.line_out,
-                        trip.station_out,
-                        trip.ended_at,
-                        day,
-                        trip.fare_fen,
-                        charged,
-                        "unbilled" if charged else "waived",
+                    NewTrip(
+                        id=trip_id,
+                        resident_id=resident_id,
+                        operator_id=trip.operator_id,
+                        kind=trip.kind,
+                        line_in=trip.line_in,
+                        station_in=trip.station_in,
+                        started_at=trip.started_at,
+                        line_out=trip.line_out,
+                        station_out=trip.station_out,
+                        ended_at=trip.ended_at,
+                        day=day,
+                        fare_fen=trip.fare_fen,
+                        charged_fen=charged,
+                        status="unbilled" if charged else "waived",
                     )
                 )
-                uses += [(t["organisation_id"], t["tap_id"], trip_id) for t in trip.taps]
+                uses += [(t.organisation_id, t.tap_id, trip_id) for t in trip.taps]
                 counts["trips"] += 1
                 counts["charged_fen"] += charged
                 counts["waived"] += 0 if charged else 1
@@ -571,13 +565,13 @@ class TransitService:
             await self._repo.use_taps(conn, uses)
         return counts
 
-    async def trips(self, conn: Any, resident_id: uuid.UUID, limit: int = 100) -> list[TripView]:
+    async def trips(self, conn: Connection, resident_id: uuid.UUID, limit: int = 100) -> list[TripView]:
         return [_trip_view(r) for r in await self._repo.trips_of(conn, resident_id, limit)]
 
     # -- deductions ------------------------------------------------------------------------------------------
 
     async def plan_deductions(
-        self, conn: Any, now: dt.datetime, changed: set[uuid.UUID] | None = None
+        self, conn: Connection, now: dt.datetime, changed: set[uuid.UUID] | None = None
     ) -> list[DeductionRequest]:
         """Opens one withholding order and deduction per rider and operator with unbilled trips; the caller
         commits, then sends each request (send_deduction) and records the answer (record_answer)."""
@@ -585,15 +579,15 @@ class TransitService:
             return []
         requests = []
         for group in await self._repo.unbilled_groups(conn, self.policy.deduction_batch):
-            resident_id, operator_id = group["resident_id"], group["operator_id"]
-            amount = int(group["amount_fen"])
+            resident_id, operator_id = group.resident_id, group.operator_id
+            amount = group.amount_fen
             agreement = await self._repo.active_agreement(conn, resident_id)
-            if agreement is not None and agreement["channel"] not in self._channels:
-                _log.error("transit agreement on an unconfigured channel", channel=agreement["channel"])
+            if agreement is not None and agreement.channel not in self._channels:
+                _log.error("transit agreement on an unconfigured channel", channel=agreement.channel)
                 continue
-            first, last = group["first_day"], group["last_day"]
+            first, last = group.first_day, group.last_day
             days = f"{first:%Y-%m-%d}" + (f"~{last:%m-%d}" if last != first else "")
-            subject = f"泰州通乘车 {days} {len(group['trip_ids'])}次"
+            subject = f"泰州通乘车 {days} {len(group.trip_ids)}次"
             order = None
             if agreement is not None:
                 order = await self._order_rows.insert(
@@ -605,7 +599,7 @@ class TransitService:
                     subject=subject,
                     amount_fen=amount,
                     fee_fen=amount * self._settings.fee_bp.get("transit_fare", 0) // 10_000,
-                    channel=agreement["channel"],
+                    channel=agreement.channel,
                     method="withhold",
                     expires_at=now + self.policy.deduction_window + self.policy.order_grace,
                 )
@@ -613,22 +607,23 @@ class TransitService:
                 conn,
                 resident_id=resident_id,
                 payee_id=operator_id,
-                agreement_id=agreement["id"] if agreement is not None else None,
-                order_id=order["id"] if order is not None else None,
-                out_trade_no=order["out_trade_no"] if order is not None else None,
-                channel=agreement["channel"] if agreement is not None else "",
+                agreement_id=agreement.id if agreement is not None else None,
+                order_id=order.id if order is not None else None,
+                out_trade_no=order.out_trade_no if order is not None else None,
+                channel=agreement.channel if agreement is not None else "",
                 amount_fen=amount,
             )
-            await self._repo.bill_trips(conn, list(group["trip_ids"]), deduction["id"])
+            await self._repo.bill_trips(conn, list(group.trip_ids), deduction.id)
             if agreement is None or order is None:
                 await self._fail(conn, deduction, "no-agreement", changed)
                 continue
+            assert agreement.agreement_no is not None  # the table's CHECK: an active agreement has it
             requests.append(
                 DeductionRequest(
-                    deduction["id"],
-                    agreement["channel"],
-                    agreement["agreement_no"],
-                    order["out_trade_no"],
+                    deduction.id,
+                    agreement.channel,
+                    agreement.agreement_no,
+                    order.out_trade_no,
                     amount,
                     subject,
                 )
@@ -657,7 +652,7 @@ class TransitService:
 
     async def record_answer(
         self,
-        conn: Any,
+        conn: Connection,
         deduction_id: uuid.UUID,
         trade: ChannelTrade | None,
         now: dt.datetime,
@@ -666,38 +661,38 @@ class TransitService:
         await self._repo.mark_sent(conn, deduction_id)
         return await self.resolve(conn, deduction_id, trade, now, changed)
 
-    async def pending_deductions(self, conn: Any) -> list[Any]:
+    async def pending_deductions(self, conn: Connection) -> list[PendingDeductionRow]:
         return await self._repo.pending_deductions(conn, self.policy.deduction_batch)
 
-    async def query_deduction(self, row: Any) -> tuple[bool, ChannelTrade | None]:
+    async def query_deduction(self, row: PendingDeductionRow) -> tuple[bool, ChannelTrade | None]:
         """(answered, the channel's trade or None when it has no such trade), outside any transaction."""
-        channel = self._channels.get(row["channel"])
+        channel = self._channels.get(row.channel)
         if channel is None:
             return False, None
         try:
-            return True, await channel.query(row["out_trade_no"])
+            return True, await channel.query(row.out_trade_no)
         except ChannelUnavailable:
             return False, None
         except Exception:
-            _log.exception("deduction query failed", out_trade_no=row["out_trade_no"])
+            _log.exception("deduction query failed", out_trade_no=row.out_trade_no)
             return False, None
 
-    def request_of(self, row: Any) -> DeductionRequest:
+    def request_of(self, row: PendingDeductionRow) -> DeductionRequest:
         return DeductionRequest(
-            row["id"],
-            row["channel"],
-            row["agreement_no"] or "",
-            row["out_trade_no"],
-            row["amount_fen"],
+            row.id,
+            row.channel,
+            row.agreement_no or "",
+            row.out_trade_no,
+            row.amount_fen,
             "泰州通乘车",
         )
 
-    def past_window(self, row: Any, now: dt.datetime) -> bool:
-        return bool(now - row["created_at"] >= self.policy.deduction_window)
+    def past_window(self, row: PendingDeductionRow, now: dt.datetime) -> bool:
+        return bool(now - row.created_at >= self.policy.deduction_window)
 
     async def resolve(
         self,
-        conn: Any,
+        conn: Connection,
         deduction_id: uuid.UUID,
         trade: ChannelTrade | None,
         now: dt.datetime,
@@ -706,18 +701,18 @@ class TransitService:
         """What the channel said (None: nothing useful) decides a pending deduction: paid, a debt (refused, or
         unanswered past the window), or still pending. WAITING is not paid."""
         deduction = await self._repo.deduction(conn, deduction_id)
-        if deduction is None or deduction["status"] != "pending":
+        if deduction is None or deduction.status != "pending":
             return "already"
         if trade is not None and trade.status in PAID_STATES:
-            if trade.amount_fen != deduction["amount_fen"]:
+            if trade.amount_fen != deduction.amount_fen:
                 _log.error(
                     "deduction amount differs",
-                    out_trade_no=deduction["out_trade_no"],
+                    out_trade_no=deduction.out_trade_no,
                     channel_fen=trade.amount_fen,
-                    ours=deduction["amount_fen"],
+                    ours=deduction.amount_fen,
                 )
                 return "mismatch"
-            order = await self._order_rows.get(conn, deduction["order_id"])
+            order = await self._order_of(conn, deduction)
             await self._orders.apply_channel_state(
                 conn, order, trade.status, trade.channel_trade_no, trade.paid_at
             )
@@ -725,114 +720,122 @@ class TransitService:
         if trade is not None and trade.status in REFUSED_STATES:
             await self._fail(conn, deduction, "refused", changed)
             return "failed"
-        if now - deduction["created_at"] >= self.policy.deduction_window:
+        if now - deduction.created_at >= self.policy.deduction_window:
             await self._fail(conn, deduction, "unanswered", changed)
             return "failed"
         return "pending"
 
-    async def _fail(self, conn: Any, deduction: Any, failure: str, changed: set[uuid.UUID] | None) -> None:
+    async def _fail(
+        self, conn: Connection, deduction: DeductionRow, failure: str, changed: set[uuid.UUID] | None
+    ) -> None:
         """A debt: the trips stay owed, the rider goes onto the deny list (once) and may not ride.
 
         Locks in the order money arriving takes them (the order row, then the rider), so a payment racing this
         never deadlocks with it: if the order turns out paid, there is no debt; if the money comes just after,
         mark_paid takes the closed order and clears the debt again."""
-        resident_id = deduction["resident_id"]
-        if deduction["order_id"] is not None:
-            order = await self._order_rows.get(conn, deduction["order_id"])
+        resident_id = deduction.resident_id
+        if deduction.order_id is not None:
+            order = await self._order_of(conn, deduction)
             if (
                 await self._orders.apply_channel_state(conn, order, TradeStatus.CLOSED, None, None)
                 != "closed"
             ):
-                current = await self._order_rows.get(conn, deduction["order_id"])
-                if current["status"] in ("paid", "finished"):
+                current = await self._order_of(conn, deduction)
+                if current.status in ("paid", "finished"):
                     return
         await self._repo.lock_rider(conn, resident_id)
         was_in_debt = await self._repo.in_debt(conn, resident_id)
-        failed = await self._repo.deduction_failed(conn, deduction["id"], failure)
+        failed = await self._repo.deduction_failed(conn, deduction.id, failure)
         if failed is None:
             return
-        await self._repo.move_trips(conn, failed["id"], "billing", "debt")
-        amount = int(failed["amount_fen"])
+        await self._repo.move_trips(conn, failed.id, "billing", "debt")
+        amount = failed.amount_fen
         await self._ledger.post(
             conn,
-            f"transit_debt:{failed['id']}",
+            f"transit_debt:{failed.id}",
             "transit_debt",
             [
                 (f"rider_receivable:{resident_id}", amount),
-                (f"transit_uncollected:{failed['payee_id']}", -amount),
+                (f"transit_uncollected:{failed.payee_id}", -amount),
             ],
-            memo=failed["out_trade_no"] or failure,
+            memo=failed.out_trade_no or failure,
         )
-        _log.info("transit debt", deduction=str(failed["id"]), amount_fen=amount, failure=failure)
+        _log.info("transit debt", deduction=str(failed.id), amount_fen=amount, failure=failure)
         if not was_in_debt:
             await self._gates.deny_debtor(conn, resident_id, f"transit fare deduction {failure}")
             await self._changed(conn, resident_id, changed)
 
+    async def _order_of(self, conn: Connection, deduction: DeductionRow) -> OrderRow:
+        """The withholding order of a deduction that has one (every deduction sent to a channel does)."""
+        order = await self._order_rows.get(conn, deduction.order_id) if deduction.order_id else None
+        assert order is not None, f"deduction {deduction.id} has no order"
+        return order
+
     # -- money arriving --------------------------------------------------------------------------------------
 
-    async def on_order_paid(self, conn: Any, paid: Any) -> None:
+    async def on_order_paid(self, conn: Connection, paid: OrderRow) -> None:
         """OrderService.mark_paid's listener: a deduction or a repayment has been paid."""
-        if paid["purpose"] != "transit_fare":
+        if paid.purpose != "transit_fare":
             return
-        deduction = await self._repo.deduction_by_order(conn, paid["id"])
+        deduction = await self._repo.deduction_by_order(conn, paid.id)
         if deduction is not None:
             await self._deduction_paid(conn, deduction, paid)
             return
-        repayment = await self._repo.repayment_by_order(conn, paid["id"])
+        repayment = await self._repo.repayment_by_order(conn, paid.id)
         if repayment is not None:
             await self._repayment_paid(conn, repayment, paid)
 
-    async def _deduction_paid(self, conn: Any, deduction: Any, paid: Any) -> None:
-        resident_id = deduction["resident_id"]
+    async def _deduction_paid(self, conn: Connection, deduction: DeductionRow, paid: OrderRow) -> None:
+        resident_id = deduction.resident_id
         await self._repo.lock_rider(conn, resident_id)
-        if await self._repo.deduction_paid(conn, deduction["id"]):
-            await self._repo.move_trips(conn, deduction["id"], "billing", "paid")
+        if await self._repo.deduction_paid(conn, deduction.id):
+            await self._repo.move_trips(conn, deduction.id, "billing", "paid")
             return
         # Already a debt: the money came after all.
-        cleared = await self._repo.clear_debts(
-            conn, [deduction["id"]], f"late payment {paid['out_trade_no']}"
-        )
+        cleared = await self._repo.clear_debts(conn, [deduction.id], f"late payment {paid.out_trade_no}")
         if not cleared:
-            await self._repo.mark_overpaid(conn, deduction["id"])
-            _log.error("deduction paid for a debt already repaid: refund it", order=str(paid["id"]))
+            await self._repo.mark_overpaid(conn, deduction.id)
+            _log.error("deduction paid for a debt already repaid: refund it", order=str(paid.id))
             return
-        await self._repo.move_trips(conn, deduction["id"], "debt", "paid")
+        await self._repo.move_trips(conn, deduction.id, "debt", "paid")
         await self._collected(conn, paid, resident_id, cleared)
 
-    async def _repayment_paid(self, conn: Any, repayment: Any, paid: Any) -> None:
-        resident_id = repayment["resident_id"]
+    async def _repayment_paid(self, conn: Connection, repayment: RepaymentRow, paid: OrderRow) -> None:
+        resident_id = repayment.resident_id
         await self._repo.lock_rider(conn, resident_id)
-        if not await self._repo.apply_repayment(conn, paid["id"]):
+        if not await self._repo.apply_repayment(conn, paid.id):
             return
         cleared = await self._repo.clear_debts(
-            conn, list(repayment["deduction_ids"]), f"repayment {paid['out_trade_no']}"
+            conn, list(repayment.deduction_ids), f"repayment {paid.out_trade_no}"
         )
         for debt in cleared:
-            await self._repo.move_trips(conn, debt["id"], "debt", "repaid")
-        over = int(paid["amount_fen"]) - sum(int(d["amount_fen"]) for d in cleared)
+            await self._repo.move_trips(conn, debt.id, "debt", "repaid")
+        over = paid.amount_fen - sum(d.amount_fen for d in cleared)
         if over:
-            await self._repo.repayment_overpaid(conn, paid["id"], over)
+            await self._repo.repayment_overpaid(conn, paid.id, over)
             _log.error(
-                "repayment covers debts already cleared: refund the rest", order=str(paid["id"]), fen=over
+                "repayment covers debts already cleared: refund the rest", order=str(paid.id), fen=over
             )
         await self._collected(conn, paid, resident_id, cleared)
 
-    async def _collected(self, conn: Any, paid: Any, resident_id: uuid.UUID, cleared: list[Any]) -> None:
+    async def _collected(
+        self, conn: Connection, paid: OrderRow, resident_id: uuid.UUID, cleared: list[DeductionRow]
+    ) -> None:
         """Debts cleared by `paid`: receivable and uncollected back down; off the deny list when nothing is owed."""
         if cleared:
             postings: list[tuple[str, int]] = []
             for debt in cleared:
-                amount = int(debt["amount_fen"])
+                amount = debt.amount_fen
                 postings += [
-                    (f"transit_uncollected:{debt['payee_id']}", amount),
+                    (f"transit_uncollected:{debt.payee_id}", amount),
                     (f"rider_receivable:{resident_id}", -amount),
                 ]
             await self._ledger.post(
                 conn,
-                f"transit_collected:{paid['id']}",
+                f"transit_collected:{paid.id}",
                 "transit_collected",
                 postings,
-                memo=paid["out_trade_no"],
+                memo=paid.out_trade_no,
             )
         if cleared and not await self._repo.in_debt(conn, resident_id):
             await self._gates.allow_debtor(conn, resident_id, "transit debt repaid")
@@ -840,11 +843,11 @@ class TransitService:
 
     # -- notifications ---------------------------------------------------------------------------------------
 
-    async def apply_notification(self, conn: Any, channel_name: str, note: Notification) -> str:
+    async def apply_notification(self, conn: Connection, channel_name: str, note: Notification) -> str:
         """Agreement and deduction notifications (NotificationService dispatches them here)."""
         if note.kind == "agreement":
             row = await self._repo.agreement_by_external(conn, note.out_trade_no)
-            if row is None or row["channel"] != channel_name:
+            if row is None or row.channel != channel_name:
                 raise NotificationRefused(f"no {channel_name} agreement {note.out_trade_no}")
             if not isinstance(note.status, AgreementStatus):
                 raise NotificationRefused("not an agreement status")
@@ -855,20 +858,20 @@ class TransitService:
             )
         if note.kind == "deduction":
             deduction = await self._repo.deduction_by_out_trade_no(conn, note.out_trade_no)
-            if deduction is None or deduction["channel"] != channel_name:
+            if deduction is None or deduction.channel != channel_name:
                 raise NotificationRefused(f"no {channel_name} deduction {note.out_trade_no}")
             if not isinstance(note.status, TradeStatus):
                 raise NotificationRefused("not a trade status")
-            if note.status in PAID_STATES and note.amount_fen != deduction["amount_fen"]:
+            if note.status in PAID_STATES and note.amount_fen != deduction.amount_fen:
                 _log.error("deduction notification amount differs", out_trade_no=note.out_trade_no)
                 raise NotificationRefused("amount differs from the deduction")
             if note.status in PAID_STATES:
                 # Paid also after it became a debt: the money is there, mark_paid takes a closed order too.
-                order = await self._order_rows.get(conn, deduction["order_id"])
+                order = await self._order_of(conn, deduction)
                 return await self._orders.apply_channel_state(
                     conn, order, note.status, note.channel_trade_no, note.paid_at
                 )
-            if note.status in REFUSED_STATES and deduction["status"] == "pending":
+            if note.status in REFUSED_STATES and deduction.status == "pending":
                 await self._fail(conn, deduction, "refused", None)
                 return "failed"
             return "ignored"
@@ -876,38 +879,38 @@ class TransitService:
 
     # -- debts and repayment ---------------------------------------------------------------------------------
 
-    async def debts(self, conn: Any, resident_id: uuid.UUID) -> DebtSummary:
+    async def debts(self, conn: Connection, resident_id: uuid.UUID) -> DebtSummary:
         rows = await self._repo.debts_of(conn, resident_id)
-        trips: dict[uuid.UUID, list[TripView]] = defaultdict(list)
-        for trip in await self._repo.trips_of_deductions(conn, [r["id"] for r in rows]):
-            trips[trip["deduction_id"]].append(_trip_view(trip))
+        trips: dict[uuid.UUID | None, list[TripView]] = defaultdict(list)
+        for trip in await self._repo.trips_of_deductions(conn, [r.id for r in rows]):
+            trips[trip.deduction_id].append(_trip_view(trip))
         return DebtSummary(
-            total_fen=sum(int(r["amount_fen"]) for r in rows),
+            total_fen=sum(r.amount_fen for r in rows),
             debts=[
                 DebtView(
-                    id=r["id"],
-                    operator_id=r["payee_id"],
-                    amount_fen=int(r["amount_fen"]),
-                    failure=r["failure"],
-                    created_at=r["created_at"],
-                    trips=trips[r["id"]],
+                    id=r.id,
+                    operator_id=r.payee_id,
+                    amount_fen=r.amount_fen,
+                    failure=r.failure,
+                    created_at=r.created_at,
+                    trips=trips[r.id],
                 )
                 for r in rows
             ],
         )
 
     async def repay(
-        self, conn: Any, resident_id: uuid.UUID, key: str, data: RepayCreate, client_ip: str
-    ) -> tuple[int, Repayment]:
+        self, conn: Connection, resident_id: uuid.UUID, key: str, data: RepayCreate, client_ip: str
+    ) -> Answer[Repayment]:
         """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
         debts to other operators are repaid with further orders. Idempotent per key like any order."""
         debts = await self._repo.debts_of(conn, resident_id)
         if not debts:
             raise DomainError(409, "conflict", "there is no transit debt to repay")
-        payee_id = debts[0]["payee_id"]
-        covered = [d for d in debts if d["payee_id"] == payee_id]
-        amount = sum(int(d["amount_fen"]) for d in covered)
-        status, body = await self._orders.create(
+        payee_id = debts[0].payee_id
+        covered = [d for d in debts if d.payee_id == payee_id]
+        amount = sum(d.amount_fen for d in covered)
+        order = await self._orders.create(
             conn,
             resident_id,
             key,
@@ -923,9 +926,9 @@ class TransitService:
             client_ip,
             purpose="transit_fare",
         )
-        order_id = uuid.UUID(str(body["id"]))
         await self._repo.insert_repayment(
-            conn, order_id, resident_id, payee_id, amount, [d["id"] for d in covered]
+            conn, order.body.id, resident_id, payee_id, amount, [d.id for d in covered]
         )
-        remaining = sum(int(d["amount_fen"]) for d in debts) - amount
-        return status, Repayment(order=msgspec.to_builtins(body), debt_fen=amount, remaining_fen=remaining)
+        remaining = sum(d.amount_fen for d in debts) - amount
+        repayment = Repayment(order=order.body, debt_fen=amount, remaining_fen=remaining)
+        return Answer(order.status_code, repayment, replayed=order.replayed)

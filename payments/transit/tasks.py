@@ -8,14 +8,14 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from payments.container import payments_of
+from payments.container import PaymentServices, payments_of
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
     return now or dt.datetime.now(dt.UTC)
 
 
-async def _after_commit(payments: Any, changed: set[uuid.UUID]) -> None:
+async def _after_commit(payments: PaymentServices, changed: set[uuid.UUID]) -> None:
     if not changed:
         return
     async with payments.pool.acquire() as conn:
@@ -65,7 +65,7 @@ async def check_transit_deductions(ctx: dict[str, Any], *, now: dt.datetime | No
         if answered and trade is None and not transit.past_window(row, moment):
             trade = await transit.send_deduction(transit.request_of(row))
         async with payments.pool.acquire() as conn, conn.transaction():
-            counts[await transit.resolve(conn, row["id"], trade, moment, changed)] += 1
+            counts[await transit.resolve(conn, row.id, trade, moment, changed)] += 1
     await _after_commit(payments, changed)
     return dict(counts)
 

@@ -9,7 +9,6 @@ import ipaddress
 import secrets
 import socket
 import uuid
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,8 +16,9 @@ import msgspec
 import structlog
 
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field
-from payments.webhooks.repository import WebhookRepository
+from payments.webhooks.repository import EventRow, WebhookRepository
 from payments.webhooks.schemas import PayeeEvent, WebhookRegistered
 
 RETRY_SCHEDULE = (60, 300, 1800, 7200, 21600)
@@ -59,30 +59,32 @@ class WebhookService:
         self._timeout = timeout
         self._repo = WebhookRepository()
 
-    async def register(self, conn: Any, payee_id: uuid.UUID, url: str) -> WebhookRegistered:
+    async def register(self, conn: Connection, payee_id: uuid.UUID, url: str) -> WebhookRegistered:
         check_webhook_url(url, self._allow_local)
         secret = "whs_" + secrets.token_urlsafe(24)
         await self._repo.upsert(conn, payee_id, url, self._box.encrypt(_FIELD, secret))
         return WebhookRegistered(url=url, secret=secret)
 
-    async def enqueue(self, conn: Any, payee_id: uuid.UUID, event: str, body: dict[str, Any]) -> None:
+    async def enqueue(
+        self, conn: Connection, payee_id: uuid.UUID, event: str, body: dict[str, object]
+    ) -> None:
         await self._repo.enqueue(conn, payee_id, event, {"event": event, **body})
 
-    async def deliver_due(self, conn: Any, limit: int = 100) -> dict[str, int]:
+    async def deliver_due(self, conn: Connection, limit: int = 100) -> dict[str, int]:
         counts = {"delivered": 0, "retry": 0, "failed": 0}
         async with httpx.AsyncClient(timeout=self._timeout) as http:
             for row in await self._repo.claim_due(conn, limit):
-                raw = msgspec.json.encode({"id": str(row["id"]), **row["body"]})
-                secret = self._box.decrypt(_FIELD, row["secret_enc"])
+                raw = msgspec.json.encode({"id": str(row.id), **row.body})
+                secret = self._box.decrypt(_FIELD, row.secret_enc)
                 try:
                     # A name may resolve elsewhere than when it was registered (DNS rebinding).
-                    check_webhook_url(row["url"], self._allow_local)
+                    check_webhook_url(row.url, self._allow_local)
                     answer = await http.post(
-                        row["url"],
+                        row.url,
                         content=raw,
                         headers={
                             "Content-Type": "application/json",
-                            "X-Tzt-Event-Id": str(row["id"]),
+                            "X-Tzt-Event-Id": str(row.id),
                             "X-Tzt-Event-Signature": signature(secret, raw),
                         },
                     )
@@ -92,17 +94,29 @@ class WebhookService:
                 except DomainError:
                     error = "url no longer points at a public address"
                 if not error:
-                    await self._repo.delivered(conn, row["id"])
+                    await self._repo.delivered(conn, row.id)
                     counts["delivered"] += 1
                     continue
-                attempt = row["attempts"]
+                attempt = row.attempts
                 retry_in = RETRY_SCHEDULE[attempt] if attempt < len(RETRY_SCHEDULE) else None
-                await self._repo.failed_attempt(conn, row["id"], error, retry_in)
+                await self._repo.failed_attempt(conn, row.id, error, retry_in)
                 counts["retry" if retry_in else "failed"] += 1
                 _log.warning(
-                    "payee event not delivered", event_id=str(row["id"]), error=error, retry_in=retry_in
+                    "payee event not delivered", event_id=str(row.id), error=error, retry_in=retry_in
                 )
         return counts
 
-    async def events(self, conn: Any, payee_id: uuid.UUID, limit: int = 100) -> list[PayeeEvent]:
-        return [PayeeEvent(**dict(r)) for r in await self._repo.events_for(conn, payee_id, limit)]
+    async def events(self, conn: Connection, payee_id: uuid.UUID, limit: int = 100) -> list[PayeeEvent]:
+        return [_payee_event(r) for r in await self._repo.events_for(conn, payee_id, limit)]
+
+
+def _payee_event(row: EventRow) -> PayeeEvent:
+    return PayeeEvent(
+        id=row.id,
+        event=row.event,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        delivered_at=row.delivered_at,
+    )
