@@ -9,6 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST
 
 from app_backend.kernel.errors import not_found
+from app_backend.kernel.http import problems
 from payments.notifications.service import NotificationRefused
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class NotifyController(Controller):
         media_type="text/plain",
         response_description=_ACKNOWLEDGED,
         responses={HTTP_400_BAD_REQUEST: _REFUSED},
+        opt=problems(404),
     )
     async def notify(
         self, channel_name: str, request: Request[Any, Any, Any], payments: PaymentServices

@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from app_backend.kernel.errors import forbidden, invalid_field
-from app_backend.kernel.http import client_ip
+from app_backend.kernel.http import client_ip, problems
 from payments.orders.schemas import OrderCreate, OrderView
 from payments.ports import ClientOrganisation, Payer
 from payments.refunds.schemas import RefundCreate, RefundView
@@ -28,7 +28,11 @@ class OrderController(Controller):
     path = "/api/v1/payments/orders"
     tags = ["payments"]
 
-    @post("", summary="Create an order (Idempotency-Key header required); returns what the client pays with")
+    @post(
+        "",
+        summary="Create an order (Idempotency-Key header required); returns what the client pays with",
+        opt=problems(422),
+    )
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -42,13 +46,17 @@ class OrderController(Controller):
         answer = await payments.orders.create(db, payer.resident_id, _key(idempotency_key), data, client)
         return Response(answer.body, status_code=answer.status_code)
 
-    @get("/{order_id:uuid}", summary="One of my orders")
+    @get("/{order_id:uuid}", summary="One of my orders", opt=problems(404))
     async def get_one(
         self, order_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any
     ) -> OrderView:
         return await payments.orders.get_for_payer(db, order_id, payer.resident_id)
 
-    @post("/{order_id:uuid}/refunds", summary="Refund part or all of a paid order (the payee, signed)")
+    @post(
+        "/{order_id:uuid}/refunds",
+        summary="Refund part or all of a paid order (the payee, signed)",
+        opt=problems(403, 404, 409, 422),
+    )
     async def refund(
         self,
         order_id: uuid.UUID,

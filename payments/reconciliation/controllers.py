@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, staff_only
+from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
 from app_backend.kernel.errors import DomainError
+from app_backend.kernel.http import problems
 from payments.reconciliation.schemas import ReconciliationReport
 
 if TYPE_CHECKING:
@@ -23,7 +24,14 @@ class ReconciliationAdminController(Controller):
     guards = [staff_only(OPS_ADMIN, AUDITOR)]
     dependencies = STAFF
 
-    @get("", summary="The stored reconciliation report of a business day (Asia/Shanghai)")
+    @get(
+        "",
+        summary="The stored reconciliation report of a business day (Asia/Shanghai)",
+        opt={
+            **problems(404),
+            **audited("admin.reconciliation_view", target_type="reconciliation", target="date"),
+        },
+    )
     async def report(
         self,
         payments: PaymentServices,
@@ -36,6 +44,7 @@ class ReconciliationAdminController(Controller):
             raise DomainError(400, "bad-request", "date is required (YYYY-MM-DD)")
         report = await payments.reconciliation.report(db, day)
         if not report.channels:
+            # The request's transaction rolls back with the 404, and the audited view with it: kept detached.
             await audit.record_detached(
                 staff.actor,
                 "admin.reconciliation_view",
@@ -43,11 +52,4 @@ class ReconciliationAdminController(Controller):
                 target_id=day.isoformat(),
             )
             raise DomainError(404, "not-found", f"no reconciliation has run for {day.isoformat()}")
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.reconciliation_view",
-            target_type="reconciliation",
-            target_id=day.isoformat(),
-        )
         return report

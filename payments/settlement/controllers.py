@@ -10,13 +10,13 @@ from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
-from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, staff_only
+from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
 from app_backend.kernel.errors import DomainError, forbidden
+from app_backend.kernel.http import problems
 from payments.ports import ClientOrganisation
 from payments.settlement.schemas import PayoutRecord, Settlements, SettlementView
 
 if TYPE_CHECKING:
-    from app_backend.audit.service import AuditTrail
     from payments.container import PaymentServices
 
 
@@ -29,7 +29,7 @@ class SettlementController(Controller):
     path = "/api/v1/payments/settlements"
     tags = ["payments"]
 
-    @get("", summary="My settlements for a business day")
+    @get("", summary="My settlements for a business day", opt=problems(403))
     async def list_mine(
         self,
         payments: PaymentServices,
@@ -46,6 +46,7 @@ class SettlementController(Controller):
         "/{settlement_id:uuid}/statement.csv",
         summary="The statement of one settlement, line by line",
         media_type="text/csv",
+        opt=problems(403, 404),
     )
     async def statement(
         self, settlement_id: uuid.UUID, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
@@ -63,11 +64,14 @@ class SettlementAdminController(Controller):
     guards = [staff_only(OPS_ADMIN, AUDITOR)]
     dependencies = STAFF
 
-    @get("", summary="Settlements of a business day (settled on first view if not yet)")
+    @get(
+        "",
+        summary="Settlements of a business day (settled on first view if not yet)",
+        opt=audited("admin.settlement_view", target_type="settlement_day", target="date"),
+    )
     async def for_day(
         self,
         payments: PaymentServices,
-        audit: AuditTrail,
         db: Any,
         staff: Staff,
         day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
@@ -79,34 +83,24 @@ class SettlementAdminController(Controller):
                 "date: required (YYYY-MM-DD)",
                 extra={"errors": [{"field": "date", "message": "required"}]},
             )
-        found = await payments.settlement.for_day(db, day)
-        await audit.record(
-            db, staff.actor, "admin.settlement_view", target_type="settlement_day", target_id=day.isoformat()
-        )
-        return Settlements(settlements=found)
+        return Settlements(settlements=await payments.settlement.for_day(db, day))
 
     @post(
         "/{settlement_id:uuid}/paid",
         status_code=HTTP_200_OK,
         summary="Record the bank transfer that paid a settlement (posts the payout to the ledger once)",
         guards=[staff_only(OPS_ADMIN)],
+        opt={
+            **problems(404, 409),
+            **audited(
+                "admin.settlement_paid",
+                target_type="settlement",
+                target="settlement_id",
+                detail=("payout_ref",),
+            ),
+        },
     )
     async def paid(
-        self,
-        settlement_id: uuid.UUID,
-        data: PayoutRecord,
-        payments: PaymentServices,
-        audit: AuditTrail,
-        db: Any,
-        staff: Staff,
+        self, settlement_id: uuid.UUID, data: PayoutRecord, payments: PaymentServices, db: Any, staff: Staff
     ) -> SettlementView:
-        paid = await payments.settlement.mark_paid(db, settlement_id, data.payout_ref)
-        await audit.record(
-            db,
-            staff.actor,
-            "admin.settlement_paid",
-            target_type="settlement",
-            target_id=str(settlement_id),
-            detail={"payout_ref": data.payout_ref, "net_fen": paid.net_fen},
-        )
-        return paid
+        return await payments.settlement.mark_paid(db, settlement_id, data.payout_ref)

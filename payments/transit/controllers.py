@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
-from app_backend.kernel.http import client_ip
+from app_backend.kernel.http import client_ip, problems
 from payments.orders.controllers import _key
 from payments.ports import Payer
 from payments.transit.schemas import (
@@ -31,6 +31,7 @@ class TransitController(Controller):
     @post(
         "/agreements",
         summary="Sign a withholding agreement (Alipay agreement / WeChat papay): returns what the client opens",
+        opt=problems(409),
     )
     async def sign(
         self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Any
@@ -41,7 +42,12 @@ class TransitController(Controller):
     async def mine(self, payments: PaymentServices, payer: Payer, db: Any) -> list[AgreementView]:
         return await payments.transit.agreements(db, payer.resident_id)
 
-    @delete("/agreements/{agreement_id:uuid}", summary="End one of my agreements", status_code=204)
+    @delete(
+        "/agreements/{agreement_id:uuid}",
+        summary="End one of my agreements",
+        status_code=204,
+        opt=problems(404, 409),
+    )
     async def end(self, agreement_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any) -> None:
         await payments.transit.end(db, payer.resident_id, agreement_id)
 
@@ -62,6 +68,7 @@ class TransitController(Controller):
     @post(
         "/debts/repay",
         summary="Repay transit debts (Idempotency-Key header required): an order to pay like any other",
+        opt=problems(409, 422),
     )
     async def repay(
         self,

@@ -8,6 +8,7 @@ from litestar import Controller, get, put
 from litestar.status_codes import HTTP_200_OK
 
 from app_backend.kernel.errors import forbidden
+from app_backend.kernel.http import problems
 from payments.ports import ClientOrganisation
 from payments.webhooks.schemas import PayeeEvents, WebhookRegistered, WebhookSet
 
@@ -28,6 +29,7 @@ class WebhookController(Controller):
         "",
         status_code=HTTP_200_OK,
         summary="Set the URL our events are POSTed to (returns a new signing secret)",
+        opt=problems(403),
     )
     async def set_url(
         self, data: WebhookSet, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
@@ -35,7 +37,7 @@ class WebhookController(Controller):
         _require(payee_client)
         return await payments.webhooks.register(db, payee_client.organisation_id, data.url)
 
-    @get("/events", summary="Recent events and their delivery")
+    @get("/events", summary="Recent events and their delivery", opt=problems(403))
     async def events(
         self, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
     ) -> PayeeEvents:
