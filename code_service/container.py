@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -12,6 +11,7 @@ from redis.asyncio import Redis
 from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import SubjectRepository
 from code_service.codes.service import FactsService, IssuingService
@@ -70,7 +70,7 @@ class CodeServices:
             ),
         )
 
-    async def account_status_changed(self, conn: Any, resident_id: uuid.UUID, blocked: bool) -> None:
+    async def account_status_changed(self, conn: Connection, resident_id: uuid.UUID, blocked: bool) -> None:
         """A blocked account is refused online at once and by gates at their next deny-list sync."""
         subject = await SubjectRepository().of_resident(conn, resident_id)
         if blocked:

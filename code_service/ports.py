@@ -10,6 +10,7 @@ import msgspec
 
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.kernel.http import signed_path
+from app_backend.kernel.redis_batch import CallerChecks
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -24,7 +25,7 @@ class Holder(msgspec.Struct, frozen=True):
     resident_id: uuid.UUID
     # The session and rate checks (a CallerChecks) still to be settled when the holder came from the deferring
     # `display_holder` dependency (the code display folds them into its own Redis round trip); None otherwise.
-    checks: Any = None
+    checks: CallerChecks | None = None
 
 
 class Scanner(msgspec.Struct, frozen=True):
@@ -37,7 +38,7 @@ class Scanner(msgspec.Struct, frozen=True):
     scopes: frozenset[str]
     # The request's Redis checks (a CallerChecks), still to be settled when the scanner came from the deferring
     # `verifier` dependency; already settled (and to be ignored) otherwise.
-    checks: Any = None
+    checks: CallerChecks | None = None
 
 
 RESIDENT_FACTS = "code_ports.resident_facts"
@@ -95,6 +96,7 @@ async def signed_verifier_of(request: Request[Any, Any, Any]) -> Scanner:
 async def provide_scanner(request: Request[Any, Any, Any]) -> Scanner:
     """code_service's view of a signed machine request, fully checked (the dependency of its cold handlers)."""
     scanner = await signed_verifier_of(request)
+    assert scanner.checks is not None  # signed_verifier_of always hands them over
     await scanner.checks.run()
     return msgspec.structs.replace(scanner, checks=None)
 

@@ -336,8 +336,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     return [f"new signing key {kid}"]
                 rows = await KeyRepository().published(conn, 24 * 3600 + 60)
                 return [
-                    f"{r['kid']}  created {r['created_at']:%Y-%m-%d %H:%M}  "
-                    f"{'signing' if r['rotated_out_at'] is None else 'rotated out ' + str(r['rotated_out_at'])}"
+                    f"{r.kid}  created {r.created_at:%Y-%m-%d %H:%M}  "
+                    f"{'signing' if r.rotated_out_at is None else 'rotated out ' + str(r.rotated_out_at)}"
                     for r in rows
                 ]
         finally:

@@ -5,13 +5,62 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
-from typing import Any
 
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 from code_service.ports import RESIDENT_FACTS
 
 
+class SubjectRow(msgspec.Struct, frozen=True):
+    subject: bytes
+    kind: str  # resident | enterprise
+    ref: uuid.UUID
+
+
+class CredentialRow(msgspec.Struct, frozen=True):
+    """A device credential as its holder lists it."""
+
+    id: bytes
+    not_before: dt.datetime
+    not_after: dt.datetime
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class StatusesRow(msgspec.Struct, frozen=True):
+    colour: str | None  # no health status yet: NULL
+    insured: bool | None  # no insurance status yet: NULL
+
+
+class ResidentFactsRow(msgspec.Struct, frozen=True):
+    """A resident's subject and facts (FactsRepository.resident): RESIDENT_FACTS' answer and the statuses."""
+
+    subject: bytes | None  # never NULL: the statement finds or creates it (a scalar subquery to PostgreSQL)
+    active: bool
+    name_enc: bytes | None  # NULL before real-name
+    may_ride: bool
+    ride_reason: str
+    health: str  # green | yellow | red | unknown
+    insured: bool
+
+
+class SubjectFactsRow(msgspec.Struct, frozen=True):
+    """A subject's kind and ref and, for a resident only, the facts of ResidentFactsRow (all NULL for an
+    enterprise)."""
+
+    kind: str  # resident | enterprise
+    ref: uuid.UUID
+    active: bool | None
+    name_enc: bytes | None
+    may_ride: bool | None
+    ride_reason: str | None
+    health: str | None
+    insured: bool | None
+
+
 class SubjectRepository:
-    async def get_or_create(self, conn: Any, kind: str, ref: uuid.UUID) -> bytes:
+    async def get_or_create(self, conn: Connection, kind: str, ref: uuid.UUID) -> bytes:
         subject: bytes | None = await conn.fetchval(
             """INSERT INTO codes.subjects (subject, kind, ref) VALUES ($1, $2, $3)
                ON CONFLICT (kind, ref) DO NOTHING RETURNING subject""",
@@ -26,12 +75,12 @@ class SubjectRepository:
         assert subject is not None
         return bytes(subject)
 
-    async def get(self, conn: Any, subject: bytes) -> Any:
-        return await conn.fetchrow(
-            "SELECT subject, kind, ref FROM codes.subjects WHERE subject = $1", subject
+    async def get(self, conn: Connection, subject: bytes) -> SubjectRow | None:
+        return await fetch_row(
+            conn, SubjectRow, "SELECT subject, kind, ref FROM codes.subjects WHERE subject = $1", subject
         )
 
-    async def of_resident(self, conn: Any, resident_id: uuid.UUID) -> bytes | None:
+    async def of_resident(self, conn: Connection, resident_id: uuid.UUID) -> bytes | None:
         value = await conn.fetchval(
             "SELECT subject FROM codes.subjects WHERE kind = 'resident' AND ref = $1", resident_id
         )
@@ -41,7 +90,7 @@ class SubjectRepository:
 class CredentialRepository:
     async def insert(
         self,
-        conn: Any,
+        conn: Connection,
         credential_id: bytes,
         resident_id: uuid.UUID,
         subject: bytes,
@@ -63,7 +112,9 @@ class CredentialRepository:
             flags,
         )
 
-    async def revoke(self, conn: Any, credential_id: bytes, resident_id: uuid.UUID, reason: str) -> bool:
+    async def revoke(
+        self, conn: Connection, credential_id: bytes, resident_id: uuid.UUID, reason: str
+    ) -> bool:
         result: str = await conn.execute(
             """UPDATE codes.device_credentials SET revoked_at = now(), revoked_reason = $3
                WHERE id = $1 AND resident_id = $2 AND revoked_at IS NULL""",
@@ -73,35 +124,40 @@ class CredentialRepository:
         )
         return result.endswith(" 1")
 
-    async def revoke_live_of(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[bytes]:
-        rows = await conn.fetch(
+    async def revoke_live_of(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+        """The ids of the credentials it ended."""
+        records = await conn.fetch(
             """UPDATE codes.device_credentials SET revoked_at = now(), revoked_reason = $2
                WHERE resident_id = $1 AND revoked_at IS NULL AND not_after > now() RETURNING id""",
             resident_id,
             reason,
         )
-        return [bytes(r["id"]) for r in rows]
+        return [bytes(record[0]) for record in records]
 
-    async def list_for(self, conn: Any, resident_id: uuid.UUID) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def list_for(self, conn: Connection, resident_id: uuid.UUID) -> list[CredentialRow]:
+        return await fetch_rows(
+            conn,
+            CredentialRow,
             """SELECT id, not_before, not_after, created_at, revoked_at FROM codes.device_credentials
                WHERE resident_id = $1 AND not_after > now() - interval '1 day' ORDER BY created_at DESC""",
             resident_id,
         )
-        return rows
 
 
 class StatusRepository:
     """A person's department statuses alone: the multi-query reference FactsRepository's one statement is checked
     against (tests/test_display_round_trips.py)."""
 
-    async def statuses(self, conn: Any, person_key: bytes) -> tuple[str, bool]:
-        row = await conn.fetchrow(
+    async def statuses(self, conn: Connection, person_key: bytes) -> tuple[str, bool]:
+        row = await fetch_row(
+            conn,
+            StatusesRow,
             """SELECT (SELECT colour FROM codes.health_status WHERE person_key = $1) AS colour,
                       (SELECT insured FROM codes.insurance_status WHERE person_key = $1) AS insured""",
             person_key,
         )
-        return (row["colour"] or "unknown"), bool(row["insured"])
+        assert row is not None  # a SELECT without FROM: always one row
+        return (row.colour or "unknown"), bool(row.insured)
 
 
 def _resident_facts(ref: str) -> str:
@@ -116,14 +172,20 @@ def _resident_facts(ref: str) -> str:
 
 
 class FactsRepository:
-    """A holder's facts in ONE statement each (issue 5: a code display costs at most one round trip)."""
+    """A holder's facts in ONE statement each (issue 5: a code display costs at most one round trip). Both are
+    read on a cache miss only (the warm display and verification read Redis, no record), so their rows are
+    Structs."""
 
-    async def resident(self, conn: Any, resident_id: uuid.UUID, new_subject: bytes) -> Any:
+    async def resident(
+        self, conn: Connection, resident_id: uuid.UUID, new_subject: bytes
+    ) -> ResidentFactsRow:
         """The resident's subject, created with `new_subject` on first use, and their facts. A single statement is
         atomic on its own: no transaction needed. An existing subject is only read (no write on the usual path);
         when a concurrent first use inserted one our snapshot cannot see, the conflict's DO UPDATE hands its
         subject back (DO NOTHING would return no row), so there is always exactly one row."""
-        return await conn.fetchrow(
+        row = await fetch_row(
+            conn,
+            ResidentFactsRow,
             f"""WITH known AS (
                    SELECT subject FROM codes.subjects WHERE kind = 'resident' AND ref = $1
                ), created AS (
@@ -137,10 +199,14 @@ class FactsRepository:
             resident_id,
             new_subject,
         )
+        assert row is not None  # RESIDENT_FACTS answers exactly one row for any uuid
+        return row
 
-    async def of_subject(self, conn: Any, subject: bytes) -> Any:
+    async def of_subject(self, conn: Connection, subject: bytes) -> SubjectFactsRow | None:
         """The subject's kind and ref and, for a resident, their facts (NULL facts for an enterprise)."""
-        return await conn.fetchrow(
+        return await fetch_row(
+            conn,
+            SubjectFactsRow,
             f"""SELECT s.kind, s.ref, r.active, r.name_enc, r.may_ride, r.ride_reason, r.health, r.insured
                FROM codes.subjects s
                LEFT JOIN LATERAL (SELECT {_resident_facts("s.ref")}) r ON s.kind = 'resident'

@@ -9,7 +9,6 @@ import hashlib
 import secrets
 import time
 import uuid
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -20,11 +19,15 @@ from redis.asyncio import Redis
 
 from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, invalid_field, not_found
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import (
     CredentialRepository,
+    CredentialRow,
     FactsRepository,
+    ResidentFactsRow,
+    SubjectFactsRow,
     SubjectRepository,
 )
 from code_service.codes.schemas import (
@@ -116,45 +119,50 @@ class FactsService:
         self._facts = FactsRepository()
         self._subjects = SubjectRepository()
 
-    async def load(self, conn: Any, subject: bytes) -> SubjectFacts | None:
+    async def load(self, conn: Connection, subject: bytes) -> SubjectFacts | None:
         """Reads the holder's facts from PostgreSQL (one statement for a resident, two for an enterprise) and
         refreshes the cache."""
         row = await self._facts.of_subject(conn, subject)
         if row is None:
             return None
         facts = (
-            self._resident(subject, row["ref"], row)
-            if row["kind"] == "resident"
-            else await self._enterprise(conn, subject, row["ref"])
+            self._resident(subject, row.ref, row)
+            if row.kind == "resident"
+            else await self._enterprise(conn, subject, row.ref)
         )
         await self._redis.set(facts_key(subject), _ENCODE.encode(facts), ex=FACTS_TTL)
         return facts
 
-    async def load_resident(self, conn: Any, resident_id: uuid.UUID) -> tuple[bytes, SubjectFacts]:
+    async def load_resident(self, conn: Connection, resident_id: uuid.UUID) -> tuple[bytes, SubjectFacts]:
         """The resident's subject (created on first use) and facts in ONE statement, with no transaction of its
         own (a single statement is atomic; in the caller's transaction when there is one); refreshes the cache."""
         row = await self._facts.resident(conn, resident_id, secrets.token_bytes(8))
-        assert row["subject"] is not None
-        subject = bytes(row["subject"])
+        assert row.subject is not None
+        subject = row.subject
         facts = self._resident(subject, resident_id, row)
         await self._redis.set(facts_key(subject), _ENCODE.encode(facts), ex=FACTS_TTL)
         return subject, facts
 
-    def _resident(self, subject: bytes, resident_id: uuid.UUID, row: Any) -> SubjectFacts:
-        active = bool(row["active"])
+    def _resident(
+        self, subject: bytes, resident_id: uuid.UUID, row: ResidentFactsRow | SubjectFactsRow
+    ) -> SubjectFacts:
+        """A resident's row has every fact (RESIDENT_FACTS answers one row for any uuid and the statuses are
+        coalesced): the defaults below only satisfy SubjectFactsRow's types, whose facts are NULL for an
+        enterprise."""
+        active = bool(row.active)
         return SubjectFacts(
             subject=subject.hex(),
             kind="resident",
             ref=str(resident_id),
             active=active,
-            masked_name=self._residents.mask_name(row["name_enc"]) or "",
-            health=row["health"],
-            insured=bool(row["insured"]),
-            may_ride=bool(row["may_ride"]) and active,
-            ride_reason=row["ride_reason"] if active else "account-blocked",
+            masked_name=self._residents.mask_name(row.name_enc) or "",
+            health=row.health or "unknown",
+            insured=bool(row.insured),
+            may_ride=bool(row.may_ride) and active,
+            ride_reason=(row.ride_reason or "") if active else "account-blocked",
         )
 
-    async def _enterprise(self, conn: Any, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
+    async def _enterprise(self, conn: Connection, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
         facts = await self._enterprises.enterprise(conn, enterprise_id)
         if facts is None:
             return SubjectFacts(
@@ -169,8 +177,9 @@ class FactsService:
             standing=facts.standing,
         )
 
-    def decode_cached(self, raw: bytes | str | None) -> SubjectFacts | None:
-        return _FACTS.decode(raw) if raw else None
+    def decode_cached(self, raw: object) -> SubjectFacts | None:
+        """`raw`: a Redis reply (bytes, or None when the facts are not cached)."""
+        return _FACTS.decode(raw) if isinstance(raw, bytes) and raw else None
 
     async def cached_or_load(self, subject: bytes) -> SubjectFacts | None:
         cached = self.decode_cached(await self._redis.get(facts_key(subject)))
@@ -184,7 +193,7 @@ class FactsService:
         async with self._pool.acquire() as conn:
             await self.invalidate_resident(conn, resident_id)
 
-    async def invalidate_resident(self, conn: Any, resident_id: uuid.UUID) -> None:
+    async def invalidate_resident(self, conn: Connection, resident_id: uuid.UUID) -> None:
         subject = await self._subjects.of_resident(conn, resident_id)
         if subject is not None:
             await self._redis.delete(facts_key(subject))
@@ -218,7 +227,7 @@ class IssuingService:
         self._credentials = CredentialRepository()
         self._subject_of: dict[uuid.UUID, bytes] = {}
 
-    async def _resident_facts(self, conn: Any, holder: Holder) -> tuple[bytes, SubjectFacts]:
+    async def _resident_facts(self, conn: Connection, holder: Holder) -> tuple[bytes, SubjectFacts]:
         subject, facts = await self._facts.load_resident(conn, holder.resident_id)
         if not facts.active:
             raise forbidden("this account is blocked; no code can be issued")
@@ -246,7 +255,7 @@ class IssuingService:
             raise forbidden("this account is blocked; no code can be issued")
         return bytes(subject), facts
 
-    async def _first_round_trip(self, holder: Holder, subject: bytes | None) -> Any:
+    async def _first_round_trip(self, holder: Holder, subject: bytes | None) -> object:
         """The holder's unsettled checks (session revoked? rate limit?) and the cached facts, or the cached
         subject when this process does not know it yet, in one pipeline. Without Redis the checks refuse."""
         checks = holder.checks
@@ -276,7 +285,7 @@ class IssuingService:
         subject, facts = await self._cached_resident_facts(holder)
         return await self._server_code(TYPE_PERSONAL, subject, facts, entitlements_of(facts))
 
-    async def enterprise_code(self, conn: Any, holder: Holder, enterprise_id: uuid.UUID) -> IssuedCode:
+    async def enterprise_code(self, conn: Connection, holder: Holder, enterprise_id: uuid.UUID) -> IssuedCode:
         if await self._enterprises.enterprise_of_member(conn, enterprise_id, holder.resident_id) is None:
             raise not_found("enterprise not found")
         subject = await self._subjects.get_or_create(conn, "enterprise", enterprise_id)
@@ -307,7 +316,9 @@ class IssuingService:
             entitlements=entitlements,
         )
 
-    async def device_credential(self, conn: Any, holder: Holder, public_key_b64: str) -> DeviceCredential:
+    async def device_credential(
+        self, conn: Connection, holder: Holder, public_key_b64: str
+    ) -> DeviceCredential:
         device_public = _device_point(public_key_b64)
         device_key = compressed_point(device_public)
         subject, facts = await self._resident_facts(conn, holder)
@@ -358,19 +369,10 @@ class IssuingService:
             self._health.failed(exc)
             _log.warning("device credential record not written", error=type(exc).__name__)
 
-    async def credentials(self, conn: Any, holder: Holder) -> list[DeviceCredentialInfo]:
-        return [
-            DeviceCredentialInfo(
-                id=bytes(r["id"]).hex(),
-                not_before=r["not_before"],
-                not_after=r["not_after"],
-                created_at=r["created_at"],
-                revoked_at=r["revoked_at"],
-            )
-            for r in await self._credentials.list_for(conn, holder.resident_id)
-        ]
+    async def credentials(self, conn: Connection, holder: Holder) -> list[DeviceCredentialInfo]:
+        return [_credential_info(r) for r in await self._credentials.list_for(conn, holder.resident_id)]
 
-    async def revoke_device(self, conn: Any, holder: Holder, credential_hex: str) -> None:
+    async def revoke_device(self, conn: Connection, holder: Holder, credential_hex: str) -> None:
         try:
             credential_id = bytes.fromhex(credential_hex)
         except ValueError:
@@ -381,11 +383,21 @@ class IssuingService:
             raise not_found("no live device credential with this id")
         await self._deny.deny(conn, "credential", [credential_id], "revoked by holder")
 
-    async def supersede_devices(self, conn: Any, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+    async def supersede_devices(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> list[bytes]:
         """A worse status, a block: live credentials would carry stale entitlements offline, so they end."""
         ended = await self._credentials.revoke_live_of(conn, resident_id, reason)
         await self._deny.deny(conn, "credential", ended, reason)
         return ended
+
+
+def _credential_info(row: CredentialRow) -> DeviceCredentialInfo:
+    return DeviceCredentialInfo(
+        id=row.id.hex(),
+        not_before=row.not_before,
+        not_after=row.not_after,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 def _device_point(public_key_b64: str) -> ec.EllipticCurvePublicKey:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, put
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from code_service.feeds.schemas import FeedReceipt, HealthBatch, HealthStatus, InsuranceBatch, InsuranceStatus
 from code_service.ports import Scanner
@@ -25,7 +27,7 @@ async def _apply(
     codes: CodeServices,
     scanner: Scanner,
     scope: str,
-    write: Callable[[Any], Awaitable[tuple[FeedReceipt, list[Any]]]],
+    write: Callable[[Connection], Awaitable[tuple[FeedReceipt, list[uuid.UUID]]]],
 ) -> FeedReceipt:
     if scope not in scanner.scopes:
         raise forbidden(f"this credential lacks the scope {scope}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import invalid_field
 from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.repository import FeedRepository
@@ -36,7 +36,7 @@ class FeedService:
         return keys
 
     async def put_health(
-        self, conn: Any, scanner: Scanner, items: Sequence[HealthStatus], many: bool
+        self, conn: Connection, scanner: Scanner, items: Sequence[HealthStatus], many: bool
     ) -> tuple[FeedReceipt, list[uuid.UUID]]:
         changed, touched = 0, []
         for key, item in zip(self._keys(items, many), items, strict=True):
@@ -52,7 +52,7 @@ class FeedService:
         return FeedReceipt(accepted=len(items), changed=changed, holders_with_accounts=len(touched)), touched
 
     async def put_insurance(
-        self, conn: Any, scanner: Scanner, items: Sequence[InsuranceStatus], many: bool
+        self, conn: Connection, scanner: Scanner, items: Sequence[InsuranceStatus], many: bool
     ) -> tuple[FeedReceipt, list[uuid.UUID]]:
         changed, touched = 0, []
         for key, item in zip(self._keys(items, many), items, strict=True):
@@ -69,6 +69,6 @@ class FeedService:
                     await self._issuing.supersede_devices(conn, resident, "insurance ended")
         return FeedReceipt(accepted=len(items), changed=changed, holders_with_accounts=len(touched)), touched
 
-    async def after_commit(self, conn: Any, residents: list[uuid.UUID]) -> None:
+    async def after_commit(self, conn: Connection, residents: list[uuid.UUID]) -> None:
         for resident in residents:
             await self._facts.invalidate_resident(conn, resident)

@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import uuid
+from typing import TypeAlias
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_rows
 
 # Writers take this lock until commit, so versions become visible in order and a reader's highest version
 # never hides a lower one still in flight.
 _DENY_LOCK = 0x7A7464  # "tzd"
 # Device credentials live at most 24 h; after that their deny entries carry no meaning.
 CREDENTIAL_ENTRY_LIFE = "25 hours"
+# One uploaded tap in the column order of TapRepository.insert_many: tap_id, gate_id, line, station, direction,
+# tapped_at, rider_token, code_id, subject, credential_id.
+TapValues: TypeAlias = tuple[str, str, str, str, str, dt.datetime, str, bytes, bytes, bytes | None]
+
+
+class DenyEntryRow(msgspec.Struct, frozen=True):
+    kind: str  # credential | account | debtor
+    entry: bytes
+
+
+class DenyChangeRow(msgspec.Struct, frozen=True):
+    kind: str  # credential | account | debtor
+    entry: bytes
+    op: str  # add | remove
+
+
+class TapRow(msgspec.Struct, frozen=True):
+    """A subject's tap as the gate uploaded it."""
+
+    tap_id: str
+    gate_id: str
+    station: str
+    direction: str  # in | out | single
+    tapped_at: dt.datetime
+
+
+class UntakenTapRow(msgspec.Struct, frozen=True):
+    """A tap the fare side has not taken over yet."""
+
+    organisation_id: uuid.UUID
+    tap_id: str
+    gate_id: str
+    line: str
+    station: str
+    direction: str  # in | out | single
+    tapped_at: dt.datetime
+    subject: bytes | None
 
 
 class DenyRepository:
-    async def record(self, conn: Any, kind: str, entries: list[bytes], op: str, reason: str) -> None:
+    async def record(self, conn: Connection, kind: str, entries: list[bytes], op: str, reason: str) -> None:
         if not entries:
             return
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _DENY_LOCK)
@@ -21,22 +64,25 @@ class DenyRepository:
             [(kind, e, op, reason) for e in entries],
         )
 
-    async def head(self, conn: Any) -> int:
+    async def head(self, conn: Connection) -> int:
         return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM codes.deny_changes"))
 
-    async def changes_since(self, conn: Any, since: int, upto: int) -> list[Any]:
+    async def changes_since(self, conn: Connection, since: int, upto: int) -> list[DenyChangeRow]:
         """The last operation per entry among changes in (since, upto]."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            DenyChangeRow,
             """SELECT DISTINCT ON (kind, entry) kind, entry, op FROM codes.deny_changes
                WHERE version > $1 AND version <= $2 ORDER BY kind, entry, version DESC""",
             since,
             upto,
         )
-        return rows
 
-    async def current(self, conn: Any, upto: int) -> list[Any]:
+    async def current(self, conn: Connection, upto: int) -> list[DenyEntryRow]:
         """Every entry denied as of `upto`, sorted by entry (bytea order is big-endian order)."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            DenyEntryRow,
             f"""SELECT kind, entry FROM (
                     SELECT DISTINCT ON (kind, entry) kind, entry, op, at FROM codes.deny_changes
                     WHERE version <= $1 ORDER BY kind, entry, version DESC) last
@@ -44,20 +90,19 @@ class DenyRepository:
                 ORDER BY kind, entry""",
             upto,
         )
-        return rows
 
-    async def denied_kinds(self, conn: Any, entries: list[tuple[str, bytes]]) -> set[str]:
+    async def denied_kinds(self, conn: Connection, entries: list[tuple[str, bytes]]) -> set[str]:
         """Which of these (kind, entry) pairs are denied now (their last change is an add), in one statement."""
-        rows = await conn.fetch(
+        records = await conn.fetch(
             """SELECT k.kind FROM unnest($1::text[], $2::bytea[]) AS k(kind, entry)
                WHERE (SELECT d.op FROM codes.deny_changes d WHERE d.kind = k.kind AND d.entry = k.entry
                       ORDER BY d.version DESC LIMIT 1) = 'add'""",
             [kind for kind, _ in entries],
             [entry for _, entry in entries],
         )
-        return {row["kind"] for row in rows}
+        return {record[0] for record in records}
 
-    async def is_denied(self, conn: Any, kind: str, entry: bytes) -> bool:
+    async def is_denied(self, conn: Connection, kind: str, entry: bytes) -> bool:
         op = await conn.fetchval(
             """SELECT op FROM codes.deny_changes WHERE kind = $1 AND entry = $2 ORDER BY version DESC LIMIT 1""",
             kind,
@@ -67,8 +112,11 @@ class DenyRepository:
 
 
 class TapRepository:
-    async def insert_many(self, conn: Any, organisation_id: Any, taps: list[tuple[Any, ...]]) -> list[str]:
-        rows = await conn.fetch(
+    async def insert_many(
+        self, conn: Connection, organisation_id: uuid.UUID, taps: list[TapValues]
+    ) -> list[str]:
+        """The tap ids inserted (a tap id this operator uploaded before is skipped)."""
+        records = await conn.fetch(
             """INSERT INTO codes.taps (tap_id, organisation_id, gate_id, line, station, direction, tapped_at,
                                        rider_token, code_id, subject, credential_id)
                SELECT t.tap_id, $1, t.gate_id, t.line, t.station, t.direction, t.tapped_at, t.rider_token,
@@ -81,27 +129,29 @@ class TapRepository:
             organisation_id,
             *[list(column) for column in zip(*taps, strict=True)],
         )
-        return [r["tap_id"] for r in rows]
+        return [record[0] for record in records]
 
-    async def for_subject(self, conn: Any, subject: bytes) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def for_subject(self, conn: Connection, subject: bytes) -> list[TapRow]:
+        return await fetch_rows(
+            conn,
+            TapRow,
             "SELECT tap_id, gate_id, station, direction, tapped_at FROM codes.taps WHERE subject = $1 "
             "ORDER BY tapped_at",
             subject,
         )
-        return rows
 
-    async def untaken(self, conn: Any, limit: int) -> list[Any]:
+    async def untaken(self, conn: Connection, limit: int) -> list[UntakenTapRow]:
         """Taps the fare side has not taken yet, oldest upload first; rows locked so two runs never share one."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            UntakenTapRow,
             """SELECT organisation_id, tap_id, gate_id, line, station, direction, tapped_at, subject
                FROM codes.taps WHERE fare_taken_at IS NULL ORDER BY received_at LIMIT $1
                FOR UPDATE SKIP LOCKED""",
             limit,
         )
-        return rows
 
-    async def mark_taken(self, conn: Any, keys: list[tuple[Any, str]]) -> None:
+    async def mark_taken(self, conn: Connection, keys: list[tuple[uuid.UUID, str]]) -> None:
         if not keys:
             return
         await conn.execute(

@@ -6,12 +6,12 @@ import base64
 import json
 import time
 import uuid
-from typing import Any
 
 from redis.asyncio import Redis
 
+from app_backend.kernel.db import Connection
 from code_service.codes.repository import SubjectRepository
-from code_service.gates.repository import DenyRepository, TapRepository
+from code_service.gates.repository import DenyRepository, TapRepository, TapValues, UntakenTapRow
 from code_service.gates.schemas import GateTap, Tap, TapReceipt
 from code_service.keys.service import KeyService
 from code_service.ports import Scanner
@@ -36,7 +36,7 @@ class DenyListService:
         self._keys = keys
         self._repo = DenyRepository()
 
-    async def deny(self, conn: Any, kind: str, entries: list[bytes], reason: str) -> None:
+    async def deny(self, conn: Connection, kind: str, entries: list[bytes], reason: str) -> None:
         """Online verification checks these marks in Redis, so a denial is seen at once by every process."""
         await self._repo.record(conn, kind, entries, "add", reason)
         if kind in ("credential", "account") and entries:
@@ -45,28 +45,28 @@ class DenyListService:
                     pipe.set(deny_mark(kind, entry), reason, ex=_MARK_TTL if kind == "credential" else None)
                 await pipe.execute()
 
-    async def allow(self, conn: Any, kind: str, entries: list[bytes], reason: str) -> None:
+    async def allow(self, conn: Connection, kind: str, entries: list[bytes], reason: str) -> None:
         await self._repo.record(conn, kind, entries, "remove", reason)
         if kind in ("credential", "account") and entries:
             await self._redis.delete(*(deny_mark(kind, e) for e in entries))
 
-    async def denied_now(self, conn: Any, entries: list[tuple[str, bytes]]) -> set[str]:
+    async def denied_now(self, conn: Connection, entries: list[tuple[str, bytes]]) -> set[str]:
         """The kinds among these (kind, entry) pairs that are denied now, read from the change log (what gates
         get), not from the Redis marks: for answering while Redis is unavailable."""
         return await self._repo.denied_kinds(conn, entries)
 
-    async def document(self, conn: Any, since: int) -> tuple[int, bool, str]:
+    async def document(self, conn: Connection, since: int) -> tuple[int, bool, str]:
         """A signed full snapshot (since = 0, or a version from the future) or the changes after `since`."""
         head = await self._repo.head(conn)
         full = since <= 0 or since > head
         packed: dict[str, dict[str, list[bytes]]] = {k: {"add": [], "remove": []} for k in KINDS}
         if full:
-            for row in await self._repo.current(conn, head):
-                packed[row["kind"]]["add"].append(bytes(row["entry"]))
+            for entry in await self._repo.current(conn, head):
+                packed[entry.kind]["add"].append(entry.entry)
         else:
-            for row in await self._repo.changes_since(conn, since, head):
-                packed[row["kind"]][row["op"]].append(bytes(row["entry"]))
-        body: dict[str, Any] = {
+            for change in await self._repo.changes_since(conn, since, head):
+                packed[change.kind][change.op].append(change.entry)
+        body: dict[str, object] = {
             "version": head,
             "since": 0 if full else since,
             "full": full,
@@ -85,8 +85,8 @@ class TapService:
     def __init__(self) -> None:
         self._repo = TapRepository()
 
-    async def upload(self, conn: Any, scanner: Scanner, taps: list[Tap]) -> TapReceipt:
-        rows = [
+    async def upload(self, conn: Connection, scanner: Scanner, taps: list[Tap]) -> TapReceipt:
+        rows: list[TapValues] = [
             (
                 t.tap_id,
                 t.gate_id,
@@ -114,40 +114,40 @@ class TransitGates:
         self._taps = TapRepository()
         self._subjects = SubjectRepository()
 
-    async def untaken(self, conn: Any, limit: int) -> list[GateTap]:
+    async def untaken(self, conn: Connection, limit: int) -> list[GateTap]:
         """Uploaded taps not yet taken over, oldest upload first (and locked for this transaction)."""
-        return [
-            GateTap(
-                organisation_id=r["organisation_id"],
-                tap_id=r["tap_id"],
-                gate_id=r["gate_id"],
-                line=r["line"],
-                station=r["station"],
-                direction=r["direction"],
-                tapped_at=r["tapped_at"],
-                subject=bytes(r["subject"]) if r["subject"] is not None else None,
-            )
-            for r in await self._taps.untaken(conn, limit)
-        ]
+        return [_gate_tap(r) for r in await self._taps.untaken(conn, limit)]
 
-    async def mark_taken(self, conn: Any, keys: list[tuple[uuid.UUID, str]]) -> None:
+    async def mark_taken(self, conn: Connection, keys: list[tuple[uuid.UUID, str]]) -> None:
         """(organisation_id, tap_id) of taps now taken over; in the caller's transaction."""
         await self._taps.mark_taken(conn, keys)
 
-    async def resident_of_subject(self, conn: Any, subject: bytes) -> uuid.UUID | None:
+    async def resident_of_subject(self, conn: Connection, subject: bytes) -> uuid.UUID | None:
         """The resident a code subject stands for (None: unknown, or an enterprise's)."""
         row = await self._subjects.get(conn, subject)
-        if row is None or row["kind"] != "resident":
+        if row is None or row.kind != "resident":
             return None
-        ref: uuid.UUID = row["ref"]
-        return ref
+        return row.ref
 
-    async def deny_debtor(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+    async def deny_debtor(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         subject = await self._subjects.of_resident(conn, resident_id)
         if subject is not None:  # no subject: no code was ever issued, so no gate can be shown one
             await self._deny.deny(conn, "debtor", [subject], reason)
 
-    async def allow_debtor(self, conn: Any, resident_id: uuid.UUID, reason: str) -> None:
+    async def allow_debtor(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         subject = await self._subjects.of_resident(conn, resident_id)
         if subject is not None:
             await self._deny.allow(conn, "debtor", [subject], reason)
+
+
+def _gate_tap(row: UntakenTapRow) -> GateTap:
+    return GateTap(
+        organisation_id=row.organisation_id,
+        tap_id=row.tap_id,
+        gate_id=row.gate_id,
+        line=row.line,
+        station=row.station,
+        direction=row.direction,
+        tapped_at=row.tapped_at,
+        subject=row.subject,
+    )

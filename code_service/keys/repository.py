@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
+
+
+class SigningKeyRow(msgspec.Struct, frozen=True):
+    """The key signing now: its private half is AES-GCM ciphertext (FieldCipher)."""
+
+    kid: str
+    private_enc: bytes
+    public_point: bytes
+
+
+class PublishedKeyRow(msgspec.Struct, frozen=True):
+    kid: str
+    public_point: bytes
+    created_at: dt.datetime
+    rotated_out_at: dt.datetime | None  # None: still signing
 
 
 class KeyRepository:
-    async def insert(self, conn: Any, kid: str, private_enc: bytes, public_point: bytes) -> None:
+    async def insert(self, conn: Connection, kid: str, private_enc: bytes, public_point: bytes) -> None:
         await conn.execute(
             "INSERT INTO codes.signing_keys (kid, private_enc, public_point) VALUES ($1, $2, $3)",
             kid,
@@ -14,25 +33,28 @@ class KeyRepository:
             public_point,
         )
 
-    async def current(self, conn: Any) -> Any:
-        return await conn.fetchrow(
+    async def current(self, conn: Connection) -> SigningKeyRow | None:
+        return await fetch_row(
+            conn,
+            SigningKeyRow,
             """SELECT kid, private_enc, public_point FROM codes.signing_keys WHERE rotated_out_at IS NULL
-               ORDER BY created_at DESC LIMIT 1"""
+               ORDER BY created_at DESC LIMIT 1""",
         )
 
-    async def rotate_out_all_but(self, conn: Any, kid: str) -> int:
+    async def rotate_out_all_but(self, conn: Connection, kid: str) -> int:
         result: str = await conn.execute(
             "UPDATE codes.signing_keys SET rotated_out_at = now() WHERE rotated_out_at IS NULL AND kid <> $1",
             kid,
         )
         return int(result.split()[-1])
 
-    async def published(self, conn: Any, grace_seconds: int) -> list[Any]:
+    async def published(self, conn: Connection, grace_seconds: int) -> list[PublishedKeyRow]:
         """Keys whose codes or credentials may still be alive."""
-        rows: list[Any] = await conn.fetch(
+        return await fetch_rows(
+            conn,
+            PublishedKeyRow,
             """SELECT kid, public_point, created_at, rotated_out_at FROM codes.signing_keys
                WHERE rotated_out_at IS NULL OR rotated_out_at > now() - make_interval(secs => $1)
                ORDER BY created_at DESC""",
             grace_seconds,
         )
-        return rows

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import TypeAlias
 
 import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection
 from code_service.keys.repository import KeyRepository
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
@@ -26,12 +27,15 @@ _FIELD = "codes.signing_key"
 PUBLISH_GRACE = MAX_CREDENTIAL_LIFETIME + 60
 _REFRESH = 30.0
 
+Jwk: TypeAlias = dict[str, str]
+Jwks: TypeAlias = dict[str, list[Jwk]]
+
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def jwk_for(kid: str, public_key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+def jwk_for(kid: str, public_key: ec.EllipticCurvePublicKey) -> Jwk:
     numbers = public_key.public_numbers()
     return {
         "kty": "EC",
@@ -61,10 +65,10 @@ class KeyService:
         self._repo = KeyRepository()
         self._signer: Signer | None = None
         self._public: dict[bytes, ec.EllipticCurvePublicKey] = {}
-        self._jwks: dict[str, Any] = {"keys": []}
+        self._jwks: Jwks = {"keys": []}
         self._loaded_at = 0.0
 
-    async def create(self, conn: Any) -> str:
+    async def create(self, conn: Connection) -> str:
         private_key = ec.generate_private_key(ec.SECP256R1())
         kid = kid_for(private_key.public_key()).hex()
         pem = private_key.private_bytes(
@@ -75,11 +79,11 @@ class KeyService:
         )
         return kid
 
-    async def ensure(self, conn: Any) -> str:
+    async def ensure(self, conn: Connection) -> str:
         row = await self._repo.current(conn)
-        return str(row["kid"]) if row else await self.create(conn)
+        return row.kid if row else await self.create(conn)
 
-    async def rotate(self, conn: Any) -> str:
+    async def rotate(self, conn: Connection) -> str:
         kid = await self.create(conn)
         await self._repo.rotate_out_all_but(conn, kid)
         self._loaded_at = 0.0
@@ -95,12 +99,13 @@ class KeyService:
                     await self.ensure(conn)
                 row = await self._repo.current(conn)
             published = await self._repo.published(conn, PUBLISH_GRACE)
-        if self._signer is None or self._signer.kid != row["kid"]:
-            pem = self._box.decrypt(_FIELD, row["private_enc"]).encode()
+        assert row is not None  # ensured above
+        if self._signer is None or self._signer.kid != row.kid:
+            pem = self._box.decrypt(_FIELD, row.private_enc).encode()
             key = serialization.load_pem_private_key(pem, password=None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
-            self._signer = Signer(row["kid"], key)
-        public = {bytes.fromhex(r["kid"]): load_point(bytes(r["public_point"])) for r in published}
+            self._signer = Signer(row.kid, key)
+        public = {bytes.fromhex(r.kid): load_point(r.public_point) for r in published}
         self._public = public
         self._jwks = {"keys": [jwk_for(kid.hex(), key) for kid, key in public.items()]}
         self._loaded_at = time.monotonic()
@@ -130,7 +135,7 @@ class KeyService:
             return True
         return verify_raw(public_key, signature, data)
 
-    async def jwks(self) -> dict[str, Any]:
+    async def jwks(self) -> Jwks:
         await self._refresh()
         return self._jwks
 

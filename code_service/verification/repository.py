@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from typing import Any
+from typing import TypeAlias
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_rows
 
 SCAN_COLUMNS = (
     "at",
@@ -15,18 +20,30 @@ SCAN_COLUMNS = (
     "verdict",
     "reason",
 )
+# One scan as COPY writes it, in SCAN_COLUMNS' order: a tuple, built on the verify path, where a Struct would be
+# one more object per verification for no reader.
+ScanValues: TypeAlias = tuple[dt.datetime, bytes, uuid.UUID, str, str, str, str, str]
+
+
+class ScanRow(msgspec.Struct, frozen=True):
+    at: dt.datetime
+    scene: str
+    verdict: str  # allowed | denied
+    reason: str
+    organisation_name: str
 
 
 class ScanRepository:
-    async def insert_many(self, conn: Any, records: list[tuple[Any, ...]]) -> None:
+    async def insert_many(self, conn: Connection, records: list[ScanValues]) -> None:
         await conn.copy_records_to_table("scans", schema_name="codes", columns=SCAN_COLUMNS, records=records)
 
-    async def for_holder(self, conn: Any, holder_ref: uuid.UUID, limit: int) -> list[Any]:
-        rows: list[Any] = await conn.fetch(
+    async def for_holder(self, conn: Connection, holder_ref: uuid.UUID, limit: int) -> list[ScanRow]:
+        return await fetch_rows(
+            conn,
+            ScanRow,
             """SELECT s.at, s.scene, s.verdict, s.reason, s.organisation_name
                FROM codes.scans s JOIN codes.subjects h ON h.subject = s.subject
                WHERE h.kind = 'resident' AND h.ref = $1 ORDER BY s.at DESC LIMIT $2""",
             holder_ref,
             limit,
         )
-        return rows

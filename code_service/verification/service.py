@@ -15,7 +15,6 @@ import hmac
 import secrets
 import time
 import uuid
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -38,7 +37,7 @@ from code_service.codes.service import (
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
 from code_service.ports import Scanner
-from code_service.verification.repository import ScanRepository
+from code_service.verification.repository import ScanRepository, ScanValues
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
@@ -92,7 +91,7 @@ class _NotGenuine(Exception):
         self.reason = reason
 
 
-def _recorded_device_key(record: Any, credential: bytes) -> ec.EllipticCurvePublicKey | None:
+def _recorded_device_key(record: object, credential: bytes) -> ec.EllipticCurvePublicKey | None:
     """The device key of `credential` (its 127 bytes) when `record` is the platform's record of exactly these
     bytes (codes.service.credential_record), else None."""
     if not (
@@ -131,12 +130,12 @@ class ScanRecorder:
         self._batch = batch
         self._interval = interval
         self._limit = limit
-        self._buffer: list[tuple[Any, ...]] = []
+        self._buffer: list[ScanValues] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._repo = ScanRepository()
 
-    def record(self, row: tuple[Any, ...]) -> None:
+    def record(self, row: ScanValues) -> None:
         if len(self._buffer) < self._limit:
             self._buffer.append(row)
         if self._task is None or self._task.done():
@@ -176,11 +175,7 @@ class ScanRecorder:
             rows = await self._repo.for_holder(conn, holder_ref, limit)
         return [
             ScanRecord(
-                at=r["at"],
-                scene=r["scene"],
-                verdict=r["verdict"],
-                reason=r["reason"],
-                organisation=r["organisation_name"],
+                at=r.at, scene=r.scene, verdict=r.verdict, reason=r.reason, organisation=r.organisation_name
             )
             for r in rows
         ]
@@ -296,7 +291,7 @@ class VerificationService:
         that fails here is refused for the reason `_check` finds first, as the format requires."""
         return await self._keys.public_key(code.kid) is not None and not self._device_times(code, now)
 
-    async def _genuine_by_record(self, code: DeviceCode, record: Any, now: float) -> str:
+    async def _genuine_by_record(self, code: DeviceCode, record: object, now: float) -> str:
         """The signatures of a device code whose windows and kid were checked (`_may_check_by_record`): its
         credential's bytes against the platform's record of them (credential_record), then the device's own
         signature. Without a matching record, the platform's signature is checked after all, and a genuine
@@ -399,7 +394,7 @@ class VerificationService:
         code: ServerCode | DeviceCode,
         scene: str,
         code_type: str,
-        results: list[Any],
+        results: list[object],
         settled: int,
         now: float,
         by_record: bool,
