@@ -528,6 +528,9 @@ async def test_bad_taps_are_refused_naming_the_field_and_store_nothing(client, s
         ([_tap(prefix, 0, subject="xyz")], "taps[0].subject"),
         ([_tap(prefix, 0, code_id="00")], "taps[0].code_id"),
         ([_tap(prefix, 0, tapped_at="yesterday")], "taps[0].tapped_at"),
+        # Times no gate records (PostgreSQL cannot even store the first): a 400, not a 500.
+        ([good[0], _tap(prefix, 1, tapped_at="0001-01-01T00:00:00+08:00")], "taps[1].tapped_at"),
+        ([_tap(prefix, 0, tapped_at="9999-12-31T23:59:59-14:00")], "taps[0].tapped_at"),
         ([_tap(prefix, 0, tap_id="")], "taps[0].tap_id"),
         ([{k: v for k, v in good[0].items() if k != "gate_id"}], "taps[0].gate_id"),
         ([good[0], {**good[1], "fare": 200}], "taps[1].fare"),

@@ -138,7 +138,7 @@ def _text(value: object) -> str:
 
 async def provide_staff(request: Request[Any, Any, Any], db: Connection) -> Staff:
     """The staff member the guards let through; their call is audited here when the route asks (`audited`)."""
-    staff: Staff = request.scope["state"][_STATE_KEY]  # type: ignore[typeddict-item]
+    staff: Staff = request.scope["state"][_STATE_KEY]
     call: AuditedCall | None = request.route_handler.opt.get(_AUDIT_OPT)
     if call is not None:
         fields = await _request_fields(request)

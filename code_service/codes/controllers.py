@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app_backend.kernel.http import RESIDENT_SECURITY
+from app_backend.kernel.http import RESIDENT_SECURITY, problems
 from code_service.codes.schemas import (
     DeviceCredential,
     DeviceCredentialRequest,
@@ -38,6 +38,7 @@ class CodeController(Controller):
     tags = ["codes"]
     # Declared, not inferred: the display handlers take their caller from the state (docs/decisions/0001).
     security = RESIDENT_SECURITY
+    opt = problems(403)
 
     @post("/personal", status_code=HTTP_200_OK, summary="A server-signed personal code (valid at most 60 s)")
     async def personal(self, request: Request[Any, Any, Any], state: State) -> Response[IssuedCode]:
@@ -81,6 +82,7 @@ class CodeController(Controller):
         "/device-credentials/{credential_id:str}",
         status_code=HTTP_204_NO_CONTENT,
         summary="Revoke a lost phone's credential (online at once, gates at their next deny-list sync)",
+        opt=problems(404),
     )
     async def revoke_device(self, credential_id: str, codes: CodeServices, holder: Holder, db: Any) -> None:
         await codes.issuing.revoke_device(db, holder, credential_id)
@@ -89,6 +91,7 @@ class CodeController(Controller):
 class EnterpriseCodeController(Controller):
     path = "/api/v1/enterprises"
     tags = ["codes"]
+    opt = problems(403, 404)
 
     @post(
         "/{enterprise_id:uuid}/code",

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
+from app_backend.kernel.http import problems
 from code_service.feeds.schemas import FeedReceipt, HealthBatch, HealthStatus, InsuranceBatch, InsuranceStatus
 from code_service.ports import Scanner
 
@@ -43,6 +44,7 @@ async def _apply(
 class FeedController(Controller):
     path = "/api/v1/feeds"
     tags = ["feeds"]
+    opt = problems(403)
 
     @put("/health", status_code=HTTP_200_OK, summary="Set one person's health colour (signed, feeds:health)")
     async def health(self, data: HealthStatus, codes: CodeServices, scanner: Scanner) -> FeedReceipt:

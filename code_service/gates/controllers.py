@@ -9,6 +9,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from app_backend.kernel.errors import forbidden
+from app_backend.kernel.http import problems
 from code_service.gates.schemas import DenyListDocument, TapBatch, TapReceipt
 from code_service.ports import Scanner
 
@@ -27,6 +28,7 @@ def _require(scanner: Scanner, scope: str) -> None:
 class GateController(Controller):
     path = "/api/v1/gates"
     tags = ["gates"]
+    opt = problems(403)
 
     @get(
         "/deny-list",

@@ -10,6 +10,7 @@ import uuid
 from redis.asyncio import Redis
 
 from app_backend.kernel.db import Connection
+from app_backend.kernel.errors import invalid_field
 from code_service.codes.repository import SubjectRepository
 from code_service.gates.repository import DenyRepository, TapRepository, TapValues, UntakenTapRow
 from code_service.gates.schemas import GateTap, Tap, TapReceipt
@@ -18,6 +19,8 @@ from code_service.ports import Scanner
 from code_service.verifier.denylist import KINDS
 from code_service.verifier.format import sign_raw
 
+# Gates record times of this era; a year far outside it is malformed (PostgreSQL cannot store some of them).
+_RECORDABLE_YEARS = (2000, 2999)
 # Online verification sees a revoked credential at once through this Redis mark (credentials live <= 24 h).
 _MARK_TTL = 25 * 3600
 
@@ -86,6 +89,9 @@ class TapService:
         self._repo = TapRepository()
 
     async def upload(self, conn: Connection, scanner: Scanner, taps: list[Tap]) -> TapReceipt:
+        for i, tap in enumerate(taps):
+            if not _RECORDABLE_YEARS[0] <= tap.tapped_at.year <= _RECORDABLE_YEARS[1]:
+                raise invalid_field(f"taps[{i}].tapped_at", "not a time a gate could have recorded")
         rows: list[TapValues] = [
             (
                 t.tap_id,

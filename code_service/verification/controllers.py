@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK
 
-from app_backend.kernel.http import MACHINE_SECURITY
+from app_backend.kernel.http import MACHINE_SECURITY, problems
 from code_service.ports import Holder, Scanner, codes_from, signed_verifier_of
 from code_service.verification.schemas import (
     ScanHistory,
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 class VerifyController(Controller):
     path = "/api/v1/verify"
     tags = ["verification"]
+    opt = problems(403)
 
     @post(
         "",
@@ -44,6 +45,7 @@ class VerifyController(Controller):
         "/vouchers/redeem",
         status_code=HTTP_200_OK,
         summary="Settle a medical-insurance voucher once (the hospital that scanned it)",
+        opt=problems(404),
     )
     async def redeem(self, data: VoucherRedeem, codes: CodeServices, scanner: Scanner) -> VoucherRedeemed:
         return await codes.verification.redeem_voucher(scanner, data.voucher)

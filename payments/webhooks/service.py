@@ -33,14 +33,20 @@ def signature(secret: str, body: bytes) -> str:
 def check_webhook_url(url: str, allow_local: bool) -> None:
     """Outside dev, events go only to https URLs on public addresses: a payee must not make our worker call
     an internal service (our Redis, a metadata endpoint). Names are checked again when delivering."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if not url.isprintable():
+        raise invalid_field("url", "not a URL")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unbalanced IPv6 bracket, say
+        raise invalid_field("url", "not a URL") from None
+    if parts.scheme not in ("https", "http") or not host:
         raise invalid_field("url", "not a URL")
     if allow_local:
         return
     if parts.scheme != "https":
         raise invalid_field("url", "https required")
-    if not _public(parts.hostname):
+    if not _public(host):
         raise invalid_field("url", "not a public address")
 
 

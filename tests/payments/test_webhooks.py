@@ -112,7 +112,12 @@ def test_outside_dev_webhooks_must_be_https_to_public_addresses():
         "https://169.254.169.254/latest/meta-data",
         "https://localhost/hook",
         "ftp://example.com/x",
+        "http://[::1/hook",  # urlsplit raises on it: a 400 naming the url, not a 500
+        "https://example.com/\x00hook",  # PostgreSQL stores no NUL
     ):
         with pytest.raises(DomainError):
             check_webhook_url(url, allow_local=False)
     check_webhook_url("http://127.0.0.1:9000/hook", allow_local=True)  # dev and tests
+    for url in ("http://[::1/hook", "http://127.0.0.1/\x00"):
+        with pytest.raises(DomainError):
+            check_webhook_url(url, allow_local=True)
