@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,9 @@ from app_backend.composition.embedded import EmbeddedServices
 from app_backend.composition.migrator import apply_migrations
 from app_backend.composition.wiring import Services
 from app_backend.kernel.settings import Settings, load_settings
+from payments.sandbox.keys import load_alipay_keys
+from payments.sandbox.launch import running_sandbox
+from tests.payments.sandboxes import AlipaySandbox, WechatSandbox
 
 
 def _with_path(url: str, path: str) -> str:
@@ -73,8 +77,32 @@ def backing(data_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def settings(backing: tuple[str, str], data_dir: Path) -> Settings:
+def wechat_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WechatSandbox]:
+    with running_sandbox("wechat", tmp_path_factory.mktemp("wechat-sandbox")) as started:
+        base = started.base_url + "/"
+        merchant = json.loads((started.state_dir / "wechat.json").read_text())
+        assert merchant["base_url"] == base
+        yield WechatSandbox(base, merchant, started.state_dir)
+
+
+@pytest.fixture(scope="session")
+def alipay_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlipaySandbox]:
+    state = tmp_path_factory.mktemp("alipay-sandbox")
+    with running_sandbox("alipay", state, log=state.parent / "alipay-sandbox.log") as started:
+        yield AlipaySandbox(started.base_url, state, load_alipay_keys(state))
+
+
+@pytest.fixture(scope="session")
+def settings(
+    backing: tuple[str, str], data_dir: Path, wechat_sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox
+) -> Settings:
+    """The session's settings: the app is configured with both channel sandboxes from the start, the way
+    `tzt serve` configures it in dev, so no test installs a channel into the running app."""
     database_url, redis_url = backing
+    channels = data_dir / "payment-channels.json"
+    channels.write_text(
+        json.dumps({"wechat": wechat_sandbox.settings(), "alipay": alipay_sandbox.settings()})
+    )
     return load_settings(
         {
             "TZT_ENV": "test",
@@ -83,6 +111,7 @@ def settings(backing: tuple[str, str], data_dir: Path) -> Settings:
             "REDIS_URL": redis_url,
             "TZT_TRUSTED_PROXIES": "testclient",
             "TZT_LOG_LEVEL": "WARNING",
+            "TZT_PAYMENT_CONFIG": str(channels),
         }
     )
 

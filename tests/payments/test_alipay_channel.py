@@ -13,8 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -34,44 +33,14 @@ from payments.channels.base import (
     RefundStatus,
     TradeStatus,
 )
-from payments.sandbox.keys import AlipayKeys, load_alipay_keys
-from payments.sandbox.launch import free_port, running_sandbox
+from payments.sandbox.keys import AlipayKeys
+from payments.sandbox.launch import free_port
+from tests.payments.sandboxes import APP_ID
+from tests.payments.sandboxes import AlipaySandbox as Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-APP_ID = "2021000000000001"
 FORM = "application/x-www-form-urlencoded"
-
-
-@dataclass
-class Sandbox:
-    url: str
-    state_dir: Path
-    keys: AlipayKeys
-
-    def config(self, **overrides: Any) -> AlipayConfig:
-        config = AlipayConfig.from_keys_dir(
-            self.state_dir, app_id=APP_ID, gateway_url=f"{self.url}/gateway.do"
-        )
-        return dataclasses.replace(config, **{"timeout_s": 5.0, **overrides})
-
-    async def control(
-        self, method: str, path: str, body: dict[str, Any] | None = None, status: int = 200
-    ) -> Any:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
-            answer = await http.request(method, path, json=body)
-        assert answer.status_code == status, answer.text
-        return answer.json()
-
-    async def fault(self, method: str, mode: str, **extra: Any) -> None:
-        await self.control("POST", "/_sandbox/faults", {"method": method, "mode": mode, "times": 1, **extra})
-
-
-@pytest.fixture(scope="session")
-def alipay_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    state = tmp_path_factory.mktemp("alipay-sandbox")
-    with running_sandbox("alipay", state, log=state.parent / "alipay-sandbox.log") as sandbox:
-        yield Sandbox(sandbox.base_url, state, load_alipay_keys(state))
 
 
 @pytest.fixture

@@ -9,21 +9,13 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from payments.channels.alipay import AlipayChannel
 from tests.helpers import bearer, login, machine_credential
-from tests.payments.test_alipay_channel import Sandbox, alipay_sandbox  # noqa: F401 - the session fixture
+from tests.payments.sandboxes import AlipaySandbox as Sandbox
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
-
-
-@pytest.fixture
-async def alipay(services: Any, alipay_sandbox: Sandbox) -> Sandbox:  # noqa: F811
-    services.payments.channels["alipay"] = AlipayChannel(alipay_sandbox.config())
-    return alipay_sandbox
 
 
 async def _paid_notification(

@@ -8,75 +8,24 @@ import json
 import uuid
 from typing import Any
 
-import pytest
-
-from tests.helpers import bearer, login, machine_credential, signed
-from tests.payments.conftest import Sandbox
-
-
-@pytest.fixture
-async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
-    # Composition as the app does it: the channel adapter pointed at the sandbox.
-    services.payments.channels["wechat"] = sandbox.channel()
-    return sandbox
-
-
-@pytest.fixture
-async def payee(client: Any, services: Any) -> dict[str, Any]:
-    return await machine_credential(client, services, ["payments:refund"], kind="merchant")
-
-
-async def _ledger_ok(services: Any) -> None:
-    async with services.pool.acquire() as conn:
-        check = await services.payments.ledger.check(conn)
-    assert check.ok, check
-
-
-async def _order(
-    client: Any, person: dict[str, Any], payee: dict[str, Any], amount: int = 1000, key: str | None = None
-) -> Any:
-    return await client.post(
-        "/api/v1/payments/orders",
-        headers={**bearer(person), "Idempotency-Key": key or uuid.uuid4().hex},
-        json={
-            "purpose": "ticket",
-            "amount_fen": amount,
-            "subject": "凤城河夜游",
-            "payee_id": payee["organisation"]["id"],
-            "channel": "wechat",
-            "method": "mini",
-            "payer_channel_id": "o-openid-1",
-        },
-    )
-
-
-async def _paid_order(
-    client: Any, services: Any, wechat: Sandbox, payee: dict[str, Any], amount: int = 1000
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    person = await login(client)
-    order = (await _order(client, person, payee, amount)).json()
-    note = (await wechat.control("POST", f"_sandbox/trades/{order['out_trade_no']}/pay", {"deliver": False}))[
-        "notification"
-    ]
-    ack = await client.post(
-        "/api/v1/payments/notify/wechat", content=note["body"], headers={"Content-Type": note["content_type"]}
-    )
-    assert ack.status_code == 200 and b"SUCCESS" in ack.content
-    return person, order
+from tests.helpers import bearer, login, machine_credential
+from tests.payments.helpers import create_order, ledger_ok, paid_order, signed_with_key
 
 
 async def test_same_key_same_body_returns_the_first_answer_and_another_body_is_refused(
     client, services, wechat, payee
 ):
     person = await login(client)
-    first = await _order(client, person, payee, key="order-key-0001")
+    first = await create_order(client, person, payee, key="order-key-0001")
     assert first.status_code == 201, first.text
     assert first.json()["pay"]["params"]["paySign"] and first.json()["status"] == "waiting"
-    again = await _order(client, person, payee, key="order-key-0001")
+    again = await create_order(client, person, payee, key="order-key-0001")
     assert again.status_code == 201 and again.json() == first.json()
-    other = await _order(client, person, payee, amount=999, key="order-key-0001")
+    other = await create_order(client, person, payee, amount=999, key="order-key-0001")
     assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
-    racing = await asyncio.gather(*(_order(client, person, payee, key="order-key-0002") for _ in range(8)))
+    racing = await asyncio.gather(
+        *(create_order(client, person, payee, key="order-key-0002") for _ in range(8))
+    )
     assert len({r.json()["id"] for r in racing}) == 1 and {r.status_code for r in racing} == {201}
 
 
@@ -84,7 +33,7 @@ async def test_orders_refuse_bad_input_naming_the_field(client, services, wechat
     person = await login(client)
     no_key = await client.post("/api/v1/payments/orders", headers=bearer(person), json={})
     assert no_key.status_code == 400
-    bad = await _order(client, person, {"organisation": {"id": str(uuid.uuid4())}})
+    bad = await create_order(client, person, {"organisation": {"id": str(uuid.uuid4())}})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "payee_id"
     negative = await client.post(
         "/api/v1/payments/orders",
@@ -103,7 +52,7 @@ async def test_orders_refuse_bad_input_naming_the_field(client, services, wechat
 
 async def test_fifty_copies_of_a_notification_at_once_credit_once(client, services, wechat, payee):
     person = await login(client)
-    order = (await _order(client, person, payee, 2500)).json()
+    order = (await create_order(client, person, payee, 2500)).json()
     note = (await wechat.control("POST", f"_sandbox/trades/{order['out_trade_no']}/pay", {"deliver": False}))[
         "notification"
     ]
@@ -122,11 +71,11 @@ async def test_fifty_copies_of_a_notification_at_once_credit_once(client, servic
     assert await _balance(services, "channel_clearing:wechat") - before == 2500
     seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
     assert seen.json()["status"] == "paid" and seen.json()["paid_at"]
-    await _ledger_ok(services)
+    await ledger_ok(services)
 
 
 async def test_a_late_waiting_notification_never_undoes_paid(client, services, wechat, payee):
-    person, order = await _paid_order(client, services, wechat, payee)
+    person, order = await paid_order(client, services, wechat, payee)
     late = (
         await wechat.control(
             "POST",
@@ -143,7 +92,7 @@ async def test_a_late_waiting_notification_never_undoes_paid(client, services, w
 
 async def test_forged_and_tampered_notifications_are_refused(client, services, wechat, payee):
     person = await login(client)
-    order = (await _order(client, person, payee, 1000)).json()
+    order = (await create_order(client, person, payee, 1000)).json()
     note = (await wechat.control("POST", f"_sandbox/trades/{order['out_trade_no']}/pay", {"deliver": False}))[
         "notification"
     ]
@@ -159,10 +108,10 @@ async def test_forged_and_tampered_notifications_are_refused(client, services, w
 
 
 async def test_concurrent_partial_refunds_never_exceed_what_was_paid(client, services, wechat, payee):
-    _, order = await _paid_order(client, services, wechat, payee, amount=1000)
+    _, order = await paid_order(client, services, wechat, payee, amount=1000)
     path = f"/api/v1/payments/orders/{order['id']}/refunds"
     answers = await asyncio.gather(
-        *(_signed_with_key(client, payee, path, {"amount_fen": 300, "reason": "部分退票"}) for _ in range(6))
+        *(signed_with_key(client, payee, path, {"amount_fen": 300, "reason": "部分退票"}) for _ in range(6))
     )
     accepted = [a for a in answers if a.status_code == 201]
     refused = [a for a in answers if a.status_code == 409]
@@ -170,15 +119,15 @@ async def test_concurrent_partial_refunds_never_exceed_what_was_paid(client, ser
     assert refused[0].json()["errors"][0]["field"] == "amount_fen"
     async with services.pool.acquire() as conn, conn.transaction():
         await services.payments.refunds.settle_pending(conn)
-    await _ledger_ok(services)
+    await ledger_ok(services)
     assert await _balance(services, f"payee_payable:{payee['organisation']['id']}") <= 0
 
 
 async def test_a_full_refund_returns_the_fee_and_keeps_the_payable_at_zero(client, services, wechat, payee):
-    _, order = await _paid_order(client, services, wechat, payee, amount=777)
+    _, order = await paid_order(client, services, wechat, payee, amount=777)
     before = await _balance(services, f"payee_payable:{payee['organisation']['id']}")
     for amount in (100, 677):
-        made = await _signed_with_key(
+        made = await signed_with_key(
             client, payee, f"/api/v1/payments/orders/{order['id']}/refunds", {"amount_fen": amount}
         )
         assert made.status_code == 201, made.text
@@ -189,39 +138,23 @@ async def test_a_full_refund_returns_the_fee_and_keeps_the_payable_at_zero(clien
     assert after - before == 777 - fee, (
         "the payee gives back what it received; the platform gives back its fee"
     )
-    await _ledger_ok(services)
+    await ledger_ok(services)
 
 
 async def test_another_payee_cannot_refund_and_the_same_key_is_idempotent(client, services, wechat, payee):
-    _, order = await _paid_order(client, services, wechat, payee)
+    _, order = await paid_order(client, services, wechat, payee)
     stranger = await machine_credential(client, services, ["payments:refund"], kind="merchant")
     path = f"/api/v1/payments/orders/{order['id']}/refunds"
-    assert (await _signed_with_key(client, stranger, path, {"amount_fen": 100})).status_code == 404
-    first = await _signed_with_key(client, payee, path, {"amount_fen": 100}, key="refund-key-001")
-    again = await _signed_with_key(client, payee, path, {"amount_fen": 100}, key="refund-key-001")
+    assert (await signed_with_key(client, stranger, path, {"amount_fen": 100})).status_code == 404
+    first = await signed_with_key(client, payee, path, {"amount_fen": 100}, key="refund-key-001")
+    again = await signed_with_key(client, payee, path, {"amount_fen": 100}, key="refund-key-001")
     assert first.status_code == again.status_code == 201 and first.json() == again.json()
     assert again.json()["order_refunded_fen"] == 100
-
-
-async def _signed_with_key(
-    client: Any, credential: dict[str, Any], path: str, body: dict[str, Any], key: str | None = None
-) -> Any:
-    import json
-
-    from app_backend.organisations.signing import sign_request
-
-    raw = json.dumps(body).encode()
-    headers = sign_request(credential["key_id"], credential["secret"], "POST", path, raw)
-    headers.update({"Content-Type": "application/json", "Idempotency-Key": key or uuid.uuid4().hex})
-    return await client.post(path, content=raw, headers=headers)
 
 
 async def _balance(services: Any, account: str) -> int:
     async with services.pool.acquire() as conn:
         return await services.payments.ledger.balance(conn, account)
-
-
-__all__ = ["signed"]
 
 
 async def _expire(db: Any, order_id: str) -> None:
@@ -233,8 +166,8 @@ async def _expire(db: Any, order_id: str) -> None:
 
 async def test_orders_never_notified_are_settled_by_asking_the_channel(client, services, wechat, payee, db):
     person = await login(client)
-    unpaid = (await _order(client, person, payee, 500)).json()
-    paid_silently = (await _order(client, person, payee, 700)).json()
+    unpaid = (await create_order(client, person, payee, 500)).json()
+    paid_silently = (await create_order(client, person, payee, 700)).json()
     # The user pays, but the notification never arrives.
     await wechat.control("POST", f"_sandbox/trades/{paid_silently['out_trade_no']}/pay", {"deliver": False})
     for order in (unpaid, paid_silently):
@@ -251,14 +184,14 @@ async def test_orders_never_notified_are_settled_by_asking_the_channel(client, s
     assert statuses == {unpaid["id"]: "closed", paid_silently["id"]: "paid"}
     trade = await wechat.control("GET", f"_sandbox/trades/{unpaid['out_trade_no']}")
     assert "CLOSED" in json.dumps(trade), "the unpaid order is closed at the channel too"
-    await _ledger_ok(services)
+    await ledger_ok(services)
 
 
 async def test_a_channel_that_does_not_answer_leaves_the_order_for_the_next_run(
     client, services, wechat, payee, db
 ):
     person = await login(client)
-    order = (await _order(client, person, payee, 600)).json()
+    order = (await create_order(client, person, payee, 600)).json()
     await _expire(db, order["id"])
     await wechat.fault("pay/orderquery", "error")
     async with services.pool.acquire() as conn, conn.transaction():

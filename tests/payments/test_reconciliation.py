@@ -24,14 +24,11 @@ from typing import Any
 import pytest
 
 from app_backend.composition.sandboxes import alipay_config
-from payments.channels.alipay import AlipayChannel
 from payments.reconciliation.schemas import ChannelReport, ReconciliationReport
 from payments.reconciliation.service import BUSINESS_TZ
 from tests.helpers import bearer, login, machine_credential, staff
-from tests.payments.conftest import Sandbox as WechatSandbox
-from tests.payments.test_alipay_channel import Sandbox as AlipaySandbox
-from tests.payments.test_alipay_channel import alipay_sandbox  # noqa: F401 - the session fixture
-from tests.payments.test_payments_flow import _signed_with_key
+from tests.payments.helpers import signed_with_key
+from tests.payments.sandboxes import AlipaySandbox, WechatSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 # Far-past business days, one per scenario, that no other test pays on.
@@ -143,7 +140,7 @@ class Shop:
     async def refund(self, out_trade_no: str, amount: int) -> str:
         order = self.orders[out_trade_no]
         path = f"/api/v1/payments/orders/{order['id']}/refunds"
-        answer = await _signed_with_key(
+        answer = await signed_with_key(
             self.client, await self.payee(order["channel"]), path, {"amount_fen": amount}
         )
         assert answer.status_code == 201, answer.text
@@ -177,9 +174,7 @@ class Shop:
 
 
 @pytest.fixture
-async def shop(client: Any, services: Any, sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox) -> Shop:  # noqa: F811
-    services.payments.channels["wechat"] = sandbox.channel()
-    services.payments.channels["alipay"] = AlipayChannel(alipay_sandbox.config())
+async def shop(client: Any, services: Any, sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox) -> Shop:
     return Shop(client, services, sandbox, alipay_sandbox, await login(client))
 
 

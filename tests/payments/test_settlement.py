@@ -6,29 +6,21 @@ import csv
 import datetime as dt
 import io
 import uuid
-from typing import Any
 
 import pytest
 
 from payments.settlement.service import BUSINESS_TZ
 from tests.helpers import machine_credential, signed
-from tests.payments.conftest import Sandbox
-from tests.payments.test_payments_flow import _paid_order, _signed_with_key
-
-
-@pytest.fixture
-async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
-    services.payments.channels["wechat"] = sandbox.channel()
-    return sandbox
+from tests.payments.helpers import paid_order, signed_with_key
 
 
 async def test_a_payees_day_is_settled_after_fees_and_refunds_and_paid_once(client, services, wechat):
     payee = await machine_credential(
         client, services, ["payments:refund", "settlements:read"], kind="merchant"
     )
-    await _paid_order(client, services, wechat, payee, amount=10_000)
-    _, second = await _paid_order(client, services, wechat, payee, amount=5_000)
-    refund = await _signed_with_key(
+    await paid_order(client, services, wechat, payee, amount=10_000)
+    _, second = await paid_order(client, services, wechat, payee, amount=5_000)
+    refund = await signed_with_key(
         client, payee, f"/api/v1/payments/orders/{second['id']}/refunds", {"amount_fen": 2_000}
     )
     assert refund.status_code == 201
@@ -79,7 +71,7 @@ async def test_operations_list_a_day_and_record_the_payout(client, services, wec
     from tests.helpers import bearer, staff
 
     payee = await machine_credential(client, services, ["payments:refund"], kind="department")
-    await _paid_order(client, services, wechat, payee, amount=3_000)
+    await paid_order(client, services, wechat, payee, amount=3_000)
     today = dt.datetime.now(BUSINESS_TZ).date()
     async with services.pool.acquire() as conn, conn.transaction():
         await services.payments.settlement.settle_day(conn, today)

@@ -20,7 +20,6 @@ from code_service.holder import DeviceWallet
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.denylist import unpack_ids
 from code_service.verifier.format import decode
-from payments.channels.alipay import AlipayChannel
 from payments.transit.tasks import (
     build_transit_trips,
     check_transit_deductions,
@@ -36,25 +35,10 @@ from tests.helpers import (
     signed,
     verify,
 )
-from tests.payments.conftest import Sandbox
-from tests.payments.test_alipay_channel import Sandbox as AlipaySandbox
-from tests.payments.test_alipay_channel import alipay_sandbox  # noqa: F401 - the session fixture
 
 TRANSIT = "/api/v1/payments/transit"
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 BEIJING = dt.timezone(dt.timedelta(hours=8))
-
-
-@pytest.fixture
-async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
-    services.payments.channels["wechat"] = sandbox.channel()
-    return sandbox
-
-
-@pytest.fixture
-async def alipay(services: Any, alipay_sandbox: AlipaySandbox) -> AlipaySandbox:  # noqa: F811
-    services.payments.channels["alipay"] = AlipayChannel(alipay_sandbox.config())
-    return alipay_sandbox
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import pytest
 
 from payments.webhooks.service import RETRY_SCHEDULE
 from tests.helpers import machine_credential, signed
-from tests.payments.conftest import Sandbox
-from tests.payments.test_payments_flow import _paid_order
+from tests.payments.helpers import paid_order
 
 
 class Receiver:
@@ -46,12 +45,6 @@ def receiver() -> Iterator[Receiver]:
     made.server.shutdown()
 
 
-@pytest.fixture
-async def wechat(services: Any, sandbox: Sandbox) -> Sandbox:
-    services.payments.channels["wechat"] = sandbox.channel()
-    return sandbox
-
-
 async def _deliver(services: Any) -> dict[str, int]:
     async with services.pool.acquire() as conn, conn.transaction():
         return await services.payments.webhooks.deliver_due(conn)
@@ -62,7 +55,7 @@ async def test_a_paid_order_reaches_the_payees_system_signed(client, services, w
     registered = await signed(client, payee, "PUT", "/api/v1/payments/webhook", {"url": receiver.url})
     assert registered.status_code == 200, registered.text
     secret = registered.json()["secret"]
-    _, order = await _paid_order(client, services, wechat, payee, amount=1234)
+    _, order = await paid_order(client, services, wechat, payee, amount=1234)
     await _deliver(services)
     mine = [(h, b) for h, b in receiver.received if json.loads(b).get("order_id") == order["id"]]
     assert len(mine) == 1
@@ -79,7 +72,7 @@ async def test_failed_deliveries_are_retried_on_schedule_then_given_up(
     payee = await machine_credential(client, services, ["payments:refund"], kind="merchant")
     await signed(client, payee, "PUT", "/api/v1/payments/webhook", {"url": receiver.url})
     receiver.status = 503
-    await _paid_order(client, services, wechat, payee)
+    await paid_order(client, services, wechat, payee)
     payee_id = payee["organisation"]["id"]
     for attempt in range(len(RETRY_SCHEDULE) + 1):
         # the clock moves on: make the event due now

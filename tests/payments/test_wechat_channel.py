@@ -28,7 +28,8 @@ from payments.channels.base import (
     TradeStatus,
 )
 from payments.channels.wechat import InvalidResponse, WechatChannel, WechatError
-from tests.payments.conftest import Sandbox, _free_port
+from payments.sandbox.launch import free_port as _free_port
+from tests.payments.sandboxes import WechatSandbox as Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CST = dt.timezone(dt.timedelta(hours=8))

@@ -1,0 +1,86 @@
+"""The two channel sandboxes as the payment tests drive them: their test controls, and adapters pointed at them.
+
+Both run once per session as real servers (tests/conftest.py starts them, and the session's app is configured
+with them from the start, as `tzt serve` configures it in dev)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from payments.channels.alipay import AlipayConfig
+from payments.channels.wechat import WechatChannel, WechatConfig
+from payments.sandbox.alipay import DEMO_APP_ID
+from payments.sandbox.keys import AlipayKeys
+
+APP_ID = DEMO_APP_ID
+# The adapters' timeouts in tests: a sandbox fault of mode "timeout" is then seen within seconds.
+WECHAT_TIMEOUT_S = 5.0
+ALIPAY_TIMEOUT_S = 5.0
+
+
+class WechatSandbox:
+    def __init__(self, base_url: str, merchant: dict[str, str], state_dir: Path) -> None:
+        self.base_url = base_url
+        self.merchant = merchant
+        self.state_dir = state_dir
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "appid": self.merchant["appid"],
+            "mch_id": self.merchant["mch_id"],
+            "api_key": self.merchant["api_key"],
+            "api_base_url": self.base_url,
+            "papay_plan_id": self.merchant["plan_id"],
+            "timeout": WECHAT_TIMEOUT_S,
+        }
+
+    def channel(self, **overrides: Any) -> WechatChannel:
+        return WechatChannel(WechatConfig(**{**self.settings(), **overrides}))
+
+    async def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            answer = await http.request(method, path, json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    async def fault(self, path: str, mode: str, **extra: Any) -> None:
+        await self.control("POST", "/_sandbox/faults", {"path": path, "mode": mode, "times": 1, **extra})
+
+
+@dataclass
+class AlipaySandbox:
+    url: str
+    state_dir: Path
+    keys: AlipayKeys
+
+    def config(self, **overrides: Any) -> AlipayConfig:
+        config = AlipayConfig.from_keys_dir(
+            self.state_dir, app_id=APP_ID, gateway_url=f"{self.url}/gateway.do"
+        )
+        return dataclasses.replace(config, **{"timeout_s": ALIPAY_TIMEOUT_S, **overrides})
+
+    def settings(self) -> dict[str, Any]:
+        """The channel's section of the app's payment config (keys by file, as operations provide them)."""
+        return {
+            "app_id": APP_ID,
+            "app_private_key_file": str(self.state_dir / "app_private_key.pem"),
+            "alipay_public_key_file": str(self.state_dir / "alipay_public_key.pem"),
+            "gateway_url": f"{self.url}/gateway.do",
+            "timeout_s": ALIPAY_TIMEOUT_S,
+        }
+
+    async def control(
+        self, method: str, path: str, body: dict[str, Any] | None = None, status: int = 200
+    ) -> Any:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            answer = await http.request(method, path, json=body)
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    async def fault(self, method: str, mode: str, **extra: Any) -> None:
+        await self.control("POST", "/_sandbox/faults", {"method": method, "mode": mode, "times": 1, **extra})
