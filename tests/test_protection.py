@@ -17,6 +17,7 @@ from app_backend.composition.shedding import LoadShedder
 from app_backend.identity import service as identity_service
 from app_backend.organisations import service as organisation_service
 from app_backend.organisations.signing import sign_request
+from tests.conftest import serving
 from tests.helpers import (
     bearer,
     feed_health,
@@ -105,9 +106,12 @@ async def test_a_rate_limit_must_be_positive_and_names_the_field(client, service
     assert made.status_code == 400 and made.json()["errors"][0]["field"] == "rate_limit_per_second"
 
 
-async def test_a_resident_gets_their_rate_and_429_beyond_it(client, services, monkeypatch, one_window):
-    limited = msgspec.structs.replace(services.auth._settings, rate_resident_per_minute=6)
-    monkeypatch.setattr(services.auth, "_settings", limited)
+async def test_a_resident_gets_their_rate_and_429_beyond_it(settings, one_window):
+    async with serving(msgspec.structs.replace(settings, rate_resident_per_minute=6), 50004) as client:
+        await _rate_and_429_beyond_it(client)
+
+
+async def _rate_and_429_beyond_it(client: Any) -> None:
     resident, neighbour = await login(client), await login(client)
     answers = await asyncio.gather(*(client.get("/api/v1/me", headers=bearer(resident)) for _ in range(10)))
     assert sorted(a.status_code for a in answers) == [200] * 6 + [429] * 4
@@ -250,10 +254,13 @@ async def test_the_scanner_dependency_still_settles_its_checks(client, services)
 
 
 async def test_the_code_display_settles_session_and_rate_checks_in_its_own_round_trip(
-    client, services, monkeypatch, one_window
+    settings, monkeypatch, one_window
 ):
-    limited = msgspec.structs.replace(services.auth._settings, rate_resident_per_minute=3)
-    monkeypatch.setattr(services.auth, "_settings", limited)
+    async with serving(msgspec.structs.replace(settings, rate_resident_per_minute=3), 50005) as client:
+        await _display_settles_its_checks(client, client.app.state.services, monkeypatch)
+
+
+async def _display_settles_its_checks(client: Any, services: Any, monkeypatch: Any) -> None:
     person = await rider(client, services)  # its set-up requests fall in the same pinned window
     monkeypatch.setattr(identity_service, "rate_clock", lambda: 1_900_000_080.0)  # a fresh window
     shown = [await client.post("/api/v1/codes/personal", headers=bearer(person)) for _ in range(4)]
