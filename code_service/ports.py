@@ -56,7 +56,7 @@ own statement:
         ride_reason  text
     )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
 
-Those services stay the reference answers (tests/test_display_round_trips.py checks both agree)."""
+Those services stay the reference answers (tests/code_service/codes/test_display_round_trips.py checks both agree)."""
 
 
 def codes_from(state: State) -> CodeServices:

@@ -171,3 +171,20 @@ def test_pooled_connections_keep_no_session_state():
             ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_tests_mirror_the_packages():
+    """A feature's tests are found where its source is: tests/<package>/<domain>/… mirrors <package>/<domain>/;
+    only the architecture's own tests sit at the top."""
+    tests = ROOT / "tests"
+    top_level = sorted(p.name for p in tests.glob("test_*.py"))
+    assert top_level == ["test_layout.py"]
+    strays = [
+        str(folder.relative_to(tests))
+        for folder in tests.rglob("*")
+        if folder.is_dir()
+        and folder.name != "__pycache__"
+        and any(folder.glob("test_*.py"))
+        and not (ROOT / folder.relative_to(tests)).is_dir()
+    ]
+    assert strays == []

@@ -146,7 +146,7 @@ class CredentialRepository:
 
 class StatusRepository:
     """A person's department statuses alone: the multi-query reference FactsRepository's one statement is checked
-    against (tests/test_display_round_trips.py)."""
+    against (tests/code_service/codes/test_display_round_trips.py)."""
 
     async def statuses(self, conn: Connection, person_key: bytes) -> tuple[str, bool]:
         row = await fetch_row(

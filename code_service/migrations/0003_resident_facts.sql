@@ -11,7 +11,7 @@
 -- run time), and a STABLE single-SELECT SQL function is inlined by the planner, so it costs what the hand-written
 -- join would. code_service is listed after identity and payments in the module list, so their tables exist.
 --
--- The answers must stay those of the ports they replace on the display path (tests/test_display_round_trips.py
+-- The answers must stay those of the ports they replace on the display path (tests/code_service/codes/test_display_round_trips.py
 -- checks them against the ports):
 --   active       ResidentDirectory.resident_active: the resident exists and its status is 'active'
 --   name_enc     the stored (AES-GCM) name, NULL before real-name; masked in Python (ResidentDirectory.mask_name)

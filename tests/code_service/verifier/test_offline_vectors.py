@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from code_service.verifier import OfflineVerifier
+from tests.paths import TEST_VECTORS
 
-VECTORS = Path(__file__).resolve().parent.parent / "docs" / "test-vectors"
+VECTORS = TEST_VECTORS
 CASES = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
 JWKS = json.loads((VECTORS / "keys.json").read_text(encoding="utf-8"))["jwks"]
 

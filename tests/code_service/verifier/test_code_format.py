@@ -37,9 +37,10 @@ from code_service.verifier.format import (
     load_point,
     verify_raw,
 )
-from tests import cleanroom_verifier as cleanroom
+from tests.code_service.verifier import cleanroom_verifier as cleanroom
+from tests.paths import TEST_VECTORS
 
-VECTOR_DIR = Path(__file__).resolve().parents[1] / "docs" / "test-vectors"
+VECTOR_DIR = TEST_VECTORS
 DEVICE_WINDOW = 30
 REASONS = {
     "ok",

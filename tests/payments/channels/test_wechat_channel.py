@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,9 +28,10 @@ from payments.channels.base import (
 )
 from payments.channels.wechat import InvalidResponse, WechatChannel, WechatError
 from payments.sandbox.launch import free_port as _free_port
+from tests.paths import PROJECT
 from tests.payments.sandboxes import WechatSandbox as Sandbox
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT
 CST = dt.timezone(dt.timedelta(hours=8))
 SANDBOX_MODULE = ("payments.sandbox", "wechat")
 DEAD_URL = "http://127.0.0.1:9/notify"  # nothing listens: deliveries fail fast

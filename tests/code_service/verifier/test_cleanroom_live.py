@@ -1,4 +1,4 @@
-"""A verifier written from docs/code-format.md alone (tests/cleanroom_verifier.py) against live codes from the
+"""A verifier written from docs/code-format.md alone (tests/code_service/verifier/cleanroom_verifier.py) against live codes from the
 running app: genuine ones pass; tampered, expired, wrong-key and revoked ones are refused."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from code_service.holder import DeviceWallet
-from tests import cleanroom_verifier as cleanroom
+from tests.code_service.verifier import cleanroom_verifier as cleanroom
 from tests.helpers import bearer, machine_credential, rider, signed
 
 

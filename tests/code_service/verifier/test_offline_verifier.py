@@ -8,7 +8,6 @@ import itertools
 import json
 from collections import OrderedDict
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +20,11 @@ from code_service.verifier import DenyList, OfflineVerifier, ReplayCache
 from code_service.verifier.base45 import ALPHABET, b45decode, b45encode
 from code_service.verifier.denylist import IdSet
 from code_service.verifier.format import PREFIX, DeviceCode, decode, der_signature
-from tests import cleanroom_verifier as cleanroom
-from tests.test_code_format import GENUINE, REASONS
+from tests.code_service.verifier import cleanroom_verifier as cleanroom
+from tests.code_service.verifier.test_code_format import GENUINE, REASONS
+from tests.paths import TEST_VECTORS
 
-VECTOR_DIR = Path(__file__).resolve().parents[1] / "docs" / "test-vectors"
+VECTOR_DIR = TEST_VECTORS
 SCENES = ("transit", "health", "medical", "enterprise")
 
 

@@ -57,6 +57,18 @@ async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0
         await asyncio.sleep(0.05)
 
 
+async def _build_trips(services: Any) -> dict[str, int]:
+    """The trip job, run until every uploaded tap is taken over: taps other tests uploaded (the gates' tests upload
+    thousands without riders) come first, a batch at a time, and must not hide this test's."""
+    total: dict[str, int] = {}
+    while True:
+        counts = await build_transit_trips(_ctx(services))
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value
+        if not counts.get("taken"):
+            return total
+
+
 def _ctx(services: Any) -> dict[str, Any]:
     return {"platform": services.platform}
 
@@ -249,7 +261,7 @@ async def test_taps_become_a_trip_whose_fare_is_deducted_and_paid(client, servic
     subject = await _subject(client, person)
     start = _day()
     await _upload(client, operator, _ride(subject, start, "泰州站", "凤城河"))  # 11.2 km: 2 + 1 yuan
-    built = await build_transit_trips(_ctx(services))
+    built = await _build_trips(services)
     assert built["taken"] >= 2 and built["trips"] >= 1, built
     (trip,) = await _trips(client, person)
     assert (trip["kind"], trip["fare_fen"], trip["charged_fen"], trip["status"]) == (
@@ -296,7 +308,7 @@ async def test_the_daily_cap_and_the_fare_rules(client, services, wechat, operat
     # A fresh entry waits for its exit.
     taps.append(_tap(subject, "in", "泰州站", dt.datetime.now(BEIJING) - dt.timedelta(minutes=20)))
     await _upload(client, operator, taps)
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
 
     trips = await _trips(client, person)
     first_day = [t for t in trips if t["day"] == day.date().isoformat()]
@@ -323,7 +335,7 @@ async def test_the_daily_cap_and_the_fare_rules(client, services, wechat, operat
         *_ride(subject, day + dt.timedelta(hours=9), "泰州站", "鼓楼路"),  # uploaded late, the capped day
     ]
     await _upload(client, operator, late)
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     trips = await _trips(client, person)
     assert sum(t["charged_fen"] for t in trips if t["day"] == day.date().isoformat()) == 1500
     assert len(trips) == 9 and trips[-1]["kind"] == "paired" and trips[-1]["charged_fen"] == 200
@@ -338,7 +350,7 @@ async def test_accepted_is_not_paid_until_the_query_says_so(client, services, we
     )
     subject = await _subject(client, person)
     await _upload(client, operator, _ride(subject, _day(), "坡子街", "泰州站"))
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
     await check_transit_deductions(_ctx(services))
     (deduction,) = await _deductions(services, person)
@@ -363,7 +375,7 @@ async def test_an_unanswered_deduction_is_a_debt_and_late_money_clears_it(client
     )
     subject = await _subject(client, person)
     await _upload(client, operator, _ride(subject, _day(), "泰州站", "海陵北路"))  # 8.3 km: 3 yuan
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
     window = services.payments.transit.policy.deduction_window
     await check_transit_deductions(_ctx(services), now=dt.datetime.now(dt.UTC) + window)
@@ -404,7 +416,7 @@ async def test_money_racing_the_unanswered_rule_ends_paid_either_way(client, ser
             {"outcome": "accept"},
         )
         await _upload(client, operator, _ride(await _subject(client, person), _day(), "泰州站", "鼓楼路"))
-        await build_transit_trips(_ctx(services))
+        await _build_trips(services)
         await deduct_transit_fares(_ctx(services))
         (deduction,) = await _deductions(services, person)
         note = await wechat.control(
@@ -455,7 +467,7 @@ async def test_a_refused_deduction_denies_the_rider_until_repaid(client, service
         _ride(subject, start, "泰州站", "凤城河")
         + _ride(subject, start + dt.timedelta(hours=10), "凤城河", "泰州站"),
     )
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
 
     async def failed() -> bool:
@@ -527,7 +539,7 @@ async def test_trips_with_no_agreement_left_are_a_debt(client, services, wechat,
     agreement = await _sign_wechat(client, person)
     subject = await _subject(client, person)
     await _upload(client, operator, [_tap(subject, "single", "火车站", _day(), line="B2")])
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     # Ending the last agreement waits while fares are outstanding.
     busy = await client.delete(f"{TRANSIT}/agreements/{agreement['id']}", headers=bearer(person))
     assert busy.status_code == 409
@@ -570,7 +582,7 @@ async def test_an_alipay_agreement_and_deduction(client, services, alipay, opera
 
     subject = await _subject(client, person)
     await _upload(client, operator, _ride(subject, _day(), "稻河古街区", "医药城"))  # 9.9 km: 3 yuan
-    await build_transit_trips(_ctx(services))
+    await _build_trips(services)
     counts = await deduct_transit_fares(_ctx(services))
     assert counts.get("paid", 0) >= 1, counts  # alipay.trade.pay answers 10000: paid at once
     (deduction,) = await _deductions(services, person)

@@ -27,10 +27,11 @@ from app_backend.composition.sandboxes import alipay_config
 from payments.reconciliation.schemas import ChannelReport, ReconciliationReport
 from payments.reconciliation.service import BUSINESS_TZ
 from tests.helpers import bearer, login, machine_credential, staff
+from tests.paths import PROJECT
 from tests.payments.helpers import signed_with_key
 from tests.payments.sandboxes import AlipaySandbox, WechatSandbox
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT
 # Far-past business days, one per scenario, that no other test pays on.
 SEEDED_DAY = dt.date(2001, 3, 14)
 CLEAN_DAY = dt.date(2001, 4, 2)

@@ -14,7 +14,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
@@ -35,10 +34,11 @@ from payments.channels.base import (
 )
 from payments.sandbox.keys import AlipayKeys
 from payments.sandbox.launch import free_port
+from tests.paths import PROJECT
 from tests.payments.sandboxes import APP_ID
 from tests.payments.sandboxes import AlipaySandbox as Sandbox
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FORM = "application/x-www-form-urlencoded"
 
