@@ -169,7 +169,7 @@ async def set_transit(
         await services.codes.facts.invalidate_resident(conn, resident_id)
 
 
-# --- the one code: shared by tests/code_service/codes/test_issue.py, tests/code_service/verification/test_verify.py and tests/code_service/gates/test_gates.py ------
+# --- the one code: shared by the tests of tests/code_service/ (codes, verification, gates) ----------------------
 
 
 async def set_resident_status(

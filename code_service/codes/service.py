@@ -106,8 +106,8 @@ class FactsService:
     transit through the RESIDENT_FACTS port function, see code_service/ports.py) and cached in Redis.
 
     identity's `ResidentDirectory.resident_active / person_key_of / masked_name` and payments' `may_ride` are the
-    reference answers that statement reproduces (tests/code_service/codes/test_display_round_trips.py); only `mask_name` and the
-    enterprises' `EnterpriseDirectory.enterprise` are called here."""
+    reference answers that statement reproduces (tests/code_service/codes/test_display_round_trips.py); only
+    `mask_name` and the enterprises' `EnterpriseDirectory.enterprise` are called here."""
 
     def __init__(
         self, pool: asyncpg.Pool, redis: Redis, residents: ResidentDirectory, enterprises: EnterpriseDirectory

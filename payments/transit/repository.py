@@ -198,7 +198,8 @@ class TransitRepository:
     # -- eligibility and blocks ----------------------------------------------------------------------------------
 
     # Mirrored, with RideEligibility's order of reasons, by code_ports.resident_facts (the code display's one
-    # statement, app_backend/composition/migrations): change both; tests/code_service/codes/test_display_round_trips.py compares them.
+    # statement, code_service/migrations/0003_resident_facts.sql, docs/decisions/0002): change both;
+    # tests/code_service/codes/test_display_round_trips.py compares them.
     async def eligibility(self, conn: Connection, resident_id: uuid.UUID) -> EligibilityRow:
         row = await fetch_row(
             conn,

@@ -1,5 +1,5 @@
-"""A verifier written from docs/code-format.md alone (tests/code_service/verifier/cleanroom_verifier.py) against live codes from the
-running app: genuine ones pass; tampered, expired, wrong-key and revoked ones are refused."""
+"""A verifier written from docs/code-format.md alone (cleanroom_verifier.py beside this file) against live codes
+from the running app: genuine ones pass; tampered, expired, wrong-key and revoked ones are refused."""
 
 from __future__ import annotations
 
