@@ -11,12 +11,12 @@ from litestar.di import Provide
 from app_backend.enterprises.service import EnterpriseServices
 from app_backend.identity.service import IdentityServices
 from app_backend.kernel.module import DomainModule, Platform
+from code_service.auth import provide_holder, provide_scanner
 from code_service.codes.controllers import CodeController, EnterpriseCodeController
 from code_service.container import CodeServices
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
 from code_service.keys.controllers import JwksController
-from code_service.ports import provide_holder, provide_scanner
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 
 

@@ -15,9 +15,9 @@ from payments.channels.base import PaymentChannel
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationService
 from payments.orders.service import OrderService
-from payments.ports import PaymentSettings
 from payments.reconciliation.service import ReconciliationService
 from payments.refunds.service import RefundService
+from payments.settings import PaymentSettings
 from payments.settlement.service import SettlementService
 from payments.transit.service import TransitService
 from payments.webhooks.service import WebhookService

@@ -9,14 +9,15 @@ from saq import CronJob
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.organisations.service import OrganisationServices
 from code_service.container import CodeServices
+from payments.auth import provide_payee_client, provide_payer
 from payments.channels.configured import build_channels
 from payments.container import PaymentServices
 from payments.notifications.controllers import NotifyController
 from payments.orders.controllers import OrderController
 from payments.orders.tasks import settle_payments
-from payments.ports import PaymentSettings, provide_payee_client, provide_payer
 from payments.reconciliation.controllers import ReconciliationAdminController
 from payments.reconciliation.tasks import reconcile_yesterday
+from payments.settings import PaymentSettings
 from payments.settlement.controllers import SettlementAdminController, SettlementController
 from payments.settlement.tasks import settle_yesterday
 from payments.transit.controllers import TransitController

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, get
 from litestar.params import Parameter
 
 from app_backend.audit.schemas import AuditPage
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
+from app_backend.kernel.db import Connection
 
 if TYPE_CHECKING:
     from app_backend.audit.service import AuditTrail
@@ -28,7 +29,7 @@ class AuditAdminController(Controller):
     async def search(
         self,
         audit: AuditTrail,
-        db: Any,
+        db: Connection,
         staff: Staff,
         actor_id: str | None = Parameter(query="actor_id", default=None, max_length=64),
         target_id: str | None = Parameter(query="target_id", default=None, max_length=64),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, delete, get, post
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -20,6 +20,7 @@ from app_backend.identity.auth import OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, s
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.identity.service import phone_field
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.db import Connection
 from app_backend.kernel.http import problems
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class EnterpriseController(Controller):
         self,
         data: EnterpriseCreate,
         enterprises: EnterpriseServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> Enterprise:
@@ -49,13 +50,21 @@ class EnterpriseController(Controller):
 
     @get("/{enterprise_id:uuid}", summary="An enterprise I belong to", opt=problems(404))
     async def get_one(
-        self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
+        self,
+        enterprise_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
     ) -> Enterprise:
         return await enterprises.enterprises.get(db, enterprise_id, resident.resident_id)
 
     @get("/{enterprise_id:uuid}/members", summary="Members, masked", opt=problems(404))
     async def members(
-        self, enterprise_id: uuid.UUID, enterprises: EnterpriseServices, db: Any, resident: ResidentPrincipal
+        self,
+        enterprise_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
     ) -> Members:
         return Members(members=await enterprises.enterprises.members(db, enterprise_id, resident.resident_id))
 
@@ -70,7 +79,7 @@ class EnterpriseController(Controller):
         enterprise_id: uuid.UUID,
         data: MemberAdd,
         enterprises: EnterpriseServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> Member:
@@ -89,7 +98,7 @@ class EnterpriseController(Controller):
         enterprise_id: uuid.UUID,
         member_id: uuid.UUID,
         enterprises: EnterpriseServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> None:
@@ -109,7 +118,7 @@ class EnterpriseAdminController(Controller):
         opt=problems(409),
     )
     async def uscc_override(
-        self, data: UsccOverride, enterprises: EnterpriseServices, db: Any, staff: Staff
+        self, data: UsccOverride, enterprises: EnterpriseServices, db: Connection, staff: Staff
     ) -> dict[str, str]:
         uscc = await enterprises.enterprises.grant_override(db, data.uscc, data.reason, staff.actor)
         return {"uscc": uscc, "status": "admitted"}

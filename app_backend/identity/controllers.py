@@ -38,6 +38,7 @@ from app_backend.identity.schemas import (
 )
 from app_backend.identity.service import ReuseDetected, phone_field
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.http import after_commit, client_ip, problems
 
@@ -76,7 +77,9 @@ class AuthController(Controller):
         summary="Log in with phone and one-time code",
         opt=problems(401, 403),
     )
-    async def login(self, data: LoginRequest, identity: IdentityServices, db: Any, actor: Actor) -> TokenPair:
+    async def login(
+        self, data: LoginRequest, identity: IdentityServices, db: Connection, actor: Actor
+    ) -> TokenPair:
         phone = _phone(data.phone)
         if not (len(data.otp) == 6 and data.otp.isascii() and data.otp.isdigit()):
             raise invalid_field("otp", "must be 6 digits")
@@ -109,7 +112,7 @@ class AuthController(Controller):
         self,
         identity: IdentityServices,
         audit: AuditTrail,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
@@ -130,7 +133,7 @@ class MeController(Controller):
         self,
         identity: IdentityServices,
         enterprises: EnterpriseServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
     ) -> Profile:
         linked = await enterprises.enterprises.linked(db, resident.resident_id)
@@ -146,7 +149,7 @@ class MeController(Controller):
         self,
         data: RealNameRequest,
         identity: IdentityServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
@@ -160,7 +163,7 @@ class MeController(Controller):
         opt=problems(403, 404),
     )
     async def start_face(
-        self, identity: IdentityServices, db: Any, resident: ResidentPrincipal
+        self, identity: IdentityServices, db: Connection, resident: ResidentPrincipal
     ) -> LivenessSession:
         session_id, ttl = await identity.residents.start_face_verification(db, resident)
         return LivenessSession(session_id=session_id, provider=identity.liveness.name, expires_in=ttl)
@@ -175,7 +178,7 @@ class MeController(Controller):
         self,
         data: FaceVerificationRequest,
         identity: IdentityServices,
-        db: Any,
+        db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
@@ -230,7 +233,7 @@ class ResidentAdminController(Controller):
         },
     )
     async def grant_role(
-        self, data: StaffGrant, identity: IdentityServices, db: Any, staff: Staff
+        self, data: StaffGrant, identity: IdentityServices, db: Connection, staff: Staff
     ) -> dict[str, str]:
         await identity.residents.grant_role(db, data.resident_id, data.role, staff.actor)
         return {"resident_id": str(data.resident_id), "role": data.role}
@@ -256,7 +259,7 @@ class ResidentAdminController(Controller):
         data: ResidentStatusChange,
         identity: IdentityServices,
         codes: CodeServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> dict[str, str]:
         await identity.residents.set_status(db, resident_id, data.status)
@@ -283,7 +286,7 @@ class ResidentAdminController(Controller):
         resident_id: uuid.UUID,
         data: RevealRequest,
         identity: IdentityServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> dict[str, str | None]:
         revealed = await identity.residents.reveal(db, resident_id)

@@ -9,6 +9,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER, STAFF, Staff, audited, staff_only
+from app_backend.kernel.db import Connection
 from app_backend.kernel.http import problems
 from app_backend.organisations.auth import MACHINE
 from app_backend.organisations.schemas import (
@@ -40,7 +41,7 @@ class OrganisationAdminController(Controller):
         opt=audited("admin.organisation_list"),
     )
     async def list_organisations(
-        self, organisations: OrganisationServices, db: Any, staff: Staff
+        self, organisations: OrganisationServices, db: Connection, staff: Staff
     ) -> Organisations:
         return Organisations(organisations=await organisations.organisations.list_all(db))
 
@@ -52,7 +53,7 @@ class OrganisationAdminController(Controller):
         opt=problems(409),
     )
     async def create_organisation(
-        self, data: OrganisationCreate, organisations: OrganisationServices, db: Any, staff: Staff
+        self, data: OrganisationCreate, organisations: OrganisationServices, db: Connection, staff: Staff
     ) -> Organisation:
         return await organisations.organisations.create(
             db, data.name, data.kind, data.location, staff.actor, data.rate_limit_per_second
@@ -69,7 +70,7 @@ class OrganisationAdminController(Controller):
         organisation_id: uuid.UUID,
         data: RateLimitChange,
         organisations: OrganisationServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> Organisation:
         return await organisations.organisations.set_rate_limit(
@@ -89,7 +90,7 @@ class OrganisationAdminController(Controller):
         self,
         organisation_id: uuid.UUID,
         organisations: OrganisationServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> Credentials:
         return Credentials(credentials=await organisations.organisations.credentials(db, organisation_id))
@@ -106,7 +107,7 @@ class OrganisationAdminController(Controller):
         organisation_id: uuid.UUID,
         data: CredentialCreate,
         organisations: OrganisationServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> CredentialIssued:
         return await organisations.organisations.issue_credential(
@@ -125,7 +126,7 @@ class OrganisationAdminController(Controller):
         organisation_id: uuid.UUID,
         key_id: str,
         organisations: OrganisationServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
     ) -> None:
         await organisations.organisations.revoke_credential(db, organisation_id, key_id, staff.actor)

@@ -11,14 +11,15 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.http import RESIDENT_SECURITY, problems
+from code_service.auth import Holder, codes_from, display_holder_of
 from code_service.codes.schemas import (
     DeviceCredential,
     DeviceCredentialRequest,
     DeviceCredentials,
     IssuedCode,
 )
-from code_service.ports import Holder, codes_from, display_holder_of
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices
@@ -70,12 +71,12 @@ class CodeController(Controller):
         summary="Register this phone's P-256 key; returns a credential (at most 24 h) to sign codes offline",
     )
     async def register_device(
-        self, data: DeviceCredentialRequest, codes: CodeServices, holder: Holder, db: Any
+        self, data: DeviceCredentialRequest, codes: CodeServices, holder: Holder, db: Connection
     ) -> DeviceCredential:
         return await codes.issuing.device_credential(db, holder, data.public_key)
 
     @get("/device-credentials", summary="My device credentials of the last day")
-    async def list_devices(self, codes: CodeServices, holder: Holder, db: Any) -> DeviceCredentials:
+    async def list_devices(self, codes: CodeServices, holder: Holder, db: Connection) -> DeviceCredentials:
         return DeviceCredentials(credentials=await codes.issuing.credentials(db, holder))
 
     @delete(
@@ -84,7 +85,9 @@ class CodeController(Controller):
         summary="Revoke a lost phone's credential (online at once, gates at their next deny-list sync)",
         opt=problems(404),
     )
-    async def revoke_device(self, credential_id: str, codes: CodeServices, holder: Holder, db: Any) -> None:
+    async def revoke_device(
+        self, credential_id: str, codes: CodeServices, holder: Holder, db: Connection
+    ) -> None:
         await codes.issuing.revoke_device(db, holder, credential_id)
 
 
@@ -99,6 +102,6 @@ class EnterpriseCodeController(Controller):
         summary="The enterprise's code, for its members (valid at most 60 s)",
     )
     async def enterprise_code(
-        self, enterprise_id: uuid.UUID, codes: CodeServices, holder: Holder, db: Any
+        self, enterprise_id: uuid.UUID, codes: CodeServices, holder: Holder, db: Connection
     ) -> Response[IssuedCode]:
         return Response(await codes.issuing.enterprise_code(db, holder, enterprise_id), headers=_NO_STORE)

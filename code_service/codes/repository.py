@@ -9,7 +9,23 @@ import uuid
 import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
-from code_service.ports import RESIDENT_FACTS
+
+RESIDENT_FACTS = "code_ports.resident_facts"
+"""Identity's and payments' answers about one resident as ONE SQL set-returning function, so that code_service
+reads a holder's facts in one statement (one round trip) while its SQL never names identity's or payments'
+tables (docs/decisions/0002-one-statement-code-display.md). code_service's migrations create it, after identity's
+and payments' (code_service comes after them in the module list); its repository calls it by this name inside its
+own statement:
+
+    code_ports.resident_facts(resident uuid) RETURNS TABLE (
+        active       boolean,  -- ResidentDirectory.resident_active (identity)
+        name_enc     bytea,    -- the stored name, NULL before real-name: ResidentDirectory.mask_name masks it
+        person_key   bytea,    -- ResidentDirectory.person_key_of (the key of codes.health_status / insurance_status)
+        may_ride     boolean,  -- TransitService.may_ride (payments), both parts ('' when may_ride)
+        ride_reason  text
+    )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
+
+Those services stay the reference answers (tests/code_service/codes/test_display_round_trips.py checks both agree)."""
 
 
 class SubjectRow(msgspec.Struct, frozen=True):
@@ -162,7 +178,7 @@ class StatusRepository:
 
 def _resident_facts(ref: str) -> str:
     """Select list and FROM clause of the facts of the resident whose id is the SQL expression `ref`: the
-    composition root's answer (RESIDENT_FACTS: active, name, transit) and the department statuses held here, keyed
+    one-statement function's answer (RESIDENT_FACTS: active, name, transit) and the department statuses held here, keyed
     by the person key it returns (no status: 'unknown', not insured)."""
     return f"""f.active, f.name_enc, f.may_ride, f.ride_reason,
                       coalesce(h.colour, 'unknown') AS health, coalesce(i.insured, false) AS insured

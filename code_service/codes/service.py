@@ -22,6 +22,7 @@ from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, invalid_field, not_found
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
+from code_service.auth import Holder
 from code_service.codes.repository import (
     CredentialRepository,
     CredentialRow,
@@ -39,7 +40,6 @@ from code_service.codes.schemas import (
 )
 from code_service.gates.service import DenyListService
 from code_service.keys.service import KeyService
-from code_service.ports import Holder
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -103,7 +103,7 @@ def entitlements_of(facts: SubjectFacts) -> Entitlements:
 
 class FactsService:
     """A holder's facts: read from PostgreSQL in ONE statement (a resident's: subject, identity, statuses and
-    transit through the RESIDENT_FACTS port function, see code_service/ports.py) and cached in Redis.
+    transit through the RESIDENT_FACTS function, see code_service/codes/repository.py) and cached in Redis.
 
     identity's `ResidentDirectory.resident_active / person_key_of / masked_name` and payments' `may_ride` are the
     reference answers that statement reproduces (tests/code_service/codes/test_display_round_trips.py); only

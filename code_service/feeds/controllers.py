@@ -12,8 +12,8 @@ from litestar.status_codes import HTTP_200_OK
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import problems
+from code_service.auth import Scanner
 from code_service.feeds.schemas import FeedReceipt, HealthBatch, HealthStatus, InsuranceBatch, InsuranceStatus
-from code_service.ports import Scanner
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import invalid_field
+from code_service.auth import Scanner
 from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.repository import FeedRepository
 from code_service.feeds.schemas import FeedReceipt, HealthStatus, InsuranceStatus
-from code_service.ports import Scanner
 
 _SEVERITY = {"": 0, "green": 0, "yellow": 1, "red": 2}
 

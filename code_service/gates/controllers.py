@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import problems
+from code_service.auth import Scanner
 from code_service.gates.schemas import DenyListDocument, TapBatch, TapReceipt
-from code_service.ports import Scanner
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices
@@ -38,7 +39,7 @@ class GateController(Controller):
         self,
         codes: CodeServices,
         scanner: Scanner,
-        db: Any,
+        db: Connection,
         since: int = Parameter(query="since", default=0, ge=0),
     ) -> DenyListDocument:
         _require(scanner, "gates:sync")
@@ -52,6 +53,6 @@ class GateController(Controller):
         # Up to 5000 taps of a few hundred bytes each: more than the app's default body limit.
         request_max_body_size=TAPS_MAX_BODY,
     )
-    async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Any) -> TapReceipt:
+    async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Connection) -> TapReceipt:
         _require(scanner, "gates:taps")
         return await codes.taps.upload(db, scanner, data.taps)

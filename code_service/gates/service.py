@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import invalid_field
+from code_service.auth import Scanner
 from code_service.codes.repository import SubjectRepository
 from code_service.gates.repository import DenyRepository, TapRepository, TapValues, UntakenTapRow
 from code_service.gates.schemas import GateTap, Tap, TapReceipt
 from code_service.keys.service import KeyService
-from code_service.ports import Scanner
 from code_service.verifier.denylist import KINDS
 from code_service.verifier.format import sign_raw
 

@@ -1,11 +1,11 @@
 -- code_service's questions about a resident, answered in one SQL function (issue 5: a code display costs at most
--- one round trip to PostgreSQL; docs/decisions/0002-one-statement-code-display.md). The contract (name, arguments,
--- columns, semantics) is declared in code_service/ports.py (RESIDENT_FACTS); code_service's repository calls it by
--- that name inside its own statement (the subject, the department statuses), so that statement never names
--- identity's or payments' tables. First created as the composition's migration app_backend.composition/0001;
+-- one round trip to PostgreSQL; docs/decisions/0002-one-statement-code-display.md). The contract (name,
+-- arguments, columns, semantics) is declared in code_service/codes/repository.py (RESIDENT_FACTS); that
+-- repository calls it by that name inside its own statement (the subject, the department statuses), so that
+-- statement never names identity's or payments' tables. First created as the composition's migration app_backend.composition/0001;
 -- existing databases keep that one (the migrator records it under this name).
 --
--- Why a function here rather than a query string handed over by the Directory port: SQL stays in SQL (migrations
+-- Why a function here rather than a query string handed over by identity's service: SQL stays in SQL (migrations
 -- and repositories), PostgreSQL checks the body when it is created and records which columns it reads (a payments
 -- or identity migration that changes one of them fails until this is recreated, instead of breaking displays at
 -- run time), and a STABLE single-SELECT SQL function is inlined by the planner, so it costs what the hand-written

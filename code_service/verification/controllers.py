@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK
 
 from app_backend.kernel.http import MACHINE_SECURITY, problems
-from code_service.ports import Holder, Scanner, codes_from, signed_verifier_of
+from code_service.auth import Holder, Scanner, codes_from, signed_verifier_of
 from code_service.verification.schemas import (
     ScanHistory,
     VerifyAnswer,

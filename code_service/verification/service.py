@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from app_backend.kernel.errors import forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
+from code_service.auth import Scanner
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
@@ -36,7 +37,6 @@ from code_service.codes.service import (
 )
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
-from code_service.ports import Scanner
 from code_service.verification.repository import ScanRepository, ScanValues
 from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, invalid_field
 from app_backend.kernel.http import client_ip, problems
+from payments.auth import ClientOrganisation, Payer
 from payments.orders.schemas import OrderCreate, OrderView
-from payments.ports import ClientOrganisation, Payer
 from payments.refunds.schemas import RefundCreate, RefundView
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class OrderController(Controller):
         data: OrderCreate,
         payments: PaymentServices,
         payer: Payer,
-        db: Any,
+        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[OrderView]:
         client = client_ip(request) or "127.0.0.1"
@@ -48,7 +49,7 @@ class OrderController(Controller):
 
     @get("/{order_id:uuid}", summary="One of my orders", opt=problems(404))
     async def get_one(
-        self, order_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any
+        self, order_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Connection
     ) -> OrderView:
         return await payments.orders.get_for_payer(db, order_id, payer.resident_id)
 
@@ -63,7 +64,7 @@ class OrderController(Controller):
         data: RefundCreate,
         payments: PaymentServices,
         payee_client: ClientOrganisation,
-        db: Any,
+        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[RefundView]:
         if "payments:refund" not in payee_client.scopes:

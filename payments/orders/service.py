@@ -20,7 +20,7 @@ from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChan
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
-from payments.ports import PaymentSettings
+from payments.settings import PaymentSettings
 from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")

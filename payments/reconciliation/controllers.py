@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, get
 from litestar.params import Parameter
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError
 from app_backend.kernel.http import problems
 from payments.reconciliation.schemas import ReconciliationReport
@@ -36,7 +37,7 @@ class ReconciliationAdminController(Controller):
         self,
         payments: PaymentServices,
         audit: AuditTrail,
-        db: Any,
+        db: Connection,
         staff: Staff,
         day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
     ) -> ReconciliationReport:

@@ -27,7 +27,6 @@ import structlog
 
 from app_backend.kernel.db import Connection, Pool
 from payments.channels.base import BillLine, PaymentChannel
-from payments.ports import PaymentSettings
 from payments.reconciliation.repository import (
     DifferenceRow,
     NewPoolItem,
@@ -45,6 +44,7 @@ from payments.reconciliation.schemas import (
     PoolItem,
     ReconciliationReport,
 )
+from payments.settings import PaymentSettings
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 _log = structlog.get_logger("payments.reconciliation")

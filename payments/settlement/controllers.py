@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, STAFF, Staff, audited, staff_only
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, forbidden
 from app_backend.kernel.http import problems
-from payments.ports import ClientOrganisation
+from payments.auth import ClientOrganisation
 from payments.settlement.schemas import PayoutRecord, Settlements, SettlementView
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class SettlementController(Controller):
         self,
         payments: PaymentServices,
         payee_client: ClientOrganisation,
-        db: Any,
+        db: Connection,
         day: dt.date = Parameter(query="date"),
     ) -> Settlements:
         _require(payee_client)
@@ -49,7 +50,11 @@ class SettlementController(Controller):
         opt=problems(403, 404),
     )
     async def statement(
-        self, settlement_id: uuid.UUID, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
+        self,
+        settlement_id: uuid.UUID,
+        payments: PaymentServices,
+        payee_client: ClientOrganisation,
+        db: Connection,
     ) -> Response[str]:
         _require(payee_client)
         text = await payments.settlement.statement_csv(db, settlement_id, payee_client.organisation_id)
@@ -72,7 +77,7 @@ class SettlementAdminController(Controller):
     async def for_day(
         self,
         payments: PaymentServices,
-        db: Any,
+        db: Connection,
         staff: Staff,
         day: dt.date | None = Parameter(query="date", default=None, description="YYYY-MM-DD"),
     ) -> Settlements:
@@ -101,6 +106,11 @@ class SettlementAdminController(Controller):
         },
     )
     async def paid(
-        self, settlement_id: uuid.UUID, data: PayoutRecord, payments: PaymentServices, db: Any, staff: Staff
+        self,
+        settlement_id: uuid.UUID,
+        data: PayoutRecord,
+        payments: PaymentServices,
+        db: Connection,
+        staff: Staff,
     ) -> SettlementView:
         return await payments.settlement.mark_paid(db, settlement_id, data.payout_ref)

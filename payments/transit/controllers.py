@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.http import client_ip, problems
+from payments.auth import Payer
 from payments.orders.controllers import _key
-from payments.ports import Payer
 from payments.transit.schemas import (
     AgreementCreate,
     AgreementView,
@@ -34,12 +35,12 @@ class TransitController(Controller):
         opt=problems(409),
     )
     async def sign(
-        self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Any
+        self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Connection
     ) -> AgreementView:
         return await payments.transit.sign(db, payer.resident_id, data)
 
     @get("/agreements", summary="My withholding agreements; only an active one lets me ride")
-    async def mine(self, payments: PaymentServices, payer: Payer, db: Any) -> list[AgreementView]:
+    async def mine(self, payments: PaymentServices, payer: Payer, db: Connection) -> list[AgreementView]:
         return await payments.transit.agreements(db, payer.resident_id)
 
     @delete(
@@ -48,7 +49,9 @@ class TransitController(Controller):
         status_code=204,
         opt=problems(404, 409),
     )
-    async def end(self, agreement_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Any) -> None:
+    async def end(
+        self, agreement_id: uuid.UUID, payments: PaymentServices, payer: Payer, db: Connection
+    ) -> None:
         await payments.transit.end(db, payer.resident_id, agreement_id)
 
     @get("/trips", summary="My recent trips and their fares")
@@ -56,13 +59,13 @@ class TransitController(Controller):
         self,
         payments: PaymentServices,
         payer: Payer,
-        db: Any,
+        db: Connection,
         limit: int = Parameter(query="limit", default=50, ge=1, le=200),
     ) -> list[TripView]:
         return await payments.transit.trips(db, payer.resident_id, limit)
 
     @get("/debts", summary="What I owe for trips whose fare could not be deducted")
-    async def debts(self, payments: PaymentServices, payer: Payer, db: Any) -> DebtSummary:
+    async def debts(self, payments: PaymentServices, payer: Payer, db: Connection) -> DebtSummary:
         return await payments.transit.debts(db, payer.resident_id)
 
     @post(
@@ -76,7 +79,7 @@ class TransitController(Controller):
         data: RepayCreate,
         payments: PaymentServices,
         payer: Payer,
-        db: Any,
+        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[Repayment]:
         client = client_ip(request) or "127.0.0.1"

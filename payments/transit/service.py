@@ -77,7 +77,7 @@ from payments.notifications.service import NotificationRefused
 from payments.orders.repository import OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate
 from payments.orders.service import Answer, ChannelDown, OrderService, new_out_trade_no
-from payments.ports import PaymentSettings
+from payments.settings import PaymentSettings
 from payments.transit.repository import (
     AgreementRow,
     DeductionRow,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar import Controller, get, put
 from litestar.status_codes import HTTP_200_OK
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import problems
-from payments.ports import ClientOrganisation
+from payments.auth import ClientOrganisation
 from payments.webhooks.schemas import PayeeEvents, WebhookRegistered, WebhookSet
 
 if TYPE_CHECKING:
@@ -32,14 +33,14 @@ class WebhookController(Controller):
         opt=problems(403),
     )
     async def set_url(
-        self, data: WebhookSet, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
+        self, data: WebhookSet, payments: PaymentServices, payee_client: ClientOrganisation, db: Connection
     ) -> WebhookRegistered:
         _require(payee_client)
         return await payments.webhooks.register(db, payee_client.organisation_id, data.url)
 
     @get("/events", summary="Recent events and their delivery", opt=problems(403))
     async def events(
-        self, payments: PaymentServices, payee_client: ClientOrganisation, db: Any
+        self, payments: PaymentServices, payee_client: ClientOrganisation, db: Connection
     ) -> PayeeEvents:
         _require(payee_client)
         return PayeeEvents(events=await payments.webhooks.events(db, payee_client.organisation_id))

@@ -27,10 +27,10 @@ from app_backend.composition.wiring import Services
 from app_backend.enterprises.service import EnterpriseServices
 from app_backend.kernel.errors import DomainError
 from app_backend.kernel.settings import Settings
-from code_service.codes.repository import StatusRepository, SubjectRepository
+from code_service.auth import Holder
+from code_service.codes.repository import RESIDENT_FACTS, StatusRepository, SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import facts_key, subject_key
-from code_service.ports import RESIDENT_FACTS, Holder
 from tests.conftest import ApiClient
 from tests.helpers import (
     bearer,

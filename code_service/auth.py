@@ -1,5 +1,6 @@
-"""The callers code_service receives (the resident showing a code, the organisation scanning one), the protocols
-its hot paths are written against, and how its hot handlers reach their services from the app state."""
+"""Who is calling code_service: the resident showing a code (`Holder`), the organisation scanning one
+(`Scanner`), their dependencies, and how the hot handlers reach their caller and services from the app state
+(docs/decisions/0001-hot-handlers-read-app-state.md)."""
 
 from __future__ import annotations
 
@@ -39,24 +40,6 @@ class Scanner(msgspec.Struct, frozen=True):
     # The request's Redis checks (a CallerChecks), still to be settled when the scanner came from the deferring
     # `verifier` dependency; already settled (and to be ignored) otherwise.
     checks: CallerChecks | None = None
-
-
-RESIDENT_FACTS = "code_ports.resident_facts"
-"""Identity's and payments' answers about one resident as ONE SQL set-returning function, so that code_service
-reads a holder's facts in one statement (one round trip) while its SQL never names identity's or payments'
-tables (docs/decisions/0002-one-statement-code-display.md). code_service's migrations create it, after identity's
-and payments' (code_service comes after them in the module list); its repository calls it by this name inside its
-own statement:
-
-    code_ports.resident_facts(resident uuid) RETURNS TABLE (
-        active       boolean,  -- ResidentDirectory.resident_active (identity)
-        name_enc     bytea,    -- the stored name, NULL before real-name: ResidentDirectory.mask_name masks it
-        person_key   bytea,    -- ResidentDirectory.person_key_of (the key of codes.health_status / insurance_status)
-        may_ride     boolean,  -- TransitService.may_ride (payments), both parts ('' when may_ride)
-        ride_reason  text
-    )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
-
-Those services stay the reference answers (tests/code_service/codes/test_display_round_trips.py checks both agree)."""
 
 
 def codes_from(state: State) -> CodeServices:

@@ -1,28 +1,8 @@
-"""The principals payments receives through DI, and its settings."""
+"""How payments is run: fees, timeouts, where channels notify us."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
-from litestar import Request
-
-from app_backend.identity.schemas import ResidentPrincipal
-from app_backend.organisations.auth import provide_machine
-
-
-class Payer(msgspec.Struct, frozen=True):
-    resident_id: uuid.UUID
-
-
-class ClientOrganisation(msgspec.Struct, frozen=True):
-    """A payee's system calling us with a signed machine request."""
-
-    organisation_id: uuid.UUID
-    organisation_name: str
-    scopes: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -46,16 +26,3 @@ class PaymentSettings:
     channel_fee_ppm: dict[str, int] = field(default_factory=lambda: {"alipay": 6000, "wechat": 6000})
     # Reconciliation: an item one side has this close to midnight waits a day in the scratch pool.
     reconcile_midnight_window_s: int = 300
-
-
-def provide_payer(resident: ResidentPrincipal) -> Payer:
-    return Payer(resident_id=resident.resident_id)
-
-
-async def provide_payee_client(request: Request[Any, Any, Any]) -> ClientOrganisation:
-    machine = await provide_machine(request)
-    return ClientOrganisation(
-        organisation_id=machine.organisation_id,
-        organisation_name=machine.organisation_name,
-        scopes=machine.scopes,
-    )
