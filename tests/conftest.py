@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +21,9 @@ from litestar import Litestar
 from app_backend.composition.app import create_app
 from app_backend.composition.embedded import EmbeddedServices
 from app_backend.composition.migrator import apply_migrations
+from app_backend.composition.modules import MODULES
 from app_backend.composition.wiring import Services
+from app_backend.kernel.module import DomainModule
 from app_backend.kernel.settings import Settings, load_settings
 from payments.sandbox.keys import load_alipay_keys
 from payments.sandbox.launch import running_sandbox
@@ -123,13 +125,15 @@ class ApiClient(httpx.AsyncClient):
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, client_port: int = 50000) -> AsyncIterator[ApiClient]:
+async def serving(
+    settings: Settings, client_port: int = 50000, modules: Sequence[DomainModule] = MODULES
+) -> AsyncIterator[ApiClient]:
     """An app of its own on these settings, started and stopped around the block: a test that needs other
     settings builds its own app instead of changing the session's."""
-    app = create_app(settings)
+    app = create_app(settings, modules)
     # What the lifespan hook does, done here because httpx's ASGI transport sends no lifespan events (the
     # end-to-end test of `tzt serve` covers the real start-up).
-    (await Services.create(settings)).install(app.state)
+    (await Services.create(settings, modules)).install(app.state)
     try:
         transport = httpx.ASGITransport(app=app, client=("testclient", client_port))
         async with ApiClient(transport=transport, base_url="http://testserver.local") as api:
