@@ -9,7 +9,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import msgspec
 from redis.asyncio import Redis
@@ -33,6 +32,7 @@ from app_backend.identity.validators import (
 )
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.breaker import RedisBreaker
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field
@@ -40,7 +40,6 @@ from app_backend.kernel.metrics import RATE_LIMITED, SHED
 from app_backend.kernel.redis_batch import BatchRunner, RedisBatch, run_checks
 from app_backend.kernel.settings import Settings
 
-_CHINA = ZoneInfo("Asia/Shanghai")
 # Atomic check of a one-time code: a match deletes it; the Nth wrong try deletes it too.
 _CHECK_OTP = """
 local h = redis.call('HGET', KEYS[1], 'h')
@@ -53,7 +52,7 @@ return tostring(tonumber(ARGV[2]) - tries)
 
 
 def _seconds_to_midnight() -> int:
-    now = dt.datetime.now(_CHINA)
+    now = dt.datetime.now(BUSINESS_TZ)
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((midnight - now).total_seconds()))
 
@@ -102,7 +101,7 @@ class OtpService:
                 headers={"Retry-After": str(wait)},
                 extra={"errors": [{"field": "phone", "message": "too soon"}]},
             )
-        day = dt.datetime.now(_CHINA).strftime("%Y%m%d")
+        day = dt.datetime.now(BUSINESS_TZ).strftime("%Y%m%d")
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(f"otp:day:phone:{pk}:{day}")
             pipe.expire(f"otp:day:phone:{pk}:{day}", 2 * 86400)

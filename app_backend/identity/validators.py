@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from zoneinfo import ZoneInfo
+
+from app_backend.kernel.clock import BUSINESS_TZ
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -51,7 +52,6 @@ USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 # ASCII only: str.isdigit() and \d also take full-width, Arabic-Indic, superscript... digits, which would give
 # one phone or ID number a second spelling (a second keyed hash, so a second account) or crash int().
-_CHINA = ZoneInfo("Asia/Shanghai")
 _PHONE = re.compile(r"1[3-9][0-9]{9}")
 _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
@@ -78,7 +78,7 @@ def validate_id_number(raw: str, today: dt.date | None = None) -> str:
         born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         raise InvalidIdentifier("birth date does not exist") from None
-    today = today or dt.datetime.now(_CHINA).date()
+    today = today or dt.datetime.now(BUSINESS_TZ).date()
     if born > today:
         raise InvalidIdentifier("birth date is in the future")
     if born.year < 1900:

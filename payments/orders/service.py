@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 import msgspec
 import structlog
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.organisations.service import OrganisationService
@@ -24,7 +25,6 @@ from payments.settings import PaymentSettings
 from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")
-_SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 BodyT = TypeVar("BodyT", bound=msgspec.Struct)
 
 
@@ -94,7 +94,7 @@ def order_view(row: OrderRow, pay: PayInstructions | None = None) -> OrderView:
 
 def new_out_trade_no() -> str:
     """32 characters at most (WeChat's limit), date first so bills and logs sort by day."""
-    return "TZT" + dt.datetime.now(_SHANGHAI).strftime("%Y%m%d") + secrets.token_hex(8).upper()
+    return "TZT" + dt.datetime.now(BUSINESS_TZ).strftime("%Y%m%d") + secrets.token_hex(8).upper()
 
 
 class OrderService:

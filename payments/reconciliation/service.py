@@ -21,10 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 import structlog
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection, Pool
 from payments.channels.base import BillLine, PaymentChannel
 from payments.reconciliation.repository import (
@@ -46,7 +46,6 @@ from payments.reconciliation.schemas import (
 )
 from payments.settings import PaymentSettings
 
-BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 _log = structlog.get_logger("payments.reconciliation")
 
 # Our statuses as a bill states them: a finished order was paid.

@@ -7,15 +7,13 @@ import csv
 import datetime as dt
 import io
 import uuid
-from zoneinfo import ZoneInfo
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from payments.ledger.service import Ledger
 from payments.settlement.repository import SettlementRepository, SettlementRow
 from payments.settlement.schemas import SettlementView
-
-BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -112,23 +112,9 @@ class NewTrip(msgspec.Struct, frozen=True):
     status: str  # unbilled | waived
 
 
-class TripRow(msgspec.Struct, frozen=True):
-    """TRIP_COLUMNS."""
+class TripRow(NewTrip, frozen=True):
+    """TRIP_COLUMNS: a stored trip, and the deduction that billed it."""
 
-    id: uuid.UUID
-    resident_id: uuid.UUID
-    operator_id: uuid.UUID
-    kind: str
-    line_in: str | None
-    station_in: str | None
-    started_at: dt.datetime
-    line_out: str | None
-    station_out: str | None
-    ended_at: dt.datetime | None
-    day: dt.date
-    fare_fen: int
-    charged_fen: int
-    status: str
     deduction_id: uuid.UUID | None
 
 

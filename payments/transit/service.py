@@ -55,10 +55,10 @@ import secrets
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import structlog
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from code_service.codes.service import FactsService
@@ -101,7 +101,6 @@ from payments.transit.schemas import (
 )
 
 _log = structlog.get_logger("payments.transit")
-BEIJING = ZoneInfo("Asia/Shanghai")
 PAID_STATES = (TradeStatus.PAID, TradeStatus.FINISHED)
 REFUSED_STATES = (TradeStatus.FAILED, TradeStatus.CLOSED)
 
@@ -181,12 +180,12 @@ class DeductionRequest:
 
 
 def beijing_day(moment: dt.datetime) -> dt.date:
-    return moment.astimezone(BEIJING).date()
+    return moment.astimezone(BUSINESS_TZ).date()
 
 
 def new_agreement_no() -> str:
     """32 characters at most (WeChat's contract_code), date first."""
-    return "TZTA" + dt.datetime.now(BEIJING).strftime("%Y%m%d") + secrets.token_hex(8).upper()
+    return "TZTA" + dt.datetime.now(BUSINESS_TZ).strftime("%Y%m%d") + secrets.token_hex(8).upper()
 
 
 def _pair(

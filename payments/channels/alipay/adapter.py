@@ -16,7 +16,6 @@ import re
 import types
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
-from zoneinfo import ZoneInfo
 
 import alipay.aop.api.DefaultAlipayClient as _sdk_client_module
 import httpx
@@ -53,6 +52,7 @@ from alipay.aop.api.request.AlipayTradeRefundRequest import AlipayTradeRefundReq
 from alipay.aop.api.request.AlipayUserAgreementPageSignRequest import AlipayUserAgreementPageSignRequest
 from alipay.aop.api.request.AlipayUserAgreementQueryRequest import AlipayUserAgreementQueryRequest
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from payments.channels.alipay.amounts import fen_to_yuan, yuan_to_fen
 from payments.channels.alipay.bill import BillFormatError, parse_bill_zip
 from payments.channels.alipay.config import AlipayConfig
@@ -79,8 +79,6 @@ from payments.channels.base import (
     TradeStatus,
 )
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
 
 class _BeijingClock(dt.datetime):
     """`datetime.now()` in Beijing time, whatever the host's zone."""
@@ -89,7 +87,7 @@ class _BeijingClock(dt.datetime):
     def now(cls, tz: dt.tzinfo | None = None) -> _BeijingClock:
         if tz is not None:
             return super().now(tz)
-        return super().now(SHANGHAI).replace(tzinfo=None)
+        return super().now(BUSINESS_TZ).replace(tzinfo=None)
 
 
 # The SDK stamps every request with the host's local time (`datetime.datetime.now()` in DefaultAlipayClient), but
@@ -123,14 +121,14 @@ def _is_system_error(sub_code: str) -> bool:
 def _shanghai(when: dt.datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("times must be timezone-aware")
-    return when.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone(BUSINESS_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:
     if not text:
         return None
     try:
-        return dt.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+        return dt.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=BUSINESS_TZ)
     except ValueError:
         return None
 
@@ -519,7 +517,7 @@ class AlipayChannel:
         period = PeriodRuleParams()
         period.period_type = cfg.withholding_period_type
         period.period = cfg.withholding_period
-        period.execute_time = dt.datetime.now(SHANGHAI).date().isoformat()
+        period.execute_time = dt.datetime.now(BUSINESS_TZ).date().isoformat()
         period.single_amount = fen_to_yuan(cfg.withholding_single_amount_fen)
         model.period_rule_params = period
         request = AlipayUserAgreementPageSignRequest(biz_model=model)

@@ -11,12 +11,10 @@ import csv
 import datetime as dt
 import io
 import zipfile
-from zoneinfo import ZoneInfo
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from payments.channels.alipay.amounts import yuan_to_fen
 from payments.channels.base import BillLine, RefundStatus, TradeStatus
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 _KINDS = {
     "交易": ("payment", TradeStatus.PAID.value),
@@ -62,7 +60,7 @@ def _time(text: str) -> dt.datetime | None:
     if not text:
         return None
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BUSINESS_TZ)
     except ValueError:
         raise BillFormatError(f"bad time {text!r}") from None
 

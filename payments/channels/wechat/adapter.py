@@ -21,6 +21,7 @@ import requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from wechatpy.exceptions import WeChatPayException
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from payments.channels.base import (
     Agreement,
     AgreementStatus,
@@ -36,7 +37,7 @@ from payments.channels.base import (
     TradeStatus,
 )
 from payments.channels.wechat import signing
-from payments.channels.wechat.bill import CST, parse_bill
+from payments.channels.wechat.bill import parse_bill
 from payments.channels.wechat.client import SignedWeChatPay
 from payments.channels.wechat.config import SIGN_TYPES, WechatConfig
 from payments.channels.wechat.errors import RETRYABLE_CODES, InvalidResponse, WechatError
@@ -80,7 +81,7 @@ def _time(value: str | None) -> dt.datetime | None:
         return None
     for fmt in ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S"):
         try:
-            return dt.datetime.strptime(value, fmt).replace(tzinfo=CST)
+            return dt.datetime.strptime(value, fmt).replace(tzinfo=BUSINESS_TZ)
         except ValueError:
             continue
     return None
@@ -158,11 +159,11 @@ class WechatChannel:
             raise ValueError("amount_fen must be positive")
         if trade_type == "JSAPI" and not order.payer_id:
             raise ValueError(f"method {order.method!r} needs the payer's openid (payer_id)")
-        now = dt.datetime.now(CST)
+        now = dt.datetime.now(BUSINESS_TZ)
         expires = order.expires_at
         if expires.tzinfo is None:  # naive: taken as UTC
             expires = expires.replace(tzinfo=dt.UTC)
-        expires = expires.astimezone(CST)
+        expires = expires.astimezone(BUSINESS_TZ)
         result = self._dict(
             await self._run(
                 self._client.order.create,

@@ -12,10 +12,10 @@ import datetime as dt
 import io
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from app_backend.kernel.clock import BUSINESS_TZ
 from payments.channels.base import BillLine, RefundStatus, TradeStatus
 from payments.channels.wechat.errors import BillError
 
-CST = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 SUMMARY_FIRST = "总交易单数"
 
 # The ALL layout as downloaded today; `older` merchants lack 订单金额/申请退款金额 (use 应结订单金额/退款金额),
@@ -103,7 +103,7 @@ def parse_bill(text: str, day: dt.date) -> list[BillLine]:
         record = dict(zip(header, cells, strict=False))
         where = f"line {n}"
         try:
-            at = dt.datetime.strptime(record["交易时间"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=CST)
+            at = dt.datetime.strptime(record["交易时间"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=BUSINESS_TZ)
         except (KeyError, ValueError) as exc:
             raise BillError(f"{where}: bad 交易时间") from exc
         fee_text = record.get("手续费", "0")
