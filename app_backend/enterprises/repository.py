@@ -57,7 +57,7 @@ class EnterpriseRepository:
         return await fetch_row(
             conn,
             EnterpriseRow,
-            f"""INSERT INTO identity.enterprises (uscc, name, checksum_override, created_by)
+            f"""INSERT INTO enterprises.enterprises (uscc, name, checksum_override, created_by)
                VALUES ($1, $2, $3, $4) ON CONFLICT (uscc) DO NOTHING
                RETURNING {_ENTERPRISE}""",
             uscc,
@@ -70,7 +70,7 @@ class EnterpriseRepository:
         return await fetch_row(
             conn,
             EnterpriseRow,
-            f"SELECT {_ENTERPRISE} FROM identity.enterprises WHERE id = $1",
+            f"SELECT {_ENTERPRISE} FROM enterprises.enterprises WHERE id = $1",
             enterprise_id,
         )
 
@@ -78,7 +78,7 @@ class EnterpriseRepository:
         self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID
     ) -> str | None:
         role: str | None = await conn.fetchval(
-            "SELECT role FROM identity.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
+            "SELECT role FROM enterprises.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
             enterprise_id,
             resident_id,
         )
@@ -93,7 +93,7 @@ class EnterpriseRepository:
         added_by: uuid.UUID | None,
     ) -> bool:
         result: str = await conn.execute(
-            """INSERT INTO identity.enterprise_members (enterprise_id, resident_id, role, added_by)
+            """INSERT INTO enterprises.enterprise_members (enterprise_id, resident_id, role, added_by)
                VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
             enterprise_id,
             resident_id,
@@ -106,7 +106,7 @@ class EnterpriseRepository:
         """Every membership change takes all of the enterprise's member rows in one order first, so changes
         serialise (no lost last admin, no acting on a role just removed) and cannot deadlock each other."""
         rows = await conn.fetch(
-            """SELECT resident_id, role FROM identity.enterprise_members WHERE enterprise_id = $1
+            """SELECT resident_id, role FROM enterprises.enterprise_members WHERE enterprise_id = $1
                ORDER BY resident_id FOR UPDATE""",
             enterprise_id,
         )
@@ -114,7 +114,7 @@ class EnterpriseRepository:
 
     async def remove_member(self, conn: Connection, enterprise_id: uuid.UUID, resident_id: uuid.UUID) -> None:
         await conn.execute(
-            "DELETE FROM identity.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
+            "DELETE FROM enterprises.enterprise_members WHERE enterprise_id = $1 AND resident_id = $2",
             enterprise_id,
             resident_id,
         )
@@ -124,7 +124,7 @@ class EnterpriseRepository:
             conn,
             MemberRow,
             """SELECT m.resident_id, m.role, m.added_at, r.name_enc, r.phone_enc
-               FROM identity.enterprise_members m JOIN identity.residents r ON r.id = m.resident_id
+               FROM enterprises.enterprise_members m JOIN identity.residents r ON r.id = m.resident_id
                WHERE m.enterprise_id = $1 ORDER BY m.added_at""",
             enterprise_id,
         )
@@ -133,18 +133,18 @@ class EnterpriseRepository:
         return await fetch_rows(
             conn,
             LinkedEnterpriseRow,
-            """SELECT e.id, e.name, e.uscc, m.role FROM identity.enterprise_members m
-               JOIN identity.enterprises e ON e.id = m.enterprise_id
+            """SELECT e.id, e.name, e.uscc, m.role FROM enterprises.enterprise_members m
+               JOIN enterprises.enterprises e ON e.id = m.enterprise_id
                WHERE m.resident_id = $1 ORDER BY e.name""",
             resident_id,
         )
 
     async def has_override(self, conn: Connection, uscc: str) -> bool:
-        return bool(await conn.fetchval("SELECT 1 FROM identity.uscc_overrides WHERE uscc = $1", uscc))
+        return bool(await conn.fetchval("SELECT 1 FROM enterprises.uscc_overrides WHERE uscc = $1", uscc))
 
     async def add_override(self, conn: Connection, uscc: str, reason: str, granted_by: str) -> bool:
         result: str = await conn.execute(
-            """INSERT INTO identity.uscc_overrides (uscc, reason, granted_by) VALUES ($1, $2, $3)
+            """INSERT INTO enterprises.uscc_overrides (uscc, reason, granted_by) VALUES ($1, $2, $3)
                ON CONFLICT DO NOTHING""",
             uscc,
             reason,
@@ -158,13 +158,13 @@ class DevLegalEntityRepository:
         return await fetch_row(
             conn,
             LegalEntityRow,
-            "SELECT uscc, name, legal_rep_id_hash, status FROM identity.dev_legal_entity_registry WHERE uscc = $1",
+            "SELECT uscc, name, legal_rep_id_hash, status FROM enterprises.dev_legal_entity_registry WHERE uscc = $1",
             uscc,
         )
 
     async def upsert(self, conn: Connection, uscc: str, name: str, rep_hash: bytes, status: str) -> None:
         await conn.execute(
-            """INSERT INTO identity.dev_legal_entity_registry (uscc, name, legal_rep_id_hash, status)
+            """INSERT INTO enterprises.dev_legal_entity_registry (uscc, name, legal_rep_id_hash, status)
                VALUES ($1, $2, $3, $4) ON CONFLICT (uscc) DO UPDATE
                SET name = EXCLUDED.name, legal_rep_id_hash = EXCLUDED.legal_rep_id_hash,
                    status = EXCLUDED.status""",

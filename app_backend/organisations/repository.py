@@ -54,7 +54,7 @@ class OrganisationRepository:
         return await fetch_row(
             conn,
             OrganisationRow,
-            f"""INSERT INTO identity.organisations (name, kind, location, rate_limit_per_second)
+            f"""INSERT INTO organisations.organisations (name, kind, location, rate_limit_per_second)
                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING {_ORGANISATION}""",
             name,
             kind,
@@ -68,7 +68,7 @@ class OrganisationRepository:
         return await fetch_row(
             conn,
             OrganisationRow,
-            f"""UPDATE identity.organisations SET rate_limit_per_second = $2 WHERE id = $1
+            f"""UPDATE organisations.organisations SET rate_limit_per_second = $2 WHERE id = $1
                 RETURNING {_ORGANISATION}""",
             organisation_id,
             rate_limit,
@@ -78,7 +78,7 @@ class OrganisationRepository:
         return await fetch_row(
             conn,
             OrganisationRow,
-            f"SELECT {_ORGANISATION} FROM identity.organisations WHERE id = $1",
+            f"SELECT {_ORGANISATION} FROM organisations.organisations WHERE id = $1",
             organisation_id,
         )
 
@@ -86,13 +86,13 @@ class OrganisationRepository:
         return await fetch_row(
             conn,
             OrganisationRow,
-            f"SELECT {_ORGANISATION} FROM identity.organisations WHERE name = $1",
+            f"SELECT {_ORGANISATION} FROM organisations.organisations WHERE name = $1",
             name,
         )
 
     async def list_all(self, conn: Connection) -> list[OrganisationRow]:
         return await fetch_rows(
-            conn, OrganisationRow, f"SELECT {_ORGANISATION} FROM identity.organisations ORDER BY name"
+            conn, OrganisationRow, f"SELECT {_ORGANISATION} FROM organisations.organisations ORDER BY name"
         )
 
     async def add_credential(
@@ -105,7 +105,7 @@ class OrganisationRepository:
         label: str,
     ) -> None:
         await conn.execute(
-            """INSERT INTO identity.api_credentials (key_id, organisation_id, secret_enc, scopes, label)
+            """INSERT INTO organisations.api_credentials (key_id, organisation_id, secret_enc, scopes, label)
                VALUES ($1, $2, $3, $4, $5)""",
             key_id,
             organisation_id,
@@ -118,14 +118,14 @@ class OrganisationRepository:
         return await fetch_rows(
             conn,
             CredentialRow,
-            """SELECT key_id, scopes, label, created_at, revoked_at FROM identity.api_credentials
+            """SELECT key_id, scopes, label, created_at, revoked_at FROM organisations.api_credentials
                WHERE organisation_id = $1 ORDER BY created_at""",
             organisation_id,
         )
 
     async def revoke_credential(self, conn: Connection, organisation_id: uuid.UUID, key_id: str) -> bool:
         result: str = await conn.execute(
-            """UPDATE identity.api_credentials SET revoked_at = now()
+            """UPDATE organisations.api_credentials SET revoked_at = now()
                WHERE key_id = $1 AND organisation_id = $2 AND revoked_at IS NULL""",
             key_id,
             organisation_id,
@@ -140,7 +140,7 @@ class OrganisationRepository:
             """SELECT c.key_id, c.secret_enc, c.scopes, c.revoked_at, o.id AS organisation_id,
                       o.name AS organisation_name, o.kind AS organisation_kind, o.status AS organisation_status,
                       o.rate_limit_per_second
-               FROM identity.api_credentials c JOIN identity.organisations o ON o.id = c.organisation_id
+               FROM organisations.api_credentials c JOIN organisations.organisations o ON o.id = c.organisation_id
                WHERE c.key_id = $1""",
             key_id,
         )

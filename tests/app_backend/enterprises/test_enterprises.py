@@ -66,7 +66,7 @@ async def _enterprise(client: Any, services: Any) -> tuple[dict[str, Any], dict[
 async def _admin_count(db: Any, enterprise_id: str) -> int:
     return int(
         await db.fetchval(
-            "SELECT count(*) FROM identity.enterprise_members WHERE enterprise_id = $1 AND role = 'admin'",
+            "SELECT count(*) FROM enterprises.enterprise_members WHERE enterprise_id = $1 AND role = 'admin'",
             uuid.UUID(enterprise_id),
         )
     )
@@ -160,7 +160,7 @@ async def test_registry_refusals_name_the_field(client, services, db):
     assert [r["outcome"] for r in refused] == ["name-mismatch", "not-representative"]
     assert (
         await db.fetchval(
-            "SELECT count(*) FROM identity.enterprises WHERE uscc = ANY($1::text[])", [uscc, inactive_uscc]
+            "SELECT count(*) FROM enterprises.enterprises WHERE uscc = ANY($1::text[])", [uscc, inactive_uscc]
         )
         == 0
     )
@@ -189,7 +189,7 @@ async def test_concurrent_registrations_of_one_code_yield_one_enterprise(client,
     rep, uscc, name = await _representative_with_entity(client, services)
     answers = await asyncio.gather(*(_create(client, rep, name, uscc) for _ in range(5)))
     assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409], [a.text for a in answers]
-    assert await db.fetchval("SELECT count(*) FROM identity.enterprises WHERE uscc = $1", uscc) == 1
+    assert await db.fetchval("SELECT count(*) FROM enterprises.enterprises WHERE uscc = $1", uscc) == 1
 
 
 # --- checksum override --------------------------------------------------------------------------------------

@@ -116,7 +116,9 @@ async def test_admin_creates_organisation_and_issues_credential_shown_once(clien
 
     # At rest the secret is AES-GCM ciphertext, not the secret.
     stored = bytes(
-        await db.fetchval("SELECT secret_enc FROM identity.api_credentials WHERE key_id = $1", body["key_id"])
+        await db.fetchval(
+            "SELECT secret_enc FROM organisations.api_credentials WHERE key_id = $1", body["key_id"]
+        )
     )
     assert body["secret"].encode() not in stored and body["secret"][4:].encode() not in stored
     assert len(stored) > len(body["secret"])
@@ -270,7 +272,7 @@ async def test_revoked_credential_is_refused_at_once(client, services, db):
     listing = await client.get(f"{ADMIN}/organisations/{org_id}/credentials", headers=bearer(admin))
     assert listing.json()["credentials"][0]["revoked_at"] is not None
     assert await db.fetchval(
-        "SELECT revoked_at IS NOT NULL FROM identity.api_credentials WHERE key_id = $1", key_id
+        "SELECT revoked_at IS NOT NULL FROM organisations.api_credentials WHERE key_id = $1", key_id
     )
 
 
@@ -348,7 +350,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         == "active"
     )
     assert await db.fetchval(
-        "SELECT revoked_at IS NULL FROM identity.api_credentials WHERE key_id = $1", key_id
+        "SELECT revoked_at IS NULL FROM organisations.api_credentials WHERE key_id = $1", key_id
     )
     denied = await db.fetch(
         "SELECT target_id FROM audit.events WHERE action = 'admin.access' "

@@ -1,0 +1,84 @@
+"""The migrator applies each domain's SQL once, in module order, and a database migrated before a domain owned its
+migrations keeps its history (`DomainModule.migrated_as`): nothing runs twice."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from app_backend.audit.module import module as audit
+from app_backend.composition.migrator import apply_migrations
+
+
+@pytest.fixture
+async def empty_database(settings) -> AsyncIterator[str]:
+    """A database of its own, dropped afterwards."""
+    name = f"tzt_migrator_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def test_a_database_migrated_under_the_old_names_keeps_its_history(empty_database):
+    # As the first design left it: audit's tables made by the app_backend package's migrations 0002 and 0003.
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(
+            """CREATE TABLE public.schema_migrations (
+                   package text NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (package, name))"""
+        )
+        folder = resources.files("app_backend.audit") / "migrations"
+        for ours, (package, name) in sorted(audit.migrated_as.items()):
+            await conn.execute((folder / ours).read_text(encoding="utf-8"))
+            await conn.execute(
+                "INSERT INTO public.schema_migrations (package, name) VALUES ($1, $2)", package, name
+            )
+    finally:
+        await conn.close()
+
+    assert await apply_migrations(empty_database, [audit]) == []  # adopted, not run again (they would fail)
+
+    conn = await asyncpg.connect(empty_database)
+    try:
+        recorded = {
+            (r["package"], r["name"])
+            for r in await conn.fetch("SELECT package, name FROM public.schema_migrations")
+        }
+    finally:
+        await conn.close()
+    assert {
+        ("app_backend.audit", "0001_audit.sql"),
+        ("app_backend.audit", "0002_audit_truncate.sql"),
+    } <= recorded
+
+
+async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database):
+    applied = await apply_migrations(empty_database)
+    packages = list(dict.fromkeys(name.split("/")[0] for name in applied))
+    assert packages == [
+        "app_backend.audit",
+        "app_backend.identity",
+        "app_backend.enterprises",
+        "app_backend.organisations",
+        "payments",
+        "code_service",
+    ]
+    assert await apply_migrations(empty_database) == []
+    conn = await asyncpg.connect(empty_database)
+    try:
+        schemas = {
+            r["schema_name"] for r in await conn.fetch("SELECT schema_name FROM information_schema.schemata")
+        }
+    finally:
+        await conn.close()
+    assert {"identity", "enterprises", "organisations", "audit", "codes", "payments", "code_ports"} <= schemas
