@@ -55,24 +55,6 @@ class RefundStateRow(msgspec.Struct, frozen=True):
     channel: str
 
 
-class PoolRow(msgspec.Struct, frozen=True):
-    """POOL_COLUMNS."""
-
-    channel: str
-    kind: str
-    item_key: str
-    origin_day: dt.date
-    side: str
-    out_trade_no: str
-    out_refund_no: str | None
-    amount_fen: int
-    fee_fen: int | None
-    status: str
-    at: dt.datetime | None
-    state: str
-    settled_day: dt.date | None
-
-
 class NewPoolItem(msgspec.Struct, frozen=True):
     """An item a run puts in the scratch pool (the columns of POOL_COLUMNS a run sets)."""
 
@@ -87,6 +69,13 @@ class NewPoolItem(msgspec.Struct, frozen=True):
     fee_fen: int | None
     status: str
     at: dt.datetime | None
+
+
+class PoolRow(NewPoolItem, frozen=True):
+    """POOL_COLUMNS: an item in the scratch pool, and what became of it."""
+
+    state: str
+    settled_day: dt.date | None
 
 
 class NewRun(msgspec.Struct, frozen=True):

@@ -12,6 +12,7 @@ from saq import CronJob
 
 from app_backend.kernel.db import Connection
 from app_backend.kernel.module import DomainModule, Platform
+from tests.app_backend.composition.probe_domain.repository import PingRepository
 
 
 @dataclass
@@ -19,8 +20,7 @@ class ProbeService:
     started_with: str
 
     async def pings(self, conn: Connection) -> int:
-        count: int = await conn.fetchval("INSERT INTO probe.pings DEFAULT VALUES RETURNING id")
-        return count
+        return await PingRepository().record(conn)
 
 
 class Pong(Controller):
