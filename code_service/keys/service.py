@@ -326,6 +326,7 @@ class KeyService:
                 if self.schedule.signer(rows, at) is None:
                     async with conn.transaction():
                         await self.ensure(conn)
+                    at = self.clock()  # the key ensured signs from the instant it was made
                     rows = await self._repo.live(conn, at)
             self._rows = rows
             self._loaded_at = time.monotonic()

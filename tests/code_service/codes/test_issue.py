@@ -438,11 +438,9 @@ async def test_rotation_keeps_unexpired_codes_valid_and_retires_old_keys(client,
     gate_before.deny_list.apply_document(stale.json()["jws"], gate_before.key_for_kid)
 
     # A day (and the margin) after it stopped signing, the old key leaves the JWKS (the clock is moved by moving
-    # the rotation back in time).
+    # its retirement back in time; tests/code_service/keys moves the clock).
     await db.execute(
-        """UPDATE codes.signing_keys SET signs_until = now() - interval '25 hours 1 minute',
-                  retire_at = now() - interval '1 minute' WHERE kid = $1""",
-        old_kid,
+        "UPDATE codes.signing_keys SET retire_at = now() - interval '1 minute' WHERE kid = $1", old_kid
     )
     services.codes.keys.invalidate()
     kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
@@ -456,9 +454,7 @@ async def test_a_key_still_publishes_until_a_day_after_rotation(client, services
     old_kid = (await client.get("/.well-known/jwks.json")).json()["keys"][0]["kid"]
     new_kid = await _rotate(services)
     await db.execute(
-        """UPDATE codes.signing_keys SET signs_until = now() - interval '24 hours 59 minutes',
-                  retire_at = now() + interval '1 minute' WHERE kid = $1""",
-        old_kid,
+        "UPDATE codes.signing_keys SET retire_at = now() + interval '1 minute' WHERE kid = $1", old_kid
     )
     services.codes.keys.invalidate()
     kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
