@@ -283,4 +283,3 @@ async def test_an_existing_database_upgrades_and_its_current_key_keeps_signing(e
     previous = rows["0000000b"]
     assert previous.signs_from == previous.created_at and previous.signs_until is not None
     assert previous.signs_until < at and kept["0000000b"] == dt.timedelta(hours=24, minutes=1)
-
