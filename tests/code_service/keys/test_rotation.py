@@ -175,6 +175,39 @@ async def test_the_cron_job_stages_one_key_however_many_workers_run_it(client, s
     assert await stage_due_signing_key(context) not in (None, staged[0])
 
 
+async def test_a_second_worker_waits_for_the_first_and_finds_the_key_staged(client, services, key_clock, db):
+    """Deterministic: the first worker's staging is not committed when the second starts; the second must wait
+    for it (the advisory lock) rather than stage a key of its own."""
+    keys = services.codes.keys
+    every = dt.timedelta(days=services.settings.key_rotation_days)
+    signing = await keys.signer()
+    signs_from = await db.fetchval("SELECT signs_from FROM codes.signing_keys WHERE kid = $1", signing.kid)
+    key_clock.set(signs_from + every)
+
+    async def second_worker() -> Any:
+        async with services.pool.acquire() as conn, conn.transaction():
+            return await keys.stage_if_due(conn, every)
+
+    async with services.pool.acquire() as first:
+        transaction = first.transaction()
+        await transaction.start()
+        staged = await keys.stage_if_due(first, every)
+        assert staged is not None
+        second = asyncio.create_task(second_worker())
+        # Until the second worker is either finished or waiting on a lock (polled, not timed).
+        while not second.done() and not await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1""",
+            first.get_server_pid(),
+        ):
+            await asyncio.sleep(0.01)
+        await transaction.commit()
+    assert await second is None
+    assert (
+        await db.fetchval("SELECT count(*) FROM codes.signing_keys WHERE created_at = $1", key_clock()) == 1
+    )
+
+
 async def test_staging_twice_leaves_one_staged_key(client, services, key_clock):
     signing = await services.codes.keys.signer()
     first = await _stage(services)
