@@ -200,7 +200,7 @@ async def test_a_second_worker_waits_for_the_first_and_finds_the_key_staged(clie
                WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1""",
             first.get_server_pid(),
         ):
-            await asyncio.sleep(0.01)
+            await asyncio.wait({second}, timeout=0.01)
         await transaction.commit()
     assert await second is None
     assert (
