@@ -7,6 +7,7 @@ import hmac
 
 from litestar.datastructures import State
 from litestar.di import Provide
+from saq import CronJob
 
 from app_backend.enterprises.service import EnterpriseServices
 from app_backend.identity.service import IdentityServices
@@ -17,6 +18,7 @@ from code_service.container import CodeServices
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
 from code_service.keys.controllers import JwksController
+from code_service.keys.tasks import stage_due_signing_key
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 
 
@@ -63,6 +65,9 @@ module = DomainModule(
         "scanner": Provide(provide_scanner),
     },
     signature_types=[CodeServices],
+    jobs=[stage_due_signing_key],
+    # Hourly: a rotation is staged within the hour it falls due (publish lead 25 h; the period is days).
+    cron=[CronJob(stage_due_signing_key, cron="41 * * * *")],
     migrations="code_service",
     migrated_as={"0003_resident_facts.sql": ("app_backend.composition", "0001_code_ports.sql")},
 )

@@ -313,40 +313,71 @@ def cmd_staff(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Rotate the code-signing key. Codes and credentials signed by the old key verify until they expire; the
-    old key leaves the JWKS 24 h after rotation. Every server process picks up the new key within 30 s."""
+    """`rotate` stages the next code-signing key: published now, signing after the publish lead (25 h), once every
+    verifier that refreshes daily has it; the old key stays published until what it signed has expired. The cron
+    job does this by itself every TZT_KEY_ROTATION_DAYS. `rotate --now` is for a key that may have leaked: the new
+    key signs at once and offline verifiers refuse its codes until they refresh; `--withdraw` also unpublishes the
+    old key at once (docs/operations.md, "Code-signing keys")."""
 
     async def run(live: Settings) -> list[str]:
         from app_backend.composition.wiring import Services
         from app_backend.kernel.actors import Actor
-        from code_service.keys.repository import KeyRepository
 
         services = await Services.create(live)
         try:
+            keys = services.codes.keys
             async with services.pool.acquire() as conn, conn.transaction():
-                if args.action == "rotate":
-                    kid = await services.codes.keys.rotate(conn)
+                if args.action == "list":
+                    at = keys.clock()
+                    return [
+                        f"{r.kid}  {keys.schedule.state(r, at)}  published {_when(r.created_at)} to "
+                        f"{_when(r.retire_at)}  signs {_when(r.signs_from)} to {_when(r.signs_until)}"
+                        for r in await keys.live(conn)
+                    ]
+                change = await (keys.rotate_now(conn, args.withdraw) if args.now else keys.stage(conn))
+                if change.created:
                     await services.audit.record(
                         conn,
                         Actor("cli", os.environ.get("USER", "cli")),
-                        "admin.key_rotate",
+                        "admin.key_rotate_now" if args.now else "admin.key_rotate",
                         target_type="signing_key",
-                        target_id=kid,
+                        target_id=change.key.kid,
+                        detail={"withdraw": args.withdraw} if args.now else {},
                     )
-                    return [f"new signing key {kid}"]
-                rows = await KeyRepository().published(conn, 24 * 3600 + 60)
-                return [
-                    f"{r.kid}  created {r.created_at:%Y-%m-%d %H:%M}  "
-                    f"{'signing' if r.rotated_out_at is None else 'rotated out ' + str(r.rotated_out_at)}"
-                    for r in rows
-                ]
+                key, old = change.key, change.previous
+                if args.now:
+                    told = [f"new signing key {key.kid} signs now"]
+                    if old is not None:
+                        told.append(
+                            f"{old.kid} withdrawn from the JWKS"
+                            if args.withdraw
+                            else f"{old.kid} stays published until {_when(old.retire_at)}"
+                        )
+                    return [
+                        *told,
+                        "offline verifiers refuse the new key's codes (unknown-key) until they refresh",
+                    ]
+                staged = "staged" if change.created else "already staged:"
+                told = [f"{staged} signing key {key.kid}, published now, signs from {_when(key.signs_from)}"]
+                if old is not None:
+                    told.append(
+                        f"{old.kid} signs until then and stays published until {_when(old.retire_at)}"
+                    )
+                return told
         finally:
             await services.close()
 
+    if args.withdraw and not args.now:
+        print("--withdraw needs --now: it is for a key that may have leaked", file=sys.stderr)
+        return 2
     with backing_services(load_settings()) as live:
         asyncio.run(_migrate(live))
         print("\n".join(asyncio.run(run(live))) or "no keys yet")
     return 0
+
+
+def _when(at: Any) -> str:
+    return "-" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
 
 
 def cmd_ledger(_: argparse.Namespace) -> int:
@@ -485,8 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_argument("--phone", required=True)
     staff.add_argument("--role", required=True, choices=["ops_admin", "ops_reviewer", "auditor"])
     staff.set_defaults(func=cmd_staff)
-    keys = sub.add_parser("keys", help="code-signing keys: list the published ones, or rotate")
+    keys = sub.add_parser("keys", help="code-signing keys: list them, or stage the next (rotate)")
     keys.add_argument("action", choices=["list", "rotate"])
+    keys.add_argument(
+        "--now", action="store_true", help="emergency: a new key signs at once (breaks offline gates)"
+    )
+    keys.add_argument("--withdraw", action="store_true", help="with --now: unpublish the old key at once")
     keys.set_defaults(func=cmd_keys)
     ledger = sub.add_parser("ledger", help="check the ledger's invariants")
     ledger.add_argument("action", choices=["check"])

@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signature_window: int = 300
     max_body_bytes: int = 64 * 1024
     audit_retention_days: int = 185
+    # Days a code-signing key signs before the cron job stages its successor (docs/operations.md).
+    key_rotation_days: int = 30
     mask_id_number: MaskingRule = MaskingRule(3, 4)
     mask_phone: MaskingRule = MaskingRule(3, 4)
     mask_name: MaskingRule = MaskingRule(1, 0)
@@ -143,6 +145,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         backlog=_positive(env, "TZT_BACKLOG", 4096),
         backpressure=_positive(env, "TZT_BACKPRESSURE", 4096),
         redis_timeout=float(env.get("TZT_REDIS_TIMEOUT", "1.0")),
+        key_rotation_days=_positive(env, "TZT_KEY_ROTATION_DAYS", 30),
         db_acquire_timeout=float(env.get("TZT_DB_ACQUIRE_TIMEOUT", "1.5")),
         data_key=keys["data_key"],
         index_key=keys["index_key"],

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Response, get
 
+from code_service.keys.service import JWKS_MAX_AGE
+
 if TYPE_CHECKING:
     from code_service.container import CodeServices
 
@@ -15,7 +17,9 @@ class JwksController(Controller):
 
     @get(
         "/.well-known/jwks.json",
-        summary="Platform keys whose codes may still be alive (refresh at least daily)",
+        summary="Platform keys: the signing key, a staged successor, and keys whose codes may still be alive "
+        "(refresh at least daily)",
     )
     async def jwks(self, codes: CodeServices) -> Response[dict[str, Any]]:
-        return Response(await codes.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+        # Cacheable for minutes: a new key is published a day and an hour before it signs (KeySchedule).
+        return Response(await codes.keys.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})

@@ -8,53 +8,71 @@ import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
+_KEY_LOCK = 0x7A746B  # "tzk": staging and switching keys serialise on it, so two workers never stage two keys
 
-class SigningKeyRow(msgspec.Struct, frozen=True):
-    """The key signing now: its private half is AES-GCM ciphertext (FieldCipher)."""
+_COLUMNS = "kid, private_enc, public_point, created_at, signs_from, signs_until, retire_at"
+
+
+class KeyRow(msgspec.Struct, frozen=True):
+    """A signing key and its schedule (code_service.keys.service.KeySchedule); the private half is AES-GCM
+    ciphertext (FieldCipher)."""
 
     kid: str
     private_enc: bytes
     public_point: bytes
-
-
-class PublishedKeyRow(msgspec.Struct, frozen=True):
-    kid: str
-    public_point: bytes
     created_at: dt.datetime
-    rotated_out_at: dt.datetime | None  # None: still signing
+    signs_from: dt.datetime
+    signs_until: dt.datetime | None
+    retire_at: dt.datetime | None
 
 
 class KeyRepository:
-    async def insert(self, conn: Connection, kid: str, private_enc: bytes, public_point: bytes) -> None:
-        await conn.execute(
-            "INSERT INTO codes.signing_keys (kid, private_enc, public_point) VALUES ($1, $2, $3)",
+    async def lock(self, conn: Connection) -> None:
+        """Held until the transaction ends."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _KEY_LOCK)
+
+    async def insert(
+        self,
+        conn: Connection,
+        kid: str,
+        private_enc: bytes,
+        public_point: bytes,
+        created_at: dt.datetime,
+        signs_from: dt.datetime,
+    ) -> KeyRow:
+        row = await fetch_row(
+            conn,
+            KeyRow,
+            f"""INSERT INTO codes.signing_keys (kid, private_enc, public_point, created_at, signs_from)
+                VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}""",
             kid,
             private_enc,
             public_point,
+            created_at,
+            signs_from,
         )
+        assert row is not None  # RETURNING always answers
+        return row
 
-    async def current(self, conn: Connection) -> SigningKeyRow | None:
-        return await fetch_row(
-            conn,
-            SigningKeyRow,
-            """SELECT kid, private_enc, public_point FROM codes.signing_keys WHERE rotated_out_at IS NULL
-               ORDER BY created_at DESC LIMIT 1""",
-        )
-
-    async def rotate_out_all_but(self, conn: Connection, kid: str) -> int:
-        result: str = await conn.execute(
-            "UPDATE codes.signing_keys SET rotated_out_at = now() WHERE rotated_out_at IS NULL AND kid <> $1",
-            kid,
-        )
-        return int(result.split()[-1])
-
-    async def published(self, conn: Connection, grace_seconds: int) -> list[PublishedKeyRow]:
-        """Keys whose codes or credentials may still be alive."""
+    async def live(self, conn: Connection, at: dt.datetime) -> list[KeyRow]:
+        """Every key not yet retired at `at`: published, staged, signing or retiring."""
         return await fetch_rows(
             conn,
-            PublishedKeyRow,
-            """SELECT kid, public_point, created_at, rotated_out_at FROM codes.signing_keys
-               WHERE rotated_out_at IS NULL OR rotated_out_at > now() - make_interval(secs => $1)
-               ORDER BY created_at DESC""",
-            grace_seconds,
+            KeyRow,
+            f"""SELECT {_COLUMNS} FROM codes.signing_keys WHERE retire_at IS NULL OR retire_at > $1
+                ORDER BY signs_from DESC, created_at DESC""",
+            at,
+        )
+
+    async def end(
+        self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
+    ) -> KeyRow | None:
+        return await fetch_row(
+            conn,
+            KeyRow,
+            f"""UPDATE codes.signing_keys SET signs_until = $2, retire_at = $3 WHERE kid = $1
+                RETURNING {_COLUMNS}""",
+            kid,
+            signs_until,
+            retire_at,
         )

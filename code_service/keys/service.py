@@ -1,18 +1,24 @@
-"""Platform signing keys: creation, rotation, the signer in use, and the published key set (JWKS)."""
+"""Platform signing keys: the key schedule (published before they sign, retired after what they signed has
+expired), staging and emergency rotation, the signer in use, and the published key set (JWKS)."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import time
-from typing import TypeAlias
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
 
 import asyncpg
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from app_backend.kernel.clock import now as utc_now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection
-from code_service.keys.repository import KeyRepository
+from code_service.keys.repository import KeyRepository, KeyRow
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
     compressed_point,
@@ -23,9 +29,145 @@ from code_service.verifier.format import (
 )
 
 _FIELD = "codes.signing_key"
-# Codes and credentials live at most 24 h; a minute more covers clock skew.
-PUBLISH_GRACE = MAX_CREDENTIAL_LIFETIME + 60
-_REFRESH = 30.0
+# How often a process reloads the key rows (a staged key, an emergency switch made elsewhere). The schedule itself
+# needs no reload: which key signs and which are published is worked out from the loaded rows at each call.
+_RELOAD = 30.0
+# How long HTTP caches may keep the JWKS answer: a staged key is published a day ahead, so five minutes is safe.
+JWKS_MAX_AGE = 300
+
+# --- The key schedule ---------------------------------------------------------------------------------------------
+# Verifiers refresh the JWKS at least daily (docs/code-format.md 5.1), so a gate may hold a key set up to 24 h old.
+VERIFIER_REFRESH = dt.timedelta(hours=24)
+# A staged key reaches a gate at most _RELOAD + JWKS_MAX_AGE (30 s + 300 s) after it is staged, gate clocks
+# drift, and a gate's daily refresh may run some minutes late: an hour covers all of that.
+PUBLISH_MARGIN = dt.timedelta(hours=1)
+PUBLISH_LEAD = VERIFIER_REFRESH + PUBLISH_MARGIN
+# The longest-lived thing a key signs is a device credential (24 h); server codes live a minute. Verifiers accept
+# 30 s of skew, and after an emergency switch a process may sign with the old key until its next reload (30 s):
+# an hour more covers both with room. Keeping a public key published longer costs nothing.
+RETIRE_MARGIN = dt.timedelta(hours=1)
+RETIRE_AFTER = dt.timedelta(seconds=MAX_CREDENTIAL_LIFETIME) + RETIRE_MARGIN
+# How long a key signs before the cron job stages its successor (TZT_KEY_ROTATION_DAYS overrides it).
+ROTATION_PERIOD = dt.timedelta(days=30)
+
+
+class ScheduledKey(Protocol):
+    """A key on a schedule: published from `created_at`, signing from `signs_from` until `signs_until` (None: until
+    a successor is staged), published until `retire_at` (None: until it has a successor)."""
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+    @property
+    def signs_from(self) -> dt.datetime: ...
+
+    @property
+    def signs_until(self) -> dt.datetime | None: ...
+
+    @property
+    def retire_at(self) -> dt.datetime | None: ...
+
+
+K = TypeVar("K", bound=ScheduledKey)
+
+
+@dataclass(frozen=True)
+class KeyTimes:
+    """The four instants of a key (see ScheduledKey)."""
+
+    created_at: dt.datetime
+    signs_from: dt.datetime
+    signs_until: dt.datetime | None = None
+    retire_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeySchedule:
+    """The life of a key, as a pure policy with the time passed in: a key is published `publish_lead` before it
+    signs, signs until its successor takes over, and stays published `retire_after` longer, until everything it
+    signed has expired. Any family of keys that verifiers cache (the platform's signing keys; the scene keys of
+    registered verifiers) can follow it: store the four instants of ScheduledKey, and ask this class which key
+    signs, which are published, and when to stage the next."""
+
+    publish_lead: dt.timedelta = PUBLISH_LEAD
+    retire_after: dt.timedelta = RETIRE_AFTER
+
+    @staticmethod
+    def signs(key: ScheduledKey, at: dt.datetime) -> bool:
+        return key.signs_from <= at and (key.signs_until is None or at < key.signs_until)
+
+    @staticmethod
+    def published(key: ScheduledKey, at: dt.datetime) -> bool:
+        return key.created_at <= at and (key.retire_at is None or at < key.retire_at)
+
+    def signer(self, keys: Iterable[K], at: dt.datetime) -> K | None:
+        """The key that signs at `at`: the newest whose signing has begun and not ended."""
+        signing = [k for k in keys if self.signs(k, at)]
+        return max(signing, key=lambda k: (k.signs_from, k.created_at)) if signing else None
+
+    def published_set(self, keys: Iterable[K], at: dt.datetime) -> list[K]:
+        """The keys a verifier must know at `at`, newest first."""
+        shown = [k for k in keys if self.published(k, at)]
+        return sorted(shown, key=lambda k: (k.signs_from, k.created_at), reverse=True)
+
+    def state(self, key: ScheduledKey, at: dt.datetime) -> str:
+        """In a word: staged, signing, retiring (published, no longer signing) or retired."""
+        if self.signs(key, at):
+            return "signing"
+        if not self.published(key, at) and key.created_at <= at:
+            return "retired"
+        return "staged" if key.signs_from > at else "retiring"
+
+    @staticmethod
+    def staged_keys(keys: Iterable[K], at: dt.datetime) -> list[K]:
+        """Keys published or scheduled that have not signed yet and will (a cancelled one never signs)."""
+        return [
+            k for k in keys if k.signs_from > at and (k.signs_until is None or k.signs_until > k.signs_from)
+        ]
+
+    def due(self, keys: Sequence[K], at: dt.datetime, every: dt.timedelta) -> bool:
+        """Whether to stage a successor now, so that it takes over once the signer has signed for `every`. Never
+        while a successor is staged, and never without a signer (the first key is made, signing at once)."""
+        signer = self.signer(keys, at)
+        if signer is None or self.staged_keys(keys, at):
+            return False
+        return at + self.publish_lead >= signer.signs_from + every
+
+    def staging(self, at: dt.datetime) -> KeyTimes:
+        """A successor staged at `at`: published now, signing once every verifier has refreshed."""
+        return KeyTimes(created_at=at, signs_from=at + self.publish_lead)
+
+    def handing_over(self, takeover: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """(signs_until, retire_at) of a key whose successor signs from `takeover`."""
+        return takeover, takeover + self.retire_after
+
+    @staticmethod
+    def first(at: dt.datetime) -> KeyTimes:
+        """The first key, or an emergency successor: signing at once. A verifier that has not refreshed since
+        refuses what it signs (unknown-key) until it refreshes."""
+        return KeyTimes(created_at=at, signs_from=at)
+
+    @staticmethod
+    def withdrawing(at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """(signs_until, retire_at) of a compromised key: it stops signing and leaves the published set now."""
+        return at, at
+
+    @staticmethod
+    def next_change(keys: Iterable[ScheduledKey], at: dt.datetime) -> dt.datetime | None:
+        """The first instant after `at` at which the signer or the published set may change."""
+        later = [
+            t
+            for k in keys
+            for t in (k.created_at, k.signs_from, k.signs_until, k.retire_at)
+            if t is not None and t > at
+        ]
+        return min(later) if later else None
+
+
+DEFAULT_SCHEDULE = KeySchedule()
 
 Jwk: TypeAlias = dict[str, str]
 Jwks: TypeAlias = dict[str, list[Jwk]]
@@ -55,60 +197,155 @@ class Signer:
         self.private_key = private_key
 
 
-class KeyService:
-    """Each process caches the signer and the public keys for `_REFRESH` seconds: a rotation made by the CLI
-    reaches every worker within that time, and until then the previous key (still published) keeps signing."""
+class KeyChange(msgspec.Struct, frozen=True):
+    """What a rotation did: the key it made (or found staged), and the key that hands over to it."""
 
-    def __init__(self, pool: asyncpg.Pool, box: FieldCipher) -> None:
+    key: KeyRow
+    created: bool
+    previous: KeyRow | None = None
+
+
+class KeyService:
+    """Each process reloads the key rows every `_RELOAD` seconds and works out from them, at each call and with
+    its clock, which key signs and which are published. A staged key takes over in every process at its
+    `signs_from`, all at once; an emergency switch made elsewhere reaches a process at its next reload."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: FieldCipher,
+        schedule: KeySchedule = DEFAULT_SCHEDULE,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
         self._pool = pool
         self._box = box
         self._repo = KeyRepository()
+        self.schedule = schedule
+        self.clock = clock
+        self._rows: list[KeyRow] = []
         self._signer: Signer | None = None
         self._public: dict[bytes, ec.EllipticCurvePublicKey] = {}
         self._jwks: Jwks = {"keys": []}
         self._loaded_at = 0.0
+        # The derived view (signer, published set) holds for clock instants in [_view_from, _view_until).
+        self._view_from: dt.datetime | None = None
+        self._view_until: dt.datetime | None = None
 
-    async def create(self, conn: Connection) -> str:
+    # -- changes (each in the caller's transaction) ---------------------------------------------------------------
+
+    async def _create(self, conn: Connection, times: KeyTimes) -> KeyRow:
         private_key = ec.generate_private_key(ec.SECP256R1())
         kid = kid_for(private_key.public_key()).hex()
         pem = private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
-        await self._repo.insert(
-            conn, kid, self._box.encrypt(_FIELD, pem), compressed_point(private_key.public_key())
+        return await self._repo.insert(
+            conn,
+            kid,
+            self._box.encrypt(_FIELD, pem),
+            compressed_point(private_key.public_key()),
+            times.created_at,
+            times.signs_from,
         )
-        return kid
 
     async def ensure(self, conn: Connection) -> str:
-        row = await self._repo.current(conn)
-        return row.kid if row else await self.create(conn)
+        """The key signing now, made (signing at once) when there is none: on a fresh database nothing was
+        signed yet, so no verifier can be missing it."""
+        await self._repo.lock(conn)
+        at = self.clock()
+        signer = self.schedule.signer(await self._repo.live(conn, at), at)
+        if signer is None:
+            signer = await self._create(conn, self.schedule.first(at))
+        self.invalidate()
+        return signer.kid
 
-    async def rotate(self, conn: Connection) -> str:
-        kid = await self.create(conn)
-        await self._repo.rotate_out_all_but(conn, kid)
-        self._loaded_at = 0.0
-        return kid
+    async def stage(self, conn: Connection) -> KeyChange:
+        """Stages the successor of the key signing now: published at once, signing after the publish lead, when
+        every verifier that refreshes daily has it. A successor already staged is returned, not doubled."""
+        await self._repo.lock(conn)
+        at = self.clock()
+        rows = await self._repo.live(conn, at)
+        staged = self.schedule.staged_keys(rows, at)
+        current = self.schedule.signer(rows, at)
+        if staged:
+            return KeyChange(key=staged[0], created=False, previous=current)
+        return await self._stage_after(conn, current, at)
 
-    async def _refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._loaded_at < _REFRESH and self._signer is not None:
-            return
-        async with self._pool.acquire() as conn:
-            row = await self._repo.current(conn)
-            if row is None:
-                async with conn.transaction():
-                    await self.ensure(conn)
-                row = await self._repo.current(conn)
-            published = await self._repo.published(conn, PUBLISH_GRACE)
-        assert row is not None  # ensured above
-        if self._signer is None or self._signer.kid != row.kid:
-            pem = self._box.decrypt(_FIELD, row.private_enc).encode()
+    async def stage_if_due(self, conn: Connection, every: dt.timedelta = ROTATION_PERIOD) -> KeyChange | None:
+        """The cron job's rotation: stages a successor once the key signing now has signed for about `every`.
+        Several workers may run it at once; the lock lets one stage and the others find it staged."""
+        await self._repo.lock(conn)
+        at = self.clock()
+        rows = await self._repo.live(conn, at)
+        if not self.schedule.due(rows, at, every):
+            return None
+        return await self._stage_after(conn, self.schedule.signer(rows, at), at)
+
+    async def _stage_after(self, conn: Connection, current: KeyRow | None, at: dt.datetime) -> KeyChange:
+        if current is None:  # nothing signs: the first key signs at once
+            return KeyChange(key=await self._create(conn, self.schedule.first(at)), created=True)
+        key = await self._create(conn, self.schedule.staging(at))
+        previous = await self._repo.end(conn, current.kid, *self.schedule.handing_over(key.signs_from))
+        self.invalidate()
+        return KeyChange(key=key, created=True, previous=previous)
+
+    async def rotate_now(self, conn: Connection, withdraw: bool = False) -> KeyChange:
+        """Emergency rotation, for a key that may have leaked: a new key signs at once. Offline verifiers refuse
+        what it signs as `unknown-key` until they next refresh the JWKS (up to a day). The old key stays
+        published until what it signed has expired, or leaves at once with `withdraw` (then offline verifiers
+        that refreshed also refuse what it signed). Keys staged but not yet signing never sign."""
+        await self._repo.lock(conn)
+        at = self.clock()
+        rows = await self._repo.live(conn, at)
+        current = self.schedule.signer(rows, at)
+        for staged in self.schedule.staged_keys(rows, at):
+            await self._repo.end(conn, staged.kid, staged.signs_from, at)
+        key = await self._create(conn, self.schedule.first(at))
+        previous = None
+        if current is not None:
+            ending = self.schedule.withdrawing(at) if withdraw else self.schedule.handing_over(at)
+            previous = await self._repo.end(conn, current.kid, *ending)
+        self.invalidate()
+        return KeyChange(key=key, created=True, previous=previous)
+
+    async def live(self, conn: Connection) -> list[KeyRow]:
+        """Every key not yet retired, newest first (for `tzt keys list`)."""
+        return await self._repo.live(conn, self.clock())
+
+    # -- the keys in use ------------------------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        at = self.clock()
+        reload = time.monotonic() - self._loaded_at >= _RELOAD
+        if not reload and self._view_from is not None and self._view_from <= at:
+            if self._view_until is None or at < self._view_until:
+                return
+        if reload or self.schedule.signer(self._rows, at) is None:
+            async with self._pool.acquire() as conn:
+                rows = await self._repo.live(conn, at)
+                if self.schedule.signer(rows, at) is None:
+                    async with conn.transaction():
+                        await self.ensure(conn)
+                    at = self.clock()  # the key ensured signs from the instant it was made
+                    rows = await self._repo.live(conn, at)
+            self._rows = rows
+            self._loaded_at = time.monotonic()
+        self._derive(at)
+
+    def _derive(self, at: dt.datetime) -> None:
+        rows = self._rows
+        signer = self.schedule.signer(rows, at)
+        assert signer is not None  # ensured by _refresh
+        if self._signer is None or self._signer.kid != signer.kid:
+            pem = self._box.decrypt(_FIELD, signer.private_enc).encode()
             key = serialization.load_pem_private_key(pem, password=None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
-            self._signer = Signer(row.kid, key)
-        public = {bytes.fromhex(r.kid): load_point(r.public_point) for r in published}
-        self._public = public
-        self._jwks = {"keys": [jwk_for(kid.hex(), key) for kid, key in public.items()]}
-        self._loaded_at = time.monotonic()
+            self._signer = Signer(signer.kid, key)
+        published = self.schedule.published_set(rows, at)
+        self._public = {bytes.fromhex(r.kid): load_point(r.public_point) for r in published}
+        self._jwks = {"keys": [jwk_for(kid.hex(), key) for kid, key in self._public.items()]}
+        self._view_from = at
+        self._view_until = self.schedule.next_change(rows, at)
 
     async def signer(self) -> Signer:
         await self._refresh()
@@ -136,8 +373,12 @@ class KeyService:
         return verify_raw(public_key, signature, data)
 
     async def jwks(self) -> Jwks:
+        """Every key published now: the signer, a staged successor, and keys whose codes and credentials may still
+        be alive."""
         await self._refresh()
         return self._jwks
 
     def invalidate(self) -> None:
+        """Reload the key rows at the next call (after a change made here, or when a test moves the clock)."""
         self._loaded_at = 0.0
+        self._view_from = None

@@ -212,9 +212,32 @@ def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
             check=True,
         ).stdout
 
+    tzt("keys", "rotate", "--now")  # whatever earlier tests staged, one key signs and none is staged
     before = tzt("keys", "list").splitlines()
-    made = tzt("keys", "rotate")
-    kid = made.split()[-1]
+    made = tzt("keys", "rotate").splitlines()
+    kid = made[0].split()[3].rstrip(",")
     after = tzt("keys", "list").splitlines()
-    assert len(kid) == 8 and any(line.startswith(kid) and "signing" in line for line in after)
-    assert len(after) == len(before) + 1 and sum("signing" in line for line in after) == 1
+    # Staged, not signing: published now, signing only after the publish lead.
+    assert made[0].startswith(f"staged signing key {kid}, published now, signs from ")
+    assert len(kid) == 8 and any(line.startswith(f"{kid}  staged") for line in after)
+    assert len(after) == len(before) + 1 and sum("  signing  " in line for line in after) == 1
+    assert tzt("keys", "rotate").startswith(f"already staged: signing key {kid}")  # no second key
+    assert len(tzt("keys", "list").splitlines()) == len(after)
+
+    # An emergency rotation signs at once (and says what it breaks); the staged key never signs. (Withdrawing
+    # is tested in-process, tests/code_service/keys: here it would pull the key from under the test server.)
+    emergency = tzt("keys", "rotate", "--now").splitlines()
+    new_kid = emergency[0].split()[3]
+    assert emergency[0] == f"new signing key {new_kid} signs now"
+    assert "stays published until" in emergency[1] and "unknown-key" in emergency[-1]
+    listed = tzt("keys", "list").splitlines()
+    assert any(line.startswith(f"{new_kid}  signing") for line in listed)
+    assert not any(line.startswith(kid) for line in listed)
+    refused = subprocess.run(
+        [sys.executable, "-m", "app_backend.composition.cli", "keys", "rotate", "--withdraw"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--withdraw needs --now" in refused.stderr

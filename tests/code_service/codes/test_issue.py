@@ -376,8 +376,10 @@ async def test_jwks_lists_p256_keys(client, services):
 
 
 async def _rotate(services: Any) -> str:
+    """An emergency rotation: the new key signs at once (tests/code_service/keys covers the staged kind)."""
     async with services.pool.acquire() as conn, conn.transaction():
-        kid: str = await services.codes.keys.rotate(conn)
+        change = await services.codes.keys.rotate_now(conn)
+    kid: str = change.key.kid
     return kid
 
 
@@ -435,11 +437,10 @@ async def test_rotation_keeps_unexpired_codes_valid_and_retires_old_keys(client,
     gate_before.update_keys(jwks)
     gate_before.deny_list.apply_document(stale.json()["jws"], gate_before.key_for_kid)
 
-    # A day (and the grace minute) after it stopped signing, the old key leaves the JWKS (the clock is moved by
-    # moving the rotation back in time).
+    # A day (and the margin) after it stopped signing, the old key leaves the JWKS (the clock is moved by moving
+    # its retirement back in time; tests/code_service/keys moves the clock).
     await db.execute(
-        "UPDATE codes.signing_keys SET rotated_out_at = now() - interval '24 hours 2 minutes' WHERE kid = $1",
-        old_kid,
+        "UPDATE codes.signing_keys SET retire_at = now() - interval '1 minute' WHERE kid = $1", old_kid
     )
     services.codes.keys.invalidate()
     kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
@@ -453,8 +454,7 @@ async def test_a_key_still_publishes_until_a_day_after_rotation(client, services
     old_kid = (await client.get("/.well-known/jwks.json")).json()["keys"][0]["kid"]
     new_kid = await _rotate(services)
     await db.execute(
-        "UPDATE codes.signing_keys SET rotated_out_at = now() - interval '23 hours 59 minutes' WHERE kid = $1",
-        old_kid,
+        "UPDATE codes.signing_keys SET retire_at = now() + interval '1 minute' WHERE kid = $1", old_kid
     )
     services.codes.keys.invalidate()
     kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
