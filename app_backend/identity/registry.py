@@ -58,7 +58,9 @@ class DevPopulationRegistry:
         id_hash = self._cipher.lookup_hash("registry.id_number", id_number)
         await self._repo.upsert_person(conn, id_hash, self._cipher.lookup_hash("registry.name", name))
         for phone in phones:
-            await self._repo.upsert_subscriber(conn, self._cipher.lookup_hash("registry.phone", phone), id_hash)
+            await self._repo.upsert_subscriber(
+                conn, self._cipher.lookup_hash("registry.phone", phone), id_hash
+            )
 
 
 class LivenessProvider(Protocol):

@@ -149,7 +149,9 @@ class OtpService:
             per_ip, _ = await pipe.execute()
         if per_ip > s.otp_daily_per_ip:
             raise _send_refused(
-                "otp-daily-cap", "the daily limit of codes for this client address is reached", _seconds_to_midnight()
+                "otp-daily-cap",
+                "the daily limit of codes for this client address is reached",
+                _seconds_to_midnight(),
             )
         now_ms = int(otp_clock() * 1000)
         verdict, wait_ms = await self._claim(
@@ -187,7 +189,12 @@ class OtpService:
         verdict = (
             await self._check(
                 keys=[f"otp:code:{pk}"],
-                args=[self._code_hash(pk, code), s.otp_max_attempts, int(otp_clock() * 1000), s.otp_ttl * 1000],
+                args=[
+                    self._code_hash(pk, code),
+                    s.otp_max_attempts,
+                    int(otp_clock() * 1000),
+                    s.otp_ttl * 1000,
+                ],
             )
         ).decode()
         if verdict == "ok":
@@ -532,7 +539,13 @@ class ResidentService:
             )
 
     async def _registry_match(
-        self, conn: Connection, principal: ResidentPrincipal, name: str, id_number: str, actor: Actor, action: str
+        self,
+        conn: Connection,
+        principal: ResidentPrincipal,
+        name: str,
+        id_number: str,
+        actor: Actor,
+        action: str,
     ) -> None:
         if await self._registry.matches(conn, name, id_number):
             return
@@ -644,9 +657,10 @@ class ResidentService:
             id_number = self._cipher.decrypt("resident.id_number", row.id_number_enc)
         else:
             name, id_number = self._person(raw_name, raw_id)
-            if row.id_number_enc is not None and self._cipher.decrypt(
-                "resident.id_number", row.id_number_enc
-            ) != id_number:
+            if (
+                row.id_number_enc is not None
+                and self._cipher.decrypt("resident.id_number", row.id_number_enc) != id_number
+            ):
                 raise DomainError(
                     409, "already-verified", "id_number: this account is already verified as another person"
                 )
@@ -680,7 +694,7 @@ class ResidentService:
                 extra={"errors": [{"field": "result_token", "message": "liveness not confirmed"}]},
             )
         await self._redis.delete(_claim_key(session_id))
-        claim = msgspec.msgpack.decode(raw_claim, type=FaceClaim) if raw_claim else None
+        claim = msgspec.msgpack.decode(raw_claim, type=FaceClaim) if isinstance(raw_claim, bytes) else None
         if claim is None or claim.resident_id != principal.resident_id:
             raise DomainError(
                 422,
@@ -758,7 +772,9 @@ class ResidentService:
         if verified.taken_from is None:
             return
         await self.events.identity_settled(verified.taken_from)
-        await self._sms.send(self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_text())
+        await self._sms.send(
+            self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_text()
+        )
         if verified.taken_from_phone_enc is not None:
             await self._sms.send(
                 self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc), identity_taken_text()

@@ -110,7 +110,9 @@ async def _log_in(client: Any, phone: str) -> Any:
     return await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
 
 
-async def test_a_stranger_asking_ten_times_a_minute_apart_does_not_lock_the_owner_out(client, services, otp_clock):
+async def test_a_stranger_asking_ten_times_a_minute_apart_does_not_lock_the_owner_out(
+    client, services, otp_clock
+):
     # Issue 13: ten asks a minute apart used the phone's daily cap, and the owner got 429 until midnight.
     phone, stranger = random_phone(), random_ip()
     for _ in range(10):
@@ -128,7 +130,9 @@ async def test_a_stranger_asking_ten_times_a_minute_apart_does_not_lock_the_owne
     assert logged_in.status_code == 200, logged_in.text
 
 
-async def test_a_requester_gets_a_few_codes_per_phone_and_waits_minutes_not_hours(client, services, otp_clock):
+async def test_a_requester_gets_a_few_codes_per_phone_and_waits_minutes_not_hours(
+    client, services, otp_clock
+):
     phone, ip = random_phone(), random_ip()
     s = services.settings
     for _ in range(s.otp_sends_per_requester):

@@ -45,7 +45,9 @@ async def claim(client: Any, tokens: dict[str, Any], name: str, id_number: str, 
     assert started.status_code == 200, started.text
     session_id = started.json()["session_id"]
     token = await vendor_result(client, session_id, outcome)
-    return await client.post(FACE, json={"session_id": session_id, "result_token": token}, headers=bearer(tokens))
+    return await client.post(
+        FACE, json={"session_id": session_id, "result_token": token}, headers=bearer(tokens)
+    )
 
 
 async def outbox(client: Any, phone: str) -> list[str]:

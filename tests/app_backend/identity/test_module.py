@@ -27,7 +27,11 @@ async def test_identity_refuses_to_start_in_production_before_building_a_stand_i
     for stand_in in ("DevOutboxSender", "DevLivenessProvider", "DevPopulationRegistry"):
         monkeypatch.setattr(identity_service, stand_in, _never(stand_in))
     production = msgspec.structs.replace(
-        services.settings, env="production", sms_backend=backend, registry_backend=backend, liveness_backend=backend
+        services.settings,
+        env="production",
+        sms_backend=backend,
+        registry_backend=backend,
+        liveness_backend=backend,
     )
     with pytest.raises(RuntimeError) as refused:
         IdentityServices.create(

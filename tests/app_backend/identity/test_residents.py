@@ -260,7 +260,9 @@ async def test_real_name_needs_a_login(client):
 async def test_an_id_number_backs_one_account_only(client, services):
     first = await real_named(client, services, name=random_name())
     second = await login(client)
-    await enrol_person(services, first["name"], first["id_number"], second["phone"])  # a second phone of theirs
+    await enrol_person(
+        services, first["name"], first["id_number"], second["phone"]
+    )  # a second phone of theirs
     response = await real_name(client, second, first["name"], first["id_number"])
     body = assert_problem(response, 409, "id_number")
     assert body["type"].endswith("id-number-taken")

@@ -13,7 +13,9 @@ from app_backend.kernel.settings import DEV_SECRET_NAMES, load_settings
 
 def _production(**backends: str) -> dict[str, str]:
     env = {"TZT_ENV": "production", "TZT_DATA_DIR": "/nonexistent/tzt"}
-    env.update({f"TZT_{n.upper()}": base64.b64encode(secrets.token_bytes(32)).decode() for n in DEV_SECRET_NAMES})
+    env.update(
+        {f"TZT_{n.upper()}": base64.b64encode(secrets.token_bytes(32)).decode() for n in DEV_SECRET_NAMES}
+    )
     env.update({f"TZT_{name.upper()}_BACKEND": value for name, value in backends.items()})
     return env
 
@@ -37,5 +39,9 @@ def test_production_with_every_backend_unset_names_all_three():
 @pytest.mark.parametrize("env", ["dev", "test"])
 def test_dev_and_test_run_on_the_stand_ins(env, tmp_path):
     settings = load_settings({"TZT_ENV": env, "TZT_DATA_DIR": str(tmp_path)})
-    assert (settings.sms_backend, settings.registry_backend, settings.liveness_backend) == ("dev", "dev", "dev")
+    assert (settings.sms_backend, settings.registry_backend, settings.liveness_backend) == (
+        "dev",
+        "dev",
+        "dev",
+    )
     assert settings.backend_problems() == []
