@@ -158,6 +158,17 @@ class MeController(Controller):
         return {"level": level}
 
     @post(
+        "/reveal",
+        status_code=HTTP_200_OK,
+        summary="My unmasked name, ID number and phone (needs L3; audited)",
+        opt=problems(403, 404),
+    )
+    async def reveal(
+        self, identity: IdentityServices, db: Connection, resident: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str | None]:
+        return await identity.residents.release_own(db, resident, actor)
+
+    @post(
         "/face-verification/sessions",
         status_code=HTTP_200_OK,
         summary="Start a liveness check (towards L3), of your own identity or of one you claim",

@@ -97,6 +97,9 @@ def _seconds_to_midnight() -> int:
     return max(1, int((midnight - now).total_seconds()))
 
 
+# The level any release of unmasked personal data needs of the resident it belongs to (issue 13).
+RELEASE_LEVEL = 3
+
 # The rate limit's fixed windows are read from this clock (tests pin it to one window).
 rate_clock = time.time
 # The one-time codes' clock: send windows, cooldowns and code lifetimes (tests move it instead of sleeping).
@@ -496,8 +499,36 @@ class ResidentService:
         if not await self._residents.set_status(conn, resident_id, status):
             raise DomainError(404, "not-found", "resident_id: no such resident")
 
+    async def release_own(
+        self, conn: Connection, principal: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str | None]:
+        """The resident's own unmasked data. Any release of unmasked data needs L3 (a face that matched the
+        registry's photo), read from the account, not from the token; audited where the resident can see it."""
+        row = await self._residents.get(conn, principal.resident_id)
+        if row is None:
+            raise DomainError(404, "not-found", "resident not found")
+        if row.level < RELEASE_LEVEL:
+            await self._audit.record_detached(
+                actor,
+                "resident.reveal",
+                target_type="resident",
+                target_id=str(principal.resident_id),
+                outcome="denied",
+            )
+            raise DomainError(
+                403,
+                "level-required",
+                f"level: unmasked personal data is released only at L{RELEASE_LEVEL} (face verification); "
+                f"this account is L{row.level}",
+                extra={"errors": [{"field": "level", "message": f"L{RELEASE_LEVEL} required"}]},
+            )
+        await self._audit.record(
+            conn, actor, "resident.reveal", target_type="resident", target_id=str(principal.resident_id)
+        )
+        return await self.reveal(conn, principal.resident_id)
+
     async def reveal(self, conn: Connection, resident_id: uuid.UUID) -> dict[str, str | None]:
-        """Unmasked personal data, for staff with a reason; the caller audits it."""
+        """Unmasked personal data: for staff with a reason (the caller audits it), or `release_own`."""
         row = await self._residents.get(conn, resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
@@ -863,7 +894,8 @@ class ResidentDirectory:
 
     async def verified_id_number(self, conn: Connection, resident_id: uuid.UUID) -> str | None:
         """The ID number of a real-named (L2 or above) resident, None otherwise: for a registry check the
-        resident asked for (an enterprise's legal representative), never for display."""
+        resident asked for (an enterprise's legal representative), never for display or release to anyone
+        (releases go through ResidentService.release_own, which needs L3)."""
         row = await self._residents.get(conn, resident_id)
         if row is None or row.level < 2 or row.id_number_enc is None:
             return None

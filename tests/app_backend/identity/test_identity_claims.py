@@ -250,3 +250,32 @@ async def test_an_account_with_an_identity_cannot_claim_another(client, services
     assert_problem(await claim_session(client, tokens, other_name, other_number), 409)
     # Its own identity, named, is fine (the same as no body).
     assert (await claim_session(client, tokens, tokens["name"], tokens["id_number"])).status_code == 200
+
+
+# --- any release of unmasked data needs L3 ------------------------------------------------------------------
+
+
+async def test_a_resident_sees_their_own_unmasked_data_only_at_l3(client, services, db):
+    tokens = await real_named(client, services, name=random_name())
+    refused = await client.post("/api/v1/me/reveal", headers=bearer(tokens))
+    assert_problem(refused, 403, "level")
+    for secret in (tokens["name"], tokens["id_number"]):
+        assert secret not in refused.text
+    assert (await claim(client, tokens, tokens["name"], tokens["id_number"])).status_code == 200
+    revealed = await client.post("/api/v1/me/reveal", headers=bearer(tokens))
+    assert revealed.status_code == 200, revealed.text
+    assert revealed.json() == {key: tokens[key] for key in ("phone", "name", "id_number")}
+    outcomes = await db.fetch(
+        "SELECT outcome FROM audit.events WHERE action = 'resident.reveal' AND target_id = $1 ORDER BY at",
+        tokens["resident_id"],
+    )
+    assert [r["outcome"] for r in outcomes] == ["denied", "success"]
+
+
+async def test_a_stale_l3_token_releases_nothing_once_the_identity_is_gone(client, services):
+    holder = await real_named(client, services, name=random_name())
+    assert (await claim(client, holder, holder["name"], holder["id_number"])).status_code == 200
+    owner = await login(client)
+    assert (await claim(client, owner, holder["name"], holder["id_number"])).status_code == 200
+    again = await login(client, holder["phone"])
+    assert_problem(await client.post("/api/v1/me/reveal", headers=bearer(again)), 403, "level")
