@@ -737,6 +737,11 @@ class ResidentService:
         id_hash = self._cipher.lookup_hash("resident.id_number", id_number)
         # One claim of a person at a time: racing claims queue here and each finds the holder the last one left.
         await self._residents.lock_person(conn, id_hash)
+        mine = await self._residents.id_number_hash(conn, principal.resident_id)
+        if mine is not None and bytes(mine) != id_hash:  # it real-named as someone else since the start
+            raise DomainError(
+                409, "already-verified", "id_number: this account is already verified as another person"
+            )
         taken_from: uuid.UUID | None = None
         victim_phone_enc: bytes | None = None
         for _ in range(3):

@@ -74,8 +74,10 @@ async def _insurance_department(client: Any, services: Any) -> dict[str, Any]:
 async def test_a_new_phone_cannot_real_name_as_a_registry_person(client, services, db):
     # Issue 13: a new phone real-named as a seeded registry person, the insurance feed marked the number insured,
     # and the hospital scene answered with a voucher.
-    owner = await login(client)
-    name, id_number = await enrolled_person(services, owner)  # the person's own phone is the owner's
+    from app_backend.composition.seed import DEMO_PEOPLE, DEMO_PHONES
+
+    name, id_number = DEMO_PEOPLE[4]  # a seeded registry person, enrolled as `tzt seed` does
+    await enrol_person(services, name, id_number, DEMO_PHONES[id_number][0])
     stranger = await login(client)
     refused = await real_name(client, stranger, name, id_number)
     body = assert_problem(refused, 422, "phone")
@@ -92,6 +94,7 @@ async def test_a_new_phone_cannot_real_name_as_a_registry_person(client, service
     )
     assert [r["outcome"] for r in outcomes] == ["phone-not-theirs"]
     # The person, with their own phone, real-names as before.
+    owner = await login(client, DEMO_PHONES[id_number][0])
     assert (await real_name(client, owner, name, id_number)).status_code == 200
 
 
