@@ -120,7 +120,7 @@ def revoked_key(session_id: uuid.UUID | str) -> str:
 
 class OtpService:
     """One-time login codes. The caps are built so that nobody but the requester pays for the requester's asks: a
-    stranger cannot lock a phone's owner out (docs/decisions/0006-otp-caps-never-lock-the-owner-out.md)."""
+    stranger cannot lock a phone's owner out (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md)."""
 
     def __init__(self, redis: Redis, settings: Settings, sms: SmsSender, cipher: FieldCipher) -> None:
         self._redis = redis

@@ -48,7 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_max_age: int = 30 * 24 * 3600
     otp_ttl: int = 300
     otp_max_attempts: int = 5
-    # One-time codes (docs/decisions/0006-otp-caps-never-lock-the-owner-out.md): a phone gets at most
+    # One-time codes (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md): a phone gets at most
     # `otp_sends_per_phone` codes in any `otp_send_window` seconds whoever asks, and one requester (client address)
     # at most `otp_sends_per_requester` of them, a minute apart; nothing holds a phone for longer than the window.
     otp_cooldown: int = 60
