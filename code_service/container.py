@@ -82,5 +82,12 @@ class CodeServices:
                 await self.deny.allow(conn, "account", [subject], "account restored")
             await self.facts.invalidate_resident(conn, resident_id)
 
+    async def identity_ended(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
+        """The resident's identity went to another account (identity's IdentityEvents): device credentials,
+        which carry its entitlements offline, end and are denied; online codes answer from the account's facts,
+        which no longer hold the identity. The account itself stays usable at L1."""
+        await self.issuing.supersede_devices(conn, resident_id, reason)
+        await self.facts.invalidate_resident(conn, resident_id)
+
     async def close(self) -> None:
         await self.recorder.close()

@@ -24,16 +24,21 @@ from code_service.verification.controllers import ScanHistoryController, VerifyC
 
 async def start(platform: Platform) -> CodeServices:
     settings = platform.settings
-    return CodeServices.create(
+    identity = platform.get(IdentityServices)
+    codes = CodeServices.create(
         platform.pool,
         platform.redis,
         platform.cipher,
-        platform.get(IdentityServices).directory,
+        identity.directory,
         platform.get(EnterpriseServices).directory,
         platform.breaker,
         rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
         batches=platform.batches,
     )
+    # A resident whose identity another account proved by face keeps no codes or credentials issued on it.
+    identity.events.on_identity_ended(codes.identity_ended)
+    identity.events.on_identity_settled(codes.facts.drop_resident)
+    return codes
 
 
 async def close(codes: CodeServices) -> None:

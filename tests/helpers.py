@@ -62,16 +62,17 @@ def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
-async def enrol_person(services: Services, name: str, id_number: str) -> None:
+async def enrol_person(services: Services, name: str, id_number: str, phone: str | None = None) -> None:
+    """A person of the dev registry; with `phone`, the dev carriers have that phone registered to them."""
     async with services.pool.acquire() as conn:
-        await services.population_registry.enrol(conn, name, id_number)  # type: ignore[attr-defined]
+        await services.population_registry.enrol(conn, name, id_number, [phone] if phone else [])  # type: ignore[attr-defined]
 
 
 async def real_named(client: AsyncTestClient, services: Services, name: str = "周瑜") -> dict[str, Any]:
     """A resident at L2: logged in, enrolled in the dev registry, verified."""
     tokens = await login(client)
     id_number = random_id_number()
-    await enrol_person(services, name, id_number)
+    await enrol_person(services, name, id_number, tokens["phone"])
     response = await client.post(
         "/api/v1/me/real-name", json={"name": name, "id_number": id_number}, headers=bearer(tokens)
     )

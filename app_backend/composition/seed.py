@@ -22,7 +22,9 @@ def _uscc(first17: str) -> str:
     return first17 + uscc_check_char(first17)
 
 
-# Registry people (dev population registry). Residents log in with any phone and real-name as one of them.
+# Registry people (dev population registry). Real-name (L2) also needs the carriers' three-factor check, so each
+# person has a phone the dev carriers register to them (DEMO_PHONES): log in with that phone to real-name as them.
+# Any other phone can claim a person by face verification instead (L3, the dev liveness vendor passes on request).
 DEMO_PEOPLE = [
     ("张三", "11010519491231002X"),
     ("王芳", _id("32120219900101234")),
@@ -30,6 +32,13 @@ DEMO_PEOPLE = [
     ("陈静", _id("32128319920303402")),
     ("刘洋", _id("32120219881111121")),
 ]
+DEMO_PHONES = {  # ID number -> the phones the dev carriers have registered to that person
+    DEMO_PEOPLE[0][1]: ["13800000010"],
+    DEMO_PEOPLE[1][1]: ["13800000001"],
+    DEMO_PEOPLE[2][1]: ["13800000012"],
+    DEMO_PEOPLE[3][1]: ["13800000013"],
+    DEMO_PEOPLE[4][1]: ["13800000014"],
+}
 DEMO_ENTERPRISES = [  # name, credit code, legal representative's ID number
     ("泰州示范科技有限公司", _uscc("91321200MA1XK3T7Q"), DEMO_PEOPLE[1][1]),
     ("泰州凤城河文旅有限公司", _uscc("91321202MA20B8L4P"), DEMO_PEOPLE[2][1]),
@@ -101,7 +110,7 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
     orgs = OrganisationRepository()
     async with services.pool.acquire() as conn, conn.transaction():
         for name, id_number in DEMO_PEOPLE:
-            await services.population_registry.enrol(conn, name, id_number)  # type: ignore[attr-defined]
+            await services.population_registry.enrol(conn, name, id_number, DEMO_PHONES[id_number])  # type: ignore[attr-defined]
         for name, uscc, rep in DEMO_ENTERPRISES:
             await services.legal_entities.enrol(conn, uscc, name, rep)  # type: ignore[attr-defined]
         await services.legal_entities.enrol(conn, DEMO_BAD_CHECKSUM_USCC, "泰州老字号茶社", DEMO_PEOPLE[3][1])  # type: ignore[attr-defined]

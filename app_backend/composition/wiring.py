@@ -14,7 +14,7 @@ from redis.asyncio import ConnectionPool, Redis
 from app_backend.audit.service import AuditTrail
 from app_backend.enterprises.registry import LegalEntityRegistry
 from app_backend.enterprises.service import EnterpriseService, EnterpriseServices
-from app_backend.identity.registry import DevLivenessProvider, PopulationRegistry
+from app_backend.identity.registry import DevLivenessProvider, LivenessProvider, PopulationRegistry
 from app_backend.identity.service import AuthService, IdentityServices, OtpService, ResidentService
 from app_backend.identity.sms import DevOutboxSender
 from app_backend.kernel.breaker import RedisBreaker
@@ -177,15 +177,17 @@ class Services:
 
     @property
     def dev_outbox(self) -> DevOutboxSender:
+        assert self.identity.dev_outbox is not None, "dev and test only"
         return self.identity.dev_outbox
 
     @property
     def dev_liveness(self) -> DevLivenessProvider:
+        assert self.identity.dev_liveness is not None, "dev and test only"
         return self.identity.dev_liveness
 
     @property
-    def liveness(self) -> DevLivenessProvider:
-        return self.identity.dev_liveness
+    def liveness(self) -> LivenessProvider:
+        return self.identity.liveness
 
     @property
     def enterprises(self) -> EnterpriseService:

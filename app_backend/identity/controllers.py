@@ -21,6 +21,7 @@ from app_backend.identity.auth import (
 from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
+    FaceClaimRequest,
     FaceVerificationRequest,
     LivenessSession,
     LoginRequest,
@@ -157,35 +158,60 @@ class MeController(Controller):
         return {"level": level}
 
     @post(
-        "/face-verification/sessions",
+        "/reveal",
         status_code=HTTP_200_OK,
-        summary="Start a liveness check (towards L3)",
+        summary="My unmasked name, ID number and phone (needs L3; audited)",
         opt=problems(403, 404),
     )
+    async def reveal(
+        self, identity: IdentityServices, db: Connection, resident: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str | None]:
+        return await identity.residents.release_own(db, resident, actor)
+
+    @post(
+        "/face-verification/sessions",
+        status_code=HTTP_200_OK,
+        summary="Start a liveness check (towards L3), of your own identity or of one you claim",
+        opt=problems(403, 404, 409, 422, 429),
+    )
     async def start_face(
-        self, identity: IdentityServices, db: Connection, resident: ResidentPrincipal
+        self,
+        identity: IdentityServices,
+        db: Connection,
+        resident: ResidentPrincipal,
+        actor: Actor,
+        data: FaceClaimRequest | None = None,
     ) -> LivenessSession:
-        session_id, ttl = await identity.residents.start_face_verification(db, resident)
+        claim = data or FaceClaimRequest()
+        session_id, ttl = await identity.residents.start_face_verification(
+            db, resident, actor, claim.name, claim.id_number
+        )
         return LivenessSession(session_id=session_id, provider=identity.liveness.name, expires_in=ttl)
 
     @post(
         "/face-verification",
         status_code=HTTP_200_OK,
-        summary="Confirm the liveness result (L3)",
-        opt=problems(403, 404, 422),
+        summary="Confirm the liveness result (L3); a claimed identity moves to this account",
+        opt=problems(403, 404, 409, 422),
     )
     async def confirm_face(
         self,
+        request: Request[Any, Any, Any],
         data: FaceVerificationRequest,
         identity: IdentityServices,
         db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
-        level = await identity.residents.confirm_face_verification(
+        verified = await identity.residents.confirm_face_verification(
             db, resident, data.session_id, data.result_token, actor
         )
-        return {"level": level}
+        # Told and uncached only once committed: a takeover that rolls back must not text anyone.
+        after_commit(request, lambda: identity.residents.after_face_verification(verified))
+        answer = {"level": verified.level}
+        if verified.taken_from is not None:
+            answer["identity"] = "taken-over"  # another account held it; it is L1 again and was told
+        return answer
 
 
 class DevController(Controller):
@@ -198,6 +224,7 @@ class DevController(Controller):
     async def outbox(
         self, identity: IdentityServices, phone: str = Parameter(query="phone", max_length=32)
     ) -> Outbox:
+        assert identity.dev_outbox is not None  # this controller is mounted only where it exists
         return Outbox(messages=await identity.dev_outbox.read(_phone(phone)))
 
     @post(
@@ -209,6 +236,7 @@ class DevController(Controller):
     async def liveness(
         self, session_id: str, data: DevLivenessOutcome, identity: IdentityServices
     ) -> DevLivenessResult:
+        assert identity.dev_liveness is not None  # this controller is mounted only where it exists
         token = await identity.dev_liveness.complete(session_id, data.outcome)
         if token is None:
             raise DomainError(404, "not-found", "session_id: no open liveness session")

@@ -1,7 +1,9 @@
-"""Connectors to the authorities: the population registry (name + ID number) and a face-liveness provider.
+"""Connectors to the authorities: the population registry (name + ID number, and the carriers' three-factor check
+that a phone is registered to that person) and a face-liveness provider.
 
-Production connectors (the provincial authentication platform, a licensed liveness vendor) implement the same
-protocols; the dev ones below keep their ground truth in seeded tables or sign their own results."""
+Production connectors (the provincial authentication platform, the carriers' verification service, a licensed
+liveness vendor) implement the same protocols; the dev ones below keep their ground truth in seeded tables or sign
+their own results, and are constructed only in dev and test (IdentityServices.create)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -19,7 +22,13 @@ from app_backend.kernel.db import Connection
 
 
 class PopulationRegistry(Protocol):
-    async def matches(self, conn: Connection, name: str, id_number: str) -> bool: ...
+    async def matches(self, conn: Connection, name: str, id_number: str) -> bool:
+        """The registry holds this person under this name."""
+        ...
+
+    async def phone_belongs(self, conn: Connection, name: str, id_number: str, phone: str) -> bool:
+        """The carriers' three-factor check: the (normalised) phone is registered to this person."""
+        ...
 
 
 class DevPopulationRegistry:
@@ -35,18 +44,31 @@ class DevPopulationRegistry:
             stored, self._cipher.lookup_hash("registry.name", name)
         )
 
-    async def enrol(self, conn: Connection, name: str, id_number: str) -> None:
-        await self._repo.upsert_person(
-            conn,
-            self._cipher.lookup_hash("registry.id_number", id_number),
-            self._cipher.lookup_hash("registry.name", name),
+    async def phone_belongs(self, conn: Connection, name: str, id_number: str, phone: str) -> bool:
+        holder = await self._repo.subscriber_of(conn, self._cipher.lookup_hash("registry.phone", phone))
+        return (
+            holder is not None
+            and hmac.compare_digest(holder, self._cipher.lookup_hash("registry.id_number", id_number))
+            and await self.matches(conn, name, id_number)
         )
+
+    async def enrol(self, conn: Connection, name: str, id_number: str, phones: Sequence[str] = ()) -> None:
+        """A person of the dev registry, and the (normalised) phones the dev carriers have registered to them: the
+        demo seed's people carry theirs (app_backend/composition/seed.py); a phone can belong to one person."""
+        id_hash = self._cipher.lookup_hash("registry.id_number", id_number)
+        await self._repo.upsert_person(conn, id_hash, self._cipher.lookup_hash("registry.name", name))
+        for phone in phones:
+            await self._repo.upsert_subscriber(
+                conn, self._cipher.lookup_hash("registry.phone", phone), id_hash
+            )
 
 
 class LivenessProvider(Protocol):
     name: str
 
-    async def start(self, resident_id: str) -> tuple[str, int]: ...
+    async def start(self, resident_id: str, name: str, id_number: str) -> tuple[str, int]:
+        """Opens a face check of the resident against the registry's photo of this person."""
+        ...
 
     async def confirm(self, resident_id: str, session_id: str, result_token: str) -> bool: ...
 
@@ -61,7 +83,8 @@ class DevLivenessProvider:
         self._redis = redis
         self._secret = secret
 
-    async def start(self, resident_id: str) -> tuple[str, int]:
+    async def start(self, resident_id: str, name: str, id_number: str) -> tuple[str, int]:
+        # There is no photo to compare in dev: the dev vendor's caller decides the outcome (DevController).
         session_id = "lv_" + secrets.token_urlsafe(16)
         await self._redis.set(f"liveness:{session_id}", resident_id, ex=self.ttl)
         return session_id, self.ttl

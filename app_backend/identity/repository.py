@@ -115,11 +115,38 @@ class ResidentRepository:
         )
         return result.endswith(" 1")
 
-    async def set_face_verified(self, conn: Connection, resident_id: uuid.UUID) -> bool:
-        result: str = await conn.execute(
-            """UPDATE identity.residents SET level = 3, face_verified_at = now()
-               WHERE id = $1 AND level >= 2""",
+    async def lock_person(self, conn: Connection, id_hash: bytes) -> None:
+        """Serialises, until the transaction ends, everything that moves this person's identity between accounts."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(('x' || encode(substr($1::bytea, 1, 8), 'hex'))::bit(64)::bigint)",
+            id_hash,
+        )
+
+    async def detach_identity(self, conn: Connection, resident_id: uuid.UUID) -> bytes | None:
+        """The account keeps its phone login and nothing of the person: L1 again. Returns its phone (encrypted)."""
+        value: bytes | None = await conn.fetchval(
+            """UPDATE identity.residents
+               SET name_enc = NULL, id_number_enc = NULL, id_number_hash = NULL, level = 1,
+                   real_name_verified_at = NULL, face_verified_at = NULL
+               WHERE id = $1 RETURNING phone_enc""",
             resident_id,
+        )
+        return value
+
+    async def claim_identity(
+        self, conn: Connection, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes
+    ) -> bool:
+        """L3 with this identity; False when the account holds another one. Raises UniqueViolationError when
+        another account holds this one."""
+        result: str = await conn.execute(
+            """UPDATE identity.residents
+               SET name_enc = $2, id_number_enc = $3, id_number_hash = $4, level = 3,
+                   real_name_verified_at = coalesce(real_name_verified_at, now()), face_verified_at = now()
+               WHERE id = $1 AND (id_number_hash IS NULL OR id_number_hash = $4)""",
+            resident_id,
+            name_enc,
+            id_enc,
+            id_hash,
         )
         return result.endswith(" 1")
 
@@ -231,6 +258,20 @@ class DevRegistryRepository:
                ON CONFLICT (id_number_hash) DO UPDATE SET name_hash = EXCLUDED.name_hash""",
             id_hash,
             name_hash,
+        )
+
+    async def subscriber_of(self, conn: Connection, phone_hash: bytes) -> bytes | None:
+        value: bytes | None = await conn.fetchval(
+            "SELECT id_number_hash FROM identity.dev_carrier_subscribers WHERE phone_hash = $1", phone_hash
+        )
+        return value
+
+    async def upsert_subscriber(self, conn: Connection, phone_hash: bytes, id_hash: bytes) -> None:
+        await conn.execute(
+            """INSERT INTO identity.dev_carrier_subscribers (phone_hash, id_number_hash) VALUES ($1, $2)
+               ON CONFLICT (phone_hash) DO UPDATE SET id_number_hash = EXCLUDED.id_number_hash""",
+            phone_hash,
+            id_hash,
         )
 
 

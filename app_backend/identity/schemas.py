@@ -67,6 +67,14 @@ class RealNameRequest(msgspec.Struct, forbid_unknown_fields=True):
     id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 
+class FaceClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Empty for a real-named resident's own identity; the person's name and ID number to claim one (also one
+    that another account holds: a pass moves it here)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+
+
 class LivenessSession(msgspec.Struct):
     session_id: str
     provider: str

@@ -8,6 +8,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -22,7 +23,13 @@ from app_backend.identity.registry import (
 )
 from app_backend.identity.repository import ResidentRepository, SessionRepository, UniqueViolation
 from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrincipal, TokenPair, level_name
-from app_backend.identity.sms import DevOutboxSender, SmsSender, otp_text
+from app_backend.identity.sms import (
+    DevOutboxSender,
+    SmsSender,
+    identity_claimed_text,
+    identity_taken_text,
+    otp_text,
+)
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app_backend.identity.validators import (
     InvalidIdentifier,
@@ -40,14 +47,47 @@ from app_backend.kernel.metrics import RATE_LIMITED, SHED
 from app_backend.kernel.redis_batch import BatchRunner, RedisBatch, run_checks
 from app_backend.kernel.settings import Settings
 
-# Atomic check of a one-time code: a match deletes it; the Nth wrong try deletes it too.
+# Atomic check of a one-time code. The phone's live codes are fields of one hash (`c:<digest>` -> issue time, ms):
+# a code asked for by someone else does not void the one the owner is typing. A match deletes them all; the Nth
+# wrong try against them deletes them too (a new code can be asked for at once, within the send caps).
 _CHECK_OTP = """
-local h = redis.call('HGET', KEYS[1], 'h')
-if not h then return 'missing' end
-if h == ARGV[1] then redis.call('DEL', KEYS[1]); return 'ok' end
+local issued = redis.call('HGET', KEYS[1], 'c:' .. ARGV[1])
+if issued then
+  if tonumber(ARGV[3]) - tonumber(issued) < tonumber(ARGV[4]) then redis.call('DEL', KEYS[1]); return 'ok' end
+  redis.call('HDEL', KEYS[1], 'c:' .. ARGV[1]); return 'missing'
+end
+if redis.call('HLEN', KEYS[1]) <= (redis.call('HEXISTS', KEYS[1], 'tries') == 1 and 1 or 0) then
+  return 'missing'
+end
 local tries = redis.call('HINCRBY', KEYS[1], 'tries', 1)
 if tries >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]); return 'locked' end
 return tostring(tonumber(ARGV[2]) - tries)
+"""
+
+# The send caps, checked and counted at once (both keys share the phone's hash slot). Sorted sets of send times
+# (ms) make the windows slide: a refusal always names when the oldest send leaves the window, never a day.
+# KEYS: this requester's sends to the phone, every send to the phone.
+# ARGV: now, cooldown, window, per requester, per phone, a unique member. Refused asks are not counted, so
+# asking again and again cannot lengthen anyone's wait.
+_CLAIM_SEND = """
+local now, cooldown, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+if last and now - tonumber(last) < cooldown then
+  return {'cooldown', tostring(cooldown - (now - tonumber(last)))}
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return {'requester', tostring(tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window - now)}
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+  return {'phone', tostring(tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]) + window - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[6])
+redis.call('ZADD', KEYS[2], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[2], window)
+return {'ok', '0'}
 """
 
 
@@ -57,8 +97,13 @@ def _seconds_to_midnight() -> int:
     return max(1, int((midnight - now).total_seconds()))
 
 
+# The level any release of unmasked personal data needs of the resident it belongs to (issue 13).
+RELEASE_LEVEL = 3
+
 # The rate limit's fixed windows are read from this clock (tests pin it to one window).
 rate_clock = time.time
+# The one-time codes' clock: send windows, cooldowns and code lifetimes (tests move it instead of sleeping).
+otp_clock = time.time
 
 
 def phone_field(raw: str, field: str = "phone") -> str:
@@ -74,15 +119,22 @@ def revoked_key(session_id: uuid.UUID | str) -> str:
 
 
 class OtpService:
+    """One-time login codes. The caps are built so that nobody but the requester pays for the requester's asks: a
+    stranger cannot lock a phone's owner out (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md)."""
+
     def __init__(self, redis: Redis, settings: Settings, sms: SmsSender, cipher: FieldCipher) -> None:
         self._redis = redis
         self._settings = settings
         self._sms = sms
         self._cipher = cipher
         self._check = redis.register_script(_CHECK_OTP)
+        self._claim = redis.register_script(_CLAIM_SEND)
 
     def _phone_key(self, phone: str) -> str:
         return self._cipher.lookup_hash("otp.phone", phone).hex()[:32]
+
+    def _requester_key(self, client_ip: str) -> str:
+        return self._cipher.lookup_hash("otp.requester", client_ip).hex()[:32]
 
     def _code_hash(self, phone_key: str, code: str) -> str:
         return hmac.new(
@@ -91,47 +143,61 @@ class OtpService:
 
     async def send(self, phone: str, client_ip: str) -> None:
         s = self._settings
-        pk = self._phone_key(phone)
-        if not await self._redis.set(f"otp:cool:{pk}", 1, nx=True, ex=s.otp_cooldown):
-            wait = max(1, int(await self._redis.ttl(f"otp:cool:{pk}")))
-            raise DomainError(
-                429,
-                "otp-cooldown",
-                f"phone: wait {wait} s before asking for another code",
-                headers={"Retry-After": str(wait)},
-                extra={"errors": [{"field": "phone", "message": "too soon"}]},
-            )
+        pk, rk = self._phone_key(phone), self._requester_key(client_ip)
         day = dt.datetime.now(BUSINESS_TZ).strftime("%Y%m%d")
+        # The requester's own daily budget over all phones: it only ever holds back the address that asked.
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(f"otp:day:phone:{pk}:{day}")
-            pipe.expire(f"otp:day:phone:{pk}:{day}", 2 * 86400)
-            pipe.incr(f"otp:day:ip:{client_ip}:{day}")
-            pipe.expire(f"otp:day:ip:{client_ip}:{day}", 2 * 86400)
-            per_phone, _, per_ip, _ = await pipe.execute()
-        if per_phone > s.otp_daily_per_phone or per_ip > s.otp_daily_per_ip:
-            wait = _seconds_to_midnight()
-            which = "phone" if per_phone > s.otp_daily_per_phone else "client address"
-            raise DomainError(
-                429,
+            pipe.incr(f"otp:day:ip:{rk}:{day}")
+            pipe.expire(f"otp:day:ip:{rk}:{day}", 2 * 86400)
+            per_ip, _ = await pipe.execute()
+        if per_ip > s.otp_daily_per_ip:
+            raise _send_refused(
                 "otp-daily-cap",
-                f"phone: the daily limit of codes for this {which} is reached",
-                headers={"Retry-After": str(wait)},
-                extra={"errors": [{"field": "phone", "message": "daily limit reached"}]},
+                "the daily limit of codes for this client address is reached",
+                _seconds_to_midnight(),
             )
+        now_ms = int(otp_clock() * 1000)
+        verdict, wait_ms = await self._claim(
+            keys=[f"otp:sends:{{{pk}}}:{rk}", f"otp:sends:{{{pk}}}"],
+            args=[
+                now_ms,
+                s.otp_cooldown * 1000,
+                s.otp_send_window * 1000,
+                s.otp_sends_per_requester,
+                s.otp_sends_per_phone,
+                f"{now_ms}:{secrets.token_hex(4)}",
+            ],
+        )
+        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+        wait = max(1, -(-int(float(wait_ms)) // 1000))
+        if verdict == "cooldown":
+            raise _send_refused("otp-cooldown", f"wait {wait} s before asking for another code", wait)
+        if verdict == "requester":
+            raise _send_refused(
+                "otp-send-cap", f"this client address asked for this phone too often; wait {wait} s", wait
+            )
+        if verdict == "phone":
+            raise _send_refused("otp-send-cap", f"this phone was sent too many codes; wait {wait} s", wait)
         code = f"{secrets.randbelow(1_000_000):06d}"
         key = f"otp:code:{pk}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={"h": self._code_hash(pk, code), "tries": 0})
+            pipe.hset(key, f"c:{self._code_hash(pk, code)}", now_ms)
             pipe.expire(key, s.otp_ttl)
             await pipe.execute()
         await self._sms.send(phone, otp_text(code, s.otp_ttl // 60))
 
     async def check(self, phone: str, code: str) -> None:
         pk = self._phone_key(phone)
+        s = self._settings
         verdict = (
             await self._check(
-                keys=[f"otp:code:{pk}"], args=[self._code_hash(pk, code), self._settings.otp_max_attempts]
+                keys=[f"otp:code:{pk}"],
+                args=[
+                    self._code_hash(pk, code),
+                    s.otp_max_attempts,
+                    int(otp_clock() * 1000),
+                    s.otp_ttl * 1000,
+                ],
             )
         ).decode()
         if verdict == "ok":
@@ -143,6 +209,16 @@ class OtpService:
         if verdict == "locked":
             raise _otp_problem("wrong code; too many wrong tries, this code is now void; request a new one")
         raise _otp_problem(f"wrong code; {verdict} tries left")
+
+
+def _send_refused(kind: str, message: str, wait: int) -> DomainError:
+    return DomainError(
+        429,
+        kind,
+        f"phone: {message}",
+        headers={"Retry-After": str(wait)},
+        extra={"errors": [{"field": "phone", "message": message}]},
+    )
 
 
 def _otp_problem(message: str) -> DomainError:
@@ -365,6 +441,9 @@ class ResidentService:
         audit: AuditTrail,
         registry: PopulationRegistry,
         liveness: LivenessProvider,
+        auth: AuthService,
+        sms: SmsSender,
+        events: IdentityEvents,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -372,6 +451,9 @@ class ResidentService:
         self._audit = audit
         self._registry = registry
         self._liveness = liveness
+        self._auth = auth
+        self._sms = sms
+        self.events = events
         self._residents = ResidentRepository()
 
     def _masked(self, field: str, blob: bytes | None) -> str | None:
@@ -417,8 +499,36 @@ class ResidentService:
         if not await self._residents.set_status(conn, resident_id, status):
             raise DomainError(404, "not-found", "resident_id: no such resident")
 
+    async def release_own(
+        self, conn: Connection, principal: ResidentPrincipal, actor: Actor
+    ) -> dict[str, str | None]:
+        """The resident's own unmasked data. Any release of unmasked data needs L3 (a face that matched the
+        registry's photo), read from the account, not from the token; audited where the resident can see it."""
+        row = await self._residents.get(conn, principal.resident_id)
+        if row is None:
+            raise DomainError(404, "not-found", "resident not found")
+        if row.level < RELEASE_LEVEL:
+            await self._audit.record_detached(
+                actor,
+                "resident.reveal",
+                target_type="resident",
+                target_id=str(principal.resident_id),
+                outcome="denied",
+            )
+            raise DomainError(
+                403,
+                "level-required",
+                f"level: unmasked personal data is released only at L{RELEASE_LEVEL} (face verification); "
+                f"this account is L{row.level}",
+                extra={"errors": [{"field": "level", "message": f"L{RELEASE_LEVEL} required"}]},
+            )
+        await self._audit.record(
+            conn, actor, "resident.reveal", target_type="resident", target_id=str(principal.resident_id)
+        )
+        return await self.reveal(conn, principal.resident_id)
+
     async def reveal(self, conn: Connection, resident_id: uuid.UUID) -> dict[str, str | None]:
-        """Unmasked personal data, for staff with a reason; the caller audits it."""
+        """Unmasked personal data: for staff with a reason (the caller audits it), or `release_own`."""
         row = await self._residents.get(conn, resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
@@ -430,9 +540,8 @@ class ResidentService:
             ),
         }
 
-    async def verify_real_name(
-        self, conn: Connection, principal: ResidentPrincipal, raw_name: str, raw_id: str, actor: Actor
-    ) -> str:
+    def _person(self, raw_name: str, raw_id: str) -> tuple[str, str]:
+        """A name and an ID number from a request, normalised; a 400 naming the field otherwise."""
         try:
             name = normalise_name(raw_name)
         except InvalidIdentifier as exc:
@@ -441,6 +550,10 @@ class ResidentService:
             id_number = validate_id_number(raw_id)
         except InvalidIdentifier as exc:
             raise invalid_field("id_number", str(exc)) from None
+        return name, id_number
+
+    async def _count_attempt(self, principal: ResidentPrincipal) -> None:
+        """Real-name attempts and identity claims share one daily budget: the registry is not an oracle."""
         attempts_key = f"realname:tries:{principal.resident_id}"
         async with self._redis.pipeline(
             transaction=True
@@ -455,29 +568,65 @@ class ResidentService:
                 "too many real-name attempts today; try again tomorrow",
                 headers={"Retry-After": str(max(1, await self._redis.ttl(attempts_key)))},
             )
+
+    async def _registry_match(
+        self,
+        conn: Connection,
+        principal: ResidentPrincipal,
+        name: str,
+        id_number: str,
+        actor: Actor,
+        action: str,
+    ) -> None:
+        if await self._registry.matches(conn, name, id_number):
+            return
+        await self._audit.record_detached(
+            actor, action, target_type="resident", target_id=str(principal.resident_id), outcome="no-match"
+        )
+        raise DomainError(
+            422,
+            "real-name-mismatch",
+            "name, id_number: the name and ID number do not match the population registry",
+            extra={
+                "errors": [
+                    {"field": "name", "message": "does not match the registry"},
+                    {"field": "id_number", "message": "does not match the registry"},
+                ]
+            },
+        )
+
+    async def verify_real_name(
+        self, conn: Connection, principal: ResidentPrincipal, raw_name: str, raw_id: str, actor: Actor
+    ) -> str:
+        name, id_number = self._person(raw_name, raw_id)
+        await self._count_attempt(principal)
         row = await self._residents.get(conn, principal.resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
         if row.id_number_enc is not None:
             raise DomainError(409, "already-verified", "this account is already real-name verified")
-        if not await self._registry.matches(conn, name, id_number):
+        await self._registry_match(conn, principal, name, id_number, actor, "resident.real_name")
+        # Knowing a name and an ID number proves nothing: the account's phone must be the person's own, by the
+        # carriers' three-factor check. Whoever cannot pass it can still prove who they are by face (L3).
+        phone = self._cipher.decrypt("resident.phone", row.phone_enc)
+        if not await self._registry.phone_belongs(conn, name, id_number, phone):
             await self._audit.record_detached(
                 actor,
                 "resident.real_name",
                 target_type="resident",
                 target_id=str(principal.resident_id),
-                outcome="no-match",
+                outcome="phone-not-theirs",
+            )
+            message = (
+                "the carriers do not have this account's phone registered to this ID number; real-name needs "
+                "a phone in your own name, or prove who you are by face verification (POST "
+                "/api/v1/me/face-verification/sessions with name and id_number)"
             )
             raise DomainError(
                 422,
-                "real-name-mismatch",
-                "name, id_number: the name and ID number do not match the population registry",
-                extra={
-                    "errors": [
-                        {"field": "name", "message": "does not match the registry"},
-                        {"field": "id_number", "message": "does not match the registry"},
-                    ]
-                },
+                "phone-not-registered",
+                f"phone: {message}",
+                extra={"errors": [{"field": "phone", "message": "not registered to this ID number"}]},
             )
         try:
             async with conn.transaction():  # a savepoint, so the unique check fails cleanly
@@ -499,7 +648,9 @@ class ResidentService:
             raise DomainError(
                 409,
                 "id-number-taken",
-                "id_number: this ID number already backs another account",
+                "id_number: this ID number already backs another account. If it is yours, prove it by face "
+                "verification: POST /api/v1/me/face-verification/sessions with your name and id_number, then "
+                "confirm; the identity then moves to this account and the other one drops to L1",
                 extra={"errors": [{"field": "id_number", "message": "already backs another account"}]},
             ) from None
         if not updated:
@@ -510,18 +661,55 @@ class ResidentService:
         return level_name(max(2, row.level))
 
     async def start_face_verification(
-        self, conn: Connection, principal: ResidentPrincipal
+        self,
+        conn: Connection,
+        principal: ResidentPrincipal,
+        actor: Actor,
+        raw_name: str | None = None,
+        raw_id: str | None = None,
     ) -> tuple[str, int]:
+        """Opens a face check of the resident against a person of the registry: their own identity (L2), or the
+        one they name, which may be held by another account (a claim: a pass takes it over)."""
         row = await self._residents.get(conn, principal.resident_id)
-        if row is None or row.level < 2:
-            raise DomainError(
-                403, "level-required", "face verification needs real-name verification (L2) first"
-            )
-        return await self._liveness.start(str(principal.resident_id))
+        if row is None:
+            raise DomainError(404, "not-found", "resident not found")
+        if raw_name is None or raw_id is None:
+            if raw_name is not None or raw_id is not None:
+                missing = "id_number" if raw_id is None else "name"
+                raise invalid_field(missing, "name and id_number come together")
+            if row.name_enc is None or row.id_number_enc is None:
+                raise DomainError(
+                    403,
+                    "level-required",
+                    "face verification needs real-name verification (L2) first, or the name and id_number of "
+                    "the identity you claim",
+                )
+            name = self._cipher.decrypt("resident.name", row.name_enc)
+            id_number = self._cipher.decrypt("resident.id_number", row.id_number_enc)
+        else:
+            name, id_number = self._person(raw_name, raw_id)
+            if (
+                row.id_number_enc is not None
+                and self._cipher.decrypt("resident.id_number", row.id_number_enc) != id_number
+            ):
+                raise DomainError(
+                    409, "already-verified", "id_number: this account is already verified as another person"
+                )
+            await self._count_attempt(principal)
+            await self._registry_match(conn, principal, name, id_number, actor, "resident.face_verification")
+        session_id, ttl = await self._liveness.start(str(principal.resident_id), name, id_number)
+        claim = FaceClaim(
+            resident_id=principal.resident_id,
+            name_enc=self._cipher.encrypt("resident.name", name),
+            id_number_enc=self._cipher.encrypt("resident.id_number", id_number),
+        )
+        await self._redis.set(_claim_key(session_id), msgspec.msgpack.encode(claim), ex=ttl)
+        return session_id, ttl
 
     async def confirm_face_verification(
         self, conn: Connection, principal: ResidentPrincipal, session_id: str, result_token: str, actor: Actor
-    ) -> str:
+    ) -> FaceVerified:
+        raw_claim = await self._redis.get(_claim_key(session_id))
         if not await self._liveness.confirm(str(principal.resident_id), session_id, result_token):
             await self._audit.record_detached(
                 actor,
@@ -536,9 +724,44 @@ class ResidentService:
                 "result_token: the liveness check did not pass for this session",
                 extra={"errors": [{"field": "result_token", "message": "liveness not confirmed"}]},
             )
-        if not await self._residents.set_face_verified(conn, principal.resident_id):
+        await self._redis.delete(_claim_key(session_id))
+        claim = msgspec.msgpack.decode(raw_claim, type=FaceClaim) if isinstance(raw_claim, bytes) else None
+        if claim is None or claim.resident_id != principal.resident_id:
             raise DomainError(
-                403, "level-required", "face verification needs real-name verification (L2) first"
+                422,
+                "liveness-failed",
+                "session_id: this liveness session has expired; start another",
+                extra={"errors": [{"field": "session_id", "message": "expired"}]},
+            )
+        id_number = self._cipher.decrypt("resident.id_number", claim.id_number_enc)
+        id_hash = self._cipher.lookup_hash("resident.id_number", id_number)
+        # One claim of a person at a time: racing claims queue here and each finds the holder the last one left.
+        await self._residents.lock_person(conn, id_hash)
+        mine = await self._residents.id_number_hash(conn, principal.resident_id)
+        if mine is not None and bytes(mine) != id_hash:  # it real-named as someone else since the start
+            raise DomainError(
+                409, "already-verified", "id_number: this account is already verified as another person"
+            )
+        taken_from: uuid.UUID | None = None
+        victim_phone_enc: bytes | None = None
+        for _ in range(3):
+            holder = await self._residents.find_by_id_number_hash(conn, id_hash)
+            if holder is not None and holder != principal.resident_id:
+                victim_phone_enc = await self._residents.detach_identity(conn, holder)
+                taken_from = holder
+            try:
+                async with conn.transaction():  # a savepoint: a plain real-name may take the number meanwhile
+                    claimed = await self._residents.claim_identity(
+                        conn, principal.resident_id, claim.name_enc, claim.id_number_enc, id_hash
+                    )
+                break
+            except UniqueViolation:
+                continue
+        else:
+            raise DomainError(409, "conflict", "id_number: claimed concurrently; try again")
+        if not claimed:
+            raise DomainError(
+                409, "already-verified", "id_number: this account is already verified as another person"
             )
         await self._audit.record(
             conn,
@@ -546,8 +769,100 @@ class ResidentService:
             "resident.face_verification",
             target_type="resident",
             target_id=str(principal.resident_id),
+            detail={"took_over_from": str(taken_from)} if taken_from else None,
         )
-        return "L3"
+        if taken_from is not None:
+            await self._end_identity(conn, taken_from, principal.resident_id, actor)
+        me = await self._residents.get(conn, principal.resident_id)
+        assert me is not None  # the claim above updated it
+        return FaceVerified(
+            level="L3",
+            resident_id=principal.resident_id,
+            phone_enc=me.phone_enc,
+            taken_from=taken_from,
+            taken_from_phone_enc=victim_phone_enc,
+        )
+
+    async def _end_identity(
+        self, conn: Connection, resident_id: uuid.UUID, claimant: uuid.UUID, actor: Actor
+    ) -> None:
+        """The account that held an identity someone proved by face is L1 again: its sessions (whose tokens say
+        L2 or L3) end, and the domains subscribed to the identity's end (code_service: codes and device
+        credentials) end what they issued on it. Audited where its owner can see it."""
+        reason = "identity taken over by face verification"
+        await self._auth.revoke_all(conn, resident_id, reason)
+        await self.events.identity_ended(conn, resident_id, reason)
+        await self._audit.record(
+            conn,
+            actor,
+            "resident.identity_taken_over",
+            target_type="resident",
+            target_id=str(resident_id),
+            outcome="demoted",
+            detail={"claimant": str(claimant), "level": "L1"},
+        )
+
+    async def after_face_verification(self, verified: FaceVerified) -> None:
+        """Once committed: both accounts are told by SMS, and subscribers drop what they cached of both."""
+        await self.events.identity_settled(verified.resident_id)
+        if verified.taken_from is None:
+            return
+        await self.events.identity_settled(verified.taken_from)
+        await self._sms.send(
+            self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_text()
+        )
+        if verified.taken_from_phone_enc is not None:
+            await self._sms.send(
+                self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc), identity_taken_text()
+            )
+
+
+def _claim_key(session_id: str) -> str:
+    return f"face:claim:{session_id}"
+
+
+class FaceClaim(msgspec.Struct, frozen=True):
+    """Who a liveness session checks, kept beside it (encrypted) until it is confirmed."""
+
+    resident_id: uuid.UUID
+    name_enc: bytes
+    id_number_enc: bytes
+
+
+class FaceVerified(msgspec.Struct, frozen=True):
+    level: str
+    resident_id: uuid.UUID
+    phone_enc: bytes
+    taken_from: uuid.UUID | None = None
+    taken_from_phone_enc: bytes | None = None
+
+
+IdentityEnded = Callable[[Connection, uuid.UUID, str], Awaitable[None]]
+IdentitySettled = Callable[[uuid.UUID], Awaitable[None]]
+
+
+class IdentityEvents:
+    """What other domains learn of residents' identities, by subscribing when they start (identity imports none
+    of them): `ended` runs in the transaction that detaches an identity from an account, `settled` after it
+    committed, for each account whose identity changed."""
+
+    def __init__(self) -> None:
+        self._ended: list[IdentityEnded] = []
+        self._settled: list[IdentitySettled] = []
+
+    def on_identity_ended(self, handler: IdentityEnded) -> None:
+        self._ended.append(handler)
+
+    def on_identity_settled(self, handler: IdentitySettled) -> None:
+        self._settled.append(handler)
+
+    async def identity_ended(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
+        for handler in self._ended:
+            await handler(conn, resident_id, reason)
+
+    async def identity_settled(self, resident_id: uuid.UUID) -> None:
+        for handler in self._settled:
+            await handler(resident_id)
 
 
 class ResidentDirectory:
@@ -584,7 +899,8 @@ class ResidentDirectory:
 
     async def verified_id_number(self, conn: Connection, resident_id: uuid.UUID) -> str | None:
         """The ID number of a real-named (L2 or above) resident, None otherwise: for a registry check the
-        resident asked for (an enterprise's legal representative), never for display."""
+        resident asked for (an enterprise's legal representative), never for display or release to anyone
+        (releases go through ResidentService.release_own, which needs L3)."""
         row = await self._residents.get(conn, resident_id)
         if row is None or row.level < 2 or row.id_number_enc is None:
             return None
@@ -617,13 +933,12 @@ class IdentityServices:
     residents: ResidentService
     directory: ResidentDirectory
     population_registry: PopulationRegistry
-    # Dev stand-ins (tzt serve in dev, the tests): the SMS outbox and the liveness vendor.
-    dev_outbox: DevOutboxSender
-    dev_liveness: DevLivenessProvider
-
-    @property
-    def liveness(self) -> DevLivenessProvider:
-        return self.dev_liveness
+    liveness: LivenessProvider
+    events: IdentityEvents
+    # Dev stand-ins (tzt serve in dev, the tests): the SMS outbox and the liveness vendor. None outside dev and
+    # test, where they are never constructed.
+    dev_outbox: DevOutboxSender | None = None
+    dev_liveness: DevLivenessProvider | None = None
 
     async def staff_roles(self, resident_id: uuid.UUID) -> frozenset[str]:
         """Read on a connection of its own: the guards ask before the request's transaction exists."""
@@ -642,12 +957,10 @@ class IdentityServices:
         breaker: RedisBreaker,
         batches: BatchRunner,
     ) -> IdentityServices:
-        if not settings.is_dev and (settings.sms_backend == "dev" or settings.registry_backend == "dev"):
-            raise RuntimeError(
-                "production needs real SMS and registry connectors (TZT_SMS_BACKEND, "
-                "TZT_REGISTRY_BACKEND); the dev ones are for dev and test only"
-            )
-        outbox = DevOutboxSender(redis)
+        # Outside dev and test nothing below may be a dev stand-in, and no production connector exists yet:
+        # refuse before constructing any of them (settings.PRODUCTION_BACKENDS says which names would do).
+        settings.refuse_dev_stand_ins()
+        outbox = DevOutboxSender(redis, settings.index_key, settings.otp_ttl)
         liveness = DevLivenessProvider(redis, settings.liveness_secret)
         population = DevPopulationRegistry(cipher)
         otp = OtpService(redis, settings, outbox, cipher)
@@ -665,14 +978,19 @@ class IdentityServices:
             breaker,
             batches,
         )
+        events = IdentityEvents()
         return cls(
             pool=pool,
             side_pool=side_pool,
             otp=otp,
             auth=auth,
-            residents=ResidentService(redis, settings, cipher, audit, population, liveness),
+            residents=ResidentService(
+                redis, settings, cipher, audit, population, liveness, auth, outbox, events
+            ),
             directory=ResidentDirectory(cipher, settings),
             population_registry=population,
+            liveness=liveness,
+            events=events,
             dev_outbox=outbox,
             dev_liveness=liveness,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from typing import Protocol
 
@@ -10,7 +12,6 @@ from redis.asyncio import Redis
 
 from app_backend.identity.schemas import OutboxMessage
 
-_OUTBOX_TTL = 3600
 _OUTBOX_KEEP = 20
 
 
@@ -18,25 +19,56 @@ class SmsSender(Protocol):
     async def send(self, phone: str, text: str) -> None: ...
 
 
+class _StoredMessage(msgspec.Struct):
+    text: str
+    sent_at: float
+
+
 class DevOutboxSender:
-    def __init__(self, redis: Redis) -> None:
+    """The dev and test SMS gateway. Even here nothing in Redis pairs a phone in clear with its codes: the outbox
+    of a phone is keyed by a keyed hash of it and lives no longer than a code."""
+
+    def __init__(self, redis: Redis, key: bytes, ttl: int) -> None:
         self._redis = redis
+        self._key = key
+        self._ttl = ttl
+
+    def _outbox_key(self, phone: str) -> str:
+        digest = hmac.new(self._key, f"dev-outbox\x00{phone}".encode(), hashlib.sha256).hexdigest()[:32]
+        return f"dev:outbox:{digest}"
 
     async def send(self, phone: str, text: str) -> None:
-        key = f"dev:outbox:{phone}"
-        message = msgspec.json.encode(OutboxMessage(to=phone, text=text, sent_at=time.time()))
+        key = self._outbox_key(phone)
+        message = msgspec.json.encode(_StoredMessage(text=text, sent_at=time.time()))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(key, message)
             pipe.ltrim(key, 0, _OUTBOX_KEEP - 1)
-            pipe.expire(key, _OUTBOX_TTL)
+            pipe.expire(key, self._ttl)
             await pipe.execute()
 
     async def read(self, phone: str) -> list[OutboxMessage]:
-        raw = await self._redis.lrange(f"dev:outbox:{phone}", 0, -1)
-        return [msgspec.json.decode(item, type=OutboxMessage) for item in raw]
+        raw = await self._redis.lrange(self._outbox_key(phone), 0, -1)
+        stored = [msgspec.json.decode(item, type=_StoredMessage) for item in raw]
+        return [OutboxMessage(to=phone, text=m.text, sent_at=m.sent_at) for m in stored]
 
 
 def otp_text(code: str, ttl_minutes: int) -> str:
     return (
         f"【泰州通】验证码 {code}，{ttl_minutes} 分钟内有效，请勿告诉他人。Your Taizhou Tong code is {code}."
+    )
+
+
+def identity_taken_text() -> str:
+    return (
+        "【泰州通】另一位居民已通过人脸核验证明本账户所登记的身份属于其本人：本账户已降为 L1，"
+        "其电子码与设备凭证已失效。如有疑问请拨打 12345。"
+        "Another resident proved by face verification that the identity on this account is theirs: "
+        "this account is back at L1 and its codes have ended. Questions: call 12345."
+    )
+
+
+def identity_claimed_text() -> str:
+    return (
+        "【泰州通】您已通过人脸核验认领本人身份，原先登记该身份的账户已降为 L1。"
+        "You proved your identity by face verification; the account that held it is back at L1."
     )

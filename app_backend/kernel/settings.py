@@ -12,6 +12,15 @@ import msgspec
 
 DEV_SECRET_NAMES = ("data_key", "index_key", "jwt_secret", "liveness_secret", "token_pepper")
 
+# The connectors to outside services each backend setting may name outside dev and test. "dev" (the outbox, the
+# seeded registry, the self-signing liveness vendor) is never one of them. No production connector exists yet, so
+# a production start is refused until one is added here and in app_backend/identity (docs/operations.md).
+PRODUCTION_BACKENDS: dict[str, frozenset[str]] = {
+    "sms_backend": frozenset(),
+    "registry_backend": frozenset(),
+    "liveness_backend": frozenset(),
+}
+
 
 class MaskingRule(msgspec.Struct, frozen=True):
     head: int
@@ -39,8 +48,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_max_age: int = 30 * 24 * 3600
     otp_ttl: int = 300
     otp_max_attempts: int = 5
+    # One-time codes (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md): a phone gets at most
+    # `otp_sends_per_phone` codes in any `otp_send_window` seconds whoever asks, and one requester (client address)
+    # at most `otp_sends_per_requester` of them, a minute apart; nothing holds a phone for longer than the window.
     otp_cooldown: int = 60
-    otp_daily_per_phone: int = 10
+    otp_send_window: int = 600
+    otp_sends_per_phone: int = 5
+    otp_sends_per_requester: int = 3
     otp_daily_per_ip: int = 50
     signature_window: int = 300
     max_body_bytes: int = 64 * 1024
@@ -55,6 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     payment_config: Path | None = None
     sms_backend: str = "dev"
     registry_backend: str = "dev"
+    liveness_backend: str = "dev"
     # Protection under surges (docs/operations.md, "Protection").
     rate_resident_per_minute: int = 120
     rate_organisation_per_second: int = 3000
@@ -67,6 +82,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_dev(self) -> bool:
         return self.env in {"dev", "test"}
+
+    def backend_problems(self) -> list[str]:
+        """Why these settings cannot start outside dev and test: each backend setting naming a dev stand-in or
+        an unknown connector (empty in dev and test, where the dev stand-ins are the point)."""
+        if self.is_dev:
+            return []
+        problems = []
+        for name, known in PRODUCTION_BACKENDS.items():
+            value = getattr(self, name)
+            if value not in known:
+                offered = ", ".join(sorted(known)) or "none exists yet: production cannot start"
+                problems.append(
+                    f"TZT_{name.upper()}={value!r} is not a production {name.removesuffix('_backend')} "
+                    f"connector (known: {offered})"
+                )
+        return problems
+
+    def refuse_dev_stand_ins(self) -> None:
+        """Raises (naming each setting) when this is not dev or test and a backend is a dev or unknown one."""
+        problems = self.backend_problems()
+        if problems:
+            raise RuntimeError(f"TZT_ENV={self.env!r} refuses dev stand-ins: " + "; ".join(problems))
 
 
 def _b64(value: str) -> bytes:
@@ -122,7 +159,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             )
         generated = _dev_secrets(data_dir)
         keys.update({n: generated[n] for n in missing})
-    return Settings(
+    settings = Settings(
         env=mode,
         data_dir=data_dir,
         database_url=env.get("DATABASE_URL", ""),
@@ -132,13 +169,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         workers=int(env.get("TZT_WORKERS", "0")) or default_workers(),
         log_level=env.get("TZT_LOG_LEVEL", "INFO"),
         jwt_kid=env.get("TZT_JWT_KID", "k1"),
-        otp_daily_per_phone=int(env.get("TZT_OTP_DAILY_PER_PHONE", "10")),
+        otp_send_window=_positive(env, "TZT_OTP_SEND_WINDOW", 600),
+        otp_sends_per_phone=_positive(env, "TZT_OTP_SENDS_PER_PHONE", 5),
+        otp_sends_per_requester=_positive(env, "TZT_OTP_SENDS_PER_REQUESTER", 3),
         otp_daily_per_ip=int(env.get("TZT_OTP_DAILY_PER_IP", "50")),
         trusted_proxies=frozenset(p for p in env.get("TZT_TRUSTED_PROXIES", "").split(",") if p),
         public_base_url=env.get("TZT_PUBLIC_BASE_URL", f"http://127.0.0.1:{env.get('TZT_PORT', '8000')}"),
         payment_config=Path(env["TZT_PAYMENT_CONFIG"]) if env.get("TZT_PAYMENT_CONFIG") else None,
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
+        liveness_backend=env.get("TZT_LIVENESS_BACKEND", "dev"),
         rate_resident_per_minute=_positive(env, "TZT_RATE_RESIDENT_PER_MINUTE", 120),
         rate_organisation_per_second=_positive(env, "TZT_RATE_ORGANISATION_PER_SECOND", 3000),
         max_in_flight=_positive(env, "TZT_MAX_IN_FLIGHT", 256),
@@ -153,3 +193,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         liveness_secret=keys["liveness_secret"],
         token_pepper=keys["token_pepper"],
     )
+    settings.refuse_dev_stand_ins()
+    return settings

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
+import pytest
+
+from app_backend.identity import service as identity_service
 from tests.helpers import bearer, login, otp_from_outbox, random_ip, random_phone
 
 
@@ -76,26 +81,124 @@ async def test_otp_daily_cap_per_client_address(client, services):
     assert "daily" in over.json()["detail"]
 
 
-async def test_otp_daily_cap_per_phone(client, services):
-    phone = random_phone()
-    for _ in range(services.settings.otp_daily_per_phone):
-        await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")  # skip the 60 s wait
-        sent = await client.post(
-            "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
-        )
-        assert sent.status_code == 202
+class OtpClock:
+    """The one-time codes' clock, moved by the test instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def otp_clock(monkeypatch: pytest.MonkeyPatch) -> OtpClock:
+    clock = OtpClock()
+    monkeypatch.setattr(identity_service, "otp_clock", clock, raising=False)  # raising: also run on old code
+    return clock
+
+
+async def _ask(client: Any, phone: str, ip: str) -> Any:
+    return await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": ip})
+
+
+async def _log_in(client: Any, phone: str) -> Any:
+    code = await otp_from_outbox(client, phone)
+    return await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+
+
+async def test_a_stranger_asking_ten_times_a_minute_apart_does_not_lock_the_owner_out(
+    client, services, otp_clock
+):
+    # Issue 13: ten asks a minute apart used the phone's daily cap, and the owner got 429 until midnight.
+    phone, stranger = random_phone(), random_ip()
+    for _ in range(10):
+        otp_clock.advance(61)
+        await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")  # the old cooldown's key
+        asked = await _ask(client, phone, stranger)
+        assert asked.status_code in (202, 429), asked.text
+        if asked.status_code == 429:  # the stranger is held back, for minutes at most
+            assert 1 <= int(asked.headers["retry-after"]) <= services.settings.otp_send_window
+    otp_clock.advance(61)
     await services.redis.delete(f"otp:cool:{services.otp._phone_key(phone)}")
-    over = await client.post(
-        "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
-    )
-    assert over.status_code == 429 and "daily" in over.json()["detail"]
+    owner = await _ask(client, phone, random_ip())
+    assert owner.status_code == 202, owner.text
+    logged_in = await _log_in(client, phone)
+    assert logged_in.status_code == 200, logged_in.text
 
 
-async def test_otp_expires_after_five_minutes(client, services):
+async def test_a_requester_gets_a_few_codes_per_phone_and_waits_minutes_not_hours(
+    client, services, otp_clock
+):
+    phone, ip = random_phone(), random_ip()
+    s = services.settings
+    for _ in range(s.otp_sends_per_requester):
+        assert (await _ask(client, phone, ip)).status_code == 202
+        otp_clock.advance(s.otp_cooldown)
+    over = await _ask(client, phone, ip)
+    assert over.status_code == 429 and over.json()["errors"][0]["field"] == "phone"
+    wait = int(over.headers["retry-after"])
+    assert 1 <= wait <= s.otp_send_window
+    otp_clock.advance(wait)
+    assert (await _ask(client, phone, ip)).status_code == 202
+
+
+async def test_many_requesters_hold_a_phone_for_one_window_at_most(client, services, otp_clock):
+    phone, s = random_phone(), services.settings
+    for _ in range(s.otp_sends_per_phone):
+        assert (await _ask(client, phone, random_ip())).status_code == 202
+    over = await _ask(client, phone, random_ip())
+    assert over.status_code == 429
+    wait = int(over.headers["retry-after"])
+    assert 1 <= wait <= s.otp_send_window
+    # Asking again meanwhile does not push the wait back: refused asks are not counted.
+    for _ in range(5):
+        assert (await _ask(client, phone, random_ip())).status_code == 429
+    otp_clock.advance(wait)
+    assert (await _ask(client, phone, random_ip())).status_code == 202
+    assert (await _log_in(client, phone)).status_code == 200
+
+
+async def test_the_cooldown_is_the_requesters_own(client, otp_clock):
     phone = random_phone()
-    await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
-    ttl = await services.redis.ttl(f"otp:code:{services.otp._phone_key(phone)}")
-    assert 290 <= ttl <= 300
+    assert (await _ask(client, phone, random_ip())).status_code == 202
+    assert (await _ask(client, phone, random_ip())).status_code == 202  # someone else, at once
+
+
+async def test_a_code_asked_for_by_someone_else_does_not_void_the_owners(client, services, otp_clock):
+    phone = random_phone()
+    assert (await _ask(client, phone, random_ip())).status_code == 202
+    owners_code = await otp_from_outbox(client, phone)
+    otp_clock.advance(5)
+    assert (await _ask(client, phone, random_ip())).status_code == 202  # a stranger's ask
+    answer = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": owners_code})
+    assert answer.status_code == 200, answer.text
+
+
+async def test_otp_expires_after_five_minutes(client, services, otp_clock):
+    phone = random_phone()
+    assert (await _ask(client, phone, random_ip())).status_code == 202
+    code = await otp_from_outbox(client, phone)
+    otp_clock.advance(services.settings.otp_ttl + 1)
+    late = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+    assert late.status_code == 401 and "expired" in late.json()["detail"]
+
+
+async def test_the_dev_outbox_keeps_no_phone_in_clear_and_lives_as_long_as_a_code(client, services):
+    phone = random_phone()
+    assert (await _ask(client, phone, random_ip())).status_code == 202
+    code = await otp_from_outbox(client, phone)
+    keys = [k.decode() async for k in services.redis.scan_iter(match="dev:outbox:*")]
+    assert keys and not any(phone in k for k in keys)
+    stored = []
+    for key in keys:
+        stored += await services.redis.lrange(key, 0, -1)
+        assert 0 < await services.redis.ttl(key) <= services.settings.otp_ttl
+    assert not any(phone.encode() in item for item in stored)
+    assert any(code.encode() in item for item in stored)
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_whole_family(client):

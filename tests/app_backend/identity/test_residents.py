@@ -74,9 +74,12 @@ async def me(client: Any, tokens: dict[str, Any]) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-async def enrolled_person(services: Any) -> tuple[str, str]:
+async def enrolled_person(services: Any, *owners: dict[str, Any]) -> tuple[str, str]:
+    """A registry person; the phones of `owners` (logged-in residents) are registered to them by the carriers."""
     name, id_number = random_name(), random_id_number()
     await enrol_person(services, name, id_number)
+    for owner in owners:
+        await enrol_person(services, name, id_number, owner["phone"])
     return name, id_number
 
 
@@ -109,7 +112,7 @@ async def confirm_face(client: Any, tokens: dict[str, Any], session_id: str, tok
 
 async def test_real_name_raises_the_level_and_the_profile_shows_it_masked(client, services):
     tokens = await login(client)
-    name, id_number = await enrolled_person(services)
+    name, id_number = await enrolled_person(services, tokens)
     response = await real_name(client, tokens, name, id_number)
     assert response.status_code == 200, response.text
     assert response.json() == {"level": "L2"}
@@ -128,7 +131,7 @@ async def test_two_character_name_and_lowercase_x_are_accepted(client, services)
     while not id_number.endswith("X"):  # one number in eleven ends in X
         id_number = random_id_number()
     tokens = await login(client)
-    await enrol_person(services, "张琮", id_number)
+    await enrol_person(services, "张琮", id_number, tokens["phone"])
     response = await real_name(client, tokens, "  张琮 ", id_number.lower())
     assert response.status_code == 200, response.text
     profile = await me(client, tokens)
@@ -257,17 +260,21 @@ async def test_real_name_needs_a_login(client):
 async def test_an_id_number_backs_one_account_only(client, services):
     first = await real_named(client, services, name=random_name())
     second = await login(client)
+    await enrol_person(
+        services, first["name"], first["id_number"], second["phone"]
+    )  # a second phone of theirs
     response = await real_name(client, second, first["name"], first["id_number"])
     body = assert_problem(response, 409, "id_number")
     assert body["type"].endswith("id-number-taken")
+    assert "face verification" in body["detail"]  # the way back for the rightful owner
     profile = await me(client, second)
     assert profile["level"] == "L1" and profile["id_number"] is None
     assert (await me(client, first))["level"] == "L2"
 
 
 async def test_two_residents_racing_for_one_id_number_yield_one_winner(client, services, db):
-    name, id_number = await enrolled_person(services)
     racers = [await login(client) for _ in range(2)]
+    name, id_number = await enrolled_person(services, *racers)
     answers = await asyncio.gather(*(real_name(client, t, name, id_number) for t in racers))
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     loser = next(a for a in answers if a.status_code == 409)
@@ -283,7 +290,7 @@ async def test_two_residents_racing_for_one_id_number_yield_one_winner(client, s
 
 async def test_one_resident_double_submitting_gets_one_success(client, services):
     tokens = await login(client)
-    name, id_number = await enrolled_person(services)
+    name, id_number = await enrolled_person(services, tokens)
     answers = await asyncio.gather(*(real_name(client, tokens, name, id_number) for _ in range(3)))
     assert sorted(a.status_code for a in answers) == [200, 409, 409], [a.text for a in answers]
 
@@ -298,6 +305,7 @@ async def test_already_verified_is_409_and_keeps_the_first_identity(client, serv
     assert profile["id_number"] == tokens["id_number"][:3] + "*" * 11 + tokens["id_number"][-4:]
     # The number that was refused is still free for its owner.
     owner = await login(client)
+    await enrol_person(services, other_name, other_number, owner["phone"])
     assert (await real_name(client, owner, other_name, other_number)).status_code == 200
 
 
@@ -312,12 +320,13 @@ async def test_the_sixth_real_name_attempt_in_a_day_is_429_with_retry_after(clie
     assert (await me(client, tokens))["level"] == "L1"
     # The limit is per resident: someone else is not held back.
     other = await login(client)
+    await enrol_person(services, name, id_number, other["phone"])
     assert (await real_name(client, other, name, id_number)).status_code == 200
 
 
 async def test_badly_formed_attempts_do_not_use_up_the_daily_attempts(client, services):
     tokens = await login(client)
-    name, id_number = await enrolled_person(services)
+    name, id_number = await enrolled_person(services, tokens)
     for _ in range(8):
         assert (await real_name(client, tokens, name, id_number[:17])).status_code == 400
     assert (await real_name(client, tokens, name, id_number)).status_code == 200
@@ -484,7 +493,7 @@ async def test_no_table_holds_a_residents_personal_data_in_plain(client, service
 
 async def test_audit_records_of_a_resident_carry_no_personal_data(client, services, db):
     tokens = await login(client)
-    name, id_number = await enrolled_person(services)
+    name, id_number = await enrolled_person(services, tokens)
     await real_name(client, tokens, not_the_name(name), id_number)  # no match
     await real_name(client, tokens, name, id_number)  # success
     rows = await db.fetch(
@@ -531,7 +540,7 @@ def every_log_line_on_stdout(capfd: pytest.CaptureFixture[str]) -> Iterator[None
 
 async def test_logs_never_contain_personal_data(client, services, capfd, every_log_line_on_stdout):
     phone = random_phone()
-    name, id_number = await enrolled_person(services)
+    name, id_number = await enrolled_person(services, {"phone": phone})
     ip = {"X-Forwarded-For": random_ip()}
     sent = await client.post("/api/v1/auth/otp", json={"phone": f"+86 {phone}"}, headers=ip)
     assert sent.status_code == 202

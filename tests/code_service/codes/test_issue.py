@@ -588,7 +588,7 @@ async def test_status_that_arrives_before_the_account_applies_once_real_named(cl
     fed = await feed_health(client, department, id_number, "yellow")
     assert fed == {"accepted": 1, "changed": 1, "holders_with_accounts": 0}
     tokens = await login(client)
-    await enrol_person(services, "孙权", id_number)
+    await enrol_person(services, "孙权", id_number, tokens["phone"])
     named = await client.post(
         "/api/v1/me/real-name", json={"name": "孙权", "id_number": id_number}, headers=bearer(tokens)
     )

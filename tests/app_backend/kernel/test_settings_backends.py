@@ -1,0 +1,47 @@
+"""Production cannot run on dev stand-ins: outside dev and test, a backend setting that names a dev stand-in or an
+unknown connector refuses to start, naming the setting (issue 13)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+import pytest
+
+from app_backend.kernel.settings import DEV_SECRET_NAMES, load_settings
+
+
+def _production(**backends: str) -> dict[str, str]:
+    env = {"TZT_ENV": "production", "TZT_DATA_DIR": "/nonexistent/tzt"}
+    env.update(
+        {f"TZT_{n.upper()}": base64.b64encode(secrets.token_bytes(32)).decode() for n in DEV_SECRET_NAMES}
+    )
+    env.update({f"TZT_{name.upper()}_BACKEND": value for name, value in backends.items()})
+    return env
+
+
+@pytest.mark.parametrize("setting", ["sms", "registry", "liveness"])
+@pytest.mark.parametrize("value", ["anything-unknown", "dev", "Dev", ""])
+def test_production_refuses_an_unknown_or_dev_backend_naming_the_setting(setting, value):
+    with pytest.raises(RuntimeError) as refused:
+        load_settings(_production(**{setting: value}))
+    assert f"TZT_{setting.upper()}_BACKEND" in str(refused.value)
+
+
+def test_production_with_every_backend_unset_names_all_three():
+    # Unset means dev: the defaults are the stand-ins, which production refuses.
+    with pytest.raises(RuntimeError) as refused:
+        load_settings(_production())
+    for setting in ("TZT_SMS_BACKEND", "TZT_REGISTRY_BACKEND", "TZT_LIVENESS_BACKEND"):
+        assert setting in str(refused.value)
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_dev_and_test_run_on_the_stand_ins(env, tmp_path):
+    settings = load_settings({"TZT_ENV": env, "TZT_DATA_DIR": str(tmp_path)})
+    assert (settings.sms_backend, settings.registry_backend, settings.liveness_backend) == (
+        "dev",
+        "dev",
+        "dev",
+    )
+    assert settings.backend_problems() == []
