@@ -18,6 +18,7 @@ import pytest
 
 from code_service.holder import DeviceWallet
 from code_service.verifier import OfflineVerifier
+from code_service.verifier.base45 import b45decode, b45encode
 from code_service.verifier.denylist import unpack_ids
 from code_service.verifier.format import decode
 from payments.transit.tasks import (
@@ -565,6 +566,106 @@ async def test_trips_with_no_agreement_left_are_a_debt(client, services, wechat,
         100,
     )
     assert (await _ride_answer(client, operator, person))["reason"] == "no-agreement"
+    await _ledger_ok(services)
+
+
+# --- only proven taps are billed ----------------------------------------------------------------------------
+
+
+def _forged(code: str) -> str:
+    """The code with one bit of its signature changed."""
+    payload = bytearray(b45decode(code[4:]))
+    payload[-1] ^= 0x01
+    return code[:4] + b45encode(bytes(payload))
+
+
+async def _send(client: Any, gate: dict[str, Any], taps: list[dict[str, Any]]) -> list[str]:
+    """Uploads taps and returns each one's status (and reason, when refused)."""
+    sent = await signed(client, gate, "POST", "/api/v1/gates/taps", {"taps": taps})
+    assert sent.status_code == 200, sent.text
+    return [t["status"] + (":" + t["reason"] if "reason" in t else "") for t in sent.json()["taps"]]
+
+
+async def _nothing_charged(client: Any, services: Any, person: dict[str, Any]) -> None:
+    assert await _trips(client, person) == []
+    assert await _deductions(services, person) == []
+    debts = await client.get(f"{TRANSIT}/debts", headers=bearer(person))
+    assert debts.json() == {"total_fen": 0, "debts": []}, debts.text
+    assert await _balance(services, f"rider_receivable:{person['resident_id']}") == 0
+
+
+async def test_invented_forged_and_replayed_taps_charge_nobody(client, services, wechat, operator):
+    """Issue 13: a gate credential uploaded an invented entry and exit 40 days back with random ids and the
+    rider was charged (a rider without an agreement got a debt and landed on the deny list)."""
+    with_agreement = await real_named(client, services)
+    await _sign_wechat(client, with_agreement)
+    without = await real_named(client, services)
+    other_operator = await machine_credential(client, services, ["verify:transit", "gates:taps"])
+    back = dt.datetime.now(BEIJING) - dt.timedelta(days=40)
+    now = dt.datetime.now(BEIJING)
+    for person in (with_agreement, without):
+        subject = await _subject(client, person)
+        codes = await code_minter(client, services, person)
+        # The attack as it was: claimed subjects and random code ids are no longer understood at all.
+        claimed = [
+            {**_tap(codes, "in", "泰州站", back), "subject": subject, "code_id": uuid.uuid4().hex[:16]},
+            {**_tap(codes, "out", "高港", back + dt.timedelta(minutes=40)), "subject": subject},
+        ]
+        for tap in claimed:
+            del tap["code"]
+        refused = await signed(client, operator, "POST", "/api/v1/gates/taps", {"taps": claimed})
+        assert refused.status_code == 400, refused.text
+        # Genuine codes of that day, forged codes, a code outside its window, another operator's verification.
+        stale = _ride(codes, back, "泰州站", "高港", minutes=40)
+        forged = [
+            {**tap, "code": _forged(tap["code"])}
+            for tap in _ride(codes, now - dt.timedelta(hours=1), "泰州站", "高港")
+        ]
+        shifted = {**_tap(codes, "in", "泰州站", now - dt.timedelta(hours=1)), "code": codes(now)}
+        online = await verify(client, other_operator, await personal_code(client, person), "transit")
+        foreign = _tap(codes, "in", "泰州站", now)
+        del foreign["code"]
+        foreign["verification_id"] = online.json().get("verification_id") or str(uuid.uuid4())
+        assert await _send(client, operator, [*stale, *forged, shifted, foreign]) == [
+            "refused:too-late",
+            "refused:too-late",
+            "refused:bad-signature",
+            "refused:bad-signature",
+            "refused:not-yet-valid",
+            "refused:unknown-verification",
+        ]
+    await _build_trips(services)
+    await deduct_transit_fares(_ctx(services))
+    for person in (with_agreement, without):
+        await _nothing_charged(client, services, person)
+    # Nobody landed on the deny list as a debtor; the one without an agreement is refused for that alone.
+    _, body = await _deny_document(client, operator, 0)
+    assert int(await _subject(client, without), 16) not in _ids(body["debtor"]["add"])
+    assert (await _ride_answer(client, operator, without))["reason"] == "no-agreement"
+    assert (await _ride_answer(client, operator, with_agreement))["allowed"] is True
+    await _ledger_ok(services)
+
+
+async def test_a_real_ride_is_charged_once_however_often_it_is_uploaded(client, services, wechat, operator):
+    person = await real_named(client, services)
+    await _sign_wechat(client, person)
+    codes = await code_minter(client, services, person)
+    ride = _ride(codes, _day(), "泰州站", "凤城河")  # 11.2 km: 3 yuan
+    assert await _send(client, operator, ride) == ["accepted", "accepted"]
+    # The gate lost the answer and sends the batch again; another operator's gate shows the same codes again.
+    assert await _send(client, operator, ride) == ["duplicate", "duplicate"]
+    elsewhere = await machine_credential(client, services, ["gates:taps"])
+    again = [{**tap, "tap_id": "bus-" + uuid.uuid4().hex} for tap in ride]
+    assert await _send(client, elsewhere, again) == ["refused:replayed", "refused:replayed"]
+    await _build_trips(services)
+    assert await _send(client, operator, ride) == ["duplicate", "duplicate"]  # after the trip was built, too
+    await _build_trips(services)
+    (trip,) = await _trips(client, person)
+    assert (trip["kind"], trip["charged_fen"]) == ("paired", 300)
+    await deduct_transit_fares(_ctx(services))
+    await deduct_transit_fares(_ctx(services))
+    (deduction,) = await _deductions(services, person)
+    assert deduction["amount_fen"] == 300
     await _ledger_ok(services)
 
 
