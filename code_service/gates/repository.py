@@ -136,7 +136,7 @@ class TapRepository:
         self, conn: Connection, organisation_id: uuid.UUID, taps: list[TapValues]
     ) -> list[str]:
         """The tap ids inserted. Skipped: a tap id this operator uploaded before, and a tap whose code already
-        has its entry (or single tap) or its exit (the taps_replay_idx slot), from another upload or gate."""
+        has its entry, exit or single tap (taps_replay_entry_idx, taps_replay_exit_idx), from a concurrent upload."""
         if not taps:
             return []
         records = await conn.fetch(

@@ -10,9 +10,11 @@ CREATE UNIQUE INDEX scans_verification_idx ON codes.scans (verification_id) WHER
 -- Taps uploaded before this migration have neither: they were claims, and the fare side takes them over as
 -- taps of no known rider, so they are never billed.
 ALTER TABLE codes.taps ADD COLUMN resident_id uuid, ADD COLUMN verification_id uuid;
--- At most one entry and one exit, or one single tap, per code, over every operator and gate: an entry and a
--- single tap share a slot. code_id holds the verified code's replay id on proven taps.
-CREATE UNIQUE INDEX taps_replay_idx ON codes.taps (code_id, (direction = 'out')) WHERE resident_id IS NOT NULL;
+-- At most one entry and one exit, or one single tap, per code, over every operator and gate (code_id holds the
+-- verified code's replay id on proven taps). Two slots per code: a single tap takes both, so it shares the first
+-- index's slot with an entry and the second's with an exit, while an entry and an exit fit together.
+CREATE UNIQUE INDEX taps_replay_entry_idx ON codes.taps (code_id, (direction = 'out')) WHERE resident_id IS NOT NULL;
+CREATE UNIQUE INDEX taps_replay_exit_idx ON codes.taps (code_id, (direction = 'in')) WHERE resident_id IS NOT NULL;
 
 -- Taps the platform refused, for the operator's report; they never reach the fare side.
 CREATE TABLE codes.refused_taps (

@@ -4,6 +4,7 @@ verified code belongs to. Refused taps are answered per tap, stored, counted and
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import uuid
@@ -477,3 +478,21 @@ async def test_the_operator_sees_its_refused_taps_and_no_one_else_does(client, s
         response = await signed(client, metro, "GET", f"{REFUSED}?since={bad}")
         assert response.status_code == 400, (bad, response.text)
     assert (await signed(client, metro, "GET", f"{REFUSED}?limit=0")).status_code == 400
+
+
+async def test_gates_uploading_one_code_at_the_same_moment_get_one_tap(client, services, db):
+    """Two gates upload taps of one code at once: the check before storing cannot see the other's, the store's own
+    constraint on the code's entry and exit slots does (a single tap takes both)."""
+    person = await rider(client, services)
+    metro = await machine_credential(client, services, GATE_SCOPES)
+    bus = await machine_credential(client, services, GATE_SCOPES)
+    for first, second in (("single", "out"), ("in", "single"), ("out", "out")):
+        code = await personal_code(client, person)
+        prefix = _prefix()
+        answers = await asyncio.gather(
+            _upload(client, metro, [_tap(f"{prefix}m", first, _now(), code)]),
+            _upload(client, bus, [_tap(f"{prefix}b", second, _now(), code)]),
+        )
+        outcomes = sorted(_statuses(a)[0] for a in answers)
+        assert outcomes == [("accepted", None), ("refused", "replayed")], (first, second, outcomes)
+        assert len(await _stored(db, prefix)) == 1
