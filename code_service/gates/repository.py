@@ -165,10 +165,19 @@ class TapRepository:
                SELECT $1, t.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                           $7::timestamptz[], $8::uuid[], $9::text[])
                     AS t(tap_id, gate_id, line, station, direction, tapped_at, verification_id, reason)
-               ON CONFLICT (organisation_id, tap_id) DO NOTHING""",
+               ON CONFLICT (organisation_id, tap_id) DO UPDATE SET reason = EXCLUDED.reason""",
             organisation_id,
             *[list(column) for column in zip(*taps, strict=True)],
         )
+
+    async def forget_refused(self, conn: Connection, organisation_id: uuid.UUID, tap_ids: list[str]) -> None:
+        """Taps refused before and proven now are no longer reported as refused."""
+        if tap_ids:
+            await conn.execute(
+                "DELETE FROM codes.refused_taps WHERE organisation_id = $1 AND tap_id = ANY($2::text[])",
+                organisation_id,
+                tap_ids,
+            )
 
     async def known(
         self, conn: Connection, organisation_id: uuid.UUID, tap_ids: list[str]

@@ -29,6 +29,9 @@ _RECORDABLE_YEARS = (2000, 2999)
 # How long after a tap its gate may upload it: long enough for an offline gate to come back after an outage over
 # a weekend, short enough that a tap cannot be invented for a day long gone (docs/api.md, Taps).
 MAX_UPLOAD_DELAY = 72 * 3600
+# A verification another server process made a moment ago may not be written yet (scan records are written in
+# batches off the verify path): a tap refused for naming an unknown verification is proven again when sent again.
+_RETRYABLE = frozenset({"unknown-verification"})
 REFUSED_TAPS = Counter(
     "tzt_taps_refused_total", "Uploaded taps the platform refused (never billed), by reason", ["reason"]
 )
@@ -137,8 +140,11 @@ class TapService:
                 )
         operator = scanner.organisation_id
         batch = list({t.tap_id: t for t in taps}.values())
+        # A tap id sent again keeps its first outcome, except a refusal that may not hold any more.
         known = {
-            r.tap_id: r.reason for r in await self._repo.known(conn, operator, [t.tap_id for t in batch])
+            r.tap_id: r.reason
+            for r in await self._repo.known(conn, operator, [t.tap_id for t in batch])
+            if r.reason not in _RETRYABLE
         }
         outcomes: dict[str, TapOutcome] = {
             tap_id: TapOutcome(tap_id, "duplicate")
@@ -194,7 +200,7 @@ class TapService:
         )
         skipped = [t.tap_id for t, _ in proven if t.tap_id not in inserted]
         if skipped:  # a concurrent upload took the tap id (the same tap) or the code's slot (a replay)
-            again = {r.tap_id for r in await self._repo.known(conn, operator, skipped)}
+            again = {r.tap_id for r in await self._repo.known(conn, operator, skipped) if r.reason is None}
             for tap_id in skipped:
                 if tap_id in again:
                     outcomes[tap_id] = TapOutcome(tap_id, "duplicate")
@@ -202,6 +208,7 @@ class TapService:
                     refused[tap_id] = "replayed"
         for tap_id in inserted:
             outcomes[tap_id] = TapOutcome(tap_id, "accepted")
+        await self._repo.forget_refused(conn, operator, list(inserted))
         if refused:
             by_id = {t.tap_id: t for t in batch}
             await self._repo.insert_refused(

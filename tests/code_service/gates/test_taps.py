@@ -496,3 +496,32 @@ async def test_gates_uploading_one_code_at_the_same_moment_get_one_tap(client, s
         outcomes = sorted(_statuses(a)[0] for a in answers)
         assert outcomes == [("accepted", None), ("refused", "replayed")], (first, second, outcomes)
         assert len(await _stored(db, prefix)) == 1
+
+
+async def test_a_verification_not_written_yet_is_looked_up_again_when_the_tap_is_sent_again(
+    client, services, db
+):
+    """Scan records are written in batches by the process that verified; another process may be asked about the
+    verification first. The tap is refused then, and proven when the gate sends it again."""
+    person = await rider(client, services)
+    gate = await machine_credential(client, services, GATE_SCOPES)
+    subject = decode(await personal_code(client, person)).subject
+    verification_id = uuid.uuid4()
+    prefix = _prefix()
+    tap = _tap(f"{prefix}1", "in", _now(), verification_id=str(verification_id))
+    assert _statuses(await _upload(client, gate, [tap])) == [("refused", "unknown-verification")]
+    # The other process's record arrives.
+    await db.execute(
+        """INSERT INTO codes.scans (at, subject, organisation_id, organisation_name, key_id, scene, verdict,
+                                    reason, verification_id, replay_id)
+           VALUES (now(), $1, $2, 'metro', $3, 'transit', 'allowed', 'ok', $4, $5)""",
+        subject,
+        uuid.UUID(gate["organisation"]["id"]),
+        gate["key_id"],
+        verification_id,
+        secrets.token_bytes(8),
+    )
+    assert _statuses(await _upload(client, gate, [tap])) == [("accepted", None)]
+    assert _statuses(await _upload(client, gate, [tap])) == [("duplicate", None)]
+    assert await _refused_rows(db, prefix) == []
+    assert [str(r["resident_id"]) for r in await _stored(db, prefix)] == [person["resident_id"]]
