@@ -141,11 +141,13 @@ class TapService:
         operator = scanner.organisation_id
         batch = list({t.tap_id: t for t in taps}.values())
         # A tap id sent again keeps its first outcome, except a refusal that may not hold any more.
-        known = {
-            r.tap_id: r.reason
-            for r in await self._repo.known(conn, operator, [t.tap_id for t in batch])
-            if r.reason not in _RETRYABLE
-        }
+        known: dict[str, str | None] = {}
+        retried: set[str] = set()
+        for row in await self._repo.known(conn, operator, [t.tap_id for t in batch]):
+            if row.reason in _RETRYABLE:
+                retried.add(row.tap_id)
+            else:
+                known[row.tap_id] = row.reason
         outcomes: dict[str, TapOutcome] = {
             tap_id: TapOutcome(tap_id, "duplicate")
             if reason is None
@@ -208,7 +210,7 @@ class TapService:
                     refused[tap_id] = "replayed"
         for tap_id in inserted:
             outcomes[tap_id] = TapOutcome(tap_id, "accepted")
-        await self._repo.forget_refused(conn, operator, list(inserted))
+        await self._repo.forget_refused(conn, operator, list(inserted & retried))
         if refused:
             by_id = {t.tap_id: t for t in batch}
             await self._repo.insert_refused(
