@@ -18,7 +18,7 @@ from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.service import FeedService
 from code_service.gates.service import DenyListService, TapService, TransitGates
 from code_service.keys.service import KeyService
-from code_service.verification.service import ScanRecorder, VerificationService
+from code_service.verification.service import CLOCK_SKEW, ScanRecorder, VerificationService
 
 
 @dataclass
@@ -30,7 +30,7 @@ class CodeServices:
     issuing: IssuingService
     deny: DenyListService
     taps: TapService
-    # What payments' transit fares ask of the gates: uploaded taps, the rider behind a subject, debtors.
+    # What payments' transit fares ask of the gates: proven taps with their riders, debtors.
     transit_gates: TransitGates
     feeds: FeedService
     recorder: ScanRecorder
@@ -47,13 +47,16 @@ class CodeServices:
         health: RedisHealth,
         rider_secret: bytes,
         batches: BatchRunner,
-        skew: int = 30,
+        skew: int = CLOCK_SKEW,
     ) -> CodeServices:
         keys = KeyService(pool, box)
         facts = FactsService(pool, redis, residents, enterprises)
         deny = DenyListService(redis, keys)
         issuing = IssuingService(pool, redis, keys, facts, deny, enterprises, health, batches)
         recorder = ScanRecorder(pool)
+        verification = VerificationService(
+            redis, health, keys, facts, recorder, rider_secret, batches, skew, pool=pool, deny=deny
+        )
         return cls(
             pool=pool,
             redis=redis,
@@ -61,13 +64,11 @@ class CodeServices:
             facts=facts,
             issuing=issuing,
             deny=deny,
-            taps=TapService(),
+            taps=TapService(verification),
             feeds=FeedService(residents, facts, issuing),
             transit_gates=TransitGates(deny),
             recorder=recorder,
-            verification=VerificationService(
-                redis, health, keys, facts, recorder, rider_secret, batches, skew, pool=pool, deny=deny
-            ),
+            verification=verification,
         )
 
     async def account_status_changed(self, conn: Connection, resident_id: uuid.UUID, blocked: bool) -> None:

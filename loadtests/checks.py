@@ -125,7 +125,8 @@ async def trips_of(client: Any, riders: Sequence[Resident]) -> dict[str, int]:
 
 
 def check_taps(backend: Backend, tap_ids: list[str], drill: bool) -> tuple[Verdict | None, str]:
-    """Every tap of a batch acknowledged with a 2xx answer is stored (judged when the database is reachable)."""
+    """Every tap the platform took (accepted or duplicate in a 2xx answer) is stored (judged when the database is
+    reachable). Refused taps are counted in the tally by reason (`taps refused: <reason>`)."""
     if not tap_ids:
         return None, "no taps acknowledged"
     if not backend.database_url:

@@ -1,7 +1,7 @@
 """What each Locust process counts beyond Locust's own statistics, written to files the runner merges:
 every request's outcome by the second it started and ended (the peak window's throughput, the Redis outage
 window), the verdicts the verifiers returned, degraded answers, flow counters (orders paid, idempotent replays),
-and the ids of taps the gates had acknowledged with a 2xx answer (a line per batch, flushed at once)."""
+and the ids of taps the platform took in a 2xx answer (accepted or duplicate; a line per batch, flushed at once)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import random
 import re
+import secrets
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from httpx import AsyncClient as AsyncTestClient
@@ -15,6 +17,7 @@ from app_backend.composition.wiring import Services
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import id_number_check_char, uscc_check_char
 from app_backend.organisations.signing import sign_request
+from code_service.verifier.format import TYPE_PERSONAL, decode, encode_server_code
 
 _rng = random.SystemRandom()
 
@@ -202,6 +205,30 @@ async def personal_code(client: AsyncTestClient, person: dict[str, Any]) -> str:
     issued = await client.post("/api/v1/codes/personal", headers=bearer(person))
     assert issued.status_code == 200, issued.text
     return issued.json()["code"]  # type: ignore[no-any-return]
+
+
+async def code_minter(
+    client: AsyncTestClient, services: Services, person: dict[str, Any]
+) -> Callable[[dt.datetime], str]:
+    """Codes of `person` exactly as the platform signs them, but issued at any moment: what a gate scanned then.
+    Taps are proven at their own time, so a test of taps on past days needs codes of those days. (The one place
+    tests make codes of the past: a new code format changes this function alone.)"""
+    issued = decode(await personal_code(client, person))
+    signer = await services.codes.keys.signer()
+
+    def at(moment: dt.datetime) -> str:
+        return encode_server_code(
+            signer.private_key,
+            signer.kid_bytes,
+            TYPE_PERSONAL,
+            issued.subject,
+            secrets.token_bytes(8),
+            int(moment.timestamp()),
+            60,
+            issued.flags,
+        )
+
+    return at
 
 
 async def register_device(client: AsyncTestClient, person: dict[str, Any], wallet: Any) -> dict[str, Any]:

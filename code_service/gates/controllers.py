@@ -12,7 +12,7 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import problems
 from code_service.auth import Scanner
-from code_service.gates.schemas import DenyListDocument, TapBatch, TapReceipt
+from code_service.gates.schemas import DenyListDocument, RefusedTaps, TapBatch, TapReceipt
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices
@@ -49,10 +49,22 @@ class GateController(Controller):
     @post(
         "/taps",
         status_code=HTTP_200_OK,
-        summary="Upload a batch of taps (idempotent per tap_id)",
+        summary="Upload a batch of taps, each proven by its scanned code or verification_id (idempotent per tap_id)",
         # Up to 5000 taps of a few hundred bytes each: more than the app's default body limit.
         request_max_body_size=TAPS_MAX_BODY,
     )
     async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Connection) -> TapReceipt:
         _require(scanner, "gates:taps")
         return await codes.taps.upload(db, scanner, data.taps)
+
+    @get("/taps/refused", summary="This operator's refused taps after `since` (a seq), oldest first")
+    async def refused_taps(
+        self,
+        codes: CodeServices,
+        scanner: Scanner,
+        db: Connection,
+        since: int = Parameter(query="since", default=0, ge=0, le=2**63 - 1),
+        limit: int = Parameter(query="limit", default=500, ge=1, le=5000),
+    ) -> RefusedTaps:
+        _require(scanner, "gates:taps")
+        return await codes.taps.refused(db, scanner, since, limit)

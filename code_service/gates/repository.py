@@ -15,9 +15,14 @@ from app_backend.kernel.db import Connection, fetch_rows
 _DENY_LOCK = 0x7A7464  # "tzd"
 # Device credentials live at most 24 h; after that their deny entries carry no meaning.
 CREDENTIAL_ENTRY_LIFE = "25 hours"
-# One uploaded tap in the column order of TapRepository.insert_many: tap_id, gate_id, line, station, direction,
-# tapped_at, rider_token, code_id, subject, credential_id.
-TapValues: TypeAlias = tuple[str, str, str, str, str, dt.datetime, str, bytes, bytes, bytes | None]
+# One proven tap in the column order of TapRepository.insert_many: tap_id, gate_id, line, station, direction,
+# tapped_at, rider_token, code_id (the verified code's replay id), credential_id, resident_id, verification_id.
+TapValues: TypeAlias = tuple[
+    str, str, str, str, str, dt.datetime, str, bytes, bytes | None, uuid.UUID, uuid.UUID | None
+]
+# One refused tap in the column order of TapRepository.insert_refused: tap_id, gate_id, line, station, direction,
+# tapped_at, verification_id, reason.
+RefusedValues: TypeAlias = tuple[str, str, str, str, str, dt.datetime, uuid.UUID | None, str]
 
 
 class DenyEntryRow(msgspec.Struct, frozen=True):
@@ -31,14 +36,29 @@ class DenyChangeRow(msgspec.Struct, frozen=True):
     op: str  # add | remove
 
 
-class TapRow(msgspec.Struct, frozen=True):
-    """A subject's tap as the gate uploaded it."""
+class KnownTapRow(msgspec.Struct, frozen=True):
+    """A tap id an operator uploaded before: proven (reason None) or refused (and why)."""
 
     tap_id: str
+    reason: str | None
+
+
+class ReplaySlotRow(msgspec.Struct, frozen=True):
+    code_id: bytes
+    direction: str
+
+
+class RefusedTapRow(msgspec.Struct, frozen=True):
+    seq: int
+    tap_id: str
     gate_id: str
+    line: str
     station: str
-    direction: str  # in | out | single
+    direction: str
     tapped_at: dt.datetime
+    received_at: dt.datetime
+    reason: str
+    verification_id: uuid.UUID | None
 
 
 class UntakenTapRow(msgspec.Struct, frozen=True):
@@ -51,7 +71,7 @@ class UntakenTapRow(msgspec.Struct, frozen=True):
     station: str
     direction: str  # in | out | single
     tapped_at: dt.datetime
-    subject: bytes | None
+    resident_id: uuid.UUID | None
 
 
 class DenyRepository:
@@ -115,29 +135,105 @@ class TapRepository:
     async def insert_many(
         self, conn: Connection, organisation_id: uuid.UUID, taps: list[TapValues]
     ) -> list[str]:
-        """The tap ids inserted (a tap id this operator uploaded before is skipped)."""
+        """The tap ids inserted. Skipped: a tap id this operator uploaded before, and a tap whose code already
+        has its entry, exit or single tap (taps_replay_entry_idx, taps_replay_exit_idx), from a concurrent upload."""
+        if not taps:
+            return []
         records = await conn.fetch(
             """INSERT INTO codes.taps (tap_id, organisation_id, gate_id, line, station, direction, tapped_at,
-                                       rider_token, code_id, subject, credential_id)
+                                       rider_token, code_id, credential_id, resident_id, verification_id)
                SELECT t.tap_id, $1, t.gate_id, t.line, t.station, t.direction, t.tapped_at, t.rider_token,
-                      t.code_id, t.subject, t.credential_id
+                      t.code_id, t.credential_id, t.resident_id, t.verification_id
                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-                           $8::text[], $9::bytea[], $10::bytea[], $11::bytea[])
-                    AS t(tap_id, gate_id, line, station, direction, tapped_at, rider_token, code_id, subject,
-                         credential_id)
-               ON CONFLICT (organisation_id, tap_id) DO NOTHING RETURNING tap_id""",
+                           $8::text[], $9::bytea[], $10::bytea[], $11::uuid[], $12::uuid[])
+                    AS t(tap_id, gate_id, line, station, direction, tapped_at, rider_token, code_id,
+                         credential_id, resident_id, verification_id)
+               ON CONFLICT DO NOTHING RETURNING tap_id""",
             organisation_id,
             *[list(column) for column in zip(*taps, strict=True)],
         )
         return [record[0] for record in records]
 
-    async def for_subject(self, conn: Connection, subject: bytes) -> list[TapRow]:
+    async def insert_refused(
+        self, conn: Connection, organisation_id: uuid.UUID, taps: list[RefusedValues]
+    ) -> None:
+        if not taps:
+            return
+        await conn.execute(
+            """INSERT INTO codes.refused_taps (organisation_id, tap_id, gate_id, line, station, direction,
+                                               tapped_at, verification_id, reason)
+               SELECT $1, t.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                          $7::timestamptz[], $8::uuid[], $9::text[])
+                    AS t(tap_id, gate_id, line, station, direction, tapped_at, verification_id, reason)
+               ON CONFLICT (organisation_id, tap_id) DO UPDATE SET reason = EXCLUDED.reason""",
+            organisation_id,
+            *[list(column) for column in zip(*taps, strict=True)],
+        )
+
+    async def forget_refused(self, conn: Connection, organisation_id: uuid.UUID, tap_ids: list[str]) -> None:
+        """Taps refused before and proven now are no longer reported as refused."""
+        if tap_ids:
+            await conn.execute(
+                "DELETE FROM codes.refused_taps WHERE organisation_id = $1 AND tap_id = ANY($2::text[])",
+                organisation_id,
+                tap_ids,
+            )
+
+    async def known(
+        self, conn: Connection, organisation_id: uuid.UUID, tap_ids: list[str]
+    ) -> list[KnownTapRow]:
         return await fetch_rows(
             conn,
-            TapRow,
-            "SELECT tap_id, gate_id, station, direction, tapped_at FROM codes.taps WHERE subject = $1 "
-            "ORDER BY tapped_at",
-            subject,
+            KnownTapRow,
+            """SELECT tap_id, NULL::text AS reason FROM codes.taps
+               WHERE organisation_id = $1 AND tap_id = ANY($2::text[])
+               UNION ALL
+               SELECT tap_id, reason FROM codes.refused_taps
+               WHERE organisation_id = $1 AND tap_id = ANY($2::text[])""",
+            organisation_id,
+            tap_ids,
+        )
+
+    async def replay_slots(self, conn: Connection, replay_ids: list[bytes]) -> list[ReplaySlotRow]:
+        """The directions proven taps already hold for these codes, over every operator."""
+        if not replay_ids:
+            return []
+        return await fetch_rows(
+            conn,
+            ReplaySlotRow,
+            """SELECT code_id, direction FROM codes.taps
+               WHERE code_id = ANY($1::bytea[]) AND resident_id IS NOT NULL""",
+            replay_ids,
+        )
+
+    async def denied_at(
+        self, conn: Connection, entries: list[tuple[int, str, bytes, dt.datetime]]
+    ) -> set[int]:
+        """Of (number, kind, entry, at), the numbers whose entry was on the deny list at `at` (its last change
+        by then was an add), in one statement."""
+        if not entries:
+            return set()
+        records = await conn.fetch(
+            """SELECT k.n FROM unnest($1::int[], $2::text[], $3::bytea[], $4::timestamptz[]) AS k(n, kind, entry, at)
+               WHERE (SELECT d.op FROM codes.deny_changes d
+                      WHERE d.kind = k.kind AND d.entry = k.entry AND d.at <= k.at
+                      ORDER BY d.version DESC LIMIT 1) = 'add'""",
+            *[list(column) for column in zip(*entries, strict=True)],
+        )
+        return {record[0] for record in records}
+
+    async def refused_since(
+        self, conn: Connection, organisation_id: uuid.UUID, since: int, limit: int
+    ) -> list[RefusedTapRow]:
+        return await fetch_rows(
+            conn,
+            RefusedTapRow,
+            """SELECT seq, tap_id, gate_id, line, station, direction, tapped_at, received_at, reason,
+                      verification_id
+               FROM codes.refused_taps WHERE organisation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+            organisation_id,
+            since,
+            limit,
         )
 
     async def untaken(self, conn: Connection, limit: int) -> list[UntakenTapRow]:
@@ -145,7 +241,7 @@ class TapRepository:
         return await fetch_rows(
             conn,
             UntakenTapRow,
-            """SELECT organisation_id, tap_id, gate_id, line, station, direction, tapped_at, subject
+            """SELECT organisation_id, tap_id, gate_id, line, station, direction, tapped_at, resident_id
                FROM codes.taps WHERE fare_taken_at IS NULL ORDER BY received_at LIMIT $1
                FOR UPDATE SKIP LOCKED""",
             limit,

@@ -6,21 +6,36 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Protocol
 
+import structlog
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import invalid_field
 from code_service.auth import Scanner
 from code_service.codes.repository import SubjectRepository
-from code_service.gates.repository import DenyRepository, TapRepository, TapValues, UntakenTapRow
-from code_service.gates.schemas import GateTap, Tap, TapReceipt
+from code_service.gates.repository import DenyRepository, TapRepository, UntakenTapRow
+from code_service.gates.schemas import GateTap, RefusedTap, RefusedTaps, Tap, TapOutcome, TapReceipt
 from code_service.keys.service import KeyService
+from code_service.verification.schemas import ProvenCode
 from code_service.verifier.denylist import KINDS
 from code_service.verifier.format import sign_raw
 
 # Gates record times of this era; a year far outside it is malformed (PostgreSQL cannot store some of them).
 _RECORDABLE_YEARS = (2000, 2999)
+# How long after a tap its gate may upload it: long enough for an offline gate to come back after an outage over
+# a weekend, short enough that a tap cannot be invented for a day long gone (docs/api.md, Taps).
+MAX_UPLOAD_DELAY = 72 * 3600
+# A verification another server process made a moment ago may not be written yet (scan records are written in
+# batches off the verify path): a tap refused for naming an unknown verification is proven again when sent again.
+_RETRYABLE = frozenset({"unknown-verification"})
+REFUSED_TAPS = Counter(
+    "tzt_taps_refused_total", "Uploaded taps the platform refused (never billed), by reason", ["reason"]
+)
+_log = structlog.get_logger("gates")
 # Online verification sees a revoked credential at once through this Redis mark (credentials live <= 24 h).
 _MARK_TTL = 25 * 3600
 
@@ -84,36 +99,210 @@ class DenyListService:
         return head, full, f"{header}.{payload}.{signature}"
 
 
+class TapProver(Protocol):
+    """How a tap's proof is checked (code_service.verification's VerificationService)."""
+
+    @property
+    def skew(self) -> int: ...
+
+    async def prove_transit_code(self, conn: Connection, text: str, at: float) -> ProvenCode | str: ...
+
+    async def prove_transit_verification(
+        self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float
+    ) -> ProvenCode | str: ...
+
+
+def _holds(directions: set[str], direction: str) -> bool:
+    """Whether a code whose taps already have `directions` has no room for one more in `direction`: at most one
+    entry and one exit, or one single tap."""
+    if direction == "single":
+        return bool(directions)
+    return direction in directions or "single" in directions
+
+
 class TapService:
-    def __init__(self) -> None:
+    """Taps are proofs: each is verified at its own time, within MAX_UPLOAD_DELAY of its upload, and at most one
+    entry and one exit (or one single tap) per code is kept. Refused taps are stored for the operator's report
+    (GET /api/v1/gates/taps/refused), counted, and never reach the fare side."""
+
+    def __init__(self, prover: TapProver, clock: Callable[[], float] = time.time) -> None:
         self._repo = TapRepository()
+        self._prover = prover
+        self.clock = clock
 
     async def upload(self, conn: Connection, scanner: Scanner, taps: list[Tap]) -> TapReceipt:
         for i, tap in enumerate(taps):
             if not _RECORDABLE_YEARS[0] <= tap.tapped_at.year <= _RECORDABLE_YEARS[1]:
                 raise invalid_field(f"taps[{i}].tapped_at", "not a time a gate could have recorded")
-        rows: list[TapValues] = [
-            (
-                t.tap_id,
-                t.gate_id,
-                t.line,
-                t.station,
-                t.direction,
-                t.tapped_at,
-                t.rider_token,
-                bytes.fromhex(t.code_id),
-                bytes.fromhex(t.subject),
-                bytes.fromhex(t.credential_id) if t.credential_id else None,
+            if (tap.code is None) == (tap.verification_id is None):
+                raise invalid_field(
+                    f"taps[{i}].code", "give the scanned code or a verification_id (one of them)"
+                )
+        operator = scanner.organisation_id
+        batch = list({t.tap_id: t for t in taps}.values())
+        # A tap id sent again keeps its first outcome, except a refusal that may not hold any more.
+        known: dict[str, str | None] = {}
+        retried: set[str] = set()
+        for row in await self._repo.known(conn, operator, [t.tap_id for t in batch]):
+            if row.reason in _RETRYABLE:
+                retried.add(row.tap_id)
+            else:
+                known[row.tap_id] = row.reason
+        outcomes: dict[str, TapOutcome] = {
+            tap_id: TapOutcome(tap_id, "duplicate")
+            if reason is None
+            else TapOutcome(tap_id, "refused", reason)
+            for tap_id, reason in known.items()
+        }
+        refused: dict[str, str] = {}
+        proven: list[tuple[Tap, ProvenCode]] = []
+        now = self.clock()
+        skew = self._prover.skew
+        for tap in batch:
+            if tap.tap_id in known:
+                continue
+            at = tap.tapped_at.timestamp()
+            proof: ProvenCode | str
+            if at > now + skew:
+                proof = "future"
+            elif at < now - MAX_UPLOAD_DELAY:
+                proof = "too-late"
+            elif tap.code is not None:
+                proof = await self._prover.prove_transit_code(conn, tap.code, at)
+            else:
+                assert tap.verification_id is not None  # one of them, checked above
+                proof = await self._prover.prove_transit_verification(conn, operator, tap.verification_id, at)
+            if isinstance(proof, str):
+                refused[tap.tap_id] = proof
+            else:
+                proven.append((tap, proof))
+        proven = await self._not_denied(conn, proven, refused)
+        proven = await self._first_per_slot(conn, proven, refused)
+        inserted = set(
+            await self._repo.insert_many(
+                conn,
+                operator,
+                [
+                    (
+                        t.tap_id,
+                        t.gate_id,
+                        t.line,
+                        t.station,
+                        t.direction,
+                        t.tapped_at,
+                        t.rider_token,
+                        p.replay_id,
+                        p.credential_id,
+                        p.resident_id,
+                        t.verification_id,
+                    )
+                    for t, p in proven
+                ],
             )
-            for t in {t.tap_id: t for t in taps}.values()
+        )
+        skipped = [t.tap_id for t, _ in proven if t.tap_id not in inserted]
+        if skipped:  # a concurrent upload took the tap id (the same tap) or the code's slot (a replay)
+            again = {r.tap_id for r in await self._repo.known(conn, operator, skipped) if r.reason is None}
+            for tap_id in skipped:
+                if tap_id in again:
+                    outcomes[tap_id] = TapOutcome(tap_id, "duplicate")
+                else:
+                    refused[tap_id] = "replayed"
+        for tap_id in inserted:
+            outcomes[tap_id] = TapOutcome(tap_id, "accepted")
+        await self._repo.forget_refused(conn, operator, list(inserted & retried))
+        if refused:
+            by_id = {t.tap_id: t for t in batch}
+            await self._repo.insert_refused(
+                conn,
+                operator,
+                [
+                    (
+                        t.tap_id,
+                        t.gate_id,
+                        t.line,
+                        t.station,
+                        t.direction,
+                        t.tapped_at,
+                        t.verification_id,
+                        reason,
+                    )
+                    for t, reason in ((by_id[tap_id], reason) for tap_id, reason in refused.items())
+                ],
+            )
+            for tap_id, reason in refused.items():
+                outcomes[tap_id] = TapOutcome(tap_id, "refused", reason)
+                REFUSED_TAPS.labels(reason).inc()
+            _log.warning("taps refused", organisation_id=str(operator), count=len(refused))
+        answer = [outcomes[t.tap_id] for t in batch]
+        return TapReceipt(
+            accepted=len(inserted),
+            duplicates=sum(1 for o in answer if o.status == "duplicate") + len(taps) - len(batch),
+            refused=len(refused),
+            taps=answer,
+        )
+
+    async def _not_denied(
+        self, conn: Connection, proven: list[tuple[Tap, ProvenCode]], refused: dict[str, str]
+    ) -> list[tuple[Tap, ProvenCode]]:
+        """Drops (as refused) taps of a code whose account or phone credential was on the deny list at the tap's
+        time: a gate with a stale list let it through, but its holder did not ride (a lost phone, a closed
+        account). A debtor did ride: that tap stands and is billed like any other."""
+        entries = [
+            (n, kind, entry, tap.tapped_at)
+            for n, (tap, proof) in enumerate(proven)
+            for kind, entry in proof.deny_entries
+            if kind in ("account", "credential")
         ]
-        accepted = await self._repo.insert_many(conn, scanner.organisation_id, rows)
-        return TapReceipt(accepted=len(accepted), duplicates=len(taps) - len(accepted))
+        denied = await self._repo.denied_at(conn, entries)
+        for n in denied:
+            refused[proven[n][0].tap_id] = "denied"
+        return [p for n, p in enumerate(proven) if n not in denied]
+
+    async def _first_per_slot(
+        self, conn: Connection, proven: list[tuple[Tap, ProvenCode]], refused: dict[str, str]
+    ) -> list[tuple[Tap, ProvenCode]]:
+        """Drops (as replayed) a tap whose code already has its entry, exit or single tap, stored or earlier in
+        this batch, at any gate of any operator."""
+        held: dict[bytes, set[str]] = {}
+        for row in await self._repo.replay_slots(conn, list({p.replay_id for _, p in proven})):
+            held.setdefault(row.code_id, set()).add(row.direction)
+        kept = []
+        for tap, proof in proven:
+            directions = held.setdefault(proof.replay_id, set())
+            if _holds(directions, tap.direction):
+                refused[tap.tap_id] = "replayed"
+            else:
+                directions.add(tap.direction)
+                kept.append((tap, proof))
+        return kept
+
+    async def refused(self, conn: Connection, scanner: Scanner, since: int, limit: int) -> RefusedTaps:
+        rows = await self._repo.refused_since(conn, scanner.organisation_id, since, limit)
+        return RefusedTaps(
+            refused=[
+                RefusedTap(
+                    seq=r.seq,
+                    tap_id=r.tap_id,
+                    gate_id=r.gate_id,
+                    line=r.line,
+                    station=r.station,
+                    direction=r.direction,
+                    tapped_at=r.tapped_at,
+                    received_at=r.received_at,
+                    reason=r.reason,
+                    verification_id=r.verification_id,
+                )
+                for r in rows
+            ],
+            next=rows[-1].seq if rows else since,
+        )
 
 
 class TransitGates:
-    """What the fare side (payments' transit) asks of the gates: uploaded taps to price, the resident behind a code
-    subject, and riders in debt on the gates' deny list (kind debtor, keyed by the code subject)."""
+    """What the fare side (payments' transit) asks of the gates: proven taps to price (with the rider the platform
+    derived from each verified code), and riders in debt on the gates' deny list (kind debtor, keyed by the code
+    subject)."""
 
     def __init__(self, deny: DenyListService) -> None:
         self._deny = deny
@@ -121,19 +310,13 @@ class TransitGates:
         self._subjects = SubjectRepository()
 
     async def untaken(self, conn: Connection, limit: int) -> list[GateTap]:
-        """Uploaded taps not yet taken over, oldest upload first (and locked for this transaction)."""
+        """Proven taps not yet taken over, oldest upload first (and locked for this transaction). Refused taps are
+        kept apart and never come here."""
         return [_gate_tap(r) for r in await self._taps.untaken(conn, limit)]
 
     async def mark_taken(self, conn: Connection, keys: list[tuple[uuid.UUID, str]]) -> None:
         """(organisation_id, tap_id) of taps now taken over; in the caller's transaction."""
         await self._taps.mark_taken(conn, keys)
-
-    async def resident_of_subject(self, conn: Connection, subject: bytes) -> uuid.UUID | None:
-        """The resident a code subject stands for (None: unknown, or an enterprise's)."""
-        row = await self._subjects.get(conn, subject)
-        if row is None or row.kind != "resident":
-            return None
-        return row.ref
 
     async def deny_debtor(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         subject = await self._subjects.of_resident(conn, resident_id)
@@ -155,5 +338,5 @@ def _gate_tap(row: UntakenTapRow) -> GateTap:
         station=row.station,
         direction=row.direction,
         tapped_at=row.tapped_at,
-        subject=row.subject,
+        resident_id=row.resident_id,
     )

@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 import msgspec
 
-from app_backend.kernel.db import Connection, fetch_rows
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 SCAN_COLUMNS = (
     "at",
@@ -19,10 +19,14 @@ SCAN_COLUMNS = (
     "scene",
     "verdict",
     "reason",
+    "verification_id",
+    "replay_id",
 )
 # One scan as COPY writes it, in SCAN_COLUMNS' order: a tuple, built on the verify path, where a Struct would be
-# one more object per verification for no reader.
-ScanValues: TypeAlias = tuple[dt.datetime, bytes, uuid.UUID, str, str, str, str, str]
+# one more object per verification for no reader. The last two are set on accepted transit verifications only.
+ScanValues: TypeAlias = tuple[
+    dt.datetime, bytes, uuid.UUID, str, str, str, str, str, uuid.UUID | None, bytes | None
+]
 
 
 class ScanRow(msgspec.Struct, frozen=True):
@@ -31,6 +35,17 @@ class ScanRow(msgspec.Struct, frozen=True):
     verdict: str  # allowed | denied
     reason: str
     organisation_name: str
+
+
+class TransitVerificationRow(msgspec.Struct, frozen=True):
+    """An online verification a gate names as the proof of its tap."""
+
+    at: dt.datetime
+    subject: bytes
+    organisation_id: uuid.UUID
+    scene: str
+    verdict: str
+    replay_id: bytes | None
 
 
 class ScanRepository:
@@ -46,4 +61,15 @@ class ScanRepository:
                WHERE h.kind = 'resident' AND h.ref = $1 ORDER BY s.at DESC LIMIT $2""",
             holder_ref,
             limit,
+        )
+
+    async def verification(
+        self, conn: Connection, verification_id: uuid.UUID
+    ) -> TransitVerificationRow | None:
+        return await fetch_row(
+            conn,
+            TransitVerificationRow,
+            """SELECT at, subject, organisation_id, scene, verdict, replay_id FROM codes.scans
+               WHERE verification_id = $1""",
+            verification_id,
         )

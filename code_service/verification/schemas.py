@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Annotated, Literal
 
 import msgspec
@@ -31,6 +32,8 @@ class VerifyAnswer(msgspec.Struct, omit_defaults=True):
     enterprise_name: str | None = None
     uscc: str | None = None
     standing: str | None = None
+    # An accepted transit verification's id: a gate may upload it as the proof of its tap instead of the code.
+    verification_id: str | None = None
 
 
 class VoucherRedeem(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,3 +56,14 @@ class ScanRecord(msgspec.Struct):
 
 class ScanHistory(msgspec.Struct):
     scans: list[ScanRecord]
+
+
+class ProvenCode(msgspec.Struct, frozen=True):
+    """What the platform derives from a transit code it verified at a tap's time: the rider, never a claim."""
+
+    resident_id: uuid.UUID
+    replay_id: bytes  # at most one entry and one exit (or one single tap) per replay id
+    credential_id: bytes | None  # a device code's credential
+    code_type: str  # personal | device
+    # (kind, entry) pairs of the deny list that must not have been denied at the tap's time
+    deny_entries: tuple[tuple[str, bytes], ...]

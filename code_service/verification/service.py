@@ -23,9 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
+from code_service.codes.repository import SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
@@ -38,7 +40,7 @@ from code_service.codes.service import (
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
 from code_service.verification.repository import ScanRepository, ScanValues
-from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
+from code_service.verification.schemas import ProvenCode, ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
@@ -81,6 +83,11 @@ DEGRADED_VERIFICATIONS = Counter(
     "Online verifications answered from the code alone because Redis was unavailable",
     ["scene"],
 )
+
+
+# The clock skew the platform allows in its verifications, online and of uploaded taps (a gate's clock against
+# the code's window, an online verification's time against the tap's): published in docs/api.md, section Taps.
+CLOCK_SKEW = 30
 
 
 class _NotGenuine(Exception):
@@ -191,7 +198,7 @@ class VerificationService:
         recorder: ScanRecorder,
         rider_secret: bytes,
         batches: BatchRunner,
-        skew: int = 30,
+        skew: int = CLOCK_SKEW,
         *,
         pool: asyncpg.Pool,
         deny: DenyListService,
@@ -207,6 +214,11 @@ class VerificationService:
         self._rider_secret = rider_secret
         self._skew = skew
         self._local_claims = LocalClaims(ttl=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * skew)
+
+    @property
+    def skew(self) -> int:
+        """The clock skew this platform allows (CLOCK_SKEW unless configured)."""
+        return self._skew
 
     async def verify(self, scanner: Scanner, text: str, scene: str) -> VerifyAnswer:
         """`scanner.checks`, when present, are the caller's unsettled Redis checks: every path settles them
@@ -245,7 +257,7 @@ class VerificationService:
                 answer = await self._decide(scanner, code, scene, code_type, now, online, by_record)
             except _NotGenuine as refused:
                 return VerifyAnswer(allowed=False, reason=refused.reason, scene=scene, code_type=code_type)
-        self._record(scanner, code.subject, scene, answer)
+        self._record(scanner, code.subject, scene, answer, code.code_id)
         return answer
 
     async def _check(
@@ -577,8 +589,15 @@ class VerificationService:
         mac = hmac.new(self._rider_secret, organisation_id.bytes + subject, hashlib.sha256).digest()
         return "rt_" + base64.b32encode(mac[:15]).decode().lower()
 
-    def _record(self, scanner: Scanner, subject: bytes, scene: str, answer: VerifyAnswer) -> None:
+    def _record(
+        self, scanner: Scanner, subject: bytes, scene: str, answer: VerifyAnswer, replay_id: bytes
+    ) -> None:
         # Only the subject is stored; the history joins it to the holder when read, keeping this path cheap.
+        verification_id = None
+        if scene == "transit" and answer.allowed:
+            # The gate may upload this id as its tap's proof (prove_transit_verification).
+            verification_id = uuid.uuid4()
+            answer.verification_id = str(verification_id)
         self._recorder.record(
             (
                 dt.datetime.now(dt.UTC),
@@ -589,8 +608,63 @@ class VerificationService:
                 scene,
                 "allowed" if answer.allowed else "denied",
                 answer.reason,
+                verification_id,
+                replay_id if verification_id else None,
             )
         )
+
+    # -- proving taps (the gates' uploads): the one place that knows how a code names its holder -----------
+
+    async def prove_transit_code(self, conn: Connection, text: str, at: float) -> ProvenCode | str:
+        """Whether `text` is a transit code that verified at unix time `at` (the tap's time): decoded, a
+        published platform key, its signatures, its validity window at `at` with the published skew
+        (CLOCK_SKEW), a holder's code, not an enterprise's. Returns what the platform derives from it (the
+        resident, the replay id, the deny-list entries to check at `at`) or the refusal reason, in the reasons
+        of docs/code-format.md section 6. Every format-specific step of proving a tap is here."""
+        try:
+            code = decode(text)
+        except FormatError:
+            return "malformed"
+        problem = await self._check(code, at)
+        if problem:
+            return problem
+        if code.type == TYPE_ENTERPRISE:
+            return "wrong-code-type"
+        resident = await self._resident_of(conn, code.subject)
+        if resident is None:
+            return "unknown-holder"
+        entries = [("account", code.subject)]
+        credential_id = None
+        if isinstance(code, DeviceCode):
+            credential_id = code.credential_id
+            entries.append(("credential", credential_id))
+        return ProvenCode(resident, code.code_id, credential_id, _TYPE_NAMES[code.type], tuple(entries))
+
+    async def prove_transit_verification(
+        self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float
+    ) -> ProvenCode | str:
+        """Whether `verification_id` names an online transit verification this operator made that answered ok
+        within CLOCK_SKEW of `at`. The deny list was checked when it answered, so no entries are left."""
+        await self._recorder.flush()  # a verification a moment ago may still be in the recorder's buffer
+        found = await ScanRepository().verification(conn, verification_id)
+        if found is None or found.organisation_id != organisation_id:
+            # Another operator's verification is not told apart from none: ids are no oracle.
+            return "unknown-verification"
+        if found.scene != "transit" or found.verdict != "allowed" or found.replay_id is None:
+            return "not-transit"
+        if abs(found.at.timestamp() - at) > self._skew:
+            return "outside-window"
+        resident = await self._resident_of(conn, found.subject)
+        if resident is None:
+            return "unknown-holder"
+        credential_id = found.replay_id[:8] if len(found.replay_id) > 8 else None
+        return ProvenCode(
+            resident, found.replay_id, credential_id, "device" if credential_id else "personal", ()
+        )
+
+    async def _resident_of(self, conn: Connection, subject: bytes) -> uuid.UUID | None:
+        row = await SubjectRepository().get(conn, subject)
+        return row.ref if row is not None and row.kind == "resident" else None
 
     async def redeem_voucher(self, scanner: Scanner, voucher: str) -> VoucherRedeemed:
         if "verify:medical" not in scanner.scopes:

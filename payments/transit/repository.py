@@ -71,12 +71,12 @@ class FareStationRow(msgspec.Struct, frozen=True):
 
 
 class NewTap(msgspec.Struct, frozen=True):
-    """A tap taken over from the gates, with the rider behind its code subject (None: no known rider)."""
+    """A tap taken over from the gates, with the rider the platform derived from its verified code (None: a tap
+    uploaded before taps were proven, kept as `unknown_rider` and never billed)."""
 
     organisation_id: uuid.UUID
     tap_id: str
     resident_id: uuid.UUID | None
-    subject: bytes | None
     gate_id: str
     line: str
     station: str
@@ -399,10 +399,10 @@ class TransitRepository:
         if not taps:
             return 0
         inserted = await conn.fetch(
-            """INSERT INTO payments.transit_taps (organisation_id, tap_id, resident_id, subject, gate_id, line,
-                                                  station, direction, tapped_at, state)
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::text[],
-                                    $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+            """INSERT INTO payments.transit_taps (organisation_id, tap_id, resident_id, gate_id, line, station,
+                                                  direction, tapped_at, state)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                    $7::text[], $8::timestamptz[], $9::text[])
                ON CONFLICT (organisation_id, tap_id) DO NOTHING RETURNING tap_id""",
             *[list(column) for column in zip(*(msgspec.structs.astuple(t) for t in taps), strict=True)],
         )

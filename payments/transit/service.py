@@ -6,8 +6,10 @@ ACTIVE withholding agreement (else "no-agreement"), are not blocked by operation
 (else "in-debt"). Every change of that answer calls `eligibility_changed` inside the transaction (the code
 side drops its cached facts, so online verification sees it at once); the jobs call it again after their commit.
 
-Taps into trips (the trip job, one run at a time). Gates upload taps; each run takes the new ones over
-(code_service's TransitGates) with the resident behind each code subject. Per rider and operator, in
+Taps into trips (the trip job, one run at a time). Gates upload taps with their proof (the scanned code or an online
+verification's id); code_service verifies each at its own time and refuses forged, back-dated and replayed ones.
+Each run takes the new proven ones over (code_service's TransitGates) with the resident the platform derived from
+the verified code, never a subject a gate claimed. Per rider and operator, in
 time order: an entry followed by an exit within N hours (the fare policy's `open_tap_hours`) is one trip; a
 single tap (buses) is a trip of its own. An entry with no exit after N hours is an `open_entry` trip and an exit
 with no entry before it, once N hours old, an `open_exit` trip: both cost the line's maximum fare. Taps younger
@@ -474,30 +476,23 @@ class TransitService:
     # -- taps into trips -------------------------------------------------------------------------------------
 
     async def take_taps(self, conn: Connection) -> dict[str, int]:
-        """Takes newly uploaded taps over, with the resident behind each subject."""
+        """Takes newly proven taps over, with the rider the platform derived from each verified code. Refused taps
+        (forged, back-dated, replayed) never come here, so they are never billed."""
         taps = await self._gates.untaken(conn, self.policy.tap_batch)
-        residents: dict[bytes, uuid.UUID | None] = {}
-        rows: list[NewTap] = []
-        for tap in taps:
-            resident = None
-            if tap.subject:
-                if tap.subject not in residents:
-                    residents[tap.subject] = await self._gates.resident_of_subject(conn, tap.subject)
-                resident = residents[tap.subject]
-            rows.append(
-                NewTap(
-                    organisation_id=tap.organisation_id,
-                    tap_id=tap.tap_id,
-                    resident_id=resident,
-                    subject=tap.subject,
-                    gate_id=tap.gate_id,
-                    line=tap.line,
-                    station=tap.station,
-                    direction=tap.direction,
-                    tapped_at=tap.tapped_at,
-                    state="open" if resident is not None else "unknown_rider",
-                )
+        rows = [
+            NewTap(
+                organisation_id=tap.organisation_id,
+                tap_id=tap.tap_id,
+                resident_id=tap.resident_id,
+                gate_id=tap.gate_id,
+                line=tap.line,
+                station=tap.station,
+                direction=tap.direction,
+                tapped_at=tap.tapped_at,
+                state="open" if tap.resident_id is not None else "unknown_rider",
             )
+            for tap in taps
+        ]
         taken = await self._repo.insert_taps(conn, rows)
         await self._gates.mark_taken(conn, [(t.organisation_id, t.tap_id) for t in taps])
         unknown = sum(1 for r in rows if r.resident_id is None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 from code_service.holder import DeviceWallet
 from code_service.verifier import DenyList, OfflineVerifier
@@ -19,7 +20,7 @@ async def test_personal_code_verifies_at_a_gate_once(client, services):
     first = await signed(client, gate, "POST", "/api/v1/verify", {"code": code, "scene": "transit"})
     assert first.status_code == 200, first.text
     assert first.json()["allowed"] is True and first.json()["rider_token"].startswith("rt_")
-    assert set(first.json()) <= {"allowed", "reason", "scene", "code_type", "rider_token"}
+    assert set(first.json()) <= {"allowed", "reason", "scene", "code_type", "rider_token", "verification_id"}
     again = await signed(client, gate, "POST", "/api/v1/verify", {"code": code, "scene": "transit"})
     assert again.json() == {
         "allowed": False,
@@ -100,24 +101,32 @@ async def test_scans_show_in_history_and_taps_are_idempotent(client, services):
     person = await rider(client, services)
     gate = await machine_credential(client, services, ["verify:transit", "gates:taps"])
     code = (await client.post("/api/v1/codes/personal", headers=bearer(person))).json()["code"]
-    await signed(client, gate, "POST", "/api/v1/verify", {"code": code, "scene": "transit"})
+    verified = await signed(client, gate, "POST", "/api/v1/verify", {"code": code, "scene": "transit"})
     history = (await client.get("/api/v1/me/scans", headers=bearer(person))).json()["scans"]
     assert history and history[0]["organisation"] == gate["organisation"]["name"]
+    # The gate names its online verification as the tap's proof.
     tap = {
         "tap_id": "t-" + gate["key_id"],
         "gate_id": "g1",
         "line": "1",
         "station": "泰州站",
         "direction": "in",
-        "tapped_at": "2026-11-21T08:00:00Z",
-        "subject": "00" * 8,
-        "code_id": "11" * 8,
+        "tapped_at": dt.datetime.now(dt.UTC).isoformat(),
+        "verification_id": verified.json()["verification_id"],
     }
     first = await signed(client, gate, "POST", "/api/v1/gates/taps", {"taps": [tap]})
     again = await signed(client, gate, "POST", "/api/v1/gates/taps", {"taps": [tap]})
-    assert first.json() == {"accepted": 1, "duplicates": 0} and again.json() == {
+    assert first.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "refused": 0,
+        "taps": [{"tap_id": tap["tap_id"], "status": "accepted"}],
+    }
+    assert again.json() == {
         "accepted": 0,
         "duplicates": 1,
+        "refused": 0,
+        "taps": [{"tap_id": tap["tap_id"], "status": "duplicate"}],
     }
 
 

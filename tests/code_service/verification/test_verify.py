@@ -46,7 +46,7 @@ from tests.helpers import (
 
 SCENES = ["verify:transit", "verify:health", "verify:medical", "verify:enterprise"]
 COMMON = {"allowed", "reason", "scene", "code_type"}
-TRANSIT = COMMON | {"rider_token"}
+TRANSIT = COMMON | {"rider_token", "verification_id"}  # the id a gate may upload as its tap's proof
 HEALTH = COMMON | {"colour", "masked_name"}
 MEDICAL = COMMON | {"insured", "voucher", "voucher_expires_in", "masked_name"}
 ENTERPRISE = COMMON | {"enterprise_name", "uscc", "standing"}

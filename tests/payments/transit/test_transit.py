@@ -18,6 +18,7 @@ import pytest
 
 from code_service.holder import DeviceWallet
 from code_service.verifier import OfflineVerifier
+from code_service.verifier.base45 import b45decode, b45encode
 from code_service.verifier.denylist import unpack_ids
 from code_service.verifier.format import decode
 from payments.transit.tasks import (
@@ -28,6 +29,7 @@ from payments.transit.tasks import (
 )
 from tests.helpers import (
     bearer,
+    code_minter,
     machine_credential,
     personal_code,
     real_named,
@@ -127,12 +129,18 @@ async def _ride_answer(client: Any, gate: dict[str, Any], person: dict[str, Any]
 
 
 def _day(days_ago: int = 2) -> dt.datetime:
-    """08:00 Beijing time a few days ago: far from midnight, and every tap long uploaded."""
+    """08:00 Beijing time a few days ago: far from midnight, every tap long uploaded, and still within the upload
+    delay gates are allowed (two days ago at 08:00 is at most 64 hours ago)."""
     today = dt.datetime.now(BEIJING).date()
     return dt.datetime.combine(today - dt.timedelta(days=days_ago), dt.time(8), BEIJING)
 
 
-def _tap(subject: str, direction: str, station: str, at: dt.datetime, line: str = "1") -> dict[str, Any]:
+# The rider's codes as the platform signs them, issued at any moment (tests.helpers.code_minter): what a gate
+# scanned at that time, so taps of past days are proven like any other.
+Codes = Callable[[dt.datetime], str]
+
+
+def _tap(codes: Codes, direction: str, station: str, at: dt.datetime, line: str = "1") -> dict[str, Any]:
     return {
         "tap_id": "tap-" + uuid.uuid4().hex,
         "gate_id": f"gate-{station}",
@@ -140,17 +148,16 @@ def _tap(subject: str, direction: str, station: str, at: dt.datetime, line: str 
         "station": station,
         "direction": direction,
         "tapped_at": at.isoformat(),
-        "subject": subject,
-        "code_id": uuid.uuid4().hex[:16],
+        "code": codes(at),
     }
 
 
 def _ride(
-    subject: str, start: dt.datetime, entry: str, exit_: str, minutes: int = 25, line: str = "1"
+    codes: Codes, start: dt.datetime, entry: str, exit_: str, minutes: int = 25, line: str = "1"
 ) -> list[dict[str, Any]]:
     return [
-        _tap(subject, "in", entry, start, line),
-        _tap(subject, "out", exit_, start + dt.timedelta(minutes=minutes), line),
+        _tap(codes, "in", entry, start, line),
+        _tap(codes, "out", exit_, start + dt.timedelta(minutes=minutes), line),
     ]
 
 
@@ -258,9 +265,9 @@ async def test_an_agreement_notification_activates_and_a_termination_ends_it(
 async def test_taps_become_a_trip_whose_fare_is_deducted_and_paid(client, services, wechat, operator):
     person = await real_named(client, services)
     await _sign_wechat(client, person)
-    subject = await _subject(client, person)
+    codes = await code_minter(client, services, person)
     start = _day()
-    await _upload(client, operator, _ride(subject, start, "泰州站", "凤城河"))  # 11.2 km: 2 + 1 yuan
+    await _upload(client, operator, _ride(codes, start, "泰州站", "凤城河"))  # 11.2 km: 2 + 1 yuan
     built = await _build_trips(services)
     assert built["taken"] >= 2 and built["trips"] >= 1, built
     (trip,) = await _trips(client, person)
@@ -296,17 +303,17 @@ async def test_taps_become_a_trip_whose_fare_is_deducted_and_paid(client, servic
 async def test_the_daily_cap_and_the_fare_rules(client, services, wechat, operator):
     person = await real_named(client, services)
     await _sign_wechat(client, person)
-    subject = await _subject(client, person)
-    day = _day(3)
+    codes = await code_minter(client, services, person)
+    day = _day(2)
     taps: list[dict[str, Any]] = []
     for n in range(4):  # 泰州站 -> 高港, 23.5 km: 5 yuan, four times in one day
-        taps += _ride(subject, day + dt.timedelta(hours=n), "泰州站", "高港", minutes=40)
-    taps.append(_tap(subject, "single", "鼓楼路站", day + dt.timedelta(hours=5), line="B1"))  # a bus
-    taps += _ride(subject, day + dt.timedelta(days=1), "鼓楼路", "坡子街")  # the next day: 1.7 km
+        taps += _ride(codes, day + dt.timedelta(hours=n), "泰州站", "高港", minutes=40)
+    taps.append(_tap(codes, "single", "鼓楼路站", day + dt.timedelta(hours=5), line="B1"))  # a bus
+    taps += _ride(codes, day + dt.timedelta(days=1), "鼓楼路", "坡子街")  # the next day: 1.7 km
     # An entry whose exit never came (older than the policy's 4 hours) costs the line's maximum.
-    taps.append(_tap(subject, "in", "医药城", day + dt.timedelta(days=1, hours=2)))
+    taps.append(_tap(codes, "in", "医药城", day + dt.timedelta(days=1, hours=2)))
     # A fresh entry waits for its exit.
-    taps.append(_tap(subject, "in", "泰州站", dt.datetime.now(BEIJING) - dt.timedelta(minutes=20)))
+    taps.append(_tap(codes, "in", "泰州站", dt.datetime.now(BEIJING) - dt.timedelta(minutes=20)))
     await _upload(client, operator, taps)
     await _build_trips(services)
 
@@ -331,8 +338,8 @@ async def test_the_daily_cap_and_the_fare_rules(client, services, wechat, operat
     await _eventually(paid)
     # The late pair of the fresh entry still comes: it makes a trip; the cap holds across runs.
     late = [
-        _tap(subject, "out", "坡子街", dt.datetime.now(BEIJING) - dt.timedelta(minutes=5)),
-        *_ride(subject, day + dt.timedelta(hours=9), "泰州站", "鼓楼路"),  # uploaded late, the capped day
+        _tap(codes, "out", "坡子街", dt.datetime.now(BEIJING) - dt.timedelta(minutes=5)),
+        *_ride(codes, day + dt.timedelta(hours=9), "泰州站", "鼓楼路"),  # uploaded late, the capped day
     ]
     await _upload(client, operator, late)
     await _build_trips(services)
@@ -348,8 +355,8 @@ async def test_accepted_is_not_paid_until_the_query_says_so(client, services, we
     await wechat.control(
         "POST", f"/_sandbox/contracts/{agreement['external_agreement_no']}/deductions", {"outcome": "accept"}
     )
-    subject = await _subject(client, person)
-    await _upload(client, operator, _ride(subject, _day(), "坡子街", "泰州站"))
+    codes = await code_minter(client, services, person)
+    await _upload(client, operator, _ride(codes, _day(), "坡子街", "泰州站"))
     await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
     await check_transit_deductions(_ctx(services))
@@ -373,8 +380,8 @@ async def test_an_unanswered_deduction_is_a_debt_and_late_money_clears_it(client
     await wechat.control(
         "POST", f"/_sandbox/contracts/{agreement['external_agreement_no']}/deductions", {"outcome": "accept"}
     )
-    subject = await _subject(client, person)
-    await _upload(client, operator, _ride(subject, _day(), "泰州站", "海陵北路"))  # 8.3 km: 3 yuan
+    codes = await code_minter(client, services, person)
+    await _upload(client, operator, _ride(codes, _day(), "泰州站", "海陵北路"))  # 8.3 km: 3 yuan
     await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
     window = services.payments.transit.policy.deduction_window
@@ -415,7 +422,9 @@ async def test_money_racing_the_unanswered_rule_ends_paid_either_way(client, ser
             f"/_sandbox/contracts/{agreement['external_agreement_no']}/deductions",
             {"outcome": "accept"},
         )
-        await _upload(client, operator, _ride(await _subject(client, person), _day(), "泰州站", "鼓楼路"))
+        await _upload(
+            client, operator, _ride(await code_minter(client, services, person), _day(), "泰州站", "鼓楼路")
+        )
         await _build_trips(services)
         await deduct_transit_fares(_ctx(services))
         (deduction,) = await _deductions(services, person)
@@ -460,12 +469,13 @@ async def test_a_refused_deduction_denies_the_rider_until_repaid(client, service
         {"outcome": "fail", "delay": 0.05},
     )
     subject = await _subject(client, person)
+    codes = await code_minter(client, services, person)
     start = _day()
     await _upload(
         client,
         operator,
-        _ride(subject, start, "泰州站", "凤城河")
-        + _ride(subject, start + dt.timedelta(hours=10), "凤城河", "泰州站"),
+        _ride(codes, start, "泰州站", "凤城河")
+        + _ride(codes, start + dt.timedelta(hours=10), "凤城河", "泰州站"),
     )
     await _build_trips(services)
     await deduct_transit_fares(_ctx(services))
@@ -537,8 +547,8 @@ async def test_a_refused_deduction_denies_the_rider_until_repaid(client, service
 async def test_trips_with_no_agreement_left_are_a_debt(client, services, wechat, operator):
     person = await real_named(client, services)
     agreement = await _sign_wechat(client, person)
-    subject = await _subject(client, person)
-    await _upload(client, operator, [_tap(subject, "single", "火车站", _day(), line="B2")])
+    codes = await code_minter(client, services, person)
+    await _upload(client, operator, [_tap(codes, "single", "火车站", _day(), line="B2")])
     await _build_trips(services)
     # Ending the last agreement waits while fares are outstanding.
     busy = await client.delete(f"{TRANSIT}/agreements/{agreement['id']}", headers=bearer(person))
@@ -556,6 +566,106 @@ async def test_trips_with_no_agreement_left_are_a_debt(client, services, wechat,
         100,
     )
     assert (await _ride_answer(client, operator, person))["reason"] == "no-agreement"
+    await _ledger_ok(services)
+
+
+# --- only proven taps are billed ----------------------------------------------------------------------------
+
+
+def _forged(code: str) -> str:
+    """The code with one bit of its signature changed."""
+    payload = bytearray(b45decode(code[4:]))
+    payload[-1] ^= 0x01
+    return code[:4] + b45encode(bytes(payload))
+
+
+async def _send(client: Any, gate: dict[str, Any], taps: list[dict[str, Any]]) -> list[str]:
+    """Uploads taps and returns each one's status (and reason, when refused)."""
+    sent = await signed(client, gate, "POST", "/api/v1/gates/taps", {"taps": taps})
+    assert sent.status_code == 200, sent.text
+    return [t["status"] + (":" + t["reason"] if "reason" in t else "") for t in sent.json()["taps"]]
+
+
+async def _nothing_charged(client: Any, services: Any, person: dict[str, Any]) -> None:
+    assert await _trips(client, person) == []
+    assert await _deductions(services, person) == []
+    debts = await client.get(f"{TRANSIT}/debts", headers=bearer(person))
+    assert debts.json() == {"total_fen": 0, "debts": []}, debts.text
+    assert await _balance(services, f"rider_receivable:{person['resident_id']}") == 0
+
+
+async def test_invented_forged_and_replayed_taps_charge_nobody(client, services, wechat, operator):
+    """Issue 13: a gate credential uploaded an invented entry and exit 40 days back with random ids and the
+    rider was charged (a rider without an agreement got a debt and landed on the deny list)."""
+    with_agreement = await real_named(client, services)
+    await _sign_wechat(client, with_agreement)
+    without = await real_named(client, services)
+    other_operator = await machine_credential(client, services, ["verify:transit", "gates:taps"])
+    back = dt.datetime.now(BEIJING) - dt.timedelta(days=40)
+    now = dt.datetime.now(BEIJING)
+    for person in (with_agreement, without):
+        subject = await _subject(client, person)
+        codes = await code_minter(client, services, person)
+        # The attack as it was: claimed subjects and random code ids are no longer understood at all.
+        claimed = [
+            {**_tap(codes, "in", "泰州站", back), "subject": subject, "code_id": uuid.uuid4().hex[:16]},
+            {**_tap(codes, "out", "高港", back + dt.timedelta(minutes=40)), "subject": subject},
+        ]
+        for tap in claimed:
+            del tap["code"]
+        refused = await signed(client, operator, "POST", "/api/v1/gates/taps", {"taps": claimed})
+        assert refused.status_code == 400, refused.text
+        # Genuine codes of that day, forged codes, a code outside its window, another operator's verification.
+        stale = _ride(codes, back, "泰州站", "高港", minutes=40)
+        forged = [
+            {**tap, "code": _forged(tap["code"])}
+            for tap in _ride(codes, now - dt.timedelta(hours=1), "泰州站", "高港")
+        ]
+        shifted = {**_tap(codes, "in", "泰州站", now - dt.timedelta(hours=1)), "code": codes(now)}
+        online = await verify(client, other_operator, await personal_code(client, person), "transit")
+        foreign = _tap(codes, "in", "泰州站", now)
+        del foreign["code"]
+        foreign["verification_id"] = online.json().get("verification_id") or str(uuid.uuid4())
+        assert await _send(client, operator, [*stale, *forged, shifted, foreign]) == [
+            "refused:too-late",
+            "refused:too-late",
+            "refused:bad-signature",
+            "refused:bad-signature",
+            "refused:not-yet-valid",
+            "refused:unknown-verification",
+        ]
+    await _build_trips(services)
+    await deduct_transit_fares(_ctx(services))
+    for person in (with_agreement, without):
+        await _nothing_charged(client, services, person)
+    # Nobody landed on the deny list as a debtor; the one without an agreement is refused for that alone.
+    _, body = await _deny_document(client, operator, 0)
+    assert int(await _subject(client, without), 16) not in _ids(body["debtor"]["add"])
+    assert (await _ride_answer(client, operator, without))["reason"] == "no-agreement"
+    assert (await _ride_answer(client, operator, with_agreement))["allowed"] is True
+    await _ledger_ok(services)
+
+
+async def test_a_real_ride_is_charged_once_however_often_it_is_uploaded(client, services, wechat, operator):
+    person = await real_named(client, services)
+    await _sign_wechat(client, person)
+    codes = await code_minter(client, services, person)
+    ride = _ride(codes, _day(), "泰州站", "凤城河")  # 11.2 km: 3 yuan
+    assert await _send(client, operator, ride) == ["accepted", "accepted"]
+    # The gate lost the answer and sends the batch again; another operator's gate shows the same codes again.
+    assert await _send(client, operator, ride) == ["duplicate", "duplicate"]
+    elsewhere = await machine_credential(client, services, ["gates:taps"])
+    again = [{**tap, "tap_id": "bus-" + uuid.uuid4().hex} for tap in ride]
+    assert await _send(client, elsewhere, again) == ["refused:replayed", "refused:replayed"]
+    await _build_trips(services)
+    assert await _send(client, operator, ride) == ["duplicate", "duplicate"]  # after the trip was built, too
+    await _build_trips(services)
+    (trip,) = await _trips(client, person)
+    assert (trip["kind"], trip["charged_fen"]) == ("paired", 300)
+    await deduct_transit_fares(_ctx(services))
+    await deduct_transit_fares(_ctx(services))
+    (deduction,) = await _deductions(services, person)
+    assert deduction["amount_fen"] == 300
     await _ledger_ok(services)
 
 
@@ -580,8 +690,8 @@ async def test_an_alipay_agreement_and_deduction(client, services, alipay, opera
     assert await _status_of(client, person, made.json()["id"]) == "active"
     assert (await _ride_answer(client, operator, person))["allowed"] is True
 
-    subject = await _subject(client, person)
-    await _upload(client, operator, _ride(subject, _day(), "稻河古街区", "医药城"))  # 9.9 km: 3 yuan
+    codes = await code_minter(client, services, person)
+    await _upload(client, operator, _ride(codes, _day(), "稻河古街区", "医药城"))  # 9.9 km: 3 yuan
     await _build_trips(services)
     counts = await deduct_transit_fares(_ctx(services))
     assert counts.get("paid", 0) >= 1, counts  # alipay.trade.pay answers 10000: paid at once
