@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import structlog
 from redis.asyncio import Redis
 
 from app_backend.audit.service import AuditTrail
@@ -30,10 +31,15 @@ from app_backend.organisations.schemas import (
     MachinePrincipal,
     Organisation,
     Payee,
+    scopes_for_kind,
 )
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
 _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
+# docs/api.md: 16-64 characters from the URL-safe unreserved set (RFC 3986); a short nonce is guessable and a
+# nonce of one character would make "never reused" meaningless after 66 requests.
+_NONCE = re.compile(r"[A-Za-z0-9._~-]{16,64}")
+_log = structlog.get_logger("organisations")
 # Long enough for every process's credential cache to have expired and the revoking transaction to commit.
 _REVOKED_MARK_TTL = 3600
 
@@ -135,7 +141,13 @@ class OrganisationService:
         unknown: list[str] = sorted(set(scopes) - KNOWN_SCOPES)
         if unknown:
             raise invalid_field("scopes", f"unknown scopes: {', '.join(unknown)}")
-        await self._existing(conn, organisation_id)
+        organisation = await self._existing(conn, organisation_id)
+        beyond: list[str] = sorted(set(scopes) - scopes_for_kind(organisation.kind))
+        if beyond:
+            raise invalid_field(
+                "scopes",
+                f"not for an organisation of kind {organisation.kind}: {', '.join(beyond)}",
+            )
         key_id = "tzk_" + secrets.token_hex(8)
         secret = "tzs_" + secrets.token_urlsafe(32)
         clean: list[str] = sorted(set(scopes))
@@ -227,6 +239,16 @@ class MachineAuth:
             row = await self._repo.credential_for_auth(conn, key_id)
         value = None
         if row is not None and row.revoked_at is None and row.organisation_status == "active":
+            # A credential issued before scopes were bound to kinds (or written around the service) keeps only
+            # what its organisation's kind allows: the endpoints beyond it answer 403.
+            allowed = frozenset(row.scopes) & scopes_for_kind(row.organisation_kind)
+            if len(allowed) != len(row.scopes):
+                _log.warning(
+                    "credential holds scopes beyond its organisation's kind; ignored",
+                    key_id=key_id,
+                    kind=row.organisation_kind,
+                    ignored=sorted(set(row.scopes) - allowed),
+                )
             value = (
                 self._cipher.decrypt(_SECRET_FIELD, row.secret_enc),
                 MachinePrincipal(
@@ -234,7 +256,7 @@ class MachineAuth:
                     organisation_id=row.organisation_id,
                     organisation_name=row.organisation_name,
                     organisation_kind=row.organisation_kind,
-                    scopes=frozenset(row.scopes),
+                    scopes=allowed,
                     rate_limit=row.rate_limit_per_second or self._rate,
                 ),
             )
@@ -266,6 +288,11 @@ class MachineAuth:
             if not value or len(value) > 256:
                 raise _unsigned(f"{name}: header missing; machine requests must be signed ({signing.SCHEME})")
             values[name] = value
+        if not _NONCE.fullmatch(values[signing.HEADER_NONCE]):
+            raise _unsigned(
+                f"{signing.HEADER_NONCE}: must be 16-64 characters from A-Z, a-z, 0-9 and - _ . ~ (a fresh random "
+                "value for every request)"
+            )
         ts = values[signing.HEADER_TIMESTAMP]
         if not (ts.isascii() and ts.isdigit()) or abs(int(ts) - time.time()) > self._window:
             raise _unsigned(f"{signing.HEADER_TIMESTAMP}: outside the allowed window of ±{self._window} s")
