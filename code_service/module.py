@@ -7,6 +7,7 @@ import hmac
 
 from litestar.datastructures import State
 from litestar.di import Provide
+from saq import CronJob
 
 from app_backend.enterprises.service import EnterpriseServices
 from app_backend.identity.service import IdentityServices
@@ -18,6 +19,7 @@ from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
 from code_service.keys.controllers import JwksController
 from code_service.verification.controllers import ScanHistoryController, VerifyController
+from code_service.verification.tasks import purge_replay_fallback
 
 
 async def start(platform: Platform) -> CodeServices:
@@ -63,6 +65,8 @@ module = DomainModule(
         "scanner": Provide(provide_scanner),
     },
     signature_types=[CodeServices],
+    jobs=[purge_replay_fallback],
+    cron=[CronJob(purge_replay_fallback, cron="*/10 * * * *")],
     migrations="code_service",
     migrated_as={"0003_resident_facts.sql": ("app_backend.composition", "0001_code_ports.sql")},
 )
