@@ -195,7 +195,7 @@ class InvitationRepository:
         """A new invitation, or the open one to this phone renewed (new role, inviter and expiry). One that
         expired unanswered is closed first, so the renewal starts afresh."""
         await conn.execute(
-            """UPDATE enterprises.member_invitations SET status = 'revoked', answered_at = $3
+            """UPDATE enterprises.member_invitations SET status = 'expired'
                WHERE enterprise_id = $1 AND phone_hash = $2 AND status = 'pending' AND expires_at <= $3""",
             enterprise_id,
             phone_hash,

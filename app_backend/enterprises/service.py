@@ -214,7 +214,8 @@ class EnterpriseService:
         return self._invitation(row, now)
 
     def _invitation(self, row: InvitationRow, now: dt.datetime) -> Invitation:
-        # The table's CHECK keeps the stored status to the others; an open one past its time reads as expired.
+        # The table's CHECK keeps the stored status to these; an open one past its time reads as expired (it is
+        # stored so only when the phone is invited again).
         status = cast(
             InvitationStatus, "expired" if row.status == "pending" and row.expires_at <= now else row.status
         )

@@ -162,7 +162,8 @@ class WebhookService:
         url = httpx.URL(raw_url)
         if url.scheme != "https" and not self._allow_local:
             raise _Refused("https required")
-        host, port = url.host, url.port or (443 if url.scheme == "https" else 80)
+        # The ASCII (IDNA) form of the name: what DNS and the TLS server name are given.
+        host, port = url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:

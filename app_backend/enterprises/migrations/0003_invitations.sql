@@ -9,7 +9,7 @@ CREATE TABLE enterprises.member_invitations (
     phone_masked   text NOT NULL,
     role           text NOT NULL CHECK (role IN ('admin', 'member')),
     status         text NOT NULL DEFAULT 'pending'
-                   CHECK (status IN ('pending', 'accepted', 'declined', 'revoked')),
+                   CHECK (status IN ('pending', 'accepted', 'declined', 'revoked', 'expired')),
     invited_by     uuid NOT NULL,
     invited_at     timestamptz NOT NULL,
     expires_at     timestamptz NOT NULL,

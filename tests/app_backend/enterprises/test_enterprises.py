@@ -467,6 +467,11 @@ async def test_an_invitation_expires_unanswered(client, services, monkeypatch):
     renewed = (await _invite(client, admin, eid, invitee["phone"])).json()
     assert renewed["id"] != invitation["id"] and renewed["status"] == "pending"
     assert (await _answer(client, invitee, renewed["id"], "accept")).status_code == 200
+    admin_view = (await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(admin))).json()
+    assert [(i["id"], i["status"]) for i in admin_view["invitations"]] == [
+        (renewed["id"], "accepted"),
+        (invitation["id"], "expired"),
+    ]
 
 
 async def test_a_withdrawn_invitation_cannot_be_accepted(client, services):
