@@ -20,6 +20,7 @@ from code_service.gates.controllers import GateController
 from code_service.keys.controllers import JwksController
 from code_service.keys.tasks import stage_due_signing_key
 from code_service.verification.controllers import ScanHistoryController, VerifyController
+from code_service.verification.tasks import purge_replay_fallback
 
 
 async def start(platform: Platform) -> CodeServices:
@@ -70,9 +71,12 @@ module = DomainModule(
         "scanner": Provide(provide_scanner),
     },
     signature_types=[CodeServices],
-    jobs=[stage_due_signing_key],
-    # Hourly: a rotation is staged within the hour it falls due (publish lead 25 h; the period is days).
-    cron=[CronJob(stage_due_signing_key, cron="41 * * * *")],
+    jobs=[stage_due_signing_key, purge_replay_fallback],
+    cron=[
+        # Hourly: a rotation is staged within the hour it falls due (publish lead 25 h; the period is days).
+        CronJob(stage_due_signing_key, cron="41 * * * *"),
+        CronJob(purge_replay_fallback, cron="*/10 * * * *"),
+    ],
     migrations="code_service",
     migrated_as={"0003_resident_facts.sql": ("app_backend.composition", "0001_code_ports.sql")},
 )

@@ -201,6 +201,28 @@ async def enterprise_of(client: AsyncTestClient, services: Services) -> tuple[di
     return rep, created.json()
 
 
+async def join_enterprise(
+    client: AsyncTestClient,
+    admin: dict[str, Any],
+    enterprise_id: str,
+    person: dict[str, Any],
+    role: str = "member",
+) -> dict[str, Any]:
+    """`person` joins the enterprise the only way there is: an administrator invites their phone and they accept
+    from their own account. Returns the accepted enterprise as the new member sees it."""
+    invited = await client.post(
+        f"/api/v1/enterprises/{enterprise_id}/invitations",
+        json={"phone": person["phone"], "role": role},
+        headers=bearer(admin),
+    )
+    assert invited.status_code == 201, invited.text
+    accepted = await client.post(
+        f"/api/v1/enterprises/invitations/{invited.json()['id']}/accept", headers=bearer(person)
+    )
+    assert accepted.status_code == 200, accepted.text
+    return accepted.json()  # type: ignore[no-any-return]
+
+
 async def personal_code(client: AsyncTestClient, person: dict[str, Any]) -> str:
     issued = await client.post("/api/v1/codes/personal", headers=bearer(person))
     assert issued.status_code == 200, issued.text

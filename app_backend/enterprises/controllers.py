@@ -6,14 +6,16 @@ import uuid
 from typing import TYPE_CHECKING
 
 from litestar import Controller, delete, get, post
-from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.enterprises.schemas import (
     Enterprise,
     EnterpriseCreate,
-    Member,
-    MemberAdd,
+    Invitation,
+    InvitationCreate,
+    Invitations,
     Members,
+    MyInvitations,
     UsccOverride,
 )
 from app_backend.identity.auth import OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, staff_only
@@ -69,23 +71,98 @@ class EnterpriseController(Controller):
         return Members(members=await enterprises.enterprises.members(db, enterprise_id, resident.resident_id))
 
     @post(
-        "/{enterprise_id:uuid}/members",
+        "/{enterprise_id:uuid}/invitations",
         status_code=HTTP_201_CREATED,
-        summary="Add a member (administrators)",
-        opt=problems(403, 404, 409),
+        summary="Invite whoever uses a phone to join (administrators); they accept from their own account",
+        opt=problems(403, 404),
     )
-    async def add_member(
+    async def invite(
         self,
         enterprise_id: uuid.UUID,
-        data: MemberAdd,
+        data: InvitationCreate,
         enterprises: EnterpriseServices,
         db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
-    ) -> Member:
-        return await enterprises.enterprises.add_member(
+    ) -> Invitation:
+        return await enterprises.enterprises.invite(
             db, enterprise_id, resident.resident_id, phone_field(data.phone), data.role, actor
         )
+
+    @get(
+        "/{enterprise_id:uuid}/invitations",
+        summary="The enterprise's invitations, latest first, phones masked (administrators)",
+        opt=problems(403, 404),
+    )
+    async def invitations(
+        self,
+        enterprise_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> Invitations:
+        return Invitations(
+            invitations=await enterprises.enterprises.invitations(db, enterprise_id, resident.resident_id)
+        )
+
+    @delete(
+        "/{enterprise_id:uuid}/invitations/{invitation_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Withdraw an open invitation (administrators)",
+        opt=problems(403, 404),
+    )
+    async def revoke_invitation(
+        self,
+        enterprise_id: uuid.UUID,
+        invitation_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> None:
+        await enterprises.enterprises.revoke_invitation(
+            db, enterprise_id, resident.resident_id, invitation_id, actor
+        )
+
+    @get("/invitations", summary="Open invitations to my phone", opt=problems())
+    async def my_invitations(
+        self, enterprises: EnterpriseServices, db: Connection, resident: ResidentPrincipal
+    ) -> MyInvitations:
+        return MyInvitations(
+            invitations=await enterprises.enterprises.my_invitations(db, resident.resident_id)
+        )
+
+    @post(
+        "/invitations/{invitation_id:uuid}/accept",
+        status_code=HTTP_200_OK,
+        summary="Accept an invitation to my phone: I become a member",
+        opt=problems(404, 409, 410),
+    )
+    async def accept(
+        self,
+        invitation_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> Enterprise:
+        return await enterprises.enterprises.accept(db, invitation_id, resident.resident_id, actor)
+
+    @post(
+        "/invitations/{invitation_id:uuid}/decline",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Decline an invitation to my phone",
+        opt=problems(404, 409, 410),
+    )
+    async def decline(
+        self,
+        invitation_id: uuid.UUID,
+        enterprises: EnterpriseServices,
+        db: Connection,
+        resident: ResidentPrincipal,
+        actor: Actor,
+    ) -> None:
+        await enterprises.enterprises.decline(db, invitation_id, resident.resident_id, actor)
 
     @delete(
         "/{enterprise_id:uuid}/members/{member_id:uuid}",

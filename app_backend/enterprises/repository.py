@@ -40,6 +40,33 @@ class LinkedEnterpriseRow(msgspec.Struct, frozen=True):
     role: str
 
 
+class InvitationRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    phone_masked: str
+    role: str
+    status: str
+    invited_by: uuid.UUID
+    invited_at: dt.datetime
+    expires_at: dt.datetime
+    answered_at: dt.datetime | None
+
+
+class OpenInvitationRow(msgspec.Struct, frozen=True):
+    """An open invitation addressed to a resident's phone, with its enterprise."""
+
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    enterprise_name: str
+    uscc: str
+    role: str
+    invited_at: dt.datetime
+    expires_at: dt.datetime
+
+
+_INVITATION = "id, enterprise_id, phone_masked, role, status, invited_by, invited_at, expires_at, answered_at"
+
+
 class LegalEntityRow(msgspec.Struct, frozen=True):
     """The dev legal-entity registry's entry: the representative is known by a keyed hash only."""
 
@@ -151,6 +178,115 @@ class EnterpriseRepository:
             granted_by,
         )
         return result.endswith(" 1")
+
+
+class InvitationRepository:
+    async def invite(
+        self,
+        conn: Connection,
+        enterprise_id: uuid.UUID,
+        phone_hash: bytes,
+        phone_masked: str,
+        role: str,
+        invited_by: uuid.UUID,
+        now: dt.datetime,
+        expires_at: dt.datetime,
+    ) -> InvitationRow:
+        """A new invitation, or the open one to this phone renewed (new role, inviter and expiry). One that
+        expired unanswered is closed first, so the renewal starts afresh."""
+        await conn.execute(
+            """UPDATE enterprises.member_invitations SET status = 'expired'
+               WHERE enterprise_id = $1 AND phone_hash = $2 AND status = 'pending' AND expires_at <= $3""",
+            enterprise_id,
+            phone_hash,
+            now,
+        )
+        row = await fetch_row(
+            conn,
+            InvitationRow,
+            f"""INSERT INTO enterprises.member_invitations
+                   (enterprise_id, phone_hash, phone_masked, role, invited_by, invited_at, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (enterprise_id, phone_hash) WHERE status = 'pending' DO UPDATE
+               SET role = EXCLUDED.role, invited_by = EXCLUDED.invited_by, invited_at = EXCLUDED.invited_at,
+                   expires_at = EXCLUDED.expires_at
+               RETURNING {_INVITATION}""",
+            enterprise_id,
+            phone_hash,
+            phone_masked,
+            role,
+            invited_by,
+            now,
+            expires_at,
+        )
+        assert row is not None  # an INSERT ... ON CONFLICT DO UPDATE always returns its row
+        return row
+
+    async def of_enterprise(self, conn: Connection, enterprise_id: uuid.UUID) -> list[InvitationRow]:
+        return await fetch_rows(
+            conn,
+            InvitationRow,
+            f"""SELECT {_INVITATION} FROM enterprises.member_invitations WHERE enterprise_id = $1
+               ORDER BY invited_at DESC LIMIT 200""",
+            enterprise_id,
+        )
+
+    async def revoke(
+        self, conn: Connection, enterprise_id: uuid.UUID, invitation_id: uuid.UUID, now: dt.datetime
+    ) -> bool:
+        result: str = await conn.execute(
+            """UPDATE enterprises.member_invitations SET status = 'revoked', answered_at = $3
+               WHERE id = $1 AND enterprise_id = $2 AND status = 'pending'""",
+            invitation_id,
+            enterprise_id,
+            now,
+        )
+        return result.endswith(" 1")
+
+    async def open_for(
+        self, conn: Connection, resident_id: uuid.UUID, now: dt.datetime
+    ) -> list[OpenInvitationRow]:
+        """The open invitations addressed to the phone the resident's account uses now."""
+        return await fetch_rows(
+            conn,
+            OpenInvitationRow,
+            """SELECT i.id, i.enterprise_id, e.name AS enterprise_name, e.uscc, i.role, i.invited_at, i.expires_at
+               FROM identity.residents r
+               JOIN enterprises.member_invitations i ON i.phone_hash = r.phone_hash
+               JOIN enterprises.enterprises e ON e.id = i.enterprise_id
+               WHERE r.id = $1 AND i.status = 'pending' AND i.expires_at > $2
+               ORDER BY i.invited_at""",
+            resident_id,
+            now,
+        )
+
+    async def addressed_to(
+        self, conn: Connection, invitation_id: uuid.UUID, resident_id: uuid.UUID
+    ) -> InvitationRow | None:
+        """The invitation if it is addressed to the phone the resident's account uses (None for anyone else's)."""
+        return await fetch_row(
+            conn,
+            InvitationRow,
+            f"""SELECT {", ".join("i." + c for c in _INVITATION.split(", "))}
+               FROM enterprises.member_invitations i JOIN identity.residents r ON r.phone_hash = i.phone_hash
+               WHERE i.id = $1 AND r.id = $2""",
+            invitation_id,
+            resident_id,
+        )
+
+    async def answer(
+        self, conn: Connection, invitation_id: uuid.UUID, status: str, now: dt.datetime
+    ) -> InvitationRow | None:
+        """Closes the invitation if it is still open and unexpired (None otherwise: answered meanwhile)."""
+        return await fetch_row(
+            conn,
+            InvitationRow,
+            f"""UPDATE enterprises.member_invitations SET status = $2, answered_at = $3
+               WHERE id = $1 AND status = 'pending' AND expires_at > $3 RETURNING {_INVITATION}""",
+            invitation_id,
+            status,
+            now,
+        )
 
 
 class DevLegalEntityRepository:

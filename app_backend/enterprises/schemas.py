@@ -26,9 +26,49 @@ class Enterprise(msgspec.Struct):
     my_role: str
 
 
-class MemberAdd(msgspec.Struct, forbid_unknown_fields=True):
+class InvitationCreate(msgspec.Struct, forbid_unknown_fields=True):
     phone: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     role: MemberRole = "member"
+
+
+InvitationStatus = Literal["pending", "accepted", "declined", "revoked", "expired"]
+
+
+class Invitation(msgspec.Struct):
+    """An invitation as its enterprise's administrators see it: the same answer whether or not the phone has an
+    account (it waits for whoever logs in with it)."""
+
+    id: uuid.UUID
+    phone: str  # masked
+    role: str
+    status: InvitationStatus
+    invited_at: dt.datetime
+    expires_at: dt.datetime
+    answered_at: dt.datetime | None = None
+
+
+class Invitations(msgspec.Struct):
+    invitations: list[Invitation]
+
+
+class InvitingEnterprise(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    uscc: str
+
+
+class MyInvitation(msgspec.Struct):
+    """An open invitation addressed to my phone."""
+
+    id: uuid.UUID
+    enterprise: InvitingEnterprise
+    role: str
+    invited_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class MyInvitations(msgspec.Struct):
+    invitations: list[MyInvitation]
 
 
 class Member(msgspec.Struct):

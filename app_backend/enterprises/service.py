@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from app_backend.audit.service import AuditTrail
 from app_backend.enterprises.registry import DevLegalEntityRegistry, LegalEntityRegistry
-from app_backend.enterprises.repository import EnterpriseRepository, EnterpriseRow, MemberRow
-from app_backend.enterprises.schemas import Enterprise, EnterpriseFacts, Member
+from app_backend.enterprises.repository import (
+    EnterpriseRepository,
+    EnterpriseRow,
+    InvitationRepository,
+    InvitationRow,
+    MemberRow,
+)
+from app_backend.enterprises.schemas import (
+    Enterprise,
+    EnterpriseFacts,
+    Invitation,
+    InvitationStatus,
+    InvitingEnterprise,
+    Member,
+    MyInvitation,
+)
 from app_backend.identity.schemas import LinkedEnterprise
 from app_backend.identity.service import ResidentDirectory
 from app_backend.identity.validators import InvalidIdentifier, normalise_uscc, uscc_checksum_ok
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.clock import now
 from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.db import Connection
-from app_backend.kernel.errors import DomainError, invalid_field
+from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.kernel.settings import Settings
+
+# Long enough for a person to notice and answer; an unanswered invitation then lapses rather than wait forever.
+INVITATION_LIFETIME = dt.timedelta(days=7)
 
 _REGISTRY_PROBLEMS = {
     "unknown": ("uscc", "not found in the legal-entity registry", 422),
@@ -52,7 +73,9 @@ class EnterpriseService:
         self._audit = audit
         self._registry = registry
         self._repo = EnterpriseRepository()
+        self._invitations = InvitationRepository()
         self._residents = residents
+        self.clock: Callable[[], dt.datetime] = now  # invitations expire on this clock (tests move it on)
 
     async def _checked_uscc(self, conn: Connection, raw: str) -> tuple[str, bool]:
         try:
@@ -154,7 +177,7 @@ class EnterpriseService:
             ),
         )
 
-    async def add_member(
+    async def invite(
         self,
         conn: Connection,
         enterprise_id: uuid.UUID,
@@ -162,30 +185,154 @@ class EnterpriseService:
         phone: str,
         role: str,
         actor: Actor,
-    ) -> Member:
+    ) -> Invitation:
+        """Invites whoever uses `phone` (normalised). Nobody is looked up: the answer is the same whether the phone
+        has an account, has none yet, or is a member's, so an administrator cannot probe who is registered, and
+        the person joins only by accepting from their own account."""
         await self._locked_as_admin(conn, enterprise_id, admin_id)
-        found = await self._residents.resident_by_phone(conn, phone)
-        if found is None:
-            raise invalid_field(
-                "phone", "no Taizhou Tong account uses this phone; ask them to log in once first", 404
-            )
-        if not await self._repo.add_member(conn, enterprise_id, found, role, admin_id):
-            raise DomainError(
-                409,
-                "already-member",
-                "phone: this resident is already a member",
-                extra={"errors": [{"field": "phone", "message": "already a member"}]},
-            )
+        now = self.clock()
+        rule = self._settings.mask_phone
+        row = await self._invitations.invite(
+            conn,
+            enterprise_id,
+            # identity.residents keeps this keyed hash of the phone: the invitee's account finds it by a join.
+            self._cipher.lookup_hash("resident.phone", phone),
+            mask(phone, rule.head, rule.tail),
+            role,
+            admin_id,
+            now,
+            now + INVITATION_LIFETIME,
+        )
         await self._audit.record(
             conn,
             actor,
-            "enterprise.member_add",
+            "enterprise.member_invite",
             target_type="enterprise",
             target_id=str(enterprise_id),
-            detail={"member": str(found), "role": role},
+            detail={"invitation": str(row.id), "role": role},
         )
-        members = {m.resident_id: m for m in await self.members(conn, enterprise_id, admin_id)}
-        return members[found]
+        return self._invitation(row, now)
+
+    def _invitation(self, row: InvitationRow, now: dt.datetime) -> Invitation:
+        # The table's CHECK keeps the stored status to these; an open one past its time reads as expired (it is
+        # stored so only when the phone is invited again).
+        status = cast(
+            InvitationStatus, "expired" if row.status == "pending" and row.expires_at <= now else row.status
+        )
+        return Invitation(
+            id=row.id,
+            phone=row.phone_masked,
+            role=row.role,
+            status=status,
+            invited_at=row.invited_at,
+            expires_at=row.expires_at,
+            answered_at=row.answered_at,
+        )
+
+    async def invitations(
+        self, conn: Connection, enterprise_id: uuid.UUID, admin_id: uuid.UUID
+    ) -> list[Invitation]:
+        await self._locked_as_admin(conn, enterprise_id, admin_id)
+        now = self.clock()
+        return [self._invitation(r, now) for r in await self._invitations.of_enterprise(conn, enterprise_id)]
+
+    async def revoke_invitation(
+        self,
+        conn: Connection,
+        enterprise_id: uuid.UUID,
+        admin_id: uuid.UUID,
+        invitation_id: uuid.UUID,
+        actor: Actor,
+    ) -> None:
+        await self._locked_as_admin(conn, enterprise_id, admin_id)
+        if not await self._invitations.revoke(conn, enterprise_id, invitation_id, self.clock()):
+            raise not_found("invitation_id: no open invitation with this id in this enterprise")
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.invitation_revoke",
+            target_type="enterprise",
+            target_id=str(enterprise_id),
+            detail={"invitation": str(invitation_id)},
+        )
+
+    async def my_invitations(self, conn: Connection, resident_id: uuid.UUID) -> list[MyInvitation]:
+        return [
+            MyInvitation(
+                id=r.id,
+                enterprise=InvitingEnterprise(id=r.enterprise_id, name=r.enterprise_name, uscc=r.uscc),
+                role=r.role,
+                invited_at=r.invited_at,
+                expires_at=r.expires_at,
+            )
+            for r in await self._invitations.open_for(conn, resident_id, self.clock())
+        ]
+
+    async def _open_invitation(
+        self, conn: Connection, invitation_id: uuid.UUID, resident_id: uuid.UUID, now: dt.datetime
+    ) -> InvitationRow:
+        row = await self._invitations.addressed_to(conn, invitation_id, resident_id)
+        if row is None:  # someone else's and one that does not exist look the same
+            raise not_found("invitation_id: no invitation with this id for you")
+        if row.status != "pending":
+            raise DomainError(
+                409,
+                "invitation-answered",
+                f"invitation_id: this invitation is closed ({row.status})",
+            )
+        if row.expires_at <= now:
+            raise DomainError(
+                410,
+                "invitation-expired",
+                "invitation_id: this invitation has expired; ask the enterprise to invite you again",
+            )
+        return row
+
+    async def accept(
+        self, conn: Connection, invitation_id: uuid.UUID, resident_id: uuid.UUID, actor: Actor
+    ) -> Enterprise:
+        now = self.clock()
+        found = await self._open_invitation(conn, invitation_id, resident_id, now)
+        # The members first, as every membership change takes them (an administrator renewing this invitation
+        # holds them too), then the invitation itself.
+        roles = await self._repo.lock_members(conn, found.enterprise_id)
+        if resident_id in roles:
+            raise DomainError(
+                409,
+                "already-member",
+                "invitation_id: you are already a member of this enterprise",
+            )
+        accepted = await self._invitations.answer(conn, invitation_id, "accepted", now)
+        if accepted is None:
+            raise DomainError(409, "invitation-answered", "invitation_id: this invitation is closed")
+        await self._repo.add_member(
+            conn, accepted.enterprise_id, resident_id, accepted.role, accepted.invited_by
+        )
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.member_join",
+            target_type="enterprise",
+            target_id=str(accepted.enterprise_id),
+            detail={"invitation": str(invitation_id), "member": str(resident_id), "role": accepted.role},
+        )
+        return await self.get(conn, accepted.enterprise_id, resident_id)
+
+    async def decline(
+        self, conn: Connection, invitation_id: uuid.UUID, resident_id: uuid.UUID, actor: Actor
+    ) -> None:
+        now = self.clock()
+        found = await self._open_invitation(conn, invitation_id, resident_id, now)
+        if await self._invitations.answer(conn, invitation_id, "declined", now) is None:
+            raise DomainError(409, "invitation-answered", "invitation_id: this invitation is closed")
+        await self._audit.record(
+            conn,
+            actor,
+            "enterprise.invitation_decline",
+            target_type="enterprise",
+            target_id=str(found.enterprise_id),
+            detail={"invitation": str(invitation_id)},
+        )
 
     async def remove_member(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from litestar.datastructures import State
 from litestar.di import Provide
+from saq import CronJob
 
 from app_backend.audit.service import AuditTrail
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.organisations.controllers import MachineController, OrganisationAdminController
 from app_backend.organisations.service import OrganisationServices
+from app_backend.organisations.tasks import purge_used_nonces
 
 
 async def start(platform: Platform) -> OrganisationServices:
@@ -34,6 +36,8 @@ module = DomainModule(
     routes=[OrganisationAdminController, MachineController],
     dependencies={"organisations": Provide(provide_organisations, sync_to_thread=False)},
     signature_types=[OrganisationServices],
+    jobs=[purge_used_nonces],
+    cron=[CronJob(purge_used_nonces, cron="*/10 * * * *")],
     migrations="app_backend.organisations",
     migrated_as={
         "0001_organisations.sql": ("app_backend", "0001_identity.sql"),

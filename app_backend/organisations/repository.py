@@ -144,3 +144,26 @@ class OrganisationRepository:
                WHERE c.key_id = $1""",
             key_id,
         )
+
+
+class UsedNonceRepository:
+    """The single-use nonces of signed requests while Redis is unavailable (organisations.used_nonces)."""
+
+    async def claim(self, conn: Connection, key_id: str, nonce: str, ttl_seconds: int) -> bool:
+        """True if the nonce was unused (now it is used, for `ttl_seconds`). The database's clock for every process;
+        an expired row left by the sweep is claimed again."""
+        claimed = await conn.fetchval(
+            """INSERT INTO organisations.used_nonces (key_id, nonce, expires_at)
+               VALUES ($1, $2, now() + make_interval(secs => $3))
+               ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
+               WHERE organisations.used_nonces.expires_at <= now()
+               RETURNING true""",
+            key_id,
+            nonce,
+            float(ttl_seconds),
+        )
+        return bool(claimed)
+
+    async def delete_expired(self, conn: Connection) -> int:
+        result: str = await conn.execute("DELETE FROM organisations.used_nonces WHERE expires_at <= now()")
+        return int(result.rsplit(" ", 1)[1])

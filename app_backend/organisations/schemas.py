@@ -8,23 +8,44 @@ import msgspec
 
 OrganisationKind = Literal["department", "verifier_operator", "merchant", "operations"]
 
-# What a machine credential may do. Later issues check these on their endpoints.
-KNOWN_SCOPES = frozenset(
-    {
-        "feeds:health",
-        "feeds:insurance",
-        "verify:transit",
-        "verify:health",
-        "verify:medical",
-        "verify:enterprise",
-        "gates:sync",
-        "gates:taps",
-        "tiles:manage",
-        "payments:refund",
-        "licences:issue",
-        "settlements:read",
-    }
-)
+# What a machine credential may do, by the kind of organisation that may hold it: the one place this is decided
+# (docs/api.md#machine-requests has the table). Feeds set residents' health colour and insurance, so only a
+# government department may hold them; gates and the medical scene belong to verifier operators (metro, bus,
+# hospitals, checkpoints); money scopes to those that can be paid (PAYEE_KINDS in service.py).
+SCOPES_BY_KIND: dict[str, frozenset[str]] = {
+    "department": frozenset(
+        {
+            "feeds:health",
+            "feeds:insurance",
+            "verify:health",
+            "verify:enterprise",
+            "tiles:manage",
+            "licences:issue",
+            "payments:refund",
+            "settlements:read",
+        }
+    ),
+    "verifier_operator": frozenset(
+        {
+            "verify:transit",
+            "verify:health",
+            "verify:medical",
+            "verify:enterprise",
+            "gates:sync",
+            "gates:taps",
+            "payments:refund",
+            "settlements:read",
+        }
+    ),
+    "merchant": frozenset({"verify:health", "payments:refund", "settlements:read"}),
+    "operations": frozenset({"verify:health", "verify:enterprise", "tiles:manage"}),
+}
+KNOWN_SCOPES = frozenset().union(*SCOPES_BY_KIND.values())
+
+
+def scopes_for_kind(kind: str) -> frozenset[str]:
+    """The scopes an organisation of this kind may hold (none for a kind this table does not know)."""
+    return SCOPES_BY_KIND.get(kind, frozenset())
 
 
 RateLimit = Annotated[int, msgspec.Meta(gt=0, le=1_000_000)]

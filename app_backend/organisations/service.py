@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -10,6 +11,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import asyncpg
+import structlog
 from redis.asyncio import Redis
 
 from app_backend.audit.service import AuditTrail
@@ -19,10 +22,10 @@ from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.metrics import RATE_LIMITED
-from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisBatch, run_checks
+from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisBatch
 from app_backend.kernel.settings import Settings
 from app_backend.organisations import signing
-from app_backend.organisations.repository import OrganisationRepository, OrganisationRow
+from app_backend.organisations.repository import OrganisationRepository, OrganisationRow, UsedNonceRepository
 from app_backend.organisations.schemas import (
     KNOWN_SCOPES,
     Credential,
@@ -30,10 +33,17 @@ from app_backend.organisations.schemas import (
     MachinePrincipal,
     Organisation,
     Payee,
+    scopes_for_kind,
 )
 
 _SECRET_FIELD = "credential.secret"  # noqa: S105 - a field name for associated data
 _KEY_ID = re.compile(r"tzk_[0-9a-f]{16}")
+# docs/api.md: 16-64 characters from the URL-safe unreserved set (RFC 3986); a short nonce is guessable and a
+# nonce of one character would make "never reused" meaningless after 66 requests.
+_NONCE = re.compile(r"[A-Za-z0-9._~-]{16,64}")
+_log = structlog.get_logger("organisations")
+# How long a signed request waits for PostgreSQL to hold its nonce while Redis is unavailable.
+DEGRADED_NONCE_WAIT = 1.0
 # Long enough for every process's credential cache to have expired and the revoking transaction to commit.
 _REVOKED_MARK_TTL = 3600
 
@@ -135,7 +145,13 @@ class OrganisationService:
         unknown: list[str] = sorted(set(scopes) - KNOWN_SCOPES)
         if unknown:
             raise invalid_field("scopes", f"unknown scopes: {', '.join(unknown)}")
-        await self._existing(conn, organisation_id)
+        organisation = await self._existing(conn, organisation_id)
+        beyond: list[str] = sorted(set(scopes) - scopes_for_kind(organisation.kind))
+        if beyond:
+            raise invalid_field(
+                "scopes",
+                f"not for an organisation of kind {organisation.kind}: {', '.join(beyond)}",
+            )
         key_id = "tzk_" + secrets.token_hex(8)
         secret = "tzs_" + secrets.token_urlsafe(32)
         clean: list[str] = sorted(set(scopes))
@@ -188,9 +204,10 @@ class MachineAuth:
     once through the revoked mark in Redis.
 
     The Redis part of the check (single-use nonce, revoked mark, the organisation's rate limit) is a
-    `MachineChecks` that a hot handler can fold into its own pipeline. While Redis is unavailable nonces are
-    remembered in this process only, the revoked mark is not seen (the credential cache still reloads from
-    PostgreSQL every `cache_ttl` seconds) and the rate limit is not counted: the request keeps working."""
+    `MachineChecks` that a hot handler can fold into its own pipeline. While Redis is unavailable the nonce is
+    claimed in PostgreSQL instead (organisations.used_nonces, shared by every process; 503 if that cannot answer
+    either), the revoked mark is not seen (the credential cache still reloads from PostgreSQL every `cache_ttl`
+    seconds) and the rate limit is not counted: the request keeps working."""
 
     cache_ttl = 5.0
 
@@ -211,7 +228,9 @@ class MachineAuth:
         self._rate = rate_per_second
         self._repo = OrganisationRepository()
         self._cache: dict[str, tuple[float, tuple[str, MachinePrincipal] | None]] = {}
-        self._local_nonces = LocalClaims(ttl=2 * window + 5)
+        self._nonce_ttl = 2 * window + 5
+        self._local_nonces = LocalClaims(ttl=self._nonce_ttl)
+        self._used_nonces = UsedNonceRepository()
 
     async def revoke(self, key_id: str) -> None:
         """Marks the key revoked in Redis, which every process checks with the nonce; outlives all caches."""
@@ -227,6 +246,16 @@ class MachineAuth:
             row = await self._repo.credential_for_auth(conn, key_id)
         value = None
         if row is not None and row.revoked_at is None and row.organisation_status == "active":
+            # A credential issued before scopes were bound to kinds (or written around the service) keeps only
+            # what its organisation's kind allows: the endpoints beyond it answer 403.
+            allowed = frozenset(row.scopes) & scopes_for_kind(row.organisation_kind)
+            if len(allowed) != len(row.scopes):
+                _log.warning(
+                    "credential holds scopes beyond its organisation's kind; ignored",
+                    key_id=key_id,
+                    kind=row.organisation_kind,
+                    ignored=sorted(set(row.scopes) - allowed),
+                )
             value = (
                 self._cipher.decrypt(_SECRET_FIELD, row.secret_enc),
                 MachinePrincipal(
@@ -234,7 +263,7 @@ class MachineAuth:
                     organisation_id=row.organisation_id,
                     organisation_name=row.organisation_name,
                     organisation_kind=row.organisation_kind,
-                    scopes=frozenset(row.scopes),
+                    scopes=allowed,
                     rate_limit=row.rate_limit_per_second or self._rate,
                 ),
             )
@@ -266,6 +295,11 @@ class MachineAuth:
             if not value or len(value) > 256:
                 raise _unsigned(f"{name}: header missing; machine requests must be signed ({signing.SCHEME})")
             values[name] = value
+        if not _NONCE.fullmatch(values[signing.HEADER_NONCE]):
+            raise _unsigned(
+                f"{signing.HEADER_NONCE}: must be 16-64 characters from A-Z, a-z, 0-9 and - _ . ~ (a fresh random "
+                "value for every request)"
+            )
         ts = values[signing.HEADER_TIMESTAMP]
         if not (ts.isascii() and ts.isdigit()) or abs(int(ts) - time.time()) > self._window:
             raise _unsigned(f"{signing.HEADER_TIMESTAMP}: outside the allowed window of ±{self._window} s")
@@ -279,17 +313,19 @@ class MachineAuth:
         if not hmac.compare_digest(expected, values[signing.HEADER_SIGNATURE].lower()):
             raise _unsigned(f"{signing.HEADER_SIGNATURE}: signature does not match the request")
         # Checked after the signature so nobody can burn another client's nonces or spend its rate.
-        return principal, MachineChecks(self, principal, values[signing.HEADER_NONCE])
+        return principal, MachineChecks(self, principal, values[signing.HEADER_NONCE], pool)
 
 
 class MachineChecks:
     """Nonce, revoked mark and rate limit of one signed request: four commands in the caller's pipeline."""
 
-    __slots__ = ("_auth", "_nonce_key", "_principal", "_rate_key")
+    __slots__ = ("_auth", "_nonce", "_nonce_key", "_pool", "_principal", "_rate_key")
 
-    def __init__(self, auth: MachineAuth, principal: MachinePrincipal, nonce: str) -> None:
+    def __init__(self, auth: MachineAuth, principal: MachinePrincipal, nonce: str, pool: Pool) -> None:
         self._auth = auth
         self._principal = principal
+        self._nonce = nonce
+        self._pool = pool
         self._nonce_key = f"nonce:{principal.key_id}:{nonce}"
         # A fixed one-second window per organisation, shared by every worker through Redis.
         self._rate_key = f"rate:org:{principal.organisation_id}:{int(rate_clock())}"
@@ -320,11 +356,46 @@ class MachineChecks:
             )
 
     def settle_locally(self) -> None:
+        """Single use in this process only: what a caller that cannot wait gets. Every path of ours while Redis is
+        unavailable awaits `run` instead, which holds the nonce in PostgreSQL for all processes."""
         if not self._auth._local_nonces.claim(self._nonce_key):
             raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
 
     async def run(self) -> None:
-        await run_checks(self, self._auth._batches, self._auth._breaker)
+        """The checks alone: one Redis round trip, or (Redis unavailable) the nonce claimed in PostgreSQL."""
+        auth = self._auth
+        breaker = auth._breaker
+        if breaker.allow():
+            try:
+                batch = auth._batches.batch()
+                self.queue(batch)
+                results = await batch.execute()
+            except breaker.unavailable as exc:
+                breaker.failed(exc)
+            else:
+                breaker.succeeded()
+                self.settle(results)
+                return
+        await self._settle_in_database()
+
+    async def _settle_in_database(self) -> None:
+        auth = self._auth
+        try:
+            async with asyncio.timeout(DEGRADED_NONCE_WAIT), self._pool.acquire() as conn:
+                fresh = await auth._used_nonces.claim(
+                    conn, self._principal.key_id, self._nonce, auth._nonce_ttl
+                )
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Neither store can hold the nonce: refusing is safer than accepting a request that may be a replay.
+            _log.warning("nonce cannot be held while redis is unavailable", error=type(exc).__name__)
+            raise DomainError(
+                503,
+                "dependency-unavailable",
+                f"{signing.HEADER_NONCE}: single use cannot be checked right now; retry with a fresh nonce",
+                headers={"Retry-After": "2"},
+            ) from None
+        if not fresh:
+            raise _unsigned(f"{signing.HEADER_NONCE}: already used; every request needs a fresh nonce")
 
 
 def _unsigned(detail: str) -> DomainError:

@@ -1,4 +1,4 @@
-"""All SQL for scan records."""
+"""All SQL for scan records, and for the replay ids held in PostgreSQL while Redis is unavailable."""
 
 from __future__ import annotations
 
@@ -73,3 +73,25 @@ class ScanRepository:
                WHERE verification_id = $1""",
             verification_id,
         )
+
+
+class ReplayFallbackRepository:
+    """Single use of transit and medical codes while Redis is unavailable (codes.used_codes_fallback): one claim
+    for every process, where each process's memory would accept a code once per process."""
+
+    async def claim(self, conn: Connection, code_id: bytes, ttl_seconds: int) -> bool:
+        """True if the code's replay id was unused (now it is used, for `ttl_seconds` on the database's clock)."""
+        claimed = await conn.fetchval(
+            """INSERT INTO codes.used_codes_fallback (code_id, expires_at)
+               VALUES ($1, now() + make_interval(secs => $2))
+               ON CONFLICT (code_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+               WHERE codes.used_codes_fallback.expires_at <= now()
+               RETURNING true""",
+            code_id,
+            float(ttl_seconds),
+        )
+        return bool(claimed)
+
+    async def delete_expired(self, conn: Connection) -> int:
+        result: str = await conn.execute("DELETE FROM codes.used_codes_fallback WHERE expires_at <= now()")
+        return int(result.rsplit(" ", 1)[1])

@@ -39,7 +39,7 @@ from code_service.codes.service import (
 )
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService
-from code_service.verification.repository import ScanRepository, ScanValues
+from code_service.verification.repository import ReplayFallbackRepository, ScanRepository, ScanValues
 from code_service.verification.schemas import ProvenCode, ScanRecord, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
     MAX_CREDENTIAL_LIFETIME,
@@ -214,6 +214,7 @@ class VerificationService:
         self._rider_secret = rider_secret
         self._skew = skew
         self._local_claims = LocalClaims(ttl=MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * skew)
+        self._replay_fallback = ReplayFallbackRepository()
 
     @property
     def skew(self) -> int:
@@ -375,14 +376,13 @@ class VerificationService:
                 return await self._decide_online(
                     scanner, code, scene, code_type, results, settled, now, by_record
                 )
-        if scanner.checks is not None:
-            scanner.checks.settle_locally()
+        await _settle_alone(scanner)  # the nonce held in PostgreSQL while Redis is unavailable
         if by_record:
             problem = await self._check(code, now)
             if problem:
                 raise _NotGenuine(problem)
         denied = await self._denied_in_database(code, scene)
-        return self._decide_degraded(scanner, code, scene, code_type, denied)
+        return await self._decide_degraded(scanner, code, scene, code_type, denied)
 
     async def _denied_in_database(self, code: ServerCode | DeviceCode, scene: str) -> set[str] | None:
         """Without Redis, the deny marks are read from the deny list's change log in PostgreSQL instead (one
@@ -446,7 +446,19 @@ class VerificationService:
             await self._redis.delete(_used_key(code.code_id))
         return answer
 
-    def _decide_degraded(
+    async def _claim_degraded(self, code_id: bytes) -> bool:
+        """Single use while Redis is unavailable: claimed in PostgreSQL, so one process's acceptance holds for all
+        of them. Should PostgreSQL not answer within DEGRADED_DENY_WAIT either, in this process only, as the deny
+        list falls back to the code alone."""
+        try:
+            async with asyncio.timeout(DEGRADED_DENY_WAIT), self._pool.acquire() as conn:
+                ttl = MAX_SERVER_LIFETIME + DEVICE_CODE_WINDOW + 4 * self._skew  # as the Redis claim's
+                return await self._replay_fallback.claim(conn, code_id, ttl)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _log.warning("replay id held in this process only", error=type(exc).__name__)
+            return self._local_claims.claim(code_id)
+
+    async def _decide_degraded(
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
@@ -456,8 +468,8 @@ class VerificationService:
     ) -> VerifyAnswer:
         """Redis is unavailable: what a gate would decide offline, from the signature (already checked), the
         validity window, the entitlements signed into the code and the deny list (`denied`, from PostgreSQL;
-        None when that could not be read either). No live facts; single use is held in this process only. The
-        answer says so (`degraded`), and it is recorded like any other."""
+        None when that could not be read either). No live facts; single use is held in PostgreSQL
+        (`_claim_degraded`). The answer says so (`degraded`), and it is recorded like any other."""
         DEGRADED_VERIFICATIONS.labels(scene).inc()
         flags = code.flags
         refusal = _deny_reason(denied or set(), scene)
@@ -465,7 +477,7 @@ class VerificationService:
             return VerifyAnswer(
                 allowed=False, reason=refusal, scene=scene, code_type=code_type, degraded=True
             )
-        if scene in _SINGLE_USE and not self._local_claims.claim(code.code_id):
+        if scene in _SINGLE_USE and not await self._claim_degraded(code.code_id):
             return VerifyAnswer(
                 allowed=False, reason="replayed", scene=scene, code_type=code_type, degraded=True
             )

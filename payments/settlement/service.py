@@ -15,6 +15,17 @@ from payments.ledger.service import Ledger
 from payments.settlement.repository import SettlementRepository, SettlementRow
 from payments.settlement.schemas import SettlementView
 
+# What a spreadsheet reads as the start of a formula (OWASP "CSV injection"); tab and carriage return too, since
+# some spreadsheets drop them and read what follows.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """A text cell a spreadsheet shows as text: a payer's order subject or a payee's own reference must not run as
+    a formula on the payee's accountant's machine. The leading apostrophe is what spreadsheets themselves use to
+    mark text; amounts are written as integers and never pass through here, so negative amounts stay numbers."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), BUSINESS_TZ)
@@ -81,11 +92,11 @@ class SettlementService:
             writer.writerow(
                 [
                     line.at.astimezone(BUSINESS_TZ).isoformat(),
-                    line.kind,
-                    line.out_trade_no,
-                    line.out_refund_no or "",
-                    line.subject,
-                    line.channel,
+                    spreadsheet_text(line.kind),
+                    spreadsheet_text(line.out_trade_no),
+                    spreadsheet_text(line.out_refund_no or ""),
+                    spreadsheet_text(line.subject),
+                    spreadsheet_text(line.channel),
                     line.amount_fen,
                     line.fee_fen,
                     line.net_fen,

@@ -3,12 +3,14 @@ payment or refund, then POSTed, signed, with bounded retries (1 min, 5 min, 30 m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import secrets
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -58,9 +60,40 @@ def _public(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses)
 
 
+# host, port -> the addresses the name resolves to (a seam: the tests answer differently on each call).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]).split("%")[0] for info in infos]
+
+
+class _Refused(Exception):
+    """The URL does not lead to an address events may go to (no longer public, or no longer resolving)."""
+
+
+class _Target:
+    """Where one delivery connects: the address that was checked, with the name kept for Host and TLS."""
+
+    __slots__ = ("extensions", "host_header", "url")
+
+    def __init__(self, url: httpx.URL, host_header: str, extensions: dict[str, str]) -> None:
+        self.url = url
+        self.host_header = host_header
+        self.extensions = extensions
+
+
 class WebhookService:
-    def __init__(self, box: FieldCipher, timeout: float = 5.0, allow_local: bool = False) -> None:
+    def __init__(
+        self,
+        box: FieldCipher,
+        timeout: float = 5.0,
+        allow_local: bool = False,
+        resolver: Resolver = resolve,
+    ) -> None:
         self._allow_local = allow_local
+        self._resolve = resolver
         self._box = box
         self._timeout = timeout
         self._repo = WebhookRepository()
@@ -78,26 +111,34 @@ class WebhookService:
 
     async def deliver_due(self, conn: Connection, limit: int = 100) -> dict[str, int]:
         counts = {"delivered": 0, "retry": 0, "failed": 0}
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        # No proxy from the environment (it would resolve the name itself), no redirects (they could lead
+        # anywhere), and no connection kept for another payee's name on the same address.
+        async with httpx.AsyncClient(
+            timeout=self._timeout,
+            trust_env=False,
+            follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as http:
             for row in await self._repo.claim_due(conn, limit):
                 raw = msgspec.json.encode({"id": str(row.id), **row.body})
                 secret = self._box.decrypt(_FIELD, row.secret_enc)
                 try:
-                    # A name may resolve elsewhere than when it was registered (DNS rebinding).
-                    check_webhook_url(row.url, self._allow_local)
+                    target = await self._target(row.url)
                     answer = await http.post(
-                        row.url,
+                        target.url,
                         content=raw,
                         headers={
+                            "Host": target.host_header,
                             "Content-Type": "application/json",
                             "X-Tzt-Event-Id": str(row.id),
                             "X-Tzt-Event-Signature": signature(secret, raw),
                         },
+                        extensions=target.extensions,
                     )
                     error = "" if answer.is_success else f"HTTP {answer.status_code}"
                 except httpx.HTTPError as exc:
                     error = type(exc).__name__
-                except DomainError:
+                except (DomainError, _Refused):
                     error = "url no longer points at a public address"
                 if not error:
                     await self._repo.delivered(conn, row.id)
@@ -111,6 +152,32 @@ class WebhookService:
                     "payee event not delivered", event_id=str(row.id), error=error, retry_in=retry_in
                 )
         return counts
+
+    async def _target(self, raw_url: str) -> _Target:
+        """Resolves the name once, checks every address it resolves to, and returns a URL on the first of them:
+        the connection goes to the address that was checked. Resolving again when connecting would let a name
+        that answered with a public address for the check answer with an internal one for the connection (DNS
+        rebinding). The name still travels as Host and as the TLS server name, whose certificate is verified."""
+        check_webhook_url(raw_url, allow_local=True)  # the form; the addresses are checked here
+        url = httpx.URL(raw_url)
+        if url.scheme != "https" and not self._allow_local:
+            raise _Refused("https required")
+        # The ASCII (IDNA) form of the name: what DNS and the TLS server name are given.
+        host, port = url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                addresses = [ipaddress.ip_address(a) for a in await self._resolve(host, port)]
+            except (OSError, ValueError):
+                raise _Refused("does not resolve") from None
+        if not addresses or not all(self._allowed(a) for a in addresses):
+            raise _Refused("not a public address")
+        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+        return _Target(url.copy_with(host=str(addresses[0])), url.netloc.decode("ascii"), extensions)
+
+    def _allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return self._allow_local or address.is_global
 
     async def events(self, conn: Connection, payee_id: uuid.UUID, limit: int = 100) -> list[PayeeEvent]:
         return [_payee_event(r) for r in await self._repo.events_for(conn, payee_id, limit)]

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER
 from app_backend.identity.repository import ResidentRepository
-from app_backend.organisations.schemas import KNOWN_SCOPES
+from app_backend.organisations.schemas import KNOWN_SCOPES, SCOPES_BY_KIND
 from app_backend.organisations.signing import sign_request
 from tests.conftest import serving
 from tests.helpers import login, machine_credential
@@ -59,14 +59,31 @@ def test_every_operation_with_a_body_declares_its_request_schema(client):
     assert missing == []
 
 
+# The gates' and verifiers' endpoints are signed by a verifier operator, every other machine endpoint by a
+# department: between them they hold every scope (no one kind of organisation may, SCOPES_BY_KIND).
+_OPERATOR_PATHS = ("/api/v1/gates", "/api/v1/verify")
+
+
 async def _caller(client: Any, services: Any) -> dict[str, str]:
-    """A resident holding every staff role, and an organisation credential holding every scope."""
+    """A resident holding every staff role, and organisation credentials holding every scope between them."""
     tokens = await login(client)
     async with services.pool.acquire() as conn:
         for role in (OPS_ADMIN, OPS_REVIEWER, AUDITOR):
             await ResidentRepository().grant_role(conn, uuid.UUID(tokens["resident_id"]), role, "test")
-    machine = await machine_credential(client, services, sorted(KNOWN_SCOPES), kind="department")
-    return {"bearer": tokens["access_token"], "key_id": machine["key_id"], "secret": machine["secret"]}
+    department = await machine_credential(
+        client, services, sorted(SCOPES_BY_KIND["department"]), kind="department"
+    )
+    operator = await machine_credential(
+        client, services, sorted(SCOPES_BY_KIND["verifier_operator"]), kind="verifier_operator"
+    )
+    assert set(SCOPES_BY_KIND["department"]) | set(SCOPES_BY_KIND["verifier_operator"]) == KNOWN_SCOPES
+    return {
+        "bearer": tokens["access_token"],
+        "key_id": department["key_id"],
+        "secret": department["secret"],
+        "operator_key_id": operator["key_id"],
+        "operator_secret": operator["secret"],
+    }
 
 
 def _request(case: Any, caller: dict[str, str]) -> dict[str, Any]:
@@ -87,7 +104,12 @@ def _request(case: Any, caller: dict[str, str]) -> dict[str, Any]:
         # Signed as an integrator's client does: the path and query exactly as sent, the body as sent.
         probe = httpx_request(request)
         target = probe.url.raw_path.decode()
-        headers.update(sign_request(caller["key_id"], caller["secret"], request["method"], target, raw))
+        key_id, secret = (
+            (caller["operator_key_id"], caller["operator_secret"])
+            if target.startswith(_OPERATOR_PATHS)
+            else (caller["key_id"], caller["secret"])
+        )
+        headers.update(sign_request(key_id, secret, request["method"], target, raw))
     request["headers"] = headers
     return request
 

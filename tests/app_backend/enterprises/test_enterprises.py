@@ -7,7 +7,16 @@ import uuid
 from typing import Any
 
 from app_backend.identity.validators import USCC_ALPHABET
-from tests.helpers import bearer, login, random_id_number, random_phone, random_uscc, real_named, staff
+from tests.helpers import (
+    bearer,
+    join_enterprise,
+    login,
+    random_id_number,
+    random_phone,
+    random_uscc,
+    real_named,
+    staff,
+)
 
 ENTERPRISES = "/api/v1/enterprises"
 
@@ -43,12 +52,30 @@ async def _create(client: Any, tokens: dict[str, Any], name: str, uscc: str) -> 
     return await client.post(ENTERPRISES, json={"name": name, "uscc": uscc}, headers=bearer(tokens))
 
 
-async def _add(
+async def _invite(
     client: Any, admin: dict[str, Any], enterprise_id: str, phone: str, role: str = "member"
 ) -> Any:
     return await client.post(
-        f"{ENTERPRISES}/{enterprise_id}/members", json={"phone": phone, "role": role}, headers=bearer(admin)
+        f"{ENTERPRISES}/{enterprise_id}/invitations",
+        json={"phone": phone, "role": role},
+        headers=bearer(admin),
     )
+
+
+async def _answer(client: Any, person: dict[str, Any], invitation_id: str, answer: str) -> Any:
+    return await client.post(f"{ENTERPRISES}/invitations/{invitation_id}/{answer}", headers=bearer(person))
+
+
+async def _mine(client: Any, person: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = await client.get(f"{ENTERPRISES}/invitations", headers=bearer(person))
+    assert listed.status_code == 200, listed.text
+    return listed.json()["invitations"]  # type: ignore[no-any-return]
+
+
+async def _member_ids(client: Any, admin: dict[str, Any], enterprise_id: str) -> set[str]:
+    listing = await client.get(f"{ENTERPRISES}/{enterprise_id}/members", headers=bearer(admin))
+    assert listing.status_code == 200, listing.text
+    return {m["resident_id"] for m in listing.json()["members"]}
 
 
 async def _remove(client: Any, admin: dict[str, Any], enterprise_id: str, resident_id: str) -> Any:
@@ -253,18 +280,29 @@ async def test_override_is_refused_for_codes_that_need_none_or_are_malformed(cli
     assert no_reason.status_code == 400 and _field(no_reason) == "reason"
 
 
-# --- members ------------------------------------------------------------------------------------------------
+# --- members: by invitation, with the invitee's consent ---------------------------------------------------
 
 
-async def test_admin_adds_members_by_phone_and_listing_is_masked(client, services, db):
+async def test_a_member_joins_by_accepting_an_invitation_and_listing_is_masked(client, services, db):
     admin, enterprise = await _enterprise(client, services)
     eid = enterprise["id"]
     member = await login(client)
 
-    added = await _add(client, admin, eid, member["phone"])
-    assert added.status_code == 201, added.text
-    assert added.json()["resident_id"] == member["resident_id"] and added.json()["role"] == "member"
-    assert added.json()["phone"] == _masked(member["phone"])
+    invited = await _invite(client, admin, eid, member["phone"])
+    assert invited.status_code == 201, invited.text
+    invitation = invited.json()
+    assert invitation["phone"] == _masked(member["phone"]) and member["phone"] not in invited.text
+    assert invitation["role"] == "member" and invitation["status"] == "pending"
+
+    # The invitee sees it from their own account, with the enterprise it comes from.
+    mine = await _mine(client, member)
+    assert [(i["id"], i["enterprise"]["id"], i["enterprise"]["name"], i["role"]) for i in mine] == [
+        (invitation["id"], eid, enterprise["name"], "member")
+    ]
+    accepted = await _answer(client, member, invitation["id"], "accept")
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["id"] == eid and accepted.json()["my_role"] == "member"
+    assert await _mine(client, member) == []
 
     listing = await client.get(f"{ENTERPRISES}/{eid}/members", headers=bearer(admin))
     assert listing.status_code == 200
@@ -284,62 +322,222 @@ async def test_admin_adds_members_by_phone_and_listing_is_masked(client, service
     one = await client.get(f"{ENTERPRISES}/{eid}", headers=bearer(member))
     assert one.status_code == 200 and one.json()["my_role"] == "member"
 
-    audited = await db.fetchval(
-        "SELECT count(*) FROM audit.events WHERE action = 'enterprise.member_add' "
-        "AND target_id = $1 AND detail->>'member' = $2",
+    admin_view = await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(admin))
+    assert [(i["id"], i["status"]) for i in admin_view.json()["invitations"]] == [
+        (invitation["id"], "accepted")
+    ]
+    audited = await db.fetch(
+        "SELECT action, actor_id FROM audit.events WHERE target_id = $1 "
+        "AND action IN ('enterprise.member_invite', 'enterprise.member_join') ORDER BY id",
         eid,
-        member["resident_id"],
     )
-    assert audited == 1
+    assert [(r["action"], r["actor_id"]) for r in audited] == [
+        ("enterprise.member_invite", admin["resident_id"]),
+        ("enterprise.member_join", member["resident_id"]),
+    ]
 
 
-async def test_phone_is_normalised_when_adding(client, services):
+async def test_the_invitation_answer_does_not_tell_whether_a_phone_is_registered(client, services):
+    """The probe of issue 13: an administrator compares the answers for a registered and an unregistered phone."""
+    admin, enterprise = await _enterprise(client, services)
+    eid = enterprise["id"]
+    registered, unregistered = (await login(client))["phone"], random_phone()
+    member = await login(client)
+    await join_enterprise(client, admin, eid, member)
+
+    def shape(response: Any) -> tuple[Any, ...]:
+        body = response.json()
+        return (
+            response.status_code,
+            response.headers["content-type"],
+            sorted(body),
+            body["role"],
+            body["status"],
+            body["answered_at"],
+            len(body["phone"]),
+            body["expires_at"] > body["invited_at"],
+        )
+
+    answers = [
+        await _invite(client, admin, eid, phone) for phone in (registered, unregistered, member["phone"])
+    ]
+    assert shape(answers[0]) == shape(answers[1]) == shape(answers[2])
+    assert answers[0].json()["status"] == "pending"
+    # Inviting again renews the open invitation, again without a difference.
+    again = [await _invite(client, admin, eid, phone, role="admin") for phone in (registered, unregistered)]
+    assert shape(again[0]) == shape(again[1])
+    assert (
+        again[0].json()["id"] == answers[0].json()["id"] and again[1].json()["id"] == answers[1].json()["id"]
+    )
+    assert again[0].json()["role"] == "admin"
+    # ...and the registered person was enrolled in nothing.
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"], member["resident_id"]}
+
+
+async def test_nobody_becomes_a_member_without_accepting(client, services):
+    admin, enterprise = await _enterprise(client, services)
+    eid = enterprise["id"]
+    invitee = await login(client)
+    invited = await _invite(client, admin, eid, invitee["phone"], role="admin")
+    assert invited.status_code == 201
+
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"]}
+    assert (await client.get(f"{ENTERPRISES}/{eid}", headers=bearer(invitee))).status_code == 404
+    assert (await client.post(f"{ENTERPRISES}/{eid}/code", headers=bearer(invitee))).status_code == 404
+    assert (await client.get("/api/v1/me", headers=bearer(invitee))).json()["enterprises"] == []
+    # Nobody else can answer for the invitee: someone else's invitation looks like none at all.
+    stranger = await login(client)
+    for answer in ("accept", "decline"):
+        theirs = await _answer(client, stranger, invited.json()["id"], answer)
+        ghost = await _answer(client, stranger, str(uuid.uuid4()), answer)
+        assert theirs.status_code == ghost.status_code == 404
+        assert theirs.json()["detail"] == ghost.json()["detail"]
+    assert await _mine(client, stranger) == []
+    assert (await _answer(client, admin, invited.json()["id"], "accept")).status_code == 404
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"]}
+    # The old way in is gone.
+    old = await client.post(
+        f"{ENTERPRISES}/{eid}/members", json={"phone": invitee["phone"]}, headers=bearer(admin)
+    )
+    assert old.status_code in (404, 405)
+
+
+async def test_an_invitation_waits_for_a_phone_that_has_no_account_yet(client, services):
+    admin, enterprise = await _enterprise(client, services)
+    phone = random_phone()
+    assert (await _invite(client, admin, enterprise["id"], phone)).status_code == 201
+    newcomer = await login(client, phone)
+    [waiting] = await _mine(client, newcomer)
+    assert waiting["enterprise"]["id"] == enterprise["id"]
+    assert (await _answer(client, newcomer, waiting["id"], "accept")).status_code == 200
+    assert newcomer["resident_id"] in await _member_ids(client, admin, enterprise["id"])
+
+
+async def test_a_declined_invitation_enrols_nobody_and_stays_closed(client, services, db):
+    admin, enterprise = await _enterprise(client, services)
+    eid = enterprise["id"]
+    invitee = await login(client)
+    invitation = (await _invite(client, admin, eid, invitee["phone"])).json()
+
+    declined = await _answer(client, invitee, invitation["id"], "decline")
+    assert declined.status_code == 204, declined.text
+    assert await _mine(client, invitee) == []
+    late = await _answer(client, invitee, invitation["id"], "accept")
+    assert late.status_code == 409 and late.json()["type"].endswith("invitation-answered")
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"]}
+    admin_view = (await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(admin))).json()
+    assert [i["status"] for i in admin_view["invitations"]] == ["declined"]
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit.events WHERE action = 'enterprise.invitation_decline' "
+            "AND target_id = $1 AND actor_id = $2",
+            eid,
+            invitee["resident_id"],
+        )
+        == 1
+    )
+    # A new invitation may be sent, and accepted.
+    second = (await _invite(client, admin, eid, invitee["phone"])).json()
+    assert second["id"] != invitation["id"]
+    assert (await _answer(client, invitee, second["id"], "accept")).status_code == 200
+
+
+async def test_an_invitation_expires_unanswered(client, services, monkeypatch):
+    import datetime as dt
+
+    from app_backend.enterprises.service import INVITATION_LIFETIME
+
+    admin, enterprise = await _enterprise(client, services)
+    eid = enterprise["id"]
+    invitee = await login(client)
+    invitation = (await _invite(client, admin, eid, invitee["phone"])).json()
+    assert len(await _mine(client, invitee)) == 1
+
+    later = dt.datetime.now(dt.UTC) + INVITATION_LIFETIME + dt.timedelta(minutes=1)
+    monkeypatch.setattr(services.enterprises, "clock", lambda: later)
+    assert await _mine(client, invitee) == []
+    expired = await _answer(client, invitee, invitation["id"], "accept")
+    assert expired.status_code == 410 and expired.json()["type"].endswith("invitation-expired")
+    assert (await _answer(client, invitee, invitation["id"], "decline")).status_code == 410
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"]}
+    admin_view = (await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(admin))).json()
+    assert [i["status"] for i in admin_view["invitations"]] == ["expired"]
+
+    # Inviting again opens a fresh invitation, valid from the clock's now.
+    renewed = (await _invite(client, admin, eid, invitee["phone"])).json()
+    assert renewed["id"] != invitation["id"] and renewed["status"] == "pending"
+    assert (await _answer(client, invitee, renewed["id"], "accept")).status_code == 200
+    admin_view = (await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(admin))).json()
+    assert [(i["id"], i["status"]) for i in admin_view["invitations"]] == [
+        (renewed["id"], "accepted"),
+        (invitation["id"], "expired"),
+    ]
+
+
+async def test_a_withdrawn_invitation_cannot_be_accepted(client, services):
+    admin, enterprise = await _enterprise(client, services)
+    eid = enterprise["id"]
+    invitee = await login(client)
+    invitation = (await _invite(client, admin, eid, invitee["phone"])).json()
+    withdrawn = await client.delete(
+        f"{ENTERPRISES}/{eid}/invitations/{invitation['id']}", headers=bearer(admin)
+    )
+    assert withdrawn.status_code == 204, withdrawn.text
+    assert await _mine(client, invitee) == []
+    assert (await _answer(client, invitee, invitation["id"], "accept")).status_code == 409
+    again = await client.delete(f"{ENTERPRISES}/{eid}/invitations/{invitation['id']}", headers=bearer(admin))
+    assert again.status_code == 404
+
+
+async def test_phone_is_normalised_when_inviting(client, services):
     admin, enterprise = await _enterprise(client, services)
     member = await login(client)
     phone = member["phone"]
-    added = await _add(client, admin, enterprise["id"], f"+86 {phone[:3]}-{phone[3:7]}-{phone[7:]}")
-    assert added.status_code == 201, added.text
-    assert added.json()["resident_id"] == member["resident_id"]
+    invited = await _invite(client, admin, enterprise["id"], f"+86 {phone[:3]}-{phone[3:7]}-{phone[7:]}")
+    assert invited.status_code == 201, invited.text
+    [waiting] = await _mine(client, member)
+    assert waiting["id"] == invited.json()["id"]
 
 
-async def test_member_add_refusals(client, services):
+async def test_invitation_refusals(client, services):
     admin, enterprise = await _enterprise(client, services)
     eid = enterprise["id"]
 
-    unknown = await _add(client, admin, eid, random_phone())
-    assert unknown.status_code == 404 and _field(unknown) == "phone"
-
-    malformed = await _add(client, admin, eid, "12345")
+    malformed = await _invite(client, admin, eid, "12345")
     assert malformed.status_code == 400 and _field(malformed) == "phone"
 
-    bad_role = await _add(client, admin, eid, (await login(client))["phone"], role="owner")
+    bad_role = await _invite(client, admin, eid, (await login(client))["phone"], role="owner")
     assert bad_role.status_code == 400 and _field(bad_role) == "role"
 
     member = await login(client)
-    assert (await _add(client, admin, eid, member["phone"])).status_code == 201
-    duplicate = await _add(client, admin, eid, member["phone"], role="admin")
-    assert duplicate.status_code == 409 and _field(duplicate) == "phone"
+    await join_enterprise(client, admin, eid, member)
+    # Inviting a member is answered like any invitation; accepting it is refused.
+    invited = await _invite(client, admin, eid, member["phone"], role="admin")
+    assert invited.status_code == 201
+    duplicate = await _answer(client, member, invited.json()["id"], "accept")
+    assert duplicate.status_code == 409 and duplicate.json()["type"].endswith("already-member")
 
-    self_again = await _add(client, admin, eid, admin["phone"])
-    assert self_again.status_code == 409
+    self_invited = await _invite(client, admin, eid, admin["phone"])
+    assert self_invited.status_code == 201
+    assert (await _answer(client, admin, self_invited.json()["id"], "accept")).status_code == 409
 
 
 async def test_non_admin_member_cannot_change_members(client, services):
     admin, enterprise = await _enterprise(client, services)
     eid = enterprise["id"]
     member, other = await login(client), await login(client)
-    assert (await _add(client, admin, eid, member["phone"])).status_code == 201
+    await join_enterprise(client, admin, eid, member)
 
-    adds = await _add(client, member, eid, other["phone"])
-    assert adds.status_code == 403
+    invites = await _invite(client, member, eid, other["phone"])
+    assert invites.status_code == 403
+    sees = await client.get(f"{ENTERPRISES}/{eid}/invitations", headers=bearer(member))
+    assert sees.status_code == 403
     removes = await _remove(client, member, eid, admin["resident_id"])
     assert removes.status_code == 403
     removes_self = await _remove(client, member, eid, member["resident_id"])
     assert removes_self.status_code == 403
-
-    listing = await client.get(f"{ENTERPRISES}/{eid}/members", headers=bearer(admin))
-    remaining = {m["resident_id"] for m in listing.json()["members"]}
-    assert remaining == {admin["resident_id"], member["resident_id"]}
+    assert await _mine(client, other) == []
+    assert await _member_ids(client, admin, eid) == {admin["resident_id"], member["resident_id"]}
 
 
 async def test_outsiders_learn_nothing(client, services):
@@ -347,10 +545,10 @@ async def test_outsiders_learn_nothing(client, services):
     eid = enterprise["id"]
     outsider = await login(client)
     member = await login(client)
-    assert (await _add(client, admin, eid, member["phone"])).status_code == 201
+    await join_enterprise(client, admin, eid, member)
 
     missing = str(uuid.uuid4())
-    for path in (f"{ENTERPRISES}/{eid}", f"{ENTERPRISES}/{eid}/members"):
+    for path in (f"{ENTERPRISES}/{eid}", f"{ENTERPRISES}/{eid}/members", f"{ENTERPRISES}/{eid}/invitations"):
         response = await client.get(path, headers=bearer(outsider))
         assert response.status_code == 404, path
         assert enterprise["name"] not in response.text and enterprise["uscc"] not in response.text
@@ -358,18 +556,19 @@ async def test_outsiders_learn_nothing(client, services):
         ghost = await client.get(path.replace(eid, missing), headers=bearer(outsider))
         assert ghost.status_code == 404 and ghost.json()["detail"] == response.json()["detail"]
 
-    assert (await _add(client, outsider, eid, outsider["phone"])).status_code == 404
+    assert (await _invite(client, outsider, eid, outsider["phone"])).status_code == 404
     kick = await _remove(client, outsider, eid, member["resident_id"])
     assert kick.status_code == 404
     assert (await client.get(f"{ENTERPRISES}/{eid}/members", headers=bearer(member))).status_code == 200
     assert (await client.get(f"{ENTERPRISES}/{eid}")).status_code == 401
+    assert (await client.get(f"{ENTERPRISES}/invitations")).status_code == 401
 
 
 async def test_admin_removes_a_member(client, services, db):
     admin, enterprise = await _enterprise(client, services)
     eid = enterprise["id"]
     member = await login(client)
-    assert (await _add(client, admin, eid, member["phone"])).status_code == 201
+    await join_enterprise(client, admin, eid, member)
 
     removed = await _remove(client, admin, eid, member["resident_id"])
     assert removed.status_code == 204 and removed.content == b""
@@ -393,15 +592,15 @@ async def test_last_admin_cannot_be_removed(client, services):
     admin, enterprise = await _enterprise(client, services)
     eid = enterprise["id"]
     member = await login(client)
-    assert (await _add(client, admin, eid, member["phone"])).status_code == 201
+    await join_enterprise(client, admin, eid, member)
 
     self_removal = await _remove(client, admin, eid, admin["resident_id"])
     assert self_removal.status_code == 409
     assert self_removal.json()["type"].endswith("last-admin")
 
-    # With a second administrator appointed, the first may leave.
+    # With a second administrator appointed (and accepting), the first may leave.
     second = await login(client)
-    assert (await _add(client, admin, eid, second["phone"], role="admin")).status_code == 201
+    await join_enterprise(client, admin, eid, second, role="admin")
     leave = await _remove(client, admin, eid, admin["resident_id"])
     assert leave.status_code == 204
     last = await _remove(client, second, eid, second["resident_id"])
@@ -413,7 +612,7 @@ async def test_two_admins_removing_each_other_concurrently_leave_one(client, ser
         first, enterprise = await _enterprise(client, services)
         eid = enterprise["id"]
         second = await login(client)
-        assert (await _add(client, first, eid, second["phone"], role="admin")).status_code == 201
+        await join_enterprise(client, first, eid, second, role="admin")
 
         answers = await asyncio.gather(
             _remove(client, first, eid, second["resident_id"]),

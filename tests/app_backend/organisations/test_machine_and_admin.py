@@ -138,6 +138,53 @@ async def test_credential_scopes_are_checked(client, services):
     assert listing.json()["credentials"] == []
 
 
+async def test_a_merchant_cannot_be_given_a_health_feed_or_a_gate(client, services):
+    admin = await staff(client, services)
+    merchant = await _organisation(client, admin, kind="merchant")
+    for scopes, named in (
+        (["feeds:health"], "feeds:health"),
+        (["payments:refund", "feeds:insurance"], "feeds:insurance"),
+        (["gates:taps"], "gates:taps"),
+        (["verify:medical"], "verify:medical"),
+    ):
+        refused = await _issue(client, admin, merchant["id"], scopes)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["errors"][0]["field"] == "scopes"
+        assert named in refused.json()["detail"] and "merchant" in refused.json()["detail"]
+    operations = await _organisation(client, admin, kind="operations")
+    assert (await _issue(client, admin, operations["id"], ["feeds:health"])).status_code == 400
+    for kind, scopes in (
+        ("merchant", ["payments:refund", "settlements:read", "verify:health"]),
+        ("department", ["feeds:health", "feeds:insurance", "licences:issue"]),
+        ("verifier_operator", ["verify:transit", "verify:medical", "gates:taps", "gates:sync"]),
+    ):
+        org = await _organisation(client, admin, kind=kind)
+        assert (await _issue(client, admin, org["id"], scopes)).status_code == 201, kind
+    listing = await client.get(f"{ADMIN}/organisations/{merchant['id']}/credentials", headers=bearer(admin))
+    assert listing.json()["credentials"] == []
+
+
+async def test_an_existing_credential_beyond_its_kind_cannot_use_those_scopes(client, services, db):
+    """A credential issued before scopes were bound to kinds: a merchant holding `feeds:health` still cannot
+    set a health colour."""
+    admin = await staff(client, services)
+    merchant = await _organisation(client, admin, kind="merchant")
+    issued = (await _issue(client, admin, merchant["id"], ["payments:refund"])).json()
+    await db.execute(
+        "UPDATE organisations.api_credentials SET scopes = $2 WHERE key_id = $1",
+        issued["key_id"],
+        ["payments:refund", "feeds:health"],
+    )
+    services.machine_auth._cache.pop(issued["key_id"], None)  # this worker's few-second credential cache
+    person = await real_named(client, services)
+    fed = await signed(
+        client, issued, "PUT", "/api/v1/feeds/health", {"id_number": person["id_number"], "colour": "red"}
+    )
+    assert fed.status_code == 403, fed.text
+    whoami = await signed(client, issued, "GET", WHOAMI)
+    assert whoami.status_code == 200 and whoami.json()["scopes"] == ["payments:refund"]
+
+
 # --- signed machine requests --------------------------------------------------------------------------------
 
 
@@ -221,6 +268,23 @@ async def test_a_replayed_nonce_is_refused(client, services):
         timestamp=int(headers["X-Tzt-Timestamp"]) - 1,
     )
     _assert_unsigned(again, "already used")
+
+
+async def test_nonces_outside_16_to_64_safe_characters_are_refused_naming_the_header(client, services):
+    credential = await _credential(client, services)
+    for nonce in (
+        "a",
+        "0123456789abcde",
+        "x" * 65,
+        "0123456789abcdef/",
+        "0123456789 abcdef",
+        "0123456789abcdef\\",
+    ):
+        refused = await signed(client, credential, "GET", WHOAMI, nonce=nonce)
+        _assert_unsigned(refused, "X-Tzt-Nonce: must be 16-64 characters")
+    for nonce in ("0123456789abcdef", "A" * 64, "Az09-_.~" * 2, uuid.uuid4().hex):
+        accepted = await signed(client, credential, "GET", WHOAMI, nonce=nonce)
+        assert accepted.status_code == 200, (nonce, accepted.text)
 
 
 async def test_a_bad_signature_does_not_burn_the_nonce(client, services):

@@ -33,6 +33,7 @@ from tests.helpers import (
     enterprise_of,
     feed_health,
     feed_insurance,
+    join_enterprise,
     login,
     machine_credential,
     otp_from_outbox,
@@ -209,12 +210,7 @@ async def test_enterprise_code_for_members_only(client, services):
     assert code.subject != decode(await personal_code(client, rep)).subject
 
     member = await login(client)
-    added = await client.post(
-        f"/api/v1/enterprises/{enterprise['id']}/members",
-        json={"phone": member["phone"], "role": "member"},
-        headers=bearer(rep),
-    )
-    assert added.status_code == 201, added.text
+    await join_enterprise(client, rep, enterprise["id"], member)
     by_member = await client.post(f"/api/v1/enterprises/{enterprise['id']}/code", headers=bearer(member))
     assert by_member.status_code == 200, by_member.text
     assert decode(by_member.json()["code"]).subject == code.subject

