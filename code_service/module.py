@@ -16,7 +16,7 @@ from code_service.codes.controllers import CodeController, EnterpriseCodeControl
 from code_service.container import CodeServices
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
-from code_service.keys.controllers import JwksController
+from code_service.keys.controllers import JwksController, SceneKeyController
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 
 
@@ -31,6 +31,8 @@ async def start(platform: Platform) -> CodeServices:
         platform.breaker,
         rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
         batches=platform.batches,
+        # Seals the holder field of every code (docs/code-format.md 4.4); never leaves the platform.
+        seal_key=hmac.new(settings.token_pepper, b"code-holder-seal", hashlib.sha256).digest(),
     )
 
 
@@ -56,6 +58,7 @@ module = DomainModule(
         VerifyController,
         ScanHistoryController,
         GateController,
+        SceneKeyController,
     ],
     dependencies={
         "codes": Provide(provide_codes, sync_to_thread=False),

@@ -1,10 +1,16 @@
-"""The published platform keys, for verifiers."""
+"""The published platform keys, and the scene keys each registered verifier receives (docs/code-format.md 5)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Response, get
+
+from app_backend.kernel.errors import forbidden
+from app_backend.kernel.http import problems
+from code_service.auth import Scanner
+from code_service.keys.schemas import SceneKeysDocument
+from code_service.keys.service import scenes_for_scopes
 
 if TYPE_CHECKING:
     from code_service.container import CodeServices
@@ -19,3 +25,22 @@ class JwksController(Controller):
     )
     async def jwks(self, codes: CodeServices) -> Response[dict[str, Any]]:
         return Response(await codes.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+class SceneKeyController(Controller):
+    path = "/api/v1/gates/scene-keys"
+    tags = ["gates"]
+    opt = problems(403)
+
+    @get(
+        "",
+        summary="Scene keys this verifier may hold (by its scopes), current and still-valid epochs; keep secret",
+    )
+    async def scene_keys(self, codes: CodeServices, scanner: Scanner) -> Response[SceneKeysDocument]:
+        scenes = scenes_for_scopes(scanner.scopes)
+        if not scenes:
+            raise forbidden(
+                "this credential lacks every verifier scope (verify:transit, verify:health, verify:medical, "
+                "verify:enterprise, gates:sync)"
+            )
+        return Response(await codes.scene_keys.document(scenes), headers={"Cache-Control": "no-store"})

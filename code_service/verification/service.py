@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
@@ -30,26 +31,34 @@ from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
     FactsService,
+    meets_scene_level,
     credential_digest,
     credential_key,
     credential_record,
     facts_key,
 )
+from code_service.codes.repository import SubjectRepository
 from code_service.gates.service import DenyListService, deny_mark
-from code_service.keys.service import KeyService
+from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.repository import ScanRepository, ScanValues
-from code_service.verification.schemas import ScanRecord, VerifyAnswer, VoucherRedeemed
+from code_service.verification.schemas import ScanRecord, VerifiedCode, VerifyAnswer, VoucherRedeemed
 from code_service.verifier.format import (
+    FLAGS,
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
+    SCENE_BITS,
     TYPE_ENTERPRISE,
     DeviceCode,
+    Flags,
     FormatError,
     Health,
     ServerCode,
     Standing,
+    UnsupportedVersion,
+    clear_flags,
     decode,
     load_point,
+    open_holder,
     verify_raw,
 )
 from code_service.verifier.offline import DEVICE_CODE_WINDOW
@@ -195,7 +204,12 @@ class VerificationService:
         *,
         pool: asyncpg.Pool,
         deny: DenyListService,
+        scene_keys: SceneKeyService,
+        seal_key: bytes,
     ) -> None:
+        self._scene_keys = scene_keys
+        self._seal_key = seal_key
+        self._subjects = SubjectRepository()
         self._redis = redis
         self._batches = batches
         self._pool = pool
@@ -216,10 +230,16 @@ class VerificationService:
             raise forbidden(f"scene: this verifier is not allowed the {scene} scene")
         try:
             code = decode(text)
+        except UnsupportedVersion:
+            await _settle_alone(scanner)
+            return VerifyAnswer(allowed=False, reason="unsupported-version", scene=scene)
         except FormatError:
             await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason="malformed", scene=scene)
         now = time.time()
+        # The platform's own holder id, sealed in the code (docs/code-format.md 4.4): the signature checked below
+        # covers the sealed bytes, so the id is as genuine as the code.
+        subject = open_holder(self._seal_key, code.nonce, code.holder)
         code_type = _TYPE_NAMES[code.type]
         # A device code whose credential the platform has a record of is checked against the record in the
         # decision's own round trip (`_genuine_by_record`) instead of by its platform signature; any other code,
@@ -242,11 +262,50 @@ class VerificationService:
             # The breaker is asked once per round trip: while it is open, it lets one probe through.
             online = by_record or self._health.allow()
             try:
-                answer = await self._decide(scanner, code, scene, code_type, now, online, by_record)
+                answer = await self._decide(scanner, code, subject, scene, code_type, now, online, by_record)
             except _NotGenuine as refused:
                 return VerifyAnswer(allowed=False, reason=refused.reason, scene=scene, code_type=code_type)
-        self._record(scanner, code.subject, scene, answer)
+        self._record(scanner, subject, scene, answer)
         return answer
+
+    async def verify_code(self, conn: Connection, text: str, scene: str, at: float) -> VerifiedCode:
+        """The public seam for paths that hold a scanned code's text (uploaded taps): steps 1-5 of
+        docs/code-format.md section 6 at time `at` (Unix seconds) with this verifier's skew, then the scene's type
+        and the entitlement the code itself carried (step 7, unmasked with the platform's scene keys), and the
+        holder, from the sealed holder field. No deny list, no live status and no replay store: the caller decides
+        those (for a tap: one entry and one exit per replay id). One statement (the holder's id) when genuine."""
+        try:
+            code = decode(text)
+        except UnsupportedVersion:
+            return VerifiedCode(valid=False, reason="unsupported-version")
+        except FormatError:
+            return VerifiedCode(valid=False, reason="malformed")
+        code_type = _TYPE_NAMES[code.type]
+        problem = await self._check(code, at)
+        if problem:
+            return VerifiedCode(valid=False, reason=problem, code_type=code_type)
+        subject = open_holder(self._seal_key, code.nonce, code.holder)
+        row = await self._subjects.get(conn, subject)
+        epoch = await self._scene_keys.epoch(code.epoch)
+        flags = clear_flags(code, epoch.keys).to_byte() if epoch is not None else 0
+        reason = "ok"
+        if scene not in SCENE_BITS or (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
+            reason = "no-entitlement"
+        elif epoch is None:
+            reason = "no-scene-key"
+        elif not flags & SCENE_BITS[scene]:
+            reason = "no-entitlement"
+        return VerifiedCode(
+            valid=True,
+            reason=reason,
+            code_type=code_type,
+            holder_kind=row.kind if row is not None else "",
+            holder_id=row.ref if row is not None else None,
+            subject=subject,
+            replay_id=code.replay_id,
+            credential_id=code.credential_id if isinstance(code, DeviceCode) else None,
+            flags=flags,
+        )
 
     async def _check(
         self, code: ServerCode | DeviceCode, now: float, device_key: ec.EllipticCurvePublicKey | None = None
@@ -326,6 +385,7 @@ class VerificationService:
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         now: float,
@@ -340,8 +400,8 @@ class VerificationService:
             try:
                 batch = self._batches.batch()
                 settled = checks.queue(batch) if checks is not None else 0
-                batch.get(facts_key(code.subject))
-                batch.exists(deny_mark("account", code.subject))
+                batch.get(facts_key(subject))
+                batch.exists(deny_mark("account", subject))
                 batch.exists(
                     deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
                 )
@@ -361,7 +421,7 @@ class VerificationService:
             else:
                 self._health.succeeded()
                 return await self._decide_online(
-                    scanner, code, scene, code_type, results, settled, now, by_record
+                    scanner, code, subject, scene, code_type, results, settled, now, by_record
                 )
         if scanner.checks is not None:
             scanner.checks.settle_locally()
@@ -370,17 +430,20 @@ class VerificationService:
             if problem:
                 raise _NotGenuine(problem)
         denied = await self._denied_in_database(code, scene)
-        return self._decide_degraded(scanner, code, scene, code_type, denied)
+        epoch = await self._scene_keys.epoch(code.epoch)
+        flags = clear_flags(code, epoch.keys) if epoch is not None else FLAGS[0]
+        return self._decide_degraded(scanner, code, subject, scene, code_type, denied, flags)
 
     async def _denied_in_database(self, code: ServerCode | DeviceCode, scene: str) -> set[str] | None:
-        """Without Redis, the deny marks are read from the deny list's change log in PostgreSQL instead (one
-        indexed statement), so a blocked account, a revoked phone or a debtor is still refused. Briefly: if
+        """Without Redis, the deny list's change log in PostgreSQL answers instead (one indexed statement), so a
+        device code of a blocked account, a revoked phone or a debtor is still refused, as at an offline gate. A
+        server code is never listed (it was issued with the live status less than a minute ago). Briefly: if
         PostgreSQL cannot answer within DEGRADED_DENY_WAIT either, the answer comes from the code alone (None)."""
-        entries = [("account", code.subject)]
-        if isinstance(code, DeviceCode):
-            entries.append(("credential", code.credential_id))
+        if not isinstance(code, DeviceCode):
+            return set()
+        entries = [("credential", code.credential_id), ("account", code.credential_id)]
         if scene == "transit":
-            entries.append(("debtor", code.subject))
+            entries.append(("debtor", code.credential_id))
         try:
             async with asyncio.timeout(DEGRADED_DENY_WAIT), self._pool.acquire() as conn:
                 return await self._deny.denied_now(conn, entries)
@@ -392,6 +455,7 @@ class VerificationService:
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         results: list[object],
@@ -415,7 +479,7 @@ class VerificationService:
             if claimed:
                 await self._redis.delete(_used_key(code.code_id))
             raise
-        facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(code.subject)
+        facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(subject)
 
         def deny(reason: str) -> VerifyAnswer:
             return VerifyAnswer(allowed=False, reason=reason, scene=scene, code_type=code_type)
@@ -426,8 +490,10 @@ class VerificationService:
             answer = deny("denied-credential")
         elif rest and not claimed:
             return deny("replayed")
+        elif not meets_scene_level(facts, scene):
+            answer = deny("no-entitlement")  # below the scene's minimum level (SCENE_MIN_LEVEL)
         else:
-            answer = await self._scene_answer(scanner, code, facts, scene, code_type)
+            answer = await self._scene_answer(scanner, subject, facts, scene, code_type)
         if claimed and not answer.allowed:
             # Only an accepted code uses up its replay id (docs/code-format.md, section 6, step 8): a rider
             # refused for a debt they then pay can show the same code again.
@@ -438,16 +504,18 @@ class VerificationService:
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         denied: set[str] | None,
+        flags: Flags,
     ) -> VerifyAnswer:
         """Redis is unavailable: what a gate would decide offline, from the signature (already checked), the
-        validity window, the entitlements signed into the code and the deny list (`denied`, from PostgreSQL;
+        validity window, the entitlements signed into the code (`flags`, unmasked with the platform's scene keys;
+        a scene's bits are set only at or above its minimum level) and the deny list (`denied`, from PostgreSQL;
         None when that could not be read either). No live facts; single use is held in this process only. The
         answer says so (`degraded`), and it is recorded like any other."""
         DEGRADED_VERIFICATIONS.labels(scene).inc()
-        flags = code.flags
         refusal = _deny_reason(denied or set(), scene)
         if refusal:
             return VerifyAnswer(
@@ -468,7 +536,7 @@ class VerificationService:
                 scene=scene,
                 code_type=code_type,
                 degraded=True,
-                rider_token=self.rider_token(scanner.organisation_id, code.subject),
+                rider_token=self.rider_token(scanner.organisation_id, subject),
             )
         if scene == "health":
             colour = flags.health.name.lower()
@@ -503,7 +571,7 @@ class VerificationService:
         )
 
     async def _scene_answer(
-        self, scanner: Scanner, code: ServerCode | DeviceCode, facts: SubjectFacts, scene: str, code_type: str
+        self, scanner: Scanner, subject: bytes, facts: SubjectFacts, scene: str, code_type: str
     ) -> VerifyAnswer:
         if scene == "transit":
             if not facts.may_ride:
@@ -518,7 +586,7 @@ class VerificationService:
                 reason="ok",
                 scene=scene,
                 code_type=code_type,
-                rider_token=self.rider_token(scanner.organisation_id, code.subject),
+                rider_token=self.rider_token(scanner.organisation_id, subject),
             )
         if scene == "health":
             return VerifyAnswer(
@@ -545,7 +613,7 @@ class VerificationService:
                 msgspec.json.encode(
                     {
                         "org": str(scanner.organisation_id),
-                        "subject": code.subject.hex(),
+                        "subject": subject.hex(),
                         "name": facts.masked_name,
                     }
                 ),
