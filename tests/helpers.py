@@ -235,3 +235,37 @@ async def feed_insurance(
     )
     assert fed.status_code == 200, fed.text
     return fed.json()
+
+
+async def face_verified(client: AsyncTestClient, person: dict[str, Any]) -> dict[str, Any]:
+    """Takes a real-named resident (L2) to L3 through the face check, as the app and the dev liveness vendor do."""
+    started = await client.post("/api/v1/me/face-verification/sessions", headers=bearer(person))
+    assert started.status_code == 200, started.text
+    session_id = started.json()["session_id"]
+    vendor = await client.post(f"/api/v1/dev/liveness/{session_id}", json={"outcome": "pass"})
+    assert vendor.status_code == 200, vendor.text
+    confirmed = await client.post(
+        "/api/v1/me/face-verification",
+        json={"session_id": session_id, "result_token": vendor.json()["result_token"]},
+        headers=bearer(person),
+    )
+    assert confirmed.status_code == 200 and confirmed.json()["level"] == "L3", confirmed.text
+    return person
+
+
+async def opened(services: Services, code: str, scene: str = "transit", at: float | None = None) -> Any:
+    """What the platform reads in a code it issued: the holder and the entitlements in the clear
+    (VerificationService.verify_code), which no verifier can read."""
+    import time
+
+    async with services.pool.acquire() as conn:
+        return await services.codes.verification.verify_code(  # type: ignore[attr-defined]
+            conn, code, scene, time.time() if at is None else at
+        )
+
+
+async def scene_keys_of(client: AsyncTestClient, verifier: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/gates/scene-keys as the verifier (what an offline gate loads into OfflineVerifier.scene_keys)."""
+    response = await signed(client, verifier, "GET", "/api/v1/gates/scene-keys")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]

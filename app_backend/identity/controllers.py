@@ -147,13 +147,17 @@ class MeController(Controller):
     )
     async def real_name(
         self,
+        request: Request[Any, Any, Any],
         data: RealNameRequest,
         identity: IdentityServices,
+        codes: CodeServices,
         db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
     ) -> dict[str, str]:
         level = await identity.residents.verify_real_name(db, resident, data.name, data.id_number, actor)
+        # A code's entitlements depend on the level (each scene's minimum level): the cached facts go.
+        after_commit(request, lambda: codes.facts.drop_resident(resident.resident_id))
         return {"level": level}
 
     @post(
@@ -176,8 +180,10 @@ class MeController(Controller):
     )
     async def confirm_face(
         self,
+        request: Request[Any, Any, Any],
         data: FaceVerificationRequest,
         identity: IdentityServices,
+        codes: CodeServices,
         db: Connection,
         resident: ResidentPrincipal,
         actor: Actor,
@@ -185,6 +191,8 @@ class MeController(Controller):
         level = await identity.residents.confirm_face_verification(
             db, resident, data.session_id, data.result_token, actor
         )
+        # L3 opens the medical scene (code_service.codes.service.SCENE_MIN_LEVEL): the cached facts go.
+        after_commit(request, lambda: codes.facts.drop_resident(resident.resident_id))
         return {"level": level}
 
 
