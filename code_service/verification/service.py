@@ -37,7 +37,7 @@ from code_service.codes.service import (
     credential_record,
     facts_key,
 )
-from code_service.codes.repository import SubjectRepository
+from code_service.codes.repository import FactsRepository, SubjectRepository
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.repository import ScanRepository, ScanValues
@@ -210,6 +210,7 @@ class VerificationService:
         self._scene_keys = scene_keys
         self._seal_key = seal_key
         self._subjects = SubjectRepository()
+        self._facts_rows = FactsRepository()
         self._redis = redis
         self._batches = batches
         self._pool = pool
@@ -429,27 +430,36 @@ class VerificationService:
             problem = await self._check(code, now)
             if problem:
                 raise _NotGenuine(problem)
-        denied = await self._denied_in_database(code, scene)
+        denied = await self._denied_in_database(code, subject, scene)
         epoch = await self._scene_keys.epoch(code.epoch)
         flags = clear_flags(code, epoch.keys) if epoch is not None else FLAGS[0]
         return self._decide_degraded(scanner, code, subject, scene, code_type, denied, flags)
 
-    async def _denied_in_database(self, code: ServerCode | DeviceCode, scene: str) -> set[str] | None:
-        """Without Redis, the deny list's change log in PostgreSQL answers instead (one indexed statement), so a
-        device code of a blocked account, a revoked phone or a debtor is still refused, as at an offline gate. A
-        server code is never listed (it was issued with the live status less than a minute ago). Briefly: if
-        PostgreSQL cannot answer within DEGRADED_DENY_WAIT either, the answer comes from the code alone (None)."""
-        if not isinstance(code, DeviceCode):
-            return set()
-        entries = [("credential", code.credential_id), ("account", code.credential_id)]
-        if scene == "transit":
-            entries.append(("debtor", code.credential_id))
+    async def _denied_in_database(
+        self, code: ServerCode | DeviceCode, subject: bytes, scene: str
+    ) -> set[str] | None:
+        """Without Redis, PostgreSQL answers instead, as briefly as the degraded answer allows: the deny list's
+        change log (what gates get: a device credential revoked, or listed for its account or a debt) and the
+        holder's account and transit status (one statement each), so a lost phone, a blocked account or a debtor
+        is still refused, whichever code they show. If PostgreSQL cannot answer within DEGRADED_DENY_WAIT either,
+        the answer comes from the code alone (None)."""
         try:
             async with asyncio.timeout(DEGRADED_DENY_WAIT), self._pool.acquire() as conn:
-                return await self._deny.denied_now(conn, entries)
+                denied: set[str] = set()
+                if isinstance(code, DeviceCode):
+                    entries = [("credential", code.credential_id), ("account", code.credential_id)]
+                    if scene == "transit":
+                        entries.append(("debtor", code.credential_id))
+                    denied = await self._deny.denied_now(conn, entries)
+                holder = await self._facts_rows.of_subject(conn, subject)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _log.warning("deny list not readable while redis is unavailable", error=type(exc).__name__)
             return None
+        if holder is None or (holder.kind == "resident" and not holder.active):
+            denied.add("account")
+        elif scene == "transit" and holder.ride_reason == "in-debt":
+            denied.add("debtor")
+        return denied
 
     async def _decide_online(
         self,
