@@ -109,7 +109,8 @@ def wallet_of(resident: dict[str, Any]) -> DeviceWallet | None:
     wallet = _wallets.get(resident["id"])
     if wallet is None:
         key = load_der_private_key(base64.b64decode(resident["wallet"]["key"]), None)
-        wallet = DeviceWallet(key)  # type: ignore[arg-type]
+        # The key the credential was asked with (a fresh one per credential): the wallet's pending key.
+        wallet = DeviceWallet(pending_key=key)  # type: ignore[arg-type]
         wallet.load_credential(resident["wallet"]["credential"])
         wallet.counter = rng.randrange(0x10000)
         _wallets[resident["id"]] = wallet
@@ -165,7 +166,9 @@ def _tap(code: str, answer: dict[str, Any], direction: str, station: str, gate_i
         "station": station,
         "direction": direction,
         "tapped_at": dt.datetime.now(dt.UTC).isoformat(),
-        "subject": decoded.subject.hex(),
+        # A version-2 code names no one to a gate: the sealed holder field is all a gate has (the platform's tap
+        # proof, which uploads the scanned code itself, finds the rider from it).
+        "subject": decoded.holder.hex(),
         "code_id": decoded.code_id.hex(),
         "credential_id": decoded.credential_id.hex() if isinstance(decoded, DeviceCode) else None,
         "rider_token": str(answer.get("rider_token", "")),
