@@ -707,3 +707,41 @@ async def test_scans_show_in_the_holders_history_only(client, services):
     assert len(theirs) == 1 and theirs[0]["organisation"] == gate["organisation"]["name"]
     assert len((await client.get("/api/v1/me/scans", headers=bearer(person))).json()["scans"]) == 3
     assert (await client.get("/api/v1/me/scans")).status_code == 401
+
+
+# --- the seam other paths call: a code text verified for a scene at a time ------------------------------------
+
+
+async def test_verify_code_names_the_holder_from_the_code_itself(client, services):
+    """VerificationService.verify_code is what uploaded taps call: the rider comes from the verified code (its
+    sealed holder), never from a claimed id, and only when the code was valid at the claimed time."""
+    person = await rider(client, services)
+    code = await personal_code(client, person)
+    wallet = DeviceWallet.create()
+    made = await register_device(client, person, wallet)
+    device = wallet.code()
+    now = time.time()
+
+    server = await opened(services, code, "transit", now)
+    assert (server.valid, server.reason, server.code_type) == (True, "ok", "personal")
+    assert (server.holder_kind, str(server.holder_id)) == ("resident", person["resident_id"])
+    assert server.replay_id == decode(code).code_id and server.credential_id is None
+    assert Flags.from_byte(server.flags).may_ride
+
+    by_device = await opened(services, device, "transit", now)
+    assert by_device.allowed and str(by_device.holder_id) == person["resident_id"]
+    assert by_device.subject == server.subject
+    assert by_device.credential_id == bytes.fromhex(made["id"]) and len(by_device.replay_id) == 14
+
+    # Back-dated, forward-dated, tampered, another version, another scene: refused, with no holder named.
+    for text, at, reason in (
+        (code, now - 40 * 86_400, "not-yet-valid"),
+        (code, now + 3600, "expired"),
+        (code[:40] + ("0" if code[40] != "0" else "1") + code[41:], now, None),
+        ("TZ1:" + code[4:], now, "unsupported-version"),
+    ):
+        refused = await opened(services, text, "transit", at)
+        assert not refused.valid and refused.holder_id is None, refused
+        assert reason is None or refused.reason == reason, refused
+    enterprise = await opened(services, code, "enterprise", now)
+    assert (enterprise.valid, enterprise.reason) == (True, "no-entitlement")
