@@ -111,7 +111,9 @@ def flags_of(facts: SubjectFacts) -> Flags:
 def entitlements_of(facts: SubjectFacts) -> Entitlements:
     """What the holder is told their code carries (flags_of, in words)."""
     flags = flags_of(facts)
-    ride_reason = facts.ride_reason if meets_scene_level(facts, "transit") or not facts.may_ride else "level-required"
+    ride_reason = (
+        facts.ride_reason if meets_scene_level(facts, "transit") or not facts.may_ride else "level-required"
+    )
     return Entitlements(
         health=flags.health.name.lower(),
         may_ride=flags.may_ride,

@@ -61,13 +61,17 @@ class DenyListService:
         if kind == "credential" and credential_ids:
             await self._redis.delete(*(deny_mark(kind, e) for e in credential_ids))
 
-    async def deny_holder(self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+    async def deny_holder(
+        self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str
+    ) -> list[bytes]:
         """Lists every live credential of the resident under `kind` (account or debtor); returns their ids."""
         live = await self._credentials.live_ids_of(conn, resident_id, CREDENTIAL_GRACE)
         await self.deny(conn, kind, live, reason)
         return live
 
-    async def allow_holder(self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str) -> list[bytes]:
+    async def allow_holder(
+        self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str
+    ) -> list[bytes]:
         """Takes the resident's credentials listed under `kind` off the list again; returns their ids."""
         recent = await self._credentials.recent_ids_of(conn, resident_id)
         listed = await self._repo.listed(conn, kind, recent)

@@ -230,7 +230,9 @@ class SceneKeyService:
         sealed = self._box.encrypt(
             _SCENE_FIELD, json.dumps({scene: base64.b64encode(k).decode() for scene, k in keys.items()})
         )
-        while not await self._repo.insert(conn, secrets.token_bytes(EPOCH_LEN), sealed, _at(use_from), _at(use_until)):
+        while not await self._repo.insert(
+            conn, secrets.token_bytes(EPOCH_LEN), sealed, _at(use_from), _at(use_until)
+        ):
             pass  # a 4-byte id already taken: draw another
 
     async def _refresh(self, force: bool = False) -> None:

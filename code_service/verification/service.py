@@ -27,17 +27,17 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
+from code_service.codes.repository import FactsRepository, SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
     FactsService,
-    meets_scene_level,
     credential_digest,
     credential_key,
     credential_record,
     facts_key,
+    meets_scene_level,
 )
-from code_service.codes.repository import FactsRepository, SubjectRepository
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.repository import ScanRepository, ScanValues

@@ -264,7 +264,11 @@ class OfflineVerifier:
                     clear = (masked ^ mask) & bits
                     if not clear:
                         reason = "no-entitlement"
-                    elif consume and scene in _ONCE and not self.replay.first_use(code_id, until + 2 * skew, now):
+                    elif (
+                        consume
+                        and scene in _ONCE
+                        and not self.replay.first_use(code_id, until + 2 * skew, now)
+                    ):
                         reason = "replayed"
         return Verdict(True, reason, scene, code_type, credential_id, code_id, FLAGS[clear], epoch, holder)
 

@@ -1,13 +1,13 @@
 """Test vectors for docs/code-format.md: `python -m code_service.verifier.vectors docs/test-vectors`.
 
-Writes `keys.json` (test keys only: private scalars, scene keys and the test seal key included) and `vectors.json` (a
-list of cases). Every key, holder, id and time is derived from fixed seeds and one fixed instant, so a re-run yields the same cases; ECDSA
-signatures are randomised, so the signature bytes (and therefore the code texts) differ between runs. The files in
-docs/test-vectors are generated once and committed; tests read the committed files.
+Writes `keys.json` (test keys only: private scalars, scene keys and the test seal key included) and `vectors.json`
+(a list of cases). Every key, holder, id and time is derived from fixed seeds and one fixed instant, so a re-run
+yields the same cases; ECDSA signatures are randomised, so the signature bytes (and therefore the code texts) differ
+between runs. The files in docs/test-vectors are generated once and committed; tests read the committed files.
 
 Codes that the platform would never issue (lifetime 0, reserved flag bits, a device key that is not a point, a
-credential longer than a day, a version-1 code) are packed by hand here and signed with the real test keys, so that only the rule
-under test fails.
+credential longer than a day, a version-1 code) are packed by hand here and signed with the real test keys, so that
+only the rule under test fails.
 """
 
 from __future__ import annotations
@@ -546,7 +546,9 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "malformed",
         "Header 0x11 (version 1) inside a TZ2: text (signed): the header's version must be 2.",
     )
-    case("server-header-version-3", server_packed(header=0x31), "malformed", "Header 0x31: version 3 (signed).")
+    case(
+        "server-header-version-3", server_packed(header=0x31), "malformed", "Header 0x31: version 3 (signed)."
+    )
     case("server-type-0", server_packed(header=0x20), "malformed", "Header 0x20: type 0 does not exist.")
     case("server-type-4", server_packed(header=0x24), "malformed", "Header 0x24: type 4 does not exist.")
     case("server-short", text(valid_payload[: SERVER_CODE_LEN - 1]), "malformed", "95 bytes: one short.")

@@ -623,7 +623,9 @@ async def test_a_device_key_is_bound_to_one_credential_only(client, services):
     again = await client.post(DEVICES, headers=bearer(person), json={"public_key": first_key})
     assert again.status_code == 409 and "public_key" in again.text, again.text
     other = await rider(client, services)  # nor can anyone else bind it
-    assert (await client.post(DEVICES, headers=bearer(other), json={"public_key": first_key})).status_code == 409
+    assert (
+        await client.post(DEVICES, headers=bearer(other), json={"public_key": first_key})
+    ).status_code == 409
     assert wallet.public_key_b64 != first_key  # the wallet moved on to a fresh pending key
     second = await register_device(client, person, wallet)
     assert second["id"] != first["id"]

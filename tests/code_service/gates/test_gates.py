@@ -226,7 +226,9 @@ async def test_blocked_account_is_denied_offline_until_unblocked(client, service
     await set_resident_status(client, services, person["resident_id"], "blocked")
     delta = await _sync(client, gate, offline)
     assert offline.deny_list.denies("account", credential_id)
-    assert unpack_ids(_body(delta["jws"])["account"]["add"]).tolist() == [int.from_bytes(credential_id, "big")]
+    assert unpack_ids(_body(delta["jws"])["account"]["add"]).tolist() == [
+        int.from_bytes(credential_id, "big")
+    ]
     verdict = offline.verify(wallet.code(), "transit")
     assert verdict.valid and verdict.reason == "denied-account"
     assert offline.verify(wallet.code(), "health").reason == "denied-account"

@@ -26,7 +26,6 @@ from code_service.verifier.format import (
 )
 from code_service.verifier.vectors import jwk
 from tests.helpers import (
-    bearer,
     feed_health,
     machine_credential,
     personal_code,
@@ -112,7 +111,9 @@ async def test_a_reader_learns_nothing_and_a_scene_verifier_only_its_scene(clien
     assert _shared_fields(c, d, layout=((9, 17), (17, 25), (34, 67))) == []
 
     checkpoint = OfflineVerifier(jwks)
-    checkpoint.update_scene_keys(await scene_keys_of(client, await machine_credential(client, services, ["verify:health"])))
+    checkpoint.update_scene_keys(
+        await scene_keys_of(client, await machine_credential(client, services, ["verify:health"]))
+    )
     for code in (first, *device_codes):
         verdict = checkpoint.verify(code, "health", consume=False)
         assert verdict.reason == "ok" and verdict.flags == Flags(health=Health.GREEN), verdict
@@ -171,7 +172,10 @@ async def test_a_verifier_refreshing_daily_reads_every_code_across_epoch_rotatio
             issued.append((clock[0], epoch.epoch.hex()))
             gate = OfflineVerifier(jwks, clock=lambda: clock[0])
             gate.update_scene_keys(document)
-            assert gate.verify(code, "transit", consume=False).reason == "ok", (clock[0] - refreshed_at, epoch)
+            assert gate.verify(code, "transit", consume=False).reason == "ok", (
+                clock[0] - refreshed_at,
+                epoch,
+            )
             # The epoch of a credential issued up to 24 h ago is still held.
             held = {e["epoch"] for e in document["epochs"]}
             assert {e for t, e in issued if clock[0] - 86_400 <= t} <= held

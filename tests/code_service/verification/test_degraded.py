@@ -217,9 +217,13 @@ async def test_a_lost_phone_a_blocked_account_and_a_debtor_stay_refused_while_re
     revoked = await client.delete(f"/api/v1/codes/device-credentials/{credential_id}", headers=bearer(owner))
     assert revoked.status_code == 204, revoked.text
     await set_resident_status(client, services, blocked["resident_id"], "blocked")
-    await set_transit(services, uuid.UUID(debtor["resident_id"]), has_agreement=True, in_debt=True, blocked=False)
+    await set_transit(
+        services, uuid.UUID(debtor["resident_id"]), has_agreement=True, in_debt=True, blocked=False
+    )
     async with services.pool.acquire() as conn, conn.transaction():
-        await services.codes.transit_gates.deny_debtor(conn, uuid.UUID(debtor["resident_id"]), "test: refused")
+        await services.codes.transit_gates.deny_debtor(
+            conn, uuid.UUID(debtor["resident_id"]), "test: refused"
+        )
 
     os.kill(own_redis._redis.pid, signal.SIGSTOP)
     try:

@@ -146,7 +146,12 @@ async def test_refusals_disclose_nothing_of_the_holder(client, services):
     assert set(health) == HEALTH and health["colour"] == "unknown" and health["allowed"] is False
     medical = await _verified(client, everything, await personal_code(client, person), "medical")
     # Below the medical scene's minimum level (L3): refused before anything of the holder is read.
-    assert medical == {"allowed": False, "reason": "no-entitlement", "scene": "medical", "code_type": "personal"}
+    assert medical == {
+        "allowed": False,
+        "reason": "no-entitlement",
+        "scene": "medical",
+        "code_type": "personal",
+    }
     await face_verified(client, person)
     medical = await _verified(client, everything, await personal_code(client, person), "medical")
     assert set(medical) == COMMON | {"insured", "masked_name"}, medical
@@ -602,7 +607,8 @@ async def test_a_credential_signed_with_a_random_nonce_verifies_though_its_recor
     answer = await _verified(client, gate, resigned.code(), "transit")
     assert answer["allowed"] is True, answer
     forged = DeviceWallet(
-        private_key=wallet.private_key, credential=credential + _other_s(wallet.credential[-64:])[:32] + bytes(32)
+        private_key=wallet.private_key,
+        credential=credential + _other_s(wallet.credential[-64:])[:32] + bytes(32),
     )
     refused = await _verified(client, gate, forged.code(), "transit")
     assert refused["allowed"] is False and refused["reason"] == "bad-signature", refused
@@ -615,7 +621,9 @@ async def test_device_code_from_a_phone_five_minutes_slow_is_expired(client, ser
     await register_device(client, person, wallet)
     answer = await _verified(client, gate, wallet.code(), "transit")
     assert answer == {"allowed": False, "reason": "expired", "scene": "transit", "code_type": "device"}
-    fast = DeviceWallet(private_key=wallet.private_key, credential=wallet.credential, clock=lambda: time.time() + 300)
+    fast = DeviceWallet(
+        private_key=wallet.private_key, credential=wallet.credential, clock=lambda: time.time() + 300
+    )
     ahead = await _verified(client, gate, fast.code(), "transit")
     assert ahead["allowed"] is False and ahead["reason"] == "not-yet-valid"
     right = DeviceWallet(private_key=wallet.private_key, credential=wallet.credential)

@@ -232,7 +232,10 @@ def load_scene_keys(document: dict[str, Any], scene: str) -> dict[bytes, tuple[b
     keys: dict[bytes, tuple[bytes, int]] = {}
     for epoch in document.get("epochs", []):
         if scene in epoch.get("keys", {}):
-            keys[bytes.fromhex(epoch["epoch"])] = (_b64url_decode(epoch["keys"][scene]), int(epoch["not_after"]))
+            keys[bytes.fromhex(epoch["epoch"])] = (
+                _b64url_decode(epoch["keys"][scene]),
+                int(epoch["not_after"]),
+            )
     return keys
 
 
@@ -335,7 +338,9 @@ def verify_case(
     seen: set[bytes] = {bytes.fromhex(h) for h in case.get("seen", ())}
     deny = {kind: {bytes.fromhex(h) for h in ids} for kind, ids in case.get("deny", {}).items()}
     scene = case.get("scene")
-    scene_keys = {} if case.get("without_scene_keys") or scene is None else load_scene_keys(scene_keys_document, scene)
+    scene_keys = (
+        {} if case.get("without_scene_keys") or scene is None else load_scene_keys(scene_keys_document, scene)
+    )
     return verify(
         case["code"],
         case["now"],

@@ -387,7 +387,12 @@ def test_cleanroom_records_replay_ids_in_once_scenes() -> None:
     checkpoint = by_name["scene-health-red"]
     for _ in range(2):
         verdict = cleanroom.verify(
-            checkpoint["code"], checkpoint["now"], cleanroom_keys(), scene="health", scene_keys=health, seen=seen
+            checkpoint["code"],
+            checkpoint["now"],
+            cleanroom_keys(),
+            scene="health",
+            scene_keys=health,
+            seen=seen,
         )
         assert verdict.reason == "ok"
 

@@ -47,8 +47,12 @@ def test_offline_verifier_matches_vector(case):
     ]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "scene_bits" in c.get("decoded", {})], ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "scene_bits" in c.get("decoded", {})], ids=lambda c: c["name"]
+)
 def test_a_scene_verifier_reads_its_own_bits_and_nothing_else(case):
     """The verdict exposes the scene's field in the clear, and zero for every other scene's bits."""
     verdict = gate_for(case).verify(case["code"], case["scene"], consume=False)
-    assert verdict.flags.to_byte() == (case["decoded"]["scene_bits"] if verdict.reason != "no-entitlement" else 0)
+    assert verdict.flags.to_byte() == (
+        case["decoded"]["scene_bits"] if verdict.reason != "no-entitlement" else 0
+    )

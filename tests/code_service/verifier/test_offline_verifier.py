@@ -57,7 +57,9 @@ def _genuine() -> list[dict[str, Any]]:
 
 
 def _gate(now: int, skew: int, deny: DenyList | None = None) -> OfflineVerifier:
-    return OfflineVerifier(_jwks(), deny, skew=skew, clock=lambda: now, scene_keys=SceneKeys(_scene_document()))
+    return OfflineVerifier(
+        _jwks(), deny, skew=skew, clock=lambda: now, scene_keys=SceneKeys(_scene_document())
+    )
 
 
 def _mutated(code: str, index: int, mask: int) -> str:

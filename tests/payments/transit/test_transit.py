@@ -453,7 +453,9 @@ async def test_a_refused_deduction_denies_the_rider_until_repaid(client, service
     await register_device(client, person, wallet)
     offline = OfflineVerifier((await client.get("/.well-known/jwks.json")).json())
     offline.update_scene_keys(await scene_keys_of(client, operator))
-    credential_id = int.from_bytes(bytes.fromhex(offline.verify(wallet.code(), None).credential_id.hex()), "big")
+    credential_id = int.from_bytes(
+        bytes.fromhex(offline.verify(wallet.code(), None).credential_id.hex()), "big"
+    )
     document, _ = await _deny_document(client, operator, 0)
     offline.deny_list.apply_document(document["jws"], offline.key_for_kid)
     version = document["version"]
