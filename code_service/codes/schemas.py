@@ -7,7 +7,7 @@ import msgspec
 
 
 class SubjectFacts(msgspec.Struct, omit_defaults=True):
-    """Everything online verification needs about a code's holder, cached in Redis under `facts:{subject}`."""
+    """Everything online verification needs about a code's holder, cached in Redis under `facts2:{subject}`."""
 
     subject: str
     kind: str  # resident | enterprise

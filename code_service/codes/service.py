@@ -63,7 +63,9 @@ _ENCODE = msgspec.json.Encoder()
 
 
 def facts_key(subject: bytes) -> str:
-    return f"facts:{subject.hex()}"
+    # "facts2": the facts gained the holder's level (scene minimum levels); entries cached before that, without
+    # it, would read as level 0 and refuse every scene until they expired.
+    return f"facts2:{subject.hex()}"
 
 
 def credential_key(credential_id: bytes) -> str:
