@@ -17,7 +17,7 @@ from code_service.codes.repository import SubjectRepository
 from code_service.codes.service import FactsService, IssuingService
 from code_service.feeds.service import FeedService
 from code_service.gates.service import DenyListService, TapService, TransitGates
-from code_service.keys.service import KeyService
+from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.service import CLOCK_SKEW, ScanRecorder, VerificationService
 
 
@@ -26,6 +26,7 @@ class CodeServices:
     pool: asyncpg.Pool
     redis: Redis
     keys: KeyService
+    scene_keys: SceneKeyService
     facts: FactsService
     issuing: IssuingService
     deny: DenyListService
@@ -47,20 +48,36 @@ class CodeServices:
         health: RedisHealth,
         rider_secret: bytes,
         batches: BatchRunner,
+        seal_key: bytes,
         skew: int = CLOCK_SKEW,
     ) -> CodeServices:
         keys = KeyService(pool, box)
+        scene_keys = SceneKeyService(pool, box)
         facts = FactsService(pool, redis, residents, enterprises)
         deny = DenyListService(redis, keys)
-        issuing = IssuingService(pool, redis, keys, facts, deny, enterprises, health, batches)
+        issuing = IssuingService(
+            pool, redis, keys, facts, deny, enterprises, health, batches, scene_keys, seal_key
+        )
         recorder = ScanRecorder(pool)
         verification = VerificationService(
-            redis, health, keys, facts, recorder, rider_secret, batches, skew, pool=pool, deny=deny
+            redis,
+            health,
+            keys,
+            facts,
+            recorder,
+            rider_secret,
+            batches,
+            skew,
+            pool=pool,
+            deny=deny,
+            scene_keys=scene_keys,
+            seal_key=seal_key,
         )
         return cls(
             pool=pool,
             redis=redis,
             keys=keys,
+            scene_keys=scene_keys,
             facts=facts,
             issuing=issuing,
             deny=deny,
@@ -72,15 +89,16 @@ class CodeServices:
         )
 
     async def account_status_changed(self, conn: Connection, resident_id: uuid.UUID, blocked: bool) -> None:
-        """A blocked account is refused online at once and by gates at their next deny-list sync."""
+        """A blocked account is refused online at once and by gates at their next deny-list sync (every live
+        credential of the holder, kind `account`); it is issued no code or credential while blocked. Restoring it
+        takes those entries off again, so a phone's credential of the day works again."""
         subject = await SubjectRepository().of_resident(conn, resident_id)
         if blocked:
-            await self.issuing.supersede_devices(conn, resident_id, "account blocked")
+            await self.deny.deny_holder(conn, "account", resident_id, "account blocked")
+        else:
+            await self.deny.allow_holder(conn, "account", resident_id, "account restored")
         if subject is not None:
-            if blocked:
-                await self.deny.deny(conn, "account", [subject], "account blocked")
-            else:
-                await self.deny.allow(conn, "account", [subject], "account restored")
+            await self.deny.mark_account(subject, blocked, "account blocked")
             await self.facts.invalidate_resident(conn, resident_id)
 
     async def identity_ended(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:

@@ -17,7 +17,7 @@ from code_service.codes.controllers import CodeController, EnterpriseCodeControl
 from code_service.container import CodeServices
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
-from code_service.keys.controllers import JwksController
+from code_service.keys.controllers import JwksController, SceneKeyController
 from code_service.keys.tasks import stage_due_signing_key
 from code_service.verification.controllers import ScanHistoryController, VerifyController
 from code_service.verification.tasks import purge_replay_fallback
@@ -35,6 +35,8 @@ async def start(platform: Platform) -> CodeServices:
         platform.breaker,
         rider_secret=hmac.new(settings.token_pepper, b"rider-token", hashlib.sha256).digest(),
         batches=platform.batches,
+        # Seals the holder field of every code (docs/code-format.md 4.4); never leaves the platform.
+        seal_key=hmac.new(settings.token_pepper, b"code-holder-seal", hashlib.sha256).digest(),
     )
     # A resident whose identity another account proved by face keeps no codes or credentials issued on it.
     identity.events.on_identity_ended(codes.identity_ended)
@@ -64,6 +66,7 @@ module = DomainModule(
         VerifyController,
         ScanHistoryController,
         GateController,
+        SceneKeyController,
     ],
     dependencies={
         "codes": Provide(provide_codes, sync_to_thread=False),

@@ -179,7 +179,8 @@ async def register_devices(client: Any, residents: Sequence[Resident]) -> None:
             201,
             "device credential",
         )
-        key = wallet.private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        # The key this credential binds (made for it alone): a phone of the kit loads it as the pending key.
+        key = wallet.pending_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
         resident.wallet = {"key": base64.b64encode(key).decode(), "credential": answer["credential"]}
 
     await _gather(residents, one)

@@ -109,7 +109,8 @@ def wallet_of(resident: dict[str, Any]) -> DeviceWallet | None:
     wallet = _wallets.get(resident["id"])
     if wallet is None:
         key = load_der_private_key(base64.b64decode(resident["wallet"]["key"]), None)
-        wallet = DeviceWallet(key)  # type: ignore[arg-type]
+        # The key the credential was asked with (a fresh one per credential): the wallet's pending key.
+        wallet = DeviceWallet(pending_key=key)  # type: ignore[arg-type]
         wallet.load_credential(resident["wallet"]["credential"])
         wallet.counter = rng.randrange(0x10000)
         _wallets[resident["id"]] = wallet

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import random
 import re
@@ -17,7 +19,7 @@ from app_backend.composition.wiring import Services
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import id_number_check_char, uscc_check_char
 from app_backend.organisations.signing import sign_request
-from code_service.verifier.format import TYPE_PERSONAL, decode, encode_server_code
+from code_service.verifier.format import TYPE_PERSONAL, Flags, encode_server_code, seal_holder
 
 _rng = random.SystemRandom()
 
@@ -235,19 +237,25 @@ async def code_minter(
     """Codes of `person` exactly as the platform signs them, but issued at any moment: what a gate scanned then.
     Taps are proven at their own time, so a test of taps on past days needs codes of those days. (The one place
     tests make codes of the past: a new code format changes this function alone.)"""
-    issued = decode(await personal_code(client, person))
+    issued = await opened(services, await personal_code(client, person))
     signer = await services.codes.keys.signer()
+    epoch = await services.codes.scene_keys.current()
+    # As code_service.module derives it: the platform's key for sealing the holder field.
+    seal_key = hmac.new(services.platform.settings.token_pepper, b"code-holder-seal", hashlib.sha256).digest()
 
     def at(moment: dt.datetime) -> str:
+        code_id = secrets.token_bytes(8)
         return encode_server_code(
             signer.private_key,
             signer.kid_bytes,
             TYPE_PERSONAL,
-            issued.subject,
-            secrets.token_bytes(8),
+            code_id,
+            seal_holder(seal_key, code_id, issued.subject),
             int(moment.timestamp()),
             60,
-            issued.flags,
+            Flags.from_byte(issued.flags),
+            epoch.epoch,
+            epoch.keys,
         )
 
     return at
@@ -285,3 +293,37 @@ async def feed_insurance(
     )
     assert fed.status_code == 200, fed.text
     return fed.json()
+
+
+async def face_verified(client: AsyncTestClient, person: dict[str, Any]) -> dict[str, Any]:
+    """Takes a real-named resident (L2) to L3 through the face check, as the app and the dev liveness vendor do."""
+    started = await client.post("/api/v1/me/face-verification/sessions", headers=bearer(person))
+    assert started.status_code == 200, started.text
+    session_id = started.json()["session_id"]
+    vendor = await client.post(f"/api/v1/dev/liveness/{session_id}", json={"outcome": "pass"})
+    assert vendor.status_code == 200, vendor.text
+    confirmed = await client.post(
+        "/api/v1/me/face-verification",
+        json={"session_id": session_id, "result_token": vendor.json()["result_token"]},
+        headers=bearer(person),
+    )
+    assert confirmed.status_code == 200 and confirmed.json()["level"] == "L3", confirmed.text
+    return person
+
+
+async def opened(services: Services, code: str, scene: str = "transit", at: float | None = None) -> Any:
+    """What the platform reads in a code it issued: the holder and the entitlements in the clear
+    (VerificationService.verify_code), which no verifier can read."""
+    import time
+
+    async with services.pool.acquire() as conn:
+        return await services.codes.verification.verify_code(  # type: ignore[attr-defined]
+            conn, code, scene, time.time() if at is None else at
+        )
+
+
+async def scene_keys_of(client: AsyncTestClient, verifier: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/gates/scene-keys as the verifier (what an offline gate loads into OfflineVerifier.scene_keys)."""
+    response = await signed(client, verifier, "GET", "/api/v1/gates/scene-keys")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]

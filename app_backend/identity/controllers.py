@@ -148,6 +148,7 @@ class MeController(Controller):
     )
     async def real_name(
         self,
+        request: Request[Any, Any, Any],
         data: RealNameRequest,
         identity: IdentityServices,
         db: Connection,
@@ -155,6 +156,8 @@ class MeController(Controller):
         actor: Actor,
     ) -> dict[str, str]:
         level = await identity.residents.verify_real_name(db, resident, data.name, data.id_number, actor)
+        # Scenes have minimum levels, so what other domains cached of this resident is stale once committed.
+        after_commit(request, lambda: identity.events.identity_settled(resident.resident_id))
         return {"level": level}
 
     @post(

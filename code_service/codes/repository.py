@@ -22,10 +22,16 @@ own statement:
         name_enc     bytea,    -- the stored name, NULL before real-name: ResidentDirectory.mask_name masks it
         person_key   bytea,    -- ResidentDirectory.person_key_of (the key of codes.health_status / insurance_status)
         may_ride     boolean,  -- TransitService.may_ride (payments), both parts ('' when may_ride)
-        ride_reason  text
+        ride_reason  text,
+        level        smallint  -- identity's real-name level (1 phone, 2 real name, 3 face); 0 for an unknown resident
     )  STABLE, exactly one row for any uuid (an unknown resident: active false, NULLs).
 
 Those services stay the reference answers (tests/code_service/codes/test_display_round_trips.py checks both agree)."""
+
+
+# A credential's codes are accepted until its end plus a verifier's clock skew (at most 30 s, docs/code-format.md);
+# two minutes covers that.
+CREDENTIAL_GRACE = 120
 
 
 class SubjectRow(msgspec.Struct, frozen=True):
@@ -59,6 +65,7 @@ class ResidentFactsRow(msgspec.Struct, frozen=True):
     ride_reason: str
     health: str  # green | yellow | red | unknown
     insured: bool
+    level: int
 
 
 class SubjectFactsRow(msgspec.Struct, frozen=True):
@@ -73,6 +80,7 @@ class SubjectFactsRow(msgspec.Struct, frozen=True):
     ride_reason: str | None
     health: str | None
     insured: bool | None
+    level: int | None
 
 
 class SubjectRepository:
@@ -150,6 +158,34 @@ class CredentialRepository:
         )
         return [bytes(record[0]) for record in records]
 
+    async def bind_device_key(self, conn: Connection, key_hash: bytes) -> bool:
+        """Records a device key as bound; False when it was bound before."""
+        result: str = await conn.execute(
+            "INSERT INTO codes.bound_device_keys (key_hash) VALUES ($1) ON CONFLICT DO NOTHING", key_hash
+        )
+        return result.endswith(" 1")
+
+    async def live_ids_of(self, conn: Connection, resident_id: uuid.UUID, grace_seconds: int) -> list[bytes]:
+        """The holder's credentials, not revoked, whose codes a verifier may still accept (their end plus a
+        verifier's clock skew has not passed)."""
+        records = await conn.fetch(
+            """SELECT id FROM codes.device_credentials
+               WHERE resident_id = $1 AND revoked_at IS NULL AND not_after > now() - make_interval(secs => $2)""",
+            resident_id,
+            grace_seconds,
+        )
+        return [bytes(record[0]) for record in records]
+
+    async def recent_ids_of(self, conn: Connection, resident_id: uuid.UUID) -> list[bytes]:
+        """Every credential of the holder that a deny-list entry may still name (entries leave snapshots after
+        25 h), revoked or not."""
+        records = await conn.fetch(
+            """SELECT id FROM codes.device_credentials
+               WHERE resident_id = $1 AND not_after > now() - interval '25 hours'""",
+            resident_id,
+        )
+        return [bytes(record[0]) for record in records]
+
     async def list_for(self, conn: Connection, resident_id: uuid.UUID) -> list[CredentialRow]:
         return await fetch_rows(
             conn,
@@ -180,7 +216,7 @@ def _resident_facts(ref: str) -> str:
     """Select list and FROM clause of the facts of the resident whose id is the SQL expression `ref`: the
     one-statement function's answer (RESIDENT_FACTS: active, name, transit) and the department statuses held here, keyed
     by the person key it returns (no status: 'unknown', not insured)."""
-    return f"""f.active, f.name_enc, f.may_ride, f.ride_reason,
+    return f"""f.active, f.name_enc, f.may_ride, f.ride_reason, f.level,
                       coalesce(h.colour, 'unknown') AS health, coalesce(i.insured, false) AS insured
                FROM {RESIDENT_FACTS}({ref}) f
                LEFT JOIN codes.health_status h ON h.person_key = f.person_key
@@ -223,7 +259,7 @@ class FactsRepository:
         return await fetch_row(
             conn,
             SubjectFactsRow,
-            f"""SELECT s.kind, s.ref, r.active, r.name_enc, r.may_ride, r.ride_reason, r.health, r.insured
+            f"""SELECT s.kind, s.ref, r.active, r.name_enc, r.may_ride, r.ride_reason, r.health, r.insured, r.level
                FROM codes.subjects s
                LEFT JOIN LATERAL (SELECT {_resident_facts("s.ref")}) r ON s.kind = 'resident'
                WHERE s.subject = $1""",

@@ -7,7 +7,7 @@ import msgspec
 
 
 class SubjectFacts(msgspec.Struct, omit_defaults=True):
-    """Everything online verification needs about a code's holder, cached in Redis under `facts:{subject}`."""
+    """Everything online verification needs about a code's holder, cached in Redis under `facts2:{subject}`."""
 
     subject: str
     kind: str  # resident | enterprise
@@ -21,6 +21,7 @@ class SubjectFacts(msgspec.Struct, omit_defaults=True):
     standing: str = "unknown"
     name: str = ""
     uscc: str = ""
+    level: int = 0  # a resident's real-name level (identity); scenes have minimum levels (SCENE_MIN_LEVEL)
 
 
 class Entitlements(msgspec.Struct):

@@ -20,10 +20,11 @@ from redis.asyncio import Redis
 from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.db import Connection
-from app_backend.kernel.errors import forbidden, invalid_field, not_found
+from app_backend.kernel.errors import conflict, forbidden, invalid_field, not_found
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.auth import Holder
 from code_service.codes.repository import (
+    CREDENTIAL_GRACE,
     CredentialRepository,
     CredentialRow,
     FactsRepository,
@@ -39,7 +40,7 @@ from code_service.codes.schemas import (
     SubjectFacts,
 )
 from code_service.gates.service import DenyListService
-from code_service.keys.service import KeyService
+from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verifier.format import (
     MAX_SERVER_LIFETIME,
     TYPE_ENTERPRISE,
@@ -50,6 +51,7 @@ from code_service.verifier.format import (
     compressed_point,
     encode_credential,
     encode_server_code,
+    seal_holder,
 )
 
 _log = structlog.get_logger("codes")
@@ -61,7 +63,9 @@ _ENCODE = msgspec.json.Encoder()
 
 
 def facts_key(subject: bytes) -> str:
-    return f"facts:{subject.hex()}"
+    # "facts2": the facts gained the holder's level (scene minimum levels); entries cached before that, without
+    # it, would read as level 0 and refuse every scene until they expired.
+    return f"facts2:{subject.hex()}"
 
 
 def credential_key(credential_id: bytes) -> str:
@@ -69,8 +73,7 @@ def credential_key(credential_id: bytes) -> str:
 
 
 CREDENTIAL_RECORD_LEN = 80
-# A credential is accepted until not_after plus the verifier's clock skew (at most 30 s, docs/code-format.md).
-RECORD_GRACE = 120
+RECORD_GRACE = CREDENTIAL_GRACE
 
 
 def credential_record(credential: bytes, device_public: ec.EllipticCurvePublicKey) -> bytes:
@@ -86,18 +89,38 @@ def credential_digest(credential: bytes) -> bytes:
     return hashlib.sha256(credential).digest()[:16]
 
 
+# Each scene's minimum resident level (L1 phone, L2 real name, L3 face verified): the ONE place it is set. A code
+# carries a scene's entitlement only for a holder at or above it, and online verification answers no-entitlement
+# below it (docs/code-format.md section 7). An enterprise code's holder is the enterprise, which has no level; only
+# its members are issued its code.
+SCENE_MIN_LEVEL: dict[str, int] = {"transit": 2, "health": 2, "medical": 3, "enterprise": 1}
+
+
+def meets_scene_level(facts: SubjectFacts, scene: str) -> bool:
+    return facts.kind != "resident" or facts.level >= SCENE_MIN_LEVEL[scene]
+
+
 def flags_of(facts: SubjectFacts) -> Flags:
+    """The entitlements a code carries: the live facts, but only for the scenes the holder's level opens."""
     return Flags(
-        health=Health[facts.health.upper()],
-        may_ride=facts.may_ride,
-        insured=facts.insured,
+        health=Health[facts.health.upper()] if meets_scene_level(facts, "health") else Health.UNKNOWN,
+        may_ride=facts.may_ride and meets_scene_level(facts, "transit"),
+        insured=facts.insured and meets_scene_level(facts, "medical"),
         standing=Standing[facts.standing.upper()],
     )
 
 
 def entitlements_of(facts: SubjectFacts) -> Entitlements:
+    """What the holder is told their code carries (flags_of, in words)."""
+    flags = flags_of(facts)
+    ride_reason = (
+        facts.ride_reason if meets_scene_level(facts, "transit") or not facts.may_ride else "level-required"
+    )
     return Entitlements(
-        health=facts.health, may_ride=facts.may_ride, ride_reason=facts.ride_reason, insured=facts.insured
+        health=flags.health.name.lower(),
+        may_ride=flags.may_ride,
+        ride_reason=ride_reason,
+        insured=flags.insured,
     )
 
 
@@ -160,6 +183,7 @@ class FactsService:
             insured=bool(row.insured),
             may_ride=bool(row.may_ride) and active,
             ride_reason=(row.ride_reason or "") if active else "account-blocked",
+            level=row.level or 0,
         )
 
     async def _enterprise(self, conn: Connection, subject: bytes, enterprise_id: uuid.UUID) -> SubjectFacts:
@@ -214,7 +238,11 @@ class IssuingService:
         enterprises: EnterpriseDirectory,
         health: RedisHealth,
         batches: BatchRunner,
+        scene_keys: SceneKeyService,
+        seal_key: bytes,
     ) -> None:
+        self._scene_keys = scene_keys
+        self._seal_key = seal_key
         self._pool = pool
         self._redis = redis
         self._batches = batches
@@ -297,16 +325,20 @@ class IssuingService:
         self, code_type: int, subject: bytes, facts: SubjectFacts, entitlements: Entitlements | None
     ) -> IssuedCode:
         signer = await self._keys.signer()
+        epoch = await self._scene_keys.current()
         now = int(time.time())
+        code_id = secrets.token_bytes(8)
         text = encode_server_code(
             signer.private_key,
             signer.kid_bytes,
             code_type,
-            subject,
-            secrets.token_bytes(8),
+            code_id,
+            seal_holder(self._seal_key, code_id, subject),
             now,
             SERVER_CODE_LIFETIME,
             flags_of(facts),
+            epoch.epoch,
+            epoch.keys,
         )
         return IssuedCode(
             code=text,
@@ -322,7 +354,14 @@ class IssuingService:
         device_public = _device_point(public_key_b64)
         device_key = compressed_point(device_public)
         subject, facts = await self._resident_facts(conn, holder)
+        # A device key links the codes made with it, so it lives as long as one credential: a key bound before
+        # (by anyone) is refused, and the phone makes a fresh pair (docs/code-format.md 5.2).
+        if not await self._credentials.bind_device_key(conn, hashlib.sha256(device_key).digest()):
+            raise conflict(
+                "public_key: this key was bound to a credential before; make a fresh key pair for each credential"
+            )
         signer = await self._keys.signer()
+        epoch = await self._scene_keys.current()
         credential_id = secrets.token_bytes(8)
         not_before = int(time.time())
         not_after = not_before + CREDENTIAL_LIFETIME
@@ -331,11 +370,13 @@ class IssuingService:
             signer.private_key,
             signer.kid_bytes,
             credential_id,
-            subject,
+            seal_holder(self._seal_key, credential_id, subject),
             not_before,
             not_after,
             flags,
             device_key,
+            epoch.epoch,
+            epoch.keys,
         )
         await self._credentials.insert(
             conn,
@@ -384,10 +425,16 @@ class IssuingService:
         await self._deny.deny(conn, "credential", [credential_id], "revoked by holder")
 
     async def supersede_devices(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> list[bytes]:
-        """A worse status, a block: live credentials would carry stale entitlements offline, so they end."""
+        """A worse status, a lost identity: live credentials would carry stale entitlements offline, so they end
+        (deny-list kind `credential`, for good). The holder's next credential carries the new status."""
         ended = await self._credentials.revoke_live_of(conn, resident_id, reason)
         await self._deny.deny(conn, "credential", ended, reason)
         return ended
+
+    async def live_credentials(self, conn: Connection, resident_id: uuid.UUID) -> list[bytes]:
+        """The ids of the holder's credentials whose codes may still be accepted (issued within the last 24 h, plus
+        the verifiers' clock skew)."""
+        return await self._credentials.live_ids_of(conn, resident_id, RECORD_GRACE)
 
 
 def _credential_info(row: CredentialRow) -> DeviceCredentialInfo:

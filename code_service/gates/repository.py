@@ -13,7 +13,8 @@ from app_backend.kernel.db import Connection, fetch_rows
 # Writers take this lock until commit, so versions become visible in order and a reader's highest version
 # never hides a lower one still in flight.
 _DENY_LOCK = 0x7A7464  # "tzd"
-# Device credentials live at most 24 h; after that their deny entries carry no meaning.
+# Device credentials live at most 24 h; after that their deny entries (all of them name credentials) carry no
+# meaning.
 CREDENTIAL_ENTRY_LIFE = "25 hours"
 # One proven tap in the column order of TapRepository.insert_many: tap_id, gate_id, line, station, direction,
 # tapped_at, rider_token, code_id (the verified code's replay id), credential_id, resident_id, verification_id.
@@ -106,7 +107,7 @@ class DenyRepository:
             f"""SELECT kind, entry FROM (
                     SELECT DISTINCT ON (kind, entry) kind, entry, op, at FROM codes.deny_changes
                     WHERE version <= $1 ORDER BY kind, entry, version DESC) last
-                WHERE op = 'add' AND (kind <> 'credential' OR at > now() - interval '{CREDENTIAL_ENTRY_LIFE}')
+                WHERE op = 'add' AND at > now() - interval '{CREDENTIAL_ENTRY_LIFE}'
                 ORDER BY kind, entry""",
             upto,
         )
@@ -121,6 +122,19 @@ class DenyRepository:
             [entry for _, entry in entries],
         )
         return {record[0] for record in records}
+
+    async def listed(self, conn: Connection, kind: str, entries: list[bytes]) -> list[bytes]:
+        """Those of `entries` whose last change under `kind` is an add."""
+        if not entries:
+            return []
+        records = await conn.fetch(
+            """SELECT k.entry FROM unnest($2::bytea[]) AS k(entry)
+               WHERE (SELECT d.op FROM codes.deny_changes d WHERE d.kind = $1 AND d.entry = k.entry
+                      ORDER BY d.version DESC LIMIT 1) = 'add'""",
+            kind,
+            entries,
+        )
+        return [bytes(record[0]) for record in records]
 
     async def is_denied(self, conn: Connection, kind: str, entry: bytes) -> bool:
         op = await conn.fetchval(

@@ -1,4 +1,5 @@
-"""The deny list gates sync (revoked or superseded devices, revoked accounts, riders in debt) and tap uploads."""
+"""The deny list gates sync (device credentials: revoked or superseded, of blocked accounts, of riders in debt) and
+tap uploads."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import invalid_field
 from code_service.auth import Scanner
-from code_service.codes.repository import SubjectRepository
+from code_service.codes.repository import CREDENTIAL_GRACE, CredentialRepository, SubjectRepository
 from code_service.gates.repository import DenyRepository, TapRepository, UntakenTapRow
 from code_service.gates.schemas import GateTap, RefusedTap, RefusedTaps, Tap, TapOutcome, TapReceipt
 from code_service.keys.service import KeyService
@@ -49,24 +50,55 @@ def _b64url(data: bytes) -> str:
 
 
 class DenyListService:
+    """The published list names device credentials only (docs/code-format.md section 8): kind `credential` (revoked
+    or superseded), `account` (every live credential of a blocked account) or `debtor` (every live credential of a
+    rider in debt). Online verification reads the holder's live status instead, plus two Redis marks: a revoked
+    credential's, and a blocked account's (by the platform's holder id, never published)."""
+
     def __init__(self, redis: Redis, keys: KeyService) -> None:
         self._redis = redis
         self._keys = keys
         self._repo = DenyRepository()
+        self._credentials = CredentialRepository()
 
-    async def deny(self, conn: Connection, kind: str, entries: list[bytes], reason: str) -> None:
-        """Online verification checks these marks in Redis, so a denial is seen at once by every process."""
-        await self._repo.record(conn, kind, entries, "add", reason)
-        if kind in ("credential", "account") and entries:
+    async def deny(self, conn: Connection, kind: str, credential_ids: list[bytes], reason: str) -> None:
+        """Online verification checks a revoked credential's mark in Redis, so it is refused at once by every
+        process; accounts and debts it reads from the holder's live facts."""
+        await self._repo.record(conn, kind, credential_ids, "add", reason)
+        if kind == "credential" and credential_ids:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    pipe.set(deny_mark(kind, entry), reason, ex=_MARK_TTL if kind == "credential" else None)
+                for entry in credential_ids:
+                    pipe.set(deny_mark(kind, entry), reason, ex=_MARK_TTL)
                 await pipe.execute()
 
-    async def allow(self, conn: Connection, kind: str, entries: list[bytes], reason: str) -> None:
-        await self._repo.record(conn, kind, entries, "remove", reason)
-        if kind in ("credential", "account") and entries:
-            await self._redis.delete(*(deny_mark(kind, e) for e in entries))
+    async def allow(self, conn: Connection, kind: str, credential_ids: list[bytes], reason: str) -> None:
+        await self._repo.record(conn, kind, credential_ids, "remove", reason)
+        if kind == "credential" and credential_ids:
+            await self._redis.delete(*(deny_mark(kind, e) for e in credential_ids))
+
+    async def deny_holder(
+        self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str
+    ) -> list[bytes]:
+        """Lists every live credential of the resident under `kind` (account or debtor); returns their ids."""
+        live = await self._credentials.live_ids_of(conn, resident_id, CREDENTIAL_GRACE)
+        await self.deny(conn, kind, live, reason)
+        return live
+
+    async def allow_holder(
+        self, conn: Connection, kind: str, resident_id: uuid.UUID, reason: str
+    ) -> list[bytes]:
+        """Takes the resident's credentials listed under `kind` off the list again; returns their ids."""
+        recent = await self._credentials.recent_ids_of(conn, resident_id)
+        listed = await self._repo.listed(conn, kind, recent)
+        await self.allow(conn, kind, listed, reason)
+        return listed
+
+    async def mark_account(self, subject: bytes, blocked: bool, reason: str) -> None:
+        """Online verification's at-once view of a blocked account, keyed by the holder id (never published)."""
+        if blocked:
+            await self._redis.set(deny_mark("account", subject), reason)
+        else:
+            await self._redis.delete(deny_mark("account", subject))
 
     async def denied_now(self, conn: Connection, entries: list[tuple[str, bytes]]) -> set[str]:
         """The kinds among these (kind, entry) pairs that are denied now, read from the change log (what gates
@@ -301,8 +333,8 @@ class TapService:
 
 class TransitGates:
     """What the fare side (payments' transit) asks of the gates: proven taps to price (with the rider the platform
-    derived from each verified code), and riders in debt on the gates' deny list (kind debtor, keyed by the code
-    subject)."""
+    derived from each verified code), and riders in debt on the gates' deny list (kind debtor: every live credential
+    of the rider; new credentials and codes carry may-ride 0 while the debt lasts)."""
 
     def __init__(self, deny: DenyListService) -> None:
         self._deny = deny
@@ -319,14 +351,10 @@ class TransitGates:
         await self._taps.mark_taken(conn, keys)
 
     async def deny_debtor(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
-        subject = await self._subjects.of_resident(conn, resident_id)
-        if subject is not None:  # no subject: no code was ever issued, so no gate can be shown one
-            await self._deny.deny(conn, "debtor", [subject], reason)
+        await self._deny.deny_holder(conn, "debtor", resident_id, reason)
 
     async def allow_debtor(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
-        subject = await self._subjects.of_resident(conn, resident_id)
-        if subject is not None:
-            await self._deny.allow(conn, "debtor", [subject], reason)
+        await self._deny.allow_holder(conn, "debtor", resident_id, reason)
 
 
 def _gate_tap(row: UntakenTapRow) -> GateTap:

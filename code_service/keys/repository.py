@@ -64,6 +64,19 @@ class KeyRepository:
             at,
         )
 
+    async def published_at(self, conn: Connection, kid: str, at: dt.datetime) -> KeyRow | None:
+        """The key `kid` if it was published at `at` and was not withdrawn (a withdrawn key retires as it stops
+        signing; a handed-over one a day later)."""
+        return await fetch_row(
+            conn,
+            KeyRow,
+            f"""SELECT {_COLUMNS} FROM codes.signing_keys
+                WHERE kid = $1 AND created_at <= $2 AND (retire_at IS NULL OR retire_at >= $2)
+                  AND (signs_until IS NULL OR retire_at > signs_until)""",
+            kid,
+            at,
+        )
+
     async def end(
         self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
     ) -> KeyRow | None:
@@ -75,4 +88,56 @@ class KeyRepository:
             kid,
             signs_until,
             retire_at,
+        )
+
+
+class SceneEpochRow(msgspec.Struct, frozen=True):
+    """A scene-key epoch: its keys are AES-GCM ciphertext (FieldCipher) of a JSON object scene -> base64 key."""
+
+    epoch: bytes
+    keys_enc: bytes
+    use_from: dt.datetime
+    use_until: dt.datetime
+
+
+# Scene-key writers take this lock, so two processes never both create the next epoch.
+_SCENE_EPOCH_LOCK = 0x747A736B  # "tzsk"
+
+
+class SceneKeyRepository:
+    async def lock(self, conn: Connection) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCENE_EPOCH_LOCK)
+
+    async def latest(self, conn: Connection) -> SceneEpochRow | None:
+        return await fetch_row(
+            conn,
+            SceneEpochRow,
+            "SELECT epoch, keys_enc, use_from, use_until FROM codes.scene_epochs ORDER BY use_from DESC LIMIT 1",
+        )
+
+    async def insert(
+        self, conn: Connection, epoch: bytes, keys_enc: bytes, use_from: dt.datetime, use_until: dt.datetime
+    ) -> bool:
+        """False when the epoch id exists already (4 random bytes can collide)."""
+        result: str = await conn.execute(
+            """INSERT INTO codes.scene_epochs (epoch, keys_enc, use_from, use_until) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (epoch) DO NOTHING""",
+            epoch,
+            keys_enc,
+            use_from,
+            use_until,
+        )
+        return result.endswith(" 1")
+
+    async def extend(self, conn: Connection, epoch: bytes, use_until: dt.datetime) -> None:
+        await conn.execute("UPDATE codes.scene_epochs SET use_until = $2 WHERE epoch = $1", epoch, use_until)
+
+    async def live(self, conn: Connection, since: dt.datetime) -> list[SceneEpochRow]:
+        """Epochs whose codes may still be valid at `since` or later (use_until + retention > now), oldest first."""
+        return await fetch_rows(
+            conn,
+            SceneEpochRow,
+            """SELECT epoch, keys_enc, use_from, use_until FROM codes.scene_epochs WHERE use_until > $1
+               ORDER BY use_from""",
+            since,
         )

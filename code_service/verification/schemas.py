@@ -67,3 +67,22 @@ class ProvenCode(msgspec.Struct, frozen=True):
     code_type: str  # personal | device
     # (kind, entry) pairs of the deny list that must not have been denied at the tap's time
     deny_entries: tuple[tuple[str, bytes], ...]
+
+
+class VerifiedCode(msgspec.Struct, frozen=True):
+    """A scanned code checked by the platform for one scene at one time (VerificationService.verify_code): the
+    seam for other paths that hold a code text, such as uploaded taps."""
+
+    valid: bool  # genuine and in date (steps 1-5 of docs/code-format.md section 6)
+    reason: str  # "ok", or the first reason of section 6 that refused it (no deny list, no replay store)
+    code_type: str = ""  # personal | enterprise | device
+    holder_kind: str = ""  # resident | enterprise ("" when the code is not genuine)
+    holder_id: uuid.UUID | None = None  # the resident's (or enterprise's) id
+    subject: bytes = b""  # the platform's 8-byte holder id (codes.subjects), never shown to verifiers
+    replay_id: bytes = b""  # code_id (server code) or credential_id || shown_at || counter (device code)
+    credential_id: bytes | None = None  # device codes only
+    flags: int = 0  # the entitlements the code carried, in the clear (Flags.from_byte)
+
+    @property
+    def allowed(self) -> bool:
+        return self.valid and self.reason == "ok"

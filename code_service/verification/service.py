@@ -27,7 +27,7 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
-from code_service.codes.repository import SubjectRepository
+from code_service.codes.repository import FactsRepository, SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
@@ -36,22 +36,35 @@ from code_service.codes.service import (
     credential_key,
     credential_record,
     facts_key,
+    meets_scene_level,
 )
 from code_service.gates.service import DenyListService, deny_mark
-from code_service.keys.service import KeyService
+from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.repository import ReplayFallbackRepository, ScanRepository, ScanValues
-from code_service.verification.schemas import ProvenCode, ScanRecord, VerifyAnswer, VoucherRedeemed
+from code_service.verification.schemas import (
+    ProvenCode,
+    ScanRecord,
+    VerifiedCode,
+    VerifyAnswer,
+    VoucherRedeemed,
+)
 from code_service.verifier.format import (
+    FLAGS,
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
+    SCENE_BITS,
     TYPE_ENTERPRISE,
     DeviceCode,
+    Flags,
     FormatError,
     Health,
     ServerCode,
     Standing,
+    UnsupportedVersion,
+    clear_flags,
     decode,
     load_point,
+    open_holder,
     verify_raw,
 )
 from code_service.verifier.offline import DEVICE_CODE_WINDOW
@@ -202,7 +215,13 @@ class VerificationService:
         *,
         pool: asyncpg.Pool,
         deny: DenyListService,
+        scene_keys: SceneKeyService,
+        seal_key: bytes,
     ) -> None:
+        self._scene_keys = scene_keys
+        self._seal_key = seal_key
+        self._subjects = SubjectRepository()
+        self._facts_rows = FactsRepository()
         self._redis = redis
         self._batches = batches
         self._pool = pool
@@ -229,10 +248,16 @@ class VerificationService:
             raise forbidden(f"scene: this verifier is not allowed the {scene} scene")
         try:
             code = decode(text)
+        except UnsupportedVersion:
+            await _settle_alone(scanner)
+            return VerifyAnswer(allowed=False, reason="unsupported-version", scene=scene)
         except FormatError:
             await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason="malformed", scene=scene)
         now = time.time()
+        # The platform's own holder id, sealed in the code (docs/code-format.md 4.4): the signature checked below
+        # covers the sealed bytes, so the id is as genuine as the code.
+        subject = open_holder(self._seal_key, code.nonce, code.holder)
         code_type = _TYPE_NAMES[code.type]
         # A device code whose credential the platform has a record of is checked against the record in the
         # decision's own round trip (`_genuine_by_record`) instead of by its platform signature; any other code,
@@ -255,23 +280,70 @@ class VerificationService:
             # The breaker is asked once per round trip: while it is open, it lets one probe through.
             online = by_record or self._health.allow()
             try:
-                answer = await self._decide(scanner, code, scene, code_type, now, online, by_record)
+                answer = await self._decide(scanner, code, subject, scene, code_type, now, online, by_record)
             except _NotGenuine as refused:
                 return VerifyAnswer(allowed=False, reason=refused.reason, scene=scene, code_type=code_type)
-        self._record(scanner, code.subject, scene, answer, code.code_id)
+        self._record(scanner, subject, scene, answer, code.replay_id)
         return answer
 
+    async def verify_code(self, conn: Connection, text: str, scene: str, at: float) -> VerifiedCode:
+        """The public seam for paths that hold a scanned code's text (uploaded taps): steps 1-5 of
+        docs/code-format.md section 6 at time `at` (Unix seconds) with this verifier's skew, then the scene's type
+        and the entitlement the code itself carried (step 7, unmasked with the platform's scene keys), and the
+        holder, from the sealed holder field. No deny list, no live status and no replay store: the caller decides
+        those (for a tap: one entry and one exit per replay id). One statement (the holder's id) when genuine."""
+        try:
+            code = decode(text)
+        except UnsupportedVersion:
+            return VerifiedCode(valid=False, reason="unsupported-version")
+        except FormatError:
+            return VerifiedCode(valid=False, reason="malformed")
+        code_type = _TYPE_NAMES[code.type]
+        # A key retired since `at` still proves what it signed then (an offline gate's taps arrive late).
+        platform_key = await self._keys.public_key_at(conn, code.kid, at)
+        if platform_key is None:
+            return VerifiedCode(valid=False, reason="unknown-key", code_type=code_type)
+        problem = await self._check(code, at, platform_key=platform_key)
+        if problem:
+            return VerifiedCode(valid=False, reason=problem, code_type=code_type)
+        subject = open_holder(self._seal_key, code.nonce, code.holder)
+        row = await self._subjects.get(conn, subject)
+        epoch = await self._scene_keys.epoch(code.epoch)
+        flags = clear_flags(code, epoch.keys).to_byte() if epoch is not None else 0
+        reason = "ok"
+        if scene not in SCENE_BITS or (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
+            reason = "no-entitlement"
+        elif epoch is None:
+            reason = "no-scene-key"
+        elif not flags & SCENE_BITS[scene]:
+            reason = "no-entitlement"
+        return VerifiedCode(
+            valid=True,
+            reason=reason,
+            code_type=code_type,
+            holder_kind=row.kind if row is not None else "",
+            holder_id=row.ref if row is not None else None,
+            subject=subject,
+            replay_id=code.replay_id,
+            credential_id=code.credential_id if isinstance(code, DeviceCode) else None,
+            flags=flags,
+        )
+
     async def _check(
-        self, code: ServerCode | DeviceCode, now: float, device_key: ec.EllipticCurvePublicKey | None = None
+        self,
+        code: ServerCode | DeviceCode,
+        now: float,
+        device_key: ec.EllipticCurvePublicKey | None = None,
+        platform_key: ec.EllipticCurvePublicKey | None = None,
     ) -> str:
         """Steps 1.5 (the device key, unless given already loaded) to 5 of docs/code-format.md section 6, with
-        the platform's signature."""
+        the platform's signature (by the published key of the code's kid, unless given)."""
         if isinstance(code, DeviceCode) and device_key is None:
             try:
                 device_key = load_point(code.device_key)
             except FormatError:
                 return "malformed"
-        key = await self._keys.public_key(code.kid)
+        key = platform_key or await self._keys.public_key(code.kid)
         if key is None:
             return "unknown-key"
         if isinstance(code, ServerCode):
@@ -339,6 +411,7 @@ class VerificationService:
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         now: float,
@@ -353,8 +426,8 @@ class VerificationService:
             try:
                 batch = self._batches.batch()
                 settled = checks.queue(batch) if checks is not None else 0
-                batch.get(facts_key(code.subject))
-                batch.exists(deny_mark("account", code.subject))
+                batch.get(facts_key(subject))
+                batch.exists(deny_mark("account", subject))
                 batch.exists(
                     deny_mark("credential", code.credential_id) if isinstance(code, DeviceCode) else "-"
                 )
@@ -374,36 +447,49 @@ class VerificationService:
             else:
                 self._health.succeeded()
                 return await self._decide_online(
-                    scanner, code, scene, code_type, results, settled, now, by_record
+                    scanner, code, subject, scene, code_type, results, settled, now, by_record
                 )
         await _settle_alone(scanner)  # the nonce held in PostgreSQL while Redis is unavailable
         if by_record:
             problem = await self._check(code, now)
             if problem:
                 raise _NotGenuine(problem)
-        denied = await self._denied_in_database(code, scene)
-        return await self._decide_degraded(scanner, code, scene, code_type, denied)
+        denied = await self._denied_in_database(code, subject, scene)
+        epoch = await self._scene_keys.epoch(code.epoch)
+        flags = clear_flags(code, epoch.keys) if epoch is not None else FLAGS[0]
+        return await self._decide_degraded(scanner, code, subject, scene, code_type, denied, flags)
 
-    async def _denied_in_database(self, code: ServerCode | DeviceCode, scene: str) -> set[str] | None:
-        """Without Redis, the deny marks are read from the deny list's change log in PostgreSQL instead (one
-        indexed statement), so a blocked account, a revoked phone or a debtor is still refused. Briefly: if
-        PostgreSQL cannot answer within DEGRADED_DENY_WAIT either, the answer comes from the code alone (None)."""
-        entries = [("account", code.subject)]
-        if isinstance(code, DeviceCode):
-            entries.append(("credential", code.credential_id))
-        if scene == "transit":
-            entries.append(("debtor", code.subject))
+    async def _denied_in_database(
+        self, code: ServerCode | DeviceCode, subject: bytes, scene: str
+    ) -> set[str] | None:
+        """Without Redis, PostgreSQL answers instead, as briefly as the degraded answer allows: the deny list's
+        change log (what gates get: a device credential revoked, or listed for its account or a debt) and the
+        holder's account and transit status (one statement each), so a lost phone, a blocked account or a debtor
+        is still refused, whichever code they show. If PostgreSQL cannot answer within DEGRADED_DENY_WAIT either,
+        the answer comes from the code alone (None)."""
         try:
             async with asyncio.timeout(DEGRADED_DENY_WAIT), self._pool.acquire() as conn:
-                return await self._deny.denied_now(conn, entries)
+                denied: set[str] = set()
+                if isinstance(code, DeviceCode):
+                    entries = [("credential", code.credential_id), ("account", code.credential_id)]
+                    if scene == "transit":
+                        entries.append(("debtor", code.credential_id))
+                    denied = await self._deny.denied_now(conn, entries)
+                holder = await self._facts_rows.of_subject(conn, subject)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _log.warning("deny list not readable while redis is unavailable", error=type(exc).__name__)
             return None
+        if holder is None or (holder.kind == "resident" and not holder.active):
+            denied.add("account")
+        elif scene == "transit" and holder.ride_reason == "in-debt":
+            denied.add("debtor")
+        return denied
 
     async def _decide_online(
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         results: list[object],
@@ -427,7 +513,7 @@ class VerificationService:
             if claimed:
                 await self._redis.delete(_used_key(code.code_id))
             raise
-        facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(code.subject)
+        facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(subject)
 
         def deny(reason: str) -> VerifyAnswer:
             return VerifyAnswer(allowed=False, reason=reason, scene=scene, code_type=code_type)
@@ -438,8 +524,10 @@ class VerificationService:
             answer = deny("denied-credential")
         elif rest and not claimed:
             return deny("replayed")
+        elif not meets_scene_level(facts, scene):
+            answer = deny("no-entitlement")  # below the scene's minimum level (SCENE_MIN_LEVEL)
         else:
-            answer = await self._scene_answer(scanner, code, facts, scene, code_type)
+            answer = await self._scene_answer(scanner, subject, facts, scene, code_type)
         if claimed and not answer.allowed:
             # Only an accepted code uses up its replay id (docs/code-format.md, section 6, step 8): a rider
             # refused for a debt they then pay can show the same code again.
@@ -462,16 +550,18 @@ class VerificationService:
         self,
         scanner: Scanner,
         code: ServerCode | DeviceCode,
+        subject: bytes,
         scene: str,
         code_type: str,
         denied: set[str] | None,
+        flags: Flags,
     ) -> VerifyAnswer:
         """Redis is unavailable: what a gate would decide offline, from the signature (already checked), the
-        validity window, the entitlements signed into the code and the deny list (`denied`, from PostgreSQL;
+        validity window, the entitlements signed into the code (`flags`, unmasked with the platform's scene keys;
+        a scene's bits are set only at or above its minimum level) and the deny list (`denied`, from PostgreSQL;
         None when that could not be read either). No live facts; single use is held in PostgreSQL
         (`_claim_degraded`). The answer says so (`degraded`), and it is recorded like any other."""
         DEGRADED_VERIFICATIONS.labels(scene).inc()
-        flags = code.flags
         refusal = _deny_reason(denied or set(), scene)
         if refusal:
             return VerifyAnswer(
@@ -492,7 +582,7 @@ class VerificationService:
                 scene=scene,
                 code_type=code_type,
                 degraded=True,
-                rider_token=self.rider_token(scanner.organisation_id, code.subject),
+                rider_token=self.rider_token(scanner.organisation_id, subject),
             )
         if scene == "health":
             colour = flags.health.name.lower()
@@ -527,7 +617,7 @@ class VerificationService:
         )
 
     async def _scene_answer(
-        self, scanner: Scanner, code: ServerCode | DeviceCode, facts: SubjectFacts, scene: str, code_type: str
+        self, scanner: Scanner, subject: bytes, facts: SubjectFacts, scene: str, code_type: str
     ) -> VerifyAnswer:
         if scene == "transit":
             if not facts.may_ride:
@@ -542,7 +632,7 @@ class VerificationService:
                 reason="ok",
                 scene=scene,
                 code_type=code_type,
-                rider_token=self.rider_token(scanner.organisation_id, code.subject),
+                rider_token=self.rider_token(scanner.organisation_id, subject),
             )
         if scene == "health":
             return VerifyAnswer(
@@ -569,7 +659,7 @@ class VerificationService:
                 msgspec.json.encode(
                     {
                         "org": str(scanner.organisation_id),
-                        "subject": code.subject.hex(),
+                        "subject": subject.hex(),
                         "name": facts.masked_name,
                     }
                 ),
@@ -628,29 +718,27 @@ class VerificationService:
     # -- proving taps (the gates' uploads): the one place that knows how a code names its holder -----------
 
     async def prove_transit_code(self, conn: Connection, text: str, at: float) -> ProvenCode | str:
-        """Whether `text` is a transit code that verified at unix time `at` (the tap's time): decoded, a
-        published platform key, its signatures, its validity window at `at` with the published skew
-        (CLOCK_SKEW), a holder's code, not an enterprise's. Returns what the platform derives from it (the
-        resident, the replay id, the deny-list entries to check at `at`) or the refusal reason, in the reasons
-        of docs/code-format.md section 6. Every format-specific step of proving a tap is here."""
-        try:
-            code = decode(text)
-        except FormatError:
-            return "malformed"
-        problem = await self._check(code, at)
-        if problem:
-            return problem
-        if code.type == TYPE_ENTERPRISE:
+        """Whether `text` is a transit code that verified at unix time `at` (the tap's time): `verify_code` in
+        the transit scene (a platform key published at `at`, its signatures, its validity window at `at` with the
+        published skew CLOCK_SKEW, the may-ride entitlement it carried), a resident's code. Returns what the
+        platform derives from it (the resident from the sealed holder, the replay id, the deny-list entries to
+        check at `at`) or the refusal reason, in the reasons of docs/code-format.md section 6."""
+        verified = await self.verify_code(conn, text, "transit", at)
+        if not verified.valid:
+            return verified.reason
+        if verified.code_type == "enterprise":
             return "wrong-code-type"
-        resident = await self._resident_of(conn, code.subject)
-        if resident is None:
+        if verified.reason != "ok":
+            return verified.reason
+        if verified.holder_kind != "resident" or verified.holder_id is None:
             return "unknown-holder"
-        entries = [("account", code.subject)]
-        credential_id = None
-        if isinstance(code, DeviceCode):
-            credential_id = code.credential_id
-            entries.append(("credential", credential_id))
-        return ProvenCode(resident, code.code_id, credential_id, _TYPE_NAMES[code.type], tuple(entries))
+        entries: tuple[tuple[str, bytes], ...] = ()
+        if verified.credential_id is not None:
+            # The deny list names credentials only (section 8): a lost phone, or a blocked account's phones.
+            entries = (("credential", verified.credential_id), ("account", verified.credential_id))
+        return ProvenCode(
+            verified.holder_id, verified.replay_id, verified.credential_id, verified.code_type, entries
+        )
 
     async def prove_transit_verification(
         self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float

@@ -1,4 +1,4 @@
-"""The gate's deny list: revoked or superseded device credentials, revoked accounts, riders in debt.
+"""The gate's deny list: device credentials that are revoked, superseded, of a blocked account, or of a rider in debt.
 
 Ids are 8 bytes, held as sorted arrays of unsigned 64-bit integers (8 bytes per entry: ten million entries take
 80 MB) plus small sets for the changes since the last compaction; a lookup is a set probe and a binary search,
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from code_service.verifier.format import verify_raw
 
+# Every entry is a device credential id; the kind says why it is refused (docs/code-format.md 8).
 KINDS = ("credential", "account", "debtor")
 _COMPACT_AT = 50_000
 

@@ -1,38 +1,42 @@
-"""Taizhou Tong code format, version 1 (docs/code-format.md is the normative text; this is its reference codec).
+"""Taizhou Tong code format, version 2 (docs/code-format.md is the normative text; this is its reference codec).
 
-    code    = "TZ1:" base45(payload)
-    payload = server code (92 bytes) | device code (197 bytes), all integers big-endian
+    code    = "TZ2:" base45(payload)
+    payload = server code (96 bytes) | device code (201 bytes), all integers big-endian
 
 Server code (types 1 personal, 2 enterprise), signed by the platform, at most 60 s:
-    0   1  header      0x11 or 0x12 (version 1 << 4 | type)
+    0   1  header      0x21 or 0x22 (version 2 << 4 | type)
     1   4  kid         first 4 bytes of SHA-256 of the signing key's compressed public point
-    5   8  subject     the holder's stable pseudonymous id
-    13  8  code_id     random, unique per code
-    21  4  issued_at   unix seconds
-    25  2  lifetime    seconds (1..60)
-    27  1  flags       entitlements (see Flags)
-    28  64 signature   ECDSA P-256 / SHA-256 over bytes 0..27, r || s
+    5   4  epoch       the scene-key epoch the flags are masked with
+    9   8  code_id     random, unique per code: the replay id and the masking nonce
+    17  8  holder      sealed holder reference: only the platform can open it (pseudorandom to anyone else)
+    25  4  issued_at   unix seconds
+    29  2  lifetime    seconds (1..60)
+    31  1  flags       entitlements XOR the scene masks (see Flags, scene_mask)
+    32  64 signature   ECDSA P-256 / SHA-256 over bytes 0..31, r || s
 
-Device code (type 3): a platform-signed credential binding the phone's key, plus the phone's fresh signature:
-    0   1  header      0x13
+Device code (type 3): a platform-signed credential binding a fresh phone key, plus the phone's fresh signature:
+    0   1  header      0x23
     1   4  kid
-    5   8  credential_id
-    13  8  subject
-    21  4  not_before  unix seconds
-    25  4  not_after   unix seconds (at most 24 h after not_before)
-    29  1  flags
-    30  33 device_key  P-256 public point, compressed (SEC1)
-    63  64 cred_sig    platform signature over bytes 0..62
-    127 4  shown_at    unix seconds, the phone's clock when it made this code
-    131 2  counter     increases with every code the phone makes under this credential
-    133 64 device_sig  device signature over bytes 0..132
+    5   4  epoch
+    9   8  credential_id  random per credential: the masking nonce
+    17  8  holder      sealed with credential_id
+    25  4  not_before  unix seconds
+    29  4  not_after   unix seconds (at most 24 h after not_before)
+    33  1  flags       masked
+    34  33 device_key  P-256 public point, compressed (SEC1), fresh for every credential
+    67  64 cred_sig    platform signature over bytes 0..66
+    131 4  shown_at    unix seconds, the phone's clock when it made this code
+    135 2  counter     increases with every code the phone makes under this credential
+    137 64 device_sig  device signature over bytes 0..136
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -45,20 +49,26 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from code_service.verifier.base45 import b45decode, b45encode
 
-PREFIX = "TZ1:"
-VERSION = 1
+PREFIX = "TZ2:"
+VERSION = 2
+# Any "TZ<digits>:" text that is not ours is another version of this format: a verifier says so
+# (unsupported-version) instead of calling it garbage, so the gate can tell the holder to update or refresh.
+_ANY_VERSION = re.compile(r"TZ[0-9]+:")
 TYPE_PERSONAL, TYPE_ENTERPRISE, TYPE_DEVICE = 1, 2, 3
-SERVER_CODE_LEN = 92
-DEVICE_CODE_LEN = 197
-CREDENTIAL_LEN = 127
+SERVER_CODE_LEN = 96
+DEVICE_CODE_LEN = 201
+CREDENTIAL_LEN = 131
+SERVER_SIGNED_LEN = 32
+CREDENTIAL_SIGNED_LEN = 67
+DEVICE_SIGNED_LEN = 137
 MAX_SERVER_LIFETIME = 60
 MAX_CREDENTIAL_LIFETIME = 24 * 3600
-_SERVER = struct.Struct(">B4s8s8sIHB")  # 28 bytes signed
-_CRED = struct.Struct(">B4s8s8sIIB33s")  # 63 bytes signed
+_SERVER = struct.Struct(">B4s4s8s8sIHB")  # 32 bytes signed
+_CRED = struct.Struct(">B4s4s8s8sIIB33s")  # 67 bytes signed
 _DEVICE_TAIL = struct.Struct(">IH")  # 6 bytes
 # Whole payloads in one call: the signed fields as above, then the signatures as r and s (32 bytes each).
-SERVER_FIELDS = struct.Struct(">B4s8s8sIHB32s32s")  # 92 bytes
-DEVICE_FIELDS = struct.Struct(">B4s8s8sIIB33s32s32sIH32s32s")  # 197 bytes
+SERVER_FIELDS = struct.Struct(">B4s4s8s8sIHB32s32s")  # 96 bytes
+DEVICE_FIELDS = struct.Struct(">B4s4s8s8sIIB33s32s32sIH32s32s")  # 201 bytes
 ES256 = ec.ECDSA(hashes.SHA256())  # ECDSA P-256 with SHA-256; the curve comes with the key
 # Signing takes its nonce from the key and the message (RFC 6979): the same bytes signed with the same key give the
 # same signature, so the platform can check its own signatures by signing again (signs_again), a third of the
@@ -67,6 +77,12 @@ try:
     _ES256_SIGNING = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 except (TypeError, UnsupportedAlgorithm):  # cryptography before 43 or OpenSSL before 3.2: random nonces, and
     _ES256_SIGNING = ES256  # signs_again then never reproduces a signature, so each one is verified
+
+# The flag bits each scene's verifier may read, and which it unmasks with its scene key (docs/code-format.md 4.3).
+SCENES = ("transit", "health", "medical", "enterprise")
+SCENE_BITS: dict[str, int] = {"transit": 0x04, "health": 0x03, "medical": 0x08, "enterprise": 0x30}
+SCENE_KEY_LEN = 32
+EPOCH_LEN = 4
 
 
 class Health(IntEnum):
@@ -85,7 +101,8 @@ class Standing(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Flags:
-    """One byte: bits 0-1 health colour, bit 2 may ride, bit 3 insured, bits 4-5 enterprise standing."""
+    """One byte in the clear: bits 0-1 health colour, bit 2 may ride, bit 3 insured, bits 4-5 enterprise standing.
+    A code carries it masked (`mask_flags`); only a scene's verifier can unmask that scene's bits."""
 
     health: Health = Health.UNKNOWN
     may_ride: bool = False
@@ -111,15 +128,39 @@ FLAGS: tuple[Flags, ...] = tuple(
 )
 
 
+def scene_mask(scene_key: bytes, nonce: bytes, scene: str) -> int:
+    """The mask bits of one scene: its bits of the first byte of HMAC-SHA256(scene key, nonce)."""
+    return hmac.digest(scene_key, nonce, "sha256")[0] & SCENE_BITS[scene]
+
+
+def full_mask(scene_keys: Mapping[str, bytes], nonce: bytes) -> int:
+    """The whole mask of a code whose epoch holds `scene_keys` (every scene): what the platform XORs in."""
+    mask = 0
+    for scene in SCENES:
+        mask |= scene_mask(scene_keys[scene], nonce, scene)
+    return mask
+
+
+def seal_holder(seal_key: bytes, nonce: bytes, holder: bytes) -> bytes:
+    """The platform's 8-byte holder id XOR HMAC-SHA256(seal key, nonce)[0:8]; the same call opens it again. The
+    seal key never leaves the platform, so to anyone else the field is as random as the nonce."""
+    pad = hmac.digest(seal_key, b"tzt-holder:" + nonce, "sha256")
+    return bytes(a ^ b for a, b in zip(holder, pad[:8], strict=True))
+
+
+open_holder = seal_holder
+
+
 @dataclass(frozen=True, slots=True)
 class ServerCode:
     type: int
     kid: bytes
-    subject: bytes
+    epoch: bytes
     code_id: bytes
+    holder: bytes  # sealed
     issued_at: int
     lifetime: int
-    flags: Flags
+    masked_flags: int
     signed: bytes
     signature: bytes
 
@@ -127,33 +168,52 @@ class ServerCode:
     def expires_at(self) -> int:
         return self.issued_at + self.lifetime
 
+    @property
+    def nonce(self) -> bytes:
+        return self.code_id
+
+    @property
+    def replay_id(self) -> bytes:
+        return self.code_id
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceCode:
     kid: bytes
+    epoch: bytes
     credential_id: bytes
-    subject: bytes
+    holder: bytes  # sealed
     not_before: int
     not_after: int
-    flags: Flags
+    masked_flags: int
     device_key: bytes
-    credential: bytes  # bytes 0..62, what cred_sig covers
+    credential: bytes  # bytes 0..66, what cred_sig covers
     credential_signature: bytes
     shown_at: int
     counter: int
-    signed: bytes  # bytes 0..132, what device_sig covers
+    signed: bytes  # bytes 0..136, what device_sig covers
     device_signature: bytes
 
     type: int = TYPE_DEVICE
 
     @property
+    def nonce(self) -> bytes:
+        return self.credential_id
+
+    @property
     def code_id(self) -> bytes:
-        """Unique per code: the credential plus the phone's time and counter."""
+        """Unique per code (the replay id): the credential plus the phone's time and counter."""
         return self.credential_id + struct.pack(">IH", self.shown_at, self.counter)
+
+    replay_id = code_id
 
 
 class FormatError(ValueError):
-    """The text is not a well-formed version-1 code."""
+    """The text is not a well-formed version-2 code."""
+
+
+class UnsupportedVersion(FormatError):
+    """The text is a Taizhou Tong code of another version (TZ1: is retired)."""
 
 
 def kid_for(public_key: ec.EllipticCurvePublicKey) -> bytes:
@@ -235,16 +295,20 @@ def encode_server_code(
     private_key: ec.EllipticCurvePrivateKey,
     kid: bytes,
     code_type: int,
-    subject: bytes,
     code_id: bytes,
+    holder: bytes,
     issued_at: int,
     lifetime: int,
     flags: Flags,
+    epoch: bytes,
+    scene_keys: Mapping[str, bytes],
 ) -> str:
+    """`holder` is already sealed (seal_holder with code_id); `scene_keys` are the epoch's keys of every scene."""
     if code_type not in (TYPE_PERSONAL, TYPE_ENTERPRISE) or not 1 <= lifetime <= MAX_SERVER_LIFETIME:
         raise ValueError("bad server code parameters")
+    masked = flags.to_byte() ^ full_mask(scene_keys, code_id)
     signed = _SERVER.pack(
-        (VERSION << 4) | code_type, kid, subject, code_id, issued_at, lifetime, flags.to_byte()
+        (VERSION << 4) | code_type, kid, epoch, code_id, holder, issued_at, lifetime, masked
     )
     return PREFIX + b45encode(signed + sign_raw(private_key, signed))
 
@@ -253,23 +317,27 @@ def encode_credential(
     private_key: ec.EllipticCurvePrivateKey,
     kid: bytes,
     credential_id: bytes,
-    subject: bytes,
+    holder: bytes,
     not_before: int,
     not_after: int,
     flags: Flags,
     device_key: bytes,
+    epoch: bytes,
+    scene_keys: Mapping[str, bytes],
 ) -> bytes:
-    """The platform's half of a device code (127 bytes), handed to the phone once per day."""
+    """The platform's half of a device code (131 bytes), handed to the phone at most once per day, for a device
+    key made for this credential alone. `holder` is already sealed (seal_holder with credential_id)."""
     if not 0 < not_after - not_before <= MAX_CREDENTIAL_LIFETIME or len(device_key) != 33:
         raise ValueError("bad credential parameters")
     signed = _CRED.pack(
         (VERSION << 4) | TYPE_DEVICE,
         kid,
+        epoch,
         credential_id,
-        subject,
+        holder,
         not_before,
         not_after,
-        flags.to_byte(),
+        flags.to_byte() ^ full_mask(scene_keys, credential_id),
         device_key,
     )
     return signed + sign_raw(private_key, signed)
@@ -280,7 +348,7 @@ def encode_device_code(
 ) -> str:
     """The phone's half: runs offline, every few seconds."""
     if len(credential) != CREDENTIAL_LEN:
-        raise ValueError("credential must be 127 bytes")
+        raise ValueError(f"credential must be {CREDENTIAL_LEN} bytes")
     signed = credential + _DEVICE_TAIL.pack(shown_at, counter & 0xFFFF)
     return PREFIX + b45encode(signed + sign_raw(device_private_key, signed))
 
@@ -289,28 +357,39 @@ def encode_device_code(
 
 
 def decode(text: str) -> ServerCode | DeviceCode:
-    """Parses without checking signatures or times; raises FormatError for anything malformed."""
+    """Parses without checking signatures or times; raises FormatError (UnsupportedVersion for another version's
+    text) for anything malformed."""
     payload, fields = decode_fields(text)
     if len(payload) == SERVER_CODE_LEN:
-        header, kid, subject, code_id, issued_at, lifetime, flags, r, s = fields
+        header, kid, epoch, code_id, holder, issued_at, lifetime, flags, r, s = fields
         return ServerCode(
-            header & 0x0F, kid, subject, code_id, issued_at, lifetime, FLAGS[flags], payload[:28], r + s
+            header & 0x0F,
+            kid,
+            epoch,
+            code_id,
+            holder,
+            issued_at,
+            lifetime,
+            flags,
+            payload[:SERVER_SIGNED_LEN],
+            r + s,
         )
-    _, kid, credential_id, subject, not_before, not_after, flags, device_key = fields[:8]
-    cred_r, cred_s, shown_at, counter, device_r, device_s = fields[8:]
+    _, kid, epoch, credential_id, holder, not_before, not_after, flags, device_key = fields[:9]
+    cred_r, cred_s, shown_at, counter, device_r, device_s = fields[9:]
     return DeviceCode(
         kid,
+        epoch,
         credential_id,
-        subject,
+        holder,
         not_before,
         not_after,
-        FLAGS[flags],
+        flags,
         device_key,
-        payload[:63],
+        payload[:CREDENTIAL_SIGNED_LEN],
         cred_r + cred_s,
         shown_at,
         counter,
-        payload[:133],
+        payload[:DEVICE_SIGNED_LEN],
         device_r + device_s,
     )
 
@@ -318,10 +397,12 @@ def decode(text: str) -> ServerCode | DeviceCode:
 def decode_fields(text: str) -> tuple[bytes, tuple[Any, ...]]:
     """Step 1 of docs/code-format.md section 6 but for the device point (which needs a curve operation): the
     payload, and its fields as SERVER_FIELDS or DEVICE_FIELDS unpack them (the payload's length tells which; the
-    flags byte is 0-63). Raises FormatError for anything malformed. This is what `decode` builds its objects
-    from, and what the offline verifier reads directly."""
+    masked flags byte is 0-63). Raises UnsupportedVersion for another version's text and FormatError for anything
+    else malformed. This is what `decode` builds its objects from, and what the offline verifier reads directly."""
     if not text.startswith(PREFIX):
-        raise FormatError("not a Taizhou Tong version-1 code")
+        if _ANY_VERSION.match(text):
+            raise UnsupportedVersion("a Taizhou Tong code of another version")
+        raise FormatError("not a Taizhou Tong version-2 code")
     try:
         payload = b45decode(text[len(PREFIX) :])
     except ValueError as exc:
@@ -330,22 +411,29 @@ def decode_fields(text: str) -> tuple[bytes, tuple[Any, ...]]:
         raise FormatError("empty code")
     header = payload[0]
     if header >> 4 != VERSION:
-        raise FormatError("unsupported version")
+        raise FormatError("header of another version")
     code_type = header & 0x0F
     if code_type == TYPE_PERSONAL or code_type == TYPE_ENTERPRISE:
         if len(payload) != SERVER_CODE_LEN:
             raise FormatError("server code has the wrong length")
         fields = SERVER_FIELDS.unpack(payload)
-        if not 1 <= fields[5] <= MAX_SERVER_LIFETIME:
+        if not 1 <= fields[6] <= MAX_SERVER_LIFETIME:
             raise FormatError("lifetime out of range")
+        flags = fields[7]
     elif code_type == TYPE_DEVICE:
         if len(payload) != DEVICE_CODE_LEN:
             raise FormatError("device code has the wrong length")
         fields = DEVICE_FIELDS.unpack(payload)
-        if not 0 < fields[5] - fields[4] <= MAX_CREDENTIAL_LIFETIME:
+        if not 0 < fields[6] - fields[5] <= MAX_CREDENTIAL_LIFETIME:
             raise FormatError("credential window out of range")
+        flags = fields[7]
     else:
         raise FormatError("unknown code type")
-    if fields[6] & 0xC0:
+    if flags & 0xC0:
         raise FormatError("malformed code: reserved flag bits set")
     return payload, fields
+
+
+def clear_flags(code: ServerCode | DeviceCode, scene_keys: Mapping[str, bytes]) -> Flags:
+    """Every entitlement in the clear, for the platform, which holds every scene's key of the code's epoch."""
+    return FLAGS[code.masked_flags ^ full_mask(scene_keys, code.nonce)]

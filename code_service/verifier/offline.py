@@ -1,8 +1,11 @@
-"""Verifying codes at a gate with no network: cached platform keys (JWKS), the deny list, a local replay cache."""
+"""Verifying codes at a gate with no network: cached platform keys (JWKS), scene keys, the deny list, a local
+replay cache."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,11 +18,15 @@ from code_service.verifier.denylist import DenyList
 from code_service.verifier.format import (
     ES256,
     FLAGS,
+    SCENE_BITS,
+    SCENE_KEY_LEN,
+    SCENES,
     SERVER_CODE_LEN,
     TYPE_DEVICE,
     TYPE_ENTERPRISE,
     Flags,
     FormatError,
+    UnsupportedVersion,
     decode_fields,
     der_signature,
     kid_for,
@@ -27,21 +34,25 @@ from code_service.verifier.format import (
 )
 
 DEVICE_CODE_WINDOW = 30
-SCENES = ("transit", "health", "medical", "enterprise")
+__all__ = ["DEVICE_CODE_WINDOW", "SCENES", "OfflineVerifier", "ReplayCache", "SceneKeys", "Verdict"]
 
 
 class Verdict(NamedTuple):
     """Immutable. A named tuple rather than a frozen dataclass: made once per scan, and a frozen dataclass's
-    __init__ (object.__setattr__ per field) costs 0.7 us, more than a tenth of the verifier's whole overhead."""
+    __init__ (object.__setattr__ per field) costs 0.7 us, more than a tenth of the verifier's whole overhead.
+
+    `flags` holds the scene's own field in the clear and nothing else (the other bits stay masked, and unknown to
+    this verifier); `holder` is the sealed holder reference, opaque to everyone but the platform."""
 
     valid: bool
     reason: str
     scene: str
     code_type: int = 0
-    subject: bytes = b""
     credential_id: bytes = b""
     code_id: bytes = b""
     flags: Flags = FLAGS[0]  # immutable, so one shared instance
+    epoch: bytes = b""
+    holder: bytes = b""
 
     @property
     def allowed(self) -> bool:
@@ -71,6 +82,50 @@ def keys_from_jwks(jwks: dict[str, Any]) -> dict[bytes, ec.EllipticCurvePublicKe
             continue
         keys[kid_for(key)] = key
     return keys
+
+
+class SceneKeys:
+    """The scene keys this verifier was given, by (scene, epoch), from GET /api/v1/gates/scene-keys
+    (docs/code-format.md 5.4). An epoch is dropped after its not_after; a refresh replaces the whole set."""
+
+    def __init__(self, document: dict[str, Any] | None = None) -> None:
+        # (scene, epoch) -> (key, not_after, an HMAC already keyed with it: copying it costs about half of keying
+        # a new one, on a path that is otherwise two ECDSA verifications)
+        self._keys: dict[tuple[str, bytes], tuple[bytes, int, hmac.HMAC]] = {}
+        if document is not None:
+            self.load(document)
+
+    def load(self, document: dict[str, Any]) -> None:
+        keys: dict[tuple[str, bytes], tuple[bytes, int, hmac.HMAC]] = {}
+        for epoch in document.get("epochs", []):
+            try:
+                epoch_id = bytes.fromhex(epoch["epoch"])
+                not_after = int(epoch["not_after"])
+                for scene, key_b64 in epoch["keys"].items():
+                    key = _b64url(key_b64)
+                    if scene in SCENE_BITS and len(epoch_id) == 4 and len(key) == SCENE_KEY_LEN:
+                        keys[(scene, epoch_id)] = (key, not_after, hmac.new(key, digestmod=hashlib.sha256))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+        self._keys = keys
+
+    def add(self, scene: str, epoch: bytes, key: bytes, not_after: int = 2**62) -> None:
+        self._keys[(scene, epoch)] = (key, not_after, hmac.new(key, digestmod=hashlib.sha256))
+
+    def get(self, scene: str, epoch: bytes, now: float) -> bytes | None:
+        found = self._keys.get((scene, epoch))
+        if found is None or now > found[1]:
+            return None
+        return found[0]
+
+    def mask_byte(self, scene: str, epoch: bytes, nonce: bytes, now: float) -> int | None:
+        """HMAC-SHA256(the scene's key of `epoch`, nonce)[0], or None without that key (docs/code-format.md 4.3)."""
+        found = self._keys.get((scene, epoch))
+        if found is None or now > found[1]:
+            return None
+        mac = found[2].copy()
+        mac.update(nonce)
+        return mac.digest()[0]
 
 
 class ReplayCache:
@@ -109,12 +164,14 @@ class OfflineVerifier:
         skew: int = 30,
         clock: Callable[[], float] = time.time,
         replay: ReplayCache | None = None,
+        scene_keys: SceneKeys | None = None,
     ) -> None:
         self.keys = keys_from_jwks(jwks)
         self.deny_list = deny_list or DenyList()
         self.skew = skew
         self.clock = clock
         self.replay = replay or ReplayCache()
+        self.scene_keys = scene_keys or SceneKeys()
 
     def key_for_kid(self, kid_hex: str) -> ec.EllipticCurvePublicKey | None:
         try:
@@ -125,23 +182,28 @@ class OfflineVerifier:
     def update_keys(self, jwks: dict[str, Any]) -> None:
         self.keys = keys_from_jwks(jwks)
 
+    def update_scene_keys(self, document: dict[str, Any]) -> None:
+        self.scene_keys.load(document)
+
     def verify(self, text: str, scene: str | None = "transit", *, consume: bool = True) -> Verdict:
         """`scene=None` checks only that the code is genuine, in date and not denied (docs/code-format.md)."""
         scene = scene or ""
         now = self.clock()
         try:
             payload, fields = decode_fields(text)
+        except UnsupportedVersion:
+            return Verdict(False, "unsupported-version", scene)
         except FormatError:
             return Verdict(False, "malformed", scene)
         skew = self.skew
         if len(payload) == SERVER_CODE_LEN:
-            header, kid, subject, code_id, issued_at, lifetime, flags, r, s = fields
+            header, kid, epoch, code_id, holder, issued_at, lifetime, masked, r, s = fields
             code_type = header & 0x0F
             key = self.keys.get(kid)
             if key is None:
                 return Verdict(False, "unknown-key", scene, code_type)
             try:
-                key.verify(der_signature(r, s), payload[:28], ES256)
+                key.verify(der_signature(r, s), payload[:32], ES256)
             except InvalidSignature:
                 return Verdict(False, "bad-signature", scene, code_type)
             if now < issued_at - skew:
@@ -150,9 +212,10 @@ class OfflineVerifier:
             if now >= until + skew:
                 return Verdict(False, "expired", scene, code_type)
             credential_id = b""
+            nonce = code_id
         else:
-            _, kid, credential_id, subject, not_before, not_after, flags, device_key = fields[:8]
-            cred_r, cred_s, shown_at, _, device_r, device_s = fields[8:]
+            _, kid, epoch, credential_id, holder, not_before, not_after, masked, device_key = fields[:9]
+            cred_r, cred_s, shown_at, _, device_r, device_s = fields[9:]
             code_type = TYPE_DEVICE
             try:
                 device_public = load_point(device_key)  # step 1.5: a device key that is no point is malformed
@@ -162,45 +225,52 @@ class OfflineVerifier:
             if key is None:
                 return Verdict(False, "unknown-key", scene, TYPE_DEVICE)
             try:
-                key.verify(der_signature(cred_r, cred_s), payload[:63], ES256)
+                key.verify(der_signature(cred_r, cred_s), payload[:67], ES256)
             except InvalidSignature:
                 return Verdict(False, "bad-signature", scene, TYPE_DEVICE)
             try:
-                device_public.verify(der_signature(device_r, device_s), payload[:133], ES256)
+                device_public.verify(der_signature(device_r, device_s), payload[:137], ES256)
             except InvalidSignature:
                 return Verdict(False, "bad-device-signature", scene, TYPE_DEVICE)
             if now < not_before - skew or shown_at > now + skew:
                 return Verdict(False, "not-yet-valid", scene, TYPE_DEVICE)
             if now > not_after + skew or shown_at < now - DEVICE_CODE_WINDOW - skew:
                 return Verdict(False, "expired", scene, TYPE_DEVICE)
-            code_id = credential_id + payload[127:133]  # shown_at ‖ counter
+            code_id = credential_id + payload[131:137]  # shown_at ‖ counter
             until = shown_at + DEVICE_CODE_WINDOW
+            nonce = credential_id
 
         # Genuine and in date: steps 6-8 (deny list, scene, replay) decide whether the gate opens.
         reason = "ok"
-        deny = self.deny_list.sets
-        if credential_id and int.from_bytes(credential_id, "big") in deny["credential"]:
-            reason = "denied-credential"
-        else:
-            subject_id = int.from_bytes(subject, "big")
-            if subject_id in deny["account"]:
+        clear = 0
+        if credential_id:  # server codes are never on the deny list: they are issued with the live status
+            deny = self.deny_list.sets
+            cred = int.from_bytes(credential_id, "big")
+            if cred in deny["credential"]:
+                reason = "denied-credential"
+            elif cred in deny["account"]:
                 reason = "denied-account"
-            elif scene == "transit" and subject_id in deny["debtor"]:
+            elif scene == "transit" and cred in deny["debtor"]:
                 reason = "denied-debt"
         if reason == "ok" and scene:
-            rule = _SCENE_RULES.get(scene)
-            if rule is None or (code_type == TYPE_ENTERPRISE) != rule[1] or not flags & rule[0]:
+            bits = SCENE_BITS.get(scene)
+            if bits is None or (code_type == TYPE_ENTERPRISE) != (scene == "enterprise"):
                 reason = "no-entitlement"
-            elif consume and scene in _ONCE and not self.replay.first_use(code_id, until + 2 * skew, now):
-                reason = "replayed"
-        return Verdict(True, reason, scene, code_type, subject, credential_id, code_id, FLAGS[flags])
+            else:
+                mask = self.scene_keys.mask_byte(scene, epoch, nonce, now)
+                if mask is None:
+                    reason = "no-scene-key"
+                else:
+                    clear = (masked ^ mask) & bits
+                    if not clear:
+                        reason = "no-entitlement"
+                    elif (
+                        consume
+                        and scene in _ONCE
+                        and not self.replay.first_use(code_id, until + 2 * skew, now)
+                    ):
+                        reason = "replayed"
+        return Verdict(True, reason, scene, code_type, credential_id, code_id, FLAGS[clear], epoch, holder)
 
 
-# scene: (flag bits of which one must be set, whether the scene takes enterprise codes and only those)
-_SCENE_RULES = {
-    "transit": (0x04, False),  # may ride
-    "health": (0x03, False),  # a known health colour
-    "medical": (0x08, False),  # insured
-    "enterprise": (0x30, True),  # a known enterprise standing
-}
 _ONCE = frozenset({"transit", "medical"})

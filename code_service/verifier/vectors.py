@@ -1,13 +1,13 @@
 """Test vectors for docs/code-format.md: `python -m code_service.verifier.vectors docs/test-vectors`.
 
-Writes `keys.json` (test keys only, private scalars included) and `vectors.json` (a list of cases). Every key,
-subject, id and time is derived from fixed seeds and one fixed instant, so a re-run yields the same cases; ECDSA
-signatures are randomised, so the signature bytes (and therefore the code texts) differ between runs. The files in
-docs/test-vectors are generated once and committed; tests read the committed files.
+Writes `keys.json` (test keys only: private scalars, scene keys and the test seal key included) and `vectors.json`
+(a list of cases). Every key, holder, id and time is derived from fixed seeds and one fixed instant, so a re-run
+yields the same cases; ECDSA signatures are randomised, so the signature bytes (and therefore the code texts) differ
+between runs. The files in docs/test-vectors are generated once and committed; tests read the committed files.
 
 Codes that the platform would never issue (lifetime 0, reserved flag bits, a device key that is not a point, a
-credential longer than a day) are packed by hand here and signed with the real test keys, so that only the rule
-under test fails.
+credential longer than a day, a version-1 code) are packed by hand here and signed with the real test keys, so that
+only the rule under test fails.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from code_service.verifier.base45 import b45encode
 from code_service.verifier.format import (
     DEVICE_CODE_LEN,
     PREFIX,
+    SCENE_BITS,
+    SCENES,
     SERVER_CODE_LEN,
     TYPE_DEVICE,
     TYPE_ENTERPRISE,
@@ -37,12 +39,16 @@ from code_service.verifier.format import (
     Health,
     ServerCode,
     Standing,
+    clear_flags,
     compressed_point,
     decode,
     encode_credential,
     encode_device_code,
     encode_server_code,
+    full_mask,
     kid_for,
+    scene_mask,
+    seal_holder,
     sign_raw,
 )
 
@@ -50,7 +56,15 @@ NOW = 1_767_225_600  # 2026-01-01T00:00:00Z, the verifier's clock in every case
 SKEW = 5  # seconds of clock tolerance every case assumes
 DEVICE_WINDOW = 30
 # Reasons a genuine, in-date code can get (`valid` true); only "ok" lets the holder through.
-GENUINE = ("ok", "no-entitlement", "replayed", "denied-credential", "denied-account", "denied-debt")
+GENUINE = (
+    "ok",
+    "no-entitlement",
+    "no-scene-key",
+    "replayed",
+    "denied-credential",
+    "denied-account",
+    "denied-debt",
+)
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 KEY_SEEDS = {
@@ -60,6 +74,41 @@ KEY_SEEDS = {
     "device-1": b"tzt-test-device-1",
     "device-2": b"tzt-test-device-2",
 }
+
+
+# Scene-key epochs of the vectors: epoch-1 and epoch-2 are in keys.json; epoch-3 is not (a verifier that has
+# not refreshed since it appeared).
+EPOCHS = ("epoch-1", "epoch-2")
+EPOCH_WINDOWS = {"epoch-1": (NOW - 7 * 86_400, NOW + 86_400), "epoch-2": (NOW - 86_400, NOW + 8 * 86_400)}
+SEAL_KEY = hashlib.sha256(b"tzt-test-seal-key").digest()  # the platform's; verifiers never have it
+
+
+def epoch_id(label: str) -> bytes:
+    return hashlib.sha256(b"tzt-test-epoch:" + label.encode()).digest()[:4]
+
+
+def scene_key(scene: str, epoch_label: str) -> bytes:
+    return hashlib.sha256(f"tzt-test-scene-key:{scene}:{epoch_label}".encode()).digest()
+
+
+def epoch_keys(epoch_label: str) -> dict[str, bytes]:
+    return {scene: scene_key(scene, epoch_label) for scene in SCENES}
+
+
+def scene_keys_document() -> dict[str, Any]:
+    """The test scene keys, in the shape of GET /api/v1/gates/scene-keys for a verifier allowed every scene."""
+    return {
+        "issued_at": NOW,
+        "epochs": [
+            {
+                "epoch": epoch_id(label).hex(),
+                "not_before": EPOCH_WINDOWS[label][0],
+                "not_after": EPOCH_WINDOWS[label][1],
+                "keys": {scene: _b64url(key) for scene, key in epoch_keys(label).items()},
+            }
+            for label in EPOCHS
+        ],
+    }
 
 
 def derive_key(seed: bytes) -> ec.EllipticCurvePrivateKey:
@@ -100,18 +149,21 @@ def server_payload(
     *,
     header: int = (VERSION << 4) | TYPE_PERSONAL,
     kid: bytes | None = None,
-    subject: bytes,
+    epoch: bytes | None = None,
+    holder: bytes,
     code_id: bytes,
     issued_at: int,
     lifetime: int = 60,
     flags: int,
 ) -> bytes:
+    """`flags` is the byte as carried (already masked)."""
     signed = struct.pack(
-        ">B4s8s8sIHB",
+        ">B4s4s8s8sIHB",
         header,
         kid if kid is not None else kid_for(key.public_key()),
-        subject,
+        epoch if epoch is not None else epoch_id("epoch-2"),
         code_id,
+        seal_holder(SEAL_KEY, code_id, holder),
         issued_at,
         lifetime,
         flags,
@@ -124,18 +176,20 @@ def credential(
     *,
     kid: bytes | None = None,
     credential_id: bytes,
-    subject: bytes,
+    holder: bytes,
     not_before: int,
     not_after: int,
     flags: int,
     device_key: bytes,
 ) -> bytes:
+    """`flags` is the byte as carried (already masked)."""
     signed = struct.pack(
-        ">B4s8s8sIIB33s",
+        ">B4s4s8s8sIIB33s",
         (VERSION << 4) | TYPE_DEVICE,
         kid if kid is not None else kid_for(key.public_key()),
+        epoch_id("epoch-2"),
         credential_id,
-        subject,
+        seal_holder(SEAL_KEY, credential_id, holder),
         not_before,
         not_after,
         flags,
@@ -188,28 +242,43 @@ def _flags(value: Flags) -> dict[str, Any]:
     }
 
 
+def _epoch_label(epoch: bytes) -> str | None:
+    return next((label for label in EPOCHS if epoch_id(label) == epoch), None)
+
+
 def describe(code: str) -> dict[str, Any]:
+    """Every field as parsed, and the flags: as carried (`masked`), each scene's mask bits under its test key of
+    the code's epoch (`masks`), and the whole byte in the clear (`clear`), which only the platform (holding every
+    scene key) ever sees."""
     parsed = decode(code)
+    label = _epoch_label(parsed.epoch)
+    flags: dict[str, Any] = {"masked": parsed.masked_flags}
+    if label is not None:
+        keys = epoch_keys(label)
+        flags["masks"] = {scene: scene_mask(keys[scene], parsed.nonce, scene) for scene in SCENES}
+        flags["clear"] = _flags(clear_flags(parsed, keys))
     if isinstance(parsed, ServerCode):
         return {
             "type": parsed.type,
             "kid": parsed.kid.hex(),
-            "subject": parsed.subject.hex(),
+            "epoch": parsed.epoch.hex(),
             "code_id": parsed.code_id.hex(),
+            "holder": parsed.holder.hex(),
             "issued_at": parsed.issued_at,
             "lifetime": parsed.lifetime,
-            "flags": _flags(parsed.flags),
+            "flags": flags,
             "replay_id": parsed.code_id.hex(),
         }
     assert isinstance(parsed, DeviceCode)
     return {
         "type": parsed.type,
         "kid": parsed.kid.hex(),
+        "epoch": parsed.epoch.hex(),
         "credential_id": parsed.credential_id.hex(),
-        "subject": parsed.subject.hex(),
+        "holder": parsed.holder.hex(),
         "not_before": parsed.not_before,
         "not_after": parsed.not_after,
-        "flags": _flags(parsed.flags),
+        "flags": flags,
         "device_key": parsed.device_key.hex(),
         "shown_at": parsed.shown_at,
         "counter": parsed.counter,
@@ -237,12 +306,19 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "description": "TEST KEYS ONLY, published so that anyone can regenerate and check the vectors. A real "
         "JWKS never carries `d`. `jwks` is the trusted key set a verifier loads (as from GET "
         "/.well-known/jwks.json); `untrusted` signs the unknown-key cases and must NOT be loaded; "
-        "`devices` are phone keys (compressed = the 33-byte SEC1 point bound in credentials).",
+        "`devices` are phone keys (compressed = the 33-byte SEC1 point bound in credentials); `scene_keys` "
+        "holds the scene keys of epochs epoch-1 and epoch-2 in the shape of GET /api/v1/gates/scene-keys (a "
+        "verifier of one scene loads only that scene's keys); `platform_seal_key` seals the holder field and is "
+        "the platform's alone: a verifier never has it and needs it for nothing.",
         "seeds": {name: seed.decode() for name, seed in KEY_SEEDS.items()},
         "derivation": "d = int.from_bytes(SHA-256(seed), 'big') mod n (P-256 group order)",
         "jwks": {"keys": [jwk(p1, private=True), jwk(p2, private=True)]},
         "untrusted": {"keys": [jwk(rogue, private=True)]},
         "devices": devices,
+        "scene_keys": scene_keys_document(),
+        "scene_key_derivation": "key = SHA-256('tzt-test-scene-key:' scene ':' epoch label); epoch id = "
+        "SHA-256('tzt-test-epoch:' epoch label)[0:4]",
+        "platform_seal_key": _b64url(SEAL_KEY),
     }
 
     cases: list[dict[str, Any]] = []
@@ -256,17 +332,27 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         scene: str | None = None,
         seen: Sequence[bytes] = (),
         now: int = NOW,
+        deny: dict[str, Sequence[bytes]] | None = None,
+        without_scene_keys: bool = False,
     ) -> None:
         entry: dict[str, Any] = {"name": name, "code": code, "now": now, "skew": SKEW}
         if scene is not None:
             entry["scene"] = scene
         if seen:
             entry["seen"] = [s.hex() for s in seen]
+        if deny:
+            entry["deny"] = {kind: [i.hex() for i in ids] for kind, ids in deny.items()}
+        if without_scene_keys:
+            entry["without_scene_keys"] = True
         valid = reason in GENUINE
         entry["expected"] = {"valid": valid, "reason": reason}
         entry["notes"] = notes
         if valid:
             entry["decoded"] = describe(code)
+            if scene in SCENE_BITS and reason in ("ok", "replayed", "no-entitlement"):
+                clear = entry["decoded"]["flags"].get("clear")
+                if clear is not None:
+                    entry["decoded"]["scene_bits"] = clear["byte"] & SCENE_BITS[scene]
         cases.append(entry)
 
     rider = Flags(Health.GREEN, may_ride=True, insured=True)
@@ -276,8 +362,11 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     colourless = Flags(Health.UNKNOWN, may_ride=True, insured=True)
     firm = Flags(standing=Standing.GOOD)
     abnormal_firm = Flags(standing=Standing.ABNORMAL)
-    s1, e1 = ident("subject-1"), ident("enterprise-1")
+    s1, e1 = ident("holder-1"), ident("enterprise-1")  # the platform's holder ids, sealed in every code
     c1 = ident("code-1")
+
+    def masked(flags: Flags, nonce: bytes, epoch: str = "epoch-2") -> int:
+        return flags.to_byte() ^ full_mask(epoch_keys(epoch), nonce)
 
     def server(
         issued_at: int = NOW - 10,
@@ -288,13 +377,23 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         code_type: int = TYPE_PERSONAL,
         subject: bytes = s1,
         code_id: bytes = c1,
+        epoch: str = "epoch-2",
     ) -> str:
         return encode_server_code(
-            key, kid_for(key.public_key()), code_type, subject, code_id, issued_at, lifetime, flags
+            key,
+            kid_for(key.public_key()),
+            code_type,
+            code_id,
+            seal_holder(SEAL_KEY, code_id, subject),
+            issued_at,
+            lifetime,
+            flags,
+            epoch_id(epoch),
+            epoch_keys(epoch),
         )
 
     valid_server = server()
-    valid_payload = server_payload(p1, subject=s1, code_id=c1, issued_at=NOW - 10, flags=rider.to_byte())
+    valid_payload = server_payload(p1, holder=s1, code_id=c1, issued_at=NOW - 10, flags=masked(rider, c1))
 
     # server codes: valid ones
     case(
@@ -362,16 +461,16 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
     # server codes: signatures and keys
     case(
-        "server-tampered-subject",
-        text(flip(valid_payload, 6)),
+        "server-tampered-holder",
+        text(flip(valid_payload, 20)),
         "bad-signature",
-        "One bit of the subject (byte 6) flipped after signing.",
+        "One bit of the sealed holder (byte 20) flipped after signing.",
     )
     case(
         "server-tampered-flags",
-        text(flip(valid_payload, 27, 0x04)),
+        text(flip(valid_payload, 31, 0x04)),
         "bad-signature",
-        "The may-ride bit cleared after signing (flags stay well-formed).",
+        "The masked may-ride bit flipped after signing (flags stay well-formed): the masked byte is signed.",
     )
     case(
         "server-tampered-signature",
@@ -381,7 +480,7 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
     case(
         "server-zero-signature",
-        text(valid_payload[:28] + bytes(64)),
+        text(valid_payload[:32] + bytes(64)),
         "bad-signature",
         "r = s = 0, which no valid signature has.",
     )
@@ -404,10 +503,10 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             server_payload(
                 p1,
                 kid=bytes(4),
-                subject=s1,
+                holder=s1,
                 code_id=ident("code-11"),
                 issued_at=NOW - 10,
-                flags=rider.to_byte(),
+                flags=masked(rider, ident("code-11")),
             )
         ),
         "unknown-key",
@@ -417,10 +516,10 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # server codes: malformed
     def server_packed(**kw: Any) -> str:
         base: dict[str, Any] = {
-            "subject": s1,
+            "holder": s1,
             "code_id": ident("code-12"),
             "issued_at": NOW - 10,
-            "flags": rider.to_byte(),
+            "flags": masked(rider, ident("code-12")),
         }
         base.update(kw)
         return text(server_payload(p1, **base))
@@ -434,33 +533,66 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
     case(
         "server-reserved-flag-6",
-        server_packed(flags=0x40 | rider.to_byte()),
+        server_packed(flags=0x40 | masked(rider, ident("code-12"))),
         "malformed",
         "Flags bit 6 is reserved (signed).",
     )
     case(
         "server-reserved-flag-7", server_packed(flags=0x80), "malformed", "Flags bit 7 is reserved (signed)."
     )
-    case("server-version-2", server_packed(header=0x21), "malformed", "Header 0x21: version 2 (signed).")
-    case("server-type-0", server_packed(header=0x10), "malformed", "Header 0x10: type 0 does not exist.")
-    case("server-type-4", server_packed(header=0x14), "malformed", "Header 0x14: type 4 does not exist.")
-    case("server-short", text(valid_payload[: SERVER_CODE_LEN - 1]), "malformed", "91 bytes: one short.")
-    case("server-long", text(valid_payload + b"\x00"), "malformed", "93 bytes: one too many.")
+    case(
+        "server-header-version-1",
+        server_packed(header=0x11),
+        "malformed",
+        "Header 0x11 (version 1) inside a TZ2: text (signed): the header's version must be 2.",
+    )
+    case(
+        "server-header-version-3", server_packed(header=0x31), "malformed", "Header 0x31: version 3 (signed)."
+    )
+    case("server-type-0", server_packed(header=0x20), "malformed", "Header 0x20: type 0 does not exist.")
+    case("server-type-4", server_packed(header=0x24), "malformed", "Header 0x24: type 4 does not exist.")
+    case("server-short", text(valid_payload[: SERVER_CODE_LEN - 1]), "malformed", "95 bytes: one short.")
+    case("server-long", text(valid_payload + b"\x00"), "malformed", "97 bytes: one too many.")
     case(
         "server-header-device-length",
-        text(b"\x13" + valid_payload[1:]),
+        text(b"\x23" + valid_payload[1:]),
         "malformed",
-        "Header says device code (0x13) but the payload is 92 bytes.",
+        "Header says device code (0x23) but the payload is 96 bytes.",
     )
 
     # text form: malformed
     body = valid_server[len(PREFIX) :]
-    case("prefix-missing", body, "malformed", "No `TZ1:` prefix.")
-    case("prefix-lowercase", "tz1:" + body, "malformed", "Prefix in lower case: the prefix is exact.")
+    v1_signed = struct.pack(">B4s8s8sIHB", 0x11, kid_for(p1.public_key()), s1, c1, NOW - 10, 60, 13)
+    v1_code = "TZ1:" + b45encode(v1_signed + sign_raw(p1, v1_signed))
+    case("prefix-missing", body, "malformed", "No `TZ2:` prefix.")
+    case("prefix-lowercase", "tz2:" + body, "malformed", "Prefix in lower case: the prefix is exact.")
     case("prefix-other", "HC1:" + body, "malformed", "Another format's prefix.")
     case(
-        "prefix-version-2", "TZ2:" + body, "malformed", "Text prefix of a version this spec does not define."
+        "prefix-version-1",
+        v1_code,
+        "unsupported-version",
+        "A genuine version-1 code (retired: its subject and flags were readable by anyone). The gate refuses it "
+        "and tells the holder to update the app or show a fresh code.",
     )
+    case(
+        "prefix-version-1-garbage",
+        "TZ1:" + body,
+        "unsupported-version",
+        "`TZ1:` followed by anything: the prefix alone decides; the rest is not read.",
+    )
+    case(
+        "prefix-version-3",
+        "TZ3:" + body,
+        "unsupported-version",
+        "A later version this verifier does not know: refused, with a hint to update the verifier or the app.",
+    )
+    case(
+        "prefix-version-10",
+        "TZ10:" + body,
+        "unsupported-version",
+        "Any `TZ`, one or more digits and `:` other than `TZ2:` is another version.",
+    )
+    case("prefix-no-digits", "TZ:" + body, "malformed", "`TZ:` has no version digits: not a version prefix.")
     case("empty", PREFIX, "malformed", "Prefix and nothing else.")
     case(
         "base45-bad-character",
@@ -472,7 +604,7 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "base45-bad-length",
         valid_server + "0",
         "malformed",
-        "139 characters after the prefix: a length of 3k + 1 is never Base45.",
+        "145 characters after the prefix: a length of 3k + 1 is never Base45.",
     )
     case(
         "base45-out-of-range",
@@ -499,7 +631,16 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         device: bytes = d1_point,
     ) -> bytes:
         return encode_credential(
-            key, kid_for(key.public_key()), cid, s1, not_before, not_after, flags, device
+            key,
+            kid_for(key.public_key()),
+            cid,
+            seal_holder(SEAL_KEY, cid, s1),
+            not_before,
+            not_after,
+            flags,
+            device,
+            epoch_id("epoch-2"),
+            epoch_keys("epoch-2"),
         )
 
     good_cred = cred()
@@ -583,9 +724,9 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
     case(
         "device-tampered-credential",
-        text(flip(valid_device_payload, 14)),
+        text(flip(valid_device_payload, 18)),
         "bad-signature",
-        "A subject bit (byte 14) flipped: the platform's credential signature fails.",
+        "A sealed-holder bit (byte 18) flipped: the platform's credential signature fails.",
     )
     case(
         "device-tampered-credential-signature",
@@ -595,13 +736,13 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
     case(
         "device-tampered-counter",
-        text(flip(valid_device_payload, 132)),
+        text(flip(valid_device_payload, 136)),
         "bad-device-signature",
         "The counter's low bit flipped: the credential is intact, the device signature fails.",
     )
     case(
         "device-tampered-shown-at",
-        text(flip(valid_device_payload, 130)),
+        text(flip(valid_device_payload, 134)),
         "bad-device-signature",
         "shown_at moved by 1 s after signing.",
     )
@@ -627,10 +768,10 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     def cred_packed(**kw: Any) -> bytes:
         base: dict[str, Any] = {
             "credential_id": ident("credential-4"),
-            "subject": s1,
+            "holder": s1,
             "not_before": NOW - 3600,
             "not_after": NOW + 3600,
-            "flags": rider.to_byte(),
+            "flags": masked(rider, ident("credential-4")),
             "device_key": d1_point,
         }
         base.update(kw)
@@ -656,7 +797,7 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     )
     case(
         "device-reserved-flag-7",
-        text(device_payload(d1, cred_packed(flags=0x80 | rider.to_byte()), NOW - 2, 7)),
+        text(device_payload(d1, cred_packed(flags=0x80 | masked(rider, ident("credential-4"))), NOW - 2, 7)),
         "malformed",
         "Flags bit 7 is reserved (signed).",
     )
@@ -672,13 +813,13 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "malformed",
         "device_key starts with 04 (the uncompressed marker) in a 33-byte field.",
     )
-    case("device-short", text(valid_device_payload[: DEVICE_CODE_LEN - 1]), "malformed", "196 bytes.")
-    case("device-long", text(valid_device_payload + b"\x00"), "malformed", "198 bytes.")
+    case("device-short", text(valid_device_payload[: DEVICE_CODE_LEN - 1]), "malformed", "200 bytes.")
+    case("device-long", text(valid_device_payload + b"\x00"), "malformed", "202 bytes.")
     case(
         "device-header-server-type",
-        text(b"\x11" + valid_device_payload[1:]),
+        text(b"\x21" + valid_device_payload[1:]),
         "malformed",
-        "Header says personal server code (0x11) but the payload is 197 bytes.",
+        "Header says personal server code (0x21) but the payload is 201 bytes.",
     )
 
     # scenes: what each scene requires
@@ -781,6 +922,146 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "no-entitlement",
         "A device code is personal, never an enterprise identity.",
         scene="enterprise",
+    )
+
+    # scene keys: a verifier reads its scene's bits only with the key of the code's epoch
+    for scene_name, sample in (
+        ("transit", valid_server),
+        ("health", valid_server),
+        ("medical", valid_device),
+        ("enterprise", server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-22"))),
+    ):
+        case(
+            f"scene-{scene_name}-without-key",
+            sample,
+            "no-scene-key",
+            f"A genuine code that would be ok at a {scene_name} verifier which holds no {scene_name} key (it "
+            "refreshes its scene keys, or answers online). The gate does not open.",
+            scene=scene_name,
+            without_scene_keys=True,
+        )
+    case(
+        "scene-transit-unknown-epoch",
+        server(code_id=ident("code-23"), epoch="epoch-3"),
+        "no-scene-key",
+        "The code's epoch (epoch-3) is not among the epochs in keys.json: a verifier that missed a scene-key "
+        "refresh. Nothing about the flags can be read.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-older-epoch",
+        server(code_id=ident("code-24"), epoch="epoch-1"),
+        "ok",
+        "Masked with epoch-1's keys, still held: each code names its epoch, and a verifier picks the key by it.",
+        scene="transit",
+    )
+    case(
+        "scene-transit-unknown-epoch-no-scene",
+        server(code_id=ident("code-25"), epoch="epoch-3"),
+        "ok",
+        "Without a scene (steps 1-6) the epoch is not needed: the code is genuine and in date.",
+    )
+    transit_keys = epoch_keys("epoch-2")
+    looks_set = next(
+        ident(f"mask-{i}")
+        for i in range(1000)
+        if scene_mask(transit_keys["transit"], ident(f"mask-{i}"), "transit")
+    )
+    looks_clear = next(
+        ident(f"mask-{i}")
+        for i in range(1000)
+        if not scene_mask(transit_keys["transit"], ident(f"mask-{i}"), "transit")
+    )
+    case(
+        "mask-bit-set-but-no-ride",
+        server(flags=no_ride, code_id=looks_set),
+        "no-entitlement",
+        "The carried bit 2 is 1 (the transit mask bit for this code_id is 1) but may ride is 0 in the clear: "
+        "reading the carried byte without the key says nothing.",
+        scene="transit",
+    )
+    case(
+        "mask-bit-clear-but-may-ride",
+        server(flags=rider, code_id=looks_clear),
+        "ok",
+        "The carried bit 2 is 0 (mask bit 0) and may ride is 1: the verifier must unmask, not read the byte.",
+        scene="transit",
+    )
+    case(
+        "mask-device-uses-credential-id",
+        device(credential_bytes=cred(flags=no_ride, cid=ident("credential-6"))),
+        "no-entitlement",
+        "A device code's mask nonce is its credential_id (bytes 9..16), not its replay id.",
+        scene="transit",
+    )
+
+    # deny list: device credentials only, each with its kind
+    denied_cred = ident("credential-7")
+    denied_device = device(credential_bytes=cred(cid=denied_cred))
+    case(
+        "deny-credential",
+        denied_device,
+        "denied-credential",
+        "The credential_id is a `credential` entry (a lost phone): refused in every scene.",
+        scene="health",
+        deny={"credential": [denied_cred]},
+    )
+    case(
+        "deny-account",
+        denied_device,
+        "denied-account",
+        "The credential_id is an `account` entry (the holder's account is blocked).",
+        scene="medical",
+        deny={"account": [denied_cred]},
+    )
+    case(
+        "deny-debtor-transit",
+        denied_device,
+        "denied-debt",
+        "The credential_id is a `debtor` entry: refused at a gate.",
+        scene="transit",
+        deny={"debtor": [denied_cred]},
+    )
+    case(
+        "deny-debtor-health",
+        denied_device,
+        "ok",
+        "A `debtor` entry counts in transit only.",
+        scene="health",
+        deny={"debtor": [denied_cred]},
+    )
+    case(
+        "deny-order",
+        denied_device,
+        "denied-credential",
+        "On all three lists: credential is checked first, then account, then debtor.",
+        scene="transit",
+        deny={"credential": [denied_cred], "account": [denied_cred], "debtor": [denied_cred]},
+    )
+    case(
+        "deny-before-scene",
+        denied_device,
+        "denied-account",
+        "The deny list (step 6) comes before the scene key (step 7): no key needed to refuse a denied code.",
+        scene="transit",
+        deny={"account": [denied_cred]},
+        without_scene_keys=True,
+    )
+    case(
+        "deny-no-scene",
+        denied_device,
+        "denied-credential",
+        "Without a scene, steps 1-6 still include the deny list.",
+        deny={"credential": [denied_cred]},
+    )
+    case(
+        "deny-server-code-unaffected",
+        valid_server,
+        "ok",
+        "Server codes are never on the deny list (they live 60 s and are issued with the live status): an id "
+        "equal to its code_id means nothing.",
+        scene="transit",
+        deny={"credential": [c1], "account": [c1], "debtor": [c1]},
     )
 
     # replay

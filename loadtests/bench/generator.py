@@ -160,7 +160,8 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
 
         wallets = []
         for key_der, credential in spec["wallets"]:
-            wallet = DeviceWallet(load_der_private_key(key_der, None))  # type: ignore[arg-type]
+            # The key the credential was asked with (a fresh one per credential): the wallet's pending key.
+            wallet = DeviceWallet(pending_key=load_der_private_key(key_der, None))  # type: ignore[arg-type]
             wallet.load_credential(credential)
             wallets.append(wallet)
         codes: Sequence[str] = [wallets[i % len(wallets)].code() for i in range(spec["count"])]

@@ -87,7 +87,7 @@ async def device_wallets(base: str, residents: Sequence[Resident]) -> list[tuple
             )
             if answer.status_code != 201:
                 raise RuntimeError(f"device credential: {answer.status_code} {answer.text}")
-            key_der = wallet.private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+            key_der = wallet.pending_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
             out.append((key_der, answer.json()["credential"]))
     return out
 

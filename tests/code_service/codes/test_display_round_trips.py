@@ -187,8 +187,10 @@ def _statements(trips: list[RoundTrip]) -> list[RoundTrip]:
 
 
 async def _display(wire: Wire, api: ApiClient, services: Services, person: dict[str, Any]) -> list[RoundTrip]:
-    # The signing-key cache (30 s) is made fresh first: its refresh is not the display's (docs/performance.md).
+    # The signing-key and scene-key caches (30 s) are made fresh first: their refresh is not the display's
+    # (docs/performance.md).
     await services.codes.keys.signer()
+    await services.codes.scene_keys.current()
     wire.clear()
     shown = await api.post(PERSONAL, headers=bearer(person))
     assert shown.status_code == 200, shown.text
@@ -252,6 +254,8 @@ async def _old_facts(services: Services, conn: Any, subject: bytes, resident_id:
         insured=insured,
         may_ride=may_ride and active,
         ride_reason=reason if active else "account-blocked",
+        # identity's real-name level (the row it keeps; 0 for no resident), which scenes' minimum levels read
+        level=await conn.fetchval("SELECT level FROM identity.residents WHERE id = $1", resident_id) or 0,
     )
 
 
@@ -383,13 +387,14 @@ async def test_the_port_function_is_created_after_the_tables_it_reads(services: 
                WHERE d.objid = $1::regprocedure AND d.classid = 'pg_proc'::regclass""",
             f"{RESIDENT_FACTS}(uuid)",
         )
-    assert list(row.keys()) == ["active", "name_enc", "person_key", "may_ride", "ride_reason"]
+    assert list(row.keys()) == ["active", "name_enc", "person_key", "may_ride", "ride_reason", "level"]
     assert dict(row) == {
         "active": False,
         "name_enc": None,
         "person_key": None,
         "may_ride": False,
         "ride_reason": "no-agreement",
+        "level": 0,
     }
     assert {r["tbl"] for r in reads} >= {
         "identity.residents",

@@ -22,6 +22,7 @@ from code_service.verifier.format import (
     TYPE_ENTERPRISE,
     TYPE_PERSONAL,
     DeviceCode,
+    Flags,
     Health,
     ServerCode,
     Standing,
@@ -31,11 +32,13 @@ from tests.helpers import (
     bearer,
     enrol_person,
     enterprise_of,
+    face_verified,
     feed_health,
     feed_insurance,
     join_enterprise,
     login,
     machine_credential,
+    opened,
     otp_from_outbox,
     personal_code,
     random_id_number,
@@ -43,6 +46,7 @@ from tests.helpers import (
     real_named,
     register_device,
     rider,
+    scene_keys_of,
     set_resident_status,
     set_transit,
     signed,
@@ -94,10 +98,15 @@ async def test_personal_code_needs_a_session(client):
     assert (await client.post(PERSONAL, headers={"Authorization": "Bearer nonsense"})).status_code == 401
 
 
-async def test_every_code_is_unique(client, services):
+async def test_every_code_is_unique_and_names_its_holder_only_to_the_platform(client, services):
     person = await rider(client, services)
-    first, second = decode(await personal_code(client, person)), decode(await personal_code(client, person))
-    assert first.subject == second.subject and first.code_id != second.code_id
+    texts = [await personal_code(client, person) for _ in range(2)]
+    first, second = decode(texts[0]), decode(texts[1])
+    assert first.code_id != second.code_id
+    # The holder field differs in every code (sealed with the code's own id); only the platform opens it.
+    assert first.holder != second.holder
+    assert (await opened(services, texts[0])).subject == (await opened(services, texts[1])).subject
+    assert str((await opened(services, texts[0])).holder_id) == person["resident_id"]
 
 
 async def test_images_carry_the_expiry(client, services):
@@ -110,7 +119,7 @@ async def test_images_carry_the_expiry(client, services):
 
 async def test_entitlements_follow_the_feeds_and_the_transit_source(client, services):
     department = await _department(client, services)
-    person = await real_named(client, services)
+    person = await face_verified(client, await real_named(client, services))  # L3: every scene open
 
     # Nothing known yet: no colour, not insured, no withholding agreement.
     issued = await _issue(client, person)
@@ -120,7 +129,7 @@ async def test_entitlements_follow_the_feeds_and_the_transit_source(client, serv
         "ride_reason": "no-agreement",
         "insured": False,
     }
-    flags = decode(issued["code"]).flags
+    flags = Flags.from_byte((await opened(services, issued["code"])).flags)
     assert (flags.health, flags.may_ride, flags.insured) == (Health.UNKNOWN, False, False)
 
     await feed_health(client, department, person["id_number"], "green")
@@ -128,7 +137,7 @@ async def test_entitlements_follow_the_feeds_and_the_transit_source(client, serv
     await _set_transit(services, person, has_agreement=True, in_debt=False, blocked=False)
     issued = await _issue(client, person)
     assert issued["entitlements"] == {"health": "green", "may_ride": True, "ride_reason": "", "insured": True}
-    flags = decode(issued["code"]).flags
+    flags = Flags.from_byte((await opened(services, issued["code"])).flags)
     assert (flags.health, flags.may_ride, flags.insured) == (Health.GREEN, True, True)
     assert flags.standing == Standing.UNKNOWN
 
@@ -146,7 +155,7 @@ async def test_entitlements_follow_the_feeds_and_the_transit_source(client, serv
         "ride_reason": "blocked",
         "insured": False,
     }
-    flags = decode(issued["code"]).flags
+    flags = Flags.from_byte((await opened(services, issued["code"])).flags)
     assert (flags.health, flags.may_ride, flags.insured) == (Health.YELLOW, False, False)
 
 
@@ -204,16 +213,19 @@ async def test_enterprise_code_for_members_only(client, services):
     assert body["entitlements"] is None  # a resident's entitlements never ride on an enterprise code
     code = decode(body["code"])
     assert isinstance(code, ServerCode) and code.type == TYPE_ENTERPRISE
-    assert code.flags.standing == Standing.GOOD and code.flags.health == Health.UNKNOWN
-    assert not code.flags.may_ride and not code.flags.insured
-    # The enterprise has its own subject, not its representative's.
-    assert code.subject != decode(await personal_code(client, rep)).subject
+    seen = await opened(services, body["code"], "enterprise")
+    flags = Flags.from_byte(seen.flags)
+    assert flags.standing == Standing.GOOD and flags.health == Health.UNKNOWN
+    assert not flags.may_ride and not flags.insured
+    # The enterprise is the holder, not its representative.
+    assert (seen.holder_kind, str(seen.holder_id)) == ("enterprise", enterprise["id"])
+    assert seen.subject != (await opened(services, await personal_code(client, rep))).subject
 
     member = await login(client)
     await join_enterprise(client, rep, enterprise["id"], member)
     by_member = await client.post(f"/api/v1/enterprises/{enterprise['id']}/code", headers=bearer(member))
     assert by_member.status_code == 200, by_member.text
-    assert decode(by_member.json()["code"]).subject == code.subject
+    assert (await opened(services, by_member.json()["code"], "enterprise")).subject == seen.subject
 
     stranger = await real_named(client, services)
     refused = await client.post(f"/api/v1/enterprises/{enterprise['id']}/code", headers=bearer(stranger))
@@ -278,6 +290,7 @@ async def test_device_credential_binds_the_key_for_at_most_a_day(client, service
     gate = await machine_credential(client, services, ["verify:transit"])
     wallet = DeviceWallet.create()
     before = int(time.time())
+    asked_with = base64.b64decode(wallet.public_key_b64)
     made = await register_device(client, person, wallet)
     assert made["not_after"] - made["not_before"] <= 86400
     assert before <= made["not_before"] <= int(time.time())
@@ -288,8 +301,10 @@ async def test_device_credential_binds_the_key_for_at_most_a_day(client, service
     assert code.credential_id.hex() == made["id"] and code.kid.hex() == made["kid"]
     assert (code.not_before, code.not_after) == (made["not_before"], made["not_after"])
     assert 0 < code.not_after - code.not_before <= MAX_CREDENTIAL_LIFETIME
-    assert code.device_key == base64.b64decode(wallet.public_key_b64)
-    assert code.subject == decode(await personal_code(client, person)).subject
+    assert code.device_key == asked_with
+    assert (await opened(services, wallet.code())).subject == (
+        await opened(services, await personal_code(client, person))
+    ).subject
     assert (await verify(client, gate, wallet.code(), "transit")).json()["allowed"] is True
 
 
@@ -297,7 +312,8 @@ async def test_uncompressed_device_key_is_accepted(client, services):
     person = await rider(client, services)
     gate = await machine_credential(client, services, ["verify:transit"])
     wallet = DeviceWallet.create()
-    uncompressed = wallet.private_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    uncompressed = wallet.pending_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    compressed = base64.b64decode(wallet.public_key_b64)
     assert len(uncompressed) == 65
     made = await client.post(
         DEVICES, headers=bearer(person), json={"public_key": base64.b64encode(uncompressed).decode()}
@@ -306,7 +322,7 @@ async def test_uncompressed_device_key_is_accepted(client, services):
     wallet.load_credential(made.json()["credential"])
     code = wallet.code()
     # The credential carries the compressed form of the same point; the phone's codes verify.
-    assert decode(code).device_key == base64.b64decode(wallet.public_key_b64)
+    assert decode(code).device_key == compressed
     assert (await verify(client, gate, code, "transit")).json()["allowed"] is True
 
 
@@ -383,6 +399,7 @@ async def _sync(client: Any, gate: dict[str, Any], offline: OfflineVerifier) -> 
     document = await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")
     assert document.status_code == 200, document.text
     offline.deny_list.apply_document(document.json()["jws"], offline.key_for_kid)
+    offline.update_scene_keys(await scene_keys_of(client, gate))
 
 
 async def test_rotation_keeps_unexpired_codes_valid_and_retires_old_keys(client, services, db):
@@ -546,7 +563,7 @@ async def test_bulk_feed_with_a_bad_item_names_it_and_stores_nothing(client, ser
 
 async def test_bulk_feed_of_a_hundred(client, services):
     department = await _department(client, services)
-    residents = [await real_named(client, services) for _ in range(2)]
+    residents = [await face_verified(client, await real_named(client, services)) for _ in range(2)]
     numbers = [r["id_number"] for r in residents] + [random_id_number() for _ in range(98)]
     assert len(set(numbers)) == 100
     items = [{"id_number": n, "colour": "green"} for n in numbers]
@@ -569,7 +586,7 @@ async def test_bulk_feed_of_a_hundred(client, services):
 
 async def test_bulk_feed_of_a_thousand_with_scheme_names(client, services):
     department = await _department(client, services)
-    person = await real_named(client, services)
+    person = await face_verified(client, await real_named(client, services))
     numbers = [person["id_number"]] + [random_id_number() for _ in range(999)]
     items = [{"id_number": n, "insured": True, "scheme": "泰州市城乡居民基本医疗保险"} for n in numbers]
     response = await signed(client, department, "PUT", "/api/v1/feeds/insurance/bulk", {"items": items})
@@ -590,3 +607,56 @@ async def test_status_that_arrives_before_the_account_applies_once_real_named(cl
     )
     assert named.status_code == 200, named.text
     assert (await _issue(client, tokens))["entitlements"]["health"] == "yellow"
+
+
+async def test_a_device_key_is_bound_to_one_credential_only(client, services):
+    """A device key is a tracking id if it outlives a credential: a key bound before is refused with 409 naming
+    public_key (v1 bound the same phone key every day), and the wallet asks with a fresh key each time."""
+    person = await rider(client, services)
+    wallet = DeviceWallet.create()
+    first_key = wallet.public_key_b64
+    first = await register_device(client, person, wallet)
+    again = await client.post(DEVICES, headers=bearer(person), json={"public_key": first_key})
+    assert again.status_code == 409 and "public_key" in again.text, again.text
+    other = await rider(client, services)  # nor can anyone else bind it
+    assert (
+        await client.post(DEVICES, headers=bearer(other), json={"public_key": first_key})
+    ).status_code == 409
+    assert wallet.public_key_b64 != first_key  # the wallet moved on to a fresh pending key
+    second = await register_device(client, person, wallet)
+    assert second["id"] != first["id"]
+    assert decode(wallet.code()).device_key != base64.b64decode(first_key)
+
+
+async def test_scene_minimum_levels_decide_what_a_code_carries(client, services):
+    """The medical scene requires L3: an L2 resident the insurance feed marks insured carries insured = 0 and the
+    hospital's online verification answers no-entitlement, until they pass face verification."""
+    department = await _department(client, services)
+    person = await rider(client, services)  # L2, may ride
+    hospital = await machine_credential(client, services, ["verify:medical"])
+    await feed_insurance(client, department, person["id_number"], True)
+    issued = await _issue(client, person)
+    assert issued["entitlements"]["insured"] is False and issued["entitlements"]["may_ride"] is True
+    assert Flags.from_byte((await opened(services, issued["code"], "medical")).flags).insured is False
+    answer = (await verify(client, hospital, issued["code"], "medical")).json()
+    assert (answer["allowed"], answer["reason"]) == (False, "no-entitlement"), answer
+    assert "voucher" not in answer
+
+    await face_verified(client, person)
+    issued = await _issue(client, person)
+    assert issued["entitlements"]["insured"] is True
+    answer = (await verify(client, hospital, issued["code"], "medical")).json()
+    assert (answer["allowed"], answer["reason"]) == (True, "ok"), answer
+
+
+async def test_an_l1_resident_gets_no_scene_entitlement(client, services):
+    person = await login(client)  # L1: a phone number only
+    async with services.pool.acquire() as conn:
+        await services.payments.transit.grant_agreement(conn, uuid.UUID(person["resident_id"]))
+        await services.codes.facts.invalidate_resident(conn, uuid.UUID(person["resident_id"]))
+    issued = await _issue(client, person)
+    assert issued["entitlements"]["may_ride"] is False
+    assert issued["entitlements"]["ride_reason"] == "level-required"
+    gate = await machine_credential(client, services, ["verify:transit"])
+    answer = (await verify(client, gate, issued["code"], "transit")).json()
+    assert (answer["allowed"], answer["reason"]) == (False, "no-entitlement"), answer

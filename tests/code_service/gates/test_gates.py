@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from array import array
 from typing import Any
 
@@ -14,16 +15,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from code_service.holder import DeviceWallet
 from code_service.verifier import DenyList, OfflineVerifier, ReplayCache
 from code_service.verifier.denylist import DenyListError, IdSet, unpack_ids
-from code_service.verifier.format import Health, decode, sign_raw
+from code_service.verifier.format import Flags, Health, decode, sign_raw
 from tests.helpers import (
     bearer,
+    face_verified,
     feed_health,
     feed_insurance,
     login,
     machine_credential,
+    opened,
     personal_code,
     register_device,
     rider,
+    scene_keys_of,
     set_resident_status,
     signed,
     verify,
@@ -60,8 +64,9 @@ def _body(jws: str) -> dict[str, Any]:
 
 
 async def _offline(client: Any, gate: dict[str, Any], **options: Any) -> OfflineVerifier:
-    """A gate that has just loaded the JWKS and a full deny-list snapshot."""
+    """A gate that has just loaded the JWKS, its scene keys and a full deny-list snapshot."""
     offline = OfflineVerifier((await client.get("/.well-known/jwks.json")).json(), **options)
+    offline.update_scene_keys(await scene_keys_of(client, gate))
     document = await _document(client, gate, 0)
     assert document["full"] is True
     offline.deny_list.apply_document(document["jws"], offline.key_for_kid)
@@ -147,7 +152,7 @@ async def test_red_status_supersedes_live_device_credentials(client, services):
     wallet = DeviceWallet.create()
     made = await register_device(client, person, wallet)
     assert made["entitlements"]["health"] == "green"
-    assert decode(wallet.code()).flags.health == Health.GREEN
+    assert Flags.from_byte((await opened(services, wallet.code(), "health")).flags).health == Health.GREEN
     offline = await _offline(client, gate)
     assert offline.verify(wallet.code(), "health").flags.health == Health.GREEN
 
@@ -170,7 +175,7 @@ async def test_red_status_supersedes_live_device_credentials(client, services):
     renewed = DeviceWallet.create()
     fresh = await register_device(client, person, renewed)
     assert fresh["entitlements"]["health"] == "red"
-    assert decode(renewed.code()).flags.health == Health.RED
+    assert Flags.from_byte((await opened(services, renewed.code(), "health")).flags).health == Health.RED
     verdict = offline.verify(renewed.code(), "health")
     assert verdict.reason == "ok" and verdict.flags.health == Health.RED  # the checkpoint reads red
     online = (await verify(client, gate, renewed.code(), "health")).json()
@@ -189,13 +194,13 @@ async def test_red_status_supersedes_live_device_credentials(client, services):
 
 
 async def test_insurance_ending_supersedes_live_device_credentials(client, services):
-    person = await rider(client, services)
+    person = await face_verified(client, await rider(client, services))  # medical needs L3
     department = await _department(client, services)
     hospital = await machine_credential(client, services, ["verify:medical", "gates:sync"])
     await feed_insurance(client, department, person["id_number"], True)
     wallet = DeviceWallet.create()
     await register_device(client, person, wallet)
-    assert decode(wallet.code()).flags.insured
+    assert Flags.from_byte((await opened(services, wallet.code(), "medical")).flags).insured
     offline = await _offline(client, hospital)
     await feed_insurance(client, department, person["id_number"], False)
     online = (await verify(client, hospital, wallet.code(), "medical")).json()
@@ -205,32 +210,60 @@ async def test_insurance_ending_supersedes_live_device_credentials(client, servi
 
 
 async def test_blocked_account_is_denied_offline_until_unblocked(client, services):
+    """The deny list names the holder's live credentials (kind account), never the holder: a v1 list carried the
+    holder's stable subject, which every gate could match against every code."""
     person = await rider(client, services)
     gate = await _gate(client, services)
     wallet = DeviceWallet.create()
-    await register_device(client, person, wallet)
+    made = await register_device(client, person, wallet)
+    credential_id = bytes.fromhex(made["id"])
     code = await personal_code(client, person)
-    subject = decode(code).subject
     offline = await _offline(client, gate)
-    assert not offline.deny_list.denies("account", subject)
+    assert not offline.deny_list.denies("account", credential_id)
 
     await set_resident_status(client, services, person["resident_id"], "blocked")
-    await _sync(client, gate, offline)
-    assert offline.deny_list.denies("account", subject)
-    verdict = offline.verify(code, "transit")
+    delta = await _sync(client, gate, offline)
+    assert offline.deny_list.denies("account", credential_id)
+    assert unpack_ids(_body(delta["jws"])["account"]["add"]).tolist() == [
+        int.from_bytes(credential_id, "big")
+    ]
+    verdict = offline.verify(wallet.code(), "transit")
     assert verdict.valid and verdict.reason == "denied-account"
-    assert offline.verify(code, "health").reason == "denied-account"
-    # Blocking also ended the phone's credential.
-    assert offline.verify(wallet.code(), "transit").reason == "denied-credential"
+    assert offline.verify(wallet.code(), "health").reason == "denied-account"
+    # Online, every code of the account is refused at once, the server code too.
+    online = (await verify(client, gate, code, "transit")).json()
+    assert online["reason"] == "denied-account", online
 
     await set_resident_status(client, services, person["resident_id"], "active")
     delta = await _sync(client, gate, offline)
-    assert int.from_bytes(subject, "big") in unpack_ids(_body(delta["jws"])["account"]["remove"])
-    assert not offline.deny_list.denies("account", subject)
-    assert offline.verify(code, "transit").allowed  # the refused code was not used up
+    assert int.from_bytes(credential_id, "big") in unpack_ids(_body(delta["jws"])["account"]["remove"])
+    assert not offline.deny_list.denies("account", credential_id)
+    assert offline.verify(wallet.code(), "transit").allowed  # the phone's credential of the day works again
     back = await login(client, person["phone"])
     assert offline.verify(await personal_code(client, back), "transit").allowed
-    assert (await _offline(client, gate)).deny_list.denies("account", subject) is False
+    assert (await _offline(client, gate)).deny_list.denies("account", credential_id) is False
+
+
+async def test_a_debtor_is_listed_by_credential_and_issued_no_ride(client, services):
+    """A fare debt lists every live credential of the rider as debtor (transit only); what is issued during the
+    debt carries may-ride 0; repaying takes the entries off."""
+    person = await rider(client, services)
+    gate = await _gate(client, services)
+    wallet = DeviceWallet.create()
+    made = await register_device(client, person, wallet)
+    offline = await _offline(client, gate)
+    resident_id = uuid.UUID(person["resident_id"])
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.codes.transit_gates.deny_debtor(conn, resident_id, "test: fare refused")
+    await _sync(client, gate, offline)
+    assert offline.deny_list.denies("debtor", bytes.fromhex(made["id"]))
+    assert offline.verify(wallet.code(), "transit").reason == "denied-debt"
+    assert offline.verify(wallet.code(), "health", consume=False).reason != "denied-debt"
+    async with services.pool.acquire() as conn, conn.transaction():
+        await services.codes.transit_gates.allow_debtor(conn, resident_id, "test: repaid")
+    await _sync(client, gate, offline)
+    assert not offline.deny_list.denies("debtor", bytes.fromhex(made["id"]))
+    assert offline.verify(wallet.code(), "transit").allowed
 
 
 async def test_since_a_version_from_the_future_gets_a_full_snapshot(client, services):
@@ -407,12 +440,15 @@ def test_replay_cache_forgets_codes_that_can_no_longer_be_valid():
 async def test_skew_tolerance_for_server_codes(client, services):
     person = await rider(client, services)
     jwks = (await client.get("/.well-known/jwks.json")).json()
+    scene_keys = await scene_keys_of(client, await _gate(client, services))
     code = await personal_code(client, person)
     issued = decode(code)
     start, end = issued.issued_at, issued.expires_at
 
     def at(now: float, skew: int = 30) -> str:
-        return OfflineVerifier(jwks, skew=skew, clock=lambda: now).verify(code, "transit").reason
+        gate = OfflineVerifier(jwks, skew=skew, clock=lambda: now)
+        gate.update_scene_keys(scene_keys)
+        return gate.verify(code, "transit").reason
 
     assert at(start) == "ok"
     assert at(start - 20) == "ok"  # the gate's clock 20 s behind: within the tolerance
@@ -430,10 +466,13 @@ async def test_skew_tolerance_for_device_codes(client, services):
     probe = DeviceWallet.create()
     made = await register_device(client, person, probe)
     shown = made["not_before"] + 10
-    wallet = DeviceWallet(probe.private_key, probe.credential, clock=lambda: shown)
+    wallet = DeviceWallet(private_key=probe.private_key, credential=probe.credential, clock=lambda: shown)
+    scene_keys = await scene_keys_of(client, await _gate(client, services))
 
     def at(now: float, skew: int = 30) -> str:
-        return OfflineVerifier(jwks, skew=skew, clock=lambda: now).verify(wallet.code(), "transit").reason
+        gate = OfflineVerifier(jwks, skew=skew, clock=lambda: now)
+        gate.update_scene_keys(scene_keys)
+        return gate.verify(wallet.code(), "transit").reason
 
     assert at(shown) == "ok"
     assert at(shown - 20) == "ok"  # the gate 20 s behind the phone
@@ -443,11 +482,11 @@ async def test_skew_tolerance_for_device_codes(client, services):
     assert at(shown + 60) == "ok" and at(shown + 61) == "expired"
     assert at(shown + 31, skew=0) == "expired"
     # A phone 5 minutes slow makes codes the gate sees as long expired.
-    slow = DeviceWallet(probe.private_key, probe.credential, clock=lambda: shown - 300)
+    slow = DeviceWallet(private_key=probe.private_key, credential=probe.credential, clock=lambda: shown - 300)
     assert OfflineVerifier(jwks, clock=lambda: shown).verify(slow.code(), "transit").reason == "expired"
     # Past the credential's end, however fresh the phone's signature.
     late = made["not_after"] + 31
-    stale = DeviceWallet(probe.private_key, probe.credential, clock=lambda: late)
+    stale = DeviceWallet(private_key=probe.private_key, credential=probe.credential, clock=lambda: late)
     assert OfflineVerifier(jwks, clock=lambda: late).verify(stale.code(), "transit").reason == "expired"
 
 

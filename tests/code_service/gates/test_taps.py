@@ -26,7 +26,9 @@ from tests.helpers import (
     machine_credential,
     personal_code,
     register_device,
+    opened,
     rider,
+    scene_keys_of,
     signed,
     verify,
 )
@@ -95,6 +97,7 @@ def _prefix() -> str:
 
 async def _offline(client: Any, gate: dict[str, Any]) -> OfflineVerifier:
     offline = OfflineVerifier((await client.get("/.well-known/jwks.json")).json())
+    offline.update_scene_keys(await scene_keys_of(client, gate))
     document = (await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")).json()
     offline.deny_list.apply_document(document["jws"], offline.key_for_kid)
     return offline
@@ -236,7 +239,7 @@ async def test_an_invented_pair_of_taps_40_days_back_is_refused(client, services
     genuine code of that day is too old to upload."""
     person = await rider(client, services)
     gate = await machine_credential(client, services, GATE_SCOPES)
-    subject = decode(await personal_code(client, person)).subject.hex()
+    subject = (await opened(services, await personal_code(client, person))).subject.hex()
     back = _now() - dt.timedelta(days=40)
     invented = [
         {**_tap("inv-in", "in", back), "subject": subject, "code_id": secrets.token_hex(8)},
@@ -277,15 +280,18 @@ async def test_forged_and_malformed_codes_are_refused(client, services, db):
     genuine = await personal_code(client, person)
     stranger_key = ec.generate_private_key(ec.SECP256R1())
     issued = decode(genuine)
+    # A well-formed code of the right epoch and holder field, signed by a key the platform never published.
     own_key = encode_server_code(
         stranger_key,
         kid_for(stranger_key.public_key()),
         TYPE_PERSONAL,
-        issued.subject,
-        secrets.token_bytes(8),
+        issued.code_id,
+        issued.holder,
         int(_now().timestamp()),
         60,
         Flags(may_ride=True),
+        issued.epoch,
+        {scene: secrets.token_bytes(32) for scene in ("transit", "health", "medical", "enterprise")},
     )
     prefix = _prefix()
     at = _now()
@@ -295,8 +301,9 @@ async def test_forged_and_malformed_codes_are_refused(client, services, db):
         [
             _tap(f"{prefix}1", "in", at, _with_signature_byte_flipped(genuine)),
             _tap(f"{prefix}2", "in", at, own_key),
-            _tap(f"{prefix}3", "in", at, "TZ1:garbage"),
+            _tap(f"{prefix}3", "in", at, "TZ2:garbage"),
             _tap(f"{prefix}4", "in", at, "hello"),
+            _tap(f"{prefix}5", "in", at, "TZ1:" + genuine[4:]),
         ],
     )
     assert _statuses(response) == [
@@ -304,6 +311,7 @@ async def test_forged_and_malformed_codes_are_refused(client, services, db):
         ("refused", "unknown-key"),
         ("refused", "malformed"),
         ("refused", "malformed"),
+        ("refused", "unsupported-version"),
     ]
     assert await _stored(db, prefix) == []
 
@@ -457,7 +465,7 @@ async def test_the_operator_sees_its_refused_taps_and_no_one_else_does(client, s
     await _upload(client, bus, [_tap(f"{prefix}bus", "in", back, code_at(back))])
     taps = [
         _tap(f"{prefix}1", "in", back, code_at(back)),
-        _tap(f"{prefix}2", "in", _now(), "TZ1:garbage"),
+        _tap(f"{prefix}2", "in", _now(), "TZ2:garbage"),
         _tap(f"{prefix}3", "in", _now() + dt.timedelta(hours=1), code_at(_now())),
     ]
     await _upload(client, metro, taps)
@@ -505,7 +513,7 @@ async def test_a_verification_not_written_yet_is_looked_up_again_when_the_tap_is
     verification first. The tap is refused then, and proven when the gate sends it again."""
     person = await rider(client, services)
     gate = await machine_credential(client, services, GATE_SCOPES)
-    subject = decode(await personal_code(client, person)).subject
+    subject = (await opened(services, await personal_code(client, person))).subject
     verification_id = uuid.uuid4()
     prefix = _prefix()
     tap = _tap(f"{prefix}1", "in", _now(), verification_id=str(verification_id))

@@ -28,7 +28,7 @@ from code_service.keys.service import PUBLISH_LEAD, RETIRE_AFTER, VERIFIER_REFRE
 from code_service.keys.tasks import stage_due_signing_key
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.format import MAX_CREDENTIAL_LIFETIME, decode
-from tests.helpers import machine_credential, personal_code, register_device, rider, signed
+from tests.helpers import machine_credential, personal_code, register_device, rider, scene_keys_of, signed
 
 SECOND = dt.timedelta(seconds=1)
 JWKS = "/.well-known/jwks.json"
@@ -82,6 +82,7 @@ async def _kids(client: Any) -> set[str]:
 
 
 async def _sync(client: Any, gate: dict[str, Any], offline: OfflineVerifier) -> None:
+    offline.update_scene_keys(await scene_keys_of(client, gate))
     document = await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")
     assert document.status_code == 200, document.text
     offline.deny_list.apply_document(document.json()["jws"], offline.key_for_kid)
@@ -232,6 +233,7 @@ async def test_an_emergency_rotation_signs_at_once_and_can_withdraw_the_old_key(
     assert old_kid not in kids  # withdrawn: refreshed gates refuse what the compromised key signed
     assert staged.key.kid not in kids  # the staged key never signs: it may have leaked with the other
     refreshed = OfflineVerifier(await _jwks(client))
+    await _sync(client, await machine_credential(client, services, ["verify:transit", "gates:sync"]), refreshed)
     assert refreshed.verify(old_code, "transit").reason == "unknown-key"
     assert refreshed.verify(new_code, "transit").allowed
 

@@ -25,13 +25,13 @@ from app_backend.composition.app import create_app
 from app_backend.composition.embedded import EmbeddedServices
 from app_backend.composition.wiring import Services
 from app_backend.kernel.settings import Settings
-from code_service.codes.repository import SubjectRepository
 from code_service.holder import DeviceWallet
 from code_service.verifier.format import encode_device_code
 from tests.conftest import ApiClient
 from tests.helpers import (
     bearer,
     code_minter,
+    face_verified,
     feed_health,
     feed_insurance,
     machine_credential,
@@ -39,6 +39,7 @@ from tests.helpers import (
     register_device,
     rider,
     set_resident_status,
+    set_transit,
     signed,
     verify,
 )
@@ -89,7 +90,7 @@ def _tap(prefix: str, i: int, code_at: Callable[[dt.datetime], str]) -> dict[str
 
 async def _ready(client: ApiClient) -> tuple[dict[str, Any], dict[str, Any], DeviceWallet]:
     services: Services = client.app.state.services
-    person = await rider(client, services)
+    person = await face_verified(client, await rider(client, services))  # L3: the medical scene too
     department = await machine_credential(
         client, services, ["feeds:health", "feeds:insurance"], kind="department"
     )
@@ -119,7 +120,7 @@ async def test_verification_answers_from_the_code_while_redis_is_stopped(app_cli
             (await verify(client, gate, codes[1], "transit")).json(),
             (await verify(client, gate, wallet.code(), "health")).json(),
             (await verify(client, gate, codes[2], "medical")).json(),
-            (await verify(client, gate, "TZ1:garbage", "health")).json(),
+            (await verify(client, gate, "TZ2:garbage", "health")).json(),
         ]
         ride, replay, device, medical, malformed = answers
         assert ride["allowed"] and ride["degraded"] and ride["rider_token"].startswith("rt_"), ride
@@ -179,7 +180,7 @@ async def test_a_device_code_whose_round_trip_fails_is_checked_by_its_signatures
     client = app_client
     _, gate, wallet = await _ready(client)
     edited = bytearray(wallet.credential)
-    edited[29] ^= 0x10  # the flags: an enterprise standing a personal credential never has
+    edited[33] ^= 0x10  # the (masked) flags: whatever the mask, an edit the platform never signed
     forged = encode_device_code(wallet.private_key, bytes(edited), int(time.time()), 1)
     for code, expected in ((forged, "bad-signature"), (wallet.code(), "ok")):
         await _until_online(client, gate, wallet)
@@ -218,10 +219,13 @@ async def test_a_lost_phone_a_blocked_account_and_a_debtor_stay_refused_while_re
     revoked = await client.delete(f"/api/v1/codes/device-credentials/{credential_id}", headers=bearer(owner))
     assert revoked.status_code == 204, revoked.text
     await set_resident_status(client, services, blocked["resident_id"], "blocked")
+    await set_transit(
+        services, uuid.UUID(debtor["resident_id"]), has_agreement=True, in_debt=True, blocked=False
+    )
     async with services.pool.acquire() as conn, conn.transaction():
-        subject = await SubjectRepository().of_resident(conn, uuid.UUID(debtor["resident_id"]))
-        assert subject is not None
-        await services.codes.deny.deny(conn, "debtor", [subject], "test: a fare deduction was refused")
+        await services.codes.transit_gates.deny_debtor(
+            conn, uuid.UUID(debtor["resident_id"]), "test: refused"
+        )
 
     os.kill(own_redis._redis.pid, signal.SIGSTOP)
     try:

@@ -24,6 +24,7 @@ from code_service.verifier.format import (
     encode_device_code,
     encode_server_code,
     raw_signature,
+    seal_holder,
     sign_raw,
     signs_again,
     verify_raw,
@@ -31,9 +32,11 @@ from code_service.verifier.format import (
 from tests.helpers import (
     bearer,
     enterprise_of,
+    face_verified,
     feed_health,
     feed_insurance,
     machine_credential,
+    opened,
     personal_code,
     real_named,
     register_device,
@@ -67,8 +70,9 @@ async def _department(client: Any, services: Any) -> dict[str, Any]:
 
 
 async def _covered(client: Any, services: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A rider with a green colour and insurance, and the department that fed them."""
-    person = await rider(client, services)
+    """A rider with a green colour and insurance (face verified: the medical scene needs L3), and the department
+    that fed them."""
+    person = await face_verified(client, await rider(client, services))
     department = await _department(client, services)
     await feed_health(client, department, person["id_number"], "green")
     await feed_insurance(client, department, person["id_number"], True)
@@ -141,6 +145,15 @@ async def test_refusals_disclose_nothing_of_the_holder(client, services):
     health = await _verified(client, everything, await personal_code(client, person), "health")
     assert set(health) == HEALTH and health["colour"] == "unknown" and health["allowed"] is False
     medical = await _verified(client, everything, await personal_code(client, person), "medical")
+    # Below the medical scene's minimum level (L3): refused before anything of the holder is read.
+    assert medical == {
+        "allowed": False,
+        "reason": "no-entitlement",
+        "scene": "medical",
+        "code_type": "personal",
+    }
+    await face_verified(client, person)
+    medical = await _verified(client, everything, await personal_code(client, person), "medical")
     assert set(medical) == COMMON | {"insured", "masked_name"}, medical
     assert medical["insured"] is False and medical["allowed"] is False and medical["reason"] == "not-insured"
 
@@ -195,7 +208,7 @@ async def test_rider_tokens_are_pseudonymous_per_operator(client, services):
     assert len(set(tokens)) == 1  # stable for one operator, whichever code the rider shows
     assert at_bus["rider_token"] != tokens[0]  # another operator cannot link the two
     assert other_at_metro["rider_token"] != tokens[0]
-    subject = decode(await personal_code(client, person)).subject.hex()
+    subject = (await opened(services, await personal_code(client, person))).subject.hex()
     assert subject not in tokens[0] and subject not in at_bus["rider_token"]
 
 
@@ -387,10 +400,14 @@ async def test_tampered_code_is_refused_never_a_server_error(client, services):
         body = response.json()
         assert body["allowed"] is False, (index, body)
         assert body["reason"] in {"bad-signature", "malformed", "unknown-key"}, (index, body)
-    for garbage in ("hello", "TZ1:", "TZ1:%%%", "TZ2:" + code[4:], code[:-1], code + "A", code.lower()):
+    for garbage in ("hello", "TZ2:%%%", "TZ:" + code[4:], code[:-1], code + "A", code.lower()):
         response = await verify(client, gate, garbage, "transit")
         assert response.status_code == 200, (garbage, response.text)
         assert response.json() == {"allowed": False, "reason": "malformed", "scene": "transit"}
+    # Another version's code (version 1 is retired) is told apart: the gate asks for an updated app.
+    for other_version in ("TZ1:", "TZ1:%%%", "TZ1:" + code[4:], "TZ3:" + code[4:]):
+        response = await verify(client, gate, other_version, "transit")
+        assert response.json() == {"allowed": False, "reason": "unsupported-version", "scene": "transit"}
     # None of that used the genuine code up.
     assert (await _verified(client, gate, code, "transit"))["allowed"] is True
 
@@ -407,7 +424,7 @@ async def test_tampered_device_code_is_refused(client, services):
         assert answer["reason"] in {"bad-signature", "bad-device-signature", "malformed"}, answer
     # Another phone's key cannot sign codes under this credential.
     thief = DeviceWallet.create()
-    thief.credential = wallet.credential
+    thief.credential, thief.private_key = wallet.credential, thief.pending_key
     stolen = await _verified(client, gate, thief.code(), "transit")
     assert stolen["allowed"] is False and stolen["reason"] == "bad-device-signature"
 
@@ -416,7 +433,7 @@ async def test_tampered_device_code_is_refused(client, services):
 
 
 def _record_key(wallet: DeviceWallet) -> str:
-    return credential_key(wallet.credential[5:13])
+    return credential_key(wallet.credential[9:17])
 
 
 async def test_a_registered_credential_has_its_record(client, services):
@@ -444,7 +461,7 @@ async def test_device_codes_verify_with_the_record_missing_or_wrong_and_it_is_wr
     assert await services.redis.ttl(key) > 23 * 3600
 
     other = DeviceWallet.create()
-    wrong = credential_record(wallet.credential[:-1] + b"\0", other.private_key.public_key())
+    wrong = credential_record(wallet.credential[:-1] + b"\0", other.pending_key.public_key())
     for bad in (b"garbage", b"\x01" * CREDENTIAL_RECORD_LEN, wrong):
         await services.redis.set(key, bad)
         assert (await _verified(client, gate, wallet.code(), "transit"))["allowed"] is True, bad
@@ -460,7 +477,7 @@ async def test_a_credential_edited_by_its_holder_is_refused_and_uses_up_nothing(
     wallet = DeviceWallet.create()
     await register_device(client, person, wallet)
     edited = bytearray(wallet.credential)
-    edited[29] = Flags(Health.GREEN, may_ride=True, insured=True).to_byte()
+    edited[33] ^= Flags(Health.GREEN, may_ride=True, insured=True).to_byte()  # whatever the mask, bits change
     shown_at = int(time.time())
     forged = encode_device_code(wallet.private_key, bytes(edited), shown_at, 7)
     genuine = encode_device_code(wallet.private_key, wallet.credential, shown_at, 7)
@@ -482,7 +499,7 @@ async def test_a_device_key_that_is_no_point_is_malformed_whatever_else_is_wrong
     for kid in (wallet.credential[1:5], b"\xee\xee\xee\xee"):  # a known key id, and an unknown one
         broken = bytearray(wallet.credential)
         broken[1:5] = kid
-        broken[30] = 0x05  # neither 02 nor 03: no compressed point
+        broken[34] = 0x05  # neither 02 nor 03: no compressed point
         code = encode_device_code(wallet.private_key, bytes(broken), int(time.time()), 1)
         assert (await _verified(client, gate, code, "transit"))["reason"] == "malformed", kid
 
@@ -490,20 +507,25 @@ async def test_a_device_key_that_is_no_point_is_malformed_whatever_else_is_wrong
 async def test_expired_server_code(client, services):
     person = await rider(client, services)
     gate = await machine_credential(client, services, ["verify:transit", "verify:health"])
-    genuine = decode(await personal_code(client, person))
+    subject = (await opened(services, await personal_code(client, person))).subject
     signer = await services.codes.keys.signer()
+    epoch = await services.codes.scene_keys.current()
+    seal_key = services.codes.verification._seal_key
     now = int(time.time())
 
     def crafted(issued_at: int) -> str:
+        code_id = secrets.token_bytes(8)
         return encode_server_code(
             signer.private_key,
             signer.kid_bytes,
             TYPE_PERSONAL,
-            genuine.subject,
-            secrets.token_bytes(8),
+            code_id,
+            seal_holder(seal_key, code_id, subject),
             issued_at,
             60,
             Flags(health=Health.GREEN, may_ride=True),
+            epoch.epoch,
+            epoch.keys,
         )
 
     old = await _verified(client, gate, crafted(now - 200), "transit")
@@ -578,12 +600,16 @@ async def test_a_credential_signed_with_a_random_nonce_verifies_though_its_recor
     signer = await services.codes.keys.signer()
     credential = wallet.credential[:-64]
     resigned = DeviceWallet(
-        wallet.private_key, credential + raw_signature(signer.private_key.sign(credential, ES256))
+        private_key=wallet.private_key,
+        credential=credential + raw_signature(signer.private_key.sign(credential, ES256)),
     )
     assert resigned.credential != wallet.credential
     answer = await _verified(client, gate, resigned.code(), "transit")
     assert answer["allowed"] is True, answer
-    forged = DeviceWallet(wallet.private_key, credential + _other_s(wallet.credential[-64:])[:32] + bytes(32))
+    forged = DeviceWallet(
+        private_key=wallet.private_key,
+        credential=credential + _other_s(wallet.credential[-64:])[:32] + bytes(32),
+    )
     refused = await _verified(client, gate, forged.code(), "transit")
     assert refused["allowed"] is False and refused["reason"] == "bad-signature", refused
 
@@ -595,10 +621,12 @@ async def test_device_code_from_a_phone_five_minutes_slow_is_expired(client, ser
     await register_device(client, person, wallet)
     answer = await _verified(client, gate, wallet.code(), "transit")
     assert answer == {"allowed": False, "reason": "expired", "scene": "transit", "code_type": "device"}
-    fast = DeviceWallet(wallet.private_key, wallet.credential, clock=lambda: time.time() + 300)
+    fast = DeviceWallet(
+        private_key=wallet.private_key, credential=wallet.credential, clock=lambda: time.time() + 300
+    )
     ahead = await _verified(client, gate, fast.code(), "transit")
     assert ahead["allowed"] is False and ahead["reason"] == "not-yet-valid"
-    right = DeviceWallet(wallet.private_key, wallet.credential)
+    right = DeviceWallet(private_key=wallet.private_key, credential=wallet.credential)
     assert (await _verified(client, gate, right.code(), "transit"))["allowed"] is True
 
 
@@ -609,7 +637,7 @@ async def test_red_status_reaches_online_verify_at_once(client, services):
     person, department = await _covered(client, services)
     checkpoint = await machine_credential(client, services, ["verify:health"])
     code = await personal_code(client, person)  # issued while green
-    assert decode(code).flags.health == Health.GREEN
+    assert Flags.from_byte((await opened(services, code, "health")).flags).health == Health.GREEN
     assert (await _verified(client, checkpoint, code, "health"))["colour"] == "green"
     await feed_health(client, department, person["id_number"], "red")
     answer = await _verified(client, checkpoint, code, "health")
@@ -687,3 +715,41 @@ async def test_scans_show_in_the_holders_history_only(client, services):
     assert len(theirs) == 1 and theirs[0]["organisation"] == gate["organisation"]["name"]
     assert len((await client.get("/api/v1/me/scans", headers=bearer(person))).json()["scans"]) == 3
     assert (await client.get("/api/v1/me/scans")).status_code == 401
+
+
+# --- the seam other paths call: a code text verified for a scene at a time ------------------------------------
+
+
+async def test_verify_code_names_the_holder_from_the_code_itself(client, services):
+    """VerificationService.verify_code is what uploaded taps call: the rider comes from the verified code (its
+    sealed holder), never from a claimed id, and only when the code was valid at the claimed time."""
+    person = await rider(client, services)
+    code = await personal_code(client, person)
+    wallet = DeviceWallet.create()
+    made = await register_device(client, person, wallet)
+    device = wallet.code()
+    now = time.time()
+
+    server = await opened(services, code, "transit", now)
+    assert (server.valid, server.reason, server.code_type) == (True, "ok", "personal")
+    assert (server.holder_kind, str(server.holder_id)) == ("resident", person["resident_id"])
+    assert server.replay_id == decode(code).code_id and server.credential_id is None
+    assert Flags.from_byte(server.flags).may_ride
+
+    by_device = await opened(services, device, "transit", now)
+    assert by_device.allowed and str(by_device.holder_id) == person["resident_id"]
+    assert by_device.subject == server.subject
+    assert by_device.credential_id == bytes.fromhex(made["id"]) and len(by_device.replay_id) == 14
+
+    # Back-dated, forward-dated, tampered, another version, another scene: refused, with no holder named.
+    for text, at, reason in (
+        (code, now - 40 * 86_400, "not-yet-valid"),
+        (code, now + 3600, "expired"),
+        (code[:40] + ("0" if code[40] != "0" else "1") + code[41:], now, None),
+        ("TZ1:" + code[4:], now, "unsupported-version"),
+    ):
+        refused = await opened(services, text, "transit", at)
+        assert not refused.valid and refused.holder_id is None, refused
+        assert reason is None or refused.reason == reason, refused
+    enterprise = await opened(services, code, "enterprise", now)
+    assert (enterprise.valid, enterprise.reason) == (True, "no-entitlement")

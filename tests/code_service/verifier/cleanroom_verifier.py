@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import re
 import struct
 from collections.abc import MutableSet
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ B45_VALUE = {ch: i for i, ch in enumerate(B45)}
 
 
 class Malformed(Exception):
+    pass
+
+
+class OtherVersion(Exception):
     pass
 
 
@@ -120,13 +126,14 @@ def es256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, message: bytes) -> 
 class Parsed:
     type: int
     kid: bytes
-    subject: bytes
-    flags: int
+    epoch: bytes
+    nonce: bytes  # code_id or credential_id: the mask nonce (4.3)
+    holder: bytes  # sealed, opaque (4.4)
+    flags: int  # as carried, masked
     replay_id: bytes
     platform_signed: bytes
     platform_sig: bytes
     # server codes
-    code_id: bytes = b""
     issued_at: int = 0
     lifetime: int = 0
     # device codes
@@ -134,29 +141,33 @@ class Parsed:
     not_before: int = 0
     not_after: int = 0
     device_key: ec.EllipticCurvePublicKey | None = None
-    device_key_bytes: bytes = b""
     shown_at: int = 0
     counter: int = 0
     device_signed: bytes = b""
     device_sig: bytes = b""
 
 
+_VERSION_PREFIX = re.compile(r"TZ[0-9]+:")
+
+
 def parse(text: str) -> Parsed:
     """Section 6 step 1."""
-    if text[:4] != "TZ1:":
+    if text[:4] != "TZ2:":
+        if _VERSION_PREFIX.match(text):
+            raise OtherVersion(text[:5])
         raise Malformed("prefix")
     payload = base45_decode(text[4:])
     if not payload:
         raise Malformed("empty")
     header = payload[0]
     version, kind = header >> 4, header & 0x0F
-    if version != 1:
+    if version != 2:
         raise Malformed("version")
     if kind in (1, 2):
-        if len(payload) != 92:
+        if len(payload) != 96:
             raise Malformed("server length")
-        kid, subject, code_id = payload[1:5], payload[5:13], payload[13:21]
-        issued_at, lifetime, flags = struct.unpack(">IHB", payload[21:28])
+        kid, epoch, code_id, holder = payload[1:5], payload[5:9], payload[9:17], payload[17:25]
+        issued_at, lifetime, flags = struct.unpack(">IHB", payload[25:32])
         if flags & 0xC0:
             raise Malformed("reserved flags")
         if not 1 <= lifetime <= 60:
@@ -164,22 +175,23 @@ def parse(text: str) -> Parsed:
         return Parsed(
             kind,
             kid,
-            subject,
+            epoch,
+            code_id,
+            holder,
             flags,
             replay_id=code_id,
-            platform_signed=payload[0:28],
-            platform_sig=payload[28:92],
-            code_id=code_id,
+            platform_signed=payload[0:32],
+            platform_sig=payload[32:96],
             issued_at=issued_at,
             lifetime=lifetime,
         )
     if kind == 3:
-        if len(payload) != 197:
+        if len(payload) != 201:
             raise Malformed("device length")
-        kid, credential_id, subject = payload[1:5], payload[5:13], payload[13:21]
-        not_before, not_after, flags = struct.unpack(">IIB", payload[21:30])
-        device_key_bytes = payload[30:63]
-        shown_at, counter = struct.unpack(">IH", payload[127:133])
+        kid, epoch, credential_id, holder = payload[1:5], payload[5:9], payload[9:17], payload[17:25]
+        not_before, not_after, flags = struct.unpack(">IIB", payload[25:34])
+        device_key_bytes = payload[34:67]
+        shown_at, counter = struct.unpack(">IH", payload[131:137])
         if flags & 0xC0:
             raise Malformed("reserved flags")
         if not 0 < not_after - not_before <= 86400:
@@ -193,28 +205,44 @@ def parse(text: str) -> Parsed:
         return Parsed(
             3,
             kid,
-            subject,
+            epoch,
+            credential_id,
+            holder,
             flags,
-            replay_id=credential_id + payload[127:133],
-            platform_signed=payload[0:63],
-            platform_sig=payload[63:127],
+            replay_id=credential_id + payload[131:137],
+            platform_signed=payload[0:67],
+            platform_sig=payload[67:131],
             credential_id=credential_id,
             not_before=not_before,
             not_after=not_after,
             device_key=device_key,
-            device_key_bytes=device_key_bytes,
             shown_at=shown_at,
             counter=counter,
-            device_signed=payload[0:133],
-            device_sig=payload[133:197],
+            device_signed=payload[0:137],
+            device_sig=payload[137:201],
         )
     raise Malformed("type")
+
+
+# -- section 5.4: scene keys ----------------------------------------------------------------------------------
+
+
+def load_scene_keys(document: dict[str, Any], scene: str) -> dict[bytes, tuple[bytes, int]]:
+    """The keys of one scene by epoch id, with each epoch's not_after, from a GET /api/v1/gates/scene-keys answer."""
+    keys: dict[bytes, tuple[bytes, int]] = {}
+    for epoch in document.get("epochs", []):
+        if scene in epoch.get("keys", {}):
+            keys[bytes.fromhex(epoch["epoch"])] = (
+                _b64url_decode(epoch["keys"][scene]),
+                int(epoch["not_after"]),
+            )
+    return keys
 
 
 # -- sections 6 and 7: the verdict ----------------------------------------------------------------------------
 
 SCENES = {
-    # section 7 -- scene: (accepted types, mask of flag bits that must not all be 0, replay id accepted once)
+    # section 7 -- scene: (accepted types, the scene's bits B_s (4.3), replay id accepted once)
     "transit": ((1, 3), 0x04, True),
     "health": ((1, 3), 0x03, False),
     "medical": ((1, 3), 0x08, True),
@@ -227,6 +255,7 @@ class Verdict:
     valid: bool  # genuine and in date (steps 1-5)
     reason: str  # "ok" is the only reason that lets the holder through
     code: Parsed | None = field(default=None, repr=False)
+    scene_bits: int = 0  # the scene's field in the clear, once unmasked
 
 
 def _refuse(reason: str, code: Parsed | None = None) -> Verdict:
@@ -240,12 +269,15 @@ def verify(
     *,
     skew: int = 5,
     scene: str | None = None,
+    scene_keys: dict[bytes, tuple[bytes, int]] | None = None,
     seen: MutableSet[bytes] | None = None,
     deny: dict[str, set[bytes]] | None = None,
 ) -> Verdict:
     # step 1
     try:
         code = parse(text)
+    except OtherVersion:
+        return _refuse("unsupported-version")
     except Malformed:
         return _refuse("malformed")
 
@@ -271,32 +303,54 @@ def verify(
         if now >= code.issued_at + code.lifetime + skew:
             return _refuse("expired", code)
 
-    # step 6 (section 8); the vectors carry no deny list, live tests do
-    if deny is not None:
-        if code.type == 3 and code.platform_signed[5:13] in deny["credential"]:
+    # step 6 (section 8): device codes only, by credential id
+    if deny is not None and code.type == 3:
+        if code.credential_id in deny.get("credential", ()):
             return Verdict(True, "denied-credential", code)
-        subject = code.platform_signed[5:13] if code.type != 3 else code.platform_signed[13:21]
-        if subject in deny["account"]:
+        if code.credential_id in deny.get("account", ()):
             return Verdict(True, "denied-account", code)
-        if scene == "transit" and subject in deny["debtor"]:
+        if scene == "transit" and code.credential_id in deny.get("debtor", ()):
             return Verdict(True, "denied-debt", code)
 
     # steps 7 and 8: the code is genuine from here on
     if scene is not None:
-        types, needed, once = SCENES[scene]
-        if code.type not in types or not code.flags & needed:
+        types, bits, once = SCENES[scene]
+        if code.type not in types:
+            return Verdict(True, "no-entitlement", code)
+        held = (scene_keys or {}).get(code.epoch)
+        if held is None or now > held[1]:
+            return Verdict(True, "no-scene-key", code)
+        clear = (code.flags ^ hmac.new(held[0], code.nonce, hashlib.sha256).digest()[0]) & bits
+        if not clear:
             return Verdict(True, "no-entitlement", code)
         if once and seen is not None:
             if code.replay_id in seen:
-                return Verdict(True, "replayed", code)
+                return Verdict(True, "replayed", code, clear)
             seen.add(code.replay_id)
+        return Verdict(True, "ok", code, clear)
     return Verdict(True, "ok", code)
 
 
-def verify_case(case: dict[str, Any], keys: dict[str, ec.EllipticCurvePublicKey]) -> Verdict:
-    """Runs one entry of docs/test-vectors/vectors.json."""
+def verify_case(
+    case: dict[str, Any], keys: dict[str, ec.EllipticCurvePublicKey], scene_keys_document: dict[str, Any]
+) -> Verdict:
+    """Runs one entry of docs/test-vectors/vectors.json (section 12)."""
     seen: set[bytes] = {bytes.fromhex(h) for h in case.get("seen", ())}
-    return verify(case["code"], case["now"], keys, skew=case["skew"], scene=case.get("scene"), seen=seen)
+    deny = {kind: {bytes.fromhex(h) for h in ids} for kind, ids in case.get("deny", {}).items()}
+    scene = case.get("scene")
+    scene_keys = (
+        {} if case.get("without_scene_keys") or scene is None else load_scene_keys(scene_keys_document, scene)
+    )
+    return verify(
+        case["code"],
+        case["now"],
+        keys,
+        skew=case["skew"],
+        scene=scene,
+        scene_keys=scene_keys,
+        seen=seen,
+        deny=deny,
+    )
 
 
 def apply_deny_document(

@@ -7,7 +7,7 @@ import time
 
 from code_service.holder import DeviceWallet
 from tests.code_service.verifier import cleanroom_verifier as cleanroom
-from tests.helpers import bearer, machine_credential, rider, signed
+from tests.helpers import bearer, machine_credential, rider, scene_keys_of, signed
 
 
 def _tamper(code: str) -> str:
@@ -19,6 +19,7 @@ async def test_live_codes_through_the_cleanroom_verifier(client, services):
     person = await rider(client, services)
     gate = await machine_credential(client, services, ["verify:transit", "gates:sync"])
     keys = cleanroom.load_jwks((await client.get("/.well-known/jwks.json")).json())
+    transit_keys = cleanroom.load_scene_keys(await scene_keys_of(client, gate), "transit")
     server_code = (await client.post("/api/v1/codes/personal", headers=bearer(person))).json()["code"]
     wallet = DeviceWallet.create()
     made = await client.post(
@@ -29,7 +30,9 @@ async def test_live_codes_through_the_cleanroom_verifier(client, services):
     now = int(time.time())
 
     for code in (server_code, device_code):
-        assert cleanroom.verify(code, now, keys, skew=30, scene="transit").reason == "ok"
+        assert cleanroom.verify(code, now, keys, skew=30, scene="transit").reason == "no-scene-key"
+        verdict = cleanroom.verify(code, now, keys, skew=30, scene="transit", scene_keys=transit_keys)
+        assert (verdict.reason, verdict.scene_bits) == ("ok", 0x04)  # may ride, and nothing else read
         assert cleanroom.verify(_tamper(code), now, keys, skew=30).reason in (
             "bad-signature",
             "bad-device-signature",
@@ -41,10 +44,15 @@ async def test_live_codes_through_the_cleanroom_verifier(client, services):
     deny = {"credential": set(), "account": set(), "debtor": set()}
     first = await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")
     version = cleanroom.apply_deny_document(deny, 0, first.json()["jws"], keys)
-    assert cleanroom.verify(wallet.code(), now, keys, skew=30, scene="transit", deny=deny).reason == "ok"
+    verdict = cleanroom.verify(
+        wallet.code(), now, keys, skew=30, scene="transit", scene_keys=transit_keys, deny=deny
+    )
+    assert verdict.reason == "ok"
 
     await client.delete(f"/api/v1/codes/device-credentials/{made.json()['id']}", headers=bearer(person))
     delta = await signed(client, gate, "GET", f"/api/v1/gates/deny-list?since={version}")
     cleanroom.apply_deny_document(deny, version, delta.json()["jws"], keys)
-    verdict = cleanroom.verify(wallet.code(), int(time.time()), keys, skew=30, scene="transit", deny=deny)
+    verdict = cleanroom.verify(
+        wallet.code(), int(time.time()), keys, skew=30, scene="transit", scene_keys=transit_keys, deny=deny
+    )
     assert verdict.reason == "denied-credential"

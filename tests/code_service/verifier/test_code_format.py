@@ -21,9 +21,11 @@ from code_service.verifier import vectors as generator
 from code_service.verifier.base45 import ALPHABET, b45decode, b45encode
 from code_service.verifier.format import (
     DEVICE_CODE_LEN,
+    FLAGS,
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
     PREFIX,
+    SCENE_BITS,
     SERVER_CODE_LEN,
     TYPE_ENTERPRISE,
     DeviceCode,
@@ -32,9 +34,11 @@ from code_service.verifier.format import (
     Health,
     ServerCode,
     Standing,
+    UnsupportedVersion,
     decode,
     kid_for,
     load_point,
+    scene_mask,
     verify_raw,
 )
 from tests.code_service.verifier import cleanroom_verifier as cleanroom
@@ -44,6 +48,7 @@ VECTOR_DIR = TEST_VECTORS
 DEVICE_WINDOW = 30
 REASONS = {
     "ok",
+    "unsupported-version",
     "malformed",
     "unknown-key",
     "bad-signature",
@@ -55,15 +60,23 @@ REASONS = {
     "denied-account",
     "denied-debt",
     "no-entitlement",
+    "no-scene-key",
 }
-GENUINE = {"ok", "replayed", "denied-credential", "denied-account", "denied-debt", "no-entitlement"}
-SCENES: dict[
-    str, tuple[Callable[[ServerCode | DeviceCode], bool], bool]
-] = {  # scene: (entitled, accepted once)
-    "transit": (lambda c: c.type != TYPE_ENTERPRISE and c.flags.may_ride, True),
-    "health": (lambda c: c.type != TYPE_ENTERPRISE and c.flags.health != Health.UNKNOWN, False),
-    "medical": (lambda c: c.type != TYPE_ENTERPRISE and c.flags.insured, True),
-    "enterprise": (lambda c: c.type == TYPE_ENTERPRISE and c.flags.standing != Standing.UNKNOWN, False),
+GENUINE = {
+    "ok",
+    "replayed",
+    "denied-credential",
+    "denied-account",
+    "denied-debt",
+    "no-entitlement",
+    "no-scene-key",
+}
+SCENES: dict[str, tuple[Callable[[ServerCode | DeviceCode, Flags], bool], bool]] = {
+    # scene: (entitled, given the scene's clear bits as Flags; accepted once)
+    "transit": (lambda c, f: c.type != TYPE_ENTERPRISE and f.may_ride, True),
+    "health": (lambda c, f: c.type != TYPE_ENTERPRISE and f.health != Health.UNKNOWN, False),
+    "medical": (lambda c, f: c.type != TYPE_ENTERPRISE and f.insured, True),
+    "enterprise": (lambda c, f: c.type == TYPE_ENTERPRISE and f.standing != Standing.UNKNOWN, False),
 }
 
 
@@ -96,11 +109,26 @@ def cleanroom_keys() -> dict[str, ec.EllipticCurvePublicKey]:
     return cleanroom.load_jwks(key_file()["jwks"])
 
 
+@cache
+def scene_key_table() -> dict[tuple[str, bytes], bytes]:
+    table = {}
+    for epoch in key_file()["scene_keys"]["epochs"]:
+        for scene, key in epoch["keys"].items():
+            table[(scene, bytes.fromhex(epoch["epoch"]))] = _b64url(key)
+    return table
+
+
 # -- (a) the reference check: format.py primitives plus the rules of section 6 ---------------------------------
 
 
 def reference_verdict(
-    text: str, now: int, skew: int, scene: str | None = None, seen: frozenset[bytes] = frozenset()
+    text: str,
+    now: int,
+    skew: int,
+    scene: str | None = None,
+    seen: frozenset[bytes] = frozenset(),
+    deny: dict[str, list[str]] | None = None,
+    with_scene_keys: bool = True,
 ) -> str:
     try:
         code = decode(text)
@@ -112,6 +140,8 @@ def reference_verdict(
             if not 0 < code.not_after - code.not_before <= MAX_CREDENTIAL_LIFETIME:
                 raise FormatError("credential window")
             device_key = load_point(code.device_key)
+    except UnsupportedVersion:
+        return "unsupported-version"
     except FormatError:
         return "malformed"
 
@@ -136,9 +166,24 @@ def reference_verdict(
         if now > code.not_after + skew or code.shown_at < now - DEVICE_WINDOW - skew:
             return "expired"
 
+    if isinstance(code, DeviceCode) and deny:
+        listed = {kind for kind, ids in deny.items() if code.credential_id.hex() in ids}
+        if "credential" in listed:
+            return "denied-credential"
+        if "account" in listed:
+            return "denied-account"
+        if "debtor" in listed and scene == "transit":
+            return "denied-debt"
+
     if scene is not None:
         entitled, once = SCENES[scene]
-        if not entitled(code):
+        if (code.type == TYPE_ENTERPRISE) != (scene == "enterprise"):
+            return "no-entitlement"
+        scene_key = scene_key_table().get((scene, code.epoch)) if with_scene_keys else None
+        if scene_key is None:
+            return "no-scene-key"
+        clear = FLAGS[(code.masked_flags ^ scene_mask(scene_key, code.nonce, scene)) & SCENE_BITS[scene]]
+        if not entitled(code, clear):
             return "no-entitlement"
         if once and code.code_id in seen:
             return "replayed"
@@ -147,7 +192,15 @@ def reference_verdict(
 
 def _reference(case: dict[str, Any]) -> str:
     seen = frozenset(bytes.fromhex(h) for h in case.get("seen", ()))
-    return reference_verdict(case["code"], case["now"], case["skew"], case.get("scene"), seen)
+    return reference_verdict(
+        case["code"],
+        case["now"],
+        case["skew"],
+        case.get("scene"),
+        seen,
+        case.get("deny"),
+        not case.get("without_scene_keys"),
+    )
 
 
 def _ids(cases: tuple[dict[str, Any], ...]) -> list[str]:
@@ -159,14 +212,26 @@ def test_vector_files_are_well_formed() -> None:
     names = [c["name"] for c in cases]
     assert len(names) == len(set(names))
     for c in cases:
-        assert set(c) <= {"name", "code", "now", "skew", "scene", "seen", "expected", "notes", "decoded"}
+        assert set(c) <= {
+            "name",
+            "code",
+            "now",
+            "skew",
+            "scene",
+            "seen",
+            "deny",
+            "without_scene_keys",
+            "expected",
+            "notes",
+            "decoded",
+        }
         assert c["expected"]["reason"] in REASONS
         assert c["expected"]["valid"] == (c["expected"]["reason"] in GENUINE)
         assert c.get("scene") in (None, *SCENES)
         assert ("decoded" in c) == c["expected"]["valid"]
         assert c["notes"]
     covered = {c["expected"]["reason"] for c in cases}
-    assert REASONS - covered == {"denied-credential", "denied-account", "denied-debt"}
+    assert covered == REASONS  # every reason of section 6 has a vector
 
 
 @pytest.mark.parametrize("case", vector_list(), ids=_ids(vector_list()))
@@ -183,34 +248,44 @@ def test_vector_through_reference_codec(case: dict[str, Any]) -> None:
     ids=[c["name"] for c in vector_list() if c["expected"]["valid"]],
 )
 def test_decoded_fields_match_the_codec(case: dict[str, Any]) -> None:
-    assert generator.describe(case["code"]) == case["decoded"]
+    described = generator.describe(case["code"])
+    assert described == {k: v for k, v in case["decoded"].items() if k != "scene_bits"}
     parsed = cleanroom.parse(case["code"])
     expected = case["decoded"]
-    assert (parsed.type, parsed.kid.hex(), parsed.subject.hex(), parsed.flags, parsed.replay_id.hex()) == (
+    assert (
+        parsed.type,
+        parsed.kid.hex(),
+        parsed.epoch.hex(),
+        parsed.holder.hex(),
+        parsed.flags,
+        parsed.replay_id.hex(),
+    ) == (
         expected["type"],
         expected["kid"],
-        expected["subject"],
-        expected["flags"]["byte"],
+        expected["epoch"],
+        expected["holder"],
+        expected["flags"]["masked"],
         expected["replay_id"],
     )
+    if "scene_bits" in expected:
+        verdict = cleanroom.verify_case(case, cleanroom_keys(), key_file()["scene_keys"])
+        assert verdict.scene_bits == (expected["scene_bits"] if verdict.reason != "no-entitlement" else 0)
     if parsed.type == 3:
         assert (
             parsed.credential_id.hex(),
             parsed.not_before,
             parsed.not_after,
-            parsed.device_key_bytes.hex(),
             parsed.shown_at,
             parsed.counter,
         ) == (
             expected["credential_id"],
             expected["not_before"],
             expected["not_after"],
-            expected["device_key"],
             expected["shown_at"],
             expected["counter"],
         )
     else:
-        assert (parsed.code_id.hex(), parsed.issued_at, parsed.lifetime) == (
+        assert (parsed.nonce.hex(), parsed.issued_at, parsed.lifetime) == (
             expected["code_id"],
             expected["issued_at"],
             expected["lifetime"],
@@ -266,6 +341,8 @@ def test_cleanroom_imports_nothing_from_the_project() -> None:
         "base64",
         "json",
         "hashlib",
+        "hmac",
+        "re",
         "struct",
         "collections",
         "dataclasses",
@@ -285,7 +362,7 @@ def test_cleanroom_loads_only_the_trusted_keys() -> None:
 
 @pytest.mark.parametrize("case", vector_list(), ids=_ids(vector_list()))
 def test_vector_through_cleanroom_verifier(case: dict[str, Any]) -> None:
-    verdict = cleanroom.verify_case(case, cleanroom_keys())
+    verdict = cleanroom.verify_case(case, cleanroom_keys(), key_file()["scene_keys"])
     assert (verdict.valid, verdict.reason) == (case["expected"]["valid"], case["expected"]["reason"]), case[
         "notes"
     ]
@@ -295,16 +372,27 @@ def test_vector_through_cleanroom_verifier(case: dict[str, Any]) -> None:
 def test_cleanroom_records_replay_ids_in_once_scenes() -> None:
     by_name = {c["name"]: c for c in vector_list()}
     seen: set[bytes] = set()
+    transit = cleanroom.load_scene_keys(key_file()["scene_keys"], "transit")
+    health = cleanroom.load_scene_keys(key_file()["scene_keys"], "health")
     for name in ("scene-transit-server", "scene-transit-device"):
         case = by_name[name]
-        first = cleanroom.verify(case["code"], case["now"], cleanroom_keys(), scene="transit", seen=seen)
-        again = cleanroom.verify(case["code"], case["now"], cleanroom_keys(), scene="transit", seen=seen)
+        first = cleanroom.verify(
+            case["code"], case["now"], cleanroom_keys(), scene="transit", scene_keys=transit, seen=seen
+        )
+        again = cleanroom.verify(
+            case["code"], case["now"], cleanroom_keys(), scene="transit", scene_keys=transit, seen=seen
+        )
         assert (first.reason, again.reason) == ("ok", "replayed")
         assert (first.valid, again.valid) == (True, True)  # genuine both times, let through once
     checkpoint = by_name["scene-health-red"]
     for _ in range(2):
         verdict = cleanroom.verify(
-            checkpoint["code"], checkpoint["now"], cleanroom_keys(), scene="health", seen=seen
+            checkpoint["code"],
+            checkpoint["now"],
+            cleanroom_keys(),
+            scene="health",
+            scene_keys=health,
+            seen=seen,
         )
         assert verdict.reason == "ok"
 
@@ -322,8 +410,16 @@ def test_verifiers_agree_on_mutated_codes(case: dict[str, Any], index: int, mask
     payload[index % len(payload)] ^= mask
     text = PREFIX + b45encode(bytes(payload))
     now = case["now"] + shift
-    ours = reference_verdict(text, now, case["skew"], case.get("scene"))
-    theirs = cleanroom.verify(text, now, cleanroom_keys(), skew=case["skew"], scene=case.get("scene"))
+    scene = case.get("scene")
+    ours = reference_verdict(text, now, case["skew"], scene)
+    theirs = cleanroom.verify(
+        text,
+        now,
+        cleanroom_keys(),
+        skew=case["skew"],
+        scene=scene,
+        scene_keys=cleanroom.load_scene_keys(key_file()["scene_keys"], scene) if scene else None,
+    )
     assert ours == theirs.reason
     assert ours != "ok"
 
@@ -350,7 +446,7 @@ def test_base45_rfc9285_examples() -> None:
 
 
 def _structured_payload() -> st.SearchStrategy[bytes]:
-    header = st.sampled_from([0x11, 0x12, 0x13, 0x10, 0x14, 0x21, 0x01, 0xFF])
+    header = st.sampled_from([0x21, 0x22, 0x23, 0x20, 0x24, 0x11, 0x31, 0x01, 0xFF])
     length = st.sampled_from([SERVER_CODE_LEN - 1, SERVER_CODE_LEN, DEVICE_CODE_LEN, DEVICE_CODE_LEN + 1])
     return st.tuples(header, length).flatmap(
         lambda t: st.binary(min_size=t[1] - 1, max_size=t[1] - 1).map(lambda body: bytes([t[0]]) + body)
@@ -388,15 +484,25 @@ def test_decode_refuses_anything_without_the_prefix(text: str) -> None:
             decode(text)
 
 
+@pytest.mark.parametrize("prefix", ["TZ1:", "TZ0:", "TZ3:", "TZ10:", "TZ02:"])
+def test_other_version_prefixes_are_unsupported_not_malformed(prefix: str) -> None:
+    """A gate can tell "update the app / show a fresh code" from "not a Taizhou Tong code"."""
+    with pytest.raises(UnsupportedVersion):
+        decode(prefix + "ABC")
+    assert cleanroom.verify(prefix + "ABC", 1_767_225_600, cleanroom_keys()).reason == "unsupported-version"
+    for other in ("TZ:ABC", "TZA:ABC", "tz1:ABC", "TZ2ABC"):
+        assert cleanroom.verify(other, 1_767_225_600, cleanroom_keys()).reason == "malformed"
+
+
 # -- (d) QR sizes -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("name", "chars", "max_version"),
     [
-        ("server-personal-valid", 142, 6),
-        ("server-enterprise-valid", 142, 6),
-        ("device-valid", 300, 10),
+        ("server-personal-valid", 148, 6),
+        ("server-enterprise-valid", 148, 6),
+        ("device-valid", 306, 10),
     ],
 )
 def test_qr_version_at_level_m(name: str, chars: int, max_version: int) -> None:
@@ -445,12 +551,12 @@ def test_flags_with_reserved_bits_are_refused(value: int) -> None:
 def test_codes_with_reserved_flag_bits_do_not_decode(value: int) -> None:
     valid = next(c for c in vector_list() if c["name"] == "server-personal-valid")
     payload = bytearray(b45decode(valid["code"][len(PREFIX) :]))
-    payload[27] = value
+    payload[31] = value
     with pytest.raises(FormatError):
         decode(PREFIX + b45encode(bytes(payload)))
     device = next(c for c in vector_list() if c["name"] == "device-valid")
     payload = bytearray(b45decode(device["code"][len(PREFIX) :]))
-    payload[29] = value
+    payload[33] = value
     with pytest.raises(FormatError):
         decode(PREFIX + b45encode(bytes(payload)))
 

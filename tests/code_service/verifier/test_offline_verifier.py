@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from code_service.verifier import DenyList, OfflineVerifier, ReplayCache
+from code_service.verifier import DenyList, OfflineVerifier, ReplayCache, SceneKeys
 from code_service.verifier.base45 import ALPHABET, b45decode, b45encode
 from code_service.verifier.denylist import IdSet
 from code_service.verifier.format import PREFIX, DeviceCode, decode, der_signature
@@ -39,8 +39,17 @@ def _jwks() -> dict[str, Any]:
 
 
 @cache
+def _scene_document() -> dict[str, Any]:
+    return json.loads((VECTOR_DIR / "keys.json").read_text(encoding="utf-8"))["scene_keys"]
+
+
+@cache
 def _cleanroom_keys() -> dict[str, ec.EllipticCurvePublicKey]:
     return cleanroom.load_jwks(_jwks())
+
+
+def _cleanroom_scene_keys(scene: str | None) -> dict[bytes, tuple[bytes, int]]:
+    return cleanroom.load_scene_keys(_scene_document(), scene) if scene else {}
 
 
 def _genuine() -> list[dict[str, Any]]:
@@ -48,7 +57,9 @@ def _genuine() -> list[dict[str, Any]]:
 
 
 def _gate(now: int, skew: int, deny: DenyList | None = None) -> OfflineVerifier:
-    return OfflineVerifier(_jwks(), deny, skew=skew, clock=lambda: now)
+    return OfflineVerifier(
+        _jwks(), deny, skew=skew, clock=lambda: now, scene_keys=SceneKeys(_scene_document())
+    )
 
 
 def _mutated(code: str, index: int, mask: int) -> str:
@@ -74,7 +85,15 @@ def test_agrees_with_the_cleanroom_verifier(
     text = _mutated(case["code"], index, mask)
     now = case["now"] + shift
     ours = _gate(now, case["skew"]).verify(text, scene)
-    theirs = cleanroom.verify(text, now, _cleanroom_keys(), skew=case["skew"], scene=scene, seen=set())
+    theirs = cleanroom.verify(
+        text,
+        now,
+        _cleanroom_keys(),
+        skew=case["skew"],
+        scene=scene,
+        scene_keys=_cleanroom_scene_keys(scene),
+        seen=set(),
+    )
     assert (ours.valid, ours.reason) == (theirs.valid, theirs.reason)
 
 
@@ -85,7 +104,7 @@ def test_a_device_key_that_is_no_point_is_malformed_before_anything_else(kid: by
     payload = bytearray(b45decode(case["code"][len(PREFIX) :]))
     if kid is not None:
         payload[1:5] = kid
-    payload[30] = 0x05  # neither 02 nor 03
+    payload[34] = 0x05  # neither 02 nor 03
     text = PREFIX + b45encode(bytes(payload))
     assert _gate(case["now"], case["skew"]).verify(text, "transit").reason == "malformed"
     theirs = cleanroom.verify(
@@ -105,15 +124,10 @@ def test_a_device_key_that_is_no_point_is_malformed_before_anything_else(kid: by
 def test_deny_list_agrees_with_the_cleanroom_verifier(
     case: dict[str, Any], denied: set[str], other: set[str], as_change: bool, scene: str | None
 ) -> None:
-    """Entries for this code's credential or subject, and for other ids, held in the sorted base of the sets or
-    as changes since the last compaction."""
+    """Entries for this code's credential (a server code's code_id, which must not count), and for other ids, held
+    in the sorted base of the sets or as changes since the last compaction."""
     code = decode(case["code"])
-    ids = {
-        kind: (code.credential_id if isinstance(code, DeviceCode) else bytes(8))
-        if kind == "credential"
-        else code.subject
-        for kind in denied
-    }
+    ids = {kind: code.credential_id if isinstance(code, DeviceCode) else code.code_id for kind in denied}
     entries = {kind: {ids[kind]} if kind in ids else set() for kind in ("credential", "account", "debtor")}
     for kind in other:
         entries[kind].add(bytes.fromhex("00112233445566ff"))
@@ -127,26 +141,39 @@ def test_deny_list_agrees_with_the_cleanroom_verifier(
             deny.sets[kind] = IdSet(values)
     ours = _gate(case["now"], case["skew"], deny).verify(case["code"], scene)
     theirs = cleanroom.verify(
-        case["code"], case["now"], _cleanroom_keys(), skew=case["skew"], scene=scene, seen=set(), deny=entries
+        case["code"],
+        case["now"],
+        _cleanroom_keys(),
+        skew=case["skew"],
+        scene=scene,
+        scene_keys=_cleanroom_scene_keys(scene),
+        seen=set(),
+        deny=entries,
     )
     assert (ours.valid, ours.reason) == (theirs.valid, theirs.reason)
 
 
 @pytest.mark.parametrize("case", _genuine(), ids=[c["name"] for c in _genuine()])
 def test_verdict_fields_are_the_decoded_fields(case: dict[str, Any]) -> None:
-    verdict = _gate(case["now"], case["skew"]).verify(case["code"], case.get("scene"))
+    gate = _gate(case["now"], case["skew"])
+    if case.get("without_scene_keys"):
+        gate.scene_keys = SceneKeys()
+    verdict = gate.verify(case["code"], case.get("scene"))
     code = decode(case["code"])
     expected = case["decoded"]
     assert verdict.scene == (case.get("scene") or "")
-    assert (verdict.code_type, verdict.subject, verdict.code_id, verdict.flags) == (
+    assert (verdict.code_type, verdict.code_id, verdict.epoch, verdict.holder) == (
         code.type,
-        code.subject,
         code.code_id,
-        code.flags,
+        code.epoch,
+        code.holder,
     )
     assert verdict.code_id.hex() == expected["replay_id"]
     assert verdict.credential_id == (code.credential_id if isinstance(code, DeviceCode) else b"")
-    assert verdict.flags.to_byte() == expected["flags"]["byte"]
+    if verdict.reason == "ok" and "scene_bits" in expected:
+        assert verdict.flags.to_byte() == expected["scene_bits"]  # the scene's field, nothing else
+    elif verdict.reason == case["expected"]["reason"] != "replayed":
+        assert verdict.flags.to_byte() == 0
     with pytest.raises(AttributeError):
         verdict.reason = "ok"  # type: ignore[misc]  # verdicts are immutable
 
@@ -159,9 +186,14 @@ def test_a_code_is_accepted_once_and_a_refused_one_is_not_used_up(name: str) -> 
     deny = DenyList()
     gate = _gate(case["now"], case["skew"], deny)
     assert gate.verify(case["code"], scene, consume=False).reason == "ok"
-    deny.sets["account"].add(int.from_bytes(code.subject, "big"))
-    assert gate.verify(case["code"], scene).reason == "denied-account"
-    deny.sets["account"].remove(int.from_bytes(code.subject, "big"))
+    if isinstance(code, DeviceCode):
+        deny.sets["account"].add(int.from_bytes(code.credential_id, "big"))
+        assert gate.verify(case["code"], scene).reason == "denied-account"
+        deny.sets["account"].remove(int.from_bytes(code.credential_id, "big"))
+    else:
+        gate.scene_keys = SceneKeys()  # a scene key missing: refused, and not used up either
+        assert gate.verify(case["code"], scene).reason == "no-scene-key"
+        gate.scene_keys = SceneKeys(_scene_document())
     first, again = gate.verify(case["code"], scene), gate.verify(case["code"], scene)
     assert (first.reason, first.valid, again.reason, again.valid) == ("ok", True, "replayed", True)
     assert gate.verify(case["code"], scene, consume=False).reason == "ok"  # looks, records nothing
