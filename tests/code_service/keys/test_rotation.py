@@ -233,7 +233,9 @@ async def test_an_emergency_rotation_signs_at_once_and_can_withdraw_the_old_key(
     assert old_kid not in kids  # withdrawn: refreshed gates refuse what the compromised key signed
     assert staged.key.kid not in kids  # the staged key never signs: it may have leaked with the other
     refreshed = OfflineVerifier(await _jwks(client))
-    await _sync(client, await machine_credential(client, services, ["verify:transit", "gates:sync"]), refreshed)
+    await _sync(
+        client, await machine_credential(client, services, ["verify:transit", "gates:sync"]), refreshed
+    )
     assert refreshed.verify(old_code, "transit").reason == "unknown-key"
     assert refreshed.verify(new_code, "transit").allowed
 
