@@ -177,6 +177,8 @@ async def test_schemathesis_finds_no_undocumented_answer(settings):
 async def _fuzz(client: Any, services: Any) -> None:
     callers = await _callers(client, services)
     schema = schemathesis.openapi.from_dict(client.app.openapi_schema.to_schema())
+    # Strings as a fuzzer sends them: any code point, NUL and other control characters included.
+    schema.config.generation.update(allow_x00=True, codec="utf-8")
     loop = asyncio.get_running_loop()
     failures: list[str] = []
 
