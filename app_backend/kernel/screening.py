@@ -15,7 +15,7 @@ validation problem:
 The common case stays cheap: the body's raw bytes are searched once for anything suspect (an escaped control
 character, a raw DEL or C1 character, a run of 19 digits); only on a hit is the body decoded and walked to name the
 field (`subject`, `taps[3].line`). Screening here, rather than in each schema, covers every domain's strings,
-today's and tomorrow's (docs/decisions/0006-input-screened-at-the-edge.md).
+today's and tomorrow's (docs/decisions/0012-input-screened-at-the-edge.md).
 
 `malformed_path_parameter` names the path parameter that did not parse when routing found no route (a path id
 that is not a UUID), so that the problem handler answers 400 naming it instead of a 404 naming nothing.
