@@ -24,6 +24,7 @@ from app_backend.composition.wiring import Services
 from app_backend.kernel.http import DB, release_abandoned_transactions, run_after_commit, settings_of
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.kernel.problems import EXCEPTION_HANDLERS
+from app_backend.kernel.screening import screen_request
 from app_backend.kernel.settings import Settings, load_settings
 
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
             release_abandoned_transactions,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=screen_request,
         after_response=run_after_commit,
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(),

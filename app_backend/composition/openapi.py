@@ -9,7 +9,8 @@ app state (docs/decisions/0001) declare theirs with `security=`.
 A handler's problems are the union of what its layers declare with `problems(...)` (app_backend/kernel/http.py)
 and what the platform's own layers answer for it:
 
-- 400: a body, query, path or header parameter that does not validate (Litestar documents it already);
+- 400: every operation: a body, query, path or header parameter that does not validate, and the input screen
+  (app_backend/kernel/screening.py) refuses control characters in any header, query or path parameter;
 - 401 and 429: any operation with a security requirement (a bad or missing token or signature; a caller's rate);
 - 403: any guarded operation (staff roles);
 - 413: any operation with a body (the body limit);
@@ -97,13 +98,15 @@ def _declared(handler: HTTPRouteHandler) -> set[int]:
 
 
 def _implied(handler: HTTPRouteHandler) -> set[int]:
-    statuses = {503}
+    # Documented here even where Litestar documents a 400 of its own: that one says application/json, and every
+    # problem is application/problem+json.
+    statuses = {400, 503}
     if handler.resolve_security():
         statuses |= {401, 429}
     if handler.resolve_guards():
         statuses |= {401, 403}
     if "data" in handler.parsed_fn_signature.parameters:
-        statuses |= {400, 413}
+        statuses |= {413}
     return statuses
 
 

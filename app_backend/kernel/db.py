@@ -85,14 +85,10 @@ async def transaction_connection(db_pool: Pool, wait: float = 5.0) -> AsyncItera
     except TimeoutError:
         raise PoolExhausted from None
     try:
-        tx = conn.transaction()
-        await tx.start()
-        try:
+        # A managed transaction: when a sibling dependency fails (an unsigned request's 401), Litestar cancels
+        # this one, possibly in the middle of BEGIN; the pool's release then rolls back quietly, where a
+        # transaction started by hand made asyncpg log an ERROR about resetting an active transaction.
+        async with conn.transaction():
             yield conn
-        except BaseException:
-            await tx.rollback()
-            raise
-        else:
-            await tx.commit()
     finally:
         await db_pool.release(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app_backend.kernel.db import PoolExhausted
 from app_backend.kernel.errors import PROBLEM_BASE, DomainError
 from app_backend.kernel.metrics import SHED
+from app_backend.kernel.screening import malformed_path_parameter
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _log = structlog.get_logger("errors")
@@ -58,9 +60,16 @@ def problem_response(
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+# Litestar reports a missing parameter in its detail alone: "Missing required query parameter 'date' for path …".
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']*)'")
+
+
 def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     extra = exc.extra if isinstance(exc.extra, list) else []
+    if not extra and (missing := _MISSING_PARAMETER.match(exc.detail or "")):
+        source, name = missing.groups()
+        return [{"field": name, "message": f"the {source} parameter is required", "source": source}]
     for item in extra:
         if not isinstance(item, Mapping):
             continue
@@ -70,7 +79,9 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
         field = _field_from_message(message, "" if key in ("", "data") else key) or "body"
         if field == "body" and message == "'data'":  # no body at all
             message = "a JSON object is required"
-        errors.append({"field": field, "message": message, "source": str(item.get("source", "body"))})
+        source = item.get("source", "body")
+        # Litestar names a parameter's source with its ParamType enum ("query", "path", "header", "cookie").
+        errors.append({"field": field, "message": message, "source": str(getattr(source, "value", source))})
     if not errors:
         errors.append({"field": "body", "message": exc.detail, "source": "body"})
     return errors
@@ -104,6 +115,19 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         )
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(400, "validation", detail, extra={"errors": errors}, instance=instance)
+    if status == 404 and isinstance(exc.__cause__, ValueError):
+        # Routing found no route because a path parameter did not parse (an id that is not a UUID): name it.
+        malformed = malformed_path_parameter(request.app, request.url.path)
+        if malformed is not None:
+            name, expected = malformed
+            message = f"is not {expected}"
+            return problem_response(
+                400,
+                "validation",
+                f"{name}: {message}",
+                extra={"errors": [{"field": name, "message": message, "source": "path"}]},
+                instance=instance,
+            )
     detail = exc.detail or _TITLES.get(status, "Error")
     if status == 413:
         return problem_response(
@@ -173,8 +197,9 @@ def handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 def handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """PostgreSQL stores no NUL character in text: a request carrying one is refused, not a 500. (Fields that
-    reach the database should refuse control characters themselves and name the field; this is the net.)"""
+    """PostgreSQL stores no NUL character in text: a request carrying one is refused, not a 500. (Requests are
+    screened for control characters before any handler runs, naming the field: app_backend/kernel/screening.py;
+    this is the net for text that reaches the database some other way.)"""
     return problem_response(
         400,
         "validation",

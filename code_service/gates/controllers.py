@@ -40,7 +40,7 @@ class GateController(Controller):
         codes: CodeServices,
         scanner: Scanner,
         db: Connection,
-        since: int = Parameter(query="since", default=0, ge=0),
+        since: int = Parameter(query="since", default=0, ge=0, le=2**63 - 1),
     ) -> DenyListDocument:
         _require(scanner, "gates:sync")
         version, full, jws = await codes.deny.document(db, since)
