@@ -21,7 +21,8 @@ from app_backend.kernel.settings import Settings, load_settings
 
 @contextlib.contextmanager
 def backing_services(settings: Settings, *, persistent_redis: bool = True) -> Iterator[Settings]:
-    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder."""
+    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder (PostgreSQL with
+    an owner role for migrations and an application role for the server)."""
     from app_backend.composition.embedded import EmbeddedServices
 
     embedded = EmbeddedServices(settings.data_dir)
@@ -36,16 +37,35 @@ def backing_services(settings: Settings, *, persistent_redis: bool = True) -> It
         yield msgspec.structs.replace(
             settings,
             database_url=settings.database_url or embedded.database_url,
+            migration_database_url=settings.migration_database_url
+            or ("" if settings.database_url else embedded.migration_database_url),
             redis_url=settings.redis_url or embedded.redis_url,
         )
     finally:
         embedded.stop()
 
 
-async def _migrate(settings: Settings) -> list[str]:
+class NoOwnerURL(RuntimeError):
+    """Outside dev, migrations need the owner's URL; the server's own role may not run them."""
+
+
+async def _migrate(settings: Settings, *, required: bool = False) -> list[str]:
+    """As the owner (MIGRATION_DATABASE_URL), then the application role (DATABASE_URL's user) gets its grants.
+    Without an owner URL, dev migrates as DATABASE_URL (one role, as before); production skips migrating, which
+    is `tzt migrate`'s job, unless `required`."""
     from app_backend.composition.migrator import apply_migrations
 
-    return await apply_migrations(settings.database_url)
+    if settings.migration_database_url:
+        return await apply_migrations(settings.migration_database_url, app_url=settings.database_url)
+    if settings.is_dev:
+        return await apply_migrations(settings.database_url)
+    if required:
+        raise NoOwnerURL(
+            "tzt migrate needs MIGRATION_DATABASE_URL (the owner role's URL) outside dev; DATABASE_URL names the "
+            "application role it creates and grants (docs/operations.md, 'Database roles')"
+        )
+    print("migrations skipped: no MIGRATION_DATABASE_URL (run `tzt migrate` with it)", file=sys.stderr)
+    return []
 
 
 async def _seed(settings: Settings) -> dict[str, Any]:
@@ -216,7 +236,11 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     with backing_services(load_settings()) as live:
-        applied = asyncio.run(_migrate(live))
+        try:
+            applied = asyncio.run(_migrate(live, required=True))
+        except NoOwnerURL as exc:
+            print(exc, file=sys.stderr)
+            return 2
     print("\n".join(applied) if applied else "up to date")
     return 0
 

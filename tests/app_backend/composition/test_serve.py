@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from app_backend.organisations.signing import sign_request
+from tests.conftest import Backing
 
 
 def _free_port() -> int:
@@ -27,12 +28,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def server(backing: Backing, data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     port = _free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": backing[0],
-        "REDIS_URL": backing[1],
+        **backing.env(),
         "TZT_DATA_DIR": str(data_dir),
         "TZT_ENV": "dev",
         "TZT_PORT": str(port),
@@ -187,7 +187,7 @@ def test_ctrl_c_stops_everything(server):
 
 
 def test_migrate_is_idempotent(backing, data_dir):
-    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
     out = subprocess.run(
         [sys.executable, "-m", "app_backend.composition.cli", "migrate"],
         env=env,
@@ -200,7 +200,7 @@ def test_migrate_is_idempotent(backing, data_dir):
 
 
 def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
-    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
 
     def tzt(*args: str) -> str:
         return subprocess.run(
