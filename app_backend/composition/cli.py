@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app_backend.composition.processes import die_with_parent
+from app_backend.composition.processes import die_with_parent, granian_command, listeners
 from app_backend.kernel.settings import Settings, load_settings
 
 
@@ -86,15 +86,28 @@ async def _seed(settings: Settings) -> dict[str, Any]:
 
 
 def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
+    from app_backend.composition.roles import user_of
+
     base = f"http://{settings.host}:{settings.port}"
+    # Outside dev, docs and metrics are only on the internal listener (app_backend/composition/surface.py).
+    ops = base if settings.is_dev else f"http://{settings.internal_host}:{settings.internal_port}"
+    docs = (
+        [
+            f"  API docs (Swagger):  {ops}/schema/swagger",
+            f"  API docs (ReDoc):    {ops}/schema/redoc",
+            f"  OpenAPI JSON:        {ops}/schema/openapi.json",
+            f"  Metrics:             {ops}/metrics",
+        ]
+        if settings.is_dev or settings.internal_port
+        else ["  API docs, metrics:   not served (TZT_INTERNAL_PORT=0)"]
+    )
     lines = [
         "",
         "Taizhou Tong is running.",
-        f"  API docs (Swagger):  {base}/schema/swagger",
-        f"  API docs (Scalar):   {base}/schema/scalar",
-        f"  OpenAPI JSON:        {base}/schema/openapi.json",
-        f"  Health:              {base}/healthz   Readiness: {base}/readyz   Metrics: {base}/metrics",
-        f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}",
+        *docs,
+        f"  Health:              {base}/healthz   Readiness: {base}/readyz",
+        f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}"
+        f" (serving as {user_of(settings.database_url)[0] or 'the default user'})",
         f"  Redis:               {settings.redis_url}",
         "",
         'Demo: POST /api/v1/auth/otp {"phone": "13800000001"}, read the code at '
@@ -136,6 +149,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "TZT_PORT": str(port),
             "TZT_PUBLIC_BASE_URL": live.public_base_url,
         }
+        # Migrated: no process started from here on (server, worker, sandboxes) gets the owner's URL.
+        os.environ.pop("MIGRATION_DATABASE_URL", None)
+        env.pop("MIGRATION_DATABASE_URL", None)
         children: list[subprocess.Popen[bytes]] = []
         try:
             server = _start_children(args, live, env, children, host, port, workers)
@@ -177,35 +193,15 @@ def _start_children(
                 preexec_fn=die_with_parent,
             )
         )
-    server = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            # Granian's defaults (backlog 1024, backpressure = backlog / workers) leave a node silent, neither
-            # serving nor shedding, past about 1,250 open keep-alive connections. Granian may hold many; the
-            # app bounds the requests it works on (TZT_MAX_IN_FLIGHT) and sheds the rest with 503.
-            "--backlog",
-            str(live.backlog),
-            "--backpressure",
-            str(live.backpressure),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "app_backend.composition.asgi:app",
-        ],
-        env=env,
-        preexec_fn=die_with_parent,
-    )
-    children.append(server)
+    server: subprocess.Popen[bytes] | None = None
+    for listener in listeners(live, host, port, workers):
+        started = subprocess.Popen(  # noqa: S603 - our own interpreter and Granian
+            granian_command(listener, live), env={**env, **listener.env}, preexec_fn=die_with_parent
+        )
+        children.append(started)
+        server = server or started
+    if server is None:
+        raise RuntimeError("no listener to start")
     return server
 
 

@@ -28,9 +28,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(backing: Backing, data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def internal_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def server(
+    backing: Backing, data_dir: Path, internal_port: int
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     port = _free_port()
     env = {
+        # Dev serves docs and metrics on the main port too; the internal listener starts when a port is set.
+        "TZT_INTERNAL_PORT": str(internal_port),
         **os.environ,
         **backing.env(),
         "TZT_DATA_DIR": str(data_dir),
@@ -110,6 +119,24 @@ def test_openapi_and_metrics_are_served(server):
     assert httpx.get(f"{base}/schema/swagger", timeout=10).status_code == 200
     metrics = httpx.get(f"{base}/metrics", timeout=10)
     assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
+
+
+def test_the_internal_listener_serves_docs_and_metrics_on_loopback(server, internal_port):
+    inside = f"http://127.0.0.1:{internal_port}"
+    assert "/api/v1/auth/login" in httpx.get(f"{inside}/schema/openapi.json", timeout=10).json()["paths"]
+    metrics = httpx.get(f"{inside}/metrics", timeout=10)
+    # One registry for all processes: the public workers' requests are counted here too.
+    assert metrics.status_code == 200 and 'path="/schema/openapi.json"' in metrics.text
+
+
+def test_the_served_processes_run_as_the_application_role(server, backing):
+    import psutil
+
+    _, proc, _ = server
+    environments = [child.environ() for child in psutil.Process(proc.pid).children(recursive=True)]
+    servers = [e for e in environments if "DATABASE_URL" in e]
+    assert servers and all(e["DATABASE_URL"] == backing.database_url for e in servers)
+    assert not any("MIGRATION_DATABASE_URL" in e for e in environments)
 
 
 def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_dir):
