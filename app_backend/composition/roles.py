@@ -8,7 +8,7 @@ tables, USAGE/SELECT on sequences, EXECUTE on functions, and on the append-only 
 `SET session_replication_role = replica` (which would silence the triggers that keep those tables append-only).
 
 The grants are recomputed after every migration run from what the database holds, so a table or schema a new
-migration adds is covered without anyone listing it (docs/decisions/0014-two-database-roles.md)."""
+migration adds is covered without anyone listing it (docs/decisions/0011-two-database-roles.md)."""
 
 from __future__ import annotations
 
