@@ -123,6 +123,15 @@ def test_openapi_and_metrics_are_served(server):
 
 def test_the_internal_listener_serves_docs_and_metrics_on_loopback(server, internal_port):
     inside = f"http://127.0.0.1:{internal_port}"
+    deadline = time.monotonic() + 60  # its own Granian process, which may start after the public one is ready
+    while True:
+        try:
+            httpx.get(f"{inside}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the internal listener did not start:\n{server[2].read_text()[-3000:]}")
+            time.sleep(0.2)
     assert "/api/v1/auth/login" in httpx.get(f"{inside}/schema/openapi.json", timeout=10).json()["paths"]
     metrics = httpx.get(f"{inside}/metrics", timeout=10)
     # One registry for all processes: the public workers' requests are counted here too.
