@@ -51,14 +51,23 @@ class NoOwnerURL(RuntimeError):
 
 async def _migrate(settings: Settings, *, required: bool = False) -> list[str]:
     """As the owner (MIGRATION_DATABASE_URL), then the application role (DATABASE_URL's user) gets its grants.
-    Without an owner URL, dev migrates as DATABASE_URL (one role, as before); production skips migrating, which
-    is `tzt migrate`'s job, unless `required`."""
+    Without an owner URL, dev migrates as DATABASE_URL (one role, as before) unless that is an application role
+    of a database another role migrated; production skips migrating, which is `tzt migrate`'s job. `required`:
+    refuse instead of skipping."""
     from app_backend.composition.migrator import apply_migrations
 
     if settings.migration_database_url:
         return await apply_migrations(settings.migration_database_url, app_url=settings.database_url)
     if settings.is_dev:
-        return await apply_migrations(settings.database_url)
+        from app_backend.composition.roles import migrated_by_another_role
+
+        if not await migrated_by_another_role(settings.database_url):
+            return await apply_migrations(settings.database_url)
+        if required:
+            raise NoOwnerURL(
+                "DATABASE_URL is an application role; migrations need MIGRATION_DATABASE_URL (the owner's URL)"
+            )
+        return []
     if required:
         raise NoOwnerURL(
             "tzt migrate needs MIGRATION_DATABASE_URL (the owner role's URL) outside dev; DATABASE_URL names the "

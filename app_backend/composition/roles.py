@@ -224,3 +224,19 @@ async def check_server_role(pool: asyncpg.Pool, is_dev: bool, append_only: Colle
     import structlog
 
     structlog.get_logger("tzt.roles").warning("database_role", problem=message)
+
+
+async def migrated_by_another_role(url: str) -> bool:
+    """The role `url` connects as is not the one that migrated this database (nor a superuser): an application
+    role, which has nothing to migrate with."""
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval(
+                """SELECT c.relowner <> r.oid AND NOT r.rolsuper
+                   FROM pg_class c, pg_roles r
+                   WHERE c.oid = to_regclass('public.schema_migrations') AND r.rolname = current_user"""
+            )
+        )
+    finally:
+        await conn.close()

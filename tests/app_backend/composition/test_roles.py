@@ -151,6 +151,15 @@ async def test_production_migrates_only_with_the_owner_url(settings):
     assert await _migrate(production) == []  # `tzt serve` leaves migrating to `tzt migrate`
 
 
+async def test_a_dev_command_given_only_the_application_role_leaves_migrating_to_the_owner(settings):
+    """A `tzt` command in dev with DATABASE_URL alone migrates as that role (one role for everything), except when
+    it is the application role of a database the owner migrated: then it has nothing to migrate with."""
+    app_only = msgspec.structs.replace(settings, migration_database_url="")
+    assert await _migrate(app_only) == []
+    with pytest.raises(NoOwnerURL, match="application role"):
+        await _migrate(app_only, required=True)
+
+
 @pytest.fixture
 def fresh_database(backing: Backing) -> Iterator[tuple[str, str]]:
     """A database owned by the run's owner, and the name of an application role that does not exist yet."""
