@@ -163,7 +163,7 @@ async def _count(rows: list[str], requests: int, work: Path) -> None:
             rows,
             requests,
             work,
-            os.environ.get("DATABASE_URL") or embedded.database_url,
+            os.environ.get("DATABASE_URL") or embedded.admin_url,  # a superuser: it makes its own database
             os.environ.get("REDIS_URL") or embedded.redis_url,
         )
     finally:

@@ -96,4 +96,5 @@ module = DomainModule(
         CronJob(poll_transit_agreements, cron="*/2 * * * *", timeout=300),
     ],
     migrations="payments",
+    append_only=["payments.ledger_entries", "payments.ledger_postings"],
 )

@@ -1,5 +1,8 @@
 """Real PostgreSQL and Redis for every test: embedded by default, the given servers when DATABASE_URL / REDIS_URL
-are set. Each run gets a database of its own, dropped at the end."""
+are set (DATABASE_URL then names a superuser, who makes the run's database and roles). Each run gets a database of
+its own and two roles of its own, as production has them: an owner that migrates, and an application role that
+the app, the services and the `db` fixture use (so a grant the server lacks fails here, not in production). All
+three are dropped at the end."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -35,20 +40,48 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
-async def _create_database(admin_dsn: str, name: str) -> None:
+def as_role(url: str, database: str, user: str, password: str) -> str:
+    """The same server as `url`, another database and role."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}", path="/" + database))
+
+
+async def create_owned_database(admin_dsn: str, name: str, owner: str, password: str) -> None:
+    """A database owned by a login role that may create roles (the application role), not a superuser."""
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f"CREATE ROLE \"{owner}\" LOGIN CREATEROLE PASSWORD '{password}'")
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
     finally:
         await conn.close()
 
 
-async def _drop_database(admin_dsn: str, name: str) -> None:
+async def drop_database_and_roles(admin_dsn: str, name: str, roles: Sequence[str]) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for role in roles:
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
         await conn.close()
+
+
+class Backing(NamedTuple):
+    """The run's servers. [0] and [1] are what the server is given (DATABASE_URL, REDIS_URL)."""
+
+    database_url: str  # the application role
+    redis_url: str
+    migration_database_url: str  # the owner
+    admin_url: str  # a superuser of the same server (databases and roles for tests of their own)
+
+    def env(self) -> dict[str, str]:
+        """The environment a `tzt` command of this run needs."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "MIGRATION_DATABASE_URL": self.migration_database_url,
+        }
 
 
 @pytest.fixture(scope="session")
@@ -57,21 +90,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def backing(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """(database_url, redis_url) of a fresh database and an empty Redis database."""
+def backing(data_dir: Path) -> Iterator[Backing]:
+    """A fresh database migrated by its owner, the application role with its grants, an empty Redis database."""
     given_db, given_redis = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
     embedded = EmbeddedServices(data_dir)
     embedded.start(want_postgres=not given_db, want_redis=not given_redis, persistent_redis=False)
     try:
-        admin_dsn = given_db or embedded.database_url
+        admin_dsn = given_db or embedded.admin_url
         name = f"tzt_test_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_create_database(admin_dsn, name))
-        database_url = _with_path(admin_dsn, "/" + name)
+        owner, app = f"{name}_owner", f"{name}_app"
+        owner_password, app_password = secrets.token_hex(16), secrets.token_hex(16)
+        asyncio.run(create_owned_database(admin_dsn, name, owner, owner_password))
+        owner_url = as_role(admin_dsn, name, owner, owner_password)
+        database_url = as_role(admin_dsn, name, app, app_password)
         redis_url = _with_path(given_redis, "/15") if given_redis else embedded.redis_url
         redis.Redis.from_url(redis_url).flushdb()
-        asyncio.run(apply_migrations(database_url))
-        yield database_url, redis_url
-        asyncio.run(_drop_database(admin_dsn, name))
+        asyncio.run(apply_migrations(owner_url, app_url=database_url))
+        yield Backing(database_url, redis_url, owner_url, admin_dsn)
+        asyncio.run(drop_database_and_roles(admin_dsn, name, [app, owner]))
         if given_redis:
             redis.Redis.from_url(redis_url).flushdb()
     finally:
@@ -96,11 +132,11 @@ def alipay_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlipayS
 
 @pytest.fixture(scope="session")
 def settings(
-    backing: tuple[str, str], data_dir: Path, wechat_sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox
+    backing: Backing, data_dir: Path, wechat_sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox
 ) -> Settings:
     """The session's settings: the app is configured with both channel sandboxes from the start, the way
     `tzt serve` configures it in dev, so no test installs a channel into the running app."""
-    database_url, redis_url = backing
+    database_url, redis_url = backing.database_url, backing.redis_url
     channels = data_dir / "payment-channels.json"
     channels.write_text(
         json.dumps({"wechat": wechat_sandbox.settings(), "alipay": alipay_sandbox.settings()})
@@ -110,6 +146,7 @@ def settings(
             "TZT_ENV": "test",
             "TZT_DATA_DIR": str(data_dir),
             "DATABASE_URL": database_url,
+            "MIGRATION_DATABASE_URL": backing.migration_database_url,
             "REDIS_URL": redis_url,
             "TZT_TRUSTED_PROXIES": "testclient",
             "TZT_LOG_LEVEL": "WARNING",
@@ -156,7 +193,7 @@ def services(client: ApiClient) -> Services:
 
 @pytest.fixture
 async def db(services: Services) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection for reading what the API stored (never for writing around it)."""
+    """A plain connection for reading what the API stored (never for writing around it), as the application role."""
     async with services.pool.acquire() as conn:
         yield conn
 

@@ -31,6 +31,7 @@ module = DomainModule(
     jobs=[purge_expired_audit_events],
     cron=[CronJob(purge_expired_audit_events, cron="17 3 * * *")],
     migrations="app_backend.audit",
+    append_only=["audit.events"],
     migrated_as={
         "0001_audit.sql": ("app_backend", "0002_audit.sql"),
         "0002_audit_truncate.sql": ("app_backend", "0003_audit_truncate.sql"),

@@ -10,16 +10,14 @@ from litestar import Litestar
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
-from app_backend.composition.health import HealthController, MetricsController
+from app_backend.composition.health import HealthController
 from app_backend.composition.logging import configure_logging, request_id_middleware
 from app_backend.composition.modules import MODULES
 from app_backend.composition.openapi import document_problems
 from app_backend.composition.shedding import LoadShedder
+from app_backend.composition.surface import docs_and_metrics_handlers, openapi_config, security_headers
 from app_backend.composition.wiring import Services
 from app_backend.kernel.http import DB, release_abandoned_transactions, run_after_commit, settings_of
 from app_backend.kernel.module import DomainModule, Platform
@@ -45,7 +43,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
         finally:
             await app.state.services.close()
 
-    handlers: list[Any] = [HealthController, MetricsController]
+    handlers: list[Any] = [HealthController, *docs_and_metrics_handlers(settings)]
     dependencies: dict[str, Any] = {
         **DB,
         "settings": Provide(settings_of, sync_to_thread=False),
@@ -74,24 +72,8 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
         after_response=run_after_commit,
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(),
-        openapi_config=OpenAPIConfig(
-            title="Taizhou Tong API",
-            version="1",
-            path="/schema",
-            description="One code per person and per enterprise, and the city services around it.",
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
-                    "machine": SecurityScheme(
-                        type="apiKey",
-                        name="X-Tzt-Signature",
-                        security_scheme_in="header",
-                        description="HMAC-SHA256 request signature; see docs/api.md",
-                    ),
-                }
-            ),
-        ),
+        openapi_config=openapi_config(settings),
+        before_send=[security_headers(settings)],
         debug=False,
     )
     document_problems(app)

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app_backend.composition.processes import die_with_parent
+from app_backend.composition.processes import die_with_parent, granian_command, listeners
 from app_backend.kernel.settings import Settings, load_settings
 
 
 @contextlib.contextmanager
 def backing_services(settings: Settings, *, persistent_redis: bool = True) -> Iterator[Settings]:
-    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder."""
+    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder (PostgreSQL with
+    an owner role for migrations and an application role for the server)."""
     from app_backend.composition.embedded import EmbeddedServices
 
     embedded = EmbeddedServices(settings.data_dir)
@@ -36,16 +37,44 @@ def backing_services(settings: Settings, *, persistent_redis: bool = True) -> It
         yield msgspec.structs.replace(
             settings,
             database_url=settings.database_url or embedded.database_url,
+            migration_database_url=settings.migration_database_url
+            or ("" if settings.database_url else embedded.migration_database_url),
             redis_url=settings.redis_url or embedded.redis_url,
         )
     finally:
         embedded.stop()
 
 
-async def _migrate(settings: Settings) -> list[str]:
+class NoOwnerURL(RuntimeError):
+    """Outside dev, migrations need the owner's URL; the server's own role may not run them."""
+
+
+async def _migrate(settings: Settings, *, required: bool = False) -> list[str]:
+    """As the owner (MIGRATION_DATABASE_URL), then the application role (DATABASE_URL's user) gets its grants.
+    Without an owner URL, dev migrates as DATABASE_URL (one role, as before) unless that is an application role
+    of a database another role migrated; production skips migrating, which is `tzt migrate`'s job. `required`:
+    refuse instead of skipping."""
     from app_backend.composition.migrator import apply_migrations
 
-    return await apply_migrations(settings.database_url)
+    if settings.migration_database_url:
+        return await apply_migrations(settings.migration_database_url, app_url=settings.database_url)
+    if settings.is_dev:
+        from app_backend.composition.roles import migrated_by_another_role
+
+        if not await migrated_by_another_role(settings.database_url):
+            return await apply_migrations(settings.database_url)
+        if required:
+            raise NoOwnerURL(
+                "DATABASE_URL is an application role; migrations need MIGRATION_DATABASE_URL (the owner's URL)"
+            )
+        return []
+    if required:
+        raise NoOwnerURL(
+            "tzt migrate needs MIGRATION_DATABASE_URL (the owner role's URL) outside dev; DATABASE_URL names the "
+            "application role it creates and grants (docs/operations.md, 'Database roles')"
+        )
+    print("migrations skipped: no MIGRATION_DATABASE_URL (run `tzt migrate` with it)", file=sys.stderr)
+    return []
 
 
 async def _seed(settings: Settings) -> dict[str, Any]:
@@ -66,15 +95,28 @@ async def _seed(settings: Settings) -> dict[str, Any]:
 
 
 def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
+    from app_backend.composition.roles import user_of
+
     base = f"http://{settings.host}:{settings.port}"
+    # Outside dev, docs and metrics are only on the internal listener (app_backend/composition/surface.py).
+    ops = base if settings.is_dev else f"http://{settings.internal_host}:{settings.internal_port}"
+    docs = (
+        [
+            f"  API docs (Swagger):  {ops}/schema/swagger",
+            f"  API docs (ReDoc):    {ops}/schema/redoc",
+            f"  OpenAPI JSON:        {ops}/schema/openapi.json",
+            f"  Metrics:             {ops}/metrics",
+        ]
+        if settings.is_dev or settings.internal_port
+        else ["  API docs, metrics:   not served (TZT_INTERNAL_PORT=0)"]
+    )
     lines = [
         "",
         "Taizhou Tong is running.",
-        f"  API docs (Swagger):  {base}/schema/swagger",
-        f"  API docs (Scalar):   {base}/schema/scalar",
-        f"  OpenAPI JSON:        {base}/schema/openapi.json",
-        f"  Health:              {base}/healthz   Readiness: {base}/readyz   Metrics: {base}/metrics",
-        f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}",
+        *docs,
+        f"  Health:              {base}/healthz   Readiness: {base}/readyz",
+        f"  PostgreSQL:          {'embedded' if 'host=/' in settings.database_url else 'external'}"
+        f" (serving as {user_of(settings.database_url)[0] or 'the default user'})",
         f"  Redis:               {settings.redis_url}",
         "",
         'Demo: POST /api/v1/auth/otp {"phone": "13800000001"}, read the code at '
@@ -116,6 +158,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "TZT_PORT": str(port),
             "TZT_PUBLIC_BASE_URL": live.public_base_url,
         }
+        # Migrated: no process started from here on (server, worker, sandboxes) gets the owner's URL.
+        os.environ.pop("MIGRATION_DATABASE_URL", None)
+        env.pop("MIGRATION_DATABASE_URL", None)
         children: list[subprocess.Popen[bytes]] = []
         try:
             server = _start_children(args, live, env, children, host, port, workers)
@@ -157,35 +202,15 @@ def _start_children(
                 preexec_fn=die_with_parent,
             )
         )
-    server = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            # Granian's defaults (backlog 1024, backpressure = backlog / workers) leave a node silent, neither
-            # serving nor shedding, past about 1,250 open keep-alive connections. Granian may hold many; the
-            # app bounds the requests it works on (TZT_MAX_IN_FLIGHT) and sheds the rest with 503.
-            "--backlog",
-            str(live.backlog),
-            "--backpressure",
-            str(live.backpressure),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "app_backend.composition.asgi:app",
-        ],
-        env=env,
-        preexec_fn=die_with_parent,
-    )
-    children.append(server)
+    server: subprocess.Popen[bytes] | None = None
+    for listener in listeners(live, host, port, workers):
+        started = subprocess.Popen(  # noqa: S603 - our own interpreter and Granian
+            granian_command(listener, live), env={**env, **listener.env}, preexec_fn=die_with_parent
+        )
+        children.append(started)
+        server = server or started
+    if server is None:
+        raise RuntimeError("no listener to start")
     return server
 
 
@@ -216,7 +241,11 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     with backing_services(load_settings()) as live:
-        applied = asyncio.run(_migrate(live))
+        try:
+            applied = asyncio.run(_migrate(live, required=True))
+        except NoOwnerURL as exc:
+            print(exc, file=sys.stderr)
+            return 2
     print("\n".join(applied) if applied else "up to date")
     return 0
 

@@ -1,4 +1,5 @@
-"""Plain SQL migrations per domain, applied in the module list's order under an advisory lock."""
+"""Plain SQL migrations per domain, applied in the module list's order under an advisory lock, as the owner role;
+then the application role's grants are recomputed (app_backend/composition/roles.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from importlib import resources
 
 import asyncpg
 
+from app_backend.composition.roles import adopt_objects, grant_application_role, user_of
 from app_backend.kernel.module import DomainModule
 
 _LOCK_ID = 0x7A7470  # "tzt"
@@ -35,7 +37,20 @@ async def _adopt_earlier_names(conn: asyncpg.Connection, module: DomainModule, p
         )
 
 
-async def apply_migrations(dsn: str, modules: Sequence[DomainModule] | None = None) -> list[str]:
+def append_only_tables(modules: Sequence[DomainModule]) -> set[str]:
+    """Every append-only table the platform declares: the given modules' and the module list's, so that migrating
+    with a shorter list never hands the application role more than the platform allows."""
+    from app_backend.composition.modules import MODULES
+
+    return {table for module in (*MODULES, *modules) for table in module.append_only}
+
+
+async def apply_migrations(
+    dsn: str, modules: Sequence[DomainModule] | None = None, *, app_url: str = ""
+) -> list[str]:
+    """Migrates as the role `dsn` connects with (the owner). With `app_url` (the server's DATABASE_URL), the role
+    it names is created or updated and given exactly the server's grants; its password, when the URL has one,
+    becomes the role's."""
     if modules is None:
         from app_backend.composition.modules import MODULES
 
@@ -49,6 +64,7 @@ async def apply_migrations(dsn: str, modules: Sequence[DomainModule] | None = No
                    package text NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
                    PRIMARY KEY (package, name))"""
         )
+        await adopt_objects(conn)
         for module in modules:
             package = module.migrations
             if package is None:
@@ -69,6 +85,13 @@ async def apply_migrations(dsn: str, modules: Sequence[DomainModule] | None = No
                         "INSERT INTO public.schema_migrations (package, name) VALUES ($1, $2)", package, name
                     )
                 applied.append(f"{package}/{name}")
+        if app_url:
+            role, password = user_of(app_url)
+            if not role:
+                raise RuntimeError(
+                    "the server's DATABASE_URL names no user: the application role must be named"
+                )
+            await grant_application_role(conn, role, password, append_only_tables(modules))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
         await conn.close()

@@ -78,6 +78,10 @@ async def start_platform(settings: Settings, modules: Sequence[DomainModule]) ->
         breaker=RedisBreaker(),
         cipher=FieldCipher(settings.data_key, settings.index_key),
     )
+    from app_backend.composition.migrator import append_only_tables
+    from app_backend.composition.roles import check_server_role
+
+    await check_server_role(platform.pool, settings.is_dev, append_only_tables(modules))
     for module in start_order(modules):
         platform.services[module.name] = await module.start(platform)
     return platform

@@ -77,5 +77,8 @@ class DomainModule:
     cron: Sequence[Any] = ()
     # The package whose `migrations/` folder holds this domain's SQL migrations, applied in module order.
     migrations: str | None = None
+    # Tables the server may only read and append to (an audit trail, a ledger): schema-qualified names. The
+    # application database role gets SELECT and INSERT on them and nothing else (app_backend/composition/roles.py).
+    append_only: Sequence[str] = ()
     # Migrations that ran under another package name before the domain had its own: {our name: (package, name)}.
     migrated_as: Mapping[str, tuple[str, str]] = field(default_factory=dict)

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import TypedDict
 
 import msgspec
 
@@ -78,6 +79,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backpressure: int = 4096
     redis_timeout: float = 1.0
     db_acquire_timeout: float = 1.5
+    # -- Database roles and the internal listener (docs/operations.md, "Database roles", "Internal listener") --
+    # The owner's URL: migrations run as it, the server never. Empty: DATABASE_URL migrates too (dev only).
+    migration_database_url: str = ""
+    # Docs and metrics outside dev are served only here (127.0.0.1 by default); 0: not at all.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 0
+    # Set in the processes `tzt serve` starts behind the internal listener.
+    internal_listener: bool = False
 
     @property
     def is_dev(self) -> bool:
@@ -142,6 +151,25 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+class _RolesAndListeners(TypedDict):
+    migration_database_url: str
+    internal_host: str
+    internal_port: int
+    internal_listener: bool
+
+
+def _roles_and_listeners(env: dict[str, str], mode: str) -> _RolesAndListeners:
+    """Database roles and the internal listener: outside dev the internal listener is on by default (9000), since
+    it is where operations read metrics; in dev docs and metrics stay on the main port."""
+    default_port = "0" if mode in {"dev", "test"} else "9000"
+    return {
+        "migration_database_url": env.get("MIGRATION_DATABASE_URL", ""),
+        "internal_host": env.get("TZT_INTERNAL_HOST", "127.0.0.1"),
+        "internal_port": int(env.get("TZT_INTERNAL_PORT", default_port)),
+        "internal_listener": env.get("TZT_LISTENER", "public") == "internal",
+    }
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("TZT_ENV", "dev")
@@ -187,6 +215,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         redis_timeout=float(env.get("TZT_REDIS_TIMEOUT", "1.0")),
         key_rotation_days=_positive(env, "TZT_KEY_ROTATION_DAYS", 30),
         db_acquire_timeout=float(env.get("TZT_DB_ACQUIRE_TIMEOUT", "1.5")),
+        **_roles_and_listeners(env, mode),
         data_key=keys["data_key"],
         index_key=keys["index_key"],
         jwt_secret=keys["jwt_secret"],

@@ -41,8 +41,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 def test_a_short_event_entry_run_passes_its_objectives(backing, data_dir, tmp_path: Path):
     env = {
         **os.environ,
-        "DATABASE_URL": backing[0],
-        "REDIS_URL": backing[1],
+        **backing.env(),
         "TZT_DATA_DIR": str(data_dir),
     }
     reports = tmp_path / "reports"

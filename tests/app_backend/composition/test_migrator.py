@@ -13,16 +13,18 @@ import pytest
 
 from app_backend.audit.module import module as audit
 from app_backend.composition.migrator import apply_migrations
+from app_backend.composition.roles import user_of
 
 
 @pytest.fixture
-async def empty_database(settings) -> AsyncIterator[str]:
-    """A database of its own, dropped afterwards."""
+async def empty_database(backing) -> AsyncIterator[str]:
+    """A database of its own owned by the run's owner role, dropped afterwards: its URL as the owner."""
     name = f"tzt_migrator_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.database_url)
+    owner, _ = user_of(backing.migration_database_url)
+    admin = await asyncpg.connect(backing.admin_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        yield urlunsplit(urlsplit(backing.migration_database_url)._replace(path=f"/{name}"))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
@@ -46,7 +48,8 @@ async def test_a_database_migrated_under_the_old_names_keeps_its_history(empty_d
     finally:
         await conn.close()
 
-    assert await apply_migrations(empty_database, [audit]) == []  # adopted, not run again (they would fail)
+    # Adopted, not run again (they would fail); only audit's later migrations run.
+    assert await apply_migrations(empty_database, [audit]) == ["app_backend.audit/0003_purge_as_owner.sql"]
 
     conn = await asyncpg.connect(empty_database)
     try:

@@ -19,9 +19,10 @@ from tests.conftest import serving
 async def test_a_new_domain_is_one_module_in_the_list(settings):
     modules = [*MODULES, probe]  # the one line
 
-    applied = await apply_migrations(settings.database_url, modules)
+    owner, app = settings.migration_database_url, settings.database_url
+    applied = await apply_migrations(owner, modules, app_url=app)
     assert applied == ["tests.app_backend.composition.probe_domain/0001_probe.sql"]
-    assert await apply_migrations(settings.database_url, modules) == []  # once only
+    assert await apply_migrations(owner, modules, app_url=app) == []  # once only
 
     async with serving(settings, 50006, modules=modules) as client:
         first, second = [(await client.get("/api/v1/probe")).json() for _ in range(2)]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from app_backend.organisations.signing import sign_request
+from tests.conftest import Backing
 
 
 def _free_port() -> int:
@@ -27,12 +28,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(backing: tuple[str, str], data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def internal_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def server(
+    backing: Backing, data_dir: Path, internal_port: int
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     port = _free_port()
     env = {
+        # Dev serves docs and metrics on the main port too; the internal listener starts when a port is set.
+        "TZT_INTERNAL_PORT": str(internal_port),
         **os.environ,
-        "DATABASE_URL": backing[0],
-        "REDIS_URL": backing[1],
+        **backing.env(),
         "TZT_DATA_DIR": str(data_dir),
         "TZT_ENV": "dev",
         "TZT_PORT": str(port),
@@ -112,6 +121,33 @@ def test_openapi_and_metrics_are_served(server):
     assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
 
 
+def test_the_internal_listener_serves_docs_and_metrics_on_loopback(server, internal_port):
+    inside = f"http://127.0.0.1:{internal_port}"
+    deadline = time.monotonic() + 60  # its own Granian process, which may start after the public one is ready
+    while True:
+        try:
+            httpx.get(f"{inside}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the internal listener did not start:\n{server[2].read_text()[-3000:]}")
+            time.sleep(0.2)
+    assert "/api/v1/auth/login" in httpx.get(f"{inside}/schema/openapi.json", timeout=10).json()["paths"]
+    metrics = httpx.get(f"{inside}/metrics", timeout=10)
+    # One registry for all processes: the public workers' requests are counted here too.
+    assert metrics.status_code == 200 and 'path="/schema/openapi.json"' in metrics.text
+
+
+def test_the_served_processes_run_as_the_application_role(server, backing):
+    import psutil
+
+    _, proc, _ = server
+    environments = [child.environ() for child in psutil.Process(proc.pid).children(recursive=True)]
+    servers = [e for e in environments if "DATABASE_URL" in e]
+    assert servers and all(e["DATABASE_URL"] == backing.database_url for e in servers)
+    assert not any("MIGRATION_DATABASE_URL" in e for e in environments)
+
+
 def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_dir):
     """`make run` pays end to end: the sandbox delivers its signed notification to the running app."""
     base, _, _ = server
@@ -187,7 +223,7 @@ def test_ctrl_c_stops_everything(server):
 
 
 def test_migrate_is_idempotent(backing, data_dir):
-    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
     out = subprocess.run(
         [sys.executable, "-m", "app_backend.composition.cli", "migrate"],
         env=env,
@@ -200,7 +236,7 @@ def test_migrate_is_idempotent(backing, data_dir):
 
 
 def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
-    env = {**os.environ, "DATABASE_URL": backing[0], "REDIS_URL": backing[1], "TZT_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
 
     def tzt(*args: str) -> str:
         return subprocess.run(

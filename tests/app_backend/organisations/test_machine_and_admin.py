@@ -10,7 +10,6 @@ import time
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
 
 from app_backend.organisations.signing import HEADER_NONCE, HEADER_SIGNATURE, sign_request
@@ -599,44 +598,11 @@ async def test_reveal_shows_unmasked_data_to_staff_with_a_reason(client, service
     assert ghost.status_code == 404
 
 
-# --- the audit trail is append-only -------------------------------------------------------------------------
-
-
-async def test_audit_events_cannot_be_updated_or_deleted(client, services, db):
-    admin = await staff(client, services)
-    await _organisation(client, admin)
-    row = await db.fetchrow(
-        "SELECT id, action, outcome FROM audit.events WHERE actor_id = $1 ORDER BY id DESC LIMIT 1",
-        admin["resident_id"],
-    )
-    assert row is not None
-
-    with pytest.raises(asyncpg.exceptions.RaiseError, match="append-only"):
-        async with db.transaction():
-            await db.execute("UPDATE audit.events SET outcome = 'failure' WHERE id = $1", row["id"])
-    with pytest.raises(asyncpg.exceptions.RaiseError, match="185 days"):
-        async with db.transaction():
-            await db.execute("DELETE FROM audit.events WHERE id = $1", row["id"])
-    with pytest.raises(asyncpg.exceptions.RaiseError):
-        async with db.transaction():
-            await db.execute("UPDATE audit.events SET at = at - interval '400 days' WHERE id = $1", row["id"])
-
-    after = await db.fetchrow("SELECT id, action, outcome FROM audit.events WHERE id = $1", row["id"])
-    assert dict(after) == dict(row)
-
-
 async def test_signature_header_case_does_not_matter(client, services):
     credential = await _credential(client, services)
     headers = sign_request(credential["key_id"], credential["secret"], "GET", WHOAMI)
     headers[HEADER_SIGNATURE] = headers[HEADER_SIGNATURE].upper()
     assert (await client.get(WHOAMI, headers=headers)).status_code == 200
-
-
-async def test_audit_events_cannot_be_truncated(db):
-    with pytest.raises(asyncpg.exceptions.RaiseError, match="truncated"):
-        async with db.transaction():
-            await db.execute("TRUNCATE audit.events")
-    assert await db.fetchval("SELECT count(*) FROM audit.events") > 0
 
 
 async def test_revocation_reaches_another_process_with_a_warm_cache(client, services):

@@ -523,8 +523,7 @@ async def test_tzt_reconcile_prints_the_report(shop, backing, data_dir, tmp_path
         await shop.bill_edits(channel, CLI_DAY, [{"op": "amount", "out_trade_no": short, "value": 2990}])
     env = {
         **os.environ,
-        "DATABASE_URL": backing[0],
-        "REDIS_URL": backing[1],
+        **backing.env(),
         "TZT_DATA_DIR": str(data_dir),
         "TZT_ENV": "test",
         "TZT_PAYMENT_CONFIG": str(_payment_config(tmp_path, shop.wechat, shop.alipay)),
