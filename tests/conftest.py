@@ -27,6 +27,7 @@ from app_backend.composition.app import create_app
 from app_backend.composition.embedded import EmbeddedServices
 from app_backend.composition.migrator import apply_migrations
 from app_backend.composition.modules import MODULES
+from app_backend.composition.roles import user_of
 from app_backend.composition.wiring import Services
 from app_backend.kernel.module import DomainModule
 from app_backend.kernel.settings import Settings, load_settings
@@ -205,3 +206,17 @@ async def ledger_stays_consistent(services: Services) -> AsyncIterator[None]:
     async with services.pool.acquire() as conn:
         check = await services.payments.ledger.check(conn)
     assert check.ok, f"the ledger is inconsistent after the test session: {check}"
+
+
+@pytest.fixture
+async def empty_database(backing) -> AsyncIterator[str]:
+    """A database of its own owned by the run's owner role, dropped afterwards: its URL as the owner."""
+    name = f"tzt_empty_{uuid.uuid4().hex[:8]}"
+    owner, _ = user_of(backing.migration_database_url)
+    admin = await asyncpg.connect(backing.admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        yield urlunsplit(urlsplit(backing.migration_database_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

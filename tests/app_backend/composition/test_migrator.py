@@ -3,31 +3,12 @@ migrations keeps its history (`DomainModule.migrated_as`): nothing runs twice.""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from importlib import resources
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
 from app_backend.audit.module import module as audit
 from app_backend.composition.migrator import apply_migrations
-from app_backend.composition.roles import user_of
-
-
-@pytest.fixture
-async def empty_database(backing) -> AsyncIterator[str]:
-    """A database of its own owned by the run's owner role, dropped afterwards: its URL as the owner."""
-    name = f"tzt_migrator_{uuid.uuid4().hex[:8]}"
-    owner, _ = user_of(backing.migration_database_url)
-    admin = await asyncpg.connect(backing.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
-        yield urlunsplit(urlsplit(backing.migration_database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_a_database_migrated_under_the_old_names_keeps_its_history(empty_database):

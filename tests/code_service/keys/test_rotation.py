@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -260,19 +258,6 @@ async def test_the_jwks_answer_may_be_cached_for_minutes(client):
 
 
 # --- upgrading a database made before the schedule -----------------------------------------------------------
-
-
-@pytest.fixture
-async def empty_database(settings: Any) -> AsyncIterator[str]:
-    name = f"tzt_keys_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_an_existing_database_upgrades_and_its_current_key_keeps_signing(empty_database):
