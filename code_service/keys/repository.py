@@ -149,6 +149,16 @@ class SceneKeyRepository:
             at,
         )
 
+    async def kept(self, conn: Connection, epoch: bytes) -> SceneEpochRow | None:
+        """The epoch unless it was withdrawn (it retired as its use ended) or cancelled (staged, never used)."""
+        return await fetch_row(
+            conn,
+            SceneEpochRow,
+            f"""SELECT {_EPOCH_COLUMNS} FROM codes.scene_epochs
+                WHERE epoch = $1 AND (signs_until IS NULL OR retire_at > signs_until)""",
+            epoch,
+        )
+
     async def end(
         self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
     ) -> SceneEpochRow | None:

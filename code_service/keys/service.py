@@ -60,7 +60,8 @@ ROTATION_PERIOD = dt.timedelta(days=30)
 
 class ScheduledKey(Protocol):
     """A key on a schedule: published from `created_at`, signing from `signs_from` until `signs_until` (None: until
-    a successor is staged), published until `retire_at` (None: until it has a successor)."""
+    a successor is staged), published until `retire_at` (None: until it has a successor). For a scene-key epoch,
+    "signing" is being the epoch codes are issued with."""
 
     @property
     def kid(self) -> str: ...
@@ -96,9 +97,9 @@ class KeyTimes:
 class KeySchedule:
     """The life of a key, as a pure policy with the time passed in: a key is published `publish_lead` before it
     signs, signs until its successor takes over, and stays published `retire_after` longer, until everything it
-    signed has expired. Any family of keys that verifiers cache (the platform's signing keys; the scene keys of
-    registered verifiers) can follow it: store the four instants of ScheduledKey, and ask this class which key
-    signs, which are published, and when to stage the next."""
+    signed has expired. Both families of keys that verifiers cache follow it, the platform's signing keys
+    (KeyService) and the scene-key epochs (SceneKeyService): each stores the four instants of ScheduledKey and asks
+    this class which key signs, which are published, and when to stage the next."""
 
     publish_lead: dt.timedelta = PUBLISH_LEAD
     retire_after: dt.timedelta = RETIRE_AFTER
@@ -558,6 +559,16 @@ class SceneKeyService(ScheduledKeys[SceneEpochRow]):
         round trip: the view is worked out from the rows each process reloads every 30 s."""
         await self._refresh()
         return self._published.get(epoch)
+
+    async def epoch_of_proof(self, conn: Connection, epoch: bytes) -> SceneEpoch | None:
+        """An epoch's keys for a code the platform signed, however long ago (a tap an offline gate uploads days
+        later, within the upload delay): an epoch published now, or one retired since in the normal way. A
+        withdrawn epoch reads nothing, as its keys leave every verifier."""
+        found = await self.epoch(epoch)
+        if found is not None:
+            return found
+        row = await self._epochs.kept(conn, epoch)
+        return self._epoch(row) if row is not None else None
 
     async def document(self, scenes: list[str]) -> SceneKeysDocument:
         """The answer of GET /api/v1/gates/scene-keys for a verifier allowed `scenes`: every epoch published now

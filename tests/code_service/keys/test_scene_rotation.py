@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -34,7 +35,7 @@ from code_service.keys.service import (
 from code_service.keys.tasks import stage_due_scene_epoch
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.format import MAX_CREDENTIAL_LIFETIME, decode
-from tests.helpers import machine_credential, personal_code, register_device, rider, scene_keys_of
+from tests.helpers import machine_credential, opened, personal_code, register_device, rider, scene_keys_of
 
 SECOND = dt.timedelta(seconds=1)
 CREDENTIAL = dt.timedelta(seconds=MAX_CREDENTIAL_LIFETIME)
@@ -185,6 +186,11 @@ async def test_an_epoch_is_kept_until_every_code_of_it_has_expired(client, servi
     assert await scene_keys.epoch(bytes.fromhex(old_epoch)) is None
     assert await scene_keys.epoch(bytes.fromhex(staged.key.kid)) is not None
 
+    # Retired, the platform still reads its codes as they stood when scanned: a tap an offline gate uploads days
+    # later is proven with the epoch it was issued with (on the old code: no-scene-key once the epoch had gone).
+    late_tap = await opened(services, wallet.code(), at=time.time())
+    assert (late_tap.valid, late_tap.reason) == (True, "ok"), late_tap
+
 
 async def test_an_epoch_in_use_is_held_at_least_until_its_earliest_possible_retirement(
     client, services, scene_clock
@@ -277,6 +283,7 @@ async def test_an_emergency_rotation_is_used_at_once_and_can_withdraw_the_old_ep
         staged.key.kid not in published
     )  # the staged epoch is never used: it may have leaked with the other
     assert await services.codes.scene_keys.epoch(bytes.fromhex(old_epoch)) is None
+    assert (await opened(services, old_code)).reason == "no-scene-key"  # nor a late tap
     refreshed = await _offline(client, gate)
     assert refreshed.verify(new_code, "transit").allowed
     assert refreshed.verify(old_code, "transit").reason == "no-scene-key"
