@@ -350,6 +350,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     (weekly, by their own cron job); after `--now` verifiers that have not refreshed their scene keys answer
     `no-scene-key` for new codes until they do (docs/operations.md, "Code-signing keys" and "Scene keys")."""
     scene = args.scene_keys
+
+    def _state(state: str) -> str:
+        return "in-use" if scene and state == "signing" else state
+
     # What a key of this family is called, and what "signing" means for it.
     noun, uses = ("scene-key epoch", "in codes") if scene else ("signing key", "signs")
     refused = "no-scene-key" if scene else "unknown-key"
@@ -367,7 +371,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 if args.action == "list":
                     at = keys.clock()
                     return [
-                        f"{r.kid}  {keys.schedule.state(r, at)}  published {_when(r.created_at)} to "
+                        f"{r.kid}  {_state(keys.schedule.state(r, at))}  published {_when(r.created_at)} to "
                         f"{_when(r.retire_at)}  {uses} {_when(r.signs_from)} to {_when(r.signs_until)}"
                         for r in await keys.live(conn)
                     ]
