@@ -38,6 +38,8 @@ from code_service.verifier.format import MAX_CREDENTIAL_LIFETIME, decode
 from tests.helpers import machine_credential, opened, personal_code, register_device, rider, scene_keys_of
 
 SECOND = dt.timedelta(seconds=1)
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 CREDENTIAL = dt.timedelta(seconds=MAX_CREDENTIAL_LIFETIME)
 
 
@@ -399,18 +401,19 @@ async def test_an_existing_database_upgrades_and_its_epochs_keep_their_promises(
             await conn.execute(
                 "INSERT INTO public.schema_migrations (package, name) VALUES ('code_service', $1)", name
             )
-        # As the old schedule left them: a long-dead epoch, the one used until two hours ago (its end moved from
-        # a planned -3 h when its successor came late), the one in use, and the next one, made 50 h ahead.
-        await conn.execute(
-            """INSERT INTO codes.scene_epochs (epoch, keys_enc, use_from, use_until, created_at) VALUES
-                 ('\\x0000000a', '', now() - interval '21 days', now() - interval '14 days',
-                  now() - interval '21 days' + interval '1 second'),
-                 ('\\x0000000b', '', now() - interval '14 days', now() - interval '2 hours',
-                  now() - interval '16 days'),
-                 ('\\x0000000c', '', now() - interval '2 hours', now() + interval '7 days' - interval '2 hours',
-                  now() - interval '27 hours'),
-                 ('\\x0000000d', '', now() + interval '7 days' - interval '2 hours',
-                  now() + interval '14 days' - interval '2 hours', now() - interval '1 hour')"""
+        # As the old schedule left them: a long-dead epoch, the one used until two hours ago, the one in use, and
+        # one an operator inserted by hand, as docs/operations.md said to, to start 26 h from now.
+        t0 = utc_now()
+        epochs = {
+            "0000000a": (t0 - 21 * DAY, t0 - 14 * DAY, t0 - 21 * DAY + SECOND),
+            "0000000b": (t0 - 7 * DAY - 2 * HOUR, t0 - 2 * HOUR, t0 - 9 * DAY),
+            "0000000c": (t0 - 2 * HOUR, t0 + 7 * DAY - 2 * HOUR, t0 - 52 * HOUR),
+            "0000000d": (t0 + 26 * HOUR, t0 + 26 * HOUR + 7 * DAY, t0 - HOUR),
+        }
+        await conn.executemany(
+            """INSERT INTO codes.scene_epochs (epoch, keys_enc, use_from, use_until, created_at)
+               VALUES ($1, '', $2, $3, $4)""",
+            [(bytes.fromhex(epoch), *times) for epoch, times in epochs.items()],
         )
     finally:
         await conn.close()
@@ -428,12 +431,15 @@ async def test_an_existing_database_upgrades_and_its_epochs_keep_their_promises(
     rows = {r.kid: r for r in live}
     assert set(rows) == {"0000000b", "0000000c", "0000000d"}  # the epoch that ended 14 days ago is retired
     assert first["created_at"] == first["signs_from"]  # published as it was made
-    assert schedule.signer(live, at) is rows["0000000c"]  # keeps being used ...
-    assert rows["0000000c"].signs_until == rows["0000000d"].signs_from  # ... until the next one, as planned
-    assert rows["0000000c"].retire_at == rows["0000000d"].signs_from + RETIRE_AFTER
-    assert schedule.state(rows["0000000d"], at) == "staged" and rows["0000000d"].signs_until is None
-    # Used until two hours ago: kept the 24 h 2 min after that it was promised, and the 25 h of the schedule.
+    # Used until two hours ago: until its successor took over, and kept 25 h after that.
     previous = rows["0000000b"]
-    assert previous.signs_until == rows["0000000c"].signs_from
+    assert previous.signs_until == rows["0000000c"].signs_from == t0 - 2 * HOUR
     assert previous.retire_at == previous.signs_until + RETIRE_AFTER
+    # In use until the hand-made epoch takes over, and kept for what verifiers were told: its planned end plus
+    # 24 h 2 min, later than the schedule's 25 h after the takeover.
+    current = rows["0000000c"]
+    assert schedule.signer(live, at) is current and schedule.signer(live, t0 + 26 * HOUR) is rows["0000000d"]
+    assert current.signs_until == t0 + 26 * HOUR
+    assert current.retire_at == t0 + 7 * DAY - 2 * HOUR + dt.timedelta(hours=24, minutes=2)
+    assert schedule.state(rows["0000000d"], at) == "staged" and rows["0000000d"].signs_until is None
     assert [r.kid for r in schedule.published_set(live, at)] == ["0000000d", "0000000c", "0000000b"]
