@@ -471,10 +471,11 @@ class KeyService(ScheduledKeys[KeyRow]):
 _SCENE_FIELD = "codes.scene_keys"
 # An epoch masks the flags of the codes issued during it. Epochs follow the key schedule of the signing keys
 # (KeySchedule): published PUBLISH_LEAD before codes use them, kept RETIRE_AFTER after, when every code of them has
-# expired. They rotate weekly rather than monthly: a scene key stolen from a verifier reads a week of codes at most.
+# expired. They rotate weekly rather than monthly, since stolen scene keys read codes until the epochs they hold are
+# over: an answer holds the epoch in use and, in the day before a change, the next one.
 SCENE_ROTATION_PERIOD = dt.timedelta(days=7)
+# What the scene-key answer tells verifiers: refresh at least daily, as for the JWKS.
 SCENE_REFRESH_WITHIN = int(VERIFIER_REFRESH.total_seconds())
-SCENE_PUBLISH_AHEAD = int(PUBLISH_LEAD.total_seconds())
 # Which scene keys an organisation's credential receives, by scope (offline gates sync with gates:sync).
 SCENE_SCOPES: dict[str, tuple[str, ...]] = {
     "transit": ("verify:transit", "gates:sync"),
