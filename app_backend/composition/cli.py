@@ -346,51 +346,65 @@ def cmd_keys(args: argparse.Namespace) -> int:
     verifier that refreshes daily has it; the old key stays published until what it signed has expired. The cron
     job does this by itself every TZT_KEY_ROTATION_DAYS. `rotate --now` is for a key that may have leaked: the new
     key signs at once and offline verifiers refuse its codes until they refresh; `--withdraw` also unpublishes the
-    old key at once (docs/operations.md, "Code-signing keys")."""
+    old key at once. With `--scene-keys` the same is done to the scene-key epochs, which follow the same schedule
+    (weekly, by their own cron job); after `--now` verifiers that have not refreshed their scene keys answer
+    `no-scene-key` for new codes until they do (docs/operations.md, "Code-signing keys" and "Scene keys")."""
+    scene = args.scene_keys
+
+    def _state(state: str) -> str:
+        return "in-use" if scene and state == "signing" else state
+
+    # What a key of this family is called, and what "signing" means for it.
+    noun, uses = ("scene-key epoch", "in codes") if scene else ("signing key", "signs")
+    refused = "no-scene-key" if scene else "unknown-key"
+    document = "scene keys" if scene else "the JWKS"
 
     async def run(live: Settings) -> list[str]:
         from app_backend.composition.wiring import Services
         from app_backend.kernel.actors import Actor
+        from code_service.keys.service import ScheduledKeys
 
         services = await Services.create(live)
         try:
-            keys = services.codes.keys
+            keys: ScheduledKeys[Any] = services.codes.scene_keys if scene else services.codes.keys
             async with services.pool.acquire() as conn, conn.transaction():
                 if args.action == "list":
                     at = keys.clock()
                     return [
-                        f"{r.kid}  {keys.schedule.state(r, at)}  published {_when(r.created_at)} to "
-                        f"{_when(r.retire_at)}  signs {_when(r.signs_from)} to {_when(r.signs_until)}"
+                        f"{r.kid}  {_state(keys.schedule.state(r, at))}  published {_when(r.created_at)} to "
+                        f"{_when(r.retire_at)}  {uses} {_when(r.signs_from)} to {_when(r.signs_until)}"
                         for r in await keys.live(conn)
                     ]
                 change = await (keys.rotate_now(conn, args.withdraw) if args.now else keys.stage(conn))
                 if change.created:
+                    action = "scene_key_rotate" if scene else "key_rotate"
                     await services.audit.record(
                         conn,
                         Actor("cli", os.environ.get("USER", "cli")),
-                        "admin.key_rotate_now" if args.now else "admin.key_rotate",
-                        target_type="signing_key",
+                        f"admin.{action}_now" if args.now else f"admin.{action}",
+                        target_type="scene_epoch" if scene else "signing_key",
                         target_id=change.key.kid,
                         detail={"withdraw": args.withdraw} if args.now else {},
                     )
                 key, old = change.key, change.previous
                 if args.now:
-                    told = [f"new signing key {key.kid} signs now"]
+                    told = [f"new {noun} {key.kid} {'used in codes' if scene else 'signs'} now"]
                     if old is not None:
                         told.append(
-                            f"{old.kid} withdrawn from the JWKS"
+                            f"{old.kid} withdrawn from {document}"
                             if args.withdraw
                             else f"{old.kid} stays published until {_when(old.retire_at)}"
                         )
                     return [
                         *told,
-                        "offline verifiers refuse the new key's codes (unknown-key) until they refresh",
+                        f"offline verifiers that have not refreshed {document} answer {refused} for new codes "
+                        "until they refresh",
                     ]
                 staged = "staged" if change.created else "already staged:"
-                told = [f"{staged} signing key {key.kid}, published now, signs from {_when(key.signs_from)}"]
+                told = [f"{staged} {noun} {key.kid}, published now, {uses} from {_when(key.signs_from)}"]
                 if old is not None:
                     told.append(
-                        f"{old.kid} signs until then and stays published until {_when(old.retire_at)}"
+                        f"{old.kid} {uses} until then and stays published until {_when(old.retire_at)}"
                     )
                 return told
         finally:
@@ -545,12 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_argument("--phone", required=True)
     staff.add_argument("--role", required=True, choices=["ops_admin", "ops_reviewer", "auditor"])
     staff.set_defaults(func=cmd_staff)
-    keys = sub.add_parser("keys", help="code-signing keys: list them, or stage the next (rotate)")
+    keys = sub.add_parser(
+        "keys", help="code-signing keys (or scene-key epochs): list them, or stage the next (rotate)"
+    )
     keys.add_argument("action", choices=["list", "rotate"])
     keys.add_argument(
         "--now", action="store_true", help="emergency: a new key signs at once (breaks offline gates)"
     )
     keys.add_argument("--withdraw", action="store_true", help="with --now: unpublish the old key at once")
+    keys.add_argument(
+        "--scene-keys", action="store_true", help="the scene-key epochs instead of the signing keys"
+    )
     keys.set_defaults(func=cmd_keys)
     ledger = sub.add_parser("ledger", help="check the ledger's invariants")
     ledger.add_argument("action", choices=["check"])

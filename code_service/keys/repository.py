@@ -1,4 +1,4 @@
-"""All SQL for platform signing keys."""
+"""All SQL for platform signing keys and scene-key epochs."""
 
 from __future__ import annotations
 
@@ -92,52 +92,82 @@ class KeyRepository:
 
 
 class SceneEpochRow(msgspec.Struct, frozen=True):
-    """A scene-key epoch: its keys are AES-GCM ciphertext (FieldCipher) of a JSON object scene -> base64 key."""
+    """A scene-key epoch on the key schedule (code_service.keys.service.KeySchedule), as signing keys are: published
+    from created_at, in the codes issued from signs_from until signs_until, published until retire_at. Its keys are
+    AES-GCM ciphertext (FieldCipher) of a JSON object scene -> base64 key."""
 
     epoch: bytes
     keys_enc: bytes
-    use_from: dt.datetime
-    use_until: dt.datetime
+    created_at: dt.datetime
+    signs_from: dt.datetime
+    signs_until: dt.datetime | None
+    retire_at: dt.datetime | None
+
+    @property
+    def kid(self) -> str:
+        """The epoch id as codes carry it, in hex: what the schedule (and `tzt keys list`) calls a key by."""
+        return self.epoch.hex()
 
 
-# Scene-key writers take this lock, so two processes never both create the next epoch.
+# Scene-key writers take this lock, so two processes never both stage the next epoch.
 _SCENE_EPOCH_LOCK = 0x747A736B  # "tzsk"
+_EPOCH_COLUMNS = "epoch, keys_enc, created_at, signs_from, signs_until, retire_at"
 
 
 class SceneKeyRepository:
     async def lock(self, conn: Connection) -> None:
+        """Held until the transaction ends."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCENE_EPOCH_LOCK)
 
-    async def latest(self, conn: Connection) -> SceneEpochRow | None:
+    async def insert(
+        self,
+        conn: Connection,
+        epoch: bytes,
+        keys_enc: bytes,
+        created_at: dt.datetime,
+        signs_from: dt.datetime,
+    ) -> SceneEpochRow | None:
+        """None when the epoch id exists already (4 random bytes can collide)."""
         return await fetch_row(
             conn,
             SceneEpochRow,
-            "SELECT epoch, keys_enc, use_from, use_until FROM codes.scene_epochs ORDER BY use_from DESC LIMIT 1",
-        )
-
-    async def insert(
-        self, conn: Connection, epoch: bytes, keys_enc: bytes, use_from: dt.datetime, use_until: dt.datetime
-    ) -> bool:
-        """False when the epoch id exists already (4 random bytes can collide)."""
-        result: str = await conn.execute(
-            """INSERT INTO codes.scene_epochs (epoch, keys_enc, use_from, use_until) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (epoch) DO NOTHING""",
+            f"""INSERT INTO codes.scene_epochs (epoch, keys_enc, created_at, signs_from) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (epoch) DO NOTHING RETURNING {_EPOCH_COLUMNS}""",
             epoch,
             keys_enc,
-            use_from,
-            use_until,
+            created_at,
+            signs_from,
         )
-        return result.endswith(" 1")
 
-    async def extend(self, conn: Connection, epoch: bytes, use_until: dt.datetime) -> None:
-        await conn.execute("UPDATE codes.scene_epochs SET use_until = $2 WHERE epoch = $1", epoch, use_until)
-
-    async def live(self, conn: Connection, since: dt.datetime) -> list[SceneEpochRow]:
-        """Epochs whose codes may still be valid at `since` or later (use_until + retention > now), oldest first."""
+    async def live(self, conn: Connection, at: dt.datetime) -> list[SceneEpochRow]:
+        """Every epoch not yet retired at `at`: published, staged, in use or retiring."""
         return await fetch_rows(
             conn,
             SceneEpochRow,
-            """SELECT epoch, keys_enc, use_from, use_until FROM codes.scene_epochs WHERE use_until > $1
-               ORDER BY use_from""",
-            since,
+            f"""SELECT {_EPOCH_COLUMNS} FROM codes.scene_epochs WHERE retire_at IS NULL OR retire_at > $1
+                ORDER BY signs_from DESC, created_at DESC""",
+            at,
+        )
+
+    async def kept(self, conn: Connection, epoch: bytes) -> SceneEpochRow | None:
+        """The epoch unless it was withdrawn (it retired as its use ended) or cancelled (staged, never used)."""
+        return await fetch_row(
+            conn,
+            SceneEpochRow,
+            f"""SELECT {_EPOCH_COLUMNS} FROM codes.scene_epochs
+                WHERE epoch = $1 AND (signs_until IS NULL OR retire_at > signs_until)""",
+            epoch,
+        )
+
+    async def end(
+        self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
+    ) -> SceneEpochRow | None:
+        return await fetch_row(
+            conn,
+            SceneEpochRow,
+            f"""UPDATE codes.scene_epochs SET signs_until = $2, retire_at = $3 WHERE epoch = $1
+                RETURNING {_EPOCH_COLUMNS}""",
+            bytes.fromhex(kid),
+            signs_until,
+            retire_at,
         )

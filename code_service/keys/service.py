@@ -1,26 +1,27 @@
-"""Platform signing keys: the key schedule (published before they sign, retired after what they signed has
-expired), staging and emergency rotation, the signer in use, and the published key set (JWKS)."""
+"""Platform signing keys and scene-key epochs, both on one key schedule (published before they are used, retired
+after what used them has expired): staging, scheduled and emergency rotation, the signer and the epoch in use, the
+published key set (JWKS) and what each verifier receives of the scene keys."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import asyncpg
-import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app_backend.kernel.clock import now as utc_now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection
-from code_service.keys.repository import KeyRepository, KeyRow, SceneKeyRepository
+from code_service.keys.repository import KeyRepository, KeyRow, SceneEpochRow, SceneKeyRepository
 from code_service.keys.schemas import SceneKeyEpoch, SceneKeysDocument
 from code_service.verifier.format import (
     EPOCH_LEN,
@@ -59,7 +60,8 @@ ROTATION_PERIOD = dt.timedelta(days=30)
 
 class ScheduledKey(Protocol):
     """A key on a schedule: published from `created_at`, signing from `signs_from` until `signs_until` (None: until
-    a successor is staged), published until `retire_at` (None: until it has a successor)."""
+    a successor is staged), published until `retire_at` (None: until it has a successor). For a scene-key epoch,
+    "signing" is being the epoch codes are issued with."""
 
     @property
     def kid(self) -> str: ...
@@ -78,6 +80,7 @@ class ScheduledKey(Protocol):
 
 
 K = TypeVar("K", bound=ScheduledKey)
+K_co = TypeVar("K_co", bound=ScheduledKey, covariant=True)
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,9 @@ class KeyTimes:
 class KeySchedule:
     """The life of a key, as a pure policy with the time passed in: a key is published `publish_lead` before it
     signs, signs until its successor takes over, and stays published `retire_after` longer, until everything it
-    signed has expired. Any family of keys that verifiers cache (the platform's signing keys; the scene keys of
-    registered verifiers) can follow it: store the four instants of ScheduledKey, and ask this class which key
-    signs, which are published, and when to stage the next."""
+    signed has expired. Both families of keys that verifiers cache follow it, the platform's signing keys
+    (KeyService) and the scene-key epochs (SceneKeyService): each stores the four instants of ScheduledKey and asks
+    this class which key signs, which are published, and when to stage the next."""
 
     publish_lead: dt.timedelta = PUBLISH_LEAD
     retire_after: dt.timedelta = RETIRE_AFTER
@@ -172,6 +175,15 @@ class KeySchedule:
         ]
         return min(later) if later else None
 
+    def held_until(self, key: ScheduledKey, at: dt.datetime, every: dt.timedelta) -> dt.datetime:
+        """Until when a verifier that fetched the published set at `at` must keep `key`: its retire_at once its
+        successor is staged; before that, the earliest the schedule could retire it (its successor staged when
+        due, or at `at` if that is past). A successor is staged `publish_lead` before it takes over, so a
+        verifier refreshing within the lead learns the real instant before this one has passed."""
+        if key.retire_at is not None:
+            return key.retire_at
+        return max(key.signs_from + every, at + self.publish_lead) + self.retire_after
+
 
 DEFAULT_SCHEDULE = KeySchedule()
 
@@ -203,70 +215,77 @@ class Signer:
         self.private_key = private_key
 
 
-class KeyChange(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class KeyChange(Generic[K]):
     """What a rotation did: the key it made (or found staged), and the key that hands over to it."""
 
-    key: KeyRow
+    key: K
     created: bool
-    previous: KeyRow | None = None
+    previous: K | None = None
 
 
-class KeyService:
-    """Each process reloads the key rows every `_RELOAD` seconds and works out from them, at each call and with
-    its clock, which key signs and which are published. A staged key takes over in every process at its
-    `signs_from`, all at once; an emergency switch made elsewhere reaches a process at its next reload."""
+class KeyRows(Protocol[K_co]):
+    """The SQL a family of scheduled keys needs (code_service/keys/repository.py)."""
+
+    async def lock(self, conn: Connection) -> None: ...
+
+    async def live(self, conn: Connection, at: dt.datetime) -> Sequence[K_co]: ...
+
+    async def end(
+        self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
+    ) -> K_co | None: ...
+
+
+class ScheduledKeys(Generic[K]):
+    """One family of keys on the key schedule: staging, the cron job's rotation and the emergency switch (each in
+    the caller's transaction, under the family's advisory lock), and each process's view of the rows. A process
+    reloads the rows every `_RELOAD` seconds and works out from them, at each call and with its clock, which key
+    is in use and which are published: a staged key takes over in every process at its `signs_from`, all at once;
+    an emergency switch made elsewhere reaches a process at its next reload. Subclasses make a key (`_create`) and
+    derive what they serve from the rows (`_derive`)."""
+
+    # How long a key is used before the cron job stages its successor, unless the job says otherwise.
+    period: dt.timedelta = ROTATION_PERIOD
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        box: FieldCipher,
-        schedule: KeySchedule = DEFAULT_SCHEDULE,
-        clock: Callable[[], dt.datetime] = utc_now,
+        repo: KeyRows[K],
+        schedule: KeySchedule,
+        clock: Callable[[], dt.datetime],
     ) -> None:
         self._pool = pool
-        self._box = box
-        self._repo = KeyRepository()
+        self._repo = repo
         self.schedule = schedule
         self.clock = clock
-        self._rows: list[KeyRow] = []
-        self._signer: Signer | None = None
-        self._public: dict[bytes, ec.EllipticCurvePublicKey] = {}
-        self._jwks: Jwks = {"keys": []}
-        self._loaded_at = 0.0
-        # The derived view (signer, published set) holds for clock instants in [_view_from, _view_until).
+        self._rows: Sequence[K] = []
+        self.reload_every = _RELOAD  # seconds of the monotonic clock
+        self._loaded_at = -math.inf
+        # The derived view holds for clock instants in [_view_from, _view_until).
         self._view_from: dt.datetime | None = None
         self._view_until: dt.datetime | None = None
 
+    async def _create(self, conn: Connection, times: KeyTimes) -> K:
+        raise NotImplementedError
+
+    def _derive(self, at: dt.datetime) -> None:
+        raise NotImplementedError
+
     # -- changes (each in the caller's transaction) ---------------------------------------------------------------
 
-    async def _create(self, conn: Connection, times: KeyTimes) -> KeyRow:
-        private_key = ec.generate_private_key(ec.SECP256R1())
-        kid = kid_for(private_key.public_key()).hex()
-        pem = private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        return await self._repo.insert(
-            conn,
-            kid,
-            self._box.encrypt(_FIELD, pem),
-            compressed_point(private_key.public_key()),
-            times.created_at,
-            times.signs_from,
-        )
-
-    async def ensure(self, conn: Connection) -> str:
-        """The key signing now, made (signing at once) when there is none: on a fresh database nothing was
-        signed yet, so no verifier can be missing it."""
+    async def _ensure(self, conn: Connection) -> K:
+        """The key in use now, made (in use at once) when there is none: on a fresh database nothing used a key
+        yet, so no verifier can be missing it."""
         await self._repo.lock(conn)
         at = self.clock()
-        signer = self.schedule.signer(await self._repo.live(conn, at), at)
-        if signer is None:
-            signer = await self._create(conn, self.schedule.first(at))
+        current = self.schedule.signer(await self._repo.live(conn, at), at)
+        if current is None:
+            current = await self._create(conn, self.schedule.first(at))
         self.invalidate()
-        return signer.kid
+        return current
 
-    async def stage(self, conn: Connection) -> KeyChange:
-        """Stages the successor of the key signing now: published at once, signing after the publish lead, when
+    async def stage(self, conn: Connection) -> KeyChange[K]:
+        """Stages the successor of the key in use now: published at once, in use after the publish lead, when
         every verifier that refreshes daily has it. A successor already staged is returned, not doubled."""
         await self._repo.lock(conn)
         at = self.clock()
@@ -277,29 +296,31 @@ class KeyService:
             return KeyChange(key=staged[0], created=False, previous=current)
         return await self._stage_after(conn, current, at)
 
-    async def stage_if_due(self, conn: Connection, every: dt.timedelta = ROTATION_PERIOD) -> KeyChange | None:
-        """The cron job's rotation: stages a successor once the key signing now has signed for about `every`.
-        Several workers may run it at once; the lock lets one stage and the others find it staged."""
+    async def stage_if_due(self, conn: Connection, every: dt.timedelta | None = None) -> KeyChange[K] | None:
+        """The cron job's rotation: stages a successor once the key in use now has been used for about `every`
+        (the family's period by default). Several workers may run it at once; the lock lets one stage and the
+        others find it staged."""
         await self._repo.lock(conn)
         at = self.clock()
         rows = await self._repo.live(conn, at)
-        if not self.schedule.due(rows, at, every):
+        if not self.schedule.due(rows, at, self.period if every is None else every):
             return None
         return await self._stage_after(conn, self.schedule.signer(rows, at), at)
 
-    async def _stage_after(self, conn: Connection, current: KeyRow | None, at: dt.datetime) -> KeyChange:
-        if current is None:  # nothing signs: the first key signs at once
-            return KeyChange(key=await self._create(conn, self.schedule.first(at)), created=True)
+    async def _stage_after(self, conn: Connection, current: K | None, at: dt.datetime) -> KeyChange[K]:
+        if current is None:  # nothing in use: the first key is used at once
+            key = await self._create(conn, self.schedule.first(at))
+            self.invalidate()
+            return KeyChange(key=key, created=True)
         key = await self._create(conn, self.schedule.staging(at))
         previous = await self._repo.end(conn, current.kid, *self.schedule.handing_over(key.signs_from))
         self.invalidate()
         return KeyChange(key=key, created=True, previous=previous)
 
-    async def rotate_now(self, conn: Connection, withdraw: bool = False) -> KeyChange:
-        """Emergency rotation, for a key that may have leaked: a new key signs at once. Offline verifiers refuse
-        what it signs as `unknown-key` until they next refresh the JWKS (up to a day). The old key stays
-        published until what it signed has expired, or leaves at once with `withdraw` (then offline verifiers
-        that refreshed also refuse what it signed). Keys staged but not yet signing never sign."""
+    async def rotate_now(self, conn: Connection, withdraw: bool = False) -> KeyChange[K]:
+        """Emergency rotation, for a key that may have leaked: a new key is used at once. Offline verifiers that
+        have not refreshed since do not know it (up to a day). The old key stays published until what used it
+        has expired, or leaves at once with `withdraw`. Keys staged but not yet in use are never used."""
         await self._repo.lock(conn)
         at = self.clock()
         rows = await self._repo.live(conn, at)
@@ -314,29 +335,79 @@ class KeyService:
         self.invalidate()
         return KeyChange(key=key, created=True, previous=previous)
 
-    async def live(self, conn: Connection) -> list[KeyRow]:
+    async def live(self, conn: Connection) -> list[K]:
         """Every key not yet retired, newest first (for `tzt keys list`)."""
-        return await self._repo.live(conn, self.clock())
+        return list(await self._repo.live(conn, self.clock()))
 
     # -- the keys in use ------------------------------------------------------------------------------------------
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> dt.datetime:
+        """Brings the view up to the clock; returns the instant it holds for. No database round trip unless the
+        rows are due for a reload, or no key is in use (then one is made at once, as on a fresh database)."""
         at = self.clock()
-        reload = time.monotonic() - self._loaded_at >= _RELOAD
+        reload = time.monotonic() - self._loaded_at >= self.reload_every
         if not reload and self._view_from is not None and self._view_from <= at:
             if self._view_until is None or at < self._view_until:
-                return
+                return self._view_from
         if reload or self.schedule.signer(self._rows, at) is None:
             async with self._pool.acquire() as conn:
                 rows = await self._repo.live(conn, at)
                 if self.schedule.signer(rows, at) is None:
                     async with conn.transaction():
-                        await self.ensure(conn)
-                    at = self.clock()  # the key ensured signs from the instant it was made
+                        await self._ensure(conn)
+                    at = self.clock()  # the key ensured is in use from the instant it was made
                     rows = await self._repo.live(conn, at)
             self._rows = rows
             self._loaded_at = time.monotonic()
         self._derive(at)
+        self._view_from = at
+        self._view_until = self.schedule.next_change(self._rows, at)
+        return at
+
+    def invalidate(self) -> None:
+        """Reload the rows at the next call (after a change made here, or when a test moves the clock)."""
+        self._loaded_at = -math.inf
+        self._view_from = None
+
+
+class KeyService(ScheduledKeys[KeyRow]):
+    """The platform's signing keys: the signer in use, the published set (JWKS), and the keys as they stood when
+    a late proof (an offline gate's tap) was made."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: FieldCipher,
+        schedule: KeySchedule = DEFAULT_SCHEDULE,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._keys = KeyRepository()
+        super().__init__(pool, self._keys, schedule, clock)
+        self._box = box
+        self._signer: Signer | None = None
+        self._public: dict[bytes, ec.EllipticCurvePublicKey] = {}
+        self._jwks: Jwks = {"keys": []}
+
+    async def _create(self, conn: Connection, times: KeyTimes) -> KeyRow:
+        private_key = ec.generate_private_key(ec.SECP256R1())
+        kid = kid_for(private_key.public_key()).hex()
+        pem = private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return await self._keys.insert(
+            conn,
+            kid,
+            self._box.encrypt(_FIELD, pem),
+            compressed_point(private_key.public_key()),
+            times.created_at,
+            times.signs_from,
+        )
+
+    async def ensure(self, conn: Connection) -> str:
+        """The kid of the key signing now, made (signing at once) when there is none."""
+        return (await self._ensure(conn)).kid
+
+    # -- the keys in use ------------------------------------------------------------------------------------------
 
     def _derive(self, at: dt.datetime) -> None:
         rows = self._rows
@@ -350,8 +421,6 @@ class KeyService:
         published = self.schedule.published_set(rows, at)
         self._public = {bytes.fromhex(r.kid): load_point(r.public_point) for r in published}
         self._jwks = {"keys": [jwk_for(kid.hex(), key) for kid, key in self._public.items()]}
-        self._view_from = at
-        self._view_until = self.schedule.next_change(rows, at)
 
     async def signer(self) -> Signer:
         await self._refresh()
@@ -371,7 +440,7 @@ class KeyService:
         key = await self.public_key(kid)
         if key is not None:
             return key
-        row = await self._repo.published_at(conn, kid.hex(), dt.datetime.fromtimestamp(at, dt.UTC))
+        row = await self._keys.published_at(conn, kid.hex(), dt.datetime.fromtimestamp(at, dt.UTC))
         return load_point(row.public_point) if row is not None else None
 
     def signed(
@@ -396,25 +465,17 @@ class KeyService:
         await self._refresh()
         return self._jwks
 
-    def invalidate(self) -> None:
-        """Reload the key rows at the next call (after a change made here, or when a test moves the clock)."""
-        self._loaded_at = 0.0
-        self._view_from = None
-
 
 # -- scene keys (docs/code-format.md 5.4) ----------------------------------------------------------------------
 
 _SCENE_FIELD = "codes.scene_keys"
-# An epoch masks the flags of the codes issued during it; its keys reach verifiers at least SCENE_PUBLISH_AHEAD
-# before (they refresh at least every SCENE_REFRESH_WITHIN, plus a margin) and stay until every code of it has
-# expired (the longest is a 24 h credential, plus the verifiers' clock skew).
-SCENE_EPOCH_LENGTH = 7 * 86_400
-# The same figures as the signing keys' schedule (KeySchedule): verifiers refresh daily, a new key is published an
-# hour more ahead.
+# An epoch masks the flags of the codes issued during it. Epochs follow the key schedule of the signing keys
+# (KeySchedule): published PUBLISH_LEAD before codes use them, kept RETIRE_AFTER after, when every code of them has
+# expired. They rotate weekly rather than monthly, since stolen scene keys read codes until the epochs they hold are
+# over: an answer holds the epoch in use and, in the day before a change, the next one.
+SCENE_ROTATION_PERIOD = dt.timedelta(days=7)
+# What the scene-key answer tells verifiers: refresh at least daily, as for the JWKS.
 SCENE_REFRESH_WITHIN = int(VERIFIER_REFRESH.total_seconds())
-SCENE_PUBLISH_AHEAD = int(PUBLISH_LEAD.total_seconds())
-SCENE_CREATE_AHEAD = 2 * SCENE_PUBLISH_AHEAD
-SCENE_RETAIN = MAX_CREDENTIAL_LIFETIME + 120
 # Which scene keys an organisation's credential receives, by scope (offline gates sync with gates:sync).
 SCENE_SCOPES: dict[str, tuple[str, ...]] = {
     "transit": ("verify:transit", "gates:sync"),
@@ -431,120 +492,101 @@ def scenes_for_scopes(scopes: frozenset[str] | set[str]) -> list[str]:
 class SceneEpoch:
     """One epoch's keys, every scene, in the clear (the platform's own view)."""
 
-    __slots__ = ("epoch", "keys", "not_after", "use_from", "use_until")
+    __slots__ = ("epoch", "keys")
 
-    def __init__(self, epoch: bytes, keys: dict[str, bytes], use_from: int, use_until: int) -> None:
+    def __init__(self, epoch: bytes, keys: dict[str, bytes]) -> None:
         self.epoch = epoch
         self.keys = keys
-        self.use_from = use_from
-        self.use_until = use_until
-        self.not_after = use_until + SCENE_RETAIN
 
 
-class SceneKeyService:
-    """Scene-key epochs: the publish-ahead schedule, the epoch codes are issued with, the keys online verification
-    unmasks with, and what each verifier receives. Each process caches them for `_RELOAD` seconds; the schedule
-    runs on every refresh (under a lock), so no separate job is needed while any process serves codes.
+class SceneKeyService(ScheduledKeys[SceneEpochRow]):
+    """Scene-key epochs on the key schedule, as signing keys are: the epoch codes are issued with now, the keys
+    online verification unmasks with, and what each verifier receives. The cron job stages the next epoch
+    (code_service.keys.tasks); `tzt keys rotate --scene-keys [--now]` stages or switches by hand. With no epoch
+    in use at all (a fresh database), the first is made at once: nothing was issued before it."""
 
-    The rule: the newest epoch is created SCENE_CREATE_AHEAD (50 h) before the current one's planned end, with its
-    use starting at that end, or SCENE_PUBLISH_AHEAD from now if the platform was away so long that the end is
-    nearer: then the current epoch's use is extended to meet it, so no code ever uses an epoch published less than
-    SCENE_PUBLISH_AHEAD before. The very first epoch (an empty table) is used at once: nothing was issued before."""
+    period = SCENE_ROTATION_PERIOD
 
-    def __init__(self, pool: asyncpg.Pool, box: FieldCipher, clock: Callable[[], float] = time.time) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: FieldCipher,
+        schedule: KeySchedule = DEFAULT_SCHEDULE,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._epochs = SceneKeyRepository()
+        super().__init__(pool, self._epochs, schedule, clock)
         self._box = box
-        self._clock = clock
-        self._repo = SceneKeyRepository()
-        self._epochs: dict[bytes, SceneEpoch] = {}
-        self._loaded_at = -_RELOAD
+        self._keys: dict[bytes, dict[str, bytes]] = {}  # decrypted once per epoch, by id
+        self._current: SceneEpoch | None = None
+        self._published: dict[bytes, SceneEpoch] = {}
 
-    async def schedule(self, conn: Connection) -> None:
-        """Creates the next epoch when it is due (and the first one); in its own transaction."""
-        now = int(self._clock())
-        async with conn.transaction():
-            await self._repo.lock(conn)
-            latest = await self._repo.latest(conn)
-            if latest is None:
-                await self._create(conn, now, now + SCENE_EPOCH_LENGTH)
-                return
-            planned_end = int(latest.use_until.timestamp())
-            if planned_end - now > SCENE_CREATE_AHEAD:
-                return
-            if int(latest.use_from.timestamp()) > now:  # the next epoch exists already
-                return
-            start = max(planned_end, now + SCENE_PUBLISH_AHEAD)
-            if start > planned_end:
-                await self._repo.extend(conn, latest.epoch, _at(start))
-            await self._create(conn, start, start + SCENE_EPOCH_LENGTH)
-
-    async def _create(self, conn: Connection, use_from: int, use_until: int) -> None:
+    async def _create(self, conn: Connection, times: KeyTimes) -> SceneEpochRow:
         keys = {scene: secrets.token_bytes(SCENE_KEY_LEN) for scene in SCENES}
         sealed = self._box.encrypt(
             _SCENE_FIELD, json.dumps({scene: base64.b64encode(k).decode() for scene, k in keys.items()})
         )
-        while not await self._repo.insert(
-            conn, secrets.token_bytes(EPOCH_LEN), sealed, _at(use_from), _at(use_until)
-        ):
-            pass  # a 4-byte id already taken: draw another
+        while True:
+            row = await self._epochs.insert(
+                conn, secrets.token_bytes(EPOCH_LEN), sealed, times.created_at, times.signs_from
+            )
+            if row is not None:
+                return row
+            # a 4-byte id already taken: draw another
 
-    async def _refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._loaded_at < _RELOAD and self._epochs:
-            return
-        now = int(self._clock())
-        async with self._pool.acquire() as conn:
-            await self.schedule(conn)
-            rows = await self._repo.live(conn, _at(now - SCENE_RETAIN))
-        epochs = {}
-        for row in rows:
-            cached = self._epochs.get(row.epoch)
-            use_from, use_until = int(row.use_from.timestamp()), int(row.use_until.timestamp())
-            if cached is not None:
-                keys = cached.keys
-            else:
-                stored = json.loads(self._box.decrypt(_SCENE_FIELD, row.keys_enc))
-                keys = {scene: base64.b64decode(stored[scene]) for scene in SCENES}
-            epochs[row.epoch] = SceneEpoch(row.epoch, keys, use_from, use_until)
-        self._epochs = epochs
-        self._loaded_at = time.monotonic()
+    def _epoch(self, row: SceneEpochRow) -> SceneEpoch:
+        keys = self._keys.get(row.epoch)
+        if keys is None:
+            stored = json.loads(self._box.decrypt(_SCENE_FIELD, row.keys_enc))
+            keys = self._keys[row.epoch] = {scene: base64.b64decode(stored[scene]) for scene in SCENES}
+        return SceneEpoch(row.epoch, keys)
+
+    def _derive(self, at: dt.datetime) -> None:
+        current = self.schedule.signer(self._rows, at)
+        assert current is not None  # ensured by _refresh
+        self._published = {row.epoch: self._epoch(row) for row in self.schedule.published_set(self._rows, at)}
+        self._current = self._published.get(current.epoch) or self._epoch(current)
+        # Forget the keys of retired epochs.
+        self._keys = {epoch: keys for epoch, keys in self._keys.items() if epoch in self._published}
 
     async def current(self) -> SceneEpoch:
         """The epoch codes are issued with now: the newest whose use has begun."""
         await self._refresh()
-        now = self._clock()
-        started = [e for e in self._epochs.values() if e.use_from <= now]
-        if not started:  # only with a clock behind the database's first epoch (tests)
-            return min(self._epochs.values(), key=lambda e: e.use_from)
-        return max(started, key=lambda e: e.use_from)
+        assert self._current is not None
+        return self._current
 
     async def epoch(self, epoch: bytes) -> SceneEpoch | None:
-        """An epoch's keys, while codes of it may be valid (for the platform's own verification)."""
+        """An epoch's keys, while codes of it may be valid (for the platform's own verification). No database
+        round trip: the view is worked out from the rows each process reloads every 30 s."""
         await self._refresh()
-        found = self._epochs.get(epoch)
-        return found if found is not None and self._clock() <= found.not_after else None
+        return self._published.get(epoch)
+
+    async def epoch_of_proof(self, conn: Connection, epoch: bytes) -> SceneEpoch | None:
+        """An epoch's keys for a code the platform signed, however long ago (a tap an offline gate uploads days
+        later, within the upload delay): an epoch published now, or one retired since in the normal way. A
+        withdrawn epoch reads nothing, as its keys leave every verifier."""
+        found = await self.epoch(epoch)
+        if found is not None:
+            return found
+        row = await self._epochs.kept(conn, epoch)
+        return self._epoch(row) if row is not None else None
 
     async def document(self, scenes: list[str]) -> SceneKeysDocument:
-        """The answer of GET /api/v1/gates/scene-keys for a verifier allowed `scenes`."""
+        """The answer of GET /api/v1/gates/scene-keys for a verifier allowed `scenes`: every epoch published now
+        (the one in use, a staged one, and those whose codes may still be valid), oldest first."""
         await self._refresh()
-        now = int(self._clock())
+        at = self.clock()
+        rows = sorted(self.schedule.published_set(self._rows, at), key=lambda r: (r.signs_from, r.created_at))
         return SceneKeysDocument(
-            issued_at=now,
+            issued_at=int(at.timestamp()),
             refresh_within=SCENE_REFRESH_WITHIN,
             epochs=[
                 SceneKeyEpoch(
-                    epoch=e.epoch.hex(),
-                    not_before=e.use_from,
-                    not_after=e.not_after,
-                    keys={scene: _b64url(e.keys[scene]) for scene in scenes},
+                    epoch=row.epoch.hex(),
+                    not_before=int(row.signs_from.timestamp()),
+                    not_after=int(self.schedule.held_until(row, at, self.period).timestamp()),
+                    keys={scene: _b64url(self._epoch(row).keys[scene]) for scene in scenes},
                 )
-                for e in sorted(self._epochs.values(), key=lambda e: e.use_from)
-                if now <= e.not_after
+                for row in rows
             ],
         )
-
-    def invalidate(self) -> None:
-        self._loaded_at = -_RELOAD
-
-
-def _at(seconds: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC)

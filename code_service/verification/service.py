@@ -308,7 +308,8 @@ class VerificationService:
             return VerifiedCode(valid=False, reason=problem, code_type=code_type)
         subject = open_holder(self._seal_key, code.nonce, code.holder)
         row = await self._subjects.get(conn, subject)
-        epoch = await self._scene_keys.epoch(code.epoch)
+        # An epoch retired since `at` still reads what was issued with it (as platform_key above).
+        epoch = await self._scene_keys.epoch_of_proof(conn, code.epoch)
         flags = clear_flags(code, epoch.keys).to_byte() if epoch is not None else 0
         reason = "ok"
         if scene not in SCENE_BITS or (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):

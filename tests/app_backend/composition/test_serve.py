@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -277,3 +279,52 @@ def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
         timeout=120,
     )
     assert refused.returncode == 2 and "--withdraw needs --now" in refused.stderr
+
+
+def test_scene_keys_rotate_and_list_from_the_cli(backing, data_dir):
+    """Scene-key epochs follow the signing keys' schedule, and the same commands with --scene-keys, audited."""
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
+
+    def tzt(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "app_backend.composition.cli", "keys", *args, "--scene-keys"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
+    tzt("rotate", "--now")  # whatever earlier tests staged, one epoch is in use and none is staged
+    before = tzt("list").splitlines()
+    made = tzt("rotate").splitlines()
+    epoch = made[0].split()[3].rstrip(",")
+    after = tzt("list").splitlines()
+    # Staged, not used yet: published now, in codes only after the publish lead.
+    assert made[0].startswith(f"staged scene-key epoch {epoch}, published now, in codes from ")
+    assert len(epoch) == 8 and any(line.startswith(f"{epoch}  staged") for line in after)
+    assert len(after) == len(before) + 1 and sum("  in-use  " in line for line in after) == 1
+    assert tzt("rotate").startswith(f"already staged: scene-key epoch {epoch}")  # no second epoch
+
+    # The emergency switch: a new epoch is used at once, and the output says what it breaks.
+    emergency = tzt("rotate", "--now").splitlines()
+    new_epoch = emergency[0].split()[3]
+    assert emergency[0] == f"new scene-key epoch {new_epoch} used in codes now"
+    assert "stays published until" in emergency[1] and "no-scene-key" in emergency[-1]
+    listed = tzt("list").splitlines()
+    assert any(line.startswith(f"{new_epoch}  in-use") for line in listed)
+    assert not any(line.startswith(epoch) for line in listed)
+
+    async def audited() -> list[tuple[str, str]]:
+        conn = await asyncpg.connect(backing.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT action, target_id FROM audit.events WHERE target_type = 'scene_epoch' AND actor_type = 'cli'"
+            )
+        finally:
+            await conn.close()
+        return [(r["action"], r["target_id"]) for r in rows]
+
+    events = asyncio.run(audited())
+    assert ("admin.scene_key_rotate", epoch) in events
+    assert ("admin.scene_key_rotate_now", new_epoch) in events

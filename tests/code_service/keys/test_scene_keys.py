@@ -1,19 +1,23 @@
 """Scene keys (docs/code-format.md 5.4): each verifier gets the keys of the scenes its scopes allow, and nothing
 else; epochs are published at least a refresh period (plus a margin) before codes use them and kept until those
-codes have expired, so a verifier that refreshes once a day can always read the codes shown to it."""
+codes have expired, so a verifier that refreshes once a day can always read the codes shown to it (the rotation itself:
+test_scene_rotation.py)."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from app_backend.kernel.clock import now as utc_now
 from code_service.holder import DeviceWallet
 from code_service.keys.service import (
-    SCENE_PUBLISH_AHEAD,
+    PUBLISH_LEAD,
     SCENE_REFRESH_WITHIN,
+    VERIFIER_REFRESH,
     SceneKeyService,
 )
 from code_service.verifier import OfflineVerifier
@@ -132,11 +136,11 @@ def _shared_fields(a: bytes, b: bytes, layout: tuple[tuple[int, int], ...]) -> l
 
 
 async def test_a_verifier_refreshing_daily_reads_every_code_across_epoch_rotations(services):
-    """Thirty days of a platform clock in steps of 3 h: a verifier that refreshes every 24 h exactly (the slowest
-    the spec allows) holds the epoch of every code issued at any moment, including right after a new epoch starts
-    and for a credential issued 24 h earlier. The schedule runs as a side effect of the platform reading its keys."""
+    """Thirty days of a platform clock in steps of 3 h, the rotation job run at each step: a verifier that
+    refreshes every 24 h exactly (the slowest the spec allows) holds the epoch of every code issued at any moment,
+    including right after a new epoch starts and for a credential issued 24 h earlier."""
     snapshot = await _epochs(services)
-    clock = [time.time() + 400 * 86_400]  # far from the epochs the other tests made
+    clock = [utc_now() + dt.timedelta(days=400)]  # far from the epochs the other tests made
     platform = SceneKeyService(services.pool, services.cipher, clock=lambda: clock[0])
     signing = ec.generate_private_key(ec.SECP256R1())
     jwks = {"keys": [jwk(signing, private=False)]}
@@ -146,31 +150,33 @@ async def test_a_verifier_refreshing_daily_reads_every_code_across_epoch_rotatio
         document = await _refresh(platform)
         in_use_at_start = (await platform.current()).epoch.hex()
         first_published = {e["epoch"]: clock[0] for e in document["epochs"]}
-        first_used: dict[str, float] = {}
-        issued: list[tuple[float, str]] = []
+        first_used: dict[str, dt.datetime] = {}
+        issued: list[tuple[dt.datetime, str]] = []
         for _ in range(30 * 8):
-            clock[0] += 3 * 3600
-            platform.invalidate()
+            clock[0] += dt.timedelta(hours=3)
+            async with services.pool.acquire() as conn, conn.transaction():
+                await platform.stage_if_due(conn)  # what the hourly cron job does
             for e in (await _refresh(platform))["epochs"]:  # what the platform publishes at this moment
                 first_published.setdefault(e["epoch"], clock[0])
-            if clock[0] - refreshed_at >= SCENE_REFRESH_WITHIN:
+            if clock[0] - refreshed_at >= VERIFIER_REFRESH:
                 refreshed_at, document = clock[0], await _refresh(platform)
             epoch = await platform.current()
             first_used.setdefault(epoch.epoch.hex(), clock[0])
+            now = int(clock[0].timestamp())
             code = encode_server_code(
                 signing,
                 kid,
                 TYPE_PERSONAL,
                 b"\x01" * 8,
                 b"\x02" * 8,
-                int(clock[0]),
+                now,
                 60,
                 Flags(may_ride=True),
                 epoch.epoch,
                 epoch.keys,
             )
             issued.append((clock[0], epoch.epoch.hex()))
-            gate = OfflineVerifier(jwks, clock=lambda: clock[0])
+            gate = OfflineVerifier(jwks, clock=lambda: clock[0].timestamp())
             gate.update_scene_keys(document)
             assert gate.verify(code, "transit", consume=False).reason == "ok", (
                 clock[0] - refreshed_at,
@@ -178,12 +184,12 @@ async def test_a_verifier_refreshing_daily_reads_every_code_across_epoch_rotatio
             )
             # The epoch of a credential issued up to 24 h ago is still held.
             held = {e["epoch"] for e in document["epochs"]}
-            assert {e for t, e in issued if clock[0] - 86_400 <= t} <= held
+            assert {e for t, e in issued if clock[0] - dt.timedelta(days=1) <= t} <= held
         assert len(first_used) >= 4  # it rotated (weekly)
         for epoch_id, used in first_used.items():
             if epoch_id != in_use_at_start:
-                assert used - first_published[epoch_id] >= SCENE_PUBLISH_AHEAD - 3 * 3600, epoch_id
-                assert used - first_published[epoch_id] >= SCENE_REFRESH_WITHIN
+                assert used - first_published[epoch_id] >= PUBLISH_LEAD - dt.timedelta(hours=3), epoch_id
+                assert used - first_published[epoch_id] >= VERIFIER_REFRESH
     finally:
         await _restore(services, snapshot)
 
@@ -204,11 +210,13 @@ async def _restore(services: Any, snapshot: list[Any]) -> None:
         await conn.execute("DELETE FROM codes.scene_epochs")
         for row in snapshot:
             await conn.execute(
-                "INSERT INTO codes.scene_epochs (epoch, keys_enc, use_from, use_until, created_at) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO codes.scene_epochs (epoch, keys_enc, created_at, signs_from, signs_until, retire_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
                 row["epoch"],
                 row["keys_enc"],
-                row["use_from"],
-                row["use_until"],
                 row["created_at"],
+                row["signs_from"],
+                row["signs_until"],
+                row["retire_at"],
             )
+    services.codes.scene_keys.invalidate()
