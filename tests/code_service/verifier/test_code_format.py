@@ -404,6 +404,32 @@ def test_cleanroom_agrees_with_every_vector_and_decoded_field() -> None:
     assert cleanroom.check_vectors(key_file(), list(vector_list())) == []
 
 
+def test_cleanroom_replay_store_keeps_an_id_while_its_code_can_pass() -> None:
+    """Section 7: a server code's id until `now >= issued_at + lifetime + skew`, a device code's until
+    `now > shown_at + 30 + skew`; after that the store may forget it, because step 5 refuses the code."""
+    by_name = {c["name"]: c for c in vector_list()}
+    transit = cleanroom.load_scene_keys(key_file()["scene_keys"], "transit")
+    store = cleanroom.ReplayStore()
+    for name in ("scene-transit-server", "scene-transit-device"):
+        case = by_name[name]
+        for reason in ("ok", "replayed"):
+            verdict = cleanroom.verify(
+                case["code"], case["now"], cleanroom_keys(), scene="transit", scene_keys=transit, seen=store
+            )
+            assert verdict.reason == reason
+    server, device = (
+        cleanroom.parse(by_name[n]["code"]) for n in ("scene-transit-server", "scene-transit-device")
+    )
+    assert store.until == {
+        server.replay_id: server.issued_at + server.lifetime + 5 - 1,
+        device.replay_id: device.shown_at + 30 + 5,
+    }
+    store.record(b"later", 0, device.shown_at + 30 + 5 + 1)  # the device code can no longer pass
+    assert set(store.until) == {server.replay_id, b"later"}
+    store.record(b"later", 0, server.issued_at + server.lifetime + 5)  # nor the server code
+    assert set(store.until) == {b"later"}
+
+
 def _deny_document(payload: dict[str, Any], jwk: dict[str, str], typ: str = "tzt-deny+json") -> str:
     """A deny-list JWS (section 8.1) signed with a test key of keys.json."""
 
