@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import segno
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -395,6 +397,97 @@ def test_cleanroom_records_replay_ids_in_once_scenes() -> None:
             seen=seen,
         )
         assert verdict.reason == "ok"
+
+
+def test_cleanroom_agrees_with_every_vector_and_decoded_field() -> None:
+    """Section 12 as a vendor reads it: every verdict, and every decoded field (masks and clear flags included)."""
+    assert cleanroom.check_vectors(key_file(), list(vector_list())) == []
+
+
+def test_cleanroom_replay_store_keeps_an_id_while_its_code_can_pass() -> None:
+    """Section 7: a server code's id until `now >= issued_at + lifetime + skew`, a device code's until
+    `now > shown_at + 30 + skew`; after that the store may forget it, because step 5 refuses the code."""
+    by_name = {c["name"]: c for c in vector_list()}
+    transit = cleanroom.load_scene_keys(key_file()["scene_keys"], "transit")
+    store = cleanroom.ReplayStore()
+    for name in ("scene-transit-server", "scene-transit-device"):
+        case = by_name[name]
+        for reason in ("ok", "replayed"):
+            verdict = cleanroom.verify(
+                case["code"], case["now"], cleanroom_keys(), scene="transit", scene_keys=transit, seen=store
+            )
+            assert verdict.reason == reason
+    server, device = (
+        cleanroom.parse(by_name[n]["code"]) for n in ("scene-transit-server", "scene-transit-device")
+    )
+    assert store.until == {
+        server.replay_id: server.issued_at + server.lifetime + 5 - 1,
+        device.replay_id: device.shown_at + 30 + 5,
+    }
+    store.record(b"later", 0, device.shown_at + 30 + 5 + 1)  # the device code can no longer pass
+    assert set(store.until) == {server.replay_id, b"later"}
+    store.record(b"later", 0, server.issued_at + server.lifetime + 5)  # nor the server code
+    assert set(store.until) == {b"later"}
+
+
+def _deny_document(payload: dict[str, Any], jwk: dict[str, str], typ: str = "tzt-deny+json") -> str:
+    """A deny-list JWS (section 8.1) signed with a test key of keys.json."""
+
+    def b64url(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = b64url(json.dumps({"alg": "ES256", "kid": jwk["kid"], "typ": typ}).encode())
+    body = b64url(json.dumps(payload).encode())
+    private = ec.derive_private_key(int.from_bytes(_b64url(jwk["d"]), "big"), ec.SECP256R1())
+    r, s = decode_dss_signature(private.sign(f"{header}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{header}.{body}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _id_list(*hex_ids: str) -> str:
+    return base64.b64encode(b"".join(bytes.fromhex(i) for i in sorted(hex_ids))).decode()
+
+
+def test_cleanroom_applies_deny_documents_as_the_spec_says() -> None:
+    """Full snapshot replaces, delta removes then adds; refused and left unchanged: a delta from another version, an
+    older snapshot (a replayed answer), an untrusted kid, a changed payload, another typ."""
+    keys = cleanroom_keys()
+    first, second = key_file()["jwks"]["keys"]
+    none = {"add": "", "remove": ""}
+    full = {
+        "version": 10, "since": 0, "full": True, "issued_at": 1_767_225_600,
+        "credential": {"add": _id_list("57db77bf34ceade0"), "remove": ""},
+        "account": {"add": _id_list("36b6018bbd1ceef3"), "remove": ""},
+        "debtor": none,
+    }  # fmt: skip
+    deny = {"credential": set(), "account": set(), "debtor": set()}
+    assert cleanroom.apply_deny_document(deny, 0, _deny_document(full, first), keys) == 10
+    delta = {
+        "version": 12, "since": 10, "full": False, "issued_at": 1_767_225_660,
+        "credential": {"add": _id_list("0000000000000001"), "remove": ""},
+        "account": {"add": "", "remove": _id_list("36b6018bbd1ceef3")},
+        "debtor": {"add": _id_list("36b6018bbd1ceef3"), "remove": ""},
+    }  # fmt: skip
+    assert cleanroom.apply_deny_document(deny, 10, _deny_document(delta, second), keys) == 12
+    after = {
+        "credential": {bytes.fromhex("57db77bf34ceade0"), bytes.fromhex("0000000000000001")},
+        "account": set(),
+        "debtor": {bytes.fromhex("36b6018bbd1ceef3")},
+    }
+    assert deny == after
+    untrusted = key_file()["untrusted"]["keys"][0]
+    body = _deny_document(dict(full, version=20), first).split(".")
+    changed = base64.urlsafe_b64encode(json.dumps(dict(full, version=21)).encode()).rstrip(b"=").decode()
+    for refused in (
+        _deny_document(delta, first),  # since 10, but 12 is held
+        _deny_document(full, first),  # version 10 < 12: an old answer replayed
+        _deny_document(dict(full, version=30), untrusted),
+        f"{body[0]}.{changed}.{body[2]}",
+        _deny_document(dict(full, version=30), first, typ="JWT"),
+        _deny_document({k: v for k, v in dict(full, version=30).items() if k != "debtor"}, first),
+    ):
+        with pytest.raises(cleanroom.DenyDocumentRefused):
+            cleanroom.apply_deny_document(deny, 12, refused, keys)
+        assert deny == after
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
