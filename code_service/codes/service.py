@@ -57,6 +57,7 @@ from code_service.verifier.format import (
 _log = structlog.get_logger("codes")
 FACTS_TTL = 300
 CREDENTIAL_LIFETIME = 24 * 3600
+CREDENTIAL_GRID = 600
 SERVER_CODE_LIFETIME = MAX_SERVER_LIFETIME
 _FACTS = msgspec.json.Decoder(SubjectFacts)
 _ENCODE = msgspec.json.Encoder()
@@ -363,7 +364,10 @@ class IssuingService:
         signer = await self._keys.signer()
         epoch = await self._scene_keys.current()
         credential_id = secrets.token_bytes(8)
-        not_before = int(time.time())
+        # On a grid, so a credential's window is shared by every credential issued in the same ten minutes and does
+        # not single a phone out to a stranger's reader (docs/code-format.md section 10, timing).
+        now = int(time.time())
+        not_before = now - now % CREDENTIAL_GRID
         not_after = not_before + CREDENTIAL_LIFETIME
         flags = flags_of(facts)
         raw = encode_credential(

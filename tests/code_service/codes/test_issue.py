@@ -293,7 +293,8 @@ async def test_device_credential_binds_the_key_for_at_most_a_day(client, service
     asked_with = base64.b64decode(wallet.public_key_b64)
     made = await register_device(client, person, wallet)
     assert made["not_after"] - made["not_before"] <= 86400
-    assert before <= made["not_before"] <= int(time.time())
+    # On the ten-minute grid that makes a window shared by many phones (docs/code-format.md section 10).
+    assert made["not_before"] % 600 == 0 and before - 600 < made["not_before"] <= int(time.time())
     assert re.fullmatch(r"[0-9a-f]{16}", made["id"]) and re.fullmatch(r"[0-9a-f]{8}", made["kid"])
     assert made["entitlements"]["may_ride"] is True
     code = decode(wallet.code())
