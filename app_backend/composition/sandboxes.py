@@ -59,3 +59,21 @@ def alipay_config(state_dir: Path, base: str) -> dict[str, str]:
         "alipay_public_key_file": str(state_dir / "alipay_public_key.pem"),
         "gateway_url": f"{base}/gateway.do",
     }
+
+
+IDENTITY_SANDBOX = "app_backend.identity.aliyun_sandbox"
+
+
+def write_identity_sandbox_people(state_dir: Path) -> Path:
+    """The demo seed's people (names, ID numbers, the phones the carriers have registered to them) as the identity
+    vendors' sandbox loads them at start: the same people the dev registry is seeded with."""
+    from app_backend.composition.seed import DEMO_PEOPLE, DEMO_PHONES
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "people.json"
+    people = [
+        {"name": name, "id_number": id_number, "phones": DEMO_PHONES[id_number], "face": "pass"}
+        for name, id_number in DEMO_PEOPLE
+    ]
+    path.write_text(json.dumps(people, ensure_ascii=False, indent=1))
+    return path
