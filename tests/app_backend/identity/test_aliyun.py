@@ -26,6 +26,8 @@ from tests.conftest import ApiClient, serving
 from tests.helpers import random_id_number, random_ip, random_phone
 
 TEMPLATES = {"otp": "SMS_300000001", "taken": "SMS_300000002", "claimed": "SMS_300000003"}
+# What the face SDK hands the app when it thinks the scan went well: the app relays it, the server never trusts it.
+APP_RESULT_OK = "1000"
 META_INFO = json.dumps({"zimVer": "3.0.0", "deviceType": "android", "appName": "cn.taizhoutong"})
 
 
@@ -100,7 +102,9 @@ async def prod(settings: Settings, vendor: Vendor) -> AsyncIterator[ApiClient]:
 
 async def login(client: ApiClient, vendor: Vendor, phone: str | None = None) -> dict[str, Any]:
     phone = phone or random_phone()
-    sent = await client.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    sent = await client.post(
+        "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
+    )
     assert sent.status_code == 202, sent.text
     code = (await vendor.messages(phone))[-1]["template_param"]["code"]
     answer = await client.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
@@ -122,7 +126,9 @@ def _never(name: str) -> Any:
     return construct
 
 
-async def test_production_starts_on_the_aliyun_connectors_without_a_dev_stand_in(settings, vendor, monkeypatch):
+async def test_production_starts_on_the_aliyun_connectors_without_a_dev_stand_in(
+    settings, vendor, monkeypatch
+):
     for stand_in in ("DevOutboxSender", "DevLivenessProvider", "DevPopulationRegistry"):
         monkeypatch.setattr(identity_service, stand_in, _never(stand_in))
     async with serving(production(settings, vendor), client_port=50401) as api:
@@ -156,7 +162,9 @@ def test_the_access_key_secret_never_shows_in_the_settings(vendor):
 
 async def test_a_one_time_code_goes_out_as_the_registered_template_with_the_code(prod, vendor):
     phone = random_phone()
-    sent = await prod.post("/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()})
+    sent = await prod.post(
+        "/api/v1/auth/otp", json={"phone": phone}, headers={"X-Forwarded-For": random_ip()}
+    )
     assert sent.status_code == 202, sent.text
     [message] = await vendor.messages(phone)
     assert message["template_code"] == TEMPLATES["otp"]
@@ -265,8 +273,7 @@ async def test_a_registry_that_is_down_is_a_503_that_costs_no_attempt_and_verifi
         )
         assert down.status_code == 503, down.text
         assert (await prod.get("/api/v1/me", headers=bearer(me))).json()["level"] == "L1"
-    tries = await redis.get(f"realname:tries:{me['resident_id']}") if "resident_id" in me else b"0"
-    assert int(tries or 0) == 0
+    assert int(await redis.get(f"realname:tries:{me['resident_id']}") or 0) == 0  # both given back
     verified = await prod.post(
         "/api/v1/me/real-name", json={"name": name, "id_number": id_number}, headers=bearer(me)
     )
@@ -287,10 +294,12 @@ async def _claim(prod: ApiClient, me: dict[str, Any], name: str, id_number: str)
     return str(started.json()["session_id"])
 
 
-async def _confirm(prod: ApiClient, me: dict[str, Any], session_id: str, token: str = "1000") -> httpx.Response:
+async def _confirm(
+    prod: ApiClient, me: dict[str, Any], session_id: str, result: str = APP_RESULT_OK
+) -> httpx.Response:
     return await prod.post(
         "/api/v1/me/face-verification",
-        json={"session_id": session_id, "result_token": token},
+        json={"session_id": session_id, "result_token": result},
         headers=bearer(me),
     )
 
@@ -314,7 +323,7 @@ async def test_the_apps_result_token_alone_proves_nothing(prod, vendor):
     await vendor.enrol(name, id_number, [], face="pass")
     certify_id = await _claim(prod, me, name, id_number)
     # the app claims success (the face SDK's code 1000) but never scanned a face: the vendor says no
-    forged = await _confirm(prod, me, certify_id, token="1000")
+    forged = await _confirm(prod, me, certify_id, result=APP_RESULT_OK)
     assert forged.status_code == 422 and forged.json()["type"].endswith("/liveness-failed")
     assert (await vendor.control("GET", f"/_sandbox/verifications/{certify_id}"))["described"] == 1
     assert (await prod.get("/api/v1/me", headers=bearer(me))).json()["level"] == "L1"
@@ -357,7 +366,9 @@ async def test_the_face_vendor_needs_the_devices_meta_info(prod, vendor):
     name, id_number = "陈五", random_id_number()
     await vendor.enrol(name, id_number, [])
     started = await prod.post(
-        "/api/v1/me/face-verification/sessions", json={"name": name, "id_number": id_number}, headers=bearer(me)
+        "/api/v1/me/face-verification/sessions",
+        json={"name": name, "id_number": id_number},
+        headers=bearer(me),
     )
     assert started.status_code == 400 and "meta_info" in started.text
 
