@@ -67,7 +67,17 @@ ACTIONS = {
     "DescribeFaceVerify": CLOUDAUTH_VERSION,
 }
 DEMO_SIGN_NAME = "泰州通"
-DEMO_TEMPLATES = {"SMS_300000001": ["code"], "SMS_300000002": [], "SMS_300000003": []}
+# The demo account's approved templates by message kind (app_backend/identity/sms.py), and their parameters.
+DEMO_TEMPLATE_OF = {
+    "otp": "SMS_300000001",
+    "identity-taken": "SMS_300000002",
+    "identity-claimed": "SMS_300000003",
+}
+DEMO_TEMPLATES = {
+    DEMO_TEMPLATE_OF["otp"]: ["code"],
+    DEMO_TEMPLATE_OF["identity-taken"]: [],
+    DEMO_TEMPLATE_OF["identity-claimed"]: [],
+}
 DEMO_SCENE_ID = 1000000001
 _SKEW = dt.timedelta(minutes=15)
 _REQUIRED_SIGNED = ("host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce")

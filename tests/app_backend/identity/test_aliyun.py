@@ -25,7 +25,11 @@ from payments.sandbox.launch import running_sandbox
 from tests.conftest import ApiClient, serving
 from tests.helpers import random_id_number, random_ip, random_phone
 
-TEMPLATES = {"otp": "SMS_300000001", "taken": "SMS_300000002", "claimed": "SMS_300000003"}
+TEMPLATES = {
+    "otp": "SMS_300000001",
+    "taken": "SMS_300000002",
+    "claimed": "SMS_300000003",
+}  # as in aliyun.json
 # What the face SDK hands the app when it thinks the scan went well: the app relays it, the server never trusts it.
 APP_RESULT_OK = "1000"
 META_INFO = json.dumps({"zimVer": "3.0.0", "deviceType": "android", "appName": "cn.taizhoutong"})
@@ -392,3 +396,35 @@ async def test_a_face_vendor_that_is_down_is_a_503_and_the_session_survives_it(p
     # nothing was spent: once the vendor is back the same session confirms
     confirmed = await _confirm(prod, me, certify_id)
     assert confirmed.status_code == 200 and confirmed.json()["level"] == "L3", confirmed.text
+
+
+async def test_a_takeover_tells_both_phones_through_their_templates(prod, vendor):
+    holder, claimant = await login(prod, vendor), await login(prod, vendor)
+    name, id_number = "蒋七", random_id_number()
+    await vendor.enrol(name, id_number, [holder["phone"]], face="pass")
+    real_named = await prod.post(
+        "/api/v1/me/real-name", json={"name": name, "id_number": id_number}, headers=bearer(holder)
+    )
+    assert real_named.status_code == 200, real_named.text
+    certify_id = await _claim(prod, claimant, name, id_number)
+    await vendor.control("POST", f"/_sandbox/verifications/{certify_id}/scan")
+    taken = await _confirm(prod, claimant, certify_id)
+    assert taken.status_code == 200 and taken.json()["identity"] == "taken-over", taken.text
+    assert (await vendor.messages(holder["phone"]))[-1]["template_code"] == TEMPLATES["taken"]
+    assert (await vendor.messages(claimant["phone"]))[-1]["template_code"] == TEMPLATES["claimed"]
+
+
+async def test_dev_on_the_aliyun_connectors_builds_no_outbox_and_its_dev_routes_say_so(settings, vendor):
+    dev = msgspec.structs.replace(
+        settings,
+        sms_backend="aliyun",
+        registry_backend="aliyun",
+        liveness_backend="aliyun",
+        aliyun=vendor.settings(),
+    )
+    async with serving(dev, client_port=50402) as api:
+        assert api.app.state.identity.dev_outbox is None
+        outbox = await api.get("/api/v1/dev/outbox", params={"phone": "13800000001"})
+        assert outbox.status_code == 404 and "dev outbox" in outbox.json()["detail"]
+        liveness = await api.post("/api/v1/dev/liveness/anything", json={"outcome": "pass"})
+        assert liveness.status_code == 404
