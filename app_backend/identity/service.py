@@ -849,14 +849,18 @@ class ResidentService:
         if verified.taken_from is None:
             return
         await self.events.identity_settled(verified.taken_from)
-        await self._sms.send(
-            self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_message()
-        )
-        if verified.taken_from_phone_enc is not None:
+        # The takeover is committed and audited; a gateway that is down (logged by its connector) costs a notice,
+        # never the other one.
+        with contextlib.suppress(DomainError):
             await self._sms.send(
-                self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc),
-                identity_taken_message(),
+                self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_message()
             )
+        if verified.taken_from_phone_enc is not None:
+            with contextlib.suppress(DomainError):
+                await self._sms.send(
+                    self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc),
+                    identity_taken_message(),
+                )
 
 
 def _claim_key(session_id: str) -> str:
