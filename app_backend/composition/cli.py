@@ -198,7 +198,11 @@ def _start_children(
         from app_backend.composition.sandboxes import start_identity_sandbox
 
         env.update(start_identity_sandbox(live.data_dir, children))
-        print(f"  Identity sandbox (aliyun): http://{env['TZT_ALIYUN_ENDPOINT']}  (/_sandbox/)", flush=True)
+        sandbox = f"http://{env['TZT_ALIYUN_ENDPOINT']}"
+        print(
+            f"  Identity sandbox (aliyun): {sandbox}  (texts: {sandbox}/_sandbox/messages?phone=…)",
+            flush=True,
+        )
     if not args.no_worker:
         children.append(
             subprocess.Popen(
