@@ -194,6 +194,15 @@ def _start_children(
 
         payment_config = start_sandboxes(live.data_dir, children)
         env["TZT_PAYMENT_CONFIG"] = str(payment_config)
+    if live.is_dev and args.identity_sandbox:
+        from app_backend.composition.sandboxes import start_identity_sandbox
+
+        env.update(start_identity_sandbox(live.data_dir, children))
+        sandbox = f"http://{env['TZT_ALIYUN_ENDPOINT']}"
+        print(
+            f"  Identity sandbox (aliyun): {sandbox}  (texts: {sandbox}/_sandbox/messages?phone=…)",
+            flush=True,
+        )
     if not args.no_worker:
         children.append(
             subprocess.Popen(
@@ -542,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not start the background job worker")
     serve.add_argument("--no-seed", action="store_true")
     serve.add_argument("--no-sandboxes", action="store_true", help="do not start the payment sandboxes (dev)")
+    serve.add_argument(
+        "--identity-sandbox",
+        action="store_true",
+        help="dev: run SMS, registry and face checks through the aliyun connectors on a local vendor sandbox",
+    )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("seed", help="load demo data (dev)").set_defaults(func=cmd_seed)

@@ -1,5 +1,7 @@
 """`tzt serve` in dev starts the payment sandboxes (local servers speaking Alipay's and WeChat Pay's protocols)
-and writes the channel config the app reads, so `make run` pays end to end without the internet."""
+and writes the channel config the app reads, so `make run` pays end to end without the internet; with
+`--identity-sandbox` it also starts the identity vendors' sandbox (Alibaba Cloud's protocol) and points the
+`aliyun` SMS, registry and liveness connectors at it."""
 
 from __future__ import annotations
 
@@ -58,4 +60,48 @@ def alipay_config(state_dir: Path, base: str) -> dict[str, str]:
         "app_private_key_file": str(state_dir / "app_private_key.pem"),
         "alipay_public_key_file": str(state_dir / "alipay_public_key.pem"),
         "gateway_url": f"{base}/gateway.do",
+    }
+
+
+IDENTITY_SANDBOX = "app_backend.identity.aliyun_sandbox"
+
+
+def write_identity_sandbox_people(state_dir: Path) -> Path:
+    """The demo seed's people (names, ID numbers, the phones the carriers have registered to them) as the identity
+    vendors' sandbox loads them at start: the same people the dev registry is seeded with."""
+    from app_backend.composition.seed import DEMO_PEOPLE, DEMO_PHONES
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "people.json"
+    people = [
+        {"name": name, "id_number": id_number, "phones": DEMO_PHONES[id_number], "face": "pass"}
+        for name, id_number in DEMO_PEOPLE
+    ]
+    path.write_text(json.dumps(people, ensure_ascii=False, indent=1))
+    return path
+
+
+def start_identity_sandbox(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> dict[str, str]:
+    """Starts the identity vendors' sandbox with the demo people (appending it to `children`) and returns the
+    environment that sets the three backends to `aliyun` and points them at it."""
+    from app_backend.identity.aliyun_sandbox import DEMO_TEMPLATE_OF
+
+    state = data_dir / "sandbox" / "aliyun"
+    write_identity_sandbox_people(state)
+    base, proc = start_sandbox("aliyun", state, preexec_fn=_die_with_parent, module=IDENTITY_SANDBOX)
+    children.append(proc)
+    vendor = json.loads((state / "aliyun.json").read_text())
+    return {
+        "TZT_SMS_BACKEND": "aliyun",
+        "TZT_REGISTRY_BACKEND": "aliyun",
+        "TZT_LIVENESS_BACKEND": "aliyun",
+        "TZT_ALIYUN_ENDPOINT": base.removeprefix("http://"),
+        "TZT_ALIYUN_PROTOCOL": "http",
+        "TZT_ALIYUN_ACCESS_KEY_ID": vendor["access_key_id"],
+        "TZT_ALIYUN_ACCESS_KEY_SECRET": vendor["access_key_secret"],
+        "TZT_ALIYUN_SMS_SIGN_NAME": vendor["sign_name"],
+        "TZT_ALIYUN_SMS_TEMPLATE_OTP": DEMO_TEMPLATE_OF["otp"],
+        "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_TAKEN": DEMO_TEMPLATE_OF["identity-taken"],
+        "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_CLAIMED": DEMO_TEMPLATE_OF["identity-claimed"],
+        "TZT_ALIYUN_FACE_SCENE_ID": str(vendor["scene_id"]),
     }

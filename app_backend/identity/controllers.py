@@ -187,7 +187,7 @@ class MeController(Controller):
     ) -> LivenessSession:
         claim = data or FaceClaimRequest()
         session_id, ttl = await identity.residents.start_face_verification(
-            db, resident, actor, claim.name, claim.id_number
+            db, resident, actor, claim.name, claim.id_number, claim.meta_info
         )
         return LivenessSession(session_id=session_id, provider=identity.liveness.name, expires_in=ttl)
 
@@ -218,16 +218,18 @@ class MeController(Controller):
 
 
 class DevController(Controller):
-    """Only mounted in dev mode: what a phone and a liveness vendor would hand the resident."""
+    """Only mounted in dev mode: what a phone and a liveness vendor would hand the resident (while the SMS and
+    liveness backends are the dev stand-ins)."""
 
     path = "/api/v1/dev"
     tags = ["dev"]
 
-    @get("/outbox", summary="SMS messages sent to a phone (dev only)")
+    @get("/outbox", summary="SMS messages sent to a phone (dev only)", opt=problems(404))
     async def outbox(
         self, identity: IdentityServices, phone: str = Parameter(query="phone", max_length=32)
     ) -> Outbox:
-        assert identity.dev_outbox is not None  # this controller is mounted only where it exists
+        if identity.dev_outbox is None:  # dev with a real SMS gateway configured (TZT_SMS_BACKEND)
+            raise DomainError(404, "not-found", "the SMS backend is not the dev outbox")
         return Outbox(messages=await identity.dev_outbox.read(_phone(phone)))
 
     @post(
@@ -239,7 +241,8 @@ class DevController(Controller):
     async def liveness(
         self, session_id: str, data: DevLivenessOutcome, identity: IdentityServices
     ) -> DevLivenessResult:
-        assert identity.dev_liveness is not None  # this controller is mounted only where it exists
+        if identity.dev_liveness is None:  # dev with a real liveness vendor configured (TZT_LIVENESS_BACKEND)
+            raise DomainError(404, "not-found", "session_id: the liveness backend is not the dev vendor")
         token = await identity.dev_liveness.complete(session_id, data.outcome)
         if token is None:
             raise DomainError(404, "not-found", "session_id: no open liveness session")

@@ -1,9 +1,9 @@
 """Connectors to the authorities: the population registry (name + ID number, and the carriers' three-factor check
 that a phone is registered to that person) and a face-liveness provider.
 
-Production connectors (the provincial authentication platform, the carriers' verification service, a licensed
-liveness vendor) implement the same protocols; the dev ones below keep their ground truth in seeded tables or sign
-their own results, and are constructed only in dev and test (IdentityServices.create)."""
+The production connectors (`aliyun`: Alibaba Cloud's ID Verification, app_backend/identity/aliyun.py) implement
+the same protocols; the dev ones below keep their ground truth in seeded tables or sign their own results, and are
+constructed only in dev and test, and only for the backends set to `dev` (IdentityServices.create)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,11 @@ class DevPopulationRegistry:
 class LivenessProvider(Protocol):
     name: str
 
-    async def start(self, resident_id: str, name: str, id_number: str) -> tuple[str, int]:
-        """Opens a face check of the resident against the registry's photo of this person."""
+    async def start(
+        self, resident_id: str, name: str, id_number: str, meta_info: str | None = None
+    ) -> tuple[str, int]:
+        """Opens a face check of the resident against the registry's photo of this person. `meta_info` is what
+        the vendor's face SDK on the device reports about it (vendors that need it refuse without it)."""
         ...
 
     async def confirm(self, resident_id: str, session_id: str, result_token: str) -> bool: ...
@@ -83,7 +86,9 @@ class DevLivenessProvider:
         self._redis = redis
         self._secret = secret
 
-    async def start(self, resident_id: str, name: str, id_number: str) -> tuple[str, int]:
+    async def start(
+        self, resident_id: str, name: str, id_number: str, meta_info: str | None = None
+    ) -> tuple[str, int]:
         # There is no photo to compare in dev: the dev vendor's caller decides the outcome (DevController).
         session_id = "lv_" + secrets.token_urlsafe(16)
         await self._redis.set(f"liveness:{session_id}", resident_id, ex=self.ttl)

@@ -73,6 +73,8 @@ class FaceClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    # What the liveness vendor's face SDK reports about the device (its MetaInfo); the `aliyun` vendor needs it.
+    meta_info: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
 
 
 class LivenessSession(msgspec.Struct):

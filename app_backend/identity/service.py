@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 from redis.asyncio import Redis
 
 from app_backend.audit.service import AuditTrail
+from app_backend.identity.aliyun import (
+    AliyunLivenessProvider,
+    AliyunPopulationRegistry,
+    AliyunSmsSender,
+)
 from app_backend.identity.registry import (
     DevLivenessProvider,
     DevPopulationRegistry,
@@ -26,9 +33,9 @@ from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrin
 from app_backend.identity.sms import (
     DevOutboxSender,
     SmsSender,
-    identity_claimed_text,
-    identity_taken_text,
-    otp_text,
+    identity_claimed_message,
+    identity_taken_message,
+    otp_message,
 )
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app_backend.identity.validators import (
@@ -157,6 +164,7 @@ class OtpService:
                 _seconds_to_midnight(),
             )
         now_ms = int(otp_clock() * 1000)
+        member = f"{now_ms}:{secrets.token_hex(4)}"
         verdict, wait_ms = await self._claim(
             keys=[f"otp:sends:{{{pk}}}:{rk}", f"otp:sends:{{{pk}}}"],
             args=[
@@ -165,7 +173,7 @@ class OtpService:
                 s.otp_send_window * 1000,
                 s.otp_sends_per_requester,
                 s.otp_sends_per_phone,
-                f"{now_ms}:{secrets.token_hex(4)}",
+                member,
             ],
         )
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
@@ -179,12 +187,22 @@ class OtpService:
         if verdict == "phone":
             raise _send_refused("otp-send-cap", f"this phone was sent too many codes; wait {wait} s", wait)
         code = f"{secrets.randbelow(1_000_000):06d}"
-        key = f"otp:code:{pk}"
+        key, field = f"otp:code:{pk}", f"c:{self._code_hash(pk, code)}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, f"c:{self._code_hash(pk, code)}", now_ms)
+            pipe.hset(key, field, now_ms)
             pipe.expire(key, s.otp_ttl)
             await pipe.execute()
-        await self._sms.send(phone, otp_text(code, s.otp_ttl // 60))
+        try:
+            await self._sms.send(phone, otp_message(code, s.otp_ttl // 60))
+        except DomainError:
+            # The text never left (the gateway is down): no code waits for it, and the send counts against
+            # nobody's caps, so the owner can ask again as soon as the gateway is back.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(key, field)
+                pipe.zrem(f"otp:sends:{{{pk}}}:{rk}", member)
+                pipe.zrem(f"otp:sends:{{{pk}}}", member)
+                await pipe.execute()
+            raise
 
     async def check(self, phone: str, code: str) -> None:
         pk = self._phone_key(phone)
@@ -569,6 +587,18 @@ class ResidentService:
                 headers={"Retry-After": str(max(1, await self._redis.ttl(attempts_key)))},
             )
 
+    @contextlib.asynccontextmanager
+    async def _refunded_if_unreachable(
+        self, principal: ResidentPrincipal, counted: bool
+    ) -> AsyncIterator[None]:
+        """A vendor that could not be asked answered nothing: the attempt it cost is given back (503 only)."""
+        try:
+            yield
+        except DomainError as exc:
+            if counted and exc.status == 503:
+                await self._redis.decr(f"realname:tries:{principal.resident_id}")
+            raise
+
     async def _registry_match(
         self,
         conn: Connection,
@@ -605,11 +635,13 @@ class ResidentService:
             raise DomainError(404, "not-found", "resident not found")
         if row.id_number_enc is not None:
             raise DomainError(409, "already-verified", "this account is already real-name verified")
-        await self._registry_match(conn, principal, name, id_number, actor, "resident.real_name")
         # Knowing a name and an ID number proves nothing: the account's phone must be the person's own, by the
         # carriers' three-factor check. Whoever cannot pass it can still prove who they are by face (L3).
         phone = self._cipher.decrypt("resident.phone", row.phone_enc)
-        if not await self._registry.phone_belongs(conn, name, id_number, phone):
+        async with self._refunded_if_unreachable(principal, counted=True):
+            await self._registry_match(conn, principal, name, id_number, actor, "resident.real_name")
+            phone_theirs = await self._registry.phone_belongs(conn, name, id_number, phone)
+        if not phone_theirs:
             await self._audit.record_detached(
                 actor,
                 "resident.real_name",
@@ -667,12 +699,14 @@ class ResidentService:
         actor: Actor,
         raw_name: str | None = None,
         raw_id: str | None = None,
+        meta_info: str | None = None,
     ) -> tuple[str, int]:
         """Opens a face check of the resident against a person of the registry: their own identity (L2), or the
         one they name, which may be held by another account (a claim: a pass takes it over)."""
         row = await self._residents.get(conn, principal.resident_id)
         if row is None:
             raise DomainError(404, "not-found", "resident not found")
+        counted = False
         if raw_name is None or raw_id is None:
             if raw_name is not None or raw_id is not None:
                 missing = "id_number" if raw_id is None else "name"
@@ -696,8 +730,15 @@ class ResidentService:
                     409, "already-verified", "id_number: this account is already verified as another person"
                 )
             await self._count_attempt(principal)
-            await self._registry_match(conn, principal, name, id_number, actor, "resident.face_verification")
-        session_id, ttl = await self._liveness.start(str(principal.resident_id), name, id_number)
+            counted = True
+            async with self._refunded_if_unreachable(principal, counted):
+                await self._registry_match(
+                    conn, principal, name, id_number, actor, "resident.face_verification"
+                )
+        async with self._refunded_if_unreachable(principal, counted):
+            session_id, ttl = await self._liveness.start(
+                str(principal.resident_id), name, id_number, meta_info
+            )
         claim = FaceClaim(
             resident_id=principal.resident_id,
             name_enc=self._cipher.encrypt("resident.name", name),
@@ -808,13 +849,18 @@ class ResidentService:
         if verified.taken_from is None:
             return
         await self.events.identity_settled(verified.taken_from)
-        await self._sms.send(
-            self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_text()
-        )
-        if verified.taken_from_phone_enc is not None:
+        # The takeover is committed and audited; a gateway that is down (logged by its connector) costs a notice,
+        # never the other one.
+        with contextlib.suppress(DomainError):
             await self._sms.send(
-                self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc), identity_taken_text()
+                self._cipher.decrypt("resident.phone", verified.phone_enc), identity_claimed_message()
             )
+        if verified.taken_from_phone_enc is not None:
+            with contextlib.suppress(DomainError):
+                await self._sms.send(
+                    self._cipher.decrypt("resident.phone", verified.taken_from_phone_enc),
+                    identity_taken_message(),
+                )
 
 
 def _claim_key(session_id: str) -> str:
@@ -957,13 +1003,30 @@ class IdentityServices:
         breaker: RedisBreaker,
         batches: BatchRunner,
     ) -> IdentityServices:
-        # Outside dev and test nothing below may be a dev stand-in, and no production connector exists yet:
-        # refuse before constructing any of them (settings.PRODUCTION_BACKENDS says which names would do).
+        # Outside dev and test nothing below may be a dev stand-in: refuse before constructing any connector
+        # (settings.PRODUCTION_BACKENDS says which names do).
         settings.refuse_dev_stand_ins()
-        outbox = DevOutboxSender(redis, settings.index_key, settings.otp_ttl)
-        liveness = DevLivenessProvider(redis, settings.liveness_secret)
-        population = DevPopulationRegistry(cipher)
-        otp = OtpService(redis, settings, outbox, cipher)
+        outbox = dev_liveness = None
+        sms: SmsSender
+        population: PopulationRegistry
+        liveness: LivenessProvider
+        if settings.sms_backend == "aliyun":
+            sms = AliyunSmsSender(settings.aliyun)
+        else:
+            sms = outbox = _dev_only(settings, "sms_backend", DevOutboxSender)(
+                redis, settings.index_key, settings.otp_ttl
+            )
+        if settings.registry_backend == "aliyun":
+            population = AliyunPopulationRegistry(settings.aliyun)
+        else:
+            population = _dev_only(settings, "registry_backend", DevPopulationRegistry)(cipher)
+        if settings.liveness_backend == "aliyun":
+            liveness = AliyunLivenessProvider(settings.aliyun, redis)
+        else:
+            liveness = dev_liveness = _dev_only(settings, "liveness_backend", DevLivenessProvider)(
+                redis, settings.liveness_secret
+            )
+        otp = OtpService(redis, settings, sms, cipher)
         access = AccessTokens(
             {settings.jwt_kid: settings.jwt_secret}, settings.jwt_kid, settings.access_token_ttl
         )
@@ -985,12 +1048,23 @@ class IdentityServices:
             otp=otp,
             auth=auth,
             residents=ResidentService(
-                redis, settings, cipher, audit, population, liveness, auth, outbox, events
+                redis, settings, cipher, audit, population, liveness, auth, sms, events
             ),
             directory=ResidentDirectory(cipher, settings),
             population_registry=population,
             liveness=liveness,
             events=events,
             dev_outbox=outbox,
-            dev_liveness=liveness,
+            dev_liveness=dev_liveness,
         )
+
+
+StandIn = TypeVar("StandIn")
+
+
+def _dev_only(settings: Settings, setting: str, stand_in: type[StandIn]) -> type[StandIn]:
+    """The dev stand-in class for a backend set to `dev`, in dev and test only (refuse_dev_stand_ins has already
+    refused anything else; this holds even if a new backend name is listed without a connector here)."""
+    if not settings.is_dev or getattr(settings, setting) != "dev":
+        raise RuntimeError(f"TZT_{setting.upper()}={getattr(settings, setting)!r} has no connector here")
+    return stand_in

@@ -14,13 +14,61 @@ import msgspec
 DEV_SECRET_NAMES = ("data_key", "index_key", "jwt_secret", "liveness_secret", "token_pepper")
 
 # The connectors to outside services each backend setting may name outside dev and test. "dev" (the outbox, the
-# seeded registry, the self-signing liveness vendor) is never one of them. No production connector exists yet, so
-# a production start is refused until one is added here and in app_backend/identity (docs/operations.md).
+# seeded registry, the self-signing liveness vendor) is never one of them. "aliyun": Alibaba Cloud's SMS service
+# and ID Verification (app_backend/identity/aliyun.py, docs/decisions/0016-identity-vendors.md).
 PRODUCTION_BACKENDS: dict[str, frozenset[str]] = {
-    "sms_backend": frozenset(),
-    "registry_backend": frozenset(),
-    "liveness_backend": frozenset(),
+    "sms_backend": frozenset({"aliyun"}),
+    "registry_backend": frozenset({"aliyun"}),
+    "liveness_backend": frozenset({"aliyun"}),
 }
+
+
+class AliyunSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Alibaba Cloud's SMS service and ID Verification (cloudauth), for the backends set to `aliyun`. The access
+    key pair is a secret: it is read from the environment only and never logged or shown (its repr hides it)."""
+
+    access_key_id: str = ""
+    access_key_secret: str = msgspec.field(default="")
+    # host[:port] for both products; empty: the vendor's public endpoints (dysmsapi / cloudauth.aliyuncs.com).
+    endpoint: str = ""
+    protocol: str = "https"
+    timeout: float = 5.0
+    sms_sign_name: str = ""
+    sms_template_otp: str = ""
+    sms_template_identity_taken: str = ""
+    sms_template_identity_claimed: str = ""
+    face_scene_id: int = 0
+    face_product_code: str = "ID_PRO"
+
+    def __repr__(self) -> str:
+        return (
+            f"AliyunSettings(access_key_id={self.access_key_id!r}, access_key_secret='***', "
+            f"endpoint={self.endpoint!r}, protocol={self.protocol!r})"
+        )
+
+    def problems(self, backends: set[str]) -> list[str]:
+        """What is missing for the backends (sms, registry, liveness) set to `aliyun`."""
+        if not backends:
+            return []
+        required = {
+            "TZT_ALIYUN_ACCESS_KEY_ID": self.access_key_id,
+            "TZT_ALIYUN_ACCESS_KEY_SECRET": self.access_key_secret,
+        }
+        if "sms" in backends:
+            required |= {
+                "TZT_ALIYUN_SMS_SIGN_NAME": self.sms_sign_name,
+                "TZT_ALIYUN_SMS_TEMPLATE_OTP": self.sms_template_otp,
+                "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_TAKEN": self.sms_template_identity_taken,
+                "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_CLAIMED": self.sms_template_identity_claimed,
+            }
+        if "liveness" in backends:
+            required["TZT_ALIYUN_FACE_SCENE_ID"] = str(self.face_scene_id or "")
+        problems = [
+            f"{name} is required by the aliyun connectors" for name, value in required.items() if not value
+        ]
+        if self.protocol not in {"https", "http"}:
+            problems.append("TZT_ALIYUN_PROTOCOL must be https (or http, for a local sandbox)")
+        return problems
 
 
 class MaskingRule(msgspec.Struct, frozen=True):
@@ -71,6 +119,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_backend: str = "dev"
     registry_backend: str = "dev"
     liveness_backend: str = "dev"
+    aliyun: AliyunSettings = AliyunSettings()
     # Protection under surges (docs/operations.md, "Protection").
     rate_resident_per_minute: int = 120
     rate_organisation_per_second: int = 3000
@@ -93,11 +142,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.env in {"dev", "test"}
 
     def backend_problems(self) -> list[str]:
-        """Why these settings cannot start outside dev and test: each backend setting naming a dev stand-in or
-        an unknown connector (empty in dev and test, where the dev stand-ins are the point)."""
+        """Why these settings cannot start: a connector's missing settings, and outside dev and test each backend
+        setting naming a dev stand-in or an unknown connector (in dev and test the dev stand-ins are the point)."""
+        problems = self.aliyun.problems(
+            {n.removesuffix("_backend") for n in PRODUCTION_BACKENDS if getattr(self, n) == "aliyun"}
+        )
         if self.is_dev:
-            return []
-        problems = []
+            return problems
         for name, known in PRODUCTION_BACKENDS.items():
             value = getattr(self, name)
             if value not in known:
@@ -109,10 +160,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return problems
 
     def refuse_dev_stand_ins(self) -> None:
-        """Raises (naming each setting) when this is not dev or test and a backend is a dev or unknown one."""
+        """Raises (naming each setting) when this is not dev or test and a backend is a dev or unknown one, or a
+        configured connector lacks its settings."""
         problems = self.backend_problems()
         if problems:
-            raise RuntimeError(f"TZT_ENV={self.env!r} refuses dev stand-ins: " + "; ".join(problems))
+            raise RuntimeError(f"TZT_ENV={self.env!r} cannot start its backends: " + "; ".join(problems))
 
 
 def _b64(value: str) -> bytes:
@@ -170,6 +222,22 @@ def _roles_and_listeners(env: dict[str, str], mode: str) -> _RolesAndListeners:
     }
 
 
+def _aliyun(env: dict[str, str]) -> AliyunSettings:
+    return AliyunSettings(
+        access_key_id=env.get("TZT_ALIYUN_ACCESS_KEY_ID", ""),
+        access_key_secret=env.get("TZT_ALIYUN_ACCESS_KEY_SECRET", ""),
+        endpoint=env.get("TZT_ALIYUN_ENDPOINT", ""),
+        protocol=env.get("TZT_ALIYUN_PROTOCOL", "https"),
+        timeout=float(env.get("TZT_ALIYUN_TIMEOUT", "5")),
+        sms_sign_name=env.get("TZT_ALIYUN_SMS_SIGN_NAME", ""),
+        sms_template_otp=env.get("TZT_ALIYUN_SMS_TEMPLATE_OTP", ""),
+        sms_template_identity_taken=env.get("TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_TAKEN", ""),
+        sms_template_identity_claimed=env.get("TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_CLAIMED", ""),
+        face_scene_id=int(env.get("TZT_ALIYUN_FACE_SCENE_ID", "0")),
+        face_product_code=env.get("TZT_ALIYUN_FACE_PRODUCT_CODE", "ID_PRO"),
+    )
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("TZT_ENV", "dev")
@@ -207,6 +275,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
         liveness_backend=env.get("TZT_LIVENESS_BACKEND", "dev"),
+        aliyun=_aliyun(env),
         rate_resident_per_minute=_positive(env, "TZT_RATE_RESIDENT_PER_MINUTE", 120),
         rate_organisation_per_second=_positive(env, "TZT_RATE_ORGANISATION_PER_SECOND", 3000),
         max_in_flight=_positive(env, "TZT_MAX_IN_FLIGHT", 256),

@@ -60,11 +60,13 @@ def start_sandbox(
     attempts: int = 3,
     preexec_fn: Callable[[], None] | None = None,
     env: Mapping[str, str] | None = None,
+    module: str = "payments.sandbox",
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """Starts the `channel` sandbox and waits for its health check; returns its base URL and its process.
 
     `preexec_fn` runs in the child before the sandbox (for instance one that makes it die with its parent);
-    `env` replaces the inherited environment."""
+    `env` replaces the inherited environment; `module` is the sandbox's package (the identity vendors' sandbox,
+    app_backend.identity.aliyun_sandbox, takes the same command line)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log = log or state_dir / "sandbox.log"
     for _ in range(max(1, attempts)):
@@ -74,7 +76,7 @@ def start_sandbox(
                 [
                     sys.executable,
                     "-m",
-                    "payments.sandbox",
+                    module,
                     channel,
                     "--port",
                     str(port),
@@ -122,10 +124,12 @@ def stop_sandbox(process: subprocess.Popen[bytes], *, timeout_s: float = 10.0) -
 
 
 @contextlib.contextmanager
-def running_sandbox(channel: str, state_dir: Path, *, log: Path | None = None) -> Iterator[LaunchedSandbox]:
+def running_sandbox(
+    channel: str, state_dir: Path, *, log: Path | None = None, module: str = "payments.sandbox"
+) -> Iterator[LaunchedSandbox]:
     """The sandbox for the duration of the block, stopped afterwards."""
     log = log or state_dir / "sandbox.log"
-    base_url, process = start_sandbox(channel, state_dir, log=log)
+    base_url, process = start_sandbox(channel, state_dir, log=log, module=module)
     try:
         yield LaunchedSandbox(channel, base_url, process, state_dir, log)
     finally:

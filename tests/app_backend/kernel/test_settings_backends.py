@@ -45,3 +45,29 @@ def test_dev_and_test_run_on_the_stand_ins(env, tmp_path):
         "dev",
     )
     assert settings.backend_problems() == []
+
+
+def test_production_starts_on_the_aliyun_connectors_configured_from_the_environment():
+    env = _production(sms="aliyun", registry="aliyun", liveness="aliyun")
+    env.update(
+        {
+            "TZT_ALIYUN_ACCESS_KEY_ID": "LTAI5tExample",
+            "TZT_ALIYUN_ACCESS_KEY_SECRET": "a-secret-of-the-ram-user",
+            "TZT_ALIYUN_SMS_SIGN_NAME": "泰州通",
+            "TZT_ALIYUN_SMS_TEMPLATE_OTP": "SMS_1",
+            "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_TAKEN": "SMS_2",
+            "TZT_ALIYUN_SMS_TEMPLATE_IDENTITY_CLAIMED": "SMS_3",
+            "TZT_ALIYUN_FACE_SCENE_ID": "1000000001",
+        }
+    )
+    settings = load_settings(env)
+    assert (settings.sms_backend, settings.registry_backend, settings.liveness_backend) == ("aliyun",) * 3
+    assert settings.aliyun.face_scene_id == 1000000001 and settings.aliyun.protocol == "https"
+    assert "a-secret-of-the-ram-user" not in repr(settings)
+
+
+def test_an_aliyun_backend_without_its_settings_refuses_to_start_naming_them():
+    with pytest.raises(RuntimeError) as refused:
+        load_settings(_production(sms="aliyun", registry="aliyun", liveness="aliyun"))
+    for name in ("TZT_ALIYUN_ACCESS_KEY_ID", "TZT_ALIYUN_SMS_TEMPLATE_OTP", "TZT_ALIYUN_FACE_SCENE_ID"):
+        assert name in str(refused.value)
