@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 import uuid
@@ -125,6 +126,20 @@ def revoked_key(session_id: uuid.UUID | str) -> str:
     return f"auth:revoked:{session_id}"
 
 
+def requester_of(client_ip: str) -> str:
+    """Who pays for an ask: an IPv4 address, or the /64 network of an IPv6 one (one host holds a whole /64, so
+    counting its addresses one by one would give it billions of budgets)."""
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 class OtpService:
     """One-time login codes. The caps are built so that nobody but the requester pays for the requester's asks: a
     stranger cannot lock a phone's owner out (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md)."""
@@ -141,7 +156,7 @@ class OtpService:
         return self._cipher.lookup_hash("otp.phone", phone).hex()[:32]
 
     def _requester_key(self, client_ip: str) -> str:
-        return self._cipher.lookup_hash("otp.requester", client_ip).hex()[:32]
+        return self._cipher.lookup_hash("otp.requester", requester_of(client_ip)).hex()[:32]
 
     def _code_hash(self, phone_key: str, code: str) -> str:
         return hmac.new(

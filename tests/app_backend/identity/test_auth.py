@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
 import pytest
 
 from app_backend.identity import service as identity_service
+from app_backend.identity.service import requester_of
 from tests.helpers import bearer, login, otp_from_outbox, random_ip, random_phone
 
 
@@ -166,6 +168,23 @@ async def test_the_cooldown_is_the_requesters_own(client, otp_clock):
     phone = random_phone()
     assert (await _ask(client, phone, random_ip())).status_code == 202
     assert (await _ask(client, phone, random_ip())).status_code == 202  # someone else, at once
+
+
+async def test_one_ipv6_host_is_one_requester_however_many_addresses_it_uses(client, otp_clock):
+    """A host holds a whole /64: counted address by address, it could keep any phone's window full alone."""
+    phone = random_phone()
+    network = f"2001:db8:{random.randrange(1 << 16):x}:{random.randrange(1 << 16):x}"
+    assert (await _ask(client, phone, f"{network}::1")).status_code == 202
+    again = await _ask(client, phone, f"{network}:ffff:ffff:ffff:fffe")
+    assert again.status_code == 429, again.text  # the same requester, inside its cooldown
+    assert (await _ask(client, phone, f"2001:db8:ffff:{random.randrange(1 << 16):x}::1")).status_code == 202
+
+
+def test_a_requester_is_an_ipv4_address_or_an_ipv6_network():
+    assert requester_of("10.1.2.3") == "10.1.2.3"
+    assert requester_of("2001:db8:1:2:3:4:5:6") == requester_of("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    assert requester_of("::ffff:10.1.2.3") == "10.1.2.3"
+    assert requester_of("testclient") == "testclient"
 
 
 async def test_a_code_asked_for_by_someone_else_does_not_void_the_owners(client, services, otp_clock):
