@@ -117,6 +117,11 @@ class ChannelUnavailable(Exception):
     """The channel did not answer (timeout, connection refused, 5xx): the outcome is unknown, query later."""
 
 
+class ChannelRefused(Exception):
+    """The channel answered, and definitely said no to a call as it was made (bad parameters, a permission it
+    lacks, a trade in the wrong state): nothing happened there, so nothing is pending."""
+
+
 class PaymentChannel(Protocol):
     name: str
 

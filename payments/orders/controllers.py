@@ -32,7 +32,7 @@ class OrderController(Controller):
     @post(
         "",
         summary="Create an order (Idempotency-Key header required); returns what the client pays with",
-        opt=problems(422),
+        opt=problems(422, 502),
     )
     async def create(
         self,

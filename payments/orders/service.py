@@ -17,7 +17,13 @@ from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.organisations.service import OrganisationService
-from payments.channels.base import ChannelOrder, ChannelUnavailable, PaymentChannel, TradeStatus
+from payments.channels.base import (
+    ChannelOrder,
+    ChannelRefused,
+    ChannelUnavailable,
+    PaymentChannel,
+    TradeStatus,
+)
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
@@ -143,6 +149,11 @@ class OrderService:
         replay = await claim_or_replay(self._keys, conn, scope, key, digest, OrderView)
         if replay is not None:
             return replay
+        # What the payer's bill and the payee's statement show: one line, no edge whitespace (WeChat Pay signs
+        # the body's text as sent, and XML readers trim it, so an edge space broke the signature).
+        subject = " ".join(data.subject.split())
+        if not subject:
+            raise invalid_field("subject", "must contain text")
         if await self._payees.payee(conn, data.payee_id) is None:
             raise invalid_field("payee_id", "no such payee")
         channel = self.channel(data.channel)
@@ -155,7 +166,7 @@ class OrderService:
             payer_id=payer_id,
             payee_id=data.payee_id,
             purpose=purpose,
-            subject=data.subject,
+            subject=subject,
             amount_fen=data.amount_fen,
             fee_fen=data.amount_fen * self._settings.fee_bp.get(purpose, 0) // 10_000,
             channel=data.channel,
@@ -167,7 +178,7 @@ class OrderService:
                 ChannelOrder(
                     out_trade_no=row.out_trade_no,
                     amount_fen=data.amount_fen,
-                    subject=data.subject,
+                    subject=subject,
                     method=data.method,
                     notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{data.channel}",
                     expires_at=expires_at,
@@ -180,6 +191,12 @@ class OrderService:
             raise ChannelDown(
                 f"the {data.channel} gateway did not answer; retry with the same Idempotency-Key",
                 headers={"Retry-After": "2"},
+            ) from None
+        except ChannelRefused as refused:
+            # Also rolled back: the channel holds no trade, so the same request would be refused again.
+            _log.warning("channel refused an order", channel=data.channel, refusal=str(refused)[:200])
+            raise DomainError(
+                502, "channel-refused", f"the {data.channel} gateway refused this order; it was not created"
             ) from None
         instructions = PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
         await self._orders.set_pay_params(conn, row.id, instructions)

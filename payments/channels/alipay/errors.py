@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from payments.channels.base import ChannelUnavailable
+from payments.channels.base import ChannelRefused, ChannelUnavailable
 
 
 class AlipayInvalidResponse(ChannelUnavailable):
@@ -10,7 +10,7 @@ class AlipayInvalidResponse(ChannelUnavailable):
     (query later), exactly as if the gateway had not answered."""
 
 
-class AlipayRefused(Exception):
+class AlipayRefused(ChannelRefused):
     """The gateway answered, signed, with a definite refusal that has no provider-neutral result (a call that cannot
     succeed as made: bad parameters, missing permission, a trade in the wrong state)."""
 

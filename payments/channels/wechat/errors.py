@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from payments.channels.base import ChannelUnavailable
+from payments.channels.base import ChannelRefused, ChannelUnavailable
 
 # err_codes that say "the channel did not decide, ask again" rather than "no".
 RETRYABLE_CODES = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "BANKERROR"})
 
 
-class WechatError(Exception):
+class WechatError(ChannelRefused):
     """WeChat answered and said no (return_code or result_code FAIL), or answered something unusable.
 
     `code` is WeChat's err_code (e.g. ORDERPAID, NOTENOUGH), `FAIL` for a protocol-level refusal

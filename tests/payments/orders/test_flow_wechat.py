@@ -203,3 +203,69 @@ async def test_a_channel_that_does_not_answer_leaves_the_order_for_the_next_run(
     assert (await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))).json()[
         "status"
     ] == "closed"
+
+
+async def test_a_subject_with_edge_whitespace_or_line_breaks_is_one_clean_line(
+    client, services, wechat, payee, db
+):
+    """Issue 13 probe: " lead", "trail ", "\ttab" and "a\r\nb" made WeChat Pay refuse the signature and the
+    server answer 500."""
+    person = await login(client)
+    for sent, kept in (
+        (" 凤城河 夜游", "凤城河 夜游"),
+        ("夜游 ", "夜游"),
+        ("\t夜游", "夜游"),
+        ("夜游\r\n船票", "夜游 船票"),
+    ):
+        made = await client.post(
+            "/api/v1/payments/orders",
+            headers={**bearer(person), "Idempotency-Key": uuid.uuid4().hex},
+            json={**_ORDER, "payee_id": payee["organisation"]["id"], "subject": sent},
+        )
+        assert made.status_code == 201, (sent, made.text)
+        assert (
+            await db.fetchval(
+                "SELECT subject FROM payments.orders WHERE id = $1", uuid.UUID(made.json()["id"])
+            )
+            == kept
+        )
+    blank = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": uuid.uuid4().hex},
+        json={**_ORDER, "payee_id": payee["organisation"]["id"], "subject": " \t "},
+    )
+    assert blank.status_code == 400 and blank.json()["errors"][0]["field"] == "subject", blank.text
+
+
+async def test_an_order_the_channel_refuses_is_a_502_and_nothing_is_kept(client, services, wechat, payee, db):
+    person = await login(client)
+    key = uuid.uuid4().hex
+    await wechat.fault("pay/unifiedorder", "refuse", err_code="PARAM_ERROR")
+    refused = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": key},
+        json={**_ORDER, "payee_id": payee["organisation"]["id"]},
+    )
+    assert refused.status_code == 502, refused.text
+    assert refused.json()["type"].endswith("/channel-refused")
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM payments.orders WHERE payer_id = $1", uuid.UUID(person["resident_id"])
+        )
+        == 0
+    )
+    again = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": key},
+        json={**_ORDER, "payee_id": payee["organisation"]["id"]},
+    )
+    assert again.status_code == 201, again.text  # the refusal was not kept against the key
+
+
+_ORDER = {
+    "purpose": "ticket",
+    "amount_fen": 1000,
+    "subject": "凤城河夜游",
+    "channel": "wechat",
+    "method": "native",
+}
