@@ -17,7 +17,12 @@ from app_backend.composition.logging import configure_logging, request_id_middle
 from app_backend.composition.modules import MODULES
 from app_backend.composition.openapi import document_problems
 from app_backend.composition.shedding import LoadShedder
-from app_backend.composition.surface import docs_and_metrics_handlers, openapi_config, security_headers
+from app_backend.composition.surface import (
+    docs_and_metrics_handlers,
+    listener_guards,
+    openapi_config,
+    security_headers,
+)
 from app_backend.composition.wiring import Services
 from app_backend.kernel.http import DB, release_abandoned_transactions, run_after_commit, settings_of
 from app_backend.kernel.module import DomainModule, Platform
@@ -69,6 +74,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[DomainModule]
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=screen_request,
+        guards=listener_guards(settings),
         after_response=run_after_commit,
         request_max_body_size=settings.max_body_bytes,
         response_cache_config=ResponseCacheConfig(),

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -42,6 +45,22 @@ _NO_STORE = (b"cache-control", b"no-store")
 def serves_docs_and_metrics(settings: Settings) -> bool:
     """The public listener does so only in dev and test; the internal listener always."""
     return settings.is_dev or settings.internal_listener
+
+
+# What the internal listener answers: the documents, the metrics and the health probes, nothing of the API.
+_INTERNAL_PATHS = (DOCS_PATH + "/", "/metrics", "/healthz", "/readyz")
+
+
+def _internal_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    path = connection.scope["path"]
+    if not (path == DOCS_PATH or path.startswith(_INTERNAL_PATHS)):
+        raise NotFoundException()
+
+
+def listener_guards(settings: Settings) -> list[Any]:
+    """The internal listener serves the API's documents, not the API: bound to a private interface for Prometheus,
+    it must not become a second way in that skips the load balancer."""
+    return [_internal_only] if settings.internal_listener else []
 
 
 def security_headers(settings: Settings) -> Any:

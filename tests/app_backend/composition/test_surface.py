@@ -66,6 +66,22 @@ async def test_production_serves_docs_and_metrics_on_the_internal_listener(produ
     assert "/api/v1/auth/login" in (await internal.get("/schema/openapi.json")).json()["paths"]
 
 
+async def test_the_internal_listener_serves_the_documents_not_the_api(production):
+    """Bound to a private interface for Prometheus, it must not be a second way in past the load balancer."""
+    _, internal = production
+    assert (await internal.get("/healthz")).status_code == 200
+    for method, path in (
+        ("POST", "/api/v1/auth/otp"),
+        ("GET", "/api/v1/ping"),
+        ("GET", "/.well-known/jwks.json"),
+    ):
+        answer = await internal.request(
+            method, path, json={"phone": "13800000000"} if method == "POST" else None
+        )
+        assert answer.status_code == 404, (path, answer.text)
+        _secure(answer, production=True)
+
+
 async def test_the_docs_pages_load_nothing_from_another_origin(client):
     for page in ("/schema/swagger", "/schema/redoc"):
         html = (await client.get(page)).text
