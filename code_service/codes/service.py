@@ -114,8 +114,10 @@ def flags_of(facts: SubjectFacts) -> Flags:
 def entitlements_of(facts: SubjectFacts) -> Entitlements:
     """What the holder is told their code carries (flags_of, in words)."""
     flags = flags_of(facts)
+    # Below the scene's level the level is what to do first; a blocked account or a debt still says so.
+    below = not meets_scene_level(facts, "transit")
     ride_reason = (
-        facts.ride_reason if meets_scene_level(facts, "transit") or not facts.may_ride else "level-required"
+        "level-required" if below and facts.ride_reason in ("", "no-agreement") else facts.ride_reason
     )
     return Entitlements(
         health=flags.health.name.lower(),

@@ -650,6 +650,16 @@ async def test_scene_minimum_levels_decide_what_a_code_carries(client, services)
     assert (answer["allowed"], answer["reason"]) == (True, "ok"), answer
 
 
+async def test_an_l1_resident_without_an_agreement_is_told_the_level_comes_first(client, services):
+    """Issue 13 probe: an L1 rider's code said `no-agreement`, though no agreement would let an L1 ride."""
+    person = await login(client)
+    issued = await _issue(client, person)
+    assert (issued["entitlements"]["may_ride"], issued["entitlements"]["ride_reason"]) == (
+        False,
+        "level-required",
+    )
+
+
 async def test_an_l1_resident_gets_no_scene_entitlement(client, services):
     person = await login(client)  # L1: a phone number only
     async with services.pool.acquire() as conn:
