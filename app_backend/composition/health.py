@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Response, get
-from litestar.plugins.prometheus import PrometheusController
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 if TYPE_CHECKING:
     from app_backend.kernel.module import Platform
@@ -44,5 +45,16 @@ class HealthController(Controller):
         return {"pong": "ok"}
 
 
-class MetricsController(PrometheusController):
+class MetricsController(Controller):
+    """Prometheus' text format, declared as such in the OpenAPI document (Litestar's own controller declares JSON)."""
+
     path = "/metrics"
+    tags = ["ops"]
+
+    @get(media_type=CONTENT_TYPE_LATEST, summary="Prometheus metrics of every worker of this node")
+    async def metrics(self) -> Response[bytes]:
+        registry = REGISTRY
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

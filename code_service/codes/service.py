@@ -424,9 +424,9 @@ class IssuingService:
             credential_id = bytes.fromhex(credential_hex)
         except ValueError:
             credential_id = b""
-        if len(credential_id) != 8 or not await self._credentials.revoke(
-            conn, credential_id, holder.resident_id, "revoked by holder"
-        ):
+        if len(credential_id) != 8:
+            raise invalid_field("credential_id", "a credential id is 16 hexadecimal characters")
+        if not await self._credentials.revoke(conn, credential_id, holder.resident_id, "revoked by holder"):
             raise not_found("no live device credential with this id")
         await self._deny.deny(conn, "credential", [credential_id], "revoked by holder")
 

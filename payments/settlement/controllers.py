@@ -58,7 +58,7 @@ class SettlementController(Controller):
     ) -> Response[str]:
         _require(payee_client)
         text = await payments.settlement.statement_csv(db, settlement_id, payee_client.organisation_id)
-        return Response(text, media_type="text/csv; charset=utf-8")
+        return Response(text, media_type="text/csv")  # Litestar adds the charset (utf-8)
 
 
 class SettlementAdminController(Controller):

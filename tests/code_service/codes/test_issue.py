@@ -343,8 +343,11 @@ async def test_device_credentials_are_listed_and_revoked_by_their_owner_only(cli
 
     stolen = await client.delete(f"{DEVICES}/{made['id']}", headers=bearer(other))
     assert stolen.status_code == 404, stolen.text
-    for nonsense in ("zz", "00" * 8, "0" * 17):
-        assert (await client.delete(f"{DEVICES}/{nonsense}", headers=bearer(owner))).status_code == 404
+    # Not an id at all: a 400 naming the parameter; an id of no live credential of theirs: 404.
+    for nonsense in ("zz", "0" * 17):
+        malformed = await client.delete(f"{DEVICES}/{nonsense}", headers=bearer(owner))
+        assert malformed.status_code == 400 and malformed.json()["errors"][0]["field"] == "credential_id"
+    assert (await client.delete(f"{DEVICES}/{'00' * 8}", headers=bearer(owner))).status_code == 404
     assert (await verify(client, gate, wallet.code(), "transit")).json()["allowed"] is True
 
     revoked = await client.delete(f"{DEVICES}/{made['id']}", headers=bearer(owner))

@@ -45,6 +45,7 @@ async def test_a_payees_day_is_settled_after_fees_and_refunds_and_paid_once(clie
     statement = await signed(
         client, payee, "GET", f"/api/v1/payments/settlements/{settlement.id}/statement.csv"
     )
+    assert statement.headers["content-type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(statement.text)))
     assert rows[0][:3] == ["time", "kind", "out_trade_no"] and len(rows) == 1 + 3 + 1
     assert sum(int(r[8]) for r in rows[1:-1]) == settlement.net_fen == int(rows[-1][8])
