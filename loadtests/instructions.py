@@ -1,6 +1,7 @@
 """Instructions per request of the hot paths: a yardstick that does not move with the machine's load.
 
-    python -m loadtests.instructions [--requests 200] [ROW ...]     (rows: ping issue health transit device)
+    python -m loadtests.instructions [--requests 200] [ROW ...]
+        rows: ping issue health transit device credential taps
 
 `make bench` times the hot paths against the trivial endpoint, and on a shared VM its rows move by several points
 from one run to the next (docs/performance.md). To decide between two versions of a hot path, this counts the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import datetime as dt
 import json
 import os
 import re
@@ -32,7 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-ROWS = ("ping", "issue", "health", "transit", "device")
+ROWS = ("ping", "issue", "health", "transit", "device", "credential", "taps")
+# A tap upload of the taps row: this many taps, each proven by a real code (half server codes, half device codes).
+TAPS_PER_UPLOAD = 10
 _UNDER_VALGRIND = "TZT_INSTRUCTIONS_OUT"
 # Switches callgrind's instrumentation on around a row and dumps the row's counts under its name.
 _HELPER = """
@@ -40,6 +44,8 @@ _HELPER = """
 void tzt_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void tzt_stop(const char *row) { CALLGRIND_DUMP_STATS_AT(row); CALLGRIND_STOP_INSTRUMENTATION; }
 """
+CREDENTIAL_PATH = "/api/v1/codes/device-credentials"
+TAPS_PATH = "/api/v1/gates/taps"
 _CRYPTO_OBJECTS = re.compile(r"_rust\.abi3\.so|libcrypto|_openssl")
 
 
@@ -104,7 +110,12 @@ def _run_under_valgrind(rows: list[str], requests: int) -> int:
             print(ran.stdout[-3000:], ran.stderr[-3000:], sep="\n")
             return 1
         counts = {name: (total, crypto) for name, total, crypto in _read_dumps(work)}
-    _print_table(rows, counts, requests)
+        answers = {
+            row: json.loads((work / f"answers-{row}.json").read_text())
+            for row in rows
+            if (work / f"answers-{row}.json").exists()
+        }
+    _print_table(rows, counts, requests, answers)
     return 0
 
 
@@ -131,8 +142,10 @@ def _read_dumps(work: Path) -> list[tuple[str, int, int]]:
     return found
 
 
-def _print_table(rows: list[str], counts: dict[str, tuple[int, int]], requests: int) -> None:
-    print(f"\n{'row':<10}{'instructions/request':>22}{'of which OpenSSL':>18}{'ping / row':>12}")
+def _print_table(
+    rows: list[str], counts: dict[str, tuple[int, int]], requests: int, answers: dict[str, dict[str, int]]
+) -> None:
+    print(f"\n{'row':<10}{'instructions/request':>22}{'of which OpenSSL':>18}{'ping / row':>12}  answers")
     ping = counts.get("ping", (0, 0))[0]
     for row in rows:
         if row not in counts:
@@ -140,7 +153,11 @@ def _print_table(rows: list[str], counts: dict[str, tuple[int, int]], requests: 
             continue
         total, crypto = counts[row]
         share = f"{ping / total:.1%}" if ping and row != "ping" else ""
-        print(f"{row:<10}{total // requests:>22,}{crypto // requests:>18,}{share:>12}")
+        said = ", ".join(f"{what} {n}" for what, n in sorted(answers.get(row, {}).items()))
+        print(f"{row:<10}{total // requests:>22,}{crypto // requests:>18,}{share:>12}  {said}")
+    print(
+        f"(a taps request uploads {TAPS_PER_UPLOAD} taps, each with a real code: half server, half device codes)"
+    )
     print(
         "(in process, no Granian: a yardstick for comparing versions of the code, not a time; docs/performance.md)"
     )
@@ -208,7 +225,7 @@ async def _count_with(rows: list[str], requests: int, work: Path, admin_dsn: str
                 make = await _requests(client, services, requests + 20)
             helper = ctypes.CDLL(str(work / "tzt_callgrind.so"))
             for row in rows:
-                await _measure(app, row, make[row](), helper)
+                await _measure(app, row, make[row](), helper, work)
         finally:
             await services.close()
     finally:
@@ -220,8 +237,8 @@ Scope = tuple[dict[str, Any], bytes]
 
 
 async def _requests(client: Any, services: Any, count: int) -> dict[str, Callable[[], list[Scope]]]:
-    """Residents with agreements, a few device credentials and the demo verifiers; then, per row, `count`
-    requests ready to be sent (the first 20 warm up, uncounted)."""
+    """Real-named residents (L2: the level transit and health require) with agreements, a few device credentials
+    and the demo verifiers; then, per row, `count` requests ready to be sent (the first 20 warm up, uncounted)."""
     from app_backend.composition.seed import seed_demo
     from app_backend.organisations.signing import sign_request
     from code_service.holder import DeviceWallet
@@ -229,6 +246,7 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
     from loadtests.fixtures import create_residents
 
     residents = await create_residents(client, 12)
+    await _real_name(client, services, residents)
     async with services.pool.acquire() as conn:
         for resident in residents:
             await services.payments.transit.grant_agreement(conn, uuid.UUID(resident.id))
@@ -238,7 +256,7 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
     for resident in residents[:6]:
         wallet = DeviceWallet.create()
         made = await client.post(
-            "/api/v1/codes/device-credentials",
+            CREDENTIAL_PATH,
             json={"public_key": wallet.public_key_b64},
             headers={"Authorization": f"Bearer {resident.access_token}"},
         )
@@ -249,13 +267,20 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
     def issue(i: int) -> Scope:
         return _scope("POST", ISSUE_PATH, {"authorization": f"Bearer {tokens[i % len(tokens)]}"}, b"")
 
-    async def codes(n: int) -> list[str]:
+    def credential(i: int) -> Scope:
+        # A fresh device key each time: a key bound to a credential before is refused.
+        body = json.dumps({"public_key": DeviceWallet.create().public_key_b64}).encode()
+        headers = {"authorization": f"Bearer {tokens[i % len(tokens)]}", "content-type": "application/json"}
+        return _scope("POST", CREDENTIAL_PATH, headers, body)
+
+    async def codes(n: int) -> list[tuple[str, str]]:
+        """(code, when it was shown) of `n` fresh server codes."""
         made = []
         for i in range(n):
             answer = await client.post(
                 ISSUE_PATH, headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
             )
-            made.append(answer.json()["code"])
+            made.append((answer.json()["code"], _now()))
         return made
 
     def verify(org: str, code: str, scene: str) -> Scope:
@@ -265,8 +290,23 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
         )
         return _scope("POST", VERIFY_PATH, {**headers, "content-type": "application/json"}, body)
 
-    reusable = await codes(50)
-    fresh = await codes(count)
+    def taps(n: int, shown: list[tuple[str, str]]) -> Scope:
+        # Each tap at the time its code was shown, as the gate recorded it (the upload comes later, as an
+        # offline gate's does): a server code lives a minute, and under callgrind the rows run long after.
+        batch = [_tap(f"instr-{n}-{i}", code, at) for i, (code, at) in enumerate(shown)]
+        body = json.dumps({"taps": batch}).encode()
+        headers = sign_request(
+            credentials[METRO]["key_id"], credentials[METRO]["secret"], "POST", TAPS_PATH, body
+        )
+        return _scope("POST", TAPS_PATH, {**headers, "content-type": "application/json"}, body)
+
+    reusable = [code for code, _ in await codes(50)]
+    fresh = [code for code, _ in await codes(count)]
+    half = TAPS_PER_UPLOAD // 2
+    tapped = await codes(count * half)
+    device_taps = [
+        (wallets[i % len(wallets)].code(), _now()) for i in range(count * (TAPS_PER_UPLOAD - half))
+    ]
     return {
         "ping": lambda: [_scope("GET", PING_PATH, {}, b"") for _ in range(count)],
         "issue": lambda: [issue(i) for i in range(count)],
@@ -275,6 +315,50 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
         "device": lambda: [
             verify(HOSPITAL, wallets[i % len(wallets)].code(), "health") for i in range(count)
         ],
+        "credential": lambda: [credential(i) for i in range(count)],
+        "taps": lambda: [
+            taps(
+                n,
+                tapped[n * half : (n + 1) * half]
+                + device_taps[n * (TAPS_PER_UPLOAD - half) : (n + 1) * (TAPS_PER_UPLOAD - half)],
+            )
+            for n in range(count)
+        ],
+    }
+
+
+async def _real_name(client: Any, services: Any, residents: list[Any]) -> None:
+    """Each resident enrolled in the dev registry with their phone (the carriers' check) and real-named (L2)."""
+    from app_backend.identity.validators import id_number_check_char
+
+    for n, resident in enumerate(residents):
+        first17 = f"32120219900101{n:03d}"
+        id_number = first17 + id_number_check_char(first17)
+        async with services.pool.acquire() as conn:
+            await services.population_registry.enrol(conn, "周瑜", id_number, [resident.phone])
+        answer = await client.post(
+            "/api/v1/me/real-name",
+            json={"name": "周瑜", "id_number": id_number},
+            headers={"Authorization": f"Bearer {resident.access_token}"},
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"real-name: {answer.status_code} {answer.text}")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _tap(tap_id: str, code: str, at: str) -> dict[str, str]:
+    """A tap as a gate uploads it: the scanned code is its proof."""
+    return {
+        "tap_id": tap_id,
+        "gate_id": "instr-gate",
+        "line": "1",
+        "station": "泰州站",
+        "direction": "in",
+        "tapped_at": at,
+        "code": code,
     }
 
 
@@ -298,22 +382,45 @@ def _scope(method: str, path: str, headers: dict[str, str], body: bytes) -> Scop
     return scope, body
 
 
-async def _measure(app: Any, row: str, requests: list[Scope], helper: ctypes.CDLL) -> None:
+async def _measure(app: Any, row: str, requests: list[Scope], helper: ctypes.CDLL, work: Path) -> None:
     statuses: dict[int, int] = {}
-    call = _caller(app, statuses)
+    bodies: list[bytes] = []
+    call = _caller(app, statuses, bodies)
     for request in requests[:20]:  # warm-up: caches, prepared statements, the Redis script
         await call(request)
     await asyncio.sleep(0.5)  # let the scan recorder's first flush pass
     statuses.clear()
+    bodies.clear()
     helper.tzt_start()
     for first in range(20, len(requests), 10):  # ten at a time, as a loaded worker would interleave them
         await asyncio.gather(*(call(request) for request in requests[first : first + 10]))
     helper.tzt_stop(row.encode())
-    if set(statuses) != {200}:
+    if len(statuses) != 1 or not 200 <= min(statuses) < 300:
         raise RuntimeError(f"row {row}: answers {statuses}")
+    (work / f"answers-{row}.json").write_text(json.dumps(_answers(bodies)))
 
 
-def _caller(app: Any, statuses: dict[int, int]) -> Callable[[Scope], Awaitable[None]]:
+def _answers(bodies: list[bytes]) -> dict[str, int]:
+    """What the row's answers said (a verification's reason, a tap's outcome), to show the path measured."""
+    seen: dict[str, int] = {}
+    for body in bodies:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            continue
+        said = (
+            [answer["reason"]]
+            if "reason" in answer
+            else [t["status"] + (f" {t['reason']}" if "reason" in t else "") for t in answer["taps"]]
+            if "taps" in answer
+            else []
+        )
+        for one in said:
+            seen[one] = seen.get(one, 0) + 1
+    return seen
+
+
+def _caller(app: Any, statuses: dict[int, int], bodies: list[bytes]) -> Callable[[Scope], Awaitable[None]]:
     async def call(request: Scope) -> None:
         scope, body = request
         delivered = False
@@ -328,6 +435,8 @@ def _caller(app: Any, statuses: dict[int, int]) -> Callable[[Scope], Awaitable[N
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+            elif message["type"] == "http.response.body" and message.get("body"):
+                bodies.append(message["body"])
 
         await app({**scope, "state": {}}, receive, send)
 

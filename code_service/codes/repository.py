@@ -104,6 +104,15 @@ class SubjectRepository:
             conn, SubjectRow, "SELECT subject, kind, ref FROM codes.subjects WHERE subject = $1", subject
         )
 
+    async def get_many(self, conn: Connection, subjects: list[bytes]) -> dict[bytes, SubjectRow]:
+        rows = await fetch_rows(
+            conn,
+            SubjectRow,
+            "SELECT subject, kind, ref FROM codes.subjects WHERE subject = ANY($1::bytea[])",
+            subjects,
+        )
+        return {row.subject: row for row in rows}
+
     async def of_resident(self, conn: Connection, resident_id: uuid.UUID) -> bytes | None:
         value = await conn.fetchval(
             "SELECT subject FROM codes.subjects WHERE kind = 'resident' AND ref = $1", resident_id

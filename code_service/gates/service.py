@@ -137,7 +137,9 @@ class TapProver(Protocol):
     @property
     def skew(self) -> int: ...
 
-    async def prove_transit_code(self, conn: Connection, text: str, at: float) -> ProvenCode | str: ...
+    async def prove_transit_codes(
+        self, conn: Connection, scanned: list[tuple[str, float]]
+    ) -> list[ProvenCode | str]: ...
 
     async def prove_transit_verification(
         self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float
@@ -190,20 +192,31 @@ class TapService:
         proven: list[tuple[Tap, ProvenCode]] = []
         now = self.clock()
         skew = self._prover.skew
+        proofs: dict[str, ProvenCode | str] = {}
+        scanned: list[tuple[Tap, tuple[str, float]]] = []
         for tap in batch:
             if tap.tap_id in known:
                 continue
             at = tap.tapped_at.timestamp()
-            proof: ProvenCode | str
             if at > now + skew:
-                proof = "future"
+                proofs[tap.tap_id] = "future"
             elif at < now - MAX_UPLOAD_DELAY:
-                proof = "too-late"
+                proofs[tap.tap_id] = "too-late"
             elif tap.code is not None:
-                proof = await self._prover.prove_transit_code(conn, tap.code, at)
+                scanned.append((tap, (tap.code, at)))
             else:
                 assert tap.verification_id is not None  # one of them, checked above
-                proof = await self._prover.prove_transit_verification(conn, operator, tap.verification_id, at)
+                proofs[tap.tap_id] = await self._prover.prove_transit_verification(
+                    conn, operator, tap.verification_id, at
+                )
+        # The scanned codes together: their holders in one statement, not one per tap.
+        verified = await self._prover.prove_transit_codes(conn, [code for _, code in scanned])
+        for (tap, _), proof in zip(scanned, verified, strict=True):
+            proofs[tap.tap_id] = proof
+        for tap in batch:
+            if tap.tap_id in known:
+                continue
+            proof = proofs[tap.tap_id]
             if isinstance(proof, str):
                 refused[tap.tap_id] = proof
             else:

@@ -2,12 +2,13 @@
 
     python -m loadtests.bench [--http-rounds 7] [--duration 2] [--warmup 1] [--generators 1] [--connections 32]
                               [--profile DIR]
-    python -m loadtests.bench --only offline        (or --only http, --only denylist, --only redis; repeatable)
+    python -m loadtests.bench --only offline        (or http, taps, denylist, redis; repeatable)
 
 1. HTTP. Starts the whole backend the way `tzt serve` does
    (`python -m app_backend.composition.cli serve --no-worker`) with a temporary data
    folder (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) and ONE Granian
-   worker, creates residents through the API (OTP, dev outbox, login) and registers device keys, then runs
+   worker, creates residents through the API (OTP, dev outbox, login; real-named, since transit and health need
+   L2: their phones are enrolled in the dev registry first) and registers device keys, then runs
    `--http-rounds` short rounds, each loading one after the other: GET /api/v1/ping (the trivial baseline),
    POST /api/v1/codes/personal (residents' tokens round-robin), and POST /api/v1/verify as signed machine
    requests, each with its own nonce, all signed before the clock starts: transit with fresh server codes
@@ -25,8 +26,11 @@
 2. Offline. code_service.verifier.OfflineVerifier.verify against the cryptographic minimum with `cryptography`
    for the same codes (device code: load the compressed device point + 2 ECDSA P-256 verifies; server code:
    1 verify), one core (CPU time of the thread), medians over many short alternating rounds.
-3. Deny list. IdSet.from_sorted over ten million sorted random ids: bytes held, lookup time present and absent.
-4. Redis client. CPU per hot-path batch: redis-py's client against the shared connection
+3. Taps. A gate's upload of 5000 taps (`--tap-batch`), each proven by a real code, to the same kind of server,
+   one batch a round (`--tap-rounds`): taps/s, the worker's and PostgreSQL's CPU per tap, against the raw
+   signature checks of the same codes (loadtests/bench/taps.py).
+4. Deny list. IdSet.from_sorted over ten million sorted random ids: bytes held, lookup time present and absent.
+5. Redis client. CPU per hot-path batch: redis-py's client against the shared connection
    (loadtests/bench/redis_client.py).
 
 Ratios below their goals are reported, not failures: the command exits 0 unless the server cannot be started.

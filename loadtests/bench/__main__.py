@@ -18,7 +18,7 @@ from loadtests.bench.offline import OfflineCase, offline_benchmarks
 from loadtests.bench.report import print_report
 from loadtests.processes import cpu_seconds, machine_busy_seconds
 
-PARTS = ("http", "offline", "denylist", "redis")  # --only
+PARTS = ("http", "offline", "taps", "denylist", "redis")  # --only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--residents", type=int, default=200)
     parser.add_argument("--devices", type=int, default=50, help="residents that also register a device key")
     parser.add_argument("--rounds", type=int, default=25, help="offline benchmark rounds")
+    parser.add_argument("--tap-rounds", type=int, default=5, help="tap upload rounds (one batch each)")
+    parser.add_argument("--tap-batch", type=int, default=5000, help="taps per uploaded batch (at most 5000)")
     parser.add_argument("--deny-entries", type=int, default=10_000_000)
     parser.add_argument("--skip-http", action="store_true", help="same as --only offline --only denylist")
     parser.add_argument(
@@ -85,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             * ((machine_busy_seconds() - box0) - (cpu_seconds([os.getpid()]) - self0))
             / (time.monotonic() - wall0)
         )
+    if "taps" in parts:
+        from loadtests.bench.taps import taps_benchmark
+
+        print("Tap uploads (starting the backend with one Granian worker) ...", flush=True)
+        info["taps"] = taps_benchmark(args)
     deny: dict[str, float] = {}
     if "denylist" in parts:
         print(f"Deny list ({args.deny_entries:,} entries) ...", flush=True)

@@ -32,6 +32,7 @@ from loadtests.bench.residents import (
     device_wallets,
     give_agreements,
     issue_codes,
+    real_name,
     sample_answer,
 )
 from loadtests.bench.server import running_server
@@ -79,11 +80,12 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
         metro = {k: creds[METRO][k] for k in ("key_id", "secret")}
         t0 = time.monotonic()
         residents = asyncio.run(create_residents(server.base, args.residents))
+        asyncio.run(real_name(server.base, server.data_dir, residents))
         asyncio.run(give_agreements(server.base, residents))
         wallets = asyncio.run(device_wallets(server.base, residents[: args.devices]))
         print(
-            f"  setup: {len(residents)} residents logged in with withholding agreements, {len(wallets)} device "
-            "credentials "
+            f"  setup: {len(residents)} residents logged in, real-named, with withholding agreements,"
+            f" {len(wallets)} device credentials "
             f"({time.monotonic() - t0:.1f} s)",
             flush=True,
         )

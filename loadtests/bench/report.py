@@ -99,7 +99,8 @@ def print_http(args: argparse.Namespace, http: list[HttpRow], info: dict[str, An
             notes.append(f"  verdicts in '{row.name}': {row.reasons}")
     print("\n".join(notes))
     print(
-        "  (bench residents have withholding agreements (transit answers 'ok') but no health data: health answers"
+        "  (bench residents are real-named (L2) with withholding agreements (transit answers 'ok') but no health data:"
+        " health answers"
         " 'health-unknown';\n   the work per request - signature, one Redis pipeline, facts, scan record - is the"
         " same as for 'ok')"
     )
@@ -151,6 +152,20 @@ def print_report(
             f" objects of decode(): {decode_us['device_objects']:.1f} / {decode_us['server_objects']:.1f} us"
         )
         print()
+    taps = info.get("taps")
+    if taps:
+        print(
+            f"Tap uploads (POST /api/v1/gates/taps, {taps.batch:,} taps a batch, half server and half device codes,"
+            f" each proven;\n{taps.rounds} rounds, medians; raw = the same codes' signature checks with"
+            " `cryptography` in this process, thread CPU)"
+        )
+        print(
+            f"  {taps.taps_per_s:,.0f} taps/s (wall, one request at a time); Granian worker {taps.worker_us:.0f} us"
+            f" of CPU per tap, PostgreSQL {taps.postgres_us:.0f} us; raw {taps.raw_us:.0f} us per tap:"
+            f" raw / worker {pct(taps.ratio)}"
+        )
+        print("  outcomes: " + ", ".join(f"{what} {n:,}" for what, n in sorted(taps.outcomes.items())))
+        print()
     if deny:
         print(
             f"Deny list (IdSet.from_sorted over {deny['entries']:,.0f} sorted random 64-bit ids):"
@@ -182,6 +197,10 @@ def print_report(
     for case in offline:
         ratio = case.ratio
         print(f"  offline {case.name:<48} {pct(ratio):>5} of raw (goal 90%)  {_verdict(ratio, GOAL_OFFLINE)}")
+    if taps:
+        print(
+            f"  tap uploads: {taps.taps_per_s:,.0f} taps/s, raw signature checks / worker CPU {pct(taps.ratio):>5}"
+        )
     if deny:
         print(
             f"  deny list {deny['entries'] / 1e6:g}M entries: {deny['memory_bytes'] / 1e6:.0f} MB,"

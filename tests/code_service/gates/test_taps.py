@@ -132,6 +132,29 @@ async def test_taps_of_scanned_codes_are_stored_with_the_rider_the_platform_deri
     assert bytes(rows[1]["code_id"]) == decode(taps[1]["code"]).code_id
 
 
+async def test_each_tap_of_a_mixed_batch_names_its_own_rider(client, services, db):
+    """The riders of a batch's codes are read together (one statement): each tap still gets the rider of its own
+    code, and refused codes between them change nothing."""
+    riders = [await rider(client, services) for _ in range(3)]
+    gate = await machine_credential(client, services, GATE_SCOPES)
+    prefix = _prefix()
+    taps, expected = [], {}
+    for n, person in enumerate(riders):
+        wallet = DeviceWallet.create()
+        await register_device(client, person, wallet)
+        for kind, code in (("p", await personal_code(client, person)), ("d", wallet.code())):
+            taps.append(_tap(f"{prefix}{n}{kind}", "in", _now(), code))
+            expected[f"{prefix}{n}{kind}"] = person["resident_id"]
+        taps.append(_tap(f"{prefix}{n}x", "in", _now(), _with_signature_byte_flipped(code)))
+    taps.append(_tap(f"{prefix}m", "in", _now(), "TZ2:not-a-code"))
+    response = await _upload(client, gate, taps)
+    statuses = dict(zip((t["tap_id"] for t in taps), _statuses(response), strict=True))
+    assert {tap_id for tap_id, (status, _) in statuses.items() if status == "accepted"} == set(expected)
+    assert statuses[f"{prefix}m"] == ("refused", "malformed")
+    assert all(statuses[f"{prefix}{n}x"][0] == "refused" for n in range(3))
+    assert {r["tap_id"]: str(r["resident_id"]) for r in await _stored(db, prefix)} == expected
+
+
 async def test_a_batch_of_500_taps_is_idempotent(client, services, db):
     person = await rider(client, services)
     gate = await machine_credential(client, services, GATE_SCOPES)
