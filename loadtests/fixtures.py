@@ -1,7 +1,8 @@
 """What the simulated people and gates need before the clock starts, made through the public API, and read back
 by the Locust processes.
 
-Residents log in the way a phone does (OTP, the dev SMS outbox, login). Riders sign a WeChat withholding
+Residents log in the way a phone does (OTP, the dev SMS outbox, login) and real-name (L2, the level transit and
+health require) as a person the dev registry is given for them. Riders sign a WeChat withholding
 agreement: the agreement's sign URL is opened at the WeChat sandbox (the rider confirming in WeChat) and the
 sandbox's signed notification reaches our notify endpoint, which activates it. A share of residents register a
 device key and keep the device credential, to show device codes made offline. Machine credentials (gates,
@@ -114,6 +115,39 @@ async def create_residents(client: Any, count: int) -> list[Resident]:
         return Resident(str(tokens["resident_id"]), phone, tokens["access_token"], tokens["refresh_token"])
 
     return await _gather(phones, one)
+
+
+def _id_number(rng: random.Random) -> str:
+    """A valid, random ID number of a Taizhou district (the check character as GB 11643 computes it)."""
+    from app_backend.identity.validators import id_number_check_char
+
+    born = f"{rng.randrange(1950, 2005)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}"
+    first17 = f"321202{born}{rng.randrange(1000):03d}"
+    return first17 + id_number_check_char(first17)
+
+
+async def real_name_residents(client: Any, residents: Sequence[Resident]) -> None:
+    """Residents at L2, the level transit and health require (docs/api.md: each scene's minimum level). The
+    person is enrolled in the dev population registry with the resident's phone (a dev-only route: real-name
+    needs the registry to hold the person and the carriers to have the phone registered to them), then the
+    resident real-names through the API as a phone would."""
+    rng = random.SystemRandom()
+
+    async def one(resident: Resident) -> None:
+        for _ in range(3):  # another run may have claimed a random ID number already
+            person = {"name": "周瑜", "id_number": _id_number(rng)}
+            _check(
+                await client.post("/api/v1/dev/registry/people", json={**person, "phones": [resident.phone]}),
+                204,
+                "dev registry enrolment",
+            )
+            answer = await client.post("/api/v1/me/real-name", json=person, headers=_bearer(resident))
+            if answer.status_code != 409:
+                _check(answer, 200, "real-name")
+                return
+        raise RuntimeError("real-name of a load-test resident: every ID number tried was taken")
+
+    await _gather(residents, one)
 
 
 async def sign_agreements(

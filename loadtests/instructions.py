@@ -243,10 +243,10 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
     from app_backend.organisations.signing import sign_request
     from code_service.holder import DeviceWallet
     from loadtests.bench.endpoints import HOSPITAL, ISSUE_PATH, METRO, PING_PATH, VERIFY_PATH
-    from loadtests.fixtures import create_residents
+    from loadtests.fixtures import create_residents, real_name_residents
 
     residents = await create_residents(client, 12)
-    await _real_name(client, services, residents)
+    await real_name_residents(client, residents)
     async with services.pool.acquire() as conn:
         for resident in residents:
             await services.payments.transit.grant_agreement(conn, uuid.UUID(resident.id))
@@ -325,24 +325,6 @@ async def _requests(client: Any, services: Any, count: int) -> dict[str, Callabl
             for n in range(count)
         ],
     }
-
-
-async def _real_name(client: Any, services: Any, residents: list[Any]) -> None:
-    """Each resident enrolled in the dev registry with their phone (the carriers' check) and real-named (L2)."""
-    from app_backend.identity.validators import id_number_check_char
-
-    for n, resident in enumerate(residents):
-        first17 = f"32120219900101{n:03d}"
-        id_number = first17 + id_number_check_char(first17)
-        async with services.pool.acquire() as conn:
-            await services.population_registry.enrol(conn, "周瑜", id_number, [resident.phone])
-        answer = await client.post(
-            "/api/v1/me/real-name",
-            json={"name": "周瑜", "id_number": id_number},
-            headers={"Authorization": f"Bearer {resident.access_token}"},
-        )
-        if answer.status_code != 200:
-            raise RuntimeError(f"real-name: {answer.status_code} {answer.text}")
 
 
 def _now() -> str:

@@ -41,6 +41,7 @@ from loadtests.fixtures import (
     create_residents,
     payee_of,
     pick_org,
+    real_name_residents,
     register_devices,
     sign_agreements,
     write_fixtures,
@@ -134,6 +135,7 @@ async def _make_people(backend: Backend, scenario: Scenario, event: Event, count
         httpx.AsyncClient(timeout=30) as sandbox,
     ):
         residents = await create_residents(client, count)
+        await real_name_residents(client, residents)
         if scenario.has_riders:
             await sign_agreements(client, sandbox, residents)
         share = event.device_share  # spread evenly over the pool: every 1/share-th resident has a device key

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app_backend.identity.auth import (
     ANONYMOUS_ACTOR,
@@ -18,9 +18,11 @@ from app_backend.identity.auth import (
     audited,
     staff_only,
 )
+from app_backend.identity.registry import DevPopulationRegistry
 from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
+    DevRegistryPerson,
     FaceClaimRequest,
     FaceVerificationRequest,
     LivenessSession,
@@ -37,7 +39,7 @@ from app_backend.identity.schemas import (
     StaffGrant,
     TokenPair,
 )
-from app_backend.identity.service import ReuseDetected, phone_field
+from app_backend.identity.service import ReuseDetected, person_of, phone_field
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, invalid_field
@@ -247,6 +249,19 @@ class DevController(Controller):
         if token is None:
             raise DomainError(404, "not-found", "session_id: no open liveness session")
         return DevLivenessResult(result_token=token)
+
+    @post(
+        "/registry/people",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Enrol a person in the dev population registry (dev only: load tests make their residents L2)",
+        opt=problems(404),
+    )
+    async def enrol_person(self, data: DevRegistryPerson, identity: IdentityServices, db: Connection) -> None:
+        registry = identity.population_registry
+        if not isinstance(registry, DevPopulationRegistry):  # dev with a real registry (TZT_REGISTRY_BACKEND)
+            raise DomainError(404, "not-found", "the population registry is not the dev registry")
+        name, id_number = person_of(data.name, data.id_number)
+        await registry.enrol(db, name, id_number, [_phone(p) for p in data.phones])
 
 
 class ResidentAdminController(Controller):

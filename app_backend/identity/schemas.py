@@ -88,6 +88,16 @@ class FaceVerificationRequest(msgspec.Struct, forbid_unknown_fields=True):
     result_token: OpaqueToken
 
 
+class DevRegistryPerson(msgspec.Struct, forbid_unknown_fields=True):
+    """A person of the dev population registry, with the phones the dev carriers have registered to them."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    phones: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=32)]], msgspec.Meta(max_length=5)
+    ] = []
+
+
 class DevLivenessOutcome(msgspec.Struct, forbid_unknown_fields=True):
     outcome: Annotated[str, msgspec.Meta(pattern="^(pass|fail)$")]
 

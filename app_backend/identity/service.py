@@ -140,6 +140,19 @@ def requester_of(client_ip: str) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
+def person_of(raw_name: str, raw_id: str) -> tuple[str, str]:
+    """A name and an ID number from a request, normalised; a 400 naming the field otherwise."""
+    try:
+        name = normalise_name(raw_name)
+    except InvalidIdentifier as exc:
+        raise invalid_field("name", str(exc)) from None
+    try:
+        id_number = validate_id_number(raw_id)
+    except InvalidIdentifier as exc:
+        raise invalid_field("id_number", str(exc)) from None
+    return name, id_number
+
+
 class OtpService:
     """One-time login codes. The caps are built so that nobody but the requester pays for the requester's asks: a
     stranger cannot lock a phone's owner out (docs/decisions/0007-otp-caps-never-lock-the-owner-out.md)."""
@@ -574,16 +587,7 @@ class ResidentService:
         }
 
     def _person(self, raw_name: str, raw_id: str) -> tuple[str, str]:
-        """A name and an ID number from a request, normalised; a 400 naming the field otherwise."""
-        try:
-            name = normalise_name(raw_name)
-        except InvalidIdentifier as exc:
-            raise invalid_field("name", str(exc)) from None
-        try:
-            id_number = validate_id_number(raw_id)
-        except InvalidIdentifier as exc:
-            raise invalid_field("id_number", str(exc)) from None
-        return name, id_number
+        return person_of(raw_name, raw_id)
 
     async def _count_attempt(self, principal: ResidentPrincipal) -> None:
         """Real-name attempts and identity claims share one daily budget: the registry is not an oracle."""

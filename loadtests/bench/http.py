@@ -80,7 +80,7 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
         metro = {k: creds[METRO][k] for k in ("key_id", "secret")}
         t0 = time.monotonic()
         residents = asyncio.run(create_residents(server.base, args.residents))
-        asyncio.run(real_name(server.base, server.data_dir, residents))
+        asyncio.run(real_name(server.base, residents))
         asyncio.run(give_agreements(server.base, residents))
         wallets = asyncio.run(device_wallets(server.base, residents[: args.devices]))
         print(

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from loadtests.bench.endpoints import ISSUE_PATH, VERIFY_PATH
 
@@ -49,55 +47,17 @@ async def create_residents(base: str, count: int) -> list[Resident]:
         return list(await asyncio.gather(*(one(client, p) for p in phones)))
 
 
-async def real_name(base: str, data_dir: Path, residents: Sequence[Resident]) -> None:
+async def real_name(base: str, residents: Sequence[Resident]) -> None:
     """Residents at L2, the level transit and health require (below it a verification is refused early, and the
-    rows would measure a refusal). Real-name needs the registry to hold the person and the carriers to have the
-    phone registered to them: the bench enrols each resident's phone in the dev registry, a table of the server's
-    own database (as the demo seed does for its people), then real-names them through the API."""
-    import asyncpg
+    rows would measure a refusal): as the load-test kit makes its residents (loadtests.fixtures)."""
     import httpx
 
-    from app_backend.composition.embedded import EmbeddedServices
-    from app_backend.identity.registry import DevPopulationRegistry
-    from app_backend.identity.validators import id_number_check_char
-    from app_backend.kernel.crypto import FieldCipher
-    from app_backend.kernel.settings import load_settings
+    from loadtests.fixtures import Resident as Person
+    from loadtests.fixtures import real_name_residents
 
-    external = os.environ.get("DATABASE_URL", "")
-    embedded = EmbeddedServices(data_dir)
-    if not external:
-        embedded.start(want_postgres=True, want_redis=False)  # the server's, already running: a second handle
-    try:
-        settings = load_settings({"TZT_ENV": "dev", "TZT_DATA_DIR": str(data_dir)})
-        registry = DevPopulationRegistry(FieldCipher(settings.data_key, settings.index_key))
-        people = []
-        conn = await asyncpg.connect(external or embedded.database_url)
-        try:
-            for n, resident in enumerate(residents):
-                # One person per resident (an identity has one owner): a day of birth per thousand residents.
-                first17 = f"3212021990{1 + n // 28000:02d}{1 + n // 1000 % 28:02d}{n % 1000:03d}"
-                id_number = first17 + id_number_check_char(first17)
-                await registry.enrol(conn, "周瑜", id_number, [resident.phone])
-                people.append((resident, id_number))
-        finally:
-            await conn.close()
-    finally:
-        if not external:
-            embedded.stop()
-    gate = asyncio.Semaphore(16)
-
-    async def one(client: httpx.AsyncClient, resident: Resident, id_number: str) -> None:
-        async with gate:
-            answer = await client.post(
-                "/api/v1/me/real-name",
-                json={"name": "周瑜", "id_number": id_number},
-                headers={"Authorization": f"Bearer {resident.token}"},
-            )
-            if answer.status_code != 200:
-                raise RuntimeError(f"real-name of a bench resident: {answer.status_code} {answer.text}")
-
+    people = [Person("", r.phone, r.token, "") for r in residents]
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        await asyncio.gather(*(one(client, r, i) for r, i in people))
+        await real_name_residents(client, people)
 
 
 async def give_agreements(base: str, residents: Sequence[Resident]) -> None:

@@ -58,7 +58,7 @@ def taps_benchmark(args: argparse.Namespace) -> TapsResult:
         creds = json.loads((server.data_dir / "demo-credentials.json").read_text())
         metro = {k: creds[METRO][k] for k in ("key_id", "secret")}
         residents = asyncio.run(create_residents(server.base, 50))
-        asyncio.run(real_name(server.base, server.data_dir, residents))
+        asyncio.run(real_name(server.base, residents))
         asyncio.run(give_agreements(server.base, residents))
         wallets = []
         for key_der, credential in asyncio.run(device_wallets(server.base, residents)):

@@ -282,3 +282,15 @@ async def test_a_stale_l3_token_releases_nothing_once_the_identity_is_gone(clien
     assert (await claim(client, owner, holder["name"], holder["id_number"])).status_code == 200
     again = await login(client, holder["phone"])
     assert_problem(await client.post("/api/v1/me/reveal", headers=bearer(again)), 403, "level")
+
+
+async def test_dev_enrols_a_registry_person_so_load_tests_can_real_name_their_residents(client):
+    """The load-test kit's residents must reach L2 (transit and health require it) over HTTP alone."""
+    tokens = await login(client)
+    person = {"name": "周瑜", "id_number": random_id_number()}
+    enrolled = await client.post("/api/v1/dev/registry/people", json={**person, "phones": [tokens["phone"]]})
+    assert enrolled.status_code == 204, enrolled.text
+    named = await client.post("/api/v1/me/real-name", json=person, headers=bearer(tokens))
+    assert named.status_code == 200 and named.json()["level"] == "L2", named.text
+    bad = await client.post("/api/v1/dev/registry/people", json={"name": "周瑜", "id_number": "123"})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "id_number", bad.text
