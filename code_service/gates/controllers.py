@@ -55,6 +55,8 @@ class GateController(Controller):
     )
     async def taps(self, data: TapBatch, codes: CodeServices, scanner: Scanner, db: Connection) -> TapReceipt:
         _require(scanner, "gates:taps")
+        # A tap is a transit verification made offline: only an operator that may verify transit may claim one.
+        _require(scanner, "verify:transit")
         return await codes.taps.upload(db, scanner, data.taps)
 
     @get("/taps/refused", summary="This operator's refused taps after `since` (a seq), oldest first")

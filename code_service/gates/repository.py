@@ -47,6 +47,16 @@ class KnownTapRow(msgspec.Struct, frozen=True):
 class ReplaySlotRow(msgspec.Struct, frozen=True):
     code_id: bytes
     direction: str
+    organisation_id: uuid.UUID
+
+
+class ShownRow(msgspec.Struct, frozen=True):
+    """An online verification of a code (codes.scans): who verified it, in which scene, and the verdict."""
+
+    replay_id: bytes
+    organisation_id: uuid.UUID
+    scene: str
+    verdict: str
 
 
 class RefusedTapRow(msgspec.Struct, frozen=True):
@@ -215,8 +225,20 @@ class TapRepository:
         return await fetch_rows(
             conn,
             ReplaySlotRow,
-            """SELECT code_id, direction FROM codes.taps
+            """SELECT code_id, direction, organisation_id FROM codes.taps
                WHERE code_id = ANY($1::bytea[]) AND resident_id IS NOT NULL""",
+            replay_ids,
+        )
+
+    async def shown_online(self, conn: Connection, replay_ids: list[bytes]) -> list[ShownRow]:
+        """Where these codes were verified online, by any operator."""
+        if not replay_ids:
+            return []
+        return await fetch_rows(
+            conn,
+            ShownRow,
+            """SELECT DISTINCT replay_id, organisation_id, scene, verdict FROM codes.scans
+               WHERE replay_id = ANY($1::bytea[])""",
             replay_ids,
         )
 

@@ -145,6 +145,10 @@ class TapProver(Protocol):
         self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float
     ) -> ProvenCode | str: ...
 
+    async def flush_scans(self) -> None:
+        """This process's online verifications of a moment ago are written (others' within 0.2 s)."""
+        ...
+
 
 def _holds(directions: set[str], direction: str) -> bool:
     """Whether a code whose taps already have `directions` has no room for one more in `direction`: at most one
@@ -222,7 +226,8 @@ class TapService:
             else:
                 proven.append((tap, proof))
         proven = await self._not_denied(conn, proven, refused)
-        proven = await self._first_per_slot(conn, proven, refused)
+        proven = await self._not_shown_elsewhere(conn, operator, proven, refused)
+        proven = await self._first_per_slot(conn, operator, proven, refused)
         inserted = set(
             await self._repo.insert_many(
                 conn,
@@ -245,14 +250,17 @@ class TapService:
                 ],
             )
         )
-        skipped = [t.tap_id for t, _ in proven if t.tap_id not in inserted]
+        skipped = [(t, p) for t, p in proven if t.tap_id not in inserted]
         if skipped:  # a concurrent upload took the tap id (the same tap) or the code's slot (a replay)
-            again = {r.tap_id for r in await self._repo.known(conn, operator, skipped) if r.reason is None}
-            for tap_id in skipped:
-                if tap_id in again:
-                    outcomes[tap_id] = TapOutcome(tap_id, "duplicate")
-                else:
-                    refused[tap_id] = "replayed"
+            ids = [t.tap_id for t, _ in skipped]
+            again = {r.tap_id for r in await self._repo.known(conn, operator, ids) if r.reason is None}
+            lost = [(t, p) for t, p in skipped if t.tap_id not in again]
+            for tap_id in again:
+                outcomes[tap_id] = TapOutcome(tap_id, "duplicate")
+            # The same reasons as before storing, now that the concurrent upload's tap is visible.
+            await self._first_per_slot(conn, operator, lost, refused)
+            for tap, _ in lost:
+                refused.setdefault(tap.tap_id, "replayed")
         for tap_id in inserted:
             outcomes[tap_id] = TapOutcome(tap_id, "accepted")
         await self._repo.forget_refused(conn, operator, list(inserted & retried))
@@ -304,21 +312,64 @@ class TapService:
             refused[proven[n][0].tap_id] = "denied"
         return [p for n, p in enumerate(proven) if n not in denied]
 
-    async def _first_per_slot(
-        self, conn: Connection, proven: list[tuple[Tap, ProvenCode]], refused: dict[str, str]
+    async def _not_shown_elsewhere(
+        self,
+        conn: Connection,
+        operator: uuid.UUID,
+        proven: list[tuple[Tap, ProvenCode]],
+        refused: dict[str, str],
     ) -> list[tuple[Tap, ProvenCode]]:
-        """Drops (as replayed) a tap whose code already has its entry, exit or single tap, stored or earlier in
-        this batch, at any gate of any operator."""
-        held: dict[bytes, set[str]] = {}
-        for row in await self._repo.replay_slots(conn, list({p.replay_id for _, p in proven})):
-            held.setdefault(row.code_id, set()).add(row.direction)
+        """A code proves that its holder showed it, not to whom. Where the platform saw it verified online, that
+        says to whom: a code another operator's gate let through in transit is that operator's ride
+        (`shown-to-another-operator`). (A scan in another scene says nothing against a ride: a metro that checks
+        health codes at its entrance sees the same code at its gate a moment later. Operators without
+        `verify:transit`, such as hospitals, cannot upload taps at all.) Taps proven by the operator's own
+        verification_id are that verification."""
+        by_code = [(tap, proof) for tap, proof in proven if tap.verification_id is None]
+        if by_code:
+            await self._prover.flush_scans()
+        shown: dict[bytes, list[tuple[uuid.UUID, str, str]]] = {}
+        for row in await self._repo.shown_online(conn, list({p.replay_id for _, p in by_code})):
+            shown.setdefault(row.replay_id, []).append((row.organisation_id, row.scene, row.verdict))
         kept = []
         for tap, proof in proven:
-            directions = held.setdefault(proof.replay_id, set())
-            if _holds(directions, tap.direction):
-                refused[tap.tap_id] = "replayed"
+            seen = shown.get(proof.replay_id, []) if tap.verification_id is None else []
+            if any(
+                org != operator and scene == "transit" and verdict == "allowed"
+                for org, scene, verdict in seen
+            ):
+                refused[tap.tap_id] = "shown-to-another-operator"
             else:
-                directions.add(tap.direction)
+                kept.append((tap, proof))
+        return kept
+
+    async def _first_per_slot(
+        self,
+        conn: Connection,
+        operator: uuid.UUID,
+        proven: list[tuple[Tap, ProvenCode]],
+        refused: dict[str, str],
+    ) -> list[tuple[Tap, ProvenCode]]:
+        """Drops (as replayed) a tap whose code already has its entry, exit or single tap, stored or earlier in
+        this batch, at any gate of any operator; `claimed-by-another-operator` when another operator's tap holds
+        it (two operators each claim one showing of a code: billed once, and the refused operator is told whose
+        claim came first by the reason, not by name)."""
+        held: dict[bytes, dict[str, uuid.UUID]] = {}  # the code's directions taken, and by which operator
+        for row in await self._repo.replay_slots(conn, list({p.replay_id for _, p in proven})):
+            held.setdefault(row.code_id, {})[row.direction] = row.organisation_id
+        kept = []
+        for tap, proof in proven:
+            taken = held.setdefault(proof.replay_id, {})
+            if _holds(set(taken), tap.direction):
+                blocking = (
+                    taken
+                    if tap.direction == "single"
+                    else {d: org for d, org in taken.items() if d in (tap.direction, "single")}
+                )
+                others = set(blocking.values()) - {operator}
+                refused[tap.tap_id] = "claimed-by-another-operator" if others else "replayed"
+            else:
+                taken[tap.direction] = operator
                 kept.append((tap, proof))
         return kept
 

@@ -748,7 +748,7 @@ class VerificationService:
                 "allowed" if answer.allowed else "denied",
                 answer.reason,
                 verification_id,
-                replay_id if verification_id else None,
+                replay_id,  # where the code was shown: a tap of it elsewhere is checked against this
             )
         )
 
@@ -767,6 +767,9 @@ class VerificationService:
     ) -> list[ProvenCode | str]:
         """`prove_transit_code` for each (text, at), in order, with the holders read in one statement."""
         return [_proven(verified) for verified in await self.verify_codes(conn, scanned, "transit")]
+
+    async def flush_scans(self) -> None:
+        await self._recorder.flush()
 
     async def prove_transit_verification(
         self, conn: Connection, organisation_id: uuid.UUID, verification_id: uuid.UUID, at: float

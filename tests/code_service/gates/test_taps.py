@@ -214,8 +214,8 @@ async def test_retry_after_partial_overlap_counts_duplicates(client, services, d
 
 async def test_two_operators_may_use_the_same_tap_id(client, services, db):
     person = await rider(client, services)
-    metro = await machine_credential(client, services, ["gates:taps"])
-    bus = await machine_credential(client, services, ["gates:taps"])
+    metro = await machine_credential(client, services, GATE_SCOPES)
+    bus = await machine_credential(client, services, GATE_SCOPES)
     code_at = await code_minter(client, services, person)
     tap_id = "T-" + secrets.token_hex(6)
     at = _now()
@@ -380,9 +380,10 @@ async def test_a_code_gives_one_entry_and_one_exit_over_every_gate(client, servi
             _tap(f"{prefix}b-out2", "out", at, code, gate_id="bus-4"),
         ],
     )
+    # The metro's entry came first: the bus's claims on it are another operator's; its own second exit a replay.
     assert _statuses(replayed) == [
-        ("refused", "replayed"),
-        ("refused", "replayed"),
+        ("refused", "claimed-by-another-operator"),
+        ("refused", "claimed-by-another-operator"),
         ("accepted", None),
         ("refused", "replayed"),
     ]
@@ -390,9 +391,10 @@ async def test_a_code_gives_one_entry_and_one_exit_over_every_gate(client, servi
     assert _statuses(await _upload(client, metro, [_tap(f"{prefix}a-in", "in", at, code)])) == [
         ("duplicate", None)
     ]
-    before = _refusals("replayed")
+    before = _refusals("claimed-by-another-operator")
     again = await _upload(client, bus, [_tap(f"{prefix}b-in", "in", at, code, gate_id="bus-3")])
-    assert _statuses(again) == [("refused", "replayed")] and _refusals("replayed") == before
+    assert _statuses(again) == [("refused", "claimed-by-another-operator")]
+    assert _refusals("claimed-by-another-operator") == before
     assert [r["tap_id"] for r in await _stored(db, prefix)] == [f"{prefix}a-in", f"{prefix}b-out"]
 
     # The online verification of a code already tapped in does not give it a second entry either.
@@ -525,7 +527,7 @@ async def test_gates_uploading_one_code_at_the_same_moment_get_one_tap(client, s
             _upload(client, bus, [_tap(f"{prefix}b", second, _now(), code)]),
         )
         outcomes = sorted(_statuses(a)[0] for a in answers)
-        assert outcomes == [("accepted", None), ("refused", "replayed")], (first, second, outcomes)
+        assert outcomes == [("accepted", None), ("refused", "claimed-by-another-operator")], (first, second)
         assert len(await _stored(db, prefix)) == 1
 
 
@@ -556,3 +558,31 @@ async def test_a_verification_not_written_yet_is_looked_up_again_when_the_tap_is
     assert _statuses(await _upload(client, gate, [tap])) == [("duplicate", None)]
     assert await _refused_rows(db, prefix) == []
     assert [str(r["resident_id"]) for r in await _stored(db, prefix)] == [person["resident_id"]]
+
+
+async def test_an_operator_cannot_bill_a_code_another_operator_verified_or_upload_without_transit(
+    client, services, db
+):
+    """Issue 13 probe: a second operator uploaded a code only the metro had verified online and the rider was
+    charged by it (the metro's own tap then refused); a hospital given gates:taps uploaded a code it had scanned
+    at a health check."""
+    person = await rider(client, services)
+    metro = await machine_credential(client, services, GATE_SCOPES)
+    bus = await machine_credential(client, services, GATE_SCOPES)
+    code = await personal_code(client, person)
+    assert (await verify(client, metro, code, "transit")).json()["allowed"]
+    prefix = _prefix()
+    taken = await _upload(client, bus, [_tap(f"{prefix}bus", "single", _now(), code)])
+    assert _statuses(taken) == [("refused", "shown-to-another-operator")]
+    own = await _upload(client, metro, [_tap(f"{prefix}metro", "in", _now(), code)])
+    assert _statuses(own) == [("accepted", None)]  # the metro's ride stands
+    assert [r["tap_id"] for r in await _stored(db, prefix)] == [f"{prefix}metro"]
+
+    hospital = await machine_credential(client, services, ["verify:health", "verify:medical", "gates:taps"])
+    scanned = await personal_code(client, person)
+    assert (await verify(client, hospital, scanned, "health")).status_code == 200
+    refused = await signed(
+        client, hospital, "POST", TAPS, {"taps": [_tap(f"{prefix}hospital", "single", _now(), scanned)]}
+    )
+    assert refused.status_code == 403 and "verify:transit" in refused.json()["detail"], refused.text
+    assert [r["tap_id"] for r in await _stored(db, prefix)] == [f"{prefix}metro"]

@@ -659,9 +659,12 @@ async def test_a_real_ride_is_charged_once_however_often_it_is_uploaded(client, 
     assert await _send(client, operator, ride) == ["accepted", "accepted"]
     # The gate lost the answer and sends the batch again; another operator's gate shows the same codes again.
     assert await _send(client, operator, ride) == ["duplicate", "duplicate"]
-    elsewhere = await machine_credential(client, services, ["gates:taps"])
+    elsewhere = await machine_credential(client, services, ["verify:transit", "gates:taps"])
     again = [{**tap, "tap_id": "bus-" + uuid.uuid4().hex} for tap in ride]
-    assert await _send(client, elsewhere, again) == ["refused:replayed", "refused:replayed"]
+    assert await _send(client, elsewhere, again) == [
+        "refused:claimed-by-another-operator",
+        "refused:claimed-by-another-operator",
+    ]
     await _build_trips(services)
     assert await _send(client, operator, ride) == ["duplicate", "duplicate"]  # after the trip was built, too
     await _build_trips(services)
