@@ -38,6 +38,8 @@ async def start(platform: Platform) -> CodeServices:
         # Seals the holder field of every code (docs/code-format.md 4.4); never leaves the platform.
         seal_key=hmac.new(settings.token_pepper, b"code-holder-seal", hashlib.sha256).digest(),
     )
+    # Codes accepted while Redis was away go back into it, so they are not accepted once more when it returns.
+    platform.breaker.on_recovery(codes.verification.restore_claims)
     # A resident whose identity another account proved by face keeps no codes or credentials issued on it.
     identity.events.on_identity_ended(codes.identity_ended)
     identity.events.on_identity_settled(codes.facts.drop_resident)

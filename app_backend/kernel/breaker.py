@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -40,6 +41,21 @@ class RedisBreaker:
         self._probe_timeout = probe_timeout
         self._open_until = 0.0
         self._probe_until = 0.0
+        self._on_recovery: list[Callable[[], Awaitable[None]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def on_recovery(self, handler: Callable[[], Awaitable[None]]) -> None:
+        """Runs `handler` (in the background) each time Redis answers again after this breaker opened: what was
+        held elsewhere meanwhile (single-use claims in PostgreSQL) goes back into Redis."""
+        self._on_recovery.append(handler)
+
+    async def _recovered(self, handler: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await handler()
+        except (
+            Exception
+        ) as exc:  # a failed hand-back is logged; the claims stay in PostgreSQL until they expire
+            _log.warning("handing claims back to redis failed", error=type(exc).__name__)
 
     @property
     def is_open(self) -> bool:
@@ -68,5 +84,14 @@ class RedisBreaker:
         if self._open_until:
             _OPEN.set(0)
             _log.info("redis answering again; degraded mode over")
+            for handler in self._on_recovery:
+                task = asyncio.get_running_loop().create_task(self._recovered(handler))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
         self._open_until = 0.0
         self._probe_until = 0.0
+
+    async def settled(self) -> None:
+        """Waits for the hand-backs under way (tests, and a clean shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running)

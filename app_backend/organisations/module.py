@@ -14,7 +14,7 @@ from app_backend.organisations.tasks import purge_used_nonces
 
 
 async def start(platform: Platform) -> OrganisationServices:
-    return OrganisationServices.create(
+    organisations = OrganisationServices.create(
         platform.settings,
         platform.redis,
         platform.cipher,
@@ -22,6 +22,9 @@ async def start(platform: Platform) -> OrganisationServices:
         platform.breaker,
         platform.batches,
     )
+    # Nonces used while Redis was away go back into it, so a request cannot pass once more when it returns.
+    platform.breaker.on_recovery(lambda: organisations.machine_auth.restore_nonces(platform.pool))
+    return organisations
 
 
 def provide_organisations(state: State) -> OrganisationServices:

@@ -146,6 +146,12 @@ class OrganisationRepository:
         )
 
 
+class HeldNonceRow(msgspec.Struct, frozen=True):
+    key_id: str
+    nonce: str
+    seconds_left: int
+
+
 class UsedNonceRepository:
     """The single-use nonces of signed requests while Redis is unavailable (organisations.used_nonces)."""
 
@@ -163,6 +169,15 @@ class UsedNonceRepository:
             float(ttl_seconds),
         )
         return bool(claimed)
+
+    async def live(self, conn: Connection) -> list[HeldNonceRow]:
+        """Every nonce still held, with the seconds it has left."""
+        return await fetch_rows(
+            conn,
+            HeldNonceRow,
+            """SELECT key_id, nonce, greatest(1, ceil(extract(epoch FROM expires_at - now())))::int AS seconds_left
+               FROM organisations.used_nonces WHERE expires_at > now()""",
+        )
 
     async def delete_expired(self, conn: Connection) -> int:
         result: str = await conn.execute("DELETE FROM organisations.used_nonces WHERE expires_at <= now()")

@@ -232,6 +232,19 @@ class MachineAuth:
         self._local_nonces = LocalClaims(ttl=self._nonce_ttl)
         self._used_nonces = UsedNonceRepository()
 
+    async def restore_nonces(self, pool: Pool) -> None:
+        """Puts the nonces claimed in PostgreSQL during an outage into Redis, for the time each has left: once
+        Redis answers again it is asked alone, and must know them."""
+        async with pool.acquire() as conn:
+            held = await self._used_nonces.live(conn)
+        if not held:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in held:
+                pipe.set(f"nonce:{row.key_id}:{row.nonce}", 1, nx=True, ex=row.seconds_left)
+            await pipe.execute()
+        _log.info("nonces handed back to redis", count=len(held))
+
     async def revoke(self, key_id: str) -> None:
         """Marks the key revoked in Redis, which every process checks with the nonce; outlives all caches."""
         await self._redis.set(_revoked_key(key_id), 1, ex=_REVOKED_MARK_TTL)

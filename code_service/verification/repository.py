@@ -75,6 +75,11 @@ class ScanRepository:
         )
 
 
+class HeldClaimRow(msgspec.Struct, frozen=True):
+    code_id: bytes
+    seconds_left: int
+
+
 class ReplayFallbackRepository:
     """Single use of transit and medical codes while Redis is unavailable (codes.used_codes_fallback): one claim
     for every process, where each process's memory would accept a code once per process."""
@@ -91,6 +96,15 @@ class ReplayFallbackRepository:
             float(ttl_seconds),
         )
         return bool(claimed)
+
+    async def live(self, conn: Connection) -> list[HeldClaimRow]:
+        """Every claim still held, with the seconds it has left."""
+        return await fetch_rows(
+            conn,
+            HeldClaimRow,
+            """SELECT code_id, greatest(1, ceil(extract(epoch FROM expires_at - now())))::int AS seconds_left
+               FROM codes.used_codes_fallback WHERE expires_at > now()""",
+        )
 
     async def delete_expired(self, conn: Connection) -> int:
         result: str = await conn.execute("DELETE FROM codes.used_codes_fallback WHERE expires_at <= now()")

@@ -768,6 +768,19 @@ class VerificationService:
         """`prove_transit_code` for each (text, at), in order, with the holders read in one statement."""
         return [_proven(verified) for verified in await self.verify_codes(conn, scanned, "transit")]
 
+    async def restore_claims(self) -> None:
+        """Puts the replay ids claimed in PostgreSQL during an outage into Redis, for the time each has left: once
+        Redis answers again it is asked alone, and must know them (a code accepted then is not accepted again)."""
+        async with self._pool.acquire() as conn:
+            held = await self._replay_fallback.live(conn)
+        if not held:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in held:
+                pipe.set(_used_key(row.code_id), 1, nx=True, ex=row.seconds_left)
+            await pipe.execute()
+        _log.info("replay ids handed back to redis", count=len(held))
+
     async def flush_scans(self) -> None:
         await self._recorder.flush()
 

@@ -6,6 +6,8 @@ of their own that the test stops."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,10 @@ WHOAMI = "/api/v1/machine/whoami"
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
-    redis_server = EmbeddedServices(tmp_path)
+    with socket.socket() as sock:  # a port kept across a restart, where the apps' clients expect Redis back
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    redis_server = EmbeddedServices(tmp_path, redis_port=port)
     redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
     try:
         yield redis_server
@@ -75,6 +80,31 @@ async def test_a_signed_request_is_accepted_once_across_processes_while_redis_is
     for process in (second, first):
         fresh = sign_request(gate["key_id"], gate["secret"], "GET", WHOAMI)
         assert (await _get(process, fresh)).status_code == 200
+
+
+async def test_a_request_accepted_during_the_outage_is_not_accepted_again_when_redis_returns(
+    two_processes, own_redis
+):
+    """Issue 13 probe: a signed request replayed after Redis came back passed once more (Redis, asked alone
+    again, had never seen its nonce)."""
+    first, second = two_processes
+    gate = await machine_credential(first, first.app.state.services, ["verify:transit"])
+    own_redis.stop()
+    replayed = sign_request(gate["key_id"], gate["secret"], "GET", WHOAMI)
+    assert (await _get(first, replayed)).status_code == 200
+    own_redis.start(want_postgres=False, want_redis=True, persistent_redis=False)  # empty: it knows nothing
+
+    breaker = first.app.state.services.platform.breaker
+    for _ in range(100):  # the process that served during the outage finds Redis again at its next probe
+        await _get(first, sign_request(gate["key_id"], gate["secret"], "GET", WHOAMI))
+        if not breaker.is_open:
+            break
+        await asyncio.sleep(0.1)
+    assert not breaker.is_open
+    await breaker.settled()
+    for process in (second, first):
+        again = await _get(process, replayed)
+        assert again.status_code == 401 and again.json()["detail"].startswith("X-Tzt-Nonce: already used")
 
 
 async def test_the_sweep_deletes_only_expired_nonces(services, db):

@@ -6,6 +6,8 @@ their own that the test stops."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,7 +24,10 @@ from tests.helpers import machine_credential, personal_code, rider, verify
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
-    redis_server = EmbeddedServices(tmp_path)
+    with socket.socket() as sock:  # a port kept across a restart, where the apps' clients expect Redis back
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    redis_server = EmbeddedServices(tmp_path, redis_port=port)
     redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
     try:
         yield redis_server
@@ -54,6 +59,35 @@ async def test_a_transit_code_is_accepted_once_across_processes_while_redis_is_d
     # Another code of the same rider rides, in the other process too.
     other = (await verify(second, gate, codes[1], "transit")).json()
     assert other["allowed"] and other["degraded"], other
+
+
+async def test_a_code_accepted_during_the_outage_is_not_accepted_again_when_redis_returns(
+    two_processes, own_redis
+):
+    """Issue 13 probe: after Redis came back, codes accepted while it was away were accepted once more (Redis,
+    asked alone again, had never seen them)."""
+    first, second = two_processes
+    person = await rider(first, first.app.state.services)
+    gate = await machine_credential(first, first.app.state.services, ["verify:transit", "verify:health"])
+    code, probe_code = await personal_code(first, person), await personal_code(first, person)
+
+    own_redis.stop()
+    ride = (await verify(first, gate, code, "transit")).json()
+    assert ride["allowed"] and ride["degraded"], ride
+    own_redis.start(want_postgres=False, want_redis=True, persistent_redis=False)  # empty: it knows nothing
+
+    # The process that served during the outage finds Redis again at its next probe and hands its claims back.
+    breaker = first.app.state.services.platform.breaker
+    for _ in range(100):
+        probe = (await verify(first, gate, probe_code, "health")).json()  # any scene: is it degraded?
+        if not probe.get("degraded"):  # (the answer leaves out what is false)
+            break
+        await asyncio.sleep(0.1)
+    assert not probe.get("degraded"), probe
+    await breaker.settled()
+    for process in (second, first):
+        again = (await verify(process, gate, code, "transit")).json()
+        assert (again["allowed"], again["reason"], again.get("degraded")) == (False, "replayed", None), again
 
 
 async def test_the_sweep_deletes_only_expired_replay_ids(services, db):
