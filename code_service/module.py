@@ -17,6 +17,7 @@ from code_service.codes.controllers import CodeController, EnterpriseCodeControl
 from code_service.container import CodeServices
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
+from code_service.gates.tasks import purge_refused_taps
 from code_service.keys.controllers import JwksController, SceneKeyController
 from code_service.keys.tasks import stage_due_scene_epoch, stage_due_signing_key
 from code_service.verification.controllers import ScanHistoryController, VerifyController
@@ -76,13 +77,14 @@ module = DomainModule(
         "scanner": Provide(provide_scanner),
     },
     signature_types=[CodeServices],
-    jobs=[stage_due_signing_key, stage_due_scene_epoch, purge_replay_fallback],
+    jobs=[stage_due_signing_key, stage_due_scene_epoch, purge_replay_fallback, purge_refused_taps],
     cron=[
         # Hourly: a rotation is staged within the hour it falls due (publish lead 25 h; the period is days).
         CronJob(stage_due_signing_key, cron="41 * * * *"),
         # Hourly too, for scene-key epochs on the same schedule (weekly period).
         CronJob(stage_due_scene_epoch, cron="43 * * * *"),
         CronJob(purge_replay_fallback, cron="*/10 * * * *"),
+        CronJob(purge_refused_taps, cron="17 3 * * *"),
     ],
     migrations="code_service",
     migrated_as={"0003_resident_facts.sql": ("app_backend.composition", "0001_code_ports.sql")},

@@ -178,6 +178,10 @@ class TapRepository:
         )
         return [record[0] for record in records]
 
+    async def delete_refused_before(self, conn: Connection, before: dt.datetime) -> int:
+        result: str = await conn.execute("DELETE FROM codes.refused_taps WHERE received_at < $1", before)
+        return int(result.rsplit(" ", 1)[1])
+
     async def insert_refused(
         self, conn: Connection, organisation_id: uuid.UUID, taps: list[RefusedValues]
     ) -> None:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import REGISTRY
 
 from code_service.gates.service import MAX_UPLOAD_DELAY
+from code_service.gates.tasks import purge_refused_taps
 from code_service.holder import DeviceWallet
 from code_service.verification.service import CLOCK_SKEW
 from code_service.verifier import OfflineVerifier
@@ -586,3 +587,18 @@ async def test_an_operator_cannot_bill_a_code_another_operator_verified_or_uploa
     )
     assert refused.status_code == 403 and "verify:transit" in refused.json()["detail"], refused.text
     assert [r["tap_id"] for r in await _stored(db, prefix)] == [f"{prefix}metro"]
+
+
+async def test_refused_taps_are_kept_ninety_days(client, services, db):
+    gate = await machine_credential(client, services, GATE_SCOPES)
+    prefix = _prefix()
+    await _upload(
+        client, gate, [_tap(f"{prefix}old", "in", _now(), "hello"), _tap(f"{prefix}new", "in", _now(), "x")]
+    )
+    await db.execute(
+        "UPDATE codes.refused_taps SET received_at = now() - interval '91 days' WHERE tap_id = $1",
+        f"{prefix}old",
+    )
+    assert await purge_refused_taps({"platform": services.platform}) >= 1
+    left = await db.fetch("SELECT tap_id FROM codes.refused_taps WHERE tap_id LIKE $1", prefix + "%")
+    assert [r["tap_id"] for r in left] == [f"{prefix}new"]
