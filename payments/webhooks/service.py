@@ -52,12 +52,33 @@ def check_webhook_url(url: str, allow_local: bool) -> None:
         raise invalid_field("url", "not a public address")
 
 
+# IPv6 prefixes that carry an IPv4 address a network may route to its inside: NAT64 (RFC 6052), 6to4 (RFC 3056),
+# IPv4-compatible (deprecated), and IPv4-mapped. Such an address is public only if the IPv4 one inside is.
+_V4_INSIDE = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0/96"),
+)
+_6TO4 = ipaddress.IPv6Network("2002::/16")
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally reachable, also counting the IPv4 address an IPv6 one may carry (`is_global` alone passes
+    64:ff9b::7f00:1, 2002:7f00:1::1 and ::127.0.0.1, which some networks route to their own inside)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in net for net in _V4_INSIDE):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF).is_global
+        if address in _6TO4:
+            return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF).is_global
+    return address.is_global
+
+
 def _public(host: str) -> bool:
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses)
+    return bool(addresses) and all(is_public(ipaddress.ip_address(a.split("%")[0])) for a in addresses)
 
 
 # host, port -> the addresses the name resolves to (a seam: the tests answer differently on each call).
@@ -177,7 +198,7 @@ class WebhookService:
         return _Target(url.copy_with(host=str(addresses[0])), url.netloc.decode("ascii"), extensions)
 
     def _allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return self._allow_local or address.is_global
+        return self._allow_local or is_public(address)
 
     async def events(self, conn: Connection, payee_id: uuid.UUID, limit: int = 100) -> list[PayeeEvent]:
         return [_payee_event(r) for r in await self._repo.events_for(conn, payee_id, limit)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from payments.webhooks.service import RETRY_SCHEDULE
+from payments.webhooks.service import RETRY_SCHEDULE, is_public
 from tests.helpers import machine_credential, signed
 from tests.payments.helpers import paid_order
 
@@ -182,3 +183,11 @@ async def test_a_name_with_any_internal_address_gets_no_delivery(client, service
     assert (row["status"], row["attempts"]) == ("pending", 1)
     assert row["last_error"] == "url no longer points at a public address"
     assert dns.asked == 1
+
+
+def test_an_ipv6_address_carrying_an_internal_ipv4_one_is_not_public():
+    """Issue 13 probe: `is_global` passes NAT64, 6to4 and IPv4-compatible forms of 127.0.0.1."""
+    for inside in ("64:ff9b::7f00:1", "2002:7f00:1::1", "::127.0.0.1", "::ffff:10.0.0.1", "2002:c0a8:101::1"):
+        assert not is_public(ipaddress.ip_address(inside)), inside
+    for outside in ("64:ff9b::808:808", "2002:808:808::1", "2400:3200::1", "8.8.8.8"):
+        assert is_public(ipaddress.ip_address(outside)), outside
