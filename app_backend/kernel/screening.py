@@ -7,7 +7,9 @@ validation problem:
 - a JSON body nested deeper than `MAX_JSON_DEPTH` (counted on the raw bytes, strings skipped, before anything
   decodes it: a decoder recurses, and about 950 levels in under 2 KB raised RecursionError);
 - a control character in any text: a JSON string or object key, a query or path parameter. Control characters
-  are Unicode's category Cc (C0, DEL and C1) except tab, line feed and carriage return, and unpaired surrogates.
+  are Unicode's category Cc (C0, DEL and C1) except tab, line feed and carriage return, unpaired surrogates, and
+  the invisible characters that make text read other than it is (bidirectional overrides, embeddings and isolates,
+  line and paragraph separators, zero-width space, byte order mark).
   PostgreSQL stores no NUL at all, and none of them is text a resident or an integrator means to send;
 - a JSON integer outside the 64-bit range every integer column and counter holds;
 - a header value holding a C0 control character other than tab, or DEL (HTTP allows none).
@@ -35,7 +37,12 @@ MAX_JSON_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _MAX_REPORTED = 10
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff"
+    # Invisible characters that make stored text read other than it is (a payee's statement, a complaint):
+    # bidirectional embeddings, overrides and isolates, line and paragraph separators, zero-width space, BOM.
+    "\u200b\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 # Raw C0 bytes inside a JSON string are malformed JSON (the decoder refuses them); escaped ones ("\\u00"), DEL,
 # C1 (UTF-8 C2 80-9F) and runs of 19 digits are valid JSON and must be looked at. Plain substring searches, as a
 # regular expression costs microseconds per verification; a hit that is harmless ("\\u00e9", a "©", a long
@@ -110,6 +117,12 @@ def _suspect(raw: bytes) -> bool:
         b"\\u00" in raw
         or b"\x7f" in raw
         or b"\xc2" in raw
+        # The invisible characters above, raw (UTF-8 E2 80 .., E2 81 .., EF BB BF) or escaped (\u20.., \ufeff).
+        or b"\xe2\x80" in raw
+        or b"\xe2\x81" in raw
+        or b"\xef\xbb\xbf" in raw
+        or b"\\u20" in raw
+        or b"\\ufe" in raw.lower()
         or _NINETEEN_DIGITS in raw.translate(_DIGITS_AS_ZERO)
     )
 

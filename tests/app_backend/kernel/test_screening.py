@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
 from app_backend.kernel.screening import MAX_JSON_DEPTH, body_faults, json_too_deep
@@ -145,6 +146,18 @@ async def test_control_characters_are_refused_in_path_parameters_and_headers(cli
         headers={**bearer(resident), "Idempotency-Key": "key\x7f1"},
     )
     _named(response, "idempotency-key", "header")
+
+
+def test_invisible_characters_that_make_text_read_otherwise_are_refused():
+    """Issue 13 probe: a right-to-left override, a zero-width space, a line separator or a BOM in an order subject
+    would reach a payee's statement and read other than it is."""
+    for sneaky in ("\u202e", "\u2066", "\u200b", "\u2028", "\ufeff"):
+        raw = msgspec.json.encode({"subject": f"夜游{sneaky}船票"})
+        assert [(f.field, f.source) for f in body_faults(raw)] == [("subject", "body")], sneaky
+        escaped = b'{"subject": "a\\u' + f"{ord(sneaky):04X}".encode() + b'b"}'
+        assert [f.field for f in body_faults(escaped)] == ["subject"], escaped
+    # Chinese punctuation shares the first UTF-8 bytes and passes: “” — … 、, and joiners.
+    assert body_faults(msgspec.json.encode({"subject": "\u201c夜游\u201d\u2014船票\u2026、👨\u200d👩"})) == []
 
 
 async def test_text_with_tabs_newlines_and_any_script_is_accepted(client, services):
