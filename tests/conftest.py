@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -220,3 +221,17 @@ async def empty_database(backing) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
+    """A Redis server of the test's own, which it may stop and start again on the same port (an outage)."""
+    with socket.socket() as sock:  # a port kept across a restart, where the apps' clients expect Redis back
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    redis_server = EmbeddedServices(tmp_path, redis_port=port)
+    redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
+    try:
+        yield redis_server
+    finally:
+        redis_server.stop()

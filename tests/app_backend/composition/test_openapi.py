@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER
 from app_backend.identity.repository import ResidentRepository
 from app_backend.kernel.screening import screen_request
+from app_backend.organisations.schemas import SCOPES_BY_KIND
 from app_backend.organisations.signing import sign_request
 from tests.conftest import serving
 from tests.helpers import bearer, login, machine_credential, staff
@@ -104,28 +105,6 @@ class _Callers:
         self.machines = machines
 
 
-_DEPARTMENT_SCOPES = [
-    "feeds:health",
-    "feeds:insurance",
-    "verify:health",
-    "verify:enterprise",
-    "tiles:manage",
-    "licences:issue",
-    "payments:refund",
-    "settlements:read",
-]
-_VERIFIER_SCOPES = [
-    "verify:transit",
-    "verify:health",
-    "verify:medical",
-    "verify:enterprise",
-    "gates:sync",
-    "gates:taps",
-    "payments:refund",
-    "settlements:read",
-]
-
-
 async def _callers(client: Any, services: Any) -> _Callers:
     resident = await login(client)
     administrator = await login(client)
@@ -133,7 +112,8 @@ async def _callers(client: Any, services: Any) -> _Callers:
         for role in (OPS_ADMIN, OPS_REVIEWER, AUDITOR):
             await ResidentRepository().grant_role(conn, uuid.UUID(administrator["resident_id"]), role, "test")
     machines = []
-    for kind, scopes in (("department", _DEPARTMENT_SCOPES), ("verifier_operator", _VERIFIER_SCOPES)):
+    for kind in ("department", "verifier_operator"):  # every scope a kind may hold (SCOPES_BY_KIND)
+        scopes = sorted(SCOPES_BY_KIND[kind])
         machine = await machine_credential(client, services, scopes, kind=kind)
         machines.append({"key_id": machine["key_id"], "secret": machine["secret"]})
     return _Callers(resident["access_token"], administrator["access_token"], machines)

@@ -7,9 +7,7 @@ of their own that the test stops."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -22,19 +20,6 @@ from tests.conftest import ApiClient, serving
 from tests.helpers import machine_credential
 
 WHOAMI = "/api/v1/machine/whoami"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
-    with socket.socket() as sock:  # a port kept across a restart, where the apps' clients expect Redis back
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    redis_server = EmbeddedServices(tmp_path, redis_port=port)
-    redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
-    try:
-        yield redis_server
-    finally:
-        redis_server.stop()
 
 
 @pytest.fixture

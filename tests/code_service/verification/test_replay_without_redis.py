@@ -7,9 +7,7 @@ their own that the test stops."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -20,19 +18,6 @@ from code_service.verification.repository import ReplayFallbackRepository
 from code_service.verification.tasks import purge_replay_fallback
 from tests.conftest import ApiClient, serving
 from tests.helpers import machine_credential, personal_code, rider, verify
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedServices]:
-    with socket.socket() as sock:  # a port kept across a restart, where the apps' clients expect Redis back
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    redis_server = EmbeddedServices(tmp_path, redis_port=port)
-    redis_server.start(want_postgres=False, want_redis=True, persistent_redis=False)
-    try:
-        yield redis_server
-    finally:
-        redis_server.stop()
 
 
 @pytest.fixture
