@@ -47,8 +47,8 @@ operator's payable, and settlement, before the money does. After collection both
 uncollected balance are back to zero and the operator's payable holds the fare.
 
 One repayment order per debt at a time: repay takes the rider's lock and, while a repayment order covering a debt
-still owed can be paid (waiting, not past its expiry), answers that order whatever the Idempotency-Key, so
-concurrent or repeated repays never open a second order for a debt.
+still owed can be paid (waiting, not past its expiry), answers that order to any new Idempotency-Key (a key used
+before gets its first answer), so concurrent or repeated repays never open a second order for a debt.
 
 Money for a debt already repaid (an order paid after its expiry, an order opened before there was one per debt, a
 late deduction after a repayment) is a payment like any other (mark_paid credits the operator), and the paid-order
@@ -85,9 +85,16 @@ from payments.channels.base import (
 )
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationRefused
-from payments.orders.repository import OrderRepository, OrderRow
+from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate
-from payments.orders.service import Answer, ChannelDown, OrderService, new_out_trade_no, order_view
+from payments.orders.service import (
+    Answer,
+    ChannelDown,
+    OrderService,
+    new_out_trade_no,
+    order_view,
+    payer_scope,
+)
 from payments.refunds.schemas import RefundCreate
 from payments.refunds.service import RefundService
 from payments.settings import PaymentSettings
@@ -344,6 +351,7 @@ class TransitService:
         self.eligibility = RideEligibility()
         self._repo = TransitRepository()
         self._order_rows = OrderRepository()
+        self._keys = IdempotencyRepository()
         orders.on_paid(self.on_order_paid)
 
     def _notify_url(self, channel: str) -> str:
@@ -936,7 +944,7 @@ class TransitService:
         """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
         debts to other operators are repaid with further orders. Idempotent per key like any order, and one
         order per debt at a time: while a repayment order covering a debt owed can still be paid, every repay
-        answers it (200), whatever its key, so a debt is never collected twice."""
+        with a new key answers it (200), so a debt is never collected twice."""
         # Held until the request commits: a concurrent repay waits here, then finds this one's order.
         await self._repo.lock_rider(conn, resident_id)
         debts = await self._repo.debts_of(conn, resident_id)
@@ -944,7 +952,13 @@ class TransitService:
             raise DomainError(409, "conflict", "there is no transit debt to repay")
         owed = sum(d.amount_fen for d in debts)
         moment = now or dt.datetime.now(dt.UTC)
-        pending = await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
+        # A key used before gets its first answer (or its 422) from the order service, as any order's key does.
+        known_key = await self._keys.get(conn, payer_scope(resident_id), key) is not None
+        pending = (
+            None
+            if known_key
+            else await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
+        )
         if pending is not None:
             row = await self._order_rows.get(conn, pending.order_id)
             assert row is not None  # transit_repayments.order_id references payments.orders

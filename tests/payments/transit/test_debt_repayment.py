@@ -5,6 +5,7 @@ through the channel it came from, by the platform, once, with the operator credi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -12,15 +13,17 @@ import pytest
 
 from payments.orders.schemas import OrderCreate
 from payments.orders.tasks import settle_payments
-from payments.transit.tasks import deduct_transit_fares, return_overpayments
+from payments.transit.tasks import check_transit_deductions, deduct_transit_fares, return_overpayments
 from tests.helpers import bearer, code_minter, machine_credential, real_named
 from tests.payments.transit.test_transit import (
     TRANSIT,
     _build_trips,
     _ctx,
     _day,
+    _deductions,
     _deliver,
     _ledger_ok,
+    _ride,
     _sign_wechat,
     _tap,
     _upload,
@@ -91,7 +94,8 @@ async def _repayment_orders(services: Any, person: dict[str, Any]) -> int:
 
 async def test_a_second_repay_with_another_key_answers_the_open_order(client, services, wechat, metro):
     person = await _in_debt(client, services, wechat, metro)
-    first = await _repay(client, person)
+    key = uuid.uuid4().hex
+    first = await _repay(client, person, key)
     assert first.status_code == 201, first.text
     second = await _repay(client, person)
     # Before: a second order (201) for the same debt, which the rider could pay too.
@@ -99,6 +103,9 @@ async def test_a_second_repay_with_another_key_answers_the_open_order(client, se
     assert second.json()["order"]["id"] == first.json()["order"]["id"]
     assert second.json()["order"]["pay"] == first.json()["order"]["pay"]
     assert (second.json()["debt_fen"], second.json()["remaining_fen"]) == (100, 0)
+    # The first key still gets its first answer.
+    replayed = await _repay(client, person, key)
+    assert (replayed.status_code, replayed.json()) == (201, first.json())
     assert await _repayment_orders(services, person) == 1
 
     # One at a time: once the open order can no longer be paid, a repay opens a new one.
@@ -200,6 +207,51 @@ async def test_two_orders_paid_for_one_debt_and_the_channel_down_at_first(client
     assert [r["refund_fee"] for r in trade["refunds"]] == [100], trade
     assert (await wechat.control("GET", f"/_sandbox/trades/{first['out_trade_no']}"))["refunds"] == []
     assert await _balance(services, payable) - before == credited_twice // 2
+    await _ledger_ok(services)
+
+
+async def test_a_late_deduction_after_the_repayment_is_refunded_on_its_own_order(
+    client, services, wechat, metro
+):
+    """WeChat completes a withholding deduction hours after it became a debt, and after the rider repaid it: the
+    deduction's money goes back through the deduction's own order."""
+    person = await real_named(client, services)
+    agreement = await _sign_wechat(client, person)
+    await wechat.control(
+        "POST", f"/_sandbox/contracts/{agreement['external_agreement_no']}/deductions", {"outcome": "accept"}
+    )
+    codes = await code_minter(client, services, person)
+    await _upload(client, metro, _ride(codes, _day(), "泰州站", "海陵北路"))  # 3 yuan
+    await _build_trips(services)
+    await deduct_transit_fares(_ctx(services))
+    window = services.payments.transit.policy.deduction_window
+    await check_transit_deductions(_ctx(services), now=dt.datetime.now(dt.UTC) + window)
+    (deduction,) = await _deductions(services, person)
+    assert (deduction["status"], deduction["order_status"]) == ("failed", "closed")
+    payable = f"payee_payable:{metro['organisation']['id']}"
+    before = await _balance(services, payable)
+
+    repayment = (await _repay(client, person)).json()["order"]
+    await _pay(client, wechat, repayment)
+    credited = await _balance(services, payable) - before
+    done = await wechat.control(
+        "POST", f"/_sandbox/trades/{deduction['out_trade_no']}/pay", {"deliver": False}
+    )
+    await _deliver(client, "wechat", done["notification"])
+    debts = (await client.get(f"{TRANSIT}/debts", headers=bearer(person))).json()
+    assert [(m["out_trade_no"], m["amount_fen"]) for m in debts["money_back"]] == [
+        (deduction["out_trade_no"], 300)
+    ]
+
+    assert (await return_overpayments(_ctx(services))).get("sent") == 1
+    await settle_payments(_ctx(services))
+    trade = await wechat.control("GET", f"/_sandbox/trades/{deduction['out_trade_no']}")
+    assert [r["refund_fee"] for r in trade["refunds"]] == [300], trade
+    assert not (await wechat.control("GET", f"/_sandbox/trades/{repayment['out_trade_no']}"))["refunds"]
+    debts = (await client.get(f"{TRANSIT}/debts", headers=bearer(person))).json()
+    assert [m["status"] for m in debts["money_back"]] == ["refunded"]
+    assert await _balance(services, payable) - before == credited
+    assert await _balance(services, f"rider_receivable:{person['resident_id']}") == 0
     await _ledger_ok(services)
 
 
