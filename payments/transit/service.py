@@ -1016,6 +1016,12 @@ class TransitService:
             RefundCreate(amount_fen=row.amount_fen, reason="泰州通乘车欠款已还清，多付款项退回"),
         )
         await self._repo.overpayment_sent(conn, row.id, answer.body.id)
+        if answer.body.status == "failed":
+            # The channel refused the refund outright (not a silence, which raises): a person looks at why.
+            _log.error(
+                "transit money back refused by the channel", order=str(row.order_id), fen=row.amount_fen
+            )
+            return "refused"
         _log.info("transit money back sent", order=str(row.order_id), fen=row.amount_fen)
         return "sent"
 
