@@ -50,13 +50,14 @@ class PaymentServices:
         ledger = Ledger()
         webhooks = WebhookService(box, allow_local=settings.allow_local_webhooks)
         orders = OrderService(channels, payees, ledger, settings, webhooks)
-        transit = TransitService(channels, orders, ledger, settings, gates, facts)
+        refunds = RefundService(orders, ledger)
+        transit = TransitService(channels, orders, refunds, ledger, settings, gates, facts)
         return cls(
             pool=pool,
             channels=channels,
             ledger=ledger,
             orders=orders,
-            refunds=RefundService(orders, ledger),
+            refunds=refunds,
             notifications=NotificationService(orders, transit),
             settlement=SettlementService(ledger),
             webhooks=webhooks,

@@ -26,6 +26,7 @@ from payments.transit.tasks import (
     check_transit_deductions,
     deduct_transit_fares,
     poll_transit_agreements,
+    return_overpayments,
 )
 from payments.webhooks.controllers import WebhookController
 from payments.webhooks.tasks import deliver_payee_events
@@ -80,6 +81,7 @@ module = DomainModule(
         deduct_transit_fares,
         check_transit_deductions,
         poll_transit_agreements,
+        return_overpayments,
     ],
     cron=[
         CronJob(settle_payments, cron="* * * * *"),
@@ -94,6 +96,7 @@ module = DomainModule(
         CronJob(deduct_transit_fares, cron="17 * * * *", timeout=1800),
         CronJob(check_transit_deductions, cron="*/5 * * * *", timeout=600),
         CronJob(poll_transit_agreements, cron="*/2 * * * *", timeout=300),
+        CronJob(return_overpayments, cron="* * * * *", timeout=300),
     ],
     migrations="payments",
     append_only=["payments.ledger_entries", "payments.ledger_postings"],

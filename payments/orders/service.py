@@ -98,6 +98,11 @@ def order_view(row: OrderRow, pay: PayInstructions | None = None) -> OrderView:
     )
 
 
+def payer_scope(payer_id: uuid.UUID) -> str:
+    """Where a payer's idempotency keys live."""
+    return f"resident:{payer_id}"
+
+
 def new_out_trade_no() -> str:
     """32 characters at most (WeChat's limit), date first so bills and logs sort by day."""
     return "TZT" + dt.datetime.now(BUSINESS_TZ).strftime("%Y%m%d") + secrets.token_hex(8).upper()
@@ -143,7 +148,7 @@ class OrderService:
     ) -> Answer[OrderView]:
         """A 201 with the order. The same key and body return the first answer; another body is a 422.
         `purpose` replaces data.purpose for orders other parts of payments open (a transit repayment)."""
-        scope = f"resident:{payer_id}"
+        scope = payer_scope(payer_id)
         purpose = purpose or data.purpose
         digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
         replay = await claim_or_replay(self._keys, conn, scope, key, digest, OrderView)

@@ -70,7 +70,8 @@ class TransitController(Controller):
 
     @post(
         "/debts/repay",
-        summary="Repay transit debts (Idempotency-Key header required): an order to pay like any other",
+        summary="Repay transit debts (Idempotency-Key header required): an order to pay like any other; "
+        "while one can still be paid, every repay answers it (200)",
         opt=problems(409, 422),
     )
     async def repay(

@@ -171,6 +171,40 @@ class RepaymentRow(msgspec.Struct, frozen=True):
     overpaid_fen: int
 
 
+class OpenRepaymentRow(msgspec.Struct, frozen=True):
+    """A repayment whose order can still be paid (waiting, not expired)."""
+
+    order_id: uuid.UUID
+    amount_fen: int
+    deduction_ids: list[uuid.UUID]
+
+
+class OverpaymentRow(msgspec.Struct, frozen=True):
+    """Money paid for debts already cleared, owed back to the rider (payments.transit_overpayments)."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    resident_id: uuid.UUID
+    payee_id: uuid.UUID
+    amount_fen: int
+    status: str  # pending | sent | failed
+    refund_id: uuid.UUID | None
+    attempts: int
+    last_error: str
+    created_at: dt.datetime
+
+
+class OverpaymentStateRow(OverpaymentRow, frozen=True):
+    """An overpayment with its order's number and, once sent, its refund's state."""
+
+    out_trade_no: str
+    refund_status: str | None
+
+
+OVERPAYMENT_COLUMNS = """id, order_id, resident_id, payee_id, amount_fen, status, refund_id, attempts, last_error,
+                         created_at"""
+
+
 class TransitRepository:
     # -- locks -------------------------------------------------------------------------------------------------
 
@@ -689,4 +723,95 @@ class TransitRepository:
             "UPDATE payments.transit_repayments SET overpaid_fen = $2 WHERE order_id = $1",
             order_id,
             overpaid_fen,
+        )
+
+    async def open_repayment(
+        self, conn: Connection, resident_id: uuid.UUID, debt_ids: list[uuid.UUID], now: dt.datetime
+    ) -> OpenRepaymentRow | None:
+        """The rider's oldest repayment still payable that covers one of `debt_ids` (the debts owed now)."""
+        return await fetch_row(
+            conn,
+            OpenRepaymentRow,
+            """SELECT r.order_id, r.amount_fen, r.deduction_ids
+               FROM payments.transit_repayments r JOIN payments.orders o ON o.id = r.order_id
+               WHERE r.resident_id = $1 AND r.applied_at IS NULL AND r.deduction_ids && $2::uuid[]
+                     AND o.status = 'waiting' AND o.expires_at > $3
+               ORDER BY r.created_at LIMIT 1""",
+            resident_id,
+            debt_ids,
+            now,
+        )
+
+    # -- money for debts already repaid ----------------------------------------------------------------------
+
+    async def insert_overpayment(
+        self,
+        conn: Connection,
+        order_id: uuid.UUID,
+        resident_id: uuid.UUID,
+        payee_id: uuid.UUID,
+        amount_fen: int,
+    ) -> bool:
+        """Once per paid order (False when it was recorded before)."""
+        made = await conn.fetchval(
+            """INSERT INTO payments.transit_overpayments (order_id, resident_id, payee_id, amount_fen)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING RETURNING true""",
+            order_id,
+            resident_id,
+            payee_id,
+            amount_fen,
+        )
+        return bool(made)
+
+    async def due_overpayments(self, conn: Connection, limit: int) -> list[OverpaymentRow]:
+        return await fetch_rows(
+            conn,
+            OverpaymentRow,
+            f"""SELECT {OVERPAYMENT_COLUMNS} FROM payments.transit_overpayments WHERE status = 'pending'
+                ORDER BY created_at LIMIT $1""",
+            limit,
+        )
+
+    async def lock_overpayment(self, conn: Connection, overpayment_id: uuid.UUID) -> OverpaymentRow | None:
+        """The row, locked until the transaction ends, while it is still to be sent (two job runs send it once)."""
+        return await fetch_row(
+            conn,
+            OverpaymentRow,
+            f"""SELECT {OVERPAYMENT_COLUMNS} FROM payments.transit_overpayments
+                WHERE id = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED""",
+            overpayment_id,
+        )
+
+    async def overpayment_sent(
+        self, conn: Connection, overpayment_id: uuid.UUID, refund_id: uuid.UUID
+    ) -> None:
+        await conn.execute(
+            """UPDATE payments.transit_overpayments SET status = 'sent', refund_id = $2, attempts = attempts + 1,
+                      last_error = '', updated_at = now() WHERE id = $1""",
+            overpayment_id,
+            refund_id,
+        )
+
+    async def overpayment_attempted(
+        self, conn: Connection, overpayment_id: uuid.UUID, error: str, *, failed: bool
+    ) -> None:
+        await conn.execute(
+            """UPDATE payments.transit_overpayments SET attempts = attempts + 1, last_error = $2,
+                      status = CASE WHEN $3 THEN 'failed' ELSE status END, updated_at = now()
+               WHERE id = $1 AND status = 'pending'""",
+            overpayment_id,
+            error[:500],
+            failed,
+        )
+
+    async def overpayments_of(self, conn: Connection, resident_id: uuid.UUID) -> list[OverpaymentStateRow]:
+        return await fetch_rows(
+            conn,
+            OverpaymentStateRow,
+            """SELECT p.id, p.order_id, p.resident_id, p.payee_id, p.amount_fen, p.status, p.refund_id, p.attempts,
+                      p.last_error, p.created_at, o.out_trade_no, f.status AS refund_status
+               FROM payments.transit_overpayments p JOIN payments.orders o ON o.id = p.order_id
+                    LEFT JOIN payments.refunds f ON f.id = p.refund_id
+               WHERE p.resident_id = $1 ORDER BY p.created_at DESC LIMIT 50""",
+            resident_id,
         )

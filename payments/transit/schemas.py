@@ -58,9 +58,20 @@ class DebtView(msgspec.Struct):
     trips: list[TripView]
 
 
+class MoneyBack(msgspec.Struct):
+    """Money paid for debts already repaid, which the platform returns through the channel it came from."""
+
+    order_id: uuid.UUID  # the order that paid too much, as GET /api/v1/payments/orders/{id} shows it
+    out_trade_no: str
+    amount_fen: int
+    status: str  # refunding | refunded | failed (operations follow a failed one up)
+    created_at: dt.datetime
+
+
 class DebtSummary(msgspec.Struct):
     total_fen: int
     debts: list[DebtView]
+    money_back: list[MoneyBack] = msgspec.field(default_factory=list)  # newest first
 
 
 class RepayCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -44,9 +44,18 @@ Accounting (double entry, debits positive; settlement pays each payee what `paym
 `transit_uncollected:<operator>` is the operator's share of fares not collected yet: the operator is owed it only
 once the rider pays (the operator carries the credit risk, as every other payee does), so nothing reaches the
 operator's payable, and settlement, before the money does. After collection both the receivable and the
-uncollected balance are back to zero and the operator's payable holds the fare. Money that arrives for a debt
-already repaid (a late deduction after a repayment) stays a payment to the operator and is flagged (`overpaid`)
-for a refund to the rider through the refund path.
+uncollected balance are back to zero and the operator's payable holds the fare.
+
+One repayment order per debt at a time: repay takes the rider's lock and, while a repayment order covering a debt
+still owed can be paid (waiting, not past its expiry), answers that order to any new Idempotency-Key (a key used
+before gets its first answer), so concurrent or repeated repays never open a second order for a debt.
+
+Money for a debt already repaid (an order paid after its expiry, an order opened before there was one per debt, a
+late deduction after a repayment) is a payment like any other (mark_paid credits the operator), and the paid-order
+listener records what was paid too much once (payments.transit_overpayments, in the payment's transaction). The
+money-back job refunds it through the refund service, as the platform, on the order it came with (so through the
+channel it came from), the overpayment's id as the refund's idempotency key; the refund's ledger entry takes it
+back out of the operator's payable, so the operator is credited once. The rider sees it under GET .../debts.
 """
 
 from __future__ import annotations
@@ -76,9 +85,18 @@ from payments.channels.base import (
 )
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationRefused
-from payments.orders.repository import OrderRepository, OrderRow
+from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate
-from payments.orders.service import Answer, ChannelDown, OrderService, new_out_trade_no
+from payments.orders.service import (
+    Answer,
+    ChannelDown,
+    OrderService,
+    new_out_trade_no,
+    order_view,
+    payer_scope,
+)
+from payments.refunds.schemas import RefundCreate
+from payments.refunds.service import RefundService
 from payments.settings import PaymentSettings
 from payments.transit.repository import (
     AgreementRow,
@@ -87,6 +105,7 @@ from payments.transit.repository import (
     NewTap,
     NewTrip,
     OpenTapRow,
+    OverpaymentRow,
     PendingDeductionRow,
     RepaymentRow,
     TransitRepository,
@@ -97,6 +116,7 @@ from payments.transit.schemas import (
     AgreementView,
     DebtSummary,
     DebtView,
+    MoneyBack,
     RepayCreate,
     Repayment,
     TripView,
@@ -119,6 +139,7 @@ class TransitPolicy:
     open_tap_batch: int = 50_000
     deduction_batch: int = 500
     agreement_batch: int = 200
+    money_back_batch: int = 100
 
 
 @dataclass(frozen=True)
@@ -312,6 +333,7 @@ class TransitService:
         self,
         channels: dict[str, PaymentChannel],
         orders: OrderService,
+        refunds: RefundService,
         ledger: Ledger,
         settings: PaymentSettings,
         gates: TransitGates,
@@ -320,6 +342,7 @@ class TransitService:
     ) -> None:
         self._channels = channels
         self._orders = orders
+        self._refunds = refunds
         self._ledger = ledger
         self._settings = settings
         self._gates = gates
@@ -328,6 +351,7 @@ class TransitService:
         self.eligibility = RideEligibility()
         self._repo = TransitRepository()
         self._order_rows = OrderRepository()
+        self._keys = IdempotencyRepository()
         orders.on_paid(self.on_order_paid)
 
     def _notify_url(self, channel: str) -> str:
@@ -789,7 +813,7 @@ class TransitService:
         cleared = await self._repo.clear_debts(conn, [deduction.id], f"late payment {paid.out_trade_no}")
         if not cleared:
             await self._repo.mark_overpaid(conn, deduction.id)
-            _log.error("deduction paid for a debt already repaid: refund it", order=str(paid.id))
+            await self._owe_back(conn, paid, resident_id, paid.amount_fen)
             return
         await self._repo.move_trips(conn, deduction.id, "debt", "paid")
         await self._collected(conn, paid, resident_id, cleared)
@@ -807,10 +831,15 @@ class TransitService:
         over = paid.amount_fen - sum(d.amount_fen for d in cleared)
         if over:
             await self._repo.repayment_overpaid(conn, paid.id, over)
-            _log.error(
-                "repayment covers debts already cleared: refund the rest", order=str(paid.id), fen=over
-            )
+            await self._owe_back(conn, paid, resident_id, over)
         await self._collected(conn, paid, resident_id, cleared)
+
+    async def _owe_back(self, conn: Connection, paid: OrderRow, resident_id: uuid.UUID, amount: int) -> None:
+        """Money for debts already cleared: recorded once, in the payment's transaction, for the money-back job
+        (return_overpayments) to refund through the channel it came from. Until then it sits in the operator's
+        payable, where the payment put it, and the refund's ledger entry takes it out again."""
+        if await self._repo.insert_overpayment(conn, paid.id, resident_id, paid.payee_id, amount):
+            _log.warning("paid for a debt already repaid: money back", order=str(paid.id), fen=amount)
 
     async def _collected(
         self, conn: Connection, paid: OrderRow, resident_id: uuid.UUID, cleared: list[DeductionRow]
@@ -891,16 +920,56 @@ class TransitService:
                 )
                 for r in rows
             ],
+            money_back=[
+                MoneyBack(
+                    order_id=r.order_id,
+                    out_trade_no=r.out_trade_no,
+                    amount_fen=r.amount_fen,
+                    status=_money_back_status(r.status, r.refund_status),
+                    created_at=r.created_at,
+                )
+                for r in await self._repo.overpayments_of(conn, resident_id)
+            ],
         )
 
     async def repay(
-        self, conn: Connection, resident_id: uuid.UUID, key: str, data: RepayCreate, client_ip: str
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        key: str,
+        data: RepayCreate,
+        client_ip: str,
+        now: dt.datetime | None = None,
     ) -> Answer[Repayment]:
         """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
-        debts to other operators are repaid with further orders. Idempotent per key like any order."""
+        debts to other operators are repaid with further orders. Idempotent per key like any order, and one
+        order per debt at a time: while a repayment order covering a debt owed can still be paid, every repay
+        with a new key answers it (200), so a debt is never collected twice."""
+        # Held until the request commits: a concurrent repay waits here, then finds this one's order.
+        await self._repo.lock_rider(conn, resident_id)
         debts = await self._repo.debts_of(conn, resident_id)
         if not debts:
             raise DomainError(409, "conflict", "there is no transit debt to repay")
+        owed = sum(d.amount_fen for d in debts)
+        moment = now or dt.datetime.now(dt.UTC)
+        # A key used before gets its first answer (or its 422) from the order service, as any order's key does.
+        known_key = await self._keys.get(conn, payer_scope(resident_id), key) is not None
+        pending = (
+            None
+            if known_key
+            else await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
+        )
+        if pending is not None:
+            row = await self._order_rows.get(conn, pending.order_id)
+            assert row is not None  # transit_repayments.order_id references payments.orders
+            covered_ids = set(pending.deduction_ids)
+            still_covered = sum(d.amount_fen for d in debts if d.id in covered_ids)
+            return Answer(
+                200,
+                Repayment(
+                    order=order_view(row), debt_fen=pending.amount_fen, remaining_fen=owed - still_covered
+                ),
+            )
         payee_id = debts[0].payee_id
         covered = [d for d in debts if d.payee_id == payee_id]
         amount = sum(d.amount_fen for d in covered)
@@ -923,6 +992,53 @@ class TransitService:
         await self._repo.insert_repayment(
             conn, order.body.id, resident_id, payee_id, amount, [d.id for d in covered]
         )
-        remaining = sum(d.amount_fen for d in debts) - amount
-        repayment = Repayment(order=order.body, debt_fen=amount, remaining_fen=remaining)
+        repayment = Repayment(order=order.body, debt_fen=amount, remaining_fen=owed - amount)
         return Answer(order.status_code, repayment, replayed=order.replayed)
+
+    # -- money for a debt already repaid ---------------------------------------------------------------------
+
+    async def due_money_back(self, conn: Connection) -> list[OverpaymentRow]:
+        return await self._repo.due_overpayments(conn, self.policy.money_back_batch)
+
+    async def send_money_back(self, conn: Connection, overpayment_id: uuid.UUID) -> str:
+        """Refunds one overpayment through the channel it came from, as the platform (the refund service
+        directly: the operator needs no refund scope), in the caller's transaction. The overpayment's own id is
+        the refund's idempotency key, so a retry is the same refund. Raises what the refund raises (ChannelDown
+        when the channel did not answer): the caller rolls back and records the attempt (money_back_failed)."""
+        row = await self._repo.lock_overpayment(conn, overpayment_id)
+        if row is None:
+            return "already"  # sent by another run, or being sent by it now
+        answer = await self._refunds.refund(
+            conn,
+            row.payee_id,
+            row.order_id,
+            f"transit-money-back:{row.id}",
+            RefundCreate(amount_fen=row.amount_fen, reason="泰州通乘车欠款已还清，多付款项退回"),
+        )
+        await self._repo.overpayment_sent(conn, row.id, answer.body.id)
+        if answer.body.status == "failed":
+            # The channel refused the refund outright (not a silence, which raises): a person looks at why.
+            _log.error(
+                "transit money back refused by the channel", order=str(row.order_id), fen=row.amount_fen
+            )
+            return "refused"
+        _log.info("transit money back sent", order=str(row.order_id), fen=row.amount_fen)
+        return "sent"
+
+    async def money_back_failed(self, conn: Connection, overpayment_id: uuid.UUID, error: Exception) -> str:
+        """A refund that could not be made: retried by the next run, unless the order has nothing left to refund
+        (409: someone refunded it already), which operations follow up."""
+        final = isinstance(error, DomainError) and error.status == 409
+        await self._repo.overpayment_attempted(
+            conn, overpayment_id, str(error) or type(error).__name__, failed=final
+        )
+        if final:
+            _log.error("transit money back refused", overpayment=str(overpayment_id), error=str(error)[:200])
+            return "failed"
+        return "retry"
+
+
+def _money_back_status(status: str, refund_status: str | None) -> str:
+    if status == "failed" or refund_status == "failed":
+        return "failed"
+    return "refunded" if refund_status == "succeeded" else "refunding"

@@ -88,3 +88,21 @@ async def poll_transit_agreements(ctx: dict[str, Any], *, now: dt.datetime | Non
             counts[await transit.apply_agreement_state(conn, row, found, changed)] += 1
     await _after_commit(payments, changed)
     return dict(counts)
+
+
+async def return_overpayments(ctx: dict[str, Any]) -> dict[str, int]:
+    """Money paid for debts already repaid goes back to the rider through the channel it came from, one refund
+    per overpayment; a channel that does not answer is asked again at the next run (same refund key)."""
+    payments = payments_of(ctx)
+    transit = payments.transit
+    async with payments.pool.acquire() as conn:
+        due = await transit.due_money_back(conn)
+    counts: Counter[str] = Counter()
+    for row in due:
+        try:
+            async with payments.pool.acquire() as conn, conn.transaction():
+                counts[await transit.send_money_back(conn, row.id)] += 1
+        except Exception as error:  # any failure leaves it due for the next run, recorded
+            async with payments.pool.acquire() as conn, conn.transaction():
+                counts[await transit.money_back_failed(conn, row.id, error)] += 1
+    return dict(counts)

@@ -597,7 +597,7 @@ async def _nothing_charged(client: Any, services: Any, person: dict[str, Any]) -
     assert await _trips(client, person) == []
     assert await _deductions(services, person) == []
     debts = await client.get(f"{TRANSIT}/debts", headers=bearer(person))
-    assert debts.json() == {"total_fen": 0, "debts": []}, debts.text
+    assert debts.json() == {"total_fen": 0, "debts": [], "money_back": []}, debts.text
     assert await _balance(services, f"rider_receivable:{person['resident_id']}") == 0
 
 
