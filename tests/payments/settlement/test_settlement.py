@@ -204,3 +204,33 @@ async def test_the_admin_listing_does_what_its_description_says_it_never_settles
     operation = (await client.get("/schema/openapi.json")).json()["paths"]["/api/v1/admin/settlements"]["get"]
     told = f"{operation['summary']} {operation.get('description', '')}"
     assert "first view" not in told and "Viewing never settles" in told
+
+
+def test_tzt_settle_names_what_it_needs_instead_of_a_traceback(backing, data_dir):
+    """Found beside issue 14's finding 7: `tzt settle` without --date, or with a settlement id that is not one,
+    ended in a Python traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir), "TZT_ENV": "test"}
+
+    def tzt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app_backend.composition.cli", "settle", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bare = tzt()
+    assert bare.returncode == 2 and "--date" in bare.stderr and "Traceback" not in bare.stderr, bare.stderr
+    for args, told in (
+        (("--date", "2026-13-01"), "is not a date"),
+        (("--pay", "x", "--ref", "r"), "not a settlement id"),
+    ):
+        wrong = tzt(*args)
+        assert wrong.returncode == 2 and told in wrong.stderr and "Traceback" not in wrong.stderr, (
+            wrong.stderr
+        )
