@@ -20,17 +20,22 @@ from app_backend.kernel.settings import Settings, load_settings
 
 
 @contextlib.contextmanager
-def backing_services(settings: Settings, *, persistent_redis: bool = True) -> Iterator[Settings]:
-    """Uses DATABASE_URL / REDIS_URL when set; otherwise starts embedded servers in the data folder (PostgreSQL with
-    an owner role for migrations and an application role for the server)."""
+def backing_services(
+    settings: Settings, *, persistent_redis: bool = True, serving: bool = False, needs_redis: bool = True
+) -> Iterator[Settings]:
+    """Uses DATABASE_URL / REDIS_URL when set; otherwise the embedded servers of the data folder (PostgreSQL with
+    an owner role for migrations and an application role for the server): those the running server started, or
+    started here when none runs. `serving`: for `tzt serve` itself; `needs_redis`: False for a command that uses
+    only the database."""
     from app_backend.composition.embedded import EmbeddedServices
 
     embedded = EmbeddedServices(settings.data_dir)
     try:
         embedded.start(
             want_postgres=not settings.database_url,
-            want_redis=not settings.redis_url,
+            want_redis=needs_redis and not settings.redis_url,
             persistent_redis=persistent_redis,
+            serving=serving,
         )
         import msgspec
 
@@ -141,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = msgspec.structs.replace(
         settings, host=host, port=port, workers=workers, public_base_url=base_url
     )
-    with backing_services(settings) as live:
+    with backing_services(settings, serving=True) as live:
         asyncio.run(_migrate(live))
         creds = asyncio.run(_seed(live)) if live.is_dev and not args.no_seed else {}
         prom_dir = live.data_dir / "prometheus"
@@ -249,7 +254,7 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
-    with backing_services(load_settings()) as live:
+    with backing_services(load_settings(), needs_redis=False) as live:
         try:
             applied = asyncio.run(_migrate(live, required=True))
         except NoOwnerURL as exc:
@@ -470,10 +475,36 @@ def _iso_date(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
+def _no_channels(settings: Settings, configured: int | None = None) -> str | None:
+    """Why no channel can be reconciled, or None: a reconciliation of no channel is not a clean one."""
+    hint = (
+        " (`tzt serve` writes the sandboxes' config to "
+        f"{settings.data_dir / 'payment-channels.json'}: TZT_PAYMENT_CONFIG=that path)"
+        if settings.is_dev
+        else " (docs/operations.md, 'Payments')"
+    )
+    if settings.payment_config is None:
+        return f"no payment configuration: set TZT_PAYMENT_CONFIG to the channels' JSON file{hint}"
+    if not settings.payment_config.exists():
+        return f"TZT_PAYMENT_CONFIG names {settings.payment_config}, which does not exist{hint}"
+    if configured == 0:
+        return f"the payment configuration {settings.payment_config} names no channel (alipay, wechat){hint}"
+    return None
+
+
+def _settlement_id(text: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a settlement id (a UUID)") from None
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Matches each configured channel's bill for the business day (Asia/Shanghai) against our orders and
-    refunds, stores the report (replacing an earlier one for the day) and prints it. Exits 1 only when a
-    channel's bill could not be had; differences are the report, not a failure."""
+    refunds, stores the report (replacing an earlier one for the day) and prints it. Exits 1 when a channel's
+    bill could not be had, 2 when no channel is configured; differences are the report, not a failure."""
     import datetime as dt
 
     import structlog
@@ -488,21 +519,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
         services = await Services.create(live)
         try:
+            if _no_channels(live, len(services.payments.channels)):
+                return None
             return await services.payments.reconciliation.run(day)
         finally:
             await services.close()
 
-    with backing_services(load_settings()) as live:
-        asyncio.run(_migrate(live))
-        report = asyncio.run(run(live))
+    settings = load_settings()
+    missing, report = _no_channels(settings), None
+    if missing is None:
+        with backing_services(settings) as live:
+            asyncio.run(_migrate(live))
+            report = asyncio.run(run(live))
+        missing = None if report is not None else _no_channels(settings, 0)
+    if missing is not None or report is None:
+        print(f"tzt reconcile: nothing reconciled: {missing}", file=sys.stderr)
+        return 2
     print(render_text(report))
     return 1 if any(c.status == "failed" for c in report.channels) else 0
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
     """Settles a business day per payee (idempotent) and prints the settlements; with --pay records a payout."""
-    import datetime as dt
-    import uuid
 
     async def run(live: Settings) -> list[str]:
         from app_backend.composition.wiring import Services
@@ -511,9 +549,9 @@ def cmd_settle(args: argparse.Namespace) -> int:
         try:
             async with services.pool.acquire() as conn, conn.transaction():
                 if args.pay:
-                    paid = await services.payments.settlement.mark_paid(conn, uuid.UUID(args.pay), args.ref)
+                    paid = await services.payments.settlement.mark_paid(conn, args.pay, args.ref)
                     return [f"settlement {paid.id} paid: {paid.net_fen} fen, ref {paid.payout_ref}"]
-                found = await services.payments.settlement.settle_day(conn, dt.date.fromisoformat(args.date))
+                found = await services.payments.settlement.settle_day(conn, args.date)
             return [
                 f"{s.id}  payee {s.payee_id}  gross {s.gross_fen}  fees {s.fees_fen}  refunds {s.refunds_fen}"
                 f"  net {s.net_fen}  {s.status}"
@@ -524,6 +562,12 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
     if args.pay and not args.ref:
         print("--pay needs --ref (the bank transfer reference)", file=sys.stderr)
+        return 2
+    if not args.pay and args.date is None:
+        print(
+            "give --date YYYY-MM-DD (the business day to settle) or --pay SETTLEMENT_ID --ref REF",
+            file=sys.stderr,
+        )
         return 2
     with backing_services(load_settings()) as live:
         asyncio.run(_migrate(live))
@@ -589,8 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("action", choices=["check"])
     ledger.set_defaults(func=cmd_ledger)
     settle = sub.add_parser("settle", help="settle a business day per payee, or record a payout")
-    settle.add_argument("--date", help="YYYY-MM-DD (Asia/Shanghai business day)")
-    settle.add_argument("--pay", help="settlement id to mark paid")
+    settle.add_argument("--date", type=_iso_date, help="YYYY-MM-DD (Asia/Shanghai business day)")
+    settle.add_argument("--pay", type=_settlement_id, help="settlement id to mark paid")
     settle.add_argument("--ref", help="bank transfer reference for --pay")
     settle.set_defaults(func=cmd_settle)
     from app_backend.composition.sizing import add_arguments

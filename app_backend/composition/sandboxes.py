@@ -53,10 +53,11 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
 
 
 def alipay_config(state_dir: Path, base: str) -> dict[str, str]:
-    from payments.sandbox.alipay import DEMO_APP_ID
+    from payments.sandbox.alipay import DEMO_APP_ID, DEMO_SELLER_ID
 
     return {
         "app_id": DEMO_APP_ID,
+        "seller_id": DEMO_SELLER_ID,
         "app_private_key_file": str(state_dir / "app_private_key.pem"),
         "alipay_public_key_file": str(state_dir / "alipay_public_key.pem"),
         "gateway_url": f"{base}/gateway.do",

@@ -113,6 +113,15 @@ class InvalidNotification(Exception):
     """The notification's signature, sign type or app id is wrong; it is refused and not acknowledged."""
 
 
+class ForeignNotification(InvalidNotification):
+    """Correctly signed, but a field that identifies us (app id, seller id, merchant id, sub-merchant) names
+    someone else: refused like any invalid notification, and counted by that field."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is not ours")
+        self.field = field
+
+
 class ChannelUnavailable(Exception):
     """The channel did not answer (timeout, connection refused, 5xx): the outcome is unknown, query later."""
 

@@ -29,6 +29,10 @@ def build_channels(config_path: Path | None) -> dict[str, PaymentChannel]:
     if "alipay" in config:
         from payments.channels.alipay.adapter import AlipayChannel, AlipayConfig
 
+        if not config["alipay"].get("seller_id"):
+            # Without it a notification signed for our app id but another seller's trade could be credited.
+            raise ValueError(f"{config_path}: alipay.seller_id (the merchant's 2088… PID) is required")
+
         channels["alipay"] = AlipayChannel(AlipayConfig(**config["alipay"]))
     if "wechat" in config:
         from payments.channels.wechat.adapter import WechatChannel, WechatConfig

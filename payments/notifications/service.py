@@ -1,18 +1,27 @@
 """Channel notifications: at least once, in any order, sometimes never. Each is verified by its adapter
-(signature, sign type, app id), matched to the order and its amount, and moves the order forward only."""
+(signature, sign type, and every field that identifies us: app id, seller id, merchant id, no sub-merchant),
+matched to the order and its amount, and moves the order forward only. Every refusal is counted by reason."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 import structlog
+from prometheus_client import Counter
 
 from app_backend.kernel.db import Connection
-from payments.channels.base import InvalidNotification, Notification, TradeStatus
+from payments.channels.base import ForeignNotification, InvalidNotification, Notification, TradeStatus
 from payments.orders.repository import OrderRepository
 from payments.orders.service import OrderService
 
 _log = structlog.get_logger("payments.notify")
+# reason: the identifying field that named someone else (app_id, seller_id, appid, mch_id, sub_mch_id), or
+# invalid (signature, format), unknown_order, amount, status.
+REFUSED_NOTIFICATIONS = Counter(
+    "tzt_payment_notifications_refused_total",
+    "Channel notifications refused (never credited, not acknowledged), by channel and reason",
+    ["channel", "reason"],
+)
 
 
 class NotificationRefused(Exception):
@@ -33,6 +42,9 @@ class NotificationService:
         try:
             return self._orders.channel(channel_name).parse_notification(body, content_type)
         except InvalidNotification as exc:
+            # The reason names a field or a format fault, never the buyer: no personal data in the log.
+            reason = exc.field if isinstance(exc, ForeignNotification) else "invalid"
+            REFUSED_NOTIFICATIONS.labels(channel_name, reason).inc()
             _log.warning("notification refused", channel=channel_name, reason=str(exc))
             raise NotificationRefused(str(exc)) from None
 
@@ -43,6 +55,7 @@ class NotificationService:
             return "ignored"
         row = await self._repo.by_out_trade_no(conn, note.out_trade_no)
         if row is None or row.channel != channel_name:
+            REFUSED_NOTIFICATIONS.labels(channel_name, "unknown_order").inc()
             raise NotificationRefused(f"no {channel_name} order {note.out_trade_no}")
         if note.amount_fen != row.amount_fen:
             _log.error(
@@ -51,8 +64,10 @@ class NotificationService:
                 notified=note.amount_fen,
                 expected=row.amount_fen,
             )
+            REFUSED_NOTIFICATIONS.labels(channel_name, "amount").inc()
             raise NotificationRefused("amount differs from the order")
         if not isinstance(note.status, TradeStatus):
+            REFUSED_NOTIFICATIONS.labels(channel_name, "status").inc()
             raise NotificationRefused("not a trade status")
         return await self._orders.apply_channel_state(
             conn, row, note.status, note.channel_trade_no, note.paid_at

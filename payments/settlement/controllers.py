@@ -71,7 +71,13 @@ class SettlementAdminController(Controller):
 
     @get(
         "",
-        summary="Settlements of a business day (settled on first view if not yet)",
+        summary="Settlements of a business day, as settled",
+        # Viewing never settles (an auditor may view, and a GET changes nothing): a day is settled by the daily
+        # job or `tzt settle --date`, and lists nothing until then.
+        description=(
+            "The settlements made for this business day (Asia/Shanghai) by the daily settlement job (02:30 the "
+            "next morning) or `tzt settle --date`. Viewing never settles: a day not settled yet lists none."
+        ),
         opt=audited("admin.settlement_view", target_type="settlement_day", target="date"),
     )
     async def for_day(

@@ -14,10 +14,11 @@ import httpx
 
 from payments.channels.alipay import AlipayConfig
 from payments.channels.wechat import WechatChannel, WechatConfig
-from payments.sandbox.alipay import DEMO_APP_ID
+from payments.sandbox.alipay import DEMO_APP_ID, DEMO_SELLER_ID
 from payments.sandbox.keys import AlipayKeys
 
 APP_ID = DEMO_APP_ID
+SELLER_ID = DEMO_SELLER_ID
 # The adapters' timeouts in tests: a sandbox fault of mode "timeout" is then seen within seconds.
 WECHAT_TIMEOUT_S = 5.0
 ALIPAY_TIMEOUT_S = 5.0
@@ -60,7 +61,7 @@ class AlipaySandbox:
 
     def config(self, **overrides: Any) -> AlipayConfig:
         config = AlipayConfig.from_keys_dir(
-            self.state_dir, app_id=APP_ID, gateway_url=f"{self.url}/gateway.do"
+            self.state_dir, app_id=APP_ID, gateway_url=f"{self.url}/gateway.do", seller_id=SELLER_ID
         )
         return dataclasses.replace(config, **{"timeout_s": ALIPAY_TIMEOUT_S, **overrides})
 
@@ -68,6 +69,7 @@ class AlipaySandbox:
         """The channel's section of the app's payment config (keys by file, as operations provide them)."""
         return {
             "app_id": APP_ID,
+            "seller_id": SELLER_ID,
             "app_private_key_file": str(self.state_dir / "app_private_key.pem"),
             "alipay_public_key_file": str(self.state_dir / "alipay_public_key.pem"),
             "gateway_url": f"{self.url}/gateway.do",

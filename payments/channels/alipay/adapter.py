@@ -72,6 +72,7 @@ from payments.channels.base import (
     ChannelRefund,
     ChannelTrade,
     ChannelUnavailable,
+    ForeignNotification,
     InvalidNotification,
     Notification,
     PayParams,
@@ -297,9 +298,15 @@ class AlipayChannel:
             raise self._refused("alipay.trade.query", data)
         return self._trade(data, out_trade_no, "alipay.trade.query")
 
+    def _check_seller(self, data: dict[str, Any], method: str) -> None:
+        """An answer that names a seller must name ours (query answers name one only sometimes)."""
+        if self.config.seller_id and data.get("seller_id") not in (None, "", self.config.seller_id):
+            raise AlipayInvalidResponse(f"{method}: the answer is for another seller")
+
     def _trade(self, data: dict[str, Any], out_trade_no: str, method: str) -> ChannelTrade:
         if data.get("out_trade_no") != out_trade_no:
             raise AlipayInvalidResponse(f"{method}: the answer is for another trade")
+        self._check_seller(data, method)
         status = TRADE_STATUS.get(str(data.get("trade_status")))
         if status is None:
             raise AlipayInvalidResponse(f"{method}: unknown trade_status {data.get('trade_status')!r}")
@@ -413,13 +420,17 @@ class AlipayChannel:
         except SignatureError as exc:
             raise InvalidNotification(f"bad signature: {exc}") from None
         if params.get("app_id") != self.config.app_id:
-            raise InvalidNotification(f"app_id {params.get('app_id')!r} is not ours")
+            raise ForeignNotification("app_id")
         notify_type = params.get("notify_type", "trade_status_sync")
         if notify_type in ("dut_user_sign", "dut_user_unsign"):
             return self._agreement_notification(params)
         return self._trade_notification(params)
 
     def _trade_notification(self, params: dict[str, str]) -> Notification:
+        # Our app id alone does not make a trade ours: an app may be authorised to act for other sellers, whose
+        # money is not ours to credit. Alipay always names the seller in a trade notification.
+        if self.config.seller_id and params.get("seller_id") != self.config.seller_id:
+            raise ForeignNotification("seller_id")
         out_trade_no = params.get("out_trade_no")
         if not out_trade_no:
             raise InvalidNotification("no out_trade_no")
@@ -582,6 +593,7 @@ class AlipayChannel:
         if code in ("10000", "10003"):
             if data.get("out_trade_no") != out_trade_no:
                 raise AlipayInvalidResponse("alipay.trade.pay: the answer is for another trade")
+            self._check_seller(data, "alipay.trade.pay")
             paid = code == "10000"
             return ChannelTrade(
                 out_trade_no=out_trade_no,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class AlipayConfig:
     gateway_url: str = PRODUCTION_GATEWAY
     timeout_s: float = 15.0
     charset: str = "utf-8"
-    seller_id: str | None = None  # the merchant's 2088… PID, sent when set
+    # The merchant's 2088… PID: sent with every order, and every trade notification must name it (an app id can
+    # act for other sellers too). The payment configuration requires it (payments/channels/configured.py).
+    seller_id: str | None = None
     mini_app_id: str | None = None  # op_app_id of the mini program, when it differs from app_id
     bill_type: str = "trade"
     withholding_product_code: str = "CYCLE_PAY_AUTH"
@@ -90,6 +93,8 @@ class AlipayConfig:
             raise ValueError("gateway_url must be an http(s) URL")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if self.seller_id is not None and not re.fullmatch(r"2088\d{12}", self.seller_id):
+            raise ValueError("seller_id must be the merchant's PID: 2088 and 12 more digits")
         if self.charset.lower() not in ("utf-8", "gbk", "gb2312", "gb18030"):
             raise ValueError("charset must be utf-8 or a GB charset")
         object.__setattr__(self, "app_private_key", normalize_private_key(self.app_private_key))

@@ -30,6 +30,7 @@ from payments.channels.base import (
     ChannelRefund,
     ChannelTrade,
     ChannelUnavailable,
+    ForeignNotification,
     InvalidNotification,
     Notification,
     PayParams,
@@ -229,6 +230,11 @@ class WechatChannel:
                 raise
             if data.get("out_trade_no") != out_trade_no:
                 raise InvalidResponse("the answer is about another trade")
+            for name, ours in (("appid", self.config.appid), ("mch_id", self.config.mch_id)):
+                if data.get(name) not in (None, "", ours):
+                    raise InvalidResponse(f"the answer names another {name}")
+            if data.get("sub_mch_id"):
+                raise InvalidResponse("the answer is about a sub-merchant's trade")
             return self._trade(data)
         return None
 
@@ -412,7 +418,11 @@ class WechatChannel:
                 f"return_code {data.get('return_code')!r}: {data.get('return_msg', '')}"
             )
         if data.get("mch_id") != self.config.mch_id:
-            raise InvalidNotification("the notification is for another merchant")
+            raise ForeignNotification("mch_id")
+        if data.get("sub_mch_id"):
+            # Only a service provider's notifications name a sub-merchant, and we are a merchant of our own: a
+            # sub_mch_id means a trade of someone else's, even under our mch_id.
+            raise ForeignNotification("sub_mch_id")
         if "req_info" in data:
             return self._refund_notification(data)
         contract = "contract_code" in data and "change_type" in data
@@ -434,7 +444,7 @@ class WechatChannel:
         if contract:
             return self._contract_notification(data)
         if data.get("appid") != self.config.appid:
-            raise InvalidNotification("the notification is for another app")
+            raise ForeignNotification("appid")
         return self._payment_notification(data)
 
     def _payment_notification(self, data: dict[str, str]) -> Notification:
@@ -464,7 +474,7 @@ class WechatChannel:
         """Papay contract signed (ADD) or ended (DELETE). out_trade_no carries our contract_code (the
         external agreement number), agreement_no WeChat's contract_id."""
         if data.get("appid") not in (None, "", self.config.appid):
-            raise InvalidNotification("the notification is for another app")
+            raise ForeignNotification("appid")
         if self.config.papay_plan_id and data.get("plan_id") != self.config.papay_plan_id:
             raise InvalidNotification("the contract is for another plan")
         change = data.get("change_type")
@@ -482,7 +492,7 @@ class WechatChannel:
 
     def _refund_notification(self, data: dict[str, str]) -> Notification:
         if data.get("appid") != self.config.appid:
-            raise InvalidNotification("the notification is for another app")
+            raise ForeignNotification("appid")
         key = hashlib.md5(self.config.api_key.encode("utf-8")).hexdigest().encode("ascii")  # noqa: S324
         try:
             cipher = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # noqa: S305 - WeChat's protocol

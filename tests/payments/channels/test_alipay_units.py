@@ -319,3 +319,43 @@ def test_cli_has_one_subcommand_per_channel(tmp_path: Path) -> None:
     assert (tmp_path / "app_private_key.pem").is_file()
     with pytest.raises(SystemExit):
         parse_args(["alipay", "--state-dir", str(tmp_path)])  # --port is required
+
+
+def test_the_payment_configuration_needs_our_seller_id(keys_dir: Path, tmp_path: Path) -> None:
+    """Issue 14, finding 6: without our PID a notification for another seller of the same app cannot be told apart,
+    so a configuration without one is refused by name, and a PID that is not one is refused."""
+    from payments.channels.configured import build_channels
+
+    section = {
+        "app_id": "2021000000000001",
+        "app_private_key_file": str(keys_dir / "app_private_key.pem"),
+        "alipay_public_key_file": str(keys_dir / "alipay_public_key.pem"),
+    }
+    path = tmp_path / "payment-channels.json"
+    path.write_text(json.dumps({"alipay": section}))
+    with pytest.raises(ValueError, match=r"alipay\.seller_id"):
+        build_channels(path)
+    path.write_text(json.dumps({"alipay": {**section, "seller_id": "2088000000000001"}}))
+    assert build_channels(path)["alipay"].config.seller_id == "2088000000000001"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="seller_id"):
+        AlipayConfig.from_keys_dir(
+            keys_dir, app_id="2021000000000001", gateway_url="http://x", seller_id="12"
+        )
+
+
+def test_a_query_answer_naming_another_seller_is_not_believed(keys_dir: Path) -> None:
+    from payments.channels.alipay.adapter import AlipayChannel
+
+    channel = AlipayChannel(
+        AlipayConfig.from_keys_dir(
+            keys_dir, app_id="2021000000000001", gateway_url="http://x", seller_id="2088000000000001"
+        )
+    )
+    answer = {"out_trade_no": "T1", "trade_status": "TRADE_SUCCESS", "total_amount": "1.00"}
+    assert (
+        channel._trade({**answer, "seller_id": "2088000000000001"}, "T1", "alipay.trade.query").amount_fen
+        == 100
+    )
+    assert channel._trade(answer, "T1", "alipay.trade.query").amount_fen == 100  # most answers name none
+    with pytest.raises(AlipayInvalidResponse, match="another seller"):
+        channel._trade({**answer, "seller_id": "2088999999999999"}, "T1", "alipay.trade.query")

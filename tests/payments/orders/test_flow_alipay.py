@@ -1,5 +1,5 @@
-"""Alipay notifications through the app: verified (RSA2 only, our app id), matched to the order and its amount,
-credited once however many copies arrive at once."""
+"""Alipay notifications through the app: verified (RSA2 only, our app id and seller id), matched to the order and
+its amount, credited once however many copies arrive at once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from tests.helpers import bearer, login, machine_credential
 from tests.payments.sandboxes import AlipaySandbox as Sandbox
@@ -96,3 +98,61 @@ async def test_rsa_instead_of_rsa2_and_a_bad_signature_are_refused(client, servi
         assert (await _notify(client, urlencode(forged))).status_code == 400
     assert await _status(client, person, order) == "waiting"
     assert (await _notify(client, body)).status_code == 200 and await _status(client, person, order) == "paid"
+
+
+def _refused(reason: str) -> float:
+    labels = {"channel": "alipay", "reason": reason}
+    return REGISTRY.get_sample_value("tzt_payment_notifications_refused_total", labels) or 0.0
+
+
+async def test_a_notification_for_another_seller_is_refused_while_the_trade_is_unpaid(
+    client, services, alipay
+):
+    """Issue 14, finding 6: signed by Alipay for our app id, but naming another seller's PID, a TRADE_SUCCESS
+    for a trade nobody paid was credited."""
+    person = await login(client)
+    payee = await machine_credential(client, services, ["payments:refund"], kind="department")
+    order = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(person), "Idempotency-Key": uuid.uuid4().hex},
+        json={
+            "purpose": "non_tax_fee",
+            "amount_fen": 4200,
+            "subject": "泰州市不动产登记费",
+            "payee_id": payee["organisation"]["id"],
+            "channel": "alipay",
+            "method": "native",
+        },
+    )
+    assert order.status_code == 201, order.text
+    out_trade_no = order.json()["out_trade_no"]
+    buyer = "2088000000123456"
+    bodies = [
+        (
+            await alipay.control(
+                "POST",
+                f"/_sandbox/trades/{out_trade_no}/notification",
+                {"deliver": False, "trade_status": "TRADE_SUCCESS", "fields": fields},
+            )
+        )["notification"]["body"]
+        for fields in (
+            {"seller_id": "2088999999999999", "buyer_id": buyer, "gmt_payment": "2026-01-01 12:00:00"},
+            {"seller_id": None, "buyer_id": buyer},  # no seller named at all
+        )
+    ]
+    before = _refused("seller_id")
+    with capture_logs() as logs:
+        answers = [await _notify(client, body) for body in bodies]
+    assert {(a.status_code, a.content) for a in answers} == {(400, b"failure")}
+    assert await _status(client, person, order.json()) == "waiting"
+    assert _refused("seller_id") - before == 2
+    refusals = [entry for entry in logs if entry["event"] == "notification refused"]
+    assert len(refusals) == 2 and all("seller_id" in entry["reason"] for entry in refusals)
+    assert buyer not in repr(logs)  # the buyer is never logged
+    async with services.pool.acquire() as conn:
+        assert (await services.payments.ledger.check(conn)).ok
+    # ours, once paid, is credited as before
+    await alipay.control("POST", f"/_sandbox/trades/{out_trade_no}/pay", {"deliver": False})
+    ours = await alipay.control("POST", f"/_sandbox/trades/{out_trade_no}/notification", {"deliver": False})
+    assert (await _notify(client, ours["notification"]["body"])).content == b"success"
+    assert await _status(client, person, order.json()) == "paid"

@@ -8,6 +8,8 @@ import json
 import uuid
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from tests.helpers import bearer, login, machine_credential
 from tests.payments.helpers import create_order, ledger_ok, paid_order, signed_with_key
 
@@ -269,3 +271,34 @@ _ORDER = {
     "channel": "wechat",
     "method": "native",
 }
+
+
+def _refused(reason: str) -> float:
+    labels = {"channel": "wechat", "reason": reason}
+    return REGISTRY.get_sample_value("tzt_payment_notifications_refused_total", labels) or 0.0
+
+
+async def test_every_field_that_identifies_us_is_checked(client, services, wechat, payee):
+    """Issue 14: a correctly signed notification for our app and merchant, but for a sub-merchant's trade (a
+    service provider's notification names one; we are a merchant of our own), was credited; another app or
+    merchant is refused too. Each refusal is counted by the field."""
+    person = await login(client)
+    order = (await create_order(client, person, payee, 1000)).json()
+    path = f"_sandbox/trades/{order['out_trade_no']}/notification"
+    cases = {
+        "sub_mch_id": {"sub_mch_id": "1900000109"},
+        "appid": {"appid": "wx0000000000000000"},
+        "mch_id": {"mch_id": "1900000999"},
+    }
+    before = {reason: _refused(reason) for reason in cases}
+    for fields in cases.values():
+        note = (await wechat.control("POST", path, {"deliver": False, "fields": fields}))["notification"]
+        refused = await client.post(
+            "/api/v1/payments/notify/wechat",
+            content=note["body"],
+            headers={"Content-Type": "application/xml"},
+        )
+        assert refused.status_code == 400 and b"FAIL" in refused.content, fields
+    assert {reason: _refused(reason) - before[reason] for reason in cases} == dict.fromkeys(cases, 1)
+    seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
+    assert seen.json()["status"] == "waiting"

@@ -553,6 +553,31 @@ async def test_tzt_reconcile_prints_the_report(shop, backing, data_dir, tmp_path
     assert bad.returncode == 2 and "is not a date" in bad.stderr
 
 
+async def test_tzt_reconcile_without_channels_says_what_is_missing_and_fails(backing, data_dir, tmp_path):
+    """Issue 14, finding 7: without a payment configuration `tzt reconcile` reconciled nothing and exited 0, which
+    a cron job reads as a clean day. Now: exit 2 and a message naming what is missing."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "TZT_PAYMENT_CONFIG"},
+        **backing.env(),
+        "TZT_DATA_DIR": str(data_dir),
+        "TZT_ENV": "test",
+    }
+    unset = await _tzt(env, "reconcile", "--date", CLI_DAY.isoformat())
+    assert unset.returncode == 2 and "TZT_PAYMENT_CONFIG" in unset.stderr, unset.stderr
+    assert "nothing reconciled" in unset.stderr and unset.stdout == ""
+    missing = await _tzt(
+        {**env, "TZT_PAYMENT_CONFIG": str(tmp_path / "absent.json")},
+        "reconcile",
+        "--date",
+        CLI_DAY.isoformat(),
+    )
+    assert missing.returncode == 2 and f"{tmp_path / 'absent.json'}, which does not exist" in missing.stderr
+    empty = tmp_path / "payment-channels.json"
+    empty.write_text("{}")
+    none = await _tzt({**env, "TZT_PAYMENT_CONFIG": str(empty)}, "reconcile", "--date", CLI_DAY.isoformat())
+    assert none.returncode == 2 and "names no channel" in none.stderr, none.stderr
+
+
 async def test_operations_read_the_report_and_others_are_refused(shop, client, services, db):
     dropped = await shop.paid("wechat", 4321, _at(ADMIN_DAY, "16:00:00"))
     kept = await shop.paid("alipay", 1234, _at(ADMIN_DAY, "16:00:00"))

@@ -181,3 +181,56 @@ def test_spreadsheet_text_neutralises_every_formula_start_and_nothing_else():
         assert spreadsheet_text(cell) == "'" + cell
     for cell in ("凤城河夜游", "T20261207-1", "", "1-2", "a=b", " =1"):
         assert spreadsheet_text(cell) == cell
+
+
+async def test_the_admin_listing_does_what_its_description_says_it_never_settles(client, services, wechat):
+    """Issue 14, finding 7: the description promised "settled on first view if not yet", which it never did (and
+    a GET an auditor may send must not settle). It now says what it does: a day not settled lists nothing."""
+    from tests.helpers import bearer, staff
+
+    payee = await machine_credential(client, services, ["payments:refund"], kind="department")
+    await paid_order(client, services, wechat, payee, amount=2_500)
+    today = dt.datetime.now(BUSINESS_TZ).date()
+    admin = await staff(client, services)
+    listed = await client.get(f"/api/v1/admin/settlements?date={today.isoformat()}", headers=bearer(admin))
+    assert listed.status_code == 200
+    assert [s for s in listed.json()["settlements"] if s["payee_id"] == payee["organisation"]["id"]] == []
+    async with services.pool.acquire() as conn:
+        assert [
+            s
+            for s in await services.payments.settlement.for_day(conn, today)
+            if str(s.payee_id) == payee["organisation"]["id"]
+        ] == [], "viewing settled nothing"
+    operation = (await client.get("/schema/openapi.json")).json()["paths"]["/api/v1/admin/settlements"]["get"]
+    told = f"{operation['summary']} {operation.get('description', '')}"
+    assert "first view" not in told and "Viewing never settles" in told
+
+
+def test_tzt_settle_names_what_it_needs_instead_of_a_traceback(backing, data_dir):
+    """Found beside issue 14's finding 7: `tzt settle` without --date, or with a settlement id that is not one,
+    ended in a Python traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir), "TZT_ENV": "test"}
+
+    def tzt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app_backend.composition.cli", "settle", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bare = tzt()
+    assert bare.returncode == 2 and "--date" in bare.stderr and "Traceback" not in bare.stderr, bare.stderr
+    for args, told in (
+        (("--date", "2026-13-01"), "is not a date"),
+        (("--pay", "x", "--ref", "r"), "not a settlement id"),
+    ):
+        wrong = tzt(*args)
+        assert wrong.returncode == 2 and told in wrong.stderr and "Traceback" not in wrong.stderr, (
+            wrong.stderr
+        )
