@@ -465,6 +465,9 @@ class ResidentChecks:
                 headers={"Retry-After": str(retry)},
             )
 
+    async def recheck(self) -> None:
+        """A resident's checks hold nothing single-use (sessions and rate limits): nothing to claim again."""
+
     def settle_locally(self) -> None:
         SHED.labels("redis-unavailable").inc()
         raise DomainError(

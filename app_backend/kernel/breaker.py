@@ -61,6 +61,12 @@ class RedisBreaker:
     def is_open(self) -> bool:
         return self._open_until != 0.0
 
+    @property
+    def recovering(self) -> bool:
+        """Redis answers again, but what was claimed in PostgreSQL meanwhile is still being handed back: until it
+        is, a single-use claim that Redis granted must also be claimed in PostgreSQL."""
+        return bool(self._running)
+
     def allow(self) -> bool:
         """May this call use Redis? Closed: yes. Open: no, except one probe per cooldown."""
         if not self._open_until:

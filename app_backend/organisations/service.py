@@ -387,8 +387,14 @@ class MachineChecks:
                 breaker.failed(exc)
             else:
                 breaker.succeeded()
+                recovering = breaker.recovering  # read before any await: the hand-back may finish meanwhile
                 self.settle(results)
+                if recovering:
+                    await self.recheck()
                 return
+        await self._settle_in_database()
+
+    async def recheck(self) -> None:
         await self._settle_in_database()
 
     async def _settle_in_database(self) -> None:

@@ -45,7 +45,7 @@ class VerifyController(Controller):
         "/vouchers/redeem",
         status_code=HTTP_200_OK,
         summary="Settle a medical-insurance voucher once (the hospital that scanned it)",
-        opt=problems(404),
+        opt=problems(404, 409),
     )
     async def redeem(self, data: VoucherRedeem, codes: CodeServices, scanner: Scanner) -> VoucherRedeemed:
         return await codes.verification.redeem_voucher(scanner, data.voucher)

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from app_backend.kernel.db import Connection
-from app_backend.kernel.errors import forbidden, not_found
+from app_backend.kernel.errors import conflict, forbidden, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
 from code_service.codes.repository import FactsRepository, SubjectRepository
@@ -534,6 +534,9 @@ class VerificationService:
         now: float,
         by_record: bool,
     ) -> VerifyAnswer:
+        # Read before any await: the hand-back of the outage's claims to Redis may finish meanwhile, and this
+        # batch's claim, made first, would then stand alone.
+        recovering = self._health.recovering
         raw, account_denied, credential_denied, *rest = results[settled:]
         record = rest.pop(0) if by_record else None
         claimed = bool(rest and rest[0])
@@ -541,6 +544,8 @@ class VerificationService:
             if scanner.checks is not None:
                 # A refused request (replayed nonce, revoked key, rate limit) must not use up the code.
                 scanner.checks.settle(results[:settled])
+                if recovering:
+                    await scanner.checks.recheck()
             if by_record:
                 assert isinstance(code, DeviceCode)
                 problem = await self._genuine_by_record(code, record, now)
@@ -550,6 +555,10 @@ class VerificationService:
             if claimed:
                 await self._redis.delete(_used_key(code.code_id))
             raise
+        if claimed and recovering and not await self._claim_degraded(code.code_id):
+            # Accepted while Redis was away, and not handed back to it yet: Redis alone would accept it again. The
+            # claim this batch made in Redis stays: the code is used.
+            return VerifyAnswer(allowed=False, reason="replayed", scene=scene, code_type=code_type)
         facts = self._facts.decode_cached(raw) or await self._facts.cached_or_load(subject)
 
         def deny(reason: str) -> VerifyAnswer:
@@ -818,6 +827,11 @@ class VerificationService:
         data = msgspec.json.decode(raw) if raw else None
         if data is None or data["org"] != str(scanner.organisation_id):
             raise not_found("voucher: unknown, expired, already settled, or issued to another hospital")
+        # Worth only what its holder still holds: an identity taken over, an account blocked or insurance ended
+        # since the scan ends the voucher too (the facts are dropped from the cache when any of that happens).
+        facts = await self._facts.cached_or_load(bytes.fromhex(data["subject"]))
+        if facts is None or not facts.active or not facts.insured or not meets_scene_level(facts, "medical"):
+            raise conflict("voucher: its holder no longer holds this insurance; scan the holder's code again")
         return VoucherRedeemed(
             insured=True, masked_name=data["name"], settlement_ref="ms_" + secrets.token_hex(8)
         )

@@ -22,12 +22,16 @@ from tests.app_backend.identity.test_residents import (
 from tests.helpers import (
     bearer,
     enrol_person,
+    face_verified,
     feed_insurance,
     login,
     machine_credential,
+    personal_code,
     random_id_number,
     real_named,
     register_device,
+    signed,
+    verify,
 )
 
 DEVICES = "/api/v1/codes/device-credentials"
@@ -294,3 +298,22 @@ async def test_dev_enrols_a_registry_person_so_load_tests_can_real_name_their_re
     assert named.status_code == 200 and named.json()["level"] == "L2", named.text
     bad = await client.post("/api/v1/dev/registry/people", json={"name": "周瑜", "id_number": "123"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "id_number", bad.text
+
+
+async def test_a_medical_voucher_ends_with_the_identity_it_was_issued_on(client, services):
+    """Issue 13 probe: a voucher issued to the account that held an identity was still redeemed after the rightful
+    owner took the identity back by face."""
+    holder = await real_named(client, services, name=random_name())
+    await face_verified(client, holder)
+    await feed_insurance(client, await _insurance_department(client, services), holder["id_number"], True)
+    hospital = await machine_credential(client, services, ["verify:medical"], kind="verifier_operator")
+    scanned = (await verify(client, hospital, await personal_code(client, holder), "medical")).json()
+    assert scanned["allowed"] and scanned["voucher"], scanned
+
+    owner = await login(client)
+    await enrol_person(services, holder["name"], holder["id_number"], owner["phone"])
+    assert (await claim(client, owner, holder["name"], holder["id_number"])).status_code == 200
+    redeemed = await signed(
+        client, hospital, "POST", "/api/v1/verify/vouchers/redeem", {"voucher": scanned["voucher"]}
+    )
+    assert redeemed.status_code == 409 and redeemed.json()["detail"].startswith("voucher:"), redeemed.text
