@@ -124,15 +124,22 @@ def _print_banner(settings: Settings, creds: dict[str, Any]) -> None:
         f" (serving as {user_of(settings.database_url)[0] or 'the default user'})",
         f"  Redis:               {settings.redis_url}",
         "",
+        *(_demo_lines(base, settings) if settings.is_dev else []),
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _demo_lines(base: str, settings: Settings) -> list[str]:
+    """How to try the demo data: dev only (outside dev there is no outbox route and no demo data)."""
+    return [
         'Demo: POST /api/v1/auth/otp {"phone": "13800000001"}, read the code at '
         f"{base}/api/v1/dev/outbox?phone=13800000001,",
         '      then POST /api/v1/auth/login {"phone": ..., "otp": ...}. Staff (ops_admin): phone 13900000000.',
         f"      Machine credentials for signed requests: {settings.data_dir / 'demo-credentials.json'}",
         "      (try: .venv/bin/tzt call GET /api/v1/machine/whoami --org 泰州地铁运营有限公司)",
-        "Ctrl-C stops everything.",
-        "",
     ]
-    print("\n".join(lines), flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
