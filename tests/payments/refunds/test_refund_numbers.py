@@ -84,7 +84,7 @@ async def test_a_wechat_refund_retried_after_a_timeout_refunds_once(client, serv
     await wechat.fault("secapi/pay/refund", "timeout", seconds=WECHAT_TIMEOUT_S + 2, process=True)
     first = await signed_with_key(client, payee, path, {"amount_fen": 3000}, key="wx-timeout-refund-1")
     assert first.status_code in (202, 503), first.text
-    
+
     again = await signed_with_key(client, payee, path, {"amount_fen": 3000}, key="wx-timeout-refund-1")
     assert again.status_code == 201, again.text
     assert again.json()["out_refund_no"] == first.json()["out_refund_no"]
@@ -248,3 +248,21 @@ async def test_another_payee_cannot_read_a_refund_through_a_reused_key(client, s
     assert theirs.status_code == 404, theirs.text
     other_body = await signed_with_key(client, payee, path, {"amount_fen": 101}, key="shared-refund-key")
     assert other_body.status_code == 422 and other_body.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+async def test_a_wechat_systemerror_is_an_unknown_outcome_not_a_refusal(client, services, wechat, payee):
+    """WeChat answers SYSTEMERROR when it does not know yet and documents "retry with the same out_refund_no":
+    the refund stays pending with its amount reserved, and the retry asks for the same number."""
+    _, order = await paid_order(client, services, wechat, payee, amount=1000)
+    path = f"/api/v1/payments/orders/{order['id']}/refunds"
+    await wechat.fault("secapi/pay/refund", "refuse", err_code="SYSTEMERROR")
+    first = await signed_with_key(client, payee, path, {"amount_fen": 1000}, key="wx-systemerror-refund")
+    assert first.status_code == 202 and first.json()["status"] == "pending", first.text
+    assert first.json()["order_refunded_fen"] == 1000
+    again = await signed_with_key(client, payee, path, {"amount_fen": 1000}, key="wx-systemerror-refund")
+    assert again.status_code == 201, again.text
+    held = await _channel_refunds(wechat, order["out_trade_no"])
+    assert [r["out_refund_no"] for r in held] == [first.json()["out_refund_no"]]
+    await services.payments.refunds.settle_pending_refunds(services.pool)
+    assert [r["status"] for r in await _refund_rows(services, order["id"])] == ["succeeded"]
+    await ledger_ok(services)
