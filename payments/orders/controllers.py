@@ -40,11 +40,14 @@ class OrderController(Controller):
         data: OrderCreate,
         payments: PaymentServices,
         payer: Payer,
-        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[OrderView]:
+        # No request transaction: the order and its number are committed before the channel is asked, and no
+        # connection is held while a gateway is slow (OrderService.place).
         client = client_ip(request) or "127.0.0.1"
-        answer = await payments.orders.create(db, payer.resident_id, _key(idempotency_key), data, client)
+        answer = await payments.orders.place(
+            payments.pool, payer.resident_id, _key(idempotency_key), data, client
+        )
         return Response(answer.body, status_code=answer.status_code)
 
     @get("/{order_id:uuid}", summary="One of my orders", opt=problems(404))
