@@ -244,10 +244,16 @@ class OrderService:
             ) from None
         except ChannelRefused as refused:
             _log.warning("channel refused an order", channel=row.channel, refusal=str(refused)[:200])
-            # The channel holds no trade under this number: nothing is kept, and the key may be used afresh.
             async with pool.acquire() as conn, conn.transaction():
-                await self._orders.delete_refused(conn, row.id)
-                await self._keys.forget(conn, scope, key)
+                if replayed:
+                    # An earlier ask may have opened this number at the channel: keep the order, closed (the
+                    # stale-order job does not see it then, and the channel's own expiry ends its trade).
+                    await self._orders.mark_closed(conn, row.id)
+                else:
+                    # A number nobody has asked for before: the channel holds no trade under it, so nothing is
+                    # kept and the key may be used afresh.
+                    await self._orders.delete_refused(conn, row.id)
+                    await self._keys.forget(conn, scope, key)
             raise DomainError(
                 502, "channel-refused", f"the {row.channel} gateway refused this order; it was not created"
             ) from None

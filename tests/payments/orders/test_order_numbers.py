@@ -65,3 +65,18 @@ async def test_an_alipay_order_retried_after_a_timeout_keeps_its_number(client, 
     assert again.json()["pay"]["params"]["qr_code"]
     await alipay.control("GET", f"/_sandbox/trades/{stored[0]['out_trade_no']}")
     assert len(await _orders_of(services, payee)) == 1
+
+
+async def test_a_retry_the_channel_refuses_closes_the_order_it_may_hold(client, services, wechat, payee):
+    """After a timeout the number may exist at the channel: a refused retry closes the order instead of forgetting
+    it, and the key then names the closed order (409) instead of opening another."""
+    person = await login(client)
+    await wechat.fault("pay/unifiedorder", "timeout", seconds=WECHAT_TIMEOUT_S + 2, process=True)
+    first = await create_order(client, person, payee, key="wx-order-refused-retry")
+    assert first.status_code == 503, first.text
+    await wechat.fault("pay/unifiedorder", "refuse", err_code="NOAUTH")
+    refused = await create_order(client, person, payee, key="wx-order-refused-retry")
+    assert refused.status_code == 502, refused.text
+    assert [o["status"] for o in await _orders_of(services, payee)] == ["closed"]
+    again = await create_order(client, person, payee, key="wx-order-refused-retry")
+    assert again.status_code == 409, again.text
