@@ -40,11 +40,14 @@ class OrderController(Controller):
         data: OrderCreate,
         payments: PaymentServices,
         payer: Payer,
-        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[OrderView]:
+        # No request transaction: the order and its number are committed before the channel is asked, and no
+        # connection is held while a gateway is slow (OrderService.place).
         client = client_ip(request) or "127.0.0.1"
-        answer = await payments.orders.create(db, payer.resident_id, _key(idempotency_key), data, client)
+        answer = await payments.orders.place(
+            payments.pool, payer.resident_id, _key(idempotency_key), data, client
+        )
         return Response(answer.body, status_code=answer.status_code)
 
     @get("/{order_id:uuid}", summary="One of my orders", opt=problems(404))
@@ -55,7 +58,13 @@ class OrderController(Controller):
 
     @post(
         "/{order_id:uuid}/refunds",
-        summary="Refund part or all of a paid order (the payee, signed)",
+        summary="Refund part or all of a paid order (the payee, signed); 202 while the channel's answer is unknown",
+        description=(
+            "201: the channel answered for this refund (status pending at the channel, succeeded, or failed when "
+            "it refused). 202: the channel did not answer; the refund keeps its out_refund_no and is settled by "
+            "querying the channel. Retry with the same Idempotency-Key (after Retry-After) to see it as it "
+            "stands: a retry never makes a second refund."
+        ),
         opt=problems(403, 404, 409, 422),
     )
     async def refund(
@@ -64,12 +73,14 @@ class OrderController(Controller):
         data: RefundCreate,
         payments: PaymentServices,
         payee_client: ClientOrganisation,
-        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[RefundView]:
+        # No request transaction: the refund is committed before the channel is asked, and no connection is
+        # held while a gateway is slow (payments/refunds/service.py).
         if "payments:refund" not in payee_client.scopes:
             raise forbidden("this credential lacks the scope payments:refund")
         answer = await payments.refunds.refund(
-            db, payee_client.organisation_id, order_id, _key(idempotency_key), data
+            payments.pool, payee_client.organisation_id, order_id, _key(idempotency_key), data
         )
-        return Response(answer.body, status_code=answer.status_code)
+        headers = {"Retry-After": "5"} if answer.status_code == 202 else None
+        return Response(answer.body, status_code=answer.status_code, headers=headers)

@@ -77,6 +77,10 @@ class IdempotencyRepository:
             response,
         )
 
+    async def forget(self, conn: Connection, scope: str, key: str) -> None:
+        """Only for a claim whose work the other side refused outright: the key may then be used afresh."""
+        await conn.execute("DELETE FROM payments.idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
+
 
 class OrderRepository:
     async def insert(
@@ -122,6 +126,13 @@ class OrderRepository:
     async def get(self, conn: Connection, order_id: uuid.UUID) -> OrderRow | None:
         return await fetch_row(
             conn, OrderRow, f"SELECT {ORDER_COLUMNS} FROM payments.orders WHERE id = $1", order_id
+        )
+
+    async def delete_refused(self, conn: Connection, order_id: uuid.UUID) -> None:
+        """An order the channel refused to open: waiting, never instructed, so nothing else refers to it."""
+        await conn.execute(
+            "DELETE FROM payments.orders WHERE id = $1 AND status = 'waiting' AND pay_params IS NULL",
+            order_id,
         )
 
     async def by_out_trade_no(self, conn: Connection, out_trade_no: str) -> OrderRow | None:

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from app_backend.kernel.clock import BUSINESS_TZ
-from app_backend.kernel.db import Connection
+from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.organisations.service import OrganisationService
 from payments.channels.base import (
@@ -208,6 +208,114 @@ class OrderService:
         answer = Answer(201, order_view(row, instructions))
         await self._keys.store(conn, scope, key, answer.status_code, answer.body)
         return answer
+
+    async def place(
+        self, pool: Pool, payer_id: uuid.UUID, key: str, data: OrderCreate, client_ip: str
+    ) -> Answer[OrderView]:
+        """A payer's order, one out_trade_no for life (decision 0018): the order and its number are committed
+        under the key first, the channel is asked outside any transaction, and its pay instructions are stored in
+        a second short transaction. When the channel does not answer, the order stays `waiting` without
+        instructions and the payer gets a 503: the retry with the same key asks the channel again with the same
+        out_trade_no (both channels give back the same trade for a repeated number and the same parameters), never
+        a new one; an order nobody pays is closed by settle_stale after asking the channel. (`create` keeps the
+        one-transaction path for the orders other parts of payments open inside their own transaction.)"""
+        scope = f"resident:{payer_id}"
+        purpose = data.purpose
+        digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
+        async with pool.acquire() as conn, conn.transaction():
+            row, replayed = await self._open(conn, scope, key, digest, payer_id, data)
+        if row.pay_params is not None:
+            return Answer(201, order_view(row), replayed=replayed)
+        if row.status != "waiting":
+            raise DomainError(409, "conflict", f"this order is {row.status}; use a new Idempotency-Key")
+        channel = self.channel(row.channel)
+        try:
+            pay = await channel.create(
+                ChannelOrder(
+                    out_trade_no=row.out_trade_no,
+                    amount_fen=row.amount_fen,
+                    subject=row.subject,
+                    method=row.method,
+                    notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{row.channel}",
+                    expires_at=row.expires_at,
+                    client_ip=client_ip,
+                    payer_id=data.payer_channel_id,
+                )
+            )
+        except ChannelUnavailable:
+            raise ChannelDown(
+                f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",
+                headers={"Retry-After": "2"},
+            ) from None
+        except ChannelRefused as refused:
+            _log.warning("channel refused an order", channel=row.channel, refusal=str(refused)[:200])
+            async with pool.acquire() as conn, conn.transaction():
+                if replayed:
+                    # An earlier ask may have opened this number at the channel: keep the order, closed (the
+                    # stale-order job does not see it then, and the channel's own expiry ends its trade).
+                    await self._orders.mark_closed(conn, row.id)
+                else:
+                    # A number nobody has asked for before: the channel holds no trade under it, so nothing is
+                    # kept and the key may be used afresh.
+                    await self._orders.delete_refused(conn, row.id)
+                    await self._keys.forget(conn, scope, key)
+            raise DomainError(
+                502, "channel-refused", f"the {row.channel} gateway refused this order; it was not created"
+            ) from None
+        instructions = PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
+        async with pool.acquire() as conn, conn.transaction():
+            await self._orders.set_pay_params(conn, row.id, instructions)
+            answer = Answer(201, order_view(row, instructions), replayed=replayed)
+            await self._keys.store(conn, scope, key, answer.status_code, answer.body)
+        return answer
+
+    async def _open(
+        self, conn: Connection, scope: str, key: str, digest: bytes, payer_id: uuid.UUID, data: OrderCreate
+    ) -> tuple[OrderRow, bool]:
+        """(the order, whether the key was used before): a new key stores a new order with its number and an
+        answer naming it (202 until the channel has given instructions); a used key finds that order."""
+        if not await self._keys.claim(conn, scope, key, digest):
+            stored = await self._keys.get(conn, scope, key)
+            assert stored is not None  # claimed keys are never deleted
+            if stored.request_hash != digest:
+                raise DomainError(
+                    422,
+                    "unprocessable-content",
+                    "Idempotency-Key: this key was used with a different request",
+                    extra={
+                        "errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]
+                    },
+                )
+            assert stored.response is not None
+            found = await self._orders.get(conn, uuid.UUID(str(stored.response["id"])))
+            if found is None:  # refused by the channel meanwhile, and forgotten
+                raise DomainError(
+                    502, "channel-refused", "the gateway refused this order; it was not created"
+                )
+            return found, True
+        subject = " ".join(data.subject.split())
+        if not subject:
+            raise invalid_field("subject", "must contain text")
+        if await self._payees.payee(conn, data.payee_id) is None:
+            raise invalid_field("payee_id", "no such payee")
+        self.channel(data.channel)
+        if data.method in ("mini", "jsapi") and not data.payer_channel_id:
+            raise invalid_field("payer_channel_id", "required for this method")
+        row = await self._orders.insert(
+            conn,
+            out_trade_no=new_out_trade_no(),
+            payer_id=payer_id,
+            payee_id=data.payee_id,
+            purpose=data.purpose,
+            subject=subject,
+            amount_fen=data.amount_fen,
+            fee_fen=data.amount_fen * self._settings.fee_bp.get(data.purpose, 0) // 10_000,
+            channel=data.channel,
+            method=data.method,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds),
+        )
+        await self._keys.store(conn, scope, key, 202, order_view(row))
+        return row, False
 
     async def get_for_payer(self, conn: Connection, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
         row = await self._orders.get(conn, order_id)

@@ -11,6 +11,5 @@ async def settle_payments(ctx: dict[str, Any]) -> dict[str, int]:
     payments = payments_of(ctx)
     async with payments.pool.acquire() as conn, conn.transaction():
         counts = await payments.orders.settle_stale(conn)
-    async with payments.pool.acquire() as conn, conn.transaction():
-        counts["refunds"] = await payments.refunds.settle_pending(conn)
+    counts["refunds"] = await payments.refunds.settle_pending_refunds(payments.pool)
     return counts

@@ -70,3 +70,8 @@ class RefundRepository:
                 refund_id,
             )
         )
+
+    async def get(self, conn: Connection, refund_id: uuid.UUID) -> RefundRow | None:
+        return await fetch_row(
+            conn, RefundRow, f"SELECT {REFUND_COLUMNS} FROM payments.refunds WHERE id = $1", refund_id
+        )

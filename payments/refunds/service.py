@@ -1,5 +1,13 @@
-"""Refunds: partial and repeated, never more in total than was paid (one conditional update reserves the amount
-before the channel is asked), posted to the ledger once when the channel confirms."""
+"""Refunds: partial and repeated, never more in total than was paid, one refund number per refund for life, posted
+to the ledger once when the channel confirms.
+
+A refund is claimed and committed first: its Idempotency-Key, the amount reserved on the order (pending refunds
+count against the cap) and its out_refund_no, all in one short transaction. The channel is then asked outside any
+transaction (no connection is held while a gateway is slow), and what it answered is recorded in a second short
+transaction. When the answer never comes, the refund stays `pending` with its number: a retry with the same key,
+or the settling job, asks the channel's refund query for that number, and only when the channel has no such
+refund asks for it again with the same number (both channels document a repeated out_refund_no / out_request_no
+as the same refund). A new number is never made for a refund that exists."""
 
 from __future__ import annotations
 
@@ -7,15 +15,23 @@ import secrets
 import uuid
 
 import msgspec
+import structlog
 
-from app_backend.kernel.db import Connection
+from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, not_found
-from payments.channels.base import ChannelUnavailable, RefundStatus
+from payments.channels.base import ChannelRefund, ChannelRefused, ChannelUnavailable, RefundStatus
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
-from payments.orders.service import Answer, ChannelDown, OrderService, claim_or_replay, request_hash
+from payments.orders.service import Answer, OrderService, request_hash
 from payments.refunds.repository import RefundRepository, RefundRow
 from payments.refunds.schemas import RefundCreate, RefundView
+
+_log = structlog.get_logger("payments.refunds")
+
+# What a refund's Idempotency-Key answers: 201 once the channel has answered for the refund's number (the
+# refund is then pending at the channel, succeeded or failed), 202 while nobody knows whether the channel has it.
+KNOWN = 201
+UNKNOWN = 202
 
 
 class RefundService:
@@ -27,15 +43,61 @@ class RefundService:
         self._keys = IdempotencyRepository()
 
     async def refund(
-        self, conn: Connection, payee_id: uuid.UUID, order_id: uuid.UUID, key: str, data: RefundCreate
+        self, pool: Pool, payee_id: uuid.UUID, order_id: uuid.UUID, key: str, data: RefundCreate
     ) -> Answer[RefundView]:
-        """A 201 with the refund as it stands (pending, or settled when the channel answered at once). Idempotent
-        per key like an order."""
+        """201 with the refund once the channel has answered for it (pending at the channel, succeeded, or failed
+        when the channel refused); 202 with the pending refund while the channel's answer is unknown (retry with
+        the same Idempotency-Key: the channel is then asked about the same refund number). Every repeat of the key
+        answers the refund as it stands now, never a second refund."""
         scope = f"payee:{payee_id}"
         digest = request_hash("refunds.create", str(order_id), msgspec.to_builtins(data))
-        replay = await claim_or_replay(self._keys, conn, scope, key, digest, RefundView)
-        if replay is not None:
-            return replay
+        async with pool.acquire() as conn, conn.transaction():
+            order, refund, known, replayed = await self._claim(
+                conn, scope, key, digest, payee_id, order_id, data
+            )
+        if known or refund.status != RefundStatus.PENDING:
+            async with pool.acquire() as conn:
+                return await self._answer(conn, refund.id, KNOWN, replayed)
+        # A first call asks for the refund; a repeat first asks the channel whether it already has this number.
+        outcome = await self._ask(order, refund, query_first=replayed)
+        async with pool.acquire() as conn, conn.transaction():
+            status_code = await self._record(conn, order, refund, outcome)
+            answer = await self._answer(conn, refund.id, status_code, replayed)
+            await self._keys.store(conn, scope, key, answer.status_code, answer.body)
+        return answer
+
+    async def _claim(
+        self,
+        conn: Connection,
+        scope: str,
+        key: str,
+        digest: bytes,
+        payee_id: uuid.UUID,
+        order_id: uuid.UUID,
+        data: RefundCreate,
+    ) -> tuple[OrderRow, RefundRow, bool, bool]:
+        """(order, refund, whether the channel has answered for it, whether the key was used before). A new key
+        reserves the amount and makes the refund with its number; a used key finds the refund it made. A concurrent
+        first use of the same key waits here, on the key's row, until this transaction commits."""
+        if not await self._keys.claim(conn, scope, key, digest):
+            stored = await self._keys.get(conn, scope, key)
+            assert stored is not None  # claimed keys are never deleted
+            if stored.request_hash != digest:
+                raise DomainError(
+                    422,
+                    "unprocessable-content",
+                    "Idempotency-Key: this key was used with a different request",
+                    extra={
+                        "errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]
+                    },
+                )
+            # The claim commits with the refund and a stored answer naming it; a failed claim commits nothing.
+            assert stored.status_code is not None and stored.response is not None
+            refund = await self._refunds.get(conn, uuid.UUID(str(stored.response["id"])))
+            assert refund is not None  # refunds are never deleted
+            order = await self._order_rows.get(conn, refund.order_id)
+            assert order is not None  # refunds.order_id references payments.orders
+            return order, refund, stored.status_code == KNOWN, True
         order = await self._order_rows.get(conn, order_id)
         if order is None or order.payee_id != payee_id:
             raise not_found("order not found")
@@ -50,27 +112,57 @@ class RefundService:
                 f"amount_fen: at most {refundable} fen can still be refunded on this order",
                 extra={"errors": [{"field": "amount_fen", "message": "exceeds refundable"}]},
             )
-        row = await self._refunds.insert(
+        refund = await self._refunds.insert(
             conn,
             order_id,
             "R" + order.out_trade_no[3:] + secrets.token_hex(3),
             data.amount_fen,
             data.reason,
         )
+        await self._keys.store(conn, scope, key, UNKNOWN, _refund_view(refund, reserved.refunded_fen))
+        return reserved, refund, False, False
+
+    async def _ask(self, order: OrderRow, refund: RefundRow, *, query_first: bool) -> ChannelRefund | None:
+        """What the channel says about this refund's number; None when it did not answer. Always the refund's own
+        number: asking again with it is the same refund at both channels, never a second one."""
+        channel = self._orders.channel(order.channel)
         try:
-            result = await self._orders.channel(order.channel).refund(
-                order.out_trade_no, row.out_refund_no, data.amount_fen, order.amount_fen, data.reason
+            if query_first:
+                found = await channel.query_refund(order.out_trade_no, refund.out_refund_no)
+                if found is not None:
+                    return found
+            return await channel.refund(
+                order.out_trade_no, refund.out_refund_no, refund.amount_fen, order.amount_fen, refund.reason
             )
-        except ChannelUnavailable:
-            raise ChannelDown(
-                f"the {order.channel} gateway did not answer; retry with the same Idempotency-Key",
-                headers={"Retry-After": "2"},
-            ) from None
-        if result.status != RefundStatus.PENDING:
-            row = await self.settle(conn, reserved, row, result.status)
-        answer = Answer(201, _refund_view(row, reserved.refunded_fen))
-        await self._keys.store(conn, scope, key, answer.status_code, answer.body)
-        return answer
+        except ChannelUnavailable as exc:
+            _log.warning("refund outcome unknown", out_refund_no=refund.out_refund_no, reason=str(exc)[:200])
+            return None
+        except ChannelRefused as exc:
+            _log.warning(
+                "channel refused a refund", out_refund_no=refund.out_refund_no, refusal=str(exc)[:200]
+            )
+            return ChannelRefund(refund.out_refund_no, RefundStatus.FAILED, refund.amount_fen)
+
+    async def _record(
+        self, conn: Connection, order: OrderRow, refund: RefundRow, outcome: ChannelRefund | None
+    ) -> int:
+        """Records the channel's answer (settling the refund when it is final); the status code it warrants."""
+        if outcome is None:
+            return UNKNOWN
+        if outcome.status != RefundStatus.PENDING:
+            await self.settle(conn, order, refund, outcome.status)
+        return KNOWN
+
+    async def _answer(
+        self, conn: Connection, refund_id: uuid.UUID, status_code: int, replayed: bool
+    ) -> Answer[RefundView]:
+        refund = await self._refunds.get(conn, refund_id)
+        assert refund is not None
+        order = await self._order_rows.get(conn, refund.order_id)
+        assert order is not None
+        if refund.status != RefundStatus.PENDING:
+            status_code = KNOWN
+        return Answer(status_code, _refund_view(refund, order.refunded_fen), replayed=replayed)
 
     async def settle(
         self, conn: Connection, order: OrderRow, refund: RefundRow, status: RefundStatus
@@ -111,20 +203,35 @@ class RefundService:
         return settled
 
     async def settle_pending(self, conn: Connection, limit: int = 100) -> int:
-        """Asks the channel about refunds it accepted but had not finished."""
+        """Asks the channel about pending refunds, in the caller's transaction (tools and tests); the job uses
+        settle_pending_refunds, which holds no transaction while a channel answers."""
         done = 0
         for refund in await self._refunds.pending(conn, limit):
             order = await self._order_rows.get(conn, refund.order_id)
             assert order is not None  # refunds.order_id references payments.orders
-            try:
-                result = await self._orders.channel(order.channel).query_refund(
-                    order.out_trade_no, refund.out_refund_no
-                )
-            except ChannelUnavailable:
-                continue
-            if result is not None and result.status != RefundStatus.PENDING:
-                await self.settle(conn, order, refund, result.status)
+            outcome = await self._ask(order, refund, query_first=True)
+            if outcome is not None and outcome.status != RefundStatus.PENDING:
+                await self.settle(conn, order, refund, outcome.status)
                 done += 1
+        return done
+
+    async def settle_pending_refunds(self, pool: Pool, limit: int = 100) -> int:
+        """The settling job: each pending refund is queried by its own number (and asked for again with that
+        number only when the channel has no such refund: the call never reached it, or we crashed before making
+        it). Channel calls run outside any transaction; each answer is recorded in its own short one."""
+        async with pool.acquire() as conn:
+            pending = await self._refunds.pending(conn, limit)
+            orders = {r.order_id: await self._order_rows.get(conn, r.order_id) for r in pending}
+        done = 0
+        for refund in pending:
+            order = orders[refund.order_id]
+            assert order is not None  # refunds.order_id references payments.orders
+            outcome = await self._ask(order, refund, query_first=True)
+            if outcome is None or outcome.status == RefundStatus.PENDING:
+                continue
+            async with pool.acquire() as conn, conn.transaction():
+                await self.settle(conn, order, refund, outcome.status)
+            done += 1
         return done
 
 

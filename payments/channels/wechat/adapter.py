@@ -66,6 +66,8 @@ _REFUND_STATES = {
     "REFUNDCLOSE": RefundStatus.FAILED,
     "CHANGE": RefundStatus.FAILED,  # refund abnormal (card gone): needs a manual transfer
 }
+# Refund errors WeChat documents as "the outcome is unknown: retry with the same out_refund_no".
+_REFUND_RETRY = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED"})
 _NOT_FOUND = frozenset({"ORDERNOTEXIST", "REFUNDNOTEXIST", "CONTRACT_NOT_EXIST", "CONTRACTNOTEXIST"})
 _ACK = "<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{msg}]]></return_msg></xml>"
 
@@ -274,6 +276,9 @@ class WechatChannel:
         except WechatError as exc:
             if not exc.data.get("result_code"):  # return_code FAIL: a protocol problem, not a refusal
                 raise
+            if exc.code in _REFUND_RETRY:
+                # WeChat's "not known yet, call again with the same out_refund_no": not a refusal
+                raise ChannelUnavailable(f"wechat refund {out_refund_no}: {exc.code}") from exc
             log.warning("wechat refused refund %s of %s: %s", out_refund_no, out_trade_no, exc)
             return ChannelRefund(out_refund_no, RefundStatus.FAILED, amount_fen)
         if (
