@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import structlog
 
 from app_backend.kernel.clock import BUSINESS_TZ
-from app_backend.kernel.db import Connection
+from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, not_found
 from code_service.codes.service import FactsService
 from code_service.gates.service import TransitGates
@@ -1000,22 +1000,26 @@ class TransitService:
     async def due_money_back(self, conn: Connection) -> list[OverpaymentRow]:
         return await self._repo.due_overpayments(conn, self.policy.money_back_batch)
 
-    async def send_money_back(self, conn: Connection, overpayment_id: uuid.UUID) -> str:
+    async def send_money_back(self, pool: Pool, overpayment_id: uuid.UUID) -> str:
         """Refunds one overpayment through the channel it came from, as the platform (the refund service
-        directly: the operator needs no refund scope), in the caller's transaction. The overpayment's own id is
-        the refund's idempotency key, so a retry is the same refund. Raises what the refund raises (ChannelDown
-        when the channel did not answer): the caller rolls back and records the attempt (money_back_failed)."""
-        row = await self._repo.lock_overpayment(conn, overpayment_id)
+        directly: the operator needs no refund scope). The refund service owns its transactions (its number is
+        claimed before the channel is asked, docs/decisions/0018): the overpayment's own id is the refund's
+        idempotency key, so a retry or a second job run is the same refund. A refund whose outcome is not known
+        yet is sent all the same (the refunds job settles it). Raises what the refund raises (409 when the
+        order has nothing left to refund): the caller records the attempt (money_back_failed)."""
+        async with pool.acquire() as conn:
+            row = await self._repo.lock_overpayment(conn, overpayment_id)
         if row is None:
-            return "already"  # sent by another run, or being sent by it now
+            return "already"  # sent by another run
         answer = await self._refunds.refund(
-            conn,
+            pool,
             row.payee_id,
             row.order_id,
             f"transit-money-back:{row.id}",
             RefundCreate(amount_fen=row.amount_fen, reason="泰州通乘车欠款已还清，多付款项退回"),
         )
-        await self._repo.overpayment_sent(conn, row.id, answer.body.id)
+        async with pool.acquire() as conn, conn.transaction():
+            await self._repo.overpayment_sent(conn, row.id, answer.body.id)
         if answer.body.status == "failed":
             # The channel refused the refund outright (not a silence, which raises): a person looks at why.
             _log.error(

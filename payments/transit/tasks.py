@@ -100,8 +100,7 @@ async def return_overpayments(ctx: dict[str, Any]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for row in due:
         try:
-            async with payments.pool.acquire() as conn, conn.transaction():
-                counts[await transit.send_money_back(conn, row.id)] += 1
+            counts[await transit.send_money_back(payments.pool, row.id)] += 1
         except Exception as error:  # any failure leaves it due for the next run, recorded
             async with payments.pool.acquire() as conn, conn.transaction():
                 counts[await transit.money_back_failed(conn, row.id, error)] += 1
