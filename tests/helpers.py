@@ -38,6 +38,13 @@ def random_id_number(region: str = "321202") -> str:
     return first17 + id_number_check_char(first17)
 
 
+def nobodys_id_number() -> str:
+    """A valid ID number no account of the session holds: of a district (兴化) that no test account, load-test
+    resident or demo person is given, so a feed of many such numbers finds exactly the holders a test made (with
+    the district every account uses, 999 random numbers met another test's account now and then)."""
+    return random_id_number("321281")
+
+
 def random_uscc() -> str:
     alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
     first17 = "91321200" + "".join(_rng.choice(alphabet) for _ in range(9))
