@@ -13,7 +13,7 @@ from payments.auth import provide_payee_client, provide_payer
 from payments.channels.configured import build_channels
 from payments.container import PaymentServices
 from payments.notifications.controllers import NotifyController
-from payments.orders.controllers import OrderController
+from payments.orders.controllers import OrderController, PayeeOrderController
 from payments.orders.tasks import settle_payments
 from payments.reconciliation.controllers import ReconciliationAdminController
 from payments.reconciliation.tasks import reconcile_yesterday
@@ -59,6 +59,7 @@ module = DomainModule(
     requires=["organisations", "codes"],
     routes=[
         OrderController,
+        PayeeOrderController,
         NotifyController,
         SettlementController,
         WebhookController,

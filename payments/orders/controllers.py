@@ -12,7 +12,7 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden, invalid_field
 from app_backend.kernel.http import client_ip, problems
 from payments.auth import ClientOrganisation, Payer
-from payments.orders.schemas import OrderCreate, OrderView
+from payments.orders.schemas import OrderCreate, OrderView, PayeeOrderView
 from payments.refunds.schemas import RefundCreate, RefundView
 
 if TYPE_CHECKING:
@@ -57,6 +57,21 @@ class OrderController(Controller):
         return await payments.orders.get_for_payer(db, order_id, payer.resident_id)
 
     @post(
+        "/{order_id:uuid}/close",
+        summary="Close one of my orders that is still waiting to be paid",
+        description=(
+            "Closes the trade at the channel, then here. Closing a closed order answers it again. 409 (type "
+            "order-paid) when the order is paid, including when it was paid at the channel just before the close: "
+            "that payment is recorded, never lost. 503 when the channel did not answer: retry."
+        ),
+        status_code=200,
+        opt=problems(404, 409, 502, 503),
+    )
+    async def close(self, order_id: uuid.UUID, payments: PaymentServices, payer: Payer) -> OrderView:
+        # No request transaction: the channel is asked before the short transaction that marks the order.
+        return await payments.orders.close_for_payer(payments.pool, order_id, payer.resident_id)
+
+    @post(
         "/{order_id:uuid}/refunds",
         summary="Refund part or all of a paid order (the payee, signed); 202 while the channel's answer is unknown",
         description=(
@@ -84,3 +99,42 @@ class OrderController(Controller):
         )
         headers = {"Retry-After": "5"} if answer.status_code == 202 else None
         return Response(answer.body, status_code=answer.status_code, headers=headers)
+
+
+_READ_SCOPES = frozenset({"payments:refund", "settlements:read"})
+
+
+class PayeeOrderController(Controller):
+    """A payee's own orders, by signed machine request; another organisation's order is a 404."""
+
+    path = "/api/v1/payments/payee/orders"
+    tags = ["payments"]
+
+    @get(
+        "/{order_id:uuid}",
+        summary="One of my orders as its payee, with its refunds (signed; payments:refund or settlements:read)",
+        opt=problems(403, 404),
+    )
+    async def get_one(
+        self, order_id: uuid.UUID, payments: PaymentServices, payee_client: ClientOrganisation, db: Connection
+    ) -> PayeeOrderView:
+        if not _READ_SCOPES & payee_client.scopes:
+            raise forbidden("this credential lacks the scope payments:refund or settlements:read")
+        return await payments.orders.payee_order(db, order_id, payee_client.organisation_id)
+
+    @post(
+        "/{order_id:uuid}/close",
+        summary="Close one of my orders that is still waiting to be paid (signed; payments:refund)",
+        description=(
+            "As the payer's close: closing a closed order answers it again; 409 (type order-paid) when it is paid, "
+            "including when it was paid at the channel just before the close (that payment is recorded)."
+        ),
+        status_code=200,
+        opt=problems(403, 404, 409, 502, 503),
+    )
+    async def close(
+        self, order_id: uuid.UUID, payments: PaymentServices, payee_client: ClientOrganisation
+    ) -> PayeeOrderView:
+        if "payments:refund" not in payee_client.scopes:
+            raise forbidden("this credential lacks the scope payments:refund")
+        return await payments.orders.close_for_payee(payments.pool, order_id, payee_client.organisation_id)

@@ -35,6 +35,16 @@ class OrderRow(msgspec.Struct, frozen=True):
     created_at: dt.datetime
 
 
+class RefundLine(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    reason: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 class StoredAnswerRow(msgspec.Struct, frozen=True):
     """The first answer given for an idempotency key (status and response are set in the claim's transaction)."""
 
@@ -164,6 +174,15 @@ class OrderRepository:
             order_id,
         )
         return result.endswith(" 1")
+
+    async def refunds_of(self, conn: Connection, order_id: uuid.UUID) -> list[RefundLine]:
+        return await fetch_rows(
+            conn,
+            RefundLine,
+            """SELECT id, out_refund_no, amount_fen, status, reason, created_at, updated_at
+                FROM payments.refunds WHERE order_id = $1 ORDER BY created_at, id""",
+            order_id,
+        )
 
     async def mark_finished(self, conn: Connection, order_id: uuid.UUID) -> bool:
         result: str = await conn.execute(

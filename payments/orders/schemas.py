@@ -45,3 +45,35 @@ class OrderView(msgspec.Struct):
     expires_at: dt.datetime
     paid_at: dt.datetime | None
     pay: PayInstructions | None = None
+
+
+class OrderRefund(msgspec.Struct):
+    """One refund of an order as its payee sees it; `updated_at` is when its status last moved."""
+
+    id: uuid.UUID
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    reason: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PayeeOrderView(msgspec.Struct):
+    """An order as its payee sees it: no pay instructions (those are the payer's), with every refund."""
+
+    id: uuid.UUID
+    out_trade_no: str
+    status: str
+    purpose: str
+    subject: str
+    amount_fen: int
+    fee_fen: int
+    refunded_fen: int
+    channel: str
+    method: str
+    channel_trade_no: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    paid_at: dt.datetime | None
+    refunds: list[OrderRefund]

@@ -15,18 +15,19 @@ import structlog
 
 from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection, Pool
-from app_backend.kernel.errors import DomainError, invalid_field, not_found
+from app_backend.kernel.errors import DomainError, conflict, invalid_field, not_found
 from app_backend.organisations.service import OrganisationService
 from payments.channels.base import (
     ChannelOrder,
     ChannelRefused,
+    ChannelTrade,
     ChannelUnavailable,
     PaymentChannel,
     TradeStatus,
 )
 from payments.ledger.service import Ledger
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
-from payments.orders.schemas import OrderCreate, OrderView, PayInstructions
+from payments.orders.schemas import OrderCreate, OrderRefund, OrderView, PayeeOrderView, PayInstructions
 from payments.settings import PaymentSettings
 from payments.webhooks.service import WebhookService
 
@@ -378,6 +379,18 @@ class OrderService:
             return "closed" if await self._orders.mark_closed(conn, row.id) else "already"
         return "ignored"
 
+    async def _record_if_paid(self, conn: Connection, row: OrderRow, trade: ChannelTrade | None) -> bool:
+        """True when the channel's trade is paid: the payment is then recorded through mark_paid (once). A paid
+        trade whose amount differs from ours is logged and left for reconciliation (raises ChannelUnavailable,
+        as its outcome is not known to us)."""
+        if trade is None or trade.status not in (TradeStatus.PAID, TradeStatus.FINISHED):
+            return False
+        if trade.amount_fen != row.amount_fen:
+            _log.error("channel amount differs", order=str(row.id))
+            raise ChannelUnavailable("the channel's amount differs from the order's")
+        await self.apply_channel_state(conn, row, trade.status, trade.channel_trade_no, trade.paid_at)
+        return True
+
     async def settle_stale(self, conn: Connection, limit: int = 100) -> dict[str, int]:
         """For orders past their expiry whose outcome we never heard: ask the channel, then pay or close."""
         counts = {"paid": 0, "closed": 0, "unknown": 0}
@@ -386,15 +399,7 @@ class OrderService:
             if channel is None:
                 continue
             try:
-                trade = await channel.query(row.out_trade_no)
-                if trade is not None and trade.status in (TradeStatus.PAID, TradeStatus.FINISHED):
-                    if trade.amount_fen != row.amount_fen:
-                        _log.error("channel amount differs", order=str(row.id))
-                        counts["unknown"] += 1
-                        continue
-                    await self.apply_channel_state(
-                        conn, row, trade.status, trade.channel_trade_no, trade.paid_at
-                    )
+                if await self._record_if_paid(conn, row, await channel.query(row.out_trade_no)):
                     counts["paid"] += 1
                     continue
                 await channel.close(row.out_trade_no)
@@ -404,3 +409,85 @@ class OrderService:
             if await self._orders.mark_closed(conn, row.id):
                 counts["closed"] += 1
         return counts
+
+    # -- closing on demand and the payee's view ---------------------------------------------------------------
+
+    async def payee_order(self, conn: Connection, order_id: uuid.UUID, payee_id: uuid.UUID) -> PayeeOrderView:
+        """Another organisation's order is not found, as one that does not exist: ids are no oracle."""
+        row = await self._orders.get(conn, order_id)
+        if row is None or row.payee_id != payee_id:
+            raise not_found("order not found")
+        refunds = await self._orders.refunds_of(conn, row.id)
+        return PayeeOrderView(
+            id=row.id,
+            out_trade_no=row.out_trade_no,
+            status=row.status,
+            purpose=row.purpose,
+            subject=row.subject,
+            amount_fen=row.amount_fen,
+            fee_fen=row.fee_fen,
+            refunded_fen=row.refunded_fen,
+            channel=row.channel,
+            method=row.method,
+            channel_trade_no=row.channel_trade_no,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            paid_at=row.paid_at,
+            refunds=[msgspec.convert(r, OrderRefund, from_attributes=True) for r in refunds],
+        )
+
+    async def close_for_payer(self, pool: Pool, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
+        async with pool.acquire() as conn:
+            row = await self._orders.get(conn, order_id)
+        if row is None or row.payer_id != payer_id:
+            raise not_found("order not found")
+        return order_view(await self._close(pool, row))
+
+    async def close_for_payee(self, pool: Pool, order_id: uuid.UUID, payee_id: uuid.UUID) -> PayeeOrderView:
+        async with pool.acquire() as conn:
+            row = await self._orders.get(conn, order_id)
+        if row is None or row.payee_id != payee_id:
+            raise not_found("order not found")
+        await self._close(pool, row)
+        async with pool.acquire() as conn:
+            return await self.payee_order(conn, order_id, payee_id)
+
+    async def _close(self, pool: Pool, row: OrderRow) -> OrderRow:
+        """Closes a waiting order at the channel, then at our side; the ledger is untouched (no money moved).
+        The channel is asked outside any transaction so that no connection waits on a slow gateway. A trade the
+        channel reports paid (or refuses to close because it is paid) is recorded through mark_paid and answered
+        with a 409: the payer's money is never lost to a close racing a payment."""
+        if row.status == "closed":
+            return row  # closing twice is the same close
+        if row.status != "waiting":
+            raise conflict(f"this order is {row.status} and cannot be closed", "order-paid")
+        channel = self.channel(row.channel)
+        try:
+            try:
+                await channel.close(row.out_trade_no)
+            except ChannelRefused as refused:
+                # WeChat ORDERPAID / Alipay ACQ.TRADE_STATUS_ERROR: the trade was most likely paid meanwhile.
+                trade = await channel.query(row.out_trade_no)
+                async with pool.acquire() as conn, conn.transaction():
+                    paid = await self._record_if_paid(conn, row, trade)
+                if paid:  # raised after the commit, so that the payment stays recorded
+                    raise conflict(
+                        "this order was paid meanwhile and cannot be closed", "order-paid"
+                    ) from None
+                _log.warning("channel refused a close", channel=row.channel, refusal=str(refused)[:200])
+                raise DomainError(
+                    502, "channel-refused", f"the {row.channel} gateway refused to close this order"
+                ) from None
+        except ChannelUnavailable:
+            raise ChannelDown(
+                f"the {row.channel} gateway did not answer; retry the close", headers={"Retry-After": "2"}
+            ) from None
+        async with pool.acquire() as conn, conn.transaction():
+            await self._orders.mark_closed(conn, row.id)
+            now = await self._orders.get(conn, row.id)
+        if now is None:  # refused by the channel when opened, and forgotten
+            raise not_found("order not found")
+        if now.status != "closed":
+            # A payment notification recorded before our compare-and-set: it stands.
+            raise conflict(f"this order was {now.status} meanwhile and cannot be closed", "order-paid")
+        return now
