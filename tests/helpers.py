@@ -32,6 +32,19 @@ def random_ip() -> str:
     return f"10.{_rng.randrange(256)}.{_rng.randrange(256)}.{_rng.randrange(1, 255)}"
 
 
+class SetClock:
+    """A clock a test sets (a schedule's `clock`): time moves only when the test says so."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> dt.datetime:
+        return self.at
+
+    def set(self, at: dt.datetime) -> None:
+        self.at = at
+
+
 def random_id_number(region: str = "321202") -> str:
     born = dt.date(1950, 1, 1) + dt.timedelta(days=_rng.randrange(18000))
     first17 = f"{region}{born:%Y%m%d}{_rng.randrange(1000):03d}"

@@ -772,13 +772,14 @@ class TransitRepository:
             limit,
         )
 
-    async def lock_overpayment(self, conn: Connection, overpayment_id: uuid.UUID) -> OverpaymentRow | None:
-        """The row, locked until the transaction ends, while it is still to be sent (two job runs send it once)."""
+    async def pending_overpayment(self, conn: Connection, overpayment_id: uuid.UUID) -> OverpaymentRow | None:
+        """The row while it is still to be sent. No lock: two job runs that both read it send the same refund (its
+        idempotency key is the overpayment's id), so it is sent once without holding a row across a channel call."""
         return await fetch_row(
             conn,
             OverpaymentRow,
             f"""SELECT {OVERPAYMENT_COLUMNS} FROM payments.transit_overpayments
-                WHERE id = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED""",
+                WHERE id = $1 AND status = 'pending'""",
             overpayment_id,
         )
 

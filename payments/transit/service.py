@@ -1008,7 +1008,7 @@ class TransitService:
         yet is sent all the same (the refunds job settles it). Raises what the refund raises (409 when the
         order has nothing left to refund): the caller records the attempt (money_back_failed)."""
         async with pool.acquire() as conn:
-            row = await self._repo.lock_overpayment(conn, overpayment_id)
+            row = await self._repo.pending_overpayment(conn, overpayment_id)
         if row is None:
             return "already"  # sent by another run
         answer = await self._refunds.refund(

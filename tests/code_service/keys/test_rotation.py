@@ -26,25 +26,22 @@ from code_service.keys.service import PUBLISH_LEAD, RETIRE_AFTER, VERIFIER_REFRE
 from code_service.keys.tasks import stage_due_signing_key
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.format import MAX_CREDENTIAL_LIFETIME, decode
-from tests.helpers import machine_credential, personal_code, register_device, rider, scene_keys_of, signed
+from tests.helpers import (
+    SetClock,
+    machine_credential,
+    personal_code,
+    register_device,
+    rider,
+    scene_keys_of,
+    signed,
+)
 
 SECOND = dt.timedelta(seconds=1)
 JWKS = "/.well-known/jwks.json"
 
 
-class KeyClock:
-    def __init__(self, at: dt.datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> dt.datetime:
-        return self.at
-
-    def set(self, at: dt.datetime) -> None:
-        self.at = at
-
-
 @pytest.fixture
-async def key_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[KeyClock]:
+async def key_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[SetClock]:
     """The key schedule's clock, started a day after every instant of every key so far (the session shares one
     database), and everything the test did to the keys undone afterwards."""
     keys = services.codes.keys
@@ -52,7 +49,7 @@ async def key_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[KeyC
     latest = await db.fetchval(
         """SELECT max(greatest(created_at, signs_from, signs_until, retire_at)) FROM codes.signing_keys"""
     )
-    clock = KeyClock(max(utc_now(), latest or utc_now()) + dt.timedelta(days=1))
+    clock = SetClock(max(utc_now(), latest or utc_now()) + dt.timedelta(days=1))
     keys.clock = clock
     keys.invalidate()
     try:

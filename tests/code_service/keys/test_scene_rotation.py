@@ -35,7 +35,15 @@ from code_service.keys.service import (
 from code_service.keys.tasks import stage_due_scene_epoch
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.format import MAX_CREDENTIAL_LIFETIME, decode
-from tests.helpers import machine_credential, opened, personal_code, register_device, rider, scene_keys_of
+from tests.helpers import (
+    SetClock,
+    machine_credential,
+    opened,
+    personal_code,
+    register_device,
+    rider,
+    scene_keys_of,
+)
 
 SECOND = dt.timedelta(seconds=1)
 HOUR = dt.timedelta(hours=1)
@@ -43,19 +51,8 @@ DAY = dt.timedelta(days=1)
 CREDENTIAL = dt.timedelta(seconds=MAX_CREDENTIAL_LIFETIME)
 
 
-class SceneClock:
-    def __init__(self, at: dt.datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> dt.datetime:
-        return self.at
-
-    def set(self, at: dt.datetime) -> None:
-        self.at = at
-
-
 @pytest.fixture
-async def scene_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[SceneClock]:
+async def scene_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[SetClock]:
     """The scene keys' clock, started a day after every instant of every epoch so far (the session shares one
     database), and everything the test did to the epochs undone afterwards."""
     scene_keys = services.codes.scene_keys
@@ -64,7 +61,7 @@ async def scene_clock(services: Any, db: asyncpg.Connection) -> AsyncIterator[Sc
     latest = await db.fetchval(
         "SELECT max(greatest(created_at, signs_from, signs_until, retire_at)) FROM codes.scene_epochs"
     )
-    clock = SceneClock(max(utc_now(), latest or utc_now()) + dt.timedelta(days=1))
+    clock = SetClock(max(utc_now(), latest or utc_now()) + dt.timedelta(days=1))
     scene_keys.clock = clock
     scene_keys.invalidate()
     try:
