@@ -61,7 +61,7 @@ class PaymentServices:
             notifications=NotificationService(orders, transit),
             settlement=SettlementService(ledger),
             webhooks=webhooks,
-            reconciliation=ReconciliationService(pool, channels, settings),
+            reconciliation=ReconciliationService(pool, channels, settings, ledger),
             transit=transit,
         )
 

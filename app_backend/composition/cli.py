@@ -446,7 +446,9 @@ def _when(at: Any) -> str:
 
 def cmd_ledger(_: argparse.Namespace) -> int:
     """Checks the ledger's invariants: every entry balances, every stored balance equals the sum of its
-    postings, and no payee payable is below zero. Exits 1 when one fails."""
+    postings, no payable is below zero, every settlement agrees with its entries and skipped none, money owed back
+    to riders left, and per channel and business day clearing equals what the final bill says the channel holds
+    for us. Exits 1 when one fails."""
 
     async def run(live: Settings) -> Any:
         from app_backend.composition.wiring import Services
@@ -454,7 +456,7 @@ def cmd_ledger(_: argparse.Namespace) -> int:
         services = await Services.create(live)
         try:
             async with services.pool.acquire() as conn:
-                return await services.payments.ledger.check(conn)
+                return await services.payments.ledger.check(conn, against_bills=True)
         finally:
             await services.close()
 
@@ -464,7 +466,14 @@ def cmd_ledger(_: argparse.Namespace) -> int:
     for label, problems in (
         ("unbalanced entries", result.unbalanced_entries),
         ("balances that drifted from their postings", result.drifted_balances),
-        ("payee payables below zero", result.negative_payables),
+        ("balances on the wrong side (payables, payouts due, payee debts)", result.negative_payables),
+        (
+            f"channel days whose final bill disagrees with clearing (of {result.channel_days_checked} compared)",
+            result.channel_days,
+        ),
+        ("payee money a settlement skipped", result.unsettled),
+        ("settlements disagreeing with their entries", result.settlements),
+        ("money owed back to riders for over a day", result.money_back),
     ):
         print(f"{label}: {len(problems)}")
         for problem in problems:
@@ -557,11 +566,12 @@ def cmd_settle(args: argparse.Namespace) -> int:
             async with services.pool.acquire() as conn, conn.transaction():
                 if args.pay:
                     paid = await services.payments.settlement.mark_paid(conn, args.pay, args.ref)
-                    return [f"settlement {paid.id} paid: {paid.net_fen} fen, ref {paid.payout_ref}"]
+                    return [f"settlement {paid.id} paid: {paid.payout_fen} fen, ref {paid.payout_ref}"]
                 found = await services.payments.settlement.settle_day(conn, args.date)
             return [
-                f"{s.id}  payee {s.payee_id}  gross {s.gross_fen}  fees {s.fees_fen}  refunds {s.refunds_fen}"
-                f"  net {s.net_fen}  {s.status}"
+                f"{s.id}  payee {s.payee_id}  #{s.seq}  gross {s.gross_fen}  fees {s.fees_fen}"
+                f"  refunds {s.refunds_fen}  owed before {s.owed_before_fen}  net {s.net_fen}  {s.status}"
+                + (f" (payee owes {s.owed_after_fen}, carried forward)" if s.owed_after_fen else "")
                 for s in found
             ] or ["nothing to settle"]
         finally:

@@ -154,18 +154,25 @@ class OrderRepository:
         )
 
     async def mark_paid(
-        self, conn: Connection, order_id: uuid.UUID, channel_trade_no: str | None, paid_at: dt.datetime | None
+        self,
+        conn: Connection,
+        order_id: uuid.UUID,
+        channel_trade_no: str | None,
+        paid_at: dt.datetime | None,
+        channel_fee_fen: int,
     ) -> OrderRow | None:
-        """Compare-and-set: only a waiting (or already closed: the money came anyway) order becomes paid."""
+        """Compare-and-set: only a waiting (or already closed: the money came anyway) order becomes paid, with
+        what the channel keeps of it."""
         return await fetch_row(
             conn,
             OrderRow,
             f"""UPDATE payments.orders SET status = 'paid', channel_trade_no = coalesce($2, channel_trade_no),
-                       paid_at = coalesce($3, now()), updated_at = now()
+                       paid_at = coalesce($3, now()), channel_fee_fen = $4, updated_at = now()
                 WHERE id = $1 AND status IN ('waiting', 'closed') RETURNING {ORDER_COLUMNS}""",
             order_id,
             channel_trade_no,
             paid_at,
+            channel_fee_fen,
         )
 
     async def mark_closed(self, conn: Connection, order_id: uuid.UUID) -> bool:

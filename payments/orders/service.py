@@ -25,7 +25,7 @@ from payments.channels.base import (
     PaymentChannel,
     TradeStatus,
 )
-from payments.ledger.service import Ledger
+from payments.ledger.service import Ledger, channel_fee
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.schemas import OrderCreate, OrderRefund, OrderView, PayeeOrderView, PayInstructions
 from payments.settings import PaymentSettings
@@ -130,6 +130,10 @@ class OrderService:
     def on_paid(self, listener: Callable[[Connection, OrderRow], Awaitable[None]]) -> None:
         """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
         self._paid_listeners.append(listener)
+
+    def channel_fee_ppm(self, name: str) -> int | None:
+        """What the channel keeps per payment (parts per million), None when not configured."""
+        return self._settings.channel_fee_ppm.get(name)
 
     def channel(self, name: str) -> PaymentChannel:
         channel = self._channels.get(name)
@@ -328,20 +332,26 @@ class OrderService:
         self, conn: Connection, row: OrderRow, channel_trade_no: str | None, paid_at: dt.datetime | None
     ) -> bool:
         """The one place money arrives: a compare-and-set transition and its ledger entry, exactly once."""
-        paid = await self._orders.mark_paid(conn, row.id, channel_trade_no, paid_at)
+        kept = channel_fee(row.amount_fen, self._settings.channel_fee_ppm.get(row.channel))
+        paid = await self._orders.mark_paid(conn, row.id, channel_trade_no, paid_at, kept)
         if paid is None:
             return False
         amount, fee = paid.amount_fen, paid.fee_fen
+        # The channel holds the amount less its fee; the payee is owed the amount less the platform's fee, out of
+        # which the platform pays the channel's (decision 0019). Valued at the channel's payment time: the day
+        # the channel's bill lists it.
         await self._ledger.post(
             conn,
             f"payment:{paid.id}",
             "payment",
             [
-                (f"channel_clearing:{paid.channel}", amount),
+                (f"channel_clearing:{paid.channel}", amount - kept),
+                (f"channel_fees:{paid.channel}", kept),
                 (f"payee_payable:{paid.payee_id}", -(amount - fee)),
                 ("platform_fees", -fee),
             ],
             memo=paid.out_trade_no,
+            value_at=paid.paid_at,
         )
         await self.events.enqueue(
             conn,

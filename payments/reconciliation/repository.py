@@ -94,6 +94,20 @@ class NewRun(msgspec.Struct, frozen=True):
     pooled: int = 0
     resolved: int = 0
     escalated: int = 0
+    bill_held_fen: int | None = None
+
+
+class BookedFeeRow(msgspec.Struct, frozen=True):
+    """A payment (kind payment, key out_trade_no) or refund (kind refund, key out_refund_no) of ours with the
+    channel fee booked for it (kept, or given back), in the bill's vocabulary of status."""
+
+    kind: str
+    key: str
+    id: uuid.UUID
+    amount_fen: int
+    status: str
+    fee_fen: int
+    at: dt.datetime | None
 
 
 class RunRow(msgspec.Struct, frozen=True):
@@ -193,6 +207,35 @@ class ReconciliationRepository:
             out_refund_nos,
         )
 
+    async def booked_fees(
+        self, conn: Connection, channel: str, out_trade_nos: list[str], out_refund_nos: list[str]
+    ) -> list[BookedFeeRow]:
+        return await fetch_rows(
+            conn,
+            BookedFeeRow,
+            """SELECT 'payment' AS kind, out_trade_no AS key, id, amount_fen,
+                      CASE WHEN status IN ('paid', 'finished') THEN 'paid' ELSE status END AS status,
+                      channel_fee_fen AS fee_fen, paid_at AS at
+               FROM payments.orders WHERE channel = $1 AND out_trade_no = ANY($2::text[])
+               UNION ALL
+               SELECT 'refund', r.out_refund_no, r.id, r.amount_fen, r.status, r.channel_fee_back_fen, r.updated_at
+               FROM payments.refunds r JOIN payments.orders o ON o.id = r.order_id
+               WHERE o.channel = $1 AND r.out_refund_no = ANY($3::text[])""",
+            channel,
+            out_trade_nos,
+            out_refund_nos,
+        )
+
+    async def set_booked_fee(self, conn: Connection, kind: str, item_id: uuid.UUID, fee_fen: int) -> None:
+        if kind == "payment":
+            await conn.execute(
+                "UPDATE payments.orders SET channel_fee_fen = $2 WHERE id = $1", item_id, fee_fen
+            )
+        else:
+            await conn.execute(
+                "UPDATE payments.refunds SET channel_fee_back_fen = $2 WHERE id = $1", item_id, fee_fen
+            )
+
     # -- the scratch pool -------------------------------------------------------------------------------------------
 
     async def reopen_pool(self, conn: Connection, channel: str, day: dt.date) -> None:
@@ -267,8 +310,9 @@ class ReconciliationRepository:
         run_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO payments.reconciliation_runs (day, channel, status, bill_lines, our_items, matched,
                                                          differences, pooled, resolved, escalated, fee_rule, error,
-                                                         started_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
+                                                         started_at,
+                                                         bill_held_fen)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id""",
             run.day,
             run.channel,
             run.status,
@@ -282,6 +326,7 @@ class ReconciliationRepository:
             run.fee_rule,
             run.error,
             run.started_at,
+            run.bill_held_fen,
         )
         if differences:
             await conn.executemany(

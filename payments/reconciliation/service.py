@@ -27,6 +27,7 @@ import structlog
 from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection, Pool
 from payments.channels.base import BillLine, PaymentChannel
+from payments.ledger.service import Ledger, channel_fee
 from payments.reconciliation.repository import (
     DifferenceRow,
     NewPoolItem,
@@ -60,9 +61,19 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 def expected_fee(amount_fen: int, rate_ppm: int) -> int:
     """amount × rate, rounded half up to the fen (rate in parts per million: 0.6% is 6000)."""
-    whole, rest = divmod(abs(amount_fen) * rate_ppm, 1_000_000)
-    fee = whole + (1 if 2 * rest >= 1_000_000 else 0)
-    return fee if amount_fen >= 0 else -fee
+    return channel_fee(amount_fen, rate_ppm)
+
+
+def bill_held(lines: list[BillLine]) -> int:
+    """What a day's bill says the channel holds for us from that day: payments less the fees it kept, less
+    refunds plus the fees it gave back (a refund line's fee is negative). Lines of money that did not move (a
+    revoked payment, a failed refund) hold nothing."""
+    held = 0
+    for line in lines:
+        if line.status != _MONEY_MOVED.get(line.kind):
+            continue
+        held += line.amount_fen - line.fee_fen if line.kind == "payment" else -line.amount_fen - line.fee_fen
+    return held
 
 
 def fee_rule(rate_ppm: int | None) -> str:
@@ -234,9 +245,14 @@ def classify_unknown(
 
 class ReconciliationService:
     def __init__(
-        self, pool: Pool, channels: dict[str, PaymentChannel], settings: PaymentSettings | None = None
+        self,
+        pool: Pool,
+        channels: dict[str, PaymentChannel],
+        settings: PaymentSettings | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._pool = pool
+        self._ledger = ledger or Ledger()
         self._channels = channels  # the same dict the other services use: whatever is configured at run time
         self._settings = settings or PaymentSettings()
         self._repo = ReconciliationRepository()
@@ -305,6 +321,7 @@ class ReconciliationService:
                 conn, name, origin, [p.key for p in result.escalated], "escalated", day
             )
             await self._repo.pool_add(conn, [_pooled(name, day, side, item) for side, item in result.pooled])
+            await self._true_up_fees(conn, name, lines)
             run = NewRun(
                 day,
                 name,
@@ -318,11 +335,47 @@ class ReconciliationService:
                 pooled=len(result.pooled),
                 resolved=len(result.resolved),
                 escalated=len(result.escalated),
+                bill_held_fen=bill_held(lines),
             )
             await self._repo.replace_run(conn, run, differences)
         _log.info(
             "reconciled", channel=name, day=str(day), differences=len(differences), pooled=len(result.pooled)
         )
+
+    async def _true_up_fees(self, conn: Connection, channel: str, lines: list[BillLine]) -> None:
+        """The ledger books a channel's fee at its rate when the money moves; the bill says what it kept. Where
+        they differ for a payment or refund both sides agree on (same amount, money moved), the difference is
+        posted (clearing against channel fees, on the item's own value day) and the booked fee updated, so
+        clearing states what the channel holds. The difference is still reported (fee_mismatch)."""
+        moved = [line for line in lines if line.status == _MONEY_MOVED.get(line.kind)]
+        if not moved:
+            return
+        booked = await self._repo.booked_fees(
+            conn,
+            channel,
+            [line.out_trade_no for line in moved if line.kind == "payment"],
+            [line.out_refund_no for line in moved if line.kind == "refund" and line.out_refund_no],
+        )
+        ours = {(b.kind, b.key): b for b in booked}
+        for line in moved:
+            key = line.out_trade_no if line.kind == "payment" else line.out_refund_no or ""
+            mine = ours.get((line.kind, key))
+            if mine is None or mine.amount_fen != line.amount_fen or mine.status != line.status:
+                continue
+            billed = line.fee_fen if line.kind == "payment" else -line.fee_fen  # kept, or given back
+            if billed == mine.fee_fen:
+                continue
+            kept_more = billed - mine.fee_fen if line.kind == "payment" else mine.fee_fen - billed
+            await self._ledger.post(
+                conn,
+                f"channel_fee:{line.kind}:{mine.id}:{billed}",
+                "channel_fee",
+                [(f"channel_clearing:{channel}", -kept_more), (f"channel_fees:{channel}", kept_more)],
+                memo=f"the {line.day} bill: {billed} fen, booked {mine.fee_fen}",
+                value_at=mine.at,
+            )
+            await self._repo.set_booked_fee(conn, line.kind, mine.id, billed)
+            _log.info("channel fee trued up", channel=channel, kind=line.kind, key=key, fen=kept_more)
 
     async def _classify(
         self, conn: Connection, channel: str, unknown: list[tuple[Item, str]], rate: int | None

@@ -41,15 +41,19 @@ class RefundRepository:
         assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
         return row
 
-    async def settle(self, conn: Connection, refund_id: uuid.UUID, status: str) -> RefundRow | None:
-        """Compare-and-set from pending, so a refund is settled (and posted) once."""
+    async def settle(
+        self, conn: Connection, refund_id: uuid.UUID, status: str, channel_fee_back_fen: int = 0
+    ) -> RefundRow | None:
+        """Compare-and-set from pending, so a refund is settled (and posted) once, with the fee the channel gives
+        back with it."""
         return await fetch_row(
             conn,
             RefundRow,
-            f"""UPDATE payments.refunds SET status = $2, updated_at = now() WHERE id = $1 AND status = 'pending'
-                RETURNING {REFUND_COLUMNS}""",
+            f"""UPDATE payments.refunds SET status = $2, channel_fee_back_fen = $3, updated_at = now()
+                WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}""",
             refund_id,
             status,
+            channel_fee_back_fen,
         )
 
     async def pending(self, conn: Connection, limit: int) -> list[RefundRow]:

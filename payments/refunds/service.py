@@ -20,7 +20,7 @@ import structlog
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, not_found
 from payments.channels.base import ChannelRefund, ChannelRefused, ChannelUnavailable, RefundStatus
-from payments.ledger.service import Ledger
+from payments.ledger.service import Ledger, channel_fee
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.service import Answer, OrderService, request_hash
 from payments.refunds.repository import RefundRepository, RefundRow
@@ -167,16 +167,22 @@ class RefundService:
     async def settle(
         self, conn: Connection, order: OrderRow, refund: RefundRow, status: RefundStatus
     ) -> RefundRow:
-        settled = await self._refunds.settle(conn, refund.id, status.value)
+        if status == RefundStatus.FAILED:
+            failed = await self._refunds.settle(conn, refund.id, status.value)
+            if failed is None:
+                return refund
+            await self._order_rows.release_refund(conn, order.id, refund.amount_fen)
+            return failed
+        # The channel gives back its fee on the refunded amount at its rate (both channels do, and reconciliation
+        # trues it up to the bill).
+        kept_back = channel_fee(refund.amount_fen, self._orders.channel_fee_ppm(order.channel))
+        settled = await self._refunds.settle(conn, refund.id, status.value, kept_back)
         if settled is None:
             return refund
-        if status == RefundStatus.FAILED:
-            await self._order_rows.release_refund(conn, order.id, refund.amount_fen)
-            return settled
         before = await self._refunds.refunded_before(conn, order.id, refund.id)
         amount, fee = order.amount_fen, order.fee_fen
         # The platform fee goes back in proportion; the last refund takes the rounding, so a full refund
-        # returns the whole fee and the payee's payable never goes below zero.
+        # returns the whole fee.
         fee_back = fee * (before + refund.amount_fen) // amount - fee * before // amount
         await self._ledger.post(
             conn,
@@ -185,10 +191,14 @@ class RefundService:
             [
                 (f"payee_payable:{order.payee_id}", refund.amount_fen - fee_back),
                 ("platform_fees", fee_back),
-                (f"channel_clearing:{order.channel}", -refund.amount_fen),
+                (f"channel_clearing:{order.channel}", -(refund.amount_fen - kept_back)),
+                (f"channel_fees:{order.channel}", -kept_back),
             ],
             memo=refund.out_refund_no,
         )
+        # A refund after the payee's money was settled (and perhaps paid out): what its payable no longer
+        # covers is its debt, recovered from its next settlement (decision 0019).
+        await self._ledger.carry_payee_debt(conn, order.payee_id, f"refund:{refund.id}")
         await self._orders.events.enqueue(
             conn,
             order.payee_id,

@@ -9,21 +9,8 @@ import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
-SETTLEMENT_COLUMNS = (
-    "id, payee_id, day, gross_fen, fees_fen, refunds_fen, net_fen, status, payout_ref, created_at, paid_at"
-)
-
-
-class DayFiguresRow(msgspec.Struct, frozen=True):
-    """One payee's business day as the ledger has it, in fen: `paid_net` is what its payments credited it,
-    `refunds_net` what its refunds took back."""
-
-    payee_id: uuid.UUID
-    gross: int
-    fees: int
-    paid_net: int
-    refunds: int
-    refunds_net: int
+SETTLEMENT_COLUMNS = """id, payee_id, day, seq, cutoff, gross_fen, fees_fen, refunds_fen, owed_before_fen, net_fen,
+                        payout_fen, owed_after_fen, status, payout_ref, created_at, paid_at"""
 
 
 class SettlementRow(msgspec.Struct, frozen=True):
@@ -32,14 +19,45 @@ class SettlementRow(msgspec.Struct, frozen=True):
     id: uuid.UUID
     payee_id: uuid.UUID
     day: dt.date
+    seq: int
+    cutoff: dt.datetime
     gross_fen: int
     fees_fen: int
     refunds_fen: int
+    owed_before_fen: int
     net_fen: int
-    status: str  # due | paid | nothing-due
+    payout_fen: int
+    owed_after_fen: int
+    status: str  # due | paid | nothing-due | carried
     payout_ref: str | None
     created_at: dt.datetime
     paid_at: dt.datetime | None
+
+
+class NewSettlement(msgspec.Struct, frozen=True):
+    payee_id: uuid.UUID
+    day: dt.date
+    cutoff: dt.datetime
+    gross_fen: int
+    fees_fen: int
+    refunds_fen: int
+    owed_before_fen: int
+    net_fen: int
+    payout_fen: int
+    owed_after_fen: int
+    status: str
+
+
+class UnsettledRow(msgspec.Struct, frozen=True):
+    """A ledger entry that moved a payee's payable and is in none of its settlements yet; `receivable_fen` is
+    what it moved the payee's receivable by (a debt carried)."""
+
+    entry_id: int
+    ref: str
+    kind: str
+    at: dt.datetime
+    payable_fen: int
+    receivable_fen: int
 
 
 class StatementLineRow(msgspec.Struct, frozen=True):
@@ -54,55 +72,96 @@ class StatementLineRow(msgspec.Struct, frozen=True):
     net_fen: int
 
 
+_LINES = """SELECT e.at, e.kind, o.out_trade_no, r.out_refund_no, o.subject, o.channel,
+                   CASE WHEN e.kind = 'payment' THEN o.amount_fen ELSE -r.amount_fen END AS amount_fen,
+                   CASE WHEN e.kind = 'payment' THEN o.fee_fen ELSE 0 END AS fee_fen,
+                   -p.amount_fen AS net_fen
+            FROM payments.ledger_entries e
+            JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account = 'payee_payable:' || $1::uuid::text
+            LEFT JOIN payments.refunds r ON e.kind = 'refund' AND e.ref = 'refund:' || r.id::text
+            JOIN payments.orders o ON o.id = CASE WHEN e.kind = 'payment' THEN substr(e.ref, 9)::uuid
+                                                  ELSE r.order_id END
+            WHERE e.kind IN ('payment', 'refund') AND """
+
+
 class SettlementRepository:
-    async def day_figures(
-        self, conn: Connection, start: dt.datetime, end: dt.datetime
-    ) -> list[DayFiguresRow]:
-        """Per payee: payments and refunds whose ledger entries fall in [start, end). Sums of bigint are numeric
-        in PostgreSQL: cast back to bigint (fen sums fit)."""
-        return await fetch_rows(
-            conn,
-            DayFiguresRow,
-            """SELECT o.payee_id,
-                      coalesce(sum(o.amount_fen) FILTER (WHERE e.kind = 'payment'), 0)::bigint AS gross,
-                      coalesce(sum(o.fee_fen) FILTER (WHERE e.kind = 'payment'), 0)::bigint AS fees,
-                      coalesce(sum(-p.amount_fen) FILTER (WHERE e.kind = 'payment'), 0)::bigint AS paid_net,
-                      coalesce(sum(r.amount_fen) FILTER (WHERE e.kind = 'refund'), 0)::bigint AS refunds,
-                      coalesce(sum(p.amount_fen) FILTER (WHERE e.kind = 'refund'), 0)::bigint AS refunds_net
-               FROM payments.ledger_entries e
-               JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'payee_payable:%'
-               LEFT JOIN payments.refunds r ON e.kind = 'refund' AND e.ref = 'refund:' || r.id::text
-               JOIN payments.orders o ON o.id = CASE WHEN e.kind = 'payment' THEN substr(e.ref, 9)::uuid
-                                                     ELSE r.order_id END
-               WHERE e.at >= $1 AND e.at < $2 AND e.kind IN ('payment', 'refund')
-               GROUP BY o.payee_id""",
-            start,
-            end,
+    async def lock_payee(self, conn: Connection, payee_id: uuid.UUID) -> None:
+        """One settlement of a payee at a time, until the caller's transaction ends."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('settlement:' || $1::uuid::text, 0))", payee_id
         )
 
-    async def insert(
-        self,
-        conn: Connection,
-        payee_id: uuid.UUID,
-        day: dt.date,
-        gross: int,
-        fees: int,
-        refunds: int,
-        net: int,
-    ) -> SettlementRow | None:
-        """None when the payee's day was settled before."""
-        return await fetch_row(
+    async def payees_unsettled(self, conn: Connection, cutoff: dt.datetime) -> list[uuid.UUID]:
+        """Payees with movements of their payable before `cutoff` in no settlement."""
+        rows = await conn.fetch(
+            """SELECT DISTINCT substr(p.account, 15)::uuid AS payee_id
+               FROM payments.ledger_postings p JOIN payments.ledger_entries e ON e.id = p.entry_id
+               WHERE p.account LIKE 'payee\\_payable:%' AND e.at < $1
+                 AND NOT EXISTS (SELECT 1 FROM payments.settlement_entries se
+                                 WHERE se.entry_id = e.id AND se.payee_id = substr(p.account, 15)::uuid)
+               ORDER BY 1""",
+            cutoff,
+        )
+        return [r["payee_id"] for r in rows]
+
+    async def unsettled(
+        self, conn: Connection, payee_id: uuid.UUID, cutoff: dt.datetime
+    ) -> list[UnsettledRow]:
+        return await fetch_rows(
+            conn,
+            UnsettledRow,
+            """SELECT e.id AS entry_id, e.ref, e.kind, e.at, p.amount_fen AS payable_fen,
+                      coalesce((SELECT q.amount_fen FROM payments.ledger_postings q
+                                WHERE q.entry_id = e.id AND q.account = 'payee_receivable:' || $1::uuid::text),
+                               0)::bigint AS receivable_fen
+               FROM payments.ledger_postings p JOIN payments.ledger_entries e ON e.id = p.entry_id
+               WHERE p.account = 'payee_payable:' || $1::uuid::text AND e.at < $2
+                 AND NOT EXISTS (SELECT 1 FROM payments.settlement_entries se
+                                 WHERE se.entry_id = e.id AND se.payee_id = $1)
+               ORDER BY e.at, e.id""",
+            payee_id,
+            cutoff,
+        )
+
+    async def next_seq(self, conn: Connection, payee_id: uuid.UUID, day: dt.date) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT coalesce(max(seq), 0) + 1 FROM payments.settlements WHERE payee_id = $1 AND day = $2",
+                payee_id,
+                day,
+            )
+        )
+
+    async def insert(self, conn: Connection, new: NewSettlement, seq: int) -> SettlementRow:
+        row = await fetch_row(
             conn,
             SettlementRow,
-            f"""INSERT INTO payments.settlements (payee_id, day, gross_fen, fees_fen, refunds_fen, net_fen, status)
-                VALUES ($1, $2, $3, $4, $5, $6::bigint, CASE WHEN $6::bigint > 0 THEN 'due' ELSE 'nothing-due' END)
-                ON CONFLICT (payee_id, day) DO NOTHING RETURNING {SETTLEMENT_COLUMNS}""",
-            payee_id,
-            day,
-            gross,
-            fees,
-            refunds,
-            net,
+            f"""INSERT INTO payments.settlements (payee_id, day, seq, cutoff, gross_fen, fees_fen, refunds_fen,
+                                                  owed_before_fen, net_fen, payout_fen, owed_after_fen, status)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {SETTLEMENT_COLUMNS}""",
+            new.payee_id,
+            new.day,
+            seq,
+            new.cutoff,
+            new.gross_fen,
+            new.fees_fen,
+            new.refunds_fen,
+            new.owed_before_fen,
+            new.net_fen,
+            new.payout_fen,
+            new.owed_after_fen,
+            new.status,
+        )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+        return row
+
+    async def add_entries(
+        self, conn: Connection, settlement_id: uuid.UUID, payee_id: uuid.UUID, entry_ids: list[int]
+    ) -> None:
+        """The primary key (entry, payee) keeps an entry in one settlement of a payee."""
+        await conn.executemany(
+            "INSERT INTO payments.settlement_entries (entry_id, payee_id, settlement_id) VALUES ($1, $2, $3)",
+            [(entry_id, payee_id, settlement_id) for entry_id in entry_ids],
         )
 
     async def for_day(
@@ -112,7 +171,7 @@ class SettlementRepository:
             conn,
             SettlementRow,
             f"""SELECT {SETTLEMENT_COLUMNS} FROM payments.settlements
-                WHERE day = $1 AND ($2::uuid IS NULL OR payee_id = $2) ORDER BY payee_id""",
+                WHERE day = $1 AND ($2::uuid IS NULL OR payee_id = $2) ORDER BY payee_id, seq""",
             day,
             payee_id,
         )
@@ -138,23 +197,26 @@ class SettlementRepository:
             payout_ref,
         )
 
-    async def statement_lines(
-        self, conn: Connection, payee_id: uuid.UUID, start: dt.datetime, end: dt.datetime
+    async def lines_of_entries(
+        self, conn: Connection, payee_id: uuid.UUID, entry_ids: list[int]
     ) -> list[StatementLineRow]:
         return await fetch_rows(
             conn,
             StatementLineRow,
-            """SELECT e.at, e.kind, o.out_trade_no, r.out_refund_no, o.subject, o.channel,
-                      CASE WHEN e.kind = 'payment' THEN o.amount_fen ELSE -r.amount_fen END AS amount_fen,
-                      CASE WHEN e.kind = 'payment' THEN o.fee_fen ELSE 0 END AS fee_fen,
-                      -p.amount_fen AS net_fen
-               FROM payments.ledger_entries e
-               JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account = 'payee_payable:' || $1::uuid::text
-               LEFT JOIN payments.refunds r ON e.kind = 'refund' AND e.ref = 'refund:' || r.id::text
-               JOIN payments.orders o ON o.id = CASE WHEN e.kind = 'payment' THEN substr(e.ref, 9)::uuid
-                                                     ELSE r.order_id END
-               WHERE e.at >= $2 AND e.at < $3 AND e.kind IN ('payment', 'refund') ORDER BY e.at""",
+            _LINES + "e.id = ANY($2::bigint[]) ORDER BY e.at, e.id",
             payee_id,
-            start,
-            end,
+            entry_ids,
+        )
+
+    async def statement_lines(self, conn: Connection, settlement_id: uuid.UUID) -> list[StatementLineRow]:
+        row = await self.get(conn, settlement_id)
+        assert row is not None
+        return await fetch_rows(
+            conn,
+            StatementLineRow,
+            _LINES
+            + """e.id IN (SELECT entry_id FROM payments.settlement_entries WHERE settlement_id = $2)
+                 ORDER BY e.at, e.id""",
+            row.payee_id,
+            settlement_id,
         )

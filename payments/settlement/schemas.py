@@ -2,20 +2,35 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
+SettlementStatus = Literal["due", "paid", "nothing-due", "carried"]
+
 
 class SettlementView(msgspec.Struct):
+    """One settlement of a payee: the movements of its money not settled before and made before `cutoff`, less
+    what it owed us from earlier settlements. `net_fen` is paid out when positive (`payout_fen`); when negative,
+    the payee owes it to us (`owed_after_fen`) and it is recovered from the next settlement."""
+
     id: uuid.UUID
     payee_id: uuid.UUID
     day: dt.date
+    seq: Annotated[
+        int, msgspec.Meta(description="1 for the day's first settlement of this payee, then 2, ...")
+    ]
+    cutoff: dt.datetime
     gross_fen: int
     fees_fen: int
     refunds_fen: int
+    owed_before_fen: Annotated[
+        int, msgspec.Meta(description="what the payee owed us from earlier settlements")
+    ]
     net_fen: int
-    status: str
+    payout_fen: int
+    owed_after_fen: int
+    status: SettlementStatus
     payout_ref: str | None
     created_at: dt.datetime
     paid_at: dt.datetime | None

@@ -1,5 +1,5 @@
-"""Daily settlement per payee: what the ledger says we owe for the business day (payments less platform fees,
-less refunds), a CSV statement line by line, and the payout, posted to the ledger once."""
+"""Settlement per payee as a running account: what the ledger says we owe (payments less platform fees, less
+refunds, less what the payee owed us), a CSV statement line by line, and the payout, posted to the ledger once."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import datetime as dt
 import io
 import uuid
 
+import msgspec
+import structlog
+
 from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from payments.ledger.service import Ledger
-from payments.settlement.repository import SettlementRepository, SettlementRow
+from payments.settlement.repository import NewSettlement, SettlementRepository, SettlementRow
 from payments.settlement.schemas import SettlementView
+
+_log = structlog.get_logger("payments.settlement")
 
 # What a spreadsheet reads as the start of a formula (OWASP "CSV injection"); tab and carriage return too, since
 # some spreadsheets drop them and read what follows.
@@ -33,33 +38,82 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 
 def settlement_view(row: SettlementRow) -> SettlementView:
-    return SettlementView(
-        id=row.id,
-        payee_id=row.payee_id,
-        day=row.day,
-        gross_fen=row.gross_fen,
-        fees_fen=row.fees_fen,
-        refunds_fen=row.refunds_fen,
-        net_fen=row.net_fen,
-        status=row.status,
-        payout_ref=row.payout_ref,
-        created_at=row.created_at,
-        paid_at=row.paid_at,
-    )
+    return msgspec.convert(msgspec.structs.asdict(row), SettlementView)
+
+
+def settlement_status(net_fen: int) -> str:
+    return "due" if net_fen > 0 else "carried" if net_fen < 0 else "nothing-due"
 
 
 class SettlementService:
+    """Settlement as a running account (decision 0019): each run takes, per payee, every movement of its payable
+    made before the cutoff that no earlier settlement took, so money that arrives or leaves after a day was
+    settled rolls into the next settlement (the same day's second, or the next day's). What a payee owes us (a
+    refund after its money was settled) is recovered first; a payee is never paid out more than it is owed, and a
+    negative result is carried forward as its debt."""
+
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._repo = SettlementRepository()
 
-    async def settle_day(self, conn: Connection, day: dt.date) -> list[SettlementView]:
-        """Idempotent: a payee's day is settled once; running again returns the stored settlements."""
-        start, end = day_bounds(day)
-        for row in await self._repo.day_figures(conn, start, end):
-            net = row.paid_net - row.refunds_net
-            await self._repo.insert(conn, row.payee_id, day, row.gross, row.fees, row.refunds, net)
+    async def settle_day(
+        self, conn: Connection, day: dt.date, now: dt.datetime | None = None
+    ) -> list[SettlementView]:
+        """Settles what each payee has unsettled from before the end of `day` (or before now, for a day not over
+        yet) and returns all of the day's settlements. Running again with nothing new settles nothing."""
+        cutoff = min(day_bounds(day)[1], now or dt.datetime.now(dt.UTC))
+        for payee_id in await self._repo.payees_unsettled(conn, cutoff):
+            await self.settle_payee(conn, payee_id, day, cutoff)
         return [settlement_view(r) for r in await self._repo.for_day(conn, day)]
+
+    async def settle_payee(
+        self, conn: Connection, payee_id: uuid.UUID, day: dt.date, cutoff: dt.datetime
+    ) -> SettlementView | None:
+        await self._repo.lock_payee(conn, payee_id)
+        items = await self._repo.unsettled(conn, payee_id, cutoff)
+        if not items:
+            return None
+        owed_to_payee = -sum(i.payable_fen for i in items)
+        # What the payee owes us in all, its debts carried since the last settlement included.
+        owed_by_payee = await self._ledger.balance(conn, f"payee_receivable:{payee_id}")
+        carried_meanwhile = sum(i.receivable_fen for i in items)
+        lines = await self._repo.lines_of_entries(conn, payee_id, [i.entry_id for i in items])
+        net = owed_to_payee - owed_by_payee
+        payout, recovered = (net, owed_by_payee) if net > 0 else (0, owed_to_payee)
+        row = await self._repo.insert(
+            conn,
+            NewSettlement(
+                payee_id=payee_id,
+                day=day,
+                cutoff=cutoff,
+                gross_fen=sum(line.amount_fen for line in lines if line.kind == "payment"),
+                fees_fen=sum(line.fee_fen for line in lines if line.kind == "payment"),
+                refunds_fen=-sum(line.amount_fen for line in lines if line.kind == "refund"),
+                owed_before_fen=owed_by_payee - carried_meanwhile,
+                net_fen=net,
+                payout_fen=payout,
+                owed_after_fen=max(-net, 0),
+                status=settlement_status(net),
+            ),
+            await self._repo.next_seq(conn, payee_id, day),
+        )
+        entry_ids = [i.entry_id for i in items]
+        ref = f"settlement:{row.id}"
+        postings = [
+            (f"payee_payable:{payee_id}", owed_to_payee),
+            (f"payee_receivable:{payee_id}", -recovered),
+            (f"payout_due:{payee_id}", -payout),
+        ]
+        if any(amount for _, amount in postings):
+            await self._ledger.post(conn, ref, "settlement", postings, memo=f"{day} #{row.seq}")
+            entry_id = await self._ledger.entry_id(conn, ref)
+            assert entry_id is not None
+            entry_ids.append(entry_id)
+        await self._repo.add_entries(conn, row.id, payee_id, entry_ids)
+        # Refunds made after the cutoff took money this settlement has now moved out: they are debts.
+        await self._ledger.carry_payee_debt(conn, payee_id, ref)
+        _log.info("settled", payee=str(payee_id), day=str(day), seq=row.seq, net_fen=net, status=row.status)
+        return settlement_view(row)
 
     async def for_day(
         self, conn: Connection, day: dt.date, payee_id: uuid.UUID | None = None
@@ -72,7 +126,6 @@ class SettlementService:
         row = await self._repo.get(conn, settlement_id)
         if row is None or (payee_id is not None and row.payee_id != payee_id):
             raise not_found("settlement not found")
-        start, end = day_bounds(row.day)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(
@@ -88,7 +141,7 @@ class SettlementService:
                 "net_fen",
             ]
         )
-        for line in await self._repo.statement_lines(conn, row.payee_id, start, end):
+        for line in await self._repo.statement_lines(conn, row.id):
             writer.writerow(
                 [
                     line.at.astimezone(BUSINESS_TZ).isoformat(),
@@ -101,6 +154,10 @@ class SettlementService:
                     line.fee_fen,
                     line.net_fen,
                 ]
+            )
+        if row.owed_before_fen:
+            writer.writerow(
+                ["", "owed from earlier settlements", "", "", "", "", "", "", -row.owed_before_fen]
             )
         writer.writerow(
             [
@@ -126,12 +183,9 @@ class SettlementService:
             raise DomainError(409, "conflict", f"settlement is {existing.status}, not due")
         await self._ledger.post(
             conn,
-            f"settlement:{settlement_id}",
-            "settlement",
-            [
-                (f"payee_payable:{paid.payee_id}", paid.net_fen),
-                ("payout_bank", -paid.net_fen),
-            ],
+            f"payout:{settlement_id}",
+            "payout",
+            [(f"payout_due:{paid.payee_id}", paid.payout_fen), ("payout_bank", -paid.payout_fen)],
             memo=payout_ref,
         )
         return settlement_view(paid)

@@ -99,7 +99,9 @@ async def test_a_close_racing_a_payment_ends_paid_with_a_409(client, services, w
     seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
     assert seen.json()["status"] == "paid"
     after = await _balances(services)
-    assert after.get("channel_clearing:wechat", 0) - before.get("channel_clearing:wechat", 0) == 2300
+    # The channel holds the amount less the 0.6% it keeps, booked as a channel fee.
+    assert after.get("channel_clearing:wechat", 0) - before.get("channel_clearing:wechat", 0) == 2300 - 14
+    assert after.get("channel_fees:wechat", 0) - before.get("channel_fees:wechat", 0) == 14
     # Paid now at our side too: the payee's close is refused the same way.
     refused = await signed_with_key(client, payee, f"/api/v1/payments/payee/orders/{order['id']}/close", {})
     assert refused.status_code == 409
