@@ -44,6 +44,48 @@ def channel_fee(amount_fen: int, rate_ppm: int | None) -> int:
     return fee if amount_fen >= 0 else -fee
 
 
+class Share(msgspec.Struct, frozen=True):
+    """A payee's part of an amount (a split order's share, or what a refund takes back from it) and the platform
+    fee on that part."""
+
+    payee_id: uuid.UUID
+    amount_fen: int
+    fee_fen: int
+
+
+def split_order(
+    payee_id: uuid.UUID, amount_fen: int, fee_bp: int, splits: list[tuple[uuid.UUID, int]]
+) -> list[Share]:
+    """The shares of an order: each split its amount and the platform fee on it (rounded down), the order's own
+    payee what the splits leave and the rest of the order's fee, so the shares add up to the order exactly."""
+    others = [Share(p, a, a * fee_bp // 10_000) for p, a in splits]
+    rest = amount_fen - sum(s.amount_fen for s in others)
+    fee = amount_fen * fee_bp // 10_000 - sum(s.fee_fen for s in others)
+    return [Share(payee_id, rest, fee), *others]
+
+
+def take_back(shares: list[Share], order_fen: int, before_fen: int, refund_fen: int) -> list[Share]:
+    """What a refund of `refund_fen`, after `before_fen` refunded earlier, takes back from each share (and the
+    platform fee on it): each in proportion to its size, cumulatively rounded down, so a full refund takes back
+    every share exactly; the first share (the order's own payee) takes the rounding."""
+    after_fen = before_fen + refund_fen
+
+    def part(whole: int) -> int:
+        return whole * after_fen // order_fen - whole * before_fen // order_fen
+
+    others = [Share(s.payee_id, part(s.amount_fen), part(s.fee_fen)) for s in shares[1:]]
+    first = shares[0]
+    order_fee = sum(s.fee_fen for s in shares)
+    return [
+        Share(
+            first.payee_id,
+            refund_fen - sum(s.amount_fen for s in others),
+            part(order_fee) - sum(s.fee_fen for s in others),
+        ),
+        *others,
+    ]
+
+
 class ChannelDay(msgspec.Struct, frozen=True):
     """One channel's business day: what our clearing account moved by, against what its bill says it holds."""
 

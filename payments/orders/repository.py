@@ -35,6 +35,14 @@ class OrderRow(msgspec.Struct, frozen=True):
     created_at: dt.datetime
 
 
+class ShareRow(msgspec.Struct, frozen=True):
+    """One payee's share of a split order, with the platform's fee on it."""
+
+    payee_id: uuid.UUID
+    amount_fen: int
+    fee_fen: int
+
+
 class RefundLine(msgspec.Struct, frozen=True):
     id: uuid.UUID
     out_refund_no: str
@@ -181,6 +189,22 @@ class OrderRepository:
             order_id,
         )
         return result.endswith(" 1")
+
+    async def insert_shares(self, conn: Connection, order_id: uuid.UUID, shares: list[ShareRow]) -> None:
+        await conn.executemany(
+            "INSERT INTO payments.order_shares (order_id, payee_id, amount_fen, fee_fen) VALUES ($1, $2, $3, $4)",
+            [(order_id, s.payee_id, s.amount_fen, s.fee_fen) for s in shares],
+        )
+
+    async def shares_of(self, conn: Connection, order_id: uuid.UUID) -> list[ShareRow]:
+        """Empty for an order that is all its payee's."""
+        return await fetch_rows(
+            conn,
+            ShareRow,
+            """SELECT payee_id, amount_fen, fee_fen FROM payments.order_shares WHERE order_id = $1
+               ORDER BY payee_id""",
+            order_id,
+        )
 
     async def refunds_of(self, conn: Connection, order_id: uuid.UUID) -> list[RefundLine]:
         return await fetch_rows(

@@ -9,6 +9,13 @@ import msgspec
 Purpose = Literal["utility_bill", "non_tax_fee", "ticket", "other"]
 
 
+class Split(msgspec.Struct, forbid_unknown_fields=True):
+    """Another payee's share of the payment, settled to it (an event ticket: the venue's part)."""
+
+    payee_id: uuid.UUID
+    amount_fen: Annotated[int, msgspec.Meta(gt=0, le=100_000_000, description="integer fen")]
+
+
 class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
     purpose: Purpose
     amount_fen: Annotated[
@@ -22,6 +29,16 @@ class OrderCreate(msgspec.Struct, forbid_unknown_fields=True):
         Annotated[str, msgspec.Meta(max_length=128, description="Alipay buyer open id or WeChat openid")]
         | None
     ) = None
+    splits: Annotated[
+        list[Split],
+        msgspec.Meta(
+            max_length=10,
+            description=(
+                "other payees' shares; `payee_id` is owed what they leave (at least 1 fen). The platform fee is "
+                "taken from each share in proportion, and refunds take back from each share in proportion"
+            ),
+        ),
+    ] = []
 
 
 class PayInstructions(msgspec.Struct):
@@ -59,6 +76,12 @@ class OrderRefund(msgspec.Struct):
     updated_at: dt.datetime
 
 
+class ShareView(msgspec.Struct):
+    payee_id: uuid.UUID
+    amount_fen: int
+    fee_fen: int
+
+
 class PayeeOrderView(msgspec.Struct):
     """An order as its payee sees it: no pay instructions (those are the payer's), with every refund."""
 
@@ -77,3 +100,5 @@ class PayeeOrderView(msgspec.Struct):
     expires_at: dt.datetime
     paid_at: dt.datetime | None
     refunds: list[OrderRefund]
+    # Who is owed what: the order's payee first, then the splits (one share when the order is not split).
+    shares: list[ShareView] = []

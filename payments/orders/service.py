@@ -25,9 +25,16 @@ from payments.channels.base import (
     PaymentChannel,
     TradeStatus,
 )
-from payments.ledger.service import Ledger, channel_fee
-from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
-from payments.orders.schemas import OrderCreate, OrderRefund, OrderView, PayeeOrderView, PayInstructions
+from payments.ledger.service import Ledger, Share, channel_fee, split_order
+from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow, ShareRow
+from payments.orders.schemas import (
+    OrderCreate,
+    OrderRefund,
+    OrderView,
+    PayeeOrderView,
+    PayInstructions,
+    ShareView,
+)
 from payments.settings import PaymentSettings
 from payments.webhooks.service import WebhookService
 
@@ -131,6 +138,38 @@ class OrderService:
         """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
         self._paid_listeners.append(listener)
 
+    async def _split(self, conn: Connection, data: OrderCreate, purpose: str) -> list[ShareRow]:
+        """The shares of an order with splits (none without): each split payee exists, appears once and is not
+        the order's payee, and the order's payee keeps at least a fen."""
+        if not data.splits:
+            return []
+        seen = {data.payee_id}
+        for n, split in enumerate(data.splits):
+            if split.payee_id in seen:
+                raise invalid_field(f"splits[{n}].payee_id", "each payee may have one share only")
+            if await self._payees.payee(conn, split.payee_id) is None:
+                raise invalid_field(f"splits[{n}].payee_id", "no such payee")
+            seen.add(split.payee_id)
+        if sum(split.amount_fen for split in data.splits) >= data.amount_fen:
+            raise invalid_field("splits", "the shares must leave the order's payee at least 1 fen")
+        shares = split_order(
+            data.payee_id,
+            data.amount_fen,
+            self._settings.fee_bp.get(purpose, 0),
+            [(split.payee_id, split.amount_fen) for split in data.splits],
+        )
+        return [ShareRow(s.payee_id, s.amount_fen, s.fee_fen) for s in shares]
+
+    async def shares(self, conn: Connection, row: OrderRow) -> list[Share]:
+        """Who is owed what of an order: its payee's share first, then the splits (an order without splits is
+        one share, all its payee's)."""
+        split = await self._orders.shares_of(conn, row.id)
+        if not split:
+            return [Share(row.payee_id, row.amount_fen, row.fee_fen)]
+        mine = [s for s in split if s.payee_id == row.payee_id]
+        others = [s for s in split if s.payee_id != row.payee_id]
+        return [Share(s.payee_id, s.amount_fen, s.fee_fen) for s in (*mine, *others)]
+
     def channel_fee_ppm(self, name: str) -> int | None:
         """What the channel keeps per payment (parts per million), None when not configured."""
         return self._settings.channel_fee_ppm.get(name)
@@ -170,6 +209,7 @@ class OrderService:
         if data.method in ("mini", "jsapi") and not data.payer_channel_id:
             raise invalid_field("payer_channel_id", "required for this method")
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds)
+        shares = await self._split(conn, data, purpose)
         row = await self._orders.insert(
             conn,
             out_trade_no=new_out_trade_no(),
@@ -183,6 +223,8 @@ class OrderService:
             method=data.method,
             expires_at=expires_at,
         )
+        if shares:
+            await self._orders.insert_shares(conn, row.id, shares)
         try:
             pay = await channel.create(
                 ChannelOrder(
@@ -306,6 +348,7 @@ class OrderService:
         self.channel(data.channel)
         if data.method in ("mini", "jsapi") and not data.payer_channel_id:
             raise invalid_field("payer_channel_id", "required for this method")
+        shares = await self._split(conn, data, data.purpose)
         row = await self._orders.insert(
             conn,
             out_trade_no=new_out_trade_no(),
@@ -319,6 +362,8 @@ class OrderService:
             method=data.method,
             expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds),
         )
+        if shares:
+            await self._orders.insert_shares(conn, row.id, shares)
         await self._keys.store(conn, scope, key, 202, order_view(row))
         return row, False
 
@@ -340,6 +385,7 @@ class OrderService:
         # The channel holds the amount less its fee; the payee is owed the amount less the platform's fee, out of
         # which the platform pays the channel's (decision 0019). Valued at the channel's payment time: the day
         # the channel's bill lists it.
+        shares = await self.shares(conn, paid)
         await self._ledger.post(
             conn,
             f"payment:{paid.id}",
@@ -347,7 +393,7 @@ class OrderService:
             [
                 (f"channel_clearing:{paid.channel}", amount - kept),
                 (f"channel_fees:{paid.channel}", kept),
-                (f"payee_payable:{paid.payee_id}", -(amount - fee)),
+                *((f"payee_payable:{s.payee_id}", -(s.amount_fen - s.fee_fen)) for s in shares),
                 ("platform_fees", -fee),
             ],
             memo=paid.out_trade_no,
@@ -425,7 +471,10 @@ class OrderService:
     async def payee_order(self, conn: Connection, order_id: uuid.UUID, payee_id: uuid.UUID) -> PayeeOrderView:
         """Another organisation's order is not found, as one that does not exist: ids are no oracle."""
         row = await self._orders.get(conn, order_id)
-        if row is None or row.payee_id != payee_id:
+        if row is None:
+            raise not_found("order not found")
+        shares = await self.shares(conn, row)
+        if payee_id not in {s.payee_id for s in shares}:  # its payee, or one a split names
             raise not_found("order not found")
         refunds = await self._orders.refunds_of(conn, row.id)
         return PayeeOrderView(
@@ -444,6 +493,9 @@ class OrderService:
             expires_at=row.expires_at,
             paid_at=row.paid_at,
             refunds=[msgspec.convert(r, OrderRefund, from_attributes=True) for r in refunds],
+            shares=[
+                ShareView(payee_id=s.payee_id, amount_fen=s.amount_fen, fee_fen=s.fee_fen) for s in shares
+            ],
         )
 
     async def close_for_payer(self, pool: Pool, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:

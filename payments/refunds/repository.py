@@ -8,6 +8,7 @@ import uuid
 import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
+from payments.ledger.service import Share
 
 REFUND_COLUMNS = "id, order_id, out_refund_no, amount_fen, status, reason, created_at"
 
@@ -54,6 +55,14 @@ class RefundRepository:
             refund_id,
             status,
             channel_fee_back_fen,
+        )
+
+    async def insert_shares(self, conn: Connection, refund_id: uuid.UUID, backs: list[Share]) -> None:
+        """What a refund of a split order took back from each payee's share, as posted."""
+        await conn.executemany(
+            """INSERT INTO payments.refund_shares (refund_id, payee_id, amount_fen, fee_fen)
+               VALUES ($1, $2, $3, $4)""",
+            [(refund_id, b.payee_id, b.amount_fen, b.fee_fen) for b in backs],
         )
 
     async def pending(self, conn: Connection, limit: int) -> list[RefundRow]:

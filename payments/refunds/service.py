@@ -20,7 +20,7 @@ import structlog
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, not_found
 from payments.channels.base import ChannelRefund, ChannelRefused, ChannelUnavailable, RefundStatus
-from payments.ledger.service import Ledger, channel_fee
+from payments.ledger.service import Ledger, channel_fee, take_back
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
 from payments.orders.service import Answer, OrderService, request_hash
 from payments.refunds.repository import RefundRepository, RefundRow
@@ -180,25 +180,28 @@ class RefundService:
         if settled is None:
             return refund
         before = await self._refunds.refunded_before(conn, order.id, refund.id)
-        amount, fee = order.amount_fen, order.fee_fen
-        # The platform fee goes back in proportion; the last refund takes the rounding, so a full refund
-        # returns the whole fee.
-        fee_back = fee * (before + refund.amount_fen) // amount - fee * before // amount
+        shares = await self._orders.shares(conn, order)
+        # Each share (and the platform fee on it) goes back in proportion, cumulatively rounded, so a full refund
+        # takes back every share and the whole fee.
+        backs = take_back(shares, order.amount_fen, before, refund.amount_fen)
         await self._ledger.post(
             conn,
             f"refund:{refund.id}",
             "refund",
             [
-                (f"payee_payable:{order.payee_id}", refund.amount_fen - fee_back),
-                ("platform_fees", fee_back),
+                *((f"payee_payable:{b.payee_id}", b.amount_fen - b.fee_fen) for b in backs),
+                ("platform_fees", sum(b.fee_fen for b in backs)),
                 (f"channel_clearing:{order.channel}", -(refund.amount_fen - kept_back)),
                 (f"channel_fees:{order.channel}", -kept_back),
             ],
             memo=refund.out_refund_no,
         )
-        # A refund after the payee's money was settled (and perhaps paid out): what its payable no longer
-        # covers is its debt, recovered from its next settlement (decision 0019).
-        await self._ledger.carry_payee_debt(conn, order.payee_id, f"refund:{refund.id}")
+        if len(backs) > 1:
+            await self._refunds.insert_shares(conn, refund.id, backs)
+        # A refund after a payee's money was settled (and perhaps paid out): what its payable no longer covers
+        # is its debt, recovered from its next settlement (decision 0019).
+        for back in backs:
+            await self._ledger.carry_payee_debt(conn, back.payee_id, f"refund:{refund.id}")
         await self._orders.events.enqueue(
             conn,
             order.payee_id,

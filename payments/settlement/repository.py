@@ -72,15 +72,20 @@ class StatementLineRow(msgspec.Struct, frozen=True):
     net_fen: int
 
 
+# A payment or refund line is the payee's own part of it: its share of a split order, or what a refund took back
+# from that share.
 _LINES = """SELECT e.at, e.kind, o.out_trade_no, r.out_refund_no, o.subject, o.channel,
-                   CASE WHEN e.kind = 'payment' THEN o.amount_fen ELSE -r.amount_fen END AS amount_fen,
-                   CASE WHEN e.kind = 'payment' THEN o.fee_fen ELSE 0 END AS fee_fen,
+                   CASE WHEN e.kind = 'payment' THEN coalesce(os.amount_fen, o.amount_fen)
+                        ELSE -coalesce(rs.amount_fen, r.amount_fen) END AS amount_fen,
+                   CASE WHEN e.kind = 'payment' THEN coalesce(os.fee_fen, o.fee_fen) ELSE 0 END AS fee_fen,
                    -p.amount_fen AS net_fen
             FROM payments.ledger_entries e
             JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account = 'payee_payable:' || $1::uuid::text
             LEFT JOIN payments.refunds r ON e.kind = 'refund' AND e.ref = 'refund:' || r.id::text
             JOIN payments.orders o ON o.id = CASE WHEN e.kind = 'payment' THEN substr(e.ref, 9)::uuid
                                                   ELSE r.order_id END
+            LEFT JOIN payments.order_shares os ON os.order_id = o.id AND os.payee_id = $1
+            LEFT JOIN payments.refund_shares rs ON rs.refund_id = r.id AND rs.payee_id = $1
             WHERE e.kind IN ('payment', 'refund') AND """
 
 
