@@ -321,6 +321,12 @@ def cmd_call(args: argparse.Namespace) -> int:
     headers = sign_request(key_id, secret, args.method, path, body)
     if body:
         headers["Content-Type"] = "application/json"
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"--header {header!r}: give NAME: VALUE", file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
     response = httpx.request(args.method, url, content=body, headers=headers, timeout=30)
     print(response.status_code, file=sys.stderr)
     print(response.text)
@@ -625,6 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("method", type=str.upper)
     call.add_argument("path")
     call.add_argument("--data", help="JSON body")
+    call.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        help="an extra header, 'Idempotency-Key: …' (repeatable)",
+    )
     call.add_argument("--org", help="use this organisation's demo credential")
     call.add_argument("--key-id")
     call.add_argument("--secret")

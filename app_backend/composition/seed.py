@@ -57,10 +57,15 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
         "泰州地铁运营有限公司",
         "verifier_operator",
         "泰州地铁1号线",
-        ["verify:transit", "gates:sync", "gates:taps"],
+        ["verify:transit", "gates:sync", "gates:taps", "settlements:read"],
     ),
     ("泰州市人民医院", "verifier_operator", "泰州市海陵区", ["verify:medical", "verify:health"]),
-    ("泰州示范超市", "merchant", "泰州市海陵区坡子街", ["verify:health", "payments:refund"]),
+    (
+        "泰州示范超市",
+        "merchant",
+        "泰州市海陵区坡子街",
+        ["verify:health", "payments:refund", "settlements:read"],
+    ),
     ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
 ]
 

@@ -187,6 +187,61 @@ def test_a_wechat_order_is_paid_through_the_sandbox_over_real_http(server, data_
             time.sleep(0.1)
 
 
+def test_the_demo_merchant_refunds_through_tzt_call_with_its_idempotency_key(server, data_dir, backing):
+    """`tzt call -H 'Idempotency-Key: …'` is how an integrator tries a refund by hand: the same key twice is one
+    refund, and a header without a colon is refused before anything is sent."""
+    base, _, _ = server
+    creds = json.loads((data_dir / "demo-credentials.json").read_text())
+    config = json.loads((data_dir / "payment-channels.json").read_text())
+    sandbox = config["wechat"]["api_base_url"].rstrip("/")
+    with httpx.Client(base_url=base, timeout=10) as http:
+        phone = "1380001" + str(int(time.time() * 1000))[-4:]
+        http.post("/api/v1/auth/otp", json={"phone": phone})
+        code = re.search(
+            r"\d{6}", http.get("/api/v1/dev/outbox", params={"phone": phone}).json()["messages"][0]["text"]
+        ).group(0)
+        token = http.post("/api/v1/auth/login", json={"phone": phone, "otp": code}).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        order = http.post(
+            "/api/v1/payments/orders",
+            headers={**auth, "Idempotency-Key": os.urandom(8).hex()},
+            json={
+                "purpose": "ticket",
+                "amount_fen": 3000,
+                "subject": "泰州大剧院 门票",
+                "payee_id": creds["泰州示范超市"]["organisation_id"],
+                "channel": "wechat",
+                "method": "native",
+            },
+        ).json()
+        httpx.post(
+            f"{sandbox}/_sandbox/trades/{order['out_trade_no']}/pay", json={"deliver": True}, timeout=10
+        )
+        deadline = time.monotonic() + 20
+        while http.get(f"/api/v1/payments/orders/{order['id']}", headers=auth).json()["status"] != "paid":
+            assert time.monotonic() < deadline, "the sandbox's notification never reached the app"
+            time.sleep(0.1)
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
+
+    def call(*headers: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app_backend.composition.cli", "call", "POST"]
+            + [f"/api/v1/payments/orders/{order['id']}/refunds", "--org", "泰州示范超市", "--base", base]
+            + [arg for header in headers for arg in ("-H", header)]
+            + ["--data", json.dumps({"amount_fen": 1000, "reason": "退一张"})],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first, again = call("Idempotency-Key: tzt-call-refund-1"), call("Idempotency-Key: tzt-call-refund-1")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["id"] == json.loads(again.stdout)["id"]
+    bad = call("Idempotency-Key tzt-call-refund-2")
+    assert bad.returncode == 2 and "NAME: VALUE" in bad.stderr
+
+
 def test_the_demo_riders_contract_exists_at_the_sandbox(server, data_dir):
     """The seeded agreement is real where it is used: a deduction under it is not refused."""
     import asyncio
