@@ -572,7 +572,12 @@ def cmd_settle(args: argparse.Namespace) -> int:
             async with services.pool.acquire() as conn, conn.transaction():
                 if args.pay:
                     paid = await services.payments.settlement.mark_paid(conn, args.pay, args.ref)
-                    return [f"settlement {paid.id} paid: {paid.payout_fen} fen, ref {paid.payout_ref}"]
+                    sent = paid.payout_fen - paid.recovered_at_payout_fen
+                    kept = paid.recovered_at_payout_fen
+                    return [
+                        f"settlement {paid.id} paid: {sent} fen, ref {paid.payout_ref}"
+                        + (f" ({kept} of its {paid.payout_fen} kept back: the payee owed us)" if kept else "")
+                    ]
                 found = await services.payments.settlement.settle_day(conn, args.date)
             return [
                 f"{s.id}  payee {s.payee_id}  #{s.seq}  gross {s.gross_fen}  fees {s.fees_fen}"

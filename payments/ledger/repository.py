@@ -178,7 +178,8 @@ class LedgerRepository:
     async def settlements_disagreeing(self, conn: Connection) -> list[SettlementProblemRow]:
         """Settlements whose own figures disagree with their entries: the payable postings of a settlement's
         entries (its own included) cancel out; the payout is what it owed less what the payee owed us, never
-        less than zero; a paid settlement has exactly its payout posted, a due one none."""
+        less than zero; a paid settlement has exactly its payout posted, a due one none, and what its payout kept back
+        is what it recovered of the payee's debt."""
         return await fetch_rows(
             conn,
             SettlementProblemRow,
@@ -191,6 +192,10 @@ class LedgerRepository:
                paid AS (
                    SELECT e.ref, p.amount_fen FROM payments.ledger_entries e
                    JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'payout\\_due:%'
+                   WHERE e.kind = 'payout'),
+               kept AS (
+                   SELECT e.ref, p.amount_fen FROM payments.ledger_entries e
+                   JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'payee\\_receivable:%'
                    WHERE e.kind = 'payout')
                SELECT * FROM (
                SELECT s.id, s.payee_id, s.day, s.seq, s.created_at,
@@ -203,12 +208,16 @@ class LedgerRepository:
                            WHEN s.status = 'paid' AND coalesce(pd.amount_fen, 0) <> s.payout_fen
                                THEN 'paid, with ' || coalesce(pd.amount_fen, 0) || ' fen posted for a payout of '
                                     || s.payout_fen
+                           WHEN coalesce(k.amount_fen, 0) <> -s.recovered_at_payout_fen
+                               THEN 'kept back ' || s.recovered_at_payout_fen || ' fen, with '
+                                    || coalesce(-k.amount_fen, 0) || ' fen of debt recovered'
                            WHEN s.status <> 'paid' AND pd.ref IS NOT NULL
                                THEN s.status || ', with a payout posted'
                       END AS problem
                FROM payments.settlements s
                LEFT JOIN moved m ON m.settlement_id = s.id
                LEFT JOIN paid pd ON pd.ref = 'payout:' || s.id::text
+               LEFT JOIN kept k ON k.ref = 'payout:' || s.id::text
                WHERE s.running_account) found
                WHERE problem IS NOT NULL ORDER BY created_at""",
         )

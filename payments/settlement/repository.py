@@ -10,7 +10,7 @@ import msgspec
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 SETTLEMENT_COLUMNS = """id, payee_id, day, seq, cutoff, gross_fen, fees_fen, refunds_fen, owed_before_fen, net_fen,
-                        payout_fen, owed_after_fen, status, payout_ref, created_at, paid_at"""
+                        payout_fen, owed_after_fen, status, payout_ref, created_at, paid_at, recovered_at_payout_fen"""
 
 
 class SettlementRow(msgspec.Struct, frozen=True):
@@ -32,6 +32,7 @@ class SettlementRow(msgspec.Struct, frozen=True):
     payout_ref: str | None
     created_at: dt.datetime
     paid_at: dt.datetime | None
+    recovered_at_payout_fen: int
 
 
 class NewSettlement(msgspec.Struct, frozen=True):
@@ -190,16 +191,18 @@ class SettlementRepository:
         )
 
     async def mark_paid(
-        self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str
+        self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str, recovered_fen: int
     ) -> SettlementRow | None:
         """Compare-and-set: only a due settlement is paid."""
         return await fetch_row(
             conn,
             SettlementRow,
-            f"""UPDATE payments.settlements SET status = 'paid', payout_ref = $2, paid_at = now()
+            f"""UPDATE payments.settlements
+                SET status = 'paid', payout_ref = $2, paid_at = now(), recovered_at_payout_fen = $3
                 WHERE id = $1 AND status = 'due' RETURNING {SETTLEMENT_COLUMNS}""",
             settlement_id,
             payout_ref,
+            recovered_fen,
         )
 
     async def lines_of_entries(

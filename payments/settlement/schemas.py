@@ -34,6 +34,15 @@ class SettlementView(msgspec.Struct):
     payout_ref: str | None
     created_at: dt.datetime
     paid_at: dt.datetime | None
+    recovered_at_payout_fen: Annotated[
+        int,
+        msgspec.Meta(
+            description=(
+                "kept back from the payout: what the payee owed us when it was paid (a refund after its money "
+                "was settled); the money sent was payout_fen minus this"
+            )
+        ),
+    ] = 0
 
 
 class Settlements(msgspec.Struct):

@@ -175,17 +175,30 @@ class SettlementService:
         return out.getvalue()
 
     async def mark_paid(self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str) -> SettlementView:
-        paid = await self._repo.mark_paid(conn, settlement_id, payout_ref)
+        """Records a due settlement's payout. What the payee owes us by now (a refund after its money was settled,
+        carried by a later settlement while this one waited) is kept back from it, so a payee is never paid out
+        more than it is owed when the money leaves; the settlement keeps its figures and says what was kept
+        (`recovered_at_payout_fen`)."""
+        due = await self._repo.get(conn, settlement_id)
+        if due is None:
+            raise not_found("settlement not found")
+        # The payee's settlements and payouts one at a time: its debt is read and recovered once.
+        await self._repo.lock_payee(conn, due.payee_id)
+        owed_by_payee = await self._ledger.balance(conn, f"payee_receivable:{due.payee_id}")
+        recovered = min(max(owed_by_payee, 0), due.payout_fen)
+        paid = await self._repo.mark_paid(conn, settlement_id, payout_ref, recovered)
         if paid is None:
             existing = await self._repo.get(conn, settlement_id)
-            if existing is None:
-                raise not_found("settlement not found")
+            assert existing is not None  # settlements are never deleted
             raise DomainError(409, "conflict", f"settlement is {existing.status}, not due")
+        postings = [
+            (f"payout_due:{paid.payee_id}", paid.payout_fen),
+            (f"payee_receivable:{paid.payee_id}", -recovered),
+            ("payout_bank", recovered - paid.payout_fen),
+        ]
         await self._ledger.post(
-            conn,
-            f"payout:{settlement_id}",
-            "payout",
-            [(f"payout_due:{paid.payee_id}", paid.payout_fen), ("payout_bank", -paid.payout_fen)],
-            memo=payout_ref,
+            conn, f"payout:{settlement_id}", "payout", [p for p in postings if p[1]], memo=payout_ref
         )
+        if recovered:
+            _log.info("debt kept back from a payout", payee=str(paid.payee_id), fen=recovered)
         return settlement_view(paid)

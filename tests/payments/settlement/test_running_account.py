@@ -140,9 +140,20 @@ async def test_a_refund_after_settling_and_before_the_payout_is_recovered_too(cl
     await ledger_ok(services)
     _, carried = await _settle(services, payee)
     assert carried.status == "carried" and carried.owed_after_fen == 994
+    bank_before = await _balance(services, "payout_bank")
     async with services.pool.acquire() as conn, conn.transaction():
         paid = await services.payments.settlement.mark_paid(conn, due.id, "ICBC-0002")
-    assert paid.payout_fen == _net(4_000)
+    # Paying the due 3976 in full would pay out more than the payee is owed (3976 - 994): the debt is kept back.
+    assert (paid.payout_fen, paid.recovered_at_payout_fen) == (_net(4_000), 994)
+    assert await _balance(services, "payout_bank") - bank_before == -(_net(4_000) - 994)
+    assert await _balance(services, f"payee_receivable:{organisation}") == 0
+    assert await _balance(services, f"payout_due:{organisation}") == 0
+    await ledger_ok(services)
+
+    # The next settlement owes nothing from before: the debt was recovered once.
+    await paid_order(client, services, wechat, payee, amount=2_000)
+    *_, after = await _settle(services, payee)
+    assert (after.owed_before_fen, after.payout_fen) == (0, _net(2_000))
     await ledger_ok(services)
 
 
