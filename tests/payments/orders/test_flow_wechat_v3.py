@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -15,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from payments.reconciliation.service import BUSINESS_TZ
 from tests.helpers import bearer, login
+from tests.paths import PROJECT
 from tests.payments.helpers import signed_with_key
 from tests.payments.sandboxes import WECHAT_TIMEOUT_S, WechatV3Sandbox
 
@@ -237,3 +241,42 @@ async def test_a_v3_merchant_answers_withholding_with_a_clear_refusal(v3_client,
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["errors"][0]["field"] == "channel" and "v2 only" in answer.json()["detail"]
+
+
+async def test_tzt_reconcile_reads_a_v3_merchants_bill(
+    v3_client, v3_services, v3_settings, wechat_v3_sandbox: WechatV3Sandbox, v3_payee
+):
+    day = dt.date(2002, 7, 3)
+    person = await login(v3_client)
+    nos = []
+    for amount in (2000, 3000):
+        order = (await _create(v3_client, person, v3_payee, amount, uuid.uuid4().hex)).json()
+        note = await wechat_v3_sandbox.pay(order["out_trade_no"], time_end=day.strftime("%Y%m%d") + "110000")
+        assert (await _post(v3_client, note)).status_code == 200
+        nos.append(order["out_trade_no"])
+    await wechat_v3_sandbox.control(
+        "POST",
+        "/_sandbox/bill-edits",
+        {"day": day.isoformat(), "edits": [{"op": "amount", "out_trade_no": nos[1], "value": 2990}]},
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": v3_settings.database_url,
+        "REDIS_URL": v3_settings.redis_url,
+        "TZT_DATA_DIR": str(v3_settings.data_dir),
+        "TZT_ENV": "test",
+        "TZT_PAYMENT_CONFIG": str(v3_settings.payment_config),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app_backend.composition.cli", "reconcile", "--date", day.isoformat()],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wechat: differences - bill lines 2, ours 2, matched 1, differences 1" in done.stdout, done.stdout
+    (line,) = [line for line in done.stdout.splitlines() if nos[1] in line]
+    assert line.split()[:3] == ["amount_short", "payment", nos[1]]
