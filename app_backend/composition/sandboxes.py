@@ -1,11 +1,15 @@
 """`tzt serve` in dev starts the payment sandboxes (local servers speaking Alipay's and WeChat Pay's protocols)
 and writes the channel config the app reads, so `make run` pays end to end without the internet; with
 `--identity-sandbox` it also starts the identity vendors' sandbox (Alibaba Cloud's protocol) and points the
-`aliyun` SMS, registry and liveness connectors at it."""
+`aliyun` SMS, registry and liveness connectors at it.
+
+WeChat Pay speaks API v2 by default; `TZT_WECHAT_API=v3` starts the v3 sandbox instead and configures the merchant
+for v3 (papay withholding, and so transit's ride-first-pay-later through WeChat, is v2-only)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,6 +29,35 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
     """Starts both sandboxes (appending them to `children` at once) and returns the channel config path."""
     root = data_dir / "sandbox"
     config: dict[str, dict[str, str]] = {}
+    if os.environ.get("TZT_WECHAT_API", "v2") == "v3":
+        config["wechat"] = wechat_v3_config(
+            root / "wechat_v3", _start("wechat_v3", root / "wechat_v3", children)
+        )
+    else:
+        config["wechat"] = _wechat_v2(root / "wechat", children)
+    alipay_base = _start("alipay", root / "alipay", children)
+    config["alipay"] = alipay_config(root / "alipay", alipay_base)
+    path = data_dir / "payment-channels.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def wechat_v3_config(state_dir: Path, base: str) -> dict[str, str]:
+    """The v3 sandbox's merchant as the payment config names it: keys by file."""
+    merchant = json.loads((state_dir / "wechat_v3.json").read_text())
+    return {
+        "api_version": "v3",
+        "appid": merchant["appid"],
+        "mchid": merchant["mchid"],
+        "cert_serial_no": merchant["cert_serial_no"],
+        "private_key_file": merchant["private_key_file"],
+        "apiv3_key_file": merchant["apiv3_key_file"],
+        "api_base_url": base,
+    }
+
+
+def _wechat_v2(state_dir: Path, children: list[subprocess.Popen[bytes]]) -> dict[str, str]:
+    root = state_dir.parent
     _start("wechat", root / "wechat", children)
     merchant = json.loads((root / "wechat" / "wechat.json").read_text())
     key_file = root / "wechat" / "api_key.txt"
@@ -38,18 +71,13 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
         json={"contract_id": DEMO_CONTRACT_ID},
         timeout=10,
     ).raise_for_status()
-    config["wechat"] = {
+    return {
         "appid": merchant["appid"],
         "mch_id": merchant["mch_id"],
         "api_key_file": str(key_file),
         "api_base_url": merchant["base_url"],
         "papay_plan_id": str(merchant.get("plan_id", "")),
     }
-    alipay_base = _start("alipay", root / "alipay", children)
-    config["alipay"] = alipay_config(root / "alipay", alipay_base)
-    path = data_dir / "payment-channels.json"
-    path.write_text(json.dumps(config, indent=1))
-    return path
 
 
 def alipay_config(state_dir: Path, base: str) -> dict[str, str]:

@@ -1,14 +1,16 @@
 """The one interface every payment channel implements, with provider-neutral results.
 
-Adapters live one folder per channel (alipay/, wechat/); a WeChat Pay v3 adapter can be added beside them
-without touching the rest. Amounts are integer fen everywhere; adapters convert to the channel's units."""
+Adapters live one folder per channel API (alipay/, wechat/ for WeChat Pay v2, wechat_v3/ for v3); a merchant's
+configuration picks one adapter per channel name. Amounts are integer fen everywhere; adapters convert to the
+channel's units."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class TradeStatus(StrEnum):
@@ -168,4 +170,16 @@ class PaymentChannel(Protocol):
         self, agreement_no: str, out_trade_no: str, amount_fen: int, subject: str, notify_url: str
     ) -> ChannelTrade:
         """A withholding deduction. WAITING means accepted, not paid: query until PAID or FAILED."""
+        ...
+
+
+@runtime_checkable
+class HeaderSignedNotifications(Protocol):
+    """A channel whose notifications are signed in their HTTP headers (WeChat Pay v3: Wechatpay-Signature and
+    its serial, timestamp and nonce) and whose verification may have to fetch the signer's certificate first, so
+    it is asynchronous. The notification endpoint uses this instead of `parse_notification` where a channel has
+    it."""
+
+    async def read_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:
+        """Verifies and parses; raises InvalidNotification."""
         ...

@@ -35,7 +35,20 @@ def build_channels(config_path: Path | None) -> dict[str, PaymentChannel]:
 
         channels["alipay"] = AlipayChannel(AlipayConfig(**config["alipay"]))
     if "wechat" in config:
-        from payments.channels.wechat.adapter import WechatChannel, WechatConfig
-
-        channels["wechat"] = WechatChannel(WechatConfig(**config["wechat"]))
+        channels["wechat"] = _wechat(config_path, config["wechat"])
     return channels
+
+
+def _wechat(config_path: Path, section: dict[str, Any]) -> PaymentChannel:
+    """A WeChat Pay merchant speaks API v2 (the default, wechatpy) or v3 (`"api_version": "v3"`, wechatpayv3):
+    one adapter under the one channel name, so orders, refunds and reconciliation do not know which."""
+    version = str(section.get("api_version", "v2"))
+    if version == "v3":
+        from payments.channels.wechat_v3 import WechatV3Channel, WechatV3Config
+
+        return WechatV3Channel(WechatV3Config(**section))
+    if version != "v2":
+        raise ValueError(f"{config_path}: wechat.api_version is v2 or v3, not {version!r}")
+    from payments.channels.wechat.adapter import WechatChannel, WechatConfig
+
+    return WechatChannel(WechatConfig(**{k: v for k, v in section.items() if k != "api_version"}))

@@ -15,14 +15,16 @@ from payments.notifications.service import NotificationRefused
 if TYPE_CHECKING:
     from payments.container import PaymentServices
 
-# Each channel reads the answer in its own format, set per answer: Alipay plain text, WeChat Pay XML.
+# Each channel reads the answer in its own format, set per answer: Alipay plain text, WeChat Pay XML (v2) or JSON
+# (v3).
 _ACKNOWLEDGED = (
-    "acknowledged: Alipay `success` (text/plain), WeChat Pay `<xml>` with SUCCESS (application/xml)"
+    "acknowledged: Alipay `success` (text/plain), WeChat Pay v2 `<xml>` with SUCCESS (application/xml), "
+    'v3 `{"code": "SUCCESS"}` (application/json)'
 )
 _REFUSED = ResponseSpec(
     data_container=bytes,
     media_type="text/plain",
-    description="not acknowledged (Alipay `failure`, WeChat Pay FAIL in XML): the channel retries",
+    description="not acknowledged (Alipay `failure`, WeChat Pay FAIL in XML or v3 JSON): the channel retries",
     generate_examples=False,
 )
 
@@ -33,7 +35,7 @@ class NotifyController(Controller):
 
     @post(
         "/{channel_name:str}",
-        summary="Channel payment notifications (Alipay form, WeChat XML)",
+        summary="Channel payment notifications (Alipay form, WeChat Pay v2 XML or v3 signed JSON)",
         request_max_body_size=64 * 1024,
         status_code=HTTP_200_OK,
         media_type="text/plain",
@@ -48,7 +50,8 @@ class NotifyController(Controller):
             raise not_found("no such channel")
         service = payments.notifications
         try:
-            note = service.verify(channel_name, await request.body(), request.headers.get("content-type", ""))
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            note = await service.verify(channel_name, await request.body(), headers)
             # The handler owns the transaction: the acknowledgement goes out only after the state is committed.
             async with payments.pool.acquire() as conn, conn.transaction():
                 await service.apply(conn, channel_name, note)

@@ -4,13 +4,20 @@ matched to the order and its amount, and moves the order forward only. Every ref
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
 from prometheus_client import Counter
 
 from app_backend.kernel.db import Connection
-from payments.channels.base import ForeignNotification, InvalidNotification, Notification, TradeStatus
+from payments.channels.base import (
+    ForeignNotification,
+    HeaderSignedNotifications,
+    InvalidNotification,
+    Notification,
+    TradeStatus,
+)
 from payments.orders.repository import OrderRepository
 from payments.orders.service import OrderService
 
@@ -38,9 +45,14 @@ class NotificationService:
         self._transit = transit
         self._repo = OrderRepository()
 
-    def verify(self, channel_name: str, body: bytes, content_type: str) -> Notification:
+    async def verify(self, channel_name: str, body: bytes, headers: Mapping[str, str]) -> Notification:
+        """`headers` are the request's (looked up in lower case): a channel that signs in the headers (WeChat Pay
+        v3) reads them, the others read the body and its content type."""
+        channel = self._orders.channel(channel_name)
         try:
-            return self._orders.channel(channel_name).parse_notification(body, content_type)
+            if isinstance(channel, HeaderSignedNotifications):
+                return await channel.read_notification(body, headers)
+            return channel.parse_notification(body, headers.get("content-type", ""))
         except InvalidNotification as exc:
             # The reason names a field or a format fault, never the buyer: no personal data in the log.
             reason = exc.field if isinstance(exc, ForeignNotification) else "invalid"

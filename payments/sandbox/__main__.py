@@ -48,6 +48,18 @@ def _wechat_app(args: argparse.Namespace) -> Any:
     return build_app(args)
 
 
+def _wechat_v3_options(parser: argparse.ArgumentParser) -> None:
+    from payments.sandbox.wechat_v3 import add_options
+
+    add_options(parser)
+
+
+def _wechat_v3_app(args: argparse.Namespace) -> Any:
+    from payments.sandbox.wechat_v3 import build_app
+
+    return build_app(args)
+
+
 @dataclass(frozen=True)
 class Channel:
     help: str
@@ -58,6 +70,11 @@ class Channel:
 CHANNELS: dict[str, Channel] = {
     "alipay": Channel("a local Alipay gateway (RSA2, /gateway.do)", _alipay_options, _alipay_app),
     "wechat": Channel("a local WeChat Pay v2 API (signed XML, papay)", _wechat_options, _wechat_app),
+    "wechat_v3": Channel(
+        "a local WeChat Pay v3 API (signed JSON, platform certificates, encrypted notifications)",
+        _wechat_v3_options,
+        _wechat_v3_app,
+    ),
 }
 
 

@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -173,6 +173,7 @@ class Delivery:
     kind: str  # what it notifies, in the sandbox's words: "payment", "TRADE_SUCCESS", "refund R1", ...
     key: str  # the merchant's number it is about (out_trade_no, out_refund_no, contract_code)
     body: str
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the body (WeChat Pay v3 signs in them)
     attempts: int = 0
     delivered: bool = False
     last_status: int | None = None
@@ -202,13 +203,28 @@ class Notifier:
         self._http: httpx.AsyncClient | None = None
 
     def deliver(
-        self, url: str | None, body: str, *, kind: str, key: str = "", delay: float = 0.0, copies: int = 1
+        self,
+        url: str | None,
+        body: str,
+        *,
+        kind: str,
+        key: str = "",
+        delay: float = 0.0,
+        copies: int = 1,
+        headers: dict[str, str] | None = None,
     ) -> list[Delivery]:
         """Sends `body` to `url` `copies` times, each first attempt after `delay` seconds. Without a URL the
         delivery is recorded as failed and nothing is sent."""
         sent = []
         for _ in range(max(1, copies)):
-            delivery = Delivery(id=len(self.deliveries) + 1, url=url, kind=kind, key=key, body=body)
+            delivery = Delivery(
+                id=len(self.deliveries) + 1,
+                url=url,
+                kind=kind,
+                key=key,
+                body=body,
+                headers=dict(headers or {}),
+            )
             self.deliveries.append(delivery)
             sent.append(delivery)
             if url:
@@ -237,7 +253,7 @@ class Notifier:
                 answer = await self._http.post(
                     delivery.url,
                     content=delivery.body.encode("utf-8"),
-                    headers={"Content-Type": self.content_type},
+                    headers={**delivery.headers, "Content-Type": self.content_type},
                 )
             except httpx.HTTPError as exc:
                 delivery.last_error = f"{type(exc).__name__}: {exc}"

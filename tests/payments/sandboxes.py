@@ -1,7 +1,8 @@
-"""The two channel sandboxes as the payment tests drive them: their test controls, and adapters pointed at them.
+"""The channel sandboxes as the payment tests drive them: their test controls, and adapters pointed at them.
 
-Both run once per session as real servers (tests/conftest.py starts them, and the session's app is configured
-with them from the start, as `tzt serve` configures it in dev)."""
+Each runs once per session as a real server: tests/conftest.py starts Alipay's and WeChat Pay v2's, and the session's
+app is configured with them from the start, as `tzt serve` configures it in dev; tests/payments/conftest.py starts
+WeChat Pay v3's and an app of its own configured for it (a merchant is configured for v2 or v3)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 
 from payments.channels.alipay import AlipayConfig
 from payments.channels.wechat import WechatChannel, WechatConfig
+from payments.channels.wechat_v3 import WechatV3Channel, WechatV3Config
 from payments.sandbox.alipay import DEMO_APP_ID, DEMO_SELLER_ID
 from payments.sandbox.keys import AlipayKeys
 
@@ -86,3 +88,61 @@ class AlipaySandbox:
 
     async def fault(self, method: str, mode: str, **extra: Any) -> None:
         await self.control("POST", "/_sandbox/faults", {"method": method, "mode": mode, "times": 1, **extra})
+
+
+class WechatV3Sandbox:
+    """The WeChat Pay v3 sandbox (payments/sandbox/wechat_v3.py): the merchant it plays, by file as operations
+    configure one, and its test controls."""
+
+    def __init__(self, base_url: str, merchant: dict[str, str], state_dir: Path) -> None:
+        self.base_url = base_url
+        self.merchant = merchant
+        self.state_dir = state_dir
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """The `wechat` section of a payment config for a v3 merchant."""
+        return {
+            "api_version": "v3",
+            "appid": self.merchant["appid"],
+            "mchid": self.merchant["mchid"],
+            "cert_serial_no": self.merchant["cert_serial_no"],
+            "private_key_file": self.merchant["private_key_file"],
+            "apiv3_key_file": self.merchant["apiv3_key_file"],
+            "api_base_url": self.base_url,
+            "timeout": WECHAT_TIMEOUT_S,
+            **overrides,
+        }
+
+    def channel(self, **overrides: Any) -> WechatV3Channel:
+        """An adapter of its own (its own certificate cache), as build_channels makes it."""
+        section = {k: v for k, v in self.settings(**overrides).items() if not k.endswith("_file")}
+        for name in ("private_key", "apiv3_key"):
+            section.setdefault(name, Path(self.settings()[f"{name}_file"]).read_text().strip())
+        return WechatV3Channel(WechatV3Config(**section))
+
+    async def control(
+        self, method: str, path: str, body: dict[str, Any] | None = None, status: int = 200
+    ) -> Any:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            answer = await http.request(method, path, json=body)
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    async def fault(self, path: str, mode: str, **extra: Any) -> None:
+        await self.control("POST", "/_sandbox/faults", {"path": path, "mode": mode, "times": 1, **extra})
+
+    async def pay(self, out_trade_no: str, **options: Any) -> dict[str, Any]:
+        """Paid at the sandbox, not delivered: the signed notification {body, content_type, headers}."""
+        answer = await self.control(
+            "POST", f"/_sandbox/trades/{out_trade_no}/pay", {"deliver": False, **options}
+        )
+        return dict(answer["notification"])
+
+    async def notification(self, out_trade_no: str, **options: Any) -> dict[str, Any]:
+        answer = await self.control(
+            "POST", f"/_sandbox/trades/{out_trade_no}/notification", {"deliver": False, **options}
+        )
+        return dict(answer["notification"])
+
+    async def certificate_downloads(self) -> int:
+        return int((await self.control("GET", "/_sandbox/platform-certificates"))["downloads"])
