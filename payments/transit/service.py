@@ -67,6 +67,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+import msgspec
 import structlog
 
 from app_backend.kernel.clock import BUSINESS_TZ
@@ -77,6 +78,7 @@ from code_service.gates.service import TransitGates
 from payments.channels.base import (
     Agreement,
     AgreementStatus,
+    ChannelRefused,
     ChannelTrade,
     ChannelUnavailable,
     Notification,
@@ -86,7 +88,7 @@ from payments.channels.base import (
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationRefused
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
-from payments.orders.schemas import OrderCreate
+from payments.orders.schemas import OrderCreate, OrderView
 from payments.orders.service import (
     Answer,
     ChannelDown,
@@ -94,6 +96,7 @@ from payments.orders.service import (
     new_out_trade_no,
     order_view,
     payer_scope,
+    request_hash,
 )
 from payments.refunds.schemas import RefundCreate
 from payments.refunds.service import RefundService
@@ -934,7 +937,7 @@ class TransitService:
 
     async def repay(
         self,
-        conn: Connection,
+        pool: Pool,
         resident_id: uuid.UUID,
         key: str,
         data: RepayCreate,
@@ -942,41 +945,112 @@ class TransitService:
         now: dt.datetime | None = None,
     ) -> Answer[Repayment]:
         """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
-        debts to other operators are repaid with further orders. Idempotent per key like any order, and one
-        order per debt at a time: while a repayment order covering a debt owed can still be paid, every repay
-        with a new key answers it (200), so a debt is never collected twice."""
-        # Held until the request commits: a concurrent repay waits here, then finds this one's order.
+        debts to other operators are repaid with further orders. One order per debt at a time: while a repayment
+        order covering a debt owed can still be paid, every repay with a new key answers it (200), so a debt is
+        never collected twice.
+
+        One out_trade_no for life (docs/decisions/0018): the order, its repayment and the key's answer (202,
+        naming the order) are committed under the rider's lock first; the channel is asked afterwards, outside
+        any transaction, and its instructions stored in a second short one (201). No answer from the channel is
+        a 503: the retry with the same key (or any repay while the order is open) asks again with the same
+        number, and the channel gives back the trade it holds for it."""
+        scope = payer_scope(resident_id)
+        digest = request_hash("transit.repay", msgspec.to_builtins(data))
+        async with pool.acquire() as conn, conn.transaction():
+            claim = await self._claim_repayment(conn, resident_id, scope, key, digest, data, now)
+        row = claim.order
+        if row.pay_params is not None:
+            if claim.status_code != 202:
+                return Answer(claim.status_code, claim.body, replayed=claim.keyed and not claim.fresh)
+            # Instructed meanwhile (a repay with another key asked the channel): this key's answer catches up.
+            answer = Answer(201, _with_order(claim.body, order_view(row)), replayed=True)
+            async with pool.acquire() as conn, conn.transaction():
+                await self._keys.store(conn, scope, key, answer.status_code, answer.body)
+            return answer
+        if row.status != "waiting":
+            raise DomainError(
+                409, "conflict", f"this repayment order is {row.status}; repay with a new Idempotency-Key"
+            )
+        try:
+            pay = await self._orders.ask_channel(row, client_ip, data.payer_channel_id)
+        except ChannelUnavailable:
+            raise ChannelDown(
+                f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",
+                headers={"Retry-After": "2"},
+            ) from None
+        except ChannelRefused as refused:
+            _log.warning("channel refused a repayment order", channel=row.channel, refusal=str(refused)[:200])
+            async with pool.acquire() as conn, conn.transaction():
+                # Closed, never deleted: an earlier ask (another request's) may hold this number at the channel,
+                # and money that still comes for it clears the debt through mark_paid like any payment. The
+                # next repay opens a new order; a key that had only this refused order may be used afresh.
+                await self._order_rows.mark_closed(conn, row.id)
+                if claim.fresh:
+                    await self._keys.forget(conn, scope, key)
+            raise DomainError(
+                502, "channel-refused", f"the {row.channel} gateway refused this order; it was not created"
+            ) from None
+        body = _with_order(claim.body, order_view(row, pay))
+        status = 201 if claim.keyed else claim.status_code
+        async with pool.acquire() as conn, conn.transaction():
+            await self._order_rows.set_pay_params(conn, row.id, pay)
+            if claim.keyed:
+                await self._keys.store(conn, scope, key, status, body)
+        return Answer(status, body, replayed=claim.keyed and not claim.fresh)
+
+    async def _claim_repayment(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        scope: str,
+        key: str,
+        digest: bytes,
+        data: RepayCreate,
+        now: dt.datetime | None,
+    ) -> _RepayClaim:
+        """The repayment order a repay answers, in one short transaction under the rider's lock (every change
+        of the rider's debts takes it): the key's order for a key used before, else the open one, else a new
+        one claimed with its number under the key."""
+        # Held until this commits: a concurrent repay waits here, then finds this one's order.
         await self._repo.lock_rider(conn, resident_id)
+        stored = await self._keys.get(conn, scope, key)
+        if stored is not None:
+            if stored.request_hash != digest:
+                raise DomainError(
+                    422,
+                    "unprocessable-content",
+                    "Idempotency-Key: this key was used with a different request",
+                    extra={
+                        "errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]
+                    },
+                )
+            assert stored.status_code is not None and stored.response is not None  # stored with the claim
+            first = msgspec.convert(stored.response, Repayment)
+            known = await self._order_rows.get(conn, first.order.id)
+            assert known is not None  # orders are never deleted once a key names them
+            return _RepayClaim(known, stored.status_code, first, keyed=True, fresh=False)
         debts = await self._repo.debts_of(conn, resident_id)
         if not debts:
             raise DomainError(409, "conflict", "there is no transit debt to repay")
         owed = sum(d.amount_fen for d in debts)
         moment = now or dt.datetime.now(dt.UTC)
-        # A key used before gets its first answer (or its 422) from the order service, as any order's key does.
-        known_key = await self._keys.get(conn, payer_scope(resident_id), key) is not None
-        pending = (
-            None
-            if known_key
-            else await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
-        )
+        pending = await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
         if pending is not None:
             row = await self._order_rows.get(conn, pending.order_id)
             assert row is not None  # transit_repayments.order_id references payments.orders
             covered_ids = set(pending.deduction_ids)
             still_covered = sum(d.amount_fen for d in debts if d.id in covered_ids)
-            return Answer(
-                200,
-                Repayment(
-                    order=order_view(row), debt_fen=pending.amount_fen, remaining_fen=owed - still_covered
-                ),
+            body = Repayment(
+                order=order_view(row), debt_fen=pending.amount_fen, remaining_fen=owed - still_covered
             )
+            return _RepayClaim(row, 200, body, keyed=False, fresh=False)
         payee_id = debts[0].payee_id
         covered = [d for d in debts if d.payee_id == payee_id]
         amount = sum(d.amount_fen for d in covered)
-        order = await self._orders.create(
+        await self._keys.claim(conn, scope, key, digest)  # free: looked up under the lock just now
+        row = await self._orders.claim(
             conn,
             resident_id,
-            key,
             OrderCreate(
                 purpose="other",  # replaced: transit_fare is not a purpose clients may choose
                 amount_fen=amount,
@@ -986,14 +1060,14 @@ class TransitService:
                 method=data.method,
                 payer_channel_id=data.payer_channel_id,
             ),
-            client_ip,
             purpose="transit_fare",
         )
         await self._repo.insert_repayment(
-            conn, order.body.id, resident_id, payee_id, amount, [d.id for d in covered]
+            conn, row.id, resident_id, payee_id, amount, [d.id for d in covered]
         )
-        repayment = Repayment(order=order.body, debt_fen=amount, remaining_fen=owed - amount)
-        return Answer(order.status_code, repayment, replayed=order.replayed)
+        body = Repayment(order=order_view(row), debt_fen=amount, remaining_fen=owed - amount)
+        await self._keys.store(conn, scope, key, 202, body)
+        return _RepayClaim(row, 202, body, keyed=True, fresh=True)
 
     # -- money for a debt already repaid ---------------------------------------------------------------------
 
@@ -1046,3 +1120,19 @@ def _money_back_status(status: str, refund_status: str | None) -> str:
     if status == "failed" or refund_status == "failed":
         return "failed"
     return "refunded" if refund_status == "succeeded" else "refunding"
+
+
+@dataclass(frozen=True)
+class _RepayClaim:
+    """What a repay found or claimed: the order, the answer so far, whether the request's key stores that
+    answer (`keyed`), and whether the order was claimed by this very request (`fresh`)."""
+
+    order: OrderRow
+    status_code: int
+    body: Repayment
+    keyed: bool
+    fresh: bool
+
+
+def _with_order(body: Repayment, order: OrderView) -> Repayment:
+    return Repayment(order=order, debt_fen=body.debt_fen, remaining_fen=body.remaining_fen)
