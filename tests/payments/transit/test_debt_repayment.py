@@ -9,12 +9,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import pytest
-
 from payments.orders.schemas import OrderCreate
 from payments.orders.tasks import settle_payments
 from payments.transit.tasks import check_transit_deductions, deduct_transit_fares, return_overpayments
-from tests.helpers import bearer, code_minter, machine_credential, real_named
+from tests.helpers import bearer, code_minter, real_named
 from tests.payments.transit.test_transit import (
     TRANSIT,
     _build_trips,
@@ -30,12 +28,6 @@ from tests.payments.transit.test_transit import (
 )
 
 REPAY = {"channel": "wechat", "method": "mini", "payer_channel_id": "o-rider-repay"}
-
-
-@pytest.fixture
-async def metro(client: Any, services: Any) -> dict[str, Any]:
-    """A metro operator without the refund scope: money back must not need it."""
-    return await machine_credential(client, services, ["verify:transit", "gates:sync", "gates:taps"])
 
 
 async def _in_debt(client: Any, services: Any, wechat: Any, metro: dict[str, Any]) -> dict[str, Any]:
