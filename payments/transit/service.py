@@ -134,6 +134,9 @@ REFUSED_STATES = (TradeStatus.FAILED, TradeStatus.CLOSED)
 class TransitPolicy:
     # A deduction neither paid nor refused this long after it was made is a debt ("unanswered").
     deduction_window: dt.timedelta = dt.timedelta(hours=6)
+    # A deduction the channel, asked, does not know is sent again (same number) only this long after it was last
+    # handed over: a request still in flight (the deduction job's) is never doubled by the check job.
+    resend_after: dt.timedelta = dt.timedelta(minutes=2)
     # A withholding order stays open past the window so the stale-order job never closes one we still watch.
     order_grace: dt.timedelta = dt.timedelta(days=1)
     # A pending agreement nobody signed within this is ended ("expired").
@@ -595,7 +598,8 @@ class TransitService:
         self, conn: Connection, now: dt.datetime, changed: set[uuid.UUID] | None = None
     ) -> list[DeductionRequest]:
         """Opens one withholding order and deduction per rider and operator with unbilled trips; the caller
-        commits, then sends each request (send_deduction) and records the answer (record_answer)."""
+        commits, then for each request claims the send (claim_send), asks the channel (send_deduction) and records
+        the answer (resolve)."""
         if not await self._repo.try_job_lock(conn, "deduct"):
             return []
         requests = []
@@ -651,9 +655,18 @@ class TransitService:
             )
         return requests
 
+    async def claim_send(
+        self, conn: Connection, deduction_id: uuid.UUID, now: dt.datetime, *, again: bool = False
+    ) -> bool:
+        """Whether the caller is the one to hand the deduction to the channel now (committed before it asks):
+        the first send, or with `again` a send after the channel said it has no such trade, once the last send
+        is `resend_after` old. At most one request per number is in flight, always with the same number."""
+        before = now - self.policy.resend_after if again else None
+        return await self._repo.claim_send(conn, deduction_id, before)
+
     async def send_deduction(self, request: DeductionRequest) -> ChannelTrade | None:
-        """Asks the channel (outside any transaction). None: no answer, or an error on our side; the check job
-        settles it by query."""
+        """Asks the channel (outside any transaction; claim_send first). None: no answer, or an error on our
+        side; the check job settles it by query."""
         channel = self._channels.get(request.channel)
         if channel is None:
             return None
@@ -670,17 +683,6 @@ class TransitService:
         except Exception:
             _log.exception("deduction request failed", out_trade_no=request.out_trade_no)
             return None
-
-    async def record_answer(
-        self,
-        conn: Connection,
-        deduction_id: uuid.UUID,
-        trade: ChannelTrade | None,
-        now: dt.datetime,
-        changed: set[uuid.UUID] | None = None,
-    ) -> str:
-        await self._repo.mark_sent(conn, deduction_id)
-        return await self.resolve(conn, deduction_id, trade, now, changed)
 
     async def pending_deductions(self, conn: Connection) -> list[PendingDeductionRow]:
         return await self._repo.pending_deductions(conn, self.policy.deduction_batch)
