@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from payments.transit.tasks import check_transit_deductions, deduct_transit_fares
 from tests.helpers import bearer, code_minter, real_named
+from tests.payments.helpers import ChannelSpy, idle_in_transaction
 from tests.payments.sandboxes import WECHAT_TIMEOUT_S
 from tests.payments.transit.test_debt_repayment import REPAY, _balance, _in_debt, _pay, _repay
 from tests.payments.transit.test_transit import (
@@ -29,33 +29,6 @@ from tests.payments.transit.test_transit import (
     _trips,
     _upload,
 )
-
-
-class ChannelSpy:
-    """Records every out_trade_no one channel call of the app's WeChat adapter is made with, then makes the real
-    call to the sandbox. With `hold`, the first call waits at the door until `release()`: a channel as slow as
-    the test needs, without a clock."""
-
-    def __init__(self, real: Callable[..., Awaitable[Any]], number_at: int | str, hold: bool = False) -> None:
-        self.numbers: list[str] = []
-        self.asked = asyncio.Event()
-        self._real = real
-        self._number_at = number_at
-        self._gate = asyncio.Event()
-        self._hold = hold
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        at = self._number_at
-        number = args[at] if isinstance(at, int) else getattr(args[0], at)
-        self.numbers.append(number)
-        first = len(self.numbers) == 1
-        self.asked.set()
-        if self._hold and first:
-            await self._gate.wait()
-        return await self._real(*args, **kwargs)
-
-    def release(self) -> None:
-        self._gate.set()
 
 
 @pytest.fixture
@@ -156,11 +129,7 @@ async def test_a_slow_channel_holds_no_database_connection(client, services, wec
     try:
         assert held.numbers and not repay.done(), "the repay should be waiting on the channel"
         async with services.pool.acquire() as conn:
-            in_transaction = await conn.fetchval(
-                """SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND pid <> pg_backend_pid()
-                         AND state LIKE 'idle in transaction%'"""
-            )
+            in_transaction = await idle_in_transaction(conn)
             # The rider's lock (TransitRepository.lock_rider: the space 0x7472, the id's first four bytes).
             rider_locks = await conn.fetchval(
                 """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
