@@ -32,12 +32,11 @@ class TransitController(Controller):
     @post(
         "/agreements",
         summary="Sign a withholding agreement (Alipay agreement / WeChat papay): returns what the client opens",
-        opt=problems(409),
+        opt=problems(409, 503),
     )
-    async def sign(
-        self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Connection
-    ) -> AgreementView:
-        return await payments.transit.sign(db, payer.resident_id, data)
+    async def sign(self, data: AgreementCreate, payments: PaymentServices, payer: Payer) -> AgreementView:
+        # No request transaction: the agreement is committed before the channel is asked (TransitService.sign).
+        return await payments.transit.sign(payments.pool, payer.resident_id, data)
 
     @get("/agreements", summary="My withholding agreements; only an active one lets me ride")
     async def mine(self, payments: PaymentServices, payer: Payer, db: Connection) -> list[AgreementView]:

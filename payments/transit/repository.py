@@ -275,6 +275,18 @@ class TransitRepository:
         assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
         return row
 
+    async def set_sign_params(
+        self, conn: Connection, agreement_id: uuid.UUID, sign_params: dict[str, object]
+    ) -> AgreementRow | None:
+        return await fetch_row(
+            conn,
+            AgreementRow,
+            f"""UPDATE payments.transit_agreements SET sign_params = $2, updated_at = now() WHERE id = $1
+                RETURNING {AGREEMENT_COLUMNS}""",
+            agreement_id,
+            sign_params,
+        )
+
     async def insert_active_agreement(
         self,
         conn: Connection,

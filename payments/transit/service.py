@@ -379,28 +379,36 @@ class TransitService:
 
     # -- agreements ------------------------------------------------------------------------------------------
 
-    async def sign(self, conn: Connection, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+    async def sign(self, pool: Pool, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+        """A pending agreement under a new number of ours, committed before the channel is asked for what the
+        rider opens to sign (some channels register the number when asked): a contract the channel holds is
+        always one we know, and no connection waits on a slow gateway. When the channel does not answer, the
+        pending agreement stays without sign parameters (the poll job asks the channel about it and ends it
+        unsigned after agreement_ttl); the rider asks again and gets a new one."""
         channel = self._orders.channel(data.channel)
-        if await self._repo.has_active_on(conn, resident_id, data.channel):
-            raise DomainError(
-                409,
-                "conflict",
-                f"channel: an active {data.channel} agreement exists; end it before signing another",
-                extra={"errors": [{"field": "channel", "message": "an active agreement exists"}]},
+        async with pool.acquire() as conn, conn.transaction():
+            if await self._repo.has_active_on(conn, resident_id, data.channel):
+                raise DomainError(
+                    409,
+                    "conflict",
+                    f"channel: an active {data.channel} agreement exists; end it before signing another",
+                    extra={"errors": [{"field": "channel", "message": "an active agreement exists"}]},
+                )
+            row = await self._repo.insert_agreement(
+                conn, resident_id, data.channel, data.payer_channel_id, new_agreement_no(), {}
             )
-        external = new_agreement_no()
         try:
             signed = await channel.agreement_sign(
-                external, data.payer_channel_id, self._notify_url(data.channel)
+                row.external_agreement_no, data.payer_channel_id, self._notify_url(data.channel)
             )
         except ChannelUnavailable:
             raise ChannelDown(
                 f"the {data.channel} gateway did not answer; try again", headers={"Retry-After": "2"}
             ) from None
-        row = await self._repo.insert_agreement(
-            conn, resident_id, data.channel, data.payer_channel_id, external, dict(signed.sign_params)
-        )
-        return _agreement_view(row)
+        async with pool.acquire() as conn, conn.transaction():
+            stored = await self._repo.set_sign_params(conn, row.id, dict(signed.sign_params))
+        assert stored is not None  # agreements are never deleted
+        return _agreement_view(stored)
 
     async def agreements(self, conn: Connection, resident_id: uuid.UUID) -> list[AgreementView]:
         return [_agreement_view(r) for r in await self._repo.agreements_of(conn, resident_id)]

@@ -173,6 +173,36 @@ async def test_a_key_reused_with_another_body_is_refused(client, services, wecha
     assert other.status_code == 422 and "Idempotency-Key" in other.text, other.text
 
 
+async def test_an_agreement_is_committed_before_the_channel_is_asked(client, services, wechat, monkeypatch):
+    person = await real_named(client, services)
+    channel = services.payments.orders.channel("wechat")
+    held = ChannelSpy(channel.agreement_sign, 0, hold=True)
+    monkeypatch.setattr(channel, "agreement_sign", held)
+    signing = asyncio.create_task(
+        client.post(
+            f"{TRANSIT}/agreements",
+            headers=bearer(person),
+            json={"channel": "wechat", "payer_channel_id": "oRider" + uuid.uuid4().hex[:12]},
+        )
+    )
+    await asyncio.wait([signing, asyncio.create_task(held.asked.wait())], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        assert held.numbers and not signing.done(), "the signing should be waiting on the channel"
+        async with services.pool.acquire() as conn:
+            in_transaction = await idle_in_transaction(conn)
+            known = await conn.fetchval(
+                "SELECT status FROM payments.transit_agreements WHERE external_agreement_no = $1",
+                held.numbers[0],
+            )
+    finally:
+        held.release()
+    # Before: the request's transaction stayed open while the channel was asked, and nothing was committed.
+    assert (in_transaction, known) == (0, "pending")
+    made = await signing
+    assert made.status_code == 201, made.text
+    assert made.json()["external_agreement_no"] == held.numbers[0] and made.json()["sign_params"]["url"]
+
+
 # --- deducting a fare ---------------------------------------------------------------------------------------
 
 
