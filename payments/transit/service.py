@@ -26,8 +26,10 @@ one that reaches the cap pays the remainder and later ones are `waived` (charged
 Deductions (the deduction job): one per rider and operator per run, covering all their unbilled trips, as a
 `transit_fare` order (payee: the operator, method `withhold`) deducted under the rider's most recently activated
 agreement. The order and the deduction are committed before the channel is asked, so a crash can never leave a
-deduction we do not know of. Accepted (WAITING) is not paid: the check job queries until PAID or FAILED. Money
-arriving, by notification or query, goes through OrderService.mark_paid like any payment.
+deduction we do not know of, and each send is claimed first (sent_at), so one number is never asked for twice at
+once. Accepted (WAITING) is not paid, and no answer is not refused: the check job queries by the deduction's number
+until PAID or FAILED, and sends again (same number) only what the channel does not know once its last send is
+resend_after old. Money arriving, by notification or query, goes through OrderService.mark_paid like any payment.
 
 Debts: a deduction the channel refuses (FAILED or CLOSED), one still unanswered `deduction_window` after it was
 made, or trips of a rider with no agreement left to deduct under, are a debt. The rider goes onto the gates' deny
@@ -48,7 +50,9 @@ uncollected balance are back to zero and the operator's payable holds the fare.
 
 One repayment order per debt at a time: repay takes the rider's lock and, while a repayment order covering a debt
 still owed can be paid (waiting, not past its expiry), answers that order to any new Idempotency-Key (a key used
-before gets its first answer), so concurrent or repeated repays never open a second order for a debt.
+before gets its first answer), so concurrent or repeated repays never open a second order for a debt. The lock is
+held only while the order and its number are claimed; the channel is asked after that commit, and a retry after
+no answer asks again with the same number (docs/decisions/0018).
 
 Money for a debt already repaid (an order paid after its expiry, an order opened before there was one per debt, a
 late deduction after a repayment) is a payment like any other (mark_paid credits the operator), and the paid-order
