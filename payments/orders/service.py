@@ -180,24 +180,13 @@ class OrderService:
             raise invalid_field("channel", "not configured")
         return channel
 
-    async def create(
-        self,
-        conn: Connection,
-        payer_id: uuid.UUID,
-        key: str,
-        data: OrderCreate,
-        client_ip: str,
-        *,
-        purpose: str | None = None,
-    ) -> Answer[OrderView]:
-        """A 201 with the order. The same key and body return the first answer; another body is a 422.
-        `purpose` replaces data.purpose for orders other parts of payments open (a transit repayment)."""
-        scope = payer_scope(payer_id)
+    async def claim(
+        self, conn: Connection, payer_id: uuid.UUID, data: OrderCreate, *, purpose: str | None = None
+    ) -> OrderRow:
+        """Checks an order and stores it with its out_trade_no, `waiting` and not yet instructed; the channel is
+        not asked (ask_channel, once this is committed). `purpose` replaces data.purpose for orders other parts
+        of payments open (a transit repayment)."""
         purpose = purpose or data.purpose
-        digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
-        replay = await claim_or_replay(self._keys, conn, scope, key, digest, OrderView)
-        if replay is not None:
-            return replay
         # What the payer's bill and the payee's statement show: one line, no edge whitespace (WeChat Pay signs
         # the body's text as sent, and XML readers trim it, so an edge space broke the signature).
         subject = " ".join(data.subject.split())
@@ -205,10 +194,9 @@ class OrderService:
             raise invalid_field("subject", "must contain text")
         if await self._payees.payee(conn, data.payee_id) is None:
             raise invalid_field("payee_id", "no such payee")
-        channel = self.channel(data.channel)
+        self.channel(data.channel)
         if data.method in ("mini", "jsapi") and not data.payer_channel_id:
             raise invalid_field("payer_channel_id", "required for this method")
-        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds)
         shares = await self._split(conn, data, purpose)
         row = await self._orders.insert(
             conn,
@@ -221,40 +209,32 @@ class OrderService:
             fee_fen=data.amount_fen * self._settings.fee_bp.get(purpose, 0) // 10_000,
             channel=data.channel,
             method=data.method,
-            expires_at=expires_at,
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds),
         )
         if shares:
             await self._orders.insert_shares(conn, row.id, shares)
-        try:
-            pay = await channel.create(
-                ChannelOrder(
-                    out_trade_no=row.out_trade_no,
-                    amount_fen=data.amount_fen,
-                    subject=subject,
-                    method=data.method,
-                    notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{data.channel}",
-                    expires_at=expires_at,
-                    client_ip=client_ip,
-                    payer_id=data.payer_channel_id,
-                )
+        return row
+
+    async def ask_channel(
+        self, row: OrderRow, client_ip: str, payer_channel_id: str | None
+    ) -> PayInstructions:
+        """The channel's pay instructions for a claimed order, under its own out_trade_no: asked again after no
+        answer, the channel gives back the trade it holds for that number. Call it with no transaction open (a
+        slow gateway must not hold a connection). Raises ChannelUnavailable (no answer: the outcome is unknown)
+        and ChannelRefused (a definite no)."""
+        pay = await self.channel(row.channel).create(
+            ChannelOrder(
+                out_trade_no=row.out_trade_no,
+                amount_fen=row.amount_fen,
+                subject=row.subject,
+                method=row.method,
+                notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{row.channel}",
+                expires_at=row.expires_at,
+                client_ip=client_ip,
+                payer_id=payer_channel_id,
             )
-        except ChannelUnavailable:
-            # Rolled back with the request: nothing is stored, and a retry with the same key starts afresh.
-            raise ChannelDown(
-                f"the {data.channel} gateway did not answer; retry with the same Idempotency-Key",
-                headers={"Retry-After": "2"},
-            ) from None
-        except ChannelRefused as refused:
-            # Also rolled back: the channel holds no trade, so the same request would be refused again.
-            _log.warning("channel refused an order", channel=data.channel, refusal=str(refused)[:200])
-            raise DomainError(
-                502, "channel-refused", f"the {data.channel} gateway refused this order; it was not created"
-            ) from None
-        instructions = PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
-        await self._orders.set_pay_params(conn, row.id, instructions)
-        answer = Answer(201, order_view(row, instructions))
-        await self._keys.store(conn, scope, key, answer.status_code, answer.body)
-        return answer
+        )
+        return PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
 
     async def place(
         self, pool: Pool, payer_id: uuid.UUID, key: str, data: OrderCreate, client_ip: str
@@ -264,8 +244,8 @@ class OrderService:
         a second short transaction. When the channel does not answer, the order stays `waiting` without
         instructions and the payer gets a 503: the retry with the same key asks the channel again with the same
         out_trade_no (both channels give back the same trade for a repeated number and the same parameters), never
-        a new one; an order nobody pays is closed by settle_stale after asking the channel. (`create` keeps the
-        one-transaction path for the orders other parts of payments open inside their own transaction.)"""
+        a new one; an order nobody pays is closed by settle_stale after asking the channel. (Other parts of
+        payments open their orders the same way, with claim and ask_channel: a transit debt repayment.)"""
         scope = f"resident:{payer_id}"
         purpose = data.purpose
         digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
@@ -275,20 +255,8 @@ class OrderService:
             return Answer(201, order_view(row), replayed=replayed)
         if row.status != "waiting":
             raise DomainError(409, "conflict", f"this order is {row.status}; use a new Idempotency-Key")
-        channel = self.channel(row.channel)
         try:
-            pay = await channel.create(
-                ChannelOrder(
-                    out_trade_no=row.out_trade_no,
-                    amount_fen=row.amount_fen,
-                    subject=row.subject,
-                    method=row.method,
-                    notify_url=f"{self._settings.notify_base_url}/api/v1/payments/notify/{row.channel}",
-                    expires_at=row.expires_at,
-                    client_ip=client_ip,
-                    payer_id=data.payer_channel_id,
-                )
-            )
+            instructions = await self.ask_channel(row, client_ip, data.payer_channel_id)
         except ChannelUnavailable:
             raise ChannelDown(
                 f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",
@@ -309,7 +277,6 @@ class OrderService:
             raise DomainError(
                 502, "channel-refused", f"the {row.channel} gateway refused this order; it was not created"
             ) from None
-        instructions = PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
         async with pool.acquire() as conn, conn.transaction():
             await self._orders.set_pay_params(conn, row.id, instructions)
             answer = Answer(201, order_view(row, instructions), replayed=replayed)
@@ -340,30 +307,7 @@ class OrderService:
                     502, "channel-refused", "the gateway refused this order; it was not created"
                 )
             return found, True
-        subject = " ".join(data.subject.split())
-        if not subject:
-            raise invalid_field("subject", "must contain text")
-        if await self._payees.payee(conn, data.payee_id) is None:
-            raise invalid_field("payee_id", "no such payee")
-        self.channel(data.channel)
-        if data.method in ("mini", "jsapi") and not data.payer_channel_id:
-            raise invalid_field("payer_channel_id", "required for this method")
-        shares = await self._split(conn, data, data.purpose)
-        row = await self._orders.insert(
-            conn,
-            out_trade_no=new_out_trade_no(),
-            payer_id=payer_id,
-            payee_id=data.payee_id,
-            purpose=data.purpose,
-            subject=subject,
-            amount_fen=data.amount_fen,
-            fee_fen=data.amount_fen * self._settings.fee_bp.get(data.purpose, 0) // 10_000,
-            channel=data.channel,
-            method=data.method,
-            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._settings.order_ttl_seconds),
-        )
-        if shares:
-            await self._orders.insert_shares(conn, row.id, shares)
+        row = await self.claim(conn, payer_id, data)
         await self._keys.store(conn, scope, key, 202, order_view(row))
         return row, False
 
@@ -447,23 +391,36 @@ class OrderService:
         await self.apply_channel_state(conn, row, trade.status, trade.channel_trade_no, trade.paid_at)
         return True
 
-    async def settle_stale(self, conn: Connection, limit: int = 100) -> dict[str, int]:
-        """For orders past their expiry whose outcome we never heard: ask the channel, then pay or close."""
+    async def settle_stale(self, pool: Pool, limit: int = 100) -> dict[str, int]:
+        """For orders past their expiry whose outcome we never heard: ask the channel about the order's number,
+        then record the payment or close the order. The channel is asked outside any transaction, each answer
+        recorded in a short one of its own (compare-and-set, so a notification racing this is recorded once)."""
         counts = {"paid": 0, "closed": 0, "unknown": 0}
-        for row in await self._orders.stale_waiting(conn, dt.datetime.now(dt.UTC), limit):
+        async with pool.acquire() as conn:
+            stale = await self._orders.stale_waiting(conn, dt.datetime.now(dt.UTC), limit)
+        for row in stale:
             channel = self._channels.get(row.channel)
             if channel is None:
                 continue
             try:
-                if await self._record_if_paid(conn, row, await channel.query(row.out_trade_no)):
+                trade = await channel.query(row.out_trade_no)
+                if trade is not None and trade.status in (TradeStatus.PAID, TradeStatus.FINISHED):
+                    async with pool.acquire() as conn, conn.transaction():
+                        await self._record_if_paid(conn, row, trade)
                     counts["paid"] += 1
                     continue
                 await channel.close(row.out_trade_no)
             except ChannelUnavailable:
                 counts["unknown"] += 1
                 continue
-            if await self._orders.mark_closed(conn, row.id):
-                counts["closed"] += 1
+            except ChannelRefused as refused:
+                # Most likely paid between the query and the close (WeChat ORDERPAID): the next run's query says.
+                _log.warning("channel refused a stale close", channel=row.channel, refusal=str(refused)[:200])
+                counts["unknown"] += 1
+                continue
+            async with pool.acquire() as conn, conn.transaction():
+                if await self._orders.mark_closed(conn, row.id):
+                    counts["closed"] += 1
         return counts
 
     # -- closing on demand and the payee's view ---------------------------------------------------------------

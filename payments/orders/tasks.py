@@ -9,7 +9,6 @@ from payments.container import payments_of
 
 async def settle_payments(ctx: dict[str, Any]) -> dict[str, int]:
     payments = payments_of(ctx)
-    async with payments.pool.acquire() as conn, conn.transaction():
-        counts = await payments.orders.settle_stale(conn)
+    counts = await payments.orders.settle_stale(payments.pool)
     counts["refunds"] = await payments.refunds.settle_pending_refunds(payments.pool)
     return counts

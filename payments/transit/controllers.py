@@ -32,12 +32,11 @@ class TransitController(Controller):
     @post(
         "/agreements",
         summary="Sign a withholding agreement (Alipay agreement / WeChat papay): returns what the client opens",
-        opt=problems(409),
+        opt=problems(409, 503),
     )
-    async def sign(
-        self, data: AgreementCreate, payments: PaymentServices, payer: Payer, db: Connection
-    ) -> AgreementView:
-        return await payments.transit.sign(db, payer.resident_id, data)
+    async def sign(self, data: AgreementCreate, payments: PaymentServices, payer: Payer) -> AgreementView:
+        # No request transaction: the agreement is committed before the channel is asked (TransitService.sign).
+        return await payments.transit.sign(payments.pool, payer.resident_id, data)
 
     @get("/agreements", summary="My withholding agreements; only an active one lets me ride")
     async def mine(self, payments: PaymentServices, payer: Payer, db: Connection) -> list[AgreementView]:
@@ -71,8 +70,9 @@ class TransitController(Controller):
     @post(
         "/debts/repay",
         summary="Repay transit debts (Idempotency-Key header required): an order to pay like any other; "
-        "while one can still be paid, every repay answers it (200)",
-        opt=problems(409, 422),
+        "while one can still be paid, every repay answers it (200); 503 when the channel did not answer: "
+        "retry with the same key, which keeps the order and its number",
+        opt=problems(409, 422, 502, 503),
     )
     async def repay(
         self,
@@ -80,9 +80,12 @@ class TransitController(Controller):
         data: RepayCreate,
         payments: PaymentServices,
         payer: Payer,
-        db: Connection,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None),
     ) -> Response[Repayment]:
+        # No request transaction: the order and its number are committed before the channel is asked, and no
+        # connection is held while a gateway is slow (TransitService.repay).
         client = client_ip(request) or "127.0.0.1"
-        answer = await payments.transit.repay(db, payer.resident_id, _key(idempotency_key), data, client)
+        answer = await payments.transit.repay(
+            payments.pool, payer.resident_id, _key(idempotency_key), data, client
+        )
         return Response(answer.body, status_code=answer.status_code)

@@ -275,6 +275,18 @@ class TransitRepository:
         assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
         return row
 
+    async def set_sign_params(
+        self, conn: Connection, agreement_id: uuid.UUID, sign_params: dict[str, object]
+    ) -> AgreementRow | None:
+        return await fetch_row(
+            conn,
+            AgreementRow,
+            f"""UPDATE payments.transit_agreements SET sign_params = $2, updated_at = now() WHERE id = $1
+                RETURNING {AGREEMENT_COLUMNS}""",
+            agreement_id,
+            sign_params,
+        )
+
     async def insert_active_agreement(
         self,
         conn: Connection,
@@ -616,11 +628,20 @@ class TransitRepository:
             limit,
         )
 
-    async def mark_sent(self, conn: Connection, deduction_id: uuid.UUID) -> None:
-        await conn.execute(
-            "UPDATE payments.transit_deductions SET sent_at = now() WHERE id = $1 AND status = 'pending'",
+    async def claim_send(
+        self, conn: Connection, deduction_id: uuid.UUID, last_sent_before: dt.datetime | None
+    ) -> bool:
+        """Compare-and-set on sent_at: whoever sets it asks the channel. A deduction never handed to a channel
+        may be claimed by anyone (`last_sent_before` None); one already handed over only once that send is
+        older than `last_sent_before`, so that a request still in flight is never doubled."""
+        claimed = await conn.fetchval(
+            """UPDATE payments.transit_deductions SET sent_at = now()
+               WHERE id = $1 AND status = 'pending' AND (sent_at IS NULL OR sent_at < $2)
+               RETURNING true""",
             deduction_id,
+            last_sent_before,
         )
+        return bool(claimed)
 
     async def deduction_paid(self, conn: Connection, deduction_id: uuid.UUID) -> bool:
         result: str = await conn.execute(

@@ -26,8 +26,10 @@ one that reaches the cap pays the remainder and later ones are `waived` (charged
 Deductions (the deduction job): one per rider and operator per run, covering all their unbilled trips, as a
 `transit_fare` order (payee: the operator, method `withhold`) deducted under the rider's most recently activated
 agreement. The order and the deduction are committed before the channel is asked, so a crash can never leave a
-deduction we do not know of. Accepted (WAITING) is not paid: the check job queries until PAID or FAILED. Money
-arriving, by notification or query, goes through OrderService.mark_paid like any payment.
+deduction we do not know of, and each send is claimed first (sent_at), so one number is never asked for twice at
+once. Accepted (WAITING) is not paid, and no answer is not refused: the check job queries by the deduction's number
+until PAID or FAILED, and sends again (same number) only what the channel does not know once its last send is
+resend_after old. Money arriving, by notification or query, goes through OrderService.mark_paid like any payment.
 
 Debts: a deduction the channel refuses (FAILED or CLOSED), one still unanswered `deduction_window` after it was
 made, or trips of a rider with no agreement left to deduct under, are a debt. The rider goes onto the gates' deny
@@ -48,7 +50,9 @@ uncollected balance are back to zero and the operator's payable holds the fare.
 
 One repayment order per debt at a time: repay takes the rider's lock and, while a repayment order covering a debt
 still owed can be paid (waiting, not past its expiry), answers that order to any new Idempotency-Key (a key used
-before gets its first answer), so concurrent or repeated repays never open a second order for a debt.
+before gets its first answer), so concurrent or repeated repays never open a second order for a debt. The lock is
+held only while the order and its number are claimed; the channel is asked after that commit, and a retry after
+no answer asks again with the same number (docs/decisions/0018).
 
 Money for a debt already repaid (an order paid after its expiry, an order opened before there was one per debt, a
 late deduction after a repayment) is a payment like any other (mark_paid credits the operator), and the paid-order
@@ -67,6 +71,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+import msgspec
 import structlog
 
 from app_backend.kernel.clock import BUSINESS_TZ
@@ -77,6 +82,7 @@ from code_service.gates.service import TransitGates
 from payments.channels.base import (
     Agreement,
     AgreementStatus,
+    ChannelRefused,
     ChannelTrade,
     ChannelUnavailable,
     Notification,
@@ -86,7 +92,7 @@ from payments.channels.base import (
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationRefused
 from payments.orders.repository import IdempotencyRepository, OrderRepository, OrderRow
-from payments.orders.schemas import OrderCreate
+from payments.orders.schemas import OrderCreate, OrderView
 from payments.orders.service import (
     Answer,
     ChannelDown,
@@ -94,6 +100,7 @@ from payments.orders.service import (
     new_out_trade_no,
     order_view,
     payer_scope,
+    request_hash,
 )
 from payments.refunds.schemas import RefundCreate
 from payments.refunds.service import RefundService
@@ -131,6 +138,9 @@ REFUSED_STATES = (TradeStatus.FAILED, TradeStatus.CLOSED)
 class TransitPolicy:
     # A deduction neither paid nor refused this long after it was made is a debt ("unanswered").
     deduction_window: dt.timedelta = dt.timedelta(hours=6)
+    # A deduction the channel, asked, does not know is sent again (same number) only this long after it was last
+    # handed over: a request still in flight (the deduction job's) is never doubled by the check job.
+    resend_after: dt.timedelta = dt.timedelta(minutes=2)
     # A withholding order stays open past the window so the stale-order job never closes one we still watch.
     order_grace: dt.timedelta = dt.timedelta(days=1)
     # A pending agreement nobody signed within this is ended ("expired").
@@ -373,28 +383,36 @@ class TransitService:
 
     # -- agreements ------------------------------------------------------------------------------------------
 
-    async def sign(self, conn: Connection, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+    async def sign(self, pool: Pool, resident_id: uuid.UUID, data: AgreementCreate) -> AgreementView:
+        """A pending agreement under a new number of ours, committed before the channel is asked for what the
+        rider opens to sign (some channels register the number when asked): a contract the channel holds is
+        always one we know, and no connection waits on a slow gateway. When the channel does not answer, the
+        pending agreement stays without sign parameters (the poll job asks the channel about it and ends it
+        unsigned after agreement_ttl); the rider asks again and gets a new one."""
         channel = self._orders.channel(data.channel)
-        if await self._repo.has_active_on(conn, resident_id, data.channel):
-            raise DomainError(
-                409,
-                "conflict",
-                f"channel: an active {data.channel} agreement exists; end it before signing another",
-                extra={"errors": [{"field": "channel", "message": "an active agreement exists"}]},
+        async with pool.acquire() as conn, conn.transaction():
+            if await self._repo.has_active_on(conn, resident_id, data.channel):
+                raise DomainError(
+                    409,
+                    "conflict",
+                    f"channel: an active {data.channel} agreement exists; end it before signing another",
+                    extra={"errors": [{"field": "channel", "message": "an active agreement exists"}]},
+                )
+            row = await self._repo.insert_agreement(
+                conn, resident_id, data.channel, data.payer_channel_id, new_agreement_no(), {}
             )
-        external = new_agreement_no()
         try:
             signed = await channel.agreement_sign(
-                external, data.payer_channel_id, self._notify_url(data.channel)
+                row.external_agreement_no, data.payer_channel_id, self._notify_url(data.channel)
             )
         except ChannelUnavailable:
             raise ChannelDown(
                 f"the {data.channel} gateway did not answer; try again", headers={"Retry-After": "2"}
             ) from None
-        row = await self._repo.insert_agreement(
-            conn, resident_id, data.channel, data.payer_channel_id, external, dict(signed.sign_params)
-        )
-        return _agreement_view(row)
+        async with pool.acquire() as conn, conn.transaction():
+            stored = await self._repo.set_sign_params(conn, row.id, dict(signed.sign_params))
+        assert stored is not None  # agreements are never deleted
+        return _agreement_view(stored)
 
     async def agreements(self, conn: Connection, resident_id: uuid.UUID) -> list[AgreementView]:
         return [_agreement_view(r) for r in await self._repo.agreements_of(conn, resident_id)]
@@ -592,7 +610,8 @@ class TransitService:
         self, conn: Connection, now: dt.datetime, changed: set[uuid.UUID] | None = None
     ) -> list[DeductionRequest]:
         """Opens one withholding order and deduction per rider and operator with unbilled trips; the caller
-        commits, then sends each request (send_deduction) and records the answer (record_answer)."""
+        commits, then for each request claims the send (claim_send), asks the channel (send_deduction) and records
+        the answer (resolve)."""
         if not await self._repo.try_job_lock(conn, "deduct"):
             return []
         requests = []
@@ -648,9 +667,18 @@ class TransitService:
             )
         return requests
 
+    async def claim_send(
+        self, conn: Connection, deduction_id: uuid.UUID, now: dt.datetime, *, again: bool = False
+    ) -> bool:
+        """Whether the caller is the one to hand the deduction to the channel now (committed before it asks):
+        the first send, or with `again` a send after the channel said it has no such trade, once the last send
+        is `resend_after` old. At most one request per number is in flight, always with the same number."""
+        before = now - self.policy.resend_after if again else None
+        return await self._repo.claim_send(conn, deduction_id, before)
+
     async def send_deduction(self, request: DeductionRequest) -> ChannelTrade | None:
-        """Asks the channel (outside any transaction). None: no answer, or an error on our side; the check job
-        settles it by query."""
+        """Asks the channel (outside any transaction; claim_send first). None: no answer, or an error on our
+        side; the check job settles it by query."""
         channel = self._channels.get(request.channel)
         if channel is None:
             return None
@@ -667,17 +695,6 @@ class TransitService:
         except Exception:
             _log.exception("deduction request failed", out_trade_no=request.out_trade_no)
             return None
-
-    async def record_answer(
-        self,
-        conn: Connection,
-        deduction_id: uuid.UUID,
-        trade: ChannelTrade | None,
-        now: dt.datetime,
-        changed: set[uuid.UUID] | None = None,
-    ) -> str:
-        await self._repo.mark_sent(conn, deduction_id)
-        return await self.resolve(conn, deduction_id, trade, now, changed)
 
     async def pending_deductions(self, conn: Connection) -> list[PendingDeductionRow]:
         return await self._repo.pending_deductions(conn, self.policy.deduction_batch)
@@ -934,7 +951,7 @@ class TransitService:
 
     async def repay(
         self,
-        conn: Connection,
+        pool: Pool,
         resident_id: uuid.UUID,
         key: str,
         data: RepayCreate,
@@ -942,41 +959,112 @@ class TransitService:
         now: dt.datetime | None = None,
     ) -> Answer[Repayment]:
         """A normal order (purpose transit_fare) for everything owed to one operator (the one owed longest);
-        debts to other operators are repaid with further orders. Idempotent per key like any order, and one
-        order per debt at a time: while a repayment order covering a debt owed can still be paid, every repay
-        with a new key answers it (200), so a debt is never collected twice."""
-        # Held until the request commits: a concurrent repay waits here, then finds this one's order.
+        debts to other operators are repaid with further orders. One order per debt at a time: while a repayment
+        order covering a debt owed can still be paid, every repay with a new key answers it (200), so a debt is
+        never collected twice.
+
+        One out_trade_no for life (docs/decisions/0018): the order, its repayment and the key's answer (202,
+        naming the order) are committed under the rider's lock first; the channel is asked afterwards, outside
+        any transaction, and its instructions stored in a second short one (201). No answer from the channel is
+        a 503: the retry with the same key (or any repay while the order is open) asks again with the same
+        number, and the channel gives back the trade it holds for it."""
+        scope = payer_scope(resident_id)
+        digest = request_hash("transit.repay", msgspec.to_builtins(data))
+        async with pool.acquire() as conn, conn.transaction():
+            claim = await self._claim_repayment(conn, resident_id, scope, key, digest, data, now)
+        row = claim.order
+        if row.pay_params is not None:
+            if claim.status_code != 202:
+                return Answer(claim.status_code, claim.body, replayed=claim.keyed and not claim.fresh)
+            # Instructed meanwhile (a repay with another key asked the channel): this key's answer catches up.
+            answer = Answer(201, _with_order(claim.body, order_view(row)), replayed=True)
+            async with pool.acquire() as conn, conn.transaction():
+                await self._keys.store(conn, scope, key, answer.status_code, answer.body)
+            return answer
+        if row.status != "waiting":
+            raise DomainError(
+                409, "conflict", f"this repayment order is {row.status}; repay with a new Idempotency-Key"
+            )
+        try:
+            pay = await self._orders.ask_channel(row, client_ip, data.payer_channel_id)
+        except ChannelUnavailable:
+            raise ChannelDown(
+                f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",
+                headers={"Retry-After": "2"},
+            ) from None
+        except ChannelRefused as refused:
+            _log.warning("channel refused a repayment order", channel=row.channel, refusal=str(refused)[:200])
+            async with pool.acquire() as conn, conn.transaction():
+                # Closed, never deleted: an earlier ask (another request's) may hold this number at the channel,
+                # and money that still comes for it clears the debt through mark_paid like any payment. The
+                # next repay opens a new order; a key that had only this refused order may be used afresh.
+                await self._order_rows.mark_closed(conn, row.id)
+                if claim.fresh:
+                    await self._keys.forget(conn, scope, key)
+            raise DomainError(
+                502, "channel-refused", f"the {row.channel} gateway refused this order; it was not created"
+            ) from None
+        body = _with_order(claim.body, order_view(row, pay))
+        status = 201 if claim.keyed else claim.status_code
+        async with pool.acquire() as conn, conn.transaction():
+            await self._order_rows.set_pay_params(conn, row.id, pay)
+            if claim.keyed:
+                await self._keys.store(conn, scope, key, status, body)
+        return Answer(status, body, replayed=claim.keyed and not claim.fresh)
+
+    async def _claim_repayment(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        scope: str,
+        key: str,
+        digest: bytes,
+        data: RepayCreate,
+        now: dt.datetime | None,
+    ) -> _RepayClaim:
+        """The repayment order a repay answers, in one short transaction under the rider's lock (every change
+        of the rider's debts takes it): the key's order for a key used before, else the open one, else a new
+        one claimed with its number under the key."""
+        # Held until this commits: a concurrent repay waits here, then finds this one's order.
         await self._repo.lock_rider(conn, resident_id)
+        stored = await self._keys.get(conn, scope, key)
+        if stored is not None:
+            if stored.request_hash != digest:
+                raise DomainError(
+                    422,
+                    "unprocessable-content",
+                    "Idempotency-Key: this key was used with a different request",
+                    extra={
+                        "errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]
+                    },
+                )
+            assert stored.status_code is not None and stored.response is not None  # stored with the claim
+            first = msgspec.convert(stored.response, Repayment)
+            known = await self._order_rows.get(conn, first.order.id)
+            assert known is not None  # orders are never deleted once a key names them
+            return _RepayClaim(known, stored.status_code, first, keyed=True, fresh=False)
         debts = await self._repo.debts_of(conn, resident_id)
         if not debts:
             raise DomainError(409, "conflict", "there is no transit debt to repay")
         owed = sum(d.amount_fen for d in debts)
         moment = now or dt.datetime.now(dt.UTC)
-        # A key used before gets its first answer (or its 422) from the order service, as any order's key does.
-        known_key = await self._keys.get(conn, payer_scope(resident_id), key) is not None
-        pending = (
-            None
-            if known_key
-            else await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
-        )
+        pending = await self._repo.open_repayment(conn, resident_id, [d.id for d in debts], moment)
         if pending is not None:
             row = await self._order_rows.get(conn, pending.order_id)
             assert row is not None  # transit_repayments.order_id references payments.orders
             covered_ids = set(pending.deduction_ids)
             still_covered = sum(d.amount_fen for d in debts if d.id in covered_ids)
-            return Answer(
-                200,
-                Repayment(
-                    order=order_view(row), debt_fen=pending.amount_fen, remaining_fen=owed - still_covered
-                ),
+            body = Repayment(
+                order=order_view(row), debt_fen=pending.amount_fen, remaining_fen=owed - still_covered
             )
+            return _RepayClaim(row, 200, body, keyed=False, fresh=False)
         payee_id = debts[0].payee_id
         covered = [d for d in debts if d.payee_id == payee_id]
         amount = sum(d.amount_fen for d in covered)
-        order = await self._orders.create(
+        await self._keys.claim(conn, scope, key, digest)  # free: looked up under the lock just now
+        row = await self._orders.claim(
             conn,
             resident_id,
-            key,
             OrderCreate(
                 purpose="other",  # replaced: transit_fare is not a purpose clients may choose
                 amount_fen=amount,
@@ -986,14 +1074,14 @@ class TransitService:
                 method=data.method,
                 payer_channel_id=data.payer_channel_id,
             ),
-            client_ip,
             purpose="transit_fare",
         )
         await self._repo.insert_repayment(
-            conn, order.body.id, resident_id, payee_id, amount, [d.id for d in covered]
+            conn, row.id, resident_id, payee_id, amount, [d.id for d in covered]
         )
-        repayment = Repayment(order=order.body, debt_fen=amount, remaining_fen=owed - amount)
-        return Answer(order.status_code, repayment, replayed=order.replayed)
+        body = Repayment(order=order_view(row), debt_fen=amount, remaining_fen=owed - amount)
+        await self._keys.store(conn, scope, key, 202, body)
+        return _RepayClaim(row, 202, body, keyed=True, fresh=True)
 
     # -- money for a debt already repaid ---------------------------------------------------------------------
 
@@ -1046,3 +1134,19 @@ def _money_back_status(status: str, refund_status: str | None) -> str:
     if status == "failed" or refund_status == "failed":
         return "failed"
     return "refunded" if refund_status == "succeeded" else "refunding"
+
+
+@dataclass(frozen=True)
+class _RepayClaim:
+    """What a repay found or claimed: the order, the answer so far, whether the request's key stores that
+    answer (`keyed`), and whether the order was claimed by this very request (`fresh`)."""
+
+    order: OrderRow
+    status_code: int
+    body: Repayment
+    keyed: bool
+    fresh: bool
+
+
+def _with_order(body: Repayment, order: OrderView) -> Repayment:
+    return Repayment(order=order, debt_fen=body.debt_fen, remaining_fen=body.remaining_fen)

@@ -43,16 +43,21 @@ async def deduct_transit_fares(ctx: dict[str, Any], *, now: dt.datetime | None =
         requests = await transit.plan_deductions(conn, moment, changed)
     counts: Counter[str] = Counter(planned=len(requests))
     for request in requests:
+        async with payments.pool.acquire() as conn:
+            if not await transit.claim_send(conn, request.deduction_id, moment):
+                counts["sent_by_another"] += 1  # the check job got to it first (this run was slow)
+                continue
         trade = await transit.send_deduction(request)
         async with payments.pool.acquire() as conn, conn.transaction():
-            counts[await transit.record_answer(conn, request.deduction_id, trade, moment, changed)] += 1
+            counts[await transit.resolve(conn, request.deduction_id, trade, moment, changed)] += 1
     await _after_commit(payments, changed)
     return dict(counts)
 
 
 async def check_transit_deductions(ctx: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, int]:
-    """Pending deductions are settled by asking the channel: paid, refused, or a debt once unanswered too long.
-    One the channel never received (a crash before sending, a lost request) is sent again, same number."""
+    """Pending deductions are settled by asking the channel about their number: paid, refused, or a debt once
+    unanswered too long. One the channel does not know (a crash before sending, a lost request) is sent again,
+    same number, unless a send of it may still be in flight (TransitPolicy.resend_after)."""
     payments = payments_of(ctx)
     transit = payments.transit
     moment = _now(now)
@@ -63,7 +68,10 @@ async def check_transit_deductions(ctx: dict[str, Any], *, now: dt.datetime | No
     for row in pending:
         answered, trade = await transit.query_deduction(row)
         if answered and trade is None and not transit.past_window(row, moment):
-            trade = await transit.send_deduction(transit.request_of(row))
+            async with payments.pool.acquire() as conn:
+                resend = await transit.claim_send(conn, row.id, moment, again=True)
+            if resend:
+                trade = await transit.send_deduction(transit.request_of(row))
         async with payments.pool.acquire() as conn, conn.transaction():
             counts[await transit.resolve(conn, row.id, trade, moment, changed)] += 1
     await _after_commit(payments, changed)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app_backend.organisations.signing import sign_request
@@ -60,3 +62,42 @@ async def signed_with_key(
     headers = sign_request(credential["key_id"], credential["secret"], "POST", path, raw)
     headers.update({"Content-Type": "application/json", "Idempotency-Key": key or uuid.uuid4().hex})
     return await client.post(path, content=raw, headers=headers)
+
+
+class ChannelSpy:
+    """Records every out_trade_no one channel call of the app's WeChat adapter is made with, then makes the real
+    call to the sandbox. With `hold`, the first call waits at the door until `release()`: a channel as slow as
+    the test needs, without a clock."""
+
+    def __init__(self, real: Callable[..., Awaitable[Any]], number_at: int | str, hold: bool = False) -> None:
+        self.numbers: list[str] = []
+        self.asked = asyncio.Event()
+        self._real = real
+        self._number_at = number_at
+        self._gate = asyncio.Event()
+        self._hold = hold
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        at = self._number_at
+        number = args[at] if isinstance(at, int) else getattr(args[0], at)
+        self.numbers.append(number)
+        first = len(self.numbers) == 1
+        self.asked.set()
+        if self._hold and first:
+            await self._gate.wait()
+        return await self._real(*args, **kwargs)
+
+    def release(self) -> None:
+        self._gate.set()
+
+
+async def idle_in_transaction(conn: Any) -> int:
+    """How many other connections to this run's database sit inside a transaction waiting for their client: what
+    a request or job holding its transaction open across a channel call looks like."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND state LIKE 'idle in transaction%'"""
+        )
+    )

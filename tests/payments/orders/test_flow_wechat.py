@@ -174,8 +174,7 @@ async def test_orders_never_notified_are_settled_by_asking_the_channel(client, s
     await wechat.control("POST", f"_sandbox/trades/{paid_silently['out_trade_no']}/pay", {"deliver": False})
     for order in (unpaid, paid_silently):
         await _expire(db, order["id"])
-    async with services.pool.acquire() as conn, conn.transaction():
-        counts = await services.payments.orders.settle_stale(conn)
+    counts = await services.payments.orders.settle_stale(services.pool)
     assert counts["paid"] >= 1 and counts["closed"] >= 1
     statuses = {
         o["id"]: (await client.get(f"/api/v1/payments/orders/{o['id']}", headers=bearer(person))).json()[
@@ -196,12 +195,10 @@ async def test_a_channel_that_does_not_answer_leaves_the_order_for_the_next_run(
     order = (await create_order(client, person, payee, 600)).json()
     await _expire(db, order["id"])
     await wechat.fault("pay/orderquery", "error")
-    async with services.pool.acquire() as conn, conn.transaction():
-        await services.payments.orders.settle_stale(conn)
+    await services.payments.orders.settle_stale(services.pool)
     seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
     assert seen.json()["status"] == "waiting", "unknown stays unknown; the next run asks again"
-    async with services.pool.acquire() as conn, conn.transaction():
-        await services.payments.orders.settle_stale(conn)
+    await services.payments.orders.settle_stale(services.pool)
     assert (await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))).json()[
         "status"
     ] == "closed"

@@ -3,11 +3,15 @@ retry with the same key asks the channel again with that number instead of openi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
+from payments.orders.tasks import settle_payments
 from tests.helpers import bearer, login
-from tests.payments.helpers import create_order
+from tests.payments.helpers import ChannelSpy, create_order, idle_in_transaction
 from tests.payments.sandboxes import ALIPAY_TIMEOUT_S, WECHAT_TIMEOUT_S
 
 
@@ -80,3 +84,32 @@ async def test_a_retry_the_channel_refuses_closes_the_order_it_may_hold(client, 
     assert [o["status"] for o in await _orders_of(services, payee)] == ["closed"]
     again = await create_order(client, person, payee, key="wx-order-refused-retry")
     assert again.status_code == 409, again.text
+
+
+async def test_the_stale_order_job_asks_the_channel_with_no_transaction_open(
+    client, services, wechat, payee, monkeypatch: pytest.MonkeyPatch
+):
+    """An order nobody paid is settled by asking the channel about its number; while the channel is slow, the job
+    holds no transaction (before: all stale orders were asked and closed inside one)."""
+    person = await login(client)
+    order = (await create_order(client, person, payee, amount=800)).json()
+    async with services.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE payments.orders SET expires_at = now() - interval '1 second' WHERE id = $1",
+            uuid.UUID(order["id"]),
+        )
+    channel = services.payments.orders.channel("wechat")
+    held = ChannelSpy(channel.query, 0, hold=True)
+    monkeypatch.setattr(channel, "query", held)
+    job = asyncio.create_task(settle_payments({"platform": services.platform}))
+    await asyncio.wait([job, asyncio.create_task(held.asked.wait())], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        assert held.numbers and not job.done(), "the job should be waiting on the channel"
+        async with services.pool.acquire() as conn:
+            in_transaction = await idle_in_transaction(conn)
+    finally:
+        held.release()
+    assert in_transaction == 0
+    await job
+    seen = await client.get(f"/api/v1/payments/orders/{order['id']}", headers=bearer(person))
+    assert seen.json()["status"] == "closed"

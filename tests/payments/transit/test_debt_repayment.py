@@ -9,12 +9,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import pytest
-
 from payments.orders.schemas import OrderCreate
 from payments.orders.tasks import settle_payments
 from payments.transit.tasks import check_transit_deductions, deduct_transit_fares, return_overpayments
-from tests.helpers import bearer, code_minter, machine_credential, real_named
+from tests.helpers import bearer, code_minter, real_named
 from tests.payments.transit.test_transit import (
     TRANSIT,
     _build_trips,
@@ -30,12 +28,6 @@ from tests.payments.transit.test_transit import (
 )
 
 REPAY = {"channel": "wechat", "method": "mini", "payer_channel_id": "o-rider-repay"}
-
-
-@pytest.fixture
-async def metro(client: Any, services: Any) -> dict[str, Any]:
-    """A metro operator without the refund scope: money back must not need it."""
-    return await machine_credential(client, services, ["verify:transit", "gates:sync", "gates:taps"])
 
 
 async def _in_debt(client: Any, services: Any, wechat: Any, metro: dict[str, Any]) -> dict[str, Any]:
@@ -178,23 +170,19 @@ async def test_two_orders_paid_for_one_debt_and_the_channel_down_at_first(client
             "SELECT deduction_ids FROM payments.transit_repayments WHERE order_id = $1",
             uuid.UUID(first["id"]),
         )
-        again = await services.payments.orders.create(
-            conn,
-            uuid.UUID(person["resident_id"]),
-            uuid.uuid4().hex,
-            _order_create(first),
-            "127.0.0.1",
-            purpose="transit_fare",
+        again = await services.payments.orders.claim(
+            conn, uuid.UUID(person["resident_id"]), _order_create(first), purpose="transit_fare"
         )
         await conn.execute(
             """INSERT INTO payments.transit_repayments (order_id, resident_id, payee_id, amount_fen, deduction_ids)
                VALUES ($1, $2, $3, 100, $4)""",
-            again.body.id,
+            again.id,
             uuid.UUID(person["resident_id"]),
             uuid.UUID(first["payee_id"]),
             debt_ids,
         )
-    second = {"id": str(again.body.id), "out_trade_no": again.body.out_trade_no}
+    await services.payments.orders.ask_channel(again, "127.0.0.1", "o-rider-repay")  # the channel opens it
+    second = {"id": str(again.id), "out_trade_no": again.out_trade_no}
     await _pay(client, wechat, first)
     await _pay(client, wechat, second)
     credited_twice = await _balance(services, payable) - before
