@@ -62,28 +62,6 @@ def request_hash(*parts: object) -> bytes:
     return hashlib.sha256(msgspec.json.encode(parts)).digest()
 
 
-async def claim_or_replay(
-    keys: IdempotencyRepository, conn: Connection, scope: str, key: str, digest: bytes, body: type[BodyT]
-) -> Answer[BodyT] | None:
-    """None when the key is now ours (the caller does the work and stores its answer); otherwise the first
-    answer given for this key, read back as `body`. The same key with another request is a 422."""
-    if await keys.claim(conn, scope, key, digest):
-        return None
-    stored = await keys.get(conn, scope, key)
-    assert stored is not None  # claimed keys are never deleted
-    if stored.request_hash != digest:
-        raise DomainError(
-            422,
-            "unprocessable-content",
-            "Idempotency-Key: this key was used with a different request",
-            extra={"errors": [{"field": "Idempotency-Key", "message": "reused with a different body"}]},
-        )
-    # The claim and its answer commit together, and a concurrent claim waits for that commit: a key someone
-    # else holds has its answer.
-    assert stored.status_code is not None and stored.response is not None
-    return Answer(stored.status_code, msgspec.convert(stored.response, body), replayed=True)
-
-
 def order_view(row: OrderRow, pay: PayInstructions | None = None) -> OrderView:
     """`pay`: the instructions just stored, when `row` was read before they were."""
     if pay is None and row.pay_params:
