@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class TradeStatus(StrEnum):
@@ -204,6 +204,7 @@ class PaymentChannel(Protocol):
         ...
 
 
+@runtime_checkable
 class PayoutChannel(Protocol):
     """Money out of our balance at the channel to a payee's account (Alipay alipay.fund.trans.uni.transfer,
     WeChat Pay v2 企业付款到零钱). Separate from PaymentChannel: a merchant may take payments through a channel

@@ -52,6 +52,14 @@ class SettlementProblemRow(msgspec.Struct, frozen=True):
     problem: str
 
 
+class PayoutProblemRow(msgspec.Struct, frozen=True):
+    ref: str
+    out_biz_no: str
+    channel: str
+    amount_fen: int
+    problem: str
+
+
 class MoneyBackRow(msgspec.Struct, frozen=True):
     order_id: uuid.UUID
     amount_fen: int
@@ -211,6 +219,37 @@ class LedgerRepository:
                LEFT JOIN paid pd ON pd.ref = 'payout:' || s.id::text
                WHERE s.running_account) found
                WHERE problem IS NOT NULL ORDER BY created_at""",
+        )
+
+    async def payouts_disagreeing(self, conn: Connection) -> list[PayoutProblemRow]:
+        """Channel transfers where the ledger and the channel disagree: the channel says a transfer succeeded
+        that no payout entry books, or a payout entry books a transfer the channel says failed or does not hold,
+        or books one that is no succeeded transfer of ours. A transfer's entry is `payout:<settlement>` with the
+        transfer's number as memo."""
+        return await fetch_rows(
+            conn,
+            PayoutProblemRow,
+            r"""WITH booked AS (
+                   SELECT e.ref, e.memo, p.account, -p.amount_fen AS amount_fen
+                   FROM payments.ledger_entries e
+                   JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'channel\_payouts:%'
+                   WHERE e.kind = 'payout')
+               SELECT 'payout:' || t.settlement_id::text AS ref, t.out_biz_no, t.channel, t.amount_fen,
+                      CASE WHEN t.channel_status = 'succeeded' AND b.ref IS NULL
+                               THEN 'the channel says it succeeded; no payout is booked for it'
+                           ELSE 'booked, and the channel says ' || t.channel_status END AS problem
+               FROM payments.payouts t
+               LEFT JOIN booked b ON b.ref = 'payout:' || t.settlement_id::text AND b.memo = t.out_biz_no
+               WHERE (t.channel_status = 'succeeded' AND b.ref IS NULL)
+                  OR (t.channel_status IN ('failed', 'missing') AND b.ref IS NOT NULL)
+               UNION ALL
+               SELECT b.ref, b.memo, substr(b.account, 17), b.amount_fen,
+                      'booked as a channel transfer, which is no succeeded transfer of ours' AS problem
+               FROM booked b
+               WHERE NOT EXISTS (SELECT 1 FROM payments.payouts t
+                                 WHERE b.ref = 'payout:' || t.settlement_id::text AND b.memo = t.out_biz_no
+                                   AND t.status = 'succeeded')
+               ORDER BY 1, 2""",
         )
 
     async def money_back_overdue(self, conn: Connection, grace: dt.timedelta) -> list[MoneyBackRow]:

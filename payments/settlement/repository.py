@@ -60,6 +60,16 @@ class UnsettledRow(msgspec.Struct, frozen=True):
     receivable_fen: int
 
 
+class TransferRow(msgspec.Struct, frozen=True):
+    """The latest channel transfer of a settlement, as a settlement shows it."""
+
+    settlement_id: uuid.UUID
+    channel: str
+    out_biz_no: str
+    status: str
+    failure: str | None
+
+
 class StatementLineRow(msgspec.Struct, frozen=True):
     at: dt.datetime
     kind: str  # payment | refund
@@ -187,6 +197,36 @@ class SettlementRepository:
             SettlementRow,
             f"SELECT {SETTLEMENT_COLUMNS} FROM payments.settlements WHERE id = $1",
             settlement_id,
+        )
+
+    async def lock(self, conn: Connection, settlement_id: uuid.UUID) -> SettlementRow | None:
+        """The settlement, its row locked until the caller's transaction ends: a bank payout and a channel
+        transfer of one settlement are decided one at a time (payments/payouts/service.py locks it too)."""
+        return await fetch_row(
+            conn,
+            SettlementRow,
+            f"SELECT {SETTLEMENT_COLUMNS} FROM payments.settlements WHERE id = $1 FOR UPDATE",
+            settlement_id,
+        )
+
+    async def live_transfer(self, conn: Connection, settlement_id: uuid.UUID) -> TransferRow | None:
+        """A channel transfer of the settlement that is not known to have failed (under way, or paid)."""
+        return await fetch_row(
+            conn,
+            TransferRow,
+            """SELECT settlement_id, channel, out_biz_no, status, failure FROM payments.payouts
+               WHERE settlement_id = $1 AND status <> 'failed'""",
+            settlement_id,
+        )
+
+    async def latest_transfers(self, conn: Connection, settlement_ids: list[uuid.UUID]) -> list[TransferRow]:
+        return await fetch_rows(
+            conn,
+            TransferRow,
+            """SELECT DISTINCT ON (settlement_id) settlement_id, channel, out_biz_no, status, failure
+               FROM payments.payouts WHERE settlement_id = ANY($1::uuid[])
+               ORDER BY settlement_id, created_at DESC, id DESC""",
+            settlement_ids,
         )
 
     async def mark_paid(
