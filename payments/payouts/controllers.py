@@ -58,7 +58,7 @@ class PayoutAccountAdminController(Controller):
                 "admin.payout_account_set",
                 target_type="payee",
                 target="payee_id",
-                detail=("channel", "identity_type"),
+                detail=("channel", "account_type"),
             ),
         },
     )

@@ -15,11 +15,15 @@ class PayoutAccountSet(msgspec.Struct, forbid_unknown_fields=True):
     or to a WeChat user (the openid under the merchant's app id), whose holder's real name the channel checks."""
 
     channel: PayoutChannelName
-    identity_type: Annotated[
+    account_type: Annotated[
         IdentityType,
         msgspec.Meta(description="ALIPAY_USER_ID or ALIPAY_LOGON_ID for alipay, WECHAT_OPENID for wechat"),
     ]
-    identity: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    # Not `identity`: a body field named like a dependency (identity's services) is taken by Litestar for the
+    # dependency, and its validation error becomes a 500.
+    account: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, description="the user id, login or openid")
+    ]
     name: Annotated[
         str, msgspec.Meta(min_length=1, max_length=64, description="the account holder's real name")
     ]
@@ -30,8 +34,8 @@ class PayoutAccountView(msgspec.Struct):
 
     payee_id: uuid.UUID
     channel: str
-    identity_type: str
-    identity: str
+    account_type: str
+    account: str
     name: str
     updated_at: dt.datetime
 

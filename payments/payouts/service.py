@@ -86,21 +86,21 @@ class PayoutService:
         the account it was sent to (its repeats must be the same transfer)."""
         if await self._payees.payee(conn, payee_id) is None:
             raise not_found("no payee with this id (an active department, merchant or transit operator)")
-        if CHANNEL_OF[data.identity_type] != data.channel:
-            raise invalid_field("identity_type", f"not an account of {data.channel}")
+        if CHANNEL_OF[data.account_type] != data.channel:
+            raise invalid_field("account_type", f"not an account of {data.channel}")
         if self.channel(data.channel) is None:
             raise invalid_field("channel", f"{data.channel} is not configured for transfers here", status=422)
-        identity, name = data.identity.strip(), " ".join(data.name.split())
-        pattern, what = _IDENTITY_RULES[data.identity_type]
+        identity, name = data.account.strip(), " ".join(data.name.split())
+        pattern, what = _IDENTITY_RULES[data.account_type]
         if not pattern.fullmatch(identity):
-            raise invalid_field("identity", f"must be {what}")
+            raise invalid_field("account", f"must be {what}")
         if not name:
             raise invalid_field("name", "the account holder's real name is required")
         row = await self._repo.put_account(
             conn,
             payee_id,
             data.channel,
-            data.identity_type,
+            data.account_type,
             self._box.encrypt(IDENTITY_FIELD, identity),
             self._box.encrypt(NAME_FIELD, name),
         )
@@ -123,8 +123,8 @@ class PayoutService:
         return PayoutAccountView(
             payee_id=row.payee_id,
             channel=row.channel,
-            identity_type=row.identity_type,
-            identity=masked_identity(self._box.decrypt(IDENTITY_FIELD, row.identity_enc)),
+            account_type=row.identity_type,
+            account=masked_identity(self._box.decrypt(IDENTITY_FIELD, row.identity_enc)),
             name=mask(self._box.decrypt(NAME_FIELD, row.name_enc), head, tail),
             updated_at=row.updated_at,
         )

@@ -20,14 +20,14 @@ def new_account(channel: str, name: str = "周瑜") -> dict[str, str]:
     if channel == "alipay":
         return {
             "channel": "alipay",
-            "identity_type": "ALIPAY_LOGON_ID",
-            "identity": f"pay{secrets.token_hex(4)}@example.com",
+            "account_type": "ALIPAY_LOGON_ID",
+            "account": f"pay{secrets.token_hex(4)}@example.com",
             "name": name,
         }
     return {
         "channel": "wechat",
-        "identity_type": "WECHAT_OPENID",
-        "identity": "o" + secrets.token_hex(12),
+        "account_type": "WECHAT_OPENID",
+        "account": "o" + secrets.token_hex(12),
         "name": name,
     }
 

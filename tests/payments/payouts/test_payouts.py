@@ -63,18 +63,18 @@ async def test_a_settlement_is_paid_by_transfer_once_and_booked_once(
         channel,
         due.payout_fen,
     )
-    assert payout["channel_order_id"] and payout["account"] != account["identity"]
+    assert payout["channel_order_id"] and payout["account"] != account["account"]
 
     settled = await _settlement(services, payee, due.id)
     assert (settled.status, settled.payout_ref) == ("paid", payout["channel_order_id"])
     assert settled.transfer is not None and settled.transfer.status == "succeeded"
-    held = await transfers_to(sandbox_of(channel, alipay, wechat), account["identity"])
+    held = await transfers_to(sandbox_of(channel, alipay, wechat), account["account"])
     assert [t["out_biz_no"] for t in held["transfers"]] == [payout["out_biz_no"]]
     assert held["paid_fen"] == due.payout_fen
 
     again = await pay(client, payee, due.id)
     assert again.status_code == 200 and again.json()["out_biz_no"] == payout["out_biz_no"]
-    assert (await transfers_to(sandbox_of(channel, alipay, wechat), account["identity"]))["paid_fen"] == (
+    assert (await transfers_to(sandbox_of(channel, alipay, wechat), account["account"]))["paid_fen"] == (
         due.payout_fen
     ), "asking again pays nothing more"
     bank = await client.post(
@@ -120,7 +120,7 @@ async def test_a_transfer_that_timed_out_is_asked_about_by_its_own_number(
     assert retried.status_code == 200, retried.text
     assert retried.json()["status"] == "succeeded"
     assert retried.json()["out_biz_no"] == first.json()["out_biz_no"], "one number for life"
-    held = await transfers_to(sandbox, account["identity"])
+    held = await transfers_to(sandbox, account["account"])
     assert len(held["transfers"]) == 1 and held["paid_fen"] == due.payout_fen, "the payee is paid once"
     assert (await _settlement(services, payee, due.id)).status == "paid"
     await ledger_ok(services)
@@ -137,13 +137,13 @@ async def test_a_transfer_the_channel_never_received_is_sent_again_with_the_same
     await transfer_fault(wechat, "timeout", process=False)
     first = await pay(client, payee, due.id)
     assert first.status_code == 202
-    assert (await transfers_to(wechat, account["identity"]))["transfers"] == []
+    assert (await transfers_to(wechat, account["account"]))["transfers"] == []
 
     counts = await services.payments.payouts.settle_pending(services.pool)
     assert counts["settled"] >= 1
     (payout,) = await _payouts(client, payee, due.id)
     assert (payout["status"], payout["out_biz_no"]) == ("succeeded", first.json()["out_biz_no"])
-    held = await transfers_to(wechat, account["identity"])
+    held = await transfers_to(wechat, account["account"])
     assert [t["out_biz_no"] for t in held["transfers"]] == [payout["out_biz_no"]]
     await ledger_ok(services)
 
@@ -158,7 +158,7 @@ async def test_concurrent_pay_requests_make_one_transfer(client, services, alipa
     answers = await asyncio.gather(*(pay(client, payee, due.id) for _ in range(6)))
     assert {a.status_code for a in answers} <= {200, 202}, [a.text for a in answers]
     assert len({a.json()["out_biz_no"] for a in answers}) == 1
-    held = await transfers_to(sandbox_of(channel, alipay, wechat), account["identity"])
+    held = await transfers_to(sandbox_of(channel, alipay, wechat), account["account"])
     assert len(held["transfers"]) == 1 and held["paid_fen"] == due.payout_fen
     assert len(await _payouts(client, payee, due.id)) == 1
     assert (await _settlement(services, payee, due.id)).status == "paid"
@@ -173,7 +173,7 @@ async def test_a_refused_transfer_leaves_the_money_owed_until_the_account_is_fix
     organisation = payee["organisation"]["id"]
     sandbox = sandbox_of(channel, alipay, wechat)
     account = new_account(channel, name="李四")
-    await register(sandbox, account["identity"], "张三")  # the account's holder is someone else by name
+    await register(sandbox, account["account"], "张三")  # the account's holder is someone else by name
     await set_account(client, payee, account)
     due = await due_settlement(client, services, wechat, payee, amount=6_000)
 
@@ -198,7 +198,7 @@ async def test_a_refused_transfer_leaves_the_money_owed_until_the_account_is_fix
     first, second = await _payouts(client, payee, due.id)
     assert first["status"] == "failed" and second["status"] == "succeeded"
     assert second["out_biz_no"] != first["out_biz_no"], "a new number, once the old one is known failed"
-    held = await transfers_to(sandbox, account["identity"])
+    held = await transfers_to(sandbox, account["account"])
     assert [t["out_biz_no"] for t in held["transfers"]] == [second["out_biz_no"]]
     assert held["paid_fen"] == due.payout_fen, "paid once"
     assert (await _settlement(services, payee, due.id)).status == "paid"
@@ -211,7 +211,7 @@ async def test_a_refused_transfer_leaves_the_money_owed_until_the_account_is_fix
 async def test_a_closed_account_is_refused_and_the_operator_may_pay_by_bank(client, services, alipay, wechat):
     payee = await merchant(client, services)
     account = new_account("alipay")
-    await register(alipay, account["identity"], account["name"], state="closed")
+    await register(alipay, account["account"], account["name"], state="closed")
     await set_account(client, payee, account)
     due = await due_settlement(client, services, wechat, payee, amount=1_500)
 
@@ -225,7 +225,7 @@ async def test_a_closed_account_is_refused_and_the_operator_may_pay_by_bank(clie
     assert bank.status_code == 200 and bank.json()["status"] == "paid"
     nothing = await pay(client, payee, due.id)
     assert nothing.status_code == 409, "a settlement paid by bank is sent nowhere"
-    assert (await transfers_to(alipay, account["identity"]))["transfers"] == []
+    assert (await transfers_to(alipay, account["account"]))["transfers"] == []
     await ledger_ok(services)
 
 
@@ -296,7 +296,7 @@ async def test_the_ledger_check_names_a_transfer_the_channel_made_that_is_not_bo
     done = await channel.transfer(
         made,
         due.payout_fen,
-        PayoutAccount(account["identity_type"], account["identity"], account["name"]),
+        PayoutAccount(account["account_type"], account["account"], account["name"]),
         "x",
     )
     assert done.status == "succeeded"
