@@ -15,6 +15,7 @@ from payments.channels.base import PaymentChannel
 from payments.ledger.service import Ledger
 from payments.notifications.service import NotificationService
 from payments.orders.service import OrderService
+from payments.payouts.service import PayoutService
 from payments.reconciliation.service import ReconciliationService
 from payments.refunds.service import RefundService
 from payments.settings import PaymentSettings
@@ -35,6 +36,7 @@ class PaymentServices:
     webhooks: WebhookService
     reconciliation: ReconciliationService
     transit: TransitService
+    payouts: PayoutService
 
     @classmethod
     def create(
@@ -46,12 +48,14 @@ class PaymentServices:
         box: FieldCipher,
         gates: TransitGates,
         facts: FactsService,
+        name_rule: tuple[int, int] = (1, 0),
     ) -> PaymentServices:
         ledger = Ledger()
         webhooks = WebhookService(box, allow_local=settings.allow_local_webhooks)
         orders = OrderService(channels, payees, ledger, settings, webhooks)
         refunds = RefundService(orders, ledger)
         transit = TransitService(channels, orders, refunds, ledger, settings, gates, facts)
+        settlement = SettlementService(ledger)
         return cls(
             pool=pool,
             channels=channels,
@@ -59,10 +63,11 @@ class PaymentServices:
             orders=orders,
             refunds=refunds,
             notifications=NotificationService(orders, transit),
-            settlement=SettlementService(ledger),
+            settlement=settlement,
             webhooks=webhooks,
             reconciliation=ReconciliationService(pool, channels, settings, ledger),
             transit=transit,
+            payouts=PayoutService(channels, payees, settlement, box, name_rule),
         )
 
 

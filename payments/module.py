@@ -15,6 +15,8 @@ from payments.container import PaymentServices
 from payments.notifications.controllers import NotifyController
 from payments.orders.controllers import OrderController, PayeeOrderController
 from payments.orders.tasks import settle_payments
+from payments.payouts.controllers import PayoutAccountAdminController, PayoutAdminController
+from payments.payouts.tasks import send_payouts
 from payments.reconciliation.controllers import ReconciliationAdminController
 from payments.reconciliation.tasks import reconcile_yesterday
 from payments.settings import PaymentSettings
@@ -45,6 +47,7 @@ async def start(platform: Platform) -> PaymentServices:
         platform.cipher,
         codes.transit_gates,
         codes.facts,
+        (settings.mask_name.head, settings.mask_name.tail),
     )
 
 
@@ -66,6 +69,8 @@ module = DomainModule(
         TransitController,
         SettlementAdminController,
         ReconciliationAdminController,
+        PayoutAccountAdminController,
+        PayoutAdminController,
     ],
     dependencies={
         "payments": Provide(provide_payments, sync_to_thread=False),
@@ -83,6 +88,7 @@ module = DomainModule(
         check_transit_deductions,
         poll_transit_agreements,
         return_overpayments,
+        send_payouts,
     ],
     cron=[
         CronJob(settle_payments, cron="* * * * *"),
@@ -98,6 +104,9 @@ module = DomainModule(
         CronJob(check_transit_deductions, cron="*/5 * * * *", timeout=600),
         CronJob(poll_transit_agreements, cron="*/2 * * * *", timeout=300),
         CronJob(return_overpayments, cron="* * * * *", timeout=300),
+        # Payouts by channel transfer every 5 minutes: pending ones settled by query, due ones sent (the daily
+        # settlement makes them due at 02:30), finished ones confirmed against the channel.
+        CronJob(send_payouts, cron="*/5 * * * *", timeout=600),
     ],
     migrations="payments",
     append_only=["payments.ledger_entries", "payments.ledger_postings"],

@@ -480,6 +480,7 @@ def cmd_ledger(_: argparse.Namespace) -> int:
         ("payee money a settlement skipped", result.unsettled),
         ("settlements disagreeing with their entries", result.settlements),
         ("money owed back to riders for over a day", result.money_back),
+        ("channel transfers (payouts) the ledger and the channel disagree on", result.payouts),
     ):
         print(f"{label}: {len(problems)}")
         for problem in problems:
@@ -562,24 +563,51 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
-    """Settles a business day per payee (idempotent) and prints the settlements; with --pay records a payout."""
+    """Settles a business day per payee (idempotent) and prints the settlements; with --pay pays one: by transfer
+    to its payee's payout account, or, with --ref, records the bank transfer that paid it; with --payouts runs the
+    payouts job once (pending transfers settled, due ones sent, finished ones confirmed with the channel)."""
 
-    async def run(live: Settings) -> list[str]:
+    async def run(live: Settings) -> tuple[int, list[str]]:
         from app_backend.composition.wiring import Services
+        from app_backend.kernel.errors import DomainError
 
         services = await Services.create(live)
         try:
-            async with services.pool.acquire() as conn, conn.transaction():
+            payments = services.payments
+            if args.payouts:
+                counts = await payments.payouts.settle_pending(payments.pool)
+                counts.update(await payments.payouts.send_due(payments.pool))
+                counts.update(await payments.payouts.confirm(payments.pool))
+                return 0, [", ".join(f"{k} {v}" for k, v in counts.items())]
+            if args.pay and not args.ref:
+                try:
+                    payout = await payments.payouts.pay(payments.pool, args.pay)
+                except DomainError as exc:
+                    return 1, [f"settlement {args.pay} not paid: {exc.detail}"]
+                line = (
+                    f"settlement {payout.settlement_id}: {payout.channel} transfer {payout.out_biz_no} of "
+                    f"{payout.amount_fen} fen to {payout.account}: {payout.status}"
+                )
+                if payout.status == "pending":
+                    line += " (no answer yet: run again, or let the payouts job settle it; never a second transfer)"
+                elif payout.status == "failed":
+                    line += f" ({payout.failure}; the settlement stays due)"
+                else:
+                    line += f", channel order {payout.channel_order_id}"
+                return (0 if payout.status == "succeeded" else 1), [line]
+            async with payments.pool.acquire() as conn, conn.transaction():
                 if args.pay:
-                    paid = await services.payments.settlement.mark_paid(conn, args.pay, args.ref)
-                    sent = paid.payout_fen - paid.recovered_at_payout_fen
-                    kept = paid.recovered_at_payout_fen
-                    return [
+                    try:
+                        paid = await payments.settlement.mark_paid(conn, args.pay, args.ref)
+                    except DomainError as exc:
+                        return 1, [f"settlement {args.pay} not marked paid: {exc.detail}"]
+                    sent, kept = paid.payout_fen - paid.recovered_at_payout_fen, paid.recovered_at_payout_fen
+                    return 0, [
                         f"settlement {paid.id} paid: {sent} fen, ref {paid.payout_ref}"
                         + (f" ({kept} of its {paid.payout_fen} kept back: the payee owed us)" if kept else "")
                     ]
-                found = await services.payments.settlement.settle_day(conn, args.date)
-            return [
+                found = await payments.settlement.settle_day(conn, args.date)
+            return 0, [
                 f"{s.id}  payee {s.payee_id}  #{s.seq}  gross {s.gross_fen}  fees {s.fees_fen}"
                 f"  refunds {s.refunds_fen}  owed before {s.owed_before_fen}  net {s.net_fen}  {s.status}"
                 + (f" (payee owes {s.owed_after_fen}, carried forward)" if s.owed_after_fen else "")
@@ -588,19 +616,17 @@ def cmd_settle(args: argparse.Namespace) -> int:
         finally:
             await services.close()
 
-    if args.pay and not args.ref:
-        print("--pay needs --ref (the bank transfer reference)", file=sys.stderr)
-        return 2
-    if not args.pay and args.date is None:
+    if not args.pay and not args.payouts and args.date is None:
         print(
-            "give --date YYYY-MM-DD (the business day to settle) or --pay SETTLEMENT_ID --ref REF",
+            "give --date YYYY-MM-DD (the business day to settle), --pay SETTLEMENT_ID [--ref REF] or --payouts",
             file=sys.stderr,
         )
         return 2
     with backing_services(load_settings()) as live:
         asyncio.run(_migrate(live))
-        print("\n".join(asyncio.run(run(live))))
-    return 0
+        status, lines = asyncio.run(run(live))
+    print("\n".join(lines))
+    return status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -667,10 +693,17 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="check the ledger's invariants")
     ledger.add_argument("action", choices=["check"])
     ledger.set_defaults(func=cmd_ledger)
-    settle = sub.add_parser("settle", help="settle a business day per payee, or record a payout")
+    settle = sub.add_parser("settle", help="settle a business day per payee, or pay a settlement")
     settle.add_argument("--date", type=_iso_date, help="YYYY-MM-DD (Asia/Shanghai business day)")
-    settle.add_argument("--pay", type=_settlement_id, help="settlement id to mark paid")
-    settle.add_argument("--ref", help="bank transfer reference for --pay")
+    settle.add_argument(
+        "--pay",
+        type=_settlement_id,
+        help="settlement id to pay: by transfer to its payee's payout account, or by bank with --ref",
+    )
+    settle.add_argument("--ref", help="the bank transfer reference: --pay records a bank payout")
+    settle.add_argument(
+        "--payouts", action="store_true", help="run the payouts job once (send, settle by query, confirm)"
+    )
     settle.set_defaults(func=cmd_settle)
     from app_backend.composition.sizing import add_arguments
 

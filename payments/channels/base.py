@@ -27,6 +27,12 @@ class RefundStatus(StrEnum):
     FAILED = "failed"
 
 
+class TransferStatus(StrEnum):
+    PENDING = "pending"  # accepted, not done yet (Alipay DEALING, WeChat PROCESSING): query again
+    SUCCEEDED = "succeeded"  # the money reached the payee's account
+    FAILED = "failed"  # refused or given up: no money moved, and this number will never move any
+
+
 class AgreementStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
@@ -111,6 +117,33 @@ class Agreement:
     sign_params: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PayoutAccount:
+    """Where a channel transfer goes: an Alipay account (identity_type ALIPAY_USER_ID, the 2088… user id, or
+    ALIPAY_LOGON_ID, the login email or phone) or a WeChat user (WECHAT_OPENID, the openid under our app id), and
+    the account holder's real name, which both channels check against the account."""
+
+    identity_type: str
+    identity: str
+    name: str
+
+    def __repr__(self) -> str:  # personal data: never in a log line or a traceback
+        return f"PayoutAccount(identity_type={self.identity_type!r}, identity=…, name=…)"
+
+
+@dataclass(frozen=True)
+class ChannelTransfer:
+    """A channel's answer about one transfer, by our number for it (Alipay out_biz_no, WeChat
+    partner_trade_no). `reason` says why a FAILED transfer failed, in the channel's words."""
+
+    out_biz_no: str
+    status: TransferStatus
+    amount_fen: int
+    channel_order_id: str | None = None
+    paid_at: dt.datetime | None = None
+    reason: str | None = None
+
+
 class InvalidNotification(Exception):
     """The notification's signature, sign type or app id is wrong; it is refused and not acknowledged."""
 
@@ -182,4 +215,25 @@ class HeaderSignedNotifications(Protocol):
 
     async def read_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:
         """Verifies and parses; raises InvalidNotification."""
+
+
+@runtime_checkable
+class PayoutChannel(Protocol):
+    """Money out of our balance at the channel to a payee's account (Alipay alipay.fund.trans.uni.transfer,
+    WeChat Pay v2 企业付款到零钱). Separate from PaymentChannel: a merchant may take payments through a channel
+    whose transfer product it has not signed. `out_biz_no` is the transfer's idempotency key at both channels: the
+    same number asked again is the same transfer, never a second one."""
+
+    name: str
+
+    async def transfer(
+        self, out_biz_no: str, amount_fen: int, account: PayoutAccount, remark: str
+    ) -> ChannelTransfer:
+        """SUCCEEDED, PENDING (accepted, query later), or FAILED with the channel's reason for a definite
+        refusal (wrong name, account closed, our balance short). An unknown outcome (no answer, a system error,
+        an untrusted answer) raises ChannelUnavailable: query with the same number, never send a new one."""
+        ...
+
+    async def transfer_query(self, out_biz_no: str) -> ChannelTransfer | None:
+        """None when the channel has no transfer with this number (the call never reached it)."""
         ...

@@ -52,6 +52,14 @@ class SettlementProblemRow(msgspec.Struct, frozen=True):
     problem: str
 
 
+class PayoutProblemRow(msgspec.Struct, frozen=True):
+    ref: str
+    out_biz_no: str
+    channel: str
+    amount_fen: int
+    problem: str
+
+
 class MoneyBackRow(msgspec.Struct, frozen=True):
     order_id: uuid.UUID
     amount_fen: int
@@ -196,7 +204,7 @@ class LedgerRepository:
                kept AS (
                    SELECT e.ref, p.amount_fen FROM payments.ledger_entries e
                    JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'payee\\_receivable:%'
-                   WHERE e.kind = 'payout')
+                   WHERE e.kind = 'payout' AND e.ref LIKE 'payout\\_recovery:%')
                SELECT * FROM (
                SELECT s.id, s.payee_id, s.day, s.seq, s.created_at,
                       CASE WHEN coalesce(m.payable_fen, 0) <> 0
@@ -205,9 +213,10 @@ class LedgerRepository:
                                THEN 'pays out ' || s.payout_fen || ' fen of a net ' || s.net_fen
                            WHEN s.owed_after_fen <> greatest(-s.net_fen, 0)
                                THEN 'carries ' || s.owed_after_fen || ' fen of a net ' || s.net_fen
-                           WHEN s.status = 'paid' AND coalesce(pd.amount_fen, 0) <> s.payout_fen
+                           WHEN s.status = 'paid'
+                                AND coalesce(pd.amount_fen, 0) <> s.payout_fen - s.recovered_at_payout_fen
                                THEN 'paid, with ' || coalesce(pd.amount_fen, 0) || ' fen posted for a payout of '
-                                    || s.payout_fen
+                                    || s.payout_fen || ' less ' || s.recovered_at_payout_fen || ' kept back'
                            WHEN coalesce(k.amount_fen, 0) <> -s.recovered_at_payout_fen
                                THEN 'kept back ' || s.recovered_at_payout_fen || ' fen, with '
                                     || coalesce(-k.amount_fen, 0) || ' fen of debt recovered'
@@ -217,9 +226,40 @@ class LedgerRepository:
                FROM payments.settlements s
                LEFT JOIN moved m ON m.settlement_id = s.id
                LEFT JOIN paid pd ON pd.ref = 'payout:' || s.id::text
-               LEFT JOIN kept k ON k.ref = 'payout:' || s.id::text
+               LEFT JOIN kept k ON k.ref = 'payout_recovery:' || s.id::text
                WHERE s.running_account) found
                WHERE problem IS NOT NULL ORDER BY created_at""",
+        )
+
+    async def payouts_disagreeing(self, conn: Connection) -> list[PayoutProblemRow]:
+        """Channel transfers where the ledger and the channel disagree: the channel says a transfer succeeded
+        that no payout entry books, or a payout entry books a transfer the channel says failed or does not hold,
+        or books one that is no succeeded transfer of ours. A transfer's entry is `payout:<settlement>` with the
+        transfer's number as memo."""
+        return await fetch_rows(
+            conn,
+            PayoutProblemRow,
+            r"""WITH booked AS (
+                   SELECT e.ref, e.memo, p.account, -p.amount_fen AS amount_fen
+                   FROM payments.ledger_entries e
+                   JOIN payments.ledger_postings p ON p.entry_id = e.id AND p.account LIKE 'channel\_payouts:%'
+                   WHERE e.kind = 'payout')
+               SELECT 'payout:' || t.settlement_id::text AS ref, t.out_biz_no, t.channel, t.amount_fen,
+                      CASE WHEN t.channel_status = 'succeeded' AND b.ref IS NULL
+                               THEN 'the channel says it succeeded; no payout is booked for it'
+                           ELSE 'booked, and the channel says ' || t.channel_status END AS problem
+               FROM payments.payouts t
+               LEFT JOIN booked b ON b.ref = 'payout:' || t.settlement_id::text AND b.memo = t.out_biz_no
+               WHERE (t.channel_status = 'succeeded' AND b.ref IS NULL)
+                  OR (t.channel_status IN ('failed', 'missing') AND b.ref IS NOT NULL)
+               UNION ALL
+               SELECT b.ref, b.memo, substr(b.account, 17), b.amount_fen,
+                      'booked as a channel transfer, which is no succeeded transfer of ours' AS problem
+               FROM booked b
+               WHERE NOT EXISTS (SELECT 1 FROM payments.payouts t
+                                 WHERE b.ref = 'payout:' || t.settlement_id::text AND b.memo = t.out_biz_no
+                                   AND t.status = 'succeeded')
+               ORDER BY 1, 2""",
         )
 
     async def money_back_overdue(self, conn: Connection, grace: dt.timedelta) -> list[MoneyBackRow]:

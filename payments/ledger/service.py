@@ -7,6 +7,10 @@ payee_receivable:<payee id>  asset: what a payee owes us (a refund after its mon
                              its next settlement
 payout_due:<payee id>        liability: settled and not yet paid out
 payout_bank                  asset: our bank account, from which settlements are paid out
+channel_payouts:<channel>    asset contra: what left our balance at the channel by transfer to payees (decision
+                             0021); with channel_clearing it states what the channel holds for us. Kept apart
+                             from clearing because clearing is compared with the channel's trade bills, which
+                             list payments and refunds, never transfers
 platform_fees                revenue: the platform's fee per purpose (decision 0019: the platform pays the
                              channels' fees out of it)
 rider_receivable:<resident>  asset: fares a rider owes (transit debts)
@@ -114,6 +118,8 @@ class LedgerCheck(msgspec.Struct):
     settlements: list[str] = msgspec.field(default_factory=list)
     # Money owed back to riders for a day and more.
     money_back: list[str] = msgspec.field(default_factory=list)
+    # Channel transfers (payouts) where the ledger and what the channel says disagree.
+    payouts: list[str] = msgspec.field(default_factory=list)
 
 
 def business_day(at: dt.datetime) -> dt.date:
@@ -204,6 +210,10 @@ class Ledger:
             f"({r.status})"
             for r in await self._repo.money_back_overdue(conn, MONEY_BACK_GRACE)
         ]
+        payouts = [
+            f"{r.ref} ({r.channel} transfer {r.out_biz_no}, {r.amount_fen} fen): {r.problem}"
+            for r in await self._repo.payouts_disagreeing(conn)
+        ]
         days: list[ChannelDay] = await self.channel_days(conn) if against_bills else []
         differing = [
             f"{d.channel} {d.day}: clearing moved {d.ledger_fen} fen, the bill says {d.bill_fen} fen "
@@ -212,7 +222,16 @@ class Ledger:
             if d.differs
         ]
         return LedgerCheck(
-            ok=not (unbalanced or drifted or negative or differing or unsettled or settlements or money_back),
+            ok=not (
+                unbalanced
+                or drifted
+                or negative
+                or differing
+                or unsettled
+                or settlements
+                or money_back
+                or payouts
+            ),
             unbalanced_entries=unbalanced,
             drifted_balances=drifted,
             negative_payables=negative,
@@ -221,6 +240,7 @@ class Ledger:
             unsettled=unsettled,
             settlements=settlements,
             money_back=money_back,
+            payouts=payouts,
         )
 
     async def channel_days(self, conn: Connection) -> list[ChannelDay]:

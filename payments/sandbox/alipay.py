@@ -32,6 +32,12 @@ What Alipay does on the user's side is done by test controls under `/_sandbox/` 
     POST /_sandbox/bill-edits {"day": "YYYY-MM-DD", "edits": [{"op": "drop"|"amount"|"fee"|"status"|"add",
                                "out_trade_no": "...", "kind": "payment"|"refund", "out_refund_no": "...",
                                "value": ...}]}
+    POST /_sandbox/payees/{identity}            {"name": "张三", "state": "normal"|"closed"}: the Alipay account a
+                                                transfer goes to; another name is refused
+                                                (PAYEE_USER_INFO_ERROR), a closed account too
+                                                (PAYEE_ACCOUNT_STATUS_ERROR). Unregistered accounts take any name.
+    GET  /_sandbox/transfers?identity=…         the transfers made (to one account), and what they paid
+    GET  /_sandbox/transfers/{out_biz_no}
     POST /_sandbox/reset      -> forget everything but the keys
     GET  /_sandbox/health
 
@@ -44,6 +50,10 @@ the answer for `delay_s` seconds, past any sane client timeout; `error` answers 
 `refuse` answers a business failure (40004; for alipay.trade.pay a failed deduction, recorded as a closed trade);
 `pending` (alipay.trade.pay) answers 10003 and leaves the trade waiting until /pay; `tamper` alters the response
 after signing it; `unsigned` drops the signature.
+
+Transfers (alipay.fund.trans.uni.transfer, alipay.fund.trans.common.query): the same out_biz_no asked again with the
+same payee and amount is the same transfer (the first answer again, no money moves); with other parameters it is
+refused (PAYMENT_INFO_INCONSISTENCY), as Alipay does. Faults apply to them like to any method.
 
 Bill edits stay in force for that day until replaced (post an empty list to clear). Amount and fee values are fen:
 `amount` sets the line's amount (positive; refunds are written negative as Alipay does), `fee` the fee Alipay keeps
@@ -83,6 +93,8 @@ from payments.sandbox.kit import (
     Fault,
     Faults,
     Notifier,
+    PayeeBook,
+    SandboxTransfer,
     apply_bill_edits,
     fee_fen,
     json_body,
@@ -109,6 +121,11 @@ REFUSALS = {
     "alipay.trade.refund": ("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足"),
     "alipay.trade.close": ("ACQ.TRADE_STATUS_ERROR", "交易状态不合法"),
     "alipay.data.dataservice.bill.downloadurl.query": ("isp.bill_not_exist", "账单不存在"),
+    "alipay.fund.trans.uni.transfer": ("PAYER_BALANCE_NOT_ENOUGH", "付款方余额不足"),
+}
+TRANSFER_REFUSALS = {
+    "name_mismatch": ("PAYEE_USER_INFO_ERROR", "支付宝账号和姓名不匹配，请确认姓名是否正确"),
+    "account_closed": ("PAYEE_ACCOUNT_STATUS_ERROR", "收款方账户状态异常"),
 }
 BILL_COLUMNS = (
     "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,"
@@ -369,6 +386,7 @@ class AlipaySandbox:
             timeout_s=notify_timeout_s,
         )
         self.faults = Faults()
+        self.payees = PayeeBook()
         self.reset()
         self.app = self._build_app()
 
@@ -379,6 +397,7 @@ class AlipaySandbox:
         self.bill_edits: dict[dt.date, list[dict[str, Any]]] = {}
         self.bills: dict[str, tuple[str, bytes]] = {}
         self.notifier.deliveries.clear()
+        self.payees.clear()
 
     # -- signatures ------------------------------------------------------------------------------------------
 
@@ -1003,6 +1022,90 @@ class AlipaySandbox:
                 archive.writestr(info, text.encode("gbk"))
         return buffer.getvalue()
 
+    # -- transfers -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _transfer_answer(transfer: SandboxTransfer) -> dict[str, Any]:
+        return {
+            "code": "10000",
+            "msg": "Success",
+            "out_biz_no": transfer.out_biz_no,
+            "order_id": transfer.order_id,
+            "pay_fund_order_id": transfer.order_id,
+            "status": "SUCCESS",
+            "trans_date": _fmt(transfer.at),
+        }
+
+    def _m_fund_transfer(
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
+    ) -> dict[str, Any]:
+        out_biz_no = str(biz.get("out_biz_no") or "")
+        if not out_biz_no or len(out_biz_no) > 64:
+            raise _invalid("isv.invalid-parameter", "out_biz_no 无效")
+        if biz.get("product_code") != "TRANS_ACCOUNT_NO_PWD" or biz.get("biz_scene") != "DIRECT_TRANSFER":
+            raise _invalid("isv.invalid-parameter", "product_code/biz_scene 无效")
+        try:
+            amount = _fen(biz.get("trans_amount"))
+        except ValueError:
+            raise _invalid("isv.invalid-parameter", "trans_amount 无效") from None
+        if amount < 10:
+            raise _biz("EXCEED_LIMIT_SM_MIN_AMOUNT", "单笔最低转账金额0.1元")
+        payee = biz.get("payee_info")
+        if not isinstance(payee, dict):
+            raise _Failure("40001", "isv.missing-parameter", "缺少 payee_info")
+        identity, identity_type = str(payee.get("identity") or ""), str(payee.get("identity_type") or "")
+        name = str(payee.get("name") or "")
+        if identity_type not in ("ALIPAY_USER_ID", "ALIPAY_LOGON_ID") or not identity:
+            raise _invalid("isv.invalid-parameter", "payee_info.identity_type 无效")
+        if identity_type == "ALIPAY_USER_ID" and not (identity.startswith("2088") and len(identity) == 16):
+            raise _biz("PAYEE_NOT_EXIST", "收款账号不存在")
+        if identity_type == "ALIPAY_LOGON_ID" and not name:
+            raise _Failure("40001", "isv.missing-parameter", "ALIPAY_LOGON_ID 必须提供 name")
+        existing = self.payees.transfers.get(out_biz_no)
+        if existing is not None:  # the same transfer asked again: no money moves
+            if not existing.same_request(identity, name, amount):
+                raise _biz("PAYMENT_INFO_INCONSISTENCY", "两次请求商户单号一样，但是参数不一致")
+            return self._transfer_answer(existing)
+        refusal = self.payees.refusal(identity, name)
+        if refusal is not None:
+            raise _biz(*TRANSFER_REFUSALS[refusal])
+        transfer = SandboxTransfer(
+            out_biz_no=out_biz_no,
+            order_id=now().strftime("%Y%m%d") + "11" + _digits(18),
+            identity=identity,
+            identity_type=identity_type,
+            name=name,
+            amount_fen=amount,
+            remark=str(biz.get("remark") or biz.get("order_title") or ""),
+            status="SUCCESS",
+            at=now(),
+        )
+        self.payees.transfers[out_biz_no] = transfer
+        return self._transfer_answer(transfer)
+
+    def _m_fund_query(
+        self, biz: dict[str, Any], params: dict[str, str], fault: Fault | None
+    ) -> dict[str, Any]:
+        out_biz_no = str(biz.get("out_biz_no") or "")
+        found = self.payees.transfers.get(out_biz_no) if out_biz_no else None
+        if found is None and biz.get("order_id"):
+            found = next((t for t in self.payees.transfers.values() if t.order_id == biz["order_id"]), None)
+        if found is None:
+            if not out_biz_no and not biz.get("order_id"):
+                raise _invalid("isv.missing-parameter", "out_biz_no 与 order_id 不能同时为空")
+            raise _biz("ORDER_NOT_EXIST", "转账订单不存在")
+        return {
+            "code": "10000",
+            "msg": "Success",
+            "order_id": found.order_id,
+            "pay_fund_order_id": found.order_id,
+            "out_biz_no": found.out_biz_no,
+            "trans_amount": yuan(found.amount_fen),
+            "status": found.status,
+            "pay_date": _fmt(found.at) if found.status == "SUCCESS" else "",
+            "fail_reason": found.reason,
+        }
+
     # -- dispatch --------------------------------------------------------------------------------------------
 
     def _methods(
@@ -1018,6 +1121,8 @@ class AlipaySandbox:
             "alipay.trade.pay": self._m_trade_pay,
             "alipay.user.agreement.query": self._m_agreement_query,
             "alipay.data.dataservice.bill.downloadurl.query": self._m_bill_url,
+            "alipay.fund.trans.uni.transfer": self._m_fund_transfer,
+            "alipay.fund.trans.common.query": self._m_fund_query,
         }
 
     def _refusal(self, method: str, fault: Fault) -> tuple[str, str]:
@@ -1358,6 +1463,24 @@ class AlipaySandbox:
 
             return await run(action)
 
+        @post("/_sandbox/payees/{identity:str}", status_code=200)
+        async def set_payee(identity: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+            async def action() -> Any:
+                return sandbox.payees.set_account(identity, await json_body(request))
+
+            return await run(action)
+
+        @get("/_sandbox/transfers")
+        async def transfers(identity: str | None = None) -> Response[bytes]:
+            return reply(sandbox.payees.listed(identity))
+
+        @get("/_sandbox/transfers/{out_biz_no:str}")
+        async def transfer_record(out_biz_no: str) -> Response[bytes]:
+            async def action() -> Any:
+                return sandbox.payees.get(out_biz_no).record()
+
+            return await run(action)
+
         @post("/_sandbox/reset", status_code=200)
         async def reset() -> Response[bytes]:
             sandbox.reset()
@@ -1387,6 +1510,9 @@ class AlipaySandbox:
                 add_fault,
                 clear_faults,
                 bill_edits,
+                set_payee,
+                transfers,
+                transfer_record,
                 reset,
                 health,
             ],

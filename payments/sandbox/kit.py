@@ -11,6 +11,8 @@
   schedule until the receiver acknowledges it (the protocol says what an acknowledgement is). `delay` holds the
   first attempt back, so a later notification overtakes it (out of order); `copies` sends the same body more than
   once (duplicates). Every attempt is recorded in a `Delivery`.
+- Transfers (payouts): `PayeeBook` keeps the accounts a test registered (the holder's real name, open or closed)
+  and every transfer made, by its number; the channel's protocol says what a refusal and an answer look like.
 - Bill edits: `read_bill_edits()` checks a `/_sandbox/bill-edits` request; `apply_bill_edits()` drops, changes
   (amount, fee, status) or adds the lines of a day's bill through a `BillEditor`, which knows the channel's lines.
 """
@@ -274,6 +276,92 @@ class Notifier:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+# -- transfers (payouts) -----------------------------------------------------------------------------------------------
+
+ACCOUNT_STATES = ("normal", "closed")
+
+
+@dataclass
+class SandboxTransfer:
+    """One transfer the channel made (or refused, when `status` is FAIL), under the merchant's number for it."""
+
+    out_biz_no: str
+    order_id: str
+    identity: str
+    identity_type: str
+    name: str
+    amount_fen: int
+    remark: str
+    status: str  # SUCCESS | FAIL
+    at: dt.datetime
+    reason: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "out_biz_no": self.out_biz_no,
+            "order_id": self.order_id,
+            "identity": self.identity,
+            "identity_type": self.identity_type,
+            "name": self.name,
+            "amount_fen": self.amount_fen,
+            "remark": self.remark,
+            "status": self.status,
+            "at": self.at.isoformat(),
+            "reason": self.reason,
+        }
+
+    def same_request(self, identity: str, name: str, amount_fen: int) -> bool:
+        return (self.identity, self.name, self.amount_fen) == (identity, name, amount_fen)
+
+
+class PayeeBook:
+    """The accounts transfers go to, as a test set them up, and the transfers made. An account nobody registered
+    takes any name (most tests do not care); a registered one refuses another name (`name_mismatch`) and, once
+    closed, everything (`account_closed`)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, dict[str, str]] = {}
+        self.transfers: dict[str, SandboxTransfer] = {}
+
+    def clear(self) -> None:
+        self.accounts.clear()
+        self.transfers.clear()
+
+    def set_account(self, identity: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The control `POST /_sandbox/payees/{identity}` {"name": "张三", "state": "normal"|"closed"}."""
+        name, state = data.get("name"), data.get("state", "normal")
+        if not isinstance(name, str) or not name:
+            raise ControlError(400, "name: the account holder's real name is required")
+        if state not in ACCOUNT_STATES:
+            raise ControlError(400, f"state must be one of {ACCOUNT_STATES}")
+        self.accounts[identity] = {"name": name, "state": str(state)}
+        return {"identity": identity, **self.accounts[identity]}
+
+    def refusal(self, identity: str, name: str) -> str | None:
+        account = self.accounts.get(identity)
+        if account is None:
+            return None
+        if account["state"] == "closed":
+            return "account_closed"
+        if name != account["name"]:
+            return "name_mismatch"
+        return None
+
+    def listed(self, identity: str | None = None) -> dict[str, Any]:
+        """The control `GET /_sandbox/transfers?identity=…`: the transfers (to one account) and what they paid."""
+        found = [t for t in self.transfers.values() if identity is None or t.identity == identity]
+        return {
+            "transfers": [t.record() for t in found],
+            "paid_fen": sum(t.amount_fen for t in found if t.status == "SUCCESS"),
+        }
+
+    def get(self, out_biz_no: str) -> SandboxTransfer:
+        found = self.transfers.get(out_biz_no)
+        if found is None:
+            raise ControlError(404, f"no transfer {out_biz_no}")
+        return found
 
 
 # -- bill edits ------------------------------------------------------------------------------------------------------

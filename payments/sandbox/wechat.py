@@ -32,7 +32,18 @@ Test controls live under /_sandbox/ (JSON in and out):
     POST /_sandbox/contracts/{contract_code}/terminate {"deliver": true}
     POST /_sandbox/contracts/{contract_code}/deductions {"outcome": "success"|"fail"|"accept", "delay": 0.2}
     GET  /_sandbox/notifications?out_trade_no=...      what was sent where, attempts, delivered
+    POST /_sandbox/payees/{openid}                     {"name": "张三", "state": "normal"|"closed"}: the user a
+                                                        transfer goes to; another name is refused (NAME_MISMATCH),
+                                                        a closed account too (V2_ACCOUNT_SIMPLE_BAN)
+    GET  /_sandbox/transfers?identity=...              the transfers made (to one openid), and what they paid
+    GET  /_sandbox/transfers/{partner_trade_no}
     GET  /_sandbox/health
+
+Transfers (企业付款到零钱: mmpaymkttransfers/promotion/transfers and mmpaymkttransfers/gettransferinfo) speak that
+API's own dialect: mch_appid/mchid in the transfer request, MD5 signatures only, and answers that are not signed
+(the real gateway answers them only to the merchant certificate, which a local sandbox over http does not ask
+for). The same partner_trade_no with the same parameters is the same transfer; with others, FATAL_ERROR. Faults
+apply to their paths like to any other.
 
 Bill edit values: amount/fee in fen (int), status a WeChat state (SUCCESS, REVOKED; refund lines SUCCESS,
 PROCESSING, FAIL, CHANGE), add {"amount_fen", "fee_fen", "transaction_id", "at": "YYYY-MM-DD HH:MM:SS",
@@ -69,6 +80,8 @@ from payments.sandbox.kit import (
     Fault,
     Faults,
     Notifier,
+    PayeeBook,
+    SandboxTransfer,
     apply_bill_edits,
     fee_fen,
     json_body,
@@ -99,7 +112,14 @@ API_PATHS = (
     "pay/paporderquery",
     "papay/querycontract",
     "papay/deletecontract",
+    "mmpaymkttransfers/promotion/transfers",
+    "mmpaymkttransfers/gettransferinfo",
 )
+TRANSFER_PATHS = ("mmpaymkttransfers/promotion/transfers", "mmpaymkttransfers/gettransferinfo")
+TRANSFER_REFUSALS = {
+    "name_mismatch": ("NAME_MISMATCH", "姓名校验出错"),
+    "account_closed": ("V2_ACCOUNT_SIMPLE_BAN", "无法给未实名用户付款"),
+}
 BILL_COLUMNS = (
     "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
     "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
@@ -108,7 +128,11 @@ BILL_COLUMNS = (
 SUMMARY_COLUMNS = (
     "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
 )
-REFUSE_DEFAULTS = {"pay/pappayapply": "NOTENOUGH", "secapi/pay/refund": "NOTENOUGH"}
+REFUSE_DEFAULTS = {
+    "pay/pappayapply": "NOTENOUGH",
+    "secapi/pay/refund": "NOTENOUGH",
+    "mmpaymkttransfers/promotion/transfers": "NOTENOUGH",
+}
 TRADE_STATE_DESC = {
     "NOTPAY": "订单未支付",
     "SUCCESS": "支付成功",
@@ -220,6 +244,7 @@ class WechatSandbox:
         self.refunds: dict[str, Refund] = {}
         self.contracts: dict[str, Contract] = {}  # by contract_code
         self.faults = Faults()
+        self.payees = PayeeBook()
         self.bill_edits: dict[dt.date, list[dict[str, Any]]] = {}
         self.notifier = Notifier(
             content_type="text/xml", acknowledged=_acknowledged, retry_delays=notify_delays, timeout_s=5.0
@@ -258,6 +283,8 @@ class WechatSandbox:
         if fault is not None and fault.drops:
             await fault.hold()
             return Response(content=b"too late", status_code=504, media_type="text/plain")
+        if path in TRANSFER_PATHS:
+            return await self._handle_transfer(path, data, fault)
         sign_type = data.get("sign_type") or "MD5"
         if sign_type not in SIGN_TYPES:
             return _xml(self._unsigned_fail("签名类型错误"))
@@ -302,6 +329,108 @@ class WechatSandbox:
         if fault is not None:
             await fault.hold()
         return _xml(xml)
+
+    async def _handle_transfer(self, path: str, data: dict[str, str], fault: Fault | None) -> Response[Any]:
+        """企业付款: MD5 only, mch_appid/mchid on the transfer itself, unsigned answers."""
+        if data.get("sign_type") not in (None, "", "MD5"):
+            return _xml(self._unsigned_fail("企业付款只支持MD5签名"))
+        if not data.get("sign") or data["sign"] != _sign(data, self.api_key, "MD5"):
+            return _xml(self._unsigned_fail("签名错误"))
+        transfer_call = path == "mmpaymkttransfers/promotion/transfers"
+        mch_id = data.get("mchid") if transfer_call else data.get("mch_id")
+        appid = data.get("mch_appid") if transfer_call else data.get("appid")
+        if mch_id != self.mch_id:
+            return _xml(self._unsigned_fail("商户号错误"))
+        if appid not in self.appids:
+            return _xml(self._unsigned_fail("appid和商户号不匹配"))
+        answer: dict[str, str] = {
+            "return_code": "SUCCESS",
+            "return_msg": "",
+            "nonce_str": secrets.token_hex(16),
+        }
+        if transfer_call:
+            answer.update(mch_appid=appid or "", mchid=self.mch_id)
+        else:
+            answer.update(appid=appid or "", mch_id=self.mch_id)
+        try:
+            if fault is not None and fault.mode == "refuse":
+                code = fault.code or REFUSE_DEFAULTS.get(path, "SYSTEMERROR")
+                raise Refused(code, f"sandbox fault: {code}")
+            answer.update(self._transfer(data) if transfer_call else self._transfer_info(data))
+            answer["result_code"] = "SUCCESS"
+        except Malformed as exc:
+            return _xml(self._unsigned_fail(str(exc)))
+        except Refused as exc:
+            answer.update(result_code="FAIL", err_code=exc.err_code, err_code_des=exc.message)
+        if fault is not None and fault.mode == "tamper" and "partner_trade_no" in answer:
+            answer["partner_trade_no"] += (
+                "x"  # nothing signs these answers: the adapter must match the number
+            )
+        if fault is not None:
+            await fault.hold()
+        fields = {k: str(v) for k, v in answer.items() if v is not None and str(v) != ""}
+        return _xml(str(dict_to_xml(fields)))
+
+    @staticmethod
+    def _transfer_fields(transfer: SandboxTransfer) -> dict[str, str]:
+        return {
+            "partner_trade_no": transfer.out_biz_no,
+            "payment_no": transfer.order_id,
+            "payment_time": transfer.at.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+    def _transfer(self, data: dict[str, str]) -> dict[str, str]:
+        self._need(data, "partner_trade_no", "openid", "amount", "desc", "check_name")
+        amount = self._fen(data, "amount")
+        if data["check_name"] not in ("NO_CHECK", "FORCE_CHECK"):
+            raise Refused("PARAM_ERROR", "check_name 参数错误")
+        name = data.get("re_user_name", "")
+        if data["check_name"] == "FORCE_CHECK" and not name:
+            raise Refused("PARAM_ERROR", "强校验姓名时 re_user_name 必填")
+        out_biz_no, openid = data["partner_trade_no"], data["openid"]
+        existing = self.payees.transfers.get(out_biz_no)
+        if existing is not None:  # the same transfer asked again: no money moves
+            if not existing.same_request(openid, name, amount):
+                raise Refused("FATAL_ERROR", "已存在该单，并且订单信息不一致")
+            return self._transfer_fields(existing)
+        if amount < 30:
+            raise Refused("AMOUNT_LIMIT", "付款金额不能小于最低限额")
+        refusal = self.payees.refusal(openid, name if data["check_name"] == "FORCE_CHECK" else "")
+        if refusal == "name_mismatch" and data["check_name"] == "NO_CHECK":
+            refusal = None
+        if refusal is not None:
+            raise Refused(*TRANSFER_REFUSALS[refusal])
+        transfer = SandboxTransfer(
+            out_biz_no=out_biz_no,
+            order_id=self._id("1000018301", 32),
+            identity=openid,
+            identity_type="WECHAT_OPENID",
+            name=name,
+            amount_fen=amount,
+            remark=data["desc"],
+            status="SUCCESS",
+            at=now(),
+        )
+        self.payees.transfers[out_biz_no] = transfer
+        return self._transfer_fields(transfer)
+
+    def _transfer_info(self, data: dict[str, str]) -> dict[str, str]:
+        self._need(data, "partner_trade_no")
+        found = self.payees.transfers.get(data["partner_trade_no"])
+        if found is None:
+            raise Refused("NOT_FOUND", "指定单号数据不存在")
+        return {
+            "partner_trade_no": found.out_biz_no,
+            "detail_id": found.order_id,
+            "status": "SUCCESS" if found.status == "SUCCESS" else "FAILED",
+            "reason": found.reason,
+            "openid": found.identity,
+            "transfer_name": found.name,
+            "payment_amount": str(found.amount_fen),
+            "transfer_time": found.at.strftime("%Y-%m-%d %H:%M:%S"),
+            "payment_time": found.at.strftime("%Y-%m-%d %H:%M:%S"),
+            "desc": found.remark,
+        }
 
     @staticmethod
     def _need(data: dict[str, str], *names: str) -> None:
@@ -1234,6 +1363,21 @@ def create_wechat_sandbox(
 
         return await run_control(run)
 
+    @post("/_sandbox/payees/{openid:str}", status_code=200)
+    async def set_payee(openid: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        async def run() -> dict[str, Any]:
+            return box.payees.set_account(openid, await json_body(request))
+
+        return await run_control(run)
+
+    @get("/_sandbox/transfers")
+    async def transfers(identity: str | None = None) -> Response[Any]:
+        return reply(box.payees.listed(identity))
+
+    @get("/_sandbox/transfers/{partner_trade_no:str}")
+    async def transfer_record(partner_trade_no: str) -> Response[Any]:
+        return await run_control(lambda: _async(box.payees.get(partner_trade_no).record()))
+
     @get("/_sandbox/notifications")
     async def notifications(out_trade_no: str | None = None) -> Response[Any]:
         found = [asdict(d) for d in box.notifier.deliveries if out_trade_no is None or d.key == out_trade_no]
@@ -1258,6 +1402,9 @@ def create_wechat_sandbox(
             terminate,
             deductions,
             notifications,
+            set_payee,
+            transfers,
+            transfer_record,
         ],
         on_shutdown=[box.notifier.aclose],
         openapi_config=None,

@@ -61,6 +61,16 @@ class UnsettledRow(msgspec.Struct, frozen=True):
     receivable_fen: int
 
 
+class TransferRow(msgspec.Struct, frozen=True):
+    """The latest channel transfer of a settlement, as a settlement shows it."""
+
+    settlement_id: uuid.UUID
+    channel: str
+    out_biz_no: str
+    status: str
+    failure: str | None
+
+
 class StatementLineRow(msgspec.Struct, frozen=True):
     at: dt.datetime
     kind: str  # payment | refund
@@ -190,19 +200,58 @@ class SettlementRepository:
             settlement_id,
         )
 
+    async def lock(self, conn: Connection, settlement_id: uuid.UUID) -> SettlementRow | None:
+        """The settlement, its row locked until the caller's transaction ends: a bank payout and a channel
+        transfer of one settlement are decided one at a time (payments/payouts/service.py locks it too)."""
+        return await fetch_row(
+            conn,
+            SettlementRow,
+            f"SELECT {SETTLEMENT_COLUMNS} FROM payments.settlements WHERE id = $1 FOR UPDATE",
+            settlement_id,
+        )
+
+    async def live_transfer(self, conn: Connection, settlement_id: uuid.UUID) -> TransferRow | None:
+        """A channel transfer of the settlement that is not known to have failed (under way, or paid)."""
+        return await fetch_row(
+            conn,
+            TransferRow,
+            """SELECT settlement_id, channel, out_biz_no, status, failure FROM payments.payouts
+               WHERE settlement_id = $1 AND status <> 'failed'""",
+            settlement_id,
+        )
+
+    async def latest_transfers(self, conn: Connection, settlement_ids: list[uuid.UUID]) -> list[TransferRow]:
+        return await fetch_rows(
+            conn,
+            TransferRow,
+            """SELECT DISTINCT ON (settlement_id) settlement_id, channel, out_biz_no, status, failure
+               FROM payments.payouts WHERE settlement_id = ANY($1::uuid[])
+               ORDER BY settlement_id, created_at DESC, id DESC""",
+            settlement_ids,
+        )
+
     async def mark_paid(
-        self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str, recovered_fen: int
+        self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str
     ) -> SettlementRow | None:
         """Compare-and-set: only a due settlement is paid."""
         return await fetch_row(
             conn,
             SettlementRow,
-            f"""UPDATE payments.settlements
-                SET status = 'paid', payout_ref = $2, paid_at = now(), recovered_at_payout_fen = $3
+            f"""UPDATE payments.settlements SET status = 'paid', payout_ref = $2, paid_at = now()
                 WHERE id = $1 AND status = 'due' RETURNING {SETTLEMENT_COLUMNS}""",
             settlement_id,
             payout_ref,
-            recovered_fen,
+        )
+
+    async def keep_back(self, conn: Connection, settlement_id: uuid.UUID, fen: int) -> SettlementRow | None:
+        """Records, once, what the payout keeps back of the payee's debt (None when it was decided before)."""
+        return await fetch_row(
+            conn,
+            SettlementRow,
+            f"""UPDATE payments.settlements SET recovered_at_payout_fen = $2, kept_back_at = now()
+                WHERE id = $1 AND status = 'due' AND kept_back_at IS NULL RETURNING {SETTLEMENT_COLUMNS}""",
+            settlement_id,
+            fen,
         )
 
     async def lines_of_entries(

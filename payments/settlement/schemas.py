@@ -9,6 +9,18 @@ import msgspec
 SettlementStatus = Literal["due", "paid", "nothing-due", "carried"]
 
 
+class TransferSummary(msgspec.Struct):
+    """The settlement's latest channel transfer (payees paid by Alipay or WeChat transfer, decision 0021)."""
+
+    channel: str
+    out_biz_no: str
+    status: Annotated[
+        Literal["pending", "succeeded", "failed"],
+        msgspec.Meta(description="failed: the channel refused it (see failure); the settlement stays due"),
+    ]
+    failure: str | None
+
+
 class SettlementView(msgspec.Struct):
     """One settlement of a payee: the movements of its money not settled before and made before `cutoff`, less
     what it owed us from earlier settlements. `net_fen` is paid out when positive (`payout_fen`); when negative,
@@ -43,6 +55,7 @@ class SettlementView(msgspec.Struct):
             )
         ),
     ] = 0
+    transfer: TransferSummary | None = None
 
 
 class Settlements(msgspec.Struct):

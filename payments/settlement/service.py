@@ -15,8 +15,8 @@ from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, not_found
 from payments.ledger.service import Ledger
-from payments.settlement.repository import NewSettlement, SettlementRepository, SettlementRow
-from payments.settlement.schemas import SettlementView
+from payments.settlement.repository import NewSettlement, SettlementRepository, SettlementRow, TransferRow
+from payments.settlement.schemas import SettlementView, TransferSummary
 
 _log = structlog.get_logger("payments.settlement")
 
@@ -37,8 +37,16 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def settlement_view(row: SettlementRow) -> SettlementView:
-    return msgspec.convert(msgspec.structs.asdict(row), SettlementView)
+def settlement_view(row: SettlementRow, transfer: TransferRow | None = None) -> SettlementView:
+    view = msgspec.convert(msgspec.structs.asdict(row), SettlementView)
+    if transfer is not None:
+        view.transfer = TransferSummary(
+            channel=transfer.channel,
+            out_biz_no=transfer.out_biz_no,
+            status=transfer.status,  # type: ignore[arg-type]  # the table's check constraint
+            failure=transfer.failure,
+        )
+    return view
 
 
 def settlement_status(net_fen: int) -> str:
@@ -64,7 +72,13 @@ class SettlementService:
         cutoff = min(day_bounds(day)[1], now or dt.datetime.now(dt.UTC))
         for payee_id in await self._repo.payees_unsettled(conn, cutoff):
             await self.settle_payee(conn, payee_id, day, cutoff)
-        return [settlement_view(r) for r in await self._repo.for_day(conn, day)]
+        return await self._views(conn, await self._repo.for_day(conn, day))
+
+    async def _views(self, conn: Connection, rows: list[SettlementRow]) -> list[SettlementView]:
+        transfers = {
+            t.settlement_id: t for t in await self._repo.latest_transfers(conn, [r.id for r in rows])
+        }
+        return [settlement_view(r, transfers.get(r.id)) for r in rows]
 
     async def settle_payee(
         self, conn: Connection, payee_id: uuid.UUID, day: dt.date, cutoff: dt.datetime
@@ -118,7 +132,7 @@ class SettlementService:
     async def for_day(
         self, conn: Connection, day: dt.date, payee_id: uuid.UUID | None = None
     ) -> list[SettlementView]:
-        return [settlement_view(r) for r in await self._repo.for_day(conn, day, payee_id)]
+        return await self._views(conn, await self._repo.for_day(conn, day, payee_id))
 
     async def statement_csv(
         self, conn: Connection, settlement_id: uuid.UUID, payee_id: uuid.UUID | None = None
@@ -175,30 +189,93 @@ class SettlementService:
         return out.getvalue()
 
     async def mark_paid(self, conn: Connection, settlement_id: uuid.UUID, payout_ref: str) -> SettlementView:
-        """Records a due settlement's payout. What the payee owes us by now (a refund after its money was settled,
-        carried by a later settlement while this one waited) is kept back from it, so a payee is never paid out
-        more than it is owed when the money leaves; the settlement keeps its figures and says what was kept
-        (`recovered_at_payout_fen`)."""
-        due = await self._repo.get(conn, settlement_id)
-        if due is None:
+        """Records the bank transfer that paid a settlement, of its payout less what it keeps back of the payee's
+        debt (`keep_back`). Refused (409) while a channel transfer of it is under way or has paid it: the money
+        would leave twice. A settlement whose transfer failed may be paid by bank."""
+        existing = await self._repo.lock(conn, settlement_id)
+        if existing is None:
             raise not_found("settlement not found")
-        # The payee's settlements and payouts one at a time: its debt is read and recovered once.
-        await self._repo.lock_payee(conn, due.payee_id)
-        owed_by_payee = await self._ledger.balance(conn, f"payee_receivable:{due.payee_id}")
-        recovered = min(max(owed_by_payee, 0), due.payout_fen)
-        paid = await self._repo.mark_paid(conn, settlement_id, payout_ref, recovered)
+        transfer = await self._repo.live_transfer(conn, settlement_id)
+        if transfer is not None:
+            raise DomainError(
+                409,
+                "transfer-under-way" if transfer.status == "pending" else "conflict",
+                f"settlement is being paid by {transfer.channel} transfer {transfer.out_biz_no} "
+                f"({transfer.status}): it is not paid by bank as well",
+            )
+        existing = await self.keep_back(conn, existing.id) or existing
+        paid = await self._repo.mark_paid(conn, settlement_id, payout_ref)
         if paid is None:
-            existing = await self._repo.get(conn, settlement_id)
-            assert existing is not None  # settlements are never deleted
             raise DomainError(409, "conflict", f"settlement is {existing.status}, not due")
-        postings = [
-            (f"payout_due:{paid.payee_id}", paid.payout_fen),
-            (f"payee_receivable:{paid.payee_id}", -recovered),
-            ("payout_bank", recovered - paid.payout_fen),
-        ]
+        sent = paid.payout_fen - paid.recovered_at_payout_fen
+        if sent:
+            await self._ledger.post(
+                conn,
+                f"payout:{settlement_id}",
+                "payout",
+                [(f"payout_due:{paid.payee_id}", sent), ("payout_bank", -sent)],
+                memo=payout_ref,
+            )
+        return settlement_view(paid)
+
+    async def keep_back(self, conn: Connection, settlement_id: uuid.UUID) -> SettlementRow | None:
+        """Decides, once per settlement and when its payout is first made (by bank or transfer), what the payout
+        keeps back of what the payee owes us by then (a refund after a settlement, carried while this one waited
+        to be paid), so a payee is never paid out more than it is owed when the money leaves. Booked at once
+        (`payout_recovery:<id>`: payout due against the payee's receivable); the settlement keeps its figures and
+        records `recovered_at_payout_fen`. Returns the settlement (its row locked until the caller's transaction
+        ends) with what was decided: the money to send is payout_fen less it. None when there is no such
+        settlement."""
+        settlement = await self._repo.lock(conn, settlement_id)
+        if settlement is None or settlement.status != "due":
+            return settlement
+        # Settling and keeping back one at a time per payee: a debt is recovered once.
+        await self._repo.lock_payee(conn, settlement.payee_id)
+        owed_by_payee = await self._ledger.balance(conn, f"payee_receivable:{settlement.payee_id}")
+        kept = min(max(owed_by_payee, 0), settlement.payout_fen)
+        decided = await self._repo.keep_back(conn, settlement.id, kept)
+        if decided is None:
+            return settlement  # decided by an earlier payout attempt (a transfer that failed since)
+        if kept:
+            await self._ledger.post(
+                conn,
+                f"payout_recovery:{settlement.id}",
+                "payout",
+                [
+                    (f"payout_due:{settlement.payee_id}", kept),
+                    (f"payee_receivable:{settlement.payee_id}", -kept),
+                ],
+                memo=f"{settlement.day} #{settlement.seq}",
+            )
+            _log.info("debt kept back from a payout", payee=str(settlement.payee_id), fen=kept)
+        return decided
+
+    async def paid_by_transfer(
+        self,
+        conn: Connection,
+        settlement_id: uuid.UUID,
+        channel: str,
+        out_biz_no: str,
+        channel_order_id: str,
+        value_at: dt.datetime | None,
+    ) -> SettlementView | None:
+        """A channel transfer paid the settlement (payments/payouts/service.py, in the transaction that records
+        the transfer's success): the settlement is paid with the channel's order id as its reference, and the
+        payout is posted once, from what is due to the payee to `channel_payouts:<channel>` (money that left our
+        balance at the channel; not channel_clearing, which is compared with the channels' trade bills, where
+        transfers do not appear: decision 0021). The entry's memo is the transfer's number, which the ledger check
+        compares with what the channel says. None when the settlement was no longer due (nothing posted)."""
+        paid = await self._repo.mark_paid(conn, settlement_id, channel_order_id)
+        if paid is None:
+            _log.error("a transfer paid a settlement that is not due", settlement=str(settlement_id))
+            return None
+        sent = paid.payout_fen - paid.recovered_at_payout_fen
         await self._ledger.post(
-            conn, f"payout:{settlement_id}", "payout", [p for p in postings if p[1]], memo=payout_ref
+            conn,
+            f"payout:{settlement_id}",
+            "payout",
+            [(f"payout_due:{paid.payee_id}", sent), (f"channel_payouts:{channel}", -sent)],
+            memo=out_biz_no,
+            value_at=value_at,
         )
-        if recovered:
-            _log.info("debt kept back from a payout", payee=str(paid.payee_id), fen=recovered)
         return settlement_view(paid)

@@ -27,6 +27,8 @@ from alipay.aop.api.domain.AgreementParams import AgreementParams
 from alipay.aop.api.domain.AlipayDataDataserviceBillDownloadurlQueryModel import (
     AlipayDataDataserviceBillDownloadurlQueryModel,
 )
+from alipay.aop.api.domain.AlipayFundTransCommonQueryModel import AlipayFundTransCommonQueryModel
+from alipay.aop.api.domain.AlipayFundTransUniTransferModel import AlipayFundTransUniTransferModel
 from alipay.aop.api.domain.AlipayTradeAppPayModel import AlipayTradeAppPayModel
 from alipay.aop.api.domain.AlipayTradeCloseModel import AlipayTradeCloseModel
 from alipay.aop.api.domain.AlipayTradeCreateModel import AlipayTradeCreateModel
@@ -37,10 +39,13 @@ from alipay.aop.api.domain.AlipayTradeQueryModel import AlipayTradeQueryModel
 from alipay.aop.api.domain.AlipayTradeRefundModel import AlipayTradeRefundModel
 from alipay.aop.api.domain.AlipayUserAgreementPageSignModel import AlipayUserAgreementPageSignModel
 from alipay.aop.api.domain.AlipayUserAgreementQueryModel import AlipayUserAgreementQueryModel
+from alipay.aop.api.domain.Participant import Participant
 from alipay.aop.api.domain.PeriodRuleParams import PeriodRuleParams
 from alipay.aop.api.request.AlipayDataDataserviceBillDownloadurlQueryRequest import (
     AlipayDataDataserviceBillDownloadurlQueryRequest,
 )
+from alipay.aop.api.request.AlipayFundTransCommonQueryRequest import AlipayFundTransCommonQueryRequest
+from alipay.aop.api.request.AlipayFundTransUniTransferRequest import AlipayFundTransUniTransferRequest
 from alipay.aop.api.request.AlipayTradeAppPayRequest import AlipayTradeAppPayRequest
 from alipay.aop.api.request.AlipayTradeCloseRequest import AlipayTradeCloseRequest
 from alipay.aop.api.request.AlipayTradeCreateRequest import AlipayTradeCreateRequest
@@ -71,13 +76,16 @@ from payments.channels.base import (
     ChannelOrder,
     ChannelRefund,
     ChannelTrade,
+    ChannelTransfer,
     ChannelUnavailable,
     ForeignNotification,
     InvalidNotification,
     Notification,
+    PayoutAccount,
     PayParams,
     RefundStatus,
     TradeStatus,
+    TransferStatus,
 )
 
 
@@ -109,6 +117,18 @@ AGREEMENT_STATUS = {
     "NORMAL": AgreementStatus.ACTIVE,
     "STOP": AgreementStatus.ENDED,
 }
+# alipay.fund.trans.* status: DEALING (to a bank card, in progress), WAIT_PAY (not sent yet), REFUND (a bank
+# sent it back: no money reached the payee).
+TRANSFER_STATUS = {
+    "SUCCESS": TransferStatus.SUCCEEDED,
+    "DEALING": TransferStatus.PENDING,
+    "WAIT_PAY": TransferStatus.PENDING,
+    "FAIL": TransferStatus.FAILED,
+    "CLOSED": TransferStatus.FAILED,
+    "REFUND": TransferStatus.FAILED,
+}
+TRANSFER_PRODUCT = "TRANS_ACCOUNT_NO_PWD"  # 单笔无密转账到支付宝账户
+TRANSFER_SCENE = "DIRECT_TRANSFER"
 _USER_ID = re.compile(r"^2088\d{12}$")  # an Alipay user id, as opposed to an open id
 _NOT_EXIST = ("ACQ.TRADE_NOT_EXIST", "TRADE_NOT_EXIST")
 _CHARSETS = {"utf-8", "utf8", "gbk", "gb2312", "gb18030"}
@@ -381,6 +401,82 @@ class AlipayChannel:
             status,
             _amount(data, "refund_amount", "alipay.trade.fastpay.refund.query"),
             data.get("trade_no"),
+        )
+
+    # -- payouts (PayoutChannel) -----------------------------------------------------------------------------------
+
+    async def transfer(
+        self, out_biz_no: str, amount_fen: int, account: PayoutAccount, remark: str
+    ) -> ChannelTransfer:
+        """alipay.fund.trans.uni.transfer to an Alipay account, with the holder's real name (Alipay checks it).
+        Repeating it with the same out_biz_no and the same parameters is the same transfer (Alipay answers the one
+        it holds). A business refusal is FAILED with Alipay's reason; a system error or no answer raises
+        ChannelUnavailable; the number used before with other parameters raises it too (what happened to the
+        first is for the query to say, never for a guess)."""
+        _check_amount(amount_fen)
+        if account.identity_type not in ("ALIPAY_USER_ID", "ALIPAY_LOGON_ID"):
+            raise ValueError("an Alipay transfer goes to an ALIPAY_USER_ID or an ALIPAY_LOGON_ID")
+        payee = Participant()
+        payee.identity = account.identity
+        payee.identity_type = account.identity_type
+        payee.name = account.name
+        model = AlipayFundTransUniTransferModel()
+        model.out_biz_no = out_biz_no
+        model.trans_amount = fen_to_yuan(amount_fen)
+        model.product_code = TRANSFER_PRODUCT
+        model.biz_scene = TRANSFER_SCENE
+        model.order_title = remark[:128]
+        model.remark = remark[:200]
+        model.payee_info = payee
+        method = "alipay.fund.trans.uni.transfer"
+        data = await self._call(AlipayFundTransUniTransferRequest(biz_model=model))
+        if data.get("code") != "10000":
+            if data.get("sub_code") == "PAYMENT_INFO_INCONSISTENCY":
+                raise AlipayInvalidResponse(f"{method}: {out_biz_no} was used with other parameters")
+            return ChannelTransfer(
+                out_biz_no,
+                TransferStatus.FAILED,
+                amount_fen,
+                reason=f"{data.get('sub_code', '')} {data.get('sub_msg', '')}".strip()[:200],
+            )
+        if data.get("out_biz_no") != out_biz_no:
+            raise AlipayInvalidResponse(f"{method}: the answer is for another transfer")
+        status = TRANSFER_STATUS.get(str(data.get("status") or "SUCCESS"))
+        if status is None:
+            raise AlipayInvalidResponse(f"{method}: unknown status {data.get('status')!r}")
+        return ChannelTransfer(
+            out_biz_no,
+            status,
+            amount_fen,
+            channel_order_id=data.get("order_id") or None,
+            paid_at=_parse_time(data.get("trans_date")) if status is TransferStatus.SUCCEEDED else None,
+        )
+
+    async def transfer_query(self, out_biz_no: str) -> ChannelTransfer | None:
+        """alipay.fund.trans.common.query by out_biz_no; None when Alipay has no such transfer."""
+        model = AlipayFundTransCommonQueryModel()
+        model.out_biz_no = out_biz_no
+        model.product_code = TRANSFER_PRODUCT
+        model.biz_scene = TRANSFER_SCENE
+        method = "alipay.fund.trans.common.query"
+        data = await self._call(AlipayFundTransCommonQueryRequest(biz_model=model))
+        if data.get("code") != "10000":
+            if data.get("sub_code") in ("ORDER_NOT_EXIST", "ORDER_NOT_EXISTS"):
+                return None
+            raise self._refused(method, data)
+        if data.get("out_biz_no", out_biz_no) != out_biz_no:
+            raise AlipayInvalidResponse(f"{method}: the answer is for another transfer")
+        status = TRANSFER_STATUS.get(str(data.get("status")))
+        if status is None:
+            raise AlipayInvalidResponse(f"{method}: unknown status {data.get('status')!r}")
+        reason = " ".join(str(data.get(k) or "") for k in ("error_code", "fail_reason")).strip()
+        return ChannelTransfer(
+            out_biz_no,
+            status,
+            _amount(data, "trans_amount", method),
+            channel_order_id=data.get("order_id") or None,
+            paid_at=_parse_time(data.get("pay_date")) if status is TransferStatus.SUCCEEDED else None,
+            reason=(reason[:200] or None) if status is TransferStatus.FAILED else None,
         )
 
     # -- notifications ---------------------------------------------------------------------------------------------

@@ -29,13 +29,16 @@ from payments.channels.base import (
     ChannelOrder,
     ChannelRefund,
     ChannelTrade,
+    ChannelTransfer,
     ChannelUnavailable,
     ForeignNotification,
     InvalidNotification,
     Notification,
+    PayoutAccount,
     PayParams,
     RefundStatus,
     TradeStatus,
+    TransferStatus,
 )
 from payments.channels.wechat import signing
 from payments.channels.wechat.bill import parse_bill
@@ -69,6 +72,16 @@ _REFUND_STATES = {
 # Refund errors WeChat documents as "the outcome is unknown: retry with the same out_refund_no".
 _REFUND_RETRY = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED"})
 _NOT_FOUND = frozenset({"ORDERNOTEXIST", "REFUNDNOTEXIST", "CONTRACT_NOT_EXIST", "CONTRACTNOTEXIST"})
+# 企业付款 answers WeChat documents as "not decided: query, or repeat with the same partner_trade_no and the same
+# parameters" (FATAL_ERROR: the number exists with other parameters; the query says what became of it).
+_TRANSFER_UNKNOWN = frozenset(
+    {"SYSTEMERROR", "SEND_FAILED", "FREQ_LIMIT", "FREQUENCY_LIMITED", "FATAL_ERROR"}
+)
+_TRANSFER_STATES = {
+    "SUCCESS": TransferStatus.SUCCEEDED,
+    "PROCESSING": TransferStatus.PENDING,
+    "FAILED": TransferStatus.FAILED,
+}
 _ACK = "<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{msg}]]></return_msg></xml>"
 
 
@@ -309,6 +322,81 @@ class WechatChannel:
                     channel_refund_no=data.get(f"refund_id_{n}") or None,
                 )
         return None
+
+    # -- payouts (PayoutChannel): 企业付款到零钱 -----------------------------------------------------------------
+
+    async def transfer(
+        self, out_biz_no: str, amount_fen: int, account: PayoutAccount, remark: str
+    ) -> ChannelTransfer:
+        """mmpaymkttransfers/promotion/transfers to the openid, with FORCE_CHECK of the holder's real name.
+        `out_biz_no` is WeChat's partner_trade_no: repeated with the same parameters it is the same transfer. A
+        refusal (name mismatch, account restricted, our balance short) is FAILED with WeChat's reason; a system
+        error or no answer raises ChannelUnavailable (query it)."""
+        if amount_fen <= 0:
+            raise ValueError("amount_fen must be positive")
+        if account.identity_type != "WECHAT_OPENID":
+            raise ValueError("a WeChat transfer goes to a WECHAT_OPENID")
+        if self.config.is_production_gateway and not self.config.mch_cert:
+            raise ValueError(
+                "the real gateway wants the merchant API certificate for transfers (mch_cert/key)"
+            )
+        try:
+            data = self._dict(
+                await self._run(
+                    self._client.transfer.transfer,
+                    user_id=account.identity,
+                    amount=amount_fen,
+                    desc=_truncate_utf8(remark, 100),
+                    client_ip=self.config.client_ip,
+                    check_name="FORCE_CHECK",
+                    real_name=account.name,
+                    out_trade_no=out_biz_no,
+                )
+            )
+        except WechatError as exc:
+            if exc.code in _TRANSFER_UNKNOWN:
+                raise ChannelUnavailable(f"wechat transfer {out_biz_no}: {exc.code}") from exc
+            log.warning("wechat refused transfer %s: %s", out_biz_no, exc.code)
+            return ChannelTransfer(
+                out_biz_no,
+                TransferStatus.FAILED,
+                amount_fen,
+                reason=f"{exc.code} {exc.message}".strip()[:200],
+            )
+        if data.get("partner_trade_no") != out_biz_no:
+            raise InvalidResponse("the transfer answer is about another transfer")
+        return ChannelTransfer(
+            out_biz_no,
+            TransferStatus.SUCCEEDED,
+            amount_fen,
+            channel_order_id=data.get("payment_no") or None,
+            paid_at=_time(data.get("payment_time")),
+        )
+
+    async def transfer_query(self, out_biz_no: str) -> ChannelTransfer | None:
+        """mmpaymkttransfers/gettransferinfo; None when WeChat has no transfer with this partner_trade_no."""
+        try:
+            data = self._dict(await self._run(self._client.transfer.query, out_biz_no))
+        except WechatError as exc:
+            if exc.code in ("NOT_FOUND", *_NOT_FOUND):
+                return None
+            if exc.code in _TRANSFER_UNKNOWN:
+                raise ChannelUnavailable(f"wechat transfer query {out_biz_no}: {exc.code}") from exc
+            raise
+        if data.get("partner_trade_no") != out_biz_no:
+            raise InvalidResponse("the transfer query answer is about another transfer")
+        state = data.get("status", "")
+        status = _TRANSFER_STATES.get(state)
+        if status is None:
+            raise InvalidResponse(f"unknown transfer status {state!r}")
+        return ChannelTransfer(
+            out_biz_no,
+            status,
+            _fen(data.get("payment_amount"), "payment_amount"),
+            channel_order_id=data.get("detail_id") or None,
+            paid_at=_time(data.get("payment_time")) if status is TransferStatus.SUCCEEDED else None,
+            reason=(data.get("reason") or None) if status is TransferStatus.FAILED else None,
+        )
 
     # -- bills -----------------------------------------------------------------------------------------------
 

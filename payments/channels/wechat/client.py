@@ -2,7 +2,12 @@
 
 wechatpy 1.8 signs with HMAC-SHA256 only when the request carries `sign_type`, which most of its API methods
 give no way to pass, and it never verifies the signature of what WeChat answers. Both are fixed here, in the
-two hooks every call goes through (`_request`, `_handle_result`)."""
+two hooks every call goes through (`_request`, `_handle_result`).
+
+Transfers (企业付款到零钱, under mmpaymkttransfers/) are the exception WeChat makes: their requests are signed with MD5
+only and carry no sign_type, and their answers are not signed at all (the real gateway answers them only over the
+merchant certificate's mutual TLS). Their answers are checked for our merchant and app instead, and a signature
+is verified when one is there."""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ from wechatpy.pay import WeChatPay
 
 from payments.channels.wechat import signing
 from payments.channels.wechat.errors import InvalidResponse, WechatError
+
+TRANSFER_PATHS = ("mmpaymkttransfers/",)
+
+
+def is_transfer(url: str) -> bool:
+    return any(path in url for path in TRANSFER_PATHS)
 
 
 class SignedWeChatPay(WeChatPay):
@@ -41,7 +52,7 @@ class SignedWeChatPay(WeChatPay):
 
     def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
         data = kwargs.get("data")
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not is_transfer(url_or_endpoint):
             data["sign_type"] = self.sign_type
         return super()._request(method, url_or_endpoint, **kwargs)
 
@@ -56,12 +67,20 @@ class SignedWeChatPay(WeChatPay):
             # Protocol-level refusals (bad signature, bad parameters, no bill) come unsigned.
             code = data.get("err_code") or data.get("error_code") or "FAIL"
             raise WechatError(code, data.get("return_msg", ""), data)
-        if not signing.verify(data, self.api_key, self.sign_type):
+        transfer = is_transfer(str(res.url))
+        if transfer:
+            if data.get("sign") and not signing.verify(data, self.api_key, "MD5"):
+                raise InvalidResponse(f"{res.url}: the answer's MD5 signature does not verify")
+        elif not signing.verify(data, self.api_key, self.sign_type):
             raise InvalidResponse(f"{res.url}: the answer's {self.sign_type} signature does not verify")
-        foreign = data.get("mch_id") not in (None, "", self.mch_id) or data.get("appid") not in (
-            None,
-            "",
-            self.appid,
+        foreign = any(
+            data.get(name) not in (None, "", ours)
+            for name, ours in (
+                ("mch_id", self.mch_id),
+                ("mchid", self.mch_id),
+                ("appid", self.appid),
+                ("mch_appid", self.appid),
+            )
         )
         if foreign:
             raise InvalidResponse(f"{res.url}: the answer names another merchant or app")

@@ -384,6 +384,16 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         ("GET", f"{ADMIN}/reconciliation"): None,
         ("GET", f"{ADMIN}/settlements"): None,
         ("POST", f"{ADMIN}/settlements/{{settlement_id:uuid}}/paid"): {"payout_ref": "ICBC-1"},
+        ("POST", f"{ADMIN}/settlements/{{settlement_id:uuid}}/pay"): None,
+        ("GET", f"{ADMIN}/settlements/{{settlement_id:uuid}}/payouts"): None,
+        ("GET", f"{ADMIN}/payout-accounts/{{payee_id:uuid}}"): None,
+        ("PUT", f"{ADMIN}/payout-accounts/{{payee_id:uuid}}"): {
+            "channel": "alipay",
+            "account_type": "ALIPAY_LOGON_ID",
+            "account": "13812345678",
+            "name": "冒名",
+        },
+        ("DELETE", f"{ADMIN}/payout-accounts/{{payee_id:uuid}}"): None,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():
@@ -392,6 +402,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             .replace("{key_id:str}", key_id)
             .replace("{resident_id:uuid}", victim["resident_id"])
             .replace("{settlement_id:uuid}", str(uuid.uuid4()))
+            .replace("{payee_id:uuid}", org["id"])
         )
         response = await client.request(method, path, json=body, headers=bearer(resident))
         assert response.status_code == 403, (method, path, response.text)
