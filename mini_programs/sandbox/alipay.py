@@ -55,7 +55,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, padding as sym_padding, serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from litestar import Litestar, Request, Response, delete, get, post
