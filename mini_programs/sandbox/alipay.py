@@ -62,10 +62,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.logging.config import LoggingConfig
 
+from payments.sandbox.alipay import DEMO_APP_ID as PAYMENT_APP_ID
 from payments.sandbox.keys import AlipayKeys, load_or_create_alipay_keys
 from payments.sandbox.kit import SHANGHAI, ControlError, Fault, Faults, json_body, now, reply, run_control
 
-DEMO_APP_IDS = ("2021000000000101", "2021000000000102")  # the city's mini-program, a department's
+# The city's mini-program (the app the payment sandbox pays for) and a department's.
+DEMO_APP_IDS = (PAYMENT_APP_ID, "2021000000000102")
 CODE_TTL_S = 300
 TOKEN_TTL_S = 1_296_000
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"

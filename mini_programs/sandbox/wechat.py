@@ -42,7 +42,8 @@ Faults apply to the next `times` calls of one path: `error` answers HTTP 500, `t
 `refuse` the given errcode and errmsg.
 
 The apps it plays are written to `wechat-mini.json` in the state directory ({"base_url", "apps": [{"appid",
-"secret"}]}) and kept across restarts; `--app-id` adds an app (the payment merchant's app id, in dev)."""
+"secret", "secret_file"}]}, each secret also in `secret_<appid>.txt`) and kept across restarts; `--app-id` adds
+an app to the demo ones."""
 
 from __future__ import annotations
 
@@ -61,10 +62,12 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.logging.config import LoggingConfig
 
 from payments.sandbox.kit import ControlError, Fault, Faults, json_body, reply, run_control
+from payments.sandbox.wechat import DEMO_APPID as PAYMENT_APPID
 
 CODE_TTL_S = 300
 TOKEN_TTL_S = 7200
-DEMO_APP_IDS = ("wx7a2e11c0d5f3b901", "wx5d0c3e8b9a417f26")  # the city's mini-program, a department's
+# The city's mini-program (the app the payment sandbox's merchant pays for) and a department's.
+DEMO_APP_IDS = (PAYMENT_APPID, "wx5d0c3e8b9a417f26")
 FAULT_MODES = ("error", "timeout", "busy", "rate_limit", "refuse")
 PATHS = (
     "/sns/jscode2session",
@@ -504,6 +507,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def build_app(args: argparse.Namespace) -> Litestar:
     """The sandbox for `python -m mini_programs.sandbox wechat`: its apps and secrets are kept in the state
     directory (secrets generated once), with the base URL the backend points wechatpy at."""
@@ -515,9 +524,12 @@ def build_app(args: argparse.Namespace) -> Litestar:
     for appid in (*DEMO_APP_IDS, *args.app_id):
         known.setdefault(appid, secrets.token_hex(16))
     base_url = f"http://{args.host}:{args.port}/"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"base_url": base_url, "apps": [{"appid": a, "secret": s} for a, s in known.items()]}, out)
+    apps = []
+    for appid, secret in known.items():
+        secret_file = state_dir / f"secret_{appid}.txt"
+        _write_private(secret_file, secret)
+        apps.append({"appid": appid, "secret": secret, "secret_file": str(secret_file)})
+    _write_private(path, json.dumps({"base_url": base_url, "apps": apps}))
     sandbox = WechatMiniSandbox(known, base_url)
     sandbox.app.state.sandbox = sandbox
     return sandbox.app
