@@ -11,6 +11,8 @@ given as `<name>_file` (a path, such as a mounted secret) or `<name>_env` (the n
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -19,11 +21,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 WECHAT_API = "https://api.weixin.qq.com/"
 ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"
 _WECHAT_APP_ID = re.compile(r"^wx[0-9a-f]{16}$")
 _ALIPAY_APP_ID = re.compile(r"^\d{16}$")
 _SECRETS = {"wechat": ("secret",), "alipay": ("app_private_key", "alipay_public_key", "aes_key")}
+
+
+def pkcs1_private_key(text: str) -> str:
+    """Any RSA private key Alipay's key tool writes (PKCS#1 or PKCS#8, PEM or bare base64) as the PKCS#1 PEM
+    alipay-sdk-python signs with."""
+    text = text.strip()
+    if text.startswith("-----"):
+        key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
+    else:
+        key = serialization.load_der_private_key(base64.b64decode("".join(text.split())), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ValueError("not an RSA private key of at least 2048 bits")
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode("ascii")
 
 
 class MiniProgramConfigError(ValueError):
@@ -114,6 +136,13 @@ def _apps(
         app: dict[str, Any] = {"app_id": app_id, "name": str(entry.get("name") or app_id)}
         for name in _SECRETS[channel]:
             app[name] = _secret(path, where, entry, name, env)
+        if channel == "alipay":
+            try:
+                app["app_private_key"] = pkcs1_private_key(app["app_private_key"])
+                if len(base64.b64decode(app["aes_key"], validate=True)) not in (16, 24, 32):
+                    raise ValueError("aes_key is not a base64 AES key")
+            except (ValueError, TypeError, binascii.Error) as exc:
+                raise MiniProgramConfigError(f"{path}: {where}: {exc}") from None
         url_key = "api_base_url" if channel == "wechat" else "gateway_url"
         if url_key in entry:
             app[url_key] = _url(path, f"{where}.{url_key}", entry[url_key], allow_http)
