@@ -36,6 +36,7 @@ _log = structlog.get_logger("mini_programs.wechat")
 T = TypeVar("T")
 # Kept for less than WeChat's 7200 s, so a token is never used in its last minutes.
 _TOKEN_MARGIN_S = 300
+_LOCAL_S = 60.0
 _CODE_REFUSALS = {
     40029: ("mini-code-invalid", "invalid or expired; call wx.login again"),
     40163: ("mini-code-used", "already used; call wx.login again"),
@@ -58,19 +59,32 @@ class LoopRedisStorage(SessionStorage):
         self._loop = loop
         self._prefix = prefix
         self._timeout_s = timeout_s
+        # wechatpy reads the token before every call: what Redis said is kept here for a minute, so a login
+        # costs no Redis round trip (a token another process fetched since is as good: WeChat keeps the old
+        # one working for minutes, and a refused one is fetched again).
+        self._recent: dict[str, tuple[float, Any]] = {}
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._run(self._redis.get(f"{self._prefix}:{key}"))
-        return default if value is None else json.loads(value)
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] > time.monotonic():
+            return recent[1]
+        raw = self._run(self._redis.get(f"{self._prefix}:{key}"))
+        if raw is None:
+            return default
+        value = json.loads(raw)
+        self._recent[key] = (time.monotonic() + _LOCAL_S, value)
+        return value
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         if value is not None:
             self._run(self._redis.set(f"{self._prefix}:{key}", json.dumps(value), ex=ttl))
+            self._recent[key] = (time.monotonic() + min(_LOCAL_S, ttl or _LOCAL_S), value)
 
     def delete(self, key: str) -> None:
+        self._recent.pop(key, None)
         self._run(self._redis.delete(f"{self._prefix}:{key}"))
 
 

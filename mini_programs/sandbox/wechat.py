@@ -21,8 +21,9 @@ Access tokens: 40001 for a token this app was never given, 42001 for an expired 
 
 What the user's phone does is done by test controls under `/_sandbox/` (JSON in and out):
 
-    POST /_sandbox/codes        {"appid", "openid"?, "unionid"?, "expired"?: false} -> {"code", "openid",
-                                 "unionid"}: what wx.login gives that user (a new openid when none is given)
+    POST /_sandbox/codes        {"appid", "openid"?, "unionid"?, "expired"?: false, "count"?} -> {"code",
+                                 "openid", "unionid"}: what wx.login gives that user (a new openid when none is
+                                 given); with `count`, also "codes": that many (for the bench)
     POST /_sandbox/phone-codes  {"appid", "phone", "country_code"?: "86", "expired"?: false} -> {"code"}: what
                                  the getPhoneNumber button gives
     POST /_sandbox/grants       {"appid", "openid", "template_id", "kind": "one_time"|"long_term", "count"?: 1}:
@@ -259,10 +260,15 @@ class WechatMiniSandbox:
         key = (appid, openid)
         if key not in self.state.users or unionid:
             self.state.users[key] = str(unionid) if unionid else self.state.users.get(key)
-        code = secrets.token_urlsafe(24)
         issued = time.time() - (CODE_TTL_S + 1 if data.get("expired") else 0)
-        self.state.codes[code] = _Code(appid, openid, issued)
-        return {"code": code, "openid": openid, "unionid": self.state.users[key]}
+        count = data.get("count", 1)
+        if not isinstance(count, int) or not 1 <= count <= 100_000:
+            raise ControlError(400, "count must be 1..100000")
+        codes = [secrets.token_urlsafe(24) for _ in range(count)]
+        for code in codes:
+            self.state.codes[code] = _Code(appid, openid, issued)
+        answer = {"code": codes[0], "openid": openid, "unionid": self.state.users[key]}
+        return {**answer, "codes": codes} if "count" in data else answer
 
     def control_phone_code(self, data: dict[str, Any]) -> dict[str, Any]:
         appid = self._known_app(data)
