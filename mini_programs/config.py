@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -109,8 +110,11 @@ def _secret(path: Path, where: str, entry: Mapping[str, Any], name: str, env: Ma
 
 
 def _url(path: Path, where: str, value: object, allow_http: bool) -> str:
+    """https; plain http only in dev or to a sandbox on this machine (the platforms' APIs are https only)."""
     text = str(value)
-    if not (text.startswith("https://") or (allow_http and text.startswith("http://"))):
+    host = urlsplit(text).hostname or ""
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if not (text.startswith("https://") or (text.startswith("http://") and (allow_http or local))):
         raise MiniProgramConfigError(f"{path}: {where} must be an https URL (http only for a local sandbox)")
     return text
 

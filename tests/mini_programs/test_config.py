@@ -71,7 +71,7 @@ def test_several_apps_per_channel_with_secrets_by_file_or_environment(tmp_path: 
         ({"app_id": CITY}, "secret_file or secret_env"),
         ({"app_id": CITY, "secret_env": "NOT_SET"}, "empty or unset"),
         ({"app_id": "wx123", "secret_env": "S"}, "not a wechat app id"),
-        ({"app_id": CITY, "secret_env": "S", "api_base_url": "http://127.0.0.1:1/"}, "https"),
+        ({"app_id": CITY, "secret_env": "S", "api_base_url": "http://api.weixin.qq.com/"}, "https"),
         ({"app_id": CITY, "secret_env": "S", "timeout_s": 0}, "timeout_s"),
     ],
 )
