@@ -32,8 +32,10 @@ from app_backend.composition.roles import user_of
 from app_backend.composition.wiring import Services
 from app_backend.kernel.module import DomainModule
 from app_backend.kernel.settings import Settings, load_settings
+from mini_programs.sandbox.config import sandbox_config
 from payments.sandbox.keys import load_alipay_keys
 from payments.sandbox.launch import running_sandbox
+from tests.mini_programs.sandboxes import AlipayMiniSandbox, WechatMiniSandbox
 from tests.payments.sandboxes import AlipaySandbox, WechatSandbox
 
 
@@ -133,15 +135,40 @@ def alipay_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlipayS
 
 
 @pytest.fixture(scope="session")
+def wechat_mini_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WechatMiniSandbox]:
+    with running_sandbox(
+        "wechat", tmp_path_factory.mktemp("wechat-mini-sandbox"), module="mini_programs.sandbox"
+    ) as started:
+        yield WechatMiniSandbox(started.base_url, started.state_dir)
+
+
+@pytest.fixture(scope="session")
+def alipay_mini_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlipayMiniSandbox]:
+    with running_sandbox(
+        "alipay", tmp_path_factory.mktemp("alipay-mini-sandbox"), module="mini_programs.sandbox"
+    ) as started:
+        yield AlipayMiniSandbox(started.base_url, started.state_dir)
+
+
+@pytest.fixture(scope="session")
 def settings(
-    backing: Backing, data_dir: Path, wechat_sandbox: WechatSandbox, alipay_sandbox: AlipaySandbox
+    backing: Backing,
+    data_dir: Path,
+    wechat_sandbox: WechatSandbox,
+    alipay_sandbox: AlipaySandbox,
+    wechat_mini_sandbox: WechatMiniSandbox,
+    alipay_mini_sandbox: AlipayMiniSandbox,
 ) -> Settings:
-    """The session's settings: the app is configured with both channel sandboxes from the start, the way
-    `tzt serve` configures it in dev, so no test installs a channel into the running app."""
+    """The session's settings: the app is configured with both channel sandboxes and both mini-program sandboxes
+    from the start, the way `tzt serve` configures it in dev, so no test installs a channel into the running app."""
     database_url, redis_url = backing.database_url, backing.redis_url
     channels = data_dir / "payment-channels.json"
     channels.write_text(
         json.dumps({"wechat": wechat_sandbox.settings(), "alipay": alipay_sandbox.settings()})
+    )
+    mini_programs = data_dir / "mini-programs.json"
+    mini_programs.write_text(
+        json.dumps(sandbox_config(wechat_mini_sandbox.state_dir, alipay_mini_sandbox.state_dir, timeout_s=2))
     )
     return load_settings(
         {
@@ -153,6 +180,7 @@ def settings(
             "TZT_TRUSTED_PROXIES": "testclient",
             "TZT_LOG_LEVEL": "WARNING",
             "TZT_PAYMENT_CONFIG": str(channels),
+            "TZT_MINI_PROGRAM_CONFIG": str(mini_programs),
         }
     )
 

@@ -182,6 +182,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 for name, section in channels.items():
                     base = section.get("api_base_url") or section.get("gateway_url", "")
                     print(f"  Payment sandbox ({name}): {base}  (test controls under /_sandbox/)", flush=True)
+            if "TZT_MINI_PROGRAM_CONFIG" in env:
+                apps = json.loads(Path(env["TZT_MINI_PROGRAM_CONFIG"]).read_text())
+                for name, entries in apps.items():
+                    bases = {e.get("api_base_url") or e.get("gateway_url", "") for e in entries}
+                    ids = ", ".join(e["app_id"] for e in entries)
+                    for base in sorted(bases):
+                        print(
+                            f"  Mini-program sandbox ({name}): {base}  (apps {ids}; test controls under /_sandbox/)",
+                            flush=True,
+                        )
             _supervise(server, children)
         except KeyboardInterrupt:
             pass
@@ -206,6 +216,10 @@ def _start_children(
 
         payment_config = start_sandboxes(live.data_dir, children)
         env["TZT_PAYMENT_CONFIG"] = str(payment_config)
+    if live.is_dev and not os.environ.get("TZT_MINI_PROGRAM_CONFIG") and not args.no_sandboxes:
+        from app_backend.composition.sandboxes import start_mini_program_sandboxes
+
+        env["TZT_MINI_PROGRAM_CONFIG"] = str(start_mini_program_sandboxes(live.data_dir, children))
     if live.is_dev and args.identity_sandbox:
         from app_backend.composition.sandboxes import start_identity_sandbox
 
@@ -648,7 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     serve.add_argument("--no-worker", action="store_true", help="do not start the background job worker")
     serve.add_argument("--no-seed", action="store_true")
-    serve.add_argument("--no-sandboxes", action="store_true", help="do not start the payment sandboxes (dev)")
+    serve.add_argument(
+        "--no-sandboxes",
+        action="store_true",
+        help="do not start the payment and mini-program sandboxes (dev)",
+    )
     serve.add_argument(
         "--identity-sandbox",
         action="store_true",

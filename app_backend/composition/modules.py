@@ -10,6 +10,7 @@ from app_backend.identity.module import module as identity
 from app_backend.kernel.module import DomainModule
 from app_backend.organisations.module import module as organisations
 from code_service.module import module as codes
+from mini_programs.module import module as mini_programs
 from payments.module import module as payments
 
 MODULES: list[DomainModule] = [
@@ -19,4 +20,5 @@ MODULES: list[DomainModule] = [
     organisations,
     payments,
     codes,  # after payments: its one-statement display function reads payments' transit tables
+    mini_programs,
 ]

@@ -92,6 +92,26 @@ def alipay_config(state_dir: Path, base: str) -> dict[str, str]:
     }
 
 
+MINI_PROGRAM_SANDBOX = "mini_programs.sandbox"
+
+
+def start_mini_program_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> Path:
+    """Starts the WeChat and Alipay mini-program sandboxes (appending them to `children`) and returns the
+    mini-program config naming their apps (TZT_MINI_PROGRAM_CONFIG); the city's apps are the payment sandboxes'
+    app ids, so a mini-program login can pay at once."""
+    from mini_programs.sandbox.config import sandbox_config
+
+    root = data_dir / "sandbox"
+    for channel in ("wechat", "alipay"):
+        _, proc = start_sandbox(
+            channel, root / f"{channel}-mini", preexec_fn=_die_with_parent, module=MINI_PROGRAM_SANDBOX
+        )
+        children.append(proc)
+    path = data_dir / "mini-programs.json"
+    path.write_text(json.dumps(sandbox_config(root / "wechat-mini", root / "alipay-mini"), indent=1))
+    return path
+
+
 IDENTITY_SANDBOX = "app_backend.identity.aliyun_sandbox"
 
 

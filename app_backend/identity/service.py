@@ -341,6 +341,54 @@ class AuthService:
         )
         return pair
 
+    async def resident_for_phone(self, conn: Connection, phone: str) -> tuple[uuid.UUID, bool]:
+        """(the resident whose account uses this normalised phone, whether it was created now). Only for a phone
+        a channel has proven to be the caller's (a mini-program's phone number), never for one a client claims:
+        for those, `login` checks a one-time code first."""
+        row, created = await self._residents.get_or_create_by_phone(
+            conn,
+            self._cipher.lookup_hash("resident.phone", phone),
+            self._cipher.encrypt("resident.phone", phone),
+        )
+        return row.id, created
+
+    async def open_session(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        actor: Actor,
+        *,
+        method: str,
+        created: bool = False,
+        detail: dict[str, object] | None = None,
+    ) -> TokenPair:
+        """A new session with the app's tokens for a resident another domain has recognised (a linked
+        mini-program identity): refused (403) for a blocked account, audited as a login by `method`."""
+        row = await self._residents.get(conn, resident_id)
+        if row is None:
+            raise DomainError(404, "not-found", "resident not found")
+        if row.status != "active":
+            await self._audit.record_detached(
+                actor,
+                "auth.login",
+                target_type="resident",
+                target_id=str(resident_id),
+                outcome="denied",
+                detail={"reason": "blocked", "method": method},
+            )
+            raise DomainError(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
+        session_id = await self._sessions.create(conn, resident_id, self._settings.session_max_age)
+        pair = await self._issue(conn, resident_id, session_id, row.level, created)
+        await self._audit.record(
+            conn,
+            Actor("resident", str(resident_id), actor.request_id, actor.ip),
+            "auth.login",
+            target_type="resident",
+            target_id=str(resident_id),
+            detail={"new_resident": created, "session": str(session_id), "method": method, **(detail or {})},
+        )
+        return pair
+
     async def _issue(
         self,
         conn: Connection,

@@ -116,6 +116,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: frozenset[str] = frozenset()
     public_base_url: str = "http://127.0.0.1:8000"
     payment_config: Path | None = None
+    # The mini-programs' app ids and where their secrets are (mini_programs/config.py, docs/operations.md).
+    mini_program_config: Path | None = None
     sms_backend: str = "dev"
     registry_backend: str = "dev"
     liveness_backend: str = "dev"
@@ -272,6 +274,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         trusted_proxies=frozenset(p for p in env.get("TZT_TRUSTED_PROXIES", "").split(",") if p),
         public_base_url=env.get("TZT_PUBLIC_BASE_URL", f"http://127.0.0.1:{env.get('TZT_PORT', '8000')}"),
         payment_config=Path(env["TZT_PAYMENT_CONFIG"]) if env.get("TZT_PAYMENT_CONFIG") else None,
+        mini_program_config=(
+            Path(env["TZT_MINI_PROGRAM_CONFIG"]) if env.get("TZT_MINI_PROGRAM_CONFIG") else None
+        ),
         sms_backend=env.get("TZT_SMS_BACKEND", "dev"),
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
         liveness_backend=env.get("TZT_LIVENESS_BACKEND", "dev"),

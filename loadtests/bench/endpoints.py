@@ -6,10 +6,12 @@ from __future__ import annotations
 GOAL_ISSUE = 0.40
 GOAL_VERIFY = 0.25
 GOAL_OFFLINE = 0.90
+GOAL_MINI_LOGIN = 0.25
 
 VERIFY_PATH = "/api/v1/verify"
 ISSUE_PATH = "/api/v1/codes/personal"
 PING_PATH = "/api/v1/ping"
+MINI_LOGIN_PATH = "/api/v1/mini-programs/wechat/login"
 HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
 METRO = "泰州地铁运营有限公司"  # verify:transit
 
@@ -19,14 +21,18 @@ ISSUE_ROW = "POST /api/v1/codes/personal"
 TRANSIT_ROW = "POST /api/v1/verify transit (fresh server codes)"
 HEALTH_ROW = "POST /api/v1/verify health (server codes)"
 DEVICE_ROW = "POST /api/v1/verify health (device codes)"
+MINI_ROW = "POST /api/v1/mini-programs/wechat/login (linked)"
 ROWS = {
     PING_ROW: "ping",
     ISSUE_ROW: "issue",
     TRANSIT_ROW: "transit",
     HEALTH_ROW: "health",
     DEVICE_ROW: "device",
+    MINI_ROW: "mini-login",
 }
 
 
 def goal(name: str) -> float | None:
+    if name == MINI_ROW:
+        return GOAL_MINI_LOGIN
     return GOAL_ISSUE if name == ISSUE_ROW else GOAL_VERIFY if "verify" in name else None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench.endpoints import ISSUE_PATH, VERIFY_PATH
+from loadtests.bench.endpoints import ISSUE_PATH, MINI_LOGIN_PATH, VERIFY_PATH
 
 _REASON = b'"reason":"'
 _CODE = b'"code":"'
@@ -152,6 +152,19 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
         return [
             _request("POST", ISSUE_PATH, host, {"Authorization": f"Bearer {token}"})
             for token in spec["tokens"]
+        ]
+    if kind == "mini-login":
+        # One wx.login code per request (codes are single use), of WeChat users linked to residents already.
+        headers = {"Content-Type": "application/json"}
+        return [
+            _request(
+                "POST",
+                MINI_LOGIN_PATH,
+                host,
+                headers,
+                json.dumps({"app_id": spec["app_id"], "code": c}).encode(),
+            )
+            for c in spec["codes"]
         ]
     if kind == "verify-device":
         from cryptography.hazmat.primitives.serialization import load_der_private_key

@@ -9,6 +9,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loadtests.bench.endpoints import ISSUE_PATH, VERIFY_PATH
 
@@ -116,3 +117,57 @@ def sample_answer(base: str, creds: dict[str, str], code: str, scene: str) -> tu
         base + VERIFY_PATH, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=10
     )
     return answer.status_code, answer.text
+
+
+@dataclass
+class MiniProgram:
+    """The city's WeChat mini-program as `tzt serve` configured it (its sandbox) and WeChat users linked to
+    residents through it."""
+
+    sandbox: str
+    app_id: str
+    openids: list[str]
+
+
+async def mini_program_users(base: str, config: dict[str, Any], count: int) -> MiniProgram:
+    """`count` WeChat users of the city's mini-program, each linked by a first login with the phone button."""
+    import httpx
+
+    app = config["wechat"][0]
+    sandbox, app_id = app["api_base_url"].rstrip("/"), app["app_id"]
+    rng = random.SystemRandom()
+
+    async def one(client: httpx.AsyncClient, phone: str) -> str:
+        wx = (await client.post(f"{sandbox}/_sandbox/codes", json={"appid": app_id})).json()
+        phone_code = (
+            await client.post(f"{sandbox}/_sandbox/phone-codes", json={"appid": app_id, "phone": phone})
+        ).json()["code"]
+        login = await client.post(
+            f"{base}/api/v1/mini-programs/wechat/login",
+            json={"app_id": app_id, "code": wx["code"], "phone_code": phone_code},
+        )
+        if login.status_code != 200:
+            raise RuntimeError(f"mini-program login of a bench user: {login.status_code} {login.text}")
+        return str(wx["openid"])
+
+    phones = list({_random_phone(rng) for _ in range(count * 2)})[:count]
+    async with httpx.AsyncClient(timeout=30) as client:
+        openids = list(await asyncio.gather(*(one(client, p) for p in phones)))
+    return MiniProgram(sandbox, app_id, openids)
+
+
+async def login_codes(mini: MiniProgram, count: int) -> list[str]:
+    """`count` fresh wx.login codes spread over the linked users (each code logs in once)."""
+    import httpx
+
+    per_user = max(1, -(-count // len(mini.openids)))
+    codes: list[str] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for openid in mini.openids:
+            answer = await client.post(
+                f"{mini.sandbox}/_sandbox/codes",
+                json={"appid": mini.app_id, "openid": openid, "count": per_user},
+            )
+            codes += answer.json()["codes"]
+    random.SystemRandom().shuffle(codes)
+    return codes[:count]

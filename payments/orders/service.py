@@ -40,6 +40,9 @@ from payments.webhooks.service import WebhookService
 
 _log = structlog.get_logger("payments")
 BodyT = TypeVar("BodyT", bound=msgspec.Struct)
+# (the request's connection, the payer, the channel's name, the app id its mini-program payments are made for) ->
+# the payer's id at the channel in that app, None when the payer has linked no identity of it (mini_programs).
+MiniProgramPayers = Callable[[Connection, uuid.UUID, str, str], Awaitable[str | None]]
 
 
 class ChannelDown(DomainError):
@@ -84,6 +87,25 @@ def order_view(row: OrderRow, pay: PayInstructions | None = None) -> OrderView:
     )
 
 
+def paying_app_id(channel: PaymentChannel) -> str | None:
+    """The app id a channel's mini-program payments are made for: the WeChat Pay merchant's appid, the Alipay
+    mini-program's op_app_id or else the Alipay app id."""
+    config = getattr(channel, "config", None)
+    for name in ("mini_app_id", "appid", "app_id"):
+        value = getattr(config, name, None)
+        if value:
+            return str(value)
+    return None
+
+
+def ready_to_call(channel: str, method: str, params: dict[str, object]) -> dict[str, object]:
+    """Pay parameters as the client passes them on: my.tradePay takes the Alipay trade number as `tradeNO`
+    (wx.requestPayment's arguments come from the WeChat channel as they are)."""
+    if channel == "alipay" and method == "mini" and "trade_no" in params:
+        return {**params, "tradeNO": params["trade_no"]}
+    return params
+
+
 def payer_scope(payer_id: uuid.UUID) -> str:
     """Where a payer's idempotency keys live."""
     return f"resident:{payer_id}"
@@ -111,6 +133,39 @@ class OrderService:
         self._orders = OrderRepository()
         self._keys = IdempotencyRepository()
         self._paid_listeners: list[Callable[[Connection, OrderRow], Awaitable[None]]] = []
+        self._mini_payers: MiniProgramPayers | None = None
+
+    def use_mini_program_payers(self, lookup: MiniProgramPayers) -> None:
+        """Where a `mini` order's payer comes from: the identity the resident linked for the channel's app."""
+        self._mini_payers = lookup
+
+    async def payer_channel_id(
+        self, conn: Connection, payer_id: uuid.UUID, channel_name: str, method: str, given: str | None
+    ) -> str | None:
+        """Who pays at the channel. `mini`: the payer's linked mini-program identity, never one a client names
+        (docs/decisions/0023-mini-program-accounts.md); `jsapi`: the openid or buyer id the client gives (H5)."""
+        if method == "jsapi" and not given:
+            raise invalid_field("payer_channel_id", "required for this method")
+        if method != "mini":
+            return given
+        if given:
+            raise invalid_field(
+                "payer_channel_id",
+                "not accepted with method mini: the payer is the mini-program identity linked to your account",
+            )
+        app_id = paying_app_id(self.channel(channel_name))
+        found = None
+        if self._mini_payers is not None and app_id is not None:
+            found = await self._mini_payers(conn, payer_id, channel_name, app_id)
+        if found is None:
+            message = f"no {channel_name} mini-program identity of app {app_id} is linked to your account"
+            raise DomainError(
+                422,
+                "mini-program-identity-required",
+                f"method: {message}; log in through that mini-program (or link it) first",
+                extra={"errors": [{"field": "method", "message": message}]},
+            )
+        return found
 
     def on_paid(self, listener: Callable[[Connection, OrderRow], Awaitable[None]]) -> None:
         """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
@@ -173,8 +228,8 @@ class OrderService:
         if await self._payees.payee(conn, data.payee_id) is None:
             raise invalid_field("payee_id", "no such payee")
         self.channel(data.channel)
-        if data.method in ("mini", "jsapi") and not data.payer_channel_id:
-            raise invalid_field("payer_channel_id", "required for this method")
+        # Refuses here a payer the method does not take (a client-named payer of a mini payment, none for jsapi).
+        await self.payer_channel_id(conn, payer_id, data.channel, data.method, data.payer_channel_id)
         shares = await self._split(conn, data, purpose)
         row = await self._orders.insert(
             conn,
@@ -212,7 +267,9 @@ class OrderService:
                 payer_id=payer_channel_id,
             )
         )
-        return PayInstructions(channel=pay.channel, method=pay.method, params=pay.params)
+        return PayInstructions(
+            channel=pay.channel, method=pay.method, params=ready_to_call(pay.channel, pay.method, pay.params)
+        )
 
     async def place(
         self, pool: Pool, payer_id: uuid.UUID, key: str, data: OrderCreate, client_ip: str
@@ -229,12 +286,17 @@ class OrderService:
         digest = request_hash("orders.create", {**msgspec.to_builtins(data), "purpose": purpose})
         async with pool.acquire() as conn, conn.transaction():
             row, replayed = await self._open(conn, scope, key, digest, payer_id, data)
+            payer = None
+            if row.pay_params is None:
+                payer = await self.payer_channel_id(
+                    conn, payer_id, row.channel, row.method, data.payer_channel_id
+                )
         if row.pay_params is not None:
             return Answer(201, order_view(row), replayed=replayed)
         if row.status != "waiting":
             raise DomainError(409, "conflict", f"this order is {row.status}; use a new Idempotency-Key")
         try:
-            instructions = await self.ask_channel(row, client_ip, data.payer_channel_id)
+            instructions = await self.ask_channel(row, client_ip, payer)
         except ChannelUnavailable:
             raise ChannelDown(
                 f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",

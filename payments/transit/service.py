@@ -972,6 +972,12 @@ class TransitService:
         digest = request_hash("transit.repay", msgspec.to_builtins(data))
         async with pool.acquire() as conn, conn.transaction():
             claim = await self._claim_repayment(conn, resident_id, scope, key, digest, data, now)
+            payer = None
+            if claim.order.pay_params is None:
+                # A mini-program repayment is paid by the identity the rider linked, never one a client names.
+                payer = await self._orders.payer_channel_id(
+                    conn, resident_id, claim.order.channel, claim.order.method, data.payer_channel_id
+                )
         row = claim.order
         if row.pay_params is not None:
             if claim.status_code != 202:
@@ -986,7 +992,7 @@ class TransitService:
                 409, "conflict", f"this repayment order is {row.status}; repay with a new Idempotency-Key"
             )
         try:
-            pay = await self._orders.ask_channel(row, client_ip, data.payer_channel_id)
+            pay = await self._orders.ask_channel(row, client_ip, payer)
         except ChannelUnavailable:
             raise ChannelDown(
                 f"the {row.channel} gateway did not answer; retry with the same Idempotency-Key",

@@ -22,7 +22,7 @@ async def ledger_ok(services: Any) -> None:
 async def create_order(
     client: Any, person: dict[str, Any], payee: dict[str, Any], amount: int = 1000, key: str | None = None
 ) -> Any:
-    """A mini-program order through WeChat Pay, as the resident's app creates it."""
+    """A JSAPI order through WeChat Pay (the openid given by the client, as an H5 page in WeChat has it)."""
     return await client.post(
         "/api/v1/payments/orders",
         headers={**bearer(person), "Idempotency-Key": key or uuid.uuid4().hex},
@@ -32,7 +32,7 @@ async def create_order(
             "subject": "凤城河夜游",
             "payee_id": payee["organisation"]["id"],
             "channel": "wechat",
-            "method": "mini",
+            "method": "jsapi",
             "payer_channel_id": "o-openid-1",
         },
     )

@@ -56,6 +56,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.organisations",
         "payments",
         "code_service",
+        "mini_programs",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -65,4 +66,13 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         }
     finally:
         await conn.close()
-    assert {"identity", "enterprises", "organisations", "audit", "codes", "payments", "code_ports"} <= schemas
+    assert {
+        "identity",
+        "enterprises",
+        "organisations",
+        "audit",
+        "codes",
+        "payments",
+        "code_ports",
+        "mini_programs",
+    } <= schemas

@@ -35,7 +35,7 @@ async def _create(client: Any, person: dict[str, Any], payee: dict[str, Any], am
             "subject": "凤城河夜游",
             "payee_id": payee["organisation"]["id"],
             "channel": "wechat",
-            "method": "mini",
+            "method": "jsapi",
             "payer_channel_id": "o-openid-v3",
         },
     )

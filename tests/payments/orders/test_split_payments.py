@@ -23,7 +23,7 @@ def _body(main: dict[str, Any], amount: int, splits: list[dict[str, Any]]) -> di
         "subject": "省运会 开幕式 门票",
         "payee_id": main["organisation"]["id"],
         "channel": "wechat",
-        "method": "mini",
+        "method": "jsapi",
         "payer_channel_id": "o-openid-1",
         "splits": splits,
     }

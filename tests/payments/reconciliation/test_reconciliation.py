@@ -76,7 +76,7 @@ class Shop:
             "channel": channel,
         }
         if channel == "wechat":
-            body.update(purpose="ticket", subject="凤城河夜游", method="mini", payer_channel_id="o-openid-1")
+            body.update(purpose="ticket", subject="凤城河夜游", method="jsapi", payer_channel_id="o-openid-1")
         else:
             body.update(purpose="non_tax_fee", subject="泰州市不动产登记费", method="native")
         answer = await self.client.post(

@@ -123,7 +123,7 @@ async def _paid_with_subject(client, wechat, payee, subject: str, amount: int) -
             "subject": subject,
             "payee_id": payee["organisation"]["id"],
             "channel": "wechat",
-            "method": "mini",
+            "method": "jsapi",
             "payer_channel_id": "o-openid-1",
         },
     )

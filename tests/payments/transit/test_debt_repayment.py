@@ -27,7 +27,7 @@ from tests.payments.transit.test_transit import (
     _upload,
 )
 
-REPAY = {"channel": "wechat", "method": "mini", "payer_channel_id": "o-rider-repay"}
+REPAY = {"channel": "wechat", "method": "jsapi", "payer_channel_id": "o-rider-repay"}
 
 
 async def _in_debt(client: Any, services: Any, wechat: Any, metro: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +254,6 @@ def _order_create(order: dict[str, Any]) -> OrderCreate:
         subject="泰州通乘车欠款补缴",
         payee_id=uuid.UUID(order["payee_id"]),
         channel="wechat",
-        method="mini",
+        method="jsapi",
         payer_channel_id="o-rider-repay",
     )

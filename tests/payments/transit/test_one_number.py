@@ -168,7 +168,7 @@ async def test_a_key_reused_with_another_body_is_refused(client, services, wecha
     other = await client.post(
         f"{TRANSIT}/debts/repay",
         headers={**bearer(person), "Idempotency-Key": "repay-reused-1"},
-        json={**REPAY, "method": "jsapi"},
+        json={**REPAY, "payer_channel_id": "o-another-rider"},
     )
     assert other.status_code == 422 and "Idempotency-Key" in other.text, other.text
 

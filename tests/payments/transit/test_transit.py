@@ -515,7 +515,7 @@ async def test_a_refused_deduction_denies_the_rider_until_repaid(client, service
 
     # The rider repays: a normal order for the whole debt, paid like any other.
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    body_ = {"channel": "wechat", "method": "mini", "payer_channel_id": "o-rider-repay"}
+    body_ = {"channel": "wechat", "method": "jsapi", "payer_channel_id": "o-rider-repay"}
     repay = await client.post(f"{TRANSIT}/debts/repay", headers={**bearer(person), **key}, json=body_)
     assert repay.status_code == 201, repay.text
     again = await client.post(f"{TRANSIT}/debts/repay", headers={**bearer(person), **key}, json=body_)

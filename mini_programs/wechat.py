@@ -1,0 +1,190 @@
+"""WeChat's mini-program APIs through wechatpy: `WeChatClient(appid, secret).wxa.code_to_session` for the
+`wx.login` code, `POST wxa/business/getuserphonenumber` for the getPhoneNumber button's code, and
+`wxa.send_subscribe_message`.
+
+wechatpy is synchronous (requests), so each call runs in a worker thread. Its API base is pointed at the app's
+`api_base_url` the way wechatpy supports: `API_BASE_URL` on the client (cgi-bin) and on its `wxa` API object
+(sns, wxa). The access token comes from `cgi-bin/stable_token` (one token for every process, where `cgi-bin/token`
+would void the others' tokens) and is kept in Redis with its expiry through wechatpy's session storage, so the
+processes of every node share one; wechatpy fetches it again when WeChat says it expired (40001, 42001).
+
+What goes wrong at WeChat is a 503 for the resident (with Retry-After), never a 500; a code WeChat refuses is a
+401 naming the field. Only the app id and WeChat's errcode are logged, never an openid or a phone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+import requests
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from wechatpy import WeChatClient
+from wechatpy.exceptions import WeChatClientException
+from wechatpy.session import SessionStorage
+
+from app_backend.kernel.errors import DomainError
+from mini_programs.config import WechatApp
+from mini_programs.refusals import code_refused, unavailable
+
+_log = structlog.get_logger("mini_programs.wechat")
+T = TypeVar("T")
+# Kept for less than WeChat's 7200 s, so a token is never used in its last minutes.
+_TOKEN_MARGIN_S = 300
+_LOCAL_S = 60.0
+_CODE_REFUSALS = {
+    40029: ("mini-code-invalid", "invalid or expired; call wx.login again"),
+    40163: ("mini-code-used", "already used; call wx.login again"),
+}
+_RATE_LIMITED = frozenset({45009, 45011})
+
+
+class WechatSession(msgspec.Struct, frozen=True):
+    openid: str
+    session_key: str
+    unionid: str | None = None
+
+
+class LoopRedisStorage(SessionStorage):
+    """wechatpy's session storage (where it keeps access tokens) on the platform's asyncio Redis: wechatpy runs
+    in a worker thread and hands each get and set to the event loop that owns the connection."""
+
+    def __init__(self, redis: Redis, loop: asyncio.AbstractEventLoop, prefix: str, timeout_s: float) -> None:
+        self._redis = redis
+        self._loop = loop
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        # wechatpy reads the token before every call: what Redis said is kept here for a minute, so a login
+        # costs no Redis round trip (a token another process fetched since is as good: WeChat keeps the old
+        # one working for minutes, and a refused one is fetched again).
+        self._recent: dict[str, tuple[float, Any]] = {}
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] > time.monotonic():
+            return recent[1]
+        raw = self._run(self._redis.get(f"{self._prefix}:{key}"))
+        if raw is None:
+            return default
+        value = json.loads(raw)
+        self._recent[key] = (time.monotonic() + _LOCAL_S, value)
+        return value
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        if value is not None:
+            self._run(self._redis.set(f"{self._prefix}:{key}", json.dumps(value), ex=ttl))
+            self._recent[key] = (time.monotonic() + min(_LOCAL_S, ttl or _LOCAL_S), value)
+
+    def delete(self, key: str) -> None:
+        self._recent.pop(key, None)
+        self._run(self._redis.delete(f"{self._prefix}:{key}"))
+
+
+class _Client(WeChatClient):
+    """wechatpy's client with every endpoint at the app's API base."""
+
+    def __init__(self, app: WechatApp, session: SessionStorage) -> None:
+        super().__init__(app.app_id, app.secret, session=session, timeout=app.timeout_s)
+        self._base = app.base_url
+        self.API_BASE_URL = app.base_url + "cgi-bin/"
+        self.wxa.API_BASE_URL = app.base_url
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """The stable access token (wechatpy's own fetch asks a fixed host, with no timeout)."""
+        answer = self._http.post(
+            self._base + "cgi-bin/stable_token",
+            json={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
+            timeout=self.timeout,
+        )
+        if answer.status_code != 200:
+            raise WeChatClientException(None, None, client=self, request=answer.request, response=answer)
+        result: dict[str, Any] = answer.json()
+        if result.get("errcode", 0) != 0 or "access_token" not in result:
+            raise WeChatClientException(
+                result.get("errcode"),
+                result.get("errmsg"),
+                client=self,
+                request=answer.request,
+                response=answer,
+            )
+        expires_in = int(result.get("expires_in", 7200))
+        self.session.set(self.access_token_key, result["access_token"], max(60, expires_in - _TOKEN_MARGIN_S))
+        self.expires_at = int(time.time()) + expires_in - _TOKEN_MARGIN_S
+        return result
+
+
+class WechatMiniProgram:
+    """One configured WeChat mini-program."""
+
+    def __init__(self, app: WechatApp, redis: Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        storage = LoopRedisStorage(redis, loop, "mini:wechat", app.timeout_s)
+        self._client = _Client(app, storage)
+
+    async def _call(
+        self, what: str, call: Callable[[], T], on_refusal: Callable[[int], DomainError | None]
+    ) -> T:
+        # A call may fetch a token first and retry once after a refused token: three calls at most.
+        try:
+            async with asyncio.timeout(self.app.timeout_s * 3 + 1):
+                return await asyncio.to_thread(call)
+        except WeChatClientException as exc:
+            code = exc.errcode
+            _log.warning("wechat refused", app_id=self.app.app_id, call=what, errcode=code)
+            if code is not None:
+                refusal = on_refusal(int(code))
+                if refusal is not None:
+                    raise refusal from None
+            raise unavailable("WeChat", rate_limited=code in _RATE_LIMITED) from None
+        except (requests.RequestException, RedisError, TimeoutError, ValueError) as exc:
+            _log.warning("wechat unreachable", app_id=self.app.app_id, call=what, error=type(exc).__name__)
+            raise unavailable("WeChat") from None
+
+    async def code_to_session(self, code: str) -> WechatSession:
+        """The user behind a `wx.login` code (code2session); the code is spent."""
+
+        def refusal(errcode: int) -> DomainError | None:
+            if errcode in _CODE_REFUSALS:
+                kind, message = _CODE_REFUSALS[errcode]
+                return code_refused(kind, "code", message)
+            if errcode == 40226:
+                return DomainError(
+                    403, "mini-user-blocked", "WeChat has blocked this user (a high-risk account)"
+                )
+            return None
+
+        result = await self._call("jscode2session", lambda: self._client.wxa.code_to_session(code), refusal)
+        try:
+            return msgspec.convert(result, WechatSession)
+        except msgspec.ValidationError:
+            _log.warning("wechat answer unknown", app_id=self.app.app_id, call="jscode2session")
+            raise unavailable("WeChat") from None
+
+    async def phone_number(self, phone_code: str) -> tuple[str, str]:
+        """(country code, the number without it) behind a getPhoneNumber button's code; the code is spent."""
+
+        def refusal(errcode: int) -> DomainError | None:
+            if errcode == 40029:
+                return code_refused("phone-code-invalid", "phone_code", "invalid, expired or already used")
+            return None
+
+        result = await self._call(
+            "getuserphonenumber",
+            lambda: self._client.post(
+                "wxa/business/getuserphonenumber", data={"code": phone_code}, api_base_url=self.app.base_url
+            ),
+            refusal,
+        )
+        info = result.get("phone_info") if isinstance(result, dict) else None
+        if not isinstance(info, dict) or not info.get("purePhoneNumber"):
+            _log.warning("wechat answer unknown", app_id=self.app.app_id, call="getuserphonenumber")
+            raise unavailable("WeChat")
+        return str(info.get("countryCode", "86")), str(info["purePhoneNumber"])
