@@ -165,3 +165,13 @@ async def verified_claims(app: AsyncOAuth2Client, meta: dict[str, Any], id_token
     decoded = jwt.decode(id_token, keys, algorithms=["ES256"])
     assert decoded.header["alg"] == "ES256"
     return dict(decoded.claims)
+
+
+async def open_authorization(
+    client: ApiClient, app: AsyncOAuth2Client, meta: dict[str, Any], resident: dict[str, Any], **params: Any
+) -> httpx.Response:
+    """Only the first step: what the resident's web-view shows for the authorization URL."""
+    url, _ = app.create_authorization_url(
+        meta["authorization_endpoint"], code_verifier=generate_token(48), **params
+    )
+    return await browser(client).get(url, headers=bearer(resident))
