@@ -98,13 +98,14 @@ async def _session_resident(
     for it and set as a cookie), a browser its session cookie."""
     cookie: Cookie | None = None
     authorization = request.headers.get("authorization")
+    session = await oidc.session(db, request.cookies.get(COOKIE))
     if authorization:
         principal: ResidentPrincipal = await oidc.identity.auth.authenticate(authorization)
-        token, _ = await oidc.open_session(db, principal.resident_id, principal.session_id)
-        cookie = _session_cookie(oidc, token)
-        session = await oidc.session(db, token)
-    else:
-        session = await oidc.session(db, request.cookies.get(COOKIE))
+        # The browser's session goes on when it is this resident's (one logout ends every department's login).
+        if session is None or session.resident_id != principal.resident_id:
+            token, _ = await oidc.open_session(db, principal.resident_id, principal.session_id)
+            cookie = _session_cookie(oidc, token)
+            session = await oidc.session(db, token)
     if session is None:
         return None, cookie
     return await oidc.resident(db, session), cookie
