@@ -56,6 +56,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.organisations",
         "payments",
         "code_service",
+        "app_backend.oidc",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
