@@ -34,7 +34,9 @@ async def start(platform: Platform) -> OidcService:
         platform.get(AuditTrail),
         platform.get(IdentityServices),
         platform.get(OrganisationServices),
-        IdTokenKeys(platform.pool, platform.cipher),
+        # The keys reload their rows on the side pool: a token request holds a request connection while its
+        # ID token is signed, and must never wait for a second one from the same pool.
+        IdTokenKeys(platform.side_pool, platform.cipher),
     )
 
 
