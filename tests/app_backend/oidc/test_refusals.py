@@ -193,3 +193,54 @@ async def test_a_client_is_authenticated_at_the_token_endpoint(client: ApiClient
             meta["token_endpoint"], content=b"{}", headers={"Content-Type": "application/json"}
         )
         assert empty.status_code == 400 and "error" in empty.json()
+
+
+async def test_malformed_protocol_requests_are_4xx_never_500(client: ApiClient) -> None:
+    reg = await registered(client)
+    client_id = reg["client"]["client_id"]
+    auth = (client_id, reg["client_secret"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client.app), base_url="http://127.0.0.1:8000"
+    ) as http:
+        answers = [
+            await http.get("/oidc/authorize"),
+            await http.get("/oidc/authorize", params={"client_id": "x" * 500, "response_type": "code"}),
+            await http.get("/oidc/authorize", params={"client_id": client_id, "response_type": "token"}),
+            await http.get(
+                "/oidc/authorize", params={"client_id": [client_id, client_id], "response_type": "code"}
+            ),
+            await http.post("/oidc/authorize", content=b"\xff\xfe", headers={"Content-Type": "text/plain"}),
+            await http.post(
+                "/oidc/token", data={"grant_type": "authorization_code", "code": "x" * 300}, auth=auth
+            ),
+            await http.post(
+                "/oidc/token", data={"grant_type": "refresh_token", "refresh_token": "r" * 1000}, auth=auth
+            ),
+            await http.post(
+                "/oidc/token", headers={"Authorization": "Basic !!!notbase64"}, data={"grant_type": "x"}
+            ),
+            await http.post(
+                "/oidc/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": "c",
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion": "a.b.c",
+                },
+            ),
+            await http.get("/oidc/userinfo", headers={"Authorization": "Bearer " + "t" * 2000}),
+            await http.get("/oidc/userinfo"),
+            await http.post("/oidc/revoke", data={"token": ""}, auth=auth),
+            await http.get("/oidc/logout", params={"id_token_hint": "a.b.c"}),
+            await http.get("/oidc/logout", params={"id_token_hint": "not a token at all"}),
+            await http.get("/oidc/login", params={"next": "https://evil.example/"}),
+            await http.post("/oidc/login/otp", data={"phone": "not-a-phone"}),
+            await http.post("/oidc/login", data={"phone": "13800000009", "otp": "000000"}),
+        ]
+    statuses = [a.status_code for a in answers]
+    assert all(s < 500 for s in statuses), statuses
+    assert all(s >= 400 for s in statuses if s not in (200, 302)), statuses
+    assert (
+        "evil.example" not in answers[-3].text
+    )  # the log-in page returns only to the authorization endpoint
+    assert answers[-2].status_code == 400 and "phone" in answers[-2].text
