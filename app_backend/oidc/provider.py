@@ -15,6 +15,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -171,6 +172,12 @@ def exchange() -> Exchange:
     return _EXCHANGE.get()
 
 
+# Threads for protocol steps. A step's thread mostly waits for its hooks' coroutines on the loop, and its request
+# already holds a database connection: as many threads as the request pool has connections, so no request that
+# holds one waits for a thread while others wait for its connection (the default executor has cores + 4).
+_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oidc-protocol")
+
+
 async def run_protocol(ex: Exchange, step: Callable[[Provider], T]) -> T:
     """Runs one Authlib step in a worker thread, with a provider for this exchange."""
 
@@ -178,7 +185,9 @@ async def run_protocol(ex: Exchange, step: Callable[[Provider], T]) -> T:
         _EXCHANGE.set(ex)
         return step(Provider(ex))
 
-    return await asyncio.to_thread(in_thread)
+    return await asyncio.get_running_loop().run_in_executor(
+        _THREADS, contextvars.copy_context().run, in_thread
+    )
 
 
 # --- Authlib's hooks -------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
             )
             transit_rates.append(transit.rate)
             # Codes are single use and live two minutes: minted now, enough for the row at the best rate seen.
-            wanted = int(max(token_rates, default=1500.0) * (args.warmup + args.duration) * 1.3) + 200
+            wanted = int(max(token_rates, default=1500.0) * (args.warmup + args.duration) * 1.5) + 300
             exchanges = asyncio.run(authorization_codes(server.base, residents, one_login, wanted))
             token = load(
                 TOKEN_ROW,

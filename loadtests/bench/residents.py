@@ -131,7 +131,7 @@ async def authorization_codes(
 
     import httpx
 
-    gate = asyncio.Semaphore(32)
+    gate = asyncio.Semaphore(8)
 
     async def one(http: httpx.AsyncClient, resident: Resident) -> tuple[str, str] | None:
         verifier = secrets.token_urlsafe(48)
