@@ -267,7 +267,10 @@ class IdToken(OpenIDCode):
 
     def resolve_client_private_key(self, client: RegisteredClient) -> ECKey:
         ex = exchange()
-        return ex.wait(ex.store.signing_key())
+        if "signing_key" not in ex.outcome:  # asked twice per token (header, then signature): one hop
+            ex.outcome["signing_key"] = ex.wait(ex.store.signing_key())
+        key: ECKey = ex.outcome["signing_key"]
+        return key
 
     def get_encode_header(self, client: RegisteredClient) -> dict[str, str]:
         key = self.resolve_client_private_key(client)

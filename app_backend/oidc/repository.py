@@ -398,46 +398,54 @@ class GrantRepository:
 
     # -- grants and tokens --------------------------------------------------------------------------------------
 
-    async def start_grant(self, conn: Connection, code: CodeRow) -> None:
-        await conn.execute(
-            """INSERT INTO oidc.grants (id, client_id, resident_id, browser_session_id, scope, acr, auth_time)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-            code.grant_id,
-            code.client_id,
-            code.resident_id,
-            code.browser_session_id,
-            code.scope,
-            code.acr,
-            code.auth_time,
-        )
-
-    async def add_tokens(
+    async def issue(
         self,
         conn: Connection,
         grant_id: uuid.UUID,
+        code: CodeRow | None,
         scope: str,
         access_hash: bytes,
         access_ttl: int,
         refresh_hash: bytes | None,
         refresh_ttl: int,
+        release: tuple[ClientRow, list[str]] | None,
     ) -> None:
+        """In one statement (one round trip): the grant a code starts (none for a refresh), its access token, its
+        refresh token when there is one, and the release of the ID token's claims when it is recorded."""
+        client, claims = release if release is not None else (None, [])
         await conn.execute(
-            """INSERT INTO oidc.access_tokens (token_hash, grant_id, scope, expires_at)
-               VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
-            access_hash,
+            """WITH started AS (
+                   INSERT INTO oidc.grants (id, client_id, resident_id, browser_session_id, scope, acr, auth_time)
+                   SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $2::text IS NOT NULL
+               ), access AS (
+                   INSERT INTO oidc.access_tokens (token_hash, grant_id, scope, expires_at)
+                   VALUES ($8, $1, $9, now() + make_interval(secs => $10))
+               ), refresh AS (
+                   INSERT INTO oidc.refresh_tokens (token_hash, grant_id, scope, expires_at)
+                   SELECT $11, $1, $9, now() + make_interval(secs => $12) WHERE $11::bytea IS NOT NULL
+               )
+               INSERT INTO oidc.releases (resident_id, client_id, client_name, organisation_id, organisation_name,
+                   claims, purpose, via)
+               SELECT $3, $13, $14, $15, $16, $17, $18, 'id_token' WHERE $13::text IS NOT NULL""",
             grant_id,
+            code.client_id if code is not None else None,
+            code.resident_id if code is not None else None,
+            code.browser_session_id if code is not None else None,
+            code.scope if code is not None else None,
+            code.acr if code is not None else None,
+            code.auth_time if code is not None else None,
+            access_hash,
             scope,
             float(access_ttl),
+            refresh_hash,
+            float(refresh_ttl),
+            client.client_id if client is not None else None,
+            client.name if client is not None else None,
+            client.organisation_id if client is not None else None,
+            client.organisation_name if client is not None else None,
+            claims,
+            client.purpose if client is not None else None,
         )
-        if refresh_hash is not None:
-            await conn.execute(
-                """INSERT INTO oidc.refresh_tokens (token_hash, grant_id, scope, expires_at)
-                   VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
-                refresh_hash,
-                grant_id,
-                scope,
-                float(refresh_ttl),
-            )
 
     async def use_refresh_token(
         self, conn: Connection, token_hash: bytes, client_id: str

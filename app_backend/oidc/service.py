@@ -656,11 +656,7 @@ class ProtocolStore:
         code = request.authorization_code
         client: ClientRow = request.client.row
         user: Resident = request.user
-        if code is not None:
-            await self._grants.start_grant(self._conn, code.row)
-            grant_id = code.row.grant_id
-        else:
-            grant_id = request.refresh_token.row.grant_id
+        grant_id = code.row.grant_id if code is not None else request.refresh_token.row.grant_id
         # The ID token (made after this hook) carries the pairwise subject for this client's sector.
         request.user = Resident(
             resident_id=user.resident_id,
@@ -670,17 +666,19 @@ class ProtocolStore:
             subject=self._s.subject(client.sector, user.resident_id),
         )
         refresh = token.get("refresh_token")
-        await self._grants.add_tokens(
+        scope = str(token.get("scope", ""))
+        released = code is not None and "openid" in scope.split()
+        await self._grants.issue(
             self._conn,
             grant_id,
-            str(token.get("scope", "")),
+            code.row if code is not None else None,
+            scope,
             self._s.token_hash(str(token["access_token"])),
             self._s.settings.oidc_access_token_ttl,
             self._s.token_hash(str(refresh)) if refresh else None,
             self._s.settings.refresh_token_ttl,
+            (client, ["sub", "acr"]) if released else None,
         )
-        if code is not None and "openid" in str(token.get("scope", "")).split():
-            await self._s._releases.record(self._conn, user.resident_id, client, ["sub", "acr"], "id_token")
         outcome.update(grant_id=grant_id, client_id=client.client_id)
 
     async def find_token(self, token: str, hint: str | None) -> IssuedToken | None:
