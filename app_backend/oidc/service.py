@@ -530,7 +530,7 @@ class OidcService:
                 *(claim for group in CLAIM_SCOPES for claim in CLAIMS_OF_SCOPE[group]),
             ],
             "acr_values_supported": list(ACR_VALUES),
-            "prompt_values_supported": ["none", "login", "consent"],
+            "prompt_values_supported": ["none", "consent"],
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
             "ui_locales_supported": ["zh-CN"],
