@@ -139,6 +139,8 @@ def _demo_lines(base: str, settings: Settings) -> list[str]:
         '      then POST /api/v1/auth/login {"phone": ..., "otp": ...}. Staff (ops_admin): phone 13900000000.',
         f"      Machine credentials for signed requests: {settings.data_dir / 'demo-credentials.json'}",
         "      (try: .venv/bin/tzt call GET /api/v1/machine/whoami --org 泰州地铁运营有限公司)",
+        f"      One login (OIDC): {base}/.well-known/openid-configuration; the demo department app's client id",
+        '      and secret are under "one_login" in that file (docs/api.md, "One login (OIDC)").',
     ]
 
 
@@ -389,8 +391,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     key signs at once and offline verifiers refuse its codes until they refresh; `--withdraw` also unpublishes the
     old key at once. With `--scene-keys` the same is done to the scene-key epochs, which follow the same schedule
     (weekly, by their own cron job); after `--now` verifiers that have not refreshed their scene keys answer
-    `no-scene-key` for new codes until they do (docs/operations.md, "Code-signing keys" and "Scene keys")."""
+    `no-scene-key` for new codes until they do (docs/operations.md, "Code-signing keys" and "Scene keys"). With
+    `--oidc` it is done to the one-login provider's ID-token keys, on the same schedule (docs/operations.md, "One
+    login")."""
     scene = args.scene_keys
+    if scene and args.oidc:
+        print("give --scene-keys or --oidc, not both", file=sys.stderr)
+        return 2
 
     def _state(state: str) -> str:
         return "in-use" if scene and state == "signing" else state
@@ -399,6 +406,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     noun, uses = ("scene-key epoch", "in codes") if scene else ("signing key", "signs")
     refused = "no-scene-key" if scene else "unknown-key"
     document = "scene keys" if scene else "the JWKS"
+    if args.oidc:
+        noun, document = "ID-token key", "the one-login JWKS (/oidc/jwks)"
 
     async def run(live: Settings) -> list[str]:
         from app_backend.composition.wiring import Services
@@ -407,7 +416,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
         services = await Services.create(live)
         try:
+            from app_backend.oidc.service import OidcService
+
             keys: ScheduledKeys[Any] = services.codes.scene_keys if scene else services.codes.keys
+            if args.oidc:
+                keys = services.platform.get(OidcService).keys
             async with services.pool.acquire() as conn, conn.transaction():
                 if args.action == "list":
                     at = keys.clock()
@@ -418,12 +431,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     ]
                 change = await (keys.rotate_now(conn, args.withdraw) if args.now else keys.stage(conn))
                 if change.created:
-                    action = "scene_key_rotate" if scene else "key_rotate"
+                    action = "scene_key_rotate" if scene else "oidc_key_rotate" if args.oidc else "key_rotate"
                     await services.audit.record(
                         conn,
                         Actor("cli", os.environ.get("USER", "cli")),
                         f"admin.{action}_now" if args.now else f"admin.{action}",
-                        target_type="scene_epoch" if scene else "signing_key",
+                        target_type="scene_epoch"
+                        if scene
+                        else "oidc_signing_key"
+                        if args.oidc
+                        else "signing_key",
                         target_id=change.key.kid,
                         detail={"withdraw": args.withdraw} if args.now else {},
                     )
@@ -438,7 +455,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
                         )
                     return [
                         *told,
-                        f"offline verifiers that have not refreshed {document} answer {refused} for new codes "
+                        f"departments that cache {document} must fetch it again for new ID tokens"
+                        if args.oidc
+                        else f"offline verifiers that have not refreshed {document} answer {refused} for new codes "
                         "until they refresh",
                     ]
                 staged = "staged" if change.created else "already staged:"
@@ -704,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--now", action="store_true", help="emergency: a new key signs at once (breaks offline gates)"
     )
     keys.add_argument("--withdraw", action="store_true", help="with --now: unpublish the old key at once")
+    keys.add_argument(
+        "--oidc", action="store_true", help="the one-login provider's ID-token keys instead of the code keys"
+    )
     keys.add_argument(
         "--scene-keys", action="store_true", help="the scene-key epochs instead of the signing keys"
     )

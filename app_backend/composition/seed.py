@@ -9,6 +9,8 @@ from app_backend.enterprises.repository import EnterpriseRepository
 from app_backend.identity.repository import ResidentRepository
 from app_backend.identity.validators import id_number_check_char, uscc_check_char
 from app_backend.kernel.actors import Actor
+from app_backend.oidc.schemas import ClientRegistration
+from app_backend.oidc.service import OidcService
 from app_backend.organisations.repository import OrganisationRepository
 
 SEED_ACTOR = Actor("cli", "seed")
@@ -109,6 +111,40 @@ async def _seed_code_facts(services: Services, conn: Any, resident_id: Any) -> N
     await FeedRepository().upsert_insurance(conn, person, True, "城镇职工", insurance_dept.id)
 
 
+# The demo department's app for one login (docs/api.md, "One login (OIDC)"): a confidential client of the health
+# commission, its secret written to the demo credentials file under "one_login".
+DEMO_ONE_LOGIN_REDIRECT = "http://localhost:8765/callback"
+
+
+async def _seed_one_login(services: Services, conn: Any, known: dict[str, Any] | None) -> dict[str, Any]:
+    oidc = services.platform.get(OidcService)
+    if known and await oidc.active_client(conn, known.get("client_id", "")) is not None:
+        return known
+    department = await OrganisationRepository().get_by_name(conn, DEMO_ORGANISATIONS[0][0])
+    assert department is not None  # seeded before
+    registered = await oidc.register_client(
+        conn,
+        ClientRegistration(
+            organisation_id=department.id,
+            name="健康服务（演示）",
+            purpose="核验居民身份，查询本人健康档案",
+            client_type="confidential",
+            token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name, not a secret
+            redirect_uris=[DEMO_ONE_LOGIN_REDIRECT],
+            post_logout_redirect_uris=["http://localhost:8765/logged-out"],
+            scopes=["openid", "profile", "phone", "real_name", "id_number"],
+        ),
+        SEED_ACTOR,
+    )
+    return {
+        "organisation": department.name,
+        "client_id": registered.client.client_id,
+        "client_secret": registered.client_secret,
+        "redirect_uri": DEMO_ONE_LOGIN_REDIRECT,
+        "discovery": f"{services.settings.public_base_url}/.well-known/openid-configuration",
+    }
+
+
 async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
     """Returns the demo credentials by organisation name, reusing `known_credentials` still valid."""
     stored = dict(known_credentials)
@@ -145,5 +181,6 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
                 "scopes": issued.scopes,
             }
         await _seed_code_facts(services, conn, resident_id)
+        stored["one_login"] = await _seed_one_login(services, conn, stored.get("one_login"))
         await services.audit.record(conn, SEED_ACTOR, "seed.demo")
     return stored

@@ -124,6 +124,19 @@ class ResidentPrincipal(msgspec.Struct, frozen=True):
     level: int
 
 
+class ReleasableResident(msgspec.Struct, frozen=True):
+    """A resident's data in the clear, for a release the resident consented to (one login: the caller records the
+    release where the resident sees it). Name and ID number are None before real-name (L2)."""
+
+    resident_id: uuid.UUID
+    level: int
+    active: bool
+    phone: str
+    masked_name: str | None
+    name: str | None
+    id_number: str | None
+
+
 def level_name(level: int) -> str:
     return f"L{level}"
 

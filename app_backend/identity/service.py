@@ -30,7 +30,14 @@ from app_backend.identity.registry import (
     PopulationRegistry,
 )
 from app_backend.identity.repository import ResidentRepository, SessionRepository, UniqueViolation
-from app_backend.identity.schemas import LinkedEnterprise, Profile, ResidentPrincipal, TokenPair, level_name
+from app_backend.identity.schemas import (
+    LinkedEnterprise,
+    Profile,
+    ReleasableResident,
+    ResidentPrincipal,
+    TokenPair,
+    level_name,
+)
 from app_backend.identity.sms import (
     DevOutboxSender,
     SmsSender,
@@ -1021,6 +1028,29 @@ class ResidentDirectory:
         if row is None or row.level < 2 or row.id_number_enc is None:
             return None
         return self._cipher.decrypt("resident.id_number", row.id_number_enc)
+
+    async def releasable(self, conn: Connection, resident_id: uuid.UUID) -> ReleasableResident | None:
+        """What a department may receive of a resident once the resident has consented (the one-login provider,
+        app_backend/oidc): the caller releases only the consented claims and records each release. The name and
+        ID number come only from a verified identity (L2 or above)."""
+        row = await self._residents.get(conn, resident_id)
+        if row is None:
+            return None
+        verified = row.level >= 2
+        name = self._cipher.decrypt("resident.name", row.name_enc) if verified and row.name_enc else None
+        return ReleasableResident(
+            resident_id=row.id,
+            level=row.level,
+            active=row.status == "active",
+            phone=self._cipher.decrypt("resident.phone", row.phone_enc),
+            masked_name=self.mask_name(row.name_enc) if verified else None,
+            name=name,
+            id_number=(
+                self._cipher.decrypt("resident.id_number", row.id_number_enc)
+                if verified and row.id_number_enc
+                else None
+            ),
+        )
 
     async def resident_by_phone(self, conn: Connection, phone: str) -> uuid.UUID | None:
         """The resident whose account uses this (normalised) phone."""

@@ -11,7 +11,14 @@ from typing import TypedDict
 
 import msgspec
 
-DEV_SECRET_NAMES = ("data_key", "index_key", "jwt_secret", "liveness_secret", "token_pepper")
+DEV_SECRET_NAMES = (
+    "data_key",
+    "index_key",
+    "jwt_secret",
+    "liveness_secret",
+    "token_pepper",
+    "pairwise_secret",
+)
 
 # The connectors to outside services each backend setting may name outside dev and test. "dev" (the outbox, the
 # seeded registry, the self-signing liveness vendor) is never one of them. "aliyun": Alibaba Cloud's SMS service
@@ -92,6 +99,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_kid: str = "k1"
     liveness_secret: bytes = b""
     token_pepper: bytes = b""
+    # One login (app_backend/oidc): the HMAC key of pairwise subjects. Changing it changes every department's `sub`
+    # for every resident, so it is kept like the data key.
+    pairwise_secret: bytes = b""
+    # Access tokens and ID tokens the provider gives departments (at most 10 minutes); its browser sessions.
+    oidc_access_token_ttl: int = 600
+    oidc_session_max_age: int = 12 * 3600
     access_token_ttl: int = 900
     refresh_token_ttl: int = 7 * 24 * 3600
     session_max_age: int = 30 * 24 * 3600
@@ -295,6 +308,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         jwt_secret=keys["jwt_secret"],
         liveness_secret=keys["liveness_secret"],
         token_pepper=keys["token_pepper"],
+        pairwise_secret=keys["pairwise_secret"],
+        oidc_access_token_ttl=min(600, _positive(env, "TZT_OIDC_ACCESS_TOKEN_TTL", 600)),
+        oidc_session_max_age=_positive(env, "TZT_OIDC_SESSION_MAX_AGE", 12 * 3600),
     )
     settings.refuse_dev_stand_ins()
     return settings

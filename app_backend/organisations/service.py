@@ -84,6 +84,11 @@ class OrganisationService:
             return None
         return Payee(id=row.id, name=row.name, kind=row.kind)
 
+    async def organisation(self, conn: Connection, organisation_id: uuid.UUID) -> Organisation | None:
+        """An organisation by id (other domains: who a department's client speaks for)."""
+        row = await self._repo.get(conn, organisation_id)
+        return None if row is None else _organisation(row)
+
     async def create(
         self,
         conn: Connection,

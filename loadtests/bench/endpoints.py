@@ -7,11 +7,15 @@ GOAL_ISSUE = 0.40
 GOAL_VERIFY = 0.25
 GOAL_OFFLINE = 0.90
 GOAL_MINI_LOGIN = 0.25
+# One login's token endpoint (issue 15: at least 25% of ping): the authorization-code exchange.
+GOAL_TOKEN = 0.25
 
 VERIFY_PATH = "/api/v1/verify"
 ISSUE_PATH = "/api/v1/codes/personal"
 PING_PATH = "/api/v1/ping"
 MINI_LOGIN_PATH = "/api/v1/mini-programs/wechat/login"
+TOKEN_PATH = "/oidc/token"  # noqa: S105 - a path, not a secret
+AUTHORIZE_PATH = "/oidc/authorize"
 HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
 METRO = "泰州地铁运营有限公司"  # verify:transit
 
@@ -22,6 +26,7 @@ TRANSIT_ROW = "POST /api/v1/verify transit (fresh server codes)"
 HEALTH_ROW = "POST /api/v1/verify health (server codes)"
 DEVICE_ROW = "POST /api/v1/verify health (device codes)"
 MINI_ROW = "POST /api/v1/mini-programs/wechat/login (linked)"
+TOKEN_ROW = "POST /oidc/token (code exchange)"  # noqa: S105 - a row name
 ROWS = {
     PING_ROW: "ping",
     ISSUE_ROW: "issue",
@@ -29,10 +34,13 @@ ROWS = {
     HEALTH_ROW: "health",
     DEVICE_ROW: "device",
     MINI_ROW: "mini-login",
+    TOKEN_ROW: "token",
 }
 
 
 def goal(name: str) -> float | None:
     if name == MINI_ROW:
         return GOAL_MINI_LOGIN
+    if name == TOKEN_ROW:
+        return GOAL_TOKEN
     return GOAL_ISSUE if name == ISSUE_ROW else GOAL_VERIFY if "verify" in name else None

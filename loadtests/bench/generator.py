@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench.endpoints import ISSUE_PATH, MINI_LOGIN_PATH, VERIFY_PATH
+from loadtests.bench.endpoints import ISSUE_PATH, MINI_LOGIN_PATH, TOKEN_PATH, VERIFY_PATH
 
 _REASON = b'"reason":"'
 _CODE = b'"code":"'
@@ -165,6 +165,29 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
                 json.dumps({"app_id": spec["app_id"], "code": c}).encode(),
             )
             for c in spec["codes"]
+        ]
+    if kind == "token":
+        import base64
+        from urllib.parse import urlencode
+
+        basic = base64.b64encode(f"{spec['client_id']}:{spec['client_secret']}".encode()).decode()
+        headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
+        return [
+            _request(
+                "POST",
+                TOKEN_PATH,
+                host,
+                headers,
+                urlencode(
+                    {
+                        "grant_type": "authorization_code",
+                        "code": code,
+                        "redirect_uri": spec["redirect_uri"],
+                        "code_verifier": verifier,
+                    }
+                ).encode(),
+            )
+            for code, verifier in spec["exchanges"]
         ]
     if kind == "verify-device":
         from cryptography.hazmat.primitives.serialization import load_der_private_key

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadtests.bench.endpoints import ISSUE_PATH, VERIFY_PATH
+from loadtests.bench.endpoints import AUTHORIZE_PATH, ISSUE_PATH, VERIFY_PATH
 
 
 @dataclass
@@ -171,3 +171,42 @@ async def login_codes(mini: MiniProgram, count: int) -> list[str]:
             codes += answer.json()["codes"]
     random.SystemRandom().shuffle(codes)
     return codes[:count]
+
+
+async def authorization_codes(
+    base: str, residents: Sequence[Resident], client: dict[str, str], count: int
+) -> list[tuple[str, str]]:
+    """`count` fresh one-login authorization codes for the demo department's app, with their PKCE verifiers:
+    each resident's app session asks the authorization endpoint (scope openid: no consent page), as the app's
+    web-view does. Codes live two minutes: mint them just before the token row."""
+    import base64
+    import hashlib
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+
+    import httpx
+
+    gate = asyncio.Semaphore(8)
+
+    async def one(http: httpx.AsyncClient, resident: Resident) -> tuple[str, str] | None:
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        params = {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": client["redirect_uri"],
+            "scope": "openid",
+            "state": secrets.token_hex(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        async with gate:
+            answer = await http.get(
+                AUTHORIZE_PATH, params=params, headers={"Authorization": f"Bearer {resident.token}"}
+            )
+        codes = parse_qs(urlsplit(answer.headers.get("location", "")).query).get("code")
+        return (codes[0], verifier) if answer.status_code == 302 and codes else None
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        minted = await asyncio.gather(*(one(http, residents[i % len(residents)]) for i in range(count)))
+    return [m for m in minted if m is not None]

@@ -26,7 +26,7 @@ from app_backend.composition.roles import check_server_role, server_role_problem
 from tests.conftest import Backing, as_role
 from tests.helpers import staff
 
-APPEND_ONLY = ["audit.events", "payments.ledger_entries", "payments.ledger_postings"]
+APPEND_ONLY = ["audit.events", "oidc.releases", "payments.ledger_entries", "payments.ledger_postings"]
 
 
 @pytest.fixture

@@ -337,6 +337,17 @@ def test_keys_rotate_and_list_from_the_cli(backing, data_dir):
     )
     assert refused.returncode == 2 and "--withdraw needs --now" in refused.stderr
 
+    # The one-login provider's ID-token keys, on the same schedule, apart from the code keys.
+    tzt("keys", "rotate", "--oidc", "--now")
+    staged = tzt("keys", "rotate", "--oidc").splitlines()
+    oidc_kid = staged[0].split()[3].rstrip(",")
+    assert staged[0].startswith(f"staged ID-token key {oidc_kid}, published now, signs from ")
+    listed_oidc = tzt("keys", "list", "--oidc").splitlines()
+    assert [line.split()[0] for line in listed_oidc if "  staged  " in line] == [oidc_kid]
+    assert not any(line.startswith(oidc_kid) for line in tzt("keys", "list").splitlines())
+    emergency_oidc = tzt("keys", "rotate", "--oidc", "--now").splitlines()
+    assert "must fetch it again" in emergency_oidc[-1]
+
 
 def test_scene_keys_rotate_and_list_from_the_cli(backing, data_dir):
     """Scene-key epochs follow the signing keys' schedule, and the same commands with --scene-keys, audited."""

@@ -394,6 +394,15 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             "name": "冒名",
         },
         ("DELETE", f"{ADMIN}/payout-accounts/{{payee_id:uuid}}"): None,
+        ("GET", f"{ADMIN}/oidc/clients"): None,
+        ("POST", f"{ADMIN}/oidc/clients"): {
+            "organisation_id": org["id"],
+            "name": "冒名应用",
+            "purpose": "冒名登录居民",
+            "client_type": "public",
+            "redirect_uris": ["https://evil.example/cb"],
+        },
+        ("DELETE", f"{ADMIN}/oidc/clients/{{client_id:str}}"): None,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():
@@ -403,6 +412,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             .replace("{resident_id:uuid}", victim["resident_id"])
             .replace("{settlement_id:uuid}", str(uuid.uuid4()))
             .replace("{payee_id:uuid}", org["id"])
+            .replace("{client_id:str}", "tzo_00000000000000000000")
         )
         response = await client.request(method, path, json=body, headers=bearer(resident))
         assert response.status_code == 403, (method, path, response.text)
