@@ -9,7 +9,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from wechatpayv3.async_.type import RequestType
+from wechatpayv3.utils import rsa_encrypt
 
 from payments.channels.base import (
     ChannelUnavailable,
@@ -217,3 +221,43 @@ async def test_a_query_without_a_trustworthy_answer_is_unknown_too(
         await payouts.transfer_query(number)
     found = await payouts.transfer_query(number)
     assert found is not None and found.status == TransferStatus.SUCCEEDED
+
+
+async def test_the_sandbox_takes_a_name_only_encrypted_for_the_platform_certificate_named(
+    wechat_v3_sandbox, payouts: WechatV3Channel
+):
+    """What keeps the adapter honest: a name in the clear, encrypted for another key, or under a serial that is
+    not a platform certificate's is refused (400 PARAM_ERROR) and no bill is made; an unsigned request 401."""
+    core = payouts._client.core
+    platform = await core.encryption_certificate()
+    assert platform is not None
+    serial = format(platform.serial_number, "X")
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    path = "/v3/fund-app/mch-transfer/transfer-bills"
+
+    def bill(user_name: str) -> dict[str, Any]:
+        return {
+            "appid": payouts.config.appid,
+            "out_bill_no": _number(),
+            "transfer_scene_id": payouts.config.transfer_scene_id,
+            "openid": "o" + secrets.token_hex(10),
+            "transfer_amount": 500,
+            "transfer_remark": "结算",
+            "user_name": user_name,
+            "transfer_scene_report_infos": [dict(i) for i in payouts.config.transfer_scene_report_infos],
+        }
+
+    for user_name, named in (
+        ("张三", serial),
+        (rsa_encrypt("张三", stranger), serial),
+        (rsa_encrypt("张三", platform.public_key()), "1234ABCD"),
+    ):
+        data = bill(user_name)
+        status, body = await core.request(
+            path, method=RequestType.POST, data=data, headers={"Wechatpay-Serial": named}
+        )
+        assert status == 400 and "PARAM_ERROR" in body, body
+        assert await payouts.transfer_query(data["out_bill_no"]) is None
+    async with httpx.AsyncClient(base_url=wechat_v3_sandbox.base_url) as http:
+        unsigned = await http.post(path, json=bill(rsa_encrypt("张三", platform.public_key())))
+    assert unsigned.status_code == 401 and unsigned.json()["code"] == "SIGN_ERROR"
