@@ -400,6 +400,8 @@ class WechatV3Channel:
             raise ValueError("a WeChat transfer goes to a WECHAT_OPENID")
         if not account.name:
             raise ValueError("a WeChat transfer names the payee's real name")
+        if not remark:
+            raise ValueError("a WeChat transfer has a remark (the payee sees it)")
         scene = self.config.transfer_scene_id
         if not scene:
             raise ValueError("this WeChat Pay merchant has no transfer scene configured (transfer_scene_id)")
