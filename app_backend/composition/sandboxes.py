@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,7 +29,7 @@ def _start(channel: str, state_dir: Path, children: list[subprocess.Popen[bytes]
 def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> Path:
     """Starts both sandboxes (appending them to `children` at once) and returns the channel config path."""
     root = data_dir / "sandbox"
-    config: dict[str, dict[str, str]] = {}
+    config: dict[str, dict[str, Any]] = {}
     if os.environ.get("TZT_WECHAT_API", "v2") == "v3":
         config["wechat"] = wechat_v3_config(
             root / "wechat_v3", _start("wechat_v3", root / "wechat_v3", children)
@@ -42,8 +43,9 @@ def start_sandboxes(data_dir: Path, children: list[subprocess.Popen[bytes]]) -> 
     return path
 
 
-def wechat_v3_config(state_dir: Path, base: str) -> dict[str, str]:
-    """The v3 sandbox's merchant as the payment config names it: keys by file."""
+def wechat_v3_config(state_dir: Path, base: str) -> dict[str, Any]:
+    """The v3 sandbox's merchant as the payment config names it: keys by file, and the transfer scene it is
+    granted (so payees with a WeChat payout account are paid by 商家转账)."""
     merchant = json.loads((state_dir / "wechat_v3.json").read_text())
     return {
         "api_version": "v3",
@@ -53,6 +55,8 @@ def wechat_v3_config(state_dir: Path, base: str) -> dict[str, str]:
         "private_key_file": merchant["private_key_file"],
         "apiv3_key_file": merchant["apiv3_key_file"],
         "api_base_url": base,
+        "transfer_scene_id": merchant["transfer_scene_id"],
+        "transfer_scene_report_infos": merchant["transfer_scene_report_infos"],
     }
 
 

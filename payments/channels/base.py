@@ -220,9 +220,11 @@ class HeaderSignedNotifications(Protocol):
 @runtime_checkable
 class PayoutChannel(Protocol):
     """Money out of our balance at the channel to a payee's account (Alipay alipay.fund.trans.uni.transfer,
-    WeChat Pay v2 企业付款到零钱). Separate from PaymentChannel: a merchant may take payments through a channel
-    whose transfer product it has not signed. `out_biz_no` is the transfer's idempotency key at both channels: the
-    same number asked again is the same transfer, never a second one."""
+    WeChat Pay v2 企业付款到零钱, WeChat Pay v3 商家转账). Separate from PaymentChannel: a merchant may take
+    payments through a channel whose transfer product it has not signed (an adapter that can send transfers but
+    whose merchant has not configured them says so with `transfers_configured = False`; see `sends_transfers`).
+    `out_biz_no` is the transfer's idempotency key at every channel (Alipay out_biz_no, WeChat v2
+    partner_trade_no, v3 out_bill_no): the same number asked again is the same transfer, never a second one."""
 
     name: str
 
@@ -237,3 +239,9 @@ class PayoutChannel(Protocol):
     async def transfer_query(self, out_biz_no: str) -> ChannelTransfer | None:
         """None when the channel has no transfer with this number (the call never reached it)."""
         ...
+
+
+def sends_transfers(channel: object) -> bool:
+    """Whether a configured channel can pay payees by transfer: a PayoutChannel whose merchant has not said
+    otherwise (`transfers_configured`)."""
+    return isinstance(channel, PayoutChannel) and bool(getattr(channel, "transfers_configured", True))

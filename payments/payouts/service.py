@@ -1,5 +1,6 @@
 """Payouts through the channels' transfer APIs (decision 0021): a payee configured for it is paid its settlement by
-Alipay transfer or WeChat Pay 企业付款 instead of by bank, with one number per transfer for life.
+Alipay transfer or WeChat Pay transfer (v2 企业付款, v3 商家转账) instead of by bank, with one number per transfer
+for life.
 
 As refunds (decision 0018): a payout is claimed and committed first (the settlement's row locked, the payout with
 its out_biz_no and the account it goes to inserted as pending); the channel is asked outside any transaction, and
@@ -29,6 +30,7 @@ from payments.channels.base import (
     PayoutAccount,
     PayoutChannel,
     TransferStatus,
+    sends_transfers,
 )
 from payments.payouts.repository import PayoutAccountRow, PayoutRepository, PayoutRow
 from payments.payouts.schemas import PayoutAccountSet, PayoutAccountView, PayoutView
@@ -75,7 +77,7 @@ class PayoutService:
     def channel(self, name: str) -> PayoutChannel | None:
         """The configured channel that can send transfers, by name (a channel without a transfer API is None)."""
         found = self._channels.get(name)
-        return found if isinstance(found, PayoutChannel) else None
+        return found if isinstance(found, PayoutChannel) and sends_transfers(found) else None
 
     # -- payout accounts -------------------------------------------------------------------------------------
 

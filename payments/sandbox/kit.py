@@ -294,7 +294,7 @@ class SandboxTransfer:
     name: str
     amount_fen: int
     remark: str
-    status: str  # SUCCESS | FAIL
+    status: str  # SUCCESS | FAIL (WeChat v3 bills also ACCEPTED, WAIT_USER_CONFIRM, CANCELLED, ...)
     at: dt.datetime
     reason: str = ""
 

@@ -43,7 +43,25 @@ Test controls live under /_sandbox/ (JSON in and out), as the v2 sandbox's:
     POST /_sandbox/platform-certificates/rotate        {"retire_old": false}: a new platform certificate signs
                                                         from now on (the old one stays listed unless retired)
     GET  /_sandbox/notifications?out_trade_no=...      what was sent where, attempts, delivered
+    POST /_sandbox/payees/{openid}                     {"name": "张三", "state": "normal"|"closed", "confirm":
+                                                        false}: the user a transfer goes to; another name fails
+                                                        the bill (NAME_NOT_CORRECT), a closed account too
+                                                        (PAYEE_ACCOUNT_ABNORMAL); with "confirm" its transfers
+                                                        wait for the user (WAIT_USER_CONFIRM)
+    GET  /_sandbox/transfers?identity=...              the transfers made (to one openid), and what they paid
+    GET  /_sandbox/transfers/{out_bill_no}
+    POST /_sandbox/transfers/{out_bill_no}/state       {"state": "SUCCESS"|"FAIL"|"CANCELLED", "reason": ...}:
+                                                        what becomes of a bill not final yet (the user confirmed,
+                                                        WeChat gave up, 24 hours passed unconfirmed)
     GET  /_sandbox/health
+
+Transfers (商家转账: POST /v3/fund-app/mch-transfer/transfer-bills, GET …/transfer-bills/out-bill-no/{no}) check
+the request's signature like every call, and the payee's real name (`user_name`), which must come encrypted with
+the public key of the platform certificate the `Wechatpay-Serial` header names (RSA-OAEP, SHA-1): the sandbox
+decrypts it with that certificate's private key and compares it with the registered payee's. A new bill is
+answered ACCEPTED and is SUCCESS at once (a query says so), WAIT_USER_CONFIRM for a payee who confirms, or FAIL with
+its fail_reason. The same out_bill_no with the same parameters is the same bill; with others, 400
+INVALID_REQUEST. Faults apply to them as `transfer` and `transfer-query` (or their paths).
 """
 
 from __future__ import annotations
@@ -80,6 +98,8 @@ from payments.sandbox.kit import (
     Fault,
     Faults,
     Notifier,
+    PayeeBook,
+    SandboxTransfer,
     apply_bill_edits,
     fee_fen,
     json_body,
@@ -98,7 +118,18 @@ PRIVATE_KEY_FILE = "apiclient_key.pem"
 APIV3_KEY_FILE = "apiv3_key.txt"
 MERCHANT_FILE = "merchant.json"
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
-OPERATIONS = ("pay", "query", "close", "refund", "refund-query", "tradebill", "billdownload", "certificates")
+OPERATIONS = (
+    "pay",
+    "query",
+    "close",
+    "refund",
+    "refund-query",
+    "tradebill",
+    "billdownload",
+    "certificates",
+    "transfer",
+    "transfer-query",
+)
 _ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("POST", "pay", re.compile(r"/v3/pay/transactions/(?P<kind>jsapi|app|native|h5)")),
     ("GET", "query", re.compile(r"/v3/pay/transactions/out-trade-no/(?P<no>[^/?]+)")),
@@ -109,6 +140,12 @@ _ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("GET", "tradebill", re.compile(r"/v3/bill/tradebill")),
     ("GET", "billdownload", re.compile(r"/v3/billdownload/file")),
     ("GET", "certificates", re.compile(r"/v3/certificates")),
+    ("POST", "transfer", re.compile(r"/v3/fund-app/mch-transfer/transfer-bills")),
+    (
+        "GET",
+        "transfer-query",
+        re.compile(r"/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/(?P<no>[^/?]+)"),
+    ),
 )
 # The HTTP status WeChat Pay v3 answers each error code with.
 STATUS_OF = {
@@ -119,17 +156,32 @@ STATUS_OF = {
     "STATEMENT_CREATING": 400,
     "SIGN_ERROR": 401,
     "NOAUTH": 403,
+    "NO_AUTH": 403,
     "ORDERPAID": 403,
     "NOT_ENOUGH": 403,
     "TRADE_ERROR": 403,
     "USER_ACCOUNT_ABNORMAL": 403,
     "ORDER_NOT_EXIST": 404,
+    "NOT_FOUND": 404,
     "RESOURCE_NOT_EXISTS": 404,
     "FREQUENCY_LIMITED": 429,
+    "FREQUENCY_LIMIT": 429,
     "SYSTEM_ERROR": 500,
     "BANK_ERROR": 500,
 }
-REFUSE_DEFAULTS = {"refund": "NOT_ENOUGH", "pay": "NOAUTH", "close": "ORDERPAID"}
+REFUSE_DEFAULTS = {"refund": "NOT_ENOUGH", "pay": "NOAUTH", "close": "ORDERPAID", "transfer": "NOT_ENOUGH"}
+# What a registered payee's account makes of a transfer bill (kit.PayeeBook's refusals), as WeChat's fail_reason.
+TRANSFER_FAIL_REASONS = {"name_mismatch": "NAME_NOT_CORRECT", "account_closed": "PAYEE_ACCOUNT_ABNORMAL"}
+TRANSFER_PENDING = ("ACCEPTED", "PROCESSING", "TRANSFERING", "WAIT_USER_CONFIRM", "CANCELING")
+# The transfer scene the sandbox's merchant is granted (佣金报酬) and the report fields that scene asks for.
+DEMO_TRANSFER_SCENE_ID = "1002"
+SCENE_REPORT_TYPES = {DEMO_TRANSFER_SCENE_ID: ("岗位类型", "报酬说明")}
+DEMO_TRANSFER_REPORT_INFOS = (
+    {"info_type": "岗位类型", "info_content": "城市服务商户"},
+    {"info_type": "报酬说明", "info_content": "泰州通结算款"},
+)
+MIN_TRANSFER_FEN = 30
+NAME_REQUIRED_FROM_FEN = 200_000
 TRADE_STATE_DESC = {
     "NOTPAY": "未支付",
     "SUCCESS": "支付成功",
@@ -313,6 +365,8 @@ class WechatV3Sandbox:
         self.faults = Faults()
         self.bill_edits: dict[dt.date, list[dict[str, Any]]] = {}
         self.bill_files: dict[str, bytes] = {}
+        self.payees = PayeeBook()
+        self.confirming: set[str] = set()  # openids whose transfers wait for the user (WAIT_USER_CONFIRM)
         self.certificate_downloads = 0
         self.notifier = Notifier(
             content_type="application/json",
@@ -397,7 +451,7 @@ class WechatV3Sandbox:
         return None
 
     async def handle_api(
-        self, method: str, target: str, authorization: str, body: bytes, base: str
+        self, method: str, target: str, authorization: str, body: bytes, base: str, serial: str = ""
     ) -> Answer:
         path, _, query_string = target.partition("?")
         query = dict(item.split("=", 1) for item in query_string.split("&") if "=" in item)
@@ -423,7 +477,7 @@ class WechatV3Sandbox:
             data = json.loads(text) if text.strip() else {}
             if not isinstance(data, dict):
                 raise Problem("PARAM_ERROR", "请求体不是JSON对象")
-            answer = self.dispatch(name, params, query, data, base)
+            answer = self.dispatch(name, params, query, data, base, serial)
         except ValueError:
             answer = Answer(400, {"code": "PARAM_ERROR", "message": "请求体不是JSON"})
         except Problem as exc:
@@ -454,7 +508,13 @@ class WechatV3Sandbox:
         )
 
     def dispatch(
-        self, name: str, params: dict[str, str], query: dict[str, str], data: dict[str, Any], base: str
+        self,
+        name: str,
+        params: dict[str, str],
+        query: dict[str, str],
+        data: dict[str, Any],
+        base: str,
+        serial: str = "",
     ) -> Answer:
         if name == "pay":
             return Answer(200, self.api_pay(params["kind"], data))
@@ -477,6 +537,13 @@ class WechatV3Sandbox:
             return Answer(200, self.refund_resource(refund))
         if name == "tradebill":
             return Answer(200, self.api_tradebill(query, base))
+        if name == "transfer":
+            return Answer(200, self.api_transfer(data, serial))
+        if name == "transfer-query":
+            bill = self.payees.transfers.get(params["no"])
+            if bill is None:
+                raise Problem("NOT_FOUND", "记录不存在")
+            return Answer(200, self.transfer_resource(bill))
         if name == "billdownload":
             file = self.bill_files.get(query.get("token", ""))
             if file is None:
@@ -662,6 +729,130 @@ class WechatV3Sandbox:
             "hash_value": hashlib.sha1(raw).hexdigest(),  # noqa: S324 - what WeChat announces
             "download_url": f"{base}/v3/billdownload/file?token={token}",
         }
+
+    # -- transfers (商家转账) ------------------------------------------------------------------------------------
+
+    def decrypt_name(self, ciphertext: str, serial: str) -> str:
+        """user_name, RSA-OAEP (SHA-1) encrypted for the listed platform certificate `Wechatpay-Serial` names."""
+        platform = next((p for p in self.platform if p.serial == serial.upper()), None)
+        if platform is None:
+            raise Problem("PARAM_ERROR", "Wechatpay-Serial 不是有效的平台证书序列号")
+        try:
+            plain = platform.key.decrypt(
+                base64.b64decode(ciphertext, validate=True),
+                padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303
+            )
+            return plain.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise Problem("PARAM_ERROR", "user_name 解密失败，请使用平台证书公钥加密") from None
+
+    def api_transfer(self, data: dict[str, Any], serial: str) -> dict[str, Any]:
+        for name in (
+            "appid",
+            "out_bill_no",
+            "transfer_scene_id",
+            "openid",
+            "transfer_amount",
+            "transfer_remark",
+        ):
+            if not data.get(name):
+                raise Problem("PARAM_ERROR", f"缺少参数 {name}")
+        if data["appid"] != self.merchant.appid:
+            raise Problem("PARAM_ERROR", "appid和mch_id不匹配")
+        out_bill_no, openid, remark = str(data["out_bill_no"]), str(data["openid"]), data["transfer_remark"]
+        if not re.fullmatch(r"[0-9A-Za-z]{5,32}", out_bill_no):
+            raise Problem("PARAM_ERROR", "out_bill_no 只能由数字、大小写字母组成，5到32位")
+        amount = data["transfer_amount"]
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise Problem("PARAM_ERROR", "transfer_amount 参数错误")
+        if not isinstance(remark, str) or len(remark) > 32:
+            raise Problem("PARAM_ERROR", "transfer_remark 最多32个字符")
+        scene = str(data["transfer_scene_id"])
+        if scene not in SCENE_REPORT_TYPES:
+            raise Problem("NO_AUTH", "商户未开通该转账场景")
+        infos = data.get("transfer_scene_report_infos") or []
+        if not isinstance(infos, list) or not all(
+            isinstance(i, dict) and i.get("info_type") and i.get("info_content") for i in infos
+        ):
+            raise Problem("PARAM_ERROR", "transfer_scene_report_infos 参数错误")
+        missing = set(SCENE_REPORT_TYPES[scene]) - {i["info_type"] for i in infos}
+        if missing:
+            raise Problem("PARAM_ERROR", f"转账场景报备信息缺少 {','.join(sorted(missing))}")
+        sealed = data.get("user_name")
+        name = self.decrypt_name(str(sealed), serial) if sealed else ""
+        existing = self.payees.transfers.get(out_bill_no)
+        if existing is not None:  # the same bill asked again: no money moves
+            if not existing.same_request(openid, name, amount) or existing.remark != remark:
+                raise Problem("INVALID_REQUEST", "商户单号已存在，且请求参数与原单不一致")
+            return self.transfer_answer(existing)
+        if amount < MIN_TRANSFER_FEN:
+            raise Problem("PARAM_ERROR", "转账金额不能低于0.3元")
+        if amount >= NAME_REQUIRED_FROM_FEN and not name:
+            raise Problem("PARAM_ERROR", "转账金额不低于2000元时 user_name 必填")
+        # Without a name WeChat checks none (it may be left out below 2,000 yuan); a closed account still fails.
+        refusal = self.payees.refusal(openid, name)
+        if refusal == "name_mismatch" and not name:
+            refusal = None
+        state = "FAIL" if refusal else "WAIT_USER_CONFIRM" if openid in self.confirming else "SUCCESS"
+        bill = SandboxTransfer(
+            out_biz_no=out_bill_no,
+            order_id=self._id("1330000071100", 40),
+            identity=openid,
+            identity_type="WECHAT_OPENID",
+            name=name,
+            amount_fen=amount,
+            remark=remark,
+            status=state,
+            at=now(),
+            reason=TRANSFER_FAIL_REASONS[refusal] if refusal else "",
+        )
+        self.payees.transfers[out_bill_no] = bill
+        # WeChat accepts a bill first and pays it a moment later: the answer says ACCEPTED, a query SUCCESS.
+        return self.transfer_answer(bill, "ACCEPTED" if state == "SUCCESS" else None)
+
+    def transfer_answer(self, bill: SandboxTransfer, state: str | None = None) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "out_bill_no": bill.out_biz_no,
+            "transfer_bill_no": bill.order_id,
+            "create_time": _rfc3339(bill.at),
+            "state": state or bill.status,
+        }
+        if bill.status == "FAIL":
+            answer["fail_reason"] = bill.reason
+        if (state or bill.status) == "WAIT_USER_CONFIRM":
+            # What the payee's WeChat needs to confirm (wx.requestMerchantTransfer's package).
+            answer["package_info"] = "ABBQO" + _steady_id("", bill.order_id, 55)
+        return answer
+
+    def transfer_resource(self, bill: SandboxTransfer) -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "mch_id": self.merchant.mchid,
+            "out_bill_no": bill.out_biz_no,
+            "transfer_bill_no": bill.order_id,
+            "appid": self.merchant.appid,
+            "state": bill.status,
+            "transfer_amount": bill.amount_fen,
+            "transfer_remark": bill.remark,
+            "openid": bill.identity,
+            "create_time": _rfc3339(bill.at),
+            "update_time": _rfc3339(bill.at),
+        }
+        if bill.reason:
+            resource["fail_reason"] = bill.reason
+        return resource
+
+    def settle_transfer(self, out_bill_no: str, state: str, reason: str | None) -> dict[str, Any]:
+        """The control: what becomes of a bill not final yet."""
+        bill = self.payees.get(out_bill_no)
+        if state not in ("SUCCESS", "FAIL", "CANCELLED"):
+            raise ControlError(400, "state is SUCCESS|FAIL|CANCELLED")
+        if bill.status not in TRANSFER_PENDING:
+            raise ControlError(409, f"the transfer is {bill.status}")
+        bill.status = state
+        bill.reason = (
+            "" if state == "SUCCESS" else (reason or ("OVERDUE_CLOSE" if state == "CANCELLED" else "FAIL"))
+        )
+        return bill.record()
 
     def api_certificates(self) -> dict[str, Any]:
         return {
@@ -1002,7 +1193,7 @@ def _tampered(text: str) -> str:
             if isinstance(data["amount"].get(key), int):
                 data["amount"][key] += 1
                 return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    for key in ("prepay_id", "code_url", "trade_state", "download_url"):
+    for key in ("prepay_id", "code_url", "trade_state", "download_url", "transfer_bill_no"):
         if isinstance(data.get(key), str):
             data[key] += "x"
             return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -1023,7 +1214,12 @@ def create_wechat_v3_sandbox(
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         base = f"{request.url.scheme}://{request.url.netloc}"
         answer = await box.handle_api(
-            request.method, target, request.headers.get("authorization", ""), await request.body(), base
+            request.method,
+            target,
+            request.headers.get("authorization", ""),
+            await request.body(),
+            base,
+            request.headers.get("wechatpay-serial", ""),
         )
         return box.render(answer)
 
@@ -1182,6 +1378,38 @@ def create_wechat_v3_sandbox(
         found = [asdict(d) for d in box.notifier.deliveries if out_trade_no is None or d.key == out_trade_no]
         return reply({"notifications": found})
 
+    @post("/_sandbox/payees/{openid:str}", status_code=200)
+    async def set_payee(openid: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        async def run() -> dict[str, Any]:
+            data = await json_body(request)
+            account = box.payees.set_account(openid, data)
+            if data.get("confirm"):
+                box.confirming.add(openid)
+            else:
+                box.confirming.discard(openid)
+            return {**account, "confirm": openid in box.confirming}
+
+        return await run_control(run)
+
+    @get("/_sandbox/transfers")
+    async def transfers(identity: str | None = None) -> Response[Any]:
+        return reply(box.payees.listed(identity))
+
+    @get("/_sandbox/transfers/{out_bill_no:str}")
+    async def transfer_record(out_bill_no: str) -> Response[Any]:
+        return await run_control(lambda: _async(box.payees.get(out_bill_no).record()))
+
+    @post("/_sandbox/transfers/{out_bill_no:str}/state", status_code=200)
+    async def transfer_state(out_bill_no: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        async def run() -> dict[str, Any]:
+            opts = await json_body(request)
+            reason = opts.get("reason")
+            return box.settle_transfer(
+                out_bill_no, str(opts.get("state", "")), str(reason) if reason else None
+            )
+
+        return await run_control(run)
+
     app = Litestar(
         route_handlers=[
             api,
@@ -1198,6 +1426,10 @@ def create_wechat_v3_sandbox(
             platform_certificates,
             rotate,
             notifications,
+            set_payee,
+            transfers,
+            transfer_record,
+            transfer_state,
         ],
         on_shutdown=[box.notifier.aclose],
         openapi_config=None,
@@ -1233,6 +1465,8 @@ def build_app(args: argparse.Namespace) -> Litestar:
                 "private_key_file": str((state_dir / PRIVATE_KEY_FILE).resolve()),
                 "apiv3_key_file": str((state_dir / APIV3_KEY_FILE).resolve()),
                 "base_url": base_url,
+                "transfer_scene_id": DEMO_TRANSFER_SCENE_ID,
+                "transfer_scene_report_infos": list(DEMO_TRANSFER_REPORT_INFOS),
             },
             indent=2,
         ),

@@ -27,7 +27,7 @@ ALIPAY_TIMEOUT_S = 5.0
 
 
 class WechatSandbox:
-    def __init__(self, base_url: str, merchant: dict[str, str], state_dir: Path) -> None:
+    def __init__(self, base_url: str, merchant: dict[str, Any], state_dir: Path) -> None:
         self.base_url = base_url
         self.merchant = merchant
         self.state_dir = state_dir
@@ -94,7 +94,7 @@ class WechatV3Sandbox:
     """The WeChat Pay v3 sandbox (payments/sandbox/wechat_v3.py): the merchant it plays, by file as operations
     configure one, and its test controls."""
 
-    def __init__(self, base_url: str, merchant: dict[str, str], state_dir: Path) -> None:
+    def __init__(self, base_url: str, merchant: dict[str, Any], state_dir: Path) -> None:
         self.base_url = base_url
         self.merchant = merchant
         self.state_dir = state_dir
@@ -110,6 +110,8 @@ class WechatV3Sandbox:
             "apiv3_key_file": self.merchant["apiv3_key_file"],
             "api_base_url": self.base_url,
             "timeout": WECHAT_TIMEOUT_S,
+            "transfer_scene_id": self.merchant["transfer_scene_id"],
+            "transfer_scene_report_infos": self.merchant["transfer_scene_report_infos"],
             **overrides,
         }
 

@@ -6,8 +6,9 @@ does it); every answer and notification verified against the platform certificat
 both sides. The channel's name is `wechat`, as v2's: a merchant is configured for one API or the other, and
 orders, refunds and reconciliation do not know which.
 
-Withholding (papay, transit's ride-first-pay-later) stays on API v2: a v3 merchant asked to sign, query or
-deduct answers a clear 422 naming the channel."""
+Payouts go through 商家转账 (`/v3/fund-app/mch-transfer/transfer-bills`, the SDK's mch_transfer_bills) where
+the merchant has configured a transfer scene. Withholding (papay, transit's ride-first-pay-later) stays on API
+v2: a v3 merchant asked to sign, query or deduct answers a clear 422 naming the channel."""
 
 from __future__ import annotations
 
@@ -34,13 +35,16 @@ from payments.channels.base import (
     ChannelOrder,
     ChannelRefund,
     ChannelTrade,
+    ChannelTransfer,
     ChannelUnavailable,
     ForeignNotification,
     InvalidNotification,
     Notification,
+    PayoutAccount,
     PayParams,
     RefundStatus,
     TradeStatus,
+    TransferStatus,
 )
 from payments.channels.wechat.bill import parse_bill
 from payments.channels.wechat.errors import BillError, InvalidResponse, WechatError
@@ -71,9 +75,27 @@ _REFUND_STATES = {
     "CLOSED": RefundStatus.FAILED,
     "ABNORMAL": RefundStatus.FAILED,  # the card is gone: a manual transfer, as v2's CHANGE
 }
+# 商家转账 bill states: ACCEPTED (受理), PROCESSING and TRANSFERING (money locked, on its way), WAIT_USER_CONFIRM
+# (the payee has to accept it in WeChat; cancelled by WeChat after 24 hours), CANCELING: all not final yet.
+_TRANSFER_STATES = {
+    "SUCCESS": TransferStatus.SUCCEEDED,
+    "ACCEPTED": TransferStatus.PENDING,
+    "PROCESSING": TransferStatus.PENDING,
+    "TRANSFERING": TransferStatus.PENDING,
+    "WAIT_USER_CONFIRM": TransferStatus.PENDING,
+    "CANCELING": TransferStatus.PENDING,
+    "FAIL": TransferStatus.FAILED,
+    "CANCELLED": TransferStatus.FAILED,
+}
+# WeChat checks the payee's name only from 0.30 yuan, the least a 商家转账 may be (and the SDK drops the name
+# below it): smaller payouts are refused here rather than sent unchecked.
+MIN_TRANSFER_FEN = 30
+_TRANSFER_REMARK_CHARS = 32
 # Error codes WeChat Pay v3 documents as "not decided, call again with the same number".
 RETRYABLE_CODES = frozenset({"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "BANK_ERROR", "BANKERROR"})
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
+# For transfers WeChat names a few more (商家转账's "可重试的业务错误码"): the same number, asked again, decides.
+_TRANSFER_UNKNOWN = RETRYABLE_CODES | {"FREQUENCY_LIMIT", "NETWORK_ERROR", "RESOURCE_INSUFFICIENT"}
 _NO_BILL = frozenset({"NO_STATEMENT_EXIST", "NO_BILL_EXIST"})
 # Fields only a service provider's (partner) messages carry: we are a merchant of our own, so a message naming
 # any of them is about someone else's trade, even under our mchid.
@@ -158,7 +180,8 @@ def withholding_unsupported() -> DomainError:
 
 class WechatV3Channel:
     """PaymentChannel for WeChat Pay API v3 (and HeaderSignedNotifications: its notifications are verified from
-    their headers, which may need a certificate download)."""
+    their headers, which may need a certificate download; and PayoutChannel through 商家转账 where the merchant
+    has configured a transfer scene)."""
 
     name = NAME
     api_version = "v3"
@@ -351,6 +374,117 @@ class WechatV3Channel:
         if data.get("out_trade_no") not in (None, out_trade_no):
             raise InvalidResponse("the refund is of another trade")
         return self._refund(data, out_refund_no)
+
+    # -- payouts (PayoutChannel): 商家转账 ---------------------------------------------------------------------
+
+    @property
+    def transfers_configured(self) -> bool:
+        """Whether this merchant sends transfers: it has signed 商家转账 and configured its transfer scene."""
+        return bool(self.config.transfer_scene_id)
+
+    async def transfer(
+        self, out_biz_no: str, amount_fen: int, account: PayoutAccount, remark: str
+    ) -> ChannelTransfer:
+        """POST /v3/fund-app/mch-transfer/transfer-bills to the openid, the holder's real name encrypted with
+        the platform certificate's public key (RSA-OAEP; Wechatpay-Serial names it). `out_biz_no` is WeChat's
+        out_bill_no: asked again with the same parameters it is the same bill. The bill's state: SUCCESS, or
+        PENDING while accepted, on its way or waiting for the payee to confirm, or FAILED (FAIL, CANCELLED) with
+        WeChat's fail_reason. A refusal is FAILED only when WeChat holds no bill under the number (otherwise the
+        number was used with other parameters: ChannelUnavailable, the query says what became of it); no answer,
+        a 5xx, a retryable code or an answer that does not verify raise ChannelUnavailable."""
+        if amount_fen < MIN_TRANSFER_FEN:
+            raise ValueError(
+                f"a WeChat transfer is at least {MIN_TRANSFER_FEN} fen, where WeChat checks the name"
+            )
+        if account.identity_type != "WECHAT_OPENID":
+            raise ValueError("a WeChat transfer goes to a WECHAT_OPENID")
+        if not account.name:
+            raise ValueError("a WeChat transfer names the payee's real name")
+        if not remark:
+            raise ValueError("a WeChat transfer has a remark (the payee sees it)")
+        scene = self.config.transfer_scene_id
+        if not scene:
+            raise ValueError("this WeChat Pay merchant has no transfer scene configured (transfer_scene_id)")
+        # The name is encrypted for the platform certificate we hold; with none (and none downloadable) the
+        # request is never made, so nothing can have happened under the number.
+        if await self._client.core.encryption_certificate() is None:
+            raise ChannelUnavailable("wechat v3 transfer: no platform certificate to encrypt the name for")
+        try:
+            _, body = await self._call(
+                "transfer",
+                self._client.mch_transfer_bills(
+                    out_bill_no=out_biz_no,
+                    transfer_scene_id=scene,
+                    openid=account.identity,
+                    transfer_amount=amount_fen,
+                    transfer_remark=remark[:_TRANSFER_REMARK_CHARS],
+                    user_name=account.name,
+                    user_recv_perception=self.config.transfer_user_recv_perception,
+                    transfer_scene_report_infos=[dict(i) for i in self.config.transfer_scene_report_infos],
+                    notify_url=self.config.transfer_notify_url,
+                ),
+            )
+        except WechatV3Error as exc:
+            if exc.code in _TRANSFER_UNKNOWN:
+                raise ChannelUnavailable(f"wechat v3 transfer {out_biz_no}: {exc.code}") from exc
+            if exc.status == 401:  # our signature or certificate: a configuration fault, nothing was made
+                raise
+            if await self.transfer_query(out_biz_no) is not None:
+                raise ChannelUnavailable(
+                    f"wechat v3 transfer {out_biz_no}: {exc.code}, and WeChat holds a bill under the number"
+                ) from exc
+            log.warning("wechat v3 refused transfer %s: %s", out_biz_no, exc.code)
+            return ChannelTransfer(
+                out_biz_no,
+                TransferStatus.FAILED,
+                amount_fen,
+                reason=f"{exc.code} {exc.message}".strip()[:200],
+            )
+        return self._transfer(_json(body, "transfer"), out_biz_no, amount_fen)
+
+    async def transfer_query(self, out_biz_no: str) -> ChannelTransfer | None:
+        """GET /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}; None when WeChat holds no bill
+        under the number (the call never reached it)."""
+        try:
+            _, body = await self._call(
+                "transfer query", self._client.mch_transfer_bills_query(out_bill_no=out_biz_no)
+            )
+        except WechatV3Error as exc:
+            if exc.code in _NOT_FOUND:
+                return None
+            if exc.code in _TRANSFER_UNKNOWN:
+                raise ChannelUnavailable(f"wechat v3 transfer query {out_biz_no}: {exc.code}") from exc
+            raise
+        data = _json(body, "transfer query")
+        # The bill names the merchant as mch_id (not mchid, as the pay API does).
+        if data.get("mch_id") not in (None, self.config.mchid) or data.get("mchid") not in (
+            None,
+            self.config.mchid,
+        ):
+            raise InvalidResponse("transfer query: the answer names another merchant")
+        if data.get("appid") not in (None, self.config.appid):
+            raise InvalidResponse("transfer query: the answer names another appid")
+        return self._transfer(data, out_biz_no, _fen(data.get("transfer_amount"), "transfer_amount"))
+
+    @staticmethod
+    def _transfer(data: Mapping[str, Any], out_biz_no: str, amount_fen: int) -> ChannelTransfer:
+        if data.get("out_bill_no") != out_biz_no:
+            raise InvalidResponse("the transfer answer is about another transfer")
+        state = str(data.get("state", ""))
+        status = _TRANSFER_STATES.get(state)
+        if status is None:
+            raise InvalidResponse(f"unknown transfer state {state!r}")
+        reason = None
+        if status is TransferStatus.FAILED:
+            reason = str(data.get("fail_reason") or state)[:200]
+        return ChannelTransfer(
+            out_biz_no,
+            status,
+            amount_fen,
+            channel_order_id=str(data.get("transfer_bill_no") or "") or None,
+            paid_at=_time(data.get("update_time")) if status is TransferStatus.SUCCEEDED else None,
+            reason=reason,
+        )
 
     # -- bills -----------------------------------------------------------------------------------------------
 

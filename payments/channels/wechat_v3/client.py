@@ -137,6 +137,19 @@ class PlatformCore(AsyncCore):
                 await self._update_certificates()
         return self._find(number)
 
+    async def encryption_certificate(self) -> Certificate | None:
+        """The platform certificate sensitive fields are encrypted for (the one valid longest, which is also the
+        one the SDK names in Wechatpay-Serial): downloaded first when we hold none or ours are too old."""
+        if not self._certificates or self._stale():
+            async with self._lock:
+                if not self._certificates or self._stale():
+                    await self._update_certificates()
+        return self._last_certificate() if self._certificates else None
+
+    def _last_certificate(self) -> Certificate:
+        # The SDK's own reads the deprecated naive `not_valid_after`; the choice is the same.
+        return max(self._certificates, key=lambda c: c.not_valid_after_utc)
+
     async def _update_certificates(self) -> None:
         """GET /v3/certificates. The list is replaced only by a successful download with at least one valid
         certificate; a failed one keeps what we hold."""
@@ -235,7 +248,7 @@ class PlatformCore(AsyncCore):
 
 class V3Client(AsyncWeChatPay):
     """AsyncWeChatPay with our core. Its API methods (pay, query, close, refund, query_refund, trade_bill,
-    download_bill, sign) are used as they are."""
+    download_bill, mch_transfer_bills, mch_transfer_bills_query, sign) are used as they are."""
 
     def __init__(self, config: WechatV3Config) -> None:
         super().__init__(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PRODUCTION_GATEWAY = "https://api.mch.weixin.qq.com"
 
@@ -17,7 +19,15 @@ class WechatV3Config:
     `api_base_url` is the gateway (the real one by default, a local sandbox in dev and tests). Platform
     certificates are downloaded when needed and again when a signature names a serial we do not hold, at most
     `certificate_refreshes` times per `certificate_refresh_interval_s` and once per unknown serial in that
-    time, and at the latest after `certificate_max_age_s`."""
+    time, and at the latest after `certificate_max_age_s`.
+
+    Payouts (商家转账, `POST /v3/fund-app/mch-transfer/transfer-bills`) need the product signed on the merchant
+    platform and one of its transfer scenes granted: `transfer_scene_id` is that scene's id (1000 现金营销, 1002
+    佣金报酬, ... as the platform shows it), `transfer_scene_report_infos` the scene's report fields
+    ([{"info_type": "岗位类型", "info_content": "商户"}, ...], each field the scene asks for), and
+    `transfer_user_recv_perception` what the payee's app shows as the reason (one the scene allows; the scene's
+    default when absent). Without `transfer_scene_id` the merchant sends no transfers and its payees are paid by
+    bank."""
 
     appid: str
     mchid: str
@@ -33,8 +43,16 @@ class WechatV3Config:
     certificate_max_age_s: float = 12 * 3600.0
     notification_max_skew_s: float = 300.0
     api_version: str = "v3"
+    transfer_scene_id: str | None = None
+    transfer_scene_report_infos: Sequence[Mapping[str, str]] = ()
+    transfer_user_recv_perception: str | None = None
+    transfer_notify_url: str | None = None
 
     def __post_init__(self) -> None:
+        # Kept as a tuple of pairs: the config is frozen and comes from JSON lists.
+        object.__setattr__(
+            self, "transfer_scene_report_infos", _report_infos(self.transfer_scene_report_infos)
+        )
         if self.api_version != "v3":
             raise ValueError(f"api_version must be v3 here, not {self.api_version!r}")
         for name in ("appid", "mchid", "cert_serial_no", "private_key", "apiv3_key"):
@@ -51,3 +69,18 @@ class WechatV3Config:
     def gateway(self) -> str:
         """The base URL without a trailing slash: wechatpayv3 appends paths that start with '/'."""
         return self.api_base_url.rstrip("/")
+
+
+def _report_infos(given: Any) -> tuple[Mapping[str, str], ...]:
+    if not isinstance(given, (list, tuple)):
+        raise ValueError("wechat (v3): transfer_scene_report_infos is a list of {info_type, info_content}")
+    infos = []
+    for entry in given:
+        if not (
+            isinstance(entry, Mapping)
+            and set(entry) == {"info_type", "info_content"}
+            and all(isinstance(v, str) and v for v in entry.values())
+        ):
+            raise ValueError("wechat (v3): each transfer scene report info is {info_type, info_content}")
+        infos.append({"info_type": entry["info_type"], "info_content": entry["info_content"]})
+    return tuple(infos)
