@@ -8,6 +8,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated
 
 from litestar import Controller, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -33,6 +34,14 @@ if TYPE_CHECKING:
     from app_backend.notifications.service import NotificationService
 
 SEND_SCOPE = "messages:send"
+_DEVICE_KNOWN = ResponseSpec(
+    data_container=PushDevice, description="the token was registered already", generate_examples=False
+)
+_SAME_MESSAGE = ResponseSpec(
+    data_container=SentMessage,
+    description="the same message_key again: the first message, not a second one",
+    generate_examples=False,
+)
 
 
 class ResidentMessagesController(Controller):
@@ -68,6 +77,8 @@ class ResidentMessagesController(Controller):
     @post(
         "/push-devices",
         summary="Register this app install for push (the push provider's token); 200 when registered already",
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: _DEVICE_KNOWN},
     )
     async def register_device(
         self,
@@ -156,6 +167,8 @@ class MachineMessagesController(Controller):
             "message, 200 for the same `message_key` again (the first message, not a second). 404 naming "
             "`resident_ref.order_id` for an order that is not this organisation's."
         ),
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: _SAME_MESSAGE},
         opt=problems(403, 404),
     )
     async def send(
