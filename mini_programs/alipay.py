@@ -32,6 +32,12 @@ import structlog
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.constant.ParamConstants import COMMON_PARAM_KEYS
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayOpenAppMiniTemplatemessageSendModel import (
+    AlipayOpenAppMiniTemplatemessageSendModel,
+)
+from alipay.aop.api.request.AlipayOpenAppMiniTemplatemessageSendRequest import (
+    AlipayOpenAppMiniTemplatemessageSendRequest,
+)
 from alipay.aop.api.request.AlipaySystemOauthTokenRequest import AlipaySystemOauthTokenRequest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,9 +49,15 @@ from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.errors import DomainError, invalid_field
 from mini_programs.config import AlipayApp
 from mini_programs.refusals import code_refused, unavailable
+from mini_programs.schemas import SendOutcome
 
 _log = structlog.get_logger("mini_programs.alipay")
 _METHOD = "alipay.system.oauth.token"
+_SEND = "alipay.open.app.mini.templatemessage.send"
+# Alipay's user ids are 2088 and twelve digits; apps created since 2023 see an open_id instead.
+_USER_ID = re.compile(r"^2088\d{12}$")
+# What templatemessage.send refuses because the user holds no subscription to the template.
+_NOT_SUBSCRIBED = frozenset({"USER_NOT_SUBSCRIBED", "USER_TEMPLATE_NOT_SUBSCRIBED"})
 
 
 class _BeijingClock(dt.datetime):
@@ -221,3 +233,29 @@ class AlipayMiniProgram:
                 extra={"errors": [{"field": "phone_response", "message": "not granted"}]},
             )
         return str(plain["mobile"])
+
+    async def send_template(
+        self, subject: str, template_id: str, values: dict[str, str], page: str | None
+    ) -> SendOutcome:
+        """One subscribe (template) message to the user (`alipay.open.app.mini.templatemessage.send`). Never
+        raises: what Alipay answered is the outcome; a 20000 (busy, flow limit) or no verified answer is a fault."""
+        model = AlipayOpenAppMiniTemplatemessageSendModel()
+        if _USER_ID.match(subject):
+            model.to_user_id = subject
+        else:
+            model.to_open_id = subject
+        model.user_template_id = template_id
+        if page:
+            model.page = page
+        model.data = json.dumps({k: {"value": v} for k, v in values.items()}, ensure_ascii=False)
+        try:
+            _, data = await self._call(AlipayOpenAppMiniTemplatemessageSendRequest(biz_model=model))
+        except DomainError:
+            return SendOutcome("fault", code="unreachable")
+        code, sub_code = str(data.get("code", "")), str(data.get("sub_code", ""))
+        if code == "10000":
+            return SendOutcome("sent")
+        _log.warning("alipay refused", app_id=self.app.app_id, call=_SEND, code=code, sub_code=sub_code)
+        if code in ("40001", "40002", "40004", "20001"):
+            return SendOutcome("refused", code=sub_code or code, grant_gone=sub_code in _NOT_SUBSCRIBED)
+        return SendOutcome("fault", code=sub_code or code)

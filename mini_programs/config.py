@@ -2,12 +2,19 @@
 `tzt serve` writes in dev for the local sandboxes and operations provide in production (docs/operations.md).
 
     {"wechat": [{"app_id": "wx…", "name": "泰州通", "secret_file": "/run/secrets/wx-city",
-                 "api_base_url": "https://api.weixin.qq.com/"}],
+                 "api_base_url": "https://api.weixin.qq.com/",
+                 "templates": {"fare_debt": {"template_id": "…", "grant": "one_time", "page": "pages/fares",
+                                             "fields": {"thing1": "title", "amount2": "amount"}}}}],
      "alipay": [{"app_id": "2021…", "name": "泰州通", "app_private_key_file": "…", "alipay_public_key_file": "…",
                  "aes_key_file": "…", "gateway_url": "https://openapi.alipay.com/gateway.do"}]}
 
-Several apps per channel (the city's own, departments'). A secret is never written in the file itself: each one is
-given as `<name>_file` (a path, such as a mounted secret) or `<name>_env` (the name of an environment variable)."""
+Several apps per channel (the city's own, departments'). `templates` maps a kind of message (notifications'
+kinds) to the app's subscribe-message template: its id, whether residents grant it once per message (`one_time`)
+or for good (`long_term`, what WeChat allows government and public-service templates), the page it opens, and
+which of the message's values fills each of the template's keywords (`title`, `body`, or a named param).
+
+A secret is never written in the file itself: each one is given as `<name>_file` (a path, such as a mounted
+secret) or `<name>_env` (the name of an environment variable)."""
 
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ WECHAT_API = "https://api.weixin.qq.com/"
 ALIPAY_GATEWAY = "https://openapi.alipay.com/gateway.do"
 _WECHAT_APP_ID = re.compile(r"^wx[0-9a-f]{16}$")
 _ALIPAY_APP_ID = re.compile(r"^\d{16}$")
+_KIND = re.compile(r"^[a-z][a-z_]{0,39}$")
+_KEYWORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _SECRETS = {"wechat": ("secret",), "alipay": ("app_private_key", "alipay_public_key", "aes_key")}
 
 
@@ -54,12 +63,23 @@ class MiniProgramConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Template:
+    """A subscribe-message template of one app: what a kind of message is sent as."""
+
+    template_id: str
+    grant: str  # "one_time" or "long_term"
+    fields: Mapping[str, str]  # the template's keyword -> the message value that fills it
+    page: str | None = None
+
+
+@dataclass(frozen=True)
 class WechatApp:
     app_id: str
     name: str
     secret: str = field(repr=False)
     api_base_url: str = WECHAT_API
     timeout_s: float = 5.0
+    templates: Mapping[str, Template] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -77,6 +97,7 @@ class AlipayApp:
     aes_key: str = field(repr=False)
     gateway_url: str = ALIPAY_GATEWAY
     timeout_s: float = 5.0
+    templates: Mapping[str, Template] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,42 @@ def _url(path: Path, where: str, value: object, allow_http: bool) -> str:
     return text
 
 
+def _templates(path: Path, where: str, value: object) -> dict[str, Template]:
+    if not isinstance(value, dict):
+        raise MiniProgramConfigError(f"{path}: {where}.templates must be an object of kinds")
+    templates = {}
+    for kind, entry in value.items():
+        at = f"{where}.templates.{kind}"
+        if not _KIND.match(str(kind)):
+            raise MiniProgramConfigError(f"{path}: {at}: a kind is lower-case letters and underscores")
+        if not isinstance(entry, dict) or set(entry) - {"template_id", "grant", "page", "fields"}:
+            raise MiniProgramConfigError(
+                f"{path}: {at} must be an object of template_id, grant, page, fields"
+            )
+        template_id, grant, page, fields = (
+            entry.get("template_id"),
+            entry.get("grant", "one_time"),
+            entry.get("page"),
+            entry.get("fields"),
+        )
+        if not isinstance(template_id, str) or not 0 < len(template_id) <= 64:
+            raise MiniProgramConfigError(f"{path}: {at}.template_id must be the template's id")
+        if grant not in ("one_time", "long_term"):
+            raise MiniProgramConfigError(f"{path}: {at}.grant must be one_time or long_term")
+        if page is not None and (not isinstance(page, str) or len(page) > 256):
+            raise MiniProgramConfigError(f"{path}: {at}.page must be a page path")
+        if (
+            not isinstance(fields, dict)
+            or not fields
+            or not all(_KEYWORD.match(str(k)) and isinstance(v, str) and v for k, v in fields.items())
+        ):
+            raise MiniProgramConfigError(
+                f"{path}: {at}.fields must map the template's keywords to title, body or a param name"
+            )
+        templates[str(kind)] = Template(template_id, grant, dict(fields), page)
+    return templates
+
+
 def _apps(
     path: Path, channel: str, entries: object, env: Mapping[str, str], allow_http: bool
 ) -> list[dict[str, Any]]:
@@ -147,6 +204,8 @@ def _apps(
                     raise ValueError("aes_key is not a base64 AES key")
             except (ValueError, TypeError, binascii.Error) as exc:
                 raise MiniProgramConfigError(f"{path}: {where}: {exc}") from None
+        if "templates" in entry:
+            app["templates"] = _templates(path, where, entry["templates"])
         url_key = "api_base_url" if channel == "wechat" else "gateway_url"
         if url_key in entry:
             app[url_key] = _url(path, f"{where}.{url_key}", entry[url_key], allow_http)

@@ -33,6 +33,11 @@ class IdentityRepository:
             subject_hash,
         )
 
+    async def by_id(self, conn: Connection, identity_id: uuid.UUID) -> IdentityRow | None:
+        return await fetch_row(
+            conn, IdentityRow, f"SELECT {_COLUMNS} FROM mini_programs.identities WHERE id = $1", identity_id
+        )
+
     async def resident_of_union(self, conn: Connection, channel: str, union_hash: bytes) -> uuid.UUID | None:
         """The resident holding any identity of this person (WeChat unionid, Alipay user_id) on the channel."""
         value: uuid.UUID | None = await conn.fetchval(

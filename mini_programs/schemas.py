@@ -62,3 +62,14 @@ class LinkedIdentity(msgspec.Struct):
 
 class LinkedIdentities(msgspec.Struct):
     identities: list[LinkedIdentity]
+
+
+class SendOutcome(msgspec.Struct, frozen=True):
+    """What a channel answered to one subscribe message: `sent` (with the channel's message id), `refused` for
+    good (`grant_gone` when the user holds no grant for the template: never granted, spent, or turned off), or
+    `fault` (the channel could not be asked or was busy: try again later). `code` is the channel's own code."""
+
+    status: Literal["sent", "refused", "fault"]
+    code: str | None = None
+    message_id: str | None = None
+    grant_gone: bool = False

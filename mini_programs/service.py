@@ -23,9 +23,9 @@ from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from mini_programs.alipay import AlipayMiniProgram
-from mini_programs.config import MiniProgramApps
+from mini_programs.config import MiniProgramApps, Template
 from mini_programs.repository import IdentityRepository, IdentityRow
-from mini_programs.schemas import LinkedIdentity
+from mini_programs.schemas import LinkedIdentity, SendOutcome
 from mini_programs.wechat import WechatMiniProgram
 
 CHANNEL_NAMES = {"wechat": "WeChat", "alipay": "Alipay"}
@@ -40,6 +40,16 @@ class ChannelIdentity(msgspec.Struct, frozen=True):
     subject: str
     union: str | None = None
     session_key: str | None = None
+
+
+class MessageTarget(msgspec.Struct, frozen=True):
+    """A linked identity a subscribe message can be sent to: `subject` is the openid or the Alipay id (in clear:
+    for the channel call only, never stored or logged by the caller)."""
+
+    identity_id: uuid.UUID
+    channel: str
+    app_id: str
+    subject: str
 
 
 def _conflict(type: str, detail: str, field: str | None = None) -> DomainError:
@@ -275,3 +285,62 @@ class MiniProgramService:
         mini-program payment; None when no identity of that app is linked."""
         row = await self._repo.in_app(conn, resident_id, channel, app_id)
         return None if row is None else self._cipher.decrypt("mini.subject", row.subject_enc)
+
+    # -- subscribe messages (for notifications) --------------------------------------------------------------
+
+    def template(self, channel: str, app_id: str, kind: str) -> Template | None:
+        """The app's subscribe-message template for a kind of message (mini_programs/config.py)."""
+        apps = self.apps.wechat if channel == "wechat" else self.apps.alipay
+        app = apps.get(app_id)
+        return None if app is None else app.templates.get(kind)
+
+    def templates(self, channel: str, app_id: str) -> dict[str, Template]:
+        """kind -> template of an app (empty for an app that is not configured)."""
+        apps = self.apps.wechat if channel == "wechat" else self.apps.alipay
+        app = apps.get(app_id)
+        return {} if app is None else dict(app.templates)
+
+    def app_name(self, channel: str, app_id: str) -> str:
+        return self._names.get((channel, app_id), app_id)
+
+    async def identity_in_app(
+        self, conn: Connection, resident_id: uuid.UUID, channel: str, app_id: str
+    ) -> uuid.UUID | None:
+        """The id of the resident's identity linked in this app (None when none is)."""
+        row = await self._repo.in_app(conn, resident_id, channel, app_id)
+        return None if row is None else row.id
+
+    async def message_targets(self, conn: Connection, resident_id: uuid.UUID) -> list[MessageTarget]:
+        """The resident's linked identities in configured apps: WeChat first, then Alipay, each channel's apps
+        in the configuration's order (the order a message tries them)."""
+        order = {key: n for n, key in enumerate(self._names)}
+        rows = [r for r in await self._repo.of_resident(conn, resident_id) if (r.channel, r.app_id) in order]
+        rows.sort(key=lambda r: order[(r.channel, r.app_id)])
+        return [
+            MessageTarget(r.id, r.channel, r.app_id, self._cipher.decrypt("mini.subject", r.subject_enc))
+            for r in rows
+        ]
+
+    async def message_target(self, conn: Connection, identity_id: uuid.UUID) -> MessageTarget | None:
+        """The identity a message was meant for, unless it has been unlinked since."""
+        row = await self._repo.by_id(conn, identity_id)
+        if row is None:
+            return None
+        return MessageTarget(
+            row.id, row.channel, row.app_id, self._cipher.decrypt("mini.subject", row.subject_enc)
+        )
+
+    async def send_subscribe(
+        self, target: MessageTarget, template: Template, values: dict[str, str]
+    ) -> SendOutcome:
+        """One subscribe message through the channel's API (no transaction may be open): the outcome, never a
+        raise; an app no longer configured is refused."""
+        if target.channel == "wechat" and target.app_id in self._wechat:
+            return await self._wechat[target.app_id].send_subscribe(
+                target.subject, template.template_id, values, template.page
+            )
+        if target.channel == "alipay" and target.app_id in self._alipay:
+            return await self._alipay[target.app_id].send_template(
+                target.subject, template.template_id, values, template.page
+            )
+        return SendOutcome("refused", code="app-not-configured")

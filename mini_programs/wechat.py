@@ -31,6 +31,7 @@ from wechatpy.session import SessionStorage
 from app_backend.kernel.errors import DomainError
 from mini_programs.config import WechatApp
 from mini_programs.refusals import code_refused, unavailable
+from mini_programs.schemas import SendOutcome
 
 _log = structlog.get_logger("mini_programs.wechat")
 T = TypeVar("T")
@@ -42,6 +43,11 @@ _CODE_REFUSALS = {
     40163: ("mini-code-used", "already used; call wx.login again"),
 }
 _RATE_LIMITED = frozenset({45009, 45011})
+# What subscribe/send refuses for good: 43101 the user holds no grant (never given, spent or turned off), 40003 not
+# the app's user, 40037 no such template, 47003 the data does not fit the template, 41030 no such page. Anything
+# else (busy, rate limits, tokens, an HTTP fault) may pass and is tried again.
+_NO_GRANT = 43101
+_SEND_REFUSALS = frozenset({_NO_GRANT, 40003, 40037, 47003, 41030})
 
 
 class WechatSession(msgspec.Struct, frozen=True):
@@ -188,3 +194,28 @@ class WechatMiniProgram:
             _log.warning("wechat answer unknown", app_id=self.app.app_id, call="getuserphonenumber")
             raise unavailable("WeChat")
         return str(info.get("countryCode", "86")), str(info["purePhoneNumber"])
+
+    async def send_subscribe(
+        self, openid: str, template_id: str, values: dict[str, str], page: str | None
+    ) -> SendOutcome:
+        """One subscribe message (`wxa.send_subscribe_message`); WeChat spends a one-time grant only when it
+        sends. Never raises: what WeChat answered is the outcome."""
+        data = {keyword: {"value": value} for keyword, value in values.items()}
+        try:
+            async with asyncio.timeout(self.app.timeout_s * 3 + 1):
+                result = await asyncio.to_thread(
+                    self._client.wxa.send_subscribe_message, openid, template_id, data, page
+                )
+        except WeChatClientException as exc:
+            code = int(exc.errcode) if exc.errcode is not None else None
+            _log.warning("wechat refused", app_id=self.app.app_id, call="subscribe/send", errcode=code)
+            if code in _SEND_REFUSALS:
+                return SendOutcome("refused", code=str(code), grant_gone=code == _NO_GRANT)
+            return SendOutcome("fault", code=str(code) if code is not None else "http")
+        except (requests.RequestException, RedisError, TimeoutError, ValueError) as exc:
+            _log.warning(
+                "wechat unreachable", app_id=self.app.app_id, call="subscribe/send", error=type(exc).__name__
+            )
+            return SendOutcome("fault", code=type(exc).__name__)
+        msgid = result.get("msgid") if isinstance(result, dict) else None
+        return SendOutcome("sent", message_id=None if msgid is None else str(msgid))

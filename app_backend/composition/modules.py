@@ -9,6 +9,7 @@ from app_backend.enterprises.module import module as enterprises
 from app_backend.identity.module import module as identity
 from app_backend.kernel.module import DomainModule
 from app_backend.oidc.module import module as oidc
+from app_backend.notifications.module import module as notifications
 from app_backend.organisations.module import module as organisations
 from code_service.module import module as codes
 from mini_programs.module import module as mini_programs
@@ -23,4 +24,5 @@ MODULES: list[DomainModule] = [
     codes,  # after payments: its one-statement display function reads payments' transit tables
     mini_programs,
     oidc,
+    notifications,  # after mini_programs: its grants belong to linked identities
 ]

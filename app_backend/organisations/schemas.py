@@ -23,6 +23,7 @@ SCOPES_BY_KIND: dict[str, frozenset[str]] = {
             "licences:issue",
             "payments:refund",
             "settlements:read",
+            "messages:send",
         }
     ),
     "verifier_operator": frozenset(
@@ -35,9 +36,10 @@ SCOPES_BY_KIND: dict[str, frozenset[str]] = {
             "gates:taps",
             "payments:refund",
             "settlements:read",
+            "messages:send",
         }
     ),
-    "merchant": frozenset({"verify:health", "payments:refund", "settlements:read"}),
+    "merchant": frozenset({"verify:health", "payments:refund", "settlements:read", "messages:send"}),
     "operations": frozenset({"verify:health", "verify:enterprise", "tiles:manage"}),
 }
 KNOWN_SCOPES = frozenset().union(*SCOPES_BY_KIND.values())

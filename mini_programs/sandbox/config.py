@@ -17,6 +17,22 @@ DEMO_NAMES = {
     alipay.DEMO_APP_IDS[1]: "泰州公积金",
 }
 
+# The city's apps' subscribe-message templates for every kind of message (notifications' kinds): the status of
+# the code is a public-service template residents grant for good; the others are granted one message at a time.
+DEMO_KINDS = ("code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due")
+
+
+def demo_templates(channel: str) -> dict[str, dict[str, Any]]:
+    return {
+        kind: {
+            "template_id": f"{channel}-{kind.replace('_', '-')}",
+            "grant": "long_term" if kind == "code_status_changed" else "one_time",
+            "page": "pages/inbox/index",
+            "fields": {"thing1": "title", "thing2": "body"},
+        }
+        for kind in DEMO_KINDS
+    }
+
 
 def sandbox_config(
     wechat_state: Path, alipay_state: Path, timeout_s: float = 5.0
@@ -32,6 +48,7 @@ def sandbox_config(
                 "secret_file": app["secret_file"],
                 "api_base_url": played["base_url"],
                 "timeout_s": timeout_s,
+                **({"templates": demo_templates("wechat")} if app["appid"] == wechat.DEMO_APP_IDS[0] else {}),
             }
             for app in played["apps"]
         ],
@@ -44,6 +61,9 @@ def sandbox_config(
                 "aes_key_file": app["aes_key_file"],
                 "gateway_url": gateway["gateway_url"],
                 "timeout_s": timeout_s,
+                **(
+                    {"templates": demo_templates("alipay")} if app["app_id"] == alipay.DEMO_APP_IDS[0] else {}
+                ),
             }
             for app in gateway["apps"]
         ],

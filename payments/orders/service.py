@@ -495,6 +495,19 @@ class OrderService:
             ],
         )
 
+    async def payer_for_payee(
+        self, conn: Connection, order_id: uuid.UUID, payee_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """The resident paying (or who paid) an order, for its payee or a payee its splits name: how a payee
+        refers to a resident it never learns the id of (notifications). None for another organisation's order
+        or one no resident pays."""
+        row = await self._orders.get(conn, order_id)
+        if row is None or row.payer_id is None:
+            return None
+        if payee_id not in {s.payee_id for s in await self.shares(conn, row)}:
+            return None
+        return row.payer_id
+
     async def close_for_payer(self, pool: Pool, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
         async with pool.acquire() as conn:
             row = await self._orders.get(conn, order_id)

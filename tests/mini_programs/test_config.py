@@ -93,3 +93,38 @@ def test_an_app_given_twice_and_a_local_url_outside_dev_are_refused(tmp_path: Pa
     )
     assert load_apps(local, allow_http=True, env={"S": "x"}).wechat[CITY].base_url == "http://127.0.0.1/"
     assert load_apps(None).wechat == {}
+
+
+def test_an_apps_subscribe_message_templates_are_read_and_bad_ones_refused(tmp_path: Path) -> None:
+    template = {
+        "template_id": "tpl-1",
+        "grant": "long_term",
+        "page": "pages/x",
+        "fields": {"thing1": "title"},
+    }
+    entry = {"app_id": CITY, "secret_env": "S", "templates": {"fare_debt": template}}
+    apps = load_apps(_write(tmp_path, {"wechat": [entry]}), env={"S": "s"})
+    loaded = apps.wechat[CITY].templates["fare_debt"]
+    assert (loaded.template_id, loaded.grant, loaded.page, dict(loaded.fields)) == (
+        "tpl-1",
+        "long_term",
+        "pages/x",
+        {"thing1": "title"},
+    )
+    for bad, named in (
+        ({**template, "grant": "forever"}, "templates.fare_debt.grant"),
+        ({**template, "fields": {}}, "templates.fare_debt.fields"),
+        ({**template, "template_id": ""}, "templates.fare_debt.template_id"),
+        ({**template, "colour": "red"}, "templates.fare_debt"),
+    ):
+        path = _write(tmp_path, {"wechat": [{**entry, "templates": {"fare_debt": bad}}]})
+        with pytest.raises(MiniProgramConfigError, match=named):
+            load_apps(path, env={"S": "s"})
+
+
+def test_a_template_for_a_kind_nobody_sends_refuses_to_start() -> None:
+    from app_backend.notifications.service import check_template_kinds
+
+    check_template_kinds([("wechat", CITY, "fare_debt")])
+    with pytest.raises(ValueError, match="'parking_fine'"):
+        check_template_kinds([("wechat", CITY, "parking_fine")])

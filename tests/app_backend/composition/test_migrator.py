@@ -58,6 +58,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "code_service",
         "mini_programs",
         "app_backend.oidc",
+        "app_backend.notifications",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -76,4 +77,5 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "payments",
         "code_ports",
         "mini_programs",
+        "notifications",
     } <= schemas

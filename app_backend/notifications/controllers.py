@@ -1,0 +1,202 @@
+"""HTTP for messages to residents: the resident's subscribe-message grants, push devices and inbox (bearer token),
+and a department's message to a resident (signed machine request, scope messages:send)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Annotated
+
+from litestar import Controller, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from app_backend.identity.schemas import ResidentPrincipal
+from app_backend.kernel.db import Connection
+from app_backend.kernel.errors import forbidden
+from app_backend.kernel.http import problems
+from app_backend.notifications.schemas import (
+    DepartmentMessage,
+    GrantReport,
+    Inbox,
+    PushDevice,
+    PushDeviceRegistration,
+    PushDevices,
+    SentMessage,
+    SubscribeGrants,
+)
+from app_backend.notifications.service import organisation_sender
+from app_backend.organisations.auth import MACHINE
+from app_backend.organisations.schemas import MachinePrincipal
+
+if TYPE_CHECKING:
+    from app_backend.notifications.service import NotificationService
+
+SEND_SCOPE = "messages:send"
+_DEVICE_KNOWN = ResponseSpec(
+    data_container=PushDevice, description="the token was registered already", generate_examples=False
+)
+_SAME_MESSAGE = ResponseSpec(
+    data_container=SentMessage,
+    description="the same message_key again: the first message, not a second one",
+    generate_examples=False,
+)
+
+
+class ResidentMessagesController(Controller):
+    path = "/api/v1/me"
+    tags = ["notifications"]
+
+    @post(
+        "/subscribe-grants",
+        status_code=HTTP_200_OK,
+        summary="Report what the mini-program's subscribe request answered (template id -> accept/reject/ban)",
+        description=(
+            "For the identity linked in that mini-program: an accepted one-time template allows one more message, "
+            "an accepted long-term one every message until rejected. 422 naming `app_id` when no identity of the "
+            "app is linked, or `results.<template id>` for a template the app does not send."
+        ),
+        opt=problems(422),
+    )
+    async def report_grants(
+        self,
+        data: GrantReport,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> SubscribeGrants:
+        return await notifications.report_grants(db, resident.resident_id, data)
+
+    @get("/subscribe-grants", summary="My subscribe-message grants, per linked identity and template")
+    async def grants(
+        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+    ) -> SubscribeGrants:
+        return await notifications.grants(db, resident.resident_id)
+
+    @post(
+        "/push-devices",
+        summary="Register this app install for push (the push provider's token); 200 when registered already",
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: _DEVICE_KNOWN},
+    )
+    async def register_device(
+        self,
+        data: PushDeviceRegistration,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> Response[PushDevice]:
+        device, new = await notifications.register_device(db, resident.resident_id, data)
+        return Response(device, status_code=HTTP_201_CREATED if new else HTTP_200_OK)
+
+    @get("/push-devices", summary="My devices registered for push")
+    async def devices(
+        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+    ) -> PushDevices:
+        return await notifications.devices(db, resident.resident_id)
+
+    @delete(
+        "/push-devices/{device_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Stop push to a device",
+        opt=problems(404),
+    )
+    async def remove_device(
+        self,
+        device_id: uuid.UUID,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> None:
+        await notifications.remove_device(db, resident.resident_id, device_id)
+
+    @get(
+        "/inbox",
+        summary="My messages, newest first, with where each was delivered",
+        description="Page with `before` = the answer's `next_before`; `unread` counts all unread messages.",
+    )
+    async def inbox(
+        self,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+        before: dt.datetime | None = None,
+        unread_only: bool = False,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    ) -> Inbox:
+        return await notifications.inbox(
+            db, resident.resident_id, before=before, unread_only=unread_only, limit=limit
+        )
+
+    @post(
+        "/inbox/{message_id:uuid}/read",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Mark a message read (again: no change)",
+        opt=problems(404),
+    )
+    async def mark_read(
+        self,
+        message_id: uuid.UUID,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> None:
+        await notifications.mark_read(db, resident.resident_id, message_id)
+
+    @post("/inbox/read", status_code=HTTP_204_NO_CONTENT, summary="Mark every message read")
+    async def mark_all_read(
+        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+    ) -> None:
+        await notifications.mark_all_read(db, resident.resident_id)
+
+
+class MachineMessagesController(Controller):
+    """A department's, operator's or merchant's system messaging a resident it knows by one of its orders."""
+
+    path = "/api/v1/messages"
+    tags = ["notifications"]
+    dependencies = MACHINE
+
+    @post(
+        "",
+        summary="Send a message to the resident paying one of my orders (signed; messages:send)",
+        description=(
+            "The message is in the resident's inbox at once; a WeChat or Alipay subscribe message (when the "
+            "resident granted the kind's template) or app push follows from the delivery job. 201 for a new "
+            "message, 200 for the same `message_key` again (the first message, not a second). 404 naming "
+            "`resident_ref.order_id` for an order that is not this organisation's."
+        ),
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: _SAME_MESSAGE},
+        opt=problems(403, 404),
+    )
+    async def send(
+        self,
+        data: DepartmentMessage,
+        notifications: NotificationService,
+        db: Connection,
+        machine: MachinePrincipal,
+    ) -> Response[SentMessage]:
+        if SEND_SCOPE not in machine.scopes:
+            raise forbidden(f"this credential lacks the scope {SEND_SCOPE}")
+        sent, new = await notifications.send_for_organisation(
+            db, machine.organisation_id, machine.organisation_name, data
+        )
+        return Response(sent, status_code=HTTP_201_CREATED if new else HTTP_200_OK)
+
+    @get(
+        "/{message_id:uuid}",
+        summary="A message I sent and how each delivery stands (signed; messages:send)",
+        opt=problems(403, 404),
+    )
+    async def get_one(
+        self,
+        message_id: uuid.UUID,
+        notifications: NotificationService,
+        db: Connection,
+        machine: MachinePrincipal,
+    ) -> SentMessage:
+        if SEND_SCOPE not in machine.scopes:
+            raise forbidden(f"this credential lacks the scope {SEND_SCOPE}")
+        return await notifications.sent_by(db, organisation_sender(machine.organisation_id), message_id)

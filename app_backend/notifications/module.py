@@ -1,0 +1,47 @@
+"""notifications as the composition sees it."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+from litestar.di import Provide
+from saq import CronJob
+
+from app_backend.kernel.module import DomainModule, Platform
+from app_backend.notifications.controllers import MachineMessagesController, ResidentMessagesController
+from app_backend.notifications.push import RecordingPushProvider
+from app_backend.notifications.service import NotificationService, check_template_kinds
+from app_backend.notifications.tasks import deliver_messages
+from mini_programs.service import MiniProgramService
+from payments.container import PaymentServices
+
+
+async def start(platform: Platform) -> NotificationService:
+    """No push provider is wired for production yet: dev and tests record pushes, production sends none."""
+    mini = platform.get(MiniProgramService)
+    check_template_kinds(
+        (channel, app_id, kind)
+        for channel, app_id in mini.apps.names()
+        for kind in mini.templates(channel, app_id)
+    )
+    push = RecordingPushProvider() if platform.settings.is_dev else None
+    return NotificationService(
+        platform.pool, mini, platform.get(PaymentServices).orders, platform.cipher, push
+    )
+
+
+def provide_notifications(state: State) -> NotificationService:
+    notifications: NotificationService = state.notifications
+    return notifications
+
+
+module = DomainModule(
+    name="notifications",
+    start=start,
+    requires=["mini_programs", "payments"],
+    routes=[ResidentMessagesController, MachineMessagesController],
+    dependencies={"notifications": Provide(provide_notifications, sync_to_thread=False)},
+    signature_types=[NotificationService],
+    jobs=[deliver_messages],
+    cron=[CronJob(deliver_messages, cron="* * * * *", timeout=300)],
+    migrations="app_backend.notifications",
+)

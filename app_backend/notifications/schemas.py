@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+# What the platform and departments message residents about; each kind maps to a subscribe-message template per
+# mini-program app in the mini-program configuration (docs/operations.md).
+MessageKind = Literal["code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due"]
+KINDS: tuple[str, ...] = (
+    "code_status_changed",
+    "fare_debt",
+    "ticket_reminder",
+    "complaint_answered",
+    "bill_due",
+)
+GrantResult = Literal["accept", "reject", "ban", "filter"]
+Channel = Literal["wechat", "alipay"]
+AppId = Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="the mini-program's app id")]
+TemplateId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ParamName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+ParamValue = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class GrantReport(msgspec.Struct, forbid_unknown_fields=True):
+    """What `wx.requestSubscribeMessage` answered (template id -> accept, reject, ban or filter), or for Alipay's
+    `my.requestSubscribeMessage` each template of `subscribeEntityIds` as accept and of `unsubscribedEntityIds`
+    as reject, for the mini-program the resident is in."""
+
+    channel: Channel
+    app_id: AppId
+    results: Annotated[dict[TemplateId, GrantResult], msgspec.Meta(min_length=1, max_length=20)]
+
+
+class SubscribeGrant(msgspec.Struct):
+    """A grant of one template to one linked identity. `remaining` is the one-time messages not yet sent (a
+    long-term grant has none: it is used every time while `status` is accepted)."""
+
+    id: uuid.UUID
+    identity_id: uuid.UUID
+    channel: str
+    app_id: str
+    app_name: str
+    template_id: str
+    kinds: list[str]
+    grant: Literal["one_time", "long_term"]
+    status: Literal["accepted", "rejected", "banned", "revoked"]
+    remaining: int
+    updated_at: dt.datetime
+
+
+class SubscribeGrants(msgspec.Struct):
+    grants: list[SubscribeGrant]
+
+
+class PushDeviceRegistration(msgspec.Struct, forbid_unknown_fields=True):
+    platform: Literal["ios", "android", "harmony"]
+    token: Annotated[str, msgspec.Meta(min_length=8, max_length=512, description="the push provider's token")]
+
+
+class PushDevice(msgspec.Struct):
+    id: uuid.UUID
+    platform: str
+    registered_at: dt.datetime
+
+
+class PushDevices(msgspec.Struct):
+    devices: list[PushDevice]
+
+
+class MessageDraft(msgspec.Struct, forbid_unknown_fields=True):
+    """A message to one resident. `title` and `body` are what the inbox shows; `params` the values a template's
+    keywords may be filled with (docs/operations.md), besides the title and body."""
+
+    kind: MessageKind
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    params: Annotated[dict[ParamName, ParamValue], msgspec.Meta(max_length=10)] = {}
+
+
+class ResidentRef(msgspec.Struct, forbid_unknown_fields=True):
+    """Who a department's message is for, in what the department already holds: an order it was paid (or is
+    being paid) by the resident, as its payee."""
+
+    order_id: uuid.UUID
+
+
+class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):
+    resident_ref: ResidentRef
+    message: MessageDraft
+    message_key: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=64,
+                description="the sender's own id: the same key is the same message",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class Delivery(msgspec.Struct):
+    channel: Literal["inbox", "wechat", "alipay", "push"]
+    app_id: str | None
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    error: str | None
+    sent_at: dt.datetime | None
+
+
+class InboxMessage(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    title: str
+    body: str
+    params: dict[str, str]
+    sender_name: str
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+    deliveries: list[Delivery]
+
+
+class Inbox(msgspec.Struct):
+    messages: list[InboxMessage]
+    unread: int
+    next_before: dt.datetime | None = None
+
+
+class SentMessage(msgspec.Struct):
+    """A message as its sender sees it: where it went (the inbox always) and how each delivery stands."""
+
+    id: uuid.UUID
+    kind: str
+    created_at: dt.datetime
+    deliveries: list[Delivery]

@@ -1,0 +1,436 @@
+"""One notification service: the platform's domains and departments send a resident a message; it always lands in
+the resident's inbox, and goes out on one more channel the resident can receive on, in this order: a WeChat
+subscribe message, an Alipay subscribe message (each needs a usable grant of the app's template for the kind), or
+app push to the resident's registered devices (docs/decisions/0024-one-notification-service.md).
+
+A one-time grant is spent when the message is written (a compare-and-set in the sender's transaction), so
+concurrent sends spend it once; the channel is called later by the delivery job, outside any transaction, and a
+retry uses the delivery's own grant, never another. What the channel answered decides the grant: sent, it stays
+spent (as WeChat and Alipay count it); refused for want of a grant, the grant is marked revoked; refused for
+another reason (a template or data the channel rejects), a one-time grant is given back (WeChat spends grants on
+successful sends only); a delivery that gives up after faults keeps it spent (whether the channel used it cannot
+be known).
+
+Callers own the transaction for everything but `deliver_due`, which is its own boundary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+
+import structlog
+
+from app_backend.kernel.clock import now
+from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.db import Connection, Pool
+from app_backend.kernel.errors import DomainError, invalid_field, not_found
+from app_backend.notifications.push import PushProvider, PushResult
+from app_backend.notifications.repository import (
+    DeliveryRepository,
+    DeliveryRow,
+    DeviceRepository,
+    GrantRepository,
+    GrantRow,
+    MessageRepository,
+    MessageRow,
+)
+from app_backend.notifications.schemas import (
+    KINDS,
+    Delivery,
+    DepartmentMessage,
+    GrantReport,
+    Inbox,
+    InboxMessage,
+    MessageDraft,
+    PushDevice,
+    PushDeviceRegistration,
+    PushDevices,
+    SentMessage,
+    SubscribeGrant,
+    SubscribeGrants,
+)
+from mini_programs.config import Template
+from mini_programs.schemas import SendOutcome
+from mini_programs.service import MiniProgramService
+from payments.orders.service import OrderService
+
+_log = structlog.get_logger("notifications")
+# A claimed delivery is not claimed again before this: longer than any channel call (three timeouts and a token).
+LEASE = dt.timedelta(minutes=5)
+# After the n-th failed attempt the next one waits RETRY_AFTER[n-1]; after the last, the delivery gives up.
+RETRY_AFTER = (
+    dt.timedelta(minutes=1),
+    dt.timedelta(minutes=5),
+    dt.timedelta(minutes=15),
+    dt.timedelta(hours=1),
+    dt.timedelta(hours=3),
+)
+MAX_ATTEMPTS = len(RETRY_AFTER) + 1
+_THING_MAX = 20  # WeChat's `thing` keywords take at most 20 characters
+
+
+def organisation_sender(organisation_id: uuid.UUID) -> str:
+    return f"organisation:{organisation_id}"
+
+
+def check_template_kinds(templates: Iterable[tuple[str, str, str]]) -> None:
+    """(channel, app id, kind) of every configured template: each kind must be one messages are sent as."""
+    for channel, app_id, kind in templates:
+        if kind not in KINDS:
+            raise ValueError(
+                f"mini-program config: {channel} app {app_id} has a template for {kind!r}, which is not a kind of "
+                f"message ({', '.join(KINDS)})"
+            )
+
+
+def _values(template: Template, message: MessageRow) -> dict[str, str] | str:
+    """The template's keyword values from the message, or the first keyword the message has no value for."""
+    values = {}
+    for keyword, source in template.fields.items():
+        value = {"title": message.title, "body": message.body}.get(source, message.params.get(source))
+        if value is None:
+            return keyword
+        if keyword.startswith("thing") and len(value) > _THING_MAX:
+            value = value[: _THING_MAX - 1] + "…"
+        values[keyword] = value
+    return values
+
+
+def _delivery(row: DeliveryRow) -> Delivery:
+    return Delivery(
+        channel=row.channel,  # type: ignore[arg-type]
+        app_id=row.app_id,
+        status=row.status,  # type: ignore[arg-type]
+        attempts=row.attempts,
+        error=row.error,
+        sent_at=row.sent_at,
+    )
+
+
+class NotificationService:
+    def __init__(
+        self,
+        pool: Pool,
+        mini: MiniProgramService,
+        orders: OrderService,
+        cipher: FieldCipher,
+        push: PushProvider | None,
+    ) -> None:
+        self.pool = pool
+        self._mini = mini
+        self._orders = orders
+        self._cipher = cipher
+        self.push = push
+        self._grants = GrantRepository()
+        self._devices = DeviceRepository()
+        self._messages = MessageRepository()
+        self._deliveries = DeliveryRepository()
+
+    # -- grants -----------------------------------------------------------------------------------------------
+
+    def _grant_view(self, row: GrantRow) -> SubscribeGrant:
+        kinds = [
+            kind
+            for kind, template in self._mini.templates(row.channel, row.app_id).items()
+            if template.template_id == row.template_id
+        ]
+        return SubscribeGrant(
+            id=row.id,
+            identity_id=row.identity_id,
+            channel=row.channel,
+            app_id=row.app_id,
+            app_name=self._mini.app_name(row.channel, row.app_id),
+            template_id=row.template_id,
+            kinds=kinds,
+            grant=row.grant_kind,  # type: ignore[arg-type]
+            status=row.status,  # type: ignore[arg-type]
+            remaining=row.remaining,
+            updated_at=row.updated_at,
+        )
+
+    async def report_grants(
+        self, conn: Connection, resident_id: uuid.UUID, report: GrantReport
+    ) -> SubscribeGrants:
+        """Records what the mini-program's subscribe request answered, for the identity the resident has linked
+        in that app; every template must be one the app sends messages with."""
+        identity_id = await self._mini.identity_in_app(conn, resident_id, report.channel, report.app_id)
+        if identity_id is None:
+            raise invalid_field(
+                "app_id",
+                "no identity of this mini-program is linked to this account: log in from it first",
+                422,
+            )
+        known = {t.template_id: t for t in self._mini.templates(report.channel, report.app_id).values()}
+        for template_id in report.results:
+            if template_id not in known:
+                raise invalid_field(
+                    f"results.{template_id}", "not a subscribe-message template of this mini-program", 422
+                )
+        rows = [
+            await self._grants.record(
+                conn,
+                identity_id=identity_id,
+                resident_id=resident_id,
+                channel=report.channel,
+                app_id=report.app_id,
+                template_id=template_id,
+                grant_kind=known[template_id].grant,
+                result=result,
+            )
+            for template_id, result in sorted(report.results.items())
+        ]
+        return SubscribeGrants(grants=[self._grant_view(r) for r in rows])
+
+    async def grants(self, conn: Connection, resident_id: uuid.UUID) -> SubscribeGrants:
+        return SubscribeGrants(
+            grants=[self._grant_view(r) for r in await self._grants.of_resident(conn, resident_id)]
+        )
+
+    # -- push devices -----------------------------------------------------------------------------------------
+
+    async def register_device(
+        self, conn: Connection, resident_id: uuid.UUID, data: PushDeviceRegistration
+    ) -> tuple[PushDevice, bool]:
+        row, new = await self._devices.register(
+            conn,
+            resident_id,
+            data.platform,
+            self._cipher.lookup_hash("notifications.push_token", data.token),
+            self._cipher.encrypt("notifications.push_token", data.token),
+        )
+        return PushDevice(id=row.id, platform=row.platform, registered_at=row.registered_at), new
+
+    async def devices(self, conn: Connection, resident_id: uuid.UUID) -> PushDevices:
+        rows = await self._devices.of_resident(conn, resident_id)
+        return PushDevices(
+            devices=[PushDevice(id=r.id, platform=r.platform, registered_at=r.registered_at) for r in rows]
+        )
+
+    async def remove_device(self, conn: Connection, resident_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        if not await self._devices.remove(conn, device_id, resident_id):
+            raise not_found("device_id: no such device registered to this account")
+
+    # -- sending ----------------------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        draft: MessageDraft,
+        *,
+        sender: str,
+        sender_name: str,
+        sender_key: str | None = None,
+    ) -> tuple[SentMessage, bool]:
+        """(the message, whether it is new): a message in the resident's inbox and at most one more delivery,
+        pending until the job sends it. The same `sender_key` from the same sender is the same message. Called
+        inside the sender's transaction: a message rolled back was never sent."""
+        row = await self._messages.add(
+            conn,
+            resident_id=resident_id,
+            kind=draft.kind,
+            title=draft.title,
+            body=draft.body,
+            params=dict(draft.params),
+            sender=sender,
+            sender_name=sender_name,
+            sender_key=sender_key,
+        )
+        if row is None:
+            assert sender_key is not None
+            existing = await self._messages.by_sender_key(conn, sender, sender_key)
+            assert existing is not None
+            return await self._sent(conn, existing), False
+        await self._deliveries.add(conn, row.id, "inbox", status="sent")
+        if not await self._subscribe_message(conn, row) and self.push is not None:
+            for device in await self._devices.of_resident(conn, resident_id):
+                await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
+        return await self._sent(conn, row), True
+
+    async def _subscribe_message(self, conn: Connection, message: MessageRow) -> bool:
+        """Claims the first usable grant of the kind's template among the resident's linked identities and
+        queues the delivery on it; false when there is none."""
+        for target in await self._mini.message_targets(conn, message.resident_id):
+            template = self._mini.template(target.channel, target.app_id, message.kind)
+            if template is None:
+                continue
+            grant = await self._grants.usable(conn, target.identity_id, template.template_id)
+            if grant is None:
+                continue
+            values = _values(template, message)
+            if isinstance(values, str):
+                # Visible to the sender; the grant is not spent on a message the template cannot carry.
+                await self._deliveries.add(
+                    conn,
+                    message.id,
+                    target.channel,
+                    status="failed",
+                    app_id=target.app_id,
+                    error=f"the template's keyword {values} has no value in the message (params)",
+                )
+                continue
+            if grant.grant_kind == "one_time" and not await self._grants.spend_one(conn, grant.id):
+                continue  # a concurrent message spent it first
+            await self._deliveries.add(
+                conn,
+                message.id,
+                target.channel,
+                status="pending",
+                app_id=target.app_id,
+                identity_id=target.identity_id,
+                grant_id=grant.id,
+                template_id=template.template_id,
+            )
+            return True
+        return False
+
+    async def _sent(self, conn: Connection, row: MessageRow) -> SentMessage:
+        deliveries = await self._deliveries.of_messages(conn, [row.id])
+        return SentMessage(
+            id=row.id, kind=row.kind, created_at=row.created_at, deliveries=[_delivery(d) for d in deliveries]
+        )
+
+    async def send_for_organisation(
+        self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: DepartmentMessage
+    ) -> tuple[SentMessage, bool]:
+        """A department's (or merchant's) message to the resident who pays one of its orders: the order is how
+        the organisation knows the resident (it never learns the platform's resident id)."""
+        resident_id = await self._orders.payer_for_payee(conn, data.resident_ref.order_id, organisation_id)
+        if resident_id is None:
+            message = "no order of this organisation with a resident paying it"
+            raise DomainError(
+                404,
+                "not-found",
+                f"resident_ref.order_id: {message}",
+                extra={"errors": [{"field": "resident_ref.order_id", "message": message}]},
+            )
+        return await self.send(
+            conn,
+            resident_id,
+            data.message,
+            sender=organisation_sender(organisation_id),
+            sender_name=organisation_name,
+            sender_key=data.message_key,
+        )
+
+    async def sent_by(self, conn: Connection, sender: str, message_id: uuid.UUID) -> SentMessage:
+        row = await self._messages.get(conn, message_id)
+        if row is None or row.sender != sender:
+            raise not_found("message not found")
+        return await self._sent(conn, row)
+
+    # -- the inbox --------------------------------------------------------------------------------------------
+
+    async def inbox(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        *,
+        before: dt.datetime | None = None,
+        unread_only: bool = False,
+        limit: int = 20,
+    ) -> Inbox:
+        rows = await self._messages.inbox(conn, resident_id, before, unread_only, limit + 1)
+        page = rows[:limit]
+        deliveries: dict[uuid.UUID, list[Delivery]] = {r.id: [] for r in page}
+        for d in await self._deliveries.of_messages(conn, [r.id for r in page]):
+            deliveries[d.message_id].append(_delivery(d))
+        return Inbox(
+            messages=[
+                InboxMessage(
+                    id=r.id,
+                    kind=r.kind,
+                    title=r.title,
+                    body=r.body,
+                    params=r.params,
+                    sender_name=r.sender_name,
+                    created_at=r.created_at,
+                    read_at=r.read_at,
+                    deliveries=deliveries[r.id],
+                )
+                for r in page
+            ],
+            unread=await self._messages.unread(conn, resident_id),
+            next_before=page[-1].created_at if len(rows) > limit else None,
+        )
+
+    async def mark_read(self, conn: Connection, resident_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        if not await self._messages.mark_read(conn, message_id, resident_id):
+            raise not_found("message_id: no such message in this inbox")
+
+    async def mark_all_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
+        return await self._messages.mark_all_read(conn, resident_id)
+
+    # -- the delivery job -------------------------------------------------------------------------------------
+
+    async def deliver_due(
+        self, pool: Pool, *, at: dt.datetime | None = None, limit: int = 200
+    ) -> dict[str, int]:
+        """Sends the pending deliveries due by `at` (now): each is claimed (committed) first, sent with no
+        transaction open, and its outcome recorded with compare-and-set on the claimed attempt."""
+        at = at or now()
+        async with pool.acquire() as conn, conn.transaction():
+            claimed = await self._deliveries.claim_due(conn, at, LEASE, limit)
+        counts = {"sent": 0, "failed": 0, "retrying": 0}
+        for delivery in claimed:
+            outcome = await self._attempt(pool, delivery)
+            async with pool.acquire() as conn, conn.transaction():
+                counts[await self._record(conn, delivery, outcome, at)] += 1
+        return counts
+
+    async def _attempt(self, pool: Pool, delivery: DeliveryRow) -> SendOutcome | PushResult:
+        async with pool.acquire() as conn:
+            message = await self._messages.get(conn, delivery.message_id)
+            target = (
+                await self._mini.message_target(conn, delivery.identity_id) if delivery.identity_id else None
+            )
+            device = await self._devices.get(conn, delivery.device_id) if delivery.device_id else None
+        assert message is not None
+        if delivery.channel == "push":
+            if device is None or self.push is None:
+                return PushResult("refused", code="device-removed")
+            token = self._cipher.decrypt("notifications.push_token", device.token_enc)
+            data = {"kind": message.kind, "message_id": str(message.id), **message.params}
+            try:
+                return await self.push.push(token, device.platform, message.title, message.body, data)
+            except Exception as exc:  # a provider's bug or outage is a fault to retry, never a lost job run
+                _log.warning("push provider failed", error=type(exc).__name__)
+                return PushResult("fault", code=type(exc).__name__)
+        if target is None:
+            return SendOutcome("refused", code="identity-unlinked")
+        template = self._mini.template(target.channel, target.app_id, message.kind)
+        if template is None or template.template_id != delivery.template_id:
+            return SendOutcome("refused", code="template-not-configured")
+        values = _values(template, message)
+        if isinstance(values, str):
+            return SendOutcome("refused", code=f"missing-{values}")
+        return await self._mini.send_subscribe(target, template, values)
+
+    async def _record(
+        self, conn: Connection, delivery: DeliveryRow, outcome: SendOutcome | PushResult, at: dt.datetime
+    ) -> str:
+        n = delivery.attempts
+        if outcome.status == "sent":
+            await self._deliveries.finish(conn, delivery.id, n, "sent", None, outcome.message_id)
+            return "sent"
+        grant_gone = isinstance(outcome, SendOutcome) and outcome.grant_gone
+        if outcome.status == "refused":
+            error = f"refused ({outcome.code})" + (
+                ": the resident holds no grant of the template" if grant_gone else ""
+            )
+            if await self._deliveries.finish(conn, delivery.id, n, "failed", error) and delivery.grant_id:
+                if grant_gone:
+                    await self._grants.revoke(conn, delivery.grant_id)
+                else:
+                    await self._grants.give_back(conn, delivery.grant_id)
+            return "failed"
+        if n >= MAX_ATTEMPTS:
+            await self._deliveries.finish(
+                conn, delivery.id, n, "failed", f"gave up after {n} faults ({outcome.code})"
+            )
+            return "failed"
+        await self._deliveries.retry_at(
+            conn, delivery.id, n, at + RETRY_AFTER[n - 1], f"fault ({outcome.code})"
+        )
+        return "retrying"
