@@ -8,8 +8,8 @@ from app_backend.audit.module import module as audit
 from app_backend.enterprises.module import module as enterprises
 from app_backend.identity.module import module as identity
 from app_backend.kernel.module import DomainModule
-from app_backend.oidc.module import module as oidc
 from app_backend.notifications.module import module as notifications
+from app_backend.oidc.module import module as oidc
 from app_backend.organisations.module import module as organisations
 from code_service.module import module as codes
 from mini_programs.module import module as mini_programs
