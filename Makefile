@@ -29,7 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench
 
 ## Locust load test of one scenario, sized from the event's numbers and judged by its objectives (docs/load-testing.md):
-## make loadtest SCENARIO=morning_rush|event_entry|health_surge|payment_burst|city_day [TARGET=URL CREDENTIALS=FILE]
+## make loadtest SCENARIO=morning_rush|event_entry|health_surge|payment_burst|city_day|login_storm
+## [TARGET=URL CREDENTIALS=FILE]
 ## [WORKERS=N] [ATTENDEES=N WINDOW=MIN GATES=N] [MINUTES=3] [ARGS="--redis-outage 20"]. Reports go to reports/.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(TARGET),--target $(TARGET)) \

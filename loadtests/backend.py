@@ -43,6 +43,7 @@ class Backend:
     base: str
     credentials: dict[str, Any]
     channels: dict[str, Any] = field(default_factory=dict)
+    mini_programs: dict[str, Any] = field(default_factory=dict)  # mini-programs.json: the apps and sandboxes
     server: Server | None = None
     database_url: str = ""
     redis_url: str = ""
@@ -125,10 +126,13 @@ def embedded_backend(workers: int = 2, log_dir: Path | None = None) -> Iterator[
         server = Server(base, "127.0.0.1", port, data_dir, proc, log)
         server.find_processes()
         child = _environment_of(server.groups["server"][0]) if server.groups.get("server") else {}
+        # The mini-program sandboxes `tzt serve` started, or the config it was given.
+        mini = Path(child.get("TZT_MINI_PROGRAM_CONFIG") or data_dir / "mini-programs.json")
         yield Backend(
             base=base,
             credentials=json.loads((data_dir / "demo-credentials.json").read_text()),
             channels=json.loads((data_dir / "payment-channels.json").read_text()),
+            mini_programs=json.loads(mini.read_text()) if mini.exists() else {},
             server=server,
             database_url=child.get("DATABASE_URL", os.environ.get("DATABASE_URL", "")),
             redis_url=child.get("REDIS_URL", os.environ.get("REDIS_URL", "")),
@@ -139,14 +143,18 @@ def embedded_backend(workers: int = 2, log_dir: Path | None = None) -> Iterator[
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def given_backend(target: str, credentials: Path, channels: Path | None) -> Backend:
-    """A backend someone else runs: its machine credentials (and channel config, for payments) come as files."""
+def given_backend(
+    target: str, credentials: Path, channels: Path | None, mini_programs: Path | None = None
+) -> Backend:
+    """A backend someone else runs: its machine credentials (and channel config, for payments; mini-program
+    config, for logins) come as files."""
     if httpx.get(f"{target.rstrip('/')}/readyz", timeout=10).status_code != 200:
         raise RuntimeError(f"{target} is not ready (GET /readyz)")
     return Backend(
         base=target.rstrip("/"),
         credentials=json.loads(credentials.read_text()),
         channels=json.loads(channels.read_text()) if channels else {},
+        mini_programs=json.loads(mini_programs.read_text()) if mini_programs else {},
         database_url=os.environ.get("DATABASE_URL", ""),
         redis_url=os.environ.get("REDIS_URL", ""),
     )

@@ -5,8 +5,11 @@ Residents log in the way a phone does (OTP, the dev SMS outbox, login) and real-
 health require) as a person the dev registry is given for them. Riders sign a WeChat withholding
 agreement: the agreement's sign URL is opened at the WeChat sandbox (the rider confirming in WeChat) and the
 sandbox's signed notification reaches our notify endpoint, which activates it. A share of residents register a
-device key and keep the device credential, to show device codes made offline. Machine credentials (gates,
-checkpoints) come from the credentials file `tzt serve` writes for the demo organisations.
+device key and keep the device credential, to show device codes made offline. For the logins, every resident
+links a WeChat and an Alipay user of the city's mini-programs from the app (a fresh code of each, minted by the
+channel's sandbox as the phone's wx.login / my.getAuthCode would give it). Machine credentials (gates,
+checkpoints) and the demo department's one-login client come from the credentials file `tzt serve` writes for
+the demo organisations.
 
 Access tokens last 15 minutes and refresh tokens are single use (a second use ends the session), so only the
 runner refreshes, into a tokens file the Locust processes re-read when it changes."""
@@ -41,6 +44,8 @@ class Resident:
     wallet: dict[str, str] | None = field(
         default=None, repr=False
     )  # {"key": DER PKCS#8 b64, "credential": b64}
+    wechat_openid: str = ""  # the WeChat user of the city's mini-program linked to this resident
+    alipay_user_id: str = ""  # the Alipay user (the sandbox's user id: codes are minted for it)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,37 @@ def payee_of(credentials: dict[str, Any]) -> str:
         if isinstance(cred, dict) and cred.get("kind") == "merchant":
             return str(cred["organisation_id"])
     raise RuntimeError("no merchant organisation in the credentials file to be paid")
+
+
+@dataclass(frozen=True)
+class MiniProgram:
+    """One mini-program of a channel as the backend is configured with it, and its sandbox's base URL (whose
+    test controls play the phone: `/_sandbox/codes` is what wx.login or my.getAuthCode gives)."""
+
+    channel: str
+    app_id: str
+    sandbox: str
+
+
+def mini_programs_of(config: dict[str, Any]) -> dict[str, MiniProgram]:
+    """The city's own mini-program of each channel (the first app listed: the one payments are made by), from
+    the mini-program config `tzt serve` writes (mini-programs.json, TZT_MINI_PROGRAM_CONFIG)."""
+    found = {}
+    if config.get("wechat"):
+        app = config["wechat"][0]
+        found["wechat"] = MiniProgram("wechat", app["app_id"], app["api_base_url"].rstrip("/"))
+    if config.get("alipay"):
+        app = config["alipay"][0]
+        found["alipay"] = MiniProgram("alipay", app["app_id"], app["gateway_url"].removesuffix("/gateway.do"))
+    return found
+
+
+def one_login_client(credentials: dict[str, Any]) -> dict[str, str]:
+    """The demo department's confidential one-login client (seeded by `tzt serve`, under "one_login")."""
+    found = credentials.get("one_login")
+    if not isinstance(found, dict) or not found.get("client_id"):
+        raise RuntimeError('no one-login client ("one_login") in the credentials file')
+    return {k: str(found[k]) for k in ("client_id", "client_secret", "redirect_uri")}
 
 
 def _phone(rng: random.Random) -> str:
@@ -216,6 +252,51 @@ async def register_devices(client: Any, residents: Sequence[Resident]) -> None:
         # The key this credential binds (made for it alone): a phone of the kit loads it as the pending key.
         key = wallet.pending_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
         resident.wallet = {"key": base64.b64encode(key).decode(), "credential": answer["credential"]}
+
+    await _gather(residents, one)
+
+
+async def link_mini_programs(
+    client: Any, http: Any, residents: Sequence[Resident], apps: dict[str, MiniProgram]
+) -> None:
+    """Every resident links a WeChat and an Alipay user of the city's mini-programs from the app, with a fresh
+    code of a user new to the sandbox: afterwards that user's logins are a returning resident's."""
+
+    async def one(resident: Resident) -> None:
+        if "wechat" in apps:
+            app = apps["wechat"]
+            wx = _check(
+                await http.post(f"{app.sandbox}/_sandbox/codes", json={"appid": app.app_id}),
+                200,
+                "wx.login code (WeChat sandbox)",
+            )
+            _check(
+                await client.post(
+                    "/api/v1/me/mini-program-identities/wechat",
+                    json={"app_id": app.app_id, "code": wx["code"]},
+                    headers=_bearer(resident),
+                ),
+                201,
+                "linking a WeChat mini-program user",
+            )
+            resident.wechat_openid = str(wx["openid"])
+        if "alipay" in apps:
+            app = apps["alipay"]
+            auth = _check(
+                await http.post(f"{app.sandbox}/_sandbox/codes", json={"app_id": app.app_id}),
+                200,
+                "my.getAuthCode code (Alipay sandbox)",
+            )
+            _check(
+                await client.post(
+                    "/api/v1/me/mini-program-identities/alipay",
+                    json={"app_id": app.app_id, "code": auth["code"]},
+                    headers=_bearer(resident),
+                ),
+                201,
+                "linking an Alipay mini-program user",
+            )
+            resident.alipay_user_id = str(auth["user_id"])
 
     await _gather(residents, one)
 

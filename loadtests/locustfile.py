@@ -15,6 +15,15 @@ Users (FastHttpUser; each is one person "slot": one arrival every `seconds_in_sy
 - GateUser (fixed count, one per gate): uploads the taps it holds every `tap_batch_seconds` (signed
   POST /api/v1/gates/taps) with the code each rider showed as the tap's proof; a batch not acknowledged with a
   2xx answer is kept and sent again.
+- WeChatLoginUser: a WeChat user opens the city's mini-program: its phone gets a wx.login code (from the WeChat
+  sandbox's test control, as WeChat would give it) and logs in with it as the resident it is linked to; a share
+  are users never seen, answered 422 phone-required, who tap the getPhoneNumber button and log in with both
+  codes (a new resident, L1).
+- AlipayLoginUser: an Alipay user linked to a resident: my.getAuthCode (the Alipay sandbox), login.
+- OneLoginUser: a resident opens a department's app from Taizhou Tong: the web-view asks GET /oidc/authorize
+  with the resident's bearer session (302 back to the app with a code), the department's server exchanges the
+  code with its PKCE verifier (POST /oidc/token, client_secret_basic) and reads GET /oidc/userinfo; a share also
+  refresh (the answer carries the next refresh token).
 
 Every answer is ok, shed (429/503 with Retry-After; reported under the name + " [shed]") or a failure."""
 
@@ -22,14 +31,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import random
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import gevent
 from cryptography.hazmat.primitives.serialization import load_der_private_key
@@ -232,15 +244,24 @@ class TztUser(FastHttpUser):
     connection_timeout = TIMEOUT_S
     wait_time = constant_pacing(float(SPEC["seconds_in_system"]))
 
-    def call(self, method: str, url: str, name: str = "", check: Any = None, **kwargs: Any) -> Answer:
+    def call(
+        self,
+        method: str,
+        url: str,
+        name: str = "",
+        check: Any = None,
+        expect: frozenset[int] = frozenset(),
+        **kwargs: Any,
+    ) -> Answer:
         """One request, classified ok / shed / failure, with a deadline for the whole of it (waiting for a
-        pooled connection included): a hung server shows as timeouts. `check(body)` may turn a 2xx answer into
-        a failure by returning why."""
+        pooled connection included): a hung server shows as timeouts. `check(body)` may turn a 2xx answer (or
+        one of the `expect`ed statuses: a redirect, the 422 that asks for the phone) into a failure by returning
+        why."""
         name = name or url
         started = time.time()
         try:
             with gevent.Timeout(TIMEOUT_S):
-                answer = self._send(method, url, name, check, **kwargs)
+                answer = self._send(method, url, name, check, expect, **kwargs)
         except gevent.Timeout:
             answer = Answer("failure", 0)
             self.environment.events.request.fire(
@@ -255,7 +276,9 @@ class TztUser(FastHttpUser):
         TALLY.request(f"{method} {name}", started, time.time(), answer.outcome)  # type: ignore[arg-type]
         return answer
 
-    def _send(self, method: str, url: str, name: str, check: Any, **kwargs: Any) -> Answer:
+    def _send(
+        self, method: str, url: str, name: str, check: Any, expect: frozenset[int], **kwargs: Any
+    ) -> Answer:
         body: Any = None
         with self.client.request(method, url, name=name, catch_response=True, **kwargs) as response:
             status = response.status_code or 0
@@ -263,8 +286,10 @@ class TztUser(FastHttpUser):
             outcome = classify(
                 status, response.headers.get("Retry-After") if response.headers else None, error
             )
+            if status in expect:
+                outcome = "ok"
             if outcome == "ok":
-                body = _body(response)
+                body = response if 300 <= status < 400 else _body(response)
                 problem = check(body) if check else None
                 if problem:
                     outcome = "failure"
@@ -451,3 +476,235 @@ class GateUser(TztUser):
         taps = HUB.take(self.gate_id)
         if taps:
             self.upload(taps)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Logins: mini-programs and one login
+# ------------------------------------------------------------------------------------------------------------
+
+MINI = FIXTURES.get("mini_programs", {})
+ONE_LOGIN = FIXTURES.get("one_login", {})
+REDIRECTS = frozenset({302, 303})
+
+
+def _problem(body: Any, wanted: str) -> str | None:
+    """A 422 is expected only when it is the problem the flow asks for."""
+    found = str(body.get("type", "")) if isinstance(body, dict) else ""
+    return None if found.endswith("/" + wanted) else f"422 {found or body}"
+
+
+def _signed_in(body: Any) -> str | None:
+    return None if isinstance(body, dict) and body.get("access_token") else "no access token in the answer"
+
+
+def _new_phone() -> str:
+    return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+
+
+class WeChatLoginUser(TztUser):
+    weight = int(VISITS.get("WeChatLoginUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+    login = "/api/v1/mini-programs/wechat/login"
+
+    def wx_login(self, openid: str | None = None) -> dict[str, Any] | None:
+        """What wx.login gives this WeChat user (a new one when no openid is given): the sandbox plays WeChat."""
+        app = MINI["wechat"]
+        answer = self.call(
+            "POST",
+            f"{app['sandbox']}/_sandbox/codes",
+            "/_sandbox/codes [wechat]",
+            json={"appid": app["app_id"], **({"openid": openid} if openid else {})},
+        )
+        return dict(answer.body) if answer.ok else None
+
+    def returning(self) -> None:
+        resident = POOL.take()
+        wx = self.wx_login(resident["wechat_openid"])
+        if wx is None:
+            return
+        done = self.call(
+            "POST",
+            self.login,
+            f"{self.login} [returning]",
+            check=_signed_in,
+            json={"app_id": MINI["wechat"]["app_id"], "code": wx["code"]},
+        )
+        if done.ok:
+            TALLY.count("WeChat logins of returning residents")
+
+    def first_time(self) -> None:
+        app_id = MINI["wechat"]["app_id"]
+        wx = self.wx_login()
+        if wx is None:
+            return
+        asked = self.call(
+            "POST",
+            self.login,
+            f"{self.login} [first, phone-required]",
+            check=lambda body: _problem(body, "phone-required"),
+            expect=frozenset({422}),
+            json={"app_id": app_id, "code": wx["code"]},
+        )
+        if not asked.ok:
+            return
+        # The getPhoneNumber button, then wx.login again (the first code was spent).
+        phone = self.call(
+            "POST",
+            f"{MINI['wechat']['sandbox']}/_sandbox/phone-codes",
+            "/_sandbox/phone-codes [wechat]",
+            json={"appid": app_id, "phone": _new_phone()},
+        )
+        again = self.wx_login(wx["openid"]) if phone.ok else None
+        if again is None:
+            return
+        done = self.call(
+            "POST",
+            self.login,
+            f"{self.login} [first, with phone]",
+            check=_signed_in,
+            json={"app_id": app_id, "code": again["code"], "phone_code": phone.body["code"]},
+        )
+        if done.ok:
+            TALLY.count(
+                "WeChat first logins: new residents"
+                if done.body.get("new_resident")
+                else "WeChat first logins: phone of an existing resident"
+            )
+
+    @task
+    def open_mini_program(self) -> None:
+        if rng.random() < float(VISITS["WeChatLoginUser"]["first_login_share"]):
+            self.first_time()
+        else:
+            self.returning()
+
+
+class AlipayLoginUser(TztUser):
+    weight = int(VISITS.get("AlipayLoginUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+    login = "/api/v1/mini-programs/alipay/login"
+
+    @task
+    def open_mini_program(self) -> None:
+        resident = POOL.take()
+        app = MINI["alipay"]
+        auth = self.call(
+            "POST",
+            f"{app['sandbox']}/_sandbox/codes",
+            "/_sandbox/codes [alipay]",
+            json={"app_id": app["app_id"], "user_id": resident["alipay_user_id"]},
+        )
+        if not auth.ok:
+            return
+        done = self.call(
+            "POST",
+            self.login,
+            f"{self.login} [returning]",
+            check=_signed_in,
+            json={"app_id": app["app_id"], "code": auth.body["code"]},
+        )
+        if done.ok:
+            TALLY.count("Alipay logins of returning residents")
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class OneLoginUser(TztUser):
+    weight = int(VISITS.get("OneLoginUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+
+    def authorize(self, resident: dict[str, Any], challenge: str, state: str) -> str | None:
+        """The app's web-view: a fresh one per visit (no provider cookie of another resident), the resident's
+        bearer session; the answer is a redirect back to the department's app with the code."""
+        self.client.cookiejar.clear()
+        params = {
+            "response_type": "code",
+            "client_id": ONE_LOGIN["client_id"],
+            "redirect_uri": ONE_LOGIN["redirect_uri"],
+            "scope": "openid",
+            "state": state,
+            "nonce": secrets.token_hex(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        found: dict[str, str] = {}
+
+        def check(response: Any) -> str | None:
+            if not hasattr(response, "headers"):
+                return "not a redirect"
+            location = response.headers.get("Location") or ""
+            query = parse_qs(urlsplit(location).query)
+            if not location.startswith(ONE_LOGIN["redirect_uri"]) or query.get("state") != [state]:
+                return f"redirected elsewhere: {location.split('?')[0]} {query.get('error')}"
+            if not query.get("code"):
+                return f"no code: {query.get('error')}"
+            found["code"] = query["code"][0]
+            return None
+
+        answer = self.call(
+            "GET",
+            "/oidc/authorize?" + urlencode(params),
+            "/oidc/authorize",
+            check=check,
+            expect=REDIRECTS,
+            headers=self.as_resident(resident),
+            allow_redirects=False,
+        )
+        return found.get("code") if answer.ok else None
+
+    def token(self, name: str, form: dict[str, str]) -> dict[str, Any] | None:
+        """The department's server at the token endpoint (client_secret_basic)."""
+        basic = base64.b64encode(f"{ONE_LOGIN['client_id']}:{ONE_LOGIN['client_secret']}".encode()).decode()
+
+        def check(body: Any) -> str | None:
+            wanted = ("access_token", "id_token", "refresh_token") if "code" in form else ("access_token",)
+            missing = [k for k in wanted if not (isinstance(body, dict) and body.get(k))]
+            return f"no {', '.join(missing)} in the token answer" if missing else None
+
+        answer = self.call(
+            "POST",
+            "/oidc/token",
+            f"/oidc/token [{name}]",
+            check=check,
+            data=urlencode(form).encode(),
+            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        return dict(answer.body) if answer.ok else None
+
+    @task
+    def open_department_app(self) -> None:
+        resident = POOL.take()
+        verifier, challenge = _pkce()
+        code = self.authorize(resident, challenge, secrets.token_hex(8))
+        if code is None:
+            return
+        tokens = self.token(
+            "code",
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": ONE_LOGIN["redirect_uri"],
+                "code_verifier": verifier,
+            },
+        )
+        if tokens is None:
+            return
+        info = self.call(
+            "GET",
+            "/oidc/userinfo",
+            check=lambda body: None if isinstance(body, dict) and body.get("sub") else "no sub in userinfo",
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+        if not info.ok:
+            return
+        TALLY.count("one logins completed (code, tokens, userinfo)")
+        if rng.random() < float(VISITS["OneLoginUser"]["refresh_share"]):
+            renewed = self.token(
+                "refresh", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+            )
+            if renewed is not None:
+                TALLY.count("one-login refreshes")

@@ -95,7 +95,8 @@ def endpoint_table(rows: list[EndpointRow], evaluation: Evaluation) -> list[str]
         ("p99 ms", 8),
         ("req/s", 8),
     )
-    header = f"{'endpoint':<52}" + "".join(f"{title:>{width}}" for title, width in columns) + "  SLO"
+    name = max([52, *(len(r.name) + 1 for r in rows)])  # the logins' names are long; nothing cut
+    header = f"{'endpoint':<{name}}" + "".join(f"{title:>{width}}" for title, width in columns) + "  SLO"
     latency: dict[str, list[str]] = {}
     for v in evaluation.verdicts:
         if v.check.endswith(" ms"):
@@ -103,11 +104,11 @@ def endpoint_table(rows: list[EndpointRow], evaluation: Evaluation) -> list[str]
     lines = [header, "-" * (len(header) + 10)]
     for r in rows:
         lines.append(
-            f"{r.name[:51]:<52}{r.requests:>9,}{r.shed:>7,}{r.failures:>6,}{_num(r.p50_ms):>8}{_num(r.p95_ms):>8}"
+            f"{r.name:<{name}}{r.requests:>9,}{r.shed:>7,}{r.failures:>6,}{_num(r.p50_ms):>8}{_num(r.p95_ms):>8}"
             f"{_num(r.p99_ms):>8}{r.rps:>8.1f}  {', '.join(latency.get(r.name, []))}"
         )
     totals = [sum(r.requests for r in rows), sum(r.shed for r in rows), sum(r.failures for r in rows)]
-    lines.append(f"{'all':<52}{totals[0]:>9,}{totals[1]:>7,}{totals[2]:>6,}")
+    lines.append(f"{'all':<{name}}{totals[0]:>9,}{totals[1]:>7,}{totals[2]:>6,}")
     return lines
 
 

@@ -1,6 +1,7 @@
 """`make loadtest`: a Locust load test of one scenario, sized from an event's numbers, judged by its objectives.
 
-    python -m loadtests.run --scenario NAME [--target URL --credentials FILE [--channels FILE]]
+    python -m loadtests.run --scenario NAME [--target URL --credentials FILE [--channels FILE]
+                            [--mini-programs FILE]]
                             [--distributed N] [--attendees N] [--window-minutes M] [--gates G]
                             [--surge-factor F] [--test-minutes M | --test-seconds S] [--redis-outage SECONDS]
 
@@ -8,7 +9,8 @@
 2. Without --target, starts the whole backend (`tzt serve`: Granian with TZT_WORKERS=2, the SAQ job worker, the
    payment sandboxes; embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set) in a temporary data
    folder on a free port, and stops all of it afterwards.
-3. Makes the fixtures through the API (residents, withholding agreements, device credentials).
+3. Makes the fixtures through the API (residents, withholding agreements, device credentials, linked
+   mini-program users).
 4. Runs Locust headless (one process, or a master and N workers with --distributed N) with the plan's load shape;
    refreshes access tokens when the run outlives them; runs the Redis outage drill if asked.
 5. Checks that acknowledged taps are stored and that fares follow (where it can reach the database and queue).
@@ -31,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from app_backend.composition.sizing import Event, Plan, plan
+from app_backend.composition.sizing import Event, Plan
 from app_backend.composition.sizing import render as render_plan
 from loadtests import swarm
 from loadtests.backend import Backend, embedded_backend, given_backend
@@ -39,6 +41,9 @@ from loadtests.checks import Outage, check_fares, check_outage, check_taps
 from loadtests.fixtures import (
     Resident,
     create_residents,
+    link_mini_programs,
+    mini_programs_of,
+    one_login_client,
     payee_of,
     pick_org,
     real_name_residents,
@@ -66,6 +71,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--credentials", type=Path, help="--target's machine credentials (demo-credentials.json)"
     )
     parser.add_argument("--channels", type=Path, help="--target's payment-channels.json (its sandboxes)")
+    parser.add_argument(
+        "--mini-programs",
+        type=Path,
+        help="--target's mini-programs.json (its mini-program apps and sandboxes; .data/ for `make run`)",
+    )
     parser.add_argument(
         "--distributed", type=int, default=0, metavar="N", help="a Locust master and N workers"
     )
@@ -119,7 +129,7 @@ def make_event(scenario: Scenario, args: argparse.Namespace) -> Event:
 @contextlib.contextmanager
 def backend_for(args: argparse.Namespace, run_dir: Path) -> Iterator[Backend]:
     if args.target:
-        yield given_backend(args.target, args.credentials, args.channels)
+        yield given_backend(args.target, args.credentials, args.channels, args.mini_programs)
         return
     print(
         "Starting the backend (tzt serve: 2 Granian workers, job worker, payment sandboxes) ...", flush=True
@@ -142,6 +152,8 @@ async def _make_people(backend: Backend, scenario: Scenario, event: Event, count
         with_devices = [r for i, r in enumerate(residents) if int((i + 1) * share) > int(i * share)]
         if with_devices:
             await register_devices(client, with_devices)
+        if scenario.has_mini_programs:
+            await link_mini_programs(client, sandbox, residents, mini_programs_of(backend.mini_programs))
     return residents
 
 
@@ -163,12 +175,23 @@ def prepare(
         data["sandboxes"] = backend.sandbox_urls()
         if not data["sandboxes"]:
             raise RuntimeError("payments need the channel sandboxes: give --channels payment-channels.json")
+    if scenario.has_mini_programs:
+        apps = mini_programs_of(backend.mini_programs)
+        if not apps:
+            raise RuntimeError(
+                "mini-program logins need their sandboxes: give --mini-programs mini-programs.json"
+            )
+        data["mini_programs"] = {channel: dataclasses.asdict(app) for channel, app in apps.items()}
+    if scenario.has_one_login:
+        data["one_login"] = one_login_client(backend.credentials)
     residents = asyncio.run(_make_people(backend, scenario, event, count))
     write_fixtures(run_dir / "fixtures.json", data, residents)
     write_tokens(run_dir / "tokens.json", residents)
     print(
         f"  {len(residents)} residents, {sum(r.rider for r in residents)} with an active withholding agreement,"
-        f" {sum(1 for r in residents if r.wallet)} with a device credential ({time.monotonic() - started:.1f} s)",
+        f" {sum(1 for r in residents if r.wallet)} with a device credential,"
+        f" {sum(1 for r in residents if r.wechat_openid or r.alipay_user_id)} with linked mini-program users"
+        f" ({time.monotonic() - started:.1f} s)",
         flush=True,
     )
     return residents
@@ -296,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scenario = SCENARIOS[args.scenario]
     event = make_event(scenario, args)
-    made = plan(event)
+    made = scenario.plan(event)
     print(f"Scenario {scenario.name}: {scenario.summary}.")
     print(render_plan(event, made), flush=True)
     if args.plan_only:

@@ -1,18 +1,21 @@
-"""The five scenarios: who arrives, what each person does per visit, the default event numbers, the objectives.
+"""The six scenarios: who arrives, what each person does per visit, the default event numbers, the objectives.
 
 A scenario is a mix of visits (Locust user classes with weights). Every user is one "slot" of Little's law: it makes
 one arrival every `seconds_in_system` seconds (constant pacing), so users / seconds_in_system is the arrival rate
 and the sizing model holds. The per-person numbers of the plan (displays, scans, taps, payment share) are the
-weighted mean of the visits, so the plan's target rates are exactly what the users are meant to send."""
+weighted mean of the visits, so the plan's target rates are exactly what the users are meant to send. Endpoints
+the sizing model does not know (the logins of `login_storm`) are a visit's `calls`, added to the plan's target
+rates the same way: the peak arrival rate times their weighted mean per visit."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from app_backend.composition.sizing import Event, Plan
+from app_backend.composition.sizing import Event, Plan, plan
 from loadtests.slo import Latency, Slo
 
 
@@ -24,6 +27,10 @@ class Visit:
     scans: float = 0.0  # online verifications per visit
     taps: float = 0.0  # gate taps per visit (uploaded later by the gates, in batches)
     pays: float = 0.0  # orders paid per visit
+    # Requests per visit to endpoints beyond the sizing model's ("METHOD /path", mean count), for the plan.
+    calls: tuple[tuple[str, float], ...] = ()
+    first_login_share: float = 0.0  # mini-program visits by a user never seen (the phone button follows)
+    refresh_share: float = 0.0  # one-login visits whose department app also refreshes its tokens
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,14 @@ class Scenario:
     @property
     def has_payments(self) -> bool:
         return "PayerUser" in self.classes
+
+    @property
+    def has_mini_programs(self) -> bool:
+        return bool({"WeChatLoginUser", "AlipayLoginUser"} & set(self.classes))
+
+    @property
+    def has_one_login(self) -> bool:
+        return "OneLoginUser" in self.classes
 
     def rider_share(self) -> float:
         return sum(v.weight for v in self.visits if v.user_class == "RiderUser") / sum(
@@ -73,6 +88,20 @@ class Scenario:
         }
         return Event(**{k: v for k, v in values.items() if k in known})
 
+    def plan(self, event: Event) -> Plan:
+        """The sizing model's plan, with the target rates of the visits' other calls at the peak."""
+        made = plan(event)
+        total = sum(v.weight for v in self.visits)
+        extra: dict[str, float] = {}
+        for visit in self.visits:
+            for endpoint, count in visit.calls:
+                extra[endpoint] = extra.get(endpoint, 0.0) + count * visit.weight / total
+        if not extra:
+            return made
+        rps = {k: v for k, v in made.rps.items() if v > 0}  # the sizing model's endpoints this scenario sends
+        rps.update({endpoint: made.peak_arrivals_per_s * count for endpoint, count in extra.items()})
+        return dataclasses.replace(made, rps=rps)
+
     def gate_users(self, event: Event) -> int:
         """Gates are users of their own (fixed count): they keep taps and upload batches."""
         return event.gates if event.taps_per_person > 0 else 0
@@ -85,6 +114,51 @@ NORMAL = {
     "orders": Latency(800, 2000),
     "notify": Latency(500, 1500),
 }
+
+WECHAT_LOGIN = "POST /api/v1/mini-programs/wechat/login"
+ALIPAY_LOGIN = "POST /api/v1/mini-programs/alipay/login"
+AUTHORIZE = "GET /oidc/authorize"
+TOKEN = "POST /oidc/token"  # noqa: S105 - an endpoint, not a secret
+USERINFO = "GET /oidc/userinfo"
+
+# Logins call the channel (code2session, oauth.token: an HTTP round trip to WeChat's or Alipay's sandbox, RSA2 on
+# both sides for Alipay) and write the session; one login's token exchange signs an ES256 ID token.
+LOGINS = {
+    "wechat-login": Latency(500, 1500),
+    "alipay-login": Latency(800, 2000),
+    "authorize": Latency(300, 800),
+    "token": Latency(500, 1500),
+    "userinfo": Latency(300, 800),
+}
+
+
+def wechat_login_visit(weight: int, first_login_share: float) -> Visit:
+    """A WeChat user opens the city's mini-program: a returning one logs in with its wx.login code; one never
+    seen is answered 422 phone-required, taps the getPhoneNumber button and logs in again with both codes."""
+    return Visit(
+        "WeChatLoginUser",
+        weight,
+        calls=((WECHAT_LOGIN, 1 + first_login_share),),
+        first_login_share=first_login_share,
+    )
+
+
+def alipay_login_visit(weight: int) -> Visit:
+    """An Alipay user linked to a resident opens the city's Alipay mini-program: my.getAuthCode, login."""
+    return Visit("AlipayLoginUser", weight, calls=((ALIPAY_LOGIN, 1.0),))
+
+
+def one_login_visit(weight: int, refresh_share: float) -> Visit:
+    """A resident opens a department's app from Taizhou Tong: the web-view asks the authorization endpoint with
+    the resident's session, the department's server exchanges the code (PKCE) and reads userinfo; a share of the
+    apps also refresh their tokens."""
+    return Visit(
+        "OneLoginUser",
+        weight,
+        calls=((AUTHORIZE, 1.0), (TOKEN, 1 + refresh_share), (USERINFO, 1.0)),
+        refresh_share=refresh_share,
+    )
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -167,6 +241,24 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Slo(NORMAL),
         ),
+        Scenario(
+            "login_storm",
+            "A big event's morning: residents open the city's WeChat and Alipay mini-programs (returning users "
+            "log in with a fresh platform code, first-timers with the phone button too) and department apps "
+            "(one login: authorize with the app's session, code exchange with PKCE, userinfo, some refreshes)",
+            {
+                "attendees": 36_000,
+                "window_minutes": 60,
+                "gates": 1,
+                "seconds_in_system": 60,
+            },
+            (
+                wechat_login_visit(5, first_login_share=0.1),
+                alipay_login_visit(2),
+                one_login_visit(3, refresh_share=0.3),
+            ),
+            Slo(LOGINS),
+        ),
     )
 }
 
@@ -175,5 +267,10 @@ def resident_pool_size(made: Plan, riders: float = 0, minimum: int = 200, maximu
     """Residents shared by the users: enough that none comes near the per-resident rate limit (120 requests a
     minute), at most one authenticated request every two seconds each at the peak; and a rider for every rider
     user at the peak, since nobody rides two trains at once."""
-    per_second = made.rps["POST /api/v1/codes/personal"] + 3 * made.rps["POST /api/v1/payments/orders"]
+    rps = made.rps
+    per_second = (
+        rps.get("POST /api/v1/codes/personal", 0.0)
+        + 3 * rps.get("POST /api/v1/payments/orders", 0.0)
+        + rps.get(AUTHORIZE, 0.0)  # the app session's bearer token (the other login calls use none)
+    )
     return max(minimum, min(maximum, math.ceil(max(2 * per_second, 1.1 * riders))))

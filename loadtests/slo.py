@@ -29,6 +29,11 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("POST /api/v1/payments/notify", "notify"),
     ("POST /api/v1/payments/orders", "orders"),
     ("GET /api/v1/payments/orders", "orders"),
+    ("POST /api/v1/mini-programs/wechat/login", "wechat-login"),
+    ("POST /api/v1/mini-programs/alipay/login", "alipay-login"),
+    ("GET /oidc/authorize", "authorize"),
+    ("POST /oidc/token", "token"),
+    ("GET /oidc/userinfo", "userinfo"),
     ("POST /_sandbox", "sandbox"),
 )
 

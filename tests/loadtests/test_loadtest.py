@@ -65,3 +65,42 @@ def test_a_short_event_entry_run_passes_its_objectives(backing, data_dir, tmp_pa
     assert summary["counters"]["device codes shown (made on the phone, no request)"] > 0
     checks = {(o["check"], o["subject"]): o["verdict"] for o in summary["objectives"]}
     assert checks[("failure ratio", "verify")] == checks[("task errors", "locust_exceptions.csv")] == "pass"
+
+
+def test_a_short_login_storm_run_passes_its_objectives(backing, data_dir, tmp_path: Path):
+    """Mini-program logins (returning, and first logins with the phone button) and one login's code flow, with
+    codes the users mint from the sandboxes during the run."""
+    env = {**os.environ, **backing.env(), "TZT_DATA_DIR": str(data_dir)}
+    reports = tmp_path / "reports"
+    event = "--attendees 1800 --window-minutes 10 --seconds-in-system 4"
+    small = "--test-seconds 20 --residents 20 --latency-scale 10 --timeout 10"
+    done = _run(
+        ["--scenario", "login_storm", *event.split(), *small.split(), "--reports", str(reports)], env, 150
+    )
+    assert done.returncode == 0, done.stdout[-5000:]
+    assert "PASSED" in done.stdout and "20 with linked mini-program users" in done.stdout
+    (run_dir,) = reports.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["passed"] is True and summary["scenario"] == "login_storm"
+    endpoints = {e["name"]: e for e in summary["endpoints"]}
+    for name in (
+        "POST /api/v1/mini-programs/wechat/login [returning]",
+        "POST /api/v1/mini-programs/alipay/login [returning]",
+        "GET /oidc/authorize",
+        "POST /oidc/token [code]",
+        "GET /oidc/userinfo",
+    ):
+        assert endpoints[name]["requests"] >= 5 and endpoints[name]["failures"] == 0, name
+    counters = summary["counters"]
+    assert (
+        counters["one logins completed (code, tokens, userinfo)"]
+        == endpoints["GET /oidc/userinfo"]["requests"]
+    )
+    assert (
+        counters["WeChat logins of returning residents"] > 0
+        and counters["Alipay logins of returning residents"] > 0
+    )
+    checks = {(o["check"], o["subject"]): o["verdict"] for o in summary["objectives"]}
+    for group in ("wechat-login", "alipay-login", "authorize", "token", "userinfo", "sandbox"):
+        assert checks[("failure ratio", group)] == "pass", group
+    assert checks[("task errors", "locust_exceptions.csv")] == "pass"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app_backend.composition.sizing import Event, Stage, plan
+from loadtests.fixtures import mini_programs_of, one_login_client
 from loadtests.report import peak_throughputs, read_rows
 from loadtests.scenarios import SCENARIOS, resident_pool_size
 from loadtests.shapes import MIN_SPAWN_RATE, peak_window, stage_at, target_at
@@ -86,6 +87,59 @@ def test_the_resident_pool_keeps_everyone_under_the_rate_limit_and_gives_every_r
     assert resident_pool_size(made) >= 2 * made.rps["POST /api/v1/codes/personal"]
     assert resident_pool_size(made, riders=900) >= 990
     assert resident_pool_size(plan(Event(attendees=10, window_minutes=60, gates=1))) == 200
+
+
+def test_the_login_storms_plan_is_what_its_visits_send():
+    storm = SCENARIOS["login_storm"]
+    event = storm.make_event({"attendees": 36_000, "window_minutes": 60})
+    made = storm.plan(event)
+    # 20 arrivals/s at the peak: 5 WeChat visits (a tenth of them first logins: one more login, the 422 that asks
+    # for the phone), 2 Alipay visits and 3 department-app visits (three in ten also refresh) in every 10.
+    assert made.peak_arrivals_per_s == pytest.approx(20.0) and made.users == 1200
+    assert made.rps == pytest.approx(
+        {
+            "POST /api/v1/mini-programs/wechat/login": 20 * 0.5 * 1.1,
+            "POST /api/v1/mini-programs/alipay/login": 20 * 0.2,
+            "GET /oidc/authorize": 20 * 0.3,
+            "POST /oidc/token": 20 * 0.3 * 1.3,
+            "GET /oidc/userinfo": 20 * 0.3,
+        }
+    ), "only the logins: no code displays, verifications or payments"
+    assert storm.has_mini_programs and storm.has_one_login and not storm.has_riders and not storm.has_payments
+    assert storm.gate_users(event) == 0
+    # The other scenarios' plans are the sizing model's own.
+    entry = SCENARIOS["event_entry"].make_event()
+    assert SCENARIOS["event_entry"].plan(entry) == plan(entry)
+
+
+def test_every_login_endpoint_has_its_own_objectives():
+    storm = SCENARIOS["login_storm"]
+    made = storm.plan(storm.make_event())
+    assert {group_of(endpoint) for endpoint in made.rps} == set(storm.slo.latency)
+    assert group_of("POST /api/v1/mini-programs/wechat/login [first, phone-required]") == "wechat-login"
+    assert group_of("POST /oidc/token [refresh]") == "token" and group_of("GET /oidc/userinfo") == "userinfo"
+    assert matches("POST /oidc/token [refresh]", "POST /oidc/token")
+    assert group_of("POST /_sandbox/codes [wechat]") == "sandbox", "the phone's codes are not our endpoints"
+    # The app session's bearer token is checked at authorize: the pool keeps residents under its rate limit.
+    assert resident_pool_size(made, minimum=1) >= 2 * made.rps["GET /oidc/authorize"]
+
+
+def test_the_login_fixtures_come_from_the_mini_program_config_and_the_demo_credentials():
+    config = {
+        "wechat": [
+            {"app_id": "wx1", "api_base_url": "http://127.0.0.1:9001/", "secret_file": "s"},
+            {"app_id": "wx2", "api_base_url": "http://127.0.0.1:9001/", "secret_file": "s"},
+        ],
+        "alipay": [{"app_id": "2021", "gateway_url": "http://127.0.0.1:9002/gateway.do"}],
+    }
+    apps = mini_programs_of(config)
+    assert (apps["wechat"].app_id, apps["wechat"].sandbox) == ("wx1", "http://127.0.0.1:9001")
+    assert (apps["alipay"].app_id, apps["alipay"].sandbox) == ("2021", "http://127.0.0.1:9002")
+    assert mini_programs_of({}) == {}
+    client = {"client_id": "c", "client_secret": "s", "redirect_uri": "http://localhost:8765/callback"}
+    assert one_login_client({"one_login": {**client, "organisation": "x"}}) == client
+    with pytest.raises(RuntimeError, match="one_login"):
+        one_login_client({"泰州地铁运营有限公司": {"key_id": "k"}})
 
 
 # --- shed or failure ----------------------------------------------------------------------------------------
