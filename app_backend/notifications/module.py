@@ -11,6 +11,7 @@ from app_backend.notifications.controllers import MachineMessagesController, Res
 from app_backend.notifications.push import RecordingPushProvider
 from app_backend.notifications.service import NotificationService, check_template_kinds
 from app_backend.notifications.tasks import deliver_messages
+from app_backend.oidc.service import OidcService
 from mini_programs.service import MiniProgramService
 from payments.container import PaymentServices
 
@@ -25,7 +26,12 @@ async def start(platform: Platform) -> NotificationService:
     )
     push = RecordingPushProvider() if platform.settings.is_dev else None
     return NotificationService(
-        platform.pool, mini, platform.get(PaymentServices).orders, platform.cipher, push
+        platform.pool,
+        mini,
+        platform.get(PaymentServices).orders,
+        platform.cipher,
+        push,
+        platform.get(OidcService).resident_for_subject,
     )
 
 
@@ -37,7 +43,7 @@ def provide_notifications(state: State) -> NotificationService:
 module = DomainModule(
     name="notifications",
     start=start,
-    requires=["mini_programs", "payments"],
+    requires=["mini_programs", "payments", "oidc"],
     routes=[ResidentMessagesController, MachineMessagesController],
     dependencies={"notifications": Provide(provide_notifications, sync_to_thread=False)},
     signature_types=[NotificationService],

@@ -82,9 +82,11 @@ class MessageDraft(msgspec.Struct, forbid_unknown_fields=True):
 
 class ResidentRef(msgspec.Struct, forbid_unknown_fields=True):
     """Who a department's message is for, in what the department already holds: an order it was paid (or is
-    being paid) by the resident, as its payee."""
+    being paid) by the resident, as its payee, or the `sub` one login gave its app for the resident. One of
+    the two."""
 
-    order_id: uuid.UUID
+    order_id: uuid.UUID | None = None
+    sub: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 
 class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
@@ -46,6 +46,7 @@ from app_backend.notifications.schemas import (
     PushDevice,
     PushDeviceRegistration,
     PushDevices,
+    ResidentRef,
     SentMessage,
     SubscribeGrant,
     SubscribeGrants,
@@ -58,6 +59,8 @@ from payments.orders.service import OrderService
 _log = structlog.get_logger("notifications")
 # A claimed delivery is not claimed again before this: longer than any channel call (three timeouts and a token).
 LEASE = dt.timedelta(minutes=5)
+# One login's lookup of the resident an organisation's pairwise `sub` names (app_backend/oidc).
+SubjectLookup = Callable[[Connection, uuid.UUID, str], Awaitable[uuid.UUID | None]]
 # After the n-th failed attempt the next one waits RETRY_AFTER[n-1]; after the last, the delivery gives up.
 RETRY_AFTER = (
     dt.timedelta(minutes=1),
@@ -116,7 +119,9 @@ class NotificationService:
         orders: OrderService,
         cipher: FieldCipher,
         push: PushProvider | None,
+        subjects: SubjectLookup | None = None,
     ) -> None:
+        self._subjects = subjects
         self.pool = pool
         self._mini = mini
         self._orders = orders
@@ -296,15 +301,7 @@ class NotificationService:
     ) -> tuple[SentMessage, bool]:
         """A department's (or merchant's) message to the resident who pays one of its orders: the order is how
         the organisation knows the resident (it never learns the platform's resident id)."""
-        resident_id = await self._orders.payer_for_payee(conn, data.resident_ref.order_id, organisation_id)
-        if resident_id is None:
-            message = "no order of this organisation with a resident paying it"
-            raise DomainError(
-                404,
-                "not-found",
-                f"resident_ref.order_id: {message}",
-                extra={"errors": [{"field": "resident_ref.order_id", "message": message}]},
-            )
+        resident_id = await self._resident_of(conn, organisation_id, data.resident_ref)
         return await self.send(
             conn,
             resident_id,
@@ -313,6 +310,34 @@ class NotificationService:
             sender_name=organisation_name,
             sender_key=data.message_key,
         )
+
+    async def _resident_of(self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef) -> uuid.UUID:
+        if (ref.order_id is None) == (ref.sub is None):
+            message = "give either order_id or sub"
+            raise DomainError(
+                422,
+                "unprocessable-content",
+                f"resident_ref: {message}",
+                extra={"errors": [{"field": "resident_ref", "message": message}]},
+            )
+        if ref.sub is not None:
+            field, message = "resident_ref.sub", "no resident who logged in to this organisation's apps"
+            found = await self._subjects(conn, organisation_id, ref.sub) if self._subjects else None
+        else:
+            assert ref.order_id is not None
+            field, message = (
+                "resident_ref.order_id",
+                "no order of this organisation with a resident paying it",
+            )
+            found = await self._orders.payer_for_payee(conn, ref.order_id, organisation_id)
+        if found is None:
+            raise DomainError(
+                404,
+                "not-found",
+                f"{field}: {message}",
+                extra={"errors": [{"field": field, "message": message}]},
+            )
+        return found
 
     async def sent_by(self, conn: Connection, sender: str, message_id: uuid.UUID) -> SentMessage:
         row = await self._messages.get(conn, message_id)

@@ -35,7 +35,26 @@ class ClientRow(msgspec.Struct, frozen=True):
     revoked_at: dt.datetime | None
 
 
+class SubjectCandidateRow(msgspec.Struct, frozen=True):
+    resident_id: uuid.UUID
+    sector: str
+
+
 class ClientRepository:
+    async def residents_of_organisation(
+        self, conn: Connection, organisation_id: uuid.UUID
+    ) -> list[SubjectCandidateRow]:
+        """Every resident who logged in to one of the organisation's apps, with each app's sector: the only
+        residents a `sub` the organisation holds can name."""
+        return await fetch_rows(
+            conn,
+            SubjectCandidateRow,
+            """SELECT DISTINCT g.resident_id, c.sector
+               FROM oidc.grants g JOIN oidc.clients c ON c.client_id = g.client_id
+               WHERE c.organisation_id = $1""",
+            organisation_id,
+        )
+
     async def insert(
         self,
         conn: Connection,

@@ -159,6 +159,18 @@ class OidcService:
         mac = hmac.new(self.settings.pairwise_secret, f"{sector}\x00{resident_id}".encode(), hashlib.sha256)
         return _b64url(mac.digest())
 
+    async def resident_for_subject(
+        self, conn: Connection, organisation_id: uuid.UUID, sub: str
+    ) -> uuid.UUID | None:
+        """The resident a `sub` the organisation received from one login names, or None. Subjects are pairwise
+        and cannot be reversed, so the residents who logged in to the organisation's apps are tried (as many
+        HMACs as that, compared in constant time); another organisation's subject names nobody here."""
+        found = None
+        for row in await self._clients.residents_of_organisation(conn, organisation_id):
+            if hmac.compare_digest(self.subject(row.sector, row.resident_id), sub):
+                found = row.resident_id
+        return found
+
     def csrf_token(self, session_id: uuid.UUID) -> str:
         return _b64url(self._digest(self._session_key, f"consent:{session_id}"))[:32]
 

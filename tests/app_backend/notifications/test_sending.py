@@ -277,3 +277,47 @@ async def signed_post(client: Any, credential: dict[str, Any], body: dict[str, A
     from tests.helpers import signed
 
     return await signed(client, credential, "POST", "/api/v1/messages", body)
+
+
+async def test_a_department_names_the_resident_by_the_sub_one_login_gave_it(
+    client: Any, services: Any
+) -> None:
+    """A department that logs residents in knows them by its pairwise `sub`: that names the resident for a
+    message; another department's `sub` for the same resident names nobody here, and a reference needs exactly
+    one of order_id and sub."""
+    from tests.app_backend.oidc.department import app_for, discover, log_in, registered, verified_claims
+
+    async def sub_of(credential: dict[str, Any], resident: dict[str, Any]) -> str:
+        app_reg = await registered(client, dept={**credential["organisation"], "admin": credential["admin"]})
+        async with app_for(client, app_reg) as app:
+            meta = await discover(app, client)
+            token = await log_in(client, app, meta, resident)
+            return str((await verified_claims(app, meta, token["id_token"]))["sub"])
+
+    from tests.helpers import machine_credential
+
+    resident = await login(client)
+    hall, other = [
+        await machine_credential(client, services, ["messages:send"], kind="department") for _ in range(2)
+    ]
+    sub = await sub_of(hall, resident)
+    others_sub = await sub_of(other, resident)
+    assert sub != others_sub
+
+    body = {
+        "resident_ref": {"sub": sub},
+        "message": {"kind": "bill_due", "title": "水费账单", "body": "本月水费已出账"},
+    }
+    sent = await signed_post(client, hall, {**body, "message_key": "water-1"})
+    assert sent.status_code == 201, sent.text
+    inbox = (await client.get("/api/v1/me/inbox", headers=bearer(resident))).json()
+    assert [m["title"] for m in inbox["messages"]] == ["水费账单"]
+
+    crossed = await signed_post(client, hall, {**body, "resident_ref": {"sub": others_sub}})
+    assert crossed.status_code == 404 and crossed.json()["errors"][0]["field"] == "resident_ref.sub"
+    both = await signed_post(
+        client, hall, {**body, "resident_ref": {"sub": sub, "order_id": str(uuid.uuid4())}}
+    )
+    neither = await signed_post(client, hall, {**body, "resident_ref": {}})
+    assert both.status_code == neither.status_code == 422
+    assert both.json()["errors"][0]["field"] == "resident_ref"
