@@ -7,7 +7,6 @@ problem+json, and are left out of the OpenAPI document: the discovery document d
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -55,7 +54,6 @@ def _actor(request: AnyRequest, kind: str = "anonymous", who: str = "") -> Actor
 def _exchange(oidc: OidcService, db: Connection, actor: Actor) -> Exchange:
     return Exchange(
         store=oidc.store(db, actor),
-        loop=asyncio.get_running_loop(),
         issuer=oidc.issuer,
         token_endpoint=f"{oidc.issuer}/oidc/token",
     )
