@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -24,12 +22,11 @@ async def start(platform: Platform) -> MiniProgramService:
     every login answers 400 naming app_id. Mini-program payments take their payer from here."""
     settings = platform.settings
     apps = load_apps(settings.mini_program_config, allow_http=settings.is_dev)
-    loop = asyncio.get_running_loop()
     http = httpx.AsyncClient()
     service = MiniProgramService(
         platform.pool,
         apps,
-        {a.app_id: WechatMiniProgram(a, platform.redis, loop) for a in apps.wechat.values()},
+        {a.app_id: WechatMiniProgram(a, platform.redis, http) for a in apps.wechat.values()},
         {a.app_id: AlipayMiniProgram(a, http) for a in apps.alipay.values()},
         platform.get(IdentityServices),
         platform.get(AuditTrail),
