@@ -145,12 +145,12 @@ class MiniProgramService:
         linked to the resident of the channel's same person (unionid, user_id) or else of the phone, created
         when no account has it. `phone_at` names the request field the phone came in."""
         holder = await self._identity.directory.resident_by_phone(conn, phone) if phone else None
-        row = await self._repo.by_subject(conn, self._subject_hash(who))
+        union = self._union_hash(who)
+        # Found and marked logged in at once; a refusal below rolls the mark back with the caller's transaction.
+        row = await self._repo.log_in(conn, self._subject_hash(who), self._session_key(who), union)
         if row is not None:
             self._same_account(holder, row.resident_id, who, phone_at)
-            await self._repo.logged_in(conn, row.id, self._session_key(who), self._union_hash(who))
             return await self._open_session(conn, row, actor, created=False)
-        union = self._union_hash(who)
         resident_id = await self._repo.resident_of_union(conn, who.channel, union) if union else None
         created = False
         if resident_id is not None:
