@@ -30,7 +30,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import ECKey, KeySet
 
 from app_backend.kernel.bridge import run_synchronously, wait_for
-from app_backend.oidc.repository import ClientRow, CodeRow, TokenGrantRow
+from app_backend.oidc.repository import ClaimedCodeRow, ClientRow, TokenGrantRow
 from app_backend.oidc.schemas import SCOPES
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Resident:
 
 
 class IssuedCode(AuthorizationCodeMixin):
-    def __init__(self, row: CodeRow) -> None:
+    def __init__(self, row: ClaimedCodeRow) -> None:
         self.row = row
 
     def get_redirect_uri(self) -> str:
@@ -218,9 +218,7 @@ class CodeGrant(AuthorizationCodeGrant):
         """Nothing: a code is spent the moment it is presented (`claim_code`)."""
 
     def authenticate_user(self, authorization_code: IssuedCode) -> Resident | None:
-        ex = exchange()
-        row = authorization_code.row
-        return ex.wait(ex.store.resident_of_grant(row.resident_id, row.browser_session_id, row.auth_time))
+        return exchange().store.resident_of_code(authorization_code.row)
 
 
 class RefreshGrant(RefreshTokenGrant):
