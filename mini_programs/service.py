@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
 import httpx
 import msgspec
 
@@ -58,9 +59,11 @@ class MiniProgramService:
         audit: AuditTrail,
         cipher: FieldCipher,
         http: httpx.AsyncClient,
+        wechat_http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.pool = pool
         self._http = http
+        self._wechat_http = wechat_http
         self.apps = apps
         self._wechat = wechat
         self._alipay = alipay
@@ -72,6 +75,8 @@ class MiniProgramService:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._wechat_http is not None:
+            await self._wechat_http.close()
 
     # -- the channels (no transaction open) ------------------------------------------------------------------
 
