@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+import aiohttp
 import httpx
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -24,17 +23,19 @@ async def start(platform: Platform) -> MiniProgramService:
     every login answers 400 naming app_id. Mini-program payments take their payer from here."""
     settings = platform.settings
     apps = load_apps(settings.mini_program_config, allow_http=settings.is_dev)
-    loop = asyncio.get_running_loop()
     http = httpx.AsyncClient()
+    # WeChat's connector has its own pool (mini_programs/wechat.py, LoopHttp: why aiohttp).
+    wechat_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     service = MiniProgramService(
         platform.pool,
         apps,
-        {a.app_id: WechatMiniProgram(a, platform.redis, loop) for a in apps.wechat.values()},
+        {a.app_id: WechatMiniProgram(a, platform.redis, wechat_http) for a in apps.wechat.values()},
         {a.app_id: AlipayMiniProgram(a, http) for a in apps.alipay.values()},
         platform.get(IdentityServices),
         platform.get(AuditTrail),
         platform.cipher,
         http,
+        wechat_http,
     )
     platform.get(PaymentServices).orders.use_mini_program_payers(service.payer_id)
     return service

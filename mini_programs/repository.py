@@ -104,6 +104,25 @@ class IdentityRepository:
             logged_in,
         )
 
+    async def log_in(
+        self, conn: Connection, subject_hash: bytes, session_key_enc: bytes | None, union_hash: bytes | None
+    ) -> IdentityRow | None:
+        """A login through the identity with this subject, if it is linked (one statement: found and marked): the
+        channel's newest session key replaces the last one. The caller's transaction undoes it if the login is
+        refused."""
+        return await fetch_row(
+            conn,
+            IdentityRow,
+            f"""UPDATE mini_programs.identities
+                SET last_login_at = now(), session_key_enc = COALESCE($2, session_key_enc),
+                    union_hash = COALESCE($3, union_hash)
+                WHERE subject_hash = $1
+                RETURNING {_COLUMNS}""",
+            subject_hash,
+            session_key_enc,
+            union_hash,
+        )
+
     async def logged_in(
         self,
         conn: Connection,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
 import httpx
 import msgspec
 
@@ -68,9 +69,11 @@ class MiniProgramService:
         audit: AuditTrail,
         cipher: FieldCipher,
         http: httpx.AsyncClient,
+        wechat_http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.pool = pool
         self._http = http
+        self._wechat_http = wechat_http
         self.apps = apps
         self._wechat = wechat
         self._alipay = alipay
@@ -82,6 +85,8 @@ class MiniProgramService:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._wechat_http is not None:
+            await self._wechat_http.close()
 
     # -- the channels (no transaction open) ------------------------------------------------------------------
 
@@ -155,12 +160,12 @@ class MiniProgramService:
         linked to the resident of the channel's same person (unionid, user_id) or else of the phone, created
         when no account has it. `phone_at` names the request field the phone came in."""
         holder = await self._identity.directory.resident_by_phone(conn, phone) if phone else None
-        row = await self._repo.by_subject(conn, self._subject_hash(who))
+        union = self._union_hash(who)
+        # Found and marked logged in at once; a refusal below rolls the mark back with the caller's transaction.
+        row = await self._repo.log_in(conn, self._subject_hash(who), self._session_key(who), union)
         if row is not None:
             self._same_account(holder, row.resident_id, who, phone_at)
-            await self._repo.logged_in(conn, row.id, self._session_key(who), self._union_hash(who))
             return await self._open_session(conn, row, actor, created=False)
-        union = self._union_hash(who)
         resident_id = await self._repo.resident_of_union(conn, who.channel, union) if union else None
         created = False
         if resident_id is not None:

@@ -41,6 +41,14 @@ class SpentRefreshRow(msgspec.Struct, frozen=True):
     level: int
 
 
+class OpenedSessionRow(msgspec.Struct, frozen=True):
+    """A resident's level and status, and the session opened for them (None unless the account is active)."""
+
+    level: int
+    status: str
+    session_id: uuid.UUID | None
+
+
 class RefreshTokenRow(msgspec.Struct, frozen=True):
     """A refresh token as stored, spent or not, with its session's revocation."""
 
@@ -185,6 +193,31 @@ class SessionRepository:
             max_age,
         )
         return session_id
+
+    async def open_for_active(
+        self, conn: Connection, resident_id: uuid.UUID, max_age: int, token_hash: bytes, ttl: int
+    ) -> OpenedSessionRow | None:
+        """In one statement (one round trip): the resident's level and status and, when the account is active, a
+        new session with its first refresh token; None when there is no such resident."""
+        return await fetch_row(
+            conn,
+            OpenedSessionRow,
+            """WITH r AS (
+                   SELECT id, level, status FROM identity.residents WHERE id = $1
+               ), s AS (
+                   INSERT INTO identity.sessions (resident_id, expires_at)
+                   SELECT id, now() + make_interval(secs => $2) FROM r WHERE status = 'active'
+                   RETURNING id
+               ), t AS (
+                   INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+                   SELECT $3, id, now() + make_interval(secs => $4) FROM s
+               )
+               SELECT r.level, r.status, s.id AS session_id FROM r LEFT JOIN s ON true""",
+            resident_id,
+            max_age,
+            token_hash,
+            ttl,
+        )
 
     async def add_refresh_token(
         self, conn: Connection, session_id: uuid.UUID, token_hash: bytes, ttl: int

@@ -370,11 +370,19 @@ class AuthService:
         detail: dict[str, object] | None = None,
     ) -> TokenPair:
         """A new session with the app's tokens for a resident another domain has recognised (a linked
-        mini-program identity): refused (403) for a blocked account, audited as a login by `method`."""
-        row = await self._residents.get(conn, resident_id)
-        if row is None:
+        mini-program identity): refused (403) for a blocked account, audited as a login by `method`. The account
+        read, the session and its refresh token are one statement."""
+        refresh_token = self._refresh.new()
+        opened = await self._sessions.open_for_active(
+            conn,
+            resident_id,
+            self._settings.session_max_age,
+            self._refresh.digest(refresh_token),
+            self._settings.refresh_token_ttl,
+        )
+        if opened is None:
             raise DomainError(404, "not-found", "resident not found")
-        if row.status != "active":
+        if opened.session_id is None:
             await self._audit.record_detached(
                 actor,
                 "auth.login",
@@ -384,8 +392,16 @@ class AuthService:
                 detail={"reason": "blocked", "method": method},
             )
             raise DomainError(403, "resident-blocked", "this account is blocked; contact the 12345 hotline")
-        session_id = await self._sessions.create(conn, resident_id, self._settings.session_max_age)
-        pair = await self._issue(conn, resident_id, session_id, row.level, created)
+        session_id = opened.session_id
+        pair = TokenPair(
+            access_token=self._access.issue(resident_id, session_id, opened.level),
+            refresh_token=refresh_token,
+            token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
+            expires_in=self._access.ttl,
+            resident_id=resident_id,
+            level=level_name(opened.level),
+            new_resident=created,
+        )
         await self._audit.record(
             conn,
             Actor("resident", str(resident_id), actor.request_id, actor.ip),

@@ -3,19 +3,18 @@ OpenID extension, refresh-token grant, `private_key_jwt` client authentication, 
 RP-initiated logout. What is ours is the storage behind Authlib's hooks and the rules of this city (pairwise
 subjects, levels as `acr`, consented claims only).
 
-Authlib is synchronous and our storage is asyncpg: each protocol step runs in a worker thread (`run_protocol`),
-and each hook waits for the coroutine it needs on the request's event loop (`Exchange.wait`), on the request's
-own connection and transaction. No Litestar here: the HTTP side is `app_backend/oidc/adapter.py`."""
+Authlib is synchronous and our storage is asyncpg: each protocol step runs in a greenlet on the event loop's own
+thread (`run_protocol`, app_backend/kernel/bridge.py), and each hook waits for the coroutine it needs
+(`Exchange.wait`), which the request's task awaits on the request's own connection and transaction. No
+Litestar here: the HTTP side is `app_backend/oidc/adapter.py`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -30,7 +29,8 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import ECKey, KeySet
 
-from app_backend.oidc.repository import ClientRow, CodeRow, TokenGrantRow
+from app_backend.kernel.bridge import run_synchronously, wait_for
+from app_backend.oidc.repository import ClaimedCodeRow, ClientRow, TokenGrantRow
 from app_backend.oidc.schemas import SCOPES
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Resident:
 
 
 class IssuedCode(AuthorizationCodeMixin):
-    def __init__(self, row: CodeRow) -> None:
+    def __init__(self, row: ClaimedCodeRow) -> None:
         self.row = row
 
     def get_redirect_uri(self) -> str:
@@ -150,19 +150,14 @@ class Exchange:
     """One protocol request: the store the hooks use and the loop they wait on."""
 
     store: ProtocolStore
-    loop: asyncio.AbstractEventLoop
     issuer: str
     token_endpoint: str
     # Set by the hooks for the HTTP side: the grant and resident a token response was for.
     outcome: dict[str, Any] = field(default_factory=dict)
 
     def wait(self, work: Awaitable[T]) -> T:
-        """Called from the protocol's thread: runs `work` on the request's loop and waits for it."""
-        return asyncio.run_coroutine_threadsafe(_awaited(work), self.loop).result()
-
-
-async def _awaited(work: Awaitable[T]) -> T:
-    return await work
+        """Called from a protocol step: the request's task awaits `work` and the step goes on with its result."""
+        return wait_for(work)
 
 
 _EXCHANGE: contextvars.ContextVar[Exchange] = contextvars.ContextVar("oidc_exchange")
@@ -172,22 +167,15 @@ def exchange() -> Exchange:
     return _EXCHANGE.get()
 
 
-# Threads for protocol steps. A step's thread mostly waits for its hooks' coroutines on the loop, and its request
-# already holds a database connection: as many threads as the request pool has connections, so no request that
-# holds one waits for a thread while others wait for its connection (the default executor has cores + 4).
-_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oidc-protocol")
-
-
 async def run_protocol(ex: Exchange, step: Callable[[Provider], T]) -> T:
-    """Runs one Authlib step in a worker thread, with a provider for this exchange."""
+    """Runs one Authlib step, with a provider for this exchange, on this thread (no worker thread: each hook's
+    statement would cost two hops between threads, most of an exchange's time)."""
 
-    def in_thread() -> T:
+    def in_step() -> T:
         _EXCHANGE.set(ex)
         return step(Provider(ex))
 
-    return await asyncio.get_running_loop().run_in_executor(
-        _THREADS, contextvars.copy_context().run, in_thread
-    )
+    return await run_synchronously(in_step)
 
 
 # --- Authlib's hooks -------------------------------------------------------------------------------------------
@@ -230,9 +218,7 @@ class CodeGrant(AuthorizationCodeGrant):
         """Nothing: a code is spent the moment it is presented (`claim_code`)."""
 
     def authenticate_user(self, authorization_code: IssuedCode) -> Resident | None:
-        ex = exchange()
-        row = authorization_code.row
-        return ex.wait(ex.store.resident_of_grant(row.resident_id, row.browser_session_id, row.auth_time))
+        return exchange().store.resident_of_code(authorization_code.row)
 
 
 class RefreshGrant(RefreshTokenGrant):

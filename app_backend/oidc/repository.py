@@ -209,6 +209,13 @@ class CodeRow(msgspec.Struct, frozen=True):
     used_at: dt.datetime | None
 
 
+class ClaimedCodeRow(CodeRow, frozen=True):
+    """A code spent by this exchange, with the standing its resident has now (read in the same statement)."""
+
+    resident_level: int | None = None  # None: no such resident
+    resident_active: bool = False
+
+
 _CODE = """grant_id, client_id, resident_id, browser_session_id, redirect_uri, scope, nonce, code_challenge,
            code_challenge_method, acr, auth_time, expires_at, used_at"""
 
@@ -398,14 +405,19 @@ class GrantRepository:
             float(ttl),
         )
 
-    async def claim_code(self, conn: Connection, code_hash: bytes, client_id: str) -> CodeRow | None:
-        """The code, spent by this call (a code is used once, whatever the outcome of the exchange)."""
+    async def claim_code(self, conn: Connection, code_hash: bytes, client_id: str) -> ClaimedCodeRow | None:
+        """The code, spent by this call (a code is used once, whatever the outcome of the exchange), and its
+        resident's level and status now: one round trip for what the exchange asks next."""
         return await fetch_row(
             conn,
-            CodeRow,
-            f"""UPDATE oidc.authorization_codes SET used_at = now()
-                WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > now()
-                RETURNING {_CODE}""",
+            ClaimedCodeRow,
+            f"""WITH spent AS (
+                    UPDATE oidc.authorization_codes SET used_at = now()
+                    WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > now()
+                    RETURNING {_CODE}
+                )
+                SELECT spent.*, r.level AS resident_level, coalesce(r.status = 'active', false) AS resident_active
+                FROM spent LEFT JOIN identity.residents r ON r.id = spent.resident_id""",
             code_hash,
             client_id,
         )

@@ -35,9 +35,9 @@ from app_backend.oidc.keys import IdTokenKeys
 from app_backend.oidc.provider import IssuedToken, RegisteredClient, Resident
 from app_backend.oidc.repository import (
     BrowserSessionRow,
+    ClaimedCodeRow,
     ClientRepository,
     ClientRow,
-    CodeRow,
     GrantRepository,
     LogoutRepository,
     ReleaseRepository,
@@ -596,7 +596,7 @@ class ProtocolStore:
             CODE_TTL,
         )
 
-    async def claim_code(self, code: str, client: ClientRow) -> CodeRow | None:
+    async def claim_code(self, code: str, client: ClientRow) -> ClaimedCodeRow | None:
         digest = self._s.token_hash(code)
         row = await self._grants.claim_code(self._conn, digest, client.client_id)
         if row is not None:
@@ -615,6 +615,18 @@ class ProtocolStore:
                 detail={"client_id": client.client_id},
             )
         return None
+
+    @staticmethod
+    def resident_of_code(row: ClaimedCodeRow) -> Resident | None:
+        """The resident a spent code was for, at the level the account has now (read when it was spent)."""
+        if row.resident_level is None or not row.resident_active:
+            return None
+        return Resident(
+            resident_id=row.resident_id,
+            level=row.resident_level,
+            browser_session_id=row.browser_session_id,
+            auth_time=row.auth_time,
+        )
 
     async def resident_of_grant(
         self, resident_id: uuid.UUID, browser_session_id: uuid.UUID, auth_time: dt.datetime

@@ -11,6 +11,7 @@ from typing import Any
 
 from loadtests import bench
 from loadtests.bench.denylist import denylist_benchmark
+from loadtests.bench.endpoints import ROWS
 from loadtests.bench.generator import run_generator
 from loadtests.bench.http import http_benchmarks
 from loadtests.bench.load import QUIET, HttpRow, wait_for_quiet
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tap-rounds", type=int, default=5, help="tap upload rounds (one batch each)")
     parser.add_argument("--tap-batch", type=int, default=5000, help="taps per uploaded batch (at most 5000)")
     parser.add_argument("--deny-entries", type=int, default=10_000_000)
+    parser.add_argument(
+        "--rows",
+        action="append",
+        choices=[short for short in ROWS.values() if short != "ping"],
+        help="HTTP rows to run besides ping (repeatable); default: all",
+    )
     parser.add_argument("--skip-http", action="store_true", help="same as --only offline --only denylist")
     parser.add_argument(
         "--only",

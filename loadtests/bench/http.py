@@ -76,6 +76,10 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
     common = {"connections": per_gen}
     ping_specs = [{**common, "kind": "get", "path": PING_PATH, "cycle": True}] * gens
     info: dict[str, Any] = {}
+    # The rows asked for (--rows; default all); transit shows the codes the issue row produced.
+    chosen = set(args.rows or ROWS.values())
+    if "transit" in chosen:
+        chosen.add("issue")
     with running_server() as server, tempfile.TemporaryDirectory(prefix="tzt-bench-load-") as tmp:
         work = Path(tmp)
         info["worker_pid"] = server.worker
@@ -88,7 +92,9 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
         residents = asyncio.run(create_residents(server.base, args.residents))
         asyncio.run(real_name(server.base, residents))
         asyncio.run(give_agreements(server.base, residents))
-        wallets = asyncio.run(device_wallets(server.base, residents[: args.devices]))
+        wallets = asyncio.run(
+            device_wallets(server.base, residents[: args.devices if "device" in chosen else 0])
+        )
         print(
             f"  setup: {len(residents)} residents logged in, real-named, with withholding agreements,"
             f" {len(wallets)} device credentials "
@@ -131,88 +137,119 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
         def one_round(number: int) -> list[HttpResult]:
             # Reusable server codes for health, issued afresh every round: a server code lives 60 s, and the
             # rounds together last longer (an expired code would be refused early, skipping the work measured).
-            codes = asyncio.run(issue_codes(server.base, residents))
-            if number == 1:
+            codes = asyncio.run(issue_codes(server.base, residents)) if "health" in chosen else []
+            if number == 1 and codes:
                 status, text = sample_answer(server.base, hospital, codes[0], "health")
                 print(f"  sample health answer: {status} {text}", flush=True)
             wait_for_quiet(server_pids(server), f"round {number}")
             ping = load(PING_ROW, ping_specs)
+            results = [ping]
             # Single-use requests are signed up front: enough for this round's baseline rate over a row.
             planned = _planned(ping.rate, args.warmup + args.duration, gens)
-            issue = load(ISSUE_ROW, issue_specs())
-            fresh = issue.codes
-            if number == 1:
-                status, text = sample_answer(server.base, metro, fresh.pop(), "transit")
-                print(f"  sample transit answer: {status} {text}", flush=True)
-            # Transit shows every code once, warm-up included, and may run as fast as issue or faster (or a burst
-            # may have slowed this round's issue row): top up, outside any window, so that it never runs dry.
-            expected = max(transit_rates, default=issue.rate) * (args.warmup + args.duration) * 1.3 + 200
-            topped.append(top_up(fresh, int(expected), issue.rate))
-            transit = load(
-                TRANSIT_ROW,
-                [
-                    {**common, "kind": "verify", "scene": "transit", **metro, "codes": shard, "cycle": False}
-                    for shard in split(fresh, gens)
-                ],
-            )
-            health = load(
-                HEALTH_ROW,
-                [
-                    {
-                        **common,
-                        "kind": "verify",
-                        "scene": "health",
-                        **hospital,
-                        "codes": codes,
-                        "count": planned,
-                        "cycle": False,
-                        "tally_reasons": True,
-                    }
-                ]
-                * gens,
-            )
-            device = load(
-                DEVICE_ROW,
-                [
-                    {
-                        **common,
-                        "kind": "verify-device",
-                        "scene": "health",
-                        **hospital,
-                        "wallets": shard,
-                        "count": planned,
-                        "cycle": False,
-                        "tally_reasons": True,
-                    }
-                    for shard in split(wallets, gens)
-                ],
-            )
-            transit_rates.append(transit.rate)
-            # Returning residents logging in from the mini-program: each request exchanges a fresh wx.login code
-            # with the WeChat sandbox (wechatpy, in a thread) and opens a session; codes are single use, so they
-            # are asked for up front, for somewhat more than the fastest round so far could take.
-            wanted = int(max(mini_rates, default=1000.0) * (args.warmup + args.duration) * 1.5) + 300
-            codes_for_mini = asyncio.run(login_codes(mini, wanted))
-            mini_login = load(
-                MINI_ROW,
-                [
-                    {**common, "kind": "mini-login", "app_id": mini.app_id, "codes": shard, "cycle": False}
-                    for shard in split(codes_for_mini, gens)
-                ],
-            )
-            mini_rates.append(mini_login.rate)
-            # Codes are single use and live two minutes: minted now, enough for the row at the best rate seen.
-            wanted = int(max(token_rates, default=1500.0) * (args.warmup + args.duration) * 1.5) + 300
-            exchanges = asyncio.run(authorization_codes(server.base, residents, one_login, wanted))
-            token = load(
-                TOKEN_ROW,
-                [
-                    {**common, "kind": "token", **one_login, "exchanges": shard, "cycle": False}
-                    for shard in split(exchanges, gens)
-                ],
-            )
-            token_rates.append(token.rate)
-            return [ping, issue, transit, health, device, mini_login, token]
+            if "issue" in chosen:
+                issue = load(ISSUE_ROW, issue_specs())
+                results.append(issue)
+            if "transit" in chosen:
+                fresh = issue.codes
+                if number == 1:
+                    status, text = sample_answer(server.base, metro, fresh.pop(), "transit")
+                    print(f"  sample transit answer: {status} {text}", flush=True)
+                # Transit shows every code once, warm-up included, and may run as fast as issue or faster (or a
+                # burst may have slowed this round's issue row): top up, outside any window, so that it never runs
+                # dry.
+                expected = max(transit_rates, default=issue.rate) * (args.warmup + args.duration) * 1.3 + 200
+                topped.append(top_up(fresh, int(expected), issue.rate))
+                transit = load(
+                    TRANSIT_ROW,
+                    [
+                        {
+                            **common,
+                            "kind": "verify",
+                            "scene": "transit",
+                            **metro,
+                            "codes": shard,
+                            "cycle": False,
+                        }
+                        for shard in split(fresh, gens)
+                    ],
+                )
+                transit_rates.append(transit.rate)
+                results.append(transit)
+            else:
+                topped.append(0)
+            if "health" in chosen:
+                results.append(
+                    load(
+                        HEALTH_ROW,
+                        [
+                            {
+                                **common,
+                                "kind": "verify",
+                                "scene": "health",
+                                **hospital,
+                                "codes": codes,
+                                "count": planned,
+                                "cycle": False,
+                                "tally_reasons": True,
+                            }
+                        ]
+                        * gens,
+                    )
+                )
+            if "device" in chosen:
+                results.append(
+                    load(
+                        DEVICE_ROW,
+                        [
+                            {
+                                **common,
+                                "kind": "verify-device",
+                                "scene": "health",
+                                **hospital,
+                                "wallets": shard,
+                                "count": planned,
+                                "cycle": False,
+                                "tally_reasons": True,
+                            }
+                            for shard in split(wallets, gens)
+                        ],
+                    )
+                )
+            if "mini-login" in chosen:
+                # Returning residents logging in from the mini-program: each request exchanges a fresh wx.login
+                # code with the WeChat sandbox and opens a session; codes are single use, so they are asked for up
+                # front, for somewhat more than the fastest round so far could take.
+                wanted = int(max(mini_rates, default=1000.0) * (args.warmup + args.duration) * 1.5) + 300
+                codes_for_mini = asyncio.run(login_codes(mini, wanted))
+                mini_login = load(
+                    MINI_ROW,
+                    [
+                        {
+                            **common,
+                            "kind": "mini-login",
+                            "app_id": mini.app_id,
+                            "codes": shard,
+                            "cycle": False,
+                        }
+                        for shard in split(codes_for_mini, gens)
+                    ],
+                )
+                mini_rates.append(mini_login.rate)
+                results.append(mini_login)
+            if "token" in chosen:
+                # Codes are single use and live two minutes: minted now, enough for the row at the best rate seen.
+                wanted = int(max(token_rates, default=1500.0) * (args.warmup + args.duration) * 1.5) + 300
+                exchanges = asyncio.run(authorization_codes(server.base, residents, one_login, wanted))
+                token = load(
+                    TOKEN_ROW,
+                    [
+                        {**common, "kind": "token", **one_login, "exchanges": shard, "cycle": False}
+                        for shard in split(exchanges, gens)
+                    ],
+                )
+                token_rates.append(token.rate)
+                results.append(token)
+            return results
 
         rounds: list[list[HttpResult]] = []
         for number in range(1, args.http_rounds + 1):
@@ -226,9 +263,29 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
         pings = [results[0] for results in rounds]
         after = [*pings[1:], closing]
         baselines = [(before.rate + later.rate) / 2 for before, later in zip(pings, after, strict=True)]
-        rows = [HttpRow.combined([results[i] for results in rounds], baselines) for i in range(len(ROWS))]
+        rows = [
+            HttpRow.combined([results[i] for results in rounds], baselines) for i in range(len(rounds[0]))
+        ]
         if args.profile:
             ping_rate = statistics.median(p.rate for p in pings)
             planned = _planned(ping_rate, 1.0 + profile_seconds(args) + 1.0, gens)
-            info["profile"] = profile_server(server, args, residents, hospital, planned, work, wallets)
+            # The login rows spend single-use codes: minted for the profile's run at the best rate measured.
+            seconds = 1.0 + profile_seconds(args) + 1.0
+            extra: dict[str, list[dict[str, Any]]] = {}
+            if "mini-login" in chosen:
+                fresh_mini = asyncio.run(login_codes(mini, int(max(mini_rates) * seconds * 1.5) + 300))
+                extra["mini-login"] = [
+                    {**common, "kind": "mini-login", "app_id": mini.app_id, "codes": shard, "cycle": False}
+                    for shard in split(fresh_mini, gens)
+                ]
+            if "token" in chosen:
+                count = int(max(token_rates) * seconds * 1.5) + 300
+                exchanges = asyncio.run(authorization_codes(server.base, residents, one_login, count))
+                extra["token"] = [
+                    {**common, "kind": "token", **one_login, "exchanges": shard, "cycle": False}
+                    for shard in split(exchanges, gens)
+                ]
+            info["profile"] = profile_server(
+                server, args, residents, hospital, planned, work, wallets, chosen, extra
+            )
     return rows, info

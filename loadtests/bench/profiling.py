@@ -76,7 +76,15 @@ def _top_frames(raw: Path, limit: int = 14) -> dict[str, Any]:
             continue
         count = int(count_text)
         thread, *frames = stack.split(";")
-        name = "event loop (MainThread)" if "MainThread" in thread else "Granian runtime (Rust) thread"
+        name = (
+            "event loop (MainThread)"
+            if "MainThread" in thread
+            else "Authlib protocol threads (oidc-protocol)"
+            if "oidc-protocol" in thread
+            else "worker threads (asyncio.to_thread)"
+            if "asyncio_" in thread
+            else "Granian runtime (Rust) thread"
+        )
         threads[name] += count
         if "MainThread" not in thread:
             continue
@@ -124,7 +132,11 @@ def profile_server(
     planned: int,
     work: Path,
     wallets: Sequence[Any],
+    chosen: set[str],
+    extra: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
+    """Profiles ping, then whichever of issue and the verify rows are `chosen`, then the `extra` runs (the login
+    rows, whose single-use codes the caller mints)."""
     spy = _py_spy()
     if spy is None:
         return {"error": "py-spy not found"}
@@ -132,8 +144,8 @@ def profile_server(
     out_dir.mkdir(parents=True, exist_ok=True)
     gens, per_gen = args.generators, max(1, args.connections // args.generators)
     profiles: dict[str, Any] = {}
-    codes = asyncio.run(issue_codes(server.base, residents))
-    runs = {
+    codes = asyncio.run(issue_codes(server.base, residents)) if "health" in chosen else []
+    runs: dict[str, list[dict[str, Any]]] = {
         "ping": [{"connections": per_gen, "kind": "get", "path": PING_PATH, "cycle": True}] * gens,
         "issue": [
             {"connections": per_gen, "kind": "issue", "tokens": [r.token for r in residents], "cycle": True}
@@ -164,6 +176,11 @@ def profile_server(
             for shard in split(list(wallets), gens)
         ],
     }
+    wanted = (
+        {"ping"} | ({"issue"} & chosen) | {f"verify-{row}" for row in ("health", "device") if row in chosen}
+    )
+    runs = {name: specs for name, specs in runs.items() if name in wanted}
+    runs.update(extra)
     for name, specs in runs.items():
         raw = out_dir / f"{name}.txt"
         svg = out_dir / f"{name}.svg"

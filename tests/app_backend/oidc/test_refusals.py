@@ -22,7 +22,7 @@ from tests.app_backend.oidc.department import (
     registered,
 )
 from tests.conftest import ApiClient
-from tests.helpers import bearer, login
+from tests.helpers import bearer, login, set_resident_status
 
 
 def _query(location: str) -> dict[str, str]:
@@ -244,3 +244,16 @@ async def test_malformed_protocol_requests_are_4xx_never_500(client: ApiClient) 
         "evil.example" not in answers[-3].text
     )  # the log-in page returns only to the authorization endpoint
     assert answers[-2].status_code == 400 and "phone" in answers[-2].text
+
+
+async def test_a_code_buys_no_token_once_its_resident_is_blocked(client: ApiClient) -> None:
+    reg = await registered(client)
+    resident = await login(client)
+    location, verifier, meta = await _code(client, reg, resident)
+    await set_resident_status(client, client.app.state.services, resident["resident_id"], "blocked")
+    async with app_for(client, reg) as app:
+        with pytest.raises(OAuthError) as refused:
+            await app.fetch_token(
+                meta["token_endpoint"], authorization_response=location, code_verifier=verifier
+            )
+        assert refused.value.error == "invalid_grant"
