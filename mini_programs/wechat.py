@@ -271,8 +271,9 @@ class WechatMiniProgram:
         data = {keyword: {"value": value} for keyword, value in values.items()}
         try:
             async with asyncio.timeout(self.app.timeout_s * 3 + 1):
-                result = await asyncio.to_thread(
-                    self._client.wxa.send_subscribe_message, openid, template_id, data, page
+                # On the loop like every call of this client: its session waits through the bridge.
+                result = await run_synchronously(
+                    lambda: self._client.wxa.send_subscribe_message(openid, template_id, data, page)
                 )
         except WeChatClientException as exc:
             code = int(exc.errcode) if exc.errcode is not None else None
