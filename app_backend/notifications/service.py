@@ -313,13 +313,7 @@ class NotificationService:
 
     async def _resident_of(self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef) -> uuid.UUID:
         if (ref.order_id is None) == (ref.sub is None):
-            message = "give either order_id or sub"
-            raise DomainError(
-                422,
-                "unprocessable-content",
-                f"resident_ref: {message}",
-                extra={"errors": [{"field": "resident_ref", "message": message}]},
-            )
+            raise invalid_field("resident_ref", "give either order_id or sub")
         if ref.sub is not None:
             field, message = "resident_ref.sub", "no resident who logged in to this organisation's apps"
             found = await self._subjects(conn, organisation_id, ref.sub) if self._subjects else None

@@ -319,5 +319,5 @@ async def test_a_department_names_the_resident_by_the_sub_one_login_gave_it(
         client, hall, {**body, "resident_ref": {"sub": sub, "order_id": str(uuid.uuid4())}}
     )
     neither = await signed_post(client, hall, {**body, "resident_ref": {}})
-    assert both.status_code == neither.status_code == 422
+    assert both.status_code == neither.status_code == 400
     assert both.json()["errors"][0]["field"] == "resident_ref"
