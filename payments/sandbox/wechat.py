@@ -154,6 +154,36 @@ def _sign(params: dict[str, str], api_key: str, sign_type: str) -> str:
     return str(calculate_signature(unsigned, api_key))
 
 
+def bill_text(lines: list[dict[str, str]], bill_type: str = "ALL") -> str | None:
+    """A day's bill lines as WeChat's backtick CSV with its summary (both API versions serve the same format);
+    None when the bill has no line."""
+    if bill_type == "SUCCESS":
+        lines = [line for line in lines if line["交易状态"] != "REFUND"]
+    elif bill_type == "REFUND":
+        lines = [line for line in lines if line["交易状态"] == "REFUND"]
+    if not lines:
+        return None
+    lines.sort(key=lambda line: line["交易时间"])
+
+    def total(column: str) -> int:
+        return sum(int(Decimal(line[column]) * 100) for line in lines)
+
+    out = [",".join(BILL_COLUMNS)]
+    out += [",".join("`" + line[column] for column in BILL_COLUMNS) for line in lines]
+    out.append(SUMMARY_COLUMNS)
+    summary = [
+        str(len(lines)),
+        yuan(total("应结订单金额")),
+        yuan(total("退款金额")),
+        "0.00",
+        yuan(total("手续费"), 5),
+        yuan(total("订单金额")),
+        yuan(total("申请退款金额")),
+    ]
+    out.append(",".join("`" + value for value in summary))
+    return "\r\n".join(out) + "\r\n"
+
+
 @dataclass
 class Trade:
     out_trade_no: str
@@ -1029,31 +1059,7 @@ class WechatSandbox:
 
     def bill(self, day: dt.date, bill_type: str = "ALL") -> str | None:
         lines = apply_bill_edits(self._bill_lines(day), self.bill_edits.get(day, []), day, _BillLines(self))
-        if bill_type == "SUCCESS":
-            lines = [line for line in lines if line["交易状态"] != "REFUND"]
-        elif bill_type == "REFUND":
-            lines = [line for line in lines if line["交易状态"] == "REFUND"]
-        if not lines:
-            return None
-        lines.sort(key=lambda line: line["交易时间"])
-
-        def total(column: str) -> int:
-            return sum(int(Decimal(line[column]) * 100) for line in lines)
-
-        out = [",".join(BILL_COLUMNS)]
-        out += [",".join("`" + line[column] for column in BILL_COLUMNS) for line in lines]
-        out.append(SUMMARY_COLUMNS)
-        summary = [
-            str(len(lines)),
-            yuan(total("应结订单金额")),
-            yuan(total("退款金额")),
-            "0.00",
-            yuan(total("手续费"), 5),
-            yuan(total("订单金额")),
-            yuan(total("申请退款金额")),
-        ]
-        out.append(",".join("`" + value for value in summary))
-        return "\r\n".join(out) + "\r\n"
+        return bill_text(lines, bill_type)
 
     # -- controls --------------------------------------------------------------------------------------------
 

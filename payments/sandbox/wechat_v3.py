@@ -109,7 +109,7 @@ from payments.sandbox.kit import (
     run_control,
     yuan,
 )
-from payments.sandbox.wechat import BILL_COLUMNS, DEMO_APPID, SUMMARY_COLUMNS
+from payments.sandbox.wechat import BILL_COLUMNS, DEMO_APPID, bill_text
 
 log = logging.getLogger(__name__)
 
@@ -1106,31 +1106,7 @@ class WechatV3Sandbox:
 
     def bill(self, day: dt.date, bill_type: str = "ALL") -> str | None:
         lines = apply_bill_edits(self._bill_lines(day), self.bill_edits.get(day, []), day, _BillLines(self))
-        if bill_type == "SUCCESS":
-            lines = [line for line in lines if line["交易状态"] != "REFUND"]
-        elif bill_type == "REFUND":
-            lines = [line for line in lines if line["交易状态"] == "REFUND"]
-        if not lines:
-            return None
-        lines.sort(key=lambda line: line["交易时间"])
-
-        def total(column: str) -> int:
-            return sum(int(Decimal(line[column]) * 100) for line in lines)
-
-        out = [",".join(BILL_COLUMNS)]
-        out += [",".join("`" + line[column] for column in BILL_COLUMNS) for line in lines]
-        out.append(SUMMARY_COLUMNS)
-        summary = [
-            str(len(lines)),
-            yuan(total("应结订单金额")),
-            yuan(total("退款金额")),
-            "0.00",
-            yuan(total("手续费"), 5),
-            yuan(total("订单金额")),
-            yuan(total("申请退款金额")),
-        ]
-        out.append(",".join("`" + value for value in summary))
-        return "\r\n".join(out) + "\r\n"
+        return bill_text(lines, bill_type)
 
     # -- controls --------------------------------------------------------------------------------------------
 
