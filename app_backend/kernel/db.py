@@ -78,6 +78,20 @@ OPEN_TRANSACTION = "open_transaction"
 
 
 @contextlib.asynccontextmanager
+async def pooled_connection(db_pool: Pool, wait: float = 5.0) -> AsyncIterator[Connection]:
+    """One connection for a request whose statements each stand alone (no transaction: every statement commits
+    by itself, and the request saves the BEGIN and COMMIT round trips)."""
+    try:
+        conn = await db_pool.acquire(timeout=wait)
+    except TimeoutError:
+        raise PoolExhausted from None
+    try:
+        yield conn
+    finally:
+        await db_pool.release(conn)
+
+
+@contextlib.asynccontextmanager
 async def transaction_connection(db_pool: Pool, wait: float = 5.0) -> AsyncIterator[Connection]:
     """One connection in one transaction for a request; rolled back when the handler raises."""
     try:

@@ -22,7 +22,7 @@ from app_backend.identity.auth import OPS_ADMIN, RESIDENT_ACTOR, STAFF, Staff, a
 from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.identity.service import phone_field
 from app_backend.kernel.actors import Actor
-from app_backend.kernel.db import Connection, transaction_connection
+from app_backend.kernel.db import Connection, pooled_connection, transaction_connection
 from app_backend.kernel.errors import DomainError
 from app_backend.kernel.http import client_ip, problems, request_id
 from app_backend.oidc import pages
@@ -290,13 +290,27 @@ class OidcController(Controller):
 
     @post("/token", summary="Token endpoint")
     async def token(self, request: AnyRequest, oidc: OidcService) -> Response[Any]:
-        # The transaction is taken here, not as the `db` dependency: with two dependencies Litestar resolves them
-        # in an anyio task group, a tenth of an exchange's event-loop time. It commits before the answer is sent,
-        # error answers included (a reused code's revocation must stand), as the dependency's would.
+        # The connection is taken here, not as the `db` dependency: with two dependencies Litestar resolves them
+        # in an anyio task group, a tenth of an exchange's event-loop time. Whatever it writes is committed before
+        # the answer is sent, error answers included (a reused code's revocation must stand).
         oauth = await oauth2_request(request, oidc.issuer)
-        async with transaction_connection(oidc.pool, oidc.settings.db_acquire_timeout) as db:
-            ex = _exchange(oidc, db, _actor(request, "oidc_client", oauth.payload.client_id or ""))
-            answer = await run_protocol(ex, lambda p: p.create_token_response(oauth))
+        actor = _actor(request, "oidc_client", oauth.payload.client_id or "")
+        wait = oidc.settings.db_acquire_timeout
+        if oauth.payload.grant_type == "authorization_code":
+            # No transaction: the code is spent by one statement and the grant with its tokens made by another,
+            # each atomic; a failure between them leaves a spent code that bought nothing, which is what a
+            # retry with that code would get anyway. BEGIN and COMMIT were two of an exchange's five round trips.
+            async with pooled_connection(oidc.pool, wait) as db:
+                answer = await run_protocol(
+                    _exchange(oidc, db, actor), lambda p: p.create_token_response(oauth)
+                )
+        else:
+            # A refresh spends a token whose loss would end the grant on the client's retry (a reused refresh
+            # token revokes its family): the spend and the new tokens commit together or not at all.
+            async with transaction_connection(oidc.pool, wait) as db:
+                answer = await run_protocol(
+                    _exchange(oidc, db, actor), lambda p: p.create_token_response(oauth)
+                )
         return protocol_response(*answer)
 
     @route("/userinfo", http_method=["GET", "POST"], status_code=200, summary="UserInfo endpoint")

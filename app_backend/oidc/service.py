@@ -603,17 +603,19 @@ class ProtocolStore:
             return row
         known = await self._grants.find_code(self._conn, digest)
         if known is not None and known.used_at is not None and known.client_id == client.client_id:
-            # A spent code came back: someone else may hold it. Whatever it bought is revoked (RFC 6749 4.1.2).
-            await self._grants.revoke_grant(self._conn, known.grant_id, "authorization code reused")
-            await self._s.audit.record(
-                self._conn,
-                self._actor,
-                "oidc.code_reuse",
-                target_type="oidc_grant",
-                target_id=str(known.grant_id),
-                outcome="revoked",
-                detail={"client_id": client.client_id},
-            )
+            # A spent code came back: someone else may hold it. Whatever it bought is revoked (RFC 6749 4.1.2),
+            # with its audit record (the exchange holds no transaction of its own).
+            async with self._conn.transaction():
+                await self._grants.revoke_grant(self._conn, known.grant_id, "authorization code reused")
+                await self._s.audit.record(
+                    self._conn,
+                    self._actor,
+                    "oidc.code_reuse",
+                    target_type="oidc_grant",
+                    target_id=str(known.grant_id),
+                    outcome="revoked",
+                    detail={"client_id": client.client_id},
+                )
         return None
 
     @staticmethod
