@@ -21,7 +21,9 @@ from tests.conftest import ApiClient
 from tests.helpers import login, real_named
 
 
-async def test_a_refresh_answers_a_new_id_token_for_the_same_authentication(client: ApiClient, db: Any) -> None:
+async def test_a_refresh_answers_a_new_id_token_for_the_same_authentication(
+    client: ApiClient, db: Any
+) -> None:
     reg = await registered(client)
     resident = await real_named(client, client.app.state.services)
     async with app_for(client, reg, scope="openid profile") as app:
