@@ -111,7 +111,13 @@ class MiniProgramIdentityController(Controller):
     @delete(
         "/{identity_id:uuid}",
         status_code=HTTP_204_NO_CONTENT,
-        summary="Unlink a mini-program identity from my account",
+        summary="Unlink a mini-program identity from my account; the sessions opened through it end",
+        description=(
+            "Also logs that mini-program out: every session opened by a login through this identity ends, as a "
+            "logout ends one (its refresh token is refused, its access tokens answer 401). That includes the "
+            "session making this call when it was opened through this identity: after the 204 its tokens no "
+            "longer work. Sessions opened otherwise (SMS log-in in the app, another identity) go on."
+        ),
         opt=problems(404),
     )
     async def unlink(

@@ -53,6 +53,11 @@ class MessageTarget(msgspec.Struct, frozen=True):
     subject: str
 
 
+def session_origin(identity_id: uuid.UUID) -> str:
+    """The tag identity keeps on the sessions a login through this identity opened: unlinking it ends them."""
+    return f"mini_programs.identity:{identity_id}"
+
+
 def _conflict(type: str, detail: str, field: str | None = None) -> DomainError:
     extra = {"errors": [{"field": field, "message": detail}]} if field else None
     return DomainError(409, type, f"{field}: {detail}" if field else detail, extra=extra)
@@ -193,6 +198,7 @@ class MiniProgramService:
             method=f"{row.channel}-mini-program",
             created=created,
             detail={"app_id": row.app_id, "identity": str(row.id)},
+            origin=session_origin(row.id),
         )
 
     async def _link(
@@ -270,18 +276,24 @@ class MiniProgramService:
 
     async def unlink(
         self, conn: Connection, resident_id: uuid.UUID, identity_id: uuid.UUID, actor: Actor
-    ) -> None:
+    ) -> int:
+        """Unlinks the identity and logs out what logged in through it: the sessions its logins opened end (the
+        caller's own too, when it is one of them). How many ended."""
         row = await self._repo.unlink(conn, identity_id, resident_id)
         if row is None:
             raise not_found("identity_id: no such identity linked to this account")
+        ended = await self._identity.auth.end_sessions_of(
+            conn, resident_id, session_origin(row.id), "mini-program identity unlinked"
+        )
         await self._audit.record(
             conn,
             actor,
             "mini_programs.unlink",
             target_type="mini_program_identity",
             target_id=str(row.id),
-            detail={"channel": row.channel, "app_id": row.app_id},
+            detail={"channel": row.channel, "app_id": row.app_id, "sessions_ended": ended},
         )
+        return ended
 
     async def payer_id(
         self, conn: Connection, resident_id: uuid.UUID, channel: str, app_id: str

@@ -195,18 +195,25 @@ class SessionRepository:
         return session_id
 
     async def open_for_active(
-        self, conn: Connection, resident_id: uuid.UUID, max_age: int, token_hash: bytes, ttl: int
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        max_age: int,
+        token_hash: bytes,
+        ttl: int,
+        origin: str | None = None,
     ) -> OpenedSessionRow | None:
         """In one statement (one round trip): the resident's level and status and, when the account is active, a
-        new session with its first refresh token; None when there is no such resident."""
+        new session (tagged with what opened it) with its first refresh token; None when there is no such
+        resident."""
         return await fetch_row(
             conn,
             OpenedSessionRow,
             """WITH r AS (
                    SELECT id, level, status FROM identity.residents WHERE id = $1
                ), s AS (
-                   INSERT INTO identity.sessions (resident_id, expires_at)
-                   SELECT id, now() + make_interval(secs => $2) FROM r WHERE status = 'active'
+                   INSERT INTO identity.sessions (resident_id, expires_at, origin)
+                   SELECT id, now() + make_interval(secs => $2), $5 FROM r WHERE status = 'active'
                    RETURNING id
                ), t AS (
                    INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
@@ -217,6 +224,7 @@ class SessionRepository:
             max_age,
             token_hash,
             ttl,
+            origin,
         )
 
     async def add_refresh_token(
@@ -272,6 +280,26 @@ class SessionRepository:
             reason,
         )
         return [r["id"] for r in rows]
+
+    async def revoke_of_origin(
+        self, conn: Connection, resident_id: uuid.UUID, origin: str, reason: str
+    ) -> list[uuid.UUID]:
+        """Ends the resident's live sessions this origin opened; their ids."""
+        rows = await conn.fetch(
+            """UPDATE identity.sessions SET revoked_at = now(), revoked_reason = $3
+               WHERE resident_id = $1 AND origin = $2 AND revoked_at IS NULL AND expires_at > now()
+               RETURNING id""",
+            resident_id,
+            origin,
+            reason,
+        )
+        return [r["id"] for r in rows]
+
+    async def started_at(self, conn: Connection, session_id: uuid.UUID) -> dt.datetime | None:
+        value: dt.datetime | None = await conn.fetchval(
+            "SELECT created_at FROM identity.sessions WHERE id = $1", session_id
+        )
+        return value
 
     async def delete_expired(self, conn: Connection, before: dt.datetime) -> int:
         result: str = await conn.execute("DELETE FROM identity.refresh_tokens WHERE expires_at < $1", before)

@@ -368,10 +368,12 @@ class AuthService:
         method: str,
         created: bool = False,
         detail: dict[str, object] | None = None,
+        origin: str | None = None,
     ) -> TokenPair:
         """A new session with the app's tokens for a resident another domain has recognised (a linked
         mini-program identity): refused (403) for a blocked account, audited as a login by `method`. The account
-        read, the session and its refresh token are one statement."""
+        read, the session and its refresh token are one statement. `origin` tags the session with what opened it
+        (the caller's own name for it), so that `end_sessions_of` can end all it opened."""
         refresh_token = self._refresh.new()
         opened = await self._sessions.open_for_active(
             conn,
@@ -379,6 +381,7 @@ class AuthService:
             self._settings.session_max_age,
             self._refresh.digest(refresh_token),
             self._settings.refresh_token_ttl,
+            origin,
         )
         if opened is None:
             raise DomainError(404, "not-found", "resident not found")
@@ -462,6 +465,20 @@ class AuthService:
     async def revoke_all(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         for session_id in await self._sessions.revoke_all_for_resident(conn, resident_id, reason):
             await self._redis.set(revoked_key(session_id), reason, ex=self._access.ttl + 60)
+
+    async def end_sessions_of(
+        self, conn: Connection, resident_id: uuid.UUID, origin: str, reason: str
+    ) -> int:
+        """Ends the resident's live sessions `open_session` opened with this origin, as a logout ends one: their
+        refresh tokens are refused and their access tokens answer 401 from the next request. How many ended."""
+        ended = await self._sessions.revoke_of_origin(conn, resident_id, origin, reason)
+        for session_id in ended:
+            await self._redis.set(revoked_key(session_id), reason, ex=self._access.ttl + 60)
+        return len(ended)
+
+    async def session_started(self, conn: Connection, session_id: uuid.UUID) -> dt.datetime | None:
+        """When the resident authenticated to open this session (its login), None for an unknown session."""
+        return await self._sessions.started_at(conn, session_id)
 
     async def authenticate(self, authorization: str | None) -> ResidentPrincipal:
         principal, checks = self.check_token(authorization)

@@ -36,7 +36,7 @@ from app_backend.oidc.schemas import (
     Consents,
     DataAccessHistory,
 )
-from app_backend.oidc.service import AuthorizeOutcome
+from app_backend.oidc.service import REAUTH_PARAM, AuthorizeOutcome
 
 if TYPE_CHECKING:
     from app_backend.oidc.service import OidcService
@@ -101,7 +101,10 @@ async def _session_resident(
         principal: ResidentPrincipal = await oidc.identity.auth.authenticate(authorization)
         # The browser's session goes on when it is this resident's (one logout ends every department's login).
         if session is None or session.resident_id != principal.resident_id:
-            token, _ = await oidc.open_session(db, principal.resident_id, principal.session_id)
+            # Authenticated when the app's session was opened (its login), not now: max_age and prompt=login
+            # are judged by that.
+            started = await oidc.identity.auth.session_started(db, principal.session_id)
+            token, _ = await oidc.open_session(db, principal.resident_id, principal.session_id, started)
             cookie = _session_cookie(oidc, token)
             session = await oidc.session(db, token)
     if session is None:
@@ -112,6 +115,24 @@ async def _session_resident(
 def _fields_of(oauth: LitestarOAuth2Request) -> list[tuple[str, str]]:
     skip = {"decision", "sensitive", "csrf"}
     return [(k, v) for k, values in oauth.payload.datalist.items() if k not in skip for v in values]
+
+
+def _error_uri(redirect_uri: str, error: str, description: str | None, state: str | None) -> str:
+    """The client's (validated) redirect URI with an OAuth error."""
+    params = [("error", error)]
+    if description:
+        params.append(("error_description", description))
+    if state:
+        params.append(("state", state))
+    return str(add_params_to_uri(redirect_uri, params))
+
+
+def _reauthentication(oidc: OidcService, oauth: LitestarOAuth2Request) -> str:
+    """The log-in page, coming back to this authorization request with a ticket saying when it asked: once the
+    resident has logged in since, the request is answered (not sent to log in again, and again)."""
+    fields = [(k, v) for k, v in _fields_of(oauth) if k != REAUTH_PARAM]
+    again = [*fields, (REAUTH_PARAM, oidc.reauthentication_ticket(fields))]
+    return "/oidc/login?" + urlencode({"next": "/oidc/authorize?" + urlencode(again)})
 
 
 async def _authorize(request: AnyRequest, oidc: OidcService, db: Connection) -> Response[Any]:
@@ -125,12 +146,23 @@ async def _authorize(request: AnyRequest, oidc: OidcService, db: Connection) -> 
     except OAuth2Error as error:
         return _protocol_error(error, state)
     cookies = [cookie] if cookie else []
+    data = oauth.payload.data
+    prompt = (data.get("prompt") or "").split()
     if resident is None:
         if request.method == "POST":
             return _html(pages.error_page("登录已过期", "请回到部门应用重新登录。"), 400)
+        if "login" in prompt or "max_age" in data:  # this log-in is the one it asks for: not a second one
+            return _redirect(_reauthentication(oidc, oauth))
         query = request.scope.get("query_string", b"").decode("latin-1")
         return _redirect("/oidc/login?" + urlencode({"next": f"/oidc/authorize?{query}"}))
-    data = oauth.payload.data
+    try:
+        again = oidc.authentication_required(_fields_of(oauth), resident.auth_time)
+    except ValueError as bad:
+        return _redirect(_error_uri(grant.redirect_uri, "invalid_request", str(bad), state), cookies)
+    if again:
+        if "none" in prompt:  # OIDC Core 3.1.2.6: the client asked that nothing be shown
+            return _redirect(_error_uri(grant.redirect_uri, "login_required", None, state), cookies)
+        return _redirect(_reauthentication(oidc, oauth), cookies)
     outcome = await oidc.assess(
         db, grant.client.client_id, oauth.scope or "", data.get("acr_values"), resident
     )
@@ -153,12 +185,10 @@ async def _authorize(request: AnyRequest, oidc: OidcService, db: Connection) -> 
         )
     if request.method == "POST":
         return await _decide(request, oidc, db, ex, oauth, grant, resident, outcome, cookies)
-    prompt = (data.get("prompt") or "").split()
     if not outcome.missing and "consent" not in prompt:
         return await _issue(ex, oauth, grant, resident, frozenset(outcome.requested), cookies)
     if "none" in prompt:
-        params = [("error", "consent_required"), *([("state", state)] if state else [])]
-        return _redirect(add_params_to_uri(grant.redirect_uri, params), cookies)
+        return _redirect(_error_uri(grant.redirect_uri, "consent_required", None, state), cookies)
     already = await oidc.consented(db, resident.resident_id, outcome.client.client_id)
     page = pages.consent_page(
         outcome.client.organisation_name,

@@ -25,7 +25,7 @@ from authlib.oauth2.rfc6749.models import AuthorizationCodeMixin, TokenMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
-from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import ECKey, KeySet
 
@@ -238,15 +238,9 @@ class RefreshGrant(RefreshTokenGrant):
         """Nothing: the token was spent when it was presented (`use_refresh_token`)."""
 
 
-class IdToken(OpenIDCode):
+class SignedIdToken(OpenIDToken):
     """ID tokens: ES256 with the key signing now, the pairwise subject, `acr` the level, `sid` the browser
     session (for back-channel logout). No personal claims: those go through userinfo, each release recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(require_nonce=False)
-
-    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
-        return False  # a nonce rides on a single-use code; the client checks it against its own
 
     def get_client_algorithm(self, client: RegisteredClient) -> str:
         return "ES256"
@@ -269,6 +263,30 @@ class IdToken(OpenIDCode):
 
     def generate_user_info(self, user: Resident, scope: str) -> dict[str, Any]:
         return {"sub": user.subject, "sid": str(user.browser_session_id)}
+
+
+class IdToken(SignedIdToken, OpenIDCode):
+    """The ID token of a code exchange: `auth_time`, `acr` and `nonce` from the code (Authlib's OpenIDCode)."""
+
+    def __init__(self) -> None:
+        super().__init__(require_nonce=False)
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        return False  # a nonce rides on a single-use code; the client checks it against its own
+
+
+class RefreshedIdToken(SignedIdToken):
+    """A new ID token with a refresh of an `openid` grant (OIDC Core 12.2): the same `iss`, `sub` and `aud`,
+    `auth_time` of the original authentication, no `nonce`; `acr` the grant's, never above the account's level
+    now (a resident demoted since is not re-asserted at the old level)."""
+
+    def get_compatible_claims(self, request: OAuth2Request) -> dict[str, Any]:
+        claims: dict[str, Any] = super().get_compatible_claims(request)
+        user: Resident = request.user
+        grant: TokenGrantRow = request.refresh_token.row
+        claims["auth_time"] = int(user.auth_time.timestamp())
+        claims["acr"] = f"L{min(grant.acr, user.level)}"
+        return claims
 
 
 class ClientAssertion(JWTBearerClientAssertion):
@@ -322,7 +340,7 @@ class Provider(AuthorizationServer):
         super().__init__(scopes_supported=list(SCOPES))
         self.ex = ex
         self.register_grant(CodeGrant, [S256Challenge(required=True), IdToken()])
-        self.register_grant(RefreshGrant)
+        self.register_grant(RefreshGrant, [RefreshedIdToken()])
         self.register_token_generator("default", self._tokens)
         self.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
         self.register_endpoint(Revocation)

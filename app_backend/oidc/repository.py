@@ -283,14 +283,17 @@ class GrantRepository:
         resident_id: uuid.UUID,
         identity_session_id: uuid.UUID | None,
         max_age: int,
+        auth_time: dt.datetime | None = None,
     ) -> uuid.UUID:
         session_id: uuid.UUID = await conn.fetchval(
-            """INSERT INTO oidc.browser_sessions (token_hash, resident_id, identity_session_id, expires_at)
-               VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
+            """INSERT INTO oidc.browser_sessions (token_hash, resident_id, identity_session_id, expires_at,
+                   auth_time)
+               VALUES ($1, $2, $3, now() + make_interval(secs => $4), coalesce($5, now())) RETURNING id""",
             token_hash,
             resident_id,
             identity_session_id,
             float(max_age),
+            auth_time,
         )
         return session_id
 

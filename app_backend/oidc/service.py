@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import structlog
@@ -62,6 +62,11 @@ LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 # A back-channel logout is retried this many times, backing off, then abandoned (and left for operations to see).
 LOGOUT_ATTEMPTS = 8
 _CLIENT_KINDS = frozenset({"department"})
+# The authorization request's own parameter, added by the provider when it sends the resident to log in again
+# (prompt=login, max_age): a ticket saying when it asked, signed over the request's other parameters.
+REAUTH_PARAM = "tzt_reauth"
+# How long a log-in asked for may take (the page, an SMS code, typing it) before the request asks again.
+REAUTH_TTL = 900
 
 
 def _b64url(data: bytes) -> str:
@@ -284,9 +289,15 @@ class OidcService:
     # -- browser sessions --------------------------------------------------------------------------------------
 
     async def open_session(
-        self, conn: Connection, resident_id: uuid.UUID, identity_session_id: uuid.UUID | None
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        identity_session_id: uuid.UUID | None,
+        auth_time: dt.datetime | None = None,
     ) -> tuple[str, uuid.UUID]:
-        """A new browser session: the cookie's value (only its keyed hash is stored) and the session's id."""
+        """A new browser session: the cookie's value (only its keyed hash is stored) and the session's id.
+        `auth_time` is when the resident authenticated (the app's login, for a session opened from its token in
+        a web-view); now when None (the provider's own log-in page just did)."""
         token = "tzb_" + secrets.token_urlsafe(32)
         session_id = await self._grants.open_session(
             conn,
@@ -294,8 +305,57 @@ class OidcService:
             resident_id,
             identity_session_id,
             self.settings.oidc_session_max_age,
+            auth_time,
         )
         return token, session_id
+
+    # -- authenticating again (prompt=login, max_age) --------------------------------------------------------
+
+    def _reauth_mac(self, asked_ms: int, params: list[tuple[str, str]]) -> str:
+        canonical = urlencode(sorted((k, v) for k, v in params if k != REAUTH_PARAM))
+        return _b64url(self._digest(self._session_key, f"reauth:{asked_ms}:{canonical}"))[:32]
+
+    def reauthentication_ticket(self, params: list[tuple[str, str]]) -> str:
+        """What the provider adds to an authorization request (REAUTH_PARAM) when it sends the resident to log in
+        again: when it asked, signed over the request's other parameters, so neither can be changed."""
+        asked_ms = int(time.time() * 1000)
+        return f"{asked_ms}.{self._reauth_mac(asked_ms, params)}"
+
+    def _asked_at(self, params: list[tuple[str, str]]) -> float | None:
+        """When this very request sent the resident to log in again (its ticket, if genuine and recent)."""
+        tickets = [v for k, v in params if k == REAUTH_PARAM]
+        if len(tickets) != 1:
+            return None
+        stamp, _, mac = tickets[0].partition(".")
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 15):
+            return None
+        if not hmac.compare_digest(mac, self._reauth_mac(int(stamp), params)):
+            return None
+        asked = int(stamp) / 1000
+        return asked if 0 <= time.time() - asked <= REAUTH_TTL else None
+
+    def authentication_required(self, params: list[tuple[str, str]], auth_time: dt.datetime) -> bool:
+        """Whether the resident must authenticate (log in) again before a code is issued for this request: it
+        says `prompt=login`, or its `max_age` is shorter than the time since the session's authentication
+        (OIDC Core 3.1.2.1), and the resident has not logged in since this request sent them to. Raises
+        ValueError for a `max_age` that is not a number of seconds."""
+        first = dict(reversed(params))
+        prompt = (first.get("prompt") or "").split()
+        raw_max_age = first.get("max_age")
+        max_age = None
+        if raw_max_age is not None:
+            if not (raw_max_age.isascii() and raw_max_age.isdigit() and len(raw_max_age) <= 10):
+                raise ValueError("max_age must be a whole number of seconds")
+            max_age = int(raw_max_age)
+        if "login" not in prompt and max_age is None:
+            return False
+        asked = self._asked_at(params)
+        if asked is not None and auth_time.timestamp() >= asked:
+            return False  # logged in after this request asked: that is the authentication it wanted
+        if "login" in prompt:
+            return True
+        assert max_age is not None
+        return time.time() - auth_time.timestamp() > max_age
 
     async def session(self, conn: Connection, cookie: str | None) -> BrowserSessionRow | None:
         if not cookie or len(cookie) > 128:
@@ -542,7 +602,7 @@ class OidcService:
                 *(claim for group in CLAIM_SCOPES for claim in CLAIMS_OF_SCOPE[group]),
             ],
             "acr_values_supported": list(ACR_VALUES),
-            "prompt_values_supported": ["none", "consent"],
+            "prompt_values_supported": ["none", "login", "consent"],
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,
             "ui_locales_supported": ["zh-CN"],

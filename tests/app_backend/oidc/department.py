@@ -12,7 +12,10 @@ from urllib.parse import urlencode
 
 import httpx
 from authlib.common.security import generate_token
+from authlib.integrations.base_client.async_app import AsyncOAuth2Mixin
+from authlib.integrations.base_client.async_openid import AsyncOpenIDMixin
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oidc.core import UserInfo
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -175,3 +178,28 @@ async def open_authorization(
         meta["authorization_endpoint"], code_verifier=generate_token(48), **params
     )
     return await browser(client).get(url, headers=bearer(resident))
+
+
+class _RelyingParty(AsyncOAuth2Mixin, AsyncOpenIDMixin):
+    """Authlib's OpenID client app (what its Starlette integration builds, without a web framework): it loads
+    the discovery document and the JWKS and validates ID tokens as a department's app does."""
+
+    client_cls = AsyncOAuth2Client
+
+
+async def parse_id_token(
+    client: ApiClient, reg: dict[str, Any], token: dict[str, Any], nonce: str | None = None
+) -> UserInfo:
+    """The ID token of a token response, checked by Authlib's client: ES256 against the published JWKS, `iss`
+    the discovery document's issuer, `nonce` the one sent (none expected without), `at_hash` the token's access
+    token, and the time claims."""
+    party = _RelyingParty(
+        None,
+        client_id=reg["client"]["client_id"],
+        client_secret=reg.get("client_secret"),
+        server_metadata_url=issuer(client) + "/.well-known/openid-configuration",
+        client_kwargs={"transport": transport(client)},
+    )
+    claims: UserInfo = await party.parse_id_token(token, nonce=nonce)
+    assert claims is not None, "no id_token in the token response"
+    return claims
