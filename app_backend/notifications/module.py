@@ -17,7 +17,9 @@ from payments.container import PaymentServices
 
 
 async def start(platform: Platform) -> NotificationService:
-    """No push provider is wired for production yet: dev and tests record pushes, production sends none."""
+    """No push provider is wired for production yet: dev and tests record pushes, production sends none. The
+    platform's own senders (payments' transit debts) get `send_platform` here: they cannot import this service,
+    which imports payments and mini_programs (app_backend/kernel/messages.py)."""
     mini = platform.get(MiniProgramService)
     check_template_kinds(
         (channel, app_id, kind)
@@ -25,14 +27,17 @@ async def start(platform: Platform) -> NotificationService:
         for kind in mini.templates(channel, app_id)
     )
     push = RecordingPushProvider() if platform.settings.is_dev else None
-    return NotificationService(
+    payments = platform.get(PaymentServices)
+    service = NotificationService(
         platform.pool,
         mini,
-        platform.get(PaymentServices).orders,
+        payments.orders,
         platform.cipher,
         push,
         platform.get(OidcService).resident_for_subject,
     )
+    payments.transit.use_messages(service.send_platform)
+    return service
 
 
 def provide_notifications(state: State) -> NotificationService:
