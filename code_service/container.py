@@ -12,9 +12,10 @@ from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection
+from app_backend.kernel.messages import SendMessage
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import SubjectRepository
-from code_service.codes.service import FactsService, IssuingService
+from code_service.codes.service import CodeStatusNotices, FactsService, IssuingService
 from code_service.feeds.service import FeedService
 from code_service.gates.service import DenyListService, TapService, TransitGates
 from code_service.keys.service import KeyService, SceneKeyService
@@ -36,6 +37,8 @@ class CodeServices:
     feeds: FeedService
     recorder: ScanRecorder
     verification: VerificationService
+    # Tells a resident when what their code answers at a scan changes (code_status_changed messages).
+    notices: CodeStatusNotices
 
     @classmethod
     def create(
@@ -59,6 +62,7 @@ class CodeServices:
             pool, redis, keys, facts, deny, enterprises, health, batches, scene_keys, seal_key
         )
         recorder = ScanRecorder(pool)
+        notices = CodeStatusNotices()
         verification = VerificationService(
             redis,
             health,
@@ -82,16 +86,25 @@ class CodeServices:
             issuing=issuing,
             deny=deny,
             taps=TapService(verification),
-            feeds=FeedService(residents, facts, issuing),
+            feeds=FeedService(residents, facts, issuing, notices),
             transit_gates=TransitGates(deny),
             recorder=recorder,
             verification=verification,
+            notices=notices,
         )
 
-    async def account_status_changed(self, conn: Connection, resident_id: uuid.UUID, blocked: bool) -> None:
+    def use_messages(self, send: SendMessage) -> None:
+        """How residents are told of their code's status (notifications' send_platform, handed over when it
+        starts)."""
+        self.notices.use(send)
+
+    async def account_status_changed(
+        self, conn: Connection, resident_id: uuid.UUID, blocked: bool, *, changed: bool = True
+    ) -> None:
         """A blocked account is refused online at once and by gates at their next deny-list sync (every live
         credential of the holder, kind `account`); it is issued no code or credential while blocked. Restoring it
-        takes those entries off again, so a phone's credential of the day works again."""
+        takes those entries off again, so a phone's credential of the day works again. When the status `changed`
+        (not a block of a blocked account), the resident is told (a code_status_changed message)."""
         subject = await SubjectRepository().of_resident(conn, resident_id)
         if blocked:
             await self.deny.deny_holder(conn, "account", resident_id, "account blocked")
@@ -100,6 +113,8 @@ class CodeServices:
         if subject is not None:
             await self.deny.mark_account(subject, blocked, "account blocked")
             await self.facts.invalidate_resident(conn, resident_id)
+        if changed:
+            await self.notices.account_changed(conn, resident_id, blocked)
 
     async def identity_ended(self, conn: Connection, resident_id: uuid.UUID, reason: str) -> None:
         """The resident's identity went to another account (identity's IdentityEvents): device credentials,

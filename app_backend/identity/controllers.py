@@ -311,10 +311,10 @@ class ResidentAdminController(Controller):
         db: Connection,
         staff: Staff,
     ) -> dict[str, str]:
-        await identity.residents.set_status(db, resident_id, data.status)
+        changed = await identity.residents.set_status(db, resident_id, data.status)
         if data.status == "blocked":
             await identity.auth.revoke_all(db, resident_id, "blocked by operations")
-        await codes.account_status_changed(db, resident_id, blocked=data.status == "blocked")
+        await codes.account_status_changed(db, resident_id, blocked=data.status == "blocked", changed=changed)
         # Cached facts are dropped again once committed: a verify racing this transaction may have re-cached them.
         after_commit(request, lambda: codes.facts.drop_resident(resident_id))
         return {"resident_id": str(resident_id), "status": data.status}

@@ -158,11 +158,17 @@ class ResidentRepository:
         )
         return result.endswith(" 1")
 
-    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> bool:
-        result: str = await conn.execute(
-            "UPDATE identity.residents SET status = $2 WHERE id = $1", resident_id, status
+    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> str | None:
+        """The status before (None: no such resident). The row is locked in the UPDATE's own source, so of two
+        concurrent changes to one status the second reads the first's: each change is seen once."""
+        previous: str | None = await conn.fetchval(
+            """WITH old AS (SELECT id, status FROM identity.residents WHERE id = $1 FOR UPDATE)
+               UPDATE identity.residents r SET status = $2 FROM old WHERE r.id = old.id
+               RETURNING old.status""",
+            resident_id,
+            status,
         )
-        return result.endswith(" 1")
+        return previous
 
     async def staff_roles(self, conn: Connection, resident_id: uuid.UUID) -> set[str]:
         rows = await conn.fetch("SELECT role FROM identity.staff_roles WHERE resident_id = $1", resident_id)

@@ -632,9 +632,12 @@ class ResidentService:
             raise DomainError(404, "not-found", "resident_id: no such resident")
         await self._residents.grant_role(conn, resident_id, role, f"{granted_by.type}:{granted_by.id}")
 
-    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> None:
-        if not await self._residents.set_status(conn, resident_id, status):
+    async def set_status(self, conn: Connection, resident_id: uuid.UUID, status: str) -> bool:
+        """Whether the status changed (blocking a blocked resident changes nothing)."""
+        previous = await self._residents.set_status(conn, resident_id, status)
+        if previous is None:
             raise DomainError(404, "not-found", "resident_id: no such resident")
+        return previous != status
 
     async def release_own(
         self, conn: Connection, principal: ResidentPrincipal, actor: Actor

@@ -12,12 +12,15 @@ from app_backend.notifications.push import RecordingPushProvider
 from app_backend.notifications.service import NotificationService, check_template_kinds
 from app_backend.notifications.tasks import deliver_messages
 from app_backend.oidc.service import OidcService
+from code_service.container import CodeServices
 from mini_programs.service import MiniProgramService
 from payments.container import PaymentServices
 
 
 async def start(platform: Platform) -> NotificationService:
-    """No push provider is wired for production yet: dev and tests record pushes, production sends none."""
+    """No push provider is wired for production yet: dev and tests record pushes, production sends none. The
+    platform's own senders (payments' transit debts, code_service's status changes) get `send_platform` here: they
+    cannot import this service, which imports payments and mini_programs (app_backend/kernel/messages.py)."""
     mini = platform.get(MiniProgramService)
     check_template_kinds(
         (channel, app_id, kind)
@@ -25,14 +28,18 @@ async def start(platform: Platform) -> NotificationService:
         for kind in mini.templates(channel, app_id)
     )
     push = RecordingPushProvider() if platform.settings.is_dev else None
-    return NotificationService(
+    payments = platform.get(PaymentServices)
+    service = NotificationService(
         platform.pool,
         mini,
-        platform.get(PaymentServices).orders,
+        payments.orders,
         platform.cipher,
         push,
         platform.get(OidcService).resident_for_subject,
     )
+    payments.transit.use_messages(service.send_platform)
+    platform.get(CodeServices).use_messages(service.send_platform)
+    return service
 
 
 def provide_notifications(state: State) -> NotificationService:
@@ -43,7 +50,7 @@ def provide_notifications(state: State) -> NotificationService:
 module = DomainModule(
     name="notifications",
     start=start,
-    requires=["mini_programs", "payments", "oidc"],
+    requires=["mini_programs", "payments", "codes", "oidc"],
     routes=[ResidentMessagesController, MachineMessagesController],
     dependencies={"notifications": Provide(provide_notifications, sync_to_thread=False)},
     signature_types=[NotificationService],

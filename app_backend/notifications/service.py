@@ -19,12 +19,14 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
+import msgspec
 import structlog
 
 from app_backend.kernel.clock import now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
+from app_backend.kernel.messages import PlatformMessage
 from app_backend.notifications.push import PushProvider, PushResult
 from app_backend.notifications.repository import (
     DeliveryRepository,
@@ -252,6 +254,34 @@ class NotificationService:
             for device in await self._devices.of_resident(conn, resident_id):
                 await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
         return await self._sent(conn, row), True
+
+    async def send_platform(self, conn: Connection, resident_id: uuid.UUID, message: PlatformMessage) -> bool:
+        """A platform domain's message (the kernel's SendMessage port, handed to payments' transit and to
+        code_service when this module starts): `send` under the domain's name, the message's key as the sender's
+        key. Whether it was written now. A message the draft's rules refuse (a kind, a length) is logged, without
+        its content, and not sent: what the domain records (a debt) must not fail for the want of a message."""
+        try:
+            draft = msgspec.convert(
+                {
+                    "kind": message.kind,
+                    "title": message.title,
+                    "body": message.body,
+                    "params": message.params,
+                },
+                MessageDraft,
+            )
+        except msgspec.ValidationError as exc:
+            _log.error("platform message refused", sender=message.sender, kind=message.kind, error=str(exc))
+            return False
+        _, new = await self.send(
+            conn,
+            resident_id,
+            draft,
+            sender=message.sender,
+            sender_name=message.sender_name,
+            sender_key=message.key,
+        )
+        return new
 
     async def _subscribe_message(self, conn: Connection, message: MessageRow) -> bool:
         """Claims the first usable grant of the kind's template among the resident's linked identities and

@@ -68,6 +68,20 @@ class ResidentFactsRow(msgspec.Struct, frozen=True):
     level: int
 
 
+class StatusChangeRow(msgspec.Struct, frozen=True):
+    """A resident's facts as the transaction that changed one of them sees them (FactsRepository.in_change), and
+    that transaction's id: the change's own name."""
+
+    active: bool
+    name_enc: bytes | None
+    may_ride: bool
+    ride_reason: str
+    health: str
+    insured: bool
+    level: int
+    change: str
+
+
 class SubjectFactsRow(msgspec.Struct, frozen=True):
     """A subject's kind and ref and, for a resident only, the facts of ResidentFactsRow (all NULL for an
     enterprise)."""
@@ -262,6 +276,23 @@ class FactsRepository:
         )
         assert row is not None  # RESIDENT_FACTS answers exactly one row for any uuid
         return row
+
+    async def in_change(self, conn: Connection, resident_id: uuid.UUID) -> StatusChangeRow:
+        """The resident's facts inside the transaction changing them (uncommitted changes included; nothing is
+        created or cached), and the id of that transaction (PostgreSQL's 64-bit one, never reused)."""
+        row = await fetch_row(
+            conn,
+            StatusChangeRow,
+            f"SELECT pg_current_xact_id()::text AS change, {_resident_facts('$1')}",
+            resident_id,
+        )
+        assert row is not None  # RESIDENT_FACTS answers exactly one row for any uuid
+        return row
+
+    async def change_id(self, conn: Connection) -> str:
+        """The id of the transaction making a change (see in_change)."""
+        change: str = await conn.fetchval("SELECT pg_current_xact_id()::text")
+        return change
 
     async def of_subject(self, conn: Connection, subject: bytes) -> SubjectFactsRow | None:
         """The subject's kind and ref and, for a resident, their facts (NULL facts for an enterprise)."""

@@ -19,8 +19,10 @@ from redis.asyncio import Redis
 
 from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import conflict, forbidden, invalid_field, not_found
+from app_backend.kernel.messages import PlatformMessage, SendMessage
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.auth import Holder
 from code_service.codes.repository import (
@@ -29,6 +31,7 @@ from code_service.codes.repository import (
     CredentialRow,
     FactsRepository,
     ResidentFactsRow,
+    StatusChangeRow,
     SubjectFactsRow,
     SubjectRepository,
 )
@@ -125,6 +128,101 @@ def entitlements_of(facts: SubjectFacts) -> Entitlements:
         ride_reason=ride_reason,
         insured=flags.insured,
     )
+
+
+# What a code_status_changed message says, by what changed: the scene, never the colour or the insurance (the
+# message may leave for WeChat, Alipay or a push provider; the resident sees the status on their code).
+_NOTICES = {
+    "health": (
+        "码的健康状态已更新",
+        "卫生健康部门更新了您的健康状态，您的泰州通码在健康核验时的扫码结果已随之改变。请打开泰州通查看您的码。",
+    ),
+    "medical": (
+        "码的医保状态已更新",
+        "医疗保障部门更新了您的参保状态，您的泰州通码在医院扫码时的医保核验结果已随之改变。请打开泰州通查看您的码。",
+    ),
+    "blocked": (
+        "泰州通码已暂停使用",
+        "您的泰州通账户已被暂停，暂停期间您的码在各场景扫码均不能通过。如有疑问请拨打12345热线。",
+    ),
+    "restored": ("泰州通码已恢复使用", "您的泰州通账户已恢复，您的码可以在各场景正常扫码使用。"),
+}
+
+
+def code_status_message(what: str, resident_id: uuid.UUID, change: str) -> PlatformMessage:
+    """`what`: health, medical (a scene's answer changed), blocked or restored (every scene's); `change`: the id of
+    the transaction that made the change, so the same change is one message however often it is told."""
+    title, body = _NOTICES[what]
+    at = dt.datetime.now(BUSINESS_TZ)
+    return PlatformMessage(
+        kind="code_status_changed",
+        title=title,
+        body=body,
+        sender="codes",
+        sender_name="泰州通",
+        key=f"code-status:{what}:{resident_id}:{change}",
+        params={
+            "scene": what if what in ("health", "medical") else "all",
+            "status": "changed" if what in ("health", "medical") else what,
+            "changed_at": f"{at.year}年{at.month}月{at.day}日 {at:%H:%M}",
+        },
+    )
+
+
+def _facts_in_change(resident_id: uuid.UUID, row: StatusChangeRow) -> SubjectFacts:
+    return SubjectFacts(
+        subject="",
+        kind="resident",
+        ref=str(resident_id),
+        active=row.active,
+        health=row.health,
+        insured=row.insured,
+        may_ride=row.may_ride and row.active,
+        ride_reason=row.ride_reason,
+        level=row.level,
+    )
+
+
+class CodeStatusNotices:
+    """Tells a resident when what their code answers at a scan changes: one `code_status_changed` message through
+    the notification service (the kernel's SendMessage port, which notifications hands over when it starts;
+    without it nothing is sent), in the transaction making the change.
+
+    Told: a department's feed changing the health colour or the insurance that a health or medical scan answers
+    (`flags_of` before and after: not while the holder's level keeps the scene closed, nor while the account is
+    blocked, since the scan answers the same), and operations blocking or restoring the account (every scan).
+    Not told here: a debt (payments sends `fare_debt`), an identity taken over (identity sends an SMS). Only the
+    change paths call this, never verification or taps."""
+
+    def __init__(self) -> None:
+        self._send: SendMessage | None = None
+        self._facts = FactsRepository()
+
+    def use(self, send: SendMessage) -> None:
+        self._send = send
+
+    async def health_fed(self, conn: Connection, resident_id: uuid.UUID, before: str) -> bool:
+        """The colour changed from `before` ('' or 'unknown': none) to what the transaction now holds."""
+        return await self._fed(conn, resident_id, "health", health=before or "unknown")
+
+    async def insurance_fed(self, conn: Connection, resident_id: uuid.UUID, before: bool) -> bool:
+        return await self._fed(conn, resident_id, "medical", insured=before)
+
+    async def _fed(self, conn: Connection, resident_id: uuid.UUID, what: str, **before: object) -> bool:
+        if self._send is None:
+            return False
+        row = await self._facts.in_change(conn, resident_id)
+        after = _facts_in_change(resident_id, row)
+        if not after.active or flags_of(after) == flags_of(msgspec.structs.replace(after, **before)):
+            return False
+        return await self._send(conn, resident_id, code_status_message(what, resident_id, row.change))
+
+    async def account_changed(self, conn: Connection, resident_id: uuid.UUID, blocked: bool) -> bool:
+        if self._send is None:
+            return False
+        change = await self._facts.change_id(conn)
+        message = code_status_message("blocked" if blocked else "restored", resident_id, change)
+        return await self._send(conn, resident_id, message)
 
 
 class FactsService:

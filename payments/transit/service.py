@@ -33,9 +33,11 @@ resend_after old. Money arriving, by notification or query, goes through OrderSe
 
 Debts: a deduction the channel refuses (FAILED or CLOSED), one still unanswered `deduction_window` after it was
 made, or trips of a rider with no agreement left to deduct under, are a debt. The rider goes onto the gates' deny
-list as a debtor (the DebtorList port, same transaction) and `may_ride` answers "in-debt". A repayment is a normal
-order for the debts owed to one operator (POST .../debts/repay); once paid, every linked trip is cleared at once and,
-when nothing is owed any more, the rider comes off the deny list (gates see it at their next sync).
+list as a debtor (the DebtorList port, same transaction), `may_ride` answers "in-debt", and the rider is sent one
+`fare_debt` message (the amount, the days and lines, where to repay) through the notification service in that
+transaction too, keyed by the debt (`use_messages`, docs/decisions/0024). A repayment is a normal order for the
+debts owed to one operator (POST .../debts/repay); once paid, every linked trip is cleared at once and, when nothing
+is owed any more, the rider comes off the deny list (gates see it at their next sync).
 
 Accounting (double entry, debits positive; settlement pays each payee what `payment` entries credit it):
   deduction paid     payment:<order>            Dr channel_clearing:<ch>           Cr payee_payable:<operator>
@@ -77,6 +79,7 @@ import structlog
 from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, not_found
+from app_backend.kernel.messages import PlatformMessage, SendMessage
 from code_service.codes.service import FactsService
 from code_service.gates.service import TransitGates
 from payments.channels.base import (
@@ -132,6 +135,13 @@ from payments.transit.schemas import (
 _log = structlog.get_logger("payments.transit")
 PAID_STATES = (TradeStatus.PAID, TradeStatus.FINISHED)
 REFUSED_STATES = (TradeStatus.FAILED, TradeStatus.CLOSED)
+# Why a deduction became a debt, as the rider reads it (fare_debt_message).
+_FAILURES = {
+    "refused": "免密扣款被支付渠道拒绝",
+    "unanswered": "免密扣款未获支付渠道确认",
+    "no-agreement": "免密支付协议已解除，未能扣款",
+}
+_LINES_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -321,6 +331,48 @@ def _trip_view(row: TripRow) -> TripView:
     )
 
 
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def _date(day: dt.date) -> str:
+    """A WeChat `date` keyword's form (年月日), which reads as it is in Chinese."""
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def fare_debt_message(debt: DeductionRow, trips: list[TripRow]) -> PlatformMessage:
+    """What a rider is told when a deduction becomes a debt: the amount in yuan, the days and lines of the trips
+    (never the stations: whereabouts are sensitive and the message may leave for WeChat or Alipay), why, and where
+    to repay. The debt's id is the message's key: one message per debt however often the debt is recorded."""
+    days = sorted({t.day for t in trips})
+    when = _date(days[0]) + (f"~{_date(days[-1])}" if len(days) > 1 else "") if days else ""
+    lines = list(dict.fromkeys(line for t in trips for line in (t.line_in, t.line_out) if line))
+    shown = "、".join(lines[:_LINES_SHOWN]) + ("等" if len(lines) > _LINES_SHOWN else "")
+    trips_text = f"{when}乘坐线路{shown}的{len(trips)}次行程" if trips else "乘车行程"
+    amount = _yuan(debt.amount_fen)
+    why = _FAILURES.get(debt.failure, "未能扣款")
+    return PlatformMessage(
+        kind="fare_debt",
+        title="乘车欠款待补缴",
+        body=(
+            f"您{trips_text}车费共{amount}元，{why}，已记为欠款。补缴前乘车码暂不能乘车，"
+            "请打开泰州通，在乘车欠款中补缴。"
+        ),
+        sender="payments",
+        sender_name="泰州通",
+        key=f"transit-debt:{debt.id}",
+        params={
+            "amount": f"{amount}元",
+            "amount_fen": str(debt.amount_fen),
+            "date": when,
+            "lines": shown,
+            "trips": str(len(trips)),
+            "failure": debt.failure,
+            "debt_id": str(debt.id),
+        },
+    )
+
+
 class RideEligibility:
     """code_service's TransitEligibility port: one query, on the cold path of the code side's facts cache."""
 
@@ -362,7 +414,13 @@ class TransitService:
         self._repo = TransitRepository()
         self._order_rows = OrderRepository()
         self._keys = IdempotencyRepository()
+        self._messages: SendMessage | None = None
         orders.on_paid(self.on_order_paid)
+
+    def use_messages(self, send: SendMessage) -> None:
+        """How a rider is told of a debt (notifications' send_platform, handed over when it starts); without it
+        debts are recorded all the same and nobody is told."""
+        self._messages = send
 
     def _notify_url(self, channel: str) -> str:
         return f"{self._settings.notify_base_url}/api/v1/payments/notify/{channel}"
@@ -796,6 +854,11 @@ class TransitService:
             memo=failed.out_trade_no or failure,
         )
         _log.info("transit debt", deduction=str(failed.id), amount_fen=amount, failure=failure)
+        if self._messages is not None:
+            # In the debt's transaction: a debt rolled back tells nobody; only the caller that moved the deduction
+            # to failed gets here, and the debt's id keys the message besides.
+            trips = await self._repo.trips_of_deductions(conn, [failed.id])
+            await self._messages(conn, resident_id, fare_debt_message(failed, trips))
         if not was_in_debt:
             await self._gates.deny_debtor(conn, resident_id, f"transit fare deduction {failure}")
             await self._changed(conn, resident_id, changed)

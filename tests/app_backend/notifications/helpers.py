@@ -7,7 +7,7 @@ from typing import Any
 
 from app_backend.notifications.schemas import MessageDraft, SentMessage
 from app_backend.notifications.service import NotificationService
-from tests.helpers import bearer, machine_credential, random_phone, signed
+from tests.helpers import bearer, enrol_person, machine_credential, random_id_number, random_phone, signed
 from tests.mini_programs.sandboxes import ALIPAY_CITY, WECHAT_CITY, AlipayMiniSandbox, WechatMiniSandbox
 
 SUBSCRIBE_SEND = "/cgi-bin/message/subscribe/send"
@@ -30,6 +30,37 @@ async def wechat_resident(client: Any, sandbox: WechatMiniSandbox) -> dict[str, 
     )
     assert answer.status_code == 200, answer.text
     return {**answer.json(), "openid": wx["openid"]}
+
+
+async def wechat_real_named(client: Any, services: Any, sandbox: WechatMiniSandbox) -> dict[str, Any]:
+    """A resident who logged in from the city's WeChat mini-program, then verified their real name (L2): the
+    tokens, `openid` and `id_number`."""
+    phone = random_phone()
+    wx = await sandbox.login_code(WECHAT_CITY)
+    answer = await client.post(
+        "/api/v1/mini-programs/wechat/login",
+        json={"app_id": WECHAT_CITY, "code": wx["code"], "phone_code": await sandbox.phone_code(phone)},
+    )
+    assert answer.status_code == 200, answer.text
+    person = {**answer.json(), "openid": wx["openid"]}
+    id_number = random_id_number()
+    await enrol_person(services, "周瑜", id_number, phone)
+    verified = await client.post(
+        "/api/v1/me/real-name", json={"name": "周瑜", "id_number": id_number}, headers=bearer(person)
+    )
+    assert verified.status_code == 200, verified.text
+    return {**person, "id_number": id_number}
+
+
+async def sent_at_wechat(sandbox: WechatMiniSandbox, openid: str) -> list[dict[str, Any]]:
+    answer = await sandbox.control("GET", f"/_sandbox/messages?appid={WECHAT_CITY}&openid={openid}")
+    return answer["messages"]  # type: ignore[no-any-return]
+
+
+async def inbox_of(client: Any, resident: dict[str, Any]) -> list[dict[str, Any]]:
+    answer = await client.get("/api/v1/me/inbox?limit=100", headers=bearer(resident))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["messages"]  # type: ignore[no-any-return]
 
 
 async def alipay_resident(client: Any, sandbox: AlipayMiniSandbox) -> dict[str, Any]:

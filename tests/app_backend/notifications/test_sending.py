@@ -21,16 +21,12 @@ from tests.app_backend.notifications.helpers import (
     notifications_of,
     order_of,
     send,
+    sent_at_wechat,
     wechat_grant,
     wechat_resident,
 )
 from tests.helpers import bearer, login
 from tests.mini_programs.sandboxes import ALIPAY_CITY, WECHAT_CITY, AlipayMiniSandbox, WechatMiniSandbox
-
-
-async def sent_at_wechat(sandbox: WechatMiniSandbox, openid: str) -> list[dict[str, Any]]:
-    answer = await sandbox.control("GET", f"/_sandbox/messages?appid={WECHAT_CITY}&openid={openid}")
-    return answer["messages"]  # type: ignore[no-any-return]
 
 
 async def grants_of(client: Any, resident: dict[str, Any]) -> list[dict[str, Any]]:
