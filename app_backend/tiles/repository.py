@@ -170,6 +170,16 @@ class TileRepository:
             forms.keywords_pinyin,
         )
 
+    async def set_health(self, conn: Connection, tile_id: uuid.UUID, health: str, reason: str | None) -> bool:
+        changed = await conn.fetchval(
+            """UPDATE tiles.tiles SET health = $2, health_reason = $3, updated_at = now()
+               WHERE id = $1 AND (health, health_reason) IS DISTINCT FROM ($2, $3) RETURNING id""",
+            tile_id,
+            health,
+            reason,
+        )
+        return changed is not None
+
     async def set_usage_scores(self, conn: Connection, scores: Mapping[uuid.UUID, float]) -> int:
         result: str = await conn.execute(
             """UPDATE tiles.tiles t SET usage_score = s.score

@@ -324,10 +324,12 @@ class TileService:
 
     # -- what changes the catalogue (the home's cache listens) ----------------------------------------------------
 
-    def on_change(self, listener: Listener) -> None:
+    def on_change(self, listener: Listener) -> Callable[[], None]:
         """Calls `listener(tile_id)` whenever what residents see of a tile changed (published, suspended,
-        resumed, rolled back, retired), once the change has committed (`changed`)."""
+        resumed, rolled back, retired, its health), once the change has committed (`changed`). Returns what
+        stops it."""
         self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     async def changed(self, tile_id: uuid.UUID) -> None:
         """Called by the boundary that committed a change of what residents see."""
@@ -852,7 +854,19 @@ class TileService:
         ]
         return SearchResult(query=query, hits=hits)
 
-    # -- the usage work's hook -----------------------------------------------------------------------------------
+    # -- the health and usage work's hooks ----------------------------------------------------------------------
+
+    async def record_health(
+        self,
+        conn: Connection,
+        tile_id: uuid.UUID,
+        health: Literal["ok", "degraded"],
+        reason: str | None = None,
+    ) -> bool:
+        """The health checks' verdict on a tile (`reason`: what failed, for operations; residents see a plain
+        "temporarily unavailable"). Returns whether it changed. No transition: a long outage suspends the tile
+        through `suspend` with a health caller."""
+        return await self._tiles.set_health(conn, tile_id, health, reason)
 
     async def set_usage_scores(self, conn: Connection, scores: Mapping[uuid.UUID, float]) -> int:
         """Sets the scores that rank tiles of equal relevance (search) and the home's order; the usage work
