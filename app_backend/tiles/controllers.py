@@ -25,7 +25,6 @@ from app_backend.tiles.schemas import (
     Catalogue,
     CatalogueTile,
     Category,
-    ContentBody,
     Notices,
     ReasonBody,
     Region,
@@ -35,6 +34,7 @@ from app_backend.tiles.schemas import (
     SuspendBody,
     Taxonomy,
     Tile,
+    TileContent,
     TileList,
 )
 from app_backend.tiles.service import Caller
@@ -148,13 +148,13 @@ class DepartmentTilesController(Controller):
     async def create(
         self,
         request: AnyRequest,
-        data: ContentBody,
+        data: TileContent,
         tiles: TileService,
         db: Connection,
         machine: MachinePrincipal,
     ) -> Tile:
         caller = _department(request, machine)
-        return await tiles.create(db, caller, machine.organisation_name, data.content)
+        return await tiles.create(db, caller, machine.organisation_name, data)
 
     @get("/{tile_id:uuid}", summary="My tile with every version (signed; tiles:manage)")
     async def one(
@@ -178,12 +178,12 @@ class DepartmentTilesController(Controller):
         self,
         request: AnyRequest,
         tile_id: uuid.UUID,
-        data: ContentBody,
+        data: TileContent,
         tiles: TileService,
         db: Connection,
         machine: MachinePrincipal,
     ) -> Tile:
-        return await tiles.add_version(db, _department(request, machine), tile_id, data.content)
+        return await tiles.add_version(db, _department(request, machine), tile_id, data)
 
     @put(
         "/{tile_id:uuid}/versions/{version:int}",
@@ -196,12 +196,12 @@ class DepartmentTilesController(Controller):
         request: AnyRequest,
         tile_id: uuid.UUID,
         version: VersionParam,
-        data: ContentBody,
+        data: TileContent,
         tiles: TileService,
         db: Connection,
         machine: MachinePrincipal,
     ) -> Tile:
-        return await tiles.replace_draft(db, _department(request, machine), tile_id, version, data.content)
+        return await tiles.replace_draft(db, _department(request, machine), tile_id, version, data)
 
     @post(
         "/{tile_id:uuid}/versions/{version:int}/submit",

@@ -118,10 +118,6 @@ class TileContent(msgspec.Struct, forbid_unknown_fields=True):
     auto_suspend: bool = False
 
 
-class ContentBody(msgspec.Struct, forbid_unknown_fields=True):
-    content: TileContent
-
-
 class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 

@@ -78,6 +78,11 @@ class Caller(msgspec.Struct, frozen=True):
     def operations(cls, actor: Actor, organisation_id: uuid.UUID | None = None) -> Caller:
         return cls("operations", actor, organisation_id)
 
+    @classmethod
+    def health(cls, actor: Actor) -> Caller:
+        """The health checks: they may suspend a tile after a long outage, and resume it when it recovers."""
+        return cls("health", actor)
+
 
 class Move(NamedTuple):
     of: Literal["version", "tile"]
@@ -102,6 +107,13 @@ MOVES: dict[str, Move] = {
     "resume": _move("tile", {"suspended"}, "live", _ANYONE),
     "rollback": _move("tile", {"live", "suspended"}, None, {"department", "operations"}),
     "retire": _move("tile", {"unpublished", "live", "suspended"}, "retired", {"department", "operations"}),
+}
+# Who may lift a suspension, by who imposed it: operations' only by operations, a department's not by the health
+# checks (a service that answers again may still be under the department's maintenance).
+LIFTED_BY: dict[str, frozenset[str]] = {
+    "operations": frozenset({"operations"}),
+    "department": frozenset({"department", "operations"}),
+    "health": frozenset({"health", "department", "operations"}),
 }
 # A version may be rolled back to when it was approved: never live yet, or live before.
 ROLLBACK_TARGETS = frozenset({"approved", "superseded"})
@@ -524,11 +536,13 @@ class TileService:
     async def resume(
         self, conn: Connection, caller: Caller, tile_id: uuid.UUID, reason: str | None = None
     ) -> Tile:
-        """suspended -> live. A suspension by operations is lifted by operations only."""
+        """suspended -> live, by whom `LIFTED_BY` allows for who suspended it."""
         tile = await self._tile_for(conn, caller, tile_id, "resume")
-        if tile.suspended_by == "operations" and caller.kind != "operations":
+        by = tile.suspended_by or "department"
+        if caller.kind not in LIFTED_BY[by]:
             raise forbidden(
-                "suspended by operations: only operations may resume it", "tile-suspended-by-operations"
+                f"suspended by {by}: resumed only by {' or '.join(sorted(LIFTED_BY[by]))}",
+                f"tile-suspended-by-{by}",
             )
         await self._tiles.set_state(
             conn,

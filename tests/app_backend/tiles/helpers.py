@@ -48,7 +48,7 @@ async def reviewer(client: Any, services: Any) -> dict[str, Any]:
 
 
 async def create(client: Any, dept: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    answer = await signed(client, dept, "POST", MANAGE, {"content": content(**fields)})
+    answer = await signed(client, dept, "POST", MANAGE, content(**fields))
     assert answer.status_code == 201, answer.text
     return answer.json()  # type: ignore[no-any-return]
 

@@ -57,7 +57,7 @@ async def test_the_whole_life_of_a_tile(client, services):
 
     # Fixed as a new version, resubmitted, approved: not live until the department publishes it.
     fixed = {**_content_of(tile, 1), "icon": "https://static.example.cn/icons/gjj-v2.png"}
-    tile = ok(await manage(client, dept, "POST", f"/{tid}/versions", {"content": fixed}))
+    tile = ok(await manage(client, dept, "POST", f"/{tid}/versions", fixed))
     assert statuses(tile) == {1: "rejected", 2: "draft"}
     ok(await manage(client, dept, "POST", f"/{tid}/versions/2/submit"))
     tile = ok(await review(client, rev, f"/{tid}/versions/2/approve", {"note": "通过"}))
@@ -72,7 +72,7 @@ async def test_the_whole_life_of_a_tile(client, services):
 
     # A second change: version 3 replaces version 2, which is kept as superseded.
     v3 = {**fixed, "description": "查询公积金缴存、余额、提取和贷款"}
-    ok(await manage(client, dept, "POST", f"/{tid}/versions", {"content": v3}))
+    ok(await manage(client, dept, "POST", f"/{tid}/versions", v3))
     ok(await manage(client, dept, "POST", f"/{tid}/versions/3/submit"))
     ok(await review(client, rev, f"/{tid}/versions/3/approve"))
     tile = ok(await manage(client, dept, "POST", f"/{tid}/versions/3/publish"))
@@ -111,7 +111,7 @@ async def test_the_whole_life_of_a_tile(client, services):
     assert tile["state"] == "retired" and statuses(tile) == {1: "rejected", 2: "retired", 3: "superseded"}
     assert await _shown(client, tid) is None
     assert (await client.get(f"/api/v1/tiles/{tid}")).status_code == 404
-    refused = await manage(client, dept, "POST", f"/{tid}/versions", {"content": fixed})
+    refused = await manage(client, dept, "POST", f"/{tid}/versions", fixed)
     assert refused.status_code == 409 and refused.json()["state"] == "retired"
 
     # Every transition is in the audit trail, in order, with the states it moved between.
@@ -177,7 +177,7 @@ async def test_operations_suspend_resume_roll_back_and_retire_and_the_department
     tid = tile["id"]
     for number in (1, 2):
         if number == 2:
-            body = {"content": {**_content_of(tile, 1), "description": "第二版"}}
+            body = {**_content_of(tile, 1), "description": "第二版"}
             ok(await manage(client, dept, "POST", f"/{tid}/versions", body))
         ok(await manage(client, dept, "POST", f"/{tid}/versions/{number}/submit"))
         ok(await review(client, rev, f"/{tid}/versions/{number}/approve"))

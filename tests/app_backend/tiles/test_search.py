@@ -133,7 +133,7 @@ async def test_search_sees_the_live_version_only(client, services):
     ok(await manage(client, dept, "POST", f"/{tid}/versions/1/publish"))
     assert _mine(await _search(client, first), [tid]) == [(tid, "name")]
 
-    ok(await manage(client, dept, "POST", f"/{tid}/versions", {"content": content(name=second)}))
+    ok(await manage(client, dept, "POST", f"/{tid}/versions", content(name=second)))
     assert _mine(await _search(client, second), [tid]) == []  # a draft is not searched
     ok(await manage(client, dept, "POST", f"/{tid}/versions/2/submit"))
     ok(await review(client, rev, f"/{tid}/versions/2/approve"))
