@@ -29,7 +29,7 @@ def content(**fields: Any) -> dict[str, Any]:
             "h5_url": "https://gjj.example.cn/h5",
             "wechat": {"app_id": "wx0123456789abcdef", "path": "pages/index/index"},
         },
-        "regions": ["321200"],
+        "regions": ["321202"],
         "min_level": "L1",
     }
     body.update(fields)
