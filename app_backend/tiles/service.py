@@ -118,7 +118,7 @@ LIFTED_BY: dict[str, frozenset[str]] = {
 # A version may be rolled back to when it was approved: never live yet, or live before.
 ROLLBACK_TARGETS = frozenset({"approved", "superseded"})
 LEVELS = {"L1": 1, "L2": 2, "L3": 3}
-STEP_UPS = {
+STEP_UPS: dict[int, tuple[Literal["real_name", "face_verification"], str]] = {
     2: ("real_name", "/api/v1/me/real-name"),
     3: ("face_verification", "/api/v1/me/face-verification/sessions"),
 }
@@ -258,7 +258,7 @@ def step_up(min_level: int, level: int) -> StepUp | None:
     if level >= min_level:
         return None
     action, path = STEP_UPS[min_level]
-    return StepUp(level=f"L{min_level}", action=action, path=path)  # type: ignore[arg-type]
+    return StepUp(level=f"L{min_level}", action=action, path=path)
 
 
 def _content(row: VersionRow | ShownRow) -> TileContent:
