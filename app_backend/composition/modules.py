@@ -11,6 +11,7 @@ from app_backend.kernel.module import DomainModule
 from app_backend.notifications.module import module as notifications
 from app_backend.oidc.module import module as oidc
 from app_backend.organisations.module import module as organisations
+from app_backend.tiles.module import module as tiles
 from code_service.module import module as codes
 from mini_programs.module import module as mini_programs
 from payments.module import module as payments
@@ -25,4 +26,5 @@ MODULES: list[DomainModule] = [
     mini_programs,
     oidc,
     notifications,  # after mini_programs: its grants belong to linked identities
+    tiles,  # after organisations (its tiles' owners) and oidc (the one-login client a tile logs residents into)
 ]

@@ -12,6 +12,8 @@ from app_backend.kernel.actors import Actor
 from app_backend.oidc.schemas import ClientRegistration
 from app_backend.oidc.service import OidcService
 from app_backend.organisations.repository import OrganisationRepository
+from app_backend.tiles.schemas import EntryPoints, MiniProgramEntry, ServiceHours, ServiceWindow, TileContent
+from app_backend.tiles.service import Caller, TileService
 
 SEED_ACTOR = Actor("cli", "seed")
 
@@ -53,7 +55,7 @@ DEMO_CONTRACT_CODE = "TZTDEMOCONTRACT0001"
 DEMO_CONTRACT_ID = "200000000000000000000000DEMO1"
 DEMO_STAFF_PHONE = "13900000000"
 DEMO_ORGANISATIONS = [  # name, kind, location, scopes
-    ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health"]),
+    ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health", "tiles:manage"]),
     ("泰州市医疗保障局", "department", "泰州市海陵区", ["feeds:insurance"]),
     (
         "泰州地铁运营有限公司",
@@ -69,6 +71,8 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
         ["verify:health", "payments:refund", "settlements:read"],
     ),
     ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
+    # The city's one-stop government service office: it plugs the demo's city-service tiles in.
+    ("泰州市政务服务管理办公室", "department", "泰州市海陵区", ["tiles:manage", "messages:send"]),
 ]
 
 
@@ -145,6 +149,90 @@ async def _seed_one_login(services: Services, conn: Any, known: dict[str, Any] |
     }
 
 
+# Live tiles of the demo departments (docs/api.md, "Service tiles"): the government service office's city-wide
+# services, and the health commission's records, which log residents in through its one-login client.
+_WORKDAYS = ServiceHours(
+    windows=[ServiceWindow(days=[1, 2, 3, 4, 5], opens="08:30", closes="17:30")], note="节假日除外"
+)
+DEMO_TILES: list[tuple[str, TileContent]] = [
+    (
+        DEMO_ORGANISATIONS[-1][0],
+        TileContent(
+            name="公积金查询",
+            icon="https://static.taizhoutong.cn/icons/housing-fund.png",
+            category="housing_fund",
+            description="查询住房公积金缴存、余额和提取记录",
+            keywords=["住房公积金", "公积金余额", "提取"],
+            entry=EntryPoints(
+                h5_url="https://h5.taizhoutong.cn/gjj/query",
+                wechat=MiniProgramEntry("wx5d0c3e8b9a417f26", "pages/gjj/index"),
+            ),
+            regions=["321200"],
+            min_level="L2",
+        ),
+    ),
+    (
+        DEMO_ORGANISATIONS[-1][0],
+        TileContent(
+            name="社保缴费",
+            icon="https://static.taizhoutong.cn/icons/social-security.png",
+            category="social_security",
+            description="城乡居民养老保险、医疗保险缴费",
+            keywords=["养老保险", "医保缴费", "社会保险"],
+            entry=EntryPoints(
+                h5_url="https://h5.taizhoutong.cn/shebao/pay", app_route="/services/social-security"
+            ),
+            regions=["321200"],
+            min_level="L2",
+        ),
+    ),
+    (
+        DEMO_ORGANISATIONS[-1][0],
+        TileContent(
+            name="不动产登记",
+            icon="https://static.taizhoutong.cn/icons/property.png",
+            category="property",
+            description="不动产登记预约、进度查询和证明打印",
+            keywords=["房产证", "产权证明", "过户"],
+            entry=EntryPoints(h5_url="https://h5.taizhoutong.cn/bdc/index"),
+            regions=["321202", "321203", "321204"],
+            min_level="L3",
+            service_hours=_WORKDAYS,
+        ),
+    ),
+]
+
+
+async def _seed_tiles(services: Services, conn: Any, one_login: dict[str, Any]) -> None:
+    """The demo tiles, live: created, submitted and published by their department, approved by the seed."""
+    tiles = services.platform.get(TileService)
+    orgs = OrganisationRepository()
+    health = await orgs.get_by_name(conn, DEMO_ORGANISATIONS[0][0])
+    assert health is not None  # seeded before
+    records = TileContent(
+        name="健康档案查询",
+        icon="https://static.taizhoutong.cn/icons/health-records.png",
+        category="medical",
+        description="查询本人电子健康档案、体检和就诊记录（一次认证，免登录进入）",
+        keywords=["电子健康档案", "体检报告", "就诊记录"],
+        entry=EntryPoints(h5_url=one_login["redirect_uri"].rsplit("/", 1)[0] + "/"),
+        regions=["321200"],
+        min_level="L2",
+        oidc_client_id=one_login["client_id"],
+    )
+    reviewer = Caller.operations(SEED_ACTOR)
+    for organisation_name, content in [*DEMO_TILES, (health.name, records)]:
+        org = await orgs.get_by_name(conn, organisation_name)
+        assert org is not None  # seeded before
+        department = Caller.department(org.id, SEED_ACTOR)
+        if any(t.name == content.name for t in await tiles.tiles(conn, department)):
+            continue
+        tile = await tiles.create(conn, department, org.name, content)
+        await tiles.submit(conn, department, tile.id, 1)
+        await tiles.approve(conn, reviewer, tile.id, 1, "demo")
+        await tiles.publish(conn, department, tile.id, 1)
+
+
 async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> dict[str, Any]:
     """Returns the demo credentials by organisation name, reusing `known_credentials` still valid."""
     stored = dict(known_credentials)
@@ -170,8 +258,12 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
             org = await orgs.get_by_name(conn, name) or await orgs.create(conn, name, kind, location)
             assert org is not None  # created unless it existed, inside this one transaction
             known = stored.get(name)
-            if known and await orgs.credential_for_auth(conn, known["key_id"]) is not None:
-                continue
+            if (
+                known
+                and set(scopes) <= set(known.get("scopes", []))
+                and await orgs.credential_for_auth(conn, known["key_id"]) is not None
+            ):
+                continue  # still valid and holding every scope the demo gives it now
             issued = await services.organisations.issue_credential(conn, org.id, scopes, "demo", SEED_ACTOR)
             stored[name] = {
                 "organisation_id": str(org.id),
@@ -182,5 +274,6 @@ async def seed_demo(services: Services, known_credentials: dict[str, Any]) -> di
             }
         await _seed_code_facts(services, conn, resident_id)
         stored["one_login"] = await _seed_one_login(services, conn, stored.get("one_login"))
+        await _seed_tiles(services, conn, stored["one_login"])
         await services.audit.record(conn, SEED_ACTOR, "seed.demo")
     return stored

@@ -59,6 +59,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "mini_programs",
         "app_backend.oidc",
         "app_backend.notifications",
+        "app_backend.tiles",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -78,4 +79,5 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "code_ports",
         "mini_programs",
         "notifications",
+        "tiles",
     } <= schemas

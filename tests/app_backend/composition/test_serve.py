@@ -114,6 +114,29 @@ def test_demo_gate_credential_signs_requests(server, data_dir):
     assert replay.status_code == 401, "the second worker must refuse the nonce the first one saw"
 
 
+def test_the_demo_tiles_are_live_and_their_department_manages_them(server, data_dir):
+    base, _, _ = server
+    with httpx.Client(base_url=base, timeout=10) as http:
+        names = {t["name"] for t in http.get("/api/v1/tiles").json()["tiles"]}
+        assert {"公积金查询", "社保缴费", "不动产登记", "健康档案查询"} <= names
+        hits = http.get("/api/v1/tiles/search", params={"q": "gjj"}).json()["hits"]
+        found = [
+            (h["tile"]["name"], h["matched"])
+            for h in hits
+            if h["tile"]["organisation_name"] == "泰州市政务服务管理办公室"
+        ]
+        assert found == [("公积金查询", "pinyin")]
+        records = next(t for t in http.get("/api/v1/tiles").json()["tiles"] if t["name"] == "健康档案查询")
+    creds = json.loads((data_dir / "demo-credentials.json").read_text())
+    assert records["oidc_client_id"] == creds["one_login"]["client_id"]  # a tap logs the resident in
+    office = creds["泰州市政务服务管理办公室"]
+    headers = sign_request(office["key_id"], office["secret"], "GET", "/api/v1/tiles/manage")
+    mine = httpx.get(f"{base}/api/v1/tiles/manage", headers=headers, timeout=10).json()["tiles"]
+    assert {t["name"] for t in mine} == {"公积金查询", "社保缴费", "不动产登记"}
+    assert {t["state"] for t in mine} == {"live"}
+    assert "tiles:manage" in creds["泰州市卫生健康委员会"]["scopes"]
+
+
 def test_openapi_and_metrics_are_served(server):
     base, _, _ = server
     spec = httpx.get(f"{base}/schema/openapi.json", timeout=10).json()

@@ -403,6 +403,15 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             "redirect_uris": ["https://evil.example/cb"],
         },
         ("DELETE", f"{ADMIN}/oidc/clients/{{client_id:str}}"): None,
+        ("GET", f"{ADMIN}/tiles"): None,
+        ("GET", f"{ADMIN}/tiles/reviews"): None,
+        ("GET", f"{ADMIN}/tiles/{{tile_id:uuid}}"): None,
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/versions/{{version:int}}/approve"): {},
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/versions/{{version:int}}/reject"): reason,
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/suspend"): reason,
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/resume"): reason,
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/rollback"): {"version": 1, **reason},
+        ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/retire"): reason,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():
@@ -413,6 +422,8 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             .replace("{settlement_id:uuid}", str(uuid.uuid4()))
             .replace("{payee_id:uuid}", org["id"])
             .replace("{client_id:str}", "tzo_00000000000000000000")
+            .replace("{tile_id:uuid}", str(uuid.uuid4()))
+            .replace("{version:int}", "1")
         )
         response = await client.request(method, path, json=body, headers=bearer(resident))
         assert response.status_code == 403, (method, path, response.text)
