@@ -17,6 +17,7 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import problems
 from app_backend.notifications.schemas import (
+    Deleted,
     DepartmentMessage,
     GrantReport,
     Inbox,
@@ -149,6 +150,31 @@ class ResidentMessagesController(Controller):
         self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
     ) -> None:
         await notifications.mark_all_read(db, resident.resident_id)
+
+    @delete(
+        "/inbox/{message_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Delete a message (gone from the inbox; deliveries not sent yet are cancelled)",
+        opt=problems(404),
+    )
+    async def delete_message(
+        self,
+        message_id: uuid.UUID,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
+    ) -> None:
+        await notifications.delete(db, resident.resident_id, message_id)
+
+    @delete(
+        "/inbox/read",
+        status_code=HTTP_200_OK,
+        summary="Delete every message I have read; how many",
+    )
+    async def delete_read(
+        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+    ) -> Deleted:
+        return Deleted(deleted=await notifications.delete_read(db, resident.resident_id))
 
 
 class MachineMessagesController(Controller):

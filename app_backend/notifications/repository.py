@@ -12,7 +12,7 @@ from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 _GRANT = (
     "id, identity_id, resident_id, channel, app_id, template_id, grant_kind, status, remaining, updated_at"
 )
-_MESSAGE = "id, resident_id, kind, title, body, params, sender, sender_name, created_at, read_at"
+_MESSAGE = "id, resident_id, kind, title, body, params, sender, sender_name, created_at, read_at, deleted_at"
 _DELIVERY = """id, message_id, channel, app_id, identity_id, grant_id, device_id, template_id, status, attempts,
     error, channel_message_id, sent_at"""
 
@@ -41,6 +41,14 @@ class MessageRow(msgspec.Struct, frozen=True):
     sender_name: str
     created_at: dt.datetime
     read_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+
+
+class CancelledRow(msgspec.Struct, frozen=True):
+    """A pending delivery cancelled: the grant it had claimed and how often it had been tried."""
+
+    grant_id: uuid.UUID | None
+    attempts: int
 
 
 class DeliveryRow(msgspec.Struct, frozen=True):
@@ -272,7 +280,7 @@ class MessageRepository:
             conn,
             MessageRow,
             f"""SELECT {_MESSAGE} FROM notifications.messages
-                WHERE resident_id = $1 AND ($2::timestamptz IS NULL OR created_at < $2)
+                WHERE resident_id = $1 AND deleted_at IS NULL AND ($2::timestamptz IS NULL OR created_at < $2)
                   AND (NOT $3 OR read_at IS NULL)
                 ORDER BY created_at DESC, id DESC LIMIT $4""",
             resident_id,
@@ -283,7 +291,8 @@ class MessageRepository:
 
     async def unread(self, conn: Connection, resident_id: uuid.UUID) -> int:
         count: int = await conn.fetchval(
-            "SELECT count(*) FROM notifications.messages WHERE resident_id = $1 AND read_at IS NULL",
+            """SELECT count(*) FROM notifications.messages
+               WHERE resident_id = $1 AND read_at IS NULL AND deleted_at IS NULL""",
             resident_id,
         )
         return count
@@ -291,7 +300,7 @@ class MessageRepository:
     async def mark_read(self, conn: Connection, message_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
         found = await conn.fetchval(
             """UPDATE notifications.messages SET read_at = COALESCE(read_at, now())
-               WHERE id = $1 AND resident_id = $2 RETURNING id""",
+               WHERE id = $1 AND resident_id = $2 AND deleted_at IS NULL RETURNING id""",
             message_id,
             resident_id,
         )
@@ -299,10 +308,30 @@ class MessageRepository:
 
     async def mark_all_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
         done = await conn.execute(
-            """UPDATE notifications.messages SET read_at = now() WHERE resident_id = $1 AND read_at IS NULL""",
+            """UPDATE notifications.messages SET read_at = now()
+               WHERE resident_id = $1 AND read_at IS NULL AND deleted_at IS NULL""",
             resident_id,
         )
         return int(done.split()[-1])
+
+    async def delete(self, conn: Connection, message_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """The message leaves the inbox and its content is erased; false when it is not (or no longer) there."""
+        found = await conn.fetchval(
+            """UPDATE notifications.messages SET deleted_at = now(), title = '', body = '', params = '{}'
+               WHERE id = $1 AND resident_id = $2 AND deleted_at IS NULL RETURNING id""",
+            message_id,
+            resident_id,
+        )
+        return found is not None
+
+    async def delete_read(self, conn: Connection, resident_id: uuid.UUID) -> list[uuid.UUID]:
+        """Deletes every read message of the inbox as `delete` does; their ids."""
+        rows = await conn.fetch(
+            """UPDATE notifications.messages SET deleted_at = now(), title = '', body = '', params = '{}'
+               WHERE resident_id = $1 AND read_at IS NOT NULL AND deleted_at IS NULL RETURNING id""",
+            resident_id,
+        )
+        return [r["id"] for r in rows]
 
 
 class DeliveryRepository:
@@ -343,6 +372,20 @@ class DeliveryRepository:
             DeliveryRow,
             f"""SELECT {_DELIVERY} FROM notifications.deliveries WHERE message_id = ANY($1::uuid[])
                 ORDER BY created_at, channel""",
+            message_ids,
+        )
+
+    async def cancel_pending(self, conn: Connection, message_ids: list[uuid.UUID]) -> list[CancelledRow]:
+        """The messages' pending deliveries will not be sent. One a job run has claimed and is sending now is
+        cancelled all the same: that run's outcome no longer records (its compare-and-set wants `pending`)."""
+        return await fetch_rows(
+            conn,
+            CancelledRow,
+            """UPDATE notifications.deliveries
+               SET status = 'cancelled', next_attempt_at = NULL, updated_at = now(),
+                   error = 'cancelled: the message was deleted before it was sent'
+               WHERE message_id = ANY($1::uuid[]) AND status = 'pending'
+               RETURNING grant_id, attempts""",
             message_ids,
         )
 

@@ -108,7 +108,8 @@ class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):
 class Delivery(msgspec.Struct):
     channel: Literal["inbox", "wechat", "alipay", "push"]
     app_id: str | None
-    status: Literal["pending", "sent", "failed"]
+    # cancelled: the resident deleted the message before this channel sent it.
+    status: Literal["pending", "sent", "failed", "cancelled"]
     attempts: int
     error: str | None
     sent_at: dt.datetime | None
@@ -124,6 +125,10 @@ class InboxMessage(msgspec.Struct):
     created_at: dt.datetime
     read_at: dt.datetime | None
     deliveries: list[Delivery]
+
+
+class Deleted(msgspec.Struct):
+    deleted: int
 
 
 class Inbox(msgspec.Struct):

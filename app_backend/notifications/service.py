@@ -411,6 +411,27 @@ class NotificationService:
     async def mark_all_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
         return await self._messages.mark_all_read(conn, resident_id)
 
+    async def delete(self, conn: Connection, resident_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """The resident deletes a message: gone from the inbox and the unread count, its content erased, its
+        pending deliveries cancelled."""
+        if not await self._messages.delete(conn, message_id, resident_id):
+            raise not_found("message_id: no such message in this inbox")
+        await self._cancel_deliveries(conn, [message_id])
+
+    async def delete_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
+        """Deletes every message the resident has read, as `delete` does; how many."""
+        deleted = await self._messages.delete_read(conn, resident_id)
+        if deleted:
+            await self._cancel_deliveries(conn, deleted)
+        return len(deleted)
+
+    async def _cancel_deliveries(self, conn: Connection, message_ids: list[uuid.UUID]) -> None:
+        """A one-time grant claimed by a delivery never tried is given back (no channel saw it); one tried
+        already (a fault, or a job run sending it now) stays spent, as for a delivery that gives up."""
+        for cancelled in await self._deliveries.cancel_pending(conn, message_ids):
+            if cancelled.grant_id is not None and cancelled.attempts == 0:
+                await self._grants.give_back(conn, cancelled.grant_id)
+
     # -- the delivery job -------------------------------------------------------------------------------------
 
     async def deliver_due(
@@ -421,14 +442,18 @@ class NotificationService:
         at = at or now()
         async with pool.acquire() as conn, conn.transaction():
             claimed = await self._deliveries.claim_due(conn, at, LEASE, limit)
-        counts = {"sent": 0, "failed": 0, "retrying": 0}
+        counts = {"sent": 0, "failed": 0, "retrying": 0, "cancelled": 0}
         for delivery in claimed:
             outcome = await self._attempt(pool, delivery)
+            if outcome is None:
+                counts["cancelled"] += 1  # deleted since it was claimed: its delivery is cancelled already
+                continue
             async with pool.acquire() as conn, conn.transaction():
                 counts[await self._record(conn, delivery, outcome, at)] += 1
         return counts
 
-    async def _attempt(self, pool: Pool, delivery: DeliveryRow) -> SendOutcome | PushResult:
+    async def _attempt(self, pool: Pool, delivery: DeliveryRow) -> SendOutcome | PushResult | None:
+        """What the channel answered; None, without asking it, for a message the resident has deleted."""
         async with pool.acquire() as conn:
             message = await self._messages.get(conn, delivery.message_id)
             target = (
@@ -436,6 +461,8 @@ class NotificationService:
             )
             device = await self._devices.get(conn, delivery.device_id) if delivery.device_id else None
         assert message is not None
+        if message.deleted_at is not None:
+            return None
         if delivery.channel == "push":
             if device is None or self.push is None:
                 return PushResult("refused", code="device-removed")
