@@ -443,3 +443,61 @@ class DeliveryRepository:
             error,
         )
         return done is not None
+
+
+class RegionGrantRow(msgspec.Struct, frozen=True):
+    region: str
+    granted_at: dt.datetime
+    granted_by: str
+
+
+class AudienceRepository:
+    """Whom an organisation may message: the residents who used its service, the regions it may address."""
+
+    async def record_use(
+        self, conn: Connection, organisation_ids: list[uuid.UUID], resident_id: uuid.UUID, via: str
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO notifications.service_users (organisation_id, resident_id, via)
+               SELECT DISTINCT o, $2::uuid, $3::text FROM unnest($1::uuid[]) AS o
+               ON CONFLICT (organisation_id, resident_id, via) DO UPDATE SET last_at = now()""",
+            organisation_ids,
+            resident_id,
+            via,
+        )
+
+    async def used(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        found = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM notifications.service_users
+                              WHERE organisation_id = $1 AND resident_id = $2)""",
+            organisation_id,
+            resident_id,
+        )
+        return bool(found)
+
+    async def regions(self, conn: Connection, organisation_id: uuid.UUID) -> list[RegionGrantRow]:
+        return await fetch_rows(
+            conn,
+            RegionGrantRow,
+            """SELECT region, granted_at, granted_by FROM notifications.message_regions
+               WHERE organisation_id = $1 ORDER BY region""",
+            organisation_id,
+        )
+
+    async def set_regions(
+        self, conn: Connection, organisation_id: uuid.UUID, regions: list[str], granted_by: str
+    ) -> None:
+        """Exactly `regions` from now on; those kept keep when and by whom they were granted."""
+        await conn.execute(
+            """DELETE FROM notifications.message_regions
+               WHERE organisation_id = $1 AND NOT (region = ANY($2::text[]))""",
+            organisation_id,
+            regions,
+        )
+        await conn.execute(
+            """INSERT INTO notifications.message_regions (organisation_id, region, granted_by)
+               SELECT $1, unnest($2::text[]), $3 ON CONFLICT (organisation_id, region) DO NOTHING""",
+            organisation_id,
+            regions,
+            granted_by,
+        )

@@ -82,11 +82,16 @@ class MessageDraft(msgspec.Struct, forbid_unknown_fields=True):
 
 class ResidentRef(msgspec.Struct, forbid_unknown_fields=True):
     """Who a department's message is for, in what the department already holds: an order it was paid (or is
-    being paid) by the resident, as its payee, or the `sub` one login gave its app for the resident. One of
-    the two."""
+    being paid) by the resident, as its payee; the `sub` one login gave its app for the resident; or the
+    person's ID number (a resident who used the organisation's service or lives in a region it may address).
+    Exactly one of the three."""
 
     order_id: uuid.UUID | None = None
     sub: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    id_number: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="GB 11643, 18 characters")]
+        | None
+    ) = None
 
 
 class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,3 +149,27 @@ class SentMessage(msgspec.Struct):
     kind: str
     created_at: dt.datetime
     deliveries: list[Delivery]
+
+
+RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=12, description="a region code of Taizhou")]
+
+
+class MessageRegionsChange(msgspec.Struct, forbid_unknown_fields=True):
+    """The regions an organisation may address from now on (empty: none; the city's code: every resident)."""
+
+    regions: Annotated[list[RegionCode], msgspec.Meta(max_length=16)]
+
+
+class RegionGrant(msgspec.Struct):
+    code: str
+    name: str
+    granted_at: dt.datetime
+    granted_by: str
+
+
+class MessageRegions(msgspec.Struct):
+    """The regions an organisation may address: broadcasts to them, and messages to the residents who live there
+    whether or not they used its service."""
+
+    organisation_id: uuid.UUID
+    regions: list[RegionGrant]

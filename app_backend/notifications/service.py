@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import msgspec
 import structlog
 
+from app_backend.audit.service import AuditTrail
+from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.clock import now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.kernel.messages import PlatformMessage
+from app_backend.kernel.regions import REGIONS, UNKNOWN_REGION, covers
 from app_backend.notifications.push import PushProvider, PushResult
 from app_backend.notifications.repository import (
+    AudienceRepository,
     DeliveryRepository,
     DeliveryRow,
     DeviceRepository,
@@ -45,24 +50,26 @@ from app_backend.notifications.schemas import (
     Inbox,
     InboxMessage,
     MessageDraft,
+    MessageRegions,
     PushDevice,
     PushDeviceRegistration,
     PushDevices,
+    RegionGrant,
     ResidentRef,
     SentMessage,
     SubscribeGrant,
     SubscribeGrants,
 )
+from app_backend.oidc.service import OidcService
+from app_backend.organisations.service import OrganisationService
 from mini_programs.config import Template
 from mini_programs.schemas import SendOutcome
 from mini_programs.service import MiniProgramService
-from payments.orders.service import OrderService
+from payments.orders.service import OrderRow, OrderService
 
 _log = structlog.get_logger("notifications")
 # A claimed delivery is not claimed again before this: longer than any channel call (three timeouts and a token).
 LEASE = dt.timedelta(minutes=5)
-# One login's lookup of the resident an organisation's pairwise `sub` names (app_backend/oidc).
-SubjectLookup = Callable[[Connection, uuid.UUID, str], Awaitable[uuid.UUID | None]]
 # After the n-th failed attempt the next one waits RETRY_AFTER[n-1]; after the last, the delivery gives up.
 RETRY_AFTER = (
     dt.timedelta(minutes=1),
@@ -77,6 +84,20 @@ _THING_MAX = 20  # WeChat's `thing` keywords take at most 20 characters
 
 def organisation_sender(organisation_id: uuid.UUID) -> str:
     return f"organisation:{organisation_id}"
+
+
+def _not_addressable(field: str) -> DomainError:
+    """The one answer for a person nobody here is and for a resident the organisation may not message."""
+    message = (
+        "this organisation may not message this person: only residents who used its services (paid one of its "
+        "orders, logged in to one of its apps) or who live in a region it may address"
+    )
+    return DomainError(
+        403,
+        "not-addressable",
+        f"{field}: {message}",
+        extra={"errors": [{"field": field, "message": message}]},
+    )
 
 
 def check_template_kinds(templates: Iterable[tuple[str, str, str]]) -> None:
@@ -121,18 +142,26 @@ class NotificationService:
         orders: OrderService,
         cipher: FieldCipher,
         push: PushProvider | None,
-        subjects: SubjectLookup | None = None,
+        *,
+        residents: ResidentDirectory,
+        organisations: OrganisationService,
+        audit: AuditTrail,
+        one_login: OidcService | None = None,
     ) -> None:
-        self._subjects = subjects
         self.pool = pool
         self._mini = mini
         self._orders = orders
         self._cipher = cipher
         self.push = push
+        self._residents = residents
+        self._organisations = organisations
+        self._audit = audit
+        self._one_login = one_login
         self._grants = GrantRepository()
         self._devices = DeviceRepository()
         self._messages = MessageRepository()
         self._deliveries = DeliveryRepository()
+        self._audience = AudienceRepository()
 
     # -- grants -----------------------------------------------------------------------------------------------
 
@@ -327,11 +356,17 @@ class NotificationService:
         )
 
     async def send_for_organisation(
-        self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: DepartmentMessage
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        organisation_name: str,
+        data: DepartmentMessage,
+        actor: Actor,
     ) -> tuple[SentMessage, bool]:
-        """A department's (or merchant's) message to the resident who pays one of its orders: the order is how
-        the organisation knows the resident (it never learns the platform's resident id)."""
-        resident_id = await self._resident_of(conn, organisation_id, data.resident_ref)
+        """A department's (or merchant's) message to a resident it names by what it holds (an order it is paid,
+        the `sub` one login gave its app, the person's ID number): it never learns the platform's resident id,
+        and it reaches only residents it may address."""
+        resident_id = await self._resident_of(conn, organisation_id, data.resident_ref, actor)
         return await self.send(
             conn,
             resident_id,
@@ -341,12 +376,20 @@ class NotificationService:
             sender_key=data.message_key,
         )
 
-    async def _resident_of(self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef) -> uuid.UUID:
-        if (ref.order_id is None) == (ref.sub is None):
-            raise invalid_field("resident_ref", "give either order_id or sub")
+    async def _resident_of(
+        self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef, actor: Actor
+    ) -> uuid.UUID:
+        if sum(v is not None for v in (ref.order_id, ref.sub, ref.id_number)) != 1:
+            raise invalid_field("resident_ref", "give exactly one of order_id, sub and id_number")
+        if ref.id_number is not None:
+            return await self._resident_by_id_number(conn, organisation_id, ref.id_number, actor)
         if ref.sub is not None:
             field, message = "resident_ref.sub", "no resident who logged in to this organisation's apps"
-            found = await self._subjects(conn, organisation_id, ref.sub) if self._subjects else None
+            found = (
+                await self._one_login.resident_for_subject(conn, organisation_id, ref.sub)
+                if self._one_login
+                else None
+            )
         else:
             assert ref.order_id is not None
             field, message = (
@@ -362,6 +405,98 @@ class NotificationService:
                 extra={"errors": [{"field": field, "message": message}]},
             )
         return found
+
+    async def _resident_by_id_number(
+        self, conn: Connection, organisation_id: uuid.UUID, id_number: str, actor: Actor
+    ) -> uuid.UUID:
+        """The resident holding the ID number, when the organisation may address them. Unknown and not
+        addressable get the same refusal after the same work (the addressing rules run for a random id when
+        nobody holds the number), so an organisation cannot learn who has an account by trying numbers. Each
+        lookup is audited under the number's keyed hash, refusals on a connection of their own."""
+        try:
+            person = self._residents.person_key(id_number)
+        except ValueError as exc:
+            raise invalid_field("resident_ref.id_number", str(exc)) from None
+        found = await self._residents.resident_of_person(conn, person)
+        allowed = await self.may_address(conn, organisation_id, found or uuid.uuid4())
+        action, target = "messages.address_by_id_number", person.hex()[:16]
+        if found is None or not allowed:
+            await self._audit.record_detached(
+                actor, action, target_type="person", target_id=target, outcome="denied"
+            )
+            raise _not_addressable("resident_ref.id_number")
+        await self._audit.record(conn, actor, action, target_type="person", target_id=target)
+        return found
+
+    async def may_address(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """Whether the organisation may message the resident: the resident used its service (paid one of its
+        orders, logged in to one of its apps through one login) or lives in a region it may address."""
+        if await self._audience.used(conn, organisation_id, resident_id):
+            return True
+        allowed = [g.region for g in await self._audience.regions(conn, organisation_id)]
+        if allowed and covers(allowed, await self._residents.region_of(conn, resident_id)):
+            return True
+        return await self._logged_in(conn, organisation_id, resident_id)
+
+    async def _logged_in(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """Whether the resident gave one of the organisation's one-login clients a grant: a consent to its
+        claims, or (a login asking for `openid` alone records none) a subject one login gave it."""
+        if self._one_login is None:
+            return False
+        clients = await self._one_login.clients(conn, organisation_id)
+        ids = {c.client_id for c in clients}
+        if any(c.client_id in ids for c in await self._one_login.consents_of(conn, resident_id)):
+            return True
+        for sector in sorted({c.sector for c in clients}):
+            subject = self._one_login.subject(sector, resident_id)
+            if await self._one_login.resident_for_subject(conn, organisation_id, subject) == resident_id:
+                return True
+        return False
+
+    async def record_paid_order(self, conn: Connection, order: OrderRow) -> None:
+        """payments' `on_paid` listener, in the paying transaction: the payer used the service of the order's
+        payee and of every payee its splits name."""
+        if order.payer_id is None:
+            return
+        payees = [share.payee_id for share in await self._orders.shares(conn, order)]
+        await self._audience.record_use(conn, payees, order.payer_id, "paid_order")
+
+    async def record_service_use(
+        self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID, via: str
+    ) -> None:
+        """A resident used an organisation's service in a way another domain saw (`tile`: opened one of its
+        tiles; tiles' usage will report it): from now on the organisation may message them."""
+        await self._audience.record_use(conn, [organisation_id], resident_id, via)
+
+    # -- the regions an organisation may address (operations) ------------------------------------------------
+
+    async def message_regions(self, conn: Connection, organisation_id: uuid.UUID) -> MessageRegions:
+        if await self._organisations.organisation(conn, organisation_id) is None:
+            raise not_found("organisation_id: no such organisation")
+        return MessageRegions(
+            organisation_id=organisation_id,
+            regions=[
+                RegionGrant(
+                    code=g.region, name=REGIONS[g.region], granted_at=g.granted_at, granted_by=g.granted_by
+                )
+                for g in await self._audience.regions(conn, organisation_id)
+            ],
+        )
+
+    async def set_message_regions(
+        self, conn: Connection, organisation_id: uuid.UUID, regions: list[str], actor: Actor
+    ) -> MessageRegions:
+        """Operations grant (or take back) the regions an organisation may address; the staff dependency audits
+        the call with the regions asked for."""
+        for index, region in enumerate(regions):
+            if region not in REGIONS:
+                raise invalid_field(f"regions[{index}]", UNKNOWN_REGION)
+        if await self._organisations.organisation(conn, organisation_id) is None:
+            raise not_found("organisation_id: no such organisation")
+        await self._audience.set_regions(
+            conn, organisation_id, list(dict.fromkeys(regions)), f"{actor.type}:{actor.id}"
+        )
+        return await self.message_regions(conn, organisation_id)
 
     async def sent_by(self, conn: Connection, sender: str, message_id: uuid.UUID) -> SentMessage:
         row = await self._messages.get(conn, message_id)
