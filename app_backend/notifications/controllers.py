@@ -19,6 +19,8 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import client_ip, problems, request_id
 from app_backend.notifications.schemas import (
+    Broadcast,
+    BroadcastRequest,
     Deleted,
     DepartmentMessage,
     GrantReport,
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
 SEND_SCOPE = "messages:send"
 _DEVICE_KNOWN = ResponseSpec(
     data_container=PushDevice, description="the token was registered already", generate_examples=False
+)
+_SAME_BROADCAST = ResponseSpec(
+    data_container=Broadcast,
+    description="the same broadcast_key and content again: the first broadcast, not a second one",
+    generate_examples=False,
 )
 _SAME_MESSAGE = ResponseSpec(
     data_container=SentMessage,
@@ -182,7 +189,8 @@ class ResidentMessagesController(Controller):
 
 
 class MachineMessagesController(Controller):
-    """A department's, operator's or merchant's system messaging a resident it knows by one of its orders."""
+    """A department's, operator's or merchant's system messaging a resident it knows (by an order it is paid, the
+    `sub` one login gave its app, an ID number) or broadcasting to the residents of regions it may address."""
 
     path = "/api/v1/messages"
     tags = ["notifications"]
@@ -217,6 +225,49 @@ class MachineMessagesController(Controller):
             db, machine.organisation_id, machine.organisation_name, data, _actor(request, machine)
         )
         return Response(sent, status_code=HTTP_201_CREATED if new else HTTP_200_OK)
+
+    @post(
+        "/broadcasts",
+        summary="Broadcast a message to every resident of regions I may address (signed; messages:send)",
+        description=(
+            "Accepted and written by a job, in batches, within a minute or so (follow it with GET "
+            "/api/v1/messages/broadcasts/{id}): one message per resident of the regions whose account exists "
+            "now, the inbox always and one more channel as for any message. 201 for a new broadcast, 200 for the "
+            "same `broadcast_key` with the same content (the first broadcast), 409 naming `broadcast_key` with "
+            "other content. 400 naming `regions[i]` for a code that is not a region of Taizhou; 403 "
+            "`not-addressable` naming `regions[i]` for a region operations have not allowed this organisation."
+        ),
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: _SAME_BROADCAST},
+        opt=problems(403, 409),
+    )
+    async def broadcast(
+        self,
+        data: BroadcastRequest,
+        notifications: NotificationService,
+        db: Connection,
+        machine: MachinePrincipal,
+    ) -> Response[Broadcast]:
+        _may_send(machine)
+        broadcast, new = await notifications.broadcast(
+            db, machine.organisation_id, machine.organisation_name, data
+        )
+        return Response(broadcast, status_code=HTTP_201_CREATED if new else HTTP_200_OK)
+
+    @get(
+        "/broadcasts/{broadcast_id:uuid}",
+        summary="How my broadcast stands: its status, residents to write to, messages written (signed)",
+        opt=problems(403, 404),
+    )
+    async def broadcast_progress(
+        self,
+        broadcast_id: uuid.UUID,
+        notifications: NotificationService,
+        db: Connection,
+        machine: MachinePrincipal,
+    ) -> Broadcast:
+        _may_send(machine)
+        return await notifications.broadcast_of(db, machine.organisation_id, broadcast_id)
 
     @get(
         "/regions",

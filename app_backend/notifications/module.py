@@ -16,7 +16,7 @@ from app_backend.notifications.controllers import (
 )
 from app_backend.notifications.push import RecordingPushProvider
 from app_backend.notifications.service import NotificationService, check_template_kinds
-from app_backend.notifications.tasks import deliver_messages
+from app_backend.notifications.tasks import deliver_messages, write_broadcasts
 from app_backend.oidc.service import OidcService
 from app_backend.organisations.service import OrganisationServices
 from code_service.container import CodeServices
@@ -66,7 +66,11 @@ module = DomainModule(
     routes=[ResidentMessagesController, MachineMessagesController, MessageRegionsAdminController],
     dependencies={"notifications": Provide(provide_notifications, sync_to_thread=False)},
     signature_types=[NotificationService],
-    jobs=[deliver_messages],
-    cron=[CronJob(deliver_messages, cron="* * * * *", timeout=300)],
+    jobs=[deliver_messages, write_broadcasts],
+    cron=[
+        CronJob(deliver_messages, cron="* * * * *", timeout=300),
+        # Each run writes for about 50 s; a run still going when the next starts shares the work batch by batch.
+        CronJob(write_broadcasts, cron="* * * * *", timeout=300),
+    ],
     migrations="app_backend.notifications",
 )

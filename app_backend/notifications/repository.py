@@ -254,6 +254,28 @@ class MessageRepository:
             sender_key,
         )
 
+    async def add_for_broadcast(
+        self, conn: Connection, broadcast: BroadcastRow, sender: str, resident_ids: list[uuid.UUID]
+    ) -> list[MessageRow]:
+        """The broadcast's message to each of these residents who has none yet; the messages written now."""
+        return await fetch_rows(
+            conn,
+            MessageRow,
+            f"""INSERT INTO notifications.messages
+                    (resident_id, kind, title, body, params, sender, sender_name, broadcast_id)
+                SELECT r, $2, $3, $4, $5, $6, $7, $1 FROM unnest($8::uuid[]) AS r
+                ON CONFLICT (broadcast_id, resident_id) WHERE broadcast_id IS NOT NULL DO NOTHING
+                RETURNING {_MESSAGE}""",
+            broadcast.id,
+            broadcast.kind,
+            broadcast.title,
+            broadcast.body,
+            broadcast.params,
+            sender,
+            broadcast.sender_name,
+            resident_ids,
+        )
+
     async def by_sender_key(self, conn: Connection, sender: str, sender_key: str) -> MessageRow | None:
         return await fetch_row(
             conn,
@@ -364,6 +386,14 @@ class DeliveryRepository:
             template_id,
             status,
             error,
+        )
+
+    async def add_inbox(self, conn: Connection, message_ids: list[uuid.UUID]) -> None:
+        """The inbox delivery of each message, sent (as `add` writes it one at a time)."""
+        await conn.execute(
+            """INSERT INTO notifications.deliveries (message_id, channel, status, sent_at)
+               SELECT unnest($1::uuid[]), 'inbox', 'sent', now()""",
+            message_ids,
         )
 
     async def of_messages(self, conn: Connection, message_ids: list[uuid.UUID]) -> list[DeliveryRow]:
@@ -500,4 +530,139 @@ class AudienceRepository:
             organisation_id,
             regions,
             granted_by,
+        )
+
+
+_BROADCAST = """id, organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params, status,
+    stopped_reason, total, written, cursor_region, cursor_resident, created_at, started_at, finished_at"""
+
+
+class BroadcastRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    sender_name: str
+    broadcast_key: str
+    audience: str
+    regions: list[str]
+    kind: str
+    title: str
+    body: str
+    params: dict[str, str]
+    status: str
+    stopped_reason: str | None
+    total: int | None
+    written: int
+    cursor_region: str | None
+    cursor_resident: uuid.UUID | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class BroadcastRepository:
+    async def add(
+        self,
+        conn: Connection,
+        *,
+        organisation_id: uuid.UUID,
+        sender_name: str,
+        broadcast_key: str,
+        regions: list[str],
+        kind: str,
+        title: str,
+        body: str,
+        params: dict[str, str],
+    ) -> BroadcastRow | None:
+        """The new broadcast, queued; None when the organisation has one with this key."""
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""INSERT INTO notifications.broadcasts
+                    (organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params)
+                VALUES ($1, $2, $3, 'regions', $4, $5, $6, $7, $8)
+                ON CONFLICT (organisation_id, broadcast_key) DO NOTHING
+                RETURNING {_BROADCAST}""",
+            organisation_id,
+            sender_name,
+            broadcast_key,
+            regions,
+            kind,
+            title,
+            body,
+            params,
+        )
+
+    async def by_key(self, conn: Connection, organisation_id: uuid.UUID, key: str) -> BroadcastRow | None:
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""SELECT {_BROADCAST} FROM notifications.broadcasts
+                WHERE organisation_id = $1 AND broadcast_key = $2""",
+            organisation_id,
+            key,
+        )
+
+    async def get(self, conn: Connection, broadcast_id: uuid.UUID) -> BroadcastRow | None:
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"SELECT {_BROADCAST} FROM notifications.broadcasts WHERE id = $1",
+            broadcast_id,
+        )
+
+    async def open_ids(self, conn: Connection, limit: int) -> list[uuid.UUID]:
+        """Broadcasts still to write, oldest first."""
+        rows = await conn.fetch(
+            """SELECT id FROM notifications.broadcasts WHERE status IN ('queued', 'writing')
+               ORDER BY created_at, id LIMIT $1""",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def lock_open(self, conn: Connection, broadcast_id: uuid.UUID) -> BroadcastRow | None:
+        """The broadcast, locked until the transaction ends, while it is still to write: another run waits here
+        and then reads where this one left it."""
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""SELECT {_BROADCAST} FROM notifications.broadcasts
+                WHERE id = $1 AND status IN ('queued', 'writing') FOR UPDATE""",
+            broadcast_id,
+        )
+
+    async def start(self, conn: Connection, broadcast_id: uuid.UUID, total: int) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts SET status = 'writing', total = $2, started_at = now()
+               WHERE id = $1 AND status = 'queued'""",
+            broadcast_id,
+            total,
+        )
+
+    async def advance(
+        self,
+        conn: Connection,
+        broadcast_id: uuid.UUID,
+        region: str,
+        resident: uuid.UUID | None,
+        written: int,
+    ) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts
+               SET cursor_region = $2, cursor_resident = $3, written = written + $4
+               WHERE id = $1""",
+            broadcast_id,
+            region,
+            resident,
+            written,
+        )
+
+    async def finish(
+        self, conn: Connection, broadcast_id: uuid.UUID, status: str, reason: str | None = None
+    ) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts SET status = $2, stopped_reason = $3, finished_at = now()
+               WHERE id = $1""",
+            broadcast_id,
+            status,
+            reason,
         )

@@ -8,13 +8,18 @@ import msgspec
 
 # What the platform and departments message residents about; each kind maps to a subscribe-message template per
 # mini-program app in the mini-program configuration (docs/operations.md).
-MessageKind = Literal["code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due"]
+# `public_notice` is a department's notice to the residents of a region (an outage, a closure, an event), the
+# kind broadcasts are usually sent as.
+MessageKind = Literal[
+    "code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due", "public_notice"
+]
 KINDS: tuple[str, ...] = (
     "code_status_changed",
     "fare_debt",
     "ticket_reminder",
     "complaint_answered",
     "bill_due",
+    "public_notice",
 )
 GrantResult = Literal["accept", "reject", "ban", "filter"]
 Channel = Literal["wechat", "alipay"]
@@ -173,3 +178,33 @@ class MessageRegions(msgspec.Struct):
 
     organisation_id: uuid.UUID
     regions: list[RegionGrant]
+
+
+class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """One message to every resident of the regions (those whose accounts exist when it is accepted), regions the
+    organisation may address. The same `broadcast_key` again is the same broadcast."""
+
+    broadcast_key: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, description="the sender's own id of this broadcast")
+    ]
+    regions: Annotated[list[RegionCode], msgspec.Meta(min_length=1, max_length=16)]
+    message: MessageDraft
+
+
+class Broadcast(msgspec.Struct):
+    """A broadcast as its sender follows it. `total` (counted when the job starts, null until then) is how many
+    residents it goes to, `written` how many messages are written so far; `status` queued, writing, done, or
+    stopped (with `stopped_reason`: the organisation may no longer address one of the regions)."""
+
+    id: uuid.UUID
+    broadcast_key: str
+    regions: list[str]
+    kind: str
+    title: str
+    status: Literal["queued", "writing", "done", "stopped"]
+    stopped_reason: str | None
+    total: int | None
+    written: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None

@@ -16,6 +16,7 @@ Callers own the transaction for everything but `deliver_due`, which is its own b
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -30,10 +31,12 @@ from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.kernel.messages import PlatformMessage
-from app_backend.kernel.regions import REGIONS, UNKNOWN_REGION, covers
+from app_backend.kernel.regions import CITY, REGIONS, UNKNOWN_REGION, covers
 from app_backend.notifications.push import PushProvider, PushResult
 from app_backend.notifications.repository import (
     AudienceRepository,
+    BroadcastRepository,
+    BroadcastRow,
     DeliveryRepository,
     DeliveryRow,
     DeviceRepository,
@@ -44,6 +47,8 @@ from app_backend.notifications.repository import (
 )
 from app_backend.notifications.schemas import (
     KINDS,
+    Broadcast,
+    BroadcastRequest,
     Delivery,
     DepartmentMessage,
     GrantReport,
@@ -79,11 +84,37 @@ RETRY_AFTER = (
     dt.timedelta(hours=3),
 )
 MAX_ATTEMPTS = len(RETRY_AFTER) + 1
+# A broadcast is written this many residents per transaction, by job runs of about this many seconds each.
+BROADCAST_BATCH = 500
+BROADCAST_BUDGET = 50.0
 _THING_MAX = 20  # WeChat's `thing` keywords take at most 20 characters
 
 
 def organisation_sender(organisation_id: uuid.UUID) -> str:
     return f"organisation:{organisation_id}"
+
+
+def _walk_order(regions: list[str]) -> list[str]:
+    """The regions a broadcast walks, one after another: the city alone when it names the city (its residents
+    are every resident), otherwise each district (districts share no resident)."""
+    return [CITY] if CITY in regions else sorted(regions)
+
+
+def _broadcast_view(row: BroadcastRow) -> Broadcast:
+    return Broadcast(
+        id=row.id,
+        broadcast_key=row.broadcast_key,
+        regions=row.regions,
+        kind=row.kind,
+        title=row.title,
+        status=row.status,  # type: ignore[arg-type]
+        stopped_reason=row.stopped_reason,
+        total=row.total,
+        written=row.written,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
 
 
 def _not_addressable(field: str) -> DomainError:
@@ -162,6 +193,7 @@ class NotificationService:
         self._messages = MessageRepository()
         self._deliveries = DeliveryRepository()
         self._audience = AudienceRepository()
+        self._broadcasts = BroadcastRepository()
 
     # -- grants -----------------------------------------------------------------------------------------------
 
@@ -279,10 +311,14 @@ class NotificationService:
             assert existing is not None
             return await self._sent(conn, existing), False
         await self._deliveries.add(conn, row.id, "inbox", status="sent")
-        if not await self._subscribe_message(conn, row) and self.push is not None:
-            for device in await self._devices.of_resident(conn, resident_id):
-                await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
+        await self._beyond_inbox(conn, row)
         return await self._sent(conn, row), True
+
+    async def _beyond_inbox(self, conn: Connection, row: MessageRow) -> None:
+        """The one more channel a message goes out on: a subscribe message, else push to every device."""
+        if not await self._subscribe_message(conn, row) and self.push is not None:
+            for device in await self._devices.of_resident(conn, row.resident_id):
+                await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
 
     async def send_platform(self, conn: Connection, resident_id: uuid.UUID, message: PlatformMessage) -> bool:
         """A platform domain's message (the kernel's SendMessage port, handed to payments' transit and to
@@ -467,6 +503,131 @@ class NotificationService:
         """A resident used an organisation's service in a way another domain saw (`tile`: opened one of its
         tiles; tiles' usage will report it): from now on the organisation may message them."""
         await self._audience.record_use(conn, [organisation_id], resident_id, via)
+
+    # -- broadcasts -------------------------------------------------------------------------------------------
+
+    async def broadcast(
+        self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: BroadcastRequest
+    ) -> tuple[Broadcast, bool]:
+        """(the broadcast, whether it is new): accepted and queued for `write_broadcasts`; nothing is written to
+        any inbox here. The same key with the same content is the same broadcast, with other content a 409."""
+        regions = list(dict.fromkeys(data.regions))
+        for index, region in enumerate(data.regions):
+            if region not in REGIONS:
+                raise invalid_field(f"regions[{index}]", UNKNOWN_REGION)
+        allowed = [g.region for g in await self._audience.regions(conn, organisation_id)]
+        for index, region in enumerate(data.regions):
+            if not covers(allowed, region):
+                message = f"this organisation may not address {REGIONS[region]} ({region})"
+                raise DomainError(
+                    403,
+                    "not-addressable",
+                    f"regions[{index}]: {message}",
+                    extra={"errors": [{"field": f"regions[{index}]", "message": message}]},
+                )
+        draft = data.message
+        row = await self._broadcasts.add(
+            conn,
+            organisation_id=organisation_id,
+            sender_name=organisation_name,
+            broadcast_key=data.broadcast_key,
+            regions=regions,
+            kind=draft.kind,
+            title=draft.title,
+            body=draft.body,
+            params=dict(draft.params),
+        )
+        if row is not None:
+            return _broadcast_view(row), True
+        existing = await self._broadcasts.by_key(conn, organisation_id, data.broadcast_key)
+        assert existing is not None
+        same = (existing.regions, existing.kind, existing.title, existing.body, existing.params) == (
+            regions,
+            draft.kind,
+            draft.title,
+            draft.body,
+            dict(draft.params),
+        )
+        if not same:
+            message = "this key was used for another broadcast (other regions or another message)"
+            raise DomainError(
+                409,
+                "broadcast-key-reused",
+                f"broadcast_key: {message}",
+                extra={"errors": [{"field": "broadcast_key", "message": message}]},
+            )
+        return _broadcast_view(existing), False
+
+    async def broadcast_of(
+        self, conn: Connection, organisation_id: uuid.UUID, broadcast_id: uuid.UUID
+    ) -> Broadcast:
+        row = await self._broadcasts.get(conn, broadcast_id)
+        if row is None or row.organisation_id != organisation_id:
+            raise not_found("broadcast_id: no broadcast of this organisation")
+        return _broadcast_view(row)
+
+    async def write_broadcasts(
+        self, pool: Pool, *, batch: int = BROADCAST_BATCH, budget: float = BROADCAST_BUDGET
+    ) -> dict[str, int]:
+        """The broadcast job: writes the open broadcasts' messages, a batch per transaction, oldest broadcast
+        first, for about `budget` seconds (the next run goes on from where this one stopped). Runs at once share
+        the work: each batch is written under the broadcast's row lock, from the cursor the last batch left."""
+        deadline = time.monotonic() + budget
+        counts = {"written": 0, "finished": 0}
+        async with pool.acquire() as conn:
+            open_ids = await self._broadcasts.open_ids(conn, 100)
+        for broadcast_id in open_ids:
+            while time.monotonic() < deadline:
+                async with pool.acquire() as conn, conn.transaction():
+                    step = await self._write_batch(conn, broadcast_id, batch)
+                if step is None:
+                    break
+                written, finished = step
+                counts["written"] += written
+                if finished:
+                    counts["finished"] += 1
+                    break
+        return counts
+
+    async def _write_batch(
+        self, conn: Connection, broadcast_id: uuid.UUID, size: int
+    ) -> tuple[int, bool] | None:
+        """One batch of a broadcast, in the caller's transaction: (messages written, whether it is finished);
+        None when it is not open (finished by another run)."""
+        row = await self._broadcasts.lock_open(conn, broadcast_id)
+        if row is None:
+            return None
+        regions = _walk_order(row.regions)
+        allowed = [g.region for g in await self._audience.regions(conn, row.organisation_id)]
+        refused = [r for r in regions if not covers(allowed, r)]
+        if refused:
+            reason = f"the organisation may no longer address {', '.join(refused)}"
+            await self._broadcasts.finish(conn, row.id, "stopped", reason)
+            return 0, True
+        if row.status == "queued":
+            total = 0
+            for region in regions:
+                total += await self._residents.count_of_region(conn, region, joined_by=row.created_at)
+            await self._broadcasts.start(conn, row.id, total)
+        region = row.cursor_region or regions[0]
+        residents = await self._residents.residents_of_region(
+            conn, region, joined_by=row.created_at, after=row.cursor_resident, limit=size
+        )
+        if not residents:
+            following = regions.index(region) + 1
+            if following == len(regions):
+                await self._broadcasts.finish(conn, row.id, "done")
+                return 0, True
+            await self._broadcasts.advance(conn, row.id, regions[following], None, 0)
+            return 0, False
+        messages = await self._messages.add_for_broadcast(
+            conn, row, organisation_sender(row.organisation_id), residents
+        )
+        await self._deliveries.add_inbox(conn, [m.id for m in messages])
+        for message in messages:
+            await self._beyond_inbox(conn, message)
+        await self._broadcasts.advance(conn, row.id, region, residents[-1], len(messages))
+        return len(messages), False
 
     # -- the regions an organisation may address (operations) ------------------------------------------------
 
