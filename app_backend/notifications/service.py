@@ -11,7 +11,12 @@ another reason (a template or data the channel rejects), a one-time grant is giv
 successful sends only); a delivery that gives up after faults keeps it spent (whether the channel used it cannot
 be known).
 
-Callers own the transaction for everything but `deliver_due`, which is its own boundary."""
+Departments reach only the residents they may address (`may_address`: who used their service, who lives in a
+region operations allow them); a broadcast to regions is queued by the request and written by `write_broadcasts`
+in batches. A resident's deleted message keeps its row, without content, and its pending deliveries are cancelled.
+
+Callers own the transaction for everything but `deliver_due` and `write_broadcasts`, which are their own
+boundaries."""
 
 from __future__ import annotations
 
