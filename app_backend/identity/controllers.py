@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -33,7 +33,9 @@ from app_backend.identity.schemas import (
     Profile,
     RealNameRequest,
     RefreshRequest,
+    RegionChoice,
     ResidentPrincipal,
+    ResidentRegion,
     ResidentStatusChange,
     RevealRequest,
     StaffGrant,
@@ -141,6 +143,30 @@ class MeController(Controller):
     ) -> Profile:
         linked = await enterprises.enterprises.linked(db, resident.resident_id)
         return await identity.residents.profile(db, resident.resident_id, linked)
+
+    @get(
+        "/region",
+        summary="Where I live: the district I chose, or the city (321200) until I choose",
+        opt=problems(404),
+    )
+    async def region(
+        self, identity: IdentityServices, db: Connection, resident: ResidentPrincipal
+    ) -> ResidentRegion:
+        return await identity.residents.region(db, resident.resident_id)
+
+    @put(
+        "/region",
+        summary="Choose the district I live in (the city's code: none in particular)",
+        description=(
+            "The home shows that district's tiles and the city-wide ones; broadcasts to the district reach me. "
+            "400 naming `region` for a code that is not one of Taizhou's."
+        ),
+        opt=problems(404),
+    )
+    async def choose_region(
+        self, data: RegionChoice, identity: IdentityServices, db: Connection, resident: ResidentPrincipal
+    ) -> ResidentRegion:
+        return await identity.residents.set_region(db, resident.resident_id, data.region)
 
     @post(
         "/real-name",

@@ -33,6 +33,12 @@ class ResidentRow(msgspec.Struct, frozen=True):
     face_verified_at: dt.datetime | None
 
 
+class RegionRow(msgspec.Struct, frozen=True):
+    """The region a resident chose (None: none yet, which is the city)."""
+
+    region: str | None
+
+
 class SpentRefreshRow(msgspec.Struct, frozen=True):
     """A refresh token just spent: the session it renews and the resident's current level."""
 
@@ -106,6 +112,56 @@ class ResidentRepository:
             "SELECT id FROM identity.residents WHERE id_number_hash = $1", id_hash
         )
         return value
+
+    async def region(self, conn: Connection, resident_id: uuid.UUID) -> RegionRow | None:
+        return await fetch_row(
+            conn, RegionRow, "SELECT region FROM identity.residents WHERE id = $1", resident_id
+        )
+
+    async def set_region(self, conn: Connection, resident_id: uuid.UUID, region: str) -> bool:
+        result: str = await conn.execute(
+            "UPDATE identity.residents SET region = $2 WHERE id = $1", resident_id, region
+        )
+        return result.endswith(" 1")
+
+    async def active_ids(
+        self, conn: Connection, joined_by: dt.datetime, after: uuid.UUID | None, limit: int
+    ) -> list[uuid.UUID]:
+        """Every active resident whose account existed at `joined_by`, in id order after `after` (the city)."""
+        rows = await conn.fetch(
+            """SELECT id FROM identity.residents
+               WHERE status = 'active' AND created_at <= $1 AND ($2::uuid IS NULL OR id > $2)
+               ORDER BY id LIMIT $3""",
+            joined_by,
+            after,
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def active_ids_in_region(
+        self, conn: Connection, region: str, joined_by: dt.datetime, after: uuid.UUID | None, limit: int
+    ) -> list[uuid.UUID]:
+        """The same, of the residents who chose `region` (walks residents_region_idx in id order)."""
+        rows = await conn.fetch(
+            """SELECT id FROM identity.residents
+               WHERE region = $1 AND status = 'active' AND created_at <= $2 AND ($3::uuid IS NULL OR id > $3)
+               ORDER BY region, id LIMIT $4""",
+            region,
+            joined_by,
+            after,
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def count_active(self, conn: Connection, region: str | None, joined_by: dt.datetime) -> int:
+        """How many `active_ids` (region None) or `active_ids_in_region` would walk."""
+        count: int = await conn.fetchval(
+            """SELECT count(*) FROM identity.residents
+               WHERE ($1::text IS NULL OR region = $1) AND status = 'active' AND created_at <= $2""",
+            region,
+            joined_by,
+        )
+        return count
 
     async def set_real_name(
         self, conn: Connection, resident_id: uuid.UUID, name_enc: bytes, id_enc: bytes, id_hash: bytes

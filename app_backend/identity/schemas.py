@@ -67,6 +67,23 @@ class RealNameRequest(msgspec.Struct, forbid_unknown_fields=True):
     id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 
+class RegionChoice(msgspec.Struct, forbid_unknown_fields=True):
+    """The district the resident lives in, or the city's code for none in particular."""
+
+    region: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=12, description="a region code (GET /api/v1/tiles/taxonomy)"),
+    ]
+
+
+class ResidentRegion(msgspec.Struct):
+    """Where the resident lives, as the home and broadcasts see it: the city (321200) until they choose."""
+
+    region: str
+    name: str
+    chosen: bool
+
+
 class FaceClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Empty for a real-named resident's own identity; the person's name and ID number to claim one (also one
     that another account holds: a pass moves it here)."""

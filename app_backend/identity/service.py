@@ -35,6 +35,7 @@ from app_backend.identity.schemas import (
     Profile,
     ReleasableResident,
     ResidentPrincipal,
+    ResidentRegion,
     TokenPair,
     level_name,
 )
@@ -60,6 +61,7 @@ from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field
 from app_backend.kernel.metrics import RATE_LIMITED, SHED
 from app_backend.kernel.redis_batch import BatchRunner, RedisBatch, run_checks
+from app_backend.kernel.regions import CITY, REGIONS, UNKNOWN_REGION
 from app_backend.kernel.settings import Settings
 
 # Atomic check of a one-time code. The phone's live codes are fields of one hash (`c:<digest>` -> issue time, ms):
@@ -569,6 +571,11 @@ class ResidentChecks:
         await run_checks(self, self._batches, self._breaker)
 
 
+def _region_view(region: str | None) -> ResidentRegion:
+    code = region or CITY
+    return ResidentRegion(region=code, name=REGIONS.get(code, code), chosen=region is not None)
+
+
 class ResidentService:
     def __init__(
         self,
@@ -624,6 +631,21 @@ class ResidentService:
 
     async def staff_roles(self, conn: Connection, resident_id: uuid.UUID) -> frozenset[str]:
         return frozenset(await self._residents.staff_roles(conn, resident_id))
+
+    async def region(self, conn: Connection, resident_id: uuid.UUID) -> ResidentRegion:
+        """Where the resident lives: the region they chose, or the city until they choose one."""
+        row = await self._residents.region(conn, resident_id)
+        if row is None:
+            raise DomainError(404, "not-found", "resident not found")
+        return _region_view(row.region)
+
+    async def set_region(self, conn: Connection, resident_id: uuid.UUID, region: str) -> ResidentRegion:
+        """The resident chooses the district they live in (the city's code: none in particular)."""
+        if region not in REGIONS:
+            raise invalid_field("region", UNKNOWN_REGION)
+        if not await self._residents.set_region(conn, resident_id, region):
+            raise DomainError(404, "not-found", "resident not found")
+        return _region_view(region)
 
     async def grant_role(
         self, conn: Connection, resident_id: uuid.UUID, role: str, granted_by: Actor
@@ -1094,6 +1116,31 @@ class ResidentDirectory:
             conn, self._cipher.lookup_hash("resident.phone", phone)
         )
         return None if found is None else found.id
+
+    async def region_of(self, conn: Connection, resident_id: uuid.UUID) -> str:
+        """The region a resident lives in: the district they chose, else the city (CITY), as the home shows tiles
+        and broadcasts reach residents."""
+        row = await self._residents.region(conn, resident_id)
+        return CITY if row is None or row.region is None else row.region
+
+    async def residents_of_region(
+        self,
+        conn: Connection,
+        region: str,
+        *,
+        joined_by: dt.datetime,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """A page of the active residents of a region whose accounts existed at `joined_by`, in id order after
+        `after`: of the city, every one (whatever district they chose); of a district, those who chose it."""
+        if region == CITY:
+            return await self._residents.active_ids(conn, joined_by, after, limit)
+        return await self._residents.active_ids_in_region(conn, region, joined_by, after, limit)
+
+    async def count_of_region(self, conn: Connection, region: str, *, joined_by: dt.datetime) -> int:
+        """How many residents `residents_of_region` walks."""
+        return await self._residents.count_active(conn, None if region == CITY else region, joined_by)
 
     def person_key(self, id_number: str) -> bytes:
         """Validates an ID number (GB 11643) and returns its keyed hash; raises ValueError with a reason."""

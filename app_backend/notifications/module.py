@@ -6,12 +6,19 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from saq import CronJob
 
+from app_backend.audit.service import AuditTrail
+from app_backend.identity.service import IdentityServices
 from app_backend.kernel.module import DomainModule, Platform
-from app_backend.notifications.controllers import MachineMessagesController, ResidentMessagesController
+from app_backend.notifications.controllers import (
+    MachineMessagesController,
+    MessageRegionsAdminController,
+    ResidentMessagesController,
+)
 from app_backend.notifications.push import RecordingPushProvider
 from app_backend.notifications.service import NotificationService, check_template_kinds
-from app_backend.notifications.tasks import deliver_messages
+from app_backend.notifications.tasks import deliver_messages, write_broadcasts
 from app_backend.oidc.service import OidcService
+from app_backend.organisations.service import OrganisationServices
 from code_service.container import CodeServices
 from mini_programs.service import MiniProgramService
 from payments.container import PaymentServices
@@ -35,8 +42,13 @@ async def start(platform: Platform) -> NotificationService:
         payments.orders,
         platform.cipher,
         push,
-        platform.get(OidcService).resident_for_subject,
+        residents=platform.get(IdentityServices).directory,
+        organisations=platform.get(OrganisationServices).organisations,
+        audit=platform.get(AuditTrail),
+        one_login=platform.get(OidcService),
     )
+    # Who paid an organisation's order used its service: from then on it may message them.
+    payments.orders.on_paid(service.record_paid_order)
     payments.transit.use_messages(service.send_platform)
     platform.get(CodeServices).use_messages(service.send_platform)
     return service
@@ -50,11 +62,15 @@ def provide_notifications(state: State) -> NotificationService:
 module = DomainModule(
     name="notifications",
     start=start,
-    requires=["mini_programs", "payments", "codes", "oidc"],
-    routes=[ResidentMessagesController, MachineMessagesController],
+    requires=["audit", "identity", "organisations", "mini_programs", "payments", "codes", "oidc"],
+    routes=[ResidentMessagesController, MachineMessagesController, MessageRegionsAdminController],
     dependencies={"notifications": Provide(provide_notifications, sync_to_thread=False)},
     signature_types=[NotificationService],
-    jobs=[deliver_messages],
-    cron=[CronJob(deliver_messages, cron="* * * * *", timeout=300)],
+    jobs=[deliver_messages, write_broadcasts],
+    cron=[
+        CronJob(deliver_messages, cron="* * * * *", timeout=300),
+        # Each run writes for about 50 s; a run still going when the next starts shares the work batch by batch.
+        CronJob(write_broadcasts, cron="* * * * *", timeout=300),
+    ],
     migrations="app_backend.notifications",
 )

@@ -12,7 +12,7 @@ from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 _GRANT = (
     "id, identity_id, resident_id, channel, app_id, template_id, grant_kind, status, remaining, updated_at"
 )
-_MESSAGE = "id, resident_id, kind, title, body, params, sender, sender_name, created_at, read_at"
+_MESSAGE = "id, resident_id, kind, title, body, params, sender, sender_name, created_at, read_at, deleted_at"
 _DELIVERY = """id, message_id, channel, app_id, identity_id, grant_id, device_id, template_id, status, attempts,
     error, channel_message_id, sent_at"""
 
@@ -41,6 +41,14 @@ class MessageRow(msgspec.Struct, frozen=True):
     sender_name: str
     created_at: dt.datetime
     read_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+
+
+class CancelledRow(msgspec.Struct, frozen=True):
+    """A pending delivery cancelled: the grant it had claimed and how often it had been tried."""
+
+    grant_id: uuid.UUID | None
+    attempts: int
 
 
 class DeliveryRow(msgspec.Struct, frozen=True):
@@ -246,6 +254,28 @@ class MessageRepository:
             sender_key,
         )
 
+    async def add_for_broadcast(
+        self, conn: Connection, broadcast: BroadcastRow, sender: str, resident_ids: list[uuid.UUID]
+    ) -> list[MessageRow]:
+        """The broadcast's message to each of these residents who has none yet; the messages written now."""
+        return await fetch_rows(
+            conn,
+            MessageRow,
+            f"""INSERT INTO notifications.messages
+                    (resident_id, kind, title, body, params, sender, sender_name, broadcast_id)
+                SELECT r, $2, $3, $4, $5, $6, $7, $1 FROM unnest($8::uuid[]) AS r
+                ON CONFLICT (broadcast_id, resident_id) WHERE broadcast_id IS NOT NULL DO NOTHING
+                RETURNING {_MESSAGE}""",
+            broadcast.id,
+            broadcast.kind,
+            broadcast.title,
+            broadcast.body,
+            broadcast.params,
+            sender,
+            broadcast.sender_name,
+            resident_ids,
+        )
+
     async def by_sender_key(self, conn: Connection, sender: str, sender_key: str) -> MessageRow | None:
         return await fetch_row(
             conn,
@@ -272,7 +302,7 @@ class MessageRepository:
             conn,
             MessageRow,
             f"""SELECT {_MESSAGE} FROM notifications.messages
-                WHERE resident_id = $1 AND ($2::timestamptz IS NULL OR created_at < $2)
+                WHERE resident_id = $1 AND deleted_at IS NULL AND ($2::timestamptz IS NULL OR created_at < $2)
                   AND (NOT $3 OR read_at IS NULL)
                 ORDER BY created_at DESC, id DESC LIMIT $4""",
             resident_id,
@@ -283,7 +313,8 @@ class MessageRepository:
 
     async def unread(self, conn: Connection, resident_id: uuid.UUID) -> int:
         count: int = await conn.fetchval(
-            "SELECT count(*) FROM notifications.messages WHERE resident_id = $1 AND read_at IS NULL",
+            """SELECT count(*) FROM notifications.messages
+               WHERE resident_id = $1 AND read_at IS NULL AND deleted_at IS NULL""",
             resident_id,
         )
         return count
@@ -291,7 +322,7 @@ class MessageRepository:
     async def mark_read(self, conn: Connection, message_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
         found = await conn.fetchval(
             """UPDATE notifications.messages SET read_at = COALESCE(read_at, now())
-               WHERE id = $1 AND resident_id = $2 RETURNING id""",
+               WHERE id = $1 AND resident_id = $2 AND deleted_at IS NULL RETURNING id""",
             message_id,
             resident_id,
         )
@@ -299,10 +330,30 @@ class MessageRepository:
 
     async def mark_all_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
         done = await conn.execute(
-            """UPDATE notifications.messages SET read_at = now() WHERE resident_id = $1 AND read_at IS NULL""",
+            """UPDATE notifications.messages SET read_at = now()
+               WHERE resident_id = $1 AND read_at IS NULL AND deleted_at IS NULL""",
             resident_id,
         )
         return int(done.split()[-1])
+
+    async def delete(self, conn: Connection, message_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """The message leaves the inbox and its content is erased; false when it is not (or no longer) there."""
+        found = await conn.fetchval(
+            """UPDATE notifications.messages SET deleted_at = now(), title = '', body = '', params = '{}'
+               WHERE id = $1 AND resident_id = $2 AND deleted_at IS NULL RETURNING id""",
+            message_id,
+            resident_id,
+        )
+        return found is not None
+
+    async def delete_read(self, conn: Connection, resident_id: uuid.UUID) -> list[uuid.UUID]:
+        """Deletes every read message of the inbox as `delete` does; their ids."""
+        rows = await conn.fetch(
+            """UPDATE notifications.messages SET deleted_at = now(), title = '', body = '', params = '{}'
+               WHERE resident_id = $1 AND read_at IS NOT NULL AND deleted_at IS NULL RETURNING id""",
+            resident_id,
+        )
+        return [r["id"] for r in rows]
 
 
 class DeliveryRepository:
@@ -337,12 +388,34 @@ class DeliveryRepository:
             error,
         )
 
+    async def add_inbox(self, conn: Connection, message_ids: list[uuid.UUID]) -> None:
+        """The inbox delivery of each message, sent (as `add` writes it one at a time)."""
+        await conn.execute(
+            """INSERT INTO notifications.deliveries (message_id, channel, status, sent_at)
+               SELECT unnest($1::uuid[]), 'inbox', 'sent', now()""",
+            message_ids,
+        )
+
     async def of_messages(self, conn: Connection, message_ids: list[uuid.UUID]) -> list[DeliveryRow]:
         return await fetch_rows(
             conn,
             DeliveryRow,
             f"""SELECT {_DELIVERY} FROM notifications.deliveries WHERE message_id = ANY($1::uuid[])
                 ORDER BY created_at, channel""",
+            message_ids,
+        )
+
+    async def cancel_pending(self, conn: Connection, message_ids: list[uuid.UUID]) -> list[CancelledRow]:
+        """The messages' pending deliveries will not be sent. One a job run has claimed and is sending now is
+        cancelled all the same: that run's outcome no longer records (its compare-and-set wants `pending`)."""
+        return await fetch_rows(
+            conn,
+            CancelledRow,
+            """UPDATE notifications.deliveries
+               SET status = 'cancelled', next_attempt_at = NULL, updated_at = now(),
+                   error = 'cancelled: the message was deleted before it was sent'
+               WHERE message_id = ANY($1::uuid[]) AND status = 'pending'
+               RETURNING grant_id, attempts""",
             message_ids,
         )
 
@@ -400,3 +473,196 @@ class DeliveryRepository:
             error,
         )
         return done is not None
+
+
+class RegionGrantRow(msgspec.Struct, frozen=True):
+    region: str
+    granted_at: dt.datetime
+    granted_by: str
+
+
+class AudienceRepository:
+    """Whom an organisation may message: the residents who used its service, the regions it may address."""
+
+    async def record_use(
+        self, conn: Connection, organisation_ids: list[uuid.UUID], resident_id: uuid.UUID, via: str
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO notifications.service_users (organisation_id, resident_id, via)
+               SELECT DISTINCT o, $2::uuid, $3::text FROM unnest($1::uuid[]) AS o
+               ON CONFLICT (organisation_id, resident_id, via) DO UPDATE SET last_at = now()""",
+            organisation_ids,
+            resident_id,
+            via,
+        )
+
+    async def used(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        found = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM notifications.service_users
+                              WHERE organisation_id = $1 AND resident_id = $2)""",
+            organisation_id,
+            resident_id,
+        )
+        return bool(found)
+
+    async def regions(self, conn: Connection, organisation_id: uuid.UUID) -> list[RegionGrantRow]:
+        return await fetch_rows(
+            conn,
+            RegionGrantRow,
+            """SELECT region, granted_at, granted_by FROM notifications.message_regions
+               WHERE organisation_id = $1 ORDER BY region""",
+            organisation_id,
+        )
+
+    async def set_regions(
+        self, conn: Connection, organisation_id: uuid.UUID, regions: list[str], granted_by: str
+    ) -> None:
+        """Exactly `regions` from now on; those kept keep when and by whom they were granted."""
+        await conn.execute(
+            """DELETE FROM notifications.message_regions
+               WHERE organisation_id = $1 AND NOT (region = ANY($2::text[]))""",
+            organisation_id,
+            regions,
+        )
+        await conn.execute(
+            """INSERT INTO notifications.message_regions (organisation_id, region, granted_by)
+               SELECT $1, unnest($2::text[]), $3 ON CONFLICT (organisation_id, region) DO NOTHING""",
+            organisation_id,
+            regions,
+            granted_by,
+        )
+
+
+_BROADCAST = """id, organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params, status,
+    stopped_reason, total, written, cursor_region, cursor_resident, created_at, started_at, finished_at"""
+
+
+class BroadcastRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    sender_name: str
+    broadcast_key: str
+    audience: str
+    regions: list[str]
+    kind: str
+    title: str
+    body: str
+    params: dict[str, str]
+    status: str
+    stopped_reason: str | None
+    total: int | None
+    written: int
+    cursor_region: str | None
+    cursor_resident: uuid.UUID | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class BroadcastRepository:
+    async def add(
+        self,
+        conn: Connection,
+        *,
+        organisation_id: uuid.UUID,
+        sender_name: str,
+        broadcast_key: str,
+        regions: list[str],
+        kind: str,
+        title: str,
+        body: str,
+        params: dict[str, str],
+    ) -> BroadcastRow | None:
+        """The new broadcast, queued; None when the organisation has one with this key."""
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""INSERT INTO notifications.broadcasts
+                    (organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params)
+                VALUES ($1, $2, $3, 'regions', $4, $5, $6, $7, $8)
+                ON CONFLICT (organisation_id, broadcast_key) DO NOTHING
+                RETURNING {_BROADCAST}""",
+            organisation_id,
+            sender_name,
+            broadcast_key,
+            regions,
+            kind,
+            title,
+            body,
+            params,
+        )
+
+    async def by_key(self, conn: Connection, organisation_id: uuid.UUID, key: str) -> BroadcastRow | None:
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""SELECT {_BROADCAST} FROM notifications.broadcasts
+                WHERE organisation_id = $1 AND broadcast_key = $2""",
+            organisation_id,
+            key,
+        )
+
+    async def get(self, conn: Connection, broadcast_id: uuid.UUID) -> BroadcastRow | None:
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"SELECT {_BROADCAST} FROM notifications.broadcasts WHERE id = $1",
+            broadcast_id,
+        )
+
+    async def open_ids(self, conn: Connection, limit: int) -> list[uuid.UUID]:
+        """Broadcasts still to write, oldest first."""
+        rows = await conn.fetch(
+            """SELECT id FROM notifications.broadcasts WHERE status IN ('queued', 'writing')
+               ORDER BY created_at, id LIMIT $1""",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def lock_open(self, conn: Connection, broadcast_id: uuid.UUID) -> BroadcastRow | None:
+        """The broadcast, locked until the transaction ends, while it is still to write: another run waits here
+        and then reads where this one left it."""
+        return await fetch_row(
+            conn,
+            BroadcastRow,
+            f"""SELECT {_BROADCAST} FROM notifications.broadcasts
+                WHERE id = $1 AND status IN ('queued', 'writing') FOR UPDATE""",
+            broadcast_id,
+        )
+
+    async def start(self, conn: Connection, broadcast_id: uuid.UUID, total: int) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts SET status = 'writing', total = $2, started_at = now()
+               WHERE id = $1 AND status = 'queued'""",
+            broadcast_id,
+            total,
+        )
+
+    async def advance(
+        self,
+        conn: Connection,
+        broadcast_id: uuid.UUID,
+        region: str,
+        resident: uuid.UUID | None,
+        written: int,
+    ) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts
+               SET cursor_region = $2, cursor_resident = $3, written = written + $4
+               WHERE id = $1""",
+            broadcast_id,
+            region,
+            resident,
+            written,
+        )
+
+    async def finish(
+        self, conn: Connection, broadcast_id: uuid.UUID, status: str, reason: str | None = None
+    ) -> None:
+        await conn.execute(
+            """UPDATE notifications.broadcasts SET status = $2, stopped_reason = $3, finished_at = now()
+               WHERE id = $1""",
+            broadcast_id,
+            status,
+            reason,
+        )

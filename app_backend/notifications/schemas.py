@@ -8,13 +8,18 @@ import msgspec
 
 # What the platform and departments message residents about; each kind maps to a subscribe-message template per
 # mini-program app in the mini-program configuration (docs/operations.md).
-MessageKind = Literal["code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due"]
+# `public_notice` is a department's notice to the residents of a region (an outage, a closure, an event), the
+# kind broadcasts are usually sent as.
+MessageKind = Literal[
+    "code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due", "public_notice"
+]
 KINDS: tuple[str, ...] = (
     "code_status_changed",
     "fare_debt",
     "ticket_reminder",
     "complaint_answered",
     "bill_due",
+    "public_notice",
 )
 GrantResult = Literal["accept", "reject", "ban", "filter"]
 Channel = Literal["wechat", "alipay"]
@@ -82,11 +87,16 @@ class MessageDraft(msgspec.Struct, forbid_unknown_fields=True):
 
 class ResidentRef(msgspec.Struct, forbid_unknown_fields=True):
     """Who a department's message is for, in what the department already holds: an order it was paid (or is
-    being paid) by the resident, as its payee, or the `sub` one login gave its app for the resident. One of
-    the two."""
+    being paid) by the resident, as its payee; the `sub` one login gave its app for the resident; or the
+    person's ID number (a resident who used the organisation's service or lives in a region it may address).
+    Exactly one of the three."""
 
     order_id: uuid.UUID | None = None
     sub: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    id_number: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="GB 11643, 18 characters")]
+        | None
+    ) = None
 
 
 class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,7 +118,8 @@ class DepartmentMessage(msgspec.Struct, forbid_unknown_fields=True):
 class Delivery(msgspec.Struct):
     channel: Literal["inbox", "wechat", "alipay", "push"]
     app_id: str | None
-    status: Literal["pending", "sent", "failed"]
+    # cancelled: the resident deleted the message before this channel sent it.
+    status: Literal["pending", "sent", "failed", "cancelled"]
     attempts: int
     error: str | None
     sent_at: dt.datetime | None
@@ -126,6 +137,10 @@ class InboxMessage(msgspec.Struct):
     deliveries: list[Delivery]
 
 
+class Deleted(msgspec.Struct):
+    deleted: int
+
+
 class Inbox(msgspec.Struct):
     messages: list[InboxMessage]
     unread: int
@@ -139,3 +154,57 @@ class SentMessage(msgspec.Struct):
     kind: str
     created_at: dt.datetime
     deliveries: list[Delivery]
+
+
+RegionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=12, description="a region code of Taizhou")]
+
+
+class MessageRegionsChange(msgspec.Struct, forbid_unknown_fields=True):
+    """The regions an organisation may address from now on (empty: none; the city's code: every resident)."""
+
+    regions: Annotated[list[RegionCode], msgspec.Meta(max_length=16)]
+
+
+class RegionGrant(msgspec.Struct):
+    code: str
+    name: str
+    granted_at: dt.datetime
+    granted_by: str
+
+
+class MessageRegions(msgspec.Struct):
+    """The regions an organisation may address: broadcasts to them, and messages to the residents who live there
+    whether or not they used its service."""
+
+    organisation_id: uuid.UUID
+    regions: list[RegionGrant]
+
+
+class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """One message to every resident of the regions (those whose accounts exist when it is accepted), regions the
+    organisation may address. The same `broadcast_key` again is the same broadcast."""
+
+    broadcast_key: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, description="the sender's own id of this broadcast")
+    ]
+    regions: Annotated[list[RegionCode], msgspec.Meta(min_length=1, max_length=16)]
+    message: MessageDraft
+
+
+class Broadcast(msgspec.Struct):
+    """A broadcast as its sender follows it. `total` (counted when the job starts, null until then) is how many
+    residents it goes to, `written` how many messages are written so far; `status` queued, writing, done, or
+    stopped (with `stopped_reason`: the organisation may no longer address one of the regions)."""
+
+    id: uuid.UUID
+    broadcast_key: str
+    regions: list[str]
+    kind: str
+    title: str
+    status: Literal["queued", "writing", "done", "stopped"]
+    stopped_reason: str | None
+    total: int | None
+    written: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None

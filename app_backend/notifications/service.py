@@ -11,24 +11,37 @@ another reason (a template or data the channel rejects), a one-time grant is giv
 successful sends only); a delivery that gives up after faults keeps it spent (whether the channel used it cannot
 be known).
 
-Callers own the transaction for everything but `deliver_due`, which is its own boundary."""
+Departments reach only the residents they may address (`may_address`: who used their service, who lives in a
+region operations allow them); a broadcast to regions is queued by the request and written by `write_broadcasts`
+in batches. A resident's deleted message keeps its row, without content, and its pending deliveries are cancelled.
+
+Callers own the transaction for everything but `deliver_due` and `write_broadcasts`, which are their own
+boundaries."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import msgspec
 import structlog
 
+from app_backend.audit.service import AuditTrail
+from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.actors import Actor
 from app_backend.kernel.clock import now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
 from app_backend.kernel.messages import PlatformMessage
+from app_backend.kernel.regions import CITY, REGIONS, UNKNOWN_REGION, covers
 from app_backend.notifications.push import PushProvider, PushResult
 from app_backend.notifications.repository import (
+    AudienceRepository,
+    BroadcastRepository,
+    BroadcastRow,
     DeliveryRepository,
     DeliveryRow,
     DeviceRepository,
@@ -39,30 +52,34 @@ from app_backend.notifications.repository import (
 )
 from app_backend.notifications.schemas import (
     KINDS,
+    Broadcast,
+    BroadcastRequest,
     Delivery,
     DepartmentMessage,
     GrantReport,
     Inbox,
     InboxMessage,
     MessageDraft,
+    MessageRegions,
     PushDevice,
     PushDeviceRegistration,
     PushDevices,
+    RegionGrant,
     ResidentRef,
     SentMessage,
     SubscribeGrant,
     SubscribeGrants,
 )
+from app_backend.oidc.service import OidcService
+from app_backend.organisations.service import OrganisationService
 from mini_programs.config import Template
 from mini_programs.schemas import SendOutcome
 from mini_programs.service import MiniProgramService
-from payments.orders.service import OrderService
+from payments.orders.service import OrderRow, OrderService
 
 _log = structlog.get_logger("notifications")
 # A claimed delivery is not claimed again before this: longer than any channel call (three timeouts and a token).
 LEASE = dt.timedelta(minutes=5)
-# One login's lookup of the resident an organisation's pairwise `sub` names (app_backend/oidc).
-SubjectLookup = Callable[[Connection, uuid.UUID, str], Awaitable[uuid.UUID | None]]
 # After the n-th failed attempt the next one waits RETRY_AFTER[n-1]; after the last, the delivery gives up.
 RETRY_AFTER = (
     dt.timedelta(minutes=1),
@@ -72,11 +89,51 @@ RETRY_AFTER = (
     dt.timedelta(hours=3),
 )
 MAX_ATTEMPTS = len(RETRY_AFTER) + 1
+# A broadcast is written this many residents per transaction, by job runs of about this many seconds each.
+BROADCAST_BATCH = 500
+BROADCAST_BUDGET = 50.0
 _THING_MAX = 20  # WeChat's `thing` keywords take at most 20 characters
 
 
 def organisation_sender(organisation_id: uuid.UUID) -> str:
     return f"organisation:{organisation_id}"
+
+
+def _walk_order(regions: list[str]) -> list[str]:
+    """The regions a broadcast walks, one after another: the city alone when it names the city (its residents
+    are every resident), otherwise each district (districts share no resident)."""
+    return [CITY] if CITY in regions else sorted(regions)
+
+
+def _broadcast_view(row: BroadcastRow) -> Broadcast:
+    return Broadcast(
+        id=row.id,
+        broadcast_key=row.broadcast_key,
+        regions=row.regions,
+        kind=row.kind,
+        title=row.title,
+        status=row.status,  # type: ignore[arg-type]
+        stopped_reason=row.stopped_reason,
+        total=row.total,
+        written=row.written,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _not_addressable(field: str) -> DomainError:
+    """The one answer for a person nobody here is and for a resident the organisation may not message."""
+    message = (
+        "this organisation may not message this person: only residents who used its services (paid one of its "
+        "orders, logged in to one of its apps) or who live in a region it may address"
+    )
+    return DomainError(
+        403,
+        "not-addressable",
+        f"{field}: {message}",
+        extra={"errors": [{"field": field, "message": message}]},
+    )
 
 
 def check_template_kinds(templates: Iterable[tuple[str, str, str]]) -> None:
@@ -121,18 +178,27 @@ class NotificationService:
         orders: OrderService,
         cipher: FieldCipher,
         push: PushProvider | None,
-        subjects: SubjectLookup | None = None,
+        *,
+        residents: ResidentDirectory,
+        organisations: OrganisationService,
+        audit: AuditTrail,
+        one_login: OidcService | None = None,
     ) -> None:
-        self._subjects = subjects
         self.pool = pool
         self._mini = mini
         self._orders = orders
         self._cipher = cipher
         self.push = push
+        self._residents = residents
+        self._organisations = organisations
+        self._audit = audit
+        self._one_login = one_login
         self._grants = GrantRepository()
         self._devices = DeviceRepository()
         self._messages = MessageRepository()
         self._deliveries = DeliveryRepository()
+        self._audience = AudienceRepository()
+        self._broadcasts = BroadcastRepository()
 
     # -- grants -----------------------------------------------------------------------------------------------
 
@@ -250,10 +316,14 @@ class NotificationService:
             assert existing is not None
             return await self._sent(conn, existing), False
         await self._deliveries.add(conn, row.id, "inbox", status="sent")
-        if not await self._subscribe_message(conn, row) and self.push is not None:
-            for device in await self._devices.of_resident(conn, resident_id):
-                await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
+        await self._beyond_inbox(conn, row)
         return await self._sent(conn, row), True
+
+    async def _beyond_inbox(self, conn: Connection, row: MessageRow) -> None:
+        """The one more channel a message goes out on: a subscribe message, else push to every device."""
+        if not await self._subscribe_message(conn, row) and self.push is not None:
+            for device in await self._devices.of_resident(conn, row.resident_id):
+                await self._deliveries.add(conn, row.id, "push", status="pending", device_id=device.id)
 
     async def send_platform(self, conn: Connection, resident_id: uuid.UUID, message: PlatformMessage) -> bool:
         """A platform domain's message (the kernel's SendMessage port, handed to payments' transit and to
@@ -327,11 +397,17 @@ class NotificationService:
         )
 
     async def send_for_organisation(
-        self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: DepartmentMessage
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        organisation_name: str,
+        data: DepartmentMessage,
+        actor: Actor,
     ) -> tuple[SentMessage, bool]:
-        """A department's (or merchant's) message to the resident who pays one of its orders: the order is how
-        the organisation knows the resident (it never learns the platform's resident id)."""
-        resident_id = await self._resident_of(conn, organisation_id, data.resident_ref)
+        """A department's (or merchant's) message to a resident it names by what it holds (an order it is paid,
+        the `sub` one login gave its app, the person's ID number): it never learns the platform's resident id,
+        and it reaches only residents it may address."""
+        resident_id = await self._resident_of(conn, organisation_id, data.resident_ref, actor)
         return await self.send(
             conn,
             resident_id,
@@ -341,12 +417,20 @@ class NotificationService:
             sender_key=data.message_key,
         )
 
-    async def _resident_of(self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef) -> uuid.UUID:
-        if (ref.order_id is None) == (ref.sub is None):
-            raise invalid_field("resident_ref", "give either order_id or sub")
+    async def _resident_of(
+        self, conn: Connection, organisation_id: uuid.UUID, ref: ResidentRef, actor: Actor
+    ) -> uuid.UUID:
+        if sum(v is not None for v in (ref.order_id, ref.sub, ref.id_number)) != 1:
+            raise invalid_field("resident_ref", "give exactly one of order_id, sub and id_number")
+        if ref.id_number is not None:
+            return await self._resident_by_id_number(conn, organisation_id, ref.id_number, actor)
         if ref.sub is not None:
             field, message = "resident_ref.sub", "no resident who logged in to this organisation's apps"
-            found = await self._subjects(conn, organisation_id, ref.sub) if self._subjects else None
+            found = (
+                await self._one_login.resident_for_subject(conn, organisation_id, ref.sub)
+                if self._one_login
+                else None
+            )
         else:
             assert ref.order_id is not None
             field, message = (
@@ -362,6 +446,223 @@ class NotificationService:
                 extra={"errors": [{"field": field, "message": message}]},
             )
         return found
+
+    async def _resident_by_id_number(
+        self, conn: Connection, organisation_id: uuid.UUID, id_number: str, actor: Actor
+    ) -> uuid.UUID:
+        """The resident holding the ID number, when the organisation may address them. Unknown and not
+        addressable get the same refusal after the same work (the addressing rules run for a random id when
+        nobody holds the number), so an organisation cannot learn who has an account by trying numbers. Each
+        lookup is audited under the number's keyed hash, refusals on a connection of their own."""
+        try:
+            person = self._residents.person_key(id_number)
+        except ValueError as exc:
+            raise invalid_field("resident_ref.id_number", str(exc)) from None
+        found = await self._residents.resident_of_person(conn, person)
+        allowed = await self.may_address(conn, organisation_id, found or uuid.uuid4())
+        action, target = "messages.address_by_id_number", person.hex()[:16]
+        if found is None or not allowed:
+            await self._audit.record_detached(
+                actor, action, target_type="person", target_id=target, outcome="denied"
+            )
+            raise _not_addressable("resident_ref.id_number")
+        await self._audit.record(conn, actor, action, target_type="person", target_id=target)
+        return found
+
+    async def may_address(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """Whether the organisation may message the resident: the resident used its service (paid one of its
+        orders, logged in to one of its apps through one login) or lives in a region it may address."""
+        if await self._audience.used(conn, organisation_id, resident_id):
+            return True
+        allowed = [g.region for g in await self._audience.regions(conn, organisation_id)]
+        if allowed and covers(allowed, await self._residents.region_of(conn, resident_id)):
+            return True
+        return await self._logged_in(conn, organisation_id, resident_id)
+
+    async def _logged_in(self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID) -> bool:
+        """Whether the resident gave one of the organisation's one-login clients a grant: a consent to its
+        claims, or (a login asking for `openid` alone records none) a subject one login gave it."""
+        if self._one_login is None:
+            return False
+        clients = await self._one_login.clients(conn, organisation_id)
+        ids = {c.client_id for c in clients}
+        if any(c.client_id in ids for c in await self._one_login.consents_of(conn, resident_id)):
+            return True
+        for sector in sorted({c.sector for c in clients}):
+            subject = self._one_login.subject(sector, resident_id)
+            if await self._one_login.resident_for_subject(conn, organisation_id, subject) == resident_id:
+                return True
+        return False
+
+    async def record_paid_order(self, conn: Connection, order: OrderRow) -> None:
+        """payments' `on_paid` listener, in the paying transaction: the payer used the service of the order's
+        payee and of every payee its splits name."""
+        if order.payer_id is None:
+            return
+        payees = [share.payee_id for share in await self._orders.shares(conn, order)]
+        await self._audience.record_use(conn, payees, order.payer_id, "paid_order")
+
+    async def record_service_use(
+        self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID, via: str
+    ) -> None:
+        """A resident used an organisation's service in a way another domain saw (`tile`: opened one of its
+        tiles; tiles' usage will report it): from now on the organisation may message them."""
+        await self._audience.record_use(conn, [organisation_id], resident_id, via)
+
+    # -- broadcasts -------------------------------------------------------------------------------------------
+
+    async def broadcast(
+        self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: BroadcastRequest
+    ) -> tuple[Broadcast, bool]:
+        """(the broadcast, whether it is new): accepted and queued for `write_broadcasts`; nothing is written to
+        any inbox here. The same key with the same content is the same broadcast, with other content a 409."""
+        regions = list(dict.fromkeys(data.regions))
+        for index, region in enumerate(data.regions):
+            if region not in REGIONS:
+                raise invalid_field(f"regions[{index}]", UNKNOWN_REGION)
+        allowed = [g.region for g in await self._audience.regions(conn, organisation_id)]
+        for index, region in enumerate(data.regions):
+            if not covers(allowed, region):
+                message = f"this organisation may not address {REGIONS[region]} ({region})"
+                raise DomainError(
+                    403,
+                    "not-addressable",
+                    f"regions[{index}]: {message}",
+                    extra={"errors": [{"field": f"regions[{index}]", "message": message}]},
+                )
+        draft = data.message
+        row = await self._broadcasts.add(
+            conn,
+            organisation_id=organisation_id,
+            sender_name=organisation_name,
+            broadcast_key=data.broadcast_key,
+            regions=regions,
+            kind=draft.kind,
+            title=draft.title,
+            body=draft.body,
+            params=dict(draft.params),
+        )
+        if row is not None:
+            return _broadcast_view(row), True
+        existing = await self._broadcasts.by_key(conn, organisation_id, data.broadcast_key)
+        assert existing is not None
+        same = (existing.regions, existing.kind, existing.title, existing.body, existing.params) == (
+            regions,
+            draft.kind,
+            draft.title,
+            draft.body,
+            dict(draft.params),
+        )
+        if not same:
+            message = "this key was used for another broadcast (other regions or another message)"
+            raise DomainError(
+                409,
+                "broadcast-key-reused",
+                f"broadcast_key: {message}",
+                extra={"errors": [{"field": "broadcast_key", "message": message}]},
+            )
+        return _broadcast_view(existing), False
+
+    async def broadcast_of(
+        self, conn: Connection, organisation_id: uuid.UUID, broadcast_id: uuid.UUID
+    ) -> Broadcast:
+        row = await self._broadcasts.get(conn, broadcast_id)
+        if row is None or row.organisation_id != organisation_id:
+            raise not_found("broadcast_id: no broadcast of this organisation")
+        return _broadcast_view(row)
+
+    async def write_broadcasts(
+        self, pool: Pool, *, batch: int = BROADCAST_BATCH, budget: float = BROADCAST_BUDGET
+    ) -> dict[str, int]:
+        """The broadcast job: writes the open broadcasts' messages, a batch per transaction, oldest broadcast
+        first, for about `budget` seconds (the next run goes on from where this one stopped). Runs at once share
+        the work: each batch is written under the broadcast's row lock, from the cursor the last batch left."""
+        deadline = time.monotonic() + budget
+        counts = {"written": 0, "finished": 0}
+        async with pool.acquire() as conn:
+            open_ids = await self._broadcasts.open_ids(conn, 100)
+        for broadcast_id in open_ids:
+            while time.monotonic() < deadline:
+                async with pool.acquire() as conn, conn.transaction():
+                    step = await self._write_batch(conn, broadcast_id, batch)
+                if step is None:
+                    break
+                written, finished = step
+                counts["written"] += written
+                if finished:
+                    counts["finished"] += 1
+                    break
+        return counts
+
+    async def _write_batch(
+        self, conn: Connection, broadcast_id: uuid.UUID, size: int
+    ) -> tuple[int, bool] | None:
+        """One batch of a broadcast, in the caller's transaction: (messages written, whether it is finished);
+        None when it is not open (finished by another run)."""
+        row = await self._broadcasts.lock_open(conn, broadcast_id)
+        if row is None:
+            return None
+        regions = _walk_order(row.regions)
+        allowed = [g.region for g in await self._audience.regions(conn, row.organisation_id)]
+        refused = [r for r in regions if not covers(allowed, r)]
+        if refused:
+            reason = f"the organisation may no longer address {', '.join(refused)}"
+            await self._broadcasts.finish(conn, row.id, "stopped", reason)
+            return 0, True
+        if row.status == "queued":
+            total = 0
+            for region in regions:
+                total += await self._residents.count_of_region(conn, region, joined_by=row.created_at)
+            await self._broadcasts.start(conn, row.id, total)
+        region = row.cursor_region or regions[0]
+        residents = await self._residents.residents_of_region(
+            conn, region, joined_by=row.created_at, after=row.cursor_resident, limit=size
+        )
+        if not residents:
+            following = regions.index(region) + 1
+            if following == len(regions):
+                await self._broadcasts.finish(conn, row.id, "done")
+                return 0, True
+            await self._broadcasts.advance(conn, row.id, regions[following], None, 0)
+            return 0, False
+        messages = await self._messages.add_for_broadcast(
+            conn, row, organisation_sender(row.organisation_id), residents
+        )
+        await self._deliveries.add_inbox(conn, [m.id for m in messages])
+        for message in messages:
+            await self._beyond_inbox(conn, message)
+        await self._broadcasts.advance(conn, row.id, region, residents[-1], len(messages))
+        return len(messages), False
+
+    # -- the regions an organisation may address (operations) ------------------------------------------------
+
+    async def message_regions(self, conn: Connection, organisation_id: uuid.UUID) -> MessageRegions:
+        if await self._organisations.organisation(conn, organisation_id) is None:
+            raise not_found("organisation_id: no such organisation")
+        return MessageRegions(
+            organisation_id=organisation_id,
+            regions=[
+                RegionGrant(
+                    code=g.region, name=REGIONS[g.region], granted_at=g.granted_at, granted_by=g.granted_by
+                )
+                for g in await self._audience.regions(conn, organisation_id)
+            ],
+        )
+
+    async def set_message_regions(
+        self, conn: Connection, organisation_id: uuid.UUID, regions: list[str], actor: Actor
+    ) -> MessageRegions:
+        """Operations grant (or take back) the regions an organisation may address; the staff dependency audits
+        the call with the regions asked for."""
+        for index, region in enumerate(regions):
+            if region not in REGIONS:
+                raise invalid_field(f"regions[{index}]", UNKNOWN_REGION)
+        if await self._organisations.organisation(conn, organisation_id) is None:
+            raise not_found("organisation_id: no such organisation")
+        await self._audience.set_regions(
+            conn, organisation_id, list(dict.fromkeys(regions)), f"{actor.type}:{actor.id}"
+        )
+        return await self.message_regions(conn, organisation_id)
 
     async def sent_by(self, conn: Connection, sender: str, message_id: uuid.UUID) -> SentMessage:
         row = await self._messages.get(conn, message_id)
@@ -411,6 +712,27 @@ class NotificationService:
     async def mark_all_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
         return await self._messages.mark_all_read(conn, resident_id)
 
+    async def delete(self, conn: Connection, resident_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """The resident deletes a message: gone from the inbox and the unread count, its content erased, its
+        pending deliveries cancelled."""
+        if not await self._messages.delete(conn, message_id, resident_id):
+            raise not_found("message_id: no such message in this inbox")
+        await self._cancel_deliveries(conn, [message_id])
+
+    async def delete_read(self, conn: Connection, resident_id: uuid.UUID) -> int:
+        """Deletes every message the resident has read, as `delete` does; how many."""
+        deleted = await self._messages.delete_read(conn, resident_id)
+        if deleted:
+            await self._cancel_deliveries(conn, deleted)
+        return len(deleted)
+
+    async def _cancel_deliveries(self, conn: Connection, message_ids: list[uuid.UUID]) -> None:
+        """A one-time grant claimed by a delivery never tried is given back (no channel saw it); one tried
+        already (a fault, or a job run sending it now) stays spent, as for a delivery that gives up."""
+        for cancelled in await self._deliveries.cancel_pending(conn, message_ids):
+            if cancelled.grant_id is not None and cancelled.attempts == 0:
+                await self._grants.give_back(conn, cancelled.grant_id)
+
     # -- the delivery job -------------------------------------------------------------------------------------
 
     async def deliver_due(
@@ -421,14 +743,18 @@ class NotificationService:
         at = at or now()
         async with pool.acquire() as conn, conn.transaction():
             claimed = await self._deliveries.claim_due(conn, at, LEASE, limit)
-        counts = {"sent": 0, "failed": 0, "retrying": 0}
+        counts = {"sent": 0, "failed": 0, "retrying": 0, "cancelled": 0}
         for delivery in claimed:
             outcome = await self._attempt(pool, delivery)
+            if outcome is None:
+                counts["cancelled"] += 1  # deleted since it was claimed: its delivery is cancelled already
+                continue
             async with pool.acquire() as conn, conn.transaction():
                 counts[await self._record(conn, delivery, outcome, at)] += 1
         return counts
 
-    async def _attempt(self, pool: Pool, delivery: DeliveryRow) -> SendOutcome | PushResult:
+    async def _attempt(self, pool: Pool, delivery: DeliveryRow) -> SendOutcome | PushResult | None:
+        """What the channel answered; None, without asking it, for a message the resident has deleted."""
         async with pool.acquire() as conn:
             message = await self._messages.get(conn, delivery.message_id)
             target = (
@@ -436,6 +762,8 @@ class NotificationService:
             )
             device = await self._devices.get(conn, delivery.device_id) if delivery.device_id else None
         assert message is not None
+        if message.deleted_at is not None:
+            return None
         if delivery.channel == "push":
             if device is None or self.push is None:
                 return PushResult("refused", code="device-removed")

@@ -159,3 +159,59 @@ async def department_message(
     if key:
         body["message_key"] = key
     return await signed(client, payee, "POST", "/api/v1/messages", body)
+
+
+async def pay(
+    client: Any,
+    wechat: Any,
+    resident: dict[str, Any],
+    payee: dict[str, Any],
+    splits: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The resident pays an order of the payee's (and of the split payees), through the WeChat Pay sandbox."""
+    body: dict[str, Any] = {
+        "purpose": "ticket",
+        "amount_fen": 1000,
+        "subject": "凤城河夜游",
+        "payee_id": payee["organisation"]["id"],
+        "channel": "wechat",
+        "method": "jsapi",
+        "payer_channel_id": "o-openid-1",
+    }
+    if splits:
+        body["splits"] = splits
+    created = await client.post(
+        "/api/v1/payments/orders",
+        headers={**bearer(resident), "Idempotency-Key": uuid.uuid4().hex},
+        json=body,
+    )
+    assert created.status_code == 201, created.text
+    order = created.json()
+    note = (await wechat.control("POST", f"_sandbox/trades/{order['out_trade_no']}/pay", {"deliver": False}))[
+        "notification"
+    ]
+    ack = await client.post(
+        "/api/v1/payments/notify/wechat", content=note["body"], headers={"Content-Type": note["content_type"]}
+    )
+    assert ack.status_code == 200 and b"SUCCESS" in ack.content
+    return order  # type: ignore[no-any-return]
+
+
+def by_id_number(id_number: str, kind: str = "bill_due", key: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resident_ref": {"id_number": id_number},
+        "message": {"kind": kind, "title": "燃气费账单", "body": "您本月的燃气费已出账"},
+    }
+    if key:
+        body["message_key"] = key
+    return body
+
+
+async def set_message_regions(
+    client: Any, admin: dict[str, Any], organisation_id: str, regions: list[str]
+) -> Any:
+    return await client.put(
+        f"/api/v1/admin/organisations/{organisation_id}/message-regions",
+        headers=bearer(admin),
+        json={"regions": regions},
+    )
