@@ -382,7 +382,10 @@ class TileNoticesController(Controller):
         await tiles.mark_notices_read(db, machine.organisation_id)
 
 
+# Guards are per handler: a controller's guards run besides a handler's, so a controller-wide ops_reviewer guard
+# would refuse the administrators and auditors the reads allow.
 _READERS = staff_only(OPS_REVIEWER, OPS_ADMIN, AUDITOR)
+_REVIEWERS = staff_only(OPS_REVIEWER)
 
 
 class TileAdminController(Controller):
@@ -392,7 +395,6 @@ class TileAdminController(Controller):
 
     path = "/api/v1/admin/tiles"
     tags = ["admin"]
-    guards = [staff_only(OPS_REVIEWER)]
     dependencies = STAFF
     opt = problems(404, 409)
 
@@ -438,6 +440,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/versions/{version:int}/approve",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Approve a submitted version: submitted -> approved (the department then publishes it)",
     )
@@ -454,6 +457,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/versions/{version:int}/reject",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Reject a submitted version with a reason: submitted -> rejected",
     )
@@ -470,6 +474,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/suspend",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Suspend a live tile (only operations may then resume it)",
     )
@@ -488,7 +493,12 @@ class TileAdminController(Controller):
         _announce(request, tiles, tile_id)
         return tile
 
-    @post("/{tile_id:uuid}/resume", status_code=HTTP_200_OK, summary="Resume a suspended tile")
+    @post(
+        "/{tile_id:uuid}/resume",
+        guards=[_REVIEWERS],
+        status_code=HTTP_200_OK,
+        summary="Resume a suspended tile",
+    )
     async def resume(
         self,
         request: AnyRequest,
@@ -504,6 +514,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/rollback",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Make another approved version of a tile the live one",
     )
@@ -521,7 +532,10 @@ class TileAdminController(Controller):
         return tile
 
     @post(
-        "/{tile_id:uuid}/retire", status_code=HTTP_200_OK, summary="Retire a tile; its department is told why"
+        "/{tile_id:uuid}/retire",
+        guards=[_REVIEWERS],
+        status_code=HTTP_200_OK,
+        summary="Retire a tile; its department is told why",
     )
     async def retire(
         self,

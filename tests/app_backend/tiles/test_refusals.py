@@ -271,3 +271,22 @@ async def test_a_suspension_is_lifted_only_by_whom_it_allows(client, services):
         ("suspend", "department"),
         ("resume", "operations"),
     ]
+
+
+async def test_administrators_and_auditors_read_tiles_but_only_reviewers_move_them(client, services):
+    """The staff reads are for ops_reviewer, ops_admin and auditor; the transitions for ops_reviewer only (a guard
+    on the whole controller once refused the administrators and auditors the reads allow)."""
+    dept, rev = await department(client, services), await reviewer(client, services)
+    tid = (await live(client, dept, rev, name=unique("只读")))["id"]
+    for role in ("ops_admin", "auditor"):
+        reader = await staff(client, services, role=role)
+        for path in (ADMIN, f"{ADMIN}/reviews", f"{ADMIN}/{tid}"):
+            answer = await client.get(path, headers=bearer(reader))
+            assert answer.status_code == 200, (role, path, answer.text)
+        for tail, body in (
+            (f"/{tid}/suspend", {"reason": "越权操作"}),
+            (f"/{tid}/retire", {"reason": "越权操作"}),
+        ):
+            refused = await review(client, reader, tail, body)
+            assert refused.status_code == 403, (role, tail, refused.text)
+    assert ok(await manage(client, dept, "GET", f"/{tid}"))["state"] == "live"
