@@ -38,6 +38,8 @@ from app_backend.kernel.redis_batch import BatchRunner
 from app_backend.kernel.settings import TileSettings
 from app_backend.tiles.repository import DailyRow, PeriodRow, ReportTileRow, TileRepository, UsageRepository
 from app_backend.tiles.schemas import (
+    DEGRADED_NOTICE,
+    SUSPENDED_NOTICE,
     Completion,
     CompletionsRecorded,
     DailyFigures,
@@ -50,6 +52,7 @@ from app_backend.tiles.schemas import (
     RetirementCandidates,
     TileOpened,
     TileUsage,
+    step_up,
 )
 
 if TYPE_CHECKING:
@@ -174,8 +177,6 @@ class UsageService:
         """Records that the resident opened the tile and answers how to open it. 404: no live tile; 409
         `tile-unavailable`: suspended or failing its health checks (nothing recorded); 403 `step-up-required`: the
         resident's level (the account's now) is below the tile's, naming the step-up (nothing recorded)."""
-        from app_backend.tiles.service import DEGRADED_NOTICE, SUSPENDED_NOTICE, step_up
-
         row = await self._usage.open(conn, tile_id, resident_id, token_level)
         if row is None:
             raise not_found("tile_id: no live tile with this id")
