@@ -84,6 +84,9 @@ for i, key in ipairs(KEYS) do
   elseif op == 'incr' then
     out[i] = redis.call('INCR', key)
     a = a + 1
+  elseif op == 'hincrby' then
+    out[i] = redis.call('HINCRBY', key, ARGV[a + 1], ARGV[a + 2])
+    a = a + 3
   elseif op == 'expire' then
     out[i] = redis.call('EXPIRE', key, ARGV[a + 1])
     a = a + 2
@@ -266,6 +269,10 @@ class RedisBatch:
     def incr(self, key: str) -> None:
         self._keys.append(key)
         self._args.append("incr")
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self._keys.append(key)
+        self._args += ("hincrby", field, amount)
 
     def expire(self, key: str, seconds: int) -> None:
         self._keys.append(key)

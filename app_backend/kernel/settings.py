@@ -78,6 +78,32 @@ class AliyunSettings(msgspec.Struct, frozen=True, kw_only=True):
         return problems
 
 
+class TileSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Service tiles' health checks, usage figures and retirement candidates (docs/operations.md, "Service
+    tiles")."""
+
+    # Seconds between two probes of a tile; 0 turns the health checks off (the default in dev and test, whose demo
+    # tiles name hosts that do not exist).
+    health_interval: int = 300
+    # Seconds one probe may take (connect, TLS, the answer's status line).
+    health_timeout: float = 5.0
+    # Consecutive failed rounds before a tile is degraded (residents see it as temporarily unavailable).
+    health_failures: int = 3
+    # Minutes of failing before a degraded tile whose department asked for it (`auto_suspend`) is suspended.
+    health_suspend_minutes: int = 30
+    # Probes in flight at once (per worker running the job).
+    health_concurrency: int = 16
+    # Days probes are kept (the daily counts of probes, failures and outages are kept with the usage figures).
+    health_history_days: int = 7
+    # Days residents' opens are kept (who opened what); older days keep only their counts.
+    opens_retention_days: int = 400
+    # A live tile is a retirement candidate when, over the last `retire_period_days` (and published before them),
+    # it was opened fewer than `retire_min_opens` times or was degraded at least `retire_max_outages` times.
+    retire_period_days: int = 90
+    retire_min_opens: int = 100
+    retire_max_outages: int = 3
+
+
 class MaskingRule(msgspec.Struct, frozen=True):
     head: int
     tail: int
@@ -135,6 +161,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     registry_backend: str = "dev"
     liveness_backend: str = "dev"
     aliyun: AliyunSettings = AliyunSettings()
+    tiles: TileSettings = TileSettings()
     # Protection under surges (docs/operations.md, "Protection").
     rate_resident_per_minute: int = 120
     rate_organisation_per_second: int = 3000
@@ -253,6 +280,31 @@ def _aliyun(env: dict[str, str]) -> AliyunSettings:
     )
 
 
+def _non_negative(env: dict[str, str], name: str, default: int) -> int:
+    value = int(env.get(name, str(default)))
+    if value < 0:
+        raise ValueError(f"{name} must be zero or a positive integer")
+    return value
+
+
+def _tiles(env: dict[str, str], mode: str) -> TileSettings:
+    timeout = float(env.get("TZT_TILE_HEALTH_TIMEOUT", "5"))
+    if not 0 < timeout <= 60:
+        raise ValueError("TZT_TILE_HEALTH_TIMEOUT must be more than 0 and at most 60 seconds")
+    return TileSettings(
+        health_interval=_non_negative(env, "TZT_TILE_HEALTH_INTERVAL", 0 if mode in {"dev", "test"} else 300),
+        health_timeout=timeout,
+        health_failures=_positive(env, "TZT_TILE_HEALTH_FAILURES", 3),
+        health_suspend_minutes=_positive(env, "TZT_TILE_HEALTH_SUSPEND_MINUTES", 30),
+        health_concurrency=_positive(env, "TZT_TILE_HEALTH_CONCURRENCY", 16),
+        health_history_days=_positive(env, "TZT_TILE_HEALTH_HISTORY_DAYS", 7),
+        opens_retention_days=_positive(env, "TZT_TILE_OPENS_RETENTION_DAYS", 400),
+        retire_period_days=_positive(env, "TZT_TILE_RETIRE_PERIOD_DAYS", 90),
+        retire_min_opens=_non_negative(env, "TZT_TILE_RETIRE_MIN_OPENS", 100),
+        retire_max_outages=_positive(env, "TZT_TILE_RETIRE_MAX_OUTAGES", 3),
+    )
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     mode = env.get("TZT_ENV", "dev")
@@ -294,6 +346,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         registry_backend=env.get("TZT_REGISTRY_BACKEND", "dev"),
         liveness_backend=env.get("TZT_LIVENESS_BACKEND", "dev"),
         aliyun=_aliyun(env),
+        tiles=_tiles(env, mode),
         rate_resident_per_minute=_positive(env, "TZT_RATE_RESIDENT_PER_MINUTE", 120),
         rate_organisation_per_second=_positive(env, "TZT_RATE_ORGANISATION_PER_SECOND", 3000),
         max_in_flight=_positive(env, "TZT_MAX_IN_FLIGHT", 256),

@@ -12,10 +12,12 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app_backend.identity.auth import AUDITOR, OPS_ADMIN, OPS_REVIEWER, STAFF, Staff, audited, staff_only
+from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.kernel.actors import Actor
-from app_backend.kernel.db import Connection
+from app_backend.kernel.clock import business_day
+from app_backend.kernel.db import Connection, pooled_connection
 from app_backend.kernel.errors import forbidden
-from app_backend.kernel.http import after_commit, client_ip, problems, request_id
+from app_backend.kernel.http import after_commit, client_ip, problems, request_id, settings_of
 from app_backend.organisations.auth import MACHINE
 from app_backend.organisations.schemas import MachinePrincipal
 from app_backend.tiles.schemas import (
@@ -25,9 +27,14 @@ from app_backend.tiles.schemas import (
     Catalogue,
     CatalogueTile,
     Category,
+    CompletionsBody,
+    CompletionsRecorded,
+    ImpressionsBody,
+    MonthlyReport,
     Notices,
     ReasonBody,
     Region,
+    RetirementCandidates,
     Reviews,
     RollbackBody,
     SearchResult,
@@ -35,7 +42,10 @@ from app_backend.tiles.schemas import (
     Taxonomy,
     Tile,
     TileContent,
+    TileHealth,
     TileList,
+    TileOpened,
+    TileUsage,
 )
 from app_backend.tiles.service import Caller
 
@@ -51,6 +61,17 @@ RegionParam = Annotated[
     Parameter(max_length=12, description="a region code (taxonomy): that district's and city-wide tiles"),
 ]
 CategoryParam = Annotated[str | None, Parameter(max_length=32, description="a category code (taxonomy)")]
+MonthParam = Annotated[
+    str | None,
+    Parameter(
+        pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+        max_length=7,
+        description="YYYY-MM (Beijing time); absent: this month",
+    ),
+]
+StartParam = Annotated[dt.date | None, Parameter(description="first day (absent: 29 days before end)")]
+EndParam = Annotated[dt.date | None, Parameter(description="last day (absent: today, Beijing time)")]
+ProbesParam = Annotated[int, Parameter(ge=1, le=500)]
 # `state` is a name Litestar reserves: the query parameter is read under it.
 StateParam = Annotated[
     str | None, Parameter(query="state", max_length=16, description="unpublished, live, suspended or retired")
@@ -62,6 +83,15 @@ def _department(request: AnyRequest, machine: MachinePrincipal) -> Caller:
         raise forbidden(f"this credential lacks the scope {MANAGE_SCOPE}")
     actor = Actor("organisation", str(machine.organisation_id), request_id(request), client_ip(request))
     return Caller.department(machine.organisation_id, actor)
+
+
+def _month(month: str | None) -> str:
+    return month or f"{business_day():%Y-%m}"
+
+
+def _days(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
+    last = end or business_day()
+    return start or last - dt.timedelta(days=29), last
 
 
 def _announce(request: AnyRequest, tiles: TileService, tile_id: uuid.UUID) -> None:
@@ -117,6 +147,43 @@ class CatalogueController(Controller):
         return await tiles.live_tile(db, tile_id)
 
 
+class TileUseController(Controller):
+    """A resident opening a tile, and the tiles a client showed (bearer token)."""
+
+    path = "/api/v1/tiles"
+    tags = ["tiles"]
+
+    @post(
+        "/{tile_id:uuid}/open",
+        status_code=HTTP_200_OK,
+        summary="Open a tile: recorded as the resident's open; answers its entry points and one-login start",
+        description=(
+            "404 unless the tile is live; 409 `tile-unavailable` while it is suspended or failing its health "
+            "checks (with `unavailable_reason`); 403 `step-up-required` when the resident's level is below the "
+            "tile's, naming the step-up (`step_up`). Nothing is recorded when refused."
+        ),
+        opt=problems(403, 404, 409),
+    )
+    async def open(
+        self, request: AnyRequest, tile_id: uuid.UUID, tiles: TileService, resident: ResidentPrincipal
+    ) -> TileOpened:
+        # One statement reads the tile and the resident's level and records the open, atomic by itself: no
+        # BEGIN and COMMIT around it (two of its three round trips; docs/decisions/0003-own-transactions.md).
+        state = request.app.state
+        async with pooled_connection(state.pool, settings_of(state).db_acquire_timeout) as db:
+            return await tiles.usage.open(db, tile_id, resident.resident_id, resident.level)
+
+    @post(
+        "/impressions",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="The tiles a list showed the resident (one impression each); who saw them is not kept",
+    )
+    async def impressions(
+        self, data: ImpressionsBody, tiles: TileService, resident: ResidentPrincipal
+    ) -> None:
+        await tiles.count_impressions(data.tile_ids)
+
+
 class DepartmentTilesController(Controller):
     """A department's own tiles and their versions (signed; tiles:manage). Another organisation's tile is a 404."""
 
@@ -166,6 +233,73 @@ class DepartmentTilesController(Controller):
         machine: MachinePrincipal,
     ) -> Tile:
         return await tiles.tile(db, _department(request, machine), tile_id)
+
+    @get(
+        "/report",
+        summary="My monthly report: every published tile's figures for the month, per day (signed; tiles:manage)",
+        opt=problems(400),
+    )
+    async def report(
+        self,
+        request: AnyRequest,
+        tiles: TileService,
+        db: Connection,
+        machine: MachinePrincipal,
+        month: MonthParam = None,
+    ) -> MonthlyReport:
+        _department(request, machine)
+        return await tiles.usage.monthly_report(
+            db, machine.organisation_id, machine.organisation_name, _month(month)
+        )
+
+    @get(
+        "/{tile_id:uuid}/usage",
+        summary="My tile's figures per day: impressions, opens, unique residents, completions (signed; tiles:manage)",
+    )
+    async def usage(
+        self,
+        request: AnyRequest,
+        tile_id: uuid.UUID,
+        tiles: TileService,
+        db: Connection,
+        machine: MachinePrincipal,
+        start: StartParam = None,
+        end: EndParam = None,
+    ) -> TileUsage:
+        first, last = _days(start, end)
+        return await tiles.usage.tile_usage(db, _department(request, machine), tile_id, first, last)
+
+    @get(
+        "/{tile_id:uuid}/health",
+        summary="What the health checks found of my tile, latest probes first (signed; tiles:manage)",
+    )
+    async def health(
+        self,
+        request: AnyRequest,
+        tile_id: uuid.UUID,
+        tiles: TileService,
+        db: Connection,
+        machine: MachinePrincipal,
+        limit: ProbesParam = 50,
+    ) -> TileHealth:
+        return await tiles.health.view(db, _department(request, machine), tile_id, limit)
+
+    @post(
+        "/{tile_id:uuid}/completions",
+        status_code=HTTP_200_OK,
+        summary="Report completions of my tile's service, each once by my reference (signed; tiles:manage)",
+        description="A reference already reported for the tile is not counted again (`already_recorded`).",
+    )
+    async def completions(
+        self,
+        request: AnyRequest,
+        tile_id: uuid.UUID,
+        data: CompletionsBody,
+        tiles: TileService,
+        db: Connection,
+        machine: MachinePrincipal,
+    ) -> CompletionsRecorded:
+        return await tiles.usage.add_completions(db, _department(request, machine), tile_id, data.completions)
 
     @post(
         "/{tile_id:uuid}/versions",
@@ -382,7 +516,10 @@ class TileNoticesController(Controller):
         await tiles.mark_notices_read(db, machine.organisation_id)
 
 
+# Guards are per handler: a controller's guards run besides a handler's, so a controller-wide ops_reviewer guard
+# would refuse the administrators and auditors the reads allow.
 _READERS = staff_only(OPS_REVIEWER, OPS_ADMIN, AUDITOR)
+_REVIEWERS = staff_only(OPS_REVIEWER)
 
 
 class TileAdminController(Controller):
@@ -392,7 +529,6 @@ class TileAdminController(Controller):
 
     path = "/api/v1/admin/tiles"
     tags = ["admin"]
-    guards = [staff_only(OPS_REVIEWER)]
     dependencies = STAFF
     opt = problems(404, 409)
 
@@ -436,8 +572,92 @@ class TileAdminController(Controller):
     async def one(self, tile_id: uuid.UUID, tiles: TileService, db: Connection, staff: Staff) -> Tile:
         return await tiles.tile(db, Caller.operations(staff.actor), tile_id)
 
+    @get(
+        "/report",
+        summary="A department's monthly report: every published tile's figures for the month, per day",
+        guards=[_READERS],
+        opt=audited(
+            "admin.tile_report", target_type="organisation", target="organisation_id", detail=("month",)
+        ),
+    )
+    async def report(
+        self,
+        tiles: TileService,
+        db: Connection,
+        staff: Staff,
+        organisation_id: uuid.UUID,
+        month: MonthParam = None,
+    ) -> MonthlyReport:
+        return await tiles.usage.monthly_report(db, organisation_id, "", _month(month))
+
+    @get(
+        "/retirement-candidates",
+        summary="Tiles used too little or failing too often over the period, with their figures",
+        description=(
+            "Live and suspended tiles published before the period (the last TZT_TILE_RETIRE_PERIOD_DAYS days) "
+            "opened fewer than TZT_TILE_RETIRE_MIN_OPENS times over it (`low_use`) or degraded by the health "
+            "checks at least TZT_TILE_RETIRE_MAX_OUTAGES times (`health_failures`); least used first."
+        ),
+        guards=[_READERS],
+        opt=audited("admin.tile_retirement_candidates"),
+    )
+    async def retirement_candidates(
+        self, tiles: TileService, db: Connection, staff: Staff
+    ) -> RetirementCandidates:
+        return await tiles.usage.retirement_candidates(db)
+
+    @post(
+        "/retirement-candidates/{tile_id:uuid}/retire",
+        guards=[_REVIEWERS],
+        status_code=HTTP_200_OK,
+        summary="Retire a candidate in one step; the department is told why, with its figures",
+        description="409 `not-a-retirement-candidate` when the report does not (or no longer) list it.",
+    )
+    async def retire_candidate(
+        self,
+        request: AnyRequest,
+        tile_id: uuid.UUID,
+        data: ReasonBody,
+        tiles: TileService,
+        db: Connection,
+        staff: Staff,
+    ) -> Tile:
+        await tiles.usage.retire_candidate(db, Caller.operations(staff.actor), tile_id, data.reason)
+        _announce(request, tiles, tile_id)
+        return await tiles.tile(db, Caller.operations(staff.actor), tile_id)
+
+    @get(
+        "/{tile_id:uuid}/usage",
+        summary="A tile's figures per day",
+        guards=[_READERS],
+        opt=audited("admin.tile_usage", target_type="tile", target="tile_id"),
+    )
+    async def usage(
+        self,
+        tile_id: uuid.UUID,
+        tiles: TileService,
+        db: Connection,
+        staff: Staff,
+        start: StartParam = None,
+        end: EndParam = None,
+    ) -> TileUsage:
+        first, last = _days(start, end)
+        return await tiles.usage.tile_usage(db, Caller.operations(staff.actor), tile_id, first, last)
+
+    @get(
+        "/{tile_id:uuid}/health",
+        summary="What the health checks found of a tile, latest probes first",
+        guards=[_READERS],
+        opt=audited("admin.tile_health", target_type="tile", target="tile_id"),
+    )
+    async def health(
+        self, tile_id: uuid.UUID, tiles: TileService, db: Connection, staff: Staff, limit: ProbesParam = 50
+    ) -> TileHealth:
+        return await tiles.health.view(db, Caller.operations(staff.actor), tile_id, limit)
+
     @post(
         "/{tile_id:uuid}/versions/{version:int}/approve",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Approve a submitted version: submitted -> approved (the department then publishes it)",
     )
@@ -454,6 +674,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/versions/{version:int}/reject",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Reject a submitted version with a reason: submitted -> rejected",
     )
@@ -470,6 +691,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/suspend",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Suspend a live tile (only operations may then resume it)",
     )
@@ -488,7 +710,12 @@ class TileAdminController(Controller):
         _announce(request, tiles, tile_id)
         return tile
 
-    @post("/{tile_id:uuid}/resume", status_code=HTTP_200_OK, summary="Resume a suspended tile")
+    @post(
+        "/{tile_id:uuid}/resume",
+        guards=[_REVIEWERS],
+        status_code=HTTP_200_OK,
+        summary="Resume a suspended tile",
+    )
     async def resume(
         self,
         request: AnyRequest,
@@ -504,6 +731,7 @@ class TileAdminController(Controller):
 
     @post(
         "/{tile_id:uuid}/rollback",
+        guards=[_REVIEWERS],
         status_code=HTTP_200_OK,
         summary="Make another approved version of a tile the live one",
     )
@@ -521,7 +749,10 @@ class TileAdminController(Controller):
         return tile
 
     @post(
-        "/{tile_id:uuid}/retire", status_code=HTTP_200_OK, summary="Retire a tile; its department is told why"
+        "/{tile_id:uuid}/retire",
+        guards=[_REVIEWERS],
+        status_code=HTTP_200_OK,
+        summary="Retire a tile; its department is told why",
     )
     async def retire(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar.datastructures import State
 from litestar.di import Provide
+from saq import CronJob
 
 from app_backend.audit.service import AuditTrail
 from app_backend.kernel.module import DomainModule, Platform
@@ -13,12 +14,26 @@ from app_backend.tiles.controllers import (
     DepartmentTilesController,
     TileAdminController,
     TileNoticesController,
+    TileUseController,
 )
 from app_backend.tiles.service import TileService
+from app_backend.tiles.tasks import (
+    flush_tile_impressions,
+    probe_tile_health,
+    purge_tile_usage,
+    score_tile_usage,
+)
 
 
 async def start(platform: Platform) -> TileService:
-    return TileService(platform.get(AuditTrail), platform.get(OidcService), platform.settings.is_dev)
+    return TileService(
+        platform.get(AuditTrail),
+        platform.get(OidcService),
+        platform.settings,
+        platform.redis,
+        platform.batches,
+        platform.breaker,
+    )
 
 
 def provide_tiles(state: State) -> TileService:
@@ -30,8 +45,23 @@ module = DomainModule(
     name="tiles",
     start=start,
     requires=["audit", "oidc"],
-    routes=[CatalogueController, DepartmentTilesController, TileNoticesController, TileAdminController],
+    routes=[
+        CatalogueController,
+        TileUseController,
+        DepartmentTilesController,
+        TileNoticesController,
+        TileAdminController,
+    ],
     dependencies={"tiles": Provide(provide_tiles, sync_to_thread=False)},
     signature_types=[TileService],
+    jobs=[probe_tile_health, flush_tile_impressions, score_tile_usage, purge_tile_usage],
+    # Unique cron jobs (SAQ's default): one run of each at a time across every worker. The health job claims the
+    # tiles it probes and the flush claims its batches, so even two runs at once would not count twice.
+    cron=[
+        CronJob(probe_tile_health, cron="* * * * *", timeout=300),
+        CronJob(flush_tile_impressions, cron="* * * * *", timeout=120),
+        CronJob(score_tile_usage, cron="7 * * * *", timeout=600),
+        CronJob(purge_tile_usage, cron="27 4 * * *", timeout=1800),
+    ],
     migrations="app_backend.tiles",
 )

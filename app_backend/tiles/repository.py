@@ -489,3 +489,438 @@ class NoticeRepository:
             "UPDATE tiles.notices SET read_at = now() WHERE organisation_id = $1 AND read_at IS NULL",
             organisation_id,
         )
+
+
+# -- health checks --------------------------------------------------------------------------------------------------
+
+
+class ProbeTargetRow(msgspec.Struct, frozen=True):
+    """A tile the health checks probe this round: its URLs (either may be absent) and whether its department asked
+    for suspension after a long outage."""
+
+    id: uuid.UUID
+    health_url: str | None
+    h5_url: str | None
+    auto_suspend: bool
+
+
+class RoundRow(msgspec.Struct, frozen=True):
+    """A tile's run of failures once a round is recorded."""
+
+    consecutive_failures: int
+    failing_since: dt.datetime | None
+    suspended_in_run: bool
+
+
+class HealthStateRow(msgspec.Struct, frozen=True):
+    next_probe_at: dt.datetime
+    consecutive_failures: int
+    failing_since: dt.datetime | None
+    last_probed_at: dt.datetime | None
+    last_ok_at: dt.datetime | None
+    last_error: str | None
+
+
+class ProbeRow(msgspec.Struct, frozen=True):
+    probed_at: dt.datetime
+    target: str
+    ok: bool
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+
+
+_PROBED_FROM = """tiles.tiles t JOIN tiles.versions v ON v.tile_id = t.id AND v.number = t.live_version
+    WHERE t.state IN ('live', 'suspended')
+      AND (v.content->>'health_check_url' IS NOT NULL OR v.content->'entry'->>'h5_url' IS NOT NULL)"""
+
+
+class HealthRepository:
+    async def claim_due(
+        self, conn: Connection, at: dt.datetime, interval: int, only: Sequence[uuid.UUID] | None
+    ) -> list[ProbeTargetRow]:
+        """The live and suspended tiles with a URL to probe whose probe is due at `at` (a tile never probed is
+        due), each claimed until `at + interval`: a second run at the same time finds them taken."""
+        return await fetch_rows(
+            conn,
+            ProbeTargetRow,
+            f"""WITH probed AS (
+                  SELECT t.id, v.content->>'health_check_url' AS health_url,
+                         v.content->'entry'->>'h5_url' AS h5_url,
+                         coalesce((v.content->>'auto_suspend')::boolean, false) AS auto_suspend
+                  FROM {_PROBED_FROM} AND ($3::uuid[] IS NULL OR t.id = ANY($3))
+                ), claimed AS (
+                  INSERT INTO tiles.health_state AS h (tile_id, next_probe_at)
+                  SELECT id, $1::timestamptz + make_interval(secs => $2::float8) FROM probed
+                  ON CONFLICT (tile_id) DO UPDATE SET next_probe_at = excluded.next_probe_at
+                    WHERE h.next_probe_at <= $1
+                  RETURNING tile_id
+                )
+                SELECT p.id, p.health_url, p.h5_url, p.auto_suspend
+                FROM probed p JOIN claimed c ON c.tile_id = p.id ORDER BY p.id""",
+            at,
+            float(interval),
+            None if only is None else list(only),
+        )
+
+    async def record_round(
+        self,
+        conn: Connection,
+        tile_id: uuid.UUID,
+        at: dt.datetime,
+        day: dt.date,
+        probes: Sequence[tuple[str, bool, int | None, int | None, str | None]],
+        error: str | None,
+    ) -> RoundRow:
+        """One round of a tile's probes (target, ok, status, latency ms, error): kept in the history, counted in
+        the day's figures, and the run of failures moved on (a round fails when `error` is set)."""
+        row = await fetch_row(
+            conn,
+            RoundRow,
+            """WITH kept AS (
+                 INSERT INTO tiles.health_probes (tile_id, probed_at, target, ok, status_code, latency_ms, error)
+                 SELECT $1, $2, p.target, p.ok, p.status_code, p.latency_ms, p.error
+                 FROM unnest($4::text[], $5::bool[], $6::int[], $7::int[], $8::text[])
+                   AS p(target, ok, status_code, latency_ms, error)
+               ), counted AS (
+                 INSERT INTO tiles.usage_daily AS u (tile_id, day, probes, probe_failures)
+                 VALUES ($1, $3, 1, CASE WHEN $9::text IS NULL THEN 0 ELSE 1 END)
+                 ON CONFLICT (tile_id, day) DO UPDATE
+                   SET probes = u.probes + 1, probe_failures = u.probe_failures + excluded.probe_failures
+               )
+               INSERT INTO tiles.health_state AS h (tile_id, next_probe_at, consecutive_failures, failing_since,
+                   last_probed_at, last_ok_at, last_error)
+               VALUES ($1, $2, CASE WHEN $9::text IS NULL THEN 0 ELSE 1 END,
+                       CASE WHEN $9::text IS NULL THEN NULL ELSE $2 END, $2,
+                       CASE WHEN $9::text IS NULL THEN $2 END, $9)
+               ON CONFLICT (tile_id) DO UPDATE SET
+                 consecutive_failures = CASE WHEN $9::text IS NULL THEN 0 ELSE h.consecutive_failures + 1 END,
+                 failing_since = CASE WHEN $9::text IS NULL THEN NULL ELSE coalesce(h.failing_since, $2) END,
+                 last_probed_at = $2,
+                 last_ok_at = CASE WHEN $9::text IS NULL THEN $2 ELSE h.last_ok_at END,
+                 last_error = $9,
+                 suspended_in_run = h.suspended_in_run AND $9::text IS NOT NULL
+               RETURNING consecutive_failures, failing_since, suspended_in_run""",
+            tile_id,
+            at,
+            day,
+            [p[0] for p in probes],
+            [p[1] for p in probes],
+            [p[2] for p in probes],
+            [p[3] for p in probes],
+            [p[4] for p in probes],
+            error,
+        )
+        assert row is not None  # an upsert … RETURNING returns its row
+        return row
+
+    async def mark_suspended_in_run(self, conn: Connection, tile_id: uuid.UUID) -> None:
+        await conn.execute(
+            "UPDATE tiles.health_state SET suspended_in_run = true WHERE tile_id = $1", tile_id
+        )
+
+    async def count_outage(self, conn: Connection, tile_id: uuid.UUID, day: dt.date) -> None:
+        """The tile was degraded on `day` (one more outage in its figures)."""
+        await conn.execute(
+            """INSERT INTO tiles.usage_daily AS u (tile_id, day, outages) VALUES ($1, $2, 1)
+               ON CONFLICT (tile_id, day) DO UPDATE SET outages = u.outages + 1""",
+            tile_id,
+            day,
+        )
+
+    async def state(self, conn: Connection, tile_id: uuid.UUID) -> HealthStateRow | None:
+        return await fetch_row(
+            conn,
+            HealthStateRow,
+            """SELECT next_probe_at, consecutive_failures, failing_since, last_probed_at, last_ok_at, last_error
+               FROM tiles.health_state WHERE tile_id = $1""",
+            tile_id,
+        )
+
+    async def history(self, conn: Connection, tile_id: uuid.UUID, limit: int) -> list[ProbeRow]:
+        return await fetch_rows(
+            conn,
+            ProbeRow,
+            """SELECT probed_at, target, ok, status_code, latency_ms, error FROM tiles.health_probes
+               WHERE tile_id = $1 ORDER BY probed_at DESC, target LIMIT $2""",
+            tile_id,
+            limit,
+        )
+
+    async def purge(self, conn: Connection, before: dt.datetime) -> int:
+        result: str = await conn.execute("DELETE FROM tiles.health_probes WHERE probed_at < $1", before)
+        return int(result.split()[-1])
+
+
+# -- usage ------------------------------------------------------------------------------------------------------
+
+
+class OpenRow(msgspec.Struct, frozen=True):
+    """A tile a resident asked to open, the resident's level now, and whether the open was recorded (None: not
+    recorded, the tile being unavailable or above the level). `client_id`: its one-login client while active."""
+
+    id: uuid.UUID
+    state: str
+    health: str
+    resident_notice: str | None
+    number: int
+    content: dict[str, object]
+    min_level: int
+    level: int
+    client_id: str | None
+    opens: int | None
+
+
+class DailyRow(msgspec.Struct, frozen=True):
+    tile_id: uuid.UUID
+    day: dt.date
+    impressions: int
+    opens: int
+    residents: int
+    completions: int
+    probes: int
+    probe_failures: int
+    outages: int
+
+
+class PeriodRow(msgspec.Struct, frozen=True):
+    """A tile's figures over a period; `residents` is unique residents over the whole period (None where some of
+    its days' opens were purged and only their daily counts are left)."""
+
+    tile_id: uuid.UUID
+    impressions: int
+    opens: int
+    residents: int | None
+    completions: int
+    probes: int
+    probe_failures: int
+    outages: int
+
+
+class ReportTileRow(msgspec.Struct, frozen=True):
+    """A tile of a department's report (or a retirement candidate): who owns it, its name and state."""
+
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    organisation_name: str
+    name: str
+    state: str
+    first_published_at: dt.datetime | None
+
+
+# The figures of tiles $1 over days $2..$3: impressions, probes and outages from usage_daily; opens and residents
+# from tiles.opens, or usage_daily where the day's rows were purged (`closed`); completions from tiles.completions.
+_DAILY = """
+    o AS (SELECT tile_id, day, sum(opens)::bigint AS opens, count(*)::bigint AS residents FROM tiles.opens
+          WHERE tile_id = ANY($1) AND day BETWEEN $2 AND $3 GROUP BY tile_id, day),
+    c AS (SELECT tile_id, day, count(*)::bigint AS completions FROM tiles.completions
+          WHERE tile_id = ANY($1) AND day BETWEEN $2 AND $3 GROUP BY tile_id, day),
+    u AS (SELECT * FROM tiles.usage_daily WHERE tile_id = ANY($1) AND day BETWEEN $2 AND $3),
+    daily AS (
+      SELECT k.tile_id, k.day, coalesce(u.impressions, 0) AS impressions,
+             CASE WHEN u.closed THEN u.opens ELSE coalesce(o.opens, 0) END AS opens,
+             CASE WHEN u.closed THEN u.residents ELSE coalesce(o.residents, 0) END AS residents,
+             coalesce(c.completions, 0) AS completions, coalesce(u.probes, 0) AS probes,
+             coalesce(u.probe_failures, 0) AS probe_failures, coalesce(u.outages, 0) AS outages,
+             coalesce(u.closed, false) AS closed
+      FROM (SELECT tile_id, day FROM u UNION SELECT tile_id, day FROM o UNION SELECT tile_id, day FROM c) k
+      LEFT JOIN u USING (tile_id, day) LEFT JOIN o USING (tile_id, day) LEFT JOIN c USING (tile_id, day)
+    )"""
+
+
+class UsageRepository:
+    async def open(
+        self, conn: Connection, tile_id: uuid.UUID, resident_id: uuid.UUID, token_level: int
+    ) -> OpenRow | None:
+        """One statement: the live tile, the resident's level now (the account's; the token's when the account is
+        not found), its active one-login client, and the open recorded when the tile is available and the level
+        is enough. None: no live or suspended tile with this id."""
+        return await fetch_row(
+            conn,
+            OpenRow,
+            """WITH tile AS (
+                 SELECT t.id, t.state, t.health, t.resident_notice, v.number, v.content, v.min_level
+                 FROM tiles.tiles t JOIN tiles.versions v ON v.tile_id = t.id AND v.number = t.live_version
+                 WHERE t.id = $1 AND t.state IN ('live', 'suspended')
+               ), who AS (
+                 SELECT coalesce((SELECT level FROM identity.residents WHERE id = $2), $3::smallint) AS level
+               ), opened AS (
+                 INSERT INTO tiles.opens AS o (tile_id, day, resident_id, opens, first_at, last_at)
+                 SELECT tile.id, (now() AT TIME ZONE 'Asia/Shanghai')::date, $2, 1, now(), now()
+                 FROM tile, who
+                 WHERE tile.state = 'live' AND tile.health = 'ok' AND who.level >= tile.min_level
+                 ON CONFLICT (tile_id, day, resident_id) DO UPDATE SET opens = o.opens + 1, last_at = now()
+                 RETURNING o.opens
+               )
+               SELECT tile.id, tile.state, tile.health, tile.resident_notice, tile.number, tile.content,
+                      tile.min_level, who.level, c.client_id, (SELECT opens FROM opened) AS opens
+               FROM tile CROSS JOIN who
+               LEFT JOIN oidc.clients c ON c.client_id = tile.content->>'oidc_client_id' AND c.revoked_at IS NULL""",
+            tile_id,
+            resident_id,
+            token_level,
+        )
+
+    async def add_impressions(
+        self, conn: Connection, batch_id: uuid.UUID, day: dt.date, counts: Mapping[uuid.UUID, int]
+    ) -> bool:
+        """Adds a batch of the day's impressions once: False when the batch was applied before (a retry, or a
+        second flush of the same batch). Counts of tiles that do not exist are dropped."""
+        applied = await conn.fetchval(
+            """WITH claimed AS (
+                 INSERT INTO tiles.impression_batches (batch_id, day) VALUES ($1, $2)
+                 ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id
+               ), added AS (
+                 INSERT INTO tiles.usage_daily AS u (tile_id, day, impressions)
+                 SELECT s.tile_id, $2, s.n
+                 FROM unnest($3::uuid[], $4::bigint[]) AS s(tile_id, n) JOIN tiles.tiles t ON t.id = s.tile_id
+                 WHERE EXISTS (SELECT 1 FROM claimed)
+                 ON CONFLICT (tile_id, day) DO UPDATE SET impressions = u.impressions + excluded.impressions
+               )
+               SELECT count(*) FROM claimed""",
+            batch_id,
+            day,
+            list(counts),
+            list(counts.values()),
+        )
+        return bool(applied)
+
+    async def add_completions(
+        self,
+        conn: Connection,
+        tile_id: uuid.UUID,
+        completions: Sequence[tuple[str, dt.datetime]],
+    ) -> int:
+        """Records each (reference, completed at) not recorded before for the tile; returns how many were new."""
+        result: str = await conn.execute(
+            """INSERT INTO tiles.completions (tile_id, reference, day, completed_at)
+               SELECT $1, c.reference, (c.at AT TIME ZONE 'Asia/Shanghai')::date, c.at
+               FROM unnest($2::text[], $3::timestamptz[]) AS c(reference, at)
+               ON CONFLICT (tile_id, reference) DO NOTHING""",
+            tile_id,
+            [c[0] for c in completions],
+            [c[1] for c in completions],
+        )
+        return int(result.split()[-1])
+
+    async def daily(
+        self, conn: Connection, tile_ids: Sequence[uuid.UUID], start: dt.date, end: dt.date
+    ) -> list[DailyRow]:
+        """Each tile's figures per day from `start` to `end` (days with nothing at all are left out)."""
+        return await fetch_rows(
+            conn,
+            DailyRow,
+            f"""WITH {_DAILY}
+                SELECT tile_id, day, impressions, opens, residents, completions, probes, probe_failures, outages
+                FROM daily ORDER BY tile_id, day""",
+            list(tile_ids),
+            start,
+            end,
+        )
+
+    async def period(
+        self, conn: Connection, tile_ids: Sequence[uuid.UUID], start: dt.date, end: dt.date
+    ) -> list[PeriodRow]:
+        """Each tile's totals from `start` to `end`, unique residents counted over the whole period."""
+        return await fetch_rows(
+            conn,
+            PeriodRow,
+            f"""WITH {_DAILY},
+                  totals AS (
+                    SELECT tile_id, sum(impressions)::bigint AS impressions, sum(opens)::bigint AS opens,
+                           sum(completions)::bigint AS completions, sum(probes)::bigint AS probes,
+                           sum(probe_failures)::bigint AS probe_failures, sum(outages)::bigint AS outages,
+                           bool_or(closed) AS some_closed
+                    FROM daily GROUP BY tile_id
+                  ),
+                  distinct_residents AS (
+                    SELECT tile_id, count(DISTINCT resident_id)::bigint AS residents FROM tiles.opens
+                    WHERE tile_id = ANY($1) AND day BETWEEN $2 AND $3 GROUP BY tile_id
+                  )
+                SELECT x.id AS tile_id, coalesce(t.impressions, 0) AS impressions, coalesce(t.opens, 0) AS opens,
+                       CASE WHEN coalesce(t.some_closed, false) THEN NULL ELSE coalesce(r.residents, 0) END
+                         AS residents,
+                       coalesce(t.completions, 0) AS completions, coalesce(t.probes, 0) AS probes,
+                       coalesce(t.probe_failures, 0) AS probe_failures, coalesce(t.outages, 0) AS outages
+                FROM unnest($1::uuid[]) AS x(id)
+                LEFT JOIN totals t ON t.tile_id = x.id LEFT JOIN distinct_residents r ON r.tile_id = x.id
+                ORDER BY x.id""",
+            list(tile_ids),
+            start,
+            end,
+        )
+
+    async def report_tiles(
+        self,
+        conn: Connection,
+        *,
+        organisation_id: uuid.UUID | None,
+        shown_before: dt.datetime | None,
+        limit: int,
+        tile_id: uuid.UUID | None = None,
+    ) -> list[ReportTileRow]:
+        """Tiles that were ever published (of one organisation, or all), with their name (the live version's, or
+        the latest one's) and when they first went live; `shown_before`: only those live or suspended now and
+        first published before it (the retirement candidates' pool)."""
+        return await fetch_rows(
+            conn,
+            ReportTileRow,
+            """SELECT t.id, t.organisation_id, t.organisation_name,
+                      coalesce(live.name, latest.name) AS name, t.state, first.at AS first_published_at
+               FROM tiles.tiles t
+               JOIN LATERAL (SELECT min(published_at) AS at FROM tiles.versions WHERE tile_id = t.id) first ON true
+               LEFT JOIN tiles.versions live ON live.tile_id = t.id AND live.number = t.live_version
+               JOIN LATERAL (SELECT name FROM tiles.versions WHERE tile_id = t.id
+                             ORDER BY number DESC LIMIT 1) latest ON true
+               WHERE first.at IS NOT NULL
+                 AND ($1::uuid IS NULL OR t.organisation_id = $1)
+                 AND ($2::timestamptz IS NULL OR (t.state IN ('live', 'suspended') AND first.at < $2))
+                 AND ($4::uuid IS NULL OR t.id = $4)
+               ORDER BY t.organisation_name, name, t.id LIMIT $3""",
+            organisation_id,
+            shown_before,
+            limit,
+            tile_id,
+        )
+
+    async def recent_residents(
+        self, conn: Connection, since: dt.date, today: dt.date
+    ) -> dict[uuid.UUID, float]:
+        """Every live or suspended tile's unique residents per day since `since`, each day weighted by 0.9 per day
+        of age (0 for a tile nobody opened): what ranks tiles by use."""
+        rows = await conn.fetch(
+            """SELECT t.id, coalesce(sum(power(0.9, $2::date - o.day)), 0)::float8 AS score
+               FROM tiles.tiles t LEFT JOIN tiles.opens o ON o.tile_id = t.id AND o.day >= $1
+               WHERE t.state IN ('live', 'suspended') GROUP BY t.id""",
+            since,
+            today,
+        )
+        return {r["id"]: round(float(r["score"]), 3) for r in rows}
+
+    async def close_and_purge(
+        self, conn: Connection, before: dt.date, only: Sequence[uuid.UUID] | None = None
+    ) -> int:
+        """Days before `before`: their opens and unique residents move into usage_daily (closed), then their rows
+        of who opened what are deleted. Returns the rows deleted."""
+        await conn.execute(
+            """INSERT INTO tiles.usage_daily AS u (tile_id, day, opens, residents, closed)
+               SELECT tile_id, day, sum(opens), count(*), true FROM tiles.opens
+               WHERE day < $1 AND ($2::uuid[] IS NULL OR tile_id = ANY($2))
+               GROUP BY tile_id, day
+               ON CONFLICT (tile_id, day) DO UPDATE
+                 SET opens = CASE WHEN u.closed THEN u.opens ELSE 0 END + excluded.opens,
+                     residents = CASE WHEN u.closed THEN u.residents ELSE 0 END + excluded.residents,
+                     closed = true""",
+            before,
+            None if only is None else list(only),
+        )
+        result: str = await conn.execute(
+            "DELETE FROM tiles.opens WHERE day < $1 AND ($2::uuid[] IS NULL OR tile_id = ANY($2))",
+            before,
+            None if only is None else list(only),
+        )
+        return int(result.split()[-1])
+
+    async def purge_batches(self, conn: Connection, before: dt.datetime) -> int:
+        result: str = await conn.execute("DELETE FROM tiles.impression_batches WHERE applied_at < $1", before)
+        return int(result.split()[-1])

@@ -205,6 +205,26 @@ class StepUp(msgspec.Struct):
     path: str
 
 
+LEVELS = {"L1": 1, "L2": 2, "L3": 3}
+# What a resident below a tile's level does first, by the tile's level.
+STEP_UPS: dict[int, tuple[Literal["real_name", "face_verification"], str]] = {
+    2: ("real_name", "/api/v1/me/real-name"),
+    3: ("face_verification", "/api/v1/me/face-verification/sessions"),
+}
+# What residents read of a tile that is temporarily unavailable (a suspension without the department's own notice,
+# or a service failing its health checks).
+SUSPENDED_NOTICE = "服务暂停，请稍后再试"
+DEGRADED_NOTICE = "服务暂时无法访问，请稍后再试"
+
+
+def step_up(min_level: int, level: int) -> StepUp | None:
+    """What a resident at `level` does first to open a tile of `min_level` (None: nothing)."""
+    if level >= min_level:
+        return None
+    action, path = STEP_UPS[min_level]
+    return StepUp(level=f"L{min_level}", action=action, path=path)
+
+
 class CatalogueTile(msgspec.Struct):
     """A live tile as residents see it. `status` is `temporarily_unavailable` while it is suspended or its service
     is failing its health checks, with `unavailable_reason` to show instead of a broken page."""
@@ -281,3 +301,172 @@ class Notices(msgspec.Struct):
     notices: list[Notice]
     unread: int
     next_before: dt.datetime | None = None
+
+
+# -- opening tiles and their usage ---------------------------------------------------------------------------------
+
+TileIds = Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=100)]
+Reference = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$",
+        description="the department's own reference of the completed case (letters, digits, _ . : / -)",
+    ),
+]
+
+
+class ImpressionsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The tiles a client showed the resident in a list (once each per showing); who saw them is not kept."""
+
+    tile_ids: TileIds
+
+
+class OneLogin(msgspec.Struct):
+    """How the department's service opens signed in: the app's web-view opens `login_url` carrying the
+    resident's bearer token. It is the tile's H5 entry as the department's login-initiation endpoint (OpenID
+    Connect Core 1.0, section 4: `iss` our issuer, `target_link_uri` the entry): the department starts the
+    authorization request there (its own state, nonce and PKCE verifier, `acr_values` at least the tile's level),
+    and our authorization endpoint recognises the resident by the web-view's token without a log-in page."""
+
+    client_id: str
+    issuer: str
+    authorization_endpoint: str
+    acr_values: str
+    login_url: str | None
+
+
+class TileOpened(msgspec.Struct):
+    """What a client needs to open the tile it was asked to: the live version's entry points, and, for a tile
+    with a one-login client, how its service opens signed in."""
+
+    tile_id: uuid.UUID
+    version: int
+    name: str
+    entry: EntryPoints
+    one_login: OneLogin | None
+
+
+class Completion(msgspec.Struct, forbid_unknown_fields=True):
+    reference: Reference
+    # When the resident's case was completed; absent: now. At most 31 days ago, not in the future.
+    completed_at: dt.datetime | None = None
+
+
+class CompletionsBody(msgspec.Struct, forbid_unknown_fields=True):
+    completions: Annotated[list[Completion], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class CompletionsRecorded(msgspec.Struct):
+    """How many of the completions sent were new; those whose reference the tile had already are not counted
+    again."""
+
+    recorded: int
+    already_recorded: int
+
+
+class DailyFigures(msgspec.Struct):
+    """One tile's day (Beijing time): times shown in lists, times opened, unique residents who opened it,
+    completions reported by the department, health probes and how many failed, times it was degraded."""
+
+    day: dt.date
+    impressions: int
+    opens: int
+    residents: int
+    completions: int
+    probes: int
+    probe_failures: int
+    outages: int
+
+
+class PeriodFigures(msgspec.Struct):
+    """A tile's totals over a period. `residents` is unique residents over the whole period (null where some of
+    its days' opens are past their retention and only their daily counts are left); `availability` the share of
+    health probes that passed (null without probes)."""
+
+    impressions: int
+    opens: int
+    residents: int | None
+    completions: int
+    probes: int
+    probe_failures: int
+    outages: int
+    availability: float | None
+
+
+class TileUsage(msgspec.Struct):
+    tile_id: uuid.UUID
+    start: dt.date
+    end: dt.date
+    totals: PeriodFigures
+    days: list[DailyFigures]
+
+
+class ReportTile(msgspec.Struct):
+    tile_id: uuid.UUID
+    name: str
+    state: str
+    totals: PeriodFigures
+    days: list[DailyFigures]
+
+
+class MonthlyReport(msgspec.Struct):
+    """A department's month: each of its published tiles with its totals and its days."""
+
+    organisation_id: uuid.UUID
+    organisation_name: str
+    month: str
+    start: dt.date
+    end: dt.date
+    tiles: list[ReportTile]
+
+
+class Probe(msgspec.Struct):
+    probed_at: dt.datetime
+    target: str
+    ok: bool
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+
+
+class TileHealth(msgspec.Struct):
+    """What the health checks know of a tile: its verdict, the run of failures it is in, and its latest probes."""
+
+    tile_id: uuid.UUID
+    state: str
+    suspended_by: str | None
+    health: str
+    health_reason: str | None
+    consecutive_failures: int
+    failing_since: dt.datetime | None
+    last_probed_at: dt.datetime | None
+    last_ok_at: dt.datetime | None
+    next_probe_at: dt.datetime | None
+    probes: list[Probe]
+
+
+class RetirementCandidate(msgspec.Struct):
+    """A live tile that was used too little or failed too often over the period, with its figures and why it is
+    listed: `low_use` (opens under the threshold), `health_failures` (degraded too many times), `bad_ratings`
+    (from the ratings, once they exist)."""
+
+    tile_id: uuid.UUID
+    organisation_id: uuid.UUID
+    organisation_name: str
+    name: str
+    state: str
+    first_published_at: dt.datetime
+    figures: PeriodFigures
+    reasons: list[str]
+    ratings: str | None = None
+
+
+class RetirementCandidates(msgspec.Struct):
+    start: dt.date
+    end: dt.date
+    period_days: int
+    min_opens: int
+    max_outages: int
+    candidates: list[RetirementCandidate]

@@ -13,21 +13,28 @@ Callers own the transaction. Nothing here knows HTTP."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
 import structlog
+from redis.asyncio import Redis
 
 from app_backend.audit.service import AuditTrail
 from app_backend.kernel.actors import Actor
+from app_backend.kernel.breaker import RedisBreaker
 from app_backend.kernel.clock import BUSINESS_TZ, now
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, forbidden, invalid_field, not_found
+from app_backend.kernel.outbound import is_public
+from app_backend.kernel.redis_batch import BatchRunner
+from app_backend.kernel.settings import Settings
 from app_backend.oidc.service import OidcService
+from app_backend.tiles.health import HealthChecks
 from app_backend.tiles.repository import (
     CatalogueRepository,
     NoticeRepository,
@@ -40,7 +47,10 @@ from app_backend.tiles.repository import (
 from app_backend.tiles.schemas import (
     CATEGORIES,
     CITY,
+    DEGRADED_NOTICE,
+    LEVELS,
     REGIONS,
+    SUSPENDED_NOTICE,
     CatalogueTile,
     Notice,
     Notices,
@@ -48,15 +58,18 @@ from app_backend.tiles.schemas import (
     SearchHit,
     SearchResult,
     ServiceHours,
-    StepUp,
     Tile,
     TileContent,
     TileSummary,
     Version,
+    step_up,
 )
 from app_backend.tiles.search import forms, query_forms
+from app_backend.tiles.usage import UsageService
 
 _log = structlog.get_logger("tiles")
+# Who the health checks act as in the audit trail.
+HEALTH_ACTOR = Actor("system", "tile-health")
 
 CallerKind = Literal["department", "operations", "health"]
 
@@ -117,13 +130,6 @@ LIFTED_BY: dict[str, frozenset[str]] = {
 }
 # A version may be rolled back to when it was approved: never live yet, or live before.
 ROLLBACK_TARGETS = frozenset({"approved", "superseded"})
-LEVELS = {"L1": 1, "L2": 2, "L3": 3}
-STEP_UPS: dict[int, tuple[Literal["real_name", "face_verification"], str]] = {
-    2: ("real_name", "/api/v1/me/real-name"),
-    3: ("face_verification", "/api/v1/me/face-verification/sessions"),
-}
-SUSPENDED_NOTICE = "服务暂停，请稍后再试"
-DEGRADED_NOTICE = "服务暂时无法访问，请稍后再试"
 
 _WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
 _ALIPAY_APP_ID = re.compile(r"20[0-9]{14}")
@@ -166,6 +172,13 @@ def _check_url(field: str, url: str, dev: bool) -> None:
         raise invalid_field(field, "must be an https URL" + (" (or http, in dev)" if dev else ""))
     if parts.username is not None or parts.password is not None:
         raise invalid_field(field, "must not carry a user name or password")
+    if not dev:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a name: the health checks check its addresses each time they probe it
+            return
+        if not is_public(address):
+            raise invalid_field(field, "must not name a private, loopback or link-local address")
 
 
 def _minutes(hhmm: str) -> int:
@@ -253,14 +266,6 @@ def regions_served_to(region: str | None) -> list[str] | None:
     return [CITY] if region == CITY else [region, CITY]
 
 
-def step_up(min_level: int, level: int) -> StepUp | None:
-    """What a resident at `level` does first to open a tile of `min_level` (None: nothing)."""
-    if level >= min_level:
-        return None
-    action, path = STEP_UPS[min_level]
-    return StepUp(level=f"L{min_level}", action=action, path=path)
-
-
 def _content(row: VersionRow | ShownRow) -> TileContent:
     return msgspec.convert(row.content, TileContent)
 
@@ -324,15 +329,28 @@ Listener = Callable[[uuid.UUID], Awaitable[None]]
 class TileService:
     """Tiles for departments and reviewers, the catalogue for residents, and the reads the home needs."""
 
-    def __init__(self, audit: AuditTrail, oidc: OidcService, dev: bool) -> None:
+    def __init__(
+        self,
+        audit: AuditTrail,
+        oidc: OidcService,
+        settings: Settings,
+        redis: Redis,
+        batches: BatchRunner,
+        breaker: RedisBreaker,
+    ) -> None:
         self._audit = audit
         self._oidc = oidc
-        self._dev = dev
+        self._dev = settings.is_dev
         self._tiles = TileRepository()
         self._versions = VersionRepository()
         self._catalogue = CatalogueRepository()
         self._notices = NoticeRepository()
         self._listeners: list[Listener] = []
+        # Opens, impressions, completions, figures, retirement candidates (usage.py); the health checks (health.py).
+        self.usage = UsageService(self, redis, batches, breaker, settings.tiles, oidc.issuer)
+        self.health = HealthChecks(
+            self, settings.tiles, allow_private=settings.is_dev, caller=Caller.health(HEALTH_ACTOR)
+        )
 
     # -- what changes the catalogue (the home's cache listens) ----------------------------------------------------
 
@@ -881,6 +899,55 @@ class TileService:
         "temporarily unavailable"). Returns whether it changed. No transition: a long outage suspends the tile
         through `suspend` with a health caller."""
         return await self._tiles.set_health(conn, tile_id, health, reason)
+
+    async def report_health(
+        self,
+        conn: Connection,
+        caller: Caller,
+        tile_id: uuid.UUID,
+        health: Literal["ok", "degraded"],
+        reason: str,
+    ) -> bool:
+        """The health checks' verdict changed (`record_health`), told: audited (`tile.degraded`,
+        `tile.recovered`) and a notice to the department, in the caller's transaction. Returns whether it
+        changed (nothing is told when it did not)."""
+        tile = await self._tiles.lock(conn, tile_id)
+        if tile is None or not await self.record_health(
+            conn, tile_id, health, reason if health != "ok" else None
+        ):
+            return False
+        event = "degraded" if health == "degraded" else "recovered"
+        await self._audit.record(
+            conn,
+            caller.actor,
+            f"tile.{event}",
+            target_type="tile",
+            target_id=str(tile_id),
+            detail={
+                "organisation": str(tile.organisation_id),
+                "by": caller.kind,
+                "state": tile.state,
+                "reason": reason,
+            },
+        )
+        await self._notices.add(
+            conn,
+            tile.organisation_id,
+            tile.id,
+            await self._name_of(conn, tile, None),
+            tile.live_version,
+            event,
+            tile.state,
+            caller.kind,
+            reason,
+            read=False,
+        )
+        return True
+
+    async def count_impressions(self, tile_ids: Sequence[uuid.UUID]) -> bool:
+        """One impression of each tile shown in a list (the home calls this): counted in Redis without who saw
+        them, added to the daily figures by the flush job (`UsageService.count_impressions`)."""
+        return await self.usage.count_impressions(tile_ids)
 
     async def set_usage_scores(self, conn: Connection, scores: Mapping[uuid.UUID, float]) -> int:
         """Sets the scores that rank tiles of equal relevance (search) and the home's order; the usage work

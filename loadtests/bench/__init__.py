@@ -16,8 +16,10 @@
    may need more), health with server codes (reusable; issued each round, they live 60 s), health with fresh
    device codes, and POST /oidc/token (one login's authorization-code exchange by the demo department's app,
    client_secret_basic with a PKCE verifier; the single-use codes are minted through the authorization
-   endpoint with the residents' tokens just before the row, outside its window); one more ping closes the last
-   round. A row's ratio is the median over the rounds of its rate
+   endpoint with the residents' tokens just before the row, outside its window), then the tiles' hot paths
+   (issue 16): POST /api/v1/tiles/{id}/open on the demo tile 公积金查询 (the residents' tokens round-robin; each
+   open is recorded) and POST /api/v1/tiles/impressions with four demo tiles (Redis counters), neither with a
+   goal yet; one more ping closes the last round. A row's ratio is the median over the rounds of its rate
    over the mean of the pings either side of it (its round's and the next): the machine's speed drifts over
    seconds, and CPU steal by the hypervisor or other work comes in bursts of seconds, which skew the round they
    fall in, not the median.

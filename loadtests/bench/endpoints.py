@@ -16,6 +16,10 @@ PING_PATH = "/api/v1/ping"
 MINI_LOGIN_PATH = "/api/v1/mini-programs/wechat/login"
 TOKEN_PATH = "/oidc/token"  # noqa: S105 - a path, not a secret
 AUTHORIZE_PATH = "/oidc/authorize"
+TILES_PATH = "/api/v1/tiles"
+IMPRESSIONS_PATH = "/api/v1/tiles/impressions"
+# The demo tile the open row opens (city-wide, L2: the bench's residents are real-named).
+OPENED_TILE = "公积金查询"
 HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
 METRO = "泰州地铁运营有限公司"  # verify:transit
 
@@ -27,6 +31,10 @@ HEALTH_ROW = "POST /api/v1/verify health (server codes)"
 DEVICE_ROW = "POST /api/v1/verify health (device codes)"
 MINI_ROW = "POST /api/v1/mini-programs/wechat/login (linked)"
 TOKEN_ROW = "POST /oidc/token (code exchange)"  # noqa: S105 - a row name
+# Issue 16's hot paths beside the home: a resident opening a tile (recorded, one statement) and the impressions of
+# a list of tiles (Redis counters, one pipeline). No goal yet: printed as ratios to ping.
+OPEN_ROW = "POST /api/v1/tiles/{id}/open"
+IMPRESSIONS_ROW = "POST /api/v1/tiles/impressions (4 tiles)"
 ROWS = {
     PING_ROW: "ping",
     ISSUE_ROW: "issue",
@@ -35,6 +43,8 @@ ROWS = {
     DEVICE_ROW: "device",
     MINI_ROW: "mini-login",
     TOKEN_ROW: "token",
+    OPEN_ROW: "tile-open",
+    IMPRESSIONS_ROW: "impressions",
 }
 
 

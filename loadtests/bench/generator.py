@@ -53,7 +53,7 @@ class _Load:
     def completed(self, status: int, body: bytes, sent_at: float) -> None:
         now = time.monotonic()
         if self.window_start <= now < self.window_end:
-            if status == 200:
+            if 200 <= status < 300:
                 self.ok += 1
                 self.latencies.append(now - sent_at)
             else:
@@ -107,17 +107,20 @@ class _Connection(asyncio.Protocol):
                 self.buffer = buffer
                 return
             head = buffer[:end].lower()
+            self.status = int(head[9:12])
+            self.body_at = end + 4
             i = head.find(b"\r\ncontent-length:")
-            if i < 0:
+            if i < 0 and self.status in (204, 304):
+                self.length = 0  # no body, by definition (RFC 9110 6.4.1)
+            elif i < 0:
                 self.load.errors["response without content-length"] += 1
                 self.done = True
                 assert self.transport is not None
                 self.transport.close()
                 return
-            j = head.find(b"\r\n", i + 17)
-            self.length = int(head[i + 17 : j if j >= 0 else len(head)])
-            self.status = int(head[9:12])
-            self.body_at = end + 4
+            else:
+                j = head.find(b"\r\n", i + 17)
+                self.length = int(head[i + 17 : j if j >= 0 else len(head)])
         if len(buffer) - self.body_at < self.length:
             self.buffer = buffer
             return
@@ -151,6 +154,14 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
     if kind == "issue":
         return [
             _request("POST", ISSUE_PATH, host, {"Authorization": f"Bearer {token}"})
+            for token in spec["tokens"]
+        ]
+    if kind == "bearer-post":
+        # A resident's POST (the same body for each, when there is one): the tile rows.
+        body = spec.get("body", "").encode()
+        headers = {"Content-Type": "application/json"} if body else {}
+        return [
+            _request("POST", spec["path"], host, {"Authorization": f"Bearer {token}", **headers}, body)
             for token in spec["tokens"]
         ]
     if kind == "mini-login":

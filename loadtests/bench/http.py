@@ -1,5 +1,5 @@
-"""Part `http`: rounds of ping, issue, and the three verify rows against one server; ratios to the pings either
-side of each row."""
+"""Part `http`: rounds of ping, issue, the three verify rows, the mini-program login, the token exchange and the
+tiles' open and impressions against one server; ratios to the pings either side of each row."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from loadtests.bench.endpoints import (
     DEVICE_ROW,
     HEALTH_ROW,
     HOSPITAL,
+    IMPRESSIONS_PATH,
+    IMPRESSIONS_ROW,
     ISSUE_ROW,
     METRO,
     MINI_ROW,
+    OPEN_ROW,
+    OPENED_TILE,
     PING_PATH,
     PING_ROW,
     ROWS,
@@ -32,6 +36,7 @@ from loadtests.bench.report import pct
 from loadtests.bench.residents import (
     authorization_codes,
     create_residents,
+    demo_tiles,
     device_wallets,
     give_agreements,
     issue_codes,
@@ -102,6 +107,9 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
             flush=True,
         )
         tokens = [r.token for r in residents]
+        tiles = demo_tiles(server.base)
+        open_path = f"/api/v1/tiles/{tiles[OPENED_TILE]}/open"
+        shown = json.dumps({"tile_ids": sorted(tiles.values())[:4]})
         mini = asyncio.run(
             mini_program_users(
                 server.base, json.loads((server.data_dir / "mini-programs.json").read_text()), 50
@@ -249,6 +257,39 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
                 )
                 token_rates.append(token.rate)
                 results.append(token)
+            if "tile-open" in chosen:
+                results.append(
+                    load(
+                        OPEN_ROW,
+                        [
+                            {
+                                **common,
+                                "kind": "bearer-post",
+                                "path": open_path,
+                                "tokens": shard,
+                                "cycle": True,
+                            }
+                            for shard in split(tokens, gens)
+                        ],
+                    )
+                )
+            if "impressions" in chosen:
+                results.append(
+                    load(
+                        IMPRESSIONS_ROW,
+                        [
+                            {
+                                **common,
+                                "kind": "bearer-post",
+                                "path": IMPRESSIONS_PATH,
+                                "body": shown,
+                                "tokens": shard,
+                                "cycle": True,
+                            }
+                            for shard in split(tokens, gens)
+                        ],
+                    )
+                )
             return results
 
         rounds: list[list[HttpResult]] = []

@@ -188,12 +188,9 @@ def print_report(
     print("Summary")
     for row in http[1:]:
         wanted = goal(row.name)
-        assert wanted is not None
         label = "issue" if row.name == ISSUE_ROW else row.name.replace("POST /api/v1/verify ", "verify ")
-        print(
-            f"  {label:<42}/ trivial {pct(row.ratio):>5} (rounds {_spread(row)})  (goal {pct(wanted)})"
-            f"  {_verdict(row.ratio, wanted)}"
-        )
+        verdict = "(no goal)" if wanted is None else f"(goal {pct(wanted)})  {_verdict(row.ratio, wanted)}"
+        print(f"  {label:<42}/ trivial {pct(row.ratio):>5} (rounds {_spread(row)})  {verdict}")
     for case in offline:
         ratio = case.ratio
         print(f"  offline {case.name:<48} {pct(ratio):>5} of raw (goal 90%)  {_verdict(ratio, GOAL_OFFLINE)}")

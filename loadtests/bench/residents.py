@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadtests.bench.endpoints import AUTHORIZE_PATH, ISSUE_PATH, VERIFY_PATH
+from loadtests.bench.endpoints import AUTHORIZE_PATH, ISSUE_PATH, TILES_PATH, VERIFY_PATH
 
 
 @dataclass
@@ -210,3 +210,12 @@ async def authorization_codes(
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         minted = await asyncio.gather(*(one(http, residents[i % len(residents)]) for i in range(count)))
     return [m for m in minted if m is not None]
+
+
+def demo_tiles(base: str) -> dict[str, str]:
+    """The live demo tiles' ids by name (the catalogue, no token)."""
+    import httpx
+
+    answer = httpx.get(base + TILES_PATH, timeout=30)
+    answer.raise_for_status()
+    return {t["name"]: t["id"] for t in answer.json()["tiles"]}

@@ -275,3 +275,30 @@ def test_throughput_counts_ok_answers_completed_in_the_window():
     }
     (found,) = peak_throughputs(requests, {"POST /api/v1/verify": 20.0}, 100.0, 110.0)
     assert found.achieved_rps == pytest.approx(9.0) and found.window_s == 10.0
+
+
+def test_the_bench_generator_reads_a_204_without_content_length_as_an_answer():
+    """The impressions row answers 204 No Content, which carries no Content-Length: an answer, not an error."""
+    import time
+
+    from loadtests.bench.generator import _Connection, _Load
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+    load = _Load([b"POST /x HTTP/1.1\r\n\r\n"], {"cycle": True})
+    load.window_start, load.window_end = time.monotonic() - 1, time.monotonic() + 60
+    connection = _Connection(load)
+    transport = Transport()
+    connection.transport = transport  # type: ignore[assignment]
+    connection.data_received(b"HTTP/1.1 204 No Content\r\nserver: granian\r\n\r\n")
+    connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert load.ok == 2 and not load.errors and len(transport.sent) == 2 and not transport.closed

@@ -137,6 +137,45 @@ def test_the_demo_tiles_are_live_and_their_department_manages_them(server, data_
     assert "tiles:manage" in creds["泰州市卫生健康委员会"]["scopes"]
 
 
+async def test_concurrent_opens_over_real_connections_are_counted_exactly(server, client, services):
+    """Issue 16: residents open a tile through `tzt serve` (two Granian workers) over several real connections at
+    once; the department's figures count exactly the opens made, and exactly the residents."""
+    from tests.app_backend.tiles.helpers import department, live, manage, reviewer, unique
+    from tests.helpers import random_phone
+
+    base, _, _ = server
+    dept, rev = await department(client, services), await reviewer(client, services)
+    tile_id = (await live(client, dept, rev, name=unique("并发")))["id"]
+
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, limits=httpx.Limits(max_connections=8, max_keepalive_connections=8)
+    ) as http:
+
+        async def resident() -> str:
+            phone = random_phone()
+            sent = await http.post("/api/v1/auth/otp", json={"phone": phone})
+            assert sent.status_code == 202, sent.text
+            text = (await http.get("/api/v1/dev/outbox", params={"phone": phone})).json()["messages"][0][
+                "text"
+            ]
+            code = re.search(r"\d{6}", text).group(0)  # type: ignore[union-attr]
+            login = await http.post("/api/v1/auth/login", json={"phone": phone, "otp": code})
+            assert login.status_code == 200, login.text
+            return str(login.json()["access_token"])
+
+        tokens = [await resident() for _ in range(10)]
+        answers = await asyncio.gather(
+            *(
+                http.post(f"/api/v1/tiles/{tile_id}/open", headers={"Authorization": f"Bearer {token}"})
+                for token in tokens
+                for _ in range(5)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 50, {a.status_code: a.text for a in answers}
+    usage = (await manage(client, dept, "GET", f"/{tile_id}/usage")).json()
+    assert (usage["totals"]["opens"], usage["totals"]["residents"]) == (50, 10)
+
+
 def test_openapi_and_metrics_are_served(server):
     base, _, _ = server
     spec = httpx.get(f"{base}/schema/openapi.json", timeout=10).json()

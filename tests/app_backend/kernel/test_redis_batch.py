@@ -36,18 +36,21 @@ async def test_a_batch_answers_like_a_pipeline(services):
         target.expire(f"{prefix}:counter", 30)
         target.set(f"{prefix}:claim", 1, nx=True, ex=30)
         target.set(f"{prefix}:claim", 1, nx=True, ex=30)
+        target.hincrby(f"{prefix}:{{day}}", "tile", 2)
+        target.hincrby(f"{prefix}:{{day}}", "tile", 3)
 
     runner = BatchRunner(redis)
     batch = runner.batch()
     queue(batch)
     batched = await batch.execute()
-    await redis.delete(f"{prefix}:counter", f"{prefix}:claim")
+    await redis.delete(f"{prefix}:counter", f"{prefix}:claim", f"{prefix}:{{day}}")
     async with redis.pipeline(transaction=False) as pipe:
         queue(pipe)
         piped = await pipe.execute()
 
     assert batched[:6] == piped[:6] == [b"\x00facts\xff", None, 1, 0, 1, True]
     assert (bool(batched[6]), bool(batched[7])) == (bool(piped[6]), bool(piped[7])) == (True, False)
+    assert batched[8:] == piped[8:] == [2, 5]
     assert 0 < await redis.ttl(f"{prefix}:claim") <= 30
     assert await runner.batch().execute() == []
     await runner.close()

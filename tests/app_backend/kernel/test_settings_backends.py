@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 
-from app_backend.kernel.settings import DEV_SECRET_NAMES, load_settings
+from app_backend.kernel.settings import DEV_SECRET_NAMES, _tiles, load_settings
 
 
 def _production(**backends: str) -> dict[str, str]:
@@ -71,3 +71,27 @@ def test_an_aliyun_backend_without_its_settings_refuses_to_start_naming_them():
         load_settings(_production(sms="aliyun", registry="aliyun", liveness="aliyun"))
     for name in ("TZT_ALIYUN_ACCESS_KEY_ID", "TZT_ALIYUN_SMS_TEMPLATE_OTP", "TZT_ALIYUN_FACE_SCENE_ID"):
         assert name in str(refused.value)
+
+
+def test_the_tile_health_checks_are_off_in_dev_unless_asked_and_on_outside_it(tmp_path):
+    dev = load_settings({"TZT_ENV": "dev", "TZT_DATA_DIR": str(tmp_path)})
+    assert dev.tiles.health_interval == 0
+    asked = load_settings(
+        {
+            "TZT_ENV": "dev",
+            "TZT_DATA_DIR": str(tmp_path),
+            "TZT_TILE_HEALTH_INTERVAL": "60",
+            "TZT_TILE_HEALTH_TIMEOUT": "2.5",
+            "TZT_TILE_HEALTH_FAILURES": "4",
+            "TZT_TILE_HEALTH_SUSPEND_MINUTES": "45",
+            "TZT_TILE_RETIRE_PERIOD_DAYS": "60",
+            "TZT_TILE_RETIRE_MIN_OPENS": "0",
+        }
+    )
+    tiles = asked.tiles
+    assert (tiles.health_interval, tiles.health_timeout, tiles.health_failures) == (60, 2.5, 4)
+    assert (tiles.health_suspend_minutes, tiles.retire_period_days, tiles.retire_min_opens) == (45, 60, 0)
+    assert _tiles({}, "production").health_interval == 300  # outside dev and test: on by default
+    for name, value in (("TZT_TILE_HEALTH_TIMEOUT", "0"), ("TZT_TILE_HEALTH_FAILURES", "0")):
+        with pytest.raises(ValueError, match=name):
+            load_settings({"TZT_ENV": "dev", "TZT_DATA_DIR": str(tmp_path), name: value})

@@ -414,6 +414,11 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         ("POST", f"{ADMIN}/tiles/{{tile_id:uuid}}/retire"): reason,
         ("GET", f"{ADMIN}/organisations/{{organisation_id:uuid}}/message-regions"): None,
         ("PUT", f"{ADMIN}/organisations/{{organisation_id:uuid}}/message-regions"): {"regions": ["321200"]},
+        ("GET", f"{ADMIN}/tiles/report"): None,
+        ("GET", f"{ADMIN}/tiles/retirement-candidates"): None,
+        ("POST", f"{ADMIN}/tiles/retirement-candidates/{{tile_id:uuid}}/retire"): reason,
+        ("GET", f"{ADMIN}/tiles/{{tile_id:uuid}}/usage"): None,
+        ("GET", f"{ADMIN}/tiles/{{tile_id:uuid}}/health"): None,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():

@@ -81,3 +81,44 @@ async def live(
 
 def statuses(tile: dict[str, Any]) -> dict[int, str]:
     return {v["number"]: v["status"] for v in tile["versions"]}
+
+
+class DepartmentSite:
+    """A department's service on loopback (a real HTTP server in the tests' event loop) whose answers the test
+    switches: every path answers `status` (200 while up), and each request is counted by path."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.hits: dict[str, int] = {}
+        self.base = ""
+        self._runner: Any = None
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def up(self) -> None:
+        self.status = 200
+
+    def down(self, status: int = 503) -> None:
+        self.status = status
+
+    async def start(self) -> DepartmentSite:
+        from aiohttp import web
+
+        async def answer(request: web.Request) -> web.Response:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+            return web.Response(status=self.status, text="ok" if self.status < 400 else "down")
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", answer)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -226,6 +226,28 @@ def test_outside_dev_only_https_urls_are_taken():
     assert refused.value.extra["errors"][0]["field"] == "entry.h5_url"
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"health_check_url": "https://127.0.0.1/health"}, "health_check_url"),
+        ({"health_check_url": "https://10.20.0.7:8443/health"}, "health_check_url"),
+        ({"health_check_url": "https://[::1]/health"}, "health_check_url"),
+        ({"entry": {"h5_url": "https://169.254.169.254/latest/meta-data"}}, "entry.h5_url"),
+        ({"entry": {"h5_url": "https://192.168.0.10/h5"}}, "entry.h5_url"),
+    ],
+)
+def test_outside_dev_a_url_naming_a_private_address_is_refused(fields, field):
+    """An address written as such is refused when the version is written; a name is checked each time the
+    health checks probe it (tests/app_backend/tiles/test_health.py)."""
+    body = msgspec.convert(content(**fields), TileContent)
+    checked_content(body, dev=True)
+    with pytest.raises(DomainError) as refused:
+        checked_content(body, dev=False)
+    assert refused.value.extra["errors"][0]["field"] == field
+    public = msgspec.convert(content(health_check_url="https://223.5.5.5/health"), TileContent)
+    checked_content(public, dev=False)
+
+
 async def test_an_unsigned_request_or_a_credential_without_the_scope_is_refused(client, services):
     answer = await client.post(MANAGE, json=content())
     assert answer.status_code == 401
@@ -271,3 +293,22 @@ async def test_a_suspension_is_lifted_only_by_whom_it_allows(client, services):
         ("suspend", "department"),
         ("resume", "operations"),
     ]
+
+
+async def test_administrators_and_auditors_read_tiles_but_only_reviewers_move_them(client, services):
+    """The staff reads are for ops_reviewer, ops_admin and auditor; the transitions for ops_reviewer only (a guard
+    on the whole controller once refused the administrators and auditors the reads allow)."""
+    dept, rev = await department(client, services), await reviewer(client, services)
+    tid = (await live(client, dept, rev, name=unique("只读")))["id"]
+    for role in ("ops_admin", "auditor"):
+        reader = await staff(client, services, role=role)
+        for path in (ADMIN, f"{ADMIN}/reviews", f"{ADMIN}/{tid}", f"{ADMIN}/retirement-candidates"):
+            answer = await client.get(path, headers=bearer(reader))
+            assert answer.status_code == 200, (role, path, answer.text)
+        for tail, body in (
+            (f"/{tid}/suspend", {"reason": "越权操作"}),
+            (f"/{tid}/retire", {"reason": "越权操作"}),
+        ):
+            refused = await review(client, reader, tail, body)
+            assert refused.status_code == 403, (role, tail, refused.text)
+    assert ok(await manage(client, dept, "GET", f"/{tid}"))["state"] == "live"
