@@ -18,11 +18,11 @@ from app_backend.kernel.clock import business_day
 from app_backend.kernel.db import Connection, pooled_connection
 from app_backend.kernel.errors import forbidden
 from app_backend.kernel.http import after_commit, client_ip, problems, request_id, settings_of
+from app_backend.kernel.regions import REGIONS
 from app_backend.organisations.auth import MACHINE
 from app_backend.organisations.schemas import MachinePrincipal
 from app_backend.tiles.schemas import (
     CATEGORIES,
-    REGIONS,
     ApproveBody,
     Catalogue,
     CatalogueTile,

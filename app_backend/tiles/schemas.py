@@ -1,5 +1,6 @@
 """Service tiles on the wire: what a department submits, what it and reviewers see of a tile and its versions, and
-what residents see in the catalogue. The regions and categories a tile may name are decided here, once."""
+what residents see in the catalogue. The categories a tile may name are decided here, once; its regions are the
+kernel's (app_backend/kernel/regions.py: the city's code serves every district)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-# The regions of Taizhou a tile may serve (GB/T 2260 codes). The city's code serves every district: a resident of
-# any district sees a city-wide tile.
-CITY = "321200"
-REGIONS: dict[str, str] = {
-    CITY: "泰州市（全市）",
-    "321202": "海陵区",
-    "321203": "高港区",
-    "321204": "姜堰区",
-    "321281": "兴化市",
-    "321282": "靖江市",
-    "321283": "泰兴市",
-}
+from app_backend.kernel.regions import REGIONS
 
 # The catalogue's categories: code -> the name residents see.
 CATEGORIES: dict[str, str] = {

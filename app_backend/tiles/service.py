@@ -32,6 +32,7 @@ from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import DomainError, forbidden, invalid_field, not_found
 from app_backend.kernel.outbound import is_public
 from app_backend.kernel.redis_batch import BatchRunner
+from app_backend.kernel.regions import CITY, REGIONS
 from app_backend.kernel.settings import Settings
 from app_backend.oidc.service import OidcService
 from app_backend.tiles.health import HealthChecks
@@ -46,10 +47,8 @@ from app_backend.tiles.repository import (
 )
 from app_backend.tiles.schemas import (
     CATEGORIES,
-    CITY,
     DEGRADED_NOTICE,
     LEVELS,
-    REGIONS,
     SUSPENDED_NOTICE,
     CatalogueTile,
     Notice,

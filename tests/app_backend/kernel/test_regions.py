@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 from app_backend.kernel.regions import CITY, REGIONS, covers
-from app_backend.tiles import schemas as tiles_schemas
-
-
-def test_tiles_serve_the_kernels_regions() -> None:
-    """tiles still keeps a copy (it was being changed by another branch when the kernel took the list over): the
-    two must not drift until tiles imports the kernel's."""
-    assert (tiles_schemas.CITY, tiles_schemas.REGIONS) == (CITY, REGIONS)
 
 
 def test_the_city_covers_every_district() -> None:
