@@ -506,7 +506,7 @@ class NotificationService:
         self, conn: Connection, organisation_id: uuid.UUID, resident_id: uuid.UUID, via: str
     ) -> None:
         """A resident used an organisation's service in a way another domain saw (`tile`: opened one of its
-        tiles; tiles' usage will report it): from now on the organisation may message them."""
+        tiles, reported by tiles' usage): from now on the organisation may message them."""
         await self._audience.record_use(conn, [organisation_id], resident_id, via)
 
     # -- broadcasts -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from saq import CronJob
 
 from app_backend.audit.service import AuditTrail
 from app_backend.kernel.module import DomainModule, Platform
+from app_backend.notifications.service import NotificationService
 from app_backend.oidc.service import OidcService
 from app_backend.tiles.controllers import (
     CatalogueController,
@@ -26,7 +27,7 @@ from app_backend.tiles.tasks import (
 
 
 async def start(platform: Platform) -> TileService:
-    return TileService(
+    tiles = TileService(
         platform.get(AuditTrail),
         platform.get(OidcService),
         platform.settings,
@@ -34,6 +35,9 @@ async def start(platform: Platform) -> TileService:
         platform.batches,
         platform.breaker,
     )
+    # A resident who opens a department's tile has used its service: the department may message them.
+    tiles.usage.use_service_users(platform.get(NotificationService).record_service_use)
+    return tiles
 
 
 def provide_tiles(state: State) -> TileService:
@@ -44,7 +48,7 @@ def provide_tiles(state: State) -> TileService:
 module = DomainModule(
     name="tiles",
     start=start,
-    requires=["audit", "oidc"],
+    requires=["audit", "oidc", "notifications"],
     routes=[
         CatalogueController,
         TileUseController,

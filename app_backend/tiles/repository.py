@@ -660,6 +660,7 @@ class OpenRow(msgspec.Struct, frozen=True):
     recorded, the tile being unavailable or above the level). `client_id`: its one-login client while active."""
 
     id: uuid.UUID
+    organisation_id: uuid.UUID
     state: str
     health: str
     resident_notice: str | None
@@ -739,7 +740,8 @@ class UsageRepository:
             conn,
             OpenRow,
             """WITH tile AS (
-                 SELECT t.id, t.state, t.health, t.resident_notice, v.number, v.content, v.min_level
+                 SELECT t.id, t.organisation_id, t.state, t.health, t.resident_notice, v.number, v.content,
+                        v.min_level
                  FROM tiles.tiles t JOIN tiles.versions v ON v.tile_id = t.id AND v.number = t.live_version
                  WHERE t.id = $1 AND t.state IN ('live', 'suspended')
                ), who AS (
@@ -752,8 +754,8 @@ class UsageRepository:
                  ON CONFLICT (tile_id, day, resident_id) DO UPDATE SET opens = o.opens + 1, last_at = now()
                  RETURNING o.opens
                )
-               SELECT tile.id, tile.state, tile.health, tile.resident_notice, tile.number, tile.content,
-                      tile.min_level, who.level, c.client_id, (SELECT opens FROM opened) AS opens
+               SELECT tile.id, tile.organisation_id, tile.state, tile.health, tile.resident_notice, tile.number,
+                      tile.content, tile.min_level, who.level, c.client_id, (SELECT opens FROM opened) AS opens
                FROM tile CROSS JOIN who
                LEFT JOIN oidc.clients c ON c.client_id = tile.content->>'oidc_client_id' AND c.revoked_at IS NULL""",
             tile_id,

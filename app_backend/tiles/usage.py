@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode
 
@@ -87,6 +87,11 @@ return 0
 """
 COMPLETION_MAX_AGE = dt.timedelta(days=31)
 _LEVEL_NAMES = {1: "L1", 2: "L2", 3: "L3"}
+
+
+# (the open's connection, the tile's organisation, the resident, how it was used): notifications'
+# `record_service_use`, handed over by the tiles module at start.
+ServiceUsed = Callable[[Connection, uuid.UUID, uuid.UUID, str], Awaitable[None]]
 
 
 class Ratings(Protocol):
@@ -164,6 +169,12 @@ class UsageService:
         self._take = redis.register_script(_TAKE)
         self._done = redis.register_script(_DONE)
         self._ratings: Ratings | None = None
+        self._service_used: ServiceUsed | None = None
+
+    def use_service_users(self, service_used: ServiceUsed) -> None:
+        """Who opens a tile has used its department's service (notifications then lets the department message
+        them): told once per resident, tile and day, on the day's first open."""
+        self._service_used = service_used
 
     def use_ratings(self, ratings: Ratings) -> None:
         """The ratings (their own domain, once it exists) tell the retirement report which tiles are rated badly."""
@@ -196,6 +207,8 @@ class UsageService:
                 f"this service needs {needed.level}: complete {needed.action} first ({needed.path})",
                 extra={"step_up": msgspec.to_builtins(needed), "level": _LEVEL_NAMES.get(row.level, "L1")},
             )
+        if row.opens == 1 and self._service_used is not None:
+            await self._service_used(conn, row.organisation_id, resident_id, "tile")
         entry = msgspec.convert(row.content["entry"], EntryPoints)
         one_login = None
         if row.client_id is not None:

@@ -16,7 +16,7 @@ from app_backend.kernel.clock import business_day
 from app_backend.tiles.service import TileService
 from tests.app_backend.oidc.department import app_for, discover, log_in, register
 from tests.app_backend.tiles.helpers import department, live, manage, ok, review, reviewer, unique
-from tests.helpers import bearer, login, real_named, staff
+from tests.helpers import bearer, login, real_named, signed, staff
 
 
 def tiles_of(services: Any) -> TileService:
@@ -362,3 +362,24 @@ async def test_search_ranks_by_recent_use(client, services):
     await tiles_of(services).usage.refresh_scores(services.pool)
     hits = (await client.get("/api/v1/tiles/search", params={"q": word})).json()["hits"]
     assert [h["tile"]["id"] for h in hits] == [busy, quiet]
+
+
+async def test_a_resident_who_opened_a_departments_tile_may_be_messaged_by_it(client, services):
+    """Opening a tile is using the department's service (issue 16's inbox: a department may message residents who
+    used its service): before the open its message by ID number is refused as not addressable, after it lands."""
+    dept = await department(client, services, scopes=("tiles:manage", "messages:send"))
+    tid = (await live(client, dept, await reviewer(client, services), name=unique("燃气缴费")))["id"]
+    resident = await real_named(client, services)
+    message = {
+        "resident_ref": {"id_number": resident["id_number"]},
+        "message": {"kind": "bill_due", "title": "燃气费账单", "body": "您本月的燃气费已出账"},
+    }
+
+    before = await signed(client, dept, "POST", "/api/v1/messages", message)
+    assert before.status_code == 403 and before.json()["type"].endswith("/not-addressable"), before.text
+    for _ in range(2):  # the day's second open tells nothing new
+        assert (await opened(client, resident, tid)).status_code == 200
+    after = await signed(client, dept, "POST", "/api/v1/messages", message)
+    assert after.status_code == 201, after.text
+    inbox = await client.get("/api/v1/me/inbox", headers=bearer(resident))
+    assert [m["title"] for m in inbox.json()["messages"]] == ["燃气费账单"]
