@@ -124,6 +124,11 @@ class TileRepository:
     async def get(self, conn: Connection, tile_id: uuid.UUID) -> TileRow | None:
         return await fetch_row(conn, TileRow, f"SELECT {_TILE} FROM tiles.tiles WHERE id = $1", tile_id)
 
+    async def get_many(self, conn: Connection, tile_ids: Sequence[uuid.UUID]) -> list[TileRow]:
+        return await fetch_rows(
+            conn, TileRow, f"SELECT {_TILE} FROM tiles.tiles WHERE id = ANY($1::uuid[])", list(tile_ids)
+        )
+
     async def lock(self, conn: Connection, tile_id: uuid.UUID) -> TileRow | None:
         """The tile, locked for this transaction: transitions of one tile run one after the other."""
         return await fetch_row(
@@ -233,6 +238,18 @@ class VersionRepository:
             f"SELECT {_VERSION} FROM tiles.versions WHERE tile_id = $1 AND number = $2",
             tile_id,
             number,
+        )
+
+    async def live_of(self, conn: Connection, tile_ids: Sequence[uuid.UUID]) -> list[VersionRow]:
+        """The live version of each of these tiles that has one."""
+        columns = ", ".join(f"v.{c.strip()}" for c in _VERSION.split(","))
+        return await fetch_rows(
+            conn,
+            VersionRow,
+            f"""SELECT {columns} FROM tiles.tiles t
+                JOIN tiles.versions v ON v.tile_id = t.id AND v.number = t.live_version
+                WHERE t.id = ANY($1::uuid[])""",
+            list(tile_ids),
         )
 
     async def open_version(self, conn: Connection, tile_id: uuid.UUID) -> VersionRow | None:

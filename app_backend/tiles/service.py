@@ -756,15 +756,16 @@ class TileService:
         return [TileSummary(**msgspec.structs.asdict(r)) for r in rows]
 
     async def reviews(self, conn: Connection, limit: int = 100) -> list[Review]:
-        """Submitted versions waiting for a reviewer, oldest first, each with the tile's live version."""
+        """Submitted versions waiting for a reviewer, oldest first, each with the tile's live version (three
+        statements whatever the queue's length)."""
+        queue = await self._versions.review_queue(conn, limit)
+        tile_ids = list({row.tile_id for row in queue})
+        tiles = {tile.id: tile for tile in await self._tiles.get_many(conn, tile_ids)}
+        lives = {row.tile_id: _version(row) for row in await self._versions.live_of(conn, tile_ids)}
         found: list[Review] = []
-        for row in await self._versions.review_queue(conn, limit):
-            tile = await self._tiles.get(conn, row.tile_id)
-            assert tile is not None  # a version's tile exists (foreign key)
-            live = None
-            if tile.live_version is not None:
-                live_row = await self._versions.get(conn, tile.id, tile.live_version)
-                live = None if live_row is None else _version(live_row)
+        for row in queue:
+            tile = tiles[row.tile_id]  # a version's tile exists (foreign key)
+            live = lives.get(tile.id)
             found.append(
                 Review(
                     tile_id=tile.id,

@@ -180,3 +180,26 @@ def test_service_hours_are_read_in_beijing_time():
     assert not open_at(hours, monday_9am_beijing + dt.timedelta(hours=9))  # 18:00
     assert not open_at(hours, monday_9am_beijing + dt.timedelta(days=5))  # Saturday
     assert open_at(None, monday_9am_beijing + dt.timedelta(days=5))
+
+
+async def test_the_review_queue_is_three_statements_however_long(client, services):
+    """The reviewers' queue reads the versions, their tiles and the tiles' live versions in a statement each,
+    not two more per waiting version; a new version of a live tile comes with the live one to compare."""
+    dept, rev = await department(client, services), await reviewer(client, services)
+    fresh = [(await create(client, dept, name=unique("待审"))) for _ in range(3)]
+    for tile in fresh:
+        ok(await manage(client, dept, "POST", f"/{tile['id']}/versions/1/submit"))
+    shown = await live(client, dept, rev, name=unique("在用"))
+    content = {k: v for k, v in shown["versions"][0]["content"].items() if v is not None}
+    ok(await manage(client, dept, "POST", f"/{shown['id']}/versions", {**content, "description": "新版说明"}))
+    ok(await manage(client, dept, "POST", f"/{shown['id']}/versions/2/submit"))
+
+    async with services.pool.acquire() as conn:
+        counting = _Counting(conn)
+        queue = await tiles_of(services).reviews(counting)  # type: ignore[arg-type]
+    assert len(counting.statements) == 3, counting.statements
+    mine = {str(r.tile_id): r for r in queue if str(r.tile_id) in {t["id"] for t in [*fresh, shown]}}
+    assert len(mine) == 4
+    assert all(mine[t["id"]].live is None for t in fresh)
+    compared = mine[shown["id"]]
+    assert (compared.version.number, compared.live.number if compared.live else None) == (2, 1)
