@@ -719,7 +719,8 @@ class NotificationService:
         self, conn: Connection, row: BroadcastRow, size: int
     ) -> tuple[int, bool] | None:
         """One batch of a broadcast to the users of a tile: the next page of the residents who opened it in its
-        period (by the time it was accepted), in id order from the cursor. None while tiles are not started (the
+        period (by the time it was accepted), in id order from the cursor; blocked accounts are skipped (counted
+        in `total`, never written). None while tiles are not started (the
         broadcast waits for a run that has them)."""
         users = self._tile_users
         if users is None:
@@ -735,7 +736,8 @@ class NotificationService:
         if not residents:
             await self._broadcasts.finish(conn, row.id, "done")
             return 0, True
-        written = await self._write_messages(conn, row, residents)
+        active = await self._residents.active_among(conn, residents)
+        written = await self._write_messages(conn, row, active) if active else 0
         await self._broadcasts.advance(conn, row.id, None, residents[-1], written)
         return written, False
 
