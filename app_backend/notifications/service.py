@@ -720,8 +720,8 @@ class NotificationService:
     ) -> tuple[int, bool] | None:
         """One batch of a broadcast to the users of a tile: the next page of the residents who opened it in its
         period (by the time it was accepted), in id order from the cursor; blocked accounts are skipped (counted
-        in `total`, never written). None while tiles are not started (the
-        broadcast waits for a run that has them)."""
+        in `total`, never written). None while tiles are not started (the broadcast waits for a run that has
+        them)."""
         users = self._tile_users
         if users is None:
             return None
