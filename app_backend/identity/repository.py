@@ -138,6 +138,14 @@ class ResidentRepository:
         )
         return [r["id"] for r in rows]
 
+    async def active_among(self, conn: Connection, resident_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of these residents whose account is active, in id order."""
+        rows = await conn.fetch(
+            "SELECT id FROM identity.residents WHERE id = ANY($1::uuid[]) AND status = 'active' ORDER BY id",
+            resident_ids,
+        )
+        return [r["id"] for r in rows]
+
     async def active_ids_in_region(
         self, conn: Connection, region: str, joined_by: dt.datetime, after: uuid.UUID | None, limit: int
     ) -> list[uuid.UUID]:

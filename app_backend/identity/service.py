@@ -1138,6 +1138,11 @@ class ResidentDirectory:
             return await self._residents.active_ids(conn, joined_by, after, limit)
         return await self._residents.active_ids_in_region(conn, region, joined_by, after, limit)
 
+    async def active_among(self, conn: Connection, resident_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of these residents whose account is active (not blocked), in id order: a broadcast to another
+        audience than a region (the users of a tile) skips blocked accounts as `residents_of_region` does."""
+        return await self._residents.active_among(conn, resident_ids)
+
     async def count_of_region(self, conn: Connection, region: str, *, joined_by: dt.datetime) -> int:
         """How many residents `residents_of_region` walks."""
         return await self._residents.count_active(conn, None if region == CITY else region, joined_by)

@@ -102,6 +102,10 @@ class TileSettings(msgspec.Struct, frozen=True, kw_only=True):
     retire_period_days: int = 90
     retire_min_opens: int = 100
     retire_max_outages: int = 3
+    # A department's broadcast to the users of its tile reaches the residents who opened it in the last
+    # `broadcast_days` days unless it names its own period, of at most `broadcast_max_days` (within the retention).
+    broadcast_days: int = 90
+    broadcast_max_days: int = 90
 
 
 class MaskingRule(msgspec.Struct, frozen=True):
@@ -291,6 +295,14 @@ def _tiles(env: dict[str, str], mode: str) -> TileSettings:
     timeout = float(env.get("TZT_TILE_HEALTH_TIMEOUT", "5"))
     if not 0 < timeout <= 60:
         raise ValueError("TZT_TILE_HEALTH_TIMEOUT must be more than 0 and at most 60 seconds")
+    retention = _positive(env, "TZT_TILE_OPENS_RETENTION_DAYS", 400)
+    broadcast_days = _positive(env, "TZT_TILE_BROADCAST_DAYS", 90)
+    broadcast_max_days = _positive(env, "TZT_TILE_BROADCAST_MAX_DAYS", 90)
+    if not broadcast_days <= broadcast_max_days <= retention:
+        raise ValueError(
+            "TZT_TILE_BROADCAST_DAYS must be at most TZT_TILE_BROADCAST_MAX_DAYS, and that at most "
+            "TZT_TILE_OPENS_RETENTION_DAYS (older opens are not kept)"
+        )
     return TileSettings(
         health_interval=_non_negative(env, "TZT_TILE_HEALTH_INTERVAL", 0 if mode in {"dev", "test"} else 300),
         health_timeout=timeout,
@@ -298,10 +310,12 @@ def _tiles(env: dict[str, str], mode: str) -> TileSettings:
         health_suspend_minutes=_positive(env, "TZT_TILE_HEALTH_SUSPEND_MINUTES", 30),
         health_concurrency=_positive(env, "TZT_TILE_HEALTH_CONCURRENCY", 16),
         health_history_days=_positive(env, "TZT_TILE_HEALTH_HISTORY_DAYS", 7),
-        opens_retention_days=_positive(env, "TZT_TILE_OPENS_RETENTION_DAYS", 400),
+        opens_retention_days=retention,
         retire_period_days=_positive(env, "TZT_TILE_RETIRE_PERIOD_DAYS", 90),
         retire_min_opens=_non_negative(env, "TZT_TILE_RETIRE_MIN_OPENS", 100),
         retire_max_outages=_positive(env, "TZT_TILE_RETIRE_MAX_OUTAGES", 3),
+        broadcast_days=broadcast_days,
+        broadcast_max_days=broadcast_max_days,
     )
 
 

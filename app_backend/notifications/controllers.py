@@ -190,7 +190,8 @@ class ResidentMessagesController(Controller):
 
 class MachineMessagesController(Controller):
     """A department's, operator's or merchant's system messaging a resident it knows (by an order it is paid, the
-    `sub` one login gave its app, an ID number) or broadcasting to the residents of regions it may address."""
+    `sub` one login gave its app, an ID number) or broadcasting to the residents of regions it may address or to
+    the residents who opened one of its tiles."""
 
     path = "/api/v1/messages"
     tags = ["notifications"]
@@ -228,18 +229,26 @@ class MachineMessagesController(Controller):
 
     @post(
         "/broadcasts",
-        summary="Broadcast a message to every resident of regions I may address (signed; messages:send)",
+        summary=(
+            "Broadcast a message to every resident of regions I may address, or to the users of my tile "
+            "(signed; messages:send)"
+        ),
         description=(
             "Accepted and written by a job, in batches, within a minute or so (follow it with GET "
-            "/api/v1/messages/broadcasts/{id}): one message per resident of the regions whose account exists "
-            "now, the inbox always and one more channel as for any message. 201 for a new broadcast, 200 for the "
-            "same `broadcast_key` with the same content (the first broadcast), 409 naming `broadcast_key` with "
-            "other content. 400 naming `regions[i]` for a code that is not a region of Taizhou; 403 "
-            "`not-addressable` naming `regions[i]` for a region operations have not allowed this organisation."
+            "/api/v1/messages/broadcasts/{id}): one message per resident of the `regions` whose account exists "
+            "now, or with `tile_id` per resident who opened that tile of yours in the last `opened_within_days` "
+            "days (default and maximum set by operations, 90 unless changed) and before now; the inbox always "
+            "and one more channel as for any message. 201 for a new broadcast, 200 for the same `broadcast_key` "
+            "with the same content (the first broadcast), 409 naming `broadcast_key` with other content. 400 "
+            "naming `regions` unless exactly one of `regions` and `tile_id` is given, `regions[i]` for a code "
+            "that is not a region of Taizhou, `opened_within_days` over the maximum or without `tile_id`; 403 "
+            "`not-addressable` naming `regions[i]` for a region operations have not allowed this organisation; "
+            "404 naming `tile_id` for a tile that is not this organisation's (the same for one that does not "
+            "exist)."
         ),
         status_code=HTTP_201_CREATED,
         responses={HTTP_200_OK: _SAME_BROADCAST},
-        opt=problems(403, 409),
+        opt=problems(403, 404, 409),
     )
     async def broadcast(
         self,

@@ -46,6 +46,8 @@ async def start(platform: Platform) -> NotificationService:
         organisations=platform.get(OrganisationServices).organisations,
         audit=platform.get(AuditTrail),
         one_login=platform.get(OidcService),
+        tile_days=platform.settings.tiles.broadcast_days,
+        tile_max_days=platform.settings.tiles.broadcast_max_days,
     )
     # Who paid an organisation's order used its service: from then on it may message them.
     payments.orders.on_paid(service.record_paid_order)

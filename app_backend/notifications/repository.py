@@ -533,8 +533,9 @@ class AudienceRepository:
         )
 
 
-_BROADCAST = """id, organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params, status,
-    stopped_reason, total, written, cursor_region, cursor_resident, created_at, started_at, finished_at"""
+_BROADCAST = """id, organisation_id, sender_name, broadcast_key, audience, regions, tile_id, opened_days, kind, title,
+    body, params, status, stopped_reason, total, written, cursor_region, cursor_resident, created_at, started_at,
+    finished_at"""
 
 
 class BroadcastRow(msgspec.Struct, frozen=True):
@@ -544,6 +545,8 @@ class BroadcastRow(msgspec.Struct, frozen=True):
     broadcast_key: str
     audience: str
     regions: list[str]
+    tile_id: uuid.UUID | None
+    opened_days: int | None
     kind: str
     title: str
     body: str
@@ -572,14 +575,19 @@ class BroadcastRepository:
         title: str,
         body: str,
         params: dict[str, str],
+        tile_id: uuid.UUID | None = None,
+        opened_days: int | None = None,
     ) -> BroadcastRow | None:
-        """The new broadcast, queued; None when the organisation has one with this key."""
+        """The new broadcast, queued; None when the organisation has one with this key. Its audience is the tile's
+        users when `tile_id` is given (`regions` then empty), else the regions'."""
         return await fetch_row(
             conn,
             BroadcastRow,
             f"""INSERT INTO notifications.broadcasts
-                    (organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params)
-                VALUES ($1, $2, $3, 'regions', $4, $5, $6, $7, $8)
+                    (organisation_id, sender_name, broadcast_key, audience, regions, kind, title, body, params,
+                     tile_id, opened_days)
+                VALUES ($1, $2, $3, CASE WHEN $9::uuid IS NULL THEN 'regions' ELSE 'tile' END, $4, $5, $6, $7, $8,
+                        $9, $10)
                 ON CONFLICT (organisation_id, broadcast_key) DO NOTHING
                 RETURNING {_BROADCAST}""",
             organisation_id,
@@ -590,6 +598,8 @@ class BroadcastRepository:
             title,
             body,
             params,
+            tile_id,
+            opened_days,
         )
 
     async def by_key(self, conn: Connection, organisation_id: uuid.UUID, key: str) -> BroadcastRow | None:
@@ -642,7 +652,7 @@ class BroadcastRepository:
         self,
         conn: Connection,
         broadcast_id: uuid.UUID,
-        region: str,
+        region: str | None,
         resident: uuid.UUID | None,
         written: int,
     ) -> None:

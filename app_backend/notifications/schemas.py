@@ -180,25 +180,36 @@ class MessageRegions(msgspec.Struct):
     regions: list[RegionGrant]
 
 
-class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """One message to every resident of the regions (those whose accounts exist when it is accepted), regions the
-    organisation may address. The same `broadcast_key` again is the same broadcast."""
+class BroadcastRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One message to an audience: every resident of the `regions` (those whose accounts exist when it is
+    accepted), regions the organisation may address; or, with `tile_id`, every resident who opened that tile of
+    the organisation in the last `opened_within_days` business days (today included; the default and the maximum
+    are operations' settings). One of `regions` and `tile_id`. The same `broadcast_key` again is the same
+    broadcast."""
 
     broadcast_key: Annotated[
         str, msgspec.Meta(min_length=1, max_length=64, description="the sender's own id of this broadcast")
     ]
-    regions: Annotated[list[RegionCode], msgspec.Meta(min_length=1, max_length=16)]
+    regions: Annotated[list[RegionCode], msgspec.Meta(min_length=1, max_length=16)] | None = None
+    tile_id: uuid.UUID | None = None
+    opened_within_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] | None = None
     message: MessageDraft
 
 
 class Broadcast(msgspec.Struct):
     """A broadcast as its sender follows it. `total` (counted when the job starts, null until then) is how many
     residents it goes to, `written` how many messages are written so far; `status` queued, writing, done, or
-    stopped (with `stopped_reason`: the organisation may no longer address one of the regions)."""
+    stopped (with `stopped_reason`: the organisation may no longer address one of the regions). `audience`
+    `regions` names its `regions`; `tile` its `tile_id` and the first business day of the opens it counts
+    (`opened_since`, `opened_within_days` days back from the day it was accepted), `regions` empty."""
 
     id: uuid.UUID
     broadcast_key: str
+    audience: Literal["regions", "tile"]
     regions: list[str]
+    tile_id: uuid.UUID | None
+    opened_within_days: int | None
+    opened_since: dt.date | None
     kind: str
     title: str
     status: Literal["queued", "writing", "done", "stopped"]

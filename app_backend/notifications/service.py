@@ -12,8 +12,9 @@ successful sends only); a delivery that gives up after faults keeps it spent (wh
 be known).
 
 Departments reach only the residents they may address (`may_address`: who used their service, who lives in a
-region operations allow them); a broadcast to regions is queued by the request and written by `write_broadcasts`
-in batches. A resident's deleted message keeps its row, without content, and its pending deliveries are cancelled.
+region operations allow them); a broadcast to regions, or to the users of one of the department's tiles, is queued
+by the request and written by `write_broadcasts` in batches. A resident's deleted message keeps its row, without
+content, and its pending deliveries are cancelled.
 
 Callers own the transaction for everything but `deliver_due` and `write_broadcasts`, which are their own
 boundaries."""
@@ -24,6 +25,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Protocol
 
 import msgspec
 import structlog
@@ -31,7 +33,7 @@ import structlog
 from app_backend.audit.service import AuditTrail
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.actors import Actor
-from app_backend.kernel.clock import now
+from app_backend.kernel.clock import business_day, now
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection, Pool
 from app_backend.kernel.errors import DomainError, invalid_field, not_found
@@ -99,6 +101,39 @@ def organisation_sender(organisation_id: uuid.UUID) -> str:
     return f"organisation:{organisation_id}"
 
 
+class TileUsers(Protocol):
+    """Who used a department's tile, as tiles' usage tells it (`UsageService`). A port, handed over by the tiles
+    module when it starts (`use_tile_users`): tiles imports this service to report opens, so this one cannot
+    import tiles'."""
+
+    async def is_tile_of(self, conn: Connection, organisation_id: uuid.UUID, tile_id: uuid.UUID) -> bool: ...
+
+    async def users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+        after_resident_id: uuid.UUID | None,
+        limit: int,
+    ) -> list[uuid.UUID]: ...
+
+    async def count_users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+    ) -> int: ...
+
+
+def opened_since(created_at: dt.datetime, days: int) -> dt.date:
+    """The first business day of a tile broadcast's period: `days` days ending on the day it was accepted."""
+    return business_day(created_at) - dt.timedelta(days=days - 1)
+
+
 def _walk_order(regions: list[str]) -> list[str]:
     """The regions a broadcast walks, one after another: the city alone when it names the city (its residents
     are every resident), otherwise each district (districts share no resident)."""
@@ -109,7 +144,11 @@ def _broadcast_view(row: BroadcastRow) -> Broadcast:
     return Broadcast(
         id=row.id,
         broadcast_key=row.broadcast_key,
+        audience=row.audience,  # type: ignore[arg-type]
         regions=row.regions,
+        tile_id=row.tile_id,
+        opened_within_days=row.opened_days,
+        opened_since=None if row.opened_days is None else opened_since(row.created_at, row.opened_days),
         kind=row.kind,
         title=row.title,
         status=row.status,  # type: ignore[arg-type]
@@ -183,6 +222,8 @@ class NotificationService:
         organisations: OrganisationService,
         audit: AuditTrail,
         one_login: OidcService | None = None,
+        tile_days: int = 90,
+        tile_max_days: int = 90,
     ) -> None:
         self.pool = pool
         self._mini = mini
@@ -193,6 +234,9 @@ class NotificationService:
         self._organisations = organisations
         self._audit = audit
         self._one_login = one_login
+        self._tile_days = tile_days
+        self._tile_max_days = tile_max_days
+        self._tile_users: TileUsers | None = None
         self._grants = GrantRepository()
         self._devices = DeviceRepository()
         self._messages = MessageRepository()
@@ -511,11 +555,35 @@ class NotificationService:
 
     # -- broadcasts -------------------------------------------------------------------------------------------
 
+    def use_tile_users(self, tile_users: TileUsers) -> None:
+        """Tiles' usage, handed over by the tiles module at start: broadcasts to the users of a tile page it."""
+        self._tile_users = tile_users
+
     async def broadcast(
         self, conn: Connection, organisation_id: uuid.UUID, organisation_name: str, data: BroadcastRequest
     ) -> tuple[Broadcast, bool]:
         """(the broadcast, whether it is new): accepted and queued for `write_broadcasts`; nothing is written to
         any inbox here. The same key with the same content is the same broadcast, with other content a 409."""
+        if (data.regions is None) == (data.tile_id is None):
+            raise invalid_field("regions", "name one audience: either regions or tile_id")
+        if data.tile_id is not None:
+            days = data.opened_within_days or self._tile_days
+            if days > self._tile_max_days:
+                raise invalid_field("opened_within_days", f"at most {self._tile_max_days} days")
+            if self._tile_users is None or not await self._tile_users.is_tile_of(
+                conn, organisation_id, data.tile_id
+            ):
+                message = "no tile of this organisation with this id"
+                raise DomainError(
+                    404,
+                    "not-found",
+                    f"tile_id: {message}",
+                    extra={"errors": [{"field": "tile_id", "message": message}]},
+                )
+            return await self._queue(conn, organisation_id, organisation_name, data, [], data.tile_id, days)
+        if data.opened_within_days is not None:
+            raise invalid_field("opened_within_days", "only for a broadcast to the users of a tile (tile_id)")
+        assert data.regions is not None
         regions = list(dict.fromkeys(data.regions))
         for index, region in enumerate(data.regions):
             if region not in REGIONS:
@@ -530,6 +598,18 @@ class NotificationService:
                     f"regions[{index}]: {message}",
                     extra={"errors": [{"field": f"regions[{index}]", "message": message}]},
                 )
+        return await self._queue(conn, organisation_id, organisation_name, data, regions, None, None)
+
+    async def _queue(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        organisation_name: str,
+        data: BroadcastRequest,
+        regions: list[str],
+        tile_id: uuid.UUID | None,
+        opened_days: int | None,
+    ) -> tuple[Broadcast, bool]:
         draft = data.message
         row = await self._broadcasts.add(
             conn,
@@ -541,20 +621,24 @@ class NotificationService:
             title=draft.title,
             body=draft.body,
             params=dict(draft.params),
+            tile_id=tile_id,
+            opened_days=opened_days,
         )
         if row is not None:
             return _broadcast_view(row), True
         existing = await self._broadcasts.by_key(conn, organisation_id, data.broadcast_key)
         assert existing is not None
-        same = (existing.regions, existing.kind, existing.title, existing.body, existing.params) == (
-            regions,
-            draft.kind,
-            draft.title,
-            draft.body,
-            dict(draft.params),
-        )
+        same = (
+            existing.regions,
+            existing.tile_id,
+            existing.opened_days,
+            existing.kind,
+            existing.title,
+            existing.body,
+            existing.params,
+        ) == (regions, tile_id, opened_days, draft.kind, draft.title, draft.body, dict(draft.params))
         if not same:
-            message = "this key was used for another broadcast (other regions or another message)"
+            message = "this key was used for another broadcast (another audience or another message)"
             raise DomainError(
                 409,
                 "broadcast-key-reused",
@@ -602,6 +686,8 @@ class NotificationService:
         row = await self._broadcasts.lock_open(conn, broadcast_id)
         if row is None:
             return None
+        if row.audience == "tile":
+            return await self._write_tile_batch(conn, row, size)
         regions = _walk_order(row.regions)
         allowed = [g.region for g in await self._audience.regions(conn, row.organisation_id)]
         refused = [r for r in regions if not covers(allowed, r)]
@@ -625,14 +711,46 @@ class NotificationService:
                 return 0, True
             await self._broadcasts.advance(conn, row.id, regions[following], None, 0)
             return 0, False
+        written = await self._write_messages(conn, row, residents)
+        await self._broadcasts.advance(conn, row.id, region, residents[-1], written)
+        return written, False
+
+    async def _write_tile_batch(
+        self, conn: Connection, row: BroadcastRow, size: int
+    ) -> tuple[int, bool] | None:
+        """One batch of a broadcast to the users of a tile: the next page of the residents who opened it in its
+        period (by the time it was accepted), in id order from the cursor; blocked accounts are skipped (counted
+        in `total`, never written). None while tiles are not started (the broadcast waits for a run that has
+        them)."""
+        users = self._tile_users
+        if users is None:
+            return None
+        assert row.tile_id is not None and row.opened_days is not None
+        since = opened_since(row.created_at, row.opened_days)
+        if row.status == "queued":
+            total = await users.count_users_of(conn, row.organisation_id, row.tile_id, since, row.created_at)
+            await self._broadcasts.start(conn, row.id, total)
+        residents = await users.users_of(
+            conn, row.organisation_id, row.tile_id, since, row.created_at, row.cursor_resident, size
+        )
+        if not residents:
+            await self._broadcasts.finish(conn, row.id, "done")
+            return 0, True
+        active = await self._residents.active_among(conn, residents)
+        written = await self._write_messages(conn, row, active) if active else 0
+        await self._broadcasts.advance(conn, row.id, None, residents[-1], written)
+        return written, False
+
+    async def _write_messages(self, conn: Connection, row: BroadcastRow, residents: list[uuid.UUID]) -> int:
+        """The broadcast's message to each of these residents who has none yet (inbox and one more channel, as
+        `send`); how many were written now."""
         messages = await self._messages.add_for_broadcast(
             conn, row, organisation_sender(row.organisation_id), residents
         )
         await self._deliveries.add_inbox(conn, [m.id for m in messages])
         for message in messages:
             await self._beyond_inbox(conn, message)
-        await self._broadcasts.advance(conn, row.id, region, residents[-1], len(messages))
-        return len(messages), False
+        return len(messages)
 
     # -- the regions an organisation may address (operations) ------------------------------------------------
 

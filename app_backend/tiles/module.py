@@ -36,7 +36,10 @@ async def start(platform: Platform) -> TileService:
         platform.breaker,
     )
     # A resident who opens a department's tile has used its service: the department may message them.
-    tiles.usage.use_service_users(platform.get(NotificationService).record_service_use)
+    notifications = platform.get(NotificationService)
+    tiles.usage.use_service_users(notifications.record_service_use)
+    # A department broadcasts to the residents who opened its tile: notifications pages them from the usage.
+    notifications.use_tile_users(tiles.usage)
     return tiles
 
 

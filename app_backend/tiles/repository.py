@@ -747,6 +747,61 @@ _DAILY = """
 
 
 class UsageRepository:
+    async def users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """One statement: a page, in id order after `after`, of the residents who opened the organisation's tile on
+        a day from `since` on, first that day by `until`; nobody when the tile is not the organisation's."""
+        rows = await conn.fetch(
+            """SELECT DISTINCT o.resident_id FROM tiles.opens o
+               JOIN tiles.tiles t ON t.id = o.tile_id AND t.organisation_id = $1
+               WHERE o.tile_id = $2 AND o.day >= $3 AND o.first_at <= $4
+                 AND ($5::uuid IS NULL OR o.resident_id > $5)
+               ORDER BY o.resident_id LIMIT $6""",
+            organisation_id,
+            tile_id,
+            since,
+            until,
+            after,
+            limit,
+        )
+        return [r["resident_id"] for r in rows]
+
+    async def count_users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+    ) -> int:
+        """How many residents `users_of` pages through."""
+        count: int = await conn.fetchval(
+            """SELECT count(DISTINCT o.resident_id) FROM tiles.opens o
+               JOIN tiles.tiles t ON t.id = o.tile_id AND t.organisation_id = $1
+               WHERE o.tile_id = $2 AND o.day >= $3 AND o.first_at <= $4""",
+            organisation_id,
+            tile_id,
+            since,
+            until,
+        )
+        return count
+
+    async def is_tile_of(self, conn: Connection, organisation_id: uuid.UUID, tile_id: uuid.UUID) -> bool:
+        found = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tiles.tiles WHERE id = $1 AND organisation_id = $2)",
+            tile_id,
+            organisation_id,
+        )
+        return bool(found)
+
     async def open(
         self, conn: Connection, tile_id: uuid.UUID, resident_id: uuid.UUID, token_level: int
     ) -> OpenRow | None:

@@ -337,6 +337,40 @@ class UsageService:
             ],
         )
 
+    # -- who used a tile (notifications' broadcasts to a tile's users) ---------------------------------------------
+
+    async def is_tile_of(self, conn: Connection, organisation_id: uuid.UUID, tile_id: uuid.UUID) -> bool:
+        """Whether the tile exists and is the organisation's (one answer for another's tile and for none)."""
+        return await self._usage.is_tile_of(conn, organisation_id, tile_id)
+
+    async def users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+        after_resident_id: uuid.UUID | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """A page of the residents who opened the organisation's tile on a business day from `since` on (and had
+        by `until`), in id order after `after_resident_id`, in one statement; empty for another's tile. Only the
+        opens still kept (`opens_retention_days`) are known."""
+        return await self._usage.users_of(
+            conn, organisation_id, tile_id, since, until, after_resident_id, limit
+        )
+
+    async def count_users_of(
+        self,
+        conn: Connection,
+        organisation_id: uuid.UUID,
+        tile_id: uuid.UUID,
+        since: dt.date,
+        until: dt.datetime,
+    ) -> int:
+        """How many residents `users_of` pages through."""
+        return await self._usage.count_users_of(conn, organisation_id, tile_id, since, until)
+
     # -- retirement ----------------------------------------------------------------------------------------------
 
     def _period(self, today: dt.date) -> tuple[dt.date, dt.date]:

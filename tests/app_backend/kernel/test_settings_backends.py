@@ -95,3 +95,20 @@ def test_the_tile_health_checks_are_off_in_dev_unless_asked_and_on_outside_it(tm
     for name, value in (("TZT_TILE_HEALTH_TIMEOUT", "0"), ("TZT_TILE_HEALTH_FAILURES", "0")):
         with pytest.raises(ValueError, match=name):
             load_settings({"TZT_ENV": "dev", "TZT_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_a_tile_broadcasts_period_stays_within_the_opens_kept(tmp_path):
+    base = {"TZT_ENV": "dev", "TZT_DATA_DIR": str(tmp_path)}
+    default = load_settings(base).tiles
+    assert (default.broadcast_days, default.broadcast_max_days) == (90, 90)
+    chosen = load_settings(
+        {**base, "TZT_TILE_BROADCAST_DAYS": "30", "TZT_TILE_BROADCAST_MAX_DAYS": "180"}
+    ).tiles
+    assert (chosen.broadcast_days, chosen.broadcast_max_days) == (30, 180)
+    for refused in (
+        {"TZT_TILE_BROADCAST_DAYS": "120"},  # over the maximum
+        {"TZT_TILE_BROADCAST_MAX_DAYS": "500"},  # over the opens kept (400 days)
+        {"TZT_TILE_OPENS_RETENTION_DAYS": "60"},
+    ):
+        with pytest.raises(ValueError, match="TZT_TILE_BROADCAST"):
+            load_settings({**base, **refused})
