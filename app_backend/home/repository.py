@@ -1,0 +1,70 @@
+"""All SQL of the home: the resident's pins, and the one statement that reads a resident's part of the home."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from app_backend.kernel.db import Connection, fetch_row
+
+
+class ResidentRow(msgspec.Struct):
+    region: str | None
+    level: int
+    pins: list[uuid.UUID]
+    recent: list[uuid.UUID]
+    unread: int
+
+
+class PinRepository:
+    async def pin(self, conn: Connection, resident_id: uuid.UUID, tile_id: uuid.UUID, most: int) -> str:
+        """Adds the tile at the end of the resident's pins: `pinned`, `already` (kept where it was) or `full`.
+        The caller's transaction holds the resident's lock, so two pins at once cannot pass the limit."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('home.pins:' || $1::uuid::text, 0))", resident_id
+        )
+        outcome: str = await conn.fetchval(
+            """WITH mine AS (SELECT tile_id, position FROM home.pins WHERE resident_id = $1),
+                    added AS (
+                      INSERT INTO home.pins (resident_id, tile_id, position)
+                      SELECT $1, $2, coalesce((SELECT max(position) FROM mine), 0) + 1
+                      WHERE NOT EXISTS (SELECT 1 FROM mine WHERE tile_id = $2)
+                        AND (SELECT count(*) FROM mine) < $3
+                      RETURNING 1)
+               SELECT CASE WHEN EXISTS (SELECT 1 FROM added) THEN 'pinned'
+                           WHEN EXISTS (SELECT 1 FROM mine WHERE tile_id = $2) THEN 'already'
+                           ELSE 'full' END""",
+            resident_id,
+            tile_id,
+            most,
+        )
+        return outcome
+
+    async def unpin(self, conn: Connection, resident_id: uuid.UUID, tile_id: uuid.UUID) -> bool:
+        result: str = await conn.execute(
+            "DELETE FROM home.pins WHERE resident_id = $1 AND tile_id = $2", resident_id, tile_id
+        )
+        return result != "DELETE 0"
+
+
+class ResidentRepository:
+    async def read(self, conn: Connection, resident_id: uuid.UUID, recent: int) -> ResidentRow | None:
+        """A resident's part of the home in one statement (docs/decisions/0026-one-home.md): their region and level
+        (identity), their pins (home), the tiles they opened last (tiles.opens) and their unread messages
+        (notifications). It only reads the other domains' tables, the way code_service's display function reads
+        payments' transit tables: the home's promise is one round trip when cold."""
+        return await fetch_row(
+            conn,
+            ResidentRow,
+            """SELECT r.region, r.level,
+                      ARRAY(SELECT p.tile_id FROM home.pins p WHERE p.resident_id = r.id ORDER BY p.position)
+                        AS pins,
+                      ARRAY(SELECT o.tile_id FROM tiles.opens o WHERE o.resident_id = r.id
+                            GROUP BY o.tile_id ORDER BY max(o.last_at) DESC LIMIT $2) AS recent,
+                      (SELECT count(*) FROM notifications.messages m
+                        WHERE m.resident_id = r.id AND m.read_at IS NULL AND m.deleted_at IS NULL)::int AS unread
+               FROM identity.residents r WHERE r.id = $1""",
+            resident_id,
+            recent,
+        )
