@@ -9,11 +9,13 @@ from app_backend.home.controllers import HomeController, PinsController
 from app_backend.home.service import HomeService
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.tiles.service import TileService
+from code_service.container import CodeServices
 
 
 async def start(platform: Platform) -> HomeService:
     return HomeService(
         platform.get(TileService),
+        platform.get(CodeServices).issuing,
         platform.pool,
         platform.redis,
         platform.batches,
@@ -34,7 +36,7 @@ module = DomainModule(
     name="home",
     start=start,
     close=close,
-    requires=["tiles"],
+    requires=["tiles", "codes"],
     routes=[HomeController, PinsController],
     dependencies={"home": Provide(provide_home, sync_to_thread=False)},
     signature_types=[HomeService],

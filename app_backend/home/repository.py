@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import msgspec
@@ -15,6 +16,7 @@ class ResidentRow(msgspec.Struct):
     pins: list[uuid.UUID]
     recent: list[uuid.UUID]
     unread: int
+    credential_ends: dt.datetime | None
 
 
 class PinRepository:
@@ -51,9 +53,10 @@ class PinRepository:
 class ResidentRepository:
     async def read(self, conn: Connection, resident_id: uuid.UUID, recent: int) -> ResidentRow | None:
         """A resident's part of the home in one statement (docs/decisions/0026-one-home.md): their region and level
-        (identity), their pins (home), the tiles they opened last (tiles.opens) and their unread messages
-        (notifications). It only reads the other domains' tables, the way code_service's display function reads
-        payments' transit tables: the home's promise is one round trip when cold."""
+        (identity), their pins (home), the tiles they opened last (tiles.opens), their unread messages
+        (notifications) and when their last device credential ends (codes). It only reads the other domains'
+        tables, as code_service's display function reads payments' transit tables: the home's promise is one
+        round trip when cold."""
         return await fetch_row(
             conn,
             ResidentRow,
@@ -63,7 +66,9 @@ class ResidentRepository:
                       ARRAY(SELECT o.tile_id FROM tiles.opens o WHERE o.resident_id = r.id
                             GROUP BY o.tile_id ORDER BY max(o.last_at) DESC LIMIT $2) AS recent,
                       (SELECT count(*) FROM notifications.messages m
-                        WHERE m.resident_id = r.id AND m.read_at IS NULL AND m.deleted_at IS NULL)::int AS unread
+                        WHERE m.resident_id = r.id AND m.read_at IS NULL AND m.deleted_at IS NULL)::int AS unread,
+                      (SELECT max(c.not_after) FROM codes.device_credentials c
+                        WHERE c.resident_id = r.id AND c.revoked_at IS NULL) AS credential_ends
                FROM identity.residents r WHERE r.id = $1""",
             resident_id,
             recent,

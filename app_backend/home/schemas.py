@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import msgspec
 
 from app_backend.tiles.schemas import CatalogueTile
+from code_service.codes.schemas import Entitlements
 
 # At most this many pinned tiles, and this many recently used ones shown.
 MOST_PINS = 12
 RECENT = 8
+# A device credential (24 hours) is refreshed once less than this is left of it, or when there is none.
+REFRESH_BEFORE = dt.timedelta(hours=2)
 
 
 class ResidentPart(msgspec.Struct):
@@ -21,6 +25,17 @@ class ResidentPart(msgspec.Struct):
     pins: list[uuid.UUID]
     recent: list[uuid.UUID]
     unread: int
+    credential_ends: dt.datetime | None = None
+
+
+class CodeSummary(msgspec.Struct):
+    """What the home says of the resident's code: what it carries (as the code page last loaded it; null until the
+    code was shown once, or after a change of status) and whether the phone should fetch a fresh device
+    credential (none live, or less than two hours left of it)."""
+
+    entitlements: Entitlements | None
+    device_credential_ends_at: dt.datetime | None
+    device_credential_needs_refresh: bool
 
 
 class Home(msgspec.Struct):
@@ -36,3 +51,4 @@ class Home(msgspec.Struct):
     pinned: list[CatalogueTile]
     recent: list[CatalogueTile]
     unread_messages: int
+    code: CodeSummary

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from structlog import get_logger
 
 from app_backend.home.repository import PinRepository, ResidentRepository
-from app_backend.home.schemas import MOST_PINS, RECENT, Home, ResidentPart
+from app_backend.home.schemas import MOST_PINS, RECENT, REFRESH_BEFORE, CodeSummary, Home, ResidentPart
 from app_backend.kernel.clock import now
 from app_backend.kernel.db import Connection, pooled_connection
 from app_backend.kernel.errors import DomainError, conflict, not_found
@@ -22,6 +22,7 @@ from app_backend.kernel.redis_batch import BatchRunner
 from app_backend.kernel.regions import CITY
 from app_backend.tiles.schemas import CatalogueTile
 from app_backend.tiles.service import TileService, open_at
+from code_service.codes.service import IssuingService
 
 _log = get_logger(__name__)
 
@@ -46,8 +47,15 @@ class _Shared(msgspec.Struct):
 
 class HomeService:
     def __init__(
-        self, tiles: TileService, pool: Pool, redis: Redis, batches: BatchRunner, acquire_timeout: float
+        self,
+        tiles: TileService,
+        codes: IssuingService,
+        pool: Pool,
+        redis: Redis,
+        batches: BatchRunner,
+        acquire_timeout: float,
     ) -> None:
+        self._codes = codes
         self._acquire_timeout = acquire_timeout
         self._tiles = tiles
         self._pool = pool
@@ -91,6 +99,12 @@ class HomeService:
             pinned=[by_id[i] for i in part.pins if i in by_id],
             recent=[by_id[i] for i in part.recent if i in by_id],
             unread_messages=part.unread,
+            code=CodeSummary(
+                entitlements=await self._codes.cached_entitlements(resident_id),
+                device_credential_ends_at=part.credential_ends,
+                device_credential_needs_refresh=part.credential_ends is None
+                or part.credential_ends - now() < REFRESH_BEFORE,
+            ),
         )
         if tiles:
             await self._tiles.count_impressions([t.id for t in tiles])
@@ -112,7 +126,12 @@ class HomeService:
         if row is None:
             raise not_found("resident not found")
         part = ResidentPart(
-            region=row.region or CITY, level=row.level, pins=row.pins, recent=row.recent, unread=row.unread
+            region=row.region or CITY,
+            level=row.level,
+            pins=row.pins,
+            recent=row.recent,
+            unread=row.unread,
+            credential_ends=row.credential_ends,
         )
         await self._redis.set(resident_key(resident_id), msgspec.json.encode(part), ex=RESIDENT_TTL)
         return part

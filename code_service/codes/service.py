@@ -405,6 +405,19 @@ class IssuingService:
             checks.settle(results[:settled])
         return results[settled]
 
+    async def cached_entitlements(self, resident_id: uuid.UUID) -> Entitlements | None:
+        """The resident's entitlements as their code was last shown (the home's summary): Redis only, never
+        PostgreSQL; None when the facts are not cached (the code page loads them)."""
+        subject = self._subject_of.get(resident_id)
+        if subject is None:
+            raw = await self._redis.get(subject_key(resident_id))
+            if not isinstance(raw, bytes) or not raw:
+                return None
+            subject = raw
+            self._remember_subject(resident_id, subject)
+        facts = self._facts.decode_cached(await self._redis.get(facts_key(subject)))
+        return None if facts is None else entitlements_of(facts)
+
     def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
         if len(self._subject_of) >= 100_000:
             self._subject_of.pop(next(iter(self._subject_of)))

@@ -70,6 +70,14 @@ async def test_the_home_of_a_resident(client, services):
     assert by_id[paused]["unavailable_reason"]
     assert ids(shown["recent"]) == [first] and shown["pinned"] == []
     assert shown["unread_messages"] == 2
+    # The code summary: nothing cached before the code was shown, and no device credential yet.
+    assert shown["code"] == {
+        "entitlements": None,
+        "device_credential_ends_at": None,
+        "device_credential_needs_refresh": True,
+    }
+    code = ok(await client.post("/api/v1/codes/personal", headers=bearer(resident)))
+    assert (await home(client, resident))["code"]["entitlements"] == code["entitlements"]
 
     # Pins: in the order pinned; pinning again keeps the place; unpinned is gone.
     for tid in (face, first, paused, face):
@@ -87,9 +95,8 @@ async def test_the_home_of_a_resident(client, services):
     # Impressions of the tiles shown: counted in Redis, added by the flush.
     usage = services.platform.get(TileService).usage
     await usage.flush_impressions(services.pool)
-    assert (await usage_of(client, dept, first))[
-        "impressions"
-    ] == 3  # one per home answered, pinned or recent or not
+    # One per home answered (four), whether the tile was also pinned or recent or not.
+    assert (await usage_of(client, dept, first))["impressions"] == 4
 
 
 async def test_at_most_twelve_pins(client, services):
