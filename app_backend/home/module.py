@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from app_backend.home.controllers import HomeController, PinsController
+from app_backend.home.controllers import HomeController, NoticeAdminController, PinsController
 from app_backend.home.service import HomeService
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.tiles.service import TileService
@@ -37,7 +37,7 @@ module = DomainModule(
     start=start,
     close=close,
     requires=["tiles", "codes"],
-    routes=[HomeController, PinsController],
+    routes=[HomeController, PinsController, NoticeAdminController],
     dependencies={"home": Provide(provide_home, sync_to_thread=False)},
     signature_types=[HomeService],
     migrations="app_backend.home",

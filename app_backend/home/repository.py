@@ -7,7 +7,8 @@ import uuid
 
 import msgspec
 
-from app_backend.kernel.db import Connection, fetch_row
+from app_backend.home.schemas import Notice, NoticeBody
+from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 
 class ResidentRow(msgspec.Struct):
@@ -72,4 +73,47 @@ class ResidentRepository:
                FROM identity.residents r WHERE r.id = $1""",
             resident_id,
             recent,
+        )
+
+
+_NOTICE = "id, kind, title, body, link, regions, starts_at, ends_at, created_by, created_at, withdrawn_at"
+
+
+class NoticeRepository:
+    async def create(self, conn: Connection, notice: NoticeBody, created_by: str) -> Notice:
+        row = await fetch_row(
+            conn,
+            Notice,
+            f"""INSERT INTO home.notices (kind, title, body, link, regions, starts_at, ends_at, created_by)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_NOTICE}""",
+            notice.kind,
+            notice.title,
+            notice.body,
+            notice.link,
+            notice.regions,
+            notice.starts_at,
+            notice.ends_at,
+            created_by,
+        )
+        assert row is not None
+        return row
+
+    async def withdraw(self, conn: Connection, notice_id: uuid.UUID) -> Notice | None:
+        return await fetch_row(
+            conn,
+            Notice,
+            f"""UPDATE home.notices SET withdrawn_at = now() WHERE id = $1 AND withdrawn_at IS NULL
+                RETURNING {_NOTICE}""",
+            notice_id,
+        )
+
+    async def listed(self, conn: Connection, current_only: bool, limit: int) -> list[Notice]:
+        return await fetch_rows(
+            conn,
+            Notice,
+            f"""SELECT {_NOTICE} FROM home.notices
+                WHERE NOT $1 OR (withdrawn_at IS NULL AND ends_at > now())
+                ORDER BY starts_at DESC LIMIT $2""",
+            current_only,
+            limit,
         )

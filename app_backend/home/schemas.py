@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -38,6 +39,41 @@ class CodeSummary(msgspec.Struct):
     device_credential_needs_refresh: bool
 
 
+class NoticeBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A notice or banner operations put on the home: an event or an outage, for regions, in a time window."""
+
+    kind: Literal["event", "outage"]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    regions: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=12)]],
+        msgspec.Meta(
+            min_length=1, max_length=7, description="region codes of Taizhou; the city's: every district"
+        ),
+    ]
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    link: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+
+
+class Notice(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    title: str
+    body: str
+    link: str | None
+    regions: list[str]
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    created_by: str
+    created_at: dt.datetime
+    withdrawn_at: dt.datetime | None
+
+
+class Notices(msgspec.Struct):
+    notices: list[Notice]
+
+
 class Home(msgspec.Struct):
     """The resident's home: the same answer for the app, H5 and the mini-programs."""
 
@@ -52,3 +88,5 @@ class Home(msgspec.Struct):
     recent: list[CatalogueTile]
     unread_messages: int
     code: CodeSummary
+    # Operations' notices and banners for the resident's region in their time window, outages first.
+    notices: list[Notice]

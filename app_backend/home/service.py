@@ -13,13 +13,22 @@ from asyncpg import Pool
 from redis.asyncio import Redis
 from structlog import get_logger
 
-from app_backend.home.repository import PinRepository, ResidentRepository
-from app_backend.home.schemas import MOST_PINS, RECENT, REFRESH_BEFORE, CodeSummary, Home, ResidentPart
+from app_backend.home.repository import NoticeRepository, PinRepository, ResidentRepository
+from app_backend.home.schemas import (
+    MOST_PINS,
+    RECENT,
+    REFRESH_BEFORE,
+    CodeSummary,
+    Home,
+    Notice,
+    NoticeBody,
+    ResidentPart,
+)
 from app_backend.kernel.clock import now
 from app_backend.kernel.db import Connection, pooled_connection
-from app_backend.kernel.errors import DomainError, conflict, not_found
+from app_backend.kernel.errors import DomainError, conflict, invalid_field, not_found
 from app_backend.kernel.redis_batch import BatchRunner
-from app_backend.kernel.regions import CITY
+from app_backend.kernel.regions import CITY, REGIONS, UNKNOWN_REGION
 from app_backend.tiles.schemas import CatalogueTile
 from app_backend.tiles.service import TileService, open_at
 from code_service.codes.service import IssuingService
@@ -33,6 +42,9 @@ TILES_TTL = 30.0
 # region, a level) shows within this.
 RESIDENT_TTL = 30
 _PART = msgspec.json.Decoder(ResidentPart)
+# Operations' current notices (not withdrawn, not ended), rewritten after every change; read with every home.
+NOTICES_KEY = "home:notices"
+_NOTICES = msgspec.json.Decoder(list[Notice])
 
 
 def resident_key(resident_id: uuid.UUID) -> str:
@@ -63,6 +75,7 @@ class HomeService:
         self._batches = batches
         self._pins = PinRepository()
         self._residents = ResidentRepository()
+        self._notices = NoticeRepository()
         self._shared: dict[tuple[str, int], _Shared] = {}
         self.stop_listening = tiles.on_change(self._tile_changed)
 
@@ -78,7 +91,8 @@ class HomeService:
         batch = self._batches.batch()
         batch.get(GENERATION_KEY)
         batch.get(resident_key(resident_id))
-        raw_generation, raw_part = await batch.execute()
+        batch.get(NOTICES_KEY)
+        raw_generation, raw_part, raw_notices = await batch.execute()
         generation = int(raw_generation or 0)
         part = _PART.decode(raw_part) if isinstance(raw_part, bytes | str) and raw_part else None
         shared = None if part is None else self._fresh(part, generation)
@@ -90,6 +104,10 @@ class HomeService:
                 shared = self._fresh(part, generation)
                 if shared is None:
                     shared = await self._load(conn, part.region, part.level, generation)
+        if raw_notices is None:  # only when Redis lost the key: operations' writes keep it
+            notices = await self.publish_notices()
+        else:
+            notices = _NOTICES.decode(raw_notices)
         tiles = [self._now(t) for t in shared]
         by_id = {t.id: t for t in tiles}
         home = Home(
@@ -99,6 +117,7 @@ class HomeService:
             pinned=[by_id[i] for i in part.pins if i in by_id],
             recent=[by_id[i] for i in part.recent if i in by_id],
             unread_messages=part.unread,
+            notices=shown_notices(notices, part.region),
             code=CodeSummary(
                 entitlements=await self._codes.cached_entitlements(resident_id),
                 device_credential_ends_at=part.credential_ends,
@@ -141,6 +160,41 @@ class HomeService:
         open_now = open_at(tile.service_hours, now())
         return tile if open_now == tile.open_now else msgspec.structs.replace(tile, open_now=open_now)
 
+    # -- notices and banners (operations) ---------------------------------------------------------------------
+
+    async def create_notice(self, conn: Connection, notice: NoticeBody, created_by: str) -> Notice:
+        """Checked and written in the caller's transaction (audited by the staff route); the caller publishes
+        once committed (`publish_notices`)."""
+        for region in notice.regions:
+            if region not in REGIONS:
+                raise invalid_field("regions", UNKNOWN_REGION)
+        if notice.ends_at <= notice.starts_at:
+            raise invalid_field("ends_at", "must be after starts_at")
+        if notice.ends_at <= now():
+            raise invalid_field("ends_at", "must be in the future")
+        return await self._notices.create(conn, notice, created_by)
+
+    async def withdraw_notice(self, conn: Connection, notice_id: uuid.UUID) -> Notice:
+        withdrawn = await self._notices.withdraw(conn, notice_id)
+        if withdrawn is None:
+            raise not_found("notice_id: no notice with this id that is not withdrawn")
+        return withdrawn
+
+    async def notices(self, conn: Connection, *, current_only: bool, limit: int) -> list[Notice]:
+        return await self._notices.listed(conn, current_only, limit)
+
+    async def notices_changed(self) -> None:
+        """After a change of the notices commits: every home shows it from its next request."""
+        await self.publish_notices()
+
+    async def publish_notices(self) -> list[Notice]:
+        """Writes the current notices to Redis, where every home reads them (after a change commits, or when the
+        key is lost). One statement on a connection of its own."""
+        async with pooled_connection(self._pool, self._acquire_timeout) as conn:
+            current = await self._notices.listed(conn, True, 200)
+        await self._redis.set(NOTICES_KEY, msgspec.json.encode(current))
+        return current
+
     # -- pins -----------------------------------------------------------------------------------------------------
 
     async def pin(self, conn: Connection, resident_id: uuid.UUID, tile_id: uuid.UUID) -> None:
@@ -158,6 +212,16 @@ class HomeService:
     async def forget(self, resident_id: uuid.UUID) -> None:
         """Drops the resident's cached part (after a commit that changed it)."""
         await self._redis.delete(resident_key(resident_id))
+
+
+def shown_notices(notices: list[Notice], region: str) -> list[Notice]:
+    """The notices a resident of `region` sees now: theirs and the city-wide ones, in their window, outages
+    first, then the latest started."""
+    at = now()
+    shown = [
+        n for n in notices if n.starts_at <= at < n.ends_at and (region in n.regions or CITY in n.regions)
+    ]
+    return sorted(shown, key=lambda n: (n.kind != "outage", -n.starts_at.timestamp()))
 
 
 def pins_full() -> DomainError:

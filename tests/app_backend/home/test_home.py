@@ -6,6 +6,7 @@ statement when cold and none when warm; a change of a tile reaches the home with
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from app_backend.home.service import HomeService, resident_key
 from app_backend.tiles.service import TileService
 from tests.app_backend.tiles.helpers import department, live, manage, ok, reviewer, unique
 from tests.app_backend.tiles.test_usage import usage_of
-from tests.helpers import bearer, login
+from tests.helpers import bearer, login, staff
 
 REGION = "321204"
 
@@ -213,3 +214,69 @@ async def test_a_tile_change_reaches_the_home_within_seconds(client, services):
     ok(await manage(client, dept, "POST", f"/{tid}/suspend", {"reason": "维护"}))
     service._shared.update(before)  # as if this node had not heard the change itself
     await eventually("temporarily_unavailable")
+
+
+async def test_notices_and_banners_by_operations(client, services):
+    admin, auditor = await staff(client, services), await staff(client, services, "auditor")
+    resident, elsewhere = await resident_in(client), await resident_in(client, "321281")
+    at = dt.datetime.now(dt.UTC)
+    window = {
+        "starts_at": (at - dt.timedelta(minutes=1)).isoformat(),
+        "ends_at": (at + dt.timedelta(hours=1)).isoformat(),
+    }
+    outage = ok(
+        await client.post(
+            "/api/v1/admin/home/notices",
+            json={
+                "kind": "outage",
+                "title": unique("停机"),
+                "body": "系统维护",
+                "regions": [REGION],
+                **window,
+            },
+            headers=bearer(admin),
+        )
+    )
+    later = {
+        "starts_at": (at + dt.timedelta(hours=1)).isoformat(),
+        "ends_at": (at + dt.timedelta(hours=2)).isoformat(),
+    }
+    future = ok(
+        await client.post(
+            "/api/v1/admin/home/notices",
+            json={"kind": "event", "title": unique("活动"), "body": "明天", "regions": ["321200"], **later},
+            headers=bearer(admin),
+        )
+    )
+    shown = [n["id"] for n in (await home(client, resident))["notices"]]
+    assert outage["id"] in shown and future["id"] not in shown
+    assert outage["id"] not in [n["id"] for n in (await home(client, elsewhere))["notices"]]
+
+    # Only ops_admin writes; auditors read; every call is audited.
+    refused = await client.post(
+        "/api/v1/admin/home/notices",
+        json={"kind": "event", "title": "x", "body": "y", "regions": [REGION], **window},
+        headers=bearer(auditor),
+    )
+    assert refused.status_code == 403
+    bad = await client.post(
+        "/api/v1/admin/home/notices",
+        json={"kind": "event", "title": "x", "body": "y", "regions": ["110105"], **window},
+        headers=bearer(admin),
+    )
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "regions"
+    listed = ok(
+        await client.get("/api/v1/admin/home/notices", params={"current": "true"}, headers=bearer(auditor))
+    )
+    assert {outage["id"], future["id"]} <= {n["id"] for n in listed["notices"]}
+    withdrawn = await client.delete(f"/api/v1/admin/home/notices/{outage['id']}", headers=bearer(admin))
+    assert withdrawn.status_code == 204
+    assert outage["id"] not in [n["id"] for n in (await home(client, resident))["notices"]]
+    async with services.pool.acquire() as conn:
+        actions = {
+            r["action"]
+            for r in await conn.fetch(
+                "SELECT action FROM audit.events WHERE actor_id = $1", admin["resident_id"]
+            )
+        }
+    assert {"admin.home_notice_create", "admin.home_notice_withdraw"} <= actions
