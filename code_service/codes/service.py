@@ -405,6 +405,16 @@ class IssuingService:
             checks.settle(results[:settled])
         return results[settled]
 
+    def cached_facts_key(self, resident_id: uuid.UUID) -> str | None:
+        """The Redis key of the resident's cached facts when this process knows their subject, for a caller that
+        reads it in its own batch (the home), then `entitlements_in(reply)`; None: use `cached_entitlements`."""
+        subject = self._subject_of.get(resident_id)
+        return None if subject is None else facts_key(subject)
+
+    def entitlements_in(self, raw: object) -> Entitlements | None:
+        facts = self._facts.decode_cached(raw)
+        return None if facts is None else entitlements_of(facts)
+
     async def cached_entitlements(self, resident_id: uuid.UUID) -> Entitlements | None:
         """The resident's entitlements as their code was last shown (the home's summary): Redis only, never
         PostgreSQL; None when the facts are not cached (the code page loads them)."""
@@ -415,8 +425,7 @@ class IssuingService:
                 return None
             subject = raw
             self._remember_subject(resident_id, subject)
-        facts = self._facts.decode_cached(await self._redis.get(facts_key(subject)))
-        return None if facts is None else entitlements_of(facts)
+        return self.entitlements_in(await self._redis.get(facts_key(subject)))
 
     def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
         if len(self._subject_of) >= 100_000:
