@@ -92,10 +92,9 @@ class HomeService:
         batch.get(GENERATION_KEY)
         batch.get(resident_key(resident_id))
         batch.get(NOTICES_KEY)
+        # The code's cached entitlements ride along once this process knows the resident's code subject.
         facts_key = self._codes.cached_facts_key(resident_id)
-        if (
-            facts_key is not None
-        ):  # the code's cached entitlements ride along once the process knows the subject
+        if facts_key is not None:
             batch.get(facts_key)
         raw_generation, raw_part, raw_notices, *raw_facts = await batch.execute()
         generation = int(raw_generation or 0)
