@@ -92,11 +92,10 @@ class HomeService:
         batch.get(GENERATION_KEY)
         batch.get(resident_key(resident_id))
         batch.get(NOTICES_KEY)
-        # The code's cached entitlements ride along once this process knows the resident's code subject.
-        facts_key = self._codes.cached_facts_key(resident_id)
-        if facts_key is not None:
-            batch.get(facts_key)
-        raw_generation, raw_part, raw_notices, *raw_facts = await batch.execute()
+        # The code's cached entitlements ride along (or the resident's code subject, until this process knows it).
+        code_key, is_facts = self._codes.entitlements_key(resident_id)
+        batch.get(code_key)
+        raw_generation, raw_part, raw_notices, raw_code = await batch.execute()
         generation = int(raw_generation or 0)
         part = _PART.decode(raw_part) if isinstance(raw_part, bytes | str) and raw_part else None
         shared = None if part is None else self._fresh(part, generation)
@@ -123,9 +122,7 @@ class HomeService:
             unread_messages=part.unread,
             notices=shown_notices(notices, part.region),
             code=CodeSummary(
-                entitlements=self._codes.entitlements_in(raw_facts[0])
-                if raw_facts
-                else await self._codes.cached_entitlements(resident_id),
+                entitlements=await self._codes.entitlements_from(resident_id, raw_code, is_facts),
                 device_credential_ends_at=part.credential_ends,
                 device_credential_needs_refresh=part.credential_ends is None
                 or part.credential_ends - now() < REFRESH_BEFORE,

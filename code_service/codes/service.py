@@ -405,27 +405,27 @@ class IssuingService:
             checks.settle(results[:settled])
         return results[settled]
 
-    def cached_facts_key(self, resident_id: uuid.UUID) -> str | None:
-        """The Redis key of the resident's cached facts when this process knows their subject, for a caller that
-        reads it in its own batch (the home), then `entitlements_in(reply)`; None: use `cached_entitlements`."""
+    def entitlements_key(self, resident_id: uuid.UUID) -> tuple[str, bool]:
+        """What a caller's own Redis batch reads for the resident's entitlements (the home), and whether it is the
+        cached facts (this process knows the resident's code subject) or the subject; then `entitlements_from`."""
         subject = self._subject_of.get(resident_id)
-        return None if subject is None else facts_key(subject)
+        return (subject_key(resident_id), False) if subject is None else (facts_key(subject), True)
+
+    async def entitlements_from(
+        self, resident_id: uuid.UUID, raw: object, is_facts: bool
+    ) -> Entitlements | None:
+        """The entitlements from the reply to `entitlements_key`: the facts at once, or, from the subject, one more
+        Redis read (the first time this process sees the resident). None when not cached."""
+        if is_facts:
+            return self.entitlements_in(raw)
+        if not isinstance(raw, bytes) or not raw:
+            return None
+        self._remember_subject(resident_id, raw)
+        return self.entitlements_in(await self._redis.get(facts_key(raw)))
 
     def entitlements_in(self, raw: object) -> Entitlements | None:
         facts = self._facts.decode_cached(raw)
         return None if facts is None else entitlements_of(facts)
-
-    async def cached_entitlements(self, resident_id: uuid.UUID) -> Entitlements | None:
-        """The resident's entitlements as their code was last shown (the home's summary): Redis only, never
-        PostgreSQL; None when the facts are not cached (the code page loads them)."""
-        subject = self._subject_of.get(resident_id)
-        if subject is None:
-            raw = await self._redis.get(subject_key(resident_id))
-            if not isinstance(raw, bytes) or not raw:
-                return None
-            subject = raw
-            self._remember_subject(resident_id, subject)
-        return self.entitlements_in(await self._redis.get(facts_key(subject)))
 
     def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
         if len(self._subject_of) >= 100_000:
