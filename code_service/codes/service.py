@@ -405,6 +405,28 @@ class IssuingService:
             checks.settle(results[:settled])
         return results[settled]
 
+    def entitlements_key(self, resident_id: uuid.UUID) -> tuple[str, bool]:
+        """What a caller's own Redis batch reads for the resident's entitlements (the home), and whether it is the
+        cached facts (this process knows the resident's code subject) or the subject; then `entitlements_from`."""
+        subject = self._subject_of.get(resident_id)
+        return (subject_key(resident_id), False) if subject is None else (facts_key(subject), True)
+
+    async def entitlements_from(
+        self, resident_id: uuid.UUID, raw: object, is_facts: bool
+    ) -> Entitlements | None:
+        """The entitlements from the reply to `entitlements_key`: the facts at once, or, from the subject, one more
+        Redis read (the first time this process sees the resident). None when not cached."""
+        if is_facts:
+            return self.entitlements_in(raw)
+        if not isinstance(raw, bytes) or not raw:
+            return None
+        self._remember_subject(resident_id, raw)
+        return self.entitlements_in(await self._redis.get(facts_key(raw)))
+
+    def entitlements_in(self, raw: object) -> Entitlements | None:
+        facts = self._facts.decode_cached(raw)
+        return None if facts is None else entitlements_of(facts)
+
     def _remember_subject(self, resident_id: uuid.UUID, subject: bytes) -> None:
         if len(self._subject_of) >= 100_000:
             self._subject_of.pop(next(iter(self._subject_of)))

@@ -18,6 +18,7 @@ TOKEN_PATH = "/oidc/token"  # noqa: S105 - a path, not a secret
 AUTHORIZE_PATH = "/oidc/authorize"
 TILES_PATH = "/api/v1/tiles"
 IMPRESSIONS_PATH = "/api/v1/tiles/impressions"
+HOME_PATH = "/api/v1/home"
 # The demo tile the open row opens (city-wide, L2: the bench's residents are real-named).
 OPENED_TILE = "公积金查询"
 HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
@@ -35,6 +36,9 @@ TOKEN_ROW = "POST /oidc/token (code exchange)"  # noqa: S105 - a row name
 # a list of tiles (Redis counters, one pipeline). No goal yet: printed as ratios to ping.
 OPEN_ROW = "POST /api/v1/tiles/{id}/open"
 IMPRESSIONS_ROW = "POST /api/v1/tiles/impressions (4 tiles)"
+# The resident's home (issue 16: warm, no PostgreSQL; goal as for issuing a code).
+HOME_ROW = "GET /api/v1/home"
+GOAL_HOME = 0.40
 ROWS = {
     PING_ROW: "ping",
     ISSUE_ROW: "issue",
@@ -45,6 +49,7 @@ ROWS = {
     TOKEN_ROW: "token",
     OPEN_ROW: "tile-open",
     IMPRESSIONS_ROW: "impressions",
+    HOME_ROW: "home",
 }
 
 
@@ -53,4 +58,6 @@ def goal(name: str) -> float | None:
         return GOAL_MINI_LOGIN
     if name == TOKEN_ROW:
         return GOAL_TOKEN
+    if name == HOME_ROW:
+        return GOAL_HOME
     return GOAL_ISSUE if name == ISSUE_ROW else GOAL_VERIFY if "verify" in name else None

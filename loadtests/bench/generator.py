@@ -164,6 +164,12 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
             _request("POST", spec["path"], host, {"Authorization": f"Bearer {token}", **headers}, body)
             for token in spec["tokens"]
         ]
+    if kind == "bearer-get":
+        # A resident's GET: the home row.
+        return [
+            _request("GET", spec["path"], host, {"Authorization": f"Bearer {token}"})
+            for token in spec["tokens"]
+        ]
     if kind == "mini-login":
         # One wx.login code per request (codes are single use), of WeChat users linked to residents already.
         headers = {"Content-Type": "application/json"}

@@ -16,6 +16,8 @@ from typing import Any
 from loadtests.bench.endpoints import (
     DEVICE_ROW,
     HEALTH_ROW,
+    HOME_PATH,
+    HOME_ROW,
     HOSPITAL,
     IMPRESSIONS_PATH,
     IMPRESSIONS_ROW,
@@ -283,6 +285,22 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
                                 "kind": "bearer-post",
                                 "path": IMPRESSIONS_PATH,
                                 "body": shown,
+                                "tokens": shard,
+                                "cycle": True,
+                            }
+                            for shard in split(tokens, gens)
+                        ],
+                    )
+                )
+            if "home" in chosen:
+                results.append(
+                    load(
+                        HOME_ROW,
+                        [
+                            {
+                                **common,
+                                "kind": "bearer-get",
+                                "path": HOME_PATH,
                                 "tokens": shard,
                                 "cycle": True,
                             }

@@ -60,6 +60,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.oidc",
         "app_backend.notifications",
         "app_backend.tiles",
+        "app_backend.home",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
