@@ -8,12 +8,13 @@ from litestar.di import Provide
 from app_backend.home.controllers import HomeController, NoticeAdminController, PinsController
 from app_backend.home.service import HomeService
 from app_backend.kernel.module import DomainModule, Platform
+from app_backend.notifications.service import NotificationService
 from app_backend.tiles.service import TileService
 from code_service.container import CodeServices
 
 
 async def start(platform: Platform) -> HomeService:
-    return HomeService(
+    home = HomeService(
         platform.get(TileService),
         platform.get(CodeServices).issuing,
         platform.pool,
@@ -21,6 +22,9 @@ async def start(platform: Platform) -> HomeService:
         platform.batches,
         platform.settings.db_acquire_timeout,
     )
+    # The unread count the home shows follows the resident's own reads and deletions at once.
+    platform.get(NotificationService).on_inbox_change(home.forget)
+    return home
 
 
 async def close(home: HomeService) -> None:
@@ -36,7 +40,7 @@ module = DomainModule(
     name="home",
     start=start,
     close=close,
-    requires=["tiles", "codes"],
+    requires=["tiles", "codes", "notifications"],
     routes=[HomeController, PinsController, NoticeAdminController],
     dependencies={"home": Provide(provide_home, sync_to_thread=False)},
     signature_types=[HomeService],

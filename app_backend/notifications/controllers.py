@@ -17,7 +17,7 @@ from app_backend.identity.schemas import ResidentPrincipal
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.db import Connection
 from app_backend.kernel.errors import forbidden
-from app_backend.kernel.http import client_ip, problems, request_id
+from app_backend.kernel.http import after_commit, client_ip, problems, request_id
 from app_backend.notifications.schemas import (
     Broadcast,
     BroadcastRequest,
@@ -41,6 +41,16 @@ if TYPE_CHECKING:
     from app_backend.notifications.service import NotificationService
 
 SEND_SCOPE = "messages:send"
+AnyRequest = Request[Any, Any, Any]
+
+
+def _inbox_changed(
+    request: AnyRequest, notifications: NotificationService, resident: ResidentPrincipal
+) -> None:
+    """Listeners (the home's cached unread count) hear of the resident's change once it is committed."""
+    after_commit(request, lambda: notifications.inbox_changed(resident.resident_id))
+
+
 _DEVICE_KNOWN = ResponseSpec(
     data_container=PushDevice, description="the token was registered already", generate_examples=False
 )
@@ -149,18 +159,25 @@ class ResidentMessagesController(Controller):
     )
     async def mark_read(
         self,
+        request: AnyRequest,
         message_id: uuid.UUID,
         notifications: NotificationService,
         db: Connection,
         resident: ResidentPrincipal,
     ) -> None:
         await notifications.mark_read(db, resident.resident_id, message_id)
+        _inbox_changed(request, notifications, resident)
 
     @post("/inbox/read", status_code=HTTP_204_NO_CONTENT, summary="Mark every message read")
     async def mark_all_read(
-        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+        self,
+        request: AnyRequest,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
     ) -> None:
         await notifications.mark_all_read(db, resident.resident_id)
+        _inbox_changed(request, notifications, resident)
 
     @delete(
         "/inbox/{message_id:uuid}",
@@ -170,12 +187,14 @@ class ResidentMessagesController(Controller):
     )
     async def delete_message(
         self,
+        request: AnyRequest,
         message_id: uuid.UUID,
         notifications: NotificationService,
         db: Connection,
         resident: ResidentPrincipal,
     ) -> None:
         await notifications.delete(db, resident.resident_id, message_id)
+        _inbox_changed(request, notifications, resident)
 
     @delete(
         "/inbox/read",
@@ -183,9 +202,15 @@ class ResidentMessagesController(Controller):
         summary="Delete every message I have read; how many",
     )
     async def delete_read(
-        self, notifications: NotificationService, db: Connection, resident: ResidentPrincipal
+        self,
+        request: AnyRequest,
+        notifications: NotificationService,
+        db: Connection,
+        resident: ResidentPrincipal,
     ) -> Deleted:
-        return Deleted(deleted=await notifications.delete_read(db, resident.resident_id))
+        deleted = await notifications.delete_read(db, resident.resident_id)
+        _inbox_changed(request, notifications, resident)
+        return Deleted(deleted=deleted)
 
 
 class MachineMessagesController(Controller):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import msgspec
@@ -80,6 +80,8 @@ from mini_programs.service import MiniProgramService
 from payments.orders.service import OrderRow, OrderService
 
 _log = structlog.get_logger("notifications")
+# Told after a resident's own change to their inbox committed (see `on_inbox_change`).
+InboxListener = Callable[[uuid.UUID], Awaitable[None]]
 # A claimed delivery is not claimed again before this: longer than any channel call (three timeouts and a token).
 LEASE = dt.timedelta(minutes=5)
 # After the n-th failed attempt the next one waits RETRY_AFTER[n-1]; after the last, the delivery gives up.
@@ -243,6 +245,17 @@ class NotificationService:
         self._deliveries = DeliveryRepository()
         self._audience = AudienceRepository()
         self._broadcasts = BroadcastRepository()
+        self._inbox_listeners: list[InboxListener] = []
+
+    def on_inbox_change(self, listener: InboxListener) -> None:
+        """`listener(resident_id)` hears that a resident changed their inbox (read or deleted messages), once it
+        is committed: what shows the unread count (the home) forgets it."""
+        self._inbox_listeners.append(listener)
+
+    async def inbox_changed(self, resident_id: uuid.UUID) -> None:
+        """Called by the HTTP side after the resident's change committed."""
+        for listener in self._inbox_listeners:
+            await listener(resident_id)
 
     # -- grants -----------------------------------------------------------------------------------------------
 

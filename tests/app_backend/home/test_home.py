@@ -281,3 +281,26 @@ async def test_notices_and_banners_by_operations(client, services):
             )
         }
     assert {"admin.home_notice_create", "admin.home_notice_withdraw"} <= actions
+
+
+async def test_the_unread_count_follows_the_residents_own_reads_and_deletions_at_once(client, services):
+    """The resident's part of the home is cached for half a minute; reading or deleting messages in the inbox
+    shows on the very next home, not up to 30 s later (the badge a resident just cleared must not come back)."""
+    resident = await resident_in(client)
+    async with services.pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO notifications.messages (resident_id, kind, title, body, sender, sender_name)
+               SELECT $1, 'notice', '通知', '正文', 'platform', '泰州通' FROM generate_series(1, 3)""",
+            uuid.UUID(resident["resident_id"]),
+        )
+    assert (await home(client, resident))["unread_messages"] == 3  # now cached
+    inbox = ok(await client.get("/api/v1/me/inbox", headers=bearer(resident)))["messages"]
+
+    read = await client.post(f"/api/v1/me/inbox/{inbox[0]['id']}/read", headers=bearer(resident))
+    assert read.status_code == 204
+    assert (await home(client, resident))["unread_messages"] == 2
+    gone = await client.delete(f"/api/v1/me/inbox/{inbox[1]['id']}", headers=bearer(resident))
+    assert gone.status_code == 204
+    assert (await home(client, resident))["unread_messages"] == 1
+    assert (await client.post("/api/v1/me/inbox/read", headers=bearer(resident))).status_code == 204
+    assert (await home(client, resident))["unread_messages"] == 0
