@@ -7,6 +7,7 @@ from litestar.di import Provide
 
 from app_backend.home.controllers import HomeController, NoticeAdminController, PinsController
 from app_backend.home.service import HomeService
+from app_backend.identity.service import IdentityServices
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.notifications.service import NotificationService
 from app_backend.tiles.service import TileService
@@ -22,8 +23,12 @@ async def start(platform: Platform) -> HomeService:
         platform.batches,
         platform.settings.db_acquire_timeout,
     )
-    # The unread count the home shows follows the resident's own reads and deletions at once.
+    # What the home shows of the resident follows their own changes at once: reads and deletions of messages,
+    # the district they choose, the level a real-name verification gives.
     platform.get(NotificationService).on_inbox_change(home.forget)
+    identity = platform.get(IdentityServices)
+    identity.events.on_region_chosen(home.forget)
+    identity.events.on_identity_settled(home.forget)
     return home
 
 
@@ -40,7 +45,7 @@ module = DomainModule(
     name="home",
     start=start,
     close=close,
-    requires=["tiles", "codes", "notifications"],
+    requires=["identity", "tiles", "codes", "notifications"],
     routes=[HomeController, PinsController, NoticeAdminController],
     dependencies={"home": Provide(provide_home, sync_to_thread=False)},
     signature_types=[HomeService],

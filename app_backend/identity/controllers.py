@@ -164,9 +164,16 @@ class MeController(Controller):
         opt=problems(404),
     )
     async def choose_region(
-        self, data: RegionChoice, identity: IdentityServices, db: Connection, resident: ResidentPrincipal
+        self,
+        request: Request[Any, Any, Any],
+        data: RegionChoice,
+        identity: IdentityServices,
+        db: Connection,
+        resident: ResidentPrincipal,
     ) -> ResidentRegion:
-        return await identity.residents.set_region(db, resident.resident_id, data.region)
+        chosen = await identity.residents.set_region(db, resident.resident_id, data.region)
+        after_commit(request, lambda: identity.events.region_chosen(resident.resident_id))
+        return chosen
 
     @post(
         "/real-name",

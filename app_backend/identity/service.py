@@ -1025,11 +1025,20 @@ IdentitySettled = Callable[[uuid.UUID], Awaitable[None]]
 class IdentityEvents:
     """What other domains learn of residents' identities, by subscribing when they start (identity imports none
     of them): `ended` runs in the transaction that detaches an identity from an account, `settled` after it
-    committed, for each account whose identity changed."""
+    committed, for each account whose identity changed; `region_chosen` after a resident's new district
+    committed."""
 
     def __init__(self) -> None:
         self._ended: list[IdentityEnded] = []
         self._settled: list[IdentitySettled] = []
+        self._region_chosen: list[IdentitySettled] = []
+
+    def on_region_chosen(self, handler: IdentitySettled) -> None:
+        self._region_chosen.append(handler)
+
+    async def region_chosen(self, resident_id: uuid.UUID) -> None:
+        for handler in self._region_chosen:
+            await handler(resident_id)
 
     def on_identity_ended(self, handler: IdentityEnded) -> None:
         self._ended.append(handler)

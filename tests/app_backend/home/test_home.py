@@ -17,7 +17,7 @@ from app_backend.home.service import HomeService, resident_key
 from app_backend.tiles.service import TileService
 from tests.app_backend.tiles.helpers import department, live, manage, ok, reviewer, unique
 from tests.app_backend.tiles.test_usage import usage_of
-from tests.helpers import bearer, login, staff
+from tests.helpers import bearer, enrol_person, login, random_id_number, staff
 
 REGION = "321204"
 
@@ -304,3 +304,28 @@ async def test_the_unread_count_follows_the_residents_own_reads_and_deletions_at
     assert (await home(client, resident))["unread_messages"] == 1
     assert (await client.post("/api/v1/me/inbox/read", headers=bearer(resident))).status_code == 204
     assert (await home(client, resident))["unread_messages"] == 0
+
+
+async def test_the_district_and_level_a_resident_just_changed_show_on_the_next_home(client, services):
+    """Choosing another district, or becoming real-named, changes which tiles the home shows: the cached part
+    of the resident is dropped once the change commits, not kept for its half minute."""
+    dept, rev = await department(client, services), await reviewer(client, services)
+    here = (await live(client, dept, rev, name=unique("海陵"), regions=["321202"]))["id"]
+    named = (await live(client, dept, rev, name=unique("实名"), regions=["321203"], min_level="L2"))["id"]
+    resident = await resident_in(client, "321202")
+    first = await home(client, resident)
+    assert here in ids(first["tiles"]) and first["region"] == "321202"  # now cached
+
+    ok(await client.put("/api/v1/me/region", json={"region": "321203"}, headers=bearer(resident)))
+    moved = await home(client, resident)
+    assert moved["region"] == "321203" and here not in ids(moved["tiles"])
+    assert {t["id"]: t for t in moved["tiles"]}[named]["step_up"]["level"] == "L2"
+
+    id_number = random_id_number()
+    await enrol_person(services, "周瑜", id_number, resident["phone"])
+    answer = await client.post(
+        "/api/v1/me/real-name", json={"name": "周瑜", "id_number": id_number}, headers=bearer(resident)
+    )
+    assert answer.status_code == 200, answer.text
+    verified = await home(client, resident)
+    assert verified["level"] == "L2" and {t["id"]: t for t in verified["tiles"]}[named]["step_up"] is None
