@@ -419,6 +419,16 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
         ("POST", f"{ADMIN}/tiles/retirement-candidates/{{tile_id:uuid}}/retire"): reason,
         ("GET", f"{ADMIN}/tiles/{{tile_id:uuid}}/usage"): None,
         ("GET", f"{ADMIN}/tiles/{{tile_id:uuid}}/health"): None,
+        ("GET", f"{ADMIN}/home/notices"): None,
+        ("POST", f"{ADMIN}/home/notices"): {
+            "kind": "outage",
+            "title": "冒名公告",
+            "body": "居民不得发布首页公告",
+            "regions": ["321200"],
+            "starts_at": "2026-01-01T00:00:00+08:00",
+            "ends_at": "2026-01-02T00:00:00+08:00",
+        },
+        ("DELETE", f"{ADMIN}/home/notices/{{notice_id:uuid}}"): None,
     }
     assert set(calls) == _admin_routes(client), "a new admin endpoint needs a row here"
     for (method, template), body in calls.items():
@@ -430,6 +440,7 @@ async def test_a_resident_gets_403_on_every_admin_endpoint(client, services, db)
             .replace("{payee_id:uuid}", org["id"])
             .replace("{client_id:str}", "tzo_00000000000000000000")
             .replace("{tile_id:uuid}", str(uuid.uuid4()))
+            .replace("{notice_id:uuid}", str(uuid.uuid4()))
             .replace("{version:int}", "1")
         )
         response = await client.request(method, path, json=body, headers=bearer(resident))
