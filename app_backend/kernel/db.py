@@ -94,15 +94,8 @@ async def pooled_connection(db_pool: Pool, wait: float = 5.0) -> AsyncIterator[C
 @contextlib.asynccontextmanager
 async def transaction_connection(db_pool: Pool, wait: float = 5.0) -> AsyncIterator[Connection]:
     """One connection in one transaction for a request; rolled back when the handler raises."""
-    try:
-        conn = await db_pool.acquire(timeout=wait)
-    except TimeoutError:
-        raise PoolExhausted from None
-    try:
-        # A managed transaction: when a sibling dependency fails (an unsigned request's 401), Litestar cancels
-        # this one, possibly in the middle of BEGIN; the pool's release then rolls back quietly, where a
-        # transaction started by hand made asyncpg log an ERROR about resetting an active transaction.
-        async with conn.transaction():
-            yield conn
-    finally:
-        await db_pool.release(conn)
+    # A managed transaction: when a sibling dependency fails (an unsigned request's 401), Litestar cancels this
+    # one, possibly in the middle of BEGIN; the pool's release then rolls back quietly, where a transaction
+    # started by hand made asyncpg log an ERROR about resetting an active transaction.
+    async with pooled_connection(db_pool, wait) as conn, conn.transaction():
+        yield conn
