@@ -133,6 +133,7 @@ class OrderService:
         self._orders = OrderRepository()
         self._keys = IdempotencyRepository()
         self._paid_listeners: list[Callable[[Connection, OrderRow], Awaitable[None]]] = []
+        self._closed_listeners: list[Callable[[Connection, uuid.UUID], Awaitable[None]]] = []
         self._mini_payers: MiniProgramPayers | None = None
 
     def use_mini_program_payers(self, lookup: MiniProgramPayers) -> None:
@@ -170,6 +171,18 @@ class OrderService:
     def on_paid(self, listener: Callable[[Connection, OrderRow], Awaitable[None]]) -> None:
         """`listener(conn, paid_row)` runs in mark_paid's transaction, once per order that becomes paid."""
         self._paid_listeners.append(listener)
+
+    def on_closed(self, listener: Callable[[Connection, uuid.UUID], Awaitable[None]]) -> None:
+        """`listener(conn, order_id)` runs in the closing transaction, once per order that becomes closed unpaid
+        (by the payer, the payee, the channel's notification or the stale-order job): what it held can go."""
+        self._closed_listeners.append(listener)
+
+    async def _mark_closed(self, conn: Connection, order_id: uuid.UUID) -> bool:
+        if not await self._orders.mark_closed(conn, order_id):
+            return False
+        for listener in self._closed_listeners:
+            await listener(conn, order_id)
+        return True
 
     async def _split(self, conn: Connection, data: OrderCreate, purpose: str) -> list[ShareRow]:
         """The shares of an order with splits (none without): each split payee exists, appears once and is not
@@ -308,7 +321,7 @@ class OrderService:
                 if replayed:
                     # An earlier ask may have opened this number at the channel: keep the order, closed (the
                     # stale-order job does not see it then, and the channel's own expiry ends its trade).
-                    await self._orders.mark_closed(conn, row.id)
+                    await self._mark_closed(conn, row.id)
                 else:
                     # A number nobody has asked for before: the channel holds no trade under it, so nothing is
                     # kept and the key may be used afresh.
@@ -416,7 +429,7 @@ class OrderService:
                 await self._orders.mark_finished(conn, row.id)
             return "paid" if moved else "already"
         if status == TradeStatus.CLOSED:
-            return "closed" if await self._orders.mark_closed(conn, row.id) else "already"
+            return "closed" if await self._mark_closed(conn, row.id) else "already"
         return "ignored"
 
     async def _record_if_paid(self, conn: Connection, row: OrderRow, trade: ChannelTrade | None) -> bool:
@@ -459,7 +472,7 @@ class OrderService:
                 counts["unknown"] += 1
                 continue
             async with pool.acquire() as conn, conn.transaction():
-                if await self._orders.mark_closed(conn, row.id):
+                if await self._mark_closed(conn, row.id):
                     counts["closed"] += 1
         return counts
 
@@ -555,7 +568,7 @@ class OrderService:
                 f"the {row.channel} gateway did not answer; retry the close", headers={"Retry-After": "2"}
             ) from None
         async with pool.acquire() as conn, conn.transaction():
-            await self._orders.mark_closed(conn, row.id)
+            await self._mark_closed(conn, row.id)
             now = await self._orders.get(conn, row.id)
         if now is None:  # refused by the channel when opened, and forgotten
             raise not_found("order not found")

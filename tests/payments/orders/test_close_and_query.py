@@ -139,3 +139,25 @@ async def test_the_payee_queries_an_order_with_its_refunds_and_others_get_404(
     reader = await machine_credential(client, services, ["settlements:read"], kind="merchant")
     assert (await _payee_get(client, reader, order["id"])).status_code == 404  # not its payee either
     await ledger_ok(services)
+
+
+async def test_domains_hear_of_each_order_closed_once(client, services, wechat, payee):
+    """What a domain held for an order (a ticket, a booked slot) goes when the order closes unpaid: payments tells
+    its `on_closed` listeners in the closing transaction, once however many times the order is closed."""
+    heard: list[uuid.UUID] = []
+
+    async def listener(conn: Any, order_id: uuid.UUID) -> None:
+        assert conn.is_in_transaction()
+        heard.append(order_id)
+
+    services.payments.orders.on_closed(listener)
+    person = await login(client)
+    order = (await create_order(client, person, payee)).json()
+    for _ in range(2):
+        closed = await client.post(f"/api/v1/payments/orders/{order['id']}/close", headers=bearer(person))
+        assert closed.status_code == 200, closed.text
+    assert heard == [uuid.UUID(order["id"])]
+    payer, paid = await paid_order(client, services, wechat, payee)
+    answer = await client.post(f"/api/v1/payments/orders/{paid['id']}/close", headers=bearer(payer))
+    assert answer.status_code == 409
+    assert heard == [uuid.UUID(order["id"])]
