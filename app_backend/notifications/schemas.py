@@ -9,9 +9,16 @@ import msgspec
 # What the platform and departments message residents about; each kind maps to a subscribe-message template per
 # mini-program app in the mini-program configuration (docs/operations.md).
 # `public_notice` is a department's notice to the residents of a region (an outage, a closure, an event), the
-# kind broadcasts are usually sent as.
+# kind broadcasts are usually sent as. `event_changed` tells a ticket or booking holder that what they hold moved:
+# a session delayed or cancelled, a ticket refunded, a booking cancelled.
 MessageKind = Literal[
-    "code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due", "public_notice"
+    "code_status_changed",
+    "fare_debt",
+    "ticket_reminder",
+    "complaint_answered",
+    "bill_due",
+    "public_notice",
+    "event_changed",
 ]
 KINDS: tuple[str, ...] = (
     "code_status_changed",
@@ -20,6 +27,7 @@ KINDS: tuple[str, ...] = (
     "complaint_answered",
     "bill_due",
     "public_notice",
+    "event_changed",
 )
 GrantResult = Literal["accept", "reject", "ban", "filter"]
 Channel = Literal["wechat", "alipay"]

@@ -19,7 +19,14 @@ DEMO_NAMES = {
 
 # The city's apps' subscribe-message templates for every kind of message (notifications' kinds): the status of
 # the code is a public-service template residents grant for good; the others are granted one message at a time.
-DEMO_KINDS = ("code_status_changed", "fare_debt", "ticket_reminder", "complaint_answered", "bill_due")
+DEMO_KINDS = (
+    "code_status_changed",
+    "fare_debt",
+    "ticket_reminder",
+    "complaint_answered",
+    "bill_due",
+    "event_changed",
+)
 
 
 def demo_templates(channel: str) -> dict[str, dict[str, Any]]:
