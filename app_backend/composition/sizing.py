@@ -12,6 +12,12 @@ The model, so operations can argue with it:
 - Simulated users follow Little's law: users in the system = arrival rate x time each spends in it.
 - A gate lets one person through every `gate_seconds`; when the peak needs more gates than there are, the queue
   grows and the plan says so.
+- A ticket sale (`ticket_quota` > 0): the event's attendees are its buyers (`expected_buyers`), arriving in
+  the window around the opening (`sale_opens_at`), the same triangle. They join the sale's queue, which admits them
+  in arrival order at `admit_rate` a second (what the hold and the payment absorb; measure it with `make bench`)
+  and tells the others to come back: a waiting buyer polls every `queue_poll_seconds`. Admitted buyers hold and
+  pay; once `ticket_quota` tickets are sold (after quota / tickets per buyer / admit rate seconds) everyone still
+  waiting is told "sold out". The plan gives the rates of the joins, the polls, the holds and the payments.
 - The test compresses the event's window into `test_minutes` with the same shape: ramp, plateau, surge, decay.
   Each user arrives once when started and then once every `seconds_in_system` (Locust's constant pacing), so a
   stage starts or stops its change in users over one `seconds_in_system` (never slower than the normal arrival
@@ -40,6 +46,12 @@ class Event:
     device_share: float = 0.0
     taps_per_person: float = 0.0
     tap_batch_seconds: float = 10.0
+    ticket_quota: int = 0  # tickets on sale (0: no sale)
+    expected_buyers: int = 0  # 0: the attendees
+    sale_opens_at: str = ""  # "HH:MM", for the plan's text
+    tickets_per_buyer: float = 1.0
+    admit_rate: float = 50.0  # buyers a second the sale's queue admits
+    queue_poll_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.attendees <= 0 or self.window_minutes <= 0 or self.gates <= 0:
@@ -48,6 +60,14 @@ class Event:
             raise ValueError("payment share in [0, 1], surge factor >= 1, test minutes > 0")
         if not 0 <= self.device_share <= 1 or self.seconds_in_system <= 0 or self.tap_batch_seconds <= 0:
             raise ValueError("device share in [0, 1], seconds in system and tap batch seconds > 0")
+        if self.ticket_quota < 0 or self.expected_buyers < 0 or self.tickets_per_buyer < 1:
+            raise ValueError("ticket quota and expected buyers >= 0, tickets per buyer >= 1")
+        if self.admit_rate <= 0 or self.queue_poll_seconds <= 0:
+            raise ValueError("admit rate and queue poll seconds > 0")
+
+    @property
+    def buyers(self) -> int:
+        return self.expected_buyers or self.attendees
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,42 @@ class Stage:
     until_seconds: int
     users: int
     spawn_rate: float
+
+
+@dataclass(frozen=True)
+class SalePlan:
+    """A ticket sale's figures: who gets a ticket, how long the queue lasts, what the queue endpoints see."""
+
+    buyers: int
+    winners: int  # buyers who get tickets (quota / tickets per buyer, or every buyer)
+    sold_out_after_s: float | None  # seconds from the opening to the last ticket held (None: never sold out)
+    told_sold_out: int
+    peak_joins_per_s: float
+    peak_polls_per_s: float
+
+
+# The ticket sale's endpoints in a plan (their paths name a session; the plan names the route).
+QUEUE_JOIN = "POST /api/v1/tickets/sessions/{id}/queue"
+QUEUE_POLL = "GET /api/v1/tickets/sessions/{id}/queue"
+HOLD = "POST /api/v1/tickets/holds"
+HOLD_PAY = "POST /api/v1/tickets/holds/{id}/pay"
+
+
+def sale_plan(event: Event, peak_arrivals: float) -> SalePlan:
+    buyers = event.buyers
+    winners = min(buyers, math.ceil(event.ticket_quota / event.tickets_per_buyer))
+    sold_out = winners < buyers
+    # Everyone who arrived and is not yet admitted polls; at most every buyer waits at once (all arrive before
+    # the opening), and never more than the arrivals of the window so far.
+    waiting = max(0, buyers - min(winners, event.admit_rate * event.window_minutes * 60))
+    return SalePlan(
+        buyers=buyers,
+        winners=winners,
+        sold_out_after_s=winners / event.admit_rate if sold_out else None,
+        told_sold_out=buyers - winners,
+        peak_joins_per_s=peak_arrivals,
+        peak_polls_per_s=waiting / event.queue_poll_seconds,
+    )
 
 
 @dataclass(frozen=True)
@@ -70,10 +126,11 @@ class Plan:
     gates_short: bool
     stages: list[Stage]
     duration_s: int
+    sale: SalePlan | None = None
 
 
 def plan(event: Event) -> Plan:
-    mean = event.attendees / (event.window_minutes * 60)
+    mean = event.buyers / (event.window_minutes * 60)  # the attendees, or a sale's buyers
     peak = 2 * mean * event.surge_factor
     users = max(1, math.ceil(peak * event.seconds_in_system))
     rps = {
@@ -87,6 +144,19 @@ def plan(event: Event) -> Plan:
         # a gate holds at least one with probability 1 - exp(-taps in an interval per gate).
         per_gate = peak * event.taps_per_person * event.tap_batch_seconds / event.gates
         rps["POST /api/v1/gates/taps"] = event.gates / event.tap_batch_seconds * (1 - math.exp(-per_gate))
+    sale = None
+    if event.ticket_quota > 0:
+        sale = sale_plan(event, peak)
+        buying = min(peak, event.admit_rate)  # the queue holds the rest back
+        rps = (  # a sale's plan is about the sale: its buyers show no codes and pass no gates meanwhile
+            {
+                QUEUE_JOIN: sale.peak_joins_per_s,
+                QUEUE_POLL: sale.peak_polls_per_s,
+                HOLD: buying,
+                HOLD_PAY: buying,
+                "POST /api/v1/payments/notify": buying,
+            }
+        )
     capacity = event.gates / event.gate_seconds
     needed = math.ceil(peak * event.scans_per_person * event.gate_seconds)
     total = int(event.test_minutes * 60)
@@ -113,10 +183,19 @@ def plan(event: Event) -> Plan:
         gates_short=needed > event.gates,
         stages=stages,
         duration_s=total,
+        sale=sale,
     )
 
 
 def render(event: Event, made: Plan) -> str:
+    if made.sale:
+        return "\n".join(
+            [
+                *_sale_lines(event, made.sale),
+                "Target requests per second at the peak:",
+                *[f"  {endpoint:<44} {rate:>10,.1f}" for endpoint, rate in made.rps.items()],
+            ]
+        )
     lines = [
         f"Event: {event.attendees:,} attendees in {event.window_minutes:g} min through {event.gates} gates "
         f"(surge x{event.surge_factor:g}, {event.scans_per_person:g} scans and {event.displays_per_person:g} "
@@ -138,6 +217,22 @@ def render(event: Event, made: Plan) -> str:
     return "\n".join(lines)
 
 
+def _sale_lines(event: Event, sale: SalePlan) -> list[str]:
+    opening = f" opening at {event.sale_opens_at}" if event.sale_opens_at else ""
+    outcome = (
+        f"sold out {sale.sold_out_after_s:,.0f} s after the opening; {sale.told_sold_out:,} buyers told sold out"
+        if sale.sold_out_after_s is not None
+        else "not sold out: every buyer gets tickets"
+    )
+    return [
+        f"Ticket sale: {event.ticket_quota:,} tickets for {sale.buyers:,} expected buyers{opening} "
+        f"({event.tickets_per_buyer:g} per buyer), arriving over {event.window_minutes:g} min",
+        f"  queue: joins peak {sale.peak_joins_per_s:,.1f}/s, admitted {event.admit_rate:g}/s in arrival order, "
+        f"waiting buyers poll every {event.queue_poll_seconds:g} s (up to {sale.peak_polls_per_s:,.0f}/s)",
+        f"  {sale.winners:,} buyers get tickets; {outcome}",
+    ]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Event(attendees=1, window_minutes=1, gates=1)
     for name, kind, help_text in (
@@ -153,6 +248,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("device_share", float, "share of code displays that are offline device codes (0..1)"),
         ("taps_per_person", float, "gate taps per person, uploaded in batches"),
         ("tap_batch_seconds", float, "seconds between a gate's tap uploads"),
+        ("ticket_quota", int, "tickets on sale (a ticket rush; 0: none)"),
+        ("expected_buyers", int, "buyers expected at the sale's opening (default: the attendees)"),
+        ("sale_opens_at", str, "when the sale opens, HH:MM (for the plan's text)"),
+        ("tickets_per_buyer", float, "tickets each buyer takes"),
+        ("admit_rate", float, "buyers a second the sale's queue admits (what holds and payments absorb)"),
+        ("queue_poll_seconds", float, "seconds between a waiting buyer's queue polls"),
     ):
         default = getattr(defaults, name)
         required = name in ("attendees", "window_minutes", "gates")
@@ -177,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Event", "Plan", "Stage", "add_arguments", "asdict", "main", "plan", "render"]
+__all__ = ["Event", "Plan", "SalePlan", "Stage", "add_arguments", "asdict", "main", "plan", "render"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

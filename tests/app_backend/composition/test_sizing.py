@@ -56,3 +56,52 @@ def test_tzt_plan_prints_the_plan():
         check=True,
     )
     assert "peak 29.6/s" in out.stdout and "POST /api/v1/verify" in out.stdout and "Load shape" in out.stdout
+
+
+def test_a_ticket_rush_is_sized_from_quota_buyers_and_the_admission_rate():
+    """Issue 17: 100,000 buyers for 20,000 tickets opening at one moment, admitted at 50 a second."""
+    made = plan(
+        Event(
+            attendees=1,
+            expected_buyers=100_000,
+            window_minutes=2,
+            gates=1,
+            ticket_quota=20_000,
+            admit_rate=50,
+            sale_opens_at="10:00",
+        )
+    )
+    assert made.sale is not None
+    assert made.sale.winners == 20_000 and made.sale.told_sold_out == 80_000
+    assert made.sale.sold_out_after_s == pytest.approx(400)
+    assert made.rps["POST /api/v1/tickets/sessions/{id}/queue"] == pytest.approx(2 * 100_000 / 120)
+    assert made.rps["POST /api/v1/tickets/holds"] == pytest.approx(50)
+    assert "POST /api/v1/verify" not in made.rps, "a sale's buyers pass no gates meanwhile"
+    enough = plan(Event(attendees=500, window_minutes=2, gates=1, ticket_quota=1_000, tickets_per_buyer=2))
+    assert enough.sale is not None and enough.sale.sold_out_after_s is None and enough.sale.winners == 500
+
+
+def test_tzt_plan_prints_a_ticket_sale():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app_backend.composition.cli",
+            "plan",
+            "--attendees",
+            "100000",
+            "--window-minutes",
+            "2",
+            "--gates",
+            "1",
+            "--ticket-quota",
+            "20000",
+            "--sale-opens-at",
+            "10:00",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "20,000 tickets for 100,000 expected buyers opening at 10:00" in out.stdout
+    assert "80,000 buyers told sold out" in out.stdout
