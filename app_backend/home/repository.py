@@ -18,6 +18,7 @@ class ResidentRow(msgspec.Struct):
     recent: list[uuid.UUID]
     unread: int
     credential_ends: dt.datetime | None
+    tiles: str | None = None  # JSON: tiles.shown for the resident's region, when asked for
 
 
 class PinRepository:
@@ -52,12 +53,23 @@ class PinRepository:
 
 
 class ResidentRepository:
-    async def read(self, conn: Connection, resident_id: uuid.UUID, recent: int) -> ResidentRow | None:
+    async def read(
+        self,
+        conn: Connection,
+        resident_id: uuid.UUID,
+        recent: int,
+        *,
+        city: str,
+        fresh: list[str],
+        tiles: int,
+    ) -> ResidentRow | None:
         """A resident's part of the home in one statement (docs/decisions/0026-one-home.md): their region and level
         (identity), their pins (home), the tiles they opened last (tiles.opens), their unread messages
         (notifications) and when their last device credential ends (codes). It only reads the other domains'
         tables, as code_service's display function reads payments' transit tables: the home's promise is one
-        round trip when cold."""
+        round trip when cold. Unless the resident's "region:level" is in `fresh` (the lists the caller holds), it
+        also returns the tiles shown to their region (tiles.shown, the catalogue's own definition) as JSON: a
+        cold part and a stale list still take one round trip."""
         return await fetch_row(
             conn,
             ResidentRow,
@@ -69,10 +81,17 @@ class ResidentRepository:
                       (SELECT count(*) FROM notifications.messages m
                         WHERE m.resident_id = r.id AND m.read_at IS NULL AND m.deleted_at IS NULL)::int AS unread,
                       (SELECT max(c.not_after) FROM codes.device_credentials c
-                        WHERE c.resident_id = r.id AND c.revoked_at IS NULL) AS credential_ends
+                        WHERE c.resident_id = r.id AND c.revoked_at IS NULL) AS credential_ends,
+                      CASE WHEN coalesce(r.region, $3) || ':' || r.level = ANY($4::text[]) THEN NULL
+                           ELSE (SELECT coalesce(json_agg(s), '[]')::text
+                                 FROM tiles.shown(ARRAY[coalesce(r.region, $3), $3], NULL, $5) s)
+                      END AS tiles
                FROM identity.residents r WHERE r.id = $1""",
             resident_id,
             recent,
+            city,
+            fresh,
+            tiles,
         )
 
 

@@ -30,7 +30,7 @@ from app_backend.kernel.errors import DomainError, conflict, invalid_field, not_
 from app_backend.kernel.redis_batch import BatchRunner
 from app_backend.kernel.regions import CITY, REGIONS, UNKNOWN_REGION
 from app_backend.tiles.schemas import CatalogueTile
-from app_backend.tiles.service import TileService, open_at
+from app_backend.tiles.service import FOR_RESIDENT_LIMIT, TileService, open_at
 from code_service.codes.service import IssuingService
 
 _log = get_logger(__name__)
@@ -100,11 +100,11 @@ class HomeService:
         part = _PART.decode(raw_part) if isinstance(raw_part, bytes | str) and raw_part else None
         shared = None if part is None else self._fresh(part, generation)
         if part is None or shared is None:
-            # One statement when cold: the resident's part, or the shared list, or (rarely) both in turn.
+            # One statement when cold: the resident's part (with their tiles when this node's list of them is
+            # stale), or the shared list alone.
             async with pooled_connection(self._pool, self._acquire_timeout) as conn:
                 if part is None:
-                    part = await self._read_part(conn, resident_id)
-                shared = self._fresh(part, generation)
+                    part, shared = await self._read_part(conn, resident_id, generation)
                 if shared is None:
                     shared = await self._load(conn, part.region, part.level, generation)
         if raw_notices is None:  # only when Redis lost the key: operations' writes keep it
@@ -139,12 +139,32 @@ class HomeService:
         return shared.tiles
 
     async def _load(self, conn: Connection, region: str, level: int, generation: int) -> list[CatalogueTile]:
-        tiles = await self._tiles.for_resident(conn, region=region, level=level)
+        return self._keep(
+            region, level, generation, await self._tiles.for_resident(conn, region=region, level=level)
+        )
+
+    def _keep(
+        self, region: str, level: int, generation: int, tiles: list[CatalogueTile]
+    ) -> list[CatalogueTile]:
         self._shared[(region, level)] = _Shared(generation=generation, loaded=time.monotonic(), tiles=tiles)
         return tiles
 
-    async def _read_part(self, conn: Connection, resident_id: uuid.UUID) -> ResidentPart:
-        row = await self._residents.read(conn, resident_id, RECENT)
+    def _fresh_keys(self, generation: int) -> list[str]:
+        at = time.monotonic()
+        return [
+            f"{region}:{level}"
+            for (region, level), shared in self._shared.items()
+            if shared.generation == generation and at - shared.loaded <= TILES_TTL
+        ]
+
+    async def _read_part(
+        self, conn: Connection, resident_id: uuid.UUID, generation: int
+    ) -> tuple[ResidentPart, list[CatalogueTile] | None]:
+        """The resident's part and, unless this node holds a fresh list for their region and level, that list:
+        one statement."""
+        row = await self._residents.read(
+            conn, resident_id, RECENT, city=CITY, fresh=self._fresh_keys(generation), tiles=FOR_RESIDENT_LIMIT
+        )
         if row is None:
             raise not_found("resident not found")
         part = ResidentPart(
@@ -156,7 +176,10 @@ class HomeService:
             credential_ends=row.credential_ends,
         )
         await self._redis.set(resident_key(resident_id), msgspec.json.encode(part), ex=RESIDENT_TTL)
-        return part
+        if row.tiles is None:
+            return part, self._fresh(part, generation)
+        shown = self._tiles.for_resident_from(row.tiles, part.level)
+        return part, self._keep(part.region, part.level, generation, shown)
 
     @staticmethod
     def _now(tile: CatalogueTile) -> CatalogueTile:

@@ -377,10 +377,7 @@ class CatalogueRepository:
         return await fetch_rows(
             conn,
             ShownRow,
-            f"""SELECT {_SHOWN} FROM {_SHOWN_FROM}
-                  AND ($1::text[] IS NULL OR v.regions && $1)
-                  AND ($2::text IS NULL OR v.category = $2)
-                ORDER BY t.usage_score DESC, v.name, t.id LIMIT $3""",
+            "SELECT * FROM tiles.shown($1, $2, $3)",
             None if regions is None else list(regions),
             category,
             limit,

@@ -109,6 +109,8 @@ def _move(of: Literal["version", "tile"], sources: set[str], target: str | None,
 
 # The state machine: a transition of a version moves that version's status, one of a tile the tile's state.
 _ANYONE = {"department", "operations", "health"}
+_SHOWN_ROWS = msgspec.json.Decoder(list[ShownRow])
+FOR_RESIDENT_LIMIT = 200  # the most tiles a home shows
 MOVES: dict[str, Move] = {
     "submit": _move("version", {"draft"}, "submitted", {"department"}),
     "withdraw": _move("version", {"submitted"}, "draft", {"department"}),
@@ -841,7 +843,7 @@ class TileService:
         return [catalogue_tile(r, at) for r in rows]
 
     async def for_resident(
-        self, conn: Connection, *, region: str | None, level: int, limit: int = 200
+        self, conn: Connection, *, region: str | None, level: int, limit: int = FOR_RESIDENT_LIMIT
     ) -> list[CatalogueTile]:
         """What the home shows a resident of `region` at `level`: every live tile serving them, most used first,
         each above their level with the step-up it needs. One statement."""
@@ -850,6 +852,12 @@ class TileService:
         )
         at = now()
         return [catalogue_tile(r, at, level) for r in rows]
+
+    def for_resident_from(self, shown: str, level: int) -> list[CatalogueTile]:
+        """`for_resident` from the JSON of `tiles.shown` (an array of its rows) another statement returned: the
+        home reads it with the resident's part, in one round trip."""
+        at = now()
+        return [catalogue_tile(r, at, level) for r in _SHOWN_ROWS.decode(shown)]
 
     async def live_tile(self, conn: Connection, tile_id: uuid.UUID) -> CatalogueTile:
         row = await self._catalogue.live(conn, tile_id)

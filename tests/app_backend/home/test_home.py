@@ -189,6 +189,20 @@ async def test_one_statement_cold_none_warm(client, services):
         await home(client, resident)
     assert len(shared_cold.statements) == 1, shared_cold.statements
 
+    # Both cold (a tile changed, and the resident's part expired): still one statement, with the right tiles.
+    warm_home = await home(client, resident)
+    service._shared.clear()
+    await services.platform.redis.delete(resident_key(uuid.UUID(resident["resident_id"])))
+    async with counting(service) as both_cold:
+        cold_home = await home(client, resident)
+    assert len(both_cold.statements) == 1, both_cold.statements
+    assert [t["id"] for t in cold_home["tiles"]] == [t["id"] for t in warm_home["tiles"]]
+    # The next cold part on this node, its list fresh: the statement does not carry the tiles again.
+    await services.platform.redis.delete(resident_key(uuid.UUID(resident["resident_id"])))
+    async with counting(service) as part_cold:
+        await home(client, resident)
+    assert len(part_cold.statements) == 1, part_cold.statements
+
 
 async def test_a_tile_change_reaches_the_home_within_seconds(client, services):
     dept, rev = await department(client, services), await reviewer(client, services)
