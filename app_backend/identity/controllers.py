@@ -23,6 +23,8 @@ from app_backend.identity.schemas import (
     DevLivenessOutcome,
     DevLivenessResult,
     DevRegistryPerson,
+    DevResidents,
+    DevResidentsCreate,
     FaceClaimRequest,
     FaceVerificationRequest,
     LivenessSession,
@@ -295,6 +297,16 @@ class DevController(Controller):
             raise DomainError(404, "not-found", "the population registry is not the dev registry")
         name, id_number = person_of(data.name, data.id_number)
         await registry.enrol(db, name, id_number, [_phone(p) for p in data.phones])
+
+    @post(
+        "/residents",
+        status_code=HTTP_201_CREATED,
+        summary="Make real-named residents, logged in (dev only: a ticket rush's buyers for the load tests)",
+    )
+    async def residents(
+        self, data: DevResidentsCreate, identity: IdentityServices, db: Connection
+    ) -> DevResidents:
+        return DevResidents(residents=await identity.auth.dev_residents(db, data.count))
 
 
 class ResidentAdminController(Controller):

@@ -254,6 +254,49 @@ class ResidentRepository:
         return result.endswith(" 1")
 
 
+class DevRepository:
+    """Dev only (the load tests' fixtures): many real-named residents, logged in, in two statements."""
+
+    async def insert_real_named(
+        self, conn: Connection, people: list[tuple[bytes, bytes, bytes, bytes, bytes]]
+    ) -> dict[bytes, uuid.UUID]:
+        """(phone_enc, phone_hash, name_enc, id_number_enc, id_number_hash) each; a phone or person already
+        held is skipped. Returns the new residents by phone hash."""
+        columns = list(zip(*people, strict=True))
+        records = await conn.fetch(
+            """INSERT INTO identity.residents
+                   (phone_enc, phone_hash, name_enc, id_number_enc, id_number_hash, level, real_name_verified_at)
+               SELECT p, h, n, i, ih, 2, now()
+               FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[]) AS u(p, h, n, i, ih)
+               ON CONFLICT DO NOTHING
+               RETURNING id, phone_hash""",
+            *[list(c) for c in columns],
+        )
+        return {bytes(r["phone_hash"]): r["id"] for r in records}
+
+    async def open_sessions(
+        self, conn: Connection, residents: list[uuid.UUID], token_hashes: list[bytes], max_age: int, ttl: int
+    ) -> dict[uuid.UUID, uuid.UUID]:
+        """A session with its first refresh token for each resident; the sessions by resident."""
+        records = await conn.fetch(
+            """WITH s AS (
+                   INSERT INTO identity.sessions (resident_id, expires_at)
+                   SELECT r, now() + make_interval(secs => $3) FROM unnest($1::uuid[]) AS r
+                   RETURNING id, resident_id
+               ), t AS (
+                   INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+                   SELECT u.h, s.id, now() + make_interval(secs => $4)
+                   FROM s JOIN unnest($1::uuid[], $2::bytea[]) AS u(r, h) ON u.r = s.resident_id
+               )
+               SELECT id, resident_id FROM s""",
+            residents,
+            token_hashes,
+            max_age,
+            ttl,
+        )
+        return {r["resident_id"]: r["id"] for r in records}
+
+
 class SessionRepository:
     async def create(self, conn: Connection, resident_id: uuid.UUID, max_age: int) -> uuid.UUID:
         session_id: uuid.UUID = await conn.fetchval(

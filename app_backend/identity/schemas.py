@@ -123,6 +123,23 @@ class DevLivenessResult(msgspec.Struct):
     result_token: str
 
 
+class DevResidentsCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """How many real-named (L2) residents to make at once, each logged in (dev only: a ticket rush's buyers)."""
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=2000)]
+
+
+class DevResident(msgspec.Struct):
+    resident_id: uuid.UUID
+    phone: str
+    access_token: str
+    refresh_token: str
+
+
+class DevResidents(msgspec.Struct):
+    residents: list[DevResident]
+
+
 class OutboxMessage(msgspec.Struct):
     to: str
     text: str

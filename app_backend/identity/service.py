@@ -29,8 +29,14 @@ from app_backend.identity.registry import (
     LivenessProvider,
     PopulationRegistry,
 )
-from app_backend.identity.repository import ResidentRepository, SessionRepository, UniqueViolation
+from app_backend.identity.repository import (
+    DevRepository,
+    ResidentRepository,
+    SessionRepository,
+    UniqueViolation,
+)
 from app_backend.identity.schemas import (
+    DevResident,
     LinkedEnterprise,
     Profile,
     ReleasableResident,
@@ -49,6 +55,7 @@ from app_backend.identity.sms import (
 from app_backend.identity.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app_backend.identity.validators import (
     InvalidIdentifier,
+    id_number_check_char,
     normalise_name,
     normalise_phone,
     validate_id_number,
@@ -349,6 +356,50 @@ class AuthService:
             detail={"new_resident": created, "session": str(session_id)},
         )
         return pair
+
+    async def dev_residents(self, conn: Connection, count: int) -> list[DevResident]:
+        """Dev only (the load tests' fixtures, decision 0028's ticket rush needs 100,000 buyers): `count`
+        real-named residents with random phones and ID numbers, each logged in. What a phone would do through
+        OTP and real-name, without the SMS and registry round trips; a random phone or person already held is
+        skipped, so a few fewer may come back."""
+        rng = secrets.SystemRandom()
+        made: dict[bytes, tuple[str, str]] = {}
+        people = []
+        for _ in range(count):
+            phone = "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+            born = f"{rng.randrange(1950, 2005)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}"
+            first17 = f"321202{born}{rng.randrange(1000):03d}"
+            id_number = first17 + id_number_check_char(first17)
+            phone_hash = self._cipher.lookup_hash("resident.phone", phone)
+            made[phone_hash] = (phone, id_number)
+            people.append(
+                (
+                    self._cipher.encrypt("resident.phone", phone),
+                    phone_hash,
+                    self._cipher.encrypt("resident.name", "测试购票人"),
+                    self._cipher.encrypt("resident.id_number", id_number),
+                    self._cipher.lookup_hash("resident.id_number", id_number),
+                )
+            )
+        dev = DevRepository()
+        residents = await dev.insert_real_named(conn, people)
+        tokens = {resident: self._refresh.new() for resident in residents.values()}
+        sessions = await dev.open_sessions(
+            conn,
+            list(tokens),
+            [self._refresh.digest(t) for t in tokens.values()],
+            self._settings.session_max_age,
+            self._settings.refresh_token_ttl,
+        )
+        return [
+            DevResident(
+                resident_id=resident,
+                phone=made[phone_hash][0],
+                access_token=self._access.issue(resident, sessions[resident], 2),
+                refresh_token=tokens[resident],
+            )
+            for phone_hash, resident in residents.items()
+        ]
 
     async def resident_for_phone(self, conn: Connection, phone: str) -> tuple[uuid.UUID, bool]:
         """(the resident whose account uses this normalised phone, whether it was created now). Only for a phone
