@@ -20,6 +20,11 @@ Users (FastHttpUser; each is one person "slot": one arrival every `seconds_in_sy
   are users never seen, answered 422 phone-required, who tap the getPhoneNumber button and log in with both
   codes (a new resident, L1).
 - AlipayLoginUser: an Alipay user linked to a resident: my.getAuthCode (the Alipay sandbox), login.
+- TicketBuyerUser (ticket_rush; fixed count): drives its share of the rush's buyers, each when due: arrives
+  around the opening and joins the sale's queue, polls at half its estimated wait (2 to 30 s), holds a ticket
+  with its pass once admitted (the other class when one is sold out), pays it in a channel's sandbox (the
+  notification relayed), checks it holds a valid ticket; told sold out (409) it stops. Each buyer is tallied
+  with a ticket or sold out.
 - OneLoginUser: a resident opens a department's app from Taizhou Tong: the web-view asks GET /oidc/authorize
   with the resident's bearer session (302 back to the app with a code), the department's server exchanges the
   code with its PKCE verifier (POST /oidc/token, client_secret_basic) and reads GET /oidc/userinfo; a share also
@@ -46,7 +51,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import gevent
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 from geventhttpclient.client import HTTPClientPool
-from locust import FastHttpUser, LoadTestShape, constant_pacing, events, task
+from locust import FastHttpUser, LoadTestShape, constant, constant_pacing, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from app_backend.composition.sizing import Stage
@@ -71,6 +76,7 @@ TOKENS = TokenBook(Path(SPEC["tokens"]))
 POOL = ResidentPool(FIXTURES["residents"])
 TALLY = Tally(Path(SPEC["out_dir"]))
 ORGS = {role: Org(**org) for role, org in FIXTURES["orgs"].items()}
+RUSH: dict[str, Any] = FIXTURES.get("rush") or {}  # the ticket rush's sale and its buyer drivers
 VISITS = {visit["user_class"]: visit for visit in SPEC["visits"]}
 STATIONS = ["泰州站", "鼓楼路", "坡子街", "稻河古街区", "海陵北路", "凤城河", "医药城", "高港"]
 VERIFY = "/api/v1/verify"
@@ -82,7 +88,7 @@ class PlanShape(LoadTestShape):
     """The plan's stages (ramp, plateau, surge, decay), the gates on top."""
 
     stages = tuple(Stage(**stage) for stage in SPEC["stages"])
-    fixed_users = int(SPEC["gates"])
+    fixed_users = int(SPEC["gates"]) + int(RUSH.get("drivers", 0))  # the gates, the rush's buyer drivers
 
     def tick(self) -> tuple[int, float] | None:
         return target_at(self.stages, self.get_run_time(), self.fixed_users)
@@ -303,6 +309,21 @@ class TztUser(FastHttpUser):
                 response.failure(_failure_text(status, error))
         return Answer(outcome, status, body)
 
+    def pay_and_notify(self, channel: str, order: dict[str, Any]) -> bool:
+        """The buyer pays in the channel's sandbox; the channel's signed notification reaches our endpoint."""
+        paid = self.call(
+            "POST",
+            f"{FIXTURES['sandboxes'][channel]}/_sandbox/trades/{order['out_trade_no']}/pay",
+            f"/_sandbox/trades/{{no}}/pay [{channel}]",
+            json={"deliver": False},
+        )
+        if not paid.ok:
+            return False
+        note = paid.body["notification"]
+        notify = f"/api/v1/payments/notify/{channel}"
+        content = {"data": note["body"].encode(), "headers": {"Content-Type": note["content_type"]}}
+        return self.call("POST", notify, **content).ok
+
     def as_resident(self, resident: dict[str, Any]) -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKENS.get(resident['id'])}"}
 
@@ -401,21 +422,6 @@ class PayerUser(TztUser):
             )
             TALLY.count("orders sent twice with one Idempotency-Key")
         return dict(first.body)
-
-    def pay_and_notify(self, channel: str, order: dict[str, Any]) -> bool:
-        """The buyer pays in the channel's sandbox; the channel's signed notification reaches our endpoint."""
-        paid = self.call(
-            "POST",
-            f"{FIXTURES['sandboxes'][channel]}/_sandbox/trades/{order['out_trade_no']}/pay",
-            f"/_sandbox/trades/{{no}}/pay [{channel}]",
-            json={"deliver": False},
-        )
-        if not paid.ok:
-            return False
-        note = paid.body["notification"]
-        notify = f"/api/v1/payments/notify/{channel}"
-        content = {"data": note["body"].encode(), "headers": {"Content-Type": note["content_type"]}}
-        return self.call("POST", notify, **content).ok
 
     @task
     def pay(self) -> None:
@@ -708,3 +714,177 @@ class OneLoginUser(TztUser):
             )
             if renewed is not None:
                 TALLY.count("one-login refreshes")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The ticket rush
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Buyer:
+    """One buyer of the rush: a resident who arrives at `due`, joins the sale's queue, waits, holds a ticket,
+    pays and checks it. `step` is what they do next; `done` once they have a ticket or were told sold out."""
+
+    resident: dict[str, Any]
+    due: float
+    step: str = "join"
+    pass_token: str = ""
+    hold: dict[str, Any] | None = None
+    classes_tried: int = 0
+    done: bool = False
+
+
+def rush_share(user_number: int, drivers: int, worker: int, workers: int) -> list[Buyer]:
+    """The buyers one user drives: every process takes its slice of all the buyers, every user its slice of that
+    (the residents in fixture order, each one buyer), each arriving at its own moment: a triangle around the
+    opening over the window, as the sizing model has them."""
+    residents = FIXTURES["residents"][worker::workers][user_number::drivers]
+    half = float(RUSH["window_s"]) / 2
+    opens = float(RUSH["opens_at"])
+    return sorted(
+        (Buyer(r, opens + rng.triangular(-half, half, 0.0)) for r in residents), key=lambda b: b.due
+    )
+
+
+def _later(seconds: float) -> float:
+    return time.time() + max(0.5, seconds)
+
+
+class TicketBuyerUser(TztUser):
+    """Drives its share of the buyers, each when it is due: a user is a phone's worth of concurrency, not one
+    buyer, so 100,000 buyers can wait in the queue at once as they would."""
+
+    fixed_count = int(RUSH.get("drivers", 0))
+    client_pool = shared_connections()
+    wait_time = constant(0)
+    numbers = iter(range(1_000_000))
+
+    def on_start(self) -> None:
+        runner = self.environment.runner
+        worker = int(getattr(runner, "worker_index", 0) or 0) if isinstance(runner, WorkerRunner) else 0
+        workers = max(1, int(SPEC.get("workers", 0) or 0))
+        self.buyers = rush_share(next(self.numbers), max(1, self.fixed_count), worker, workers)
+
+    @task
+    def drive(self) -> None:
+        waiting = [b for b in self.buyers if not b.done]
+        if not waiting:
+            gevent.sleep(1.0)
+            return
+        buyer = min(waiting, key=lambda b: b.due)
+        pause = buyer.due - time.time()
+        if pause > 0:
+            gevent.sleep(min(pause, 1.0))
+            return
+        getattr(self, "buyer_" + buyer.step.replace("-", "_"))(buyer)
+
+    def _finish(self, buyer: Buyer, outcome: str) -> None:
+        buyer.done = True
+        TALLY.count(f"buyers: {outcome}")
+
+    def _queue(self, buyer: Buyer, answer: Answer) -> None:
+        if answer.outcome == "shed":
+            buyer.due = _later(2.0)
+            return
+        if answer.status == 409:
+            self._finish(buyer, "sold out")
+            return
+        if not answer.ok:
+            buyer.due = _later(5.0)
+            return
+        view = answer.body
+        if view.get("admitted") and view.get("pass_token"):
+            buyer.pass_token, buyer.step, buyer.due = view["pass_token"], "hold", time.time()
+            return
+        if buyer.step == "join":
+            TALLY.count("buyers: a queue position")
+        # The app polls sooner as its turn comes: half the estimate, between 2 s and 30 s.
+        buyer.step, buyer.due = (
+            "poll",
+            _later(min(30.0, max(2.0, float(view.get("estimate_seconds", 5)) / 2))),
+        )
+
+    def buyer_join(self, buyer: Buyer) -> None:
+        path = f"/api/v1/tickets/sessions/{RUSH['session_id']}/queue"
+        answer = self.call(
+            "POST",
+            path,
+            "/api/v1/tickets/sessions/{id}/queue",
+            check=None,
+            expect=frozenset({409}),
+            headers=self.as_resident(buyer.resident),
+        )
+        self._queue(buyer, answer)
+
+    def buyer_poll(self, buyer: Buyer) -> None:
+        path = f"/api/v1/tickets/sessions/{RUSH['session_id']}/queue"
+        answer = self.call(
+            "GET",
+            path,
+            "/api/v1/tickets/sessions/{id}/queue",
+            expect=frozenset({409}),
+            headers=self.as_resident(buyer.resident),
+        )
+        self._queue(buyer, answer)
+
+    def buyer_hold(self, buyer: Buyer) -> None:
+        classes = RUSH["classes"]
+        chosen = classes[(hash(buyer.resident["id"]) + buyer.classes_tried) % len(classes)]
+        answer = self.call(
+            "POST",
+            "/api/v1/tickets/holds",
+            expect=frozenset({409}),
+            json={
+                "session_id": RUSH["session_id"],
+                "class_id": chosen["id"],
+                "attendees": [{}],
+                "pass_token": buyer.pass_token,
+            },
+            headers=self.as_resident(buyer.resident),
+        )
+        if answer.outcome == "shed":
+            buyer.due = _later(2.0)
+        elif answer.status == 409:
+            buyer.classes_tried += 1
+            if buyer.classes_tried >= len(classes):
+                self._finish(buyer, "sold out")
+        elif answer.ok:
+            buyer.hold, buyer.step = dict(answer.body), "pay"
+        else:
+            buyer.due = _later(2.0)
+
+    def buyer_pay(self, buyer: Buyer) -> None:
+        assert buyer.hold is not None
+        channel = rng.choice(sorted(FIXTURES["sandboxes"]))
+        answer = self.call(
+            "POST",
+            f"/api/v1/tickets/holds/{buyer.hold['id']}/pay",
+            "/api/v1/tickets/holds/{id}/pay",
+            json={"channel": channel, "method": "native"},
+            headers={**self.as_resident(buyer.resident), "Idempotency-Key": f"rush-{buyer.hold['id']}"},
+        )
+        if not answer.ok:
+            buyer.due = _later(2.0)
+            return
+        order = answer.body.get("order") or answer.body
+        if not self.pay_and_notify(channel, order):
+            buyer.due = _later(2.0)
+            return
+        buyer.step, buyer.due = "check", time.time()
+
+    def buyer_check(self, buyer: Buyer) -> None:
+        assert buyer.hold is not None
+        answer = self.call(
+            "GET",
+            "/api/v1/tickets",
+            headers=self.as_resident(buyer.resident),
+        )
+        if not answer.ok:
+            buyer.due = _later(2.0)
+            return
+        mine = [t for t in answer.body["tickets"] if t["session_id"] == RUSH["session_id"]]
+        if any(t["status"] == "valid" for t in mine):
+            self._finish(buyer, "a ticket")
+        else:
+            buyer.due = _later(1.0)

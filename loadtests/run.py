@@ -35,7 +35,7 @@ import httpx
 
 from app_backend.composition.sizing import Event, Plan
 from app_backend.composition.sizing import render as render_plan
-from loadtests import swarm
+from loadtests import rush, swarm
 from loadtests.backend import Backend, embedded_backend, given_backend
 from loadtests.checks import Outage, check_fares, check_outage, check_taps
 from loadtests.fixtures import (
@@ -53,12 +53,21 @@ from loadtests.fixtures import (
     write_tokens,
 )
 from loadtests.report import peak_throughputs, read_rows, render, task_errors
-from loadtests.scenarios import SCENARIOS, Scenario, resident_pool_size
+from loadtests.scenarios import RUSH_LEAD_S, SCENARIOS, Scenario, resident_pool_size
 from loadtests.shapes import peak_window
 from loadtests.slo import Verdict, evaluate
 from loadtests.tally import merge
 
-EVENT_OPTIONS = ("attendees", "window_minutes", "gates", "surge_factor", "seconds_in_system", "device_share")
+EVENT_OPTIONS = (
+    "attendees",
+    "window_minutes",
+    "gates",
+    "surge_factor",
+    "seconds_in_system",
+    "device_share",
+    "ticket_quota",
+    "admit_rate",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,6 +96,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     event.add_argument("--seconds-in-system", type=float, help="seconds between one user's arrivals")
     event.add_argument("--device-share", type=float, help="share of residents with a device key (0..1)")
     event.add_argument("--tap-batch-seconds", type=float, help="seconds between a gate's tap uploads")
+    event.add_argument("--ticket-quota", type=int, help="ticket_rush: tickets on sale (buyers: --attendees)")
+    event.add_argument(
+        "--admit-rate", type=float, help="ticket_rush: buyers a second the sale's queue admits"
+    )
     length = event.add_mutually_exclusive_group()
     length.add_argument("--test-minutes", type=float, default=3.0, help="the compressed test's length (3)")
     length.add_argument("--test-seconds", type=float)
@@ -157,10 +170,53 @@ async def _make_people(backend: Backend, scenario: Scenario, event: Event, count
     return residents
 
 
+def prepare_rush(backend: Backend, event: Event, made: Plan, run_dir: Path) -> list[Resident]:
+    """The sale and its buyers (loadtests/rush.py): buyers first, then the sale, so it opens `RUSH_LEAD_S` plus
+    half the window after the fixtures are ready, whatever they took."""
+    assert made.sale is not None
+    started = time.monotonic()
+    print(f"Fixtures: {made.sale.buyers:,} real-named buyers (dev route, 2,000 a call) ...", flush=True)
+    buyers = asyncio.run(rush.make_buyers(backend.base, made.sale.buyers))
+    organiser = pick_org(backend.credentials, ["events:publish", "payments:refund"], "department")
+    gate = pick_org(backend.credentials, ["verify:event"], "verifier_operator")
+    lead = RUSH_LEAD_S + event.window_minutes * 30
+    sale = asyncio.run(
+        rush.open_sale(
+            backend.base, organiser, gate, event.ticket_quota, lead_s=lead, admit_rate=event.admit_rate
+        )
+    )
+    data: dict[str, Any] = {
+        "orgs": {},
+        "sandboxes": backend.sandbox_urls(),
+        "rush": {
+            "session_id": sale.session_id,
+            "classes": sale.classes,
+            "opens_at": sale.opens_at,
+            "window_s": event.window_minutes * 60,
+            "drivers": made.users,
+        },
+    }
+    if not data["sandboxes"]:
+        raise RuntimeError(
+            "ticket payments need the channel sandboxes: give --channels payment-channels.json"
+        )
+    write_fixtures(run_dir / "fixtures.json", data, buyers)
+    write_tokens(run_dir / "tokens.json", buyers)
+    print(
+        f"  {len(buyers):,} buyers; session {sale.session_id}: "
+        + ", ".join(f"{c['name']} {c['quota']:,}" for c in sale.classes)
+        + f", opening in {sale.opens_at - time.time():.0f} s ({time.monotonic() - started:.1f} s)",
+        flush=True,
+    )
+    return buyers
+
+
 def prepare(
     backend: Backend, scenario: Scenario, event: Event, made: Plan, run_dir: Path, count: int | None
 ) -> list[Resident]:
     """Residents and the rest of the fixtures, written to the run's folder for the Locust processes."""
+    if made.sale is not None:
+        return prepare_rush(backend, event, made, run_dir)
     count = count or resident_pool_size(made, scenario.rider_share() * made.users)
     started = time.monotonic()
     print(f"Fixtures: {count} residents through the API ...", flush=True)
@@ -239,7 +295,13 @@ def load(
     mode = f"a master and {args.distributed} workers" if args.distributed else "one process"
     print(f"Locust ({mode}): {made.duration_s} s, {made.users:,} users at the peak ...", flush=True)
     return swarm.run(
-        job, residents, outage, args.refresh_every, backend.cpu_seconds if backend.embedded else None
+        job,
+        residents,
+        outage,
+        # A rush's buyers are made just before it and their tokens outlive it: refreshing 100,000 of them
+        # mid-run would be load of the test's own making.
+        float("inf") if made.sale is not None else args.refresh_every,
+        backend.cpu_seconds if backend.embedded else None,
     )
 
 
@@ -255,6 +317,14 @@ def after_run(
     tally = merge(run_dir)
     verdicts: list[Verdict] = []
     notes: dict[str, Any] = {}
+    rush_fixtures = json.loads((run_dir / "fixtures.json").read_text()).get("rush")
+    if rush_fixtures:
+        if not backend.database_url:
+            notes["sale"] = "not checked: no database URL for --target (run against the embedded backend)"
+        else:
+            figures = asyncio.run(rush.sale_figures(backend.database_url, rush_fixtures["session_id"]))
+            found, notes["sale"] = rush.check_sale(figures, dict(tally["counters"]), len(residents))
+            verdicts += found
     verdict, notes["taps"] = check_taps(backend, tally["taps"], drill)
     verdicts += [verdict] if verdict else []
     if scenario.has_riders:
@@ -352,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if "fares" in checks[1]:
         print(f"\nFares: {checks[1]['fares']}")
+    if "sale" in checks[1]:
+        print(f"\nSale: {checks[1]['sale']}")
     print(f"\nReports: {run_dir}/ (report.html, locust_stats.csv, summary.json)")
     print(
         "PASSED: every objective met" if summary["passed"] else "FAILED: an objective was missed (see above)"

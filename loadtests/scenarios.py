@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from app_backend.composition.sizing import Event, Plan, plan
+from app_backend.composition.sizing import HOLD, HOLD_PAY, Event, Plan, Stage, plan
 from loadtests.slo import Latency, Slo
 
 
@@ -91,6 +91,8 @@ class Scenario:
     def plan(self, event: Event) -> Plan:
         """The sizing model's plan, with the target rates of the visits' other calls at the peak."""
         made = plan(event)
+        if made.sale is not None:
+            return rush_plan(event, made)
         total = sum(v.weight for v in self.visits)
         extra: dict[str, float] = {}
         for visit in self.visits:
@@ -106,6 +108,38 @@ class Scenario:
         """Gates are users of their own (fixed count): they keep taps and upload batches."""
         return event.gates if event.taps_per_person > 0 else 0
 
+
+RUSH_LEAD_S = 20.0  # from the end of the fixtures to the start of the buyers' arrival window
+RUSH_DRAIN_S = 90.0  # after the last ticket is held: the last payments, and the last waiting buyers told
+MOST_DRIVERS = 1000  # Locust users driving the buyers (each drives its share, each buyer when it is due)
+
+
+def rush_plan(event: Event, made: Plan) -> Plan:
+    """A ticket rush runs in real time, not compressed: the buyers arrive over the window around the opening,
+    the queue admits them at the sale's rate until the quota is held and paid, then everyone still waiting is
+    told sold out. The objectives judge the rates the sale must absorb (holds, payments, notifications at the
+    admission rate) over the selling stage; the joins and polls, driven by the buyers, are reported."""
+    assert made.sale is not None
+    drivers = min(made.sale.buyers, MOST_DRIVERS)
+    opening = RUSH_LEAD_S + event.window_minutes * 30
+    selling = made.sale.winners / event.admit_rate
+    duration = int(opening + max(event.window_minutes * 30, selling) + RUSH_DRAIN_S)
+    stages = [
+        Stage("lead", int(opening), 0, float(drivers)),
+        Stage("surge", int(opening + selling), 0, float(drivers)),
+        Stage("drain", duration, 0, float(drivers)),
+    ]
+    judged = {k: v for k, v in made.rps.items() if k in (HOLD, HOLD_PAY, "POST /api/v1/payments/notify")}
+    return dataclasses.replace(made, users=drivers, stages=stages, duration_s=duration, rps=judged)
+
+
+TICKETS = {
+    "queue": Latency(300, 1000),
+    "holds": Latency(500, 1500),
+    "tickets": Latency(300, 800),
+    "orders": Latency(800, 2000),
+    "notify": Latency(500, 1500),
+}
 
 NORMAL = {
     "codes": Latency(300, 800),
@@ -240,6 +274,23 @@ SCENARIOS: dict[str, Scenario] = {
                 Visit("PayerUser", 2, pays=1),
             ),
             Slo(NORMAL),
+        ),
+        Scenario(
+            "ticket_rush",
+            "The games' ticket sale opens: 100,000 buyers for 20,000 tickets arrive around the opening, join the "
+            "sale's queue (those before the opening wait), are admitted in arrival order at the sale's rate, "
+            "hold a ticket with their pass, pay it in the WeChat or Alipay sandbox (the notification relayed), "
+            "and check they hold it; the rest are told sold out",
+            {
+                "attendees": 100_000,
+                "window_minutes": 2,
+                "gates": 1,
+                "ticket_quota": 20_000,
+                "admit_rate": 50,
+                "sale_opens_at": "10:00",
+            },
+            (Visit("TicketBuyerUser", 1),),
+            Slo(TICKETS),
         ),
         Scenario(
             "login_storm",

@@ -35,6 +35,11 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("POST /oidc/token", "token"),
     ("GET /oidc/userinfo", "userinfo"),
     ("POST /_sandbox", "sandbox"),
+    ("POST /api/v1/tickets/sessions/", "queue"),
+    ("GET /api/v1/tickets/sessions/", "queue"),
+    ("POST /api/v1/tickets/holds/{id}/pay", "orders"),
+    ("POST /api/v1/tickets/holds", "holds"),
+    ("GET /api/v1/tickets", "tickets"),
 )
 
 
@@ -58,6 +63,8 @@ def matches(name: str, endpoint: str) -> bool:
     "POST /api/v1/payments/notify" covers ".../notify/wechat")?"""
     base = name.removesuffix(SHED_SUFFIX)
     if RETRY_MARK in base:
+        return False
+    if base.startswith(endpoint + "/{"):  # a resource under it (holds/{id}/pay) is an endpoint of its own
         return False
     return base == endpoint or base.startswith((endpoint + " ", endpoint + "/"))
 

@@ -15,7 +15,8 @@ The model, so operations can argue with it:
 - A ticket sale (`ticket_quota` > 0): the event's attendees are its buyers (`expected_buyers`), arriving in
   the window around the opening (`sale_opens_at`), the same triangle. They join the sale's queue, which admits them
   in arrival order at `admit_rate` a second (what the hold and the payment absorb; measure it with `make bench`)
-  and tells the others to come back: a waiting buyer polls every `queue_poll_seconds`. Admitted buyers hold and
+  and tells the others to come back: a waiting buyer polls at half its estimated wait, at least every
+  `queue_poll_seconds` and at most every `QUEUE_POLL_MAX_S` (30) seconds. Admitted buyers hold and
   pay; once `ticket_quota` tickets are sold (after quota / tickets per buyer / admit rate seconds) everyone still
   waiting is told "sold out". The plan gives the rates of the joins, the polls, the holds and the payments.
 - The test compresses the event's window into `test_minutes` with the same shape: ramp, plateau, surge, decay.
@@ -51,7 +52,7 @@ class Event:
     sale_opens_at: str = ""  # "HH:MM", for the plan's text
     tickets_per_buyer: float = 1.0
     admit_rate: float = 50.0  # buyers a second the sale's queue admits
-    queue_poll_seconds: float = 5.0
+    queue_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.attendees <= 0 or self.window_minutes <= 0 or self.gates <= 0:
@@ -90,6 +91,7 @@ class SalePlan:
     peak_polls_per_s: float
 
 
+QUEUE_POLL_MAX_S = 30.0
 # The ticket sale's endpoints in a plan (their paths name a session; the plan names the route).
 QUEUE_JOIN = "POST /api/v1/tickets/sessions/{id}/queue"
 QUEUE_POLL = "GET /api/v1/tickets/sessions/{id}/queue"
@@ -101,16 +103,22 @@ def sale_plan(event: Event, peak_arrivals: float) -> SalePlan:
     buyers = event.buyers
     winners = min(buyers, math.ceil(event.ticket_quota / event.tickets_per_buyer))
     sold_out = winners < buyers
-    # Everyone who arrived and is not yet admitted polls; at most every buyer waits at once (all arrive before
-    # the opening), and never more than the arrivals of the window so far.
-    waiting = max(0, buyers - min(winners, event.admit_rate * event.window_minutes * 60))
+    # At the opening every buyer who arrived waits; the one at position i expects i / admit_rate seconds and
+    # polls every clamp(half that, queue_poll_seconds, QUEUE_POLL_MAX_S): the near ones often, the far ones
+    # every half minute. Summed over the positions (the middle part as an integral of 2 * rate / i).
+    waiting = max(0, buyers - min(winners, event.admit_rate * event.window_minutes * 30))
+    rate, least = event.admit_rate, min(event.queue_poll_seconds, QUEUE_POLL_MAX_S)
+    near = min(waiting, 2 * rate * least)
+    far_from = min(waiting, 2 * rate * QUEUE_POLL_MAX_S)
+    polls = near / least + (2 * rate * math.log(far_from / near) if far_from > near > 0 else 0.0)
+    polls += max(0.0, waiting - far_from) / QUEUE_POLL_MAX_S
     return SalePlan(
         buyers=buyers,
         winners=winners,
         sold_out_after_s=winners / event.admit_rate if sold_out else None,
         told_sold_out=buyers - winners,
         peak_joins_per_s=peak_arrivals,
-        peak_polls_per_s=waiting / event.queue_poll_seconds,
+        peak_polls_per_s=polls,
     )
 
 
@@ -228,7 +236,8 @@ def _sale_lines(event: Event, sale: SalePlan) -> list[str]:
         f"Ticket sale: {event.ticket_quota:,} tickets for {sale.buyers:,} expected buyers{opening} "
         f"({event.tickets_per_buyer:g} per buyer), arriving over {event.window_minutes:g} min",
         f"  queue: joins peak {sale.peak_joins_per_s:,.1f}/s, admitted {event.admit_rate:g}/s in arrival order, "
-        f"waiting buyers poll every {event.queue_poll_seconds:g} s (up to {sale.peak_polls_per_s:,.0f}/s)",
+        f"waiting buyers poll at half their wait, every {event.queue_poll_seconds:g} to {QUEUE_POLL_MAX_S:g} s "
+        f"(up to {sale.peak_polls_per_s:,.0f}/s)",
         f"  {sale.winners:,} buyers get tickets; {outcome}",
     ]
 

@@ -302,3 +302,24 @@ def test_the_bench_generator_reads_a_204_without_content_length_as_an_answer():
     connection.data_received(b"HTTP/1.1 204 No Content\r\nserver: granian\r\n\r\n")
     connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
     assert load.ok == 2 and not load.errors and len(transport.sent) == 2 and not transport.closed
+
+
+def test_the_ticket_rush_runs_in_real_time_and_judges_what_the_sale_must_absorb():
+    scenario = SCENARIOS["ticket_rush"]
+    event = scenario.make_event({})
+    made = scenario.plan(event)
+    assert made.sale is not None and made.sale.buyers == 100_000 and event.ticket_quota == 20_000
+    assert [s.name for s in made.stages] == ["lead", "surge", "drain"]
+    # The buyers arrive over two minutes around the opening; the sale sells 20,000 at 50 a second.
+    assert made.stages[0].until_seconds == 20 + 60
+    assert made.stages[1].until_seconds - made.stages[0].until_seconds == 400
+    assert made.users == 1000 and all(s.users == 0 for s in made.stages), "the drivers are fixed users"
+    assert set(made.rps) == {
+        "POST /api/v1/tickets/holds",
+        "POST /api/v1/tickets/holds/{id}/pay",
+        "POST /api/v1/payments/notify",
+    }
+    assert made.rps["POST /api/v1/tickets/holds"] == 50
+    # A hold's payment is not counted as a hold.
+    assert not matches("POST /api/v1/tickets/holds/{id}/pay", "POST /api/v1/tickets/holds")
+    assert matches("POST /api/v1/tickets/holds", "POST /api/v1/tickets/holds")
