@@ -51,9 +51,13 @@ AnyRequest = Request[Any, Any, Any]
 PUBLISH_SCOPE = "events:publish"
 Page = Annotated[int, Parameter(ge=1, le=1000, description="1 is the first page")]
 PageSize = Annotated[int, Parameter(ge=1, le=100)]
-DayParam = Annotated[
-    dt.date | None,
-    Parameter(description="a day (Beijing time): the sessions starting on it; absent: every day"),
+DateParam = Annotated[
+    str | None,
+    Parameter(
+        pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2}|today)$",
+        max_length=10,
+        description="YYYY-MM-DD or `today`, Beijing time: the sessions starting that day; absent: every day",
+    ),
 ]
 SportParam = Annotated[
     str | None, Parameter(min_length=1, max_length=32, description="a sport, as published (游泳)")
@@ -335,23 +339,16 @@ class ScheduleController(Controller):
         self,
         request: AnyRequest,
         events: EventsService,
-        day: Annotated[
-            str | None,
-            Parameter(
-                query="date",
-                pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2}|today)$",
-                max_length=10,
-                description="YYYY-MM-DD or `today` (Beijing time); absent: every day",
-            ),
-        ] = None,
+        date: DateParam = None,
         sport: SportParam = None,
         venue_id: VenueParam = None,
         event_id: EventParam = None,
         page: Page = 1,
         page_size: PageSize = 20,
     ) -> Response[Sessions]:
-        chosen = _day(day)
-        key = f"sessions:{chosen}:{sport}:{venue_id}:{event_id}:{page}:{page_size}"
+        chosen = _day(date)
+        # JSON, so that no sport a resident types can make another query's key
+        key = msgspec.json.encode(["sessions", chosen, sport, venue_id, event_id, page, page_size]).decode()
         return await _kept(
             request,
             events,
