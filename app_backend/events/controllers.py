@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 AnyRequest = Request[Any, Any, Any]
 PUBLISH_SCOPE = "events:publish"
+# Seconds a client or CDN may keep a resident's read of the schedule.
+PUBLIC_MAX_AGE = 5
 Page = Annotated[int, Parameter(ge=1, le=1000, description="1 is the first page")]
 PageSize = Annotated[int, Parameter(ge=1, le=100)]
 DateParam = Annotated[
@@ -310,7 +312,12 @@ async def _kept(
         async with pooled_connection(state.pool, settings_of(state).db_acquire_timeout) as conn:
             return await read(conn)
 
-    return Response(content=await events.cache.read(key, load), media_type=MediaType.JSON)
+    # The one public answer a client or CDN may keep, briefly: a change still shows within seconds (0015, 0027).
+    return Response(
+        content=await events.cache.read(key, load),
+        media_type=MediaType.JSON,
+        headers={"Cache-Control": f"public, max-age={PUBLIC_MAX_AGE}"},
+    )
 
 
 class ScheduleController(Controller):

@@ -17,7 +17,11 @@ async def test_a_read_is_kept_until_a_publish_commits_on_any_node(
     sid = made["session_id"]
     path = f"{PUBLIC}/sessions/{sid}"
     listed = {"event_id": made["event_id"]}
-    first = ok(await client.get(path))
+    answer = await client.get(path)
+    assert (
+        answer.headers["cache-control"] == "public, max-age=5"
+    )  # clients and CDNs keep it a few seconds at most
+    first = ok(answer)
     assert ok(await client.get(f"{PUBLIC}/sessions", params=listed))["sessions"] == [first]
     assert await services.redis.exists(f"{COPY_PREFIX}session:{sid}") == 1
 
