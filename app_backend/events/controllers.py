@@ -35,7 +35,7 @@ from app_backend.events.schemas import (
     VenueBody,
     Venues,
 )
-from app_backend.events.service import Caller
+from app_backend.events.service import FIRST_YEAR, LAST_YEAR, Caller
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.clock import business_day
 from app_backend.kernel.db import Connection, pooled_connection
@@ -434,6 +434,9 @@ def _day(day: str | None) -> dt.date | None:
     if day == "today":
         return business_day()
     try:
-        return dt.date.fromisoformat(day)
+        chosen = dt.date.fromisoformat(day)
     except ValueError:
         raise invalid_field("date", "not a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR <= chosen.year <= LAST_YEAR:
+        raise invalid_field("date", f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
+    return chosen

@@ -117,6 +117,8 @@ async def test_bad_filters_are_named(client: Any) -> None:
     for params, field in (
         ({"date": "2026-02-30"}, "date"),
         ({"date": "yesterday"}, "date"),
+        ({"date": "9999-12-31"}, "date"),
+        ({"date": "0001-01-01"}, "date"),
         ({"venue_id": "not-a-uuid"}, "venue_id"),
         ({"page": "0"}, "page"),
         ({"page_size": "101"}, "page_size"),

@@ -102,6 +102,13 @@ async def test_another_organisations_rows_are_not_found(client: Any, services: A
         ("/events", event_body(ends_on="2026-08-01"), 400, "ends_on"),
         ("/events", event_body(starts_on="2026-13-01"), 400, "starts_on"),
         ("/events", {**event_body(), "colour": "red"}, 400, "colour"),
+        ("/events", event_body(starts_on="1999-12-31"), 400, "starts_on"),
+        (
+            "/news",
+            {"title": "标题", "body": "正文", "published_at": "9999-12-31T23:59:59-12:00"},
+            400,
+            "published_at",
+        ),
         ("/venues", venue_body(district="110101"), 400, "district"),
         ("/venues", venue_body(sections=["A区", "A区"]), 400, "sections"),
         ("/venues", venue_body(gate_verifiers=[uuid.uuid4()]), 422, "gate_verifiers"),
@@ -139,6 +146,12 @@ async def test_bad_session_and_status_fields_are_named(client: Any, services: An
         ({"ends_at": "2026-09-03T11:00:00+08:00", "venue_id": str(uuid.uuid4())}, 422, "venue_id"),
         ({"ends_at": "2026-09-03T11:00:00+08:00", "title": "  "}, 400, "title"),
         ({"ends_at": "2026-09-03T11:00:00"}, 400, "ends_at"),
+        (
+            {"starts_at": "0001-01-01T00:00:00+14:00", "ends_at": "0001-01-01T01:00:00+14:00"},
+            400,
+            "starts_at",
+        ),
+        ({"starts_at": "2026-09-03T09:00:00+08:00", "ends_at": "9999-12-31T23:00:00-12:00"}, 400, "ends_at"),
     ):
         answer = await manage(client, dept, "POST", "/sessions", {**body, **change})
         assert answer.status_code == status and field in _field(answer), (change, answer.text)
@@ -149,6 +162,11 @@ async def test_bad_session_and_status_fields_are_named(client: Any, services: An
         ("delayed", {"reason": "天气原因"}, "starts_at"),
         ("delayed", {"reason": "天气原因", "starts_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "starts_at"),
         ("delayed", {"reason": "天气原因", "starts_at": later, "ends_at": later}, "ends_at"),
+        (
+            "delayed",
+            {"reason": "天气原因", "starts_at": dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC)},
+            "starts_at",
+        ),
         ("live", {"starts_at": later}, "starts_at"),
         ("postponed", {}, "status"),
     ):
