@@ -15,6 +15,7 @@ Callers own the transaction. Nothing here knows HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -100,12 +101,15 @@ class ScheduleCache:
     """Residents' answers kept whole in Redis: `read(key, load)` answers the kept bytes when they were kept at the
     current generation, else loads, keeps and answers them; `forget()` (after a publish commits) bumps the
     generation, so every node's next read loads again. One Redis round trip per warm read, none of PostgreSQL.
-    While Redis is unavailable every read loads."""
+    Concurrent reads of one key that find no current copy share one load per process (a rush right after a
+    publish loads each query once per process, not once per request). While Redis is unavailable every read
+    loads."""
 
     def __init__(self, batches: BatchRunner, redis: Redis, breaker: RedisBreaker) -> None:
         self._batches = batches
         self._redis = redis
         self._breaker = breaker
+        self._loading: dict[tuple[str, bytes | None], asyncio.Task[bytes]] = {}
 
     async def read(self, key: str, load: Callable[[], Awaitable[msgspec.Struct]]) -> bytes:
         generation: bytes | None = None
@@ -125,6 +129,18 @@ class ScheduleCache:
                     tag, _, body = copy.partition(b"\n")
                     if tag == generation:
                         return body
+        flight = (key, generation)
+        loading = self._loading.get(flight)
+        if loading is None:
+            # A task of its own: a reader that goes away (a client that hangs up) does not cancel the others' load.
+            loading = asyncio.ensure_future(self._load_and_keep(key, generation, load))
+            self._loading[flight] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(flight, None))
+        return await asyncio.shield(loading)
+
+    async def _load_and_keep(
+        self, key: str, generation: bytes | None, load: Callable[[], Awaitable[msgspec.Struct]]
+    ) -> bytes:
         body = msgspec.json.encode(await load())
         if generation is not None:
             batch = self._batches.batch()

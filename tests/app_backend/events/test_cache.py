@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
-from app_backend.events.service import COPY_PREFIX, GENERATION_KEY
+import pytest
+
+from app_backend.events.schemas import Broadcasts
+from app_backend.events.service import COPY_PREFIX, GENERATION_KEY, EventsService
+from app_backend.kernel.errors import DomainError, not_found
 from tests.app_backend.events.helpers import PUBLIC, manage, ok, published_session, set_session_status
 from tests.conftest import serving
 
@@ -92,3 +97,36 @@ async def test_news_and_venues_are_forgotten_on_publish(client: Any, services: A
         )
     )
     assert ok(await client.get(venue_path))["transport_notes"] == "乘坐地铁1号线"
+
+
+async def test_a_rush_of_reads_of_one_query_loads_it_once(services: Any) -> None:
+    """Right after a publish every read of a query misses: within a process they share one load."""
+    cache = services.platform.get(EventsService).cache
+    key = f"test:{uuid.uuid4().hex}"
+    loads: list[int] = []
+    release = asyncio.Event()
+
+    async def load() -> Broadcasts:
+        loads.append(1)
+        await release.wait()
+        return Broadcasts(broadcasts=[])
+
+    readers = [asyncio.ensure_future(cache.read(key, load)) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = await asyncio.gather(*readers)
+    assert len(loads) == 1 and set(answers) == {b'{"broadcasts":[]}'}
+    assert await cache.read(key, load) == b'{"broadcasts":[]}' and len(loads) == 1  # kept
+
+    # A failed load is every waiting reader's answer, and is not kept: the next read loads again.
+    async def missing() -> Broadcasts:
+        loads.append(1)
+        await asyncio.sleep(0.01)
+        raise not_found("no session has this id")
+
+    other = f"test:{uuid.uuid4().hex}"
+    results = await asyncio.gather(*(cache.read(other, missing) for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(r, DomainError) and r.status == 404 for r in results) and len(loads) == 2
+    with pytest.raises(DomainError):
+        await cache.read(other, missing)
+    assert len(loads) == 3
