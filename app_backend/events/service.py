@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import msgspec
 import structlog
@@ -262,6 +263,15 @@ def in_range(field: str, at: dt.datetime) -> dt.datetime:
     if not FIRST_YEAR <= at.year <= LAST_YEAR:
         raise invalid_field(field, f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
     return at
+
+
+def _is_https_link(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(host) and not any(c.isspace() for c in url)
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -712,8 +722,8 @@ class EventsService:
         await self._own_session(conn, caller, session_id)
         platform = _blank("platform", body.platform)
         url = body.url.strip()
-        if not url.startswith("https://") or len(url) <= len("https://") or any(c.isspace() for c in url):
-            raise invalid_field("url", "must be an https link")
+        if not _is_https_link(url):
+            raise invalid_field("url", "must be an https link with a host")
         row = await self._broadcasts.create(conn, session_id, caller.organisation_id, platform, url)
         await self._record(
             conn, caller, "broadcast_create", "session", session_id, platform=platform, url=url
