@@ -17,6 +17,7 @@ import hashlib
 import json
 import struct
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from code_service.verifier.format import (
     Health,
     ServerCode,
     Standing,
+    TicketCode,
     clear_flags,
     compressed_point,
     decode,
@@ -251,6 +253,15 @@ def describe(code: str) -> dict[str, Any]:
     the code's epoch (`masks`), and the whole byte in the clear (`clear`), which only the platform (holding every
     scene key) ever sees."""
     parsed = decode(code)
+    if isinstance(parsed, TicketCode):
+        return {
+            "type": parsed.type,
+            "kid": parsed.kid.hex(),
+            "occasion_id": str(uuid.UUID(bytes=parsed.occasion_id)),
+            "ticket_id": str(uuid.UUID(bytes=parsed.ticket_id)),
+            "not_before": parsed.not_before,
+            "not_after": parsed.not_after,
+        }
     label = _epoch_label(parsed.epoch)
     flags: dict[str, Any] = {"masked": parsed.masked_flags}
     if label is not None:
