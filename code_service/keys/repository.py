@@ -135,7 +135,7 @@ class KeyRepository:
             not_after,
         )
         await conn.execute(
-            """UPDATE codes.signing_keys SET retire_at = greatest(retire_at, $2 + $3::interval)
+            """UPDATE codes.signing_keys SET retire_at = greatest(retire_at, $2::timestamptz + $3::interval)
                WHERE kid = $1 AND retire_at IS NOT NULL""",
             kid,
             not_after,
