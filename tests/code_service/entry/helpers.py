@@ -32,6 +32,7 @@ class GateAdmissions:
     gates: set[uuid.UUID] = field(default_factory=set)
     tickets: list[SoldTicket] = field(default_factory=list)
     asked: int = 0
+    re_entry: bool = False  # the occasion lets an admitted ticket in again
 
     def sell(
         self, resident_id: uuid.UUID | None, entrances: tuple[str, ...] = (), seat: str = "3排12座"
@@ -72,6 +73,8 @@ class GateAdmissions:
         fresh = [t for t in here if not t.admitted]
         if not fresh:
             t = here[0]
+            if self.re_entry:
+                return Admission(True, "ok", t.ticket_id, t.section, t.seat, re_entry=True)
             return Admission(False, "already-admitted", t.ticket_id, t.section, t.seat)
         ticket = fresh[0]
         ticket.admitted += 1  # compare-and-set: no await between the check and the set

@@ -231,3 +231,21 @@ async def test_a_printed_ticket_cannot_outlive_its_occasion_window(client, servi
         await tickets.issue(uuid.uuid4(), uuid.uuid4(), dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
     with pytest.raises(DomainError):
         await tickets.issue(uuid.uuid4(), uuid.uuid4(), dt.datetime.now(dt.UTC) + dt.timedelta(days=401))
+
+
+async def test_one_batch_sent_twice_at_once_admits_once(client, services):
+    """The gate did not hear the first answer and sent the batch again while the first was still running: the
+    admission id is claimed once (the second waits for the first to commit), so the seller is asked once."""
+    provider = provided(services)
+    gate = await venue_gate(client, services, provider)
+    attendee = await real_named(client, services)
+    ticket = provider.sell(uuid.UUID(attendee["resident_id"]))
+    wallet = await _phone(client, attendee)
+    batch = {"admissions": [_upload("twice-1", provider.occasion_id, wallet.code())]}
+    first, second = await asyncio.gather(
+        signed(client, gate, "POST", "/api/v1/gates/admissions", batch),
+        signed(client, gate, "POST", "/api/v1/gates/admissions", batch),
+    )
+    statuses = sorted(r.json()["admissions"][0]["status"] for r in (first, second))
+    assert statuses == ["admitted", "duplicate"], (first.text, second.text)
+    assert ticket.admitted == 1 and provider.asked == 1

@@ -133,3 +133,16 @@ async def test_an_enterprise_code_is_no_ticket_holder(client, services):
     response = await scan(client, gate, code, provider.occasion_id)
     assert (response.json()["allowed"], response.json()["reason"]) == (False, "wrong-code-type")
     assert provider.asked == 0
+
+
+async def test_re_entry_is_the_occasions_rule_and_the_answer_says_so(client, services):
+    provider = provided(services)
+    provider.re_entry = True
+    gate = await venue_gate(client, services, provider)
+    person = await real_named(client, services)
+    ticket = provider.sell(uuid.UUID(person["resident_id"]))
+    first = (await scan(client, gate, await personal_code(client, person), provider.occasion_id)).json()
+    again = (await scan(client, gate, await personal_code(client, person), provider.occasion_id)).json()
+    assert (first["allowed"], "re_entry" in first) == (True, False)
+    assert (again["allowed"], again["reason"], again["re_entry"]) == (True, "ok", True)
+    assert ticket.admitted == 1
