@@ -249,3 +249,33 @@ async def test_one_batch_sent_twice_at_once_admits_once(client, services):
     statuses = sorted(r.json()["admissions"][0]["status"] for r in (first, second))
     assert statuses == ["admitted", "duplicate"], (first.text, second.text)
     assert ticket.admitted == 1 and provider.asked == 1
+
+
+async def test_the_attendee_list_names_only_live_credentials_of_active_accounts(client, services):
+    import base64
+    import json as jsonlib
+
+    from tests.helpers import set_resident_status
+
+    provider = provided(services)
+    gate = await venue_gate(client, services, provider)
+    kept, blocked = await real_named(client, services), await real_named(client, services)
+    phones = {"kept": await _phone(client, kept), "lost": await _phone(client, kept)}
+    blocked_phone = await _phone(client, blocked)
+    provider.sell(uuid.UUID(kept["resident_id"]))
+    provider.sell(uuid.UUID(blocked["resident_id"]))
+    lost_id = phones["lost"].credential[9:17].hex()
+    assert (
+        await client.delete(f"/api/v1/codes/device-credentials/{lost_id}", headers=bearer(kept))
+    ).status_code == 204
+    await set_resident_status(client, services, blocked["resident_id"], "blocked")
+
+    listed = await signed(client, gate, "GET", f"/api/v1/gates/attendees?occasion={provider.occasion_id}")
+    payload = listed.json()["jws"].split(".")[1]
+    body = jsonlib.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    named = {c for t in body["tickets"] for c in t["credentials"]}
+    assert phones["kept"].credential[9:17].hex() in named
+    assert lost_id not in named and blocked_phone.credential[9:17].hex() not in named
+    assert listed.json()["tickets"] == 2
+    # Tickets listed, never who holds them.
+    assert all(set(t) <= {"ticket", "entrances", "section", "seat", "credentials"} for t in body["tickets"])
