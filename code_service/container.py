@@ -10,12 +10,14 @@ from redis.asyncio import Redis
 
 from app_backend.enterprises.service import EnterpriseDirectory
 from app_backend.identity.service import ResidentDirectory
+from app_backend.kernel.admissions import Admissions
 from app_backend.kernel.crypto import FieldCipher
 from app_backend.kernel.db import Connection
 from app_backend.kernel.messages import SendMessage
 from app_backend.kernel.redis_batch import BatchRunner, RedisHealth
 from code_service.codes.repository import SubjectRepository
 from code_service.codes.service import CodeStatusNotices, FactsService, IssuingService
+from code_service.entry.service import AdmissionDesk, AdmissionUploads, AttendeeLists, TicketCodes
 from code_service.feeds.service import FeedService
 from code_service.gates.service import DenyListService, TapService, TransitGates
 from code_service.keys.service import KeyService, SceneKeyService
@@ -39,6 +41,13 @@ class CodeServices:
     verification: VerificationService
     # Tells a resident when what their code answers at a scan changes (code_status_changed messages).
     notices: CodeStatusNotices
+    # Entry with the one code (the event scene): the domains' Admissions providers, asked in turn.
+    admissions: AdmissionDesk
+    # Printed ticket codes, signed for the domains that sell entry: ticket_codes.issue(ticket_id, occasion_id,
+    # not_after) -> the code's text.
+    ticket_codes: TicketCodes
+    attendee_lists: AttendeeLists
+    admission_uploads: AdmissionUploads
 
     @classmethod
     def create(
@@ -63,6 +72,7 @@ class CodeServices:
         )
         recorder = ScanRecorder(pool)
         notices = CodeStatusNotices()
+        admissions = AdmissionDesk(pool)
         verification = VerificationService(
             redis,
             health,
@@ -76,6 +86,7 @@ class CodeServices:
             deny=deny,
             scene_keys=scene_keys,
             seal_key=seal_key,
+            admissions=admissions,
         )
         return cls(
             pool=pool,
@@ -91,7 +102,16 @@ class CodeServices:
             recorder=recorder,
             verification=verification,
             notices=notices,
+            admissions=admissions,
+            ticket_codes=TicketCodes(pool, keys),
+            attendee_lists=AttendeeLists(admissions, keys),
+            admission_uploads=AdmissionUploads(verification, admissions),
         )
+
+    def use_admissions(self, provider: Admissions) -> None:
+        """A domain that sells entry (tickets, bookings) hands over its Admissions provider when it starts; the
+        event scene asks the providers in turn, the first answer that is not None wins (none: `no-ticket`)."""
+        self.admissions.use(provider)
 
     def use_messages(self, send: SendMessage) -> None:
         """How residents are told of their code's status (notifications' send_platform, handed over when it

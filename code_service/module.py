@@ -15,6 +15,7 @@ from app_backend.kernel.module import DomainModule, Platform
 from code_service.auth import provide_holder, provide_scanner
 from code_service.codes.controllers import CodeController, EnterpriseCodeController
 from code_service.container import CodeServices
+from code_service.entry.controllers import EntryGateController
 from code_service.feeds.controllers import FeedController
 from code_service.gates.controllers import GateController
 from code_service.gates.tasks import purge_refused_taps
@@ -69,6 +70,7 @@ module = DomainModule(
         VerifyController,
         ScanHistoryController,
         GateController,
+        EntryGateController,
         SceneKeyController,
     ],
     dependencies={

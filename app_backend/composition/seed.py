@@ -71,6 +71,8 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
         ["verify:health", "payments:refund", "settlements:read"],
     ),
     ("泰州通运营中心", "operations", "泰州市", ["verify:enterprise"]),
+    # A venue's gates: entry with the one code (the event scene), online and with attendee lists offline.
+    ("泰州市体育中心场馆运营有限公司", "verifier_operator", "泰州市体育中心", ["verify:event", "gates:sync"]),
     # The city's one-stop government service office: it plugs the demo's city-service tiles in.
     ("泰州市政务服务管理办公室", "department", "泰州市海陵区", ["tiles:manage", "messages:send"]),
     # The provincial games' organiser: publishes the schedule, sells the tickets (the payee) and refunds them.
@@ -80,8 +82,6 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
         "泰州市海陵区",
         ["events:publish", "verify:event", "payments:refund", "settlements:read"],
     ),
-    # The venue's gates: admit attendees with their one code (online, and offline from synced attendee lists).
-    ("泰州体育中心", "verifier_operator", "泰州市海陵区", ["verify:event", "gates:sync"]),
 ]
 
 

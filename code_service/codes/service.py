@@ -96,8 +96,9 @@ def credential_digest(credential: bytes) -> bytes:
 # Each scene's minimum resident level (L1 phone, L2 real name, L3 face verified): the ONE place it is set. A code
 # carries a scene's entitlement only for a holder at or above it, and online verification answers no-entitlement
 # below it (docs/code-format.md section 7). An enterprise code's holder is the enterprise, which has no level; only
-# its members are issued its code.
-SCENE_MIN_LEVEL: dict[str, int] = {"transit": 2, "health": 2, "medical": 3, "enterprise": 1}
+# its members are issued its code. The event scene carries no bit: its level is checked online, and an attendee
+# list names only the device credentials of holders at or above it.
+SCENE_MIN_LEVEL: dict[str, int] = {"transit": 2, "health": 2, "medical": 3, "enterprise": 1, "event": 2}
 
 
 def meets_scene_level(facts: SubjectFacts, scene: str) -> bool:

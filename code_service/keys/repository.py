@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
 
 _KEY_LOCK = 0x7A746B  # "tzk": staging and switching keys serialise on it, so two workers never stage two keys
+
+# A key stays published this long after the last printed ticket it signed has expired (clock skew, late refreshes).
+TICKET_RETIRE_MARGIN = dt.timedelta(hours=1)
 
 _COLUMNS = "kid, private_enc, public_point, created_at, signs_from, signs_until, retire_at"
 
@@ -80,7 +84,11 @@ class KeyRepository:
     async def end(
         self, conn: Connection, kid: str, signs_until: dt.datetime, retire_at: dt.datetime
     ) -> KeyRow | None:
-        return await fetch_row(
+        """Ends the key's signing at `signs_until`; it leaves the published set at `retire_at`, or, when it is
+        handed over (not withdrawn), once every printed ticket it signed has expired (codes.ticket_codes), if that
+        is later. The tickets are read in a statement of their own, after the row is locked: a ticket code issued
+        concurrently, which locks the row first (hold_for_tickets), is then visible."""
+        ended = await fetch_row(
             conn,
             KeyRow,
             f"""UPDATE codes.signing_keys SET signs_until = $2, retire_at = $3 WHERE kid = $1
@@ -89,6 +97,51 @@ class KeyRepository:
             signs_until,
             retire_at,
         )
+        if ended is None or retire_at <= signs_until:  # withdrawn: what it signed ends with it
+            return ended
+        return await fetch_row(
+            conn,
+            KeyRow,
+            f"""UPDATE codes.signing_keys k
+                   SET retire_at = greatest(k.retire_at, (SELECT max(t.not_after) + $2::interval
+                                                          FROM codes.ticket_codes t WHERE t.kid = k.kid))
+                 WHERE k.kid = $1 RETURNING {_COLUMNS}""",
+            kid,
+            TICKET_RETIRE_MARGIN,
+        )
+
+    async def hold_for_tickets(
+        self, conn: Connection, kid: str, ticket_id: uuid.UUID, occasion_id: uuid.UUID, not_after: dt.datetime
+    ) -> bool:
+        """Records a printed ticket code signed by `kid` valid until `not_after`, and keeps the key published
+        until then (plus TICKET_RETIRE_MARGIN) if its retirement is already set; False when the key is withdrawn
+        or gone (the caller signs again with the key in use). The key's row is locked until the caller commits,
+        so a successor staged meanwhile (end) sees this ticket."""
+        held = await conn.fetchval(
+            """SELECT signs_until IS NULL OR retire_at > signs_until FROM codes.signing_keys
+               WHERE kid = $1 FOR UPDATE""",
+            kid,
+        )
+        if not held:
+            return False
+        await conn.execute(
+            """INSERT INTO codes.ticket_codes (ticket_id, kid, occasion_id, not_after) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (ticket_id, kid)
+               DO UPDATE SET not_after = greatest(codes.ticket_codes.not_after, EXCLUDED.not_after),
+                             occasion_id = EXCLUDED.occasion_id""",
+            ticket_id,
+            kid,
+            occasion_id,
+            not_after,
+        )
+        await conn.execute(
+            """UPDATE codes.signing_keys SET retire_at = greatest(retire_at, $2::timestamptz + $3::interval)
+               WHERE kid = $1 AND retire_at IS NOT NULL""",
+            kid,
+            not_after,
+            TICKET_RETIRE_MARGIN,
+        )
+        return True
 
 
 class SceneEpochRow(msgspec.Struct, frozen=True):

@@ -10,6 +10,7 @@ import json
 import math
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeAlias, TypeVar
@@ -426,6 +427,19 @@ class KeyService(ScheduledKeys[KeyRow]):
         await self._refresh()
         assert self._signer is not None
         return self._signer
+
+    async def ticket_signer(
+        self, conn: Connection, ticket_id: uuid.UUID, occasion_id: uuid.UUID, not_after: dt.datetime
+    ) -> Signer:
+        """The signer for a printed ticket valid until `not_after`, in the caller's transaction: the key in use is
+        kept published until the ticket has expired (a printed ticket outlives the key's usual retirement; the
+        code format's rule "published until everything it signed has expired" holds for tickets too)."""
+        for _ in range(2):
+            signer = await self.signer()
+            if await self._keys.hold_for_tickets(conn, signer.kid, ticket_id, occasion_id, not_after):
+                return signer
+            self.invalidate()  # withdrawn meanwhile, elsewhere: the key in use now signs
+        raise RuntimeError("no signing key could be held for a printed ticket")
 
     async def public_key(self, kid: bytes) -> ec.EllipticCurvePublicKey | None:
         await self._refresh()

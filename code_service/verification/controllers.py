@@ -29,6 +29,7 @@ class VerifyController(Controller):
 
     @post(
         "",
+        opt=problems(400, 403),
         status_code=HTTP_200_OK,
         summary="Verify a scanned code for one scene (signed, verify:<scene>)",
         security=MACHINE_SECURITY,  # the caller comes from the state (docs/decisions/0001)
@@ -39,7 +40,9 @@ class VerifyController(Controller):
         # The signed caller, whose nonce, revoked mark and rate limit the verification's own Redis round trip
         # settles, and the services come from the state, not as dependencies (signed_verifier_of, codes_from).
         verifier = await signed_verifier_of(request)
-        return await codes_from(state).verification.verify(verifier, data.code, data.scene)
+        return await codes_from(state).verification.verify(
+            verifier, data.code, data.scene, occasion_id=data.occasion_id, entrance=data.entrance
+        )
 
     @post(
         "/vouchers/redeem",

@@ -23,14 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from app_backend.kernel.admissions import Admission
 from app_backend.kernel.db import Connection
-from app_backend.kernel.errors import conflict, forbidden, not_found
+from app_backend.kernel.errors import conflict, forbidden, invalid_field, not_found
 from app_backend.kernel.redis_batch import BatchRunner, LocalClaims, RedisHealth
 from code_service.auth import Scanner
 from code_service.codes.repository import FactsRepository, SubjectRepository
 from code_service.codes.schemas import SubjectFacts
 from code_service.codes.service import (
     CREDENTIAL_RECORD_LEN,
+    SCENE_MIN_LEVEL,
     FactsService,
     credential_digest,
     credential_key,
@@ -38,6 +40,7 @@ from code_service.codes.service import (
     facts_key,
     meets_scene_level,
 )
+from code_service.entry.service import AdmissionDesk
 from code_service.gates.service import DenyListService, deny_mark
 from code_service.keys.service import KeyService, SceneKeyService
 from code_service.verification.repository import ReplayFallbackRepository, ScanRepository, ScanValues
@@ -49,6 +52,7 @@ from code_service.verification.schemas import (
     VoucherRedeemed,
 )
 from code_service.verifier.format import (
+    EVENT_SCENE,
     FLAGS,
     MAX_CREDENTIAL_LIFETIME,
     MAX_SERVER_LIFETIME,
@@ -60,6 +64,7 @@ from code_service.verifier.format import (
     Health,
     ServerCode,
     Standing,
+    TicketCode,
     UnsupportedVersion,
     clear_flags,
     decode,
@@ -73,7 +78,7 @@ _P256 = ec.SECP256R1()
 
 _log = structlog.get_logger("scans")
 VOUCHER_TTL = 600
-_TYPE_NAMES = {1: "personal", 2: "enterprise", 3: "device"}
+_TYPE_NAMES = {1: "personal", 2: "enterprise", 3: "device", 4: "ticket"}
 _SINGLE_USE = frozenset({"transit", "medical"})
 # How long a verification waits for PostgreSQL's deny list while Redis is unavailable, before answering from the
 # code alone: short, since the point of the degraded answer is that it comes at once.
@@ -101,6 +106,27 @@ DEGRADED_VERIFICATIONS = Counter(
 # The clock skew the platform allows in its verifications, online and of uploaded taps (a gate's clock against
 # the code's window, an online verification's time against the tap's): published in docs/api.md, section Taps.
 CLOCK_SKEW = 30
+
+
+class EventAsk(msgspec.Struct, frozen=True):
+    """What a venue's gate names with a scan in the event scene: the occasion and its entrance."""
+
+    occasion_id: uuid.UUID
+    entrance: str
+
+
+def _admission_answer(admission: Admission, code_type: str, degraded: bool = False) -> VerifyAnswer:
+    """The event scene's answer: admitted or why not, and only the section and seat (never the name)."""
+    return VerifyAnswer(
+        allowed=admission.admitted,
+        reason=admission.reason,
+        scene=EVENT_SCENE,
+        code_type=code_type,
+        degraded=degraded,
+        section=admission.section,
+        seat=admission.seat,
+        re_entry=True if admission.re_entry else None,
+    )
 
 
 class _NotGenuine(Exception):
@@ -236,7 +262,9 @@ class VerificationService:
         deny: DenyListService,
         scene_keys: SceneKeyService,
         seal_key: bytes,
+        admissions: AdmissionDesk | None = None,
     ) -> None:
+        self._admissions = admissions or AdmissionDesk(pool)
         self._scene_keys = scene_keys
         self._seal_key = seal_key
         self._subjects = SubjectRepository()
@@ -259,12 +287,30 @@ class VerificationService:
         """The clock skew this platform allows (CLOCK_SKEW unless configured)."""
         return self._skew
 
-    async def verify(self, scanner: Scanner, text: str, scene: str) -> VerifyAnswer:
+    async def verify(
+        self,
+        scanner: Scanner,
+        text: str,
+        scene: str,
+        *,
+        occasion_id: uuid.UUID | None = None,
+        entrance: str | None = None,
+    ) -> VerifyAnswer:
         """`scanner.checks`, when present, are the caller's unsettled Redis checks: every path settles them
-        before it answers (in the decision's pipeline, or alone when the code is refused before that)."""
+        before it answers (in the decision's pipeline, or alone when the code is refused before that). The event
+        scene names the occasion and the entrance (docs/code-format.md 7.1)."""
         if f"verify:{scene}" not in scanner.scopes:
             await _settle_alone(scanner)
             raise forbidden(f"scene: this verifier is not allowed the {scene} scene")
+        event = None
+        if scene == EVENT_SCENE:
+            if occasion_id is None or not entrance:
+                await _settle_alone(scanner)
+                field = "occasion_id" if occasion_id is None else "entrance"
+                raise invalid_field(
+                    field, "the event scene names the occasion (session or slot) and the entrance"
+                )
+            event = EventAsk(occasion_id, entrance)
         try:
             code = decode(text)
         except UnsupportedVersion:
@@ -274,6 +320,8 @@ class VerificationService:
             await _settle_alone(scanner)
             return VerifyAnswer(allowed=False, reason="malformed", scene=scene)
         now = time.time()
+        if isinstance(code, TicketCode):
+            return await self._printed_ticket(scanner, code, scene, now, event)
         # The platform's own holder id, sealed in the code (docs/code-format.md 4.4): the signature checked below
         # covers the sealed bytes, so the id is as genuine as the code.
         subject = open_holder(self._seal_key, code.nonce, code.holder)
@@ -299,11 +347,36 @@ class VerificationService:
             # The breaker is asked once per round trip: while it is open, it lets one probe through.
             online = by_record or self._health.allow()
             try:
-                answer = await self._decide(scanner, code, subject, scene, code_type, now, online, by_record)
+                answer = await self._decide(
+                    scanner, code, subject, scene, code_type, now, online, by_record, event
+                )
             except _NotGenuine as refused:
                 return VerifyAnswer(allowed=False, reason=refused.reason, scene=scene, code_type=code_type)
         self._record(scanner, subject, scene, answer, code.replay_id)
         return answer
+
+    async def _printed_ticket(
+        self, scanner: Scanner, code: TicketCode, scene: str, now: float, event: EventAsk | None
+    ) -> VerifyAnswer:
+        """A printed ticket (type 4): genuine and in date, then admitted through its provider by its ticket id in
+        the event scene only. It names no holder, so no scan record is kept here (the provider records the
+        admission)."""
+        problem = await self._check(code, now)
+        await _settle_alone(scanner)
+        if problem:
+            return VerifyAnswer(allowed=False, reason=problem, scene=scene, code_type="ticket")
+        if event is None:
+            return VerifyAnswer(allowed=False, reason="wrong-code-type", scene=scene, code_type="ticket")
+        if uuid.UUID(bytes=code.occasion_id) != event.occasion_id:
+            return VerifyAnswer(allowed=False, reason="no-ticket", scene=scene, code_type="ticket")
+        admission = await self._admissions.admit(
+            event.occasion_id,
+            event.entrance,
+            scanner.organisation_id,
+            dt.datetime.fromtimestamp(now, dt.UTC),
+            ticket_id=uuid.UUID(bytes=code.ticket_id),
+        )
+        return _admission_answer(admission, "ticket")
 
     async def verify_code(self, conn: Connection, text: str, scene: str, at: float) -> VerifiedCode:
         """The public seam for paths that hold a scanned code's text (uploaded taps): steps 1-5 of
@@ -319,7 +392,7 @@ class VerificationService:
         """`verify_code` for each (text, at), in order: the signatures and times in process, then the holders of
         every genuine code in one statement (a gate's upload of 5000 taps made 5000 round trips)."""
         checked = [await self._verified_alone(conn, text, scene, at) for text, at in scanned]
-        subjects = list({c.subject for c in checked if c.valid})
+        subjects = list({c.subject for c in checked if c.valid and c.subject})
         holders = await self._subjects.get_many(conn, subjects) if subjects else {}
         found = []
         for verified in checked:
@@ -345,12 +418,23 @@ class VerificationService:
         problem = await self._check(code, at, platform_key=platform_key)
         if problem:
             return VerifiedCode(valid=False, reason=problem, code_type=code_type)
+        if isinstance(code, TicketCode):  # no holder, no flags: a ticket of one occasion, for its gates only
+            return VerifiedCode(
+                valid=True,
+                reason="ok" if scene == EVENT_SCENE else "no-entitlement",
+                code_type=code_type,
+                replay_id=code.ticket_id,
+                ticket_id=uuid.UUID(bytes=code.ticket_id),
+                occasion_id=uuid.UUID(bytes=code.occasion_id),
+            )
         subject = open_holder(self._seal_key, code.nonce, code.holder)
         # An epoch retired since `at` still reads what was issued with it (as platform_key above).
         epoch = await self._scene_keys.epoch_of_proof(conn, code.epoch)
         flags = clear_flags(code, epoch.keys).to_byte() if epoch is not None else 0
         reason = "ok"
-        if scene not in SCENE_BITS or (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
+        if scene == EVENT_SCENE:  # reads no flag bit: the ticket is the provider's to find
+            reason = "no-entitlement" if code.type == TYPE_ENTERPRISE else "ok"
+        elif scene not in SCENE_BITS or (scene == "enterprise") != (code.type == TYPE_ENTERPRISE):
             reason = "no-entitlement"
         elif epoch is None:
             reason = "no-scene-key"
@@ -368,7 +452,7 @@ class VerificationService:
 
     async def _check(
         self,
-        code: ServerCode | DeviceCode,
+        code: ServerCode | DeviceCode | TicketCode,
         now: float,
         device_key: ec.EllipticCurvePublicKey | None = None,
         platform_key: ec.EllipticCurvePublicKey | None = None,
@@ -383,6 +467,12 @@ class VerificationService:
         key = platform_key or await self._keys.public_key(code.kid)
         if key is None:
             return "unknown-key"
+        if isinstance(code, TicketCode):
+            if not self._keys.signed(code.kid, key, code.signature, code.signed):
+                return "bad-signature"
+            if now < code.not_before - self._skew:
+                return "not-yet-valid"
+            return "expired" if now > code.not_after + self._skew else ""
         if isinstance(code, ServerCode):
             if not 1 <= code.lifetime <= MAX_SERVER_LIFETIME or not self._keys.signed(
                 code.kid, key, code.signature, code.signed
@@ -454,6 +544,7 @@ class VerificationService:
         now: float,
         online: bool,
         by_record: bool,
+        event: EventAsk | None = None,
     ) -> VerifyAnswer:
         """One Redis round trip: the caller's checks, the holder's live facts, the deny marks, the single-use
         claim and (`by_record`) the credential's record. Without Redis: the code and the deny list in PostgreSQL,
@@ -484,7 +575,7 @@ class VerificationService:
             else:
                 self._health.succeeded()
                 return await self._decide_online(
-                    scanner, code, subject, scene, code_type, results, settled, now, by_record
+                    scanner, code, subject, scene, code_type, results, settled, now, by_record, event
                 )
         await _settle_alone(scanner)  # the nonce held in PostgreSQL while Redis is unavailable
         if by_record:
@@ -492,6 +583,8 @@ class VerificationService:
             if problem:
                 raise _NotGenuine(problem)
         denied = await self._denied_in_database(code, subject, scene)
+        if event is not None:
+            return await self._event_degraded(scanner, subject, code_type, denied, event, now)
         epoch = await self._scene_keys.epoch(code.epoch)
         flags = clear_flags(code, epoch.keys) if epoch is not None else FLAGS[0]
         return await self._decide_degraded(scanner, code, subject, scene, code_type, denied, flags)
@@ -533,6 +626,7 @@ class VerificationService:
         settled: int,
         now: float,
         by_record: bool,
+        event: EventAsk | None = None,
     ) -> VerifyAnswer:
         # Read before any await: the hand-back of the outage's claims to Redis may finish meanwhile, and this
         # batch's claim, made first, would then stand alone.
@@ -572,6 +666,8 @@ class VerificationService:
             return deny("replayed")
         elif not meets_scene_level(facts, scene):
             answer = deny("no-entitlement")  # below the scene's minimum level (SCENE_MIN_LEVEL)
+        elif event is not None:
+            answer = await self._admit_holder(scanner, facts, code_type, event, now)
         else:
             answer = await self._scene_answer(scanner, subject, facts, scene, code_type)
         if claimed and not answer.allowed:
@@ -579,6 +675,56 @@ class VerificationService:
             # refused for a debt they then pay can show the same code again.
             await self._redis.delete(_used_key(code.code_id))
         return answer
+
+    async def _admit_holder(
+        self, scanner: Scanner, facts: SubjectFacts, code_type: str, event: EventAsk, now: float
+    ) -> VerifyAnswer:
+        """The event scene: the holder (a resident at the scene's level, live) is admitted by the provider that
+        knows the occasion, which records it once per ticket in its own transaction."""
+        admission = await self._admissions.admit(
+            event.occasion_id,
+            event.entrance,
+            scanner.organisation_id,
+            dt.datetime.fromtimestamp(now, dt.UTC),
+            resident_id=uuid.UUID(facts.ref),
+        )
+        return _admission_answer(admission, code_type)
+
+    async def _event_degraded(
+        self,
+        scanner: Scanner,
+        subject: bytes,
+        code_type: str,
+        denied: set[str] | None,
+        event: EventAsk,
+        now: float,
+    ) -> VerifyAnswer:
+        """The event scene while Redis is unavailable: the deny list and the holder from PostgreSQL, then the
+        provider, which needs PostgreSQL anyway (tickets live there, not in the code)."""
+        DEGRADED_VERIFICATIONS.labels(EVENT_SCENE).inc()
+        refusal = _deny_reason(denied or set(), EVENT_SCENE)
+        if refusal:
+            return VerifyAnswer(
+                allowed=False, reason=refusal, scene=EVENT_SCENE, code_type=code_type, degraded=True
+            )
+        async with self._pool.acquire() as conn:
+            holder = await self._facts_rows.of_subject(conn, subject)
+        if holder is None or holder.kind != "resident" or not holder.active:
+            return VerifyAnswer(
+                allowed=False, reason="denied-account", scene=EVENT_SCENE, code_type=code_type, degraded=True
+            )
+        if (holder.level or 0) < SCENE_MIN_LEVEL[EVENT_SCENE]:
+            return VerifyAnswer(
+                allowed=False, reason="no-entitlement", scene=EVENT_SCENE, code_type=code_type, degraded=True
+            )
+        admission = await self._admissions.admit(
+            event.occasion_id,
+            event.entrance,
+            scanner.organisation_id,
+            dt.datetime.fromtimestamp(now, dt.UTC),
+            resident_id=holder.ref,
+        )
+        return _admission_answer(admission, code_type, degraded=True)
 
     async def _claim_degraded(self, code_id: bytes) -> bool:
         """Single use while Redis is unavailable: claimed in PostgreSQL, so one process's acceptance holds for all
@@ -758,6 +904,26 @@ class VerificationService:
                 answer.reason,
                 verification_id,
                 replay_id,  # where the code was shown: a tap of it elsewhere is checked against this
+            )
+        )
+
+    def record_event_scan(
+        self, scanner: Scanner, subject: bytes, at: dt.datetime, allowed: bool, reason: str, replay_id: bytes
+    ) -> None:
+        """An admission a gate made offline and uploaded (code_service.entry): recorded at its scan time, so the
+        holder sees it in their scan history like an online scan."""
+        self._recorder.record(
+            (
+                at,
+                subject,
+                scanner.organisation_id,
+                scanner.organisation_name,
+                scanner.key_id,
+                EVENT_SCENE,
+                "allowed" if allowed else "denied",
+                reason,
+                None,
+                replay_id,
             )
         )
 

@@ -28,6 +28,16 @@ Device code (type 3): a platform-signed credential binding a fresh phone key, pl
     131 4  shown_at    unix seconds, the phone's clock when it made this code
     135 2  counter     increases with every code the phone makes under this credential
     137 64 device_sig  device signature over bytes 0..136
+
+Printed ticket code (type 4): a ticket of one occasion on paper, for an attendee without a phone, signed by the
+platform and valid until the occasion ends; it reads no flag bits and is accepted in the `event` scene only:
+    0   1  header      0x24
+    1   4  kid
+    5   16 occasion_id the session or booked slot (uuid)
+    21  16 ticket_id   the ticket (uuid): what the gate admits once
+    37  4  not_before  unix seconds (when it was issued)
+    41  4  not_after   unix seconds (when the occasion ends)
+    45  64 signature   platform signature over bytes 0..44
 """
 
 from __future__ import annotations
@@ -54,9 +64,13 @@ VERSION = 2
 # Any "TZ<digits>:" text that is not ours is another version of this format: a verifier says so
 # (unsupported-version) instead of calling it garbage, so the gate can tell the holder to update or refresh.
 _ANY_VERSION = re.compile(r"TZ[0-9]+:")
-TYPE_PERSONAL, TYPE_ENTERPRISE, TYPE_DEVICE = 1, 2, 3
+TYPE_PERSONAL, TYPE_ENTERPRISE, TYPE_DEVICE, TYPE_TICKET = 1, 2, 3, 4
 SERVER_CODE_LEN = 96
 DEVICE_CODE_LEN = 201
+TICKET_CODE_LEN = 109
+TICKET_SIGNED_LEN = 45
+# A printed ticket lives from its printing until its occasion ends: tickets go on sale months ahead, never a year.
+MAX_TICKET_LIFETIME = 400 * 86400
 CREDENTIAL_LEN = 131
 SERVER_SIGNED_LEN = 32
 CREDENTIAL_SIGNED_LEN = 67
@@ -69,6 +83,8 @@ _DEVICE_TAIL = struct.Struct(">IH")  # 6 bytes
 # Whole payloads in one call: the signed fields as above, then the signatures as r and s (32 bytes each).
 SERVER_FIELDS = struct.Struct(">B4s4s8s8sIHB32s32s")  # 96 bytes
 DEVICE_FIELDS = struct.Struct(">B4s4s8s8sIIB33s32s32sIH32s32s")  # 201 bytes
+TICKET_FIELDS = struct.Struct(">B4s16s16sII32s32s")  # 109 bytes
+_TICKET = struct.Struct(">B4s16s16sII")  # 45 bytes signed
 ES256 = ec.ECDSA(hashes.SHA256())  # ECDSA P-256 with SHA-256; the curve comes with the key
 # Signing takes its nonce from the key and the message (RFC 6979): the same bytes signed with the same key give the
 # same signature, so the platform can check its own signatures by signing again (signs_again), a third of the
@@ -83,6 +99,10 @@ SCENES = ("transit", "health", "medical", "enterprise")
 SCENE_BITS: dict[str, int] = {"transit": 0x04, "health": 0x03, "medical": 0x08, "enterprise": 0x30}
 SCENE_KEY_LEN = 32
 EPOCH_LEN = 4
+# The scene of entry to an occasion (a ticketed session, a booked slot): it reads no flag bit and needs no scene key;
+# the entitlement is a ticket, which the platform asks of the domains that sell entry (online) or a gate finds in
+# its attendee list (offline). Deliberately not in SCENES or SCENE_BITS: masks and epochs are unchanged by it.
+EVENT_SCENE = "event"
 
 
 class Health(IntEnum):
@@ -206,6 +226,26 @@ class DeviceCode:
         return self.credential_id + struct.pack(">IH", self.shown_at, self.counter)
 
     replay_id = code_id
+
+
+@dataclass(frozen=True, slots=True)
+class TicketCode:
+    """A printed ticket: one ticket of one occasion, no holder and no flags."""
+
+    kid: bytes
+    occasion_id: bytes  # 16 bytes of a uuid
+    ticket_id: bytes  # 16 bytes of a uuid
+    not_before: int
+    not_after: int
+    signed: bytes  # bytes 0..44
+    signature: bytes
+
+    type: int = TYPE_TICKET
+
+    @property
+    def replay_id(self) -> bytes:
+        """Admitted once per ticket: the ticket is the replay id."""
+        return self.ticket_id
 
 
 class FormatError(ValueError):
@@ -353,13 +393,37 @@ def encode_device_code(
     return PREFIX + b45encode(signed + sign_raw(device_private_key, signed))
 
 
+def encode_ticket_code(
+    private_key: ec.EllipticCurvePrivateKey,
+    kid: bytes,
+    occasion_id: bytes,
+    ticket_id: bytes,
+    not_before: int,
+    not_after: int,
+) -> str:
+    """The platform's printed ticket (type 4): `occasion_id` and `ticket_id` are the 16 bytes of their uuids."""
+    if (
+        len(occasion_id) != 16
+        or len(ticket_id) != 16
+        or not 0 < not_after - not_before <= MAX_TICKET_LIFETIME
+    ):
+        raise ValueError("bad ticket code parameters")
+    signed = _TICKET.pack((VERSION << 4) | TYPE_TICKET, kid, occasion_id, ticket_id, not_before, not_after)
+    return PREFIX + b45encode(signed + sign_raw(private_key, signed))
+
+
 # -- decoding (every verifier) --------------------------------------------------------------------------------
 
 
-def decode(text: str) -> ServerCode | DeviceCode:
+def decode(text: str) -> ServerCode | DeviceCode | TicketCode:
     """Parses without checking signatures or times; raises FormatError (UnsupportedVersion for another version's
     text) for anything malformed."""
     payload, fields = decode_fields(text)
+    if len(payload) == TICKET_CODE_LEN:
+        _, kid, occasion_id, ticket_id, not_before, not_after, r, s = fields
+        return TicketCode(
+            kid, occasion_id, ticket_id, not_before, not_after, payload[:TICKET_SIGNED_LEN], r + s
+        )
     if len(payload) == SERVER_CODE_LEN:
         header, kid, epoch, code_id, holder, issued_at, lifetime, flags, r, s = fields
         return ServerCode(
@@ -396,9 +460,10 @@ def decode(text: str) -> ServerCode | DeviceCode:
 
 def decode_fields(text: str) -> tuple[bytes, tuple[Any, ...]]:
     """Step 1 of docs/code-format.md section 6 but for the device point (which needs a curve operation): the
-    payload, and its fields as SERVER_FIELDS or DEVICE_FIELDS unpack them (the payload's length tells which; the
-    masked flags byte is 0-63). Raises UnsupportedVersion for another version's text and FormatError for anything
-    else malformed. This is what `decode` builds its objects from, and what the offline verifier reads directly."""
+    payload, and its fields as SERVER_FIELDS, DEVICE_FIELDS or TICKET_FIELDS unpack them (the payload's length
+    tells which; the masked flags byte is 0-63). Raises UnsupportedVersion for another version's text and
+    FormatError for anything else malformed. This is what `decode` builds its objects from, and what the offline
+    verifier reads directly."""
     if not text.startswith(PREFIX):
         if _ANY_VERSION.match(text):
             raise UnsupportedVersion("a Taizhou Tong code of another version")
@@ -427,6 +492,13 @@ def decode_fields(text: str) -> tuple[bytes, tuple[Any, ...]]:
         if not 0 < fields[6] - fields[5] <= MAX_CREDENTIAL_LIFETIME:
             raise FormatError("credential window out of range")
         flags = fields[7]
+    elif code_type == TYPE_TICKET:
+        if len(payload) != TICKET_CODE_LEN:
+            raise FormatError("ticket code has the wrong length")
+        fields = TICKET_FIELDS.unpack(payload)
+        if not 0 < fields[5] - fields[4] <= MAX_TICKET_LIFETIME:
+            raise FormatError("ticket window out of range")
+        return payload, fields  # no flags byte
     else:
         raise FormatError("unknown code type")
     if flags & 0xC0:

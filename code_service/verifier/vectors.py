@@ -17,13 +17,14 @@ import hashlib
 import json
 import struct
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from code_service.verifier.base45 import b45encode
+from code_service.verifier.base45 import b45decode, b45encode
 from code_service.verifier.format import (
     DEVICE_CODE_LEN,
     PREFIX,
@@ -33,18 +34,21 @@ from code_service.verifier.format import (
     TYPE_DEVICE,
     TYPE_ENTERPRISE,
     TYPE_PERSONAL,
+    TYPE_TICKET,
     VERSION,
     DeviceCode,
     Flags,
     Health,
     ServerCode,
     Standing,
+    TicketCode,
     clear_flags,
     compressed_point,
     decode,
     encode_credential,
     encode_device_code,
     encode_server_code,
+    encode_ticket_code,
     full_mask,
     kid_for,
     scene_mask,
@@ -58,6 +62,10 @@ DEVICE_WINDOW = 30
 # Reasons a genuine, in-date code can get (`valid` true); only "ok" lets the holder through.
 GENUINE = (
     "ok",
+    "online-only",
+    "no-ticket",
+    "wrong-entrance",
+    "already-admitted",
     "no-entitlement",
     "no-scene-key",
     "replayed",
@@ -109,6 +117,82 @@ def scene_keys_document() -> dict[str, Any]:
             for label in EPOCHS
         ],
     }
+
+
+# The event scene's fixtures: one occasion, its tickets, the device credentials its attendee list names.
+EVENT_OCCASION = uuid.UUID(bytes=hashlib.sha256(b"tzt-test-occasion-1").digest()[:16])
+EVENT_TICKETS = {
+    label: uuid.UUID(bytes=hashlib.sha256(f"tzt-test-ticket:{label}".encode()).digest()[:16])
+    for label in ("ticket-1", "ticket-2", "printed-1", "printed-2")
+}
+
+
+def _event_credentials() -> dict[str, bytes]:
+    return {
+        label: ident(label) for label in ("credential-event-1", "credential-event-2", "credential-event-3")
+    }
+
+
+def attendee_list_document() -> dict[str, Any]:
+    """The verified payload of the event cases' attendee list (docs/code-format.md 7.1)."""
+    cred = _event_credentials()
+    return {
+        "occasion": str(EVENT_OCCASION),
+        "issued_at": NOW - 300,
+        "refresh_within": 300,
+        "tickets": [
+            {
+                "ticket": str(EVENT_TICKETS["ticket-1"]),
+                "entrances": ["东门", "北门"],
+                "section": "A区",
+                "seat": "3排12座",
+                "credentials": [cred["credential-event-1"].hex(), cred["credential-event-3"].hex()],
+            },
+            {
+                "ticket": str(EVENT_TICKETS["ticket-2"]),
+                "entrances": [],
+                "section": "B区",
+                "seat": "1排1座",
+                "credentials": [cred["credential-event-2"].hex()],
+            },
+            {
+                "ticket": str(EVENT_TICKETS["printed-1"]),
+                "entrances": ["南门"],
+                "section": "C区",
+                "seat": "5排8座",
+                "credentials": [],
+            },
+        ],
+    }
+
+
+def attendee_list_jws(key: ec.EllipticCurvePrivateKey) -> str:
+    """attendee_list_document() signed as GET /api/v1/gates/attendees signs it."""
+    header = _b64url(
+        json.dumps(
+            {"alg": "ES256", "kid": kid_for(key.public_key()).hex(), "typ": "tzt-attendees+json"}
+        ).encode()
+    )
+    payload = _b64url(
+        json.dumps(attendee_list_document(), separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    return f"{header}.{payload}." + _b64url(sign_raw(key, f"{header}.{payload}".encode()))
+
+
+def _ticket_payload(
+    key: ec.EllipticCurvePrivateKey, ticket: uuid.UUID, not_before: int, not_after: int
+) -> bytes:
+    """A printed ticket packed by hand (its window unchecked), signed."""
+    signed = struct.pack(
+        ">B4s16s16sII",
+        (VERSION << 4) | TYPE_TICKET,
+        kid_for(key.public_key()),
+        EVENT_OCCASION.bytes,
+        ticket.bytes,
+        not_before,
+        not_after,
+    )
+    return signed + sign_raw(key, signed)
 
 
 def derive_key(seed: bytes) -> ec.EllipticCurvePrivateKey:
@@ -251,6 +335,15 @@ def describe(code: str) -> dict[str, Any]:
     the code's epoch (`masks`), and the whole byte in the clear (`clear`), which only the platform (holding every
     scene key) ever sees."""
     parsed = decode(code)
+    if isinstance(parsed, TicketCode):
+        return {
+            "type": parsed.type,
+            "kid": parsed.kid.hex(),
+            "occasion_id": str(uuid.UUID(bytes=parsed.occasion_id)),
+            "ticket_id": str(uuid.UUID(bytes=parsed.ticket_id)),
+            "not_before": parsed.not_before,
+            "not_after": parsed.not_after,
+        }
     label = _epoch_label(parsed.epoch)
     flags: dict[str, Any] = {"masked": parsed.masked_flags}
     if label is not None:
@@ -289,7 +382,7 @@ def describe(code: str) -> dict[str, Any]:
 # -- the cases ----------------------------------------------------------------------------------------------
 
 
-def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def build_all() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     keys = {name: derive_key(seed) for name, seed in KEY_SEEDS.items()}
     p1, p2, rogue, d1, d2 = (
         keys[n] for n in ("platform-1", "platform-2", "untrusted-1", "device-1", "device-2")
@@ -319,9 +412,13 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "scene_key_derivation": "key = SHA-256('tzt-test-scene-key:' scene ':' epoch label); epoch id = "
         "SHA-256('tzt-test-epoch:' epoch label)[0:4]",
         "platform_seal_key": _b64url(SEAL_KEY),
+        "attendee_list_jws": attendee_list_jws(p1),
     }
 
     cases: list[dict[str, Any]] = []
+    # The attendee list every event case's gate holds (the verified payload of GET /api/v1/gates/attendees; its
+    # signed form is keys.json's `attendee_list_jws`).
+    attendee_list = attendee_list_document()
 
     def case(
         name: str,
@@ -334,10 +431,18 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         now: int = NOW,
         deny: dict[str, Sequence[bytes]] | None = None,
         without_scene_keys: bool = False,
+        entrance: str | None = None,
+        admitted: Sequence[uuid.UUID] = (),
+        admission: dict[str, str] | None = None,
     ) -> None:
         entry: dict[str, Any] = {"name": name, "code": code, "now": now, "skew": SKEW}
         if scene is not None:
             entry["scene"] = scene
+        if entrance is not None:
+            entry["entrance"] = entrance
+            entry["attendees"] = attendee_list
+        if admitted:
+            entry["admitted"] = [str(t) for t in admitted]
         if seen:
             entry["seen"] = [s.hex() for s in seen]
         if deny:
@@ -346,11 +451,13 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             entry["without_scene_keys"] = True
         valid = reason in GENUINE
         entry["expected"] = {"valid": valid, "reason": reason}
+        if admission is not None:
+            entry["expected"]["admission"] = admission
         entry["notes"] = notes
         if valid:
             entry["decoded"] = describe(code)
             if scene in SCENE_BITS and reason in ("ok", "replayed", "no-entitlement"):
-                clear = entry["decoded"]["flags"].get("clear")
+                clear = entry["decoded"].get("flags", {}).get("clear")
                 if clear is not None:
                     entry["decoded"]["scene_bits"] = clear["byte"] & SCENE_BITS[scene]
         cases.append(entry)
@@ -1124,18 +1231,266 @@ def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         seen=[c1],
     )
 
+    # the event scene (7.1): no flag bit, no scene key; the ticket comes from the gate's attendee list. These and
+    # the printed tickets go to event-vectors.json (a verifier without the event scene passes vectors.json alone).
+    event_start = len(cases)
+    ticket_1, ticket_2, printed_1, printed_2 = (
+        EVENT_TICKETS[n] for n in ("ticket-1", "ticket-2", "printed-1", "printed-2")
+    )
+    EVENT_CREDENTIALS = _event_credentials()
+    listed_device = device(credential_bytes=cred(cid=EVENT_CREDENTIALS["credential-event-1"]))
+    any_door_device = device(credential_bytes=cred(cid=EVENT_CREDENTIALS["credential-event-2"]))
+    seat_1 = {"ticket": str(ticket_1), "section": "A区", "seat": "3排12座"}
+    seat_2 = {"ticket": str(ticket_2), "section": "B区", "seat": "1排1座"}
+    case(
+        "event-device-ok",
+        listed_device,
+        "ok",
+        "The credential is listed for ticket-1 (entrances 东门, 北门): admitted; the gate shows section and seat.",
+        scene="event",
+        entrance="东门",
+        admission=seat_1,
+    )
+    case(
+        "event-device-already-admitted",
+        listed_device,
+        "already-admitted",
+        "ticket-1 was admitted at this gate before: once per ticket, whichever code shows it.",
+        scene="event",
+        entrance="北门",
+        admitted=[ticket_1],
+        admission=seat_1,
+    )
+    case(
+        "event-device-wrong-entrance",
+        listed_device,
+        "wrong-entrance",
+        "ticket-1 admits at 东门 and 北门, not 西门.",
+        scene="event",
+        entrance="西门",
+        admission=seat_1,
+    )
+    case(
+        "event-device-any-entrance",
+        any_door_device,
+        "ok",
+        "ticket-2 lists no entrances: any entrance admits.",
+        scene="event",
+        entrance="西门",
+        admission=seat_2,
+    )
+    case(
+        "event-device-not-listed",
+        valid_device,
+        "no-ticket",
+        "A genuine device code whose credential the list does not name.",
+        scene="event",
+        entrance="东门",
+    )
+    case(
+        "event-device-no-flags-needed",
+        device(credential_bytes=cred(flags=Flags(), cid=EVENT_CREDENTIALS["credential-event-1"])),
+        "ok",
+        "The credential carries no entitlement at all: the event scene reads no flag bit.",
+        scene="event",
+        entrance="东门",
+        admission=seat_1,
+    )
+    case(
+        "event-device-without-scene-keys",
+        listed_device,
+        "ok",
+        "The event scene has no scene key: a gate holding none admits as well.",
+        scene="event",
+        entrance="东门",
+        without_scene_keys=True,
+        admission=seat_1,
+    )
+    case(
+        "event-device-denied",
+        listed_device,
+        "denied-credential",
+        "The deny list (step 6) comes first: a lost phone's credential is refused even when listed.",
+        scene="event",
+        entrance="东门",
+        deny={"credential": [EVENT_CREDENTIALS["credential-event-1"]]},
+    )
+    case(
+        "event-server-online-only",
+        valid_server,
+        "online-only",
+        "A server code's holder is sealed: no list entry can match it. The gate asks online, or the attendee "
+        "shows their device code.",
+        scene="event",
+        entrance="东门",
+    )
+    case(
+        "event-enterprise",
+        server(code_type=TYPE_ENTERPRISE, subject=e1, flags=firm, code_id=ident("code-26")),
+        "no-entitlement",
+        "An enterprise code holds no ticket.",
+        scene="event",
+        entrance="东门",
+    )
+
+    def printed(
+        ticket: uuid.UUID = printed_1,
+        occasion: uuid.UUID = EVENT_OCCASION,
+        not_before: int = NOW - 86_400,
+        not_after: int = NOW + 7_200,
+        key: Any = p1,
+    ) -> str:
+        return encode_ticket_code(
+            key, kid_for(key.public_key()), occasion.bytes, ticket.bytes, not_before, not_after
+        )
+
+    printed_seat = {"ticket": str(printed_1), "section": "C区", "seat": "5排8座"}
+    case(
+        "printed-valid",
+        printed(),
+        "ok",
+        "A printed ticket (type 4, 109 bytes) without a scene: genuine and in date.",
+    )
+    case(
+        "event-printed-ok",
+        printed(),
+        "ok",
+        "A printed ticket of the gate's occasion, listed: admitted.",
+        scene="event",
+        entrance="南门",
+        admission=printed_seat,
+    )
+    case(
+        "event-printed-already-admitted",
+        printed(),
+        "already-admitted",
+        "The same paper twice (or a photocopy): once per ticket.",
+        scene="event",
+        entrance="南门",
+        admitted=[printed_1],
+        admission=printed_seat,
+    )
+    case(
+        "event-printed-wrong-entrance",
+        printed(),
+        "wrong-entrance",
+        "printed-1 admits at 南门 only.",
+        scene="event",
+        entrance="东门",
+        admission=printed_seat,
+    )
+    case(
+        "event-printed-not-listed",
+        printed(ticket=printed_2),
+        "no-ticket",
+        "A genuine printed ticket the list no longer names (returned, refunded): refused.",
+        scene="event",
+        entrance="南门",
+    )
+    case(
+        "event-printed-other-occasion",
+        printed(occasion=uuid.UUID(int=EVENT_OCCASION.int ^ 1)),
+        "no-ticket",
+        "A printed ticket of another occasion, though its ticket id is listed here.",
+        scene="event",
+        entrance="南门",
+    )
+    case(
+        "event-printed-end-boundary",
+        printed(not_after=NOW - 5),
+        "ok",
+        "not_after + skew = now: the end is inclusive.",
+        scene="event",
+        entrance="南门",
+        admission=printed_seat,
+    )
+    case(
+        "event-printed-expired",
+        printed(not_after=NOW - 6),
+        "expired",
+        "The occasion ended (not_after + skew < now).",
+        scene="event",
+        entrance="南门",
+    )
+    case(
+        "event-printed-not-yet-valid",
+        printed(not_before=NOW + 6),
+        "not-yet-valid",
+        "not_before - skew > now.",
+        scene="event",
+        entrance="南门",
+    )
+    valid_printed = printed()[len(PREFIX) :]
+    printed_payload = b45decode(valid_printed)
+    case(
+        "event-printed-tampered-ticket",
+        text(flip(printed_payload, 30)),
+        "bad-signature",
+        "A bit of the ticket id flipped: the platform signature covers bytes 0..44.",
+        scene="event",
+        entrance="南门",
+    )
+    case(
+        "event-printed-unknown-key",
+        printed(key=rogue),
+        "unknown-key",
+        "Signed by untrusted-1.",
+        scene="event",
+        entrance="南门",
+    )
+    case(
+        "printed-transit",
+        printed(),
+        "no-entitlement",
+        "Only the event scene accepts a printed ticket.",
+        scene="transit",
+    )
+    case(
+        "printed-window-inverted",
+        text(_ticket_payload(p1, printed_1, NOW + 10, NOW - 10)),
+        "malformed",
+        "not_after before not_before (signed).",
+    )
+    case(
+        "printed-window-too-long",
+        text(_ticket_payload(p1, printed_1, NOW - 86_400, NOW - 86_400 + 400 * 86_400 + 1)),
+        "malformed",
+        "A window longer than 400 days (signed).",
+    )
+    case("printed-short", text(printed_payload[:-1]), "malformed", "108 bytes.")
+    case(
+        "printed-header-server-length",
+        text(b"\x24" + valid_payload[1:]),
+        "malformed",
+        "Header 0x24 (printed ticket) on a 96-byte payload.",
+    )
+
+    return keys_doc, cases[:event_start], cases[event_start:]
+
+
+def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """keys.json and vectors.json (the cases every verifier passes)."""
+    keys_doc, cases, _ = build_all()
     return keys_doc, cases
 
 
+def build_event() -> list[dict[str, Any]]:
+    """event-vectors.json: the event scene and printed tickets (docs/code-format.md 4.5, 7.1)."""
+    return build_all()[2]
+
+
 def write(directory: Path) -> tuple[Path, Path]:
-    keys_doc, cases = build()
-    names = [c["name"] for c in cases]
+    keys_doc, cases, event_cases = build_all()
+    names = [c["name"] for c in (*cases, *event_cases)]
     if len(names) != len(set(names)):
         raise RuntimeError("duplicate case names")
     directory.mkdir(parents=True, exist_ok=True)
     keys_path, vectors_path = directory / "keys.json", directory / "vectors.json"
     keys_path.write_text(json.dumps(keys_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     vectors_path.write_text(json.dumps(cases, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (directory / "event-vectors.json").write_text(
+        json.dumps(event_cases, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return keys_path, vectors_path
 
 

@@ -223,7 +223,8 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
     count = spec["count"] if kind == "verify-device" else spec.get("count", len(codes))
     requests = []
     for i in range(count):
-        body = json.dumps({"code": codes[i % len(codes)], "scene": spec["scene"]}).encode()
+        fields = {"code": codes[i % len(codes)], "scene": spec["scene"], **spec.get("extra", {})}
+        body = json.dumps(fields).encode()
         headers = sign_request(spec["key_id"], spec["secret"], "POST", VERIFY_PATH, body)
         headers["Content-Type"] = "application/json"
         requests.append(_request("POST", VERIFY_PATH, host, headers, body))

@@ -106,12 +106,14 @@ async def device_wallets(base: str, residents: Sequence[Resident]) -> list[tuple
     return out
 
 
-def sample_answer(base: str, creds: dict[str, str], code: str, scene: str) -> tuple[int, str]:
+def sample_answer(
+    base: str, creds: dict[str, str], code: str, scene: str, extra: dict[str, str] | None = None
+) -> tuple[int, str]:
     import httpx
 
     from app_backend.organisations.signing import sign_request
 
-    body = json.dumps({"code": code, "scene": scene}).encode()
+    body = json.dumps({"code": code, "scene": scene, **(extra or {})}).encode()
     headers = sign_request(creds["key_id"], creds["secret"], "POST", VERIFY_PATH, body)
     answer = httpx.post(
         base + VERIFY_PATH, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=10

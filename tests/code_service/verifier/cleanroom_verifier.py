@@ -11,7 +11,9 @@ What a gate needs, and this file has:
 - ``apply_deny_document(deny, held_version, jws, keys)``: one signed deny-list document applied (8.1);
 - ``ReplayStore`` (or any set): accepted replay ids (section 7);
 - ``verify(text, now, keys, ...)``: the verdict of section 6, checks in the document's order;
-- ``verify_case`` and ``check_vectors``: the test vectors run as section 12 says, ``decoded`` fields included.
+- ``verify_case`` and ``check_vectors``: the test vectors run as section 12 says, ``decoded`` fields included;
+- ``load_attendee_document`` and ``Attendees``: a venue gate's attendee list (7.1), and ``check_event_vectors``
+  for ``event-vectors.json`` (the event scene and printed tickets, 4.5).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
-TYPE_PERSONAL, TYPE_ENTERPRISE, TYPE_DEVICE = 1, 2, 3
-PAYLOAD_LENGTH = {TYPE_PERSONAL: 96, TYPE_ENTERPRISE: 96, TYPE_DEVICE: 201}
+TYPE_PERSONAL, TYPE_ENTERPRISE, TYPE_DEVICE, TYPE_TICKET = 1, 2, 3, 4
+PAYLOAD_LENGTH = {TYPE_PERSONAL: 96, TYPE_ENTERPRISE: 96, TYPE_DEVICE: 201, TYPE_TICKET: 109}
+MAX_TICKET_SECONDS = 400 * 86400
+EVENT = "event"
 DEVICE_WINDOW = 30
 MAX_CREDENTIAL_SECONDS = 86400
 DEFAULT_SKEW = 5  # the test vectors' tolerance; a gate configures its own (at most 30)
@@ -61,6 +65,10 @@ GENUINE_REASONS = {
     "no-scene-key",
     "no-entitlement",
     "replayed",
+    "online-only",
+    "no-ticket",
+    "wrong-entrance",
+    "already-admitted",
 }
 
 
@@ -94,6 +102,7 @@ class Code:
     device_key: bytes = b""
     shown_at: int = 0
     counter: int = 0
+    occasion: bytes = b""  # a printed ticket's occasion id (16 bytes); its ticket id is in `nonce`
 
     @property
     def credential_id(self) -> bytes:
@@ -105,6 +114,8 @@ class Code:
 
     @property
     def replay_id(self) -> bytes:
+        if self.type == TYPE_TICKET:
+            return self.nonce
         if self.type == TYPE_DEVICE:
             return self.payload[9:17] + self.payload[131:137]
         return self.payload[9:17]
@@ -122,6 +133,7 @@ class Verdict:
     reason: str
     code: Code | None = None
     scene_bits: int | None = None  # the scene's field in the clear, when the scene step read it
+    ticket: dict[str, str] | None = None  # event scene: the ticket, section and seat the gate may show
 
 
 # -- Base45 (3.1) -------------------------------------------------------------------------------------------------
@@ -352,6 +364,78 @@ class ReplayStore:
         self.until[replay_id] = last_valid_second
 
 
+# -- attendee lists (7.1) ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Attendees:
+    """One occasion's list as a gate holds it, and the tickets this gate admitted (once per ticket)."""
+
+    occasion: bytes = b""
+    tickets: dict[bytes, tuple[set[str], str, str]] = field(
+        default_factory=dict
+    )  # id -> entrances, section, seat
+    by_credential: dict[bytes, list[bytes]] = field(default_factory=dict)
+    admitted: set[bytes] = field(default_factory=set)
+
+    def admit(self, code: Code, candidates: list[bytes], entrance: str) -> Verdict:
+        found = [t for t in candidates if t in self.tickets]
+        if not found:
+            return Verdict(True, "no-ticket", code)
+        here = [t for t in found if not self.tickets[t][0] or entrance in self.tickets[t][0]]
+        if not here:
+            return Verdict(True, "wrong-entrance", code, ticket=self.shown(found[0]))
+        fresh = [t for t in here if t not in self.admitted]
+        if not fresh:
+            return Verdict(True, "already-admitted", code, ticket=self.shown(here[0]))
+        self.admitted.add(fresh[0])
+        return Verdict(True, "ok", code, ticket=self.shown(fresh[0]))
+
+    def shown(self, ticket: bytes) -> dict[str, str]:
+        _, section, seat = self.tickets[ticket]
+        hexed = ticket.hex()
+        text = f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+        return {"ticket": text, "section": section, "seat": seat}
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuid_bytes(text: Any) -> bytes:
+    if not isinstance(text, str) or not UUID_TEXT.fullmatch(text):
+        raise ValueError("not a uuid in lower-case hyphenated form")
+    return bytes.fromhex(text.replace("-", ""))
+
+
+def load_attendees(payload: dict[str, Any]) -> Attendees:
+    """The payload of a verified attendee-list document."""
+    held = Attendees(occasion=_uuid_bytes(payload["occasion"]))
+    for entry in payload["tickets"]:
+        ticket = _uuid_bytes(entry["ticket"])
+        held.tickets[ticket] = (
+            set(entry.get("entrances", [])),
+            entry.get("section", ""),
+            entry.get("seat", ""),
+        )
+        for credential in entry.get("credentials", []):
+            held.by_credential.setdefault(bytes.fromhex(credential), []).append(ticket)
+    return held
+
+
+def load_attendee_document(jws: str, keys: dict[str, ec.EllipticCurvePublicKey]) -> Attendees:
+    """One ``jws`` of ``GET /api/v1/gates/attendees``: typ ``tzt-attendees+json``, signed as the deny list is."""
+    parts = jws.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    header = json.loads(b64url_decode(parts[0]))
+    key = keys.get(header.get("kid")) if isinstance(header, dict) else None
+    if header.get("alg") != "ES256" or header.get("typ") != "tzt-attendees+json" or key is None:
+        raise ValueError("header or key")
+    if not verify_signature(key, b64url_decode(parts[2]), f"{parts[0]}.{parts[1]}".encode("ascii")):
+        raise ValueError("signature")
+    return load_attendees(json.loads(b64url_decode(parts[1])))
+
+
 # -- parsing (3, 4; step 1) ---------------------------------------------------------------------------------------
 
 
@@ -369,6 +453,22 @@ def parse(text: str) -> Code:
         raise Malformed("header")
     if len(payload) != PAYLOAD_LENGTH[kind]:
         raise Malformed("length")
+    if kind == TYPE_TICKET:  # 4.5: header, kid, occasion_id, ticket_id, not_before, not_after, signature
+        ticket = Code(
+            payload=payload,
+            type=kind,
+            kid=payload[1:5],
+            epoch=b"",
+            nonce=payload[21:37],
+            holder=b"",
+            flags=0,
+            not_before=int.from_bytes(payload[37:41], "big"),
+            not_after=int.from_bytes(payload[41:45], "big"),
+            occasion=payload[5:21],
+        )
+        if not 0 < ticket.not_after - ticket.not_before <= MAX_TICKET_SECONDS:
+            raise Malformed("ticket window")
+        return ticket
     common: dict[str, Any] = {
         "payload": payload,
         "type": kind,
@@ -420,10 +520,12 @@ def verify(
     scene_keys: dict[bytes, tuple[bytes, int]] | None = None,
     seen: set[bytes] | ReplayStore | None = None,
     deny: dict[str, set[bytes]] | None = None,
+    attendees: Attendees | None = None,
+    entrance: str = "",
 ) -> Verdict:
     """The verdict of section 6 for the scanned ``text`` (never trimmed) at ``now``. ``scene_keys`` are this
     scene's keys (``load_scene_keys``); ``seen`` is the replay store, updated when a once-only scene accepts."""
-    if scene is not None and scene not in SCENE_BITS:
+    if scene is not None and scene not in SCENE_BITS and scene != EVENT:
         raise ValueError(f"unknown scene {scene!r}")
     # 1. parse
     try:
@@ -438,6 +540,22 @@ def verify(
         return Verdict(False, "unknown-key", code)
     # 3. platform signature; 4. device signature
     payload = code.payload
+    if (
+        code.type == TYPE_TICKET
+    ):  # a printed ticket: its signature, its window, then only the event scene (7.1)
+        if not verify_signature(platform_key, payload[45:109], payload[:45]):
+            return Verdict(False, "bad-signature", code)
+        if now < code.not_before - skew:
+            return Verdict(False, "not-yet-valid", code)
+        if now > code.not_after + skew:
+            return Verdict(False, "expired", code)
+        if scene is None:
+            return Verdict(True, "ok", code)
+        if scene != EVENT:
+            return Verdict(True, "no-entitlement", code)
+        if attendees is None or attendees.occasion != code.occasion:
+            return Verdict(True, "no-ticket", code)
+        return attendees.admit(code, [code.nonce], entrance)
     if code.type == TYPE_DEVICE:
         if not verify_signature(platform_key, payload[67:131], payload[:67]):
             return Verdict(False, "bad-signature", code)
@@ -467,7 +585,15 @@ def verify(
             return Verdict(True, "denied-debt", code)
     if scene is None:
         return Verdict(True, "ok", code)
-    # 7. scene
+    # 7. scene; the event scene reads no flag bit and needs no scene key (7.1)
+    if scene == EVENT:
+        if code.type == TYPE_ENTERPRISE:
+            return Verdict(True, "no-entitlement", code)
+        if code.type == TYPE_PERSONAL:
+            return Verdict(True, "online-only", code)
+        if attendees is None:
+            return Verdict(True, "no-ticket", code)
+        return attendees.admit(code, attendees.by_credential.get(code.credential_id, []), entrance)
     if code.type not in SCENE_TYPES[scene]:
         return Verdict(True, "no-entitlement", code, 0)
     held = (scene_keys or {}).get(code.epoch)
@@ -596,6 +722,43 @@ def check_vectors(keys_document: dict[str, Any], vectors: list[dict[str, Any]]) 
     return problems
 
 
+def check_event_vectors(keys_document: dict[str, Any], vectors: list[dict[str, Any]]) -> list[str]:
+    """Every disagreement with ``event-vectors.json``: each case's gate holds the case's ``attendees`` (and has
+    admitted its ``admitted`` tickets) and stands at its ``entrance``."""
+    problems: list[str] = []
+    keys = load_jwks(keys_document["jwks"])
+    scene_document = keys_document["scene_keys"]
+    for case in vectors:
+        attendees = load_attendees(case["attendees"]) if "attendees" in case else None
+        if attendees is not None:
+            attendees.admitted = {_uuid_bytes(t) for t in case.get("admitted", [])}
+        scene = case.get("scene")
+        scene_keys = (
+            load_scene_keys(scene_document, scene)
+            if scene in SCENE_BITS and not case.get("without_scene_keys")
+            else {}
+        )
+        deny = {kind: {bytes.fromhex(i) for i in case.get("deny", {}).get(kind, ())} for kind in DENY_KINDS}
+        verdict = verify(
+            case["code"],
+            case["now"],
+            keys,
+            skew=case["skew"],
+            scene=scene,
+            scene_keys=scene_keys,
+            deny=deny,
+            attendees=attendees,
+            entrance=case.get("entrance", ""),
+        )
+        expected = case["expected"]
+        got: dict[str, Any] = {"valid": verdict.valid, "reason": verdict.reason}
+        if "admission" in expected:
+            got["admission"] = verdict.ticket
+        if got != expected:
+            problems.append(f"{case['name']}: expected {expected}, got {got}")
+    return problems
+
+
 if __name__ == "__main__":
     directory = "docs/test-vectors"
     with open(f"{directory}/keys.json", encoding="utf-8") as key_file:
@@ -603,5 +766,8 @@ if __name__ == "__main__":
     with open(f"{directory}/vectors.json", encoding="utf-8") as vector_file:
         vector_list = json.load(vector_file)
     found = check_vectors(key_document, vector_list)
-    print("\n".join([*found, f"{len(vector_list)} vectors, {len(found)} disagreements"]))
+    with open(f"{directory}/event-vectors.json", encoding="utf-8") as event_file:
+        event_list = json.load(event_file)
+    found += check_event_vectors(key_document, event_list)
+    print("\n".join([*found, f"{len(vector_list) + len(event_list)} vectors, {len(found)} disagreements"]))
     raise SystemExit(1 if found else 0)
