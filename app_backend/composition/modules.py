@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app_backend.audit.module import module as audit
 from app_backend.enterprises.module import module as enterprises
+from app_backend.events.module import module as events
 from app_backend.home.module import module as home
 from app_backend.identity.module import module as identity
 from app_backend.kernel.module import DomainModule
@@ -29,4 +30,5 @@ MODULES: list[DomainModule] = [
     notifications,  # after mini_programs: its grants belong to linked identities
     tiles,  # after organisations (its tiles' owners) and oidc (the one-login client a tile logs residents into)
     home,  # after tiles, identity and notifications: its one cold statement reads their tables
+    events,  # after organisations: its rows belong to the organising department
 ]
