@@ -78,6 +78,11 @@ def _when(at: dt.datetime) -> str:
     return at.astimezone(BUSINESS_TZ).strftime("%Y-%m-%d %H:%M")
 
 
+def _iso(at: dt.datetime) -> str:
+    """An instant as the answers' JSON writes it (msgspec: RFC 3339, Z for UTC)."""
+    return msgspec.json.encode(at).decode().strip('"')
+
+
 def booking_view(row: BookingRow) -> Booking:
     return Booking(
         id=row.id,
@@ -423,7 +428,7 @@ class BookingService:
                 403,
                 "booking-restricted",
                 f"after repeated no-shows you may book again from {_when(until)} (Beijing time)",
-                extra={"restricted_until": until.isoformat()},
+                extra={"restricted_until": _iso(until)},
             )
         if data.places > self.rules.max_places:
             raise invalid_field("places", f"at most {self.rules.max_places} places in one booking")
@@ -493,7 +498,7 @@ class BookingService:
                     409,
                     "cancellation-closed",
                     f"bookings of this slot could be cancelled with a refund until {_when(row.cancel_until)}",
-                    extra={"cancel_until": row.cancel_until.isoformat()},
+                    extra={"cancel_until": _iso(row.cancel_until)},
                 )
             async with pool.acquire() as conn, conn.transaction():
                 if await self._repo.move(
