@@ -15,10 +15,10 @@ import msgspec
 SessionStatus = Literal["scheduled", "delayed", "live", "finished", "cancelled"]
 STATUSES: tuple[str, ...] = ("scheduled", "delayed", "live", "finished", "cancelled")
 # The state machine: the statuses each status may move to (a move to the same status with the same start is
-# accepted and changes nothing; `delayed` may be delayed again with another new start).
+# accepted and changes nothing; a delayed session may be delayed again, to another new start).
 MOVES: dict[str, frozenset[str]] = {
     "scheduled": frozenset({"delayed", "live", "cancelled"}),
-    "delayed": frozenset({"delayed", "scheduled", "live", "cancelled"}),
+    "delayed": frozenset({"delayed", "live", "cancelled"}),
     "live": frozenset({"finished", "cancelled"}),
     "finished": frozenset(),
     "cancelled": frozenset(),
