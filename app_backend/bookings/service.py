@@ -604,7 +604,11 @@ class BookingService:
         async with pool.acquire() as conn:
             due = await self._repo.expired_holds(conn, now or self.clock(), limit)
         for row in due:
-            counts[await self._end_hold(pool, row)] += 1
+            try:
+                counts[await self._end_hold(pool, row)] += 1
+            except DomainError as failed:  # one hold that cannot end now must not stop the others
+                _log.error("a hold could not be ended", booking=str(row.id), detail=failed.detail)
+                counts["unknown"] += 1
         return counts
 
     async def refund_due(self, pool: Pool, *, limit: int = 100) -> dict[str, int]:
