@@ -15,15 +15,18 @@ FacilityKind = Literal["court", "pool", "hall", "field", "other"]
 Minutes = Annotated[int, msgspec.Meta(ge=0, le=60 * 24 * 30)]
 
 
+Positive = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+
+
 class BookingRules(msgspec.Struct, frozen=True, kw_only=True):
     """The city's booking rules (TZT_BOOKING_* in the environment, app_backend/bookings/module.py)."""
 
-    hold_seconds: int = 600  # a hold lasts this long unpaid; shorter than payments' order TTL (15 min)
-    max_places: int = 10  # places in one booking
-    gate_opens_minutes: int = 30  # a booking admits from this long before its slot starts until the slot ends
-    no_show_limit: int = 3  # this many no-shows ...
-    no_show_window_days: int = 30  # ... within this many days ...
-    restriction_days: int = 14  # ... and the resident may not book for this many days
+    hold_seconds: Positive = 600  # a hold lasts this long unpaid; shorter than payments' order TTL (15 min)
+    max_places: Positive = 10  # places in one booking
+    gate_opens_minutes: Positive = 30  # a booking admits from this long before its slot starts until it ends
+    no_show_limit: Positive = 3  # this many no-shows ...
+    no_show_window_days: Positive = 30  # ... within this many days ...
+    restriction_days: Positive = 14  # ... and the resident may not book for this many days
 
 
 # -- the organiser (signed, events:publish) ------------------------------------------------------------------------
