@@ -58,6 +58,9 @@ PUBLISH_SCOPE = "events:publish"
 SENDER = "bookings"
 SENDER_NAME = "场馆预约"
 MAX_SLOT = dt.timedelta(hours=24)
+# Times and days outside these years are refused (a year-1 start at +14:00 or a year-9999 day would overflow when
+# moved to UTC or by a day).
+YEARS = (2000, 2099)
 
 
 class PaidOrder(Protocol):
@@ -242,6 +245,8 @@ class BookingService:
                     raise invalid_field(
                         f"slots[{n}].{name}", "needs a time zone (RFC 3339: 2026-12-08T09:00:00+08:00)"
                     )
+                if not YEARS[0] <= at.year <= YEARS[1]:
+                    raise invalid_field(f"slots[{n}].{name}", f"must be in the years {YEARS[0]}-{YEARS[1]}")
             if slot.ends_at <= slot.starts_at:
                 raise invalid_field(f"slots[{n}].ends_at", "must be after starts_at")
             if slot.ends_at - slot.starts_at > MAX_SLOT:
@@ -313,6 +318,8 @@ class BookingService:
 
     async def venue_slots(self, conn: Connection, venue_id: uuid.UUID, day: dt.date) -> VenueSlots:
         """A venue's slots starting on a day (Beijing time), with the places left: one statement on an index."""
+        if not YEARS[0] <= day.year <= YEARS[1]:
+            raise invalid_field("date", f"must be in the years {YEARS[0]}-{YEARS[1]}")
         if await self._venue_facts(conn, venue_id) is None:
             raise not_found("venue not found")
         start = dt.datetime.combine(day, dt.time(), BUSINESS_TZ)

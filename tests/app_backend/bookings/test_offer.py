@@ -22,6 +22,9 @@ async def test_a_slot_offered_is_read_by_anyone_with_its_places(client: Any, ser
     (public,) = read.json()["slots"]
     assert public["id"] == made["id"] and public["remaining"] == 6 and public["price_fen"] == 2500
     assert public["status"] == "open" and public["kind"] == "court"
+    for far in ("9999-12-31", "0001-01-01"):
+        refused = await client.get(f"/api/v1/bookings/venues/{made['venue_id']}/slots", params={"date": far})
+        assert refused.status_code == 400 and "date" in refused.text, refused.text
     other_day = await client.get(
         f"/api/v1/bookings/venues/{made['venue_id']}/slots", params={"date": "2020-01-01"}
     )
@@ -86,6 +89,8 @@ async def test_bad_slots_are_refused_naming_the_field(client: Any, services: Any
         (body(soon, soon + dt.timedelta(hours=30)), "slots[0].ends_at"),
         (body(soon - dt.timedelta(days=4), soon - dt.timedelta(days=3, hours=23)), "slots[0].starts_at"),
         (body("2030-01-01T09:00:00", "2030-01-01T10:00:00"), "slots[0].starts_at"),
+        (body("0001-01-01T00:00:00+14:00", "0001-01-01T01:00:00+14:00"), "slots[0].starts_at"),
+        (body("9999-12-31T20:00:00-12:00", "9999-12-31T21:00:00-12:00"), "slots[0].starts_at"),
         (body(soon, soon + dt.timedelta(hours=1), capacity=0), "capacity"),
         (body(soon, soon + dt.timedelta(hours=1), price_fen=-5), "price_fen"),
         ({"slots": [], "capacity": 1, "price_fen": 1}, "slots"),
