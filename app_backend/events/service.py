@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import msgspec
 import structlog
@@ -262,6 +263,15 @@ def in_range(field: str, at: dt.datetime) -> dt.datetime:
     if not FIRST_YEAR <= at.year <= LAST_YEAR:
         raise invalid_field(field, f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
     return at
+
+
+def _is_https_link(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(host) and not any(c.isspace() for c in url)
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -570,7 +580,13 @@ class EventsService:
         start) changes nothing and tells nobody."""
         row = await self._own_session(conn, caller, session_id)
         target = body.status
-        if target == row.status and (target != "delayed" or body.starts_at in (None, row.starts_at)):
+        if target != "delayed" and (body.starts_at is not None or body.ends_at is not None):
+            field = "starts_at" if body.starts_at is not None else "ends_at"
+            raise invalid_field(field, "only a delay moves the session's times")
+        if target == row.status and (
+            target != "delayed"
+            or (body.starts_at in (None, row.starts_at) and body.ends_at in (None, row.ends_at))
+        ):
             return await self.session(conn, session_id)
         if target not in MOVES[row.status]:
             raise refused_move(row.status, target)
@@ -586,9 +602,6 @@ class EventsService:
             starts_at = in_range("starts_at", body.starts_at)
             ends_at = body.ends_at or starts_at + (row.ends_at - row.starts_at)
             self._checked_times(starts_at, ends_at)
-        elif body.starts_at is not None or body.ends_at is not None:
-            field = "starts_at" if body.starts_at is not None else "ends_at"
-            raise invalid_field(field, "only a delay moves the session's times")
         await self._sessions.set_status(conn, session_id, target, reason, starts_at, ends_at)
         await self._record(
             conn,
@@ -601,7 +614,8 @@ class EventsService:
             reason=reason,
             starts_at=starts_at.isoformat(),
         )
-        await self._tell(conn, session_id, row.status)
+        if target != row.status or starts_at != row.starts_at:  # a new end alone tells nobody
+            await self._tell(conn, session_id, row.status)
         return await self.session(conn, session_id)
 
     async def session(self, conn: Connection, session_id: uuid.UUID) -> Session:
@@ -712,8 +726,8 @@ class EventsService:
         await self._own_session(conn, caller, session_id)
         platform = _blank("platform", body.platform)
         url = body.url.strip()
-        if not url.startswith("https://") or len(url) <= len("https://") or any(c.isspace() for c in url):
-            raise invalid_field("url", "must be an https link")
+        if not _is_https_link(url):
+            raise invalid_field("url", "must be an https link with a host")
         row = await self._broadcasts.create(conn, session_id, caller.organisation_id, platform, url)
         await self._record(
             conn, caller, "broadcast_create", "session", session_id, platform=platform, url=url

@@ -61,6 +61,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.notifications",
         "app_backend.tiles",
         "app_backend.home",
+        "app_backend.events",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)

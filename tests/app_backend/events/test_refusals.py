@@ -172,14 +172,16 @@ async def test_bad_session_and_status_fields_are_named(client: Any, services: An
     ):
         answer = await set_session_status(client, dept, sid, status_name, **fields)
         assert answer.status_code == 400 and field in _field(answer), (status_name, fields, answer.text)
-    bad_link = await manage(
-        client,
-        dept,
-        "POST",
-        f"/sessions/{sid}/broadcasts",
-        {"platform": "某台", "url": "http://live.example.cn/"},
-    )
-    assert bad_link.status_code == 400 and "url" in _field(bad_link)
+    for url in (
+        "http://live.example.cn/",
+        "https:///path",
+        "https://live.example.cn/a b",
+        "ftp://x.example.cn/",
+    ):
+        bad_link = await manage(
+            client, dept, "POST", f"/sessions/{sid}/broadcasts", {"platform": "某台", "url": url}
+        )
+        assert bad_link.status_code == 400 and "url" in _field(bad_link), (url, bad_link.text)
 
 
 @pytest.mark.parametrize(

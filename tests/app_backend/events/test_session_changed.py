@@ -71,6 +71,19 @@ async def test_each_status_and_start_change_is_told_once(
     ok(await set_session_status(client, dept, sid, "delayed", reason="天气原因", starts_at=first))  # the same
     ok(await set_session_status(client, dept, sid, "delayed", reason="天气原因"))  # the same, start omitted
     ok(await set_session_status(client, dept, sid, "delayed", reason="再次延期", starts_at=second))
+    # A new end alone is stored but tells nobody.
+    longer = ok(
+        await set_session_status(
+            client,
+            dept,
+            sid,
+            "delayed",
+            reason="再次延期",
+            starts_at=second,
+            ends_at=second + dt.timedelta(hours=4),
+        )
+    )
+    assert dt.datetime.fromisoformat(longer["ends_at"]) == second + dt.timedelta(hours=4)
     # Renaming the session tells nobody; moving its start does.
     session = ok(await client.get(f"/api/v1/events/sessions/{sid}"))
     body = {
