@@ -17,6 +17,7 @@ class PaymentSettings:
             "utility_bill": 0,
             "non_tax_fee": 0,
             "ticket": 60,
+            "venue_booking": 60,
             "transit_fare": 0,
             "other": 60,
         }

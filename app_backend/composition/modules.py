@@ -5,6 +5,7 @@ over this list."""
 from __future__ import annotations
 
 from app_backend.audit.module import module as audit
+from app_backend.bookings.module import module as bookings
 from app_backend.enterprises.module import module as enterprises
 from app_backend.events.module import module as events
 from app_backend.home.module import module as home
@@ -31,4 +32,5 @@ MODULES: list[DomainModule] = [
     tiles,  # after organisations (its tiles' owners) and oidc (the one-login client a tile logs residents into)
     home,  # after tiles, identity and notifications: its one cold statement reads their tables
     events,  # after organisations: its rows belong to the organising department
+    bookings,  # after events (its venues), payments (its orders) and notifications (its messages)
 ]

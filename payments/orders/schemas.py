@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Purpose = Literal["utility_bill", "non_tax_fee", "ticket", "other"]
+Purpose = Literal["utility_bill", "non_tax_fee", "ticket", "venue_booking", "other"]
 
 
 class Split(msgspec.Struct, forbid_unknown_fields=True):

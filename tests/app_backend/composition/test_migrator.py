@@ -62,6 +62,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.tiles",
         "app_backend.home",
         "app_backend.events",
+        "app_backend.bookings",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -82,4 +83,5 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "mini_programs",
         "notifications",
         "tiles",
+        "bookings",
     } <= schemas
