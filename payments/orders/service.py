@@ -364,6 +364,11 @@ class OrderService:
         await self._keys.store(conn, scope, key, 202, order_view(row))
         return row, False
 
+    async def order(self, conn: Connection, order_id: uuid.UUID) -> OrderRow | None:
+        """An order as stored: for the domains that open orders with claim (a venue booking), to ask the channel
+        again for an order whose first ask went unanswered."""
+        return await self._orders.get(conn, order_id)
+
     async def get_for_payer(self, conn: Connection, order_id: uuid.UUID, payer_id: uuid.UUID) -> OrderView:
         row = await self._orders.get(conn, order_id)
         if row is None or row.payer_id != payer_id:
