@@ -273,7 +273,7 @@ class TicketService:
     async def queue_place(
         self, conn: Connection, resident: Resident, session_id: uuid.UUID, *, join: bool
     ) -> QueueView:
-        self._real_named(resident)
+        await self._real_named(conn, resident)
         sale = await self._sales.get(conn, session_id)
         if sale is None:
             raise not_found("this session has no ticket sale")
@@ -303,13 +303,15 @@ class TicketService:
 
     # -- holds --------------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _real_named(resident: Resident) -> None:
-        if resident.level < 2:
-            raise forbidden(
-                "tickets are sold to real-name (L2) accounts: verify your name and ID number first",
-                "real-name-required",
-            )
+    async def _real_named(self, conn: Connection, resident: Resident) -> None:
+        """L2 or above. The token's level can lag behind a verification just made: below L2 in the token, the
+        verified ID number is looked for (one read)."""
+        if resident.level >= 2 or await self._directory.person_key_of(conn, resident.resident_id) is not None:
+            return
+        raise forbidden(
+            "tickets are sold to real-name (L2) accounts: verify your name and ID number first",
+            "real-name-required",
+        )
 
     async def _attendees(self, conn: Connection, buyer_id: uuid.UUID, data: HoldCreate) -> list[NewTicket]:
         buyer_key = None
@@ -349,10 +351,10 @@ class TicketService:
         """Holds one ticket per attendee of a class for the buyer while they pay (the sale's hold time). A class
         marked sold out is refused before any connection is taken: under a rush most buyers get their answer from
         Redis alone. The hold's own transaction follows."""
-        self._real_named(resident)
         if await self.queue.sold_out(data.class_id):
             raise self._sold_out()
         async with transaction_connection(pool, self._settings.db_acquire_timeout) as conn:
+            await self._real_named(conn, resident)
             return await self._hold(conn, resident, data)
 
     async def _hold(self, conn: Connection, resident: Resident, data: HoldCreate) -> HoldView:

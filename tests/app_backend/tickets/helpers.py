@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import httpx
 
 from tests.app_backend.events.helpers import published_session
-from tests.helpers import bearer, signed
+from tests.helpers import bearer, real_named, signed
 
 TICKETS = "/api/v1/tickets"
 
@@ -112,3 +113,13 @@ async def remaining(client: Any, sale: dict[str, Any]) -> int:
     answer = await client.get(f"{TICKETS}/sessions/{sale['session_id']}")
     assert answer.status_code == 200, answer.text
     return int(answer.json()["classes"][0]["remaining"])
+
+
+async def residents(client: Any, services: Any, count: int) -> list[dict[str, Any]]:
+    """`count` real-named residents, made ten at a time (the setting up is not what a test measures)."""
+    made: list[dict[str, Any]] = []
+    while len(made) < count:
+        made += await asyncio.gather(
+            *(real_named(client, services) for _ in range(min(10, count - len(made))))
+        )
+    return made
