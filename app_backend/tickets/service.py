@@ -704,7 +704,9 @@ class TicketService:
                 async with pool.acquire() as conn, conn.transaction():
                     buyers = await self._tickets.holders(conn, change.session_id, after, page)
                     for buyer in buyers:
-                        counts["messages"] += await self._send(conn, buyer, self._change_message(change))
+                        counts["messages"] += await self._send(
+                            conn, buyer, self._change_message(change, buyer)
+                        )
                 if len(buyers) < page:
                     break
                 after = buyers[-1]
@@ -714,7 +716,7 @@ class TicketService:
         return counts
 
     @staticmethod
-    def _change_message(change: ChangeRow) -> PlatformMessage:
+    def _change_message(change: ChangeRow, buyer: uuid.UUID) -> PlatformMessage:
         title = change.title[:60]
         starts = change.starts_at.astimezone(BUSINESS_TZ).strftime("%m月%d日 %H:%M")
         if change.kind == "cancelled":
@@ -727,5 +729,5 @@ class TicketService:
             body=body,
             sender="tickets",
             sender_name="泰州通票务",
-            key=f"session-change:{change.id}",
+            key=f"session-change:{change.id}:{buyer}",  # a sender's key is one message
         )

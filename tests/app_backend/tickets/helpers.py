@@ -20,7 +20,7 @@ def sale_body(quota: int = 50, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "classes": [{"name": "A区看台", "price_fen": 8000, "section": "A区", "quota": quota}],
         "opens_at": (now - dt.timedelta(minutes=1)).isoformat(),
-        "closes_at": (now + dt.timedelta(days=1)).isoformat(),
+        "closes_at": (now + dt.timedelta(hours=1)).isoformat(),
         "per_person": 4,
         "hold_minutes": 10,
         "return_cutoff_hours": 24,
