@@ -540,7 +540,8 @@ class TicketRepository:
                    last_entrance = $2, admissions = admissions + 1, updated_at = now()
                WHERE id = $1 AND status = 'valid'
                      AND (admitted_at IS NULL
-                          OR ($4::int IS NOT NULL AND last_admitted_at <= $3::timestamptz - make_interval(mins => $4::int)))
+                          OR ($4::int IS NOT NULL
+                              AND last_admitted_at <= $3::timestamptz - make_interval(mins => $4::int)))
                RETURNING id""",
             ticket_id,
             entrance,

@@ -46,7 +46,7 @@ async def test_a_hold_paid_through_the_sandbox_gives_valid_tickets(client, servi
         client, wechat_sandbox, person, sale, attendees=[{}, {"name": "张三", "id_number": friend}]
     )
     assert paid["amount_fen"] == 16000 and [t["status"] for t in paid["tickets"]] == ["valid", "valid"]
-    named = [t for t in paid["tickets"] if not t["attendee_is_buyer"]][0]
+    named = next(t for t in paid["tickets"] if not t["attendee_is_buyer"])
     assert (
         named["attendee_name"] == "张*" and named["attendee_id_number"] == friend[:3] + "*" * 11 + friend[-4:]
     )

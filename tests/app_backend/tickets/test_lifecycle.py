@@ -11,7 +11,6 @@ from tests.app_backend.events.helpers import set_session_status
 from tests.app_backend.tickets.helpers import (
     TICKETS,
     bought,
-    channel_pays,
     hold,
     on_sale,
     out_trade_no,
