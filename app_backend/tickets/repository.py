@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from app_backend.kernel.db import Connection, fetch_row, fetch_rows
@@ -115,6 +116,59 @@ class ChangeRow(msgspec.Struct, frozen=True):
     title: str
 
 
+class HeldRow(msgspec.Struct, frozen=True):
+    """A hold just made: the hold, its class, and its tickets' ids with their attendees' keys."""
+
+    id: uuid.UUID
+    expires_at: dt.datetime
+    amount_fen: int
+    class_name: str
+    section: str
+    price_fen: int
+    ticket_ids: list[uuid.UUID]
+    ticket_keys: list[bytes]
+
+
+class PersonLimit(Exception):
+    """An attendee of the hold has as many tickets for the session as the sale allows."""
+
+
+# $1 session, $2 class, $3 buyer, $4 how many, $5 whether the queue let the buyer in, $6..$9 the attendees'
+# resident ids, encrypted names, encrypted ID numbers and keys. The class row is locked first (every other part
+# reads from `c`), then the attendees' counts in key order: two holds never wait on each other in a circle.
+_HOLD_STATEMENT = """
+WITH c AS (
+    UPDATE tickets.classes c SET held = c.held + $4
+    FROM tickets.sales s
+    WHERE c.id = $2 AND c.session_id = $1 AND s.session_id = c.session_id
+          AND s.session_status NOT IN ('cancelled', 'finished')
+          AND now() >= s.opens_at AND now() < s.closes_at
+          AND (s.admit_per_minute = 0 OR $5::boolean) AND $4 <= s.per_person
+          AND c.sold + c.held + $4 <= c.quota
+    RETURNING c.id, c.name, c.section, c.price_fen, s.per_person, s.hold_seconds
+), p AS (
+    INSERT INTO tickets.person_counts AS p (session_id, person_key, tickets, max_tickets)
+    SELECT $1, k, 1, c.per_person FROM c, unnest($9::bytea[]) AS k ORDER BY k
+    ON CONFLICT (session_id, person_key) DO UPDATE
+        SET tickets = p.tickets + 1, max_tickets = excluded.max_tickets
+    RETURNING 1
+), h AS (
+    INSERT INTO tickets.holds (session_id, class_id, buyer_id, quantity, amount_fen, expires_at)
+    SELECT $1, c.id, $3, $4, c.price_fen * $4, now() + make_interval(secs => c.hold_seconds) FROM c
+    RETURNING id, expires_at, amount_fen
+), t AS (
+    INSERT INTO tickets.tickets (hold_id, session_id, class_id, buyer_id, attendee_resident_id, attendee_name_enc,
+                                 attendee_id_enc, person_key, price_fen)
+    SELECT h.id, $1, c.id, $3, a.resident, a.name_enc, a.id_enc, a.person_key, c.price_fen
+    FROM h, c, unnest($6::uuid[], $7::bytea[], $8::bytea[], $9::bytea[]) AS a(resident, name_enc, id_enc, person_key)
+    RETURNING id, person_key
+)
+SELECT h.id, h.expires_at, h.amount_fen, c.name AS class_name, c.section, c.price_fen,
+       (SELECT array_agg(t.id) FROM t) AS ticket_ids, (SELECT array_agg(t.person_key) FROM t) AS ticket_keys
+FROM h, c WHERE (SELECT count(*) FROM p) = $4
+"""
+
+
 class SaleRepository:
     async def get(self, conn: Connection, session_id: uuid.UUID, *, lock: bool = False) -> SaleRow | None:
         suffix = " FOR UPDATE" if lock else ""
@@ -211,73 +265,49 @@ class SaleRepository:
 
 
 class HoldRepository:
-    async def take_person(
-        self, conn: Connection, session_id: uuid.UUID, person_key: bytes, limit: int
-    ) -> bool:
-        """One more ticket for this person in this session, unless they have `limit` already (atomic)."""
-        taken = await conn.fetchval(
-            """INSERT INTO tickets.person_counts (session_id, person_key, tickets) VALUES ($1, $2, 1)
-               ON CONFLICT (session_id, person_key) DO UPDATE SET tickets = tickets.person_counts.tickets + 1
-                   WHERE tickets.person_counts.tickets + 1 <= $3
-               RETURNING tickets""",
-            session_id,
-            person_key,
-            limit,
-        )
-        return taken is not None
-
-    async def take_class(self, conn: Connection, class_id: uuid.UUID, quantity: int) -> bool:
-        """Holds `quantity` tickets of the class if that many are left: the one place tickets are taken."""
-        taken = await conn.fetchval(
-            """UPDATE tickets.classes SET held = held + $2
-               WHERE id = $1 AND sold + held + $2 <= quota RETURNING held""",
-            class_id,
-            quantity,
-        )
-        return taken is not None
-
-    async def insert(
+    async def hold(
         self,
         conn: Connection,
-        sale: SaleRow,
-        klass: ClassRow,
+        session_id: uuid.UUID,
+        class_id: uuid.UUID,
         buyer_id: uuid.UUID,
+        queue_passed: bool,
         tickets: Sequence[NewTicket],
-        expires_at: dt.datetime,
-    ) -> HoldRow:
-        hold = await fetch_row(
-            conn,
-            HoldRow,
-            f"""INSERT INTO tickets.holds (session_id, class_id, buyer_id, quantity, amount_fen, expires_at)
-                VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_HOLD}""",
-            sale.session_id,
-            klass.id,
-            buyer_id,
-            len(tickets),
-            klass.price_fen * len(tickets),
-            expires_at,
+    ) -> HeldRow | None:
+        """The whole hold in one statement, atomic by itself: the class row takes the tickets if the sale is open
+        (and the queue passed, and no more attendees than the limit) and that many are left, then each attendee's
+        count grows (its CHECK refuses past the limit: raises PersonLimit), then the hold and its tickets are
+        written. None: the class took nothing (the caller finds out why)."""
+        try:
+            return await fetch_row(
+                conn,
+                HeldRow,
+                _HOLD_STATEMENT,
+                session_id,
+                class_id,
+                buyer_id,
+                len(tickets),
+                queue_passed,
+                [t.attendee_resident_id for t in tickets],
+                [t.attendee_name_enc for t in tickets],
+                [t.attendee_id_enc for t in tickets],
+                [t.person_key for t in tickets],
+            )
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name == "person_limit":
+                raise PersonLimit from None
+            raise
+
+    async def counts(
+        self, conn: Connection, session_id: uuid.UUID, keys: Sequence[bytes]
+    ) -> dict[bytes, int]:
+        rows = await conn.fetch(
+            """SELECT person_key, tickets FROM tickets.person_counts
+               WHERE session_id = $1 AND person_key = ANY($2::bytea[])""",
+            session_id,
+            list(keys),
         )
-        assert hold is not None
-        await conn.executemany(
-            """INSERT INTO tickets.tickets (hold_id, session_id, class_id, buyer_id, attendee_resident_id,
-                   attendee_name_enc, attendee_id_enc, person_key, price_fen)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-            [
-                (
-                    hold.id,
-                    sale.session_id,
-                    klass.id,
-                    buyer_id,
-                    t.attendee_resident_id,
-                    t.attendee_name_enc,
-                    t.attendee_id_enc,
-                    t.person_key,
-                    klass.price_fen,
-                )
-                for t in tickets
-            ],
-        )
-        return hold
+        return {bytes(r["person_key"]): r["tickets"] for r in rows}
 
     async def get(self, conn: Connection, hold_id: uuid.UUID, *, lock: bool = False) -> HoldRow | None:
         suffix = " FOR UPDATE" if lock else ""
@@ -376,8 +406,10 @@ class HoldRepository:
             hold.id,
         )
         await conn.executemany(
-            """INSERT INTO tickets.person_counts (session_id, person_key, tickets) VALUES ($1, $2, 1)
-               ON CONFLICT (session_id, person_key) DO UPDATE SET tickets = tickets.person_counts.tickets + 1""",
+            """INSERT INTO tickets.person_counts AS p (session_id, person_key, tickets, max_tickets)
+               VALUES ($1, $2, 1, 1)
+               ON CONFLICT (session_id, person_key) DO UPDATE
+                   SET tickets = p.tickets + 1, max_tickets = greatest(p.max_tickets, p.tickets + 1)""",
             [(hold.session_id, bytes(k["person_key"])) for k in keys],
         )
         return True

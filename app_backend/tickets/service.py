@@ -29,7 +29,7 @@ from app_backend.events.service import EventsService
 from app_backend.identity.service import ResidentDirectory
 from app_backend.kernel.clock import BUSINESS_TZ
 from app_backend.kernel.crypto import FieldCipher, mask
-from app_backend.kernel.db import Connection, Pool, transaction_connection
+from app_backend.kernel.db import Connection, Pool, pooled_connection
 from app_backend.kernel.errors import DomainError, conflict, forbidden, invalid_field, not_found
 from app_backend.kernel.messages import PlatformMessage
 from app_backend.kernel.settings import Settings
@@ -42,6 +42,7 @@ from app_backend.tickets.repository import (
     HoldRepository,
     HoldRow,
     NewTicket,
+    PersonLimit,
     RefundDue,
     SaleRepository,
     SaleRow,
@@ -138,6 +139,7 @@ class TicketService:
         self._tickets = TicketRepository()
         self._changes = ChangeRepository()
         self._views: dict[uuid.UUID, tuple[float, SaleView]] = {}
+        self._buyer_keys: dict[uuid.UUID, bytes] = {}
         # The tickets' Admissions provider (app_backend/kernel/admissions.py), for code_service's event scene.
         self.admissions = TicketAdmissions(events)
 
@@ -273,7 +275,7 @@ class TicketService:
     async def queue_place(
         self, conn: Connection, resident: Resident, session_id: uuid.UUID, *, join: bool
     ) -> QueueView:
-        await self._real_named(conn, resident)
+        await self._buyer_key(conn, resident)
         sale = await self._sales.get(conn, session_id)
         if sale is None:
             raise not_found("this session has no ticket sale")
@@ -303,28 +305,36 @@ class TicketService:
 
     # -- holds --------------------------------------------------------------------------------------------------------
 
-    async def _real_named(self, conn: Connection, resident: Resident) -> None:
-        """L2 or above. The token's level can lag behind a verification just made: below L2 in the token, the
-        verified ID number is looked for (one read)."""
-        if resident.level >= 2 or await self._directory.person_key_of(conn, resident.resident_id) is not None:
-            return
-        raise forbidden(
-            "tickets are sold to real-name (L2) accounts: verify your name and ID number first",
-            "real-name-required",
-        )
+    async def _buyer_key(self, conn: Connection, resident: Resident) -> bytes:
+        """The keyed ID number of a real-named buyer (kept per worker: it never changes once verified); 403 below
+        L2. The token's level can lag behind a verification just made, so the key itself is the proof."""
+        key = self._buyer_keys.get(resident.resident_id)
+        if key is None:
+            key = await self._directory.person_key_of(conn, resident.resident_id)
+            if key is None:
+                raise forbidden(
+                    "tickets are sold to real-name (L2) accounts: verify your name and ID number first",
+                    "real-name-required",
+                )
+            if len(self._buyer_keys) > 100_000:
+                self._buyer_keys.clear()
+            self._buyer_keys[resident.resident_id] = key
+        return key
 
-    async def _attendees(self, conn: Connection, buyer_id: uuid.UUID, data: HoldCreate) -> list[NewTicket]:
-        buyer_key = None
+    async def _attendees(
+        self, conn: Connection, resident: Resident, data: HoldCreate
+    ) -> tuple[list[NewTicket], list[tuple[str, str] | None]]:
+        """The hold's tickets to write, and each attendee's name and ID number in the clear (None: the buyer)."""
+        if resident.level < 2:
+            await self._buyer_key(conn, resident)
         found: list[NewTicket] = []
+        plain: list[tuple[str, str] | None] = []
         seen: set[bytes] = set()
         for n, attendee in enumerate(data.attendees):
             field = f"attendees[{n}]"
             if attendee.name is None and attendee.id_number is None:
-                if buyer_key is None:
-                    buyer_key = await self._directory.person_key_of(conn, buyer_id)
-                    if buyer_key is None:
-                        raise forbidden("your account has no verified ID number", "real-name-required")
-                ticket = NewTicket(buyer_id, None, None, buyer_key)
+                ticket = NewTicket(resident.resident_id, None, None, await self._buyer_key(conn, resident))
+                plain.append(None)
             elif attendee.name is None or attendee.id_number is None:
                 missing = "name" if attendee.name is None else "id_number"
                 raise invalid_field(f"{field}.{missing}", "required with the other (both absent: yourself)")
@@ -341,42 +351,106 @@ class TicketService:
                     self._cipher.encrypt("tickets.attendee_id_number", number),
                     key,
                 )
+                plain.append((name, number))
             if ticket.person_key in seen:
                 raise invalid_field(field, "names a person already named in this hold")
             seen.add(ticket.person_key)
             found.append(ticket)
-        return found
+        return found, plain
 
     async def hold(self, pool: Pool, resident: Resident, data: HoldCreate) -> HoldView:
         """Holds one ticket per attendee of a class for the buyer while they pay (the sale's hold time). A class
         marked sold out is refused before any connection is taken: under a rush most buyers get their answer from
-        Redis alone. The hold's own transaction follows."""
+        Redis alone. The hold itself is one statement (no BEGIN or COMMIT around it): the class row is locked for
+        that statement only. When it takes nothing, a second read says why."""
         if await self.queue.sold_out(data.class_id):
             raise self._sold_out()
-        async with transaction_connection(pool, self._settings.db_acquire_timeout) as conn:
-            await self._real_named(conn, resident)
-            return await self._hold(conn, resident, data)
-
-    async def _hold(self, conn: Connection, resident: Resident, data: HoldCreate) -> HoldView:
         now = _now()
+        passed = self.queue.pass_ok(data.pass_token, data.session_id, resident.resident_id, now)
+        async with pooled_connection(pool, self._settings.db_acquire_timeout) as conn:
+            tickets, plain = await self._attendees(conn, resident, data)
+            try:
+                held = await self._holds.hold(
+                    conn, data.session_id, data.class_id, resident.resident_id, passed, tickets
+                )
+            except PersonLimit:
+                raise await self._over_limit(conn, data.session_id, tickets) from None
+            if held is None:
+                raise await self._why_not(conn, data, passed, now)
+        by_key = {bytes(k): i for i, k in zip(held.ticket_ids, held.ticket_keys, strict=True)}
+        views = []
+        for ticket, person in zip(tickets, plain, strict=True):
+            name = number = None
+            if person is not None:
+                name = mask(person[0], self._settings.mask_name.head, self._settings.mask_name.tail)
+                number = mask(
+                    person[1], self._settings.mask_id_number.head, self._settings.mask_id_number.tail
+                )
+            views.append(
+                TicketView(
+                    id=by_key[ticket.person_key],
+                    session_id=data.session_id,
+                    class_id=data.class_id,
+                    class_name=held.class_name,
+                    section=held.section,
+                    seat=None,
+                    price_fen=held.price_fen,
+                    status="held",
+                    attendee_name=name,
+                    attendee_id_number=number,
+                    attendee_is_buyer=person is None,
+                    admitted_at=None,
+                )
+            )
+        return HoldView(
+            id=held.id,
+            session_id=data.session_id,
+            class_id=data.class_id,
+            status="held",
+            quantity=len(tickets),
+            amount_fen=held.amount_fen,
+            expires_at=held.expires_at,
+            tickets=views,
+        )
+
+    async def _over_limit(
+        self, conn: Connection, session_id: uuid.UUID, tickets: list[NewTicket]
+    ) -> DomainError:
+        sale = await self._sales.get(conn, session_id)
+        limit = sale.per_person if sale is not None else 0
+        counts = await self._holds.counts(conn, session_id, [t.person_key for t in tickets])
+        n = next((i for i, t in enumerate(tickets) if counts.get(t.person_key, 0) >= limit), 0)
+        return DomainError(
+            409,
+            "per-person-limit",
+            f"attendees[{n}]: this person already holds {limit} tickets for this session",
+            extra={"errors": [{"field": f"attendees[{n}]", "message": "per-person limit reached"}]},
+        )
+
+    async def _why_not(
+        self, conn: Connection, data: HoldCreate, passed: bool, now: dt.datetime
+    ) -> DomainError:
+        """Why the hold's statement took nothing, in the order a buyer can act on."""
         sale = await self._sales.get(conn, data.session_id)
         if sale is None:
-            raise invalid_field("session_id", "this session has no ticket sale", 404)
+            return invalid_field("session_id", "this session has no ticket sale", 404)
         if sale.session_status in ("cancelled", "finished"):
-            raise conflict(f"the session is {sale.session_status}", "session-" + sale.session_status)
+            return conflict(f"the session is {sale.session_status}", "session-" + sale.session_status)
         if now < sale.opens_at:
             wait = int((sale.opens_at - now).total_seconds()) + 1
-            raise DomainError(
+            return DomainError(
                 409, "sale-not-open", "the sale has not opened yet", headers={"Retry-After": str(wait)}
             )
         if now >= sale.closes_at:
-            raise conflict("the sale is closed", "sale-closed")
+            return conflict("the sale is closed", "sale-closed")
         if len(data.attendees) > sale.per_person:
-            raise invalid_field("attendees", f"at most {sale.per_person} tickets per person for this session")
-        if sale.admit_per_minute > 0 and not self.queue.pass_ok(
-            data.pass_token, sale.session_id, resident.resident_id, now
-        ):
-            raise DomainError(
+            return invalid_field(
+                "attendees", f"at most {sale.per_person} tickets per person for this session"
+            )
+        if await self._sales.class_of(conn, sale.session_id, data.class_id) is None:
+            return invalid_field("class_id", "not a ticket class of this session", 404)
+        if sale.admit_per_minute > 0 and not passed:
+            return DomainError(
                 403,
                 "queue-pass-required",
                 "pass_token: join the queue (POST /api/v1/tickets/sessions/{id}/queue) and hold with the pass "
@@ -384,37 +458,8 @@ class TicketService:
                 headers={"Retry-After": "5"},
                 extra={"errors": [{"field": "pass_token", "message": "missing, expired or not yours"}]},
             )
-        klass = await self._sales.class_of(conn, sale.session_id, data.class_id)
-        if klass is None:
-            raise invalid_field("class_id", "not a ticket class of this session", 404)
-        tickets = await self._attendees(conn, resident.resident_id, data)
-        # Rows locked in one order (by key), so two holds naming the same people never deadlock.
-        for ticket in sorted(tickets, key=lambda t: t.person_key):
-            if not await self._holds.take_person(conn, sale.session_id, ticket.person_key, sale.per_person):
-                n = tickets.index(ticket)
-                raise DomainError(
-                    409,
-                    "per-person-limit",
-                    f"attendees[{n}]: this person already holds {sale.per_person} tickets for this session",
-                    extra={"errors": [{"field": f"attendees[{n}]", "message": "per-person limit reached"}]},
-                )
-        hold = await self._holds.insert(
-            conn, sale, klass, resident.resident_id, tickets, now + dt.timedelta(seconds=sale.hold_seconds)
-        )
-        # Last, so the class row is locked only until the commit that follows.
-        if not await self._holds.take_class(conn, klass.id, len(tickets)):
-            await self.queue.mark_sold_out(klass.id)
-            raise self._sold_out()
-        return HoldView(
-            id=hold.id,
-            session_id=hold.session_id,
-            class_id=hold.class_id,
-            status=hold.status,
-            quantity=hold.quantity,
-            amount_fen=hold.amount_fen,
-            expires_at=hold.expires_at,
-            tickets=[self._ticket_view(t) for t in await self._tickets.of_hold(conn, hold.id)],
-        )
+        await self.queue.mark_sold_out(data.class_id)
+        return self._sold_out()
 
     @staticmethod
     def _sold_out() -> DomainError:

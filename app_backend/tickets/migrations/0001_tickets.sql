@@ -106,6 +106,9 @@ CREATE TABLE tickets.person_counts (
     session_id          uuid NOT NULL,
     person_key          bytea NOT NULL,
     tickets             integer NOT NULL CHECK (tickets >= 0),
+    -- the sale's per-person limit when the count last grew: a hold past it fails this check, whole
+    max_tickets         integer NOT NULL,
+    CONSTRAINT person_limit CHECK (tickets <= max_tickets),
     PRIMARY KEY (session_id, person_key)
 );
 
