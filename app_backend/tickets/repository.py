@@ -135,7 +135,10 @@ class PersonLimit(Exception):
 
 # $1 session, $2 class, $3 buyer, $4 how many, $5 whether the queue let the buyer in, $6..$9 the attendees'
 # resident ids, encrypted names, encrypted ID numbers and keys. The class row is locked first (every other part
-# reads from `c`), then the attendees' counts in key order: two holds never wait on each other in a circle.
+# reads from `c`), then the attendees' counts in key order: two holds never wait on each other in a circle. The
+# statement's own transaction commits without waiting for the WAL's flush (set_config(..., true): this transaction
+# only), so the hot class row is free again at once; a hold lost to a crash in that instant loses no money (paying
+# it commits synchronously, which flushes the WAL before it) and the buyer holds again (decision 0028).
 _HOLD_STATEMENT = """
 WITH c AS (
     UPDATE tickets.classes c SET held = c.held + $4
@@ -145,7 +148,8 @@ WITH c AS (
           AND now() >= s.opens_at AND now() < s.closes_at
           AND (s.admit_per_minute = 0 OR $5::boolean) AND $4 <= s.per_person
           AND c.sold + c.held + $4 <= c.quota
-    RETURNING c.id, c.name, c.section, c.price_fen, s.per_person, s.hold_seconds
+    RETURNING c.id, c.name, c.section, c.price_fen, s.per_person, s.hold_seconds,
+              set_config('synchronous_commit', 'off', true) AS fast_commit
 ), p AS (
     INSERT INTO tickets.person_counts AS p (session_id, person_key, tickets, max_tickets)
     SELECT $1, k, 1, c.per_person FROM c, unnest($9::bytea[]) AS k ORDER BY k

@@ -139,3 +139,24 @@ async def test_many_buyers_at_once_never_oversell(client, services, wechat_sandb
     assert (sold, held, valid, charged) == (50, 0, 50, 50)
     assert await remaining(client, sale) == 0
     await ledger_ok(services)
+
+
+async def test_the_sold_out_mark_only_answers_sooner(client, services):
+    """Redis marks a class PostgreSQL found sold out; losing the mark sells nothing more, and tickets coming back
+    drop it at once."""
+    sale = await on_sale(client, services, quota=1)
+    first, second = await real_named(client, services), await real_named(client, services)
+    held = await hold(client, first, sale)
+    assert held.status_code == 201
+    assert (await hold(client, second, sale)).status_code == 409
+    mark = f"tickets:sold-out:{sale['class_id']}"
+    assert await services.redis.exists(mark)
+    await services.redis.delete(mark)  # Redis lost it: PostgreSQL still refuses
+    refused = await hold(client, second, sale)
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/sold-out")
+    assert await services.redis.exists(mark)
+    async with services.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE tickets.holds SET expires_at = now() WHERE id = $1::uuid", held.json()["id"])
+    await client.app.state.tickets.expire_holds(services.pool)
+    assert not await services.redis.exists(mark)
+    assert (await hold(client, second, sale)).status_code == 201
