@@ -24,9 +24,12 @@ import redis.exceptions
 import structlog
 from redis.asyncio import Redis
 
+from app_backend.kernel.breaker import REDIS_UNAVAILABLE
 from app_backend.kernel.crypto import FieldCipher
+from app_backend.kernel.redis_batch import BatchRunner
 
 _log = structlog.get_logger("tickets")
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*REDIS_UNAVAILABLE, redis.exceptions.RedisError)
 SOLD_OUT_SECONDS = 3
 PASS_SECONDS = 600
 QUEUE_KEEP_SECONDS = 3 * 24 * 3600
@@ -73,9 +76,10 @@ def _micros(at: dt.datetime) -> int:
 
 
 class Queue:
-    def __init__(self, redis: Redis, cipher: FieldCipher) -> None:
+    def __init__(self, redis: Redis, cipher: FieldCipher, batches: BatchRunner) -> None:
         self._redis = redis
         self._cipher = cipher
+        self._batches = batches
         self._join = redis.register_script(_JOIN)
 
     async def place(
@@ -139,10 +143,15 @@ class Queue:
 
     async def sold_out(self, class_id: uuid.UUID) -> bool:
         """Whether a hold on the class may be refused without asking PostgreSQL. Redis unreachable: no (ask)."""
+        batch = (
+            self._batches.batch()
+        )  # the shared connection: a fraction of redis-py's client CPU per command
+        batch.exists(f"tickets:sold-out:{class_id}")
         try:
-            return bool(await self._redis.exists(f"tickets:sold-out:{class_id}"))
-        except redis.exceptions.RedisError:
+            (found,) = await batch.execute()
+        except _UNAVAILABLE:
             return False
+        return bool(found)
 
     async def mark_sold_out(self, class_id: uuid.UUID) -> None:
         try:

@@ -63,7 +63,6 @@ CREATE TABLE tickets.holds (
 );
 CREATE INDEX holds_expiring ON tickets.holds (expires_at) WHERE status = 'held';
 CREATE INDEX holds_unfilled ON tickets.holds (created_at) WHERE status = 'unfilled' AND refund_id IS NULL;
-CREATE INDEX holds_of_buyer ON tickets.holds (buyer_id, created_at DESC);
 
 -- One ticket per attendee. The attendee is the buyer (attendee_resident_id = buyer_id, no name stored) or a person
 -- the buyer named: name and ID number encrypted with the field cipher; `person_key` is the keyed hash identity
