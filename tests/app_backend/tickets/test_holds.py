@@ -156,7 +156,9 @@ async def test_the_sold_out_mark_only_answers_sooner(client, services):
     assert refused.status_code == 409 and refused.json()["type"].endswith("/sold-out")
     assert await services.redis.exists(mark)
     async with services.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE tickets.holds SET expires_at = now() WHERE id = $1::uuid", held.json()["id"])
+        await conn.execute(
+            "UPDATE tickets.holds SET expires_at = now() WHERE id = $1::uuid", held.json()["id"]
+        )
     await client.app.state.tickets.expire_holds(services.pool)
     assert not await services.redis.exists(mark)
     assert (await hold(client, second, sale)).status_code == 201
