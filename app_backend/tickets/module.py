@@ -32,7 +32,7 @@ async def start(platform: Platform) -> TicketService:
         platform.get(IdentityServices).directory,
         payments.orders,
         payments.refunds,
-        Queue(platform.redis, platform.cipher, platform.batches),
+        Queue(platform.redis, platform.cipher, platform.batches, platform.breaker),
         platform.get(NotificationService).send_platform,
         events,
     )

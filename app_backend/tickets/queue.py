@@ -24,9 +24,9 @@ import redis.exceptions
 import structlog
 from redis.asyncio import Redis
 
-from app_backend.kernel.breaker import REDIS_UNAVAILABLE
+from app_backend.kernel.breaker import REDIS_UNAVAILABLE, RedisBreaker
 from app_backend.kernel.crypto import FieldCipher
-from app_backend.kernel.redis_batch import BatchRunner
+from app_backend.kernel.redis_batch import BatchRunner, CallerChecks
 
 _log = structlog.get_logger("tickets")
 _UNAVAILABLE: tuple[type[BaseException], ...] = (*REDIS_UNAVAILABLE, redis.exceptions.RedisError)
@@ -76,10 +76,13 @@ def _micros(at: dt.datetime) -> int:
 
 
 class Queue:
-    def __init__(self, redis: Redis, cipher: FieldCipher, batches: BatchRunner) -> None:
+    def __init__(
+        self, redis: Redis, cipher: FieldCipher, batches: BatchRunner, breaker: RedisBreaker
+    ) -> None:
         self._redis = redis
         self._cipher = cipher
         self._batches = batches
+        self._breaker = breaker
         self._join = redis.register_script(_JOIN)
 
     async def place(
@@ -152,6 +155,24 @@ class Queue:
         except _UNAVAILABLE:
             return False
         return bool(found)
+
+    async def checked_and_sold_out(self, checks: CallerChecks, class_id: uuid.UUID) -> bool:
+        """The caller's Redis checks (session, rate) and the gate in one round trip (the hold is a hot path: decision
+        0001). Redis unavailable: the caller's checks decide locally (a resident's: 503)."""
+        if self._breaker.allow():
+            batch = self._batches.batch()
+            count = checks.queue(batch)
+            batch.exists(f"tickets:sold-out:{class_id}")
+            try:
+                results = await batch.execute()
+            except self._breaker.unavailable as exc:
+                self._breaker.failed(exc)
+            else:
+                self._breaker.succeeded()
+                checks.settle(results[:count])
+                return bool(results[count])
+        checks.settle_locally()
+        return False
 
     async def mark_sold_out(self, class_id: uuid.UUID) -> None:
         try:

@@ -32,6 +32,7 @@ from app_backend.kernel.crypto import FieldCipher, mask
 from app_backend.kernel.db import Connection, Pool, pooled_connection
 from app_backend.kernel.errors import DomainError, conflict, forbidden, invalid_field, not_found
 from app_backend.kernel.messages import PlatformMessage
+from app_backend.kernel.redis_batch import CallerChecks
 from app_backend.kernel.settings import Settings
 from app_backend.tickets.admissions import TicketAdmissions
 from app_backend.tickets.queue import Queue
@@ -358,12 +359,19 @@ class TicketService:
             found.append(ticket)
         return found, plain
 
-    async def hold(self, pool: Pool, resident: Resident, data: HoldCreate) -> HoldView:
+    async def hold(
+        self, pool: Pool, resident: Resident, data: HoldCreate, checks: CallerChecks | None = None
+    ) -> HoldView:
         """Holds one ticket per attendee of a class for the buyer while they pay (the sale's hold time). A class
         marked sold out is refused before any connection is taken: under a rush most buyers get their answer from
         Redis alone. The hold itself is one statement (no BEGIN or COMMIT around it): the class row is locked for
-        that statement only. When it takes nothing, a second read says why."""
-        if await self.queue.sold_out(data.class_id):
+        that statement only. When it takes nothing, a second read says why. `checks`: the caller's Redis checks
+        still to be settled, folded into the gate's round trip."""
+        if checks is not None:
+            sold_out = await self.queue.checked_and_sold_out(checks, data.class_id)
+        else:
+            sold_out = await self.queue.sold_out(data.class_id)
+        if sold_out:
             raise self._sold_out()
         now = _now()
         passed = self.queue.pass_ok(data.pass_token, data.session_id, resident.resident_id, now)
