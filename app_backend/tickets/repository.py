@@ -134,42 +134,47 @@ class PersonLimit(Exception):
 
 
 # $1 session, $2 class, $3 buyer, $4 how many, $5 whether the queue let the buyer in, $6..$9 the attendees'
-# resident ids, encrypted names, encrypted ID numbers and keys. The class row is locked first (every other part
-# reads from `c`), then the attendees' counts in key order: two holds never wait on each other in a circle. The
-# statement's own transaction commits without waiting for the WAL's flush (set_config(..., true): this transaction
-# only), so the hot class row is free again at once; a hold lost to a crash in that instant loses no money (paying
-# it commits synchronously, which flushes the WAL before it) and the buyer holds again (decision 0028).
+# resident ids, encrypted names, encrypted ID numbers and keys. The sale and class are read without a lock; the
+# hold, the attendees' counts (in key order, their CHECK refusing past the limit) and the tickets are written; the
+# hot class row is updated last (its subqueries run first), its CHECK refusing past the quota, so the row is
+# locked for the end of the statement only. Everyone locks people before classes: no two holds (nor a release or
+# a return, which give people back first) wait on each other in a circle. The statement's own transaction commits
+# without waiting for the WAL's flush (set_config(..., true): this transaction only), so the class row is free
+# again at once; a hold lost to a crash in that instant loses no money (paying it commits synchronously, which
+# flushes the WAL before it) and the buyer holds again (decision 0028).
 _HOLD_STATEMENT = """
 WITH c AS (
-    UPDATE tickets.classes c SET held = c.held + $4
-    FROM tickets.sales s
-    WHERE c.id = $2 AND c.session_id = $1 AND s.session_id = c.session_id
+    SELECT c.id, c.name, c.section, c.price_fen, s.per_person, s.hold_seconds
+    FROM tickets.classes c JOIN tickets.sales s ON s.session_id = c.session_id
+    WHERE c.id = $2 AND c.session_id = $1
           AND s.session_status NOT IN ('cancelled', 'finished')
           AND now() >= s.opens_at AND now() < s.closes_at
           AND (s.admit_per_minute = 0 OR $5::boolean) AND $4 <= s.per_person
           AND c.sold + c.held + $4 <= c.quota
-    RETURNING c.id, c.name, c.section, c.price_fen, s.per_person, s.hold_seconds,
-              set_config('synchronous_commit', 'off', true) AS fast_commit
+), h AS (
+    INSERT INTO tickets.holds (session_id, class_id, buyer_id, quantity, amount_fen, expires_at)
+    SELECT $1, c.id, $3, $4, c.price_fen * $4, now() + make_interval(secs => c.hold_seconds) FROM c
+    RETURNING id, expires_at, amount_fen
 ), p AS (
     INSERT INTO tickets.person_counts AS p (session_id, person_key, tickets, max_tickets)
     SELECT $1, k, 1, c.per_person FROM c, unnest($9::bytea[]) AS k ORDER BY k
     ON CONFLICT (session_id, person_key) DO UPDATE
         SET tickets = p.tickets + 1, max_tickets = excluded.max_tickets
     RETURNING 1
-), h AS (
-    INSERT INTO tickets.holds (session_id, class_id, buyer_id, quantity, amount_fen, expires_at)
-    SELECT $1, c.id, $3, $4, c.price_fen * $4, now() + make_interval(secs => c.hold_seconds) FROM c
-    RETURNING id, expires_at, amount_fen
 ), t AS (
     INSERT INTO tickets.tickets (hold_id, session_id, class_id, buyer_id, attendee_resident_id, attendee_name_enc,
                                  attendee_id_enc, person_key, price_fen)
     SELECT h.id, $1, c.id, $3, a.resident, a.name_enc, a.id_enc, a.person_key, c.price_fen
     FROM h, c, unnest($6::uuid[], $7::bytea[], $8::bytea[], $9::bytea[]) AS a(resident, name_enc, id_enc, person_key)
     RETURNING id, person_key
+), taken AS (
+    UPDATE tickets.classes SET held = held + $4
+    WHERE id = $2 AND (SELECT count(*) FROM p) = $4 AND (SELECT count(*) FROM t) = $4
+    RETURNING id, set_config('synchronous_commit', 'off', true) AS fast_commit
 )
 SELECT h.id, h.expires_at, h.amount_fen, c.name AS class_name, c.section, c.price_fen,
        (SELECT array_agg(t.id) FROM t) AS ticket_ids, (SELECT array_agg(t.person_key) FROM t) AS ticket_keys
-FROM h, c WHERE (SELECT count(*) FROM p) = $4
+FROM h, c, taken
 """
 
 
@@ -278,10 +283,10 @@ class HoldRepository:
         queue_passed: bool,
         tickets: Sequence[NewTicket],
     ) -> HeldRow | None:
-        """The whole hold in one statement, atomic by itself: the class row takes the tickets if the sale is open
-        (and the queue passed, and no more attendees than the limit) and that many are left, then each attendee's
-        count grows (its CHECK refuses past the limit: raises PersonLimit), then the hold and its tickets are
-        written. None: the class took nothing (the caller finds out why)."""
+        """The whole hold in one statement, atomic by itself (_HOLD_STATEMENT): when the sale is open (the queue
+        passed, no more attendees than the limit) and enough seemed left, the hold, the attendees' counts (their
+        CHECK refuses past the limit: raises PersonLimit) and the tickets are written, then the class row takes the
+        tickets (its CHECK refuses past the quota). None: nothing was taken (the caller finds out why)."""
         try:
             return await fetch_row(
                 conn,
@@ -300,6 +305,8 @@ class HoldRepository:
         except asyncpg.CheckViolationError as exc:
             if exc.constraint_name == "person_limit":
                 raise PersonLimit from None
+            if exc.constraint_name == "class_quota":
+                return None  # taken meanwhile: the caller finds it sold out
             raise
 
     async def counts(
@@ -363,15 +370,16 @@ class HoldRepository:
         )
         if moved is None:
             return False
-        await conn.execute(
-            "UPDATE tickets.classes SET held = held - $2 WHERE id = $1", hold.class_id, hold.quantity
-        )
         keys = await conn.fetch(
             """UPDATE tickets.tickets SET status = 'released', updated_at = now()
                WHERE hold_id = $1 AND status = 'held' RETURNING person_key""",
             hold.id,
         )
+        # People before the class row, in the order holds lock them.
         await self.give_back_people(conn, hold.session_id, [bytes(k["person_key"]) for k in keys])
+        await conn.execute(
+            "UPDATE tickets.classes SET held = held - $2 WHERE id = $1", hold.class_id, hold.quantity
+        )
         return True
 
     async def give_back_people(self, conn: Connection, session_id: uuid.UUID, keys: Sequence[bytes]) -> None:
@@ -496,8 +504,9 @@ class TicketRepository:
         )
         if row is None:
             return None
-        await conn.execute("UPDATE tickets.classes SET sold = sold - 1 WHERE id = $1", row["class_id"])
+        # The person before the class row, in the order holds lock them.
         await HoldRepository().give_back_people(conn, row["session_id"], [bytes(row["person_key"])])
+        await conn.execute("UPDATE tickets.classes SET sold = sold - 1 WHERE id = $1", row["class_id"])
         return await self.get(conn, ticket_id)
 
     async def cancel_session(self, conn: Connection, session_id: uuid.UUID) -> int:

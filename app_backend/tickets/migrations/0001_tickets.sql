@@ -39,7 +39,7 @@ CREATE TABLE tickets.classes (
     sold                integer NOT NULL DEFAULT 0 CHECK (sold >= 0),
     held                integer NOT NULL DEFAULT 0 CHECK (held >= 0),
     position            integer NOT NULL,
-    CHECK (sold + held <= quota),
+    CONSTRAINT class_quota CHECK (sold + held <= quota),
     UNIQUE (session_id, name)
 );
 
