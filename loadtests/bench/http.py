@@ -371,6 +371,19 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
                     {**common, "kind": "token", **one_login, "exchanges": shard, "cycle": False}
                     for shard in split(exchanges, gens)
                 ]
+            if "hold" in chosen:
+                count = int(max(hold_rates) * seconds * 1.5) + 300
+                requests = hold_requests(sales[-4:], tokens, count)
+                extra["hold"] = [
+                    {
+                        **common,
+                        "kind": "bearer-post-bodies",
+                        "path": HOLD_PATH,
+                        "requests": shard,
+                        "cycle": False,
+                    }
+                    for shard in split(requests, gens)
+                ]
             info["profile"] = profile_server(
                 server, args, residents, hospital, planned, work, wallets, chosen, extra
             )
