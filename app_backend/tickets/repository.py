@@ -565,7 +565,8 @@ class TicketRepository:
             conn,
             TicketRow,
             f"""SELECT {_TICKET} FROM tickets.tickets t JOIN tickets.classes c ON c.id = t.class_id
-                WHERE t.session_id = $1 AND t.attendee_resident_id = $2 AND t.status <> 'released'
+                WHERE t.session_id = $1 AND t.attendee_resident_id = $2
+                      AND t.status IN ('valid', 'returned', 'cancelled')
                 ORDER BY t.status = 'valid' DESC, t.admitted_at IS NULL DESC, t.last_admitted_at, t.id""",
             session_id,
             resident_id,

@@ -55,12 +55,14 @@ CREATE TABLE tickets.holds (
     -- unfilled: paid after its tickets went back and none were left (the whole order is refunded)
     status              text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'paid', 'released', 'unfilled')),
     expires_at          timestamptz NOT NULL,
-    order_id            uuid UNIQUE,
+    order_id            uuid,
     pay                 jsonb,
     refund_id           uuid,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+-- Partial indexes where a hold's insert need not touch them (the hold endpoint writes as little as it can).
+CREATE UNIQUE INDEX holds_order ON tickets.holds (order_id) WHERE order_id IS NOT NULL;
 CREATE INDEX holds_expiring ON tickets.holds (expires_at) WHERE status = 'held';
 CREATE INDEX holds_unfilled ON tickets.holds (created_at) WHERE status = 'unfilled' AND refund_id IS NULL;
 
@@ -94,8 +96,10 @@ CREATE TABLE tickets.tickets (
 );
 CREATE INDEX tickets_of_hold ON tickets.tickets (hold_id);
 CREATE INDEX tickets_of_buyer ON tickets.tickets (buyer_id, created_at DESC);
-CREATE INDEX tickets_of_attendee ON tickets.tickets (session_id, attendee_resident_id) WHERE status = 'valid';
-CREATE INDEX tickets_of_session ON tickets.tickets (session_id, status);
+-- Only tickets paid (or paid once) are indexed by session and attendee: a hold's insert touches neither.
+CREATE INDEX tickets_of_attendee ON tickets.tickets (session_id, attendee_resident_id)
+    WHERE status IN ('valid', 'returned', 'cancelled');
+CREATE INDEX tickets_of_session ON tickets.tickets (session_id) WHERE status IN ('valid', 'cancelled');
 CREATE INDEX tickets_to_refund ON tickets.tickets (updated_at)
     WHERE status IN ('returned', 'cancelled') AND refund_id IS NULL;
 
