@@ -40,7 +40,9 @@ async def test_an_l1_resident_is_refused(client, services):
     anonymous = await client.post(f"{TICKETS}/holds", json=body)
     assert anonymous.status_code == 401, anonymous.text
     await client.post("/api/v1/auth/logout", headers=bearer(person))
-    assert (await hold(client, person, sale)).status_code == 401  # the session ended: the gate's checks say so
+    assert (
+        await hold(client, person, sale)
+    ).status_code == 401  # the session ended: the gate's checks say so
 
 
 async def test_a_hold_paid_through_the_sandbox_gives_valid_tickets(client, services, wechat_sandbox):
