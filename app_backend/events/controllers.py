@@ -35,7 +35,7 @@ from app_backend.events.schemas import (
     VenueBody,
     Venues,
 )
-from app_backend.events.service import Caller
+from app_backend.events.service import FIRST_YEAR, LAST_YEAR, Caller
 from app_backend.kernel.actors import Actor
 from app_backend.kernel.clock import business_day
 from app_backend.kernel.db import Connection, pooled_connection
@@ -49,11 +49,17 @@ if TYPE_CHECKING:
 
 AnyRequest = Request[Any, Any, Any]
 PUBLISH_SCOPE = "events:publish"
+# Seconds a client or CDN may keep a resident's read of the schedule.
+PUBLIC_MAX_AGE = 5
 Page = Annotated[int, Parameter(ge=1, le=1000, description="1 is the first page")]
 PageSize = Annotated[int, Parameter(ge=1, le=100)]
-DayParam = Annotated[
-    dt.date | None,
-    Parameter(description="a day (Beijing time): the sessions starting on it; absent: every day"),
+DateParam = Annotated[
+    str | None,
+    Parameter(
+        pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2}|today)$",
+        max_length=10,
+        description="YYYY-MM-DD or `today`, Beijing time: the sessions starting that day; absent: every day",
+    ),
 ]
 SportParam = Annotated[
     str | None, Parameter(min_length=1, max_length=32, description="a sport, as published (游泳)")
@@ -306,7 +312,12 @@ async def _kept(
         async with pooled_connection(state.pool, settings_of(state).db_acquire_timeout) as conn:
             return await read(conn)
 
-    return Response(content=await events.cache.read(key, load), media_type=MediaType.JSON)
+    # The one public answer a client or CDN may keep, briefly: a change still shows within seconds (0015, 0027).
+    return Response(
+        content=await events.cache.read(key, load),
+        media_type=MediaType.JSON,
+        headers={"Cache-Control": f"public, max-age={PUBLIC_MAX_AGE}"},
+    )
 
 
 class ScheduleController(Controller):
@@ -335,23 +346,16 @@ class ScheduleController(Controller):
         self,
         request: AnyRequest,
         events: EventsService,
-        day: Annotated[
-            str | None,
-            Parameter(
-                query="date",
-                pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2}|today)$",
-                max_length=10,
-                description="YYYY-MM-DD or `today` (Beijing time); absent: every day",
-            ),
-        ] = None,
+        date: DateParam = None,
         sport: SportParam = None,
         venue_id: VenueParam = None,
         event_id: EventParam = None,
         page: Page = 1,
         page_size: PageSize = 20,
     ) -> Response[Sessions]:
-        chosen = _day(day)
-        key = f"sessions:{chosen}:{sport}:{venue_id}:{event_id}:{page}:{page_size}"
+        chosen = _day(date)
+        # JSON, so that no sport a resident types can make another query's key
+        key = msgspec.json.encode(["sessions", chosen, sport, venue_id, event_id, page, page_size]).decode()
         return await _kept(
             request,
             events,
@@ -430,6 +434,9 @@ def _day(day: str | None) -> dt.date | None:
     if day == "today":
         return business_day()
     try:
-        return dt.date.fromisoformat(day)
+        chosen = dt.date.fromisoformat(day)
     except ValueError:
         raise invalid_field("date", "not a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR <= chosen.year <= LAST_YEAR:
+        raise invalid_field("date", f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
+    return chosen

@@ -15,9 +15,11 @@ Callers own the transaction. Nothing here knows HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import msgspec
 import structlog
@@ -100,12 +102,15 @@ class ScheduleCache:
     """Residents' answers kept whole in Redis: `read(key, load)` answers the kept bytes when they were kept at the
     current generation, else loads, keeps and answers them; `forget()` (after a publish commits) bumps the
     generation, so every node's next read loads again. One Redis round trip per warm read, none of PostgreSQL.
-    While Redis is unavailable every read loads."""
+    Concurrent reads of one key that find no current copy share one load per process (a rush right after a
+    publish loads each query once per process, not once per request). While Redis is unavailable every read
+    loads."""
 
     def __init__(self, batches: BatchRunner, redis: Redis, breaker: RedisBreaker) -> None:
         self._batches = batches
         self._redis = redis
         self._breaker = breaker
+        self._loading: dict[tuple[str, bytes | None], asyncio.Task[bytes]] = {}
 
     async def read(self, key: str, load: Callable[[], Awaitable[msgspec.Struct]]) -> bytes:
         generation: bytes | None = None
@@ -125,6 +130,18 @@ class ScheduleCache:
                     tag, _, body = copy.partition(b"\n")
                     if tag == generation:
                         return body
+        flight = (key, generation)
+        loading = self._loading.get(flight)
+        if loading is None:
+            # A task of its own: a reader that goes away (a client that hangs up) does not cancel the others' load.
+            loading = asyncio.ensure_future(self._load_and_keep(key, generation, load))
+            self._loading[flight] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(flight, None))
+        return await asyncio.shield(loading)
+
+    async def _load_and_keep(
+        self, key: str, generation: bytes | None, load: Callable[[], Awaitable[msgspec.Struct]]
+    ) -> bytes:
         body = msgspec.json.encode(await load())
         if generation is not None:
             batch = self._batches.batch()
@@ -236,6 +253,27 @@ def _places(field: str, values: list[str]) -> list[str]:
     return clean
 
 
+# The years the schedule's times and days may name: far enough for any games, near enough that arithmetic on
+# them (a delay's end, a day's midnight in UTC) never leaves what Python and PostgreSQL can hold.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+
+
+def in_range(field: str, at: dt.datetime) -> dt.datetime:
+    """`at` when its year is within FIRST_YEAR..LAST_YEAR; else a 400 naming the field."""
+    if not FIRST_YEAR <= at.year <= LAST_YEAR:
+        raise invalid_field(field, f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
+    return at
+
+
+def _is_https_link(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(host) and not any(c.isspace() for c in url)
+
+
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """The instants a business day (Asia/Shanghai) runs between: [midnight, next midnight)."""
     start = dt.datetime.combine(day, dt.time(), BUSINESS_TZ)
@@ -333,6 +371,9 @@ class EventsService:
     @staticmethod
     def _checked_event(body: EventBody) -> EventBody:
         name = _blank("name", body.name)
+        for field, day in (("starts_on", body.starts_on), ("ends_on", body.ends_on)):
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise invalid_field(field, f"must fall within {FIRST_YEAR}–{LAST_YEAR}")
         if body.ends_on < body.starts_on:
             raise invalid_field("ends_on", "must not be before starts_on")
         if body.ends_on - body.starts_on > LONGEST_EVENT:
@@ -468,6 +509,8 @@ class EventsService:
 
     @staticmethod
     def _checked_times(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
+        in_range("starts_at", starts_at)
+        in_range("ends_at", ends_at)
         if ends_at <= starts_at:
             raise invalid_field("ends_at", "must be after starts_at")
         if ends_at - starts_at > LONGEST_SESSION:
@@ -537,7 +580,13 @@ class EventsService:
         start) changes nothing and tells nobody."""
         row = await self._own_session(conn, caller, session_id)
         target = body.status
-        if target == row.status and (target != "delayed" or body.starts_at in (None, row.starts_at)):
+        if target != "delayed" and (body.starts_at is not None or body.ends_at is not None):
+            field = "starts_at" if body.starts_at is not None else "ends_at"
+            raise invalid_field(field, "only a delay moves the session's times")
+        if target == row.status and (
+            target != "delayed"
+            or (body.starts_at in (None, row.starts_at) and body.ends_at in (None, row.ends_at))
+        ):
             return await self.session(conn, session_id)
         if target not in MOVES[row.status]:
             raise refused_move(row.status, target)
@@ -550,12 +599,9 @@ class EventsService:
                 raise invalid_field("starts_at", "a delay gives the new start")
             if body.starts_at <= row.scheduled_starts_at:
                 raise invalid_field("starts_at", "a delay starts later than the start first published")
-            starts_at = body.starts_at
+            starts_at = in_range("starts_at", body.starts_at)
             ends_at = body.ends_at or starts_at + (row.ends_at - row.starts_at)
             self._checked_times(starts_at, ends_at)
-        elif body.starts_at is not None or body.ends_at is not None:
-            field = "starts_at" if body.starts_at is not None else "ends_at"
-            raise invalid_field(field, "only a delay moves the session's times")
         await self._sessions.set_status(conn, session_id, target, reason, starts_at, ends_at)
         await self._record(
             conn,
@@ -568,7 +614,8 @@ class EventsService:
             reason=reason,
             starts_at=starts_at.isoformat(),
         )
-        await self._tell(conn, session_id, row.status)
+        if target != row.status or starts_at != row.starts_at:  # a new end alone tells nobody
+            await self._tell(conn, session_id, row.status)
         return await self.session(conn, session_id)
 
     async def session(self, conn: Connection, session_id: uuid.UUID) -> Session:
@@ -623,7 +670,7 @@ class EventsService:
             title=_blank("title", body.title),
             body=_blank("body", body.body),
             event_id=body.event_id,
-            published_at=body.published_at or now(),
+            published_at=now() if body.published_at is None else in_range("published_at", body.published_at),
         )
 
     async def _own_news(self, conn: Connection, caller: Caller, news_id: uuid.UUID) -> NewsRow:
@@ -679,8 +726,8 @@ class EventsService:
         await self._own_session(conn, caller, session_id)
         platform = _blank("platform", body.platform)
         url = body.url.strip()
-        if not url.startswith("https://") or len(url) <= len("https://") or any(c.isspace() for c in url):
-            raise invalid_field("url", "must be an https link")
+        if not _is_https_link(url):
+            raise invalid_field("url", "must be an https link with a host")
         row = await self._broadcasts.create(conn, session_id, caller.organisation_id, platform, url)
         await self._record(
             conn, caller, "broadcast_create", "session", session_id, platform=platform, url=url

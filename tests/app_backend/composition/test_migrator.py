@@ -61,6 +61,8 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.notifications",
         "app_backend.tiles",
         "app_backend.home",
+        "app_backend.events",
+        "app_backend.tickets",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -81,4 +83,5 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "mini_programs",
         "notifications",
         "tiles",
+        "tickets",
     } <= schemas
