@@ -14,6 +14,7 @@ from app_backend.kernel.module import DomainModule
 from app_backend.notifications.module import module as notifications
 from app_backend.oidc.module import module as oidc
 from app_backend.organisations.module import module as organisations
+from app_backend.tickets.module import module as tickets
 from app_backend.tiles.module import module as tiles
 from code_service.module import module as codes
 from mini_programs.module import module as mini_programs
@@ -33,4 +34,5 @@ MODULES: list[DomainModule] = [
     home,  # after tiles, identity and notifications: its one cold statement reads their tables
     events,  # after organisations: its rows belong to the organising department
     bookings,  # after events (its venues), payments (its orders) and notifications (its messages)
+    tickets,  # after events (the sessions it sells), payments (its orders) and notifications (its messages)
 ]

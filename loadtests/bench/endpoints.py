@@ -19,6 +19,7 @@ AUTHORIZE_PATH = "/oidc/authorize"
 TILES_PATH = "/api/v1/tiles"
 IMPRESSIONS_PATH = "/api/v1/tiles/impressions"
 HOME_PATH = "/api/v1/home"
+HOLD_PATH = "/api/v1/tickets/holds"
 # The demo tile the open row opens (city-wide, L2: the bench's residents are real-named).
 OPENED_TILE = "公积金查询"
 HOSPITAL = "泰州市人民医院"  # verify:medical, verify:health
@@ -40,6 +41,10 @@ TOKEN_ROW = "POST /oidc/token (code exchange)"  # noqa: S105 - a row name
 # a list of tiles (Redis counters, one pipeline). No goal yet: printed as ratios to ping.
 OPEN_ROW = "POST /api/v1/tiles/{id}/open"
 IMPRESSIONS_ROW = "POST /api/v1/tiles/impressions (4 tiles)"
+# Issue 17's buy endpoint: a resident holds a ticket for themself (one statement, the class row's
+# conditional UPDATE first). Goal: at least 25% of ping.
+HOLD_ROW = "POST /api/v1/tickets/holds (the buyer, one ticket)"
+GOAL_HOLD = 0.25
 # The resident's home (issue 16: warm, no PostgreSQL; goal as for issuing a code).
 HOME_ROW = "GET /api/v1/home"
 GOAL_HOME = 0.40
@@ -55,6 +60,7 @@ ROWS = {
     OPEN_ROW: "tile-open",
     IMPRESSIONS_ROW: "impressions",
     HOME_ROW: "home",
+    HOLD_ROW: "hold",
 }
 
 
@@ -65,4 +71,6 @@ def goal(name: str) -> float | None:
         return GOAL_TOKEN
     if name == HOME_ROW:
         return GOAL_HOME
+    if name == HOLD_ROW:
+        return GOAL_HOLD
     return GOAL_ISSUE if name == ISSUE_ROW else GOAL_VERIFY if "verify" in name else None

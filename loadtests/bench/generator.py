@@ -164,6 +164,18 @@ def _build_requests(spec: dict[str, Any]) -> list[bytes]:
             _request("POST", spec["path"], host, {"Authorization": f"Bearer {token}", **headers}, body)
             for token in spec["tokens"]
         ]
+    if kind == "bearer-post-bodies":
+        # Residents' POSTs, each with its own token and body: the hold row.
+        return [
+            _request(
+                "POST",
+                spec["path"],
+                host,
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                body.encode(),
+            )
+            for token, body in spec["requests"]
+        ]
     if kind == "bearer-get":
         # A resident's GET: the home row.
         return [

@@ -17,6 +17,8 @@ from loadtests.bench.endpoints import (
     DEVICE_ROW,
     EVENT_ROW,
     HEALTH_ROW,
+    HOLD_PATH,
+    HOLD_ROW,
     HOME_PATH,
     HOME_ROW,
     HOSPITAL,
@@ -43,11 +45,13 @@ from loadtests.bench.residents import (
     demo_tiles,
     device_wallets,
     give_agreements,
+    hold_requests,
     issue_codes,
     login_codes,
     mini_program_users,
     real_name,
     sample_answer,
+    ticket_sales,
 )
 from loadtests.bench.server import running_server
 
@@ -125,6 +129,9 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
             )
         )
         mini_rates: list[float] = []
+        # Sessions for the hold row: a few per round (each resident holds at most 20 per session).
+        sales = asyncio.run(ticket_sales(server.base, 4 * (args.http_rounds + 1))) if "hold" in chosen else []
+        hold_rates: list[float] = []
 
         def load(name: str, specs: list[dict[str, Any]]) -> HttpResult:
             # No quiet wait between the rows of a round: the round waits once, so its rows stay close together.
@@ -338,6 +345,26 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
                         ],
                     )
                 )
+            if "hold" in chosen:
+                # Each hold takes a ticket: requests for somewhat more than the fastest round so far could send,
+                # made before the clock starts, in this round's own sessions.
+                wanted = int(max(hold_rates, default=1500.0) * (args.warmup + args.duration) * 1.5) + 300
+                requests = hold_requests(sales[4 * (number - 1) : 4 * number], tokens, wanted)
+                held = load(
+                    HOLD_ROW,
+                    [
+                        {
+                            **common,
+                            "kind": "bearer-post-bodies",
+                            "path": HOLD_PATH,
+                            "requests": shard,
+                            "cycle": False,
+                        }
+                        for shard in split(requests, gens)
+                    ],
+                )
+                hold_rates.append(held.rate)
+                results.append(held)
             return results
 
         rounds: list[list[HttpResult]] = []
@@ -373,6 +400,19 @@ def http_benchmarks(args: argparse.Namespace) -> tuple[list[HttpRow], dict[str, 
                 extra["token"] = [
                     {**common, "kind": "token", **one_login, "exchanges": shard, "cycle": False}
                     for shard in split(exchanges, gens)
+                ]
+            if "hold" in chosen:
+                count = int(max(hold_rates) * seconds * 1.5) + 300
+                requests = hold_requests(sales[-4:], tokens, count)
+                extra["hold"] = [
+                    {
+                        **common,
+                        "kind": "bearer-post-bodies",
+                        "path": HOLD_PATH,
+                        "requests": shard,
+                        "cycle": False,
+                    }
+                    for shard in split(requests, gens)
                 ]
             info["profile"] = profile_server(
                 server, args, residents, hospital, planned, work, wallets, chosen, extra

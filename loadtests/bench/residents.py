@@ -221,3 +221,125 @@ def demo_tiles(base: str) -> dict[str, str]:
     answer = httpx.get(base + TILES_PATH, timeout=30)
     answer.raise_for_status()
     return {t["name"]: t["id"] for t in answer.json()["tiles"]}
+
+
+async def ticket_sales(base: str, count: int) -> list[dict[str, str]]:
+    """Sessions on sale for the hold row (issue 17), set up through the API as an organiser would: the demo staff
+    member makes an organising department with events:publish, which publishes an event, a venue and `count`
+    sessions and opens their sales (one class of 1,000,000 tickets each, no queue, 20 per person). Each:
+    {"session_id", "class_id"}."""
+    import datetime as dt
+
+    import httpx
+
+    from app_backend.composition.seed import DEMO_STAFF_PHONE
+    from app_backend.organisations.signing import sign_request
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await client.post("/api/v1/auth/otp", json={"phone": DEMO_STAFF_PHONE})
+        outbox = (await client.get("/api/v1/dev/outbox", params={"phone": DEMO_STAFF_PHONE})).json()
+        found = re.search(r"\d{6}", outbox["messages"][-1]["text"])
+        assert found is not None
+        login = await client.post(
+            "/api/v1/auth/login", json={"phone": DEMO_STAFF_PHONE, "otp": found.group(0)}
+        )
+        staff = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        name = f"省运会组委会-{random.SystemRandom().randrange(10**6)}"
+        org = await client.post(
+            "/api/v1/admin/organisations",
+            headers=staff,
+            json={"name": name, "kind": "department", "location": "泰州"},
+        )
+        org.raise_for_status()
+        issued = await client.post(
+            f"/api/v1/admin/organisations/{org.json()['id']}/credentials",
+            headers=staff,
+            json={"scopes": ["events:publish"]},
+        )
+        issued.raise_for_status()
+        key_id, secret = issued.json()["key_id"], issued.json()["secret"]
+
+        async def signed(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            raw = json.dumps(body).encode()
+            headers = sign_request(key_id, secret, method, path, raw)
+            headers["Content-Type"] = "application/json"
+            answer = await client.request(method, path, content=raw, headers=headers)
+            if answer.status_code not in (200, 201):
+                raise RuntimeError(f"ticket sale set-up: {path}: {answer.status_code} {answer.text}")
+            return answer.json()  # type: ignore[no-any-return]
+
+        manage = "/api/v1/events/manage"
+        event = await signed(
+            "POST",
+            f"{manage}/events",
+            {"name": "省运会", "description": "基准", "starts_on": "2026-09-01", "ends_on": "2026-09-15"},
+        )
+        competition = await signed(
+            "POST", f"{manage}/events/{event['id']}/competitions", {"sport": "游泳", "name": "游泳决赛"}
+        )
+        venue = await signed(
+            "POST",
+            f"{manage}/venues",
+            {
+                "name": "泰州市体育中心游泳馆",
+                "address": "泰州市海陵区体育路1号",
+                "district": "321202",
+                "sections": ["A区"],
+                "entrances": ["东门"],
+                "transport_notes": "",
+                "accessibility_notes": "",
+                "gate_verifiers": [],
+            },
+        )
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        sales = []
+        for n in range(count):
+            session = await signed(
+                "POST",
+                f"{manage}/sessions",
+                {
+                    "competition_id": competition["id"],
+                    "venue_id": venue["id"],
+                    "title": f"游泳决赛 基准第{n + 1}场",
+                    "starts_at": (now + dt.timedelta(days=7)).isoformat(),
+                    "ends_at": (now + dt.timedelta(days=7, hours=2)).isoformat(),
+                },
+            )
+            sale = await signed(
+                "PUT",
+                f"/api/v1/tickets/sessions/{session['id']}/sale",
+                {
+                    "classes": [{"name": "A区看台", "price_fen": 8000, "section": "A区", "quota": 1_000_000}],
+                    "opens_at": (now - dt.timedelta(minutes=1)).isoformat(),
+                    "closes_at": (now + dt.timedelta(days=1)).isoformat(),
+                    "per_person": 20,
+                    "admit_per_minute": 0,
+                },
+            )
+            sales.append({"session_id": session["id"], "class_id": sale["classes"][0]["id"]})
+    return sales
+
+
+PER_PERSON = 20
+
+
+def hold_requests(
+    sales: Sequence[dict[str, str]], tokens: Sequence[str], count: int
+) -> list[tuple[str, str]]:
+    """(token, body) per request: each resident holds one ticket for themself, their j-th request in the j-th
+    session (cycling), so the per-person limit (20 per session) refuses none while count <= 20 x sessions x
+    residents (then the requests are cut there)."""
+    count = min(count, PER_PERSON * len(sales) * len(tokens))
+    return [
+        (
+            tokens[i % len(tokens)],
+            json.dumps(
+                {
+                    "session_id": sales[(i // len(tokens)) % len(sales)]["session_id"],
+                    "class_id": sales[(i // len(tokens)) % len(sales)]["class_id"],
+                    "attendees": [{}],
+                }
+            ),
+        )
+        for i in range(count)
+    ]

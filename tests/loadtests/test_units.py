@@ -323,3 +323,24 @@ def test_the_ticket_rush_runs_in_real_time_and_judges_what_the_sale_must_absorb(
     # A hold's payment is not counted as a hold.
     assert not matches("POST /api/v1/tickets/holds/{id}/pay", "POST /api/v1/tickets/holds")
     assert matches("POST /api/v1/tickets/holds", "POST /api/v1/tickets/holds")
+
+
+def test_the_hold_row_never_asks_one_resident_for_more_than_the_per_person_limit():
+    """Each bench resident holds for themself; their requests cycle through the round's sessions so the sale's
+    limit (20 per person and session) refuses none, and the generator sends each with its own token and body."""
+    import collections
+    import json
+
+    from loadtests.bench.generator import _build_requests
+    from loadtests.bench.residents import PER_PERSON, hold_requests
+
+    sales = [{"session_id": f"s{n}", "class_id": f"c{n}"} for n in range(4)]
+    tokens = [f"t{n}" for n in range(10)]
+    requests = hold_requests(sales, tokens, 10_000)
+    assert len(requests) == PER_PERSON * 4 * 10
+    per = collections.Counter((token, json.loads(body)["session_id"]) for token, body in requests)
+    assert max(per.values()) == PER_PERSON and json.loads(requests[0][1])["attendees"] == [{}]
+    built = _build_requests(
+        {"host": "127.0.0.1", "port": 1, "kind": "bearer-post-bodies", "path": "/h", "requests": requests[:2]}
+    )
+    assert built[1].startswith(b"POST /h HTTP/1.1") and b"Bearer t1" in built[1] and built[1].endswith(b"}")

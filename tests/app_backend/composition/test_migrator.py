@@ -63,6 +63,7 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "app_backend.home",
         "app_backend.events",
         "app_backend.bookings",
+        "app_backend.tickets",
     ]
     assert await apply_migrations(empty_database) == []
     conn = await asyncpg.connect(empty_database)
@@ -84,4 +85,5 @@ async def test_a_fresh_database_gets_every_domain_in_module_order(empty_database
         "notifications",
         "tiles",
         "bookings",
+        "tickets",
     } <= schemas

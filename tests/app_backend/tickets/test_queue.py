@@ -1,0 +1,71 @@
+"""The fair queue: residents are admitted in the order they joined at the sale's rate, see their position and an
+estimate, and the hold refuses anyone without their own valid pass while the queue is on."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from tests.app_backend.tickets.helpers import TICKETS, hold, on_sale
+from tests.helpers import bearer, login, real_named
+
+
+async def join(client, person, sale):
+    return await client.post(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(person))
+
+
+async def test_residents_are_admitted_in_arrival_order_at_the_rate(client, services):
+    sale = await on_sale(client, services, admit_per_minute=120)  # one every half second
+    first, second, third = [await real_named(client, services) for _ in range(3)]
+    places = [(await join(client, p, sale)).json() for p in (first, second, third)]
+    # nobody was waiting: the first is admitted at once; the others wait their turn, in order
+    assert places[0]["admitted"] is True and places[0]["pass_token"]
+    assert [p["position"] for p in places[1:]] == [1, 2]
+    assert places[1]["pass_token"] is None and 0 < places[2]["estimate_seconds"] <= 2
+    assert places[1]["admitted_at"] < places[2]["admitted_at"]
+    # joining again keeps one's place
+    assert (await join(client, second, sale)).json()["admitted_at"] == places[1]["admitted_at"]
+    turn = dt.datetime.fromisoformat(places[1]["admitted_at"])
+    await asyncio.sleep(max(0.0, (turn - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
+    polled = [
+        (await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(p))).json()
+        for p in (second, third)
+    ]
+    assert polled[0]["admitted"] is True and polled[1]["admitted"] is False and polled[1]["position"] == 1
+    held = await hold(client, second, sale, pass_token=polled[0]["pass_token"])
+    assert held.status_code == 201, held.text
+
+
+async def test_the_hold_refuses_a_buyer_without_their_own_pass(client, services):
+    sale = await on_sale(client, services, admit_per_minute=60)
+    admitted, script = await real_named(client, services), await real_named(client, services)
+    token = (await join(client, admitted, sale)).json()["pass_token"]
+    for pass_token in (None, token, token[:-2] + "xx", "9999999999.abc"):
+        answer = await hold(client, script, sale, pass_token=pass_token)
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["type"].endswith("/queue-pass-required") and answer.headers["Retry-After"]
+    other = await on_sale(client, services, admit_per_minute=60)
+    assert (await hold(client, admitted, other, pass_token=token)).status_code == 403  # another session's
+    assert (await hold(client, admitted, sale, pass_token=token)).status_code == 201
+
+
+async def test_before_the_opening_the_queue_estimates_and_the_hold_waits(client, services):
+    opens = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    sale = await on_sale(
+        client, services, admit_per_minute=60, opens_at=opens, closes_at=opens + dt.timedelta(hours=1)
+    )
+    early = await real_named(client, services)
+    place = (await join(client, early, sale)).json()
+    assert place["admitted"] is False and place["position"] == 1 and 590 <= place["estimate_seconds"] <= 601
+    answer = await hold(client, early, sale)
+    assert answer.status_code == 409 and answer.json()["type"].endswith("/sale-not-open")
+    assert 590 <= int(answer.headers["Retry-After"]) <= 601
+
+
+async def test_an_l1_resident_cannot_join(client, services):
+    sale = await on_sale(client, services, admit_per_minute=60)
+    answer = await join(client, await login(client), sale)
+    assert answer.status_code == 403
+    stranger = await real_named(client, services)
+    polled = await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(stranger))
+    assert polled.status_code == 404
