@@ -21,6 +21,7 @@ from app_backend.events.service import EventsService
 from app_backend.identity.service import IdentityServices
 from app_backend.kernel.module import DomainModule, Platform
 from app_backend.notifications.service import NotificationService
+from code_service.container import CodeServices
 from payments.container import PaymentServices
 
 RULES_PREFIX = "TZT_BOOKING_"
@@ -47,6 +48,8 @@ async def start(platform: Platform) -> BookingService:
         send=platform.get(NotificationService).send_platform,
     )
     bookings.listen()
+    # The one code admits booked residents in the event scene (the occasion is the slot).
+    platform.get(CodeServices).use_admissions(bookings.admissions)
     return bookings
 
 
@@ -58,7 +61,7 @@ def provide_bookings(state: State) -> BookingService:
 module = DomainModule(
     name="bookings",
     start=start,
-    requires=["identity", "payments", "notifications", "events"],
+    requires=["identity", "payments", "notifications", "events", "codes"],
     routes=[VenueSlotsController, BookingController, VenueBookingManageController],
     dependencies={"bookings": Provide(provide_bookings, sync_to_thread=False)},
     signature_types=[BookingService],

@@ -3,9 +3,11 @@ sale, the resident's queue, holds, payment, tickets and returns (bearer token)."
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
+import segno
 from litestar import Controller, Request, Response, get, post, put
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -20,6 +22,7 @@ from app_backend.tickets.schemas import (
     HoldCreate,
     HoldView,
     PayCreate,
+    PrintedTicket,
     QueueView,
     SaleSetup,
     SaleView,
@@ -40,6 +43,9 @@ def _key(raw: str | None) -> str:
     if not raw or not 8 <= len(raw) <= 64 or not raw.isascii() or not raw.isprintable():
         raise invalid_field("Idempotency-Key", "missing or malformed (8 to 64 printable ASCII characters)")
     return raw
+
+
+_NO_STORE = {"Cache-Control": "no-store"}  # a code is not kept by caches on the way
 
 
 class SaleManageController(Controller):
@@ -194,6 +200,30 @@ class TicketController(Controller):
         self, ticket_id: uuid.UUID, tickets: TicketService, db: Connection, resident: ResidentPrincipal
     ) -> TicketView:
         return await tickets.ticket_of(db, resident.resident_id, ticket_id)
+
+    @get(
+        "/{ticket_id:uuid}/printed-code",
+        summary="A paid ticket's own code, for an attendee without a phone (admits once, online and offline)",
+        opt=problems(404, 409),
+    )
+    async def printed_code(
+        self, ticket_id: uuid.UUID, tickets: TicketService, db: Connection, resident: ResidentPrincipal
+    ) -> Response[PrintedTicket]:
+        return Response(await tickets.printed(db, resident.resident_id, ticket_id), headers=_NO_STORE)
+
+    @get(
+        "/{ticket_id:uuid}/printed-code.png",
+        summary="The printed code as a PNG to print",
+        media_type="image/png",
+        opt=problems(404, 409),
+    )
+    async def printed_png(
+        self, ticket_id: uuid.UUID, tickets: TicketService, db: Connection, resident: ResidentPrincipal
+    ) -> Response[bytes]:
+        printed = await tickets.printed(db, resident.resident_id, ticket_id)
+        image = io.BytesIO()
+        segno.make(printed.code, error="m", micro=False).save(image, kind="png", scale=6, border=4)
+        return Response(image.getvalue(), media_type="image/png", headers=_NO_STORE)
 
     @post(
         "/{ticket_id:uuid}/return",

@@ -19,6 +19,7 @@ from app_backend.tickets.controllers import (
 from app_backend.tickets.queue import Queue
 from app_backend.tickets.service import TicketService
 from app_backend.tickets.tasks import expire_ticket_holds, refund_tickets, tell_ticket_holders
+from code_service.container import CodeServices
 from payments.container import PaymentServices
 
 
@@ -41,6 +42,10 @@ async def start(platform: Platform) -> TicketService:
     payments.orders.on_closed(tickets.order_closed)
     # A session delayed or cancelled: in the publishing transaction.
     events.on_session_changed(tickets.session_changed)
+    # The one code admits ticket holders in the event scene; a ticket's printed code is signed by code_service.
+    codes = platform.get(CodeServices)
+    codes.use_admissions(tickets.admissions)
+    tickets.use_printed_codes(codes.ticket_codes.issue)
     return tickets
 
 
@@ -52,7 +57,7 @@ def provide_tickets(state: State) -> TicketService:
 module = DomainModule(
     name="tickets",
     start=start,
-    requires=["identity", "payments", "notifications", "events"],
+    requires=["identity", "payments", "notifications", "events", "codes"],
     routes=[SaleManageController, SaleController, HoldController, TicketController],
     dependencies={"tickets": Provide(provide_tickets, sync_to_thread=False)},
     signature_types=[TicketService],

@@ -161,3 +161,16 @@ class HoldView(msgspec.Struct):
 
 class TicketList(msgspec.Struct):
     tickets: list[TicketView]
+
+
+class PrintedTicket(msgspec.Struct):
+    """A paid ticket's own code, for an attendee without a phone: print it (the PNG) or show it; it admits once
+    like the attendee's one code, online and offline (docs/code-format.md, printed tickets), until the session
+    ends. It names no person."""
+
+    ticket_id: uuid.UUID
+    session_id: uuid.UUID
+    section: str
+    seat: str | None
+    code: str
+    valid_until: dt.datetime

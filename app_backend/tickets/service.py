@@ -54,6 +54,7 @@ from app_backend.tickets.schemas import (
     HoldCreate,
     HoldView,
     PayCreate,
+    PrintedTicket,
     QueueView,
     SaleSetup,
     SaleView,
@@ -67,6 +68,8 @@ from payments.refunds.schemas import RefundCreate
 from payments.refunds.service import RefundService
 
 _log = structlog.get_logger("tickets")
+# (ticket, session, valid until) -> the printed code's text (code_service's ticket_codes.issue).
+PrintCode = Callable[[uuid.UUID, uuid.UUID, dt.datetime], Awaitable[str]]
 SendMessage = Callable[[Connection, uuid.UUID, PlatformMessage], Awaitable[bool]]
 # The public read of a sale is served from each worker's memory for this long (rush traffic polls it).
 SALE_VIEW_SECONDS = 1.0
@@ -143,6 +146,7 @@ class TicketService:
         self._buyer_keys: dict[uuid.UUID, bytes] = {}
         # The tickets' Admissions provider (app_backend/kernel/admissions.py), for code_service's event scene.
         self.admissions = TicketAdmissions(events)
+        self._print: PrintCode | None = None
 
     # -- the organiser's set-up --------------------------------------------------------------------------------------
 
@@ -642,6 +646,36 @@ class TicketService:
 
     async def tickets_of(self, conn: Connection, buyer_id: uuid.UUID, limit: int) -> list[TicketView]:
         return [self._ticket_view(t) for t in await self._tickets.of_buyer(conn, buyer_id, limit)]
+
+    def use_printed_codes(self, issue: PrintCode) -> None:
+        """How a ticket's printed code is signed: code_service's `ticket_codes.issue`, handed over at start."""
+        self._print = issue
+
+    async def printed(self, conn: Connection, buyer_id: uuid.UUID, ticket_id: uuid.UUID) -> PrintedTicket:
+        """The buyer prints a paid ticket's own code for its attendee; valid until the session ends. Asked again,
+        a new code for the same ticket: the ticket, not the code, is admitted once."""
+        row = await self._tickets.get(conn, ticket_id)
+        if row is None or row.buyer_id != buyer_id or row.status == "released":
+            raise not_found("ticket not found")
+        if row.status != "valid":
+            raise conflict(f"a {row.status} ticket has no code to print", "ticket-not-valid")
+        sale = await self._sales.get(conn, row.session_id)
+        assert sale is not None
+        if sale.session_status in ("finished", "cancelled") or sale.ends_at <= _now():
+            raise conflict(f"the session is {sale.session_status}: nothing to enter", "ticket-not-valid")
+        if self._print is None:
+            raise DomainError(
+                503, "unavailable", "printed codes are not available", headers={"Retry-After": "5"}
+            )
+        code = await self._print(ticket_id, row.session_id, sale.ends_at)
+        return PrintedTicket(
+            ticket_id=ticket_id,
+            session_id=row.session_id,
+            section=row.section,
+            seat=row.seat,
+            code=code,
+            valid_until=sale.ends_at,
+        )
 
     async def ticket_of(self, conn: Connection, buyer_id: uuid.UUID, ticket_id: uuid.UUID) -> TicketView:
         row = await self._tickets.get(conn, ticket_id)
