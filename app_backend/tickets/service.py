@@ -263,11 +263,17 @@ class TicketService:
     async def sale(self, pool: Pool, session_id: uuid.UUID) -> SaleView:
         """A session's sale with what is left, at most SALE_VIEW_SECONDS old (one worker's memory)."""
         cached = self._views.get(session_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        async with pool.acquire() as conn:
+            return await self._kept_view(conn, session_id)
+
+    async def _kept_view(self, conn: Connection, session_id: uuid.UUID) -> SaleView:
+        cached = self._views.get(session_id)
         clock = time.monotonic()
         if cached is not None and cached[0] > clock:
             return cached[1]
-        async with pool.acquire() as conn:
-            view = await self._sale_view(conn, session_id, _now())
+        view = await self._sale_view(conn, session_id, _now())
         if view is None:
             raise not_found("this session has no ticket sale")
         if len(self._views) > 10_000:
@@ -289,6 +295,15 @@ class TicketService:
             raise conflict("the session is cancelled", "session-cancelled")
         if now >= sale.closes_at:
             raise conflict("the sale is closed", "sale-closed")
+        if (await self._kept_view(conn, session_id)).state == "sold_out":
+            # Waiting for a place in a queue whose every ticket is sold or held gains nothing: say so now, not
+            # when the place comes up (a rush of 100,000 for 20,000 would otherwise wait out 80,000 places).
+            raise DomainError(
+                409,
+                "sold-out",
+                "every ticket is sold or held; held tickets that are not paid come back on sale",
+                headers={"Retry-After": "30"},
+            )
         place = await self.queue.place(
             session_id, resident.resident_id, sale.opens_at, max(sale.admit_per_minute, 1), now, join=join
         )

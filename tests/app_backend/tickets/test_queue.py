@@ -69,3 +69,22 @@ async def test_an_l1_resident_cannot_join(client, services):
     stranger = await real_named(client, services)
     polled = await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(stranger))
     assert polled.status_code == 404
+
+
+async def test_once_every_ticket_is_sold_or_held_the_queue_says_sold_out(client, services):
+    """A rush of 100,000 for 20,000: the 80,000 behind must hear "sold out" when it is, not when their place
+    comes up minutes later; a held ticket that is not paid comes back, and so does the queue."""
+    sale = await on_sale(client, services, quota=1, admit_per_minute=6)  # one every ten seconds
+    first, waiting = await real_named(client, services), await real_named(client, services)
+    token = (await join(client, first, sale)).json()["pass_token"]
+    place = (await join(client, waiting, sale)).json()
+    assert place["admitted"] is False and place["position"] == 1
+    held = await hold(client, first, sale, pass_token=token)
+    assert held.status_code == 201, held.text
+    client.app.state.tickets._views.clear()  # the sale's view is kept a second per worker
+    for answer in (
+        await join(client, waiting, sale),
+        await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(waiting)),
+    ):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["type"].endswith("/sold-out") and answer.headers["Retry-After"]
