@@ -67,6 +67,9 @@ class MoneyBackRow(msgspec.Struct, frozen=True):
     created_at: dt.datetime
 
 
+BALANCE_SHARDS = 16  # migration 0016: each account's balance in up to this many rows
+
+
 class LedgerRepository:
     async def add_entry(
         self, conn: Connection, ref: str, kind: str, memo: str, value_at: dt.datetime | None
@@ -88,13 +91,15 @@ class LedgerRepository:
             "INSERT INTO payments.ledger_postings (entry_id, account, amount_fen) VALUES ($1, $2, $3)",
             [(entry_id, account, amount) for account, amount in postings],
         )
-        # Balances in a fixed order so concurrent entries touching the same accounts cannot deadlock.
+        # Balances in a fixed order so concurrent entries touching the same accounts cannot deadlock, each in the
+        # entry's shard: concurrent payments to one account wait on each other only one time in BALANCE_SHARDS.
         for account, amount in sorted(postings):
             await conn.execute(
-                """INSERT INTO payments.ledger_balances (account, balance_fen) VALUES ($1, $2)
-                   ON CONFLICT (account) DO UPDATE SET balance_fen = payments.ledger_balances.balance_fen
+                """INSERT INTO payments.ledger_balances (account, shard, balance_fen) VALUES ($1, $2, $3)
+                   ON CONFLICT (account, shard) DO UPDATE SET balance_fen = payments.ledger_balances.balance_fen
                    + EXCLUDED.balance_fen, updated_at = now()""",
                 account,
+                entry_id % BALANCE_SHARDS,
                 amount,
             )
 
@@ -105,7 +110,7 @@ class LedgerRepository:
     async def balance(self, conn: Connection, account: str) -> int:
         return int(
             await conn.fetchval(
-                "SELECT coalesce((SELECT balance_fen FROM payments.ledger_balances WHERE account = $1), 0)",
+                "SELECT coalesce((SELECT sum(balance_fen) FROM payments.ledger_balances WHERE account = $1), 0)::bigint",
                 account,
             )
         )
@@ -127,7 +132,8 @@ class LedgerRepository:
             DriftedBalanceRow,
             """SELECT coalesce(b.account, p.account) AS account, coalesce(b.balance_fen, 0) AS stored,
                       coalesce(p.total, 0)::bigint AS computed
-               FROM payments.ledger_balances b
+               FROM (SELECT account, sum(balance_fen)::bigint AS balance_fen FROM payments.ledger_balances
+                     GROUP BY account) b
                FULL JOIN (SELECT account, sum(amount_fen) AS total FROM payments.ledger_postings GROUP BY account) p
                     ON p.account = b.account
                WHERE coalesce(b.balance_fen, 0) <> coalesce(p.total, 0)""",
@@ -139,7 +145,8 @@ class LedgerRepository:
         return await fetch_rows(
             conn,
             BalanceRow,
-            """SELECT account, balance_fen FROM payments.ledger_balances
+            """SELECT account, balance_fen FROM (SELECT account, sum(balance_fen)::bigint AS balance_fen
+                                                 FROM payments.ledger_balances GROUP BY account) b
                WHERE ((account LIKE 'payee\\_payable:%' OR account LIKE 'payout\\_due:%') AND balance_fen > 0)
                   OR (account LIKE 'payee\\_receivable:%' AND balance_fen < 0)
                ORDER BY account""",
@@ -280,6 +287,7 @@ class LedgerRepository:
         return await fetch_rows(
             conn,
             BalanceRow,
-            "SELECT account, balance_fen FROM payments.ledger_balances WHERE account LIKE $1 ORDER BY account",
+            """SELECT account, sum(balance_fen)::bigint AS balance_fen FROM payments.ledger_balances
+               WHERE account LIKE $1 GROUP BY account ORDER BY account""",
             prefix + "%",
         )
