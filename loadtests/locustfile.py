@@ -7,8 +7,10 @@ Users (FastHttpUser; each is one person "slot": one arrival every `seconds_in_sy
 - RiderUser: shows a code at an entry gate (a device code made offline when the phone has a device key, else a
   server code, POST /api/v1/codes/personal), the gate verifies it online (signed POST /api/v1/verify, transit)
   and keeps a tap; the ride; the same at the exit gate.
-- CheckpointUser: opens the code on the way and shows it at a venue gate or checkpoint, which verifies it online
-  (signed, health: the checkpoint scene).
+- CheckpointUser: opens the code on the way and shows it at a checkpoint, which verifies it online (signed,
+  health: the checkpoint scene).
+- AttendeeUser (event_entry): holds a paid ticket; opens the code on the way and shows it at the gate of their
+  ticket's entrance, which verifies it online in the event scene (occasion: the session).
 - PayerUser: creates an order with an Idempotency-Key (some are retried with the same key and must get the same
   order), pays it in the channel's sandbox, relays the channel's signed notification to our notify endpoint and
   checks the order is paid.
@@ -342,9 +344,11 @@ class TztUser(FastHttpUser):
         answer = self.call("POST", "/api/v1/codes/personal", headers=self.as_resident(resident))
         return str(answer.body["code"]) if answer.ok else None
 
-    def verify(self, role: str, code: str, scene: str) -> dict[str, Any] | None:
+    def verify(
+        self, role: str, code: str, scene: str, at: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
         answer = self.signed(
-            ORGS[role], "POST", VERIFY, {"code": code, "scene": scene}, f"{VERIFY} [{scene}]"
+            ORGS[role], "POST", VERIFY, {"code": code, "scene": scene, **(at or {})}, f"{VERIFY} [{scene}]"
         )
         if not answer.ok:
             return None
@@ -389,6 +393,27 @@ class CheckpointUser(TztUser):
         for _ in range(times(float(visit["scans"]))):
             if code is not None:
                 self.verify("checkpoint", code, "health")
+
+
+class AttendeeUser(TztUser):
+    """event_entry: an attendee with a paid ticket opens the code on the way and shows it at the venue gate of
+    their ticket's entrance, which verifies it online in the event scene for the session."""
+
+    weight = int(VISITS.get("AttendeeUser", {}).get("weight", 1))
+    client_pool = shared_connections()
+
+    @task
+    def enter(self) -> None:
+        visit, entry = VISITS["AttendeeUser"], FIXTURES["entry"]
+        person = POOL.take()
+        code = None
+        for _ in range(times(float(visit["displays"])) or 1):
+            code = self.show_code(person)
+        if code is None:
+            return
+        at = {"occasion_id": entry["session_id"], "entrance": entry["entrances"][person["id"]]}
+        for _ in range(times(float(visit["scans"]))):
+            self.verify("gate", code, "event", at)
 
 
 class PayerUser(TztUser):

@@ -170,6 +170,34 @@ async def _make_people(backend: Backend, scenario: Scenario, event: Event, count
     return residents
 
 
+def give_tickets(backend: Backend, residents: list[Resident]) -> dict[str, Any]:
+    """event_entry's attendees hold real tickets: the organiser publishes a session starting within the hour
+    (its gates are open) whose gates are the venue operator's, with re-entry after a minute (the residents come
+    round again in the run), and every resident buys one ticket through the API and the channel's sandbox."""
+    sandboxes = backend.sandbox_urls()
+    if not sandboxes:
+        raise RuntimeError(
+            "the attendees' tickets are paid in the sandboxes: give --channels payment-channels.json"
+        )
+    organiser = pick_org(backend.credentials, ["events:publish", "payments:refund"], "department")
+    gate = pick_org(backend.credentials, ["verify:event"], "verifier_operator")
+    sale = asyncio.run(
+        rush.open_sale(
+            backend.base,
+            organiser,
+            gate,
+            len(residents),
+            lead_s=-60,
+            admit_rate=0,
+            starts_in=dt.timedelta(hours=1),
+            re_entry_minutes=1,
+        )
+    )
+    entrances = asyncio.run(rush.buy_tickets(backend.base, sandboxes, sale, residents))
+    print(f"  {len(entrances):,} attendees hold a paid ticket for session {sale.session_id}", flush=True)
+    return {"session_id": sale.session_id, "entrances": entrances}
+
+
 def prepare_rush(backend: Backend, event: Event, made: Plan, run_dir: Path) -> list[Resident]:
     """The sale and its buyers (loadtests/rush.py): buyers first, then the sale, so it opens `RUSH_LEAD_S` plus
     half the window after the fixtures are ready, whatever they took."""
@@ -225,6 +253,8 @@ def prepare(
         data["orgs"]["transit"] = pick_org(backend.credentials, ["verify:transit", "gates:taps"])
     if "CheckpointUser" in scenario.classes:
         data["orgs"]["checkpoint"] = pick_org(backend.credentials, ["verify:health"], "verifier_operator")
+    if "AttendeeUser" in scenario.classes:
+        data["orgs"]["gate"] = pick_org(backend.credentials, ["verify:event"], "verifier_operator")
     data["orgs"] = {role: dataclasses.asdict(org) for role, org in data["orgs"].items()}
     if scenario.has_payments:
         data["payee_id"] = payee_of(backend.credentials)
@@ -241,6 +271,8 @@ def prepare(
     if scenario.has_one_login:
         data["one_login"] = one_login_client(backend.credentials)
     residents = asyncio.run(_make_people(backend, scenario, event, count))
+    if "AttendeeUser" in scenario.classes:
+        data["entry"] = give_tickets(backend, residents)
     write_fixtures(run_dir / "fixtures.json", data, residents)
     write_tokens(run_dir / "tokens.json", residents)
     print(

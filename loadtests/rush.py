@@ -1,4 +1,6 @@
-"""The ticket rush (issue 17): the sale a load test opens, its buyers, and what is checked after the run.
+"""Ticket sales in the load tests (issue 17): the ticket rush's sale, its buyers and what is checked after the
+run; and event_entry's attendees, who hold real paid tickets so that the gates' verifications take the
+admitting path.
 
 Runner side only (no Locust import). The sale is published as the organising department would (signed requests
 of the credential holding `events:publish`): an event, a competition, a venue whose gates are the operator
@@ -61,8 +63,11 @@ async def open_sale(
     admit_rate: float,
     hold_minutes: int = 5,
     per_person: int = 4,
+    starts_in: dt.timedelta = dt.timedelta(days=1),
+    re_entry_minutes: int | None = None,
 ) -> Sale:
-    """The organiser publishes the session and its sale; the sale opens `lead_s` from now."""
+    """The organiser publishes the session and its sale; the sale opens `lead_s` from now (admit_rate 0: no
+    queue)."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         today = dt.date.today()
         event = await _signed(
@@ -100,7 +105,7 @@ async def open_sale(
                 "gate_verifiers": [gate.organisation_id],
             },
         )
-        starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+        starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + starts_in
         session = await _signed(
             client,
             organiser,
@@ -129,17 +134,24 @@ async def open_sale(
                     if share > 0
                 ],
                 "opens_at": opens.isoformat(),
-                "closes_at": (opens + dt.timedelta(hours=6)).isoformat(),
+                "closes_at": min(opens + dt.timedelta(hours=6), starts + dt.timedelta(hours=2)).isoformat(),
                 "per_person": per_person,
                 "hold_minutes": hold_minutes,
-                "admit_per_minute": max(1, round(admit_rate * 60)),
+                "admit_per_minute": round(admit_rate * 60),
+                "re_entry_minutes": re_entry_minutes,
             },
         )
         sale = (await client.get(f"/api/v1/tickets/sessions/{session['id']}")).json()
     return Sale(
         session_id=session["id"],
         classes=[
-            {"id": c["id"], "name": c["name"], "quota": c["quota"], "price_fen": c["price_fen"]}
+            {
+                "id": c["id"],
+                "name": c["name"],
+                "quota": c["quota"],
+                "price_fen": c["price_fen"],
+                "entrances": c["entrances"],
+            }
             for c in sale["classes"]
         ],
         opens_at=opens.timestamp(),
@@ -167,6 +179,74 @@ async def make_buyers(base: str, count: int, concurrency: int = 4) -> list[Resid
             missing = count - len(buyers)
             await asyncio.gather(*(batch(min(BULK, missing - i)) for i in range(0, missing, BULK)))
     return buyers[:count]
+
+
+async def buy_tickets(
+    base: str, sandboxes: dict[str, str], sale: Sale, residents: list[Resident]
+) -> dict[str, str]:
+    """Each resident holds one ticket for themself and pays it in a channel's sandbox, the notification relayed,
+    as the phone and the channel would. Returns each resident's entrance (the one of their ticket's class)."""
+    entrances: dict[str, str] = {}
+    gate = asyncio.Semaphore(16)
+    channels = sorted(sandboxes)
+    seats = [c for c in sale.classes for _ in range(c["quota"])]  # each class as many times as it has tickets
+
+    def bearer(resident: Resident) -> dict[str, str]:
+        return {"Authorization": f"Bearer {resident.access_token}"}
+
+    def ok(answer: httpx.Response, what: str) -> Any:
+        if answer.status_code not in (200, 201):
+            raise RuntimeError(f"{what}: HTTP {answer.status_code} {answer.text[:300]}")
+        return answer.json() if "json" in answer.headers.get("content-type", "") else answer.text
+
+    async def one(n: int, resident: Resident, client: httpx.AsyncClient, sandbox: httpx.AsyncClient) -> None:
+        chosen = seats[n % len(seats)]
+        channel = channels[n % len(channels)]
+        async with gate:
+            held = ok(
+                await client.post(
+                    "/api/v1/tickets/holds",
+                    json={"session_id": sale.session_id, "class_id": chosen["id"], "attendees": [{}]},
+                    headers=bearer(resident),
+                ),
+                "hold",
+            )
+            paying = ok(
+                await client.post(
+                    f"/api/v1/tickets/holds/{held['id']}/pay",
+                    json={"channel": channel, "method": "native"},
+                    headers={**bearer(resident), "Idempotency-Key": f"entry-{held['id']}"},
+                ),
+                "pay",
+            )
+            order = ok(
+                await client.get(f"/api/v1/payments/orders/{paying['order_id']}", headers=bearer(resident)),
+                "order",
+            )
+            paid = ok(
+                await sandbox.post(
+                    f"{sandboxes[channel]}/_sandbox/trades/{order['out_trade_no']}/pay",
+                    json={"deliver": False},
+                ),
+                "sandbox pay",
+            )
+            note = paid["notification"]
+            ok(
+                await client.post(
+                    f"/api/v1/payments/notify/{channel}",
+                    content=note["body"].encode(),
+                    headers={"Content-Type": note["content_type"]},
+                ),
+                "notify",
+            )
+        entrances[resident.id] = (chosen.get("entrances") or [CLASSES[0][2]])[0]
+
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=60) as client,
+        httpx.AsyncClient(timeout=60) as sandbox,
+    ):
+        await asyncio.gather(*(one(n, r, client, sandbox) for n, r in enumerate(residents)))
+    return entrances
 
 
 async def sale_figures(database_url: str, session_id: str) -> dict[str, Any]:

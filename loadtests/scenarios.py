@@ -213,8 +213,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "event_entry",
-            "A stadium event: attendees open their code on the way and show it at one of the venue gates, which "
-            "verify it online (health, the checkpoint scene)",
+            "A stadium event: attendees who bought their tickets open their code on the way and show it at the "
+            "venue gate of their ticket's entrance, which verifies it online in the event scene (admitted, "
+            "section and seat; again after the session's one-minute re-entry rule when a resident comes round)",
             {
                 "attendees": 20_000,
                 "window_minutes": 30,
@@ -222,7 +223,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "device_share": 0.3,
                 "seconds_in_system": 60,
             },
-            (Visit("CheckpointUser", 1, displays=2, scans=1),),
+            (Visit("AttendeeUser", 1, displays=2, scans=1),),
             Slo(NORMAL),
         ),
         Scenario(
