@@ -54,6 +54,7 @@ DEMO_RESIDENT_PHONE = "13800000001"
 DEMO_CONTRACT_CODE = "TZTDEMOCONTRACT0001"
 DEMO_CONTRACT_ID = "200000000000000000000000DEMO1"
 DEMO_STAFF_PHONE = "13900000000"
+SERVICE_OFFICE = "泰州市政务服务管理办公室"  # the owner of the demo's city-service tiles
 DEMO_ORGANISATIONS = [  # name, kind, location, scopes
     ("泰州市卫生健康委员会", "department", "泰州市海陵区", ["feeds:health", "tiles:manage"]),
     ("泰州市医疗保障局", "department", "泰州市海陵区", ["feeds:insurance"]),
@@ -74,7 +75,7 @@ DEMO_ORGANISATIONS = [  # name, kind, location, scopes
     # A venue's gates: entry with the one code (the event scene), online and with attendee lists offline.
     ("泰州市体育中心场馆运营有限公司", "verifier_operator", "泰州市体育中心", ["verify:event", "gates:sync"]),
     # The city's one-stop government service office: it plugs the demo's city-service tiles in.
-    ("泰州市政务服务管理办公室", "department", "泰州市海陵区", ["tiles:manage", "messages:send"]),
+    (SERVICE_OFFICE, "department", "泰州市海陵区", ["tiles:manage", "messages:send"]),
     # The provincial games' organiser: publishes the schedule, sells the tickets (the payee) and refunds them.
     (
         "泰州市体育局",
@@ -165,7 +166,7 @@ _WORKDAYS = ServiceHours(
 )
 DEMO_TILES: list[tuple[str, TileContent]] = [
     (
-        DEMO_ORGANISATIONS[-1][0],
+        SERVICE_OFFICE,
         TileContent(
             name="公积金查询",
             icon="https://static.taizhoutong.cn/icons/housing-fund.png",
@@ -181,7 +182,7 @@ DEMO_TILES: list[tuple[str, TileContent]] = [
         ),
     ),
     (
-        DEMO_ORGANISATIONS[-1][0],
+        SERVICE_OFFICE,
         TileContent(
             name="社保缴费",
             icon="https://static.taizhoutong.cn/icons/social-security.png",
@@ -196,7 +197,7 @@ DEMO_TILES: list[tuple[str, TileContent]] = [
         ),
     ),
     (
-        DEMO_ORGANISATIONS[-1][0],
+        SERVICE_OFFICE,
         TileContent(
             name="不动产登记",
             icon="https://static.taizhoutong.cn/icons/property.png",
