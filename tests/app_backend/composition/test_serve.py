@@ -327,6 +327,38 @@ def test_the_demo_riders_contract_exists_at_the_sandbox(server, data_dir):
     assert trade.status in (TradeStatus.WAITING, TradeStatus.PAID)
 
 
+async def test_concurrent_bookings_through_two_workers_hold_exactly_the_places(server, client, services):
+    """Issue 17 (venue booking): residents book one slot through `tzt serve` (two Granian workers) over several
+    real connections at once; exactly the slot's capacity is held, every other booker is told it is full."""
+    from tests.app_backend.bookings.helpers import organiser_slot, slot
+    from tests.helpers import real_named
+
+    base, _, _ = server
+    made = await slot(client, services, capacity=10)
+    people = [await real_named(client, services) for _ in range(30)]
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, limits=httpx.Limits(max_connections=10, max_keepalive_connections=10)
+    ) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/api/v1/bookings",
+                    headers={
+                        "Authorization": f"Bearer {p['access_token']}",
+                        "Idempotency-Key": f"rush-{n:04d}",
+                    },
+                    json={"slot_id": made["id"], "places": 1, "channel": "wechat", "method": "native"},
+                )
+                for n, p in enumerate(people)
+            )
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] * 10 + [409] * 20, {a.status_code: a.text for a in answers}
+    assert all(a.json()["type"].endswith("slot-full") for a in answers if a.status_code == 409)
+    counts = await organiser_slot(client, made["organiser"], made["id"])
+    assert (counts["held"], counts["booked"]) == (10, 0)
+
+
 def test_ctrl_c_stops_everything(server):
     import psutil
 
@@ -460,35 +492,3 @@ def test_scene_keys_rotate_and_list_from_the_cli(backing, data_dir):
     events = asyncio.run(audited())
     assert ("admin.scene_key_rotate", epoch) in events
     assert ("admin.scene_key_rotate_now", new_epoch) in events
-
-
-async def test_concurrent_bookings_through_two_workers_hold_exactly_the_places(server, client, services):
-    """Issue 17 (venue booking): residents book one slot through `tzt serve` (two Granian workers) over several
-    real connections at once; exactly the slot's capacity is held, every other booker is told it is full."""
-    from tests.app_backend.bookings.helpers import organiser_slot, slot
-    from tests.helpers import real_named
-
-    base, _, _ = server
-    made = await slot(client, services, capacity=10)
-    people = [await real_named(client, services) for _ in range(30)]
-    async with httpx.AsyncClient(
-        base_url=base, timeout=30, limits=httpx.Limits(max_connections=10, max_keepalive_connections=10)
-    ) as http:
-        answers = await asyncio.gather(
-            *(
-                http.post(
-                    "/api/v1/bookings",
-                    headers={
-                        "Authorization": f"Bearer {p['access_token']}",
-                        "Idempotency-Key": f"rush-{n:04d}",
-                    },
-                    json={"slot_id": made["id"], "places": 1, "channel": "wechat", "method": "native"},
-                )
-                for n, p in enumerate(people)
-            )
-        )
-    statuses = sorted(a.status_code for a in answers)
-    assert statuses == [201] * 10 + [409] * 20, {a.status_code: a.text for a in answers}
-    assert all(a.json()["type"].endswith("slot-full") for a in answers if a.status_code == 409)
-    counts = await organiser_slot(client, made["organiser"], made["id"])
-    assert (counts["held"], counts["booked"]) == (10, 0)
