@@ -10,8 +10,10 @@ import uuid
 
 async def test_concurrent_entries_to_one_account_spread_over_shards_and_add_up(services):
     ledger = services.payments.ledger
-    payee = f"payee_payable:{uuid.uuid4()}"
-    clearing = f"channel_clearing:test-{uuid.uuid4().hex[:8]}"
+    # Accounts of a channel of its own: a payee's payable would be found by settlements, which read the
+    # payment's order from the entry (the suite shares one database).
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    clearing, payee = f"channel_clearing:{channel}", f"channel_fees:{channel}"
 
     async def post(n: int) -> None:
         async with services.pool.acquire() as conn, conn.transaction():
