@@ -354,3 +354,40 @@ async def test_a_return_is_refunded_and_a_cancelled_session_refunds_every_paid_t
         )
     assert len(statuses) == 3
     await ledger_ok(services)
+
+
+async def test_a_code_printed_before_the_session_was_delayed_still_admits_at_the_new_time(
+    client, services, wechat_sandbox
+):
+    """The organiser delays the session by a day after the attendee printed their ticket: the paper they hold
+    admits at the new time (the gate answers the ticket, as it does for the holder's own code)."""
+    door = await gate(client, services)
+    sale = await games(client, services, [door])
+    occasion = uuid.UUID(sale["session_id"])
+    buyer = await real_named(client, services)
+    relative = {"name": "孙坚", "id_number": random_id_number()}
+    paid = await buys(client, wechat_sandbox, buyer, sale, attendees=[relative])
+    ticket_id = paid["tickets"][0]["id"]
+    printed = (await client.get(f"{TICKETS}/{ticket_id}/printed-code", headers=bearer(buyer))).json()
+
+    later = dt.datetime.fromisoformat(sale["starts_at"]) + dt.timedelta(days=1)
+    moved = await set_session_status(
+        client,
+        sale["organiser"],
+        sale["session_id"],
+        "delayed",
+        reason="天气原因",
+        starts_at=later,
+        ends_at=later + dt.timedelta(hours=2),
+    )
+    assert moved.status_code == 200, moved.text
+    assert dt.datetime.fromisoformat(printed["valid_until"]) >= later + dt.timedelta(hours=2)
+
+    # At the gate, offline, half an hour after the new start.
+    at_the_gate = await offline_gate(client, door, occasion)
+    at_the_gate.clock = lambda: (later + dt.timedelta(minutes=30)).timestamp()
+    verdict = at_the_gate.verify(printed["code"], "event", entrance="东门")
+    assert (verdict.reason, verdict.ticket) == ("ok", uuid.UUID(ticket_id).bytes)
+    # Printed again after the delay: valid until the new end too.
+    again = (await client.get(f"{TICKETS}/{ticket_id}/printed-code", headers=bearer(buyer))).json()
+    assert dt.datetime.fromisoformat(again["valid_until"]) >= later + dt.timedelta(hours=2)
