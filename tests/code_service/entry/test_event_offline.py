@@ -158,7 +158,7 @@ async def test_uploads_are_verified_at_their_scan_time(client, services):
 async def test_a_printed_ticket_admits_once_online_and_offline(client, services):
     provider = provided(services)
     gate = await venue_gate(client, services, provider)
-    offline_gate = await venue_gate(client, services, provider)
+    offline_door = await venue_gate(client, services, provider)
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     online_ticket, offline_ticket = provider.sell(None), provider.sell(None, entrances=("北门",))
     tickets = services.codes.ticket_codes
@@ -182,7 +182,7 @@ async def test_a_printed_ticket_admits_once_online_and_offline(client, services)
     metro = await machine_credential(client, services, ["verify:transit"])
     assert (await verify(client, metro, printed, "transit")).json()["reason"] == "wrong-code-type"
 
-    offline = await offline_gate(client, offline_gate, provider.occasion_id)
+    offline = await offline_gate(client, offline_door, provider.occasion_id)
     assert offline.verify(printed_offline, "event", entrance="东门").reason == "wrong-entrance"
     verdict = offline.verify(printed_offline, "event", entrance="北门")
     assert (verdict.reason, verdict.ticket) == ("ok", offline_ticket.ticket_id.bytes)
@@ -196,7 +196,7 @@ async def test_a_printed_ticket_admits_once_online_and_offline(client, services)
 
     upload = await signed(
         client,
-        offline_gate,
+        offline_door,
         "POST",
         "/api/v1/gates/admissions",
         {
