@@ -165,8 +165,9 @@ class TicketList(msgspec.Struct):
 
 class PrintedTicket(msgspec.Struct):
     """A paid ticket's own code, for an attendee without a phone: print it (the PNG) or show it; it admits once
-    like the attendee's one code, online and offline (docs/code-format.md, printed tickets), until the session
-    ends. It names no person."""
+    like the attendee's one code, online and offline (docs/code-format.md, printed tickets), within the session's
+    gate hours; the code itself is valid until a week after the session is due to end (`valid_until`), so a delayed
+    session's paper still admits. It names no person."""
 
     ticket_id: uuid.UUID
     session_id: uuid.UUID

@@ -71,6 +71,12 @@ _log = structlog.get_logger("tickets")
 # (ticket, session, valid until) -> the printed code's text (code_service's ticket_codes.issue).
 PrintCode = Callable[[uuid.UUID, uuid.UUID, dt.datetime], Awaitable[str]]
 SendMessage = Callable[[Connection, uuid.UUID, PlatformMessage], Awaitable[bool]]
+# A printed code stays valid this long after the session is due to end: a session delayed after the code was
+# printed (the paper is in a grandparent's drawer) still admits at its new time; the gates' window (the provider,
+# by the session's times) still decides when a ticket enters. A delay beyond it needs the code printed again.
+PRINTED_GRACE = dt.timedelta(days=7)
+# Printed codes live at most 400 days (docs/code-format.md 4.5): a day's margin under it.
+PRINTED_AT_MOST = dt.timedelta(days=399)
 # The public read of a sale is served from each worker's memory for this long (rush traffic polls it).
 SALE_VIEW_SECONDS = 1.0
 _NAME_MARKS = " ·.-'"
@@ -667,8 +673,9 @@ class TicketService:
         self._print = issue
 
     async def printed(self, conn: Connection, buyer_id: uuid.UUID, ticket_id: uuid.UUID) -> PrintedTicket:
-        """The buyer prints a paid ticket's own code for its attendee; valid until the session ends. Asked again,
-        a new code for the same ticket: the ticket, not the code, is admitted once."""
+        """The buyer prints a paid ticket's own code for its attendee; valid until PRINTED_GRACE after the session
+        is due to end (a delay does not void the paper). Asked again, a new code for the same ticket: the ticket,
+        not the code, is admitted once."""
         row = await self._tickets.get(conn, ticket_id)
         if row is None or row.buyer_id != buyer_id or row.status == "released":
             raise not_found("ticket not found")
@@ -682,14 +689,15 @@ class TicketService:
             raise DomainError(
                 503, "unavailable", "printed codes are not available", headers={"Retry-After": "5"}
             )
-        code = await self._print(ticket_id, row.session_id, sale.ends_at)
+        valid_until = min(sale.ends_at + PRINTED_GRACE, _now() + PRINTED_AT_MOST)
+        code = await self._print(ticket_id, row.session_id, valid_until)
         return PrintedTicket(
             ticket_id=ticket_id,
             session_id=row.session_id,
             section=row.section,
             seat=row.seat,
             code=code,
-            valid_until=sale.ends_at,
+            valid_until=valid_until,
         )
 
     async def ticket_of(self, conn: Connection, buyer_id: uuid.UUID, ticket_id: uuid.UUID) -> TicketView:

@@ -54,6 +54,26 @@ async def on_sale(
     return {**session, "sale": sale, "class_id": sale["classes"][0]["id"]}
 
 
+async def join(client: Any, person: dict[str, Any], sale: dict[str, Any]) -> httpx.Response:
+    """The resident joins the session's virtual queue (or asks again: the place is kept)."""
+    return await client.post(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(person))  # type: ignore[no-any-return]
+
+
+async def admitted_pass(client: Any, person: dict[str, Any], sale: dict[str, Any]) -> str:
+    """The resident joins the queue and waits their turn (polling as the page does): their pass for the hold."""
+    place = await join(client, person, sale)
+    assert place.status_code == 200, place.text
+    view = place.json()
+    while not view["admitted"]:
+        turn = dt.datetime.fromisoformat(view["admitted_at"])
+        await asyncio.sleep(max(0.0, (turn - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
+        polled = await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(person))
+        assert polled.status_code == 200, polled.text
+        view = polled.json()
+    assert view["pass_token"], view
+    return str(view["pass_token"])
+
+
 async def hold(
     client: Any,
     person: dict[str, Any],

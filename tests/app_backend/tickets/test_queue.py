@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from tests.app_backend.tickets.helpers import TICKETS, hold, on_sale
+from tests.app_backend.tickets.helpers import TICKETS, hold, join, on_sale
 from tests.helpers import bearer, login, real_named
-
-
-async def join(client, person, sale):
-    return await client.post(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(person))
 
 
 async def test_residents_are_admitted_in_arrival_order_at_the_rate(client, services):

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+import pytest
+
 from app_backend.kernel.admissions import Admission, Attendee
 from app_backend.kernel.db import Connection
-from tests.helpers import machine_credential, signed
+from code_service.holder import DeviceWallet
+from code_service.verifier import OfflineVerifier
+from tests.helpers import machine_credential, register_device, signed
 
 
 @dataclass
@@ -111,3 +118,46 @@ async def scan(
         "/api/v1/verify",
         {"code": code, "scene": "event", "occasion_id": str(occasion_id), "entrance": entrance},
     )
+
+
+async def offline_gate(client: Any, gate: dict[str, Any], occasion_id: uuid.UUID) -> OfflineVerifier:
+    """A gate's offline verifier as it stands after a sync: the JWKS, the deny list and the occasion's signed
+    attendee list (`gate` needs verify:event and gates:sync)."""
+    offline = OfflineVerifier((await client.get("/.well-known/jwks.json")).json())
+    deny = await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")
+    offline.deny_list.apply_document(deny.json()["jws"], offline.key_for_kid)
+    listed = await signed(client, gate, "GET", f"/api/v1/gates/attendees?occasion={occasion_id}")
+    assert listed.status_code == 200, listed.text
+    offline.update_attendees(listed.json()["jws"])
+    return offline
+
+
+async def phone(client: Any, person: dict[str, Any]) -> DeviceWallet:
+    """A phone of `person` with a registered device credential: its device codes work offline."""
+    wallet = DeviceWallet.create()
+    await register_device(client, person, wallet)
+    return wallet
+
+
+def offline_admission(
+    admission_id: str, occasion_id: uuid.UUID, code: str, at: float | None = None, entrance: str = "东门"
+) -> dict[str, Any]:
+    """One admission a gate made offline, as it uploads it (POST /api/v1/gates/admissions)."""
+    scanned = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
+    return {
+        "admission_id": admission_id,
+        "occasion_id": str(occasion_id),
+        "entrance": entrance,
+        "scanned_at": scanned.isoformat(),
+        "code": code,
+    }
+
+
+@pytest.fixture(autouse=True)
+async def forget_printed_tickets(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """A printed ticket keeps its signing key published until it expires (codes.ticket_codes): the tickets printed
+    by a test are forgotten afterwards, so the key rotation tests of the same session see the usual retirement.
+    Autouse where imported (this folder's conftest, tests that print tickets)."""
+    started = await db.fetchval("SELECT clock_timestamp()")
+    yield
+    await db.execute("DELETE FROM codes.ticket_codes WHERE issued_at >= $1", started)

@@ -8,42 +8,20 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from typing import Any
 
 import pytest
 
-from code_service.holder import DeviceWallet
 from code_service.verifier import OfflineVerifier
 from code_service.verifier.attendees import AttendeeListError
-from tests.code_service.entry.helpers import provided, scan, venue_gate
-from tests.helpers import bearer, login, personal_code, real_named, register_device, signed
-
-
-async def _offline_gate(client: Any, gate: dict[str, Any], occasion_id: uuid.UUID) -> OfflineVerifier:
-    offline = OfflineVerifier((await client.get("/.well-known/jwks.json")).json())
-    deny = await signed(client, gate, "GET", "/api/v1/gates/deny-list?since=0")
-    offline.deny_list.apply_document(deny.json()["jws"], offline.key_for_kid)
-    listed = await signed(client, gate, "GET", f"/api/v1/gates/attendees?occasion={occasion_id}")
-    assert listed.status_code == 200, listed.text
-    offline.update_attendees(listed.json()["jws"])
-    return offline
-
-
-async def _phone(client: Any, person: dict[str, Any]) -> DeviceWallet:
-    wallet = DeviceWallet.create()
-    await register_device(client, person, wallet)
-    return wallet
-
-
-def _upload(admission_id: str, occasion_id: uuid.UUID, code: str, at: float | None = None) -> dict[str, Any]:
-    scanned = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
-    return {
-        "admission_id": admission_id,
-        "occasion_id": str(occasion_id),
-        "entrance": "东门",
-        "scanned_at": scanned.isoformat(),
-        "code": code,
-    }
+from tests.code_service.entry.helpers import (
+    offline_admission,
+    offline_gate,
+    phone,
+    provided,
+    scan,
+    venue_gate,
+)
+from tests.helpers import bearer, login, personal_code, real_named, signed
 
 
 async def test_an_offline_gate_admits_attendees_from_its_list_and_refuses_others(client, services):
@@ -54,13 +32,13 @@ async def test_an_offline_gate_admits_attendees_from_its_list_and_refuses_others
         await real_named(client, services),
         await login(client),
     )
-    wallet, strangers_wallet = await _phone(client, attendee), await _phone(client, stranger)
-    low_wallet = await _phone(client, phone_only)
+    wallet, strangers_wallet = await phone(client, attendee), await phone(client, stranger)
+    low_wallet = await phone(client, phone_only)
     ticket = provider.sell(uuid.UUID(attendee["resident_id"]), seat="1排1座")
     provider.sell(uuid.UUID(phone_only["resident_id"]))
     north = provider.sell(None, entrances=("北门",))  # a printed ticket's, no account
 
-    offline = await _offline_gate(client, gate, provider.occasion_id)
+    offline = await offline_gate(client, gate, provider.occasion_id)
     verdict = offline.verify(wallet.code(), "event", entrance="东门")
     assert (verdict.valid, verdict.reason, verdict.section, verdict.seat) == (True, "ok", "A区", "1排1座")
     assert verdict.ticket == ticket.ticket_id.bytes
@@ -103,20 +81,20 @@ async def test_uploads_admit_each_ticket_once_under_concurrent_uploads_from_two_
     provider = provided(services)
     east, west = await venue_gate(client, services, provider), await venue_gate(client, services, provider)
     attendee = await real_named(client, services)
-    wallet = await _phone(client, attendee)
+    wallet = await phone(client, attendee)
     ticket = provider.sell(uuid.UUID(attendee["resident_id"]))
     others = [await real_named(client, services) for _ in range(3)]
-    other_wallets = [await _phone(client, p) for p in others]
+    other_wallets = [await phone(client, p) for p in others]
     other_tickets = [provider.sell(uuid.UUID(p["resident_id"])) for p in others]
 
     # Both gates were offline and both let the attendee in (two codes of one phone), and each admitted others.
     east_codes = [wallet.code(), *(w.code() for w in other_wallets[:2])]
     west_codes = [wallet.code(), other_wallets[2].code()]
     east_batch = {
-        "admissions": [_upload(f"e-{i}", provider.occasion_id, c) for i, c in enumerate(east_codes)]
+        "admissions": [offline_admission(f"e-{i}", provider.occasion_id, c) for i, c in enumerate(east_codes)]
     }
     west_batch = {
-        "admissions": [_upload(f"w-{i}", provider.occasion_id, c) for i, c in enumerate(west_codes)]
+        "admissions": [offline_admission(f"w-{i}", provider.occasion_id, c) for i, c in enumerate(west_codes)]
     }
     east_up, west_up = await asyncio.gather(
         signed(client, east, "POST", "/api/v1/gates/admissions", east_batch),
@@ -151,14 +129,18 @@ async def test_uploads_are_verified_at_their_scan_time(client, services):
     gate = await venue_gate(client, services, provider)
     attendee = await real_named(client, services)
     provider.sell(uuid.UUID(attendee["resident_id"]))
-    wallet = await _phone(client, attendee)
+    wallet = await phone(client, attendee)
     code = wallet.code()
     batch = {
         "admissions": [
-            _upload("before", provider.occasion_id, code, time.time() - 3600),  # the code was not shown yet
-            _upload("future", provider.occasion_id, code, time.time() + 7200),
-            _upload("old", provider.occasion_id, code, time.time() - 4 * 86400),
-            _upload("forged", provider.occasion_id, code[:-3] + ("AAA" if code[-3:] != "AAA" else "BBB")),
+            offline_admission(
+                "before", provider.occasion_id, code, time.time() - 3600
+            ),  # the code was not shown yet
+            offline_admission("future", provider.occasion_id, code, time.time() + 7200),
+            offline_admission("old", provider.occasion_id, code, time.time() - 4 * 86400),
+            offline_admission(
+                "forged", provider.occasion_id, code[:-3] + ("AAA" if code[-3:] != "AAA" else "BBB")
+            ),
         ]
     }
     answer = await signed(client, gate, "POST", "/api/v1/gates/admissions", batch)
@@ -176,7 +158,7 @@ async def test_uploads_are_verified_at_their_scan_time(client, services):
 async def test_a_printed_ticket_admits_once_online_and_offline(client, services):
     provider = provided(services)
     gate = await venue_gate(client, services, provider)
-    offline_gate = await venue_gate(client, services, provider)
+    offline_door = await venue_gate(client, services, provider)
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     online_ticket, offline_ticket = provider.sell(None), provider.sell(None, entrances=("北门",))
     tickets = services.codes.ticket_codes
@@ -200,7 +182,7 @@ async def test_a_printed_ticket_admits_once_online_and_offline(client, services)
     metro = await machine_credential(client, services, ["verify:transit"])
     assert (await verify(client, metro, printed, "transit")).json()["reason"] == "wrong-code-type"
 
-    offline = await _offline_gate(client, offline_gate, provider.occasion_id)
+    offline = await offline_gate(client, offline_door, provider.occasion_id)
     assert offline.verify(printed_offline, "event", entrance="东门").reason == "wrong-entrance"
     verdict = offline.verify(printed_offline, "event", entrance="北门")
     assert (verdict.reason, verdict.ticket) == ("ok", offline_ticket.ticket_id.bytes)
@@ -214,10 +196,14 @@ async def test_a_printed_ticket_admits_once_online_and_offline(client, services)
 
     upload = await signed(
         client,
-        offline_gate,
+        offline_door,
         "POST",
         "/api/v1/gates/admissions",
-        {"admissions": [{**_upload("p-1", provider.occasion_id, printed_offline), "entrance": "北门"}]},
+        {
+            "admissions": [
+                {**offline_admission("p-1", provider.occasion_id, printed_offline), "entrance": "北门"}
+            ]
+        },
     )
     assert [a["status"] for a in upload.json()["admissions"]] == ["admitted"]
     assert offline_ticket.admitted == 1
@@ -240,8 +226,8 @@ async def test_one_batch_sent_twice_at_once_admits_once(client, services):
     gate = await venue_gate(client, services, provider)
     attendee = await real_named(client, services)
     ticket = provider.sell(uuid.UUID(attendee["resident_id"]))
-    wallet = await _phone(client, attendee)
-    batch = {"admissions": [_upload("twice-1", provider.occasion_id, wallet.code())]}
+    wallet = await phone(client, attendee)
+    batch = {"admissions": [offline_admission("twice-1", provider.occasion_id, wallet.code())]}
     first, second = await asyncio.gather(
         signed(client, gate, "POST", "/api/v1/gates/admissions", batch),
         signed(client, gate, "POST", "/api/v1/gates/admissions", batch),
@@ -260,8 +246,8 @@ async def test_the_attendee_list_names_only_live_credentials_of_active_accounts(
     provider = provided(services)
     gate = await venue_gate(client, services, provider)
     kept, blocked = await real_named(client, services), await real_named(client, services)
-    phones = {"kept": await _phone(client, kept), "lost": await _phone(client, kept)}
-    blocked_phone = await _phone(client, blocked)
+    phones = {"kept": await phone(client, kept), "lost": await phone(client, kept)}
+    blocked_phone = await phone(client, blocked)
     provider.sell(uuid.UUID(kept["resident_id"]))
     provider.sell(uuid.UUID(blocked["resident_id"]))
     lost_id = phones["lost"].credential[9:17].hex()
