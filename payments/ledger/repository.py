@@ -110,7 +110,8 @@ class LedgerRepository:
     async def balance(self, conn: Connection, account: str) -> int:
         return int(
             await conn.fetchval(
-                "SELECT coalesce((SELECT sum(balance_fen) FROM payments.ledger_balances WHERE account = $1), 0)::bigint",
+                """SELECT coalesce((SELECT sum(balance_fen) FROM payments.ledger_balances WHERE account = $1), 0)
+                          ::bigint""",
                 account,
             )
         )
