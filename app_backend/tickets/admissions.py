@@ -65,6 +65,8 @@ class TicketAdmissions:
             row = await self._tickets.get(conn, ticket_id)
             candidates = [row] if row is not None and row.session_id == occasion_id else []
         elif resident_id is not None:
+            # One person is one body: two gates scanning their code at once wait here for each other.
+            await self._tickets.lock_attendee(conn, occasion_id, resident_id)
             candidates = await self._tickets.for_attendee(conn, occasion_id, resident_id)
         else:
             candidates = []
@@ -80,6 +82,11 @@ class TicketAdmissions:
         fitting = [t for t in valid if not t.entrances or entrance in t.entrances]
         if not fitting:
             return _refused("wrong-entrance", valid[0])
+        entered = [t for t in fitting if t.admitted_at is not None]
+        if resident_id is not None and entered:
+            # A person with several tickets naming them (the per-person limit allows it) is inside on one: their
+            # code lets them in again only under the re-entry rule, never on the next ticket (someone else).
+            fitting = entered[:1]
         for ticket in fitting:
             if await self._tickets.admit(conn, ticket.id, entrance, at, sale.re_entry_minutes):
                 return Admission(

@@ -557,6 +557,14 @@ class TicketRepository:
 
     # -- admissions ----------------------------------------------------------------------------------------
 
+    async def lock_attendee(self, conn: Connection, session_id: uuid.UUID, resident_id: uuid.UUID) -> None:
+        """Serialises, until the transaction ends, the admissions of one person to one session."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text || $2::uuid::text, 0))",
+            session_id,
+            resident_id,
+        )
+
     async def for_attendee(
         self, conn: Connection, session_id: uuid.UUID, resident_id: uuid.UUID
     ) -> list[TicketRow]:

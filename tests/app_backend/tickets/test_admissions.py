@@ -142,3 +142,18 @@ async def test_a_cancelled_session_admits_nobody(client, services, wechat_sandbo
     provider = client.app.state.tickets.admissions
     async with services.pool.acquire() as conn:
         assert await provider.attendees(conn, uuid.UUID(sold["session_id"]), sold["gate"]) == []
+
+
+async def test_a_person_with_two_tickets_naming_them_enters_once_on_their_code(
+    client, services, wechat_sandbox
+):
+    """The per-person limit lets one ID number hold several tickets of a session; their one code is one body: it
+    admits once (twice would let someone else in on it), also at two gates at once."""
+    sold = await _sold(client, services, wechat_sandbox)
+    await bought(client, wechat_sandbox, sold["buyer"], sold)  # a second ticket naming the buyer
+    other_gate = await _gate(client, services)
+    assert other_gate  # not the venue's: only the sale's own gate admits
+    answers = await asyncio.gather(*(_admit(client, services, sold) for _ in range(4)))
+    assert sorted(a.reason for a in answers if a is not None) == ["already-admitted"] * 3 + ["ok"]
+    later = await _admit(client, services, sold, at=sold["at"] + dt.timedelta(minutes=5))
+    assert later is not None and later.reason == "already-admitted"
