@@ -108,9 +108,10 @@ class SaleController(Controller):
         opt=problems(403, 404, 409),
     )
     async def join(
-        self, session_id: uuid.UUID, tickets: TicketService, db: Connection, resident: ResidentPrincipal
+        self, session_id: uuid.UUID, tickets: TicketService, resident: ResidentPrincipal
     ) -> QueueView:
-        return await tickets.queue_place(db, resident, session_id, join=True)
+        # No request transaction: the queue is Redis once the worker knows the sale and the buyer.
+        return await tickets.queue_place(tickets.pool, resident, session_id, join=True)
 
     @get(
         "/{session_id:uuid}/queue",
@@ -118,9 +119,10 @@ class SaleController(Controller):
         opt=problems(403, 404, 409),
     )
     async def place(
-        self, session_id: uuid.UUID, tickets: TicketService, db: Connection, resident: ResidentPrincipal
+        self, session_id: uuid.UUID, tickets: TicketService, resident: ResidentPrincipal
     ) -> QueueView:
-        return await tickets.queue_place(db, resident, session_id, join=False)
+        # No request transaction: the queue is Redis once the worker knows the sale and the buyer.
+        return await tickets.queue_place(tickets.pool, resident, session_id, join=False)
 
 
 class HoldController(Controller):

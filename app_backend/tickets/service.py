@@ -274,11 +274,15 @@ class TicketService:
         async with pool.acquire() as conn:
             return await self._kept_view(conn, session_id)
 
-    async def _kept_view(self, conn: Connection, session_id: uuid.UUID) -> SaleView:
+    def _fresh_view(self, session_id: uuid.UUID) -> SaleView | None:
         cached = self._views.get(session_id)
+        return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+    async def _kept_view(self, conn: Connection, session_id: uuid.UUID) -> SaleView:
         clock = time.monotonic()
-        if cached is not None and cached[0] > clock:
-            return cached[1]
+        cached = self._fresh_view(session_id)
+        if cached is not None:
+            return cached
         view = await self._sale_view(conn, session_id, _now())
         if view is None:
             raise not_found("this session has no ticket sale")
@@ -290,18 +294,22 @@ class TicketService:
     # -- the queue ----------------------------------------------------------------------------------------------------
 
     async def queue_place(
-        self, conn: Connection, resident: Resident, session_id: uuid.UUID, *, join: bool
+        self, pool: Pool, resident: Resident, session_id: uuid.UUID, *, join: bool
     ) -> QueueView:
-        await self._buyer_key(conn, resident)
-        sale = await self._sales.get(conn, session_id)
-        if sale is None:
-            raise not_found("this session has no ticket sale")
+        """A join or a poll: Redis alone once this worker knows the buyer's key and holds the sale's view (at most
+        SALE_VIEW_SECONDS old); PostgreSQL only to learn them. In a rush every waiting buyer polls, and a
+        transaction per poll took the database's and the workers' time from the holds and payments."""
+        view = self._fresh_view(session_id)
+        if view is None or resident.resident_id not in self._buyer_keys:
+            async with pooled_connection(pool, self._settings.db_acquire_timeout) as conn:
+                await self._buyer_key(conn, resident)
+                view = await self._kept_view(conn, session_id)
         now = _now()
-        if sale.session_status == "cancelled":
+        if view.state == "cancelled":
             raise conflict("the session is cancelled", "session-cancelled")
-        if now >= sale.closes_at:
+        if now >= view.closes_at:
             raise conflict("the sale is closed", "sale-closed")
-        if (await self._kept_view(conn, session_id)).state == "sold_out":
+        if view.state == "sold_out":
             # Waiting for a place in a queue whose every ticket is sold or held gains nothing: say so now, not
             # when the place comes up (a rush of 100,000 for 20,000 would otherwise wait out 80,000 places).
             raise DomainError(
@@ -311,7 +319,7 @@ class TicketService:
                 headers={"Retry-After": "30"},
             )
         place = await self.queue.place(
-            session_id, resident.resident_id, sale.opens_at, max(sale.admit_per_minute, 1), now, join=join
+            session_id, resident.resident_id, view.opens_at, max(view.admit_per_minute, 1), now, join=join
         )
         if place is None:
             raise not_found("you have not joined this session's queue")

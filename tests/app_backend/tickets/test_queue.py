@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from app_backend.tickets import service as ticket_service
 from tests.app_backend.tickets.helpers import TICKETS, hold, join, on_sale
 from tests.helpers import bearer, login, real_named
 
@@ -84,3 +85,28 @@ async def test_once_every_ticket_is_sold_or_held_the_queue_says_sold_out(client,
     ):
         assert answer.status_code == 409, answer.text
         assert answer.json()["type"].endswith("/sold-out") and answer.headers["Retry-After"]
+
+
+async def test_a_warm_poll_is_answered_from_redis_alone(client, services, monkeypatch):
+    """In a rush every waiting buyer polls: once the worker knows the sale and the buyer, a join or a poll takes
+    no PostgreSQL connection (it took a transaction each, which starved the holds and payments of the rush)."""
+    monkeypatch.setattr(
+        ticket_service, "SALE_VIEW_SECONDS", 600.0
+    )  # the view stays warm however slow the run
+    sale = await on_sale(client, services, admit_per_minute=6)
+    first, waiting = await real_named(client, services), await real_named(client, services)
+    assert (await join(client, first, sale)).status_code == 200
+    assert (await join(client, waiting, sale)).status_code == 200
+    tickets = client.app.state.tickets
+
+    class NoDatabase:
+        def acquire(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a warm poll asked PostgreSQL")
+
+    pool, tickets.pool = tickets.pool, NoDatabase()
+    try:
+        polled = await client.get(f"{TICKETS}/sessions/{sale['session_id']}/queue", headers=bearer(waiting))
+    finally:
+        tickets.pool = pool
+    assert polled.status_code == 200, polled.text
+    assert polled.json()["position"] == 1
