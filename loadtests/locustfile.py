@@ -201,6 +201,7 @@ class Answer:
     outcome: str
     status: int
     body: Any = None
+    retry_after: float = 0.0  # what a shed answer's Retry-After asked for, in seconds
 
     @property
     def ok(self) -> bool:
@@ -309,7 +310,13 @@ class TztUser(FastHttpUser):
                 response.success()
             else:
                 response.failure(_failure_text(status, error))
-        return Answer(outcome, status, body)
+        wait = 0.0
+        if outcome == "shed":
+            try:
+                wait = float(response.headers.get("Retry-After") or 0)
+            except ValueError:
+                wait = 0.0
+        return Answer(outcome, status, body, wait)
 
     def pay_and_notify(self, channel: str, order: dict[str, Any]) -> bool:
         """The buyer pays in the channel's sandbox; the channel's signed notification reaches our endpoint."""
@@ -812,7 +819,7 @@ class TicketBuyerUser(TztUser):
 
     def _queue(self, buyer: Buyer, answer: Answer) -> None:
         if answer.outcome == "shed":
-            buyer.due = _later(2.0)
+            buyer.due = _later(answer.retry_after or 2.0)  # as the app does: when the server asks
             return
         if answer.status == 409:
             self._finish(buyer, "sold out")
@@ -871,7 +878,7 @@ class TicketBuyerUser(TztUser):
             headers=self.as_resident(buyer.resident),
         )
         if answer.outcome == "shed":
-            buyer.due = _later(2.0)
+            buyer.due = _later(answer.retry_after or 2.0)
         elif answer.status == 409:
             buyer.classes_tried += 1
             if buyer.classes_tried >= len(classes):
