@@ -103,6 +103,13 @@ class LedgerRepository:
                 amount,
             )
 
+    async def lock_account(self, conn: Connection, account: str) -> None:
+        """Serialises, until the transaction ends, what reads an account's balance to decide a posting (its
+        balance is in several rows, so no single row lock does)."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('ledger:' || $1::text, 0))", account
+        )
+
     async def entry_id(self, conn: Connection, ref: str) -> int | None:
         found: int | None = await conn.fetchval("SELECT id FROM payments.ledger_entries WHERE ref = $1", ref)
         return found

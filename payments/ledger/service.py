@@ -156,8 +156,10 @@ class Ledger:
     async def carry_payee_debt(self, conn: Connection, payee_id: uuid.UUID, ref: str) -> int:
         """After an entry that took money back from a payee (a refund): what its payable no longer covers (its
         money was settled already) becomes its debt to us, recovered from its next settlement. Called in the
-        entry's transaction, which holds the payable's balance row, so the balance read is the one it left.
+        entry's transaction. The balance is in shards (migration 0016): a lock on the payable until the commit
+        makes a concurrent refund's carry wait and then read this one's posting, so debts are carried once.
         Returns the debt carried (0 when the payable covered it)."""
+        await self._repo.lock_account(conn, f"payee_payable:{payee_id}")
         over = await self._repo.balance(conn, f"payee_payable:{payee_id}")
         if over <= 0:
             return 0
